@@ -1,0 +1,408 @@
+"""The feed protocol: what a cell publishes and what the appliance accepts.
+
+Pure encode / decode / validate: no I/O, no database. The cell side
+(``replica.cell``) and the appliance side (``replica.ingest``) share this module
+and nothing else.
+
+Wire format: one msgpack map per nanomsg message.
+
+Feed (PUB/SUB), the first two keys of every message are ``v`` (feed schema
+version) and ``t`` (message type)::
+
+    {"v": 1, "t": "batch", "cell": str, "epoch": str,
+     "events": [{"s": seq, "k": kind, "o": op, "id": key, "e": entity-or-None}, ...]}
+    {"v": 1, "t": "hb", "cell": str, "epoch": str, "head": int, "oldest": int, "ts": float}
+
+``kind`` is ``"server"`` (key: instance uuid) or ``"flavor"`` (key: flavorid).
+``op`` is ``"u"`` (upsert: ``e`` is the whole entity) or ``"d"`` (tombstone: ``e`` is None).
+Seqs in a batch are consecutive and increase by exactly 1 per event within an epoch.
+
+Control (REQ/REP): a request is ``{"v": 1, "op": name, ...args}``, a reply is
+``{"ok": True, ...}`` or ``{"ok": False, "error": code, "message": str}``; see
+``CONTROL_OPS`` for each operation's arguments and reply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid as uuidlib
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+FEED_VERSION = 1
+FEED_VERSIONS = (1,)            # versions this code can decode
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+DIGEST_BUCKETS = 256            # buckets of a drift check: first byte of the key's hash
+
+KIND_SERVER = "server"
+KIND_FLAVOR = "flavor"
+KINDS = (KIND_SERVER, KIND_FLAVOR)
+OP_UPSERT = "u"
+OP_DELETE = "d"
+
+
+class FeedError(ValueError):
+    """A message that cannot be accepted. ``reason`` is a short stable code for
+    counting (``malformed``, ``oversized``, ``unknown_version``, ``bad_entity``, ...);
+    the message says what exactly was wrong."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    seq: int
+    kind: str
+    op: str
+    key: str
+    entity: dict | None
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    cell: str
+    epoch: str
+    events: tuple[Event, ...]
+
+    @property
+    def first_seq(self) -> int:
+        return self.events[0].seq
+
+    @property
+    def last_seq(self) -> int:
+        return self.events[-1].seq
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    cell: str
+    epoch: str
+    head: int
+    oldest: int
+    ts: float
+
+
+# ---------------------------------------------------------------------------
+# Entities. Field -> accepted types. Every field is required (None where allowed).
+# Server entities are flat records built by the publisher from Nova's cell tables:
+# names follow Nova's columns; datetimes are ISO 8601 strings without a zone
+# ("2026-12-01T07:30:43.000000", UTC), as Nova's DB stores them.
+# ---------------------------------------------------------------------------
+
+_S = (str,)
+_SN = (str, type(None))
+_IN = (int, type(None))
+_B = (bool,)
+_BN = (bool, type(None))
+
+SERVER_FIELDS: dict[str, tuple] = {
+    "uuid": _S,
+    "project_id": _S,
+    "user_id": _S,
+    "display_name": _SN,
+    "display_description": _SN,
+    "hostname": _SN,
+    "created_at": _S,
+    "updated_at": _SN,
+    "launched_at": _SN,
+    "terminated_at": _SN,
+    "deleted_at": _SN,
+    "deleted": _B,              # soft-deleted (Nova: deleted != 0); shown only with changes-since
+    "vm_state": _SN,
+    "task_state": _SN,
+    "power_state": _IN,
+    "progress": _IN,
+    "host": _SN,
+    "node": _SN,
+    "availability_zone": _SN,
+    "launch_index": _IN,
+    "reservation_id": _SN,
+    "kernel_id": _SN,
+    "ramdisk_id": _SN,
+    "root_device_name": _SN,
+    "user_data": _SN,
+    "key_name": _SN,
+    "config_drive": _SN,
+    "access_ip_v4": _SN,
+    "access_ip_v6": _SN,
+    "auto_disk_config": _BN,
+    "locked": _B,
+    "locked_by": _SN,           # "admin" | "owner" | None
+    "locked_reason": _SN,       # instance_system_metadata['locked_reason']
+    "instance_name": _S,        # "instance-%08x" % instances.id, as Nova's template
+    "image_ref": _SN,           # "" or None when booted from volume
+    "image_properties": (dict,),  # system_metadata image_* keys, prefix stripped
+    "flavor": (dict,),          # see FLAVOR_OF_SERVER_FIELDS (instance_extra.flavor "cur")
+    "metadata": (dict,),        # instance_metadata key -> value
+    "tags": (list,),            # tags.tag, sorted
+    "network_info": (list,),    # instance_info_caches.network_info, parsed
+    "security_groups": (list,),  # security group names, in association order
+    "volumes": (list,),         # [{"id": volume_id, "delete_on_termination": bool}] by BDM id
+    "fault": (dict, type(None)),  # latest instance_faults row: code, message, details, created
+    "host_status": _SN,         # from services: "UP" | "DOWN" | "MAINTENANCE" | "UNKNOWN" | "" | None
+    "trusted_image_certificates": (list, type(None)),
+    "server_groups": (list,),   # server group uuids
+    "pinned_availability_zone": _SN,
+    "scheduler_hints": (dict,),
+}
+
+FLAVOR_OF_SERVER_FIELDS: dict[str, tuple] = {
+    "flavorid": _S,
+    "name": _S,
+    "memory_mb": (int,),
+    "vcpus": (int,),
+    "root_gb": (int,),
+    "ephemeral_gb": (int,),
+    "swap": (int,),
+    "extra_specs": (dict,),
+}
+
+FLAVOR_FIELDS: dict[str, tuple] = {
+    "flavorid": _S,
+    "name": _S,
+    "memory_mb": (int,),
+    "vcpus": (int,),
+    "root_gb": (int,),
+    "ephemeral_gb": (int,),
+    "swap": (int,),
+    "rxtx_factor": (float, int),
+    "vcpu_weight": _IN,
+    "disabled": _B,
+    "is_public": _B,
+    "description": _SN,
+    "extra_specs": (dict,),
+    "projects": (list,),        # flavor_projects.project_id, sorted (private flavors)
+    "created_at": _S,
+}
+
+ENTITY_FIELDS = {KIND_SERVER: SERVER_FIELDS, KIND_FLAVOR: FLAVOR_FIELDS}
+
+
+def _check_fields(entity: Any, fields: dict[str, tuple], where: str) -> None:
+    if not isinstance(entity, dict):
+        raise FeedError("bad_entity", f"{where}: expected a map, got {type(entity).__name__}")
+    missing = fields.keys() - entity.keys()
+    if missing:
+        raise FeedError("bad_entity", f"{where}: missing fields {sorted(missing)}")
+    for name, types in fields.items():
+        value = entity[name]
+        # bool is an int subclass: an int field must not accept True/False.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise FeedError("bad_entity", f"{where}: field {name!r} has type "
+                                          f"{type(value).__name__}")
+
+
+def validate_entity(kind: str, key: str, entity: Any) -> None:
+    """Raise FeedError unless ``entity`` is a well-formed entity of ``kind`` for ``key``."""
+    fields = ENTITY_FIELDS.get(kind)
+    if fields is None:
+        raise FeedError("bad_event", f"unknown kind {kind!r}")
+    where = f"{kind} {key}"
+    _check_fields(entity, fields, where)
+    if kind == KIND_SERVER:
+        if entity["uuid"] != key:
+            raise FeedError("bad_entity", f"{where}: uuid {entity['uuid']!r} does not match the key")
+        _check_fields(entity["flavor"], FLAVOR_OF_SERVER_FIELDS, f"{where} flavor")
+    elif entity["flavorid"] != key:
+        raise FeedError("bad_entity", f"{where}: flavorid does not match the key")
+
+
+def _check_key(kind: str, key: Any) -> None:
+    if not isinstance(key, str) or not key or len(key) > 255:
+        raise FeedError("bad_event", f"bad {kind} key {key!r}")
+    if kind == KIND_SERVER:
+        try:
+            uuidlib.UUID(key)
+        except ValueError:
+            raise FeedError("bad_event", f"server key {key!r} is not a uuid") from None
+
+
+# ---------------------------------------------------------------------------
+# Hashes and buckets for drift checks. Both sides compute them from the entity
+# with these functions, so the replica and the cell agree by construction.
+# ---------------------------------------------------------------------------
+
+def canonical_bytes(entity: dict) -> bytes:
+    return json.dumps(entity, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def entity_hash(entity: dict) -> int:
+    """A 32-bit hash of the entity's canonical form. 32 bits so that a bucket's
+    sum fits a SQLite integer for any realistic row count."""
+    return int.from_bytes(hashlib.blake2b(canonical_bytes(entity), digest_size=4).digest(), "big")
+
+
+def bucket_of(key: str) -> int:
+    return hashlib.blake2b(key.encode(), digest_size=1).digest()[0] % DIGEST_BUCKETS
+
+
+# ---------------------------------------------------------------------------
+# Feed messages
+# ---------------------------------------------------------------------------
+
+def _pack(obj: dict) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def encode_events(events: list[Event]) -> list[dict]:
+    return [{"s": e.seq, "k": e.kind, "o": e.op, "id": e.key, "e": e.entity} for e in events]
+
+
+def encode_batch(cell: str, epoch: str, events: list[Event]) -> bytes:
+    return _pack({"v": FEED_VERSION, "t": "batch", "cell": cell, "epoch": epoch,
+                  "events": encode_events(events)})
+
+
+def encode_heartbeat(cell: str, epoch: str, head: int, oldest: int, ts: float) -> bytes:
+    return _pack({"v": FEED_VERSION, "t": "hb", "cell": cell, "epoch": epoch,
+                  "head": head, "oldest": oldest, "ts": ts})
+
+
+def _unpack(data: bytes, max_bytes: int) -> dict:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise FeedError("malformed", f"message is {type(data).__name__}, not bytes")
+    if len(data) > max_bytes:
+        raise FeedError("oversized", f"message of {len(data)} bytes exceeds {max_bytes}")
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise FeedError("malformed", f"not a msgpack document ({type(exc).__name__})") from None
+    if not isinstance(obj, dict):
+        raise FeedError("malformed", f"top level is {type(obj).__name__}, not a map")
+    return obj
+
+
+def _need(obj: dict, name: str, types: tuple, where: str):
+    value = obj.get(name)
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        raise FeedError("malformed", f"{where}: field {name!r} missing or of the wrong type")
+    return value
+
+
+def decode_events(raw: Any, where: str = "events") -> tuple[Event, ...]:
+    """Decode and validate a list of wire events: consecutive seqs, valid keys
+    and entities. Raises FeedError on the first problem, so a batch is accepted
+    whole or not at all."""
+    if not isinstance(raw, list) or not raw:
+        raise FeedError("malformed", f"{where}: expected a non-empty list")
+    events = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise FeedError("malformed", f"{where}[{i}]: not a map")
+        seq = _need(item, "s", (int,), f"{where}[{i}]")
+        kind = _need(item, "k", (str,), f"{where}[{i}]")
+        op = _need(item, "o", (str,), f"{where}[{i}]")
+        if kind not in KINDS:
+            raise FeedError("bad_event", f"{where}[{i}]: unknown kind {kind!r}")
+        key = item.get("id")
+        _check_key(kind, key)
+        entity = item.get("e")
+        if op == OP_UPSERT:
+            validate_entity(kind, key, entity)
+        elif op == OP_DELETE:
+            if entity is not None:
+                raise FeedError("bad_event", f"{where}[{i}]: tombstone carries an entity")
+        else:
+            raise FeedError("bad_event", f"{where}[{i}]: unknown op {op!r}")
+        if seq < 1 or (events and seq != events[-1].seq + 1):
+            raise FeedError("bad_event", f"{where}[{i}]: seq {seq} does not follow "
+                                         f"{events[-1].seq if events else 0}")
+        events.append(Event(seq, kind, op, key, entity))
+    return tuple(events)
+
+
+def decode_message(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Batch | Heartbeat:
+    """Decode one feed message, or raise FeedError saying why it is refused."""
+    obj = _unpack(data, max_bytes)
+    version = obj.get("v")
+    if version not in FEED_VERSIONS or isinstance(version, bool):
+        raise FeedError("unknown_version", f"feed schema version {version!r} "
+                                           f"(this build accepts {list(FEED_VERSIONS)})")
+    kind = obj.get("t")
+    cell = _need(obj, "cell", (str,), "message")
+    epoch = _need(obj, "epoch", (str,), "message")
+    if not cell or not epoch:
+        raise FeedError("malformed", "message: empty cell or epoch")
+    if kind == "batch":
+        return Batch(cell, epoch, decode_events(obj.get("events")))
+    if kind == "hb":
+        head = _need(obj, "head", (int,), "heartbeat")
+        oldest = _need(obj, "oldest", (int,), "heartbeat")
+        ts = _need(obj, "ts", (float, int), "heartbeat")
+        return Heartbeat(cell, epoch, head, oldest, float(ts))
+    raise FeedError("malformed", f"unknown message type {kind!r}")
+
+
+# ---------------------------------------------------------------------------
+# Control (REQ/REP)
+# ---------------------------------------------------------------------------
+
+CONTROL_OPS = {
+    # op: (request args, reply fields)
+    "hello": ((), ("cell", "epoch", "head", "oldest", "versions", "kinds")),
+    # events with seq in [from, from + limit), of the current epoch; error "epoch" if the
+    # epoch differs, "retention" if from < oldest (reply carries "oldest").
+    "replay": (("epoch", "from", "limit"), ("epoch", "head", "events")),
+    # opens a consistent read at seq S; pages are read from it; it expires when idle.
+    "snapshot_begin": ((), ("snapshot", "epoch", "seq", "total")),
+    # items: [[kind, key, entity], ...] ordered by (kind, key), after the given cursor.
+    "snapshot_page": (("snapshot", "after", "limit"), ("items", "done")),
+    "snapshot_end": (("snapshot",), ()),
+    # per bucket [count, sum of entity_hash] at seq S, over live (upserted) entities.
+    "digest": ((), ("epoch", "seq", "buckets")),
+    # {key: [entity_hash, last_changed_seq]} for one bucket, at seq S.
+    "bucket": (("bucket",), ("epoch", "seq", "entities")),
+    # current entities for keys: {key: entity or None when gone}.
+    "fetch": (("kind", "keys"), ("epoch", "seq", "entities")),
+}
+
+
+class ControlError(Exception):
+    """An error reply from a cell's control socket."""
+
+    def __init__(self, op: str, error: str, message: str, reply: dict | None = None):
+        super().__init__(f"{op}: {error}: {message}")
+        self.op = op
+        self.error = error
+        self.reply = reply or {}
+
+
+def encode_request(op: str, **args) -> bytes:
+    if op not in CONTROL_OPS:
+        raise ValueError(f"unknown control op {op!r}")
+    return _pack({"v": FEED_VERSION, "op": op, **args})
+
+
+def decode_request(data: bytes) -> tuple[str, dict]:
+    obj = _unpack(data, MAX_MESSAGE_BYTES)
+    if obj.get("v") not in FEED_VERSIONS:
+        raise FeedError("unknown_version", f"control version {obj.get('v')!r}")
+    op = obj.pop("op", None)
+    obj.pop("v", None)
+    if op not in CONTROL_OPS:
+        raise FeedError("malformed", f"unknown control op {op!r}")
+    missing = [a for a in CONTROL_OPS[op][0] if a not in obj]
+    if missing:
+        raise FeedError("malformed", f"{op}: missing arguments {missing}")
+    return op, obj
+
+
+def encode_reply(**fields) -> bytes:
+    return _pack({"ok": True, **fields})
+
+
+def encode_error(error: str, message: str, **fields) -> bytes:
+    return _pack({"ok": False, "error": error, "message": message, **fields})
+
+
+def decode_reply(op: str, data: bytes) -> dict:
+    """Decode a control reply; raise ControlError for an error reply."""
+    obj = _unpack(data, 64 * MAX_MESSAGE_BYTES)
+    if obj.get("ok") is not True:
+        raise ControlError(op, str(obj.get("error", "malformed")), str(obj.get("message", "")), obj)
+    return obj

@@ -1,0 +1,64 @@
+"""How every replica connection is opened: small named setup steps, one writer,
+read-only readers. Open connections in the process that uses them, after any fork."""
+
+from __future__ import annotations
+
+import apsw
+
+from replica.store import schema
+
+MMAP_BYTES = 1 << 30           # readers map up to 1 GiB of the database
+BUSY_TIMEOUT_MS = 5000
+READ_DEADLINE_VM_STEPS = 1000  # progress handler granularity for reader deadlines
+
+
+def _wal(conn: apsw.Connection) -> None:
+    conn.execute("PRAGMA journal_mode=WAL")
+
+
+def _normal_sync(conn: apsw.Connection) -> None:
+    conn.execute("PRAGMA synchronous=NORMAL")
+
+
+def _no_auto_checkpoint(conn: apsw.Connection) -> None:
+    # An automatic checkpoint inside COMMIT stalls the writer on fdatasync under read
+    # load; the writer checkpoints in the background instead (checkpoint_passive).
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+
+
+def _mmap(conn: apsw.Connection) -> None:
+    conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+
+
+def _busy(conn: apsw.Connection) -> None:
+    conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+
+
+def _foreign_keys(conn: apsw.Connection) -> None:
+    conn.execute("PRAGMA foreign_keys=ON")
+
+
+WRITER_SETUP = (_busy, _wal, _normal_sync, _no_auto_checkpoint, _mmap, _foreign_keys)
+READER_SETUP = (_busy, _mmap)
+
+
+def open_writer(path: str) -> apsw.Connection:
+    """The single writer (ingest). Creates the database and migrates its schema."""
+    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
+    for step in WRITER_SETUP:
+        step(conn)
+    schema.migrate(conn)
+    return conn
+
+
+def open_reader(path: str) -> apsw.Connection:
+    """A read-only connection (API workers, admin, CLI). The database must exist."""
+    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
+    for step in READER_SETUP:
+        step(conn)
+    return conn
+
+
+def checkpoint_passive(conn: apsw.Connection) -> tuple[int, int]:
+    """Copy what the WAL holds back into the database without waiting for readers."""
+    return conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)

@@ -1,0 +1,123 @@
+"""The replica database schema, as a user_version ladder.
+
+Each step is applied once, in order, inside one transaction with the new
+user_version. Never edit a released step: add one.
+
+Row layout: every server and flavor row carries the indexed columns that the
+API filters and sorts on, and the pre-rendered response documents (``doc``:
+the detail document, ``brief``: the list entry) so that a read is one indexed
+statement and a copy of bytes. Columns are filled by ``replica.render``.
+"""
+
+from __future__ import annotations
+
+import apsw
+
+STEPS: tuple[str, ...] = (
+    # 1: servers, flavors, positions, dead letters
+    """
+    CREATE TABLE servers (
+        uuid TEXT PRIMARY KEY,
+        cell TEXT NOT NULL,
+        seq INTEGER NOT NULL,             -- feed seq of the event that wrote this row
+        project_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        deleted INTEGER NOT NULL,         -- 1: soft-deleted, shown only with changes-since
+        display_name TEXT,
+        display_description TEXT,
+        status TEXT NOT NULL,             -- API status (ACTIVE, SHUTOFF, ...)
+        vm_state TEXT,
+        task_state TEXT,
+        power_state INTEGER,
+        host TEXT,
+        node TEXT,
+        availability_zone TEXT,
+        image_ref TEXT,
+        flavor_id TEXT,
+        flavor_name TEXT,
+        key_name TEXT,
+        locked INTEGER NOT NULL,
+        locked_by TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT,
+        launched_at TEXT,
+        terminated_at TEXT,
+        deleted_at TEXT,
+        access_ip_v4 TEXT,
+        access_ip_v6 TEXT,
+        config_drive TEXT,
+        progress INTEGER,
+        hostname TEXT,
+        launch_index INTEGER,
+        reservation_id TEXT,
+        kernel_id TEXT,
+        ramdisk_id TEXT,
+        root_device_name TEXT,
+        auto_disk_config INTEGER,
+        ips TEXT NOT NULL,                -- every fixed and floating address, space separated
+        tags TEXT NOT NULL,               -- JSON array of tags
+        doc BLOB NOT NULL,                -- detail document (see replica.render)
+        brief BLOB NOT NULL,              -- list entry (id, links, name)
+        entity_hash INTEGER NOT NULL,     -- replica.feed.entity_hash of the entity
+        bucket INTEGER NOT NULL           -- replica.feed.bucket_of(uuid)
+    );
+    CREATE INDEX servers_project_created ON servers (project_id, deleted, created_at, uuid);
+    CREATE INDEX servers_created ON servers (deleted, created_at, uuid);
+    CREATE INDEX servers_updated ON servers (updated_at);
+    CREATE INDEX servers_cell_bucket ON servers (cell, bucket);
+
+    CREATE TABLE flavors (
+        flavorid TEXT PRIMARY KEY,
+        source TEXT NOT NULL,             -- the feed that publishes it
+        seq INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        memory_mb INTEGER NOT NULL,
+        vcpus INTEGER NOT NULL,
+        root_gb INTEGER NOT NULL,
+        ephemeral_gb INTEGER NOT NULL,
+        swap INTEGER NOT NULL,
+        disabled INTEGER NOT NULL,
+        is_public INTEGER NOT NULL,
+        projects TEXT NOT NULL,           -- JSON array of projects with access (private flavors)
+        created_at TEXT NOT NULL,
+        doc BLOB NOT NULL,
+        brief BLOB NOT NULL,
+        entity_hash INTEGER NOT NULL,
+        bucket INTEGER NOT NULL
+    );
+    CREATE INDEX flavors_source_bucket ON flavors (source, bucket);
+
+    CREATE TABLE positions (
+        cell TEXT PRIMARY KEY,
+        epoch TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        applied_at REAL NOT NULL          -- unix time of the commit that wrote it
+    );
+
+    CREATE TABLE dead_letters (
+        id INTEGER PRIMARY KEY,
+        received_at REAL NOT NULL,
+        cell TEXT,                        -- as claimed by the message, when readable
+        reason TEXT NOT NULL,             -- replica.feed.FeedError.reason
+        message TEXT NOT NULL,
+        payload BLOB NOT NULL             -- the first bytes of the refused message
+    );
+    """,
+)
+
+
+def user_version(conn: apsw.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchall()[0][0]
+
+
+def migrate(conn: apsw.Connection) -> int:
+    """Apply the steps this database has not seen yet; return the new user_version."""
+    current = user_version(conn)
+    if current > len(STEPS):
+        raise RuntimeError(f"replica database is at schema {current}, newer than this "
+                           f"build ({len(STEPS)}): use a newer appliance or a new data dir")
+    for number, ddl in enumerate(STEPS[current:], start=current + 1):
+        with conn:
+            conn.execute(ddl)
+            conn.execute(f"PRAGMA user_version = {number}")
+    return len(STEPS)
