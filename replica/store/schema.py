@@ -4,9 +4,10 @@ Each step is applied once, in order, inside one transaction with the new
 user_version. Never edit a released step: add one.
 
 Row layout: every server and flavor row carries the indexed columns that the
-API filters and sorts on, and the pre-rendered response documents (``doc``:
-the detail document, ``brief``: the list entry) so that a read is one indexed
-statement and a copy of bytes. Columns are filled by ``replica.render``.
+API filters and sorts on, and the pre-rendered response fragments (``brief``: the
+list entry; ``d_*`` / ``f_*``: the pieces of the detail document that differ between
+microversions and audiences) so that a read is one indexed statement that concatenates
+bytes. Columns are filled by ``replica.render``.
 """
 
 from __future__ import annotations
@@ -56,8 +57,31 @@ STEPS: tuple[str, ...] = (
         auto_disk_config INTEGER,
         ips TEXT NOT NULL,                -- every fixed and floating address, space separated
         tags TEXT NOT NULL,               -- JSON array of tags
-        doc BLOB NOT NULL,                -- detail document (see replica.render)
-        brief BLOB NOT NULL,              -- list entry (id, links, name)
+        flavor_ref TEXT NOT NULL,         -- flavorid as written inside a JSON string
+        image_ref_id TEXT,                -- image id as written inside a JSON string; NULL: none
+        image_props TEXT NOT NULL,        -- the image properties object (2.98)
+        brief TEXT NOT NULL,              -- list entry without its links: '{"id":..,"name":..'
+        -- detail fragments (see replica.render.STORED_FRAGMENTS): d_base opens the
+        -- object, each other one is '' or ',"key":value'; a view concatenates its own,
+        -- and SQL adds the fragments that hold links (replica.store.reader).
+        d_base TEXT NOT NULL,
+        d_fault_user TEXT NOT NULL,
+        d_fault_admin TEXT NOT NULL,
+        d_flavor_v247 TEXT NOT NULL,
+        d_volumes_v21 TEXT NOT NULL,
+        d_volumes_v23 TEXT NOT NULL,
+        d_ext_v21 TEXT NOT NULL,
+        d_ext_v23 TEXT NOT NULL,
+        d_locked TEXT NOT NULL,
+        d_host_status TEXT NOT NULL,
+        d_description TEXT NOT NULL,
+        d_tags TEXT NOT NULL,
+        d_trusted_certs TEXT NOT NULL,
+        d_server_groups TEXT NOT NULL,
+        d_locked_reason TEXT NOT NULL,
+        d_hostname TEXT NOT NULL,
+        d_pinned_az TEXT NOT NULL,
+        d_scheduler_hints TEXT NOT NULL,
         entity_hash INTEGER NOT NULL,     -- replica.feed.entity_hash of the entity
         bucket INTEGER NOT NULL           -- replica.feed.bucket_of(uuid)
     );
@@ -76,12 +100,21 @@ STEPS: tuple[str, ...] = (
         root_gb INTEGER NOT NULL,
         ephemeral_gb INTEGER NOT NULL,
         swap INTEGER NOT NULL,
+        rxtx_factor REAL NOT NULL,
+        vcpu_weight INTEGER,
         disabled INTEGER NOT NULL,
         is_public INTEGER NOT NULL,
+        description TEXT,
         projects TEXT NOT NULL,           -- JSON array of projects with access (private flavors)
         created_at TEXT NOT NULL,
-        doc BLOB NOT NULL,
-        brief BLOB NOT NULL,
+        -- fragments (see replica.render.FLAVOR_FRAGMENTS): f_brief and f_detail open
+        -- the object, the others are ',"key":value'.
+        f_brief TEXT NOT NULL,
+        f_detail TEXT NOT NULL,
+        f_swap_v21 TEXT NOT NULL,
+        f_swap_v275 TEXT NOT NULL,
+        f_description TEXT NOT NULL,
+        f_extra_specs TEXT NOT NULL,
         entity_hash INTEGER NOT NULL,
         bucket INTEGER NOT NULL
     );

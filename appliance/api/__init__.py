@@ -1,0 +1,33 @@
+"""The Compute API v2.1 read side: versions, servers, flavors, microversions, auth,
+faults. ``make_app(ApiConfig(...))`` is the WSGI callable a worker serves; the worker
+calls its ``reload()`` on SIGHUP (re-reads the tokens file).
+
+Modules: ``app`` (dispatcher for the read routes in front of a bottle app for discovery
+and every other path), ``config``, ``microversion``, ``identity`` (noauth / tokens),
+``server_params`` and ``flavor_params`` (query parameters as Nova validates and maps
+them), ``params`` (shared checks, Nova's wording), ``faults``, ``versions``.
+
+Choices where Nova leaves room or a replica differs, decided once here:
+
+- Writes (POST, PUT, PATCH, DELETE) on servers and flavors answer ``405 badMethod`` with
+  ``Allow: GET, HEAD`` and a message saying this endpoint is a read-only replica.
+  novaclient, openstacksdk and the CLI show the message and stop; none retries a 405
+  (a 503 would be retried, a 501 reads as "not implemented yet").
+- ``all_tenants`` from a non-admin is refused with 403, as Nova's default policy does
+  (``os_compute_api:servers:index:get_all_tenants`` / ``detail:get_all_tenants``).
+- ``name`` and the other regex filters: a pattern without regex metacharacters is a
+  substring test (``instr()``, in C, no per-row Python); a real regex calls a registered
+  ``regexp()`` Python function once per candidate row of the caller's scope (about a
+  microsecond each: ~1 ms per 1,000 candidate servers), still inside the one statement.
+- ``ip`` / ``ip6`` match a substring of any fixed or floating address (Nova delegates to
+  Neutron's ``ip_address_substr``).
+- ``GET /v2.1`` answers the version document directly (Nova redirects to ``/v2.1/``).
+- keystoneauth's "none" plugin sends the token ``notused``: it counts as no token, so
+  ``--os-auth-type none`` gets the ``noauth_default_token`` identity.
+- The advertised range is 2.1 - 2.100.
+"""
+
+from appliance.api.app import ComputeApi, make_app
+from appliance.api.config import ApiConfig
+
+__all__ = ["ApiConfig", "ComputeApi", "make_app"]

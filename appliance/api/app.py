@@ -1,0 +1,416 @@
+"""The Compute API WSGI app: a small dispatcher for the read routes in front of a bottle
+app that serves version discovery and every other path.
+
+The read routes do as little Python as possible per request: split the path, read two
+headers, run ONE reader statement that returns the body bytes, add the headers. Errors
+anywhere are ``ApiError`` and leave as Nova faults; nothing leaves as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from urllib.parse import urlencode
+
+import apsw
+import bottle
+
+from appliance.api import microversion
+from appliance.api.config import ApiConfig
+from appliance.api.faults import ApiError, fault_body, not_found, read_only, status_line
+from appliance.api.flavor_params import flavor_query
+from appliance.api.identity import NoAuth, TokenFile
+from appliance.api.params import CANONICAL_UUID, canonical_uuid, is_uuid_like, parse_query
+from appliance.api.server_params import server_query
+from appliance.api.versions import version_document, versions_document
+from replica.render import FlavorView, ServerView
+from replica.store.reader import Prefixes, ReadResult, ReadTimeout, reader_for
+
+LOG = logging.getLogger(__name__)
+READ_METHODS = ("GET", "HEAD")
+COLLECTIONS = ("servers", "flavors")
+SHOW_SERVER = "/v2.1/servers/"
+_HOST = re.compile(r"^[A-Za-z0-9.\-_:\[\]]{1,255}$")
+_SCHEME = ("http", "https")
+
+
+class _Read:
+    """What one read request carries through its handler."""
+
+    __slots__ = ("environ", "minor", "identity", "url_project", "root", "prefixes",
+                 "pairs", "multi")
+
+    def __init__(self, environ, minor, identity, url_project, root, prefixes):
+        self.environ = environ
+        self.minor = minor
+        self.identity = identity
+        self.url_project = url_project
+        self.root = root
+        self.prefixes = prefixes
+        self.pairs = None
+        self.multi = None
+
+    def query(self):
+        if self.multi is None:
+            self.pairs, self.multi = parse_query(self.environ)
+        return self.multi
+
+
+class ComputeApi:
+    """The WSGI callable (``make_app``); ``reload()`` re-reads the tokens file."""
+
+    def __init__(self, config: ApiConfig):
+        self.config = config
+        self.auth = (TokenFile(config.tokens_file) if config.auth == "tokens"
+                     else NoAuth(config.noauth_default_token))
+        self._version_headers = {m: microversion.response_headers(m)
+                                 for m in range(microversion.MIN_MINOR,
+                                                microversion.MAX_MINOR + 1)}
+        self._prefixes: dict[tuple[str, str | None], Prefixes] = {}
+        self._roots: dict[tuple, str] = {}
+        self._by_host: dict[str | None, Prefixes] = {}
+        self._server_views = {(m, a, s): ServerView(m, a, s)
+                              for m in range(1, microversion.MAX_MINOR + 1)
+                              for a in (False, True) for s in (False, True)}
+        self._flavor_views = {(m, d): FlavorView(m, d)
+                              for m in range(1, microversion.MAX_MINOR + 1)
+                              for d in (False, True)}
+        self.bottle = _bottle_app(self)
+
+    def reload(self) -> None:
+        self.auth.reload()
+
+    # -- WSGI entry -------------------------------------------------------------------
+
+    def __call__(self, environ, start_response):
+        request_id = _request_id()
+        try:
+            path = environ.get("PATH_INFO", "")
+            if path.startswith(SHOW_SERVER) and environ.get("REQUEST_METHOD") == "GET":
+                server_id = path[len(SHOW_SERVER):]
+                if CANONICAL_UUID.match(server_id):
+                    return self._show_server_fast(environ, start_response, request_id,
+                                                  server_id)
+            return self._dispatch(environ, start_response, request_id)
+        except ApiError as err:
+            return self._fault(start_response, err, request_id, environ, None, None)
+        except ReadTimeout as exc:
+            LOG.warning("%s %s: %s", request_id, environ.get("PATH_INFO"), exc)
+            err = ApiError(503, "The replica did not answer in time; retry the request.")
+            return self._fault(start_response, err, request_id, environ, None, None)
+        except apsw.Error as exc:
+            LOG.error("%s %s: replica store: %s", request_id, environ.get("PATH_INFO"), exc)
+            err = ApiError(503, "The replica store is not available right now.")
+            return self._fault(start_response, err, request_id, environ, None, None)
+        except Exception:  # the last line: log it, answer a fault, never a traceback
+            LOG.exception("%s %s %s failed", request_id, environ.get("REQUEST_METHOD"),
+                          environ.get("PATH_INFO"))
+            err = ApiError(503, f"The request could not be answered ({request_id}).")
+            return self._fault(start_response, err, request_id, environ, None, None)
+
+    def _show_server_fast(self, environ, start_response, request_id, server_id):
+        """GET /v2.1/servers/{uuid}, the hottest route, without the general dispatch."""
+        minor = microversion.requested(environ)
+        identity = self.auth.identify(environ)
+        host = environ.get("HTTP_HOST")
+        forwarded = self._forwarded(environ)
+        prefixes = None if forwarded else self._by_host.get(host)
+        if prefixes is None:
+            prefixes = self._prefixes_for(self._root(environ), None)
+            if not forwarded:
+                self._remember_host(host, prefixes)
+        result = self._reader.show_server(
+            server_id, self._server_views[(minor, identity.admin, True)], prefixes,
+            None if identity.admin else identity.project_id)
+        if result.body is None:
+            err = _NotFoundWith(f"Instance {server_id} could not be found.", result)
+            return self._fault(start_response, err, request_id, environ, minor, result)
+        body = b'{"server":' + result.body + b"}"
+        start_response("200 OK", [
+            ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+            ("x-openstack-request-id", request_id), ("x-compute-request-id", request_id),
+            ("Server-Timing", f'db;desc="1 stmt";dur={result.elapsed_ms:.3f}'),
+            ("X-Replica-Position", result.position), *self._version_headers[minor]])
+        return [body]
+
+    @property
+    def _reader(self):
+        return reader_for(self.config.replica_path)
+
+    @staticmethod
+    def _forwarded(environ) -> bool:
+        return "HTTP_X_FORWARDED_HOST" in environ or "HTTP_X_FORWARDED_PROTO" in environ
+
+    def _remember_host(self, host, prefixes: Prefixes) -> None:
+        # Prefixes by Host header alone, for requests without forwarding headers (the
+        # URL scheme and SCRIPT_NAME are fixed for one server).
+        if len(self._by_host) > 1000:
+            self._by_host.clear()
+        self._by_host[host] = prefixes
+
+    def _dispatch(self, environ, start_response, request_id):
+        path = environ.get("PATH_INFO") or "/"
+        parts = path.strip("/").split("/")
+        if parts[0] != "v2.1" or len(parts) == 1:
+            return self._bottle(environ, start_response, request_id)
+        rest = parts[1:]
+        url_project = None
+        if rest[0] not in COLLECTIONS:
+            url_project = rest[0]
+            rest = rest[1:]
+        if not rest or rest[0] not in COLLECTIONS:
+            return self._bottle(environ, start_response, request_id)
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method not in READ_METHODS:
+            raise read_only(method)
+        minor = None
+        try:
+            minor = microversion.requested(environ)
+            identity = self.auth.identify(environ)
+            if url_project is not None and url_project != identity.project_id:
+                raise ApiError(400, f"Malformed request URL: URL's project_id "
+                                    f"'{url_project}' doesn't match Context's project_id "
+                                    f"'{identity.project_id}'")
+            root = self._root(environ)
+            read = _Read(environ, minor, identity, url_project, root,
+                         self._prefixes_for(root, url_project))
+            status, body, result = self._route(rest, read)
+        except ApiError as err:
+            return self._fault(start_response, err, request_id, environ, minor, None)
+        return self._respond(start_response, environ, status, body, result, request_id,
+                             minor)
+
+    def _route(self, rest: list[str], read: _Read):
+        collection = rest[0]
+        if len(rest) == 1:
+            return (self._list_servers(read, False) if collection == "servers"
+                    else self._list_flavors(read, False))
+        if len(rest) == 2:
+            if rest[1] == "detail":
+                return (self._list_servers(read, True) if collection == "servers"
+                        else self._list_flavors(read, True))
+            return (self._show_server(read, rest[1]) if collection == "servers"
+                    else self._show_flavor(read, rest[1]))
+        raise not_found()
+
+    # -- handlers ----------------------------------------------------------------------
+
+    def _show_server(self, read: _Read, server_id: str):
+        if not is_uuid_like(server_id):
+            raise not_found(f"Instance {server_id} could not be found.")
+        identity = read.identity
+        view = self._server_views[(read.minor, identity.admin, True)]
+        result = reader_for(self.config.replica_path).show_server(
+            canonical_uuid(server_id), view, read.prefixes,
+            None if identity.admin else identity.project_id)
+        if result.body is None:
+            raise _NotFoundWith(f"Instance {server_id} could not be found.", result)
+        return 200, b'{"server":' + result.body + b"}", result
+
+    def _show_flavor(self, read: _Read, flavorid: str):
+        identity = read.identity
+        view = self._flavor_views[(read.minor, True)]
+        result = reader_for(self.config.replica_path).show_flavor(
+            flavorid, view, read.prefixes, None if identity.admin else identity.project_id)
+        if result.body is None:
+            raise _NotFoundWith(f"Flavor {flavorid} could not be found.", result)
+        return 200, b'{"flavor":' + result.body + b"}", result
+
+    def _list_servers(self, read: _Read, detail: bool):
+        multi = read.query()
+        query = server_query(multi, read.minor, read.identity, detail, self.config.max_limit)
+        view = self._server_views[(read.minor, read.identity.admin, False)] if detail else None
+        result = reader_for(self.config.replica_path).list_servers(query, view, read.prefixes)
+        if query.marker is not None and not result.marker_found:
+            raise _BadRequestWith(f"marker [{query.marker}] not found", result)
+        collection = "servers/detail" if detail else "servers"
+        return 200, self._close_list(read, result, collection, "servers_links"), result
+
+    def _list_flavors(self, read: _Read, detail: bool):
+        multi = read.query()
+        query = flavor_query(multi, read.minor, read.identity, self.config.max_limit)
+        view = self._flavor_views[(read.minor, detail)]
+        result = reader_for(self.config.replica_path).list_flavors(query, view, read.prefixes)
+        if query.marker is not None and not result.marker_found:
+            raise _BadRequestWith(f"marker [{query.marker}] not found", result)
+        collection = "flavors/detail" if detail else "flavors"
+        return 200, self._close_list(read, result, collection, "flavors_links"), result
+
+    def _close_list(self, read: _Read, result: ReadResult, collection: str,
+                    links_key: str) -> bytes:
+        """Close the list body, with Nova's next link when the page is full."""
+        multi = read.multi or {}
+        max_items = self.config.max_limit
+        if "limit" in multi:
+            max_items = min(int(multi["limit"][-1]), max_items)
+        if not max_items or result.count != max_items or result.last_id is None:
+            return result.body + b"}"
+        params = dict(sorted(read.pairs or ()))
+        params["marker"] = result.last_id
+        self_prefix = _self_prefix(read.root, read.url_project)
+        href = f"{self_prefix}/{collection}?{urlencode(params)}"
+        links = json.dumps([{"rel": "next", "href": href}])
+        return result.body + b',"' + links_key.encode() + b'":' + links.encode() + b"}"
+
+    # -- links ---------------------------------------------------------------------------
+
+    def _root(self, environ) -> str:
+        """scheme://host[/path] of the request, as clients reach the API."""
+        if self.config.public_url:
+            return self.config.public_url.rstrip("/")
+        key = (environ.get("HTTP_HOST"), environ.get("HTTP_X_FORWARDED_PROTO"),
+               environ.get("HTTP_X_FORWARDED_HOST"), environ.get("wsgi.url_scheme"),
+               environ.get("SCRIPT_NAME"))
+        root = self._roots.get(key)
+        if root is None:
+            if len(self._roots) > 1000:
+                self._roots.clear()
+            root = self._roots[key] = self._root_of(environ)
+        return root
+
+    def _root_of(self, environ) -> str:
+        scheme = environ.get("HTTP_X_FORWARDED_PROTO") or environ.get("wsgi.url_scheme")
+        scheme = scheme.split(",")[0].strip().lower() if scheme else "http"
+        if scheme not in _SCHEME:
+            scheme = "http"
+        host = environ.get("HTTP_X_FORWARDED_HOST") or environ.get("HTTP_HOST")
+        host = host.split(",")[0].strip() if host else ""
+        if not _HOST.match(host):
+            host = f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
+        return f"{scheme}://{host}{environ.get('SCRIPT_NAME', '').rstrip('/')}"
+
+    def _prefixes_for(self, root: str, url_project: str | None) -> Prefixes:
+        key = (root, url_project)
+        found = self._prefixes.get(key)
+        if found is None:
+            project = f"/{url_project}" if url_project else ""
+            # Escaped for JSON: the prefixes are pasted into JSON strings by SQL.
+            found = Prefixes(json.dumps(f"{root}/v2.1{project}")[1:-1],
+                             json.dumps(f"{root}{project}")[1:-1])
+            if len(self._prefixes) > 1000:
+                self._prefixes.clear()
+            self._prefixes[key] = found
+        return found
+
+    # -- responses -----------------------------------------------------------------------
+
+    def _respond(self, start_response, environ, status: int, body: bytes,
+                 result: ReadResult | None, request_id: str, minor: int | None):
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                   ("x-openstack-request-id", request_id),
+                   ("x-compute-request-id", request_id)]
+        headers.append(_server_timing(result))
+        if result is not None:
+            headers.append(("X-Replica-Position", result.position))
+        if minor is not None:
+            headers.extend(self._version_headers[minor])
+        start_response(status_line(status), headers)
+        if environ.get("REQUEST_METHOD") == "HEAD":
+            return [b""]
+        return [body]
+
+    def _fault(self, start_response, err: ApiError, request_id: str, environ,
+               minor: int | None, result: ReadResult | None):
+        if isinstance(err, _WithResult):
+            result = err.result
+        body = fault_body(err.status, err.message)
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                   ("x-openstack-request-id", request_id),
+                   ("x-compute-request-id", request_id), _server_timing(result)]
+        if result is not None:
+            headers.append(("X-Replica-Position", result.position))
+        if minor is not None:
+            headers.extend(self._version_headers[minor])
+        headers.extend(err.headers)
+        start_response(status_line(err.status), headers)
+        if environ.get("REQUEST_METHOD") == "HEAD":
+            return [b""]
+        return [body]
+
+    def _bottle(self, environ, start_response, request_id):
+        def with_ids(status, headers, exc_info=None):
+            headers = [h for h in headers if h[0].lower() != "content-type"]
+            headers += [("Content-Type", "application/json"),
+                        ("x-openstack-request-id", request_id),
+                        ("x-compute-request-id", request_id), _server_timing(None)]
+            return start_response(status, headers, exc_info)
+        return self.bottle(environ, with_ids)
+
+    def versions(self, environ) -> bytes:
+        return versions_document(self._root(environ))
+
+    def version(self, environ) -> bytes:
+        return version_document(self._root(environ))
+
+
+class _WithResult(ApiError):
+    """An error found after the statement ran: the response still reports it."""
+
+    def __init__(self, status: int, message: str, result: ReadResult):
+        super().__init__(status, message)
+        self.result = result
+
+
+class _NotFoundWith(_WithResult):
+    def __init__(self, message: str, result: ReadResult):
+        super().__init__(404, message, result)
+
+
+class _BadRequestWith(_WithResult):
+    def __init__(self, message: str, result: ReadResult):
+        super().__init__(400, message, result)
+
+
+def _request_id() -> str:
+    # A version-4-shaped uuid from the process's PRNG (no syscall; the random module
+    # reseeds itself in a forked child, so workers do not repeat each other's ids).
+    h = f"{random.getrandbits(128):032x}"
+    return f"req-{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:]}"
+
+
+def _self_prefix(root: str, url_project: str | None) -> str:
+    return f"{root}/v2.1/{url_project}" if url_project else f"{root}/v2.1"
+
+
+def _server_timing(result: ReadResult | None) -> tuple[str, str]:
+    if result is None:
+        return ("Server-Timing", 'db;desc="0 stmt";dur=0')
+    return ("Server-Timing",
+            f'db;desc="{result.statements} stmt";dur={result.elapsed_ms:.3f}')
+
+
+def _bottle_app(api: ComputeApi) -> bottle.Bottle:
+    """Version discovery, and Nova-style faults for every path the dispatcher does not
+    own (unknown paths, writes to the version documents)."""
+    app = bottle.Bottle(catchall=False, autojson=False)
+
+    @app.route("/", method=["GET", "HEAD"])
+    def versions():
+        return api.versions(bottle.request.environ)
+
+    @app.route("/v2.1", method=["GET", "HEAD"])
+    @app.route("/v2.1/", method=["GET", "HEAD"])
+    def version():
+        return api.version(bottle.request.environ)
+
+    def fault(error: bottle.HTTPError):
+        status = error.status_code
+        if status == 405:
+            bottle.response.set_header("Allow", "GET, HEAD")
+            method = bottle.request.method
+            return fault_body(405, f"The method {method} is not allowed for this resource.")
+        if status == 404:
+            return fault_body(404, "The resource could not be found.")
+        return fault_body(status, str(error.body or "The request could not be answered."))
+
+    for code in (400, 404, 405, 500):
+        app.error(code)(fault)
+    return app
+
+
+def make_app(config: ApiConfig) -> ComputeApi:
+    """The WSGI callable of the Compute API read side."""
+    return ComputeApi(config)
+

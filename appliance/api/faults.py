@@ -1,0 +1,54 @@
+"""Nova-style faults: ``{"<name>": {"code": N, "message": "..."}}`` (nova.api.openstack.wsgi
+Fault), raised as ``ApiError`` anywhere in the API and rendered in one place."""
+
+from __future__ import annotations
+
+import json
+
+FAULT_NAMES = {
+    400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound",
+    405: "badMethod", 409: "conflictingRequest", 413: "overLimit", 415: "badMediaType",
+    429: "overLimit", 501: "notImplemented", 503: "serviceUnavailable",
+}
+REASONS = {
+    200: "OK",
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 406: "Not Acceptable", 414: "Request-URI Too Long",
+    500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
+}
+READ_ONLY_ALLOW = "GET, HEAD"
+
+
+class ApiError(Exception):
+    """An HTTP error the API answers as a Nova fault."""
+
+    def __init__(self, status: int, message: str, headers: tuple = ()):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = tuple(headers)
+
+
+def fault_body(status: int, message: str) -> bytes:
+    name = FAULT_NAMES.get(status, "computeFault")
+    return json.dumps({name: {"code": status, "message": message}}).encode()
+
+
+def status_line(status: int) -> str:
+    return f"{status} {REASONS.get(status, 'Error')}"
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, message)
+
+
+def not_found(message: str = "The resource could not be found.") -> ApiError:
+    return ApiError(404, message)
+
+
+def read_only(method: str) -> ApiError:
+    # 405 with Allow: novaclient, openstacksdk and the CLI print the message and stop;
+    # none of them retries a 405 (they would retry a 503).
+    return ApiError(405, f"This endpoint is a read-only replica of the Compute API: "
+                         f"{method} is not served here. Send changes to the cloud's "
+                         f"Compute API.", (("Allow", READ_ONLY_ALLOW),))

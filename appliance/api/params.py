@@ -1,0 +1,135 @@
+"""Query-string parsing and the value checks made by Nova's query schemas and utilities,
+with Nova's wording (nova/api/validation, oslo strutils, common.py)."""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import re
+import uuid
+from urllib.parse import parse_qsl
+
+from appliance.api.faults import ApiError, bad_request
+
+MAX_QUERY_CHARS = 16384          # longer query strings are refused (414)
+TRUE_STRINGS = ("1", "t", "true", "on", "y", "yes")
+FALSE_STRINGS = ("0", "f", "false", "off", "n", "no")
+_ACCEPTABLE = ", ".join(f"'{s}'" for s in sorted(TRUE_STRINGS + FALSE_STRINGS))
+_DIGITS = re.compile(r"^[0-9]*$")
+
+
+def parse_query(environ: dict) -> tuple[list[tuple[str, str]], dict[str, list[str]]]:
+    """(pairs in order, name -> values) of the query string."""
+    qs = environ.get("QUERY_STRING", "")
+    if not qs:
+        return [], {}
+    if len(qs) > MAX_QUERY_CHARS:
+        raise ApiError(414, f"The query string is longer than {MAX_QUERY_CHARS} characters.")
+    pairs = parse_qsl(qs, keep_blank_values=True)
+    multi: dict[str, list[str]] = {}
+    for k, v in pairs:
+        multi.setdefault(k, []).append(v)
+    return pairs, multi
+
+
+def invalid_query(name: str, value: str, reason: str) -> ApiError:
+    return bad_request(f"Invalid input for query parameters {name}. Value: {value}. {reason}")
+
+
+def additional_properties(multi: dict, allowed: frozenset, pattern_underscore: bool) -> None:
+    """Nova's additionalProperties: False (from 2.75)."""
+    extra = [k for k in multi if k not in allowed
+             and not (pattern_underscore and k.startswith("_"))]
+    if extra:
+        verb = "was" if len(extra) == 1 else "were"
+        names = ", ".join(repr(k) for k in extra)
+        raise bad_request(f"Additional properties are not allowed ({names} {verb} unexpected)")
+
+
+def check_limit(multi: dict) -> None:
+    for value in multi.get("limit", ()):
+        if not value:
+            raise invalid_query("limit", value, "'' is too short")
+        if not _DIGITS.match(value):
+            raise invalid_query("limit", value, f"'{value}' does not match '^[0-9]*$'")
+
+
+def check_enum(multi: dict, name: str, allowed) -> None:
+    for value in multi.get(name, ()):
+        if value not in allowed:
+            raise invalid_query(name, value, f"'{value}' is not one of {list(allowed)}")
+
+
+@functools.lru_cache(maxsize=256)
+def _regex_ok(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+        return True
+    except re.error:
+        return False
+
+
+def check_regex(multi: dict, names) -> None:
+    for name in names:
+        for value in multi.get(name, ()):
+            if not _regex_ok(value):
+                raise invalid_query(name, value, f"'{value}' is not a 'regex'")
+
+
+def parse_isotime(value: str) -> datetime.datetime | None:
+    """An ISO 8601 stamp as naive UTC, or None when it is not one."""
+    text = value.strip()
+    if not text or len(text) > 64:
+        return None
+    if text[-1] in "zZ":
+        text = text[:-1] + "+00:00"
+    try:
+        stamp = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if stamp.tzinfo is not None:
+        stamp = stamp.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return stamp
+
+
+def check_datetime(multi: dict, names) -> None:
+    for name in names:
+        for value in multi.get(name, ()):
+            if parse_isotime(value) is None:
+                raise invalid_query(name, value, f"'{value}' is not a 'date-time'")
+
+
+def stored_stamp(stamp: datetime.datetime) -> str:
+    """The replica's stored form of a stamp (sortable text)."""
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def bool_from_string(value: str, strict: bool = False, default: bool = False) -> bool:
+    lowered = value.strip().lower()
+    if lowered in TRUE_STRINGS:
+        return True
+    if lowered in FALSE_STRINGS:
+        return False
+    if strict:
+        raise bad_request(f"Invalid input received: Unrecognized value '{value}', "
+                          f"acceptable values are: {_ACCEPTABLE}")
+    return default
+
+
+CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def is_uuid_like(value: str) -> bool:
+    """oslo's is_uuid_like: any spelling uuid.UUID accepts (hyphens, case, braces)."""
+    if CANONICAL_UUID.match(value):
+        return True
+    try:
+        return str(uuid.UUID(value)).replace("-", "") == value.lower().replace("-", "")
+    except (ValueError, TypeError, AttributeError):
+        return False
+
+
+def canonical_uuid(value: str) -> str:
+    if CANONICAL_UUID.match(value):
+        return value
+    return str(uuid.UUID(value))

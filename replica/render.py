@@ -1,0 +1,523 @@
+"""Entity -> replica row: the indexed columns and the pre-rendered response fragments.
+
+A server is rendered ONCE per change, at ingest, into JSON *fragments*: one per piece
+of Nova's server view that differs between microversions or audiences (admin / project
+member / show only). A read concatenates the fragments its view needs in SQL (plain
+column copies); the few pieces that hold links (``LINK_FRAGMENTS``) are not stored but
+built by SQL around the request's prefixes from ``LINK_COLUMNS``. No JSON is encoded per
+request. ``render_server_document`` / ``render_flavor_document`` build the same
+documents as Python dicts at request time: tests and the "normalized" benchmark baseline
+use them, and the fragments are built from the same pieces, so the two cannot disagree.
+
+Flavor documents (and the Python rendering) hold link prefixes as tokens
+(``SELF_TOKEN``, ``BOOKMARK_TOKEN``, encoded as ``\u0001S`` / ``\u0001B``), substituted
+per request. Nova refuses control characters in names; a flavor string that still held
+U+0001 followed by S or B would show a link prefix there, nothing worse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from replica import feed
+
+SELF_TOKEN = "\x01S"       # scheme://host/v2.1[/project]  (self links)
+BOOKMARK_TOKEN = "\x01B"   # scheme://host[/project]       (bookmark links)
+# The tokens as they appear inside encoded JSON text (what SQL replace() looks for).
+SELF_TOKEN_JSON = json.dumps(SELF_TOKEN)[1:-1]
+BOOKMARK_TOKEN_JSON = json.dumps(BOOKMARK_TOKEN)[1:-1]
+
+# ---------------------------------------------------------------------------
+# Nova's vm_state / task_state -> API status (nova.api.openstack.common).
+# ---------------------------------------------------------------------------
+
+_DEFAULT = "default"
+_REBOOT = {"rebooting": "REBOOT", "reboot_pending": "REBOOT", "reboot_started": "REBOOT"}
+_HARD = {"rebooting_hard": "HARD_REBOOT", "reboot_pending_hard": "HARD_REBOOT",
+         "reboot_started_hard": "HARD_REBOOT"}
+_REBUILD = {"rebuilding": "REBUILD", "rebuild_block_device_mapping": "REBUILD",
+            "rebuild_spawning": "REBUILD"}
+_RESIZE = {"resize_prep": "RESIZE", "resize_migrating": "RESIZE",
+           "resize_migrated": "RESIZE", "resize_finish": "RESIZE"}
+
+STATE_MAP: dict[str, dict[str, str]] = {
+    "active": {_DEFAULT: "ACTIVE", **_REBOOT, **_HARD, "updating_password": "PASSWORD",
+               **_REBUILD, "migrating": "MIGRATING", **_RESIZE},
+    "building": {_DEFAULT: "BUILD"},
+    "stopped": {_DEFAULT: "SHUTOFF", **_RESIZE, **_REBUILD},
+    "resized": {_DEFAULT: "VERIFY_RESIZE", "resize_reverting": "REVERT_RESIZE"},
+    "paused": {_DEFAULT: "PAUSED", "migrating": "MIGRATING"},
+    "suspended": {_DEFAULT: "SUSPENDED"},
+    "rescued": {_DEFAULT: "RESCUE"},
+    "error": {_DEFAULT: "ERROR", **_REBUILD},
+    "deleted": {_DEFAULT: "DELETED"},
+    "soft-delete": {_DEFAULT: "SOFT_DELETED"},
+    "shelved": {_DEFAULT: "SHELVED"},
+    "shelved_offloaded": {_DEFAULT: "SHELVED_OFFLOADED"},
+}
+
+PROGRESS_STATUSES = ("ACTIVE", "BUILD", "REBUILD", "RESIZE", "VERIFY_RESIZE", "MIGRATING")
+FAULT_STATUSES = ("ERROR", "DELETED")
+
+# system_metadata image_* keys that describe the image, not its properties: Nova's 2.98
+# view shows only ImageMetaProps fields.
+_NOT_IMAGE_PROPERTIES = frozenset({
+    "min_ram", "min_disk", "disk_format", "container_format", "base_image_ref", "size",
+    "checksum", "owner", "name", "id", "status", "visibility", "protected",
+    "created_at", "updated_at", "virtual_size"})
+
+
+def status_from_state(vm_state: str | None, task_state: str | None) -> str:
+    task_map = STATE_MAP.get(vm_state or "", {_DEFAULT: "UNKNOWN"})
+    return task_map.get(task_state or _DEFAULT, task_map[_DEFAULT])
+
+
+def states_for_statuses(statuses: list[str]) -> tuple[list[str], list[str]]:
+    """The (vm_states, task_states) a status filter selects; task_states holds
+    ``"default"`` when the vm_state alone decides (Nova then filters vm_state only)."""
+    wanted = {s.lower() for s in statuses}
+    vm_states, task_states = set(), set()
+    for vm_state, task_map in STATE_MAP.items():
+        for task_state, status in task_map.items():
+            if status.lower() in wanted:
+                vm_states.add(vm_state)
+                task_states.add(task_state)
+    return sorted(vm_states), sorted(task_states)
+
+
+def server_status(entity: dict) -> str:
+    if entity["deleted"]:
+        return "DELETED"
+    return status_from_state(entity["vm_state"], entity["task_state"])
+
+
+def host_id(project_id: str, host: str | None) -> str:
+    if not host:
+        return ""
+    return hashlib.sha224((project_id + host).encode()).hexdigest()
+
+
+def isotime(stamp: str | None) -> str | None:
+    """Nova's utils.isotime of a stored naive UTC stamp: seconds precision, 'Z'."""
+    if not stamp:
+        return None
+    return stamp[:19].replace(" ", "T") + "Z"
+
+
+def plain_time(stamp: str | None) -> str | None:
+    """A stored stamp as Nova serializes a naive datetime (isoformat: no zero µs)."""
+    if not stamp:
+        return None
+    stamp = stamp.replace(" ", "T")
+    return stamp[:19] if stamp.endswith(".000000") else stamp
+
+
+def _links(collection: str, ident: str) -> list[dict]:
+    return [{"rel": "self", "href": f"{SELF_TOKEN}/{collection}/{ident}"},
+            {"rel": "bookmark", "href": f"{BOOKMARK_TOKEN}/{collection}/{ident}"}]
+
+
+def addresses(entity: dict) -> dict:
+    """Nova's addresses view from network_info: per network label, every fixed address of
+    its VIFs, then their floating addresses. Hidden while the server is building."""
+    if entity["vm_state"] == "building":
+        return {}
+    networks: dict[str, tuple[list, list]] = {}
+    for vif in entity["network_info"] or ():
+        network = vif.get("network") or {}
+        label = network.get("label")
+        fixed, floating = networks.setdefault(label, ([], []))
+        mac = vif.get("address")
+        for subnet in network.get("subnets") or ():
+            for ip in subnet.get("ips") or ():
+                if ip.get("type", "fixed") != "fixed":
+                    continue
+                fixed.append({"version": ip.get("version"), "addr": ip.get("address"),
+                              "OS-EXT-IPS:type": "fixed", "OS-EXT-IPS-MAC:mac_addr": mac})
+                for fip in ip.get("floating_ips") or ():
+                    floating.append({"version": fip.get("version"), "addr": fip.get("address"),
+                                     "OS-EXT-IPS:type": "floating",
+                                     "OS-EXT-IPS-MAC:mac_addr": mac})
+    return {label: fixed + floating for label, (fixed, floating) in networks.items()}
+
+
+def all_ips(entity: dict) -> list[str]:
+    """Every fixed and floating address (the ip / ip6 filters)."""
+    found = []
+    for vif in entity["network_info"] or ():
+        for subnet in (vif.get("network") or {}).get("subnets") or ():
+            for ip in subnet.get("ips") or ():
+                found.append(str(ip.get("address")))
+                found.extend(str(f.get("address")) for f in ip.get("floating_ips") or ())
+    return found
+
+
+# ---------------------------------------------------------------------------
+# The pieces of a server document. Each piece is a list of (key, value) pairs; which
+# pieces a view shows is decided by ``server_pieces_for``; the pieces are also the
+# fragments stored in the row (``SERVER_FRAGMENTS``).
+# ---------------------------------------------------------------------------
+
+def _base_pairs(e: dict) -> list[tuple[str, object]]:
+    status = server_status(e)
+    pairs = [
+        ("accessIPv4", e["access_ip_v4"] if e["access_ip_v4"] is not None else ""),
+        ("accessIPv6", e["access_ip_v6"] if e["access_ip_v6"] is not None else ""),
+        ("addresses", addresses(e)),
+        ("created", isotime(e["created_at"])),
+        ("hostId", host_id(e["project_id"], e["host"])),
+        ("id", e["uuid"]),
+        ("metadata", e["metadata"] or {}),
+        ("name", e["display_name"]),
+        ("status", status),
+        ("tenant_id", e["project_id"] or ""),
+        ("user_id", e["user_id"] or ""),
+        # Nova shows the request time when updated_at is unset; a stored view cannot,
+        # so it shows the creation time (updated_at is set on every real change).
+        ("updated", isotime(e["updated_at"] or e["created_at"])),
+        ("OS-DCF:diskConfig", "AUTO" if e["auto_disk_config"] else "MANUAL"),
+    ]
+    if status in PROGRESS_STATUSES:
+        pairs.append(("progress", e["progress"]))
+    pairs += [
+        ("OS-EXT-AZ:availability_zone", e["availability_zone"] or ""),
+        ("config_drive", e["config_drive"]),
+        ("key_name", e["key_name"]),
+        ("OS-SRV-USG:launched_at", plain_time(e["launched_at"])),
+        ("OS-SRV-USG:terminated_at", plain_time(e["terminated_at"])),
+    ]
+    if e["security_groups"]:
+        pairs.append(("security_groups", [{"name": n} for n in e["security_groups"]]))
+    pairs += [
+        ("OS-EXT-STS:task_state", e["task_state"]),
+        ("OS-EXT-STS:vm_state", e["vm_state"]),
+        ("OS-EXT-STS:power_state", e["power_state"]),
+    ]
+    return pairs
+
+
+def _fault_pairs(e: dict, admin: bool) -> list[tuple[str, object]]:
+    fault = e["fault"]
+    if not fault or server_status(e) not in FAULT_STATUSES:
+        return []
+    doc = {"code": fault.get("code"), "created": isotime(fault.get("created")),
+           "message": fault.get("message")}
+    # Details of a 500 fault may hold a traceback: admins only (Nova's view).
+    if fault.get("details") and (admin or fault.get("code") != 500):
+        doc["details"] = fault["details"]
+    return [("fault", doc)]
+
+
+def _flavor_v21(e: dict) -> list[tuple[str, object]]:
+    fid = str(e["flavor"]["flavorid"])
+    return [("flavor", {"id": fid, "links": [
+        {"rel": "bookmark", "href": f"{BOOKMARK_TOKEN}/flavors/{fid}"}]})]
+
+
+def _flavor_v247(e: dict) -> list[tuple[str, object]]:
+    f = e["flavor"]
+    return [("flavor", {"vcpus": f["vcpus"], "ram": f["memory_mb"], "disk": f["root_gb"],
+                        "ephemeral": f["ephemeral_gb"], "swap": f["swap"],
+                        "original_name": f["name"], "extra_specs": f["extra_specs"] or {}})]
+
+
+def _image_id(e: dict) -> str:
+    return str(e["image_ref"]).split("?")[0].rstrip("/").split("/")[-1]
+
+
+def _image_v21(e: dict) -> list[tuple[str, object]]:
+    if not e["image_ref"]:
+        return [("image", "")]
+    iid = _image_id(e)
+    return [("image", {"id": iid, "links": [
+        {"rel": "bookmark", "href": f"{BOOKMARK_TOKEN}/images/{iid}"}]})]
+
+
+def _image_v298(e: dict) -> list[tuple[str, object]]:
+    pairs = _image_v21(e)
+    if pairs[0][1] == "":
+        return pairs
+    props = {k: v for k, v in (e["image_properties"] or {}).items()
+             if v is not None and k not in _NOT_IMAGE_PROPERTIES}
+    return [("image", {**pairs[0][1], "properties": props})]
+
+
+def _volumes_v21(e: dict) -> list[tuple[str, object]]:
+    return [("os-extended-volumes:volumes_attached",
+             [{"id": v["id"]} for v in e["volumes"]])]
+
+
+def _volumes_v23(e: dict) -> list[tuple[str, object]]:
+    return [("os-extended-volumes:volumes_attached",
+             [{"id": v["id"], "delete_on_termination": bool(v.get("delete_on_termination"))}
+              for v in e["volumes"]])]
+
+
+def _ext_v21(e: dict) -> list[tuple[str, object]]:
+    return [("OS-EXT-SRV-ATTR:host", e["host"]),
+            ("OS-EXT-SRV-ATTR:instance_name", e["instance_name"]),
+            ("OS-EXT-SRV-ATTR:hypervisor_hostname", e["node"])]
+
+
+def _ext_v23(e: dict) -> list[tuple[str, object]]:
+    return _ext_v21(e) + [
+        ("OS-EXT-SRV-ATTR:hostname", e["hostname"]),
+        ("OS-EXT-SRV-ATTR:kernel_id", e["kernel_id"]),
+        ("OS-EXT-SRV-ATTR:launch_index", e["launch_index"]),
+        ("OS-EXT-SRV-ATTR:ramdisk_id", e["ramdisk_id"]),
+        ("OS-EXT-SRV-ATTR:reservation_id", e["reservation_id"]),
+        ("OS-EXT-SRV-ATTR:root_device_name", e["root_device_name"]),
+        ("OS-EXT-SRV-ATTR:user_data", e["user_data"]),
+    ]
+
+
+def _one(key: str, value) -> list[tuple[str, object]]:
+    return [(key, value)]
+
+
+# fragment -> builder. The order is the order a view concatenates them in.
+SERVER_FRAGMENTS = {
+    "d_base": _base_pairs,
+    "d_links": lambda e: [("links", _links("servers", e["uuid"]))],
+    "d_fault_user": lambda e: _fault_pairs(e, admin=False),
+    "d_fault_admin": lambda e: _fault_pairs(e, admin=True),
+    "d_flavor_v21": _flavor_v21,
+    "d_flavor_v247": _flavor_v247,
+    "d_image_v21": _image_v21,
+    "d_image_v298": _image_v298,
+    "d_volumes_v21": _volumes_v21,
+    "d_volumes_v23": _volumes_v23,
+    "d_ext_v21": _ext_v21,
+    "d_ext_v23": _ext_v23,
+    "d_locked": lambda e: _one("locked", bool(e["locked_by"])),
+    "d_host_status": lambda e: _one("host_status", e["host_status"] or ""),
+    "d_description": lambda e: _one("description", e["display_description"]),
+    "d_tags": lambda e: _one("tags", list(e["tags"])),
+    "d_trusted_certs": lambda e: _one("trusted_image_certificates",
+                                      e["trusted_image_certificates"] or None),
+    "d_server_groups": lambda e: _one("server_groups", list(e["server_groups"])),
+    "d_locked_reason": lambda e: _one("locked_reason", e["locked_reason"]),
+    "d_hostname": lambda e: _one("OS-EXT-SRV-ATTR:hostname", e["hostname"]),
+    "d_pinned_az": lambda e: _one("pinned_availability_zone", e["pinned_availability_zone"]),
+    "d_scheduler_hints": lambda e: _one("scheduler_hints", e["scheduler_hints"] or {}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerView:
+    """Which rendering of a server a request gets: microversion (minor of 2.x),
+    admin or not, show (GET /servers/{id}) or detail list entry."""
+
+    minor: int = 1
+    admin: bool = False
+    show: bool = False
+
+
+def server_pieces_for(view: ServerView) -> tuple[str, ...]:
+    """The fragment columns of a view, in order: the one place that encodes which
+    microversion shows what (nova/api/openstack/compute/views/servers.py)."""
+    v = view.minor
+    pieces = ["d_base", "d_links", "d_fault_admin" if view.admin else "d_fault_user",
+              "d_flavor_v247" if v >= 47 else "d_flavor_v21",
+              "d_image_v298" if v >= 98 else "d_image_v21",
+              "d_volumes_v23" if v >= 3 else "d_volumes_v21"]
+    if view.admin:
+        pieces.append("d_ext_v23" if v >= 3 else "d_ext_v21")
+    gated = ((9, "d_locked", None), (16, "d_host_status", True), (19, "d_description", None),
+             (26, "d_tags", None), (63, "d_trusted_certs", None),
+             (71, "d_server_groups", "show"), (73, "d_locked_reason", None),
+             (90, "d_hostname", False), (96, "d_pinned_az", None),
+             (100, "d_scheduler_hints", None))
+    for since, column, audience in gated:
+        if v < since:
+            continue
+        if audience == "show" and not view.show:
+            continue
+        if audience is True and not view.admin:
+            continue        # host_status: admin-only by Nova's default policy
+        if audience is False and view.admin:
+            continue        # hostname from 2.90: already in the admin's extended attrs
+        pieces.append(column)
+    return tuple(pieces)
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
+_encode = _ENCODER.encode
+
+
+def substitute_links(value, self_prefix: str, bookmark_prefix: str):
+    """Replace the link tokens in every string of a rendered document."""
+    if isinstance(value, str):
+        return value.replace(SELF_TOKEN, self_prefix).replace(BOOKMARK_TOKEN, bookmark_prefix)
+    if isinstance(value, dict):
+        return {k: substitute_links(v, self_prefix, bookmark_prefix) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_links(v, self_prefix, bookmark_prefix) for v in value]
+    return value
+
+
+def render_server_document(entity: dict, view: ServerView, self_prefix: str = SELF_TOKEN,
+                           bookmark_prefix: str = BOOKMARK_TOKEN) -> dict:
+    """One server as Nova's view builder renders it for ``view`` (a dict, links with
+    the given prefixes). Pure: the request-time rendering path."""
+    doc: dict = {}
+    for column in server_pieces_for(view):
+        doc.update(SERVER_FRAGMENTS[column](entity))
+    return substitute_links(doc, self_prefix, bookmark_prefix)
+
+
+def render_server_brief(entity: dict, self_prefix: str = SELF_TOKEN,
+                        bookmark_prefix: str = BOOKMARK_TOKEN) -> dict:
+    doc = {"id": entity["uuid"], "name": entity["display_name"],
+           "links": _links("servers", entity["uuid"])}
+    return substitute_links(doc, self_prefix, bookmark_prefix)
+
+
+# ---------------------------------------------------------------------------
+# Server rows
+# ---------------------------------------------------------------------------
+
+SERVER_INDEXED = (
+    "uuid", "cell", "seq", "project_id", "user_id", "deleted", "display_name",
+    "display_description", "status", "vm_state", "task_state", "power_state", "host", "node",
+    "availability_zone", "image_ref", "flavor_id", "flavor_name", "key_name", "locked",
+    "locked_by", "created_at", "updated_at", "launched_at", "terminated_at", "deleted_at",
+    "access_ip_v4", "access_ip_v6", "config_drive", "progress", "hostname", "launch_index",
+    "reservation_id", "kernel_id", "ramdisk_id", "root_device_name", "auto_disk_config",
+    "ips", "tags",
+)
+# Fragments holding links are not stored: SQL builds them around the request's prefixes
+# from these columns (replica.store.reader), so no replace() runs over stored text.
+LINK_FRAGMENTS = ("d_links", "d_flavor_v21", "d_image_v21", "d_image_v298")
+STORED_FRAGMENTS = tuple(f for f in SERVER_FRAGMENTS if f not in LINK_FRAGMENTS)
+LINK_COLUMNS = ("flavor_ref", "image_ref_id", "image_props")
+SERVER_COLUMNS: tuple[str, ...] = (SERVER_INDEXED + LINK_COLUMNS + ("brief",) + STORED_FRAGMENTS
+                                   + ("entity_hash", "bucket"))
+
+_SPLIT = "\x00\x00"                      # between fragments in one encoder call
+_SPLIT_JSON = ',' + _encode(_SPLIT) + ','
+
+
+def _bool_int(value) -> int | None:
+    return None if value is None else int(bool(value))
+
+
+def _escaped(text: str) -> str:
+    """``text`` as it appears inside a JSON string (no quotes)."""
+    return _encode(text)[1:-1]
+
+
+def _fragments(dicts: list[dict]) -> list[str]:
+    """Encode several fragment objects in one encoder call, then cut the text apart.
+    Each result is the object's members without braces ('' for an empty one)."""
+    items = []
+    for d in dicts:
+        items.append(d)
+        items.append(_SPLIT)
+    pieces = _encode(items[:-1])[1:-1].split(_SPLIT_JSON)
+    if len(pieces) != len(dicts):
+        # Data that holds the separator itself: encode one by one.
+        pieces = [_encode(d) for d in dicts]
+    return [p[1:-1] for p in pieces]
+
+
+def server_row(cell: str, seq: int, entity: dict) -> tuple:
+    """The replica row of one server entity, in ``SERVER_COLUMNS`` order."""
+    e = entity
+    indexed = (
+        e["uuid"], cell, seq, e["project_id"], e["user_id"], int(bool(e["deleted"])),
+        e["display_name"], e["display_description"], server_status(e), e["vm_state"],
+        e["task_state"], e["power_state"], e["host"], e["node"], e["availability_zone"],
+        e["image_ref"], str(e["flavor"]["flavorid"]), e["flavor"]["name"], e["key_name"],
+        int(bool(e["locked"])), e["locked_by"], e["created_at"], e["updated_at"],
+        e["launched_at"], e["terminated_at"], e["deleted_at"], e["access_ip_v4"],
+        e["access_ip_v6"], e["config_drive"], e["progress"], e["hostname"], e["launch_index"],
+        e["reservation_id"], e["kernel_id"], e["ramdisk_id"], e["root_device_name"],
+        _bool_int(e["auto_disk_config"]),
+        " ".join(all_ips(e)), _encode(list(e["tags"])),
+    )
+    image = _image_v298(e)[0][1]
+    dicts = [{"id": e["uuid"], "name": e["display_name"]}, image.get("properties", {}) if image
+             else {}]
+    dicts += [dict(SERVER_FRAGMENTS[c](e)) for c in STORED_FRAGMENTS]
+    texts = _fragments(dicts)
+    brief = "{" + texts[0]
+    props = "{" + texts[1] + "}"
+    stored = ["{" + texts[2]] + ["," + t if t else "" for t in texts[3:]]
+    links = (_escaped(str(e["flavor"]["flavorid"])),
+             _escaped(image["id"]) if image else None, props)
+    return indexed + links + (brief,) + tuple(stored) + (feed.entity_hash(e),
+                                                         feed.bucket_of(e["uuid"]))
+
+
+# ---------------------------------------------------------------------------
+# Flavors (nova/api/openstack/compute/views/flavors.py)
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class FlavorView:
+    minor: int = 1
+    detail: bool = True
+
+
+FLAVOR_FRAGMENTS = ("f_brief", "f_detail", "f_swap_v21", "f_swap_v275", "f_description",
+                    "f_extra_specs")
+
+
+def flavor_pieces_for(view: FlavorView) -> tuple[str, ...]:
+    v = view.minor
+    if not view.detail:
+        return ("f_brief",) + (("f_description",) if v >= 55 else ())
+    pieces = ["f_detail", "f_swap_v275" if v >= 75 else "f_swap_v21"]
+    if v >= 55:
+        pieces.append("f_description")
+    if v >= 61:
+        pieces.append("f_extra_specs")
+    return tuple(pieces)
+
+
+def _flavor_pairs(f: dict) -> dict[str, list[tuple[str, object]]]:
+    links = _links("flavors", f["flavorid"])
+    return {
+        "f_brief": [("id", f["flavorid"]), ("name", f["name"]), ("links", links)],
+        "f_detail": [("id", f["flavorid"]), ("name", f["name"]), ("ram", f["memory_mb"]),
+                     ("disk", f["root_gb"]), ("OS-FLV-EXT-DATA:ephemeral", f["ephemeral_gb"]),
+                     ("OS-FLV-DISABLED:disabled", bool(f["disabled"])), ("vcpus", f["vcpus"]),
+                     ("os-flavor-access:is_public", bool(f["is_public"])),
+                     ("rxtx_factor", f["rxtx_factor"] or ""), ("links", links)],
+        "f_swap_v21": [("swap", f["swap"] or "")],
+        "f_swap_v275": [("swap", f["swap"] or 0)],
+        "f_description": [("description", f["description"])],
+        "f_extra_specs": [("extra_specs", f["extra_specs"] or {})],
+    }
+
+
+def render_flavor_document(entity: dict, view: FlavorView, self_prefix: str = SELF_TOKEN,
+                           bookmark_prefix: str = BOOKMARK_TOKEN) -> dict:
+    pairs = _flavor_pairs(entity)
+    doc: dict = {}
+    for column in flavor_pieces_for(view):
+        doc.update(pairs[column])
+    return substitute_links(doc, self_prefix, bookmark_prefix)
+
+
+FLAVOR_COLUMNS: tuple[str, ...] = (
+    "flavorid", "source", "seq", "name", "memory_mb", "vcpus", "root_gb", "ephemeral_gb",
+    "swap", "rxtx_factor", "vcpu_weight", "disabled", "is_public", "description", "projects",
+    "created_at") + FLAVOR_FRAGMENTS + ("entity_hash", "bucket")
+
+
+def flavor_row(source: str, seq: int, entity: dict) -> tuple:
+    """The replica row of one flavor entity, in ``FLAVOR_COLUMNS`` order."""
+    f = entity
+    pairs = _flavor_pairs(f)
+    texts = _fragments([dict(pairs[c]) for c in FLAVOR_FRAGMENTS])
+    fragments = tuple("{" + t if c in ("f_brief", "f_detail") else ("," + t if t else "")
+                      for c, t in zip(FLAVOR_FRAGMENTS, texts))
+    return (f["flavorid"], source, seq, f["name"], f["memory_mb"], f["vcpus"], f["root_gb"],
+            f["ephemeral_gb"], f["swap"], float(f["rxtx_factor"]), f["vcpu_weight"],
+            int(bool(f["disabled"])), int(bool(f["is_public"])), f["description"],
+            _encode(sorted(f["projects"])), f["created_at"]) + fragments + (
+            feed.entity_hash(f), feed.bucket_of(f["flavorid"]))

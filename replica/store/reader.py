@@ -1,0 +1,445 @@
+"""The API's named queries: each read is ONE SQL statement that returns the response
+body ready to send.
+
+Documents are stored as fragments (``replica.render``); a view's SQL expression
+concatenates (``concat()``, one pass) the stored fragments it needs and builds the few
+that hold links around the request's prefixes, all inside SQLite: no JSON function and
+no per-row Python. Flavor documents carry link tokens that ``replace()`` substitutes
+(flavor lists are short). The same statement also returns the replica position that
+answered (every feed's seq), the row count, the last id (for the next link) and whether
+the marker exists, so a request never needs a second statement.
+
+Filters: exact ones are ``IN`` lists on indexed or plain columns; a regex without
+metacharacters is ``instr()``; a real regex calls the registered ``regexp()`` (Python,
+once per candidate row); tags use ``json_each`` over the row's tag array.
+
+Reader connections are read-only (``open_reader``), cached one per process (gevent:
+``threading.local`` would be per greenlet) and every statement runs under a deadline
+enforced by a progress handler.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import time
+from dataclasses import dataclass, field
+
+import apsw
+
+from replica import render
+from replica.store.connection import READ_DEADLINE_VM_STEPS, open_reader
+
+DEADLINE_S = 0.5                  # a reader statement never holds a worker's hub longer
+REGEX_CACHE = 256                 # compiled filter patterns kept per process
+
+# Every feed's seq, in the order the feeds were first written (a cheap table scan).
+POSITION_SQL = "(SELECT group_concat(cell || '=' || seq, ',') FROM positions)"
+
+# API sort key -> column (Nova's VALID_SORT_KEYS; instance_type_id is the flavor).
+SERVER_SORT_COLUMNS = {
+    "access_ip_v4": "access_ip_v4", "access_ip_v6": "access_ip_v6",
+    "auto_disk_config": "auto_disk_config", "availability_zone": "availability_zone",
+    "config_drive": "config_drive", "created_at": "created_at",
+    "display_description": "display_description", "display_name": "display_name",
+    "host": "host", "hostname": "hostname", "image_ref": "image_ref",
+    "instance_type_id": "flavor_id", "kernel_id": "kernel_id", "key_name": "key_name",
+    "launch_index": "launch_index", "launched_at": "launched_at", "locked_by": "locked_by",
+    "node": "node", "power_state": "power_state", "progress": "progress",
+    "project_id": "project_id", "ramdisk_id": "ramdisk_id",
+    "root_device_name": "root_device_name", "task_state": "task_state",
+    "terminated_at": "terminated_at", "updated_at": "updated_at", "user_id": "user_id",
+    "uuid": "uuid", "vm_state": "vm_state", "locked": "locked",
+}
+# Flavors have no internal id or updated_at here: the closest stored order stands in.
+FLAVOR_SORT_COLUMNS = {
+    "created_at": "created_at", "description": "description", "disabled": "disabled",
+    "ephemeral_gb": "ephemeral_gb", "flavorid": "flavorid", "id": "created_at",
+    "is_public": "is_public", "memory_mb": "memory_mb", "name": "name", "root_gb": "root_gb",
+    "rxtx_factor": "rxtx_factor", "swap": "swap", "updated_at": "created_at",
+    "vcpu_weight": "vcpu_weight", "vcpus": "vcpus",
+}
+_NOT_NULL = frozenset({"uuid", "created_at", "project_id", "user_id", "locked", "flavorid",
+                       "name", "memory_mb", "vcpus", "root_gb", "ephemeral_gb", "swap",
+                       "rxtx_factor", "disabled", "is_public"})
+# Columns a server filter may name (exact or regex); anything else is refused here.
+SERVER_FILTER_COLUMNS = frozenset(render.SERVER_INDEXED) - {"ips", "tags"}
+
+
+class ReadTimeout(RuntimeError):
+    """A reader statement ran past its deadline and was interrupted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prefixes:
+    """The link prefixes of one request: ``self`` is scheme://host/v2.1[/project],
+    ``bookmark`` is scheme://host[/project]."""
+
+    self: str
+    bookmark: str
+
+
+@dataclass(slots=True)
+class ReadResult:
+    body: bytes | None            # None: not found
+    position: str                 # "cell1=1234,cell2=877"
+    elapsed_ms: float
+    count: int = 0
+    last_id: str | None = None
+    marker_found: bool = True
+    statements: int = 1
+
+
+@dataclass(slots=True)
+class ServerQuery:
+    """A server listing, already validated and mapped to columns by the API."""
+
+    project_id: str | None = None          # None: every project (admin all_tenants)
+    exact: dict[str, tuple] = field(default_factory=dict)   # column IN values
+    regex: dict[str, str] = field(default_factory=dict)     # column REGEXP pattern
+    deleted: bool | None = False           # False: live, True: deleted, None: both
+    soft_deleted: bool | None = None       # Nova's soft_deleted filter (None: default)
+    changes_since: str | None = None       # stored-format stamps
+    changes_before: str | None = None
+    tags: tuple[str, ...] = ()
+    tags_any: tuple[str, ...] = ()
+    not_tags: tuple[str, ...] = ()
+    not_tags_any: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()              # substrings of an address (ip, ip6)
+    sort: tuple[tuple[str, str], ...] = (("created_at", "desc"), ("uuid", "desc"))
+    limit: int = 1000
+    marker: str | None = None
+    nothing: bool = False                  # a filter that matches nothing (Nova: [])
+
+
+@dataclass(slots=True)
+class FlavorQuery:
+    project_id: str | None = None          # the caller's project (access to private ones)
+    admin: bool = False
+    is_public: bool | None = True          # admin only; None: public and private
+    min_ram: int | None = None
+    min_disk: int | None = None
+    sort: tuple[tuple[str, str], ...] = (("flavorid", "asc"),)
+    limit: int = 1000
+    marker: str | None = None
+
+
+# ---------------------------------------------------------------------------
+# SQL builders (pure; cached by shape)
+# ---------------------------------------------------------------------------
+
+# The server fragments that hold links, built around the request's prefixes (?2: self,
+# ?4: bookmark) from columns that are safe inside a JSON string.
+_SERVER_LINK_SQL = {
+    "d_links": ("',\"links\":[{\"rel\":\"self\",\"href\":\"' || ?2 || '/servers/' || uuid || "
+                "'\"},{\"rel\":\"bookmark\",\"href\":\"' || ?4 || '/servers/' || uuid || '\"}]'"),
+    "d_flavor_v21": ("',\"flavor\":{\"id\":\"' || flavor_ref || '\",\"links\":[{\"rel\":"
+                     "\"bookmark\",\"href\":\"' || ?4 || '/flavors/' || flavor_ref || '\"}]}'"),
+    "d_image_v21": ("coalesce(',\"image\":{\"id\":\"' || image_ref_id || '\",\"links\":[{"
+                    "\"rel\":\"bookmark\",\"href\":\"' || ?4 || '/images/' || image_ref_id || "
+                    "'\"}]}', ',\"image\":\"\"')"),
+    "d_image_v298": ("coalesce(',\"image\":{\"id\":\"' || image_ref_id || '\",\"links\":[{"
+                     "\"rel\":\"bookmark\",\"href\":\"' || ?4 || '/images/' || image_ref_id || "
+                     "'\"}],\"properties\":' || image_props || '}', ',\"image\":\"\"')"),
+}
+SERVER_BRIEF_SQL = "concat(brief, " + _SERVER_LINK_SQL["d_links"] + ", '}')"
+
+
+@functools.lru_cache(maxsize=None)
+def server_doc_expr(view: render.ServerView) -> str:
+    """The SQL of one server document for ``view``: stored fragments copied, link
+    fragments built, no JSON function and no replace()."""
+    parts = [_SERVER_LINK_SQL.get(p, p) for p in render.server_pieces_for(view)]
+    # concat() builds the result in one pass; a chain of || copies it once per piece.
+    return "concat(" + ", ".join(parts) + ", '}')"
+
+
+@functools.lru_cache(maxsize=None)
+def flavor_doc_expr(view: render.FlavorView) -> str:
+    return "concat(" + ", ".join(render.flavor_pieces_for(view)) + ", '}')"
+
+
+def _with_prefixes(expr: str) -> str:
+    # Flavor fragments hold link tokens: ?1/?2 self token/prefix, ?3/?4 bookmark.
+    return f"replace(replace({expr}, ?1, ?2), ?3, ?4)"
+
+
+@functools.lru_cache(maxsize=None)
+def show_server_sql(view: render.ServerView, scoped: bool) -> str:
+    # max() makes it an aggregate: one row even when the server is missing, so the
+    # position still comes back (cheaper than a LEFT JOIN from a constant row).
+    scope = " AND project_id = ?6" if scoped else ""
+    return (f"SELECT max(CAST({server_doc_expr(view)} AS BLOB)), {POSITION_SQL} "
+            f"FROM servers WHERE uuid = ?5 AND deleted = 0{scope}")
+
+
+@functools.lru_cache(maxsize=None)
+def show_flavor_sql(view: render.FlavorView, scoped: bool) -> str:
+    scope = (" AND (is_public = 1 OR EXISTS (SELECT 1 FROM json_each(flavors.projects) "
+             "WHERE value = ?6))") if scoped else ""
+    return (f"SELECT max(CAST({_with_prefixes(flavor_doc_expr(view))} AS BLOB)), "
+            f"{POSITION_SQL} FROM flavors WHERE flavorid = ?5{scope}")
+
+
+def _after_marker(sort: tuple[tuple[str, str], ...]) -> str:
+    """Rows strictly after the marker row (CTE ``m``, columns m0..mn) in ``sort`` order,
+    with SQLite's NULL ordering (NULL sorts first ascending, last descending)."""
+    cols = [c for c, _ in sort]
+    dirs = [d for _, d in sort]
+    if len(set(dirs)) == 1 and all(c in _NOT_NULL for c in cols):
+        op = "<" if dirs[0] == "desc" else ">"   # row values: one index range
+        marks = ", ".join(f"(SELECT m{i} FROM m)" for i in range(len(cols)))
+        return f"({', '.join(cols)}) {op} ({marks})"
+    terms = []
+    for i, (col, direction) in enumerate(sort):
+        mi = f"(SELECT m{i} FROM m)"
+        equal = [f"{cols[j]} IS (SELECT m{j} FROM m)" for j in range(i)]
+        if direction == "asc":
+            after = f"(CASE WHEN {mi} IS NULL THEN {col} IS NOT NULL ELSE {col} > {mi} END)"
+        else:
+            after = f"(CASE WHEN {mi} IS NULL THEN 0 ELSE ({col} < {mi} OR {col} IS NULL) END)"
+        terms.append("(" + " AND ".join(equal + [after]) + ")")
+    return "(" + " OR ".join(terms) + ")"
+
+
+def _list_sql(table: str, key: str, doc: str, where: list[str],
+              sort: tuple[tuple[str, str], ...], has_marker: bool, marker_scope: str,
+              opening: str) -> str:
+    keys = ", ".join(f"{c} AS k{i}" for i, (c, _) in enumerate(sort))
+    order = ", ".join(f"{c} {d.upper()}" for c, d in sort)
+    reverse = ", ".join(f"k{i} {'ASC' if d == 'desc' else 'DESC'}"
+                        for i, (_, d) in enumerate(sort))
+    conditions = list(where)
+    marker_cte = ""
+    if has_marker:
+        mcols = ", ".join(f"{c} AS m{i}" for i, (c, _) in enumerate(sort))
+        marker_cte = f"m AS (SELECT {mcols} FROM {table} WHERE {key} = ?5{marker_scope}), "
+        conditions.append(_after_marker(sort))
+    where_sql = " AND ".join(conditions) if conditions else "1"
+    found = "(SELECT count(*) FROM m)" if has_marker else "1"
+    # The page is materialized in ORDER BY order and group_concat reads it in that order
+    # (an ORDER BY inside group_concat would sort the documents again).
+    return (
+        f"WITH {marker_cte}page AS MATERIALIZED (SELECT {key} AS id, {doc} AS d, {keys} "
+        f"FROM {table} WHERE {where_sql} ORDER BY {order} LIMIT ?6) "
+        f"SELECT CAST('{opening}' || coalesce((SELECT group_concat(d, ',') FROM page), '') "
+        f"|| ']' AS BLOB), "
+        f"(SELECT count(*) FROM page), (SELECT id FROM page ORDER BY {reverse} LIMIT 1), "
+        f"{found}, {POSITION_SQL}")
+
+
+class _Params:
+    """Numbered parameters of the filters: ?1..?7 are fixed (tokens, prefixes, marker,
+    limit, caller's project), the filters' start at ?8, so the order they appear in the
+    SQL text does not matter."""
+
+    FIRST = 8
+
+    def __init__(self):
+        self.values: list = []
+
+    def __call__(self, value) -> str:
+        self.values.append(value)
+        return f"?{self.FIRST + len(self.values) - 1}"
+
+
+def _in(column: str, values: tuple, p: _Params) -> str:
+    if not values:
+        return "0"
+    return f"{column} IN ({', '.join(p(v) for v in values)})"
+
+
+def _tags_exist(values: tuple[str, ...], p: _Params) -> str:
+    marks = ", ".join(p(v) for v in values)
+    return f"EXISTS (SELECT 1 FROM json_each(servers.tags) WHERE value IN ({marks}))"
+
+
+def build_server_list(query: ServerQuery, view: render.ServerView | None
+                      ) -> tuple[str, list]:
+    """The SQL and the filter parameters (?8...) of one server listing."""
+    p = _Params()
+    where: list[str] = []
+    if query.nothing:
+        where.append("0")
+    if query.project_id is not None:
+        where.append(f"project_id = {p(query.project_id)}")
+    if query.deleted is False:
+        where.append("deleted = 0")
+        if not query.soft_deleted:
+            where.append("(vm_state IS NULL OR vm_state != 'soft-delete')")
+    elif query.deleted is True:
+        if query.soft_deleted is False:
+            where.append("deleted = 1")
+        else:
+            where.append("(deleted = 1 OR vm_state = 'soft-delete')")
+    if query.changes_since is not None:
+        where.append(f"updated_at >= {p(query.changes_since)}")
+    if query.changes_before is not None:
+        where.append(f"updated_at <= {p(query.changes_before)}")
+    for column, values in sorted(query.exact.items()):
+        if column not in SERVER_FILTER_COLUMNS:
+            raise ValueError(f"no such server filter column {column!r}")
+        where.append(_in(column, tuple(values), p))
+    for column, pattern in sorted(query.regex.items()):
+        if column not in SERVER_FILTER_COLUMNS:
+            raise ValueError(f"no such server filter column {column!r}")
+        if _is_literal(pattern):
+            # A pattern without metacharacters is a substring test: instr() runs in C.
+            where.append(f"instr(CAST({column} AS TEXT), {p(pattern)}) > 0")
+        else:
+            # A real regex calls back into Python once per candidate row (regexp()).
+            where.append(f"CAST({column} AS TEXT) REGEXP {p(pattern)}")
+    for tag in query.tags:
+        where.append(_tags_exist((tag,), p))
+    if query.tags_any:
+        where.append(_tags_exist(query.tags_any, p))
+    if query.not_tags:
+        where.append("NOT (" + " AND ".join(_tags_exist((t,), p) for t in query.not_tags)
+                     + ")")
+    if query.not_tags_any:
+        where.append("NOT " + _tags_exist(query.not_tags_any, p))
+    for ip in query.ips:
+        where.append(f"instr(ips, {p(ip)}) > 0")
+    doc = SERVER_BRIEF_SQL if view is None else server_doc_expr(view)
+    sql = _list_sql("servers", "uuid", doc, where, query.sort, query.marker is not None,
+                    "", '{"servers":[')
+    return sql, p.values
+
+
+def build_flavor_list(query: FlavorQuery, view: render.FlavorView) -> tuple[str, list]:
+    """The SQL and the filter parameters (?8...) of one flavor listing; ?7 is the
+    caller's project (access to private flavors)."""
+    p = _Params()
+    where: list[str] = []
+    access = ("(is_public = 1 OR EXISTS (SELECT 1 FROM json_each(flavors.projects) "
+              "WHERE value = ?7))")
+    if not query.admin:
+        where += [access, "disabled = 0"]
+    elif query.is_public is True:
+        where.append(access)
+    elif query.is_public is False:
+        where.append("is_public = 0")
+    if query.min_ram is not None:
+        where.append(f"memory_mb >= {p(query.min_ram)}")
+    if query.min_disk is not None:
+        where.append(f"root_gb >= {p(query.min_disk)}")
+    # A non-admin's marker must be a flavor the caller may see.
+    marker_scope = "" if query.admin else " AND " + access
+    sql = _list_sql("flavors", "flavorid", _with_prefixes(flavor_doc_expr(view)), where,
+                    query.sort,
+                    query.marker is not None, marker_scope, '{"flavors":[')
+    return sql, p.values
+
+
+@functools.lru_cache(maxsize=1024)
+def _parameter_count(sql: str) -> int:
+    # SQLite counts parameters up to the highest number used in the statement.
+    return max(int(n) for n in re.findall(r"\?(\d+)", sql))
+
+
+_META = re.compile(r"[.^$*+?{}\[\]\\|()]")
+
+
+def _is_literal(pattern: str) -> bool:
+    return not _META.search(pattern)
+
+
+@functools.lru_cache(maxsize=REGEX_CACHE)
+def _compiled(pattern: str) -> re.Pattern:
+    return re.compile(pattern)
+
+
+def _regexp(pattern, value) -> bool:
+    if value is None or pattern is None:
+        return False
+    try:
+        return _compiled(pattern).search(str(value)) is not None
+    except re.error:
+        return False
+
+
+# ---------------------------------------------------------------------------
+# The reader
+# ---------------------------------------------------------------------------
+
+class Reader:
+    """The API's named queries over one read-only connection."""
+
+    def __init__(self, conn: apsw.Connection):
+        self.conn = conn
+        self._cursor = conn.cursor()   # reused: every statement runs to its one row
+        self._deadline = 0.0
+        conn.create_scalar_function("regexp", _regexp, 2, deterministic=True)
+        conn.set_progress_handler(self._past_deadline, READ_DEADLINE_VM_STEPS)
+
+    def _past_deadline(self) -> bool:
+        return time.monotonic() > self._deadline
+
+    def _one_row(self, sql: str, params) -> tuple[tuple, float]:
+        start = time.perf_counter()
+        self._deadline = time.monotonic() + DEADLINE_S
+        try:
+            for row in self._cursor.execute(sql, params):
+                return row, (time.perf_counter() - start) * 1000.0
+        except apsw.InterruptError:
+            raise ReadTimeout(f"read statement interrupted after {DEADLINE_S}s") from None
+        raise RuntimeError("reader statement returned no row")
+
+    def show_server(self, uuid: str, view: render.ServerView, prefixes: Prefixes,
+                    project_id: str | None) -> ReadResult:
+        """One server's document for ``view``; ``project_id`` scopes it (None: any)."""
+        sql = show_server_sql(view, project_id is not None)
+        params = (*_tokens(prefixes),
+                  uuid) + ((project_id,) if project_id is not None else ())
+        (body, position), ms = self._one_row(sql, params)
+        return ReadResult(body, position or "", ms, int(body is not None))
+
+    def list_servers(self, query: ServerQuery, view: render.ServerView | None,
+                     prefixes: Prefixes) -> ReadResult:
+        """``{"servers":[...]`` (without the closing brace: the caller adds the links);
+        ``view`` None is the brief list (GET /servers)."""
+        sql, extra = build_server_list(query, view)
+        return self._list(sql, extra, prefixes, query.marker, query.limit, None)
+
+    def show_flavor(self, flavorid: str, view: render.FlavorView, prefixes: Prefixes,
+                    project_id: str | None) -> ReadResult:
+        """One flavor; ``project_id`` (None: admin) limits it to public flavors and
+        private ones the project has access to."""
+        sql = show_flavor_sql(view, project_id is not None)
+        params = (*_tokens(prefixes),
+                  flavorid) + ((project_id,) if project_id is not None else ())
+        (body, position), ms = self._one_row(sql, params)
+        return ReadResult(body, position or "", ms, count=int(body is not None))
+
+    def list_flavors(self, query: FlavorQuery, view: render.FlavorView,
+                     prefixes: Prefixes) -> ReadResult:
+        sql, extra = build_flavor_list(query, view)
+        return self._list(sql, extra, prefixes, query.marker, query.limit, query.project_id)
+
+    def _list(self, sql: str, extra: list, prefixes: Prefixes, marker: str | None,
+              limit: int, project_id: str | None) -> ReadResult:
+        params = [*_tokens(prefixes),
+                  marker, limit, project_id, *extra][:_parameter_count(sql)]
+        (body, count, last_id, found, position), ms = self._one_row(sql, params)
+        return ReadResult(body, position or "", ms, count=count, last_id=last_id,
+                          marker_found=bool(found))
+
+
+def _tokens(prefixes: Prefixes) -> tuple[str, str, str, str]:
+    # ?1..?4 of every statement: (self token, self prefix, bookmark token, bookmark prefix)
+    return (render.SELF_TOKEN_JSON, prefixes.self, render.BOOKMARK_TOKEN_JSON,
+            prefixes.bookmark)
+
+
+_READERS: dict[str, Reader] = {}
+# A connection inherited across a fork is never used (nor closed) by the child.
+os.register_at_fork(after_in_child=_READERS.clear)
+
+
+def reader_for(path: str) -> Reader:
+    """This process's reader of ``path``: opened on first use after any fork."""
+    reader = _READERS.get(path)
+    if reader is None:
+        reader = _READERS[path] = Reader(open_reader(path))
+    return reader

@@ -1,0 +1,131 @@
+"""Factories of valid feed entities (every field of SERVER_FIELDS / FLAVOR_FIELDS), and a
+function that fills a replica file with their rendered rows by plain INSERTs."""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+
+from replica import feed, render
+from replica.store.connection import open_writer
+
+PROJECT = "6f70656e737461636b20342065766572"
+OTHER_PROJECT = "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5"
+IMAGE = "70a599e0-31e7-49b7-b260-868f441e862b"
+
+
+def stamp(day: int = 1, second: int = 0, micro: int = 123456) -> str:
+    return f"2026-11-{day:02d}T04:01:{second:02d}.{micro:06d}"
+
+
+def flavor_of_server(flavorid: str = "1", name: str = "m1.tiny", **over) -> dict:
+    f = {"flavorid": flavorid, "name": name, "memory_mb": 512, "vcpus": 1, "root_gb": 1,
+         "ephemeral_gb": 0, "swap": 0, "extra_specs": {}}
+    f.update(over)
+    return f
+
+
+def network_info(ip: str = "192.168.1.30", mac: str = "00:0c:29:0d:11:74",
+                 label: str = "private", floating: str | None = None,
+                 ip6: str | None = None) -> list:
+    ips = [{"address": ip, "type": "fixed", "version": 4,
+            "floating_ips": ([{"address": floating, "type": "floating", "version": 4}]
+                             if floating else [])}]
+    subnets = [{"cidr": "192.168.1.0/24", "version": 4, "ips": ips}]
+    if ip6:
+        subnets.append({"cidr": "fd00::/64", "version": 6, "ips": [
+            {"address": ip6, "type": "fixed", "version": 6, "floating_ips": []}]})
+    return [{"id": str(uuidlib.uuid4()), "address": mac,
+             "network": {"label": label, "subnets": subnets}}]
+
+
+def server(n: int = 0, **over) -> dict:
+    """A valid active server entity; ``n`` varies the uuid, name and times."""
+    uid = over.pop("uuid", None) or str(uuidlib.UUID(int=0x0e44cc9c_e052_415d_afbf_469b0d000000
+                                                     + n))
+    e = {
+        "uuid": uid,
+        "project_id": PROJECT,
+        "user_id": "fake",
+        "display_name": f"server-{n}",
+        "display_description": f"description {n}",
+        "hostname": f"server-{n}",
+        "created_at": stamp(1, n % 60, n),
+        "updated_at": stamp(2, n % 60, n),
+        "launched_at": stamp(1, n % 60, 880302),
+        "terminated_at": None,
+        "deleted_at": None,
+        "deleted": False,
+        "vm_state": "active",
+        "task_state": None,
+        "power_state": 1,
+        "progress": 0,
+        "host": "compute-1",
+        "node": "fake-mini",
+        "availability_zone": "us-west",
+        "launch_index": 0,
+        "reservation_id": f"r-{n:08d}",
+        "kernel_id": "",
+        "ramdisk_id": "",
+        "root_device_name": "/dev/sda",
+        "user_data": None,
+        "key_name": None,
+        "config_drive": "",
+        "access_ip_v4": "1.2.3.4",
+        "access_ip_v6": "80fe::",
+        "auto_disk_config": True,
+        "locked": False,
+        "locked_by": None,
+        "locked_reason": None,
+        "instance_name": f"instance-{n + 1:08x}",
+        "image_ref": IMAGE,
+        "image_properties": {"architecture": "x86_64", "auto_disk_config": "True"},
+        "flavor": flavor_of_server(),
+        "metadata": {"My Server Name": "Apache1"},
+        "tags": [],
+        "network_info": network_info(),
+        "security_groups": ["default"],
+        "volumes": [{"id": "volume_id1", "delete_on_termination": False},
+                    {"id": "volume_id2", "delete_on_termination": False}],
+        "fault": None,
+        "host_status": "UP",
+        "trusted_image_certificates": None,
+        "server_groups": [],
+        "pinned_availability_zone": "us-west",
+        "scheduler_hints": {"same_host": ["48e6a9f6-30af-47e0-bc04-acaed113bb4e"]},
+    }
+    e.update(over)
+    feed.validate_entity(feed.KIND_SERVER, e["uuid"], e)
+    return e
+
+
+def flavor(flavorid: str = "1", name: str = "m1.tiny", **over) -> dict:
+    f = {"flavorid": flavorid, "name": name, "memory_mb": 512, "vcpus": 1, "root_gb": 1,
+         "ephemeral_gb": 0, "swap": 0, "rxtx_factor": 1.0, "vcpu_weight": None,
+         "disabled": False, "is_public": True, "description": None,
+         "extra_specs": {"hw:cpu_policy": "shared"}, "projects": [],
+         "created_at": "2026-11-01T00:00:00.000000"}
+    f.update(over)
+    feed.validate_entity(feed.KIND_FLAVOR, f["flavorid"], f)
+    return f
+
+
+def fill_replica(path: str, servers: list[tuple[str, dict]], flavors: list[dict],
+                 positions: dict[str, int] | None = None) -> None:
+    """Write rendered rows straight into a replica file (``servers``: (cell, entity))."""
+    conn = open_writer(path)
+    s_cols = ", ".join(render.SERVER_COLUMNS)
+    f_cols = ", ".join(render.FLAVOR_COLUMNS)
+    with conn:
+        for seq, (cell, entity) in enumerate(servers, start=1):
+            conn.execute(f"INSERT OR REPLACE INTO servers ({s_cols}) VALUES "
+                         f"({', '.join('?' * len(render.SERVER_COLUMNS))})",
+                         render.server_row(cell, seq, entity))
+        for seq, entity in enumerate(flavors, start=1):
+            conn.execute(f"INSERT OR REPLACE INTO flavors ({f_cols}) VALUES "
+                         f"({', '.join('?' * len(render.FLAVOR_COLUMNS))})",
+                         render.flavor_row("flavors", seq, entity))
+        for cell, seq in (positions or {}).items():
+            conn.execute("INSERT OR REPLACE INTO positions (cell, epoch, seq, applied_at) "
+                         "VALUES (?, 'e', ?, 0)", (cell, seq))
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()

@@ -1,0 +1,88 @@
+"""The store's named queries behind the API (replica.store.reader): deadlines, the
+replica position, a missing replica, and the public URL for links."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from replica import render
+from replica.store import reader as reader_mod
+from replica.store.connection import open_reader
+from replica.store.reader import Prefixes, Reader, ReadTimeout, ServerQuery
+from tests.api import entities as E
+from tests.api.conftest import MEMBER, start_server, stop_server
+from tests.conftest import free_port
+
+
+@pytest.fixture
+def reader(replica_file):
+    r = Reader(open_reader(replica_file))
+    yield r
+    r.conn.close()
+
+
+def test_a_statement_past_its_deadline_is_interrupted(reader, monkeypatch):
+    monkeypatch.setattr(reader_mod, "DEADLINE_S", -1.0)
+    with pytest.raises(ReadTimeout):
+        reader.list_servers(ServerQuery(project_id=None, deleted=None),
+                            render.ServerView(100, True, False), Prefixes("s", "b"))
+    monkeypatch.setattr(reader_mod, "DEADLINE_S", 0.5)
+    result = reader.list_servers(ServerQuery(project_id=None, deleted=None, limit=3),
+                                 None, Prefixes("s", "b"))
+    assert result.count == 3 and result.statements == 1
+
+
+def test_results_carry_the_position_and_paging_facts(reader):
+    result = reader.list_servers(ServerQuery(project_id=E.PROJECT, limit=2), None,
+                                 Prefixes("http://h/v2.1", "http://h"))
+    assert result.position == "cell1=1234,cell2=877,flavors=6"
+    assert result.count == 2
+    servers = json.loads(result.body + b"}")["servers"]
+    assert result.last_id == servers[-1]["id"]
+    assert result.marker_found
+    missing = reader.list_servers(ServerQuery(project_id=E.PROJECT, marker="nope"), None,
+                                  Prefixes("s", "b"))
+    assert not missing.marker_found
+    gone = reader.show_server("11111111-2222-3333-4444-555555555555",
+                              render.ServerView(), Prefixes("s", "b"), None)
+    assert gone.body is None and gone.position == "cell1=1234,cell2=877,flavors=6"
+
+
+def test_unknown_filter_columns_are_refused_by_the_store():
+    with pytest.raises(ValueError):
+        reader_mod.build_server_list(ServerQuery(exact={"d_base; --": ("x",)}), None)
+
+
+def test_missing_replica_answers_503_and_recovers(tmp_path):
+    path = str(tmp_path / "later.db")
+    proc, api = start_server(path, free_port())
+    try:
+        r = api.get("/v2.1/servers", token=MEMBER)
+        assert r.status == 503
+        assert r.json()["serviceUnavailable"]["code"] == 503
+        E.fill_replica(path, [("cell1", E.server(1))], [], {"cell1": 1})
+        r = api.get("/v2.1/servers", token=MEMBER)
+        assert r.status == 200 and len(r.json()["servers"]) == 1
+    finally:
+        stop_server(proc)
+
+
+def test_public_url_shapes_every_link(replica_file):
+    proc, api = start_server(replica_file, free_port(),
+                             env={"PUBLIC_URL": "https://compute.example.org/edge/"})
+    try:
+        r = api.get(f"/v2.1/servers/{E.server(0)['uuid']}", token=MEMBER)
+        links = r.json()["server"]["links"]
+        assert links[0]["href"] == (
+            f"https://compute.example.org/edge/v2.1/servers/{E.server(0)['uuid']}")
+        assert links[1]["href"] == (
+            f"https://compute.example.org/edge/servers/{E.server(0)['uuid']}")
+        doc = api.get("/v2.1/", token=None).json()
+        assert doc["version"]["links"][0]["href"] == "https://compute.example.org/edge/v2.1/"
+        r = api.get("/v2.1/servers?limit=1", token=MEMBER)
+        assert r.json()["servers_links"][0]["href"].startswith(
+            "https://compute.example.org/edge/v2.1/servers?limit=1&marker=")
+    finally:
+        stop_server(proc)
