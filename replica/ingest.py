@@ -1,0 +1,750 @@
+"""Ingest: the replica's single writer.
+
+One gevent process. Per configured feed: a SUB greenlet that receives and accepts
+events, and a driver greenlet that owns the feed's state (replica.states) and its
+control REQ socket (hello, replay, snapshot, digest). Accepted events of every feed
+are collected and group-committed with their positions in one transaction.
+
+Who may change what:
+- only a feed's driver greenlet changes its state; the SUB greenlet raises flags
+  (gap seen, new epoch seen) and kicks the driver;
+- nothing yields inside a transaction, so greenlets never interleave statements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import apsw
+import gevent
+import gevent.event
+import msgpack
+import nanomsg
+
+from replica import drift, feed, resync
+from replica.ingest_control import (ControlTimeout, Job, JobBoard, RequestError, Requester,
+                                    _recv, serve_control)
+from replica.position import Position
+from replica.states import CellState, transition
+from replica.store import connection
+from replica.store.writer import Change, DeadLetter, Writer
+
+log = logging.getLogger("replica.ingest")
+
+MIB = 1024 * 1024
+CONTROL_TIMEOUT = 10.0         # a cell control request (replay, snapshot page, digest):
+                               # only the feed's own driver waits, never ingest as a whole
+HELLO_TIMEOUT = 2.0            # hello is cheap: a cell that does not answer it is away
+REPLAY_LIMIT_MIN = 100         # a replay that timed out is asked again, halved, down to this
+RETRY_MIN = 0.1                # back-off after a failed control request
+RETRY_MAX = 2.0
+HEARTBEAT_GAP_GRACE = 0.3      # heartbeat head ahead and no batch for this long: tail loss
+RESYNC_BUFFER_MAX = 200_000    # live events kept during a resync; beyond, replay covers them
+CHECKPOINT_INTERVAL = 1.0
+DRIVER_TICK = 0.25             # a quiet driver re-checks silence this often
+YIELD_SECONDS = 0.001
+BUSY_SLICE = 0.02              # a busy feed lets the other greenlets run this often
+STOP_POLL = 0.1
+SILENCE_RECHECK = 0.05
+
+
+@dataclass(frozen=True)
+class CellFeed:
+    name: str
+    feed_url: str
+    control_url: str
+
+
+@dataclass
+class IngestConfig:
+    replica_path: str
+    cells: list[CellFeed]
+    control_url: str
+    group_commit_ms: float = 5.0
+    group_commit_max: int = 5000
+    stale_after: float = 5.0
+    replay_limit: int = 5000
+    rcvbuf: int = 4 * MIB
+    rcvmaxsize: int = 16 * MIB
+    control_timeout: float = CONTROL_TIMEOUT
+
+
+class CellFault(Exception):
+    """A cell answered with something ingest cannot use; retried with back-off."""
+
+
+@dataclass
+class CellRequest:
+    """A resync or verify asked of one feed by a job."""
+
+    kind: str                  # "resync" | "verify"
+    job: Job
+    repair: bool = False
+    done: int = 0
+    total: int = 0
+    result: gevent.event.AsyncResult = field(default_factory=gevent.event.AsyncResult)
+
+
+class CellLink:
+    """Everything ingest knows about one feed."""
+
+    def __init__(self, feed_cfg: CellFeed, position: Position | None, control_timeout: float):
+        self.feed = feed_cfg
+        self.name = feed_cfg.name
+        self.state = CellState.CONNECTING
+        self.state_since = time.time()
+        self.position = position            # accepted (committed or queued for commit)
+        self.head = position.seq if position else 0
+        self.oldest = 0
+        self.kinds: list[str] = [feed.KIND_SERVER]
+        self.last_heard = time.monotonic()  # any message or control reply
+        self.last_batch = 0.0               # monotonic time of the last feed batch
+        self.last_event_at: float | None = None
+        self.behind_since: float | None = None
+        self.live_once = False
+        self.gaps = self.replays = self.resyncs = self.dead_letters = 0
+        self.error: str | None = None
+        self.control = Requester(feed_cfg.control_url, control_timeout)
+        self.kick = gevent.event.Event()
+        # flags raised by the SUB greenlet, consumed by the driver
+        self.gap_flag = False
+        self.new_epoch_flag = False
+        # while resyncing: live batches kept for after the swap
+        self.buffering = False
+        self.buffer: list[feed.Batch] = []
+        self.buffered_events = 0
+        # while verifying: live events are not applied (replayed afterwards)
+        self.paused = False
+        self.requests: list[CellRequest] = []
+        self.replay_limit: int | None = None   # lowered after timeouts, see replay_page
+
+    def set_state(self, new: CellState, why: str = "") -> None:
+        if new is self.state:
+            return
+        self.state = transition(self.state, new)
+        self.state_since = time.time()
+        log.info("cell %s: %s%s", self.name, new.value, f" ({why})" if why else "")
+
+    def heard(self) -> None:
+        self.last_heard = time.monotonic()
+
+    def note_lag(self) -> None:
+        seq = self.position.seq if self.position else 0
+        if self.head > seq:
+            if self.behind_since is None:
+                self.behind_since = time.monotonic()
+        else:
+            self.behind_since = None
+
+    def status(self, counts: dict[str, int]) -> dict:
+        seq = self.position.seq if self.position else 0
+        lag_ms = 0.0
+        if self.behind_since is not None and self.head > seq:
+            lag_ms = round((time.monotonic() - self.behind_since) * 1000.0, 1)
+        return {
+            "cell": self.name, "state": self.state.value, "state_since": self.state_since,
+            "epoch": self.position.epoch if self.position else None, "seq": seq,
+            "head": self.head, "oldest": self.oldest, "lag_events": max(self.head - seq, 0),
+            "lag_ms": lag_ms, "servers": counts.get(feed.KIND_SERVER, 0),
+            "flavors": counts.get(feed.KIND_FLAVOR, 0), "last_event_at": self.last_event_at,
+            "live_once": self.live_once, "gaps": self.gaps, "replays": self.replays,
+            "resyncs": self.resyncs, "dead_letters": self.dead_letters, "error": self.error,
+        }
+
+
+def _default_renderer():
+    from replica import render  # the render engineer's module; static import for freezing
+    return render
+
+
+class Ingest:
+    """The running ingest: links, pending group, writer, jobs."""
+
+    def __init__(self, config: IngestConfig, renderer=None):
+        self.config = config
+        self.render = renderer or _default_renderer()
+        self.conn = connection.open_writer(config.replica_path)
+        self.writer = Writer(self.conn, self.render.SERVER_COLUMNS, self.render.FLAVOR_COLUMNS)
+        positions = self.writer.load_positions()
+        counts = self.writer.dead_letter_counts()
+        self.links: dict[str, CellLink] = {}
+        for cell in config.cells:
+            link = CellLink(cell, positions.get(cell.name), config.control_timeout)
+            link.dead_letters = counts.get(cell.name, 0)
+            self.links[cell.name] = link
+        self.dead_total = sum(counts.values())
+        self.pending: list[Change] = []
+        self.pending_dead: list[DeadLetter] = []
+        self.dirty: dict[str, Position] = {}
+        self.events_applied = 0
+        self.batches_committed = 0
+        self.jobs = JobBoard()
+        self._wake = gevent.event.Event()
+        self._greenlets: list[gevent.Greenlet] = []
+        self.stopped = gevent.event.Event()
+
+    # -- accepting and committing ---------------------------------------------------
+
+    def change_of(self, cell: str, seq: int, kind: str, key: str, entity: dict | None) -> Change:
+        """An event as a replica change (renders upserts; may raise on a bad entity)."""
+        if entity is None:
+            return Change(kind, key, cell, None)
+        if kind == feed.KIND_SERVER:
+            return Change(kind, key, cell, self.render.server_row(cell, seq, entity))
+        return Change(kind, key, cell, self.render.flavor_row(cell, seq, entity))
+
+    def accept(self, link: CellLink, events, payload: bytes = b"") -> str:
+        """Queue the events of one batch or replay page that follow the position.
+        Returns "next", "duplicate", "gap" or "refused" (dead-lettered, nothing queued)."""
+        pos = link.position
+        fresh = [e for e in events if e.seq > pos.seq]
+        if not fresh:
+            return "duplicate"
+        if fresh[0].seq != pos.seq + 1:
+            return "gap"
+        try:
+            changes = [self.change_of(link.name, e.seq, e.kind, e.key, e.entity) for e in fresh]
+        except Exception as exc:  # render refused an entity that passed validation
+            self.dead_letter(link, link.name, "bad_entity",
+                             f"apply batch (cell={link.name}, seq {fresh[0].seq}-"
+                             f"{fresh[-1].seq}): {exc!r}", payload)
+            return "refused"
+        self.pending.extend(changes)
+        link.position = pos.advanced(fresh[-1].seq)
+        self.dirty[link.name] = link.position
+        link.last_event_at = time.time()
+        link.head = max(link.head, link.position.seq)
+        link.note_lag()
+        if len(self.pending) >= self.config.group_commit_max:
+            self.commit()
+        else:
+            self._wake.set()
+        return "next"
+
+    def dead_letter(self, link: CellLink | None, cell: str | None, reason: str, message: str,
+                    payload: bytes) -> None:
+        log.warning("dead letter (%s): %s", reason, message)
+        self.pending_dead.append(DeadLetter(cell, reason, message, bytes(payload[:4096]),
+                                            time.time()))
+        if link is not None:
+            link.dead_letters += 1
+        self.dead_total += 1
+        self._wake.set()
+
+    def commit(self) -> None:
+        """Write everything pending, with the positions that cover it, in one transaction."""
+        if not (self.pending or self.dirty or self.pending_dead):
+            return
+        changes, self.pending = self.pending, []
+        positions, self.dirty = list(self.dirty.values()), {}
+        dead, self.pending_dead = self.pending_dead, []
+        try:
+            self.writer.apply(changes, positions, dead)
+        except apsw.Error as exc:
+            # Nothing of the group is in the database: rewind those feeds to what is,
+            # the next batch shows a gap and replay brings the events again.
+            log.error("commit of %d changes failed: %r", len(changes), exc)
+            stored = self.writer.load_positions()
+            for pos in positions:
+                link = self.links[pos.cell]
+                link.position = stored.get(pos.cell)
+                link.error = f"commit: {exc!r}"
+                link.gap_flag = True
+                link.kick.set()
+            return
+        self.events_applied += len(changes)
+        self.batches_committed += 1
+
+    def _committer(self) -> None:
+        window = self.config.group_commit_ms / 1000.0
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if window > 0:
+                gevent.sleep(window)   # let more events join this group
+            self.commit()
+
+    # -- the feed (SUB) -----------------------------------------------------------------
+
+    def _subscribe(self, link: CellLink) -> nanomsg.Socket:
+        sock = nanomsg.Socket(nanomsg.SUB)
+        sock.set_int_option(nanomsg.SOL_SOCKET, nanomsg.RCVBUF, self.config.rcvbuf)
+        sock.set_int_option(nanomsg.SOL_SOCKET, nanomsg.RCVMAXSIZE, self.config.rcvmaxsize)
+        sock.set_int_option(nanomsg.SOL_SOCKET, nanomsg.RECONNECT_IVL, 100)
+        sock.set_int_option(nanomsg.SOL_SOCKET, nanomsg.RECONNECT_IVL_MAX, 1000)
+        sock.set_string_option(nanomsg.SUB, nanomsg.SUB_SUBSCRIBE, b"")
+        sock.connect(link.feed.feed_url)
+        return sock
+
+    def _read_feed(self, link: CellLink) -> None:
+        sock = self._subscribe(link)
+        try:
+            last_yield = time.monotonic()
+            while True:
+                data = _recv(sock, None)
+                try:
+                    self.on_message(link, data)
+                except Exception as exc:  # a bug must cost one message, not the feed
+                    log.exception("feed %s: message not handled", link.name)
+                    self.dead_letter(link, link.name, "internal", f"feed {link.name}: {exc!r}",
+                                     data)
+                if time.monotonic() - last_yield > BUSY_SLICE:
+                    # A busy feed must not hold the hub: other feeds, status and the
+                    # committer run now. A real timer, not sleep(0), which only runs
+                    # callbacks and leaves timers and I/O waiting.
+                    gevent.sleep(YIELD_SECONDS)
+                    last_yield = time.monotonic()
+        finally:
+            sock.close()
+
+    def on_message(self, link: CellLink, data: bytes) -> None:
+        """One message from a feed. Never raises: what cannot be used is dead-lettered."""
+        try:
+            msg = feed.decode_message(data)
+        except feed.FeedError as exc:
+            self.dead_letter(link, link.name, exc.reason, f"feed {link.name}: {exc}", data)
+            return
+        if msg.cell != link.name:
+            self.dead_letter(link, msg.cell, "unknown_cell",
+                             f"feed {link.name}: message for cell {msg.cell!r}", data)
+            return
+        link.heard()
+        if link.state is CellState.STALE:
+            link.kick.set()
+        if isinstance(msg, feed.Heartbeat):
+            self._on_heartbeat(link, msg)
+        else:
+            self._on_batch(link, msg, data)
+
+    def _on_heartbeat(self, link: CellLink, hb: feed.Heartbeat) -> None:
+        pos = link.position
+        if link.state is CellState.RESYNCING or pos is None:
+            return
+        if hb.epoch != pos.epoch:
+            link.new_epoch_flag = True
+            link.kick.set()
+            return
+        link.head = max(link.head, hb.head)
+        link.oldest = hb.oldest
+        link.note_lag()
+        if (link.state is CellState.LIVE and not link.paused and hb.head > pos.seq
+                and time.monotonic() - link.last_batch > HEARTBEAT_GAP_GRACE):
+            link.gap_flag = True
+            link.kick.set()
+
+    def _on_batch(self, link: CellLink, batch: feed.Batch, data: bytes) -> None:
+        link.last_batch = time.monotonic()
+        if link.buffering:
+            if link.buffered_events + len(batch.events) <= RESYNC_BUFFER_MAX:
+                link.buffer.append(batch)
+                link.buffered_events += len(batch.events)
+            return
+        pos = link.position
+        if link.paused or pos is None or link.state in (CellState.CONNECTING,
+                                                        CellState.RESYNCING):
+            return
+        if batch.epoch != pos.epoch:
+            link.new_epoch_flag = True
+            link.kick.set()
+            return
+        link.head = max(link.head, batch.last_seq)
+        outcome = self.accept(link, batch.events, data)
+        if outcome == "gap" and link.state is CellState.LIVE:
+            link.gap_flag = True
+            link.kick.set()
+
+    # -- the driver: one greenlet per feed owns its state --------------------------------
+
+    def request(self, link: CellLink, op: str, timeout: float | None = None, **args) -> dict:
+        reply = link.control.request(op, timeout=timeout, **args)
+        link.heard()
+        return reply
+
+    def _drive(self, link: CellLink) -> None:
+        backoff = RETRY_MIN
+        while True:
+            try:
+                self._step(link)
+                backoff = RETRY_MIN
+            except Exception as exc:
+                expected = isinstance(exc, (ControlTimeout, feed.ControlError, feed.FeedError,
+                                            CellFault, nanomsg.NanoMsgError))
+                link.error = str(exc) or type(exc).__name__
+                if expected:
+                    log.warning("cell %s: %s", link.name, link.error)
+                else:  # a bug or a database error: keep serving, keep trying, say so
+                    log.exception("cell %s: driver step failed", link.name)
+                link.kick.wait(timeout=backoff)
+                link.kick.clear()
+                backoff = min(backoff * 2, RETRY_MAX)
+
+    def _silent(self, link: CellLink) -> bool:
+        if time.monotonic() - link.last_heard <= self.config.stale_after:
+            return False
+        # Messages may be waiting in the socket while this process was busy: let the
+        # feed's reader run before calling the cell silent.
+        gevent.sleep(SILENCE_RECHECK)
+        return time.monotonic() - link.last_heard > self.config.stale_after
+
+    def _step(self, link: CellLink) -> None:
+        S = CellState
+        silent = self._silent(link)
+        if silent and link.state in (S.CONNECTING, S.CATCHING_UP, S.LIVE):
+            link.set_state(S.STALE, f"nothing heard for {self.config.stale_after}s")
+            self._fail_requests(link, "verify", f"cell {link.name} is stale")
+        if link.state is S.STALE and not silent:
+            if link.position is None:
+                link.set_state(S.CONNECTING, "heard again")
+            else:
+                link.set_state(S.CATCHING_UP, "heard again")
+        if link.state is S.LIVE and link.gap_flag:
+            link.gap_flag = False
+            link.gaps += 1
+            link.set_state(S.CATCHING_UP, "gap")
+        if link.new_epoch_flag and link.state in (S.CATCHING_UP, S.LIVE, S.STALE):
+            link.set_state(S.RESYNCING, "new epoch")
+        if (any(r.kind == "resync" for r in link.requests)
+                and link.state is not S.RESYNCING and link.state is not S.STALE):
+            link.set_state(S.RESYNCING, "requested")
+
+        if link.state is S.CONNECTING:
+            self._hello(link)
+        elif link.state is S.CATCHING_UP:
+            self._catch_up_page(link)
+        elif link.state is S.RESYNCING:
+            self._resync(link)
+        elif link.state is S.LIVE and any(r.kind == "verify" for r in link.requests):
+            self._verify(link)
+        else:
+            if link.state is S.STALE:
+                self._fail_requests(link, None, f"cell {link.name} is stale")
+            link.kick.wait(timeout=DRIVER_TICK)
+            link.kick.clear()
+
+    def _hello(self, link: CellLink) -> None:
+        S = CellState
+        hello = self.request(link, "hello", timeout=HELLO_TIMEOUT)
+        versions = hello.get("versions") or []
+        if feed.FEED_VERSION not in versions:
+            raise CellFault(f"hello: cell speaks feed versions {versions}, "
+                            f"this build {list(feed.FEED_VERSIONS)}")
+        if hello.get("cell") != link.name:
+            raise CellFault(f"hello: control socket answers for cell {hello.get('cell')!r}")
+        epoch, head, oldest = hello["epoch"], int(hello["head"]), int(hello["oldest"])
+        link.kinds = list(hello.get("kinds") or [feed.KIND_SERVER])
+        link.head, link.oldest = head, oldest
+        link.error = None
+        pos = link.position
+        link.new_epoch_flag = False
+        if pos is None:
+            if head == 0 or (oldest <= 1 and head <= self.config.replay_limit):
+                link.position = Position(link.name, epoch, 0)
+                link.set_state(S.CATCHING_UP, "new feed, history retained")
+            else:
+                link.set_state(S.RESYNCING, "new feed")
+        elif pos.epoch != epoch:
+            link.set_state(S.RESYNCING, f"epoch {pos.epoch[:8]} -> {epoch[:8]}")
+        elif pos.seq < oldest - 1 and pos.seq < head:
+            link.set_state(S.RESYNCING, f"position {pos.seq} older than retention {oldest}")
+        elif pos.seq > head:
+            link.set_state(S.RESYNCING, f"replica at {pos.seq} ahead of the cell's head {head}")
+        else:
+            link.set_state(S.CATCHING_UP, "hello")
+
+    def replay_page(self, link: CellLink, upto: int | None = None) -> int:
+        """One replay request from position + 1 (never past ``upto``); accept what comes.
+        Returns the cell's head. Raises NeedResync when only a resync can help."""
+        pos = link.position
+        limit = link.replay_limit or self.config.replay_limit
+        if upto is not None:
+            limit = max(1, min(limit, upto - pos.seq))
+        try:
+            reply = self.request(link, "replay", epoch=pos.epoch, **{"from": pos.seq + 1},
+                                 limit=limit)
+        except feed.ControlError as exc:
+            if exc.error in ("retention", "epoch"):
+                raise resync.NeedResync(f"replay from {pos.seq + 1}: {exc.error}") from None
+            raise
+        except ControlTimeout:
+            # A busy cell builds fewer entities in time: ask for less next time.
+            link.replay_limit = max(REPLAY_LIMIT_MIN, limit // 2)
+            raise
+        if link.replay_limit is not None:
+            link.replay_limit = min(self.config.replay_limit, link.replay_limit * 2)
+        link.replays += 1
+        if reply.get("epoch") != pos.epoch:
+            raise resync.NeedResync(f"replay: epoch {reply.get('epoch')!r}")
+        head = int(reply["head"])
+        raw = reply.get("events") or []
+        if raw:
+            try:
+                events = feed.decode_events(raw, f"replay {link.name} from {pos.seq + 1}")
+            except feed.FeedError as exc:
+                self.dead_letter(link, link.name, exc.reason, str(exc),
+                                 msgpack.packb(raw, use_bin_type=True)[:4096])
+                raise CellFault(f"replay refused: {exc}") from None
+            if upto is not None:
+                events = tuple(e for e in events if e.seq <= upto)
+            outcome = self.accept(link, events)
+            if outcome == "refused":
+                raise CellFault(f"replay from {pos.seq + 1}: refused (see dead letters)")
+            if outcome == "gap":
+                raise CellFault(f"replay from {pos.seq + 1} began at {events[0].seq}")
+        link.head = max(head, link.position.seq)
+        link.note_lag()
+        return head
+
+    def _catch_up_page(self, link: CellLink) -> None:
+        try:
+            head = self.replay_page(link)
+        except resync.NeedResync as exc:
+            link.set_state(CellState.RESYNCING, str(exc))
+            return
+        if link.position.seq > head:
+            link.set_state(CellState.RESYNCING, f"replica ahead of the cell's head {head}")
+            return
+        link.error = None
+        if link.position.seq >= head:
+            self.commit()
+            link.gap_flag = False
+            link.live_once = True
+            link.set_state(CellState.LIVE, f"caught up at {head}")
+
+    def _resync(self, link: CellLink) -> None:
+        waiting = [r for r in link.requests if r.kind == "resync"]
+
+        def progress(done: int, total: int) -> None:
+            for r in waiting:
+                r.done, r.total = done, total
+                self._job_progress(r.job)
+
+        try:
+            resync.resync_cell(self, link, progress)
+        except Exception as exc:
+            log.warning("cell %s: resync failed: %r", link.name, exc)
+            link.error = f"resync: {exc}"
+            self._finish_requests(link, waiting, error=f"resync {link.name}: {exc}")
+            link.set_state(CellState.CONNECTING, "resync failed")
+            if not isinstance(exc, (ControlTimeout, feed.ControlError, CellFault,
+                                    nanomsg.NanoMsgError, resync.NeedResync)):
+                raise CellFault(f"resync: {exc!r}") from exc
+            link.kick.wait(timeout=RETRY_MIN)
+            return
+        link.resyncs += 1
+        link.error = None
+        link.new_epoch_flag = False
+        self._finish_requests(link, waiting)
+        link.set_state(CellState.CATCHING_UP, f"snapshot at {link.position.seq} swapped in")
+        resync.apply_buffered(self, link)
+
+    def _verify(self, link: CellLink) -> None:
+        waiting = [r for r in link.requests if r.kind == "verify"]
+        repair = any(r.repair for r in waiting)
+        try:
+            result = drift.verify_cell(self, link, repair=repair)
+        except resync.NeedResync as exc:
+            link.new_epoch_flag = True
+            self._finish_requests(link, waiting, error=f"verify {link.name}: {exc}")
+            return
+        except (ControlTimeout, feed.ControlError, CellFault, feed.FeedError) as exc:
+            self._finish_requests(link, waiting, error=f"verify {link.name}: {exc}")
+            raise
+        for r in waiting:
+            r.job.result.setdefault("cells", {})[link.name] = result
+        self._finish_requests(link, waiting)
+        if link.head > link.position.seq:
+            link.set_state(CellState.CATCHING_UP, "after verify")
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    def _job_progress(self, job: Job) -> None:
+        reqs = getattr(job, "_requests", [])
+        job.done = sum(r.done for r in reqs)
+        job.total = sum(r.total for r in reqs)
+
+    def _finish_requests(self, link: CellLink, requests: list[CellRequest],
+                         error: str | None = None) -> None:
+        for r in requests:
+            if r in link.requests:
+                link.requests.remove(r)
+            r.result.set(error)
+
+    def _fail_requests(self, link: CellLink, kind: str | None, error: str) -> None:
+        self._finish_requests(link, [r for r in link.requests if kind is None or r.kind == kind],
+                              error)
+
+    def start_job(self, kind: str, cell: Any, repair: bool = False) -> Job:
+        if cell is None:
+            names = list(self.links)
+        elif isinstance(cell, str) and cell in self.links:
+            names = [cell]
+        else:
+            raise RequestError("unknown_cell", f"no cell {cell!r}")
+        job = self.jobs.add(Job(kind, names, repair=repair))
+        if kind == "verify":
+            job.total = len(names)
+        reqs = [CellRequest(kind, job, repair) for _ in names]
+        job._requests = reqs
+        for name, req in zip(names, reqs):
+            self.links[name].requests.append(req)
+            self.links[name].kick.set()
+        self._spawn(self._watch_job, job, reqs)
+        return job
+
+    def _watch_job(self, job: Job, reqs: list[CellRequest]) -> None:
+        errors = []
+        for req in reqs:
+            error = req.result.get()
+            if job.kind == "verify":
+                job.done += 1
+            else:
+                self._job_progress(job)
+            if error:
+                errors.append(error)
+        job.finish("; ".join(errors) if errors else None)
+
+    # -- control --------------------------------------------------------------------------
+
+    def status(self, _args: dict | None = None) -> dict:
+        return {"cells": [link.status(self.writer.counts(link.name))
+                          for link in self.links.values()],
+                "dead_letters": self.dead_total, "events_applied": self.events_applied,
+                "batches_committed": self.batches_committed, "pid": os.getpid()}
+
+    def _handlers(self) -> dict:
+        def resync_op(args):
+            return {"job": self.start_job("resync", args.get("cell")).id}
+
+        def verify_op(args):
+            return {"job": self.start_job("verify", args.get("cell"),
+                                          bool(args.get("repair"))).id}
+
+        def job_op(args):
+            job = self.jobs.get(args.get("job"))
+            if job is None:
+                raise RequestError("unknown_job", f"no job {args.get('job')!r}")
+            return job.to_dict()
+
+        def dead_letters_op(args):
+            limit = args.get("limit", 100)
+            return {"dead_letters": self.writer.dead_letters(int(limit) if
+                                                             isinstance(limit, int) else 100)}
+
+        return {"status": self.status, "resync": resync_op, "verify": verify_op,
+                "job": job_op, "dead_letters": dead_letters_op}
+
+    # -- background ------------------------------------------------------------------------
+
+    def _checkpointer(self) -> None:
+        # A second connection in a real thread: the copy back and its fsync then do not
+        # hold the hub, and a PASSIVE checkpoint never blocks the writer.
+        pool = gevent.get_hub().threadpool
+        conn = pool.apply(apsw.Connection, (self.config.replica_path,))
+        conn.set_busy_timeout(100)
+        try:
+            while True:
+                gevent.sleep(CHECKPOINT_INTERVAL)
+                try:
+                    pool.apply(connection.checkpoint_passive, (conn,))
+                except apsw.Error as exc:
+                    log.debug("checkpoint: %r", exc)
+        finally:
+            conn.close()
+
+    def _spawn(self, fn, *args) -> gevent.Greenlet:
+        g = gevent.spawn(fn, *args)
+        self._greenlets.append(g)
+        g.link_exception(self._crashed)
+        return g
+
+    def _crashed(self, g: gevent.Greenlet) -> None:
+        log.error("ingest greenlet %s died: %r", g, g.exception)
+        self.stopped.set()
+
+    def run(self, stop=None) -> None:
+        self._spawn(serve_control, self.config.control_url, self._handlers(),
+                    lambda msg: log.error("%s", msg))
+        self._spawn(self._committer)
+        self._spawn(self._checkpointer)
+        for link in self.links.values():
+            self._spawn(self._read_feed, link)
+            self._spawn(self._drive, link)
+        if stop is not None:
+            self._spawn(self._watch_stop, stop)
+        try:
+            self.stopped.wait()
+        finally:
+            self.close()
+
+    def _watch_stop(self, stop) -> None:
+        while not stop.is_set():
+            gevent.sleep(STOP_POLL)
+        self.stopped.set()
+
+    def close(self) -> None:
+        gevent.killall([g for g in self._greenlets if not g.dead], block=True, timeout=2)
+        self._greenlets.clear()
+        try:
+            self.commit()
+        finally:
+            for link in self.links.values():
+                link.control.close()
+            self.conn.close()
+
+
+def run_ingest(config: IngestConfig, stop=None, renderer=None) -> None:
+    """Run ingest until ``stop`` (anything with ``is_set()``) is set, or SIGTERM/SIGINT.
+    Call in the process that will own the replica's writer (after any fork)."""
+    gevent.reinit()
+    try:
+        import setproctitle
+        setproctitle.setproctitle("appliance: ingest")
+    except ImportError:
+        pass
+    if nanomsg.wrapper.__name__ != "_nanomsg_cpy":
+        raise RuntimeError("nanomsg-python is the ctypes build; reinstall it with "
+                           "pip install --no-cache-dir --no-binary nanomsg nanomsg")
+    ingest = Ingest(config, renderer)
+    if stop is None:  # a caller with its own stop event keeps its own signal handlers
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            gevent.signal_handler(signum, ingest.stopped.set)
+    ingest.run(stop)
+
+
+def _cell_arg(text: str) -> CellFeed:
+    name, _, urls = text.partition("=")
+    feed_url, _, control_url = urls.partition(",")
+    if not (name and feed_url and control_url):
+        raise argparse.ArgumentTypeError("expected NAME=FEED_URL,CONTROL_URL")
+    return CellFeed(name, feed_url, control_url)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m replica.ingest",
+                                     description="Run the replica's ingest (single writer).")
+    parser.add_argument("--replica", required=True, help="replica database path")
+    parser.add_argument("--control", required=True, help="ingest control URL (REP)")
+    parser.add_argument("--cell", action="append", type=_cell_arg, default=[],
+                        help="NAME=FEED_URL,CONTROL_URL (repeat per feed)")
+    parser.add_argument("--group-commit-ms", type=float, default=5.0)
+    parser.add_argument("--group-commit-max", type=int, default=5000)
+    parser.add_argument("--stale-after", type=float, default=5.0)
+    parser.add_argument("--replay-limit", type=int, default=5000)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s ingest %(levelname)s %(message)s")
+    run_ingest(IngestConfig(args.replica, args.cell, args.control,
+                            group_commit_ms=args.group_commit_ms,
+                            group_commit_max=args.group_commit_max,
+                            stale_after=args.stale_after, replay_limit=args.replay_limit))
+
+
+if __name__ == "__main__":
+    main()

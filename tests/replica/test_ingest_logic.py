@@ -1,0 +1,135 @@
+"""Ingest's accept / dead-letter / group-commit logic, driven message by message
+(no sockets: the messages are the real encodings, the database a real file)."""
+
+import msgpack
+import pytest
+
+from replica import feed
+from replica.ingest import CellFeed, Ingest, IngestConfig
+from replica.position import Position
+from replica.states import CellState
+
+from tests.replica.conftest import StandInRender, make_server
+
+
+@pytest.fixture
+def ingest(replica_path):
+    config = IngestConfig(replica_path, [CellFeed("c1", "ipc:///nonexistent/f",
+                                                  "ipc:///nonexistent/c")],
+                          "ipc:///nonexistent/i")
+    ing = Ingest(config, renderer=StandInRender(replica_path))
+    link = ing.links["c1"]
+    link.position = Position("c1", "E", 0)
+    link.set_state(CellState.CATCHING_UP)
+    link.set_state(CellState.LIVE)
+    yield ing
+    ing.conn.close()
+
+
+def events(first, n, kind=feed.KIND_SERVER):
+    return [feed.Event(first + i, kind, feed.OP_UPSERT, s["uuid"], s)
+            for i, s in enumerate(make_server() for _ in range(n))]
+
+
+def rows(ing, sql="SELECT count(*) FROM servers"):
+    return ing.conn.execute(sql).fetchall()
+
+
+def test_next_events_are_group_committed_with_the_position(ingest):
+    link = ingest.links["c1"]
+    ingest.on_message(link, feed.encode_batch("c1", "E", events(1, 3)))
+    ingest.on_message(link, feed.encode_batch("c1", "E", events(4, 2)))
+    assert rows(ingest) == [(0,)]                 # queued, not yet committed
+    ingest.commit()
+    assert rows(ingest) == [(5,)]
+    assert ingest.writer.load_positions()["c1"] == Position("c1", "E", 5)
+    assert (ingest.events_applied, ingest.batches_committed) == (5, 1)
+
+
+def test_duplicates_are_ignored_and_a_gap_raises_the_flag(ingest):
+    link = ingest.links["c1"]
+    batch = events(1, 3)
+    ingest.on_message(link, feed.encode_batch("c1", "E", batch))
+    ingest.on_message(link, feed.encode_batch("c1", "E", batch[1:]))   # duplicate
+    assert not link.gap_flag
+    ingest.on_message(link, feed.encode_batch("c1", "E", events(6, 1)))  # 4, 5 lost
+    assert link.gap_flag and link.position.seq == 3
+    ingest.commit()
+    assert rows(ingest) == [(3,)]
+
+
+def test_a_new_epoch_raises_the_resync_flag_and_applies_nothing(ingest):
+    link = ingest.links["c1"]
+    ingest.on_message(link, feed.encode_batch("c1", "OTHER", events(1, 2)))
+    assert link.new_epoch_flag
+    ingest.commit()
+    assert rows(ingest) == [(0,)]
+
+
+def test_heartbeat_ahead_with_no_batch_is_a_tail_gap(ingest):
+    link = ingest.links["c1"]
+    ingest.on_message(link, feed.encode_heartbeat("c1", "E", 0, 1, 1.0))
+    assert not link.gap_flag
+    ingest.on_message(link, feed.encode_heartbeat("c1", "E", 7, 1, 2.0))
+    assert link.gap_flag and link.head == 7
+
+
+def _valid_batch_obj():
+    return {"v": 1, "t": "batch", "cell": "c1", "epoch": "E",
+            "events": feed.encode_events(events(1, 1))}
+
+
+@pytest.mark.parametrize("payload,reason", [
+    (b"\xc1garbage", "malformed"),
+    (feed.encode_batch("c1", "E", events(1, 2))[:-7], "malformed"),      # truncated
+    (b"\x00" * (feed.MAX_MESSAGE_BYTES + 1), "oversized"),
+    (msgpack.packb([1, 2, 3]), "malformed"),
+    (msgpack.packb({**_valid_batch_obj(), "v": 99}), "unknown_version"),
+    (msgpack.packb({**_valid_batch_obj(), "epoch": 5}), "malformed"),    # wrong type
+    (msgpack.packb({**_valid_batch_obj(), "cell": "nope"}), "unknown_cell"),
+    (msgpack.packb({**_valid_batch_obj(), "events": [
+        {"s": 1, "k": "server", "o": "u", "id": "not-a-uuid", "e": {}}]}), "bad_event"),
+    (msgpack.packb({**_valid_batch_obj(), "events": [
+        {**feed.encode_events(events(1, 1))[0], "e": {"uuid": "x"}}]}), "bad_entity"),
+])
+def test_bad_messages_are_dead_lettered_with_their_reason(ingest, payload, reason):
+    link = ingest.links["c1"]
+    ingest.on_message(link, payload)
+    ingest.commit()
+    assert rows(ingest) == [(0,)]
+    assert link.position.seq == 0
+    assert link.dead_letters == 1 and ingest.dead_total == 1
+    assert ingest.writer.dead_letter_counts() == {("nope" if reason == "unknown_cell"
+                                                   else "c1"): 1}
+    assert ingest.writer.dead_letters()[0]["reason"] == reason
+
+
+def test_a_batch_the_render_refuses_is_dead_lettered_whole(ingest):
+    link = ingest.links["c1"]
+    batch = events(1, 3)
+    ingest.render.refuse.add(batch[1].key)
+    ingest.on_message(link, feed.encode_batch("c1", "E", batch))
+    ingest.commit()
+    assert rows(ingest) == [(0,)] and link.position.seq == 0
+    assert ingest.writer.dead_letters()[0]["reason"] == "bad_entity"
+    ingest.render.refuse.clear()
+    ingest.on_message(link, feed.encode_batch("c1", "E", batch))
+    ingest.commit()
+    assert rows(ingest) == [(3,)]
+
+
+def test_group_commit_max_commits_inline(ingest):
+    ingest.config.group_commit_max = 4
+    link = ingest.links["c1"]
+    ingest.on_message(link, feed.encode_batch("c1", "E", events(1, 5)))
+    assert rows(ingest) == [(5,)] and ingest.pending == []
+
+
+def test_status_has_every_documented_field(ingest):
+    status = ingest.status()
+    assert set(status) == {"cells", "dead_letters", "events_applied", "batches_committed", "pid"}
+    assert set(status["cells"][0]) == {
+        "cell", "state", "state_since", "epoch", "seq", "head", "oldest", "lag_events",
+        "lag_ms", "servers", "flavors", "last_event_at", "live_once", "gaps", "replays",
+        "resyncs", "dead_letters", "error"}
+    assert status["cells"][0]["state"] == "live"
