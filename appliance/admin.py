@@ -1,0 +1,336 @@
+"""The admin listener: status, resync, verify, jobs, metrics, health and readiness.
+
+Its own child process ("appliance: admin"), gevent + bottle, loopback by default. Off
+loopback (or with ``admin_token_always``) every request needs ``admin_token`` as
+``X-Auth-Token`` or ``Authorization: Bearer``. Every answer is JSON (metrics: Prometheus
+text); errors are ``{"error": {"code": int, "message": str}}``, never a traceback.
+
+The functions the handlers call (``collect_status``, ``readiness``, ``start_resync``,
+``start_verify``, ``get_job``) are the same the command line reaches through
+``AdminClient``: the CLI only parses and prints.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import socket
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import bottle
+
+from appliance import logs, metrics
+from appliance.settings import Settings, is_loopback
+from appliance.supervisor import read_table
+
+INGEST_TIMEOUT = 3.0            # seconds an admin request waits for ingest
+CLIENT_TIMEOUT = 10.0
+JSON_TYPE = "application/json"
+
+
+class AdminError(Exception):
+    """An answer other than success: HTTP status and a message for people."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# ---------------------------------------------------------------------------
+# What the handlers do (and what the CLI's answers are made of)
+# ---------------------------------------------------------------------------
+
+def _ingest_client(settings: Settings):
+    from replica.ingest_control import IngestClient
+    return IngestClient(settings.ingest_control_url, timeout=INGEST_TIMEOUT)
+
+
+def _ingest_call(settings: Settings, call):
+    from replica.feed import ControlError
+    from replica.ingest_control import ControlTimeout
+    url = settings.ingest_control_url
+    if url.startswith("ipc://") and not os.path.exists(url[len("ipc://"):]):
+        raise AdminError(503, "the ingest process does not answer (its control socket "
+                              "does not exist yet)")
+    client = _ingest_client(settings)
+    try:
+        return call(client)
+    except ControlTimeout:
+        raise AdminError(503, "the ingest process does not answer (starting, or down)") \
+            from None
+    except ControlError as exc:
+        status = 404 if ("unknown" in exc.error or "not_found" in exc.error) else 409 \
+            if ("busy" in exc.error or "running" in exc.error) else 400
+        raise AdminError(status, str(exc)) from None
+    finally:
+        client.close()
+
+
+def collect_status(settings: Settings, processes_path: str) -> dict:
+    """Per cell (from ingest) and per process (from the supervisor's table)."""
+    table = read_table(processes_path) or {}
+    result = {"cells": [], "ingest": None, "ingest_error": None,
+              "supervisor": table.get("supervisor"), "processes": table.get("processes", []),
+              "generated_at": time.time()}
+    try:
+        status = _ingest_call(settings, lambda c: c.status())
+    except AdminError as exc:
+        result["ingest_error"] = exc.message
+        return result
+    result["cells"] = status.get("cells", [])
+    result["ingest"] = {k: status.get(k) for k in
+                        ("pid", "events_applied", "batches_committed", "dead_letters")}
+    return result
+
+
+def readiness(status: dict, max_lag_ms: float, configured: tuple[str, ...]) -> list[str]:
+    """Reasons the appliance is not ready; empty when it is."""
+    if status.get("ingest_error"):
+        return [status["ingest_error"]]
+    reasons = []
+    cells = {c.get("cell"): c for c in status.get("cells", [])}
+    for name in configured:
+        cell = cells.get(name)
+        if cell is None:
+            reasons.append(f"cell {name}: not reported by ingest yet")
+        elif not cell.get("live_once"):
+            reasons.append(f"cell {name}: never live yet (state {cell.get('state')})")
+        elif cell.get("lag_ms") is not None and cell["lag_ms"] > max_lag_ms:
+            reasons.append(f"cell {name}: lag {cell['lag_ms']:.0f} ms over "
+                           f"{max_lag_ms:.0f} ms")
+    return reasons
+
+
+def start_resync(settings: Settings, cell: str | None) -> dict:
+    return _ingest_call(settings, lambda c: c.job(c.resync(cell)))
+
+
+def start_verify(settings: Settings, cell: str | None, repair: bool) -> dict:
+    return _ingest_call(settings, lambda c: c.job(c.verify(cell, repair)))
+
+
+def get_job(settings: Settings, job_id: str) -> dict:
+    return _ingest_call(settings, lambda c: c.job(job_id))
+
+
+# ---------------------------------------------------------------------------
+# The HTTP app
+# ---------------------------------------------------------------------------
+
+def token_required(settings: Settings) -> bool:
+    return bool(settings.admin_token) and (settings.admin_token_always
+                                           or not is_loopback(settings.admin_host))
+
+
+def _presented_token() -> str:
+    token = bottle.request.get_header("X-Auth-Token", "")
+    if not token:
+        auth = bottle.request.get_header("Authorization", "")
+        if auth[:7].lower() == "bearer ":
+            token = auth[7:].strip()
+    return token
+
+
+def _json(status: int, body: dict) -> bottle.HTTPResponse:
+    return bottle.HTTPResponse(json.dumps(body, default=str) + "\n", status=status,
+                               headers={"Content-Type": JSON_TYPE})
+
+
+def _error(status: int, message: str) -> bottle.HTTPResponse:
+    return _json(status, {"error": {"code": status, "message": message}})
+
+
+def _flag(value: str | None) -> bool:
+    if value is None:
+        return False
+    if value.lower() in ("1", "true", "yes", "on", ""):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise AdminError(400, f"expected true or false, got {value!r}")
+
+
+def make_app(settings: Settings, processes_path: str, metrics_dir: str) -> bottle.Bottle:
+    app = bottle.Bottle(catchall=False)
+    configured = tuple(c.name for c in settings.cells)
+    need_token = token_required(settings)
+
+    def guarded(handler):
+        def wrapper(*args, **kwargs):
+            if need_token and not hmac.compare_digest(_presented_token().encode(),
+                                                      settings.admin_token.encode()):
+                return _error(401, "admin token required (X-Auth-Token or "
+                                   "Authorization: Bearer)")
+            try:
+                return handler(*args, **kwargs)
+            except AdminError as exc:
+                return _error(exc.status, exc.message)
+            except Exception as exc:  # a bug answers 500 with a message, never a traceback
+                logs.error("admin_error", path=bottle.request.path, error=repr(exc))
+                return _error(500, f"internal error: {exc.__class__.__name__}")
+        return wrapper
+
+    @app.get("/healthz")
+    @guarded
+    def healthz():
+        return _json(200, {"status": "ok"})
+
+    @app.get("/readyz")
+    @guarded
+    def readyz():
+        status = collect_status(settings, processes_path)
+        reasons = readiness(status, settings.readyz_max_lag_ms, configured)
+        if reasons:
+            return _json(503, {"ready": False, "reasons": reasons})
+        return _json(200, {"ready": True, "reasons": []})
+
+    @app.get("/status")
+    @guarded
+    def status():
+        return _json(200, collect_status(settings, processes_path))
+
+    @app.post("/resync")
+    @guarded
+    def resync():
+        cell = bottle.request.query.get("cell") or None
+        return _json(202, {"job": start_resync(settings, cell)})
+
+    @app.post("/verify")
+    @guarded
+    def verify():
+        cell = bottle.request.query.get("cell") or None
+        repair = _flag(bottle.request.query.get("repair"))
+        return _json(202, {"job": start_verify(settings, cell, repair)})
+
+    @app.get("/jobs/<job_id>")
+    @guarded
+    def job(job_id):
+        return _json(200, {"job": get_job(settings, job_id)})
+
+    @app.get("/metrics")
+    @guarded
+    def prometheus():
+        try:
+            ingest = _ingest_call(settings, lambda c: c.status())
+        except AdminError:
+            ingest = None
+        body = metrics.render(metrics_dir, ingest)
+        return bottle.HTTPResponse(body, status=200, headers={
+            "Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    def not_found(error):
+        bottle.response.content_type = JSON_TYPE
+        return json.dumps({"error": {"code": error.status_code,
+                                     "message": f"{bottle.request.method} "
+                                                f"{bottle.request.path}: "
+                                                f"{error.body or 'not found'}"}}) + "\n"
+
+    for code in (404, 405, 500):
+        app.error(code)(not_found)
+    app.default_error_handler = lambda error: not_found(error)
+    return app
+
+
+def serve(settings: Settings, processes_path: str, metrics_dir: str) -> None:
+    """The admin child's body: listen on the reserved admin address until SIGTERM."""
+    import gevent
+    import gevent.event
+    import gevent.pywsgi
+    import signal
+
+    from appliance.worker import BootError, reuseport_listener
+
+    gevent.reinit()
+    stop = gevent.event.Event()
+    gevent.signal_handler(signal.SIGTERM, stop.set)
+    gevent.signal_handler(signal.SIGQUIT, stop.set)
+    try:
+        host = socket.getaddrinfo(settings.admin_host, settings.admin_port,
+                                  type=socket.SOCK_STREAM)[0][4][0]
+        listener = reuseport_listener(host, settings.admin_port, backlog=128)
+        app = make_app(settings, processes_path, metrics_dir)
+    except Exception as exc:
+        raise BootError(f"admin listener failed to boot: {exc!r}") from exc
+    server = gevent.pywsgi.WSGIServer(listener, app, log=None, error_log=None)
+    server.start()
+    logs.info("admin_ready", listen=f"{host}:{settings.admin_port}",
+              token_required=token_required(settings))
+    stop.wait()
+    server.stop(timeout=2)
+
+
+# ---------------------------------------------------------------------------
+# The client the command line uses
+# ---------------------------------------------------------------------------
+
+class AdminClient:
+    """HTTP client of the admin listener. Raises AdminError with the listener's message
+    (or a connection problem) on anything but success."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = CLIENT_TIMEOUT):
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    def _request(self, method: str, path: str, query: dict | None = None) -> dict:
+        query = {k: v for k, v in (query or {}).items() if v is not None}
+        url = self.url + path + ("?" + urllib.parse.urlencode(query) if query else "")
+        request = urllib.request.Request(url, method=method, data=b"" if method == "POST"
+                                         else None)
+        if self.token:
+            request.add_header("X-Auth-Token", self.token)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            try:
+                body = json.loads(exc.read())
+                message = body.get("error", {}).get("message") or json.dumps(body)
+                if exc.code == 503 and "reasons" in body:
+                    message = "; ".join(body["reasons"])
+            except ValueError:
+                message = exc.reason
+            raise AdminError(exc.code, message) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise AdminError(0, f"cannot reach the admin listener at {self.url} "
+                                f"({reason}); is the appliance running? (--admin-url)") \
+                from None
+
+    def status(self) -> dict:
+        return self._request("GET", "/status")
+
+    def resync(self, cell: str | None = None) -> dict:
+        return self._request("POST", "/resync", {"cell": cell})["job"]
+
+    def verify(self, cell: str | None = None, repair: bool = False) -> dict:
+        return self._request("POST", "/verify",
+                             {"cell": cell, "repair": "true" if repair else None})["job"]
+
+    def job(self, job_id: str) -> dict:
+        return self._request("GET", f"/jobs/{urllib.parse.quote(str(job_id))}")["job"]
+
+    def ready(self) -> bool:
+        try:
+            self._request("GET", "/readyz")
+            return True
+        except AdminError:
+            return False
+
+    def wait_job(self, job_id: str, progress=None, interval: float = 0.2,
+                 timeout: float = 3600.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if progress:
+                progress(job)
+            if job.get("state") != "running":
+                return job
+            if time.monotonic() > deadline:
+                raise AdminError(0, f"job {job_id} still running after {timeout:.0f}s")
+            time.sleep(interval)

@@ -1,0 +1,503 @@
+"""The command line: ``appliance <command>``. It parses and prints; the work is done by
+the modules it calls (the supervisor, the cell side, the admin listener over HTTP).
+
+Exit codes: 0 success, 1 failure (or drift found by ``verify``), 2 bad command line or
+bad setting (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+from appliance import logs
+from appliance.settings import SettingsError, load, render_docs
+
+DEFAULT_ADMIN_URL = "http://127.0.0.1:8775"
+PROGRESS_WIDTH = 30
+
+
+class Parser(argparse.ArgumentParser):
+    """Bad command lines are one line on stderr (what is wrong, where to read more)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _help(description: str, examples: str) -> dict:
+    return {"description": description, "epilog": "examples:\n" + examples,
+            "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port 0-65535, got {value}")
+    return value
+
+
+def _admin_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--admin-url", metavar="URL",
+                        help=f"admin listener (default: from --config, else "
+                             f"{DEFAULT_ADMIN_URL})")
+    parser.add_argument("--token", metavar="TOKEN",
+                        help="admin token (default: from --config or APPLIANCE_ADMIN_TOKEN)")
+    parser.add_argument("--config", metavar="FILE", help="the appliance's TOML config file")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="appliance", **_help(
+        "Edge read replica of the OpenStack Compute API v2.1, fed by cell change feeds.",
+        "  appliance demo                          # everything on this machine, until Ctrl-C\n"
+        "  appliance serve --config /etc/appliance/appliance.toml\n"
+        "  appliance status\n"
+        "  appliance version --json"))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    demo = sub.add_parser("demo", help="run a self-contained demo (simulated cells, churn)",
+                          **_help("Start two simulated cells with churn, their publishers, a "
+                                  "flavor source and the appliance; print URLs and example "
+                                  "commands; run until Ctrl-C.",
+                                  "  appliance demo\n"
+                                  "  appliance demo --cells 3 --servers 3000 --rate 50\n"
+                                  "  appliance demo --data-dir /tmp/demo --port 9774 "
+                                  "--admin-port 9775"))
+    demo.add_argument("--data-dir", metavar="DIR",
+                      help="keep everything here (default: a temporary directory, removed "
+                           "at exit)")
+    demo.add_argument("--cells", type=_positive_int, default=2, help="simulated cells (2)")
+    demo.add_argument("--servers", type=_count, default=1000,
+                      help="servers in total, split between the cells (1000)")
+    demo.add_argument("--rate", type=_rate, default=20.0,
+                      help="lifecycle operations per second per cell (20)")
+    demo.add_argument("--port", type=_port, default=8774, help="Compute API port (8774)")
+    demo.add_argument("--admin-port", type=_port, default=8775, help="admin port (8775)")
+    demo.add_argument("--workers", type=_positive_int, default=None,
+                      help="API workers (default: CPU cores)")
+
+    serve = sub.add_parser("serve", help="run the appliance from a config file",
+                           **_help("Run the supervisor, API workers, ingest and admin "
+                                   "listener. Settings: the TOML file, overridden by "
+                                   "APPLIANCE_* environment variables (docs/configuration"
+                                   ".md). SIGHUP reloads, SIGTERM stops gracefully.",
+                                   "  appliance serve --config /etc/appliance/appliance.toml\n"
+                                   "  APPLIANCE_WORKERS=4 appliance serve --config a.toml\n"
+                                   "  appliance serve --config a.toml --check"))
+    serve.add_argument("--config", metavar="FILE", help="TOML config file")
+    serve.add_argument("--check", action="store_true",
+                       help="validate the settings, print them, and exit")
+
+    cell = sub.add_parser("cell", help="publish a cell database's change feed "
+                                       "(and init / populate / simulate it)",
+                          **_help("Run the publisher beside a cell database: tail its "
+                                  "outbox, publish the feed, answer control requests. "
+                                  "Subcommands prepare and drive a cell database.",
+                                  "  appliance cell --db cell1.db --name cell1 "
+                                  "--feed tcp://0.0.0.0:7001 --control tcp://0.0.0.0:7002\n"
+                                  "  appliance cell init --db cell1.db --name cell1\n"
+                                  "  appliance cell init --db api.db --name flavors --flavors\n"
+                                  "  appliance cell populate --db cell1.db --servers 1000 "
+                                  "--projects 10\n"
+                                  "  appliance cell simulate --db cell1.db --rate 20 "
+                                  "--servers 1000 --projects 10 --duration 60"))
+    cell.add_argument("--db", metavar="PATH", help="the cell database")
+    cell.add_argument("--name", help="the cell's name")
+    cell.add_argument("--feed", metavar="URL", help="PUB address, e.g. tcp://0.0.0.0:7001")
+    cell.add_argument("--control", metavar="URL", help="REP address, e.g. tcp://0.0.0.0:7002")
+    cell.add_argument("--retention-events", type=_positive_int, default=100_000,
+                      metavar="N", help="outbox events kept for replay (100000)")
+    cell_sub = cell.add_subparsers(dest="cell_command", metavar="SUBCOMMAND")
+    init = cell_sub.add_parser("init", help="create a cell database (or a flavor source)",
+                               **_help("Create the cell schema, its outbox and triggers, "
+                                       "and a fresh epoch.",
+                                       "  appliance cell init --db cell1.db --name cell1\n"
+                                       "  appliance cell init --db api.db --name flavors "
+                                       "--flavors"))
+    init.add_argument("--db", metavar="PATH", required=True)
+    init.add_argument("--name", required=True)
+    init.add_argument("--flavors", action="store_true",
+                      help="a flavor source (Nova API DB flavor tables), seeded with "
+                           "flavors")
+    populate = cell_sub.add_parser("populate", help="bulk-create servers in a cell database",
+                                   **_help("Create servers as Nova's build would leave "
+                                           "them (ACTIVE, with ports, metadata, flavor).",
+                                           "  appliance cell populate --db cell1.db "
+                                           "--servers 1000 --projects 10"))
+    populate.add_argument("--db", metavar="PATH", required=True)
+    populate.add_argument("--servers", type=_count, required=True)
+    populate.add_argument("--projects", type=_positive_int, default=10)
+    populate.add_argument("--seed", type=int, default=0)
+    simulate = cell_sub.add_parser("simulate", help="drive Nova lifecycle churn into a "
+                                                    "cell database",
+                                   **_help("Build, resize, stop, delete, change metadata "
+                                           "and addresses at a chosen rate.",
+                                           "  appliance cell simulate --db cell1.db --rate 20 "
+                                           "--servers 1000 --projects 10 --duration 60\n"
+                                           "  appliance cell simulate --db cell1.db --rate 0 "
+                                           "--servers 100 --projects 5 --ops 500 --seed 7"))
+    simulate.add_argument("--db", metavar="PATH", required=True)
+    simulate.add_argument("--rate", type=_rate, required=True,
+                          help="operations per second (0: as fast as possible)")
+    simulate.add_argument("--servers", type=_count, required=True,
+                          help="servers the churn keeps around")
+    simulate.add_argument("--projects", type=_positive_int, required=True)
+    until = simulate.add_mutually_exclusive_group()
+    until.add_argument("--duration", type=_rate, metavar="S", help="stop after S seconds")
+    until.add_argument("--ops", type=_count, metavar="N", help="stop after N operations")
+    simulate.add_argument("--seed", type=int, default=None)
+
+    status = sub.add_parser("status", help="per-cell freshness and the processes",
+                            **_help("Ask the admin listener for each cell's state, position "
+                                    "and lag, and the supervised processes.",
+                                    "  appliance status\n"
+                                    "  appliance status --json | jq '.cells[].lag_ms'\n"
+                                    "  appliance status --admin-url http://10.20.0.10:8775 "
+                                    "--token $TOKEN"))
+    status.add_argument("--json", action="store_true", help="print JSON for scripts")
+    _admin_options(status)
+
+    resync = sub.add_parser("resync", help="re-copy one cell (or all) from a snapshot",
+                            **_help("Start a resync job and show its progress until it ends. "
+                                    "Readers keep the old rows until one commit swaps them.",
+                                    "  appliance resync\n"
+                                    "  appliance resync --cell cell1"))
+    resync.add_argument("--cell", metavar="NAME", help="only this cell (default: all)")
+    resync.add_argument("--json", action="store_true", help="print the finished job as JSON")
+    _admin_options(resync)
+
+    verify = sub.add_parser("verify", help="check the replica against the cells (drift)",
+                            **_help("Compare digests of the cells and the replica, list the "
+                                    "entities that differ; exit 1 if drift remains.",
+                                    "  appliance verify\n"
+                                    "  appliance verify --cell cell2 --repair"))
+    verify.add_argument("--cell", metavar="NAME", help="only this cell (default: all)")
+    verify.add_argument("--repair", action="store_true", help="repair what differs")
+    verify.add_argument("--json", action="store_true", help="print the finished job as JSON")
+    _admin_options(verify)
+
+    version = sub.add_parser("version", help="versions of the appliance and its parts",
+                             **_help("The appliance's version and those of Python, SQLite, "
+                                     "apsw, gevent, bottle, libnanomsg.",
+                                     "  appliance version\n  appliance version --json"))
+    version.add_argument("--json", action="store_true")
+
+    doc = sub.add_parser("config-doc", help="print docs/configuration.md (from the settings)",
+                         **_help("The configuration reference, generated from the setting "
+                                 "declarations.",
+                                 "  appliance config-doc > docs/configuration.md\n"
+                                 "  appliance config-doc --check docs/configuration.md"))
+    doc.add_argument("--check", metavar="FILE",
+                     help="exit 1 if FILE differs from what would be generated")
+    return parser
+
+
+# ---------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------
+
+def cmd_serve(args) -> int:
+    from appliance.supervisor import StartError, Supervisor
+    settings = load(args.config)
+    if args.check:
+        for name, value in settings.values.items():
+            print(f"{name} = {value!r}  ({settings.sources[name]})")
+        return 0
+    logs.configure(settings.log_level, settings.log_format)
+    try:
+        return Supervisor(settings, config_path=args.config).run()
+    except StartError as exc:
+        print(f"appliance serve: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def cmd_cell(args, parser) -> int:
+    which = args.cell_command
+    if which is None:
+        missing = [f"--{n}" for n in ("db", "name", "feed", "control")
+                   if getattr(args, n) is None]
+        if missing:
+            parser.error(f"cell: missing {', '.join(missing)} (or use init, populate, "
+                         "simulate)")
+        from replica.cell.publisher import PublisherConfig, run_publisher
+        config = PublisherConfig(db=args.db, name=args.name, feed_url=args.feed,
+                                 control_url=args.control,
+                                 retention_events=args.retention_events)
+        run_publisher(config, stop=_stop_on_signals())
+        return 0
+    if which == "init":
+        from replica.cell.outbox import init_cell_db
+        epoch = init_cell_db(args.db, args.name, flavors=args.flavors)
+        if args.flavors:
+            from replica.cell.simulator import seed_flavors
+            seed_flavors(args.db)
+        print(f"{args.db}: cell {args.name}, epoch {epoch}")
+        return 0
+    if which == "populate":
+        from replica.cell.simulator import populate
+        bar = ProgressBar(f"populate {os.path.basename(args.db)}")
+        populate(args.db, args.servers, args.projects, seed=args.seed,
+                 progress=lambda done, total: bar.show(done, total))
+        bar.finish()
+        print(f"{args.db}: {args.servers} servers in {args.projects} projects")
+        return 0
+    from replica.cell.simulator import SimulatorConfig, run_simulator
+    config = SimulatorConfig(db=args.db, rate=args.rate, servers=args.servers,
+                             projects=args.projects, duration=args.duration, ops=args.ops,
+                             seed=args.seed)
+    run_simulator(config, stop=_stop_on_signals())
+    return 0
+
+
+def _admin_client(args):
+    from appliance.admin import AdminClient
+    url, token = args.admin_url, args.token
+    if args.config:
+        settings = load(args.config)
+        url = url or settings.admin_url
+        token = token or settings.admin_token or None
+    return AdminClient(url or DEFAULT_ADMIN_URL,
+                       token or os.environ.get("APPLIANCE_ADMIN_TOKEN") or None)
+
+
+def _when(value) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, (int, float)):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(value))
+    return str(value).replace("T", " ")[:19]
+
+
+def _num(value, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def format_status(status: dict) -> str:
+    out = []
+    cells = status.get("cells") or []
+    if status.get("ingest_error"):
+        out.append(f"ingest: {status['ingest_error']}")
+    out.append(table(
+        ["CELL", "STATE", "SINCE", "EPOCH", "SEQ", "HEAD", "LAG MS", "LAG EV", "SERVERS",
+         "LAST EVENT", "DEAD"],
+        [[str(c.get("cell")), str(c.get("state")), _when(c.get("state_since")),
+          str(c.get("epoch") or "-")[:8], _num(c.get("seq")), _num(c.get("head")),
+          _num(c.get("lag_ms")), _num(c.get("lag_events")),
+          _num(c.get("servers") if c.get("servers") else c.get("flavors")),
+          _when(c.get("last_event_at")), _num(c.get("dead_letters"))]
+         for c in cells]))
+    for c in cells:
+        if c.get("error"):
+            out.append(f"  {c.get('cell')}: {c['error']}")
+    processes = status.get("processes") or []
+    out.append("")
+    out.append(table(["PROCESS", "ROLE", "PID", "STATE", "RESTARTS", "STARTED"],
+                     [[str(p.get("name")), str(p.get("role")), str(p.get("pid")),
+                       str(p.get("state")), str(p.get("restarts")), _when(p.get("started"))]
+                      for p in processes]))
+    return "\n".join(out)
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.tty = sys.stderr.isatty()
+        self.last = None
+        self.last_tenth = -1
+
+    def show(self, done: int, total: int, note: str = "") -> None:
+        if total:
+            share = min(done / total, 1.0)
+            tenth = int(share * 10)
+            if not self.tty and tenth == self.last_tenth and share < 1.0:
+                return  # a log file gets one line per tenth, not one per poll
+            self.last_tenth = tenth
+            filled = int(share * PROGRESS_WIDTH)
+            text = (f"{self.label} [{'#' * filled}{'.' * (PROGRESS_WIDTH - filled)}] "
+                    f"{share * 100:5.1f}% {done}/{total} {note}").rstrip()
+        else:
+            text = f"{self.label} ... {note}".rstrip()
+        if text == self.last:
+            return
+        self.last = text
+        sys.stderr.write(("\r" + text + "\x1b[K") if self.tty else text + "\n")
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.tty and self.last:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def cmd_status(args) -> int:
+    status = _admin_client(args).status()
+    print(json.dumps(status, indent=2, default=str) if args.json else format_status(status))
+    return 0
+
+
+def _follow(client, job: dict, label: str) -> dict:
+    bar = ProgressBar(label)
+    try:
+        return client.wait_job(job["id"], progress=lambda j: bar.show(
+            j.get("done") or 0, j.get("total") or 0, j.get("state", "")))
+    finally:
+        bar.finish()
+
+
+def cmd_resync(args) -> int:
+    client = _admin_client(args)
+    job = client.resync(args.cell)
+    job = _follow(client, job, f"resync {args.cell or 'all cells'}")
+    if args.json:
+        print(json.dumps(job, indent=2, default=str))
+    if job.get("state") != "done":
+        print(f"appliance resync: failed: {job.get('error') or job.get('state')}",
+              file=sys.stderr)
+        return 1
+    if not args.json:
+        took = (job.get("finished_at") or 0) - (job.get("started_at") or 0)
+        print(f"resync of {', '.join(job.get('cells') or []) or 'all cells'} done "
+              f"in {took:.1f}s")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    client = _admin_client(args)
+    job = client.verify(args.cell, args.repair)
+    job = _follow(client, job, f"verify {args.cell or 'all cells'}")
+    if job.get("state") != "done":
+        print(f"appliance verify: failed: {job.get('error') or job.get('state')}",
+              file=sys.stderr)
+        return 1
+    cells = (job.get("result") or {}).get("cells") or {}
+    if args.json:
+        print(json.dumps(job, indent=2, default=str))
+    rows, remaining = [], 0
+    for name, found in sorted(cells.items()):
+        differing = found.get("differing") or []
+        repaired = found.get("repaired") or 0
+        if len(differing) > repaired:
+            remaining += len(differing) - repaired
+        for key in differing:
+            rows.append([name, str(key), "repaired" if args.repair else "differs"])
+    if not args.json:
+        if rows:
+            print(table(["CELL", "ENTITY", "RESULT"], rows))
+        summary = ", ".join(f"{n}: {len(f.get('differing') or [])} differing, "
+                            f"{f.get('repaired') or 0} repaired"
+                            for n, f in sorted(cells.items()))
+        print(summary or "no cells verified")
+    return 1 if remaining else 0
+
+
+def cmd_version(args) -> int:
+    from appliance import about
+    found = about.versions()
+    print(json.dumps(found, indent=2) if args.json else about.format_versions(found))
+    return 0
+
+
+def cmd_config_doc(args) -> int:
+    text = render_docs()
+    if not args.check:
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(args.check) as f:
+            current = f.read()
+    except OSError as exc:
+        print(f"appliance config-doc: {args.check}: {exc.strerror}", file=sys.stderr)
+        return 1
+    if current != text:
+        print(f"appliance config-doc: {args.check} is out of date; regenerate it with "
+              f"'appliance config-doc > {args.check}'", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from appliance.admin import AdminError
+    try:
+        if args.command == "demo":
+            from appliance import demo
+            return demo.run(args)
+        if args.command == "serve":
+            return cmd_serve(args)
+        if args.command == "cell":
+            return cmd_cell(args, parser)
+        handler = {"status": cmd_status, "resync": cmd_resync, "verify": cmd_verify,
+                   "version": cmd_version, "config-doc": cmd_config_doc}[args.command]
+        return handler(args)
+    except SettingsError as exc:
+        print(f"appliance {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except AdminError as exc:
+        print(f"appliance {args.command}: error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

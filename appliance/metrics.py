@@ -1,0 +1,206 @@
+"""Prometheus metrics: request latency from the workers, ingest figures for the admin.
+
+Workers record into prometheus_client's multiprocess mode (one mmap file per process in
+``<data_dir>/metrics``); the admin listener merges those files and adds the ingest's
+figures, read from its status, at scrape time.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import time
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest, multiprocess, values
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 5.0)
+CELL_STATES = ("connecting", "catching_up", "live", "resyncing", "stale")
+# Path segments kept as they are in the endpoint label; any other segment (ids,
+# project ids, names) becomes "{id}", so the label's cardinality stays bounded.
+ENDPOINT_WORDS = frozenset({"v2", "v2.1", "servers", "detail", "flavors", "os-extra_specs",
+                            "ips", "metadata", "tags", "limits", "extensions",
+                            "os-availability-zone", "os-instance-actions", "flavors",
+                            "os-flavor-access"})
+
+ENDPOINT_CACHE = 4096           # paths remembered with their endpoint label
+
+
+def use_directory(path: str) -> None:
+    """Switch this process to multiprocess mode writing into ``path``. Call it after the
+    fork and before any metric is created (prometheus_client picks the value class
+    when a metric is constructed)."""
+    os.makedirs(path, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    values.ValueClass = values.MultiProcessValue()
+
+
+def clear_directory(path: str) -> None:
+    """At supervisor start: files left by an earlier run would be merged in."""
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        if name.endswith(".db"):
+            os.unlink(os.path.join(path, name))
+
+
+def mark_dead(path: str, pid: int) -> None:
+    """Drop a dead worker's live gauges (its counters and histograms stay summed in)."""
+    for name in os.listdir(path):
+        if name.startswith("gauge_live") and name.endswith(f"_{pid}.db"):
+            os.unlink(os.path.join(path, name))
+
+
+def endpoint(path: str) -> str:
+    parts = [p for p in path.split("/") if p]
+    shaped = [p if p in ENDPOINT_WORDS else "{id}" for p in parts]
+    # "/v2.1/{project_id}/servers" and "/v2.1/servers" are the same endpoint.
+    if len(shaped) > 2 and shaped[0] in ("v2", "v2.1") and shaped[1] == "{id}" \
+            and shaped[2] in ENDPOINT_WORDS:
+        del shaped[1]
+    return "/" + "/".join(shaped)
+
+
+class LatencyRecorder:
+    """Request latencies, counted in plain lists on the request path and folded into the
+    (multiprocess, mmap-backed) histogram by ``flush`` about once a second: an observe
+    straight into the histogram costs several microseconds a request, this well under
+    one."""
+
+    def __init__(self):
+        self.histogram = Histogram(
+            "appliance_api_request_seconds", "Compute API request latency (worker side).",
+            ("method", "endpoint", "status"), buckets=LATENCY_BUCKETS)
+        self.bounds = tuple(LATENCY_BUCKETS) + (float("inf"),)
+        self.pending: dict[tuple[str, str, str], list] = {}
+        self.endpoints: dict[str, str] = {}
+
+    def endpoint_of(self, path: str) -> str:
+        shaped = self.endpoints.get(path)
+        if shaped is None:
+            if len(self.endpoints) >= ENDPOINT_CACHE:
+                self.endpoints.clear()
+            shaped = self.endpoints[path] = endpoint(path)
+        return shaped
+
+    def observe(self, method: str, path: str, status: str, seconds: float) -> None:
+        key = (method, self.endpoint_of(path), status)
+        row = self.pending.get(key)
+        if row is None:
+            row = self.pending[key] = [0] * len(self.bounds) + [0.0]
+        row[bisect.bisect_left(self.bounds, seconds)] += 1
+        row[-1] += seconds
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, {}
+        for key, row in pending.items():
+            child = self.histogram.labels(*key)
+            # The histogram keeps one (non-cumulative) count per bucket and a sum;
+            # add ours to them (prometheus_client's Histogram layout, pinned version).
+            for index, count in enumerate(row[:-1]):
+                if count:
+                    child._buckets[index].inc(count)
+            child._sum.inc(row[-1])
+
+
+_recorder: LatencyRecorder | None = None
+
+
+def recorder() -> LatencyRecorder:
+    global _recorder
+    if _recorder is None:
+        _recorder = LatencyRecorder()
+    return _recorder
+
+
+def instrument(app, latency: LatencyRecorder | None = None):
+    """Wrap a WSGI app so every request lands in the latency histogram (after the next
+    ``flush`` of the recorder)."""
+    latency = latency or recorder()
+    observe = latency.observe
+    clock = time.perf_counter
+
+    def instrumented(environ, start_response):
+        started = clock()
+        status = ["500"]
+
+        def recording_start_response(code, headers, exc_info=None):
+            status[0] = code[:3]
+            return start_response(code, headers, exc_info)
+
+        try:
+            return app(environ, recording_start_response)
+        finally:
+            observe(environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/"),
+                    status[0], clock() - started)
+
+    return instrumented
+
+
+class IngestCollector:
+    """Turns one ingest status (``IngestClient.status()``) into metric families."""
+
+    def __init__(self, status: dict | None):
+        self.status = status
+
+    def collect(self):
+        up = GaugeMetricFamily("appliance_ingest_up", "1 if the ingest process answered.")
+        up.add_metric([], 1.0 if self.status else 0.0)
+        yield up
+        if not self.status:
+            return
+        applied = CounterMetricFamily("appliance_ingest_events_applied",
+                                      "Feed events applied to the replica.")
+        applied.add_metric([], self.status.get("events_applied", 0))
+        yield applied
+        dead = CounterMetricFamily("appliance_ingest_dead_letters",
+                                   "Messages refused, whatever their feed.")
+        dead.add_metric([], self.status.get("dead_letters", 0))
+        yield dead
+        batches = CounterMetricFamily("appliance_ingest_batches_committed",
+                                      "Transactions committed by ingest.")
+        batches.add_metric([], self.status.get("batches_committed", 0))
+        yield batches
+        per_cell = {
+            "lag_ms": GaugeMetricFamily("appliance_cell_lag_milliseconds",
+                                        "Age of the newest applied event.", labels=["cell"]),
+            "lag_events": GaugeMetricFamily("appliance_cell_lag_events",
+                                            "Head seq minus applied seq.", labels=["cell"]),
+            "seq": GaugeMetricFamily("appliance_cell_seq", "Applied seq.", labels=["cell"]),
+            "head": GaugeMetricFamily("appliance_cell_head_seq", "Head seq last announced.",
+                                      labels=["cell"]),
+            "servers": GaugeMetricFamily("appliance_cell_servers", "Servers in the replica.",
+                                         labels=["cell"]),
+        }
+        counters = {
+            "gaps": CounterMetricFamily("appliance_cell_gaps", "Gaps detected.",
+                                        labels=["cell"]),
+            "replays": CounterMetricFamily("appliance_cell_replays", "Replays run.",
+                                           labels=["cell"]),
+            "resyncs": CounterMetricFamily("appliance_cell_resyncs", "Resyncs run.",
+                                           labels=["cell"]),
+            "dead_letters": CounterMetricFamily("appliance_cell_dead_letters",
+                                                "Messages refused.", labels=["cell"]),
+        }
+        state = GaugeMetricFamily("appliance_cell_state", "1 for the cell's current state.",
+                                  labels=["cell", "state"])
+        for cell in self.status.get("cells", ()):
+            name = str(cell.get("cell"))
+            for key, family in list(per_cell.items()) + list(counters.items()):
+                value = cell.get(key)
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    family.add_metric([name], value)
+            for option in CELL_STATES:
+                state.add_metric([name, option], 1.0 if cell.get("state") == option else 0.0)
+        yield from per_cell.values()
+        yield from counters.values()
+        yield state
+
+
+def render(directory: str, ingest_status: dict | None) -> bytes:
+    """The Prometheus text exposition: merged worker metrics plus ingest figures."""
+    registry = CollectorRegistry()
+    if os.path.isdir(directory):
+        multiprocess.MultiProcessCollector(registry, path=directory)
+    registry.register(IngestCollector(ingest_status))
+    return generate_latest(registry)

@@ -1,0 +1,503 @@
+"""Every setting of the appliance, declared once.
+
+Each row (``Setting``) names the setting, its type, default, environment variable
+(``APPLIANCE_<NAME>``), help text and validator. From these rows come: loading a TOML
+file (``load``), environment overrides, the one-line error for a bad value, and
+``docs/configuration.md`` (``render_docs``). A setting not declared here does not exist.
+
+Cells are a TOML array of tables::
+
+    [[cell]]
+    name = "cell1"
+    feed = "tcp://10.0.0.5:7001"
+    control = "tcp://10.0.0.5:7002"
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+ENV_PREFIX = "APPLIANCE_"
+CELL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+URL_SCHEMES = ("tcp://", "ipc://")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("kv", "json")
+AUTH_MODES = ("noauth", "tokens")
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be accepted. The message is one line: what is wrong and how
+    to fix it."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One upstream feed: a cell (or the flavor source) and its publisher's sockets."""
+
+    name: str
+    feed: str
+    control: str
+
+
+# ---------------------------------------------------------------------------
+# Converters: raw value (TOML-typed, or a string from the environment) -> typed value.
+# Each raises ValueError with the "what is expected" half of the message.
+# ---------------------------------------------------------------------------
+
+def _to_str(raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise ValueError("expected a string")
+    return raw
+
+
+def _to_int(raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise ValueError("expected an integer")
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str) and re.fullmatch(r"\s*[+-]?\d+\s*", raw):
+        return int(raw)
+    raise ValueError("expected an integer")
+
+
+def _to_float(raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise ValueError("expected a number")
+    if isinstance(raw, (int, float)):
+        return float(raw)
+    if isinstance(raw, str):
+        try:
+            return float(raw)
+        except ValueError:
+            pass
+    raise ValueError("expected a number")
+
+
+def _to_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(raw, str) and raw.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _check_url(url: Any, what: str) -> str:
+    if not isinstance(url, str) or not url.startswith(URL_SCHEMES) or len(url) < 7:
+        raise ValueError(f"{what} must be a nanomsg address like tcp://host:port or "
+                         f"ipc:///path, got {url!r}")
+    return url
+
+
+def _to_cells(raw: Any) -> tuple[Cell, ...]:
+    """TOML: a list of tables {name, feed, control}. Environment: entries separated by
+    ';', each 'name,feed,control'."""
+    if isinstance(raw, str):
+        entries = []
+        for part in filter(None, (p.strip() for p in raw.split(";"))):
+            fields = [f.strip() for f in part.split(",")]
+            if len(fields) != 3:
+                raise ValueError("expected 'name,feed_url,control_url' entries separated "
+                                 "by ';'")
+            entries.append({"name": fields[0], "feed": fields[1], "control": fields[2]})
+        raw = entries
+    if not isinstance(raw, (list, tuple)):
+        raise ValueError("expected an array of [[cell]] tables")
+    cells = []
+    for index, table in enumerate(raw):
+        if not isinstance(table, dict):
+            raise ValueError(f"cell #{index + 1} must be a table with name, feed, control")
+        unknown = set(table) - {"name", "feed", "control"}
+        if unknown:
+            raise ValueError(f"cell #{index + 1} has unknown keys {sorted(unknown)}; "
+                             "allowed: name, feed, control")
+        name = table.get("name")
+        if not isinstance(name, str) or not CELL_NAME.match(name):
+            raise ValueError(f"cell #{index + 1} needs a name of letters, digits, '_', '.' "
+                             f"or '-' (got {name!r})")
+        feed = _check_url(table.get("feed"), f"cell {name!r} feed")
+        control = _check_url(table.get("control"), f"cell {name!r} control")
+        cells.append(Cell(name, feed, control))
+    names = [c.name for c in cells]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"cell names must be unique; repeated: {', '.join(duplicates)}")
+    return tuple(cells)
+
+
+# ---------------------------------------------------------------------------
+# Validators: typed value -> None, or ValueError with what is allowed.
+# ---------------------------------------------------------------------------
+
+def _port(value: int) -> None:
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a TCP port between 0 and 65535")
+
+
+def _positive(value: float) -> None:
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+
+
+def _host(value: str) -> None:
+    if not value or any(c.isspace() for c in value):
+        raise ValueError("must be an IP address or host name")
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str], None]:
+    def check(value: str) -> None:
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+    check.options = options
+    return check
+
+
+def _url_or_empty(value: str) -> None:
+    if value and not re.match(r"^https?://[^\s/]+", value):
+        raise ValueError("must be an http:// or https:// URL (or empty)")
+
+
+def _worker_count(value: int) -> None:
+    if not 1 <= value <= 256:
+        raise ValueError("must be between 1 and 256")
+
+
+def _nonempty(value: str) -> None:
+    if not value.strip():
+        raise ValueError("must not be empty")
+
+
+def _nothing(value: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    kind: str                       # shown in the docs: int, float, str, bool, path, cells
+    default: Any                    # a value, or a callable for a default computed at load
+    help: str
+    convert: Callable[[Any], Any]
+    validate: Callable[[Any], None] = _nothing
+    default_doc: str | None = None  # how the docs show a computed default
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def toml_key(self) -> str:
+        return "cell" if self.name == "cells" else self.name
+
+    def default_value(self) -> Any:
+        return self.default() if callable(self.default) else self.default
+
+
+def _cores() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else (os.cpu_count() or 1))
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("listen_host", "str", "127.0.0.1",
+            "Address the Compute API listens on.", _to_str, _host),
+    Setting("listen_port", "int", 8774,
+            "TCP port of the Compute API (Nova's is 8774). 0 picks a free port.",
+            _to_int, _port),
+    Setting("admin_host", "str", "127.0.0.1",
+            "Address of the admin listener (status, resync, verify, metrics, health). "
+            "Anything but loopback requires admin_token.", _to_str, _host),
+    Setting("admin_port", "int", 8775, "TCP port of the admin listener.", _to_int, _port),
+    Setting("admin_token", "str", "",
+            "Token the admin listener requires (X-Auth-Token or Authorization: Bearer). "
+            "Required when admin_host is not a loopback address.", _to_str),
+    Setting("admin_token_always", "bool", False,
+            "Require admin_token on loopback too.", _to_bool),
+    Setting("workers", "int", _cores,
+            "Number of API worker processes.", _to_int, _worker_count,
+            default_doc="the number of CPU cores"),
+    Setting("worker_connections", "int", 1000,
+            "Concurrent connections per worker.", _to_int, _positive),
+    Setting("data_dir", "path", "./appliance-data",
+            "Directory for the replica, control sockets, process table, metrics and "
+            "heartbeats. Created if missing.", _to_str, _nonempty),
+    Setting("replica_path", "path", "",
+            "The replica database. Empty means replica.db in data_dir.", _to_str),
+    Setting("auth", "str", "noauth",
+            "How API requests are authenticated: 'noauth' (X-Auth-Token "
+            "'<user>:<project>', as Nova's noauth2) or 'tokens' (tokens_file).",
+            _to_str, _choice(AUTH_MODES)),
+    Setting("noauth_default_token", "str", "admin:demo",
+            "With auth = 'noauth': the identity a request without a token gets "
+            "('<user>:<project>'; user 'admin' is an admin). Empty refuses such requests.",
+            _to_str),
+    Setting("tokens_file", "path", "",
+            "With auth = 'tokens': a file of tokens and the identities they stand for. "
+            "Re-read on SIGHUP.", _to_str),
+    Setting("public_url", "str", "",
+            "Base URL used in links (version discovery, servers_links). Empty means "
+            "the request's own host.", _to_str, _url_or_empty),
+    Setting("max_limit", "int", 1000,
+            "Largest page a list request returns (Nova's osapi_max_limit).",
+            _to_int, _positive),
+    Setting("cells", "cells", (),
+            "The feeds to replicate: a TOML array of [[cell]] tables with name, feed and "
+            "control (nanomsg URLs). Environment form: 'name,feed,control;...'.",
+            _to_cells),
+    Setting("worker_timeout", "float", 30.0,
+            "Seconds a worker may stay silent (no heartbeat) before it is aborted, then "
+            "killed and replaced.", _to_float, _positive),
+    Setting("graceful_timeout", "float", 30.0,
+            "Seconds in-flight requests get to finish on SIGTERM or SIGHUP before their "
+            "worker is killed.", _to_float, _positive),
+    Setting("readyz_max_lag_ms", "float", 5000.0,
+            "/readyz answers 503 while any cell lags more than this many milliseconds.",
+            _to_float, _positive),
+    Setting("log_level", "str", "info", "Lowest level logged to stderr.",
+            _to_str, _choice(LOG_LEVELS)),
+    Setting("log_format", "str", "kv",
+            "Log line format on stderr: 'kv' (key=value) or 'json' (one object a line).",
+            _to_str, _choice(LOG_FORMATS)),
+)
+
+BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The loaded, validated settings. Attribute names are the setting names."""
+
+    values: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)   # name -> "default" | file path | env var
+
+    def __getattr__(self, name: str) -> Any:
+        values = object.__getattribute__(self, "values")
+        if name in values:
+            return values[name]
+        raise AttributeError(name)
+
+    @property
+    def replica(self) -> str:
+        return self.replica_path or os.path.join(self.data_dir, "replica.db")
+
+    @property
+    def ingest_control_url(self) -> str:
+        return "ipc://" + os.path.join(os.path.abspath(self.data_dir), "ingest.ctl")
+
+    @property
+    def admin_url(self) -> str:
+        host = self.admin_host
+        if ":" in host:
+            host = f"[{host}]"
+        if host in ("0.0.0.0", "[::]"):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.admin_port}"
+
+    def replace(self, **changes: Any) -> "Settings":
+        values = dict(self.values)
+        values.update(changes)
+        sources = dict(self.sources)
+        sources.update({k: "override" for k in changes})
+        settings = Settings(values, sources)
+        _check_together(settings)
+        return settings
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _fail(setting: Setting, source: str, raw: Any, why: str) -> SettingsError:
+    where = {"default": "its default"}.get(source, source)
+    shown = raw if not isinstance(raw, str) else repr(raw)
+    if setting.name == "cells":
+        shown = ""
+    fix = f"set {setting.toml_key} in the config file or {setting.env}"
+    value = f" {shown}" if shown != "" else ""
+    return SettingsError(f"setting {setting.name}{value} (from {where}): {why}; {fix}")
+
+
+def _convert(setting: Setting, raw: Any, source: str) -> Any:
+    try:
+        value = setting.convert(raw)
+        setting.validate(value)
+    except ValueError as exc:
+        raise _fail(setting, source, raw, str(exc)) from None
+    return value
+
+
+def _check_together(settings: Settings) -> None:
+    """Rules that involve more than one setting."""
+    if not is_loopback(settings.admin_host) and not settings.admin_token:
+        raise SettingsError(f"setting admin_host {settings.admin_host!r} is not loopback, "
+                            "so admin_token is required; set admin_token in the config "
+                            "file or APPLIANCE_ADMIN_TOKEN (or bind admin_host to 127.0.0.1)")
+    if settings.admin_token_always and not settings.admin_token:
+        raise SettingsError("setting admin_token_always is true but admin_token is empty; "
+                            "set admin_token in the config file or APPLIANCE_ADMIN_TOKEN")
+    if settings.auth == "tokens" and not settings.tokens_file:
+        raise SettingsError("setting auth is 'tokens' but tokens_file is empty; set "
+                            "tokens_file in the config file or APPLIANCE_TOKENS_FILE")
+    if settings.auth == "tokens" and not os.path.isfile(settings.tokens_file):
+        raise SettingsError(f"setting tokens_file {settings.tokens_file!r}: no such file; "
+                            "create it or fix tokens_file / APPLIANCE_TOKENS_FILE")
+    if (settings.listen_port and settings.listen_port == settings.admin_port
+            and settings.listen_host == settings.admin_host):
+        raise SettingsError(f"settings listen_port and admin_port are both "
+                            f"{settings.listen_port}; give the admin listener its own port")
+
+
+def read_file(path: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise SettingsError(f"config file {path}: no such file; pass an existing file "
+                            "to --config") from None
+    except OSError as exc:
+        raise SettingsError(f"config file {path}: cannot read it ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path}: not valid TOML ({exc}); fix the "
+                            "syntax") from None
+
+
+def load(path: str | None = None, environ: dict | None = None,
+         overrides: dict | None = None) -> Settings:
+    """Defaults, then the TOML file at ``path``, then ``APPLIANCE_*`` variables, then
+    ``overrides`` (from the command line). Raises SettingsError (one line)."""
+    environ = os.environ if environ is None else environ
+    table = read_file(path) if path else {}
+    known = {s.toml_key for s in SETTINGS}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise SettingsError(f"config file {path}: unknown setting {unknown[0]!r}; see "
+                            "docs/configuration.md for the settings that exist")
+    values, sources = {}, {}
+    for setting in SETTINGS:
+        raw, source = setting.default_value(), "default"
+        if setting.toml_key in table:
+            raw, source = table[setting.toml_key], path
+        if setting.env in environ:
+            raw, source = environ[setting.env], setting.env
+        if overrides and overrides.get(setting.name) is not None:
+            raw, source = overrides[setting.name], "the command line"
+        values[setting.name] = _convert(setting, raw, source)
+        sources[setting.name] = source
+    settings = Settings(values, sources)
+    _check_together(settings)
+    return settings
+
+
+def unknown_environment(environ: dict | None = None) -> list[str]:
+    """``APPLIANCE_*`` variables that are no setting (a typo, most likely). Not refused:
+    build scripts use the prefix too; the supervisor logs a warning for each."""
+    environ = os.environ if environ is None else environ
+    return sorted(k for k in environ if k.startswith(ENV_PREFIX)
+                  and k[len(ENV_PREFIX):].lower() not in BY_NAME)
+
+
+# ---------------------------------------------------------------------------
+# Documentation, generated from the rows above.
+# ---------------------------------------------------------------------------
+
+DOC_HEADER = """\
+# Configuration
+
+<!-- Generated from appliance/settings.py by `appliance config-doc`; do not edit. -->
+
+`appliance serve --config FILE` reads a TOML file. Every setting can be overridden by
+its environment variable; the environment wins over the file. A bad value stops the
+appliance at start with one line saying which setting is wrong, where it came from and
+how to fix it (exit code 2).
+
+```toml
+listen_host = "0.0.0.0"
+listen_port = 8774
+workers = 4
+data_dir = "/var/lib/appliance"
+
+[[cell]]
+name = "cell1"
+feed = "tcp://10.0.0.5:7001"
+control = "tcp://10.0.0.5:7002"
+```
+
+| setting | type | default | environment | description |
+|---|---|---|---|---|
+"""
+
+
+def _doc_default(setting: Setting) -> str:
+    if setting.default_doc:
+        return setting.default_doc
+    value = setting.default
+    if value in ("", ()):
+        return "(empty)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'`"{value}"`'
+    return f"`{value}`"
+
+
+DOC_FOOTER = """
+## Processes, signals and listening
+
+`appliance serve` is a supervisor (`appliance: supervisor`) with children: `workers` API
+workers (`appliance: worker N`), the ingest (`appliance: ingest`) and the admin listener
+(`appliance: admin`). A child that dies is restarted; one that cannot boot stops the
+supervisor (exit code 3) instead of being restarted in a loop. Every child dies with the
+supervisor, even when the supervisor is killed with SIGKILL.
+
+The supervisor binds `listen_host:listen_port` once at start (a bad or busy address stops
+it there, exit code 1) and keeps the port reserved; each worker opens its own
+`SO_REUSEPORT` listener on it, so the kernel spreads connections evenly across workers.
+Accepted sockets get `TCP_NODELAY`. The admin address is handled the same way.
+
+| signal | effect |
+|---|---|
+| `SIGTERM`, `SIGINT`, `SIGQUIT` | stop: workers stop accepting, finish in-flight requests (up to `graceful_timeout`), exit; then the rest stops. A second `SIGINT` stops at once |
+| `SIGHUP` | reload: re-read the config file (settings that need a restart are logged and kept), then replace workers one at a time, each new one serving before an old one drains; new workers read `tokens_file` afresh |
+| `SIGTTIN`, `SIGTTOU` | one worker more, one fewer |
+
+A worker that stops touching its heartbeat file (in `data_dir/run/`) for `worker_timeout`
+seconds gets `SIGABRT`, then `SIGKILL`, and is replaced. The process table is
+`data_dir/processes.json` (also in the admin listener's `GET /status`).
+
+## The admin listener
+
+On `admin_host:admin_port`. Off loopback (or with `admin_token_always`) every request
+needs `X-Auth-Token: <admin_token>` or `Authorization: Bearer <admin_token>`. Answers are
+JSON; errors are `{"error": {"code": ..., "message": ...}}`.
+
+| request | answer |
+|---|---|
+| `GET /healthz` | 200 while the listener runs |
+| `GET /readyz` | 200 once every cell has been live at least once and lags less than `readyz_max_lag_ms`; else 503 with `reasons` |
+| `GET /status` | per cell: state, epoch, seq, head, lag, servers, last event, gaps, dead letters; per process: role, pid, state, restarts, started |
+| `POST /resync[?cell=NAME]` | 202 with the job (`appliance resync` follows it) |
+| `POST /verify[?cell=NAME][&repair=true]` | 202 with the job (`appliance verify`) |
+| `GET /jobs/ID` | the job: state, done, total, error, result |
+| `GET /metrics` | Prometheus text: `appliance_api_request_seconds` (histogram by method, endpoint, status; workers fold their counts in about once a second), `appliance_ingest_events_applied_total`, `appliance_ingest_batches_committed_total`, `appliance_ingest_dead_letters_total`, `appliance_ingest_up`, and per cell `appliance_cell_lag_milliseconds`, `appliance_cell_lag_events`, `appliance_cell_seq`, `appliance_cell_head_seq`, `appliance_cell_servers`, `appliance_cell_gaps_total`, `appliance_cell_replays_total`, `appliance_cell_resyncs_total`, `appliance_cell_dead_letters_total`, `appliance_cell_state` |
+"""
+
+
+def render_docs() -> str:
+    rows = []
+    for s in SETTINGS:
+        options = getattr(s.validate, "options", None)
+        text = s.help + (f" One of: {', '.join(options)}." if options else "")
+        rows.append(f"| `{s.toml_key}` | {s.kind} | {_doc_default(s)} | `{s.env}` | "
+                    f"{text.replace('|', '/')} |")
+    return DOC_HEADER + "\n".join(rows) + "\n" + DOC_FOOTER

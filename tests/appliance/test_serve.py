@@ -1,0 +1,107 @@
+"""`appliance serve` with the real Compute API app and ingest (no cells configured):
+tokens re-read on SIGHUP without a failed request, dead children restarted, metrics."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import threading
+
+import pytest
+
+from tests.appliance.conftest import (PYTHON, alive, get, load_loop, read_table,
+                                      start_process, wait_for, worker_pids)
+from tests.conftest import free_port
+
+
+def token_line(token: str, project: str, roles=("member",)) -> str:
+    return json.dumps({"sha256": hashlib.sha256(token.encode()).hexdigest(),
+                       "project_id": project, "user_id": f"user-{project}",
+                       "roles": list(roles)}) + "\n"
+
+
+@pytest.fixture
+def served(tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text(token_line("first-token", "p1"))
+    port, admin_port = free_port(), free_port()
+    config = tmp_path / "appliance.toml"
+    config.write_text(f'listen_port = {port}\nadmin_port = {admin_port}\nworkers = 2\n'
+                      f'data_dir = "{tmp_path / "data"}"\nauth = "tokens"\n'
+                      f'tokens_file = "{tokens}"\ngraceful_timeout = 10\n')
+    running = start_process([PYTHON, "-m", "appliance", "serve", "--config", str(config)],
+                            {}, tmp_path / "data", port=port, admin_port=admin_port)
+    running.tokens = tokens
+    try:
+        wait_for(lambda: len(worker_pids(running.data_dir)) == 2
+                 and {p["role"] for p in read_table(running.data_dir)["processes"]
+                      if p["state"] == "running"} >= {"ingest", "admin"}, timeout=30,
+                 what="appliance running")
+        running.remember_children()
+        yield running
+    finally:
+        running.stop()
+
+
+def _post(port, path):
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", path)
+        response = conn.getresponse()
+        return response.status, response.read(), dict(response.getheaders())
+    finally:
+        conn.close()
+
+
+def servers(port, token):
+    return get(port, "/v2.1/servers", headers={"X-Auth-Token": token})
+
+
+def test_sighup_rereads_tokens_without_failed_requests(served):
+    assert servers(served.port, "first-token")[0] == 200
+    assert servers(served.port, "second-token")[0] == 401
+    stop, results = threading.Event(), []
+    loader = threading.Thread(target=load_loop, args=(served.port, stop, results),
+                              kwargs={"path": "/v2.1/"})
+    loader.start()
+    try:
+        before = worker_pids(served.data_dir)
+        served.tokens.write_text(token_line("second-token", "p2"))
+        served.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload_finished" in served.log()
+                 and not worker_pids(served.data_dir) & before, timeout=30,
+                 what="workers replaced")
+        served.remember_children()
+    finally:
+        stop.set()
+        loader.join()
+    assert results and all(ok for ok, _ in results), [d for ok, d in results if not ok][:3]
+    status, body, _ = servers(served.port, "second-token")
+    assert status == 200 and json.loads(body) == {"servers": []}
+    assert servers(served.port, "first-token")[0] == 401
+
+
+def test_dead_ingest_and_admin_are_restarted(served):
+    table = read_table(served.data_dir)["processes"]
+    by_role = {p["role"]: p["pid"] for p in table if p["role"] in ("ingest", "admin")}
+    for role, pid in by_role.items():
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: all(
+        any(p["role"] == role and p["pid"] != pid and p["state"] == "running"
+            and p["restarts"] == 1 for p in read_table(served.data_dir)["processes"])
+        for role, pid in by_role.items()), timeout=20, what="ingest and admin restarted")
+    served.remember_children()
+    wait_for(lambda: get(served.admin_port, "/healthz")[0] == 200, what="admin back")
+    status, body, _ = get(served.admin_port, "/readyz")
+    assert status == 200, body  # no cells configured: ready once ingest answers
+    wait_for(lambda: "appliance_ingest_up 1.0" in get(served.admin_port, "/metrics")[1]
+             .decode(), what="ingest metrics")
+    status, body, _ = get(served.admin_port, "/status")
+    report = json.loads(body)
+    assert report["ingest_error"] is None and report["cells"] == []
+    conn_status, body, _ = _post(served.admin_port, "/resync?cell=nosuch")
+    assert conn_status in (400, 404) and "nosuch" in json.loads(body)["error"]["message"]
+    assert not any(alive(pid) for pid in by_role.values())
