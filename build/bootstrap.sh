@@ -19,7 +19,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-inputs_hash=$(cat requirements.txt requirements-dev.txt constraints.txt pyproject.toml | sha256sum | cut -c1-16)
+inputs_hash=$(cat requirements.txt requirements-dev.txt constraints.txt pyproject.toml build/bootstrap.sh | sha256sum | cut -c1-16)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$inputs_hash" ] && [ -x $VENV/bin/appliance ]; then
     exit 0
 fi
@@ -29,6 +29,7 @@ $VENV/bin/pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || tr
 # nanomsg must be built against libnanomsg's headers: a cached ctypes-only wheel fails at bind().
 $VENV/bin/pip install -q --no-cache-dir --no-binary nanomsg -c constraints.txt -r requirements-dev.txt 2>&1 \
     | grep -v '^WARNING: Location' || true
+$VENV/bin/pip install -q --no-deps nova==34.0.0 2>&1 | grep -v '^WARNING: Location' || true
 $VENV/bin/pip install -q --no-deps -e . 2>&1 | grep -v '^WARNING: Location' || true
 $VENV/bin/python -c 'import nanomsg, sys; sys.exit(0 if nanomsg.wrapper.__name__ == "_nanomsg_cpy" else "nanomsg was built without libnanomsg headers: rm -rf .venv and run make again")'
 echo "$inputs_hash" > "$STAMP"
