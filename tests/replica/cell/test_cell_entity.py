@@ -1,0 +1,260 @@
+"""Entities built from the normalized tables match what was written, follow Nova's
+rules for deleted rows and host_status, and validate against the feed contract."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from replica import feed
+from replica.cell import connection, entity, outbox, rows, simulator
+
+U1 = "11111111-1111-4111-8111-111111111111"
+U2 = "22222222-2222-4222-8222-222222222222"
+STAMP = "2026-12-01 07:30:43.123456"
+
+
+def write_server(conn, uuid: str = U1, iid: int = 42, host: str | None = "h1") -> list[dict]:
+    """One server with a row in every table the entity reads, as Nova writes them."""
+    medium, tiny = rows.FLAVORS[2], rows.FLAVORS[0]
+    network = [rows.vif(random.Random(1), "demo", 0, "172.24.4.9")]
+    conn.execute(
+        "INSERT INTO instances (id, uuid, created_at, updated_at, deleted, user_id, project_id, "
+        "image_ref, hostname, launch_index, key_name, power_state, vm_state, task_state, "
+        "memory_mb, vcpus, root_gb, ephemeral_gb, host, node, instance_type_id, reservation_id, "
+        "launched_at, availability_zone, display_name, display_description, locked, locked_by, "
+        "root_device_name, config_drive, access_ip_v4, auto_disk_config, progress, user_data) "
+        "VALUES (?, ?, ?, ?, 0, 'u1', 'demo', 'img-1', 'web-1', 0, 'mykey', 1, 'active', NULL, "
+        "4096, 2, 40, 0, ?, ?, 3, 'r-00000001', '2026-12-01 07:31:00', 'nova', 'web-1', 'd', 1, "
+        "'admin', '/dev/vda', 'True', '10.1.2.3', 1, 0, 'dXNlcg==')",
+        (iid, uuid, STAMP, STAMP, host, host))
+    conn.execute("INSERT INTO instance_extra (instance_uuid, deleted, flavor, trusted_certs) "
+                 "VALUES (?, 0, ?, ?)",
+                 (uuid, rows.extra_flavor(medium, tiny, medium), rows.trusted_certs(["c1", "c2"])))
+    conn.execute("INSERT INTO instance_info_caches (instance_uuid, deleted, network_info) "
+                 "VALUES (?, 0, ?)", (uuid, json.dumps(network)))
+    for key, value in (("image_disk_format", "qcow2"), ("image_min_ram", "512"),
+                       ("locked_reason", "audit"), ("owner_user_name", "demo")):
+        conn.execute("INSERT INTO instance_system_metadata (instance_uuid, deleted, key, value) "
+                     "VALUES (?, 0, ?, ?)", (uuid, key, value))
+    conn.execute("INSERT INTO instance_metadata (instance_uuid, deleted, key, value) VALUES "
+                 "(?, 0, 'role', 'web'), (?, 5, 'gone', 'x')", (uuid, uuid))
+    conn.execute("INSERT INTO tags (resource_id, tag) VALUES (?, 'zeta'), (?, 'alpha')",
+                 (uuid, uuid))
+    conn.execute("INSERT INTO block_device_mapping (instance_uuid, deleted, volume_id, "
+                 "delete_on_termination, boot_index) VALUES (?, 0, 'vol-b', 0, NULL), "
+                 "(?, 0, 'vol-a', 1, 0), (?, 0, NULL, 1, 0), (?, 9, 'vol-gone', 0, 1)",
+                 (uuid, uuid, uuid, uuid))
+    conn.execute("INSERT OR IGNORE INTO security_groups (id, name, deleted) VALUES "
+                 "(1, 'web', 0), (2, 'default', 0), (3, 'old', 3)")
+    conn.execute("INSERT INTO security_group_instance_association (instance_uuid, "
+                 "security_group_id, deleted) VALUES (?, 1, 0), (?, 2, 0), (?, 3, 0)",
+                 (uuid, uuid, uuid))
+    conn.execute("INSERT INTO instance_faults (instance_uuid, deleted, code, message, details, "
+                 "created_at) VALUES (?, 0, 500, 'first', 'tb1', '2026-12-01 07:00:00'), "
+                 "(?, 0, 404, 'latest', 'tb2', '2026-12-01 07:10:00')", (uuid, uuid))
+    conn.execute("INSERT OR IGNORE INTO services (host, \"binary\", topic, deleted, disabled, "
+                 "forced_down) VALUES ('h1', 'nova-compute', 'compute', 0, 0, 0)")
+    conn.execute("INSERT OR IGNORE INTO instance_groups (id, uuid, name) VALUES (1, 'grp-1', 'g')")
+    conn.execute("INSERT INTO instance_group_member (instance_uuid, group_id) VALUES (?, 1)",
+                 (uuid,))
+    conn.execute("INSERT INTO request_specs (instance_uuid, spec) VALUES (?, ?)",
+                 (uuid, rows.request_spec(uuid, "demo", medium, "img-1", "az-west",
+                                          {"group": ["grp-1"]})))
+    return network
+
+
+@pytest.fixture
+def conn(cell_db):
+    c = connection.open_cell(cell_db)
+    yield c
+    c.close()
+
+
+def build_one(conn, uuid=U1):
+    built = entity.build_servers(conn, [uuid])[uuid]
+    if built is not None:
+        feed.validate_entity(feed.KIND_SERVER, uuid, built)
+    return built
+
+
+def test_server_entity_matches_what_was_written(conn):
+    network = write_server(conn)
+    e = build_one(conn)
+    assert set(e) == set(feed.SERVER_FIELDS)
+    assert e["flavor"] == {"flavorid": "3", "name": "m1.medium", "memory_mb": 4096, "vcpus": 2,
+                           "root_gb": 40, "ephemeral_gb": 0, "swap": 0, "extra_specs": {}}
+    assert {k: e[k] for k in ("uuid", "project_id", "user_id", "display_name", "hostname",
+                              "vm_state", "task_state", "power_state", "host", "node",
+                              "availability_zone", "key_name", "config_drive", "access_ip_v4",
+                              "image_ref", "user_data", "root_device_name")} == {
+        "uuid": U1, "project_id": "demo", "user_id": "u1", "display_name": "web-1",
+        "hostname": "web-1", "vm_state": "active", "task_state": None, "power_state": 1,
+        "host": "h1", "node": "h1", "availability_zone": "nova", "key_name": "mykey",
+        "config_drive": "True", "access_ip_v4": "10.1.2.3", "image_ref": "img-1",
+        "user_data": "dXNlcg==", "root_device_name": "/dev/vda"}
+    assert e["created_at"] == "2026-12-01T07:30:43.123456"
+    assert e["launched_at"] == "2026-12-01T07:31:00.000000"
+    assert e["deleted"] is False and e["deleted_at"] is None
+    assert (e["locked"], e["locked_by"], e["locked_reason"]) == (True, "admin", "audit")
+    assert e["auto_disk_config"] is True
+    assert e["instance_name"] == "instance-0000002a"
+    assert e["image_properties"] == {"disk_format": "qcow2", "min_ram": "512"}
+    assert e["metadata"] == {"role": "web"}
+    assert e["tags"] == ["alpha", "zeta"]
+    assert e["network_info"] == network
+    assert e["security_groups"] == ["web", "default"]
+    assert e["volumes"] == [{"id": "vol-b", "delete_on_termination": False},
+                            {"id": "vol-a", "delete_on_termination": True}]
+    assert e["fault"] == {"code": 404, "message": "latest", "details": "tb2",
+                          "created": "2026-12-01T07:10:00.000000"}
+    assert e["host_status"] == "UP"
+    assert e["trusted_image_certificates"] == ["c1", "c2"]
+    assert e["server_groups"] == ["grp-1"]
+    assert e["pinned_availability_zone"] == "az-west"
+    assert e["scheduler_hints"] == {"group": ["grp-1"]}
+
+
+@pytest.mark.parametrize("disabled,forced_down,deleted,expected", [
+    (0, 0, 0, "UP"), (1, 0, 0, "MAINTENANCE"), (0, 1, 0, "DOWN"), (1, 1, 0, "DOWN"),
+    (0, 0, 1, "UP"),        # only a deleted service row: Nova still finds it
+])
+def test_host_status_follows_the_compute_service(conn, disabled, forced_down, deleted, expected):
+    write_server(conn)
+    conn.execute("UPDATE services SET disabled = ?, forced_down = ?, deleted = ?",
+                 (disabled, forced_down, deleted))
+    assert build_one(conn)["host_status"] == expected
+
+
+def test_host_status_is_empty_without_host_or_service(conn):
+    write_server(conn, U1, 1, host=None)
+    write_server(conn, U2, 2, host="h-without-service")
+    built = entity.build_servers(conn, [U1, U2])
+    assert (built[U1]["host_status"], built[U2]["host_status"]) == ("", "")
+
+
+def test_a_live_service_row_wins_over_a_deleted_one(conn):
+    write_server(conn)
+    conn.execute("UPDATE services SET deleted = id, forced_down = 1")
+    conn.execute("INSERT INTO services (host, \"binary\", topic, deleted, disabled) "
+                 "VALUES ('h1', 'nova-compute', 'compute', 0, 1)")
+    assert build_one(conn)["host_status"] == "MAINTENANCE"
+
+
+def test_a_soft_deleted_server_is_an_entity_as_nova_shows_it(conn):
+    network = write_server(conn)
+    # Nova's instance_destroy: deleted = id on the instance and its child rows, tags removed
+    stamp = "2026-12-01 08:00:00.000001"
+    conn.execute("UPDATE instances SET deleted = id, deleted_at = ?, terminated_at = ?, "
+                 "vm_state = 'deleted', power_state = 0", (stamp, stamp))
+    for table in simulator.SOFT_DELETED_WITH_INSTANCE:
+        conn.execute(f"UPDATE {table} SET deleted = id WHERE deleted = 0")
+    conn.execute("DELETE FROM tags")
+    e = build_one(conn)
+    assert (e["deleted"], e["vm_state"], e["deleted_at"]) == (True, "deleted",
+                                                              "2026-12-01T08:00:00.000001")
+    assert e["flavor"]["flavorid"] == "3"                # extra is still read, as Nova does
+    assert e["network_info"] == network                  # so is the info cache
+    assert e["image_properties"] == {"disk_format": "qcow2", "min_ram": "512"}
+    assert (e["metadata"], e["tags"], e["security_groups"], e["volumes"]) == ({}, [], [], [])
+    assert e["fault"] is None and e["host_status"] == ""
+
+
+def test_a_hard_deleted_server_builds_to_none(conn):
+    write_server(conn)
+    conn.execute("DELETE FROM instances")
+    assert entity.build_servers(conn, [U1, U2]) == {U1: None, U2: None}
+
+
+def test_a_row_mid_build_without_extra_or_cache_still_validates(conn):
+    conn.execute("INSERT INTO instances (uuid, deleted, memory_mb, vcpus, root_gb, ephemeral_gb, "
+                 "vm_state, task_state, created_at) VALUES (?, 0, 512, 1, 1, 0, 'building', "
+                 "'scheduling', ?)", (U1, STAMP))
+    conn.execute("INSERT INTO instance_extra (instance_uuid, flavor, trusted_certs) "
+                 "VALUES (?, 'not json', '{')", (U1,))
+    e = build_one(conn)
+    assert e["flavor"]["memory_mb"] == 512 and e["flavor"]["flavorid"] == ""
+    assert (e["network_info"], e["trusted_image_certificates"], e["host"]) == ([], None, None)
+
+
+def test_build_servers_runs_a_fixed_number_of_statements_per_page(conn):
+    for i in range(1200):
+        conn.execute("INSERT INTO instances (uuid, deleted, created_at) VALUES (?, 0, ?)",
+                         (f"00000000-0000-4000-8000-{i:012d}", STAMP))
+    statements = []
+    conn.exec_trace = lambda _cursor, sql, _bindings: statements.append(sql) or True
+    built = entity.build_servers(conn, [f"00000000-0000-4000-8000-{i:012d}" for i in range(1200)])
+    conn.exec_trace = None
+    assert len(built) == 1200 and all(v is not None for v in built.values())
+    pages = -(-1200 // entity.PAGE)
+    assert len(statements) <= 13 * pages
+
+
+def test_every_simulated_server_validates(cell_db, conn):
+    simulator.populate(cell_db, 150, 3, seed=5)
+    simulator.run_simulator(simulator.SimulatorConfig(cell_db, 0, 150, 3, ops=600, seed=5))
+    uuids = [u for (u,) in conn.execute("SELECT uuid FROM instances")]
+    built = entity.build_servers(conn, uuids)
+    assert len(built) == len(uuids) > 100
+    for key, value in built.items():
+        feed.validate_entity(feed.KIND_SERVER, key, value)
+    assert any(v["deleted"] for v in built.values())
+    assert any(v["fault"] for v in built.values())
+
+
+def test_flavor_entities(tmp_path):
+    db = str(tmp_path / "flavors.db")
+    outbox.init_cell_db(db, "flavors", flavors=True)
+    simulator.seed_flavors(db)
+    conn = connection.open_cell(db)
+    built = entity.build_flavors(conn, ["1", "6", "8", "404"])
+    for key in ("1", "6", "8"):
+        feed.validate_entity(feed.KIND_FLAVOR, key, built[key])
+    assert built["404"] is None
+    assert built["1"] == {"flavorid": "1", "name": "m1.tiny", "memory_mb": 512, "vcpus": 1,
+                          "root_gb": 1, "ephemeral_gb": 0, "swap": 0, "rxtx_factor": 1.0,
+                          "vcpu_weight": None, "disabled": False, "is_public": True,
+                          "description": None, "extra_specs": {}, "projects": [],
+                          "created_at": "2026-01-01T00:00:00.000000"}
+    assert built["6"]["extra_specs"] == {"hw:cpu_policy": "dedicated", "hw:mem_page_size": "large"}
+    assert (built["8"]["is_public"], built["8"]["projects"]) == (False, ["demo"])
+    assert entity.kinds_of(conn) == ["flavor"]
+
+
+def test_pages_are_ordered_by_kind_and_key_with_a_cursor(conn):
+    keys = sorted(f"00000000-0000-4000-8000-{i:012d}" for i in range(25))
+    for key in reversed(keys):
+        conn.execute("INSERT INTO instances (uuid, deleted, created_at) VALUES (?, 0, ?)",
+                     (key, STAMP))
+    seen, after = [], None
+    while True:
+        items, after = entity.page_entities(conn, ["server"], after, 10)
+        seen += [key for _kind, key, _e in items]
+        if after is None:
+            break
+    assert seen == keys
+    assert [k for _kind, k, _e in entity.iter_entities(conn, ["server"], page=7)] == keys
+    assert entity.count_entities(conn, ["server"]) == 25
+
+
+@pytest.mark.parametrize("stored,expected", [
+    ("2026-12-01 07:30:43.123456", "2026-12-01T07:30:43.123456"),
+    ("2026-12-01 07:30:43", "2026-12-01T07:30:43.000000"),
+    ("2026-12-01T07:30:43.5Z", "2026-12-01T07:30:43.500000"),
+    (None, None),
+])
+def test_datetimes_are_naive_utc_iso_with_microseconds(stored, expected):
+    assert entity.iso(stored) == expected
+
+
+def test_odd_column_types_are_coerced_so_the_entity_still_validates(conn):
+    write_server(conn)
+    conn.execute("UPDATE instances SET display_name = 12345, power_state = '4', progress = 'x', "
+                 "key_name = 1.5")
+    conn.execute("UPDATE instance_metadata SET value = 7 WHERE deleted = 0")
+    e = build_one(conn)
+    assert (e["display_name"], e["power_state"], e["progress"], e["key_name"]) == (
+        "12345", 4, None, "1.5")
+    assert e["metadata"] == {"role": "7"}
