@@ -1,0 +1,99 @@
+"""Ingest rate: server upserts per second through the appliance's real ingest path.
+
+Entities are built from a populated cell database the way the publisher builds them
+(the joins; outside the timing) and encoded into feed batches as the publisher sends
+them (timed separately: that is the cell side's work). Then, timed, each message goes
+through ``replica.ingest.Ingest.on_message`` exactly as a message from a SUB socket
+does: decoded and validated (``replica.feed``), checked against the feed's position,
+each entity rendered into its replica row (``replica.render``) and group-committed with
+the position (``Ingest.commit`` -> ``Writer.apply``) into a fresh replica database.
+Only the socket is left out: PUB/SUB delivery is what the lag scenario measures.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+CELL = "bench"
+EPOCH = "b" * 32
+
+
+def _entities(cell_path: str, limit: int) -> list[dict]:
+    from replica.cell.connection import open_cell_reader
+    from replica.cell.entity import build_servers
+
+    conn = open_cell_reader(cell_path)
+    try:
+        with conn:
+            uuids = [u for (u,) in conn.execute(
+                "SELECT uuid FROM instances ORDER BY id LIMIT ?", (limit,))]
+            built = build_servers(conn, uuids)
+    finally:
+        conn.close()
+    return [e for e in built.values() if e is not None]
+
+
+def _messages(entities: list[dict], events: int, batch: int) -> list[bytes]:
+    from replica import feed
+
+    messages = []
+    seq = 0
+    while seq < events:
+        chunk = []
+        for _ in range(min(batch, events - seq)):
+            entity = entities[seq % len(entities)]
+            seq += 1
+            chunk.append(feed.Event(seq, feed.KIND_SERVER, feed.OP_UPSERT, entity["uuid"], entity))
+        messages.append(feed.encode_batch(CELL, EPOCH, chunk))
+    return messages
+
+
+def _fresh(path: str) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+
+
+def measure(cell_path: str, workdir: str, events: int, batch: int) -> dict:
+    from replica.ingest import CellFeed, Ingest, IngestConfig
+    from replica.position import Position
+    from replica.states import CellState
+
+    entities = _entities(cell_path, events)
+    if not entities:
+        raise RuntimeError(f"no servers in {cell_path}")
+    began = time.perf_counter()
+    messages = _messages(entities, events, batch)
+    encode_s = time.perf_counter() - began
+
+    path = os.path.join(workdir, "ingest-rate.db")
+    _fresh(path)
+    config = IngestConfig(replica_path=path, control_url=f"ipc://{workdir}/ingest-rate.ctl",
+                          cells=[CellFeed(CELL, f"ipc://{workdir}/unused.feed",
+                                          f"ipc://{workdir}/unused.ctl")])
+    ingest = Ingest(config)
+    try:
+        link = ingest.links[CELL]
+        link.position = Position(CELL, EPOCH, 0)   # as after a hello: apply from seq 1
+        link.set_state(CellState.CATCHING_UP, "benchmark")
+        began = time.perf_counter()
+        for data in messages:
+            ingest.on_message(link, data)
+        ingest.commit()
+        seconds = time.perf_counter() - began
+        applied = ingest.events_applied
+        groups = ingest.batches_committed
+        dead = ingest.dead_total
+        rows = ingest.conn.execute("SELECT count(*) FROM servers").fetchall()[0][0]
+        position = ingest.writer.load_positions().get(CELL)
+    finally:
+        ingest.close()
+    if applied != events or dead:
+        raise RuntimeError(f"ingest applied {applied} of {events} events ({dead} dead letters)")
+    return {"events": applied, "distinct_servers": rows, "messages": len(messages),
+            "batch_events": batch, "group_commits": groups,
+            "group_commit_max": config.group_commit_max, "position_seq": position.seq if position else None,
+            "seconds": seconds, "upserts_per_s": applied / seconds if seconds else None,
+            "encode_s": encode_s, "encode_per_s": events / encode_s if encode_s else None,
+            "message_bytes_mean": sum(map(len, messages)) / len(messages)}

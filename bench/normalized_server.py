@@ -1,0 +1,142 @@
+"""Baselines 2 and 3, the normalized way, as Nova's API reads: at request time, the
+servers are read from the cell database schema with its joins (``build_servers``: one
+query per child table for the page), each row is rendered into its API document, and
+the response is JSON-encoded.
+
+With several cells (baseline 3, scatter-gather) a list asks every cell for a full page
+(each cell loads and joins ``limit`` instances, as Nova's multi-cell lister does), merges
+them by the sort keys and keeps ``limit``; a show finds the one cell that holds the id.
+
+    python -m bench.normalized_server --port P --workers N --cell a.db [--cell b.db ...]
+
+Answers GET /v2.1/servers/{id}, /v2.1/servers and /v2.1/servers/detail with ``limit``,
+``status`` and ``name`` (substring), every project (an admin's ``all_tenants``), newest
+first like Nova's default sort (created_at desc, id desc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import re
+from urllib.parse import parse_qs
+
+from bench import prefork
+
+API = "/v2.1"
+DEFAULT_LIMIT = 1000
+SHOW = re.compile(r"^/v2\.1/servers/([0-9a-fA-F-]{36})$")
+# Nova's status filter maps an API status to vm states (ACTIVE is vm_state active).
+STATUS_VM_STATES = {"ACTIVE": ("active",), "SHUTOFF": ("stopped",), "ERROR": ("error",),
+                    "BUILD": ("building",), "PAUSED": ("paused",), "SUSPENDED": ("suspended",),
+                    "RESIZE": ("resized",), "VERIFY_RESIZE": ("resized",),
+                    "SHELVED_OFFLOADED": ("shelved_offloaded",), "SHELVED": ("shelved",)}
+
+
+def _page_sql(status: str | None, name: str | None) -> tuple[str, list]:
+    where, args = ["deleted = 0"], []
+    if status:
+        states = STATUS_VM_STATES.get(status.upper(), (status.lower(),))
+        where.append(f"vm_state IN ({', '.join('?' * len(states))})")
+        args += list(states)
+    if name:
+        where.append("display_name LIKE ?")
+        args.append(f"%{name}%")
+    sql = (f"SELECT created_at, id, uuid, display_name FROM instances WHERE {' AND '.join(where)} "
+           "ORDER BY created_at DESC, id DESC LIMIT ?")
+    return sql, args
+
+
+class Cells:
+    """The cell databases, opened in the worker (after the fork)."""
+
+    def __init__(self, paths: list[str]):
+        from replica.cell.connection import open_cell_reader
+        self.conns = [open_cell_reader(p) for p in paths]
+
+    def page(self, limit: int, status: str | None, name: str | None, detail: bool):
+        """Per cell: its page of rows with their entities (the joins), then merged."""
+        from replica.cell.entity import build_servers
+        sql, args = _page_sql(status, name)
+        per_cell = []
+        for conn in self.conns:
+            with conn:  # one read transaction per cell: a consistent page
+                rows = conn.execute(sql, (*args, limit)).fetchall()
+                entities = build_servers(conn, [r[2] for r in rows]) if detail else {}
+            per_cell.append([(r[0], r[1], r[2], r[3], entities.get(r[2])) for r in rows])
+        if len(per_cell) == 1:
+            merged = per_cell[0]
+        else:
+            merged = list(heapq.merge(*per_cell, key=lambda r: (r[0] or "", r[1]), reverse=True))
+        return merged[:limit]
+
+    def show(self, uuid: str):
+        from replica.cell.entity import build_servers
+        for conn in self.conns:
+            with conn:
+                if conn.execute("SELECT 1 FROM instances WHERE uuid = ? AND deleted = 0",
+                                (uuid,)).fetchone():
+                    return build_servers(conn, [uuid]).get(uuid)
+        return None
+
+
+def make_app(paths: list[str], minor: int = 1):
+    # Request-time rendering: the pure renderer the replica's fragments are built from.
+    from replica.render import ServerView, render_server_brief, render_server_document
+
+    cells = Cells(paths)
+    show_view = ServerView(minor=minor, admin=True, show=True)
+    list_view = ServerView(minor=minor, admin=True, show=False)
+
+    def respond(start_response, status: str, document) -> list[bytes]:
+        body = json.dumps(document).encode()
+        start_response(status, [("Content-Type", "application/json"),
+                                ("Content-Length", str(len(body)))])
+        return [body]
+
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        host = environ.get("HTTP_HOST", "localhost")
+        query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+        match = SHOW.match(path)
+        if match:
+            entity = cells.show(match.group(1))
+            if entity is None:
+                return respond(start_response, "404 Not Found",
+                               {"itemNotFound": {"code": 404, "message": "Instance could not be found."}})
+            return respond(start_response, "200 OK", {"server": render_server_document(
+                entity, show_view, f"http://{host}{API}", f"http://{host}")})
+        if path in (f"{API}/servers", f"{API}/servers/detail"):
+            detail = path.endswith("/detail")
+            limit = min(int(query.get("limit", DEFAULT_LIMIT)), DEFAULT_LIMIT)
+            rows = cells.page(limit, query.get("status"), query.get("name"), detail)
+            if detail:
+                servers = [render_server_document(e, list_view, f"http://{host}{API}", f"http://{host}")
+                           for _c, _i, _u, _n, e in rows if e is not None]
+            else:
+                servers = [render_server_brief({"uuid": u, "display_name": n}, f"http://{host}{API}",
+                                               f"http://{host}") for _c, _i, u, n, _e in rows]
+            document = {"servers": servers}
+            if len(rows) == limit:
+                document["servers_links"] = [{"rel": "next", "href": f"http://{host}{path}"
+                                              f"?limit={limit}&marker={rows[-1][2]}"}]
+            return respond(start_response, "200 OK", document)
+        return respond(start_response, "404 Not Found",
+                       {"itemNotFound": {"code": 404, "message": "Not found."}})
+
+    return app
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--cell", action="append", required=True, help="a cell database (repeat)")
+    args = parser.parse_args(argv)
+    prefork.serve(lambda: make_app(args.cell), args.host, args.port, args.workers)
+
+
+if __name__ == "__main__":
+    main()

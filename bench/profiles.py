@@ -1,0 +1,80 @@
+"""How big and how long: the full run, the quick run, and what a unit test shrinks them to."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+
+def all_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    # Read path: the matrix, measured on a replica of read_servers servers.
+    read_servers: int
+    read_endpoints: tuple[str, ...]          # keys of bench.endpoints.ENDPOINTS
+    read_workers: tuple[int, ...]
+    read_connections: tuple[int, ...]
+    read_duration_s: float
+    scatter_cells: int = 4
+    # Scaling: each read figure at each replica size (all workers, one connection count).
+    scaling_sizes: tuple[int, ...] = ()
+    scaling_endpoints: tuple[str, ...] = ()
+    scaling_connections: int = 8
+    scaling_duration_s: float = 3.0
+    # Replication.
+    ingest_events: int = 20_000
+    ingest_batch: int = 500
+    lag_rates: tuple[int, ...] = (2000,)
+    lag_duration_s: float = 5.0
+    lag_markers_per_s: float = 50.0
+    resync_sizes: tuple[int, ...] = ()
+    # Background read load while lag and resync are measured (paced, not saturating).
+    background_connections: int = 4
+    background_delay_ms: int = 2
+    projects: int = 20
+
+    def sizes(self) -> list[int]:
+        """Every replica size an environment is built for, smallest first."""
+        return sorted({self.read_servers, *self.scaling_sizes, *self.resync_sizes})
+
+    def shrunk(self, **changes) -> "Profile":
+        return replace(self, **changes)
+
+
+FULL = Profile(
+    name="full",
+    read_servers=10_000,
+    read_endpoints=("show", "list100", "detail100", "detail1000", "filtered"),
+    read_workers=tuple(sorted({1, all_workers()})),
+    read_connections=(1, 8, 64),
+    read_duration_s=5.0,
+    scaling_sizes=(1_000, 10_000, 100_000, 1_000_000),
+    scaling_endpoints=("show", "list100", "detail100", "detail1000", "filtered"),
+    scaling_duration_s=5.0,
+    ingest_events=200_000,
+    lag_rates=(500, 2000, 10_000),
+    lag_duration_s=20.0,
+    resync_sizes=(10_000, 100_000),
+)
+
+QUICK = Profile(
+    name="quick",
+    read_servers=10_000,
+    read_endpoints=("show", "detail100"),
+    read_workers=(min(2, all_workers()),),
+    read_connections=(8,),
+    read_duration_s=3.0,
+    scaling_sizes=(1_000, 10_000),
+    scaling_endpoints=("show", "detail100"),
+    scaling_duration_s=2.0,
+    ingest_events=20_000,
+    lag_rates=(2000,),
+    lag_duration_s=4.0,
+    resync_sizes=(10_000,),
+)
+
+PROFILES = {"full": FULL, "quick": QUICK}

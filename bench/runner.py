@@ -1,0 +1,208 @@
+"""One benchmark run: builds a stack per replica size, runs every selected scenario on
+the stacks it needs, prints the tables and writes the JSON document."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+
+from bench import ingest_rate, machine, parts, reads, replication, report
+from bench.procs import Processes
+from bench.profiles import Profile, all_workers
+from bench.report import Scenario
+from bench.stack import Stack, cell_uuids, populate_cell, write_ids
+
+SCENARIOS = ("read", "scaling", "ingest", "lag", "resync", "footprint")
+INGEST_ONLY_SERVERS = 10_000     # a cell for the ingest entities when no stack is built
+
+
+def _log(text: str) -> None:
+    print(text, flush=True)
+
+
+class Timer:
+    def __init__(self, scenario: Scenario):
+        self.scenario = scenario
+
+    def __enter__(self):
+        self.began = time.monotonic()
+        return self
+
+    def __exit__(self, *exc):
+        self.scenario.seconds += time.monotonic() - self.began
+
+
+def _attempt(sc: Scenario, what: str, fn, log) -> bool:
+    """Run one step of a scenario; a failure marks the scenario failed and the run goes on."""
+    if sc.status != report.STATUS_OK:
+        return False
+    try:
+        with Timer(sc):
+            fn()
+        return True
+    except Exception as exc:  # one scenario's failure must not lose the others' figures
+        sc.fail(f"{what}: {type(exc).__name__}: {exc}")
+        log(f"  ! {sc.name}: {what} failed: {exc}")
+        traceback.print_exc(file=sys.stderr)
+        return False
+
+
+def _wanted_at(size: int, profile: Profile, scenarios: dict[str, Scenario]) -> list[str]:
+    wanted = []
+    if size == profile.read_servers:
+        wanted += [n for n in ("read", "lag", "ingest") if n in scenarios]
+    if size in profile.scaling_sizes and "scaling" in scenarios:
+        wanted.append("scaling")
+    if size in profile.resync_sizes and "resync" in scenarios:
+        wanted.append("resync")
+    if wanted and "footprint" in scenarios:
+        wanted.append("footprint")
+    return [n for n in wanted if scenarios[n].status == report.STATUS_OK]
+
+
+def _scatter_cells(root: str, profile: Profile, log) -> tuple[list[str], str]:
+    """The same number of servers spread over several cells, for the scatter-gather baseline."""
+    directory = os.path.join(root, "scatter")
+    os.makedirs(directory, exist_ok=True)
+    per_cell = max(1, profile.read_servers // profile.scatter_cells)
+    paths, ids = [], []
+    log(f"  populating {profile.scatter_cells} cells of {per_cell:,} servers (scatter-gather baseline)")
+    for number in range(profile.scatter_cells):
+        path = os.path.join(directory, f"cell{number + 1}.db")
+        populate_cell(path, per_cell, profile.projects, seed=100 + number, name=f"cell{number + 1}", log=log)
+        paths.append(path)
+        ids += cell_uuids(path, 5000)
+    return paths, write_ids(os.path.join(directory, "ids.txt"), ids)
+
+
+def _run_stack(size: int, wanted: list[str], scenarios: dict[str, Scenario], profile: Profile,
+               root: str, procs: Processes, scaling_points: dict, log, keep: bool) -> None:
+    log(f"\n== replica of {size:,} servers: {', '.join(wanted)}")
+    stack = Stack(root, size, procs, projects=profile.projects, log=log)
+    workers = all_workers()
+    try:
+        started = time.monotonic()
+        try:
+            stack.populate()
+            stack.start_publisher()
+            stack.start_appliance(max(profile.read_workers) if "read" in wanted else workers)
+        except Exception as exc:
+            for name in wanted:
+                scenarios[name].fail(f"stack of {size:,} servers did not come up: "
+                                     f"{type(exc).__name__}: {exc}")
+            log(f"  ! stack of {size:,} servers did not come up: {exc}")
+            traceback.print_exc(file=sys.stderr)
+            return
+        setup_s = time.monotonic() - started
+        log(f"  stack up in {setup_s:.1f} s ({stack.timings})")
+        for name in wanted:
+            scenarios[name].runs.append({"kind": "stack", "servers": size, "setup_s": setup_s,
+                                         **stack.timings})
+        read_runs: dict = {}
+        if "read" in wanted:
+            sc = scenarios["read"]
+
+            def read():
+                cells, ids = _scatter_cells(root, profile, log)
+                read_runs.update(reads.run_matrix(sc, stack, procs, profile, cells, ids, log))
+            _attempt(sc, "read matrix", read, log)
+        if "scaling" in wanted:
+            sc = scenarios["scaling"]
+            _attempt(sc, f"scaling at {size:,}", lambda: scaling_points.__setitem__(
+                size, reads.run_scaling_point(sc, stack, profile, workers, log, read_runs)), log)
+        if "resync" in wanted:
+            sc = scenarios["resync"]
+            _attempt(sc, f"resync at {size:,}", lambda: replication.measure_resync(sc, stack, profile, log), log)
+        if "footprint" in wanted:
+            sc = scenarios["footprint"]
+            _attempt(sc, f"footprint at {size:,}", lambda: replication.measure_footprint(sc, stack, log), log)
+        if "ingest" in wanted:
+            sc = scenarios["ingest"]
+            _attempt(sc, "ingest rate", lambda: _ingest(sc, stack.cell_db, root, profile, log), log)
+        if "lag" in wanted:
+            sc = scenarios["lag"]
+            _attempt(sc, "lag", lambda: replication.measure_lag(sc, stack, profile, log), log)
+    finally:
+        stack.stop_appliance()
+        if stack.publisher is not None:
+            procs.stop(stack.publisher)
+        if not keep:   # a 1M-server stack is gigabytes: free it before the next one
+            shutil.rmtree(stack.dir, ignore_errors=True)
+
+
+def _ingest(sc: Scenario, cell_db: str, root: str, profile: Profile, log) -> None:
+    result = ingest_rate.measure(cell_db, root, profile.ingest_events, profile.ingest_batch)
+    log(f"    ingest: {result['upserts_per_s']:,.0f} upserts/s ({result['events']:,} events in "
+        f"{result['seconds']:.2f} s, {result['group_commits']} group commits)")
+    sc.runs.append({"kind": "ingest", **result})
+    sc.add(report.Figure("ingest server upserts", result["upserts_per_s"], "upserts/s",
+                         budget=report.Budget(">=", 50_000), details=result))
+    sc.add(report.Figure("feed encode (cell side, for reference)", result["encode_per_s"], "events/s"))
+
+
+def run(profile: Profile, out_path: str, only: tuple[str, ...] | None = None, keep: bool = False,
+        log=_log) -> dict:
+    selected = [s for s in SCENARIOS if only is None or s in only]
+    scenarios = {name: Scenario(name) for name in selected}
+    started_at = time.time()
+    began = time.monotonic()
+    load_before = os.getloadavg()
+    gone = parts.missing()
+    for name, sc in scenarios.items():
+        reason = parts.unavailable(name, gone)
+        if reason:
+            sc.skip(reason)
+    log(f"bench ({profile.name}): {', '.join(selected)}")
+    for name, sc in scenarios.items():
+        if sc.status != report.STATUS_OK:
+            log(f"  {name}: skipped: {sc.reason}")
+    root = tempfile.mkdtemp(prefix="appliance-bench-")
+    scaling_points: dict[int, dict] = {}
+    try:
+        with Processes() as procs:
+            for size in profile.sizes():
+                wanted = _wanted_at(size, profile, scenarios)
+                if wanted:
+                    _run_stack(size, wanted, scenarios, profile, root, procs, scaling_points, log, keep)
+            ingest = scenarios.get("ingest")
+            if ingest is not None and ingest.status == report.STATUS_OK and not ingest.runs:
+                # No stack carried the ingest measurement: a cell of its own.
+                def alone():
+                    path = os.path.join(root, "ingest-cell.db")
+                    populate_cell(path, min(profile.ingest_events, INGEST_ONLY_SERVERS),
+                                  profile.projects, seed=7, log=log)
+                    _ingest(ingest, path, root, profile, log)
+                log("\n== ingest rate")
+                _attempt(ingest, "ingest rate", alone, log)
+    finally:
+        if keep:
+            log(f"data kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    if "scaling" in scenarios:
+        reads.scaling_figures(scenarios["scaling"], scaling_points, profile)
+    ordered = [scenarios[n] for n in selected]
+    document = {
+        "profile": profile.name,
+        "settings": {k: v for k, v in profile.__dict__.items()},
+        "started_at": started_at,
+        "seconds": round(time.monotonic() - began, 1),
+        "machine": {**machine.describe(), "load_avg_at_start": load_before},
+        "missing_parts": gone,
+        "scenarios": {sc.name: sc.as_dict() for sc in ordered},
+        "summary": report.summary(ordered),
+    }
+    report.write_json(out_path, document)
+    log("")
+    matrix = report.runs_table(ordered)
+    if matrix:
+        log(matrix)
+        log("")
+    log(report.table(ordered))
+    log(f"\n{document['summary']['passed']}/{document['summary']['budgets']} budgets passed; "
+        f"results in {out_path} ({document['seconds']:.0f} s)")
+    return document

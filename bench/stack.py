@@ -1,0 +1,217 @@
+"""The system under test for one replica size: a cell database populated by the
+simulator, its publisher, and the appliance (supervisor, forked workers, ingest,
+admin listener) replicating it over nanomsg and serving it on a real socket.
+
+Every process is started through ``bench.procs.Processes`` (own process group, stopped
+on exit); every file lives under the stack's directory in the run's temporary root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+
+from bench import client
+from bench.procs import Processes, children_of, cmdline, wait_until
+
+CELL = "c0"
+READY_TIMEOUT_S = 60.0
+LIVE_TIMEOUT_PER_SERVER_S = 0.002      # replication time allowed per server, on top of READY
+IDS_LIMIT = 20_000                     # ids handed to wrk for random shows
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def appliance_argv() -> list[str]:
+    """The appliance's command line: the installed entry point next to this Python."""
+    path = os.path.join(os.path.dirname(sys.executable), "appliance")
+    return [path] if os.path.exists(path) else [sys.executable, "-m", "appliance"]
+
+
+def populate_cell(path: str, servers: int, projects: int, seed: int, name: str = CELL,
+                  log=print) -> dict:
+    """A new cell database with ``servers`` servers, written by the simulator."""
+    from replica.cell.outbox import init_cell_db
+    from replica.cell.simulator import populate
+
+    started = time.monotonic()
+    init_cell_db(path, name)
+    last = [0.0]
+
+    def progress(done, total=None):
+        now = time.monotonic()
+        if now - last[0] >= 5:
+            last[0] = now
+            log(f"    populate {os.path.basename(path)}: {done:,}/{total or servers:,}")
+
+    populate(path, servers, projects, seed=seed, progress=progress)
+    return {"servers": servers, "seconds": time.monotonic() - started}
+
+
+def cell_uuids(path: str, limit: int | None = None) -> list[str]:
+    from replica.cell.connection import open_cell_reader
+
+    conn = open_cell_reader(path)
+    try:
+        sql = "SELECT uuid FROM instances WHERE deleted = 0 ORDER BY id"
+        rows = conn.execute(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ())
+        return [u for (u,) in rows]
+    finally:
+        conn.close()
+
+
+def cell_counts(path: str) -> dict:
+    from replica.cell.connection import open_cell_reader
+
+    conn = open_cell_reader(path)
+    try:
+        total, live = conn.execute("SELECT count(*), sum(deleted = 0) FROM instances").fetchone()
+        return {"instances": total, "live": live or 0}
+    finally:
+        conn.close()
+
+
+def write_ids(path: str, uuids: list[str]) -> str:
+    with open(path, "w") as f:
+        f.write("\n".join(uuids) + "\n")
+    return path
+
+
+class Stack:
+    def __init__(self, root: str, servers: int, procs: Processes, projects: int = 20,
+                 seed: int = 0, log=print):
+        self.servers = servers
+        self.projects = projects
+        self.seed = seed
+        self.procs = procs
+        self.log = log
+        self.dir = os.path.join(root, f"stack-{servers}")
+        os.makedirs(self.dir, exist_ok=True)
+        self.cell_db = os.path.join(self.dir, f"{CELL}.db")
+        self.data_dir = os.path.join(self.dir, "data")
+        self.replica_db = os.path.join(self.data_dir, "replica.db")
+        self.config_path = os.path.join(self.dir, "appliance.toml")
+        self.feed_url = f"tcp://127.0.0.1:{free_port()}"
+        self.control_url = f"tcp://127.0.0.1:{free_port()}"
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.publisher = None
+        self.appliance = None
+        self.workers = None
+        self.timings: dict[str, float] = {}
+
+    # -- set-up --------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def populate(self) -> None:
+        self.log(f"  populating a cell with {self.servers:,} servers")
+        result = populate_cell(self.cell_db, self.servers, self.projects, self.seed, log=self.log)
+        self.timings["populate_s"] = result["seconds"]
+
+    def start_publisher(self) -> None:
+        self.publisher = self.procs.start(
+            "publisher", [*appliance_argv(), "cell", "--db", self.cell_db, "--name", CELL,
+                          "--feed", self.feed_url, "--control", self.control_url],
+            log_path=os.path.join(self.dir, "publisher.log"))
+
+    def _write_config(self, workers: int) -> None:
+        text = (f'listen_host = "127.0.0.1"\nlisten_port = {self.port}\n'
+                f'admin_host = "127.0.0.1"\nadmin_port = {self.admin_port}\n'
+                f'workers = {workers}\ndata_dir = "{self.data_dir}"\nlog_level = "warning"\n\n'
+                f'[[cell]]\nname = "{CELL}"\nfeed = "{self.feed_url}"\n'
+                f'control = "{self.control_url}"\n')
+        with open(self.config_path, "w") as f:
+            f.write(text)
+
+    def start_appliance(self, workers: int) -> None:
+        """Start (or restart with another worker count) and wait until it serves every
+        server of the cell."""
+        if self.appliance is not None:
+            self.stop_appliance()
+        self._write_config(workers)
+        started = time.monotonic()
+        self.appliance = self.procs.start(
+            "appliance", [*appliance_argv(), "serve", "--config", self.config_path],
+            log_path=os.path.join(self.dir, "appliance.log"),
+            env={k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")})
+        self.workers = workers
+        self.wait_live()
+        self.timings[f"start_w{workers}_s"] = time.monotonic() - started
+
+    def stop_appliance(self) -> None:
+        if self.appliance is not None:
+            self.procs.stop(self.appliance)
+            self.appliance = None
+
+    # -- state ---------------------------------------------------------------------
+
+    def status(self) -> dict:
+        return client.get_json(f"{self.admin_url}/status", timeout=5)
+
+    def cell_status(self) -> dict | None:
+        for cell in self.status().get("cells", []):
+            if cell.get("cell") == CELL:
+                return cell
+        return None
+
+    def wait_live(self, timeout: float | None = None) -> dict:
+        """Until the cell is live in the replica with as many servers as the cell holds and
+        the API answers."""
+        expected = cell_counts(self.cell_db)["instances"]
+        timeout = timeout or READY_TIMEOUT_S + LIVE_TIMEOUT_PER_SERVER_S * expected
+
+        def live():
+            cell = self.cell_status()
+            if cell and cell.get("state") == "live" and cell.get("servers") == expected:
+                status, _h, _b = client.request(f"{self.base_url}/v2.1/", timeout=5)
+                return cell if status == 200 else None
+            return None
+
+        return wait_until(live, timeout, f"cell {CELL} live with {expected} servers",
+                          interval=0.1, proc=self.appliance)
+
+    def live_servers(self) -> int:
+        return cell_counts(self.cell_db)["live"]
+
+    def ids_file(self) -> str:
+        path = os.path.join(self.dir, "ids.txt")
+        if not os.path.exists(path):
+            write_ids(path, cell_uuids(self.cell_db, IDS_LIMIT))
+        return path
+
+    def processes(self) -> list[dict]:
+        table_path = os.path.join(self.data_dir, "processes.json")
+        try:
+            with open(table_path) as f:
+                return json.load(f).get("processes", [])
+        except (OSError, ValueError):
+            return []
+
+    def worker_pids(self) -> list[int]:
+        pids = [p["pid"] for p in self.processes() if p.get("role") == "worker"]
+        if pids or self.appliance is None:
+            return pids
+        return [pid for pid in children_of(self.appliance.pid) if "worker" in cmdline(pid)]
+
+    def replica_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal"):
+            try:
+                total += os.path.getsize(self.replica_db + suffix)
+            except OSError:
+                pass
+        return total

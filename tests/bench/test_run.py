@@ -1,0 +1,103 @@
+"""The benchmark's quick code paths on a tiny size: every scenario runs against real
+processes (cell publisher, appliance, baseline servers, simulator, wrk) and the result
+JSON holds the expected scenarios with numeric figures. Speeds are not checked."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+
+from bench import parts, profiles, runner
+from bench.__main__ import main
+
+pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+
+TINY = profiles.QUICK.shrunk(
+    name="tiny",
+    read_servers=240,
+    read_endpoints=("show", "detail100"),
+    read_workers=(1,),
+    read_connections=(2,),
+    read_duration_s=1.0,
+    scaling_sizes=(120, 240),
+    scaling_endpoints=("show",),
+    scaling_connections=2,
+    scaling_duration_s=1.0,
+    ingest_events=1000,
+    ingest_batch=200,
+    lag_rates=(100,),
+    lag_duration_s=1.5,
+    lag_markers_per_s=20.0,
+    resync_sizes=(240,),
+    background_connections=2,
+    background_delay_ms=5,
+    projects=4,
+)
+
+EXPECTED_FIGURES = {
+    "read": ("GET /servers/{id} w1 c2 vs constant body", "GET /servers/{id} w1 c2 vs normalized",
+             "GET /servers/detail?limit=100 w1 c2 vs scatter-gather"),
+    "scaling": ("GET /servers/{id} @ 120 servers", "GET /servers/{id} @ 240 servers"),
+    "ingest": ("ingest server upserts",),
+    "lag": ("lag p50 at 100 events/s", "lag p99 at 100 events/s"),
+    "resync": ("resync 240 servers", "resync 240 servers: failed reads meanwhile"),
+    "footprint": ("replica on disk per server @ 240", "worker RSS @ 240 servers (max)"),
+}
+
+
+def _numeric(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@pytest.fixture(scope="module")
+def document(tmp_path_factory):
+    gone = parts.missing()
+    if gone:
+        pytest.skip(f"parts of the product are missing: {gone}")
+    out = tmp_path_factory.mktemp("bench") / "latest.json"
+    runner.run(TINY, str(out), log=lambda text: None)
+    return json.loads(out.read_text())
+
+
+def test_every_scenario_ran(document):
+    assert list(document["scenarios"]) == list(runner.SCENARIOS)
+    for name, scenario in document["scenarios"].items():
+        assert scenario["status"] == "ok", f"{name}: {scenario['reason']}"
+
+
+def test_expected_figures_are_numeric(document):
+    for name, expected in EXPECTED_FIGURES.items():
+        figures = {f["name"]: f for f in document["scenarios"][name]["figures"]}
+        for figure_name in expected:
+            assert figure_name in figures, f"{name}: no figure {figure_name!r} in {sorted(figures)}"
+            assert _numeric(figures[figure_name]["value"]), (name, figures[figure_name])
+
+
+def test_ratios_and_budgets_are_filled(document):
+    read = {f["name"]: f for f in document["scenarios"]["read"]["figures"]}
+    show = read["GET /servers/{id} w1 c2 vs constant body"]
+    assert _numeric(show["baseline"]) and _numeric(show["ratio"])
+    assert show["budget"] == ">= 0.7x" and show["passed"] in (True, False)
+    ingest = document["scenarios"]["ingest"]["figures"][0]
+    assert ingest["budget"] == ">= 50000" and ingest["passed"] in (True, False)
+
+
+def test_wrk_runs_and_machine_are_recorded(document):
+    runs = [r for r in document["scenarios"]["read"]["runs"] if r["kind"] == "wrk"]
+    assert {r["server"] for r in runs} == {"appliance", "constant", "normalized", "scatter"}
+    for run in runs:
+        assert run["requests"] > 0 and run["error_count"] == 0, run
+        assert _numeric(run["p99_ms"]) and _numeric(run["wrk_cpu_pct"])
+    machine = document["machine"]
+    assert machine["nproc"] >= 1 and machine["cpu_model"]
+    assert "git_revision" in machine
+
+
+def test_unknown_scenario_is_refused(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--only", "nonsense"])
+    assert exc.value.code == 2
+    assert "unknown scenario" in capsys.readouterr().err
