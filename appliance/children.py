@@ -10,7 +10,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import shutil
 import signal
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Callable
@@ -32,6 +34,79 @@ def _prctl_pdeathsig(signum: int) -> None:
         _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     if _libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+
+# ---------------------------------------------------------------- one-file launcher
+# The one-file binary is two processes: PyInstaller's bootloader (the launcher) unpacks
+# the bundle into a _MEIxxxxxx directory, starts the program as its child, forwards
+# signals to it and removes the directory once it has exited. If the launcher is
+# SIGKILLed, nothing of that happens; so the program follows its launcher: the parent's
+# death delivers SIGTERM (a graceful stop), and the program, now orphaned, removes the
+# directory itself as it exits.
+
+_launcher: int | None = None
+_follower: int | None = None    # the process that follows it (not its forked children)
+_orphaned = False               # the launcher was dead before it could be followed
+
+
+class LauncherGone(RuntimeError):
+    """The one-file launcher died before the program could follow it."""
+
+
+def _same_executable(pid: int) -> bool:
+    try:
+        theirs, ours = os.stat(f"/proc/{pid}/exe"), os.stat("/proc/self/exe")
+    except OSError:
+        return False
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+
+
+def bundle_dir() -> str | None:
+    """The unpacked directory of a one-file binary (None from source or one-folder)."""
+    if not getattr(sys, "frozen", False):
+        return None
+    bundle = getattr(sys, "_MEIPASS", None)
+    if not bundle or not os.path.basename(os.path.normpath(bundle)).startswith("_MEI"):
+        return None
+    return bundle
+
+
+def follow_launcher() -> int | None:
+    """In a one-file binary: SIGTERM when the launcher dies. Returns the launcher's pid
+    (None when there is no launcher). Raises LauncherGone if it died already."""
+    global _launcher, _follower, _orphaned
+    if bundle_dir() is None:
+        return None
+    _prctl_pdeathsig(signal.SIGTERM)
+    parent = os.getppid()
+    # Checked after prctl: had the launcher died before, this process now belongs to
+    # init or a subreaper, which does not run this executable.
+    if not _same_executable(parent):
+        _orphaned = True
+        raise LauncherGone(f"the launcher died before the program started (parent is now "
+                           f"pid {parent})")
+    _launcher, _follower = parent, os.getpid()
+    return parent
+
+
+def launcher_pid() -> int | None:
+    return _launcher
+
+
+def launcher_gone() -> bool:
+    """True once the launcher followed by follow_launcher() has died."""
+    return (_launcher is not None and os.getpid() == _follower
+            and os.getppid() != _launcher)
+
+
+def remove_orphaned_bundle() -> bool:
+    """Remove the unpacked directory if the launcher that owns it is gone (its job);
+    the last thing the program does. True if removed."""
+    bundle = bundle_dir()
+    if bundle is None or not (_orphaned or launcher_gone()):
+        return False
+    shutil.rmtree(bundle, ignore_errors=True)
+    return not os.path.exists(bundle)
 
 
 def after_fork(title: str, role: str, parent: int, close_fds: tuple[int, ...]) -> None:

@@ -239,7 +239,8 @@ def cmd_serve(args) -> int:
     settings = load(args.config)
     if args.check:
         for name, value in settings.values.items():
-            print(f"{name} = {value!r}  ({settings.sources[name]})")
+            shown = "(set, not shown)" if name == "admin_token" and value else repr(value)
+            print(f"{name} = {shown}  ({settings.sources[name]})")
         return 0
     logs.configure(settings.log_level, settings.log_format)
     try:
@@ -474,7 +475,31 @@ def cmd_config_doc(args) -> int:
     return 0
 
 
+def _exit_on_sigterm(signum, frame):
+    # Until a command installs its own handling (the supervisor, the cell publisher):
+    # SIGTERM unwinds like Ctrl-C does, so a demo in its setup removes what it made.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from appliance import children
+    try:
+        # The one-file binary: stop (gracefully) when the launcher dies, even by SIGKILL.
+        children.follow_launcher()
+    except children.LauncherGone as exc:
+        print(f"appliance: {exc}; not starting", file=sys.stderr)
+        children.remove_orphaned_bundle()
+        return 1
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        return _run(argv)
+    finally:
+        # The launcher removes the unpacked directory after the program exits; if it
+        # died (SIGKILL), that is left to the program, as the last thing it does.
+        children.remove_orphaned_bundle()
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from appliance.admin import AdminError

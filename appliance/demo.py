@@ -124,18 +124,31 @@ def tasks_for(where: dict, cells: int, rate: float) -> tuple[TaskChild, ...]:
     return tuple(tasks)
 
 
+def tool(name: str) -> str | None:
+    """How to type ``name`` here: the bare name if it is on PATH, else its path beside
+    this interpreter (``.venv/bin/openstack`` after ``make demo``), else None."""
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    found = shutil.which(name)
+    if found and (not os.path.exists(beside) or os.path.samefile(found, beside)):
+        return name
+    if os.access(beside, os.X_OK):
+        relative = os.path.relpath(beside)
+        return shlex.quote(beside if relative.startswith("..") else relative)
+    return name if found else None
+
+
 def command_prefix() -> str:
     if getattr(sys, "frozen", False):
         return shlex.quote(sys.executable)
-    if shutil.which("appliance"):
-        return "appliance"
-    return f"{shlex.quote(sys.executable)} -m appliance"
+    return tool("appliance") or f"{shlex.quote(sys.executable)} -m appliance"
 
 
 def banner(settings: Settings, data_dir: str, kept: bool) -> str:
     api = f"http://{settings.listen_host}:{settings.listen_port}"
     admin = settings.admin_url
     app = command_prefix()
+    openstack = ("openstack" if getattr(sys, "frozen", False)
+                 else tool("openstack") or "openstack")
     flag = "" if settings.admin_port == 8775 else f" --admin-url {admin}"
     lines = [
         "",
@@ -150,7 +163,7 @@ def banner(settings: Settings, data_dir: str, kept: bool) -> str:
         f"  curl -s -H 'X-Auth-Token: {TOKEN}' {api}/v2.1/servers",
         f"  curl -s -H 'X-Auth-Token: {TOKEN}' '{api}/v2.1/servers/detail?limit=2&all_tenants=1'",
         f"  curl -s -H 'X-Auth-Token: {TOKEN}' {api}/v2.1/flavors",
-        f"  openstack --os-auth-type none --os-endpoint {api}/v2.1 "
+        f"  {openstack} --os-auth-type none --os-endpoint {api}/v2.1 "
         f"--os-identity-api-version 3 server list",
         f"  {app} status{flag}",
         f"  {app} resync --cell cell1{flag}",

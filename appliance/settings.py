@@ -467,13 +467,18 @@ Accepted sockets get `TCP_NODELAY`. The admin address is handled the same way.
 
 | signal | effect |
 |---|---|
-| `SIGTERM`, `SIGINT`, `SIGQUIT` | stop: workers stop accepting, finish in-flight requests (up to `graceful_timeout`), exit; then the rest stops. A second `SIGINT` stops at once |
+| `SIGTERM`, `SIGINT`, `SIGQUIT` | stop: workers stop accepting, finish in-flight requests (up to `graceful_timeout`), exit; then the rest stops. A second stop signal more than a second after the first kills what is still draining; the same signal twice within a second is one request (Ctrl-C under the one-file binary reaches the supervisor from the terminal and again from the launcher) |
 | `SIGHUP` | reload: re-read the config file (settings that need a restart are logged and kept), then replace workers one at a time, each new one serving before an old one drains; new workers read `tokens_file` afresh |
 | `SIGTTIN`, `SIGTTOU` | one worker more, one fewer |
 
 A worker that stops touching its heartbeat file (in `data_dir/run/`) for `worker_timeout`
 seconds gets `SIGABRT`, then `SIGKILL`, and is replaced. The process table is
 `data_dir/processes.json` (also in the admin listener's `GET /status`).
+
+Under the one-file binary the supervisor is the child of PyInstaller's launcher. If the
+launcher dies, even by `SIGKILL`, the supervisor gets `SIGTERM` (`PR_SET_PDEATHSIG`),
+logs `launcher_gone`, stops gracefully and, as its last act, removes the unpacked
+`_MEI` directory the launcher can no longer remove.
 
 ## The admin listener
 

@@ -21,6 +21,17 @@ instead of being restarted in a loop.
 Signals: TERM, INT, QUIT stop gracefully (workers drain up to ``graceful_timeout``);
 HUP re-reads the config file and replaces workers one at a time (a new one is ready
 before an old one drains, so no request fails); TTIN / TTOU add / remove a worker.
+During a graceful stop, a stop signal within ``SECOND_SIGNAL_AFTER`` of the stop's start
+is the same request delivered twice and changes nothing: Ctrl-C under the one-file
+binary reaches the supervisor from the terminal and again from the launcher, which
+forwards it, and timeout(1) signals the process and its group. One later than that is
+a second request: the children still draining are killed at once.
+
+Under the one-file binary the supervisor follows its launcher (``children.
+follow_launcher``): if the launcher dies, even by SIGKILL, the kernel sends SIGTERM and
+the supervisor stops gracefully, as for ``systemctl stop``. The launcher's death during
+a drain already under way changes nothing; a stop signal from anyone else later in the
+drain is a second request as above.
 
 The process table (``<data_dir>/processes.json``) is rewritten on every change; the
 admin listener reads it for ``GET /status``.
@@ -43,7 +54,8 @@ import apsw
 import setproctitle
 
 from appliance import logs, metrics
-from appliance.children import BOOT_ERROR, AdminChild, IngestChild, TaskChild, after_fork
+from appliance.children import (BOOT_ERROR, AdminChild, IngestChild, TaskChild, after_fork,
+                                 launcher_gone, launcher_pid)
 from appliance.settings import Settings, SettingsError, load, unknown_environment
 from appliance.states import ProcessEvent, ProcessState, transition
 from appliance.worker import BootError, Worker, build_api_app
@@ -60,6 +72,8 @@ SECOND_SIGNAL_AFTER = 1.0       # a stop signal this long after the first forces
 
 SIGNALS = {signal.SIGTERM: "term", signal.SIGINT: "int", signal.SIGQUIT: "quit",
            signal.SIGHUP: "hup", signal.SIGTTIN: "ttin", signal.SIGTTOU: "ttou"}
+LAUNCHER_DIED = -1              # queued instead of the SIGTERM the launcher's death sends
+HANDLERS = {**SIGNALS, LAUNCHER_DIED: "launcher_died"}
 
 
 class StartError(RuntimeError):
@@ -179,6 +193,7 @@ class Supervisor:
         self.admin_address: Reservation | None = None
         self._wake_r = self._wake_w = -1
         self._last_table = ""
+        self._launcher_death_seen = False
 
     # ---------------------------------------------------------------- start
     def start(self) -> None:
@@ -232,6 +247,10 @@ class Supervisor:
 
     # ---------------------------------------------------------------- signals
     def _enqueue(self, signum, frame) -> None:
+        if signum == signal.SIGTERM and not self._launcher_death_seen and launcher_gone():
+            # The kernel's PR_SET_PDEATHSIG signal, not a request from anyone.
+            self._launcher_death_seen = True
+            signum = LAUNCHER_DIED
         if len(self.signals) < 10:
             self.signals.append(signum)
         self._wake(signum, frame)
@@ -264,7 +283,7 @@ class Supervisor:
                 self.reap()
                 while self.signals:
                     signum = self.signals.pop(0)
-                    getattr(self, f"handle_{SIGNALS[signum]}")()
+                    getattr(self, f"handle_{HANDLERS[signum]}")()
                 self.check_ready()
                 self.murder_silent()
                 self.manage()
@@ -293,6 +312,12 @@ class Supervisor:
 
     handle_int = handle_term
     handle_quit = handle_term
+
+    def handle_launcher_died(self) -> None:
+        logs.warning("launcher_gone", launcher_pid=launcher_pid(),
+                     hint="the one-file launcher died (SIGKILL?); stopping gracefully, "
+                          "the unpacked directory is removed at exit")
+        raise Stop()
 
     def handle_hup(self) -> None:
         """Reload: re-read the config file, then replace workers one at a time."""
@@ -536,10 +561,18 @@ class Supervisor:
             except Halt:
                 pass
             if self.signals and not forced:
-                # A second Ctrl-C a moment later: do not wait any longer. (Tools such as
-                # timeout(1) send one signal twice at once; that is not a second request.)
-                if time.monotonic() - began > SECOND_SIGNAL_AFTER:
+                # A second Ctrl-C a moment later: do not wait any longer. The same signal
+                # twice at once (the one-file launcher forwarding the Ctrl-C the
+                # supervisor got from the terminal too; timeout(1)) is one request, and
+                # so is the launcher dying (it asked for nothing).
+                requests = [s for s in self.signals if s != LAUNCHER_DIED]
+                if requests and time.monotonic() - began > SECOND_SIGNAL_AFTER:
+                    logs.warning("stop_forced", signal=signal.Signals(requests[0]).name,
+                                 reason="second stop signal during the graceful stop")
                     deadline = 0
+                elif LAUNCHER_DIED in self.signals:
+                    logs.warning("launcher_gone", launcher_pid=launcher_pid(),
+                                 hint="during the graceful stop; it goes on")
                 self.signals.clear()
             if time.monotonic() > deadline and not forced:
                 for child in self._live():

@@ -85,6 +85,15 @@ def test_serve_check_prints_the_settings(tmp_path):
     assert "listen_port = 8774  (default)" in result.stdout
 
 
+def test_serve_check_does_not_print_the_admin_token(tmp_path):
+    config = tmp_path / "a.toml"
+    config.write_text('admin_token = "very-secret-admin-token"\n')
+    result = appliance("serve", "--config", str(config), "--check")
+    assert result.returncode == 0, result.stderr
+    assert "very-secret" not in result.stdout
+    assert f"admin_token = (set, not shown)  ({config})" in result.stdout
+
+
 def test_cell_init_creates_a_database(tmp_path):
     db = tmp_path / "c1.db"
     result = appliance("cell", "init", "--db", str(db), "--name", "c1")
