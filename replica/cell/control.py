@@ -1,25 +1,36 @@
 """The cell's control socket (REP): hello, replay, consistent paged snapshots,
 digests, buckets and fetch, each answered with ``replica.feed`` encodings.
 
-Runs in its own thread with its own SQLite connections, so a long snapshot page or
-digest never delays the feed. Every request gets a reply; a bad request gets an
-error reply (counted) and the server goes on.
+Runs in its own process (see ``publisher.py``) or thread, with its own SQLite
+connections, so a long snapshot page never delays the feed. Every request gets a
+reply; a bad request gets an error reply (counted) and the server goes on.
 
 Consistency: every op reads inside one read transaction and reports the seq (the
 outbox head) of that transaction, so the entities it returns are exactly the state
-at that seq. Digests and buckets keep a cache of entity hashes brought forward by
-the outbox (``HashCache``), so only the first one builds every entity.
+at that seq. Digests and buckets use a cache of entity hashes (``HashCache``) that a
+background thread builds when the server starts and brings forward by the outbox
+every HASH_REFRESH_SECONDS; a request brings it forward by the changes since, so no
+digest builds every entity while other requests wait (one that arrives during the
+first build waits for it).
+
+Replies are encoded once: a page or a replay is built and packed with the cyclic
+garbage collector paused (they are trees without cycles), a reply over
+REPLY_MAX_BYTES is cut short by sizes estimated from compact JSON, and a replay
+builds its events in chunks only until the reply is full.
 
 A snapshot holds its own connection with a read transaction open from
 ``snapshot_begin`` until ``snapshot_end`` or 60 s of idleness; in WAL mode that never
-blocks the cell's writers. After serving a page, the server builds the next one
-while the requester applies it (``prefetch``). At most MAX_SNAPSHOTS are open; when
+blocks the cell's writers. After serving a page, the server builds (and encodes)
+the next one while the requester applies it (``prefetch``); a replay that did not
+reach the head gets its successor prefetched the same way. At most MAX_SNAPSHOTS are open; when
 full, one idle for SNAPSHOT_EVICT_IDLE_SECONDS makes room (a requester that died
 mid-resync must not block its own retry for a minute).
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import select
 import threading
@@ -30,6 +41,7 @@ from dataclasses import dataclass, field
 import apsw
 import msgpack
 import nanomsg
+import orjson
 
 from replica import feed
 from replica.cell import connection, entity, outbox
@@ -44,6 +56,9 @@ SNAPSHOT_IDLE_SECONDS = 60.0
 MAX_SNAPSHOTS = 4
 SNAPSHOT_EVICT_IDLE_SECONDS = 5.0   # when full, a snapshot idle this long makes room
 POLL_SECONDS = 0.2               # how often the loop looks at stop and idle snapshots
+REPLAY_PREFETCH_SECONDS = 5.0    # a prefetched replay reply older than this is rebuilt
+REPLAY_CHUNK = 500               # outbox rows built at a time until a replay reply is full
+HASH_REFRESH_SECONDS = 10.0      # the background hash cache follows the outbox this often
 
 
 class RequestError(Exception):
@@ -94,6 +109,30 @@ def _packed_size(obj) -> int:
     return len(msgpack.packb(obj, use_bin_type=True))
 
 
+def _size_of(obj) -> int:
+    """About the msgpack size of an entity, from its compact JSON (a few times cheaper
+    to produce): JSON is the longer of the two for anything but floats, and the reply
+    cap it is checked against is soft (REPLY_MAX_BYTES is half the message limit)."""
+    try:
+        return len(orjson.dumps(obj))
+    except TypeError:       # what orjson does not encode (bytes, huge integers)
+        return _packed_size(obj)
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Pages and replies are trees of fresh containers without cycles, built and dropped
+    within one request: the cyclic collector would only walk them over and over. Drop
+    them inside the block: what is still alive when it ends is walked once."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
 class HashCache:
     """Entity hashes of the whole cell at one seq, brought forward by rebuilding
     only the keys the outbox says changed since. A digest is then as cheap as the
@@ -106,12 +145,18 @@ class HashCache:
 
     def refresh(self, conn: apsw.Connection, kinds: list[str]) -> int:
         """Bring the cache to the head of ``conn``'s open read transaction."""
+        with _gc_paused():
+            return self._refresh(conn, kinds)
+
+    def _refresh(self, conn: apsw.Connection, kinds: list[str]) -> int:
         head = outbox.outbox_head(conn)
         if self.seq is not None and head == self.seq:
             return head
         if self.seq is None or outbox.outbox_oldest(conn) > self.seq + 1 or head < self.seq:
-            self.entries = {(kind, key): (feed.entity_hash(ent), feed.bucket_of(key))
-                            for kind, key, ent in entity.iter_entities(conn, kinds)}
+            entries = {}
+            for kind, key, ent in entity.iter_entities(conn, kinds, page=1000):
+                entries[(kind, key)] = (feed.entity_hash(ent), feed.bucket_of(key))
+            self.entries = entries
         else:
             changed: dict[str, list[str]] = {}
             for kind, key in conn.execute(f"SELECT DISTINCT kind, key FROM {outbox.OUTBOX} "
@@ -144,7 +189,9 @@ class ControlServer:
         self.snapshots: dict[str, Snapshot] = {}
         self.conn: apsw.Connection | None = None
         self.hashes = HashCache()
+        self.hashes_lock = threading.Lock()
         self.pending_prefetch: tuple | None = None
+        self.prefetched_replay: tuple | None = None    # (from, limit, built at, reply, next)
         self.handlers = {
             "hello": self.hello, "replay": self.replay,
             "snapshot_begin": self.snapshot_begin, "snapshot_page": self.snapshot_page,
@@ -157,6 +204,7 @@ class ControlServer:
     def run(self) -> None:
         self.conn = connection.open_cell_reader(self.db)
         fd = self.sock.recv_fd
+        threading.Thread(target=self.keep_hashes, name="cell-hashes", daemon=True).start()
         try:
             while not self.stop.is_set():
                 try:
@@ -188,17 +236,46 @@ class ControlServer:
             log.warning("control reply not sent: %s", exc)
         self.prefetch()
 
+    def keep_hashes(self) -> None:
+        """Build the digest's hash cache in the background from the start, and keep it
+        near the head (so that outbox pruning never forces a full rebuild): a digest
+        or bucket request then only brings it forward by the last few changes, instead
+        of building every entity while the control socket answers nothing else."""
+        conn = connection.open_cell_reader(self.db)
+        try:
+            while not self.stop.is_set():
+                try:
+                    with self.hashes_lock, self._read(conn):
+                        self.hashes.refresh(conn, self.kinds)
+                except Exception as exc:     # a busy or rebuilt cell: try again later
+                    log.warning("hash cache refresh failed: %s", exc)
+                if self.stop.wait(HASH_REFRESH_SECONDS):
+                    return
+        finally:
+            conn.close()
+
     def prefetch(self) -> None:
-        """Build the next page of the snapshot just served, so that building it
-        overlaps with the requester applying the page it has."""
+        """Build the next page of the snapshot just served, or the next replay reply
+        for a requester catching up, so that building it overlaps with the requester
+        applying the reply it has. A prefetched replay is used within
+        REPLAY_PREFETCH_SECONDS: it is the state at the seq it reports, as any reply is,
+        only read a little earlier."""
         pending, self.pending_prefetch = self.pending_prefetch, None
         if pending is None:
+            return
+        if pending[0] == "replay":
+            _op, start, limit = pending
+            built_at = time.monotonic()
+            try:
+                self.prefetched_replay = (start, limit, built_at) + self._replay_reply(start,
+                                                                                      limit)
+            except (RequestError, apsw.Error) as exc:
+                log.warning("replay prefetch from %d failed: %s", start, exc)
             return
         snap, after, limit = pending
         if snap.id in self.snapshots:
             try:
-                snap.prefetched = (after, limit, entity.page_entities(snap.conn, self.kinds,
-                                                                      after, limit))
+                snap.prefetched = (after, limit) + self._page_reply(snap, after, limit)
             except apsw.Error as exc:
                 log.warning("snapshot %s: prefetch failed: %s", snap.id, exc)
 
@@ -254,24 +331,51 @@ class ControlServer:
         if epoch != self.epoch:
             raise RequestError("epoch", f"epoch {epoch!r} is not the current epoch",
                                epoch=self.epoch)
-        start = _int_arg(args, "from")
+        start = max(_int_arg(args, "from"), 1)
         limit = min(_int_arg(args, "limit", low=1), REPLAY_MAX_EVENTS)
+        ready, self.prefetched_replay = self.prefetched_replay, None
+        if (ready is not None and ready[:2] == (start, limit)
+                and time.monotonic() - ready[2] < REPLAY_PREFETCH_SECONDS):
+            reply, following = ready[3:]
+        else:
+            reply, following = self._replay_reply(start, limit)
+        if following is not None:
+            self.pending_prefetch = ("replay", following, limit)
+        return reply
+
+    def _replay_reply(self, start: int, limit: int) -> tuple[bytes, int | None]:
+        """The encoded reply for a replay from ``start``, and the seq a requester
+        catching up asks for next (None when this reply reaches the head)."""
         with self._read(self.conn):
             head = outbox.outbox_head(self.conn)
             oldest = outbox.outbox_oldest(self.conn)
-            start = max(start, 1)
             if start < oldest and start <= head:
                 raise RequestError("retention", f"seq {start} is older than the oldest "
                                    f"retained seq {oldest}", oldest=oldest, head=head)
             rows = outbox.read_events(self.conn, start - 1, limit)
-            events = self._built_events(self.conn, rows)
+            with _gc_paused():
+                events = self._replay_events(rows)
+                last = events[-1]["s"] if events else None
+                reply = feed.encode_reply(epoch=self.epoch, head=head, events=events)
+                del events, rows
+        return reply, (last + 1 if last is not None and last < head else None)
+
+    def _replay_events(self, rows: list[tuple]) -> list[dict]:
+        """The wire events of ``rows``, built REPLAY_CHUNK at a time until the reply
+        is full: the rest is not built at all (the requester asks again from there)."""
         wire, size = [], 0
-        for item in feed.encode_events(events):
-            size += _packed_size(item)
-            if wire and size > REPLY_MAX_BYTES:
-                break
-            wire.append(item)
-        return feed.encode_reply(epoch=self.epoch, head=head, events=wire)
+        for start in range(0, len(rows), REPLAY_CHUNK):
+            events = self._built_events(self.conn, rows[start:start + REPLAY_CHUNK])
+            sizes: dict[int, int] = {}     # an entity shared by events is sized once
+            for event, item in zip(events, feed.encode_events(events)):
+                ent = event.entity
+                if id(ent) not in sizes:
+                    sizes[id(ent)] = _size_of(ent) if ent is not None else 0
+                size += sizes[id(ent)] + len(event.key) + 32
+                if wire and size > REPLY_MAX_BYTES:
+                    return wire
+                wire.append(item)
+        return wire
 
     def snapshot_begin(self, args: dict) -> bytes:
         if len(self.snapshots) >= MAX_SNAPSHOTS:
@@ -314,20 +418,31 @@ class ControlServer:
         limit = min(_int_arg(args, "limit", low=1), PAGE_MAX_ITEMS)
         ready, snap.prefetched = snap.prefetched, None
         if ready is not None and ready[:2] == (after, limit):
-            items, cursor = ready[2]
+            reply, cursor = ready[2:]
         else:
-            items, cursor = entity.page_entities(snap.conn, self.kinds, after, limit)
-        wire, size = [], 0
-        for kind, key, ent in items:
-            size += _packed_size(ent) + len(key) + 16
-            if wire and size > REPLY_MAX_BYTES:
-                cursor = (wire[-1][0], wire[-1][1])      # truncated: not done
-                break
-            wire.append([kind, key, ent])
+            reply, cursor = self._page_reply(snap, after, limit)
         snap.last_used = time.monotonic()
         if cursor is not None:
             self.pending_prefetch = (snap, cursor, limit)
-        return feed.encode_reply(items=wire, done=cursor is None)
+        return reply
+
+    def _page_reply(self, snap: Snapshot, after, limit: int) -> tuple[bytes, tuple | None]:
+        """The encoded reply for one page and the cursor after it (None: the last)."""
+        with _gc_paused():
+            items, cursor = entity.page_entities(snap.conn, self.kinds, after, limit)
+            wire = [[kind, key, ent] for kind, key, ent in items]
+            reply = feed.encode_reply(items=wire, done=cursor is None)
+            if len(reply) > REPLY_MAX_BYTES and len(wire) > 1:     # too big: cut it short
+                size = 0
+                for i, (kind, key, ent) in enumerate(wire):
+                    size += _size_of(ent) + len(key) + 16
+                    if i and size > REPLY_MAX_BYTES:
+                        wire = wire[:i]
+                        cursor = (wire[-1][0], wire[-1][1])      # truncated: not done
+                        break
+                reply = feed.encode_reply(items=wire, done=cursor is None)
+            del items, wire      # freed before the collector is back (see _gc_paused)
+        return reply, cursor
 
     def snapshot_end(self, args: dict) -> bytes:
         snap = self.snapshots.pop(args.get("snapshot"), None)
@@ -337,17 +452,18 @@ class ControlServer:
 
     def digest(self, args: dict) -> bytes:
         buckets = [[0, 0] for _ in range(feed.DIGEST_BUCKETS)]
-        with self._read(self.conn):
-            seq = self.hashes.refresh(self.conn, self.kinds)
-        for entity_hash, bucket in self.hashes.entries.values():
-            buckets[bucket][0] += 1
-            buckets[bucket][1] += entity_hash
+        with self.hashes_lock:
+            with self._read(self.conn):
+                seq = self.hashes.refresh(self.conn, self.kinds)
+            for entity_hash, bucket in self.hashes.entries.values():
+                buckets[bucket][0] += 1
+                buckets[bucket][1] += entity_hash
         return feed.encode_reply(epoch=self.epoch, seq=seq, buckets=buckets)
 
     def bucket(self, args: dict) -> bytes:
         wanted = _int_arg(args, "bucket", low=0, high=feed.DIGEST_BUCKETS - 1)
         entities: dict[str, list[int]] = {}
-        with self._read(self.conn):
+        with self.hashes_lock, self._read(self.conn):
             seq = self.hashes.refresh(self.conn, self.kinds)
             members: dict[str, list[str]] = {}
             for (kind, key), (entity_hash, bucket) in self.hashes.entries.items():

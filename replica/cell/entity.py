@@ -2,7 +2,13 @@
 per change, not once per read.
 
 ``build_servers`` runs a fixed number of statements per page of uuids (one per
-table, keys passed as one JSON array), never one per uuid. Which child rows count
+table, keys passed as one JSON array), never one per uuid. A snapshot page
+(``page_entities``) reads its instance rows and keys in one statement and each
+child table by the key range the page covers (an index range scan rather than a
+seek per key). Per row, the work stays small: SQLite extracts paths from Nova's
+serialized objects, a flavor text is resolved once per process (a cell has a few),
+network info caches are parsed by orjson (exactly as the json module parses them,
+see ``_fast_loads``), and the cyclic garbage collector waits while a page is built. Which child rows count
 follows Nova's ORM relationships (``nova/db/main/models.py``):
 
 - ``instance_extra``, ``instance_info_caches``, ``instance_system_metadata``: every
@@ -25,15 +31,19 @@ has several service rows (a deleted one and a re-registered one), the live one w
 
 from __future__ import annotations
 
+import gc
 import json
+import re
 from typing import Iterable, Iterator
 
 import apsw
+import orjson
 
 from replica import feed
 from replica.cell import schema
 
 PAGE = 500                      # uuids per round of queries
+PAGE_RANGE = 1000               # instances per round of a snapshot page (key range)
 INSTANCE_NAME_TEMPLATE = "instance-%08x"
 
 _INSTANCE_COLUMNS = (
@@ -60,11 +70,16 @@ def _json_at(column: str, path: str) -> str:
     return f"CASE WHEN json_valid({column}) THEN json_extract({column}, '{path}') END"
 
 
+_ISO_PLAIN = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}")
+
+
 def iso(value) -> str | None:
     """Nova's stored datetime (``'2026-12-01 07:30:43.123456'``, or an ISO form with
     ``T`` / ``Z``) as the feed's ``'2026-12-01T07:30:43.123456'``."""
     if value is None or value == "":
         return None
+    if type(value) is str and _ISO_PLAIN.fullmatch(value):    # the form Nova stores
+        return f"{value[:10]}T{value[11:]}"
     text = str(value).strip().replace(" ", "T", 1)
     for suffix in ("Z", "+00:00"):
         if text.endswith(suffix):
@@ -84,6 +99,25 @@ def _loads(text, default=None):
         return default
 
 
+# orjson parses what the json module parses, to the same values, except integers
+# beyond 64 bits (orjson makes them floats); a text with a run of 19 digits or more
+# goes to the json module. What orjson refuses (NaN, lone surrogates, deep nesting)
+# goes there too, so the result is always json.loads's.
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_NUMBER = b"0" * 19
+
+
+def _fast_loads(text, default=None):
+    """``_loads`` for large documents (network info caches), by orjson when exact."""
+    if type(text) is str and text:
+        try:
+            if _LONG_NUMBER not in text.encode().translate(_DIGITS_TO_ZERO):
+                return orjson.loads(text)
+        except (UnicodeEncodeError, orjson.JSONDecodeError):
+            pass
+    return _loads(text, default)
+
+
 def _int(value, default: int = 0) -> int:
     try:
         return int(value) if value is not None else default
@@ -101,6 +135,11 @@ def flavor_of(cur_data: str | None, instance: dict) -> dict:
     extracted by SQL); falls back to the instance's own sizing columns when the extra
     row has none (a row mid-build). A cell has a handful of distinct flavor texts, so
     the result is cached by text (each entity gets its own copy)."""
+    return _flavor(cur_data, instance["memory_mb"], instance["vcpus"], instance["root_gb"],
+                   instance["ephemeral_gb"])
+
+
+def _flavor(cur_data, memory_mb, vcpus, root_gb, ephemeral_gb) -> dict:
     cached = _FLAVOR_CACHE.get(cur_data) if cur_data else None
     if cached is not None:
         return {**cached, "extra_specs": dict(cached["extra_specs"])}
@@ -111,10 +150,10 @@ def flavor_of(cur_data: str | None, instance: dict) -> dict:
     flavor = {
         "flavorid": str(data.get("flavorid") or ""),
         "name": str(data.get("name") or ""),
-        "memory_mb": _int(data.get("memory_mb", instance["memory_mb"])),
-        "vcpus": _int(data.get("vcpus", instance["vcpus"])),
-        "root_gb": _int(data.get("root_gb", instance["root_gb"])),
-        "ephemeral_gb": _int(data.get("ephemeral_gb", instance["ephemeral_gb"])),
+        "memory_mb": _int(data.get("memory_mb", memory_mb)),
+        "vcpus": _int(data.get("vcpus", vcpus)),
+        "root_gb": _int(data.get("root_gb", root_gb)),
+        "ephemeral_gb": _int(data.get("ephemeral_gb", ephemeral_gb)),
         "swap": _int(data.get("swap")),
         "extra_specs": {str(k): str(v) for k, v in specs.items()} if isinstance(specs, dict) else {},
     }
@@ -125,6 +164,36 @@ def flavor_of(cur_data: str | None, instance: dict) -> dict:
     return flavor
 
 
+# instance_extra.flavor text (the whole {"cur", "old", "new"} document) -> its "cur"
+# data as SQLite extracts it. The texts repeat across a cell (one per flavor and
+# resize pair), so SQLite parses each distinct text once per process, not per row.
+_CUR_DATA: dict[str, object] = {}
+_CUR_DATA_MAX = 1024
+_CUR_DATA_SQL = (f"SELECT value, {_json_at('value', _FLAVOR_CUR)} FROM json_each(?)")
+
+
+def _cur_data_of(conn: apsw.Connection, texts) -> None:
+    """Fill ``_CUR_DATA`` for the flavor texts not in it yet (one statement)."""
+    missing = [t for t in dict.fromkeys(texts) if type(t) is str and t not in _CUR_DATA]
+    if not missing:
+        return
+    if len(_CUR_DATA) + len(missing) > _CUR_DATA_MAX:
+        _CUR_DATA.clear()
+    for text, cur in conn.execute(_CUR_DATA_SQL, (json.dumps(missing),)):
+        _CUR_DATA[text] = cur
+
+
+def _cur_data(conn: apsw.Connection, text):
+    if text is None:
+        return None
+    if type(text) is str:
+        cur = _CUR_DATA.get(text, _CUR_DATA)
+        if cur is not _CUR_DATA:
+            return cur
+    # a value of another type (or evicted meanwhile): ask SQLite as the page query did
+    return conn.execute(f"SELECT {_json_at('?1', _FLAVOR_CUR)}", (text,)).fetchone()[0]
+
+
 def trusted_certs_of(ids_text: str | None) -> list | None:
     ids = _loads(ids_text)
     return [str(i) for i in ids] if isinstance(ids, list) else None
@@ -132,7 +201,11 @@ def trusted_certs_of(ids_text: str | None) -> list | None:
 
 def host_status(instance: dict, service: tuple | None) -> str:
     """Nova's host_status rule from the services row (see the module docstring)."""
-    if not instance["host"] or instance["deleted"] or service is None:
+    return _host_status(instance["host"], instance["deleted"], service)
+
+
+def _host_status(host, deleted, service: tuple | None) -> str:
+    if not host or deleted or service is None:
         return ""
     disabled, forced_down = service
     if forced_down:
@@ -149,6 +222,35 @@ def _hints_of(text: str | None) -> dict:
     return hints if isinstance(hints, dict) else {}
 
 
+# request_specs: [scheduler_hints, availability_zone] as one JSON array text (one
+# parse by SQLite) -> (hints, pinned az). Most texts are one of a few ('[{},null]').
+_SPEC_CACHE: dict[str, tuple] = {}
+_SPEC_CACHE_MAX = 256
+
+
+def _spec_of(text) -> tuple[dict, str | None]:
+    """What ``_hints_of`` / the az check make of the two single-path extractions."""
+    if text is None:
+        return {}, None
+    cached = _SPEC_CACHE.get(text)
+    if cached is not None:
+        return {}, cached[1]
+    try:
+        hints, az = json.loads(text)
+    except (TypeError, ValueError):
+        return {}, None
+    if isinstance(hints, str):          # a single-path extraction returns strings bare
+        hints = _hints_of(hints)
+    elif not isinstance(hints, dict):
+        hints = {}
+    az = az if isinstance(az, str) else None
+    if not hints and type(text) is str:
+        if len(_SPEC_CACHE) >= _SPEC_CACHE_MAX:
+            _SPEC_CACHE.clear()
+        _SPEC_CACHE[text] = (None, az)
+    return hints, az
+
+
 def _pages(keys: list[str], size: int = PAGE) -> Iterator[list[str]]:
     for start in range(0, len(keys), size):
         yield keys[start:start + size]
@@ -162,6 +264,7 @@ _STR_AT = tuple(i for i, c in enumerate(_INSTANCE_COLUMNS)
 _INT_AT = tuple(i for i, c in enumerate(_INSTANCE_COLUMNS) if c in _INT_COLUMNS)
 _STR_OK = (str, type(None))
 _INT_OK = (int, type(None))
+_CLEAN_TYPES: set[tuple] = set()     # column type signatures seen to need no coercion
 
 
 def _str_or_none(value):
@@ -178,8 +281,13 @@ def _to_int(value):
 def _clean(row: tuple) -> tuple:
     """Entities must validate whatever a column holds (SQLite is dynamically typed):
     coerce an odd value instead of publishing an entity the appliance would refuse."""
-    if (all(type(row[i]) in _STR_OK for i in _STR_AT)
-            and all(type(row[i]) in _INT_OK for i in _INT_AT)):
+    types = tuple(map(type, row))
+    if types in _CLEAN_TYPES:
+        return row
+    if (all(types[i] in _STR_OK for i in _STR_AT)
+            and all(types[i] in _INT_OK for i in _INT_AT)):
+        if len(_CLEAN_TYPES) < 4096:
+            _CLEAN_TYPES.add(types)
         return row
     values = list(row)
     for i in _STR_AT:
@@ -191,149 +299,206 @@ def _clean(row: tuple) -> tuple:
     return tuple(values)
 
 
-def _instances(conn: apsw.Connection, arg: str) -> dict[str, dict]:
-    cursor = conn.execute(f"SELECT {', '.join(_INSTANCE_COLUMNS)} FROM instances "
-                          f"WHERE uuid IN {_IN_KEYS}", (arg,))
+# Child rows are selected either for a list of keys (``IN``: a batch, a replay, a
+# fetch) or, for a snapshot page, for the key range (after, last] that the page's
+# instances cover exactly: an index range scan instead of one seek per key. A child
+# row in the range without an instance row is read and ignored.
+_BY_KEYS = "{col} IN (SELECT value FROM json_each(?1))"
+_BY_RANGE = "{col} > ?1 AND {col} <= ?2"
+_INSTANCE_SQL = f"SELECT {', '.join(_INSTANCE_COLUMNS)} FROM instances "
+_CHILD_SQL = {
+    # instance_uuid, deleted, id, flavor text, trusted cert ids
+    "extra": "SELECT instance_uuid, deleted, id, flavor, "
+             f"{_json_at('trusted_certs', _CERT_IDS)} FROM instance_extra "
+             "WHERE {instance_uuid} ORDER BY instance_uuid, id",
+    # only the keys the entity reads: image_* (a BINARY range) and locked_reason
+    "sysmeta": "SELECT instance_uuid, key, value FROM instance_system_metadata "
+               "WHERE {instance_uuid} AND (key = 'locked_reason' OR "
+               "(key >= 'image_' AND key < 'image`')) ORDER BY instance_uuid, id",
+    "caches": "SELECT instance_uuid, network_info FROM instance_info_caches "
+              "WHERE {instance_uuid} ORDER BY instance_uuid, id",
+    "metadata": "SELECT instance_uuid, key, value FROM instance_metadata "
+                "WHERE {instance_uuid} AND deleted = 0 ORDER BY instance_uuid, id",
+    "tags": "SELECT resource_id, tag FROM tags WHERE {resource_id} ORDER BY resource_id, tag",
+    "volumes": "SELECT instance_uuid, volume_id, delete_on_termination "
+               "FROM block_device_mapping WHERE {instance_uuid} AND deleted = 0 "
+               "AND volume_id IS NOT NULL ORDER BY instance_uuid, id",
+    "groups": "SELECT a.instance_uuid, g.name FROM security_group_instance_association a "
+              "JOIN security_groups g ON g.id = a.security_group_id "
+              "WHERE {a.instance_uuid} AND a.deleted = 0 AND g.deleted = 0 "
+              "ORDER BY a.instance_uuid, a.id",
+    "faults": "SELECT instance_uuid, code, message, details, created_at FROM instance_faults "
+              "WHERE id IN (SELECT max(id) FROM instance_faults "
+              "WHERE {instance_uuid} AND deleted = 0 GROUP BY instance_uuid)",
+    "server_groups": "SELECT m.instance_uuid, g.uuid FROM instance_group_member m "
+                     "JOIN instance_groups g ON g.id = m.group_id WHERE {m.instance_uuid} "
+                     "ORDER BY m.instance_uuid, m.id",
+    "specs": "SELECT instance_uuid, CASE WHEN json_valid(spec) THEN "
+             f"json_extract(spec, '{_SPEC_HINTS}', '{_SPEC_AZ}') END FROM request_specs "
+             "WHERE {instance_uuid}",
+}
+_COLUMNS_NAMED = ("instance_uuid", "resource_id", "a.instance_uuid", "m.instance_uuid")
+
+
+def _child_queries(where: str) -> dict[str, str]:
     out = {}
-    for row in cursor:
-        row = _clean(row)
-        out[row[1]] = dict(zip(_INSTANCE_COLUMNS, row))
+    for table, sql in _CHILD_SQL.items():
+        for name in _COLUMNS_NAMED:
+            sql = sql.replace("{%s}" % name, where.format(col=name))
+        out[table] = sql
     return out
 
 
-def _build_page(conn: apsw.Connection, keys: list[str]) -> dict[str, dict | None]:
-    arg = json.dumps(keys)
-    rows = _instances(conn, arg)
-    out: dict[str, dict | None] = {key: None for key in keys}
-    if not rows:
-        return out
-    arg = json.dumps(list(rows))
+_CHILD_BY_KEYS = _child_queries(_BY_KEYS)
+_CHILD_BY_RANGE = _child_queries(_BY_RANGE)
+_SERVICES_SQL = ("SELECT host, disabled, forced_down FROM services "
+                 f"WHERE \"binary\" = 'nova-compute' AND host IN {_IN_KEYS} "
+                 "ORDER BY deleted = 0, id")
 
+
+def _build_rows(conn: apsw.Connection, rows: list[tuple], queries: dict[str, str],
+                args: tuple) -> dict[str, dict]:
+    """Entities of instance ``rows`` (``_INSTANCE_COLUMNS`` tuples, cleaned); the child
+    ``queries`` select their rows with ``args`` (keys or a key range). Entities hold
+    no reference cycles, so the cyclic collector (which would run many times over
+    the containers a page creates) waits until the page is built."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _build_entities(conn, rows, queries, args)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _build_entities(conn: apsw.Connection, rows: list[tuple], queries: dict[str, str],
+                    args: tuple) -> dict[str, dict]:
+    execute = conn.execute
     extra: dict[str, tuple] = {}
-    for uuid, flavor, certs in conn.execute(
-            f"SELECT instance_uuid, {_json_at('flavor', _FLAVOR_CUR)}, "
-            f"{_json_at('trusted_certs', _CERT_IDS)} FROM instance_extra "
-            f"WHERE instance_uuid IN {_IN_KEYS} ORDER BY deleted != 0 DESC, id", (arg,)):
-        extra[uuid] = (flavor, certs)      # a live row, ordered last, wins
-    sysmeta: dict[str, dict] = {}
-    for uuid, key, value in conn.execute(
-            "SELECT instance_uuid, key, value FROM instance_system_metadata "
-            f"WHERE instance_uuid IN {_IN_KEYS} ORDER BY id", (arg,)):
-        sysmeta.setdefault(uuid, {})[key] = value
+    best: dict[str, tuple] = {}
+    for uuid, deleted, rowid, flavor, certs in execute(queries["extra"], args):
+        # ORDER BY deleted != 0 DESC, id and the last row wins: live rows beat deleted
+        # ones (and a NULL deleted, sorted last, beats both), then the highest id
+        rank = (2 if deleted is None else 1 if deleted == 0 else 0, rowid)
+        if uuid not in best or rank > best[uuid]:
+            best[uuid] = rank
+            extra[uuid] = (flavor, certs)
+    _cur_data_of(conn, [flavor for flavor, _certs in extra.values()])
+    images: dict[str, dict] = {}
+    locked_reasons: dict[str, object] = {}
+    for uuid, key, value in execute(queries["sysmeta"], args):
+        if key == "locked_reason":
+            locked_reasons[uuid] = value
+        else:
+            try:
+                images[uuid][key[6:]] = value
+            except KeyError:
+                images[uuid] = {key[6:]: value}
     caches: dict[str, str] = {}
-    for uuid, info in conn.execute(
-            "SELECT instance_uuid, network_info FROM instance_info_caches "
-            f"WHERE instance_uuid IN {_IN_KEYS} ORDER BY id", (arg,)):
+    for uuid, info in execute(queries["caches"], args):
         caches[uuid] = info
     metadata: dict[str, dict] = {}
-    for uuid, key, value in conn.execute(
-            "SELECT instance_uuid, key, value FROM instance_metadata "
-            f"WHERE instance_uuid IN {_IN_KEYS} AND deleted = 0 ORDER BY id", (arg,)):
+    for uuid, key, value in execute(queries["metadata"], args):
         metadata.setdefault(uuid, {})[str(key)] = value if type(value) is str else str(value)
     tags: dict[str, list] = {}
-    for uuid, tag in conn.execute(
-            f"SELECT resource_id, tag FROM tags WHERE resource_id IN {_IN_KEYS} "
-            "ORDER BY resource_id, tag", (arg,)):
+    for uuid, tag in execute(queries["tags"], args):
         tags.setdefault(uuid, []).append(tag)
     volumes: dict[str, list] = {}
-    for uuid, volume_id, dot in conn.execute(
-            "SELECT instance_uuid, volume_id, delete_on_termination FROM block_device_mapping "
-            f"WHERE instance_uuid IN {_IN_KEYS} AND deleted = 0 AND volume_id IS NOT NULL "
-            "ORDER BY id", (arg,)):
+    for uuid, volume_id, dot in execute(queries["volumes"], args):
         volumes.setdefault(uuid, []).append({"id": volume_id, "delete_on_termination": bool(dot)})
     groups: dict[str, list] = {}
-    for uuid, name in conn.execute(
-            "SELECT a.instance_uuid, g.name FROM security_group_instance_association a "
-            "JOIN security_groups g ON g.id = a.security_group_id "
-            f"WHERE a.instance_uuid IN {_IN_KEYS} AND a.deleted = 0 AND g.deleted = 0 "
-            "ORDER BY a.id", (arg,)):
+    for uuid, name in execute(queries["groups"], args):
         groups.setdefault(uuid, []).append(name)
     faults: dict[str, dict] = {}
-    for uuid, code, message, details, created in conn.execute(
-            "SELECT instance_uuid, code, message, details, created_at FROM instance_faults "
-            "WHERE id IN (SELECT max(id) FROM instance_faults "
-            f"WHERE instance_uuid IN {_IN_KEYS} AND deleted = 0 GROUP BY instance_uuid)", (arg,)):
+    for uuid, code, message, details, created in execute(queries["faults"], args):
         faults[uuid] = {"code": code, "message": message, "details": details,
                         "created": iso(created)}
-    hosts = sorted({r["host"] for r in rows.values() if r["host"]})
+    hosts = sorted({row[17] for row in rows if row[17]})
     services: dict[str, tuple] = {}
     if hosts:
-        for host, disabled, forced_down in conn.execute(
-                "SELECT host, disabled, forced_down FROM services "
-                f"WHERE \"binary\" = 'nova-compute' AND host IN {_IN_KEYS} "
-                "ORDER BY deleted = 0, id", (json.dumps(hosts),)):
+        for host, disabled, forced_down in execute(_SERVICES_SQL, (json.dumps(hosts),)):
             services[host] = (bool(disabled), bool(forced_down))   # live row last, wins
     server_groups: dict[str, list] = {}
-    for uuid, group in conn.execute(
-            "SELECT m.instance_uuid, g.uuid FROM instance_group_member m "
-            f"JOIN instance_groups g ON g.id = m.group_id WHERE m.instance_uuid IN {_IN_KEYS} "
-            "ORDER BY m.id", (arg,)):
+    for uuid, group in execute(queries["server_groups"], args):
         server_groups.setdefault(uuid, []).append(group)
-    specs: dict[str, tuple] = {}
-    for uuid, hints, az in conn.execute(
-            f"SELECT instance_uuid, {_json_at('spec', _SPEC_HINTS)}, "
-            f"{_json_at('spec', _SPEC_AZ)} FROM request_specs WHERE instance_uuid IN {_IN_KEYS}",
-            (arg,)):
-        specs[uuid] = (_hints_of(hints), az if isinstance(az, str) else None)
+    specs: dict[str, object] = {}
+    for uuid, spec in execute(queries["specs"], args):
+        specs[uuid] = spec
 
-    for uuid, row in rows.items():
-        live = not row["deleted"]
-        flavor_text, certs = extra.get(uuid, (None, None))
-        system = sysmeta.get(uuid, {})
-        hints, pinned_az = specs.get(uuid, ({}, None))
-        network = _loads(caches.get(uuid), [])
+    out: dict[str, dict] = {}
+    no_extra = (None, None)
+    for (iid, uuid, project_id, user_id, display_name, display_description, hostname,
+         created_at, updated_at, launched_at, terminated_at, deleted_at, deleted,
+         vm_state, task_state, power_state, progress, host, node, availability_zone,
+         launch_index, reservation_id, kernel_id, ramdisk_id, root_device_name,
+         user_data, key_name, config_drive, access_ip_v4, access_ip_v6,
+         auto_disk_config, locked, locked_by, image_ref, memory_mb, vcpus, root_gb,
+         ephemeral_gb) in rows:
+        live = not deleted
+        flavor_text, certs = extra.get(uuid, no_extra)
+        hints, pinned_az = _spec_of(specs.get(uuid))
+        network = _fast_loads(caches.get(uuid), [])
         out[uuid] = {
             "uuid": uuid,
-            "project_id": row["project_id"] or "",
-            "user_id": row["user_id"] or "",
-            "display_name": row["display_name"],
-            "display_description": row["display_description"],
-            "hostname": row["hostname"],
-            "created_at": iso(row["created_at"]) or "",
-            "updated_at": iso(row["updated_at"]),
-            "launched_at": iso(row["launched_at"]),
-            "terminated_at": iso(row["terminated_at"]),
-            "deleted_at": iso(row["deleted_at"]),
+            "project_id": project_id or "",
+            "user_id": user_id or "",
+            "display_name": display_name,
+            "display_description": display_description,
+            "hostname": hostname,
+            "created_at": iso(created_at) or "",
+            "updated_at": iso(updated_at),
+            "launched_at": iso(launched_at),
+            "terminated_at": iso(terminated_at),
+            "deleted_at": iso(deleted_at),
             "deleted": not live,
-            "vm_state": row["vm_state"],
-            "task_state": row["task_state"],
-            "power_state": row["power_state"],
-            "progress": row["progress"],
-            "host": row["host"],
-            "node": row["node"],
-            "availability_zone": row["availability_zone"],
-            "launch_index": row["launch_index"],
-            "reservation_id": row["reservation_id"],
-            "kernel_id": row["kernel_id"],
-            "ramdisk_id": row["ramdisk_id"],
-            "root_device_name": row["root_device_name"],
-            "user_data": row["user_data"],
-            "key_name": row["key_name"],
-            "config_drive": row["config_drive"],
-            "access_ip_v4": row["access_ip_v4"],
-            "access_ip_v6": row["access_ip_v6"],
-            "auto_disk_config": None if row["auto_disk_config"] is None
-            else bool(row["auto_disk_config"]),
-            "locked": bool(row["locked"]),
-            "locked_by": row["locked_by"],
-            "locked_reason": _str_or_none(system.get("locked_reason")),
-            "instance_name": INSTANCE_NAME_TEMPLATE % row["id"],
-            "image_ref": row["image_ref"],
-            "image_properties": {k[len("image_"):]: v for k, v in system.items()
-                                 if k.startswith("image_")},
-            "flavor": flavor_of(flavor_text, row),
+            "vm_state": vm_state,
+            "task_state": task_state,
+            "power_state": power_state,
+            "progress": progress,
+            "host": host,
+            "node": node,
+            "availability_zone": availability_zone,
+            "launch_index": launch_index,
+            "reservation_id": reservation_id,
+            "kernel_id": kernel_id,
+            "ramdisk_id": ramdisk_id,
+            "root_device_name": root_device_name,
+            "user_data": user_data,
+            "key_name": key_name,
+            "config_drive": config_drive,
+            "access_ip_v4": access_ip_v4,
+            "access_ip_v6": access_ip_v6,
+            "auto_disk_config": None if auto_disk_config is None else bool(auto_disk_config),
+            "locked": bool(locked),
+            "locked_by": locked_by,
+            "locked_reason": _str_or_none(locked_reasons.get(uuid)),
+            "instance_name": INSTANCE_NAME_TEMPLATE % iid,
+            "image_ref": image_ref,
+            "image_properties": images.get(uuid, {}),
+            "flavor": _flavor(_cur_data(conn, flavor_text), memory_mb, vcpus, root_gb,
+                              ephemeral_gb),
             "metadata": metadata.get(uuid, {}),
             "tags": tags.get(uuid, []) if live else [],
             "network_info": network if isinstance(network, list) else [],
             "security_groups": groups.get(uuid, []) if live else [],
             "volumes": volumes.get(uuid, []),
             "fault": faults.get(uuid),
-            "host_status": host_status(row, services.get(row["host"])),
+            "host_status": _host_status(host, deleted, services.get(host)),
             "trusted_image_certificates": trusted_certs_of(certs),
             "server_groups": server_groups.get(uuid, []),
             "pinned_availability_zone": pinned_az,
             "scheduler_hints": hints,
         }
+    return out
+
+
+def _build_page(conn: apsw.Connection, keys: list[str]) -> dict[str, dict | None]:
+    out: dict[str, dict | None] = {key: None for key in keys}
+    rows = [_clean(row) for row in conn.execute(f"{_INSTANCE_SQL}WHERE uuid IN {_IN_KEYS}",
+                                                (json.dumps(keys),))]
+    if rows:
+        out.update(_build_rows(conn, rows, _CHILD_BY_KEYS,
+                               (json.dumps([row[1] for row in rows]),)))
     return out
 
 
@@ -346,6 +511,25 @@ def build_servers(conn: apsw.Connection, uuids: Iterable[str]) -> dict[str, dict
     out: dict[str, dict | None] = {}
     for page in _pages(keys):
         out.update(_build_page(conn, page))
+    return out
+
+
+def _server_range(conn: apsw.Connection, after: str, limit: int) -> list[tuple[str, dict]]:
+    """(uuid, entity) of the first ``limit`` instances with uuid > ``after``, in order:
+    the instance rows and their keys in one statement, children by key range."""
+    out: list[tuple[str, dict]] = []
+    while len(out) < limit:
+        want = min(PAGE_RANGE, limit - len(out))
+        rows = [_clean(row) for row in conn.execute(
+            f"{_INSTANCE_SQL}WHERE uuid > ? ORDER BY uuid LIMIT ?", (after, want))]
+        if not rows:
+            break
+        last = rows[-1][1]
+        built = _build_rows(conn, rows, _CHILD_BY_RANGE, (after, last))
+        out.extend((row[1], built[row[1]]) for row in rows)
+        after = last
+        if len(rows) < want:
+            break
     return out
 
 
@@ -450,15 +634,28 @@ def page_entities(conn: apsw.Connection, kinds: list[str], after: tuple[str, str
                   limit: int) -> tuple[list[tuple[str, str, dict]], tuple[str, str] | None]:
     """Up to ``limit`` (kind, key, entity) after the cursor, in (kind, key) order,
     and the cursor for the next page (None when this was the last page)."""
-    pairs = page_keys(conn, kinds, after, limit)
-    items = []
+    items: list[tuple[str, str, dict]] = []
+    seen, last = 0, None
     for kind in kinds:
-        keys = [key for k, key in pairs if k == kind]
+        if after is not None and kind < after[0]:
+            continue
+        start = after[1] if after is not None and kind == after[0] else ""
+        if kind == feed.KIND_SERVER:
+            built = _server_range(conn, start, limit - seen)
+            items.extend((kind, key, ent) for key, ent in built)
+            keys = [key for key, _ent in built]
+        else:
+            keys = [key for (key,) in conn.execute(_KEY_QUERIES[kind], (start, limit - seen))]
+            if keys:
+                entities = build(conn, kind, keys)
+                items.extend((kind, key, entities[key]) for key in keys
+                             if entities[key] is not None)
         if keys:
-            built = build(conn, kind, keys)
-            items.extend((kind, key, built[key]) for key in keys if built[key] is not None)
-    cursor = pairs[-1] if len(pairs) >= limit else None
-    return items, cursor
+            seen += len(keys)
+            last = (kind, keys[-1])
+        if seen >= limit:
+            break
+    return items, (last if seen >= limit else None)
 
 
 def iter_entities(conn: apsw.Connection, kinds: list[str],

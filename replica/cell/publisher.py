@@ -1,12 +1,17 @@
 """The cell publisher: tails the outbox, publishes batches and heartbeats on a
 nanomsg PUB socket, and answers control requests on a REP socket.
 
-Threads: the main loop tails and publishes; the control server (``control.py``)
-answers requests with its own connections; a pruner trims the outbox to its
-retention. None of them waits on another: they share no connection and SQLite runs
-in WAL mode, so reads never wait for the cell's writers. They do share the CPU and
-the GIL: while a resync pages through a snapshot, live batches go out later (tens of
-milliseconds), never out of order.
+Threads and processes: the main loop tails and publishes; a pruner thread trims
+the outbox to its retention; the control server (``control.py``) answers requests
+with its own connections in a child process of its own (forked at start, with its
+REP socket; it dies with the publisher). None of them waits on another: they share
+no connection and SQLite runs in WAL mode, so reads never wait for the cell's
+writers. The control server has its own process, not a thread, because building a
+snapshot page or a replay is CPU-bound Python: in a thread it would hold the GIL
+that the live feed needs between every row it reads, and live batches would go out
+hundreds of milliseconds late during a resync. Called from a thread other than the
+main one (where forking is unsafe), or with ``control_process=False``, the control
+server runs in a thread instead.
 
 Tailing: the loop sleeps on inotify (``watcher.py``) until the WAL is written,
 checks ``PRAGMA data_version`` and reads every event after the last one it
@@ -23,7 +28,10 @@ the gap and replays it over the control socket.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
+import multiprocessing
+import os
 import signal
 import sys
 import threading
@@ -57,6 +65,7 @@ class PublisherConfig:
     retention_seconds: float = 3600.0
     heartbeat_interval: float = 1.0
     batch_max: int = 500
+    control_process: bool = True     # the control server in a child process (see above)
 
 
 @dataclass
@@ -103,14 +112,12 @@ class Publisher:
 
     # -- sockets -----------------------------------------------------------
 
-    def open_sockets(self) -> None:
+    def open_sockets(self, control: bool = True) -> None:
         self.pub = nanomsg.Socket(nanomsg.PUB)
         self.pub.set_int_option(nanomsg.SOL_SOCKET, nanomsg.SNDBUF, SNDBUF_BYTES)
         self.pub.bind(self.config.feed_url)
-        self.rep = nanomsg.Socket(nanomsg.REP)
-        self.rep.set_int_option(nanomsg.SOL_SOCKET, nanomsg.SNDBUF, SNDBUF_BYTES)
-        self.rep.set_int_option(nanomsg.SOL_SOCKET, nanomsg.RCVMAXSIZE, feed.MAX_MESSAGE_BYTES)
-        self.rep.bind(self.config.control_url)
+        if control:
+            self.rep = open_control_socket(self.config.control_url)
 
     def close(self) -> None:
         for sock in (self.pub, self.rep):
@@ -193,11 +200,19 @@ class Publisher:
         self.stats.heartbeats += 1
 
     def run(self) -> None:
-        self.open_sockets()
-        server = control.ControlServer(self.config.db, self.config.name, self.epoch, self.kinds,
-                                       self.rep, self.stop)
-        threads = [threading.Thread(target=server.run, name="cell-control", daemon=True),
-                   threading.Thread(target=self.prune_loop, name="cell-prune", daemon=True)]
+        # Fork first: before this process has sockets or threads of its own.
+        child = None
+        if (self.config.control_process
+                and threading.current_thread() is threading.main_thread()):
+            child = ControlProcess(self.config, self.epoch, self.kinds)
+            child.start()
+        self.open_sockets(control=child is None)
+        threads = [threading.Thread(target=self.prune_loop, name="cell-prune", daemon=True)]
+        if child is None:
+            server = control.ControlServer(self.config.db, self.config.name, self.epoch,
+                                           self.kinds, self.rep, self.stop)
+            threads.append(threading.Thread(target=server.run, name="cell-control",
+                                            daemon=True))
         for thread in threads:
             thread.start()
         watch = watcher.CommitWatcher(self.config.db)
@@ -218,6 +233,20 @@ class Publisher:
                         self.publish_pending()          # the heartbeat's head is what was sent
                         self.heartbeat()
                         next_hb = now + self.config.heartbeat_interval
+                        if child is not None and not child.alive():
+                            # Not forked again (this process has sockets and threads
+                            # now): the control server goes on in a thread.
+                            log.warning("control process exited (%s); serving control "
+                                        "requests from a thread", child.proc.exitcode)
+                            child.stop()
+                            child = None
+                            self.rep = open_control_socket(self.config.control_url)
+                            server = control.ControlServer(self.config.db, self.config.name,
+                                                           self.epoch, self.kinds, self.rep,
+                                                           self.stop)
+                            threads.append(threading.Thread(target=server.run,
+                                                            name="cell-control", daemon=True))
+                            threads[-1].start()
                 except apsw.Error as exc:
                     # A database the cell is rebuilding, a full disk, I/O errors: nothing
                     # was marked published, so the same events go out once it reads again.
@@ -231,6 +260,8 @@ class Publisher:
         finally:
             self.stop.set()
             watch.close()
+            if child is not None:
+                child.stop()
             for thread in threads:
                 thread.join(timeout=5)
             self.close()
@@ -268,6 +299,72 @@ class Publisher:
             conn.close()
 
 
+def open_control_socket(url: str) -> nanomsg.Socket:
+    sock = nanomsg.Socket(nanomsg.REP)
+    sock.set_int_option(nanomsg.SOL_SOCKET, nanomsg.SNDBUF, SNDBUF_BYTES)
+    sock.set_int_option(nanomsg.SOL_SOCKET, nanomsg.RCVMAXSIZE, feed.MAX_MESSAGE_BYTES)
+    sock.bind(url)
+    return sock
+
+
+PR_SET_PDEATHSIG = 1
+CONTROL_STOP_SECONDS = 5.0
+# The control process yields the CPU to the live feed (and to the cell's own work):
+# snapshots and replays are bulk work that a requester waits for anyway.
+CONTROL_NICE = 5
+
+
+def _control_main(config: PublisherConfig, epoch: str, kinds: list[str]) -> None:
+    """The control server's process: answers until SIGTERM, or until the publisher
+    dies (PR_SET_PDEATHSIG: a SIGKILLed publisher leaves no orphan holding its port)."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)      # the publisher handles Ctrl-C
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:       # the publisher died before the line above
+        return
+    try:
+        os.nice(CONTROL_NICE)
+    except OSError:
+        pass
+    sock = open_control_socket(config.control_url)
+    try:
+        control.ControlServer(config.db, config.name, epoch, kinds, sock, stop).run()
+    finally:
+        sock.close()
+
+
+class ControlProcess:
+    """The control server in a forked child."""
+
+    def __init__(self, config: PublisherConfig, epoch: str, kinds: list[str]):
+        self.args = (config, epoch, kinds)
+        self.proc: multiprocessing.Process | None = None
+
+    def start(self) -> None:
+        context = multiprocessing.get_context("fork")
+        self.proc = context.Process(target=_control_main, args=self.args,
+                                    name="cell-control", daemon=True)
+        self.proc.start()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.is_alive()
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(CONTROL_STOP_SECONDS)
+            if self.proc.is_alive():
+                self.proc.kill()
+                self.proc.join(CONTROL_STOP_SECONDS)
+        self.proc = None
+
+
 def run_publisher(config: PublisherConfig, stop: threading.Event | None = None) -> None:
     """Run until ``stop`` is set (or SIGTERM / SIGINT when called on the main thread)."""
     check_nanomsg()
@@ -294,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retention-seconds", type=float, default=3600.0)
     parser.add_argument("--heartbeat", type=float, default=1.0)
     parser.add_argument("--batch-max", type=int, default=500)
+    parser.add_argument("--control-thread", action="store_true",
+                        help="serve control requests from a thread, not a child process")
     parser.add_argument("--init", action="store_true", help="create the database / outbox first")
     parser.add_argument("--flavors", action="store_true", help="with --init: a flavor source")
     args = parser.parse_args(argv)
@@ -302,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         outbox.init_cell_db(args.db, args.name, flavors=args.flavors)
     run_publisher(PublisherConfig(args.db, args.name, args.feed, args.control,
                                   args.retention_events, args.retention_seconds,
-                                  args.heartbeat, args.batch_max))
+                                  args.heartbeat, args.batch_max,
+                                  control_process=not args.control_thread))
     return 0
 
 

@@ -89,3 +89,86 @@ def test_snapshots_are_bounded_evicted_when_idle_and_expire(cell_db):
         snap.close()
     server.conn.close()
     conn.close()
+
+
+def test_replay_is_cut_by_size_and_its_successor_prefetched(cell_db, monkeypatch):
+    simulator.populate(cell_db, 40, 2, seed=3)
+    simulator.run_simulator(simulator.SimulatorConfig(cell_db, 0, 40, 2, ops=60, seed=3))
+    conn = connection.open_cell(cell_db)
+    epoch = outbox.epoch_of(conn)
+    server = control.ControlServer(cell_db, "c1", epoch, ["server"], None, threading.Event())
+    server.conn = connection.open_cell_reader(cell_db)
+    head = outbox.outbox_head(conn)
+
+    def replay(start, limit=1000):
+        return feed.decode_reply("replay", server.handle(feed.encode_request(
+            "replay", epoch=epoch, **{"from": start}, limit=limit)))
+
+    whole = replay(1)["events"]
+    assert [e["s"] for e in whole] == list(range(1, head + 1))
+    monkeypatch.setattr(control, "REPLY_MAX_BYTES", 20_000)
+    monkeypatch.setattr(control, "REPLAY_CHUNK", 7)
+    first = replay(1)["events"]
+    assert 1 < len(first) < head and first == whole[:len(first)]
+    # the next reply was built after this one went out, and is the one served next
+    assert server.pending_prefetch == ("replay", len(first) + 1, 1000)
+    server.prefetch()
+    assert server.prefetched_replay[:2] == (len(first) + 1, 1000)
+    prefetched = server.prefetched_replay[3]
+    second = replay(len(first) + 1)["events"]
+    assert server.prefetched_replay is None
+    assert second == whole[len(first):len(first) + len(second)]
+    assert feed.decode_reply("replay", prefetched)["events"] == second
+    # a request that is not the predicted one is answered afresh
+    server.prefetch()
+    assert replay(3)["events"][0]["s"] == 3 and server.prefetched_replay is None
+    server.conn.close()
+    conn.close()
+
+
+def test_snapshot_pages_are_cut_by_size(cell_db, monkeypatch):
+    simulator.populate(cell_db, 30, 2, seed=4)
+    conn = connection.open_cell(cell_db)
+    server = control.ControlServer(cell_db, "c1", outbox.epoch_of(conn), ["server"], None,
+                                   threading.Event())
+    server.conn = connection.open_cell_reader(cell_db)
+    expected = [key for _kind, key, _e in entity.iter_entities(conn, ["server"])]
+    monkeypatch.setattr(control, "REPLY_MAX_BYTES", 12_000)
+    snap = feed.decode_reply("snapshot_begin",
+                             server.handle(feed.encode_request("snapshot_begin")))["snapshot"]
+    seen, after, pages = [], None, 0
+    while True:
+        page = feed.decode_reply("snapshot_page", server.handle(feed.encode_request(
+            "snapshot_page", snapshot=snap, after=after, limit=100)))
+        assert len(page["items"]) < 30
+        seen += [key for _kind, key, _e in page["items"]]
+        pages += 1
+        if page["done"]:
+            break
+        after = page["items"][-1][:2]
+    assert seen == expected and pages > 2
+    for s in list(server.snapshots.values()):
+        s.close()
+    server.conn.close()
+    conn.close()
+
+
+def test_the_hash_cache_is_built_in_the_background(cell_db):
+    simulator.populate(cell_db, 20, 2, seed=6)
+    conn = connection.open_cell(cell_db)
+    stop = threading.Event()
+    server = control.ControlServer(cell_db, "c1", outbox.epoch_of(conn), ["server"], None, stop)
+    server.conn = connection.open_cell_reader(cell_db)
+    thread = threading.Thread(target=server.keep_hashes)
+    thread.start()
+    try:
+        from tests.conftest import wait_for
+        wait_for(lambda: server.hashes.seq == outbox.outbox_head(conn), what="warm hash cache")
+        assert server.hashes.entries == recomputed(conn)
+    finally:
+        stop.set()
+        thread.join()
+    digest = feed.decode_reply("digest", server.handle(feed.encode_request("digest")))
+    assert digest["seq"] == outbox.outbox_head(conn)
+    server.conn.close()
+    conn.close()
