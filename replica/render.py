@@ -21,6 +21,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+import orjson
+
 from replica import feed
 
 SELF_TOKEN = "\x01S"       # scheme://host/v2.1[/project]  (self links)
@@ -93,10 +95,20 @@ def server_status(entity: dict) -> str:
     return status_from_state(entity["vm_state"], entity["task_state"])
 
 
+_HOST_IDS: dict[tuple[str, str], str] = {}     # many servers share a project and host
+_HOST_IDS_KEPT = 65536
+
+
 def host_id(project_id: str, host: str | None) -> str:
     if not host:
         return ""
-    return hashlib.sha224((project_id + host).encode()).hexdigest()
+    key = (project_id, host)
+    found = _HOST_IDS.get(key)
+    if found is None:
+        if len(_HOST_IDS) >= _HOST_IDS_KEPT:
+            _HOST_IDS.clear()
+        found = _HOST_IDS[key] = hashlib.sha224((project_id + host).encode()).hexdigest()
+    return found
 
 
 def isotime(stamp: str | None) -> str | None:
@@ -119,189 +131,209 @@ def _links(collection: str, ident: str) -> list[dict]:
             {"rel": "bookmark", "href": f"{BOOKMARK_TOKEN}/{collection}/{ident}"}]
 
 
-def addresses(entity: dict) -> dict:
-    """Nova's addresses view from network_info: per network label, every fixed address of
-    its VIFs, then their floating addresses. Hidden while the server is building."""
-    if entity["vm_state"] == "building":
-        return {}
+def _networks(entity: dict) -> tuple[dict, list[str]]:
+    """(addresses view, every address) from one walk over network_info."""
     networks: dict[str, tuple[list, list]] = {}
+    found: list[str] = []
+    shown = entity["vm_state"] != "building"      # hidden while the server is building
     for vif in entity["network_info"] or ():
         network = vif.get("network") or {}
-        label = network.get("label")
-        fixed, floating = networks.setdefault(label, ([], []))
-        mac = vif.get("address")
+        if shown:
+            label = network.get("label")
+            fixed, floating = networks.setdefault(label, ([], []))
+            mac = vif.get("address")
         for subnet in network.get("subnets") or ():
             for ip in subnet.get("ips") or ():
-                if ip.get("type", "fixed") != "fixed":
+                address = ip.get("address")
+                found.append(str(address))
+                fips = ip.get("floating_ips") or ()
+                for fip in fips:
+                    found.append(str(fip.get("address")))
+                if not shown or ip.get("type", "fixed") != "fixed":
                     continue
-                fixed.append({"version": ip.get("version"), "addr": ip.get("address"),
+                fixed.append({"version": ip.get("version"), "addr": address,
                               "OS-EXT-IPS:type": "fixed", "OS-EXT-IPS-MAC:mac_addr": mac})
-                for fip in ip.get("floating_ips") or ():
+                for fip in fips:
                     floating.append({"version": fip.get("version"), "addr": fip.get("address"),
                                      "OS-EXT-IPS:type": "floating",
                                      "OS-EXT-IPS-MAC:mac_addr": mac})
-    return {label: fixed + floating for label, (fixed, floating) in networks.items()}
+    return {label: fixed + floating for label, (fixed, floating) in networks.items()}, found
+
+
+def addresses(entity: dict) -> dict:
+    """Nova's addresses view from network_info: per network label, every fixed address of
+    its VIFs, then their floating addresses. Hidden while the server is building."""
+    return _networks(entity)[0]
 
 
 def all_ips(entity: dict) -> list[str]:
     """Every fixed and floating address (the ip / ip6 filters)."""
-    found = []
-    for vif in entity["network_info"] or ():
-        for subnet in (vif.get("network") or {}).get("subnets") or ():
-            for ip in subnet.get("ips") or ():
-                found.append(str(ip.get("address")))
-                found.extend(str(f.get("address")) for f in ip.get("floating_ips") or ())
-    return found
+    return _networks(entity)[1]
 
 
 # ---------------------------------------------------------------------------
-# The pieces of a server document. Each piece is a list of (key, value) pairs; which
-# pieces a view shows is decided by ``server_pieces_for``; the pieces are also the
-# fragments stored in the row (``SERVER_FRAGMENTS``).
+# The pieces of a server document. Each piece is a dict (key order is the document's);
+# which pieces a view shows is decided by ``server_pieces_for``; the pieces are also
+# the fragments stored in the row (``SERVER_FRAGMENTS``). ``status`` is the entity's
+# ``server_status``; ``view`` its addresses view (``_networks``).
 # ---------------------------------------------------------------------------
 
-def _base_pairs(e: dict) -> list[tuple[str, object]]:
-    status = server_status(e)
-    pairs = [
-        ("accessIPv4", e["access_ip_v4"] if e["access_ip_v4"] is not None else ""),
-        ("accessIPv6", e["access_ip_v6"] if e["access_ip_v6"] is not None else ""),
-        ("addresses", addresses(e)),
-        ("created", isotime(e["created_at"])),
-        ("hostId", host_id(e["project_id"], e["host"])),
-        ("id", e["uuid"]),
-        ("metadata", e["metadata"] or {}),
-        ("name", e["display_name"]),
-        ("status", status),
-        ("tenant_id", e["project_id"] or ""),
-        ("user_id", e["user_id"] or ""),
+def _base(e: dict, status: str, view: dict) -> dict:
+    access_v4 = e["access_ip_v4"]
+    access_v6 = e["access_ip_v6"]
+    host = e["host"]
+    created = e["created_at"]
+    updated = e["updated_at"] or created
+    d = {
+        "accessIPv4": access_v4 if access_v4 is not None else "",
+        "accessIPv6": access_v6 if access_v6 is not None else "",
+        "addresses": view,
+        "created": created[:19].replace(" ", "T") + "Z" if created else None,
+        "hostId": host_id(e["project_id"], host),
+        "id": e["uuid"],
+        "metadata": e["metadata"] or {},
+        "name": e["display_name"],
+        "status": status,
+        "tenant_id": e["project_id"] or "",
+        "user_id": e["user_id"] or "",
         # Nova shows the request time when updated_at is unset; a stored view cannot,
         # so it shows the creation time (updated_at is set on every real change).
-        ("updated", isotime(e["updated_at"] or e["created_at"])),
-        ("OS-DCF:diskConfig", "AUTO" if e["auto_disk_config"] else "MANUAL"),
-    ]
+        "updated": updated[:19].replace(" ", "T") + "Z" if updated else None,
+        "OS-DCF:diskConfig": "AUTO" if e["auto_disk_config"] else "MANUAL",
+    }
     if status in PROGRESS_STATUSES:
-        pairs.append(("progress", e["progress"]))
-    pairs += [
-        ("OS-EXT-AZ:availability_zone", e["availability_zone"] or ""),
-        ("config_drive", e["config_drive"]),
-        ("key_name", e["key_name"]),
-        ("OS-SRV-USG:launched_at", plain_time(e["launched_at"])),
-        ("OS-SRV-USG:terminated_at", plain_time(e["terminated_at"])),
-    ]
+        d["progress"] = e["progress"]
+    d["OS-EXT-AZ:availability_zone"] = e["availability_zone"] or ""
+    d["config_drive"] = e["config_drive"]
+    d["key_name"] = e["key_name"]
+    d["OS-SRV-USG:launched_at"] = plain_time(e["launched_at"])
+    d["OS-SRV-USG:terminated_at"] = plain_time(e["terminated_at"])
     if e["security_groups"]:
-        pairs.append(("security_groups", [{"name": n} for n in e["security_groups"]]))
-    pairs += [
-        ("OS-EXT-STS:task_state", e["task_state"]),
-        ("OS-EXT-STS:vm_state", e["vm_state"]),
-        ("OS-EXT-STS:power_state", e["power_state"]),
-    ]
-    return pairs
+        d["security_groups"] = [{"name": n} for n in e["security_groups"]]
+    d["OS-EXT-STS:task_state"] = e["task_state"]
+    d["OS-EXT-STS:vm_state"] = e["vm_state"]
+    d["OS-EXT-STS:power_state"] = e["power_state"]
+    return d
 
 
-def _fault_pairs(e: dict, admin: bool) -> list[tuple[str, object]]:
+def _faults(e: dict, status: str) -> tuple[dict, dict]:
+    """(the project member's fault piece, the admin's)."""
     fault = e["fault"]
-    if not fault or server_status(e) not in FAULT_STATUSES:
-        return []
-    doc = {"code": fault.get("code"), "created": isotime(fault.get("created")),
+    if not fault or status not in FAULT_STATUSES:
+        return {}, {}
+    code = fault.get("code")
+    doc = {"code": code, "created": isotime(fault.get("created")),
            "message": fault.get("message")}
+    details = fault.get("details")
+    if not details:
+        return {"fault": doc}, {"fault": doc}
     # Details of a 500 fault may hold a traceback: admins only (Nova's view).
-    if fault.get("details") and (admin or fault.get("code") != 500):
-        doc["details"] = fault["details"]
-    return [("fault", doc)]
+    admin = {"fault": {**doc, "details": details}}
+    return ({"fault": doc} if code == 500 else admin), admin
 
 
-def _flavor_v21(e: dict) -> list[tuple[str, object]]:
+def _flavor_v21(e: dict) -> dict:
     fid = str(e["flavor"]["flavorid"])
-    return [("flavor", {"id": fid, "links": [
-        {"rel": "bookmark", "href": f"{BOOKMARK_TOKEN}/flavors/{fid}"}]})]
+    return {"flavor": {"id": fid, "links": [
+        {"rel": "bookmark", "href": f"{BOOKMARK_TOKEN}/flavors/{fid}"}]}}
 
 
-def _flavor_v247(e: dict) -> list[tuple[str, object]]:
+def _flavor_v247(e: dict) -> dict:
     f = e["flavor"]
-    return [("flavor", {"vcpus": f["vcpus"], "ram": f["memory_mb"], "disk": f["root_gb"],
-                        "ephemeral": f["ephemeral_gb"], "swap": f["swap"],
-                        "original_name": f["name"], "extra_specs": f["extra_specs"] or {}})]
+    return {"flavor": {"vcpus": f["vcpus"], "ram": f["memory_mb"], "disk": f["root_gb"],
+                       "ephemeral": f["ephemeral_gb"], "swap": f["swap"],
+                       "original_name": f["name"], "extra_specs": f["extra_specs"] or {}}}
 
 
 def _image_id(e: dict) -> str:
-    return str(e["image_ref"]).split("?")[0].rstrip("/").split("/")[-1]
+    ref = e["image_ref"]
+    if type(ref) is str and "/" not in ref and "?" not in ref:
+        return ref                              # a bare image id, as Nova stores it
+    return str(ref).split("?")[0].rstrip("/").split("/")[-1]
 
 
-def _image_v21(e: dict) -> list[tuple[str, object]]:
+def _image_v21(e: dict) -> dict:
     if not e["image_ref"]:
-        return [("image", "")]
+        return {"image": ""}
     iid = _image_id(e)
-    return [("image", {"id": iid, "links": [
-        {"rel": "bookmark", "href": f"{BOOKMARK_TOKEN}/images/{iid}"}]})]
+    return {"image": {"id": iid, "links": [
+        {"rel": "bookmark", "href": f"{BOOKMARK_TOKEN}/images/{iid}"}]}}
 
 
-def _image_v298(e: dict) -> list[tuple[str, object]]:
-    pairs = _image_v21(e)
-    if pairs[0][1] == "":
-        return pairs
-    props = {k: v for k, v in (e["image_properties"] or {}).items()
-             if v is not None and k not in _NOT_IMAGE_PROPERTIES}
-    return [("image", {**pairs[0][1], "properties": props})]
+def _image_properties(e: dict) -> dict:
+    return {k: v for k, v in (e["image_properties"] or {}).items()
+            if v is not None and k not in _NOT_IMAGE_PROPERTIES}
 
 
-def _volumes_v21(e: dict) -> list[tuple[str, object]]:
-    return [("os-extended-volumes:volumes_attached",
-             [{"id": v["id"]} for v in e["volumes"]])]
+def _image_v298(e: dict) -> dict:
+    piece = _image_v21(e)
+    if piece["image"] == "":
+        return piece
+    return {"image": {**piece["image"], "properties": _image_properties(e)}}
 
 
-def _volumes_v23(e: dict) -> list[tuple[str, object]]:
-    return [("os-extended-volumes:volumes_attached",
-             [{"id": v["id"], "delete_on_termination": bool(v.get("delete_on_termination"))}
-              for v in e["volumes"]])]
+def _volumes(e: dict) -> tuple[dict, dict]:
+    """(the 2.1 volumes piece, the 2.3 one)."""
+    volumes = e["volumes"]
+    return ({"os-extended-volumes:volumes_attached": [{"id": v["id"]} for v in volumes]},
+            {"os-extended-volumes:volumes_attached": [
+                {"id": v["id"], "delete_on_termination": bool(v.get("delete_on_termination"))}
+                for v in volumes]})
 
 
-def _ext_v21(e: dict) -> list[tuple[str, object]]:
-    return [("OS-EXT-SRV-ATTR:host", e["host"]),
-            ("OS-EXT-SRV-ATTR:instance_name", e["instance_name"]),
-            ("OS-EXT-SRV-ATTR:hypervisor_hostname", e["node"])]
+def _ext_v21(e: dict) -> dict:
+    return {"OS-EXT-SRV-ATTR:host": e["host"],
+            "OS-EXT-SRV-ATTR:instance_name": e["instance_name"],
+            "OS-EXT-SRV-ATTR:hypervisor_hostname": e["node"]}
 
 
-def _ext_v23(e: dict) -> list[tuple[str, object]]:
-    return _ext_v21(e) + [
-        ("OS-EXT-SRV-ATTR:hostname", e["hostname"]),
-        ("OS-EXT-SRV-ATTR:kernel_id", e["kernel_id"]),
-        ("OS-EXT-SRV-ATTR:launch_index", e["launch_index"]),
-        ("OS-EXT-SRV-ATTR:ramdisk_id", e["ramdisk_id"]),
-        ("OS-EXT-SRV-ATTR:reservation_id", e["reservation_id"]),
-        ("OS-EXT-SRV-ATTR:root_device_name", e["root_device_name"]),
-        ("OS-EXT-SRV-ATTR:user_data", e["user_data"]),
-    ]
+def _ext_v23(e: dict) -> dict:
+    return {**_ext_v21(e),
+            "OS-EXT-SRV-ATTR:hostname": e["hostname"],
+            "OS-EXT-SRV-ATTR:kernel_id": e["kernel_id"],
+            "OS-EXT-SRV-ATTR:launch_index": e["launch_index"],
+            "OS-EXT-SRV-ATTR:ramdisk_id": e["ramdisk_id"],
+            "OS-EXT-SRV-ATTR:reservation_id": e["reservation_id"],
+            "OS-EXT-SRV-ATTR:root_device_name": e["root_device_name"],
+            "OS-EXT-SRV-ATTR:user_data": e["user_data"]}
 
 
-def _one(key: str, value) -> list[tuple[str, object]]:
-    return [(key, value)]
+# The one-member pieces: fragment -> (key, entity -> value).
+_SINGLE = {
+    "d_locked": ("locked", lambda e: bool(e["locked_by"])),
+    "d_host_status": ("host_status", lambda e: e["host_status"] or ""),
+    "d_description": ("description", lambda e: e["display_description"]),
+    "d_tags": ("tags", lambda e: list(e["tags"])),
+    "d_trusted_certs": ("trusted_image_certificates",
+                        lambda e: e["trusted_image_certificates"] or None),
+    "d_server_groups": ("server_groups", lambda e: list(e["server_groups"])),
+    "d_locked_reason": ("locked_reason", lambda e: e["locked_reason"]),
+    "d_hostname": ("OS-EXT-SRV-ATTR:hostname", lambda e: e["hostname"]),
+    "d_pinned_az": ("pinned_availability_zone", lambda e: e["pinned_availability_zone"]),
+    "d_scheduler_hints": ("scheduler_hints", lambda e: e["scheduler_hints"] or {}),
+}
 
 
-# fragment -> builder. The order is the order a view concatenates them in.
+def _single(column: str):
+    key, value = _SINGLE[column]
+    return lambda e: {key: value(e)}
+
+
+# fragment -> builder (entity -> dict). The order is the order a view concatenates them in.
 SERVER_FRAGMENTS = {
-    "d_base": _base_pairs,
-    "d_links": lambda e: [("links", _links("servers", e["uuid"]))],
-    "d_fault_user": lambda e: _fault_pairs(e, admin=False),
-    "d_fault_admin": lambda e: _fault_pairs(e, admin=True),
+    "d_base": lambda e: _base(e, server_status(e), addresses(e)),
+    "d_links": lambda e: {"links": _links("servers", e["uuid"])},
+    "d_fault_user": lambda e: _faults(e, server_status(e))[0],
+    "d_fault_admin": lambda e: _faults(e, server_status(e))[1],
     "d_flavor_v21": _flavor_v21,
     "d_flavor_v247": _flavor_v247,
     "d_image_v21": _image_v21,
     "d_image_v298": _image_v298,
-    "d_volumes_v21": _volumes_v21,
-    "d_volumes_v23": _volumes_v23,
+    "d_volumes_v21": lambda e: _volumes(e)[0],
+    "d_volumes_v23": lambda e: _volumes(e)[1],
     "d_ext_v21": _ext_v21,
     "d_ext_v23": _ext_v23,
-    "d_locked": lambda e: _one("locked", bool(e["locked_by"])),
-    "d_host_status": lambda e: _one("host_status", e["host_status"] or ""),
-    "d_description": lambda e: _one("description", e["display_description"]),
-    "d_tags": lambda e: _one("tags", list(e["tags"])),
-    "d_trusted_certs": lambda e: _one("trusted_image_certificates",
-                                      e["trusted_image_certificates"] or None),
-    "d_server_groups": lambda e: _one("server_groups", list(e["server_groups"])),
-    "d_locked_reason": lambda e: _one("locked_reason", e["locked_reason"]),
-    "d_hostname": lambda e: _one("OS-EXT-SRV-ATTR:hostname", e["hostname"]),
-    "d_pinned_az": lambda e: _one("pinned_availability_zone", e["pinned_availability_zone"]),
-    "d_scheduler_hints": lambda e: _one("scheduler_hints", e["scheduler_hints"] or {}),
+    **{column: _single(column) for column in _SINGLE},
 }
 
 
@@ -343,8 +375,13 @@ def server_pieces_for(view: ServerView) -> tuple[str, ...]:
     return tuple(pieces)
 
 
+# Fragments are encoded by orjson (compact, UTF-8: the json module's output with these
+# settings, except floats of magnitude below 1e-4, written 1e-7 / 0.00001 instead of
+# 1e-07 / 1e-05, and NaN / infinities, written null); the json module encodes what orjson
+# refuses.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
 _encode = _ENCODER.encode
+_dumps = orjson.dumps
 
 
 def substitute_links(value, self_prefix: str, bookmark_prefix: str):
@@ -397,58 +434,96 @@ SERVER_COLUMNS: tuple[str, ...] = (SERVER_INDEXED + LINK_COLUMNS + ("brief",) + 
                                    + ("entity_hash", "bucket"))
 
 _SPLIT = "\x00\x00"                      # between fragments in one encoder call
-_SPLIT_JSON = ',' + _encode(_SPLIT) + ','
+_SPLIT_JSON = "," + _encode(_SPLIT) + ","
+
+# server_row builds the stored fragments in this order: the multi-member pieces, then
+# the one-member ones (stored as a constant prefix and the encoded value).
+_ROW_PIECES = ("d_base", "d_fault_user", "d_fault_admin", "d_flavor_v247", "d_volumes_v21",
+               "d_volumes_v23", "d_ext_v21", "d_ext_v23")
+_ROW_SINGLES = tuple(_SINGLE)
+if STORED_FRAGMENTS != _ROW_PIECES + _ROW_SINGLES:
+    raise AssertionError("server_row does not build STORED_FRAGMENTS in order")
+_SINGLE_PREFIXES = tuple("," + _encode(_SINGLE[c][0]) + ":" for c in _ROW_SINGLES)
+_ROW_TEXTS = 2 + len(_ROW_PIECES) + len(_ROW_SINGLES) + 2   # brief, props, ..., link ids
 
 
 def _bool_int(value) -> int | None:
     return None if value is None else int(bool(value))
 
 
-def _escaped(text: str) -> str:
-    """``text`` as it appears inside a JSON string (no quotes)."""
-    return _encode(text)[1:-1]
+def _text(value) -> str:
+    """Compact JSON of ``value``: orjson, or the json module for what orjson refuses
+    (integers beyond 64 bits, keys that are not strings, lone surrogates)."""
+    try:
+        return _dumps(value).decode()
+    except TypeError:       # orjson.JSONEncodeError is a TypeError
+        return _encode(value)
+
+
+def _texts(values: list) -> list[str]:
+    """The JSON of each of ``values`` (every other item of ``values`` is ``_SPLIT``),
+    from one encoder call cut apart."""
+    try:
+        texts = _dumps(values).decode()[1:-1].split(_SPLIT_JSON)
+    except TypeError:
+        texts = None
+    if texts is None or 2 * len(texts) - 1 != len(values):
+        # Refused by orjson, or data that holds the separator itself: one by one.
+        texts = [_text(v) for v in values[::2]]
+    return texts
 
 
 def _fragments(dicts: list[dict]) -> list[str]:
-    """Encode several fragment objects in one encoder call, then cut the text apart.
-    Each result is the object's members without braces ('' for an empty one)."""
-    items = []
+    """Each of ``dicts`` as its members without braces ('' for an empty one)."""
+    values = []
     for d in dicts:
-        items.append(d)
-        items.append(_SPLIT)
-    pieces = _encode(items[:-1])[1:-1].split(_SPLIT_JSON)
-    if len(pieces) != len(dicts):
-        # Data that holds the separator itself: encode one by one.
-        pieces = [_encode(d) for d in dicts]
-    return [p[1:-1] for p in pieces]
+        values.append(d)
+        values.append(_SPLIT)
+    return [t[1:-1] for t in _texts(values[:-1])]
 
 
 def server_row(cell: str, seq: int, entity: dict) -> tuple:
     """The replica row of one server entity, in ``SERVER_COLUMNS`` order."""
     e = entity
+    status = server_status(e)
+    view, ips = _networks(e)
+    flavor = e["flavor"]
+    flavor_id = str(flavor["flavorid"])
+    image = bool(e["image_ref"])
+    fault_user, fault_admin = _faults(e, status)
+    volumes_v21, volumes_v23 = _volumes(e)
+    ext_v21 = _ext_v21(e)
+    s = _SPLIT
+    texts = _texts([
+        {"id": e["uuid"], "name": e["display_name"]}, s,
+        _image_properties(e) if image else {}, s,
+        _base(e, status, view), s, fault_user, s, fault_admin, s, _flavor_v247(e), s,
+        volumes_v21, s, volumes_v23, s, ext_v21, s, _ext_v23(e), s,
+        # the one-member pieces, in _ROW_SINGLES order
+        bool(e["locked_by"]), s, e["host_status"] or "", s, e["display_description"], s,
+        list(e["tags"]), s, e["trusted_image_certificates"] or None, s,
+        list(e["server_groups"]), s, e["locked_reason"], s, e["hostname"], s,
+        e["pinned_availability_zone"], s, e["scheduler_hints"] or {}, s,
+        # the link columns' ids
+        flavor_id, s, _image_id(e) if image else ""])
+    n = len(_ROW_PIECES) + 2
+    stored = (texts[2][:-1],) + tuple("," + t[1:-1] if t != "{}" else ""
+                                      for t in texts[3:n])
+    stored += tuple(map(str.__add__, _SINGLE_PREFIXES, texts[n:-2]))
+    tags = texts[n + 3]
     indexed = (
         e["uuid"], cell, seq, e["project_id"], e["user_id"], int(bool(e["deleted"])),
-        e["display_name"], e["display_description"], server_status(e), e["vm_state"],
+        e["display_name"], e["display_description"], status, e["vm_state"],
         e["task_state"], e["power_state"], e["host"], e["node"], e["availability_zone"],
-        e["image_ref"], str(e["flavor"]["flavorid"]), e["flavor"]["name"], e["key_name"],
+        e["image_ref"], flavor_id, flavor["name"], e["key_name"],
         int(bool(e["locked"])), e["locked_by"], e["created_at"], e["updated_at"],
         e["launched_at"], e["terminated_at"], e["deleted_at"], e["access_ip_v4"],
         e["access_ip_v6"], e["config_drive"], e["progress"], e["hostname"], e["launch_index"],
         e["reservation_id"], e["kernel_id"], e["ramdisk_id"], e["root_device_name"],
-        _bool_int(e["auto_disk_config"]),
-        " ".join(all_ips(e)), _encode(list(e["tags"])),
+        _bool_int(e["auto_disk_config"]), " ".join(ips), tags,
     )
-    image = _image_v298(e)[0][1]
-    dicts = [{"id": e["uuid"], "name": e["display_name"]}, image.get("properties", {}) if image
-             else {}]
-    dicts += [dict(SERVER_FRAGMENTS[c](e)) for c in STORED_FRAGMENTS]
-    texts = _fragments(dicts)
-    brief = "{" + texts[0]
-    props = "{" + texts[1] + "}"
-    stored = ["{" + texts[2]] + ["," + t if t else "" for t in texts[3:]]
-    links = (_escaped(str(e["flavor"]["flavorid"])),
-             _escaped(image["id"]) if image else None, props)
-    return indexed + links + (brief,) + tuple(stored) + (feed.entity_hash(e),
+    links = (texts[-2][1:-1], texts[-1][1:-1] if image else None, texts[1])
+    return indexed + links + (texts[0][:-1],) + stored + (feed.entity_hash(e),
                                                          feed.bucket_of(e["uuid"]))
 
 

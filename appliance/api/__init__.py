@@ -25,6 +25,9 @@ Choices where Nova leaves room or a replica differs, decided once here:
 - keystoneauth's "none" plugin sends the token ``notused``: it counts as no token, so
   ``--os-auth-type none`` gets the ``noauth_default_token`` identity.
 - The advertised range is 2.1 - 2.100.
+- A worker's reads within one millisecond share one SQLite read transaction (snapshot):
+  a read may answer from data up to 1 ms older than the newest commit, and reports the
+  position of that snapshot in ``X-Replica-Position``.
 """
 
 from appliance.api.app import ComputeApi, make_app

@@ -8,14 +8,19 @@ anywhere are ``ApiError`` and leave as Nova faults; nothing leaves as a tracebac
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import random
 import re
+import time
+from email.utils import formatdate
 from urllib.parse import urlencode
 
 import apsw
 import bottle
+import gevent
 
 from appliance.api import microversion
 from appliance.api.config import ApiConfig
@@ -34,6 +39,9 @@ COLLECTIONS = ("servers", "flavors")
 SHOW_SERVER = "/v2.1/servers/"
 _HOST = re.compile(r"^[A-Za-z0-9.\-_:\[\]]{1,255}$")
 _SCHEME = ("http", "https")
+# The statements of this long share one read transaction (Reader.hold_snapshots): a
+# read may answer from a snapshot up to a millisecond old.
+SNAPSHOT_HOLD_S = 0.001
 
 
 class _Read:
@@ -131,13 +139,17 @@ class ComputeApi:
         start_response("200 OK", [
             ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
             ("x-openstack-request-id", request_id), ("x-compute-request-id", request_id),
-            ("Server-Timing", f'db;desc="1 stmt";dur={result.elapsed_ms:.3f}'),
-            ("X-Replica-Position", result.position), *self._version_headers[minor]])
+            ("Server-Timing", 'db;desc="1 stmt";dur=%.3f' % result.elapsed_ms),
+            ("X-Replica-Position", result.position), *self._version_headers[minor],
+            _date()])
         return [body]
 
     @property
     def _reader(self):
-        return reader_for(self.config.replica_path)
+        reader = reader_for(self.config.replica_path)
+        if not reader.holds_snapshots:
+            reader.hold_snapshots(SNAPSHOT_HOLD_S, _call_later)
+        return reader
 
     @staticmethod
     def _forwarded(environ) -> bool:
@@ -202,7 +214,7 @@ class ComputeApi:
             raise not_found(f"Instance {server_id} could not be found.")
         identity = read.identity
         view = self._server_views[(read.minor, identity.admin, True)]
-        result = reader_for(self.config.replica_path).show_server(
+        result = self._reader.show_server(
             canonical_uuid(server_id), view, read.prefixes,
             None if identity.admin else identity.project_id)
         if result.body is None:
@@ -212,7 +224,7 @@ class ComputeApi:
     def _show_flavor(self, read: _Read, flavorid: str):
         identity = read.identity
         view = self._flavor_views[(read.minor, True)]
-        result = reader_for(self.config.replica_path).show_flavor(
+        result = self._reader.show_flavor(
             flavorid, view, read.prefixes, None if identity.admin else identity.project_id)
         if result.body is None:
             raise _NotFoundWith(f"Flavor {flavorid} could not be found.", result)
@@ -222,7 +234,7 @@ class ComputeApi:
         multi = read.query()
         query = server_query(multi, read.minor, read.identity, detail, self.config.max_limit)
         view = self._server_views[(read.minor, read.identity.admin, False)] if detail else None
-        result = reader_for(self.config.replica_path).list_servers(query, view, read.prefixes)
+        result = self._reader.list_servers(query, view, read.prefixes)
         if query.marker is not None and not result.marker_found:
             raise _BadRequestWith(f"marker [{query.marker}] not found", result)
         collection = "servers/detail" if detail else "servers"
@@ -232,7 +244,7 @@ class ComputeApi:
         multi = read.query()
         query = flavor_query(multi, read.minor, read.identity, self.config.max_limit)
         view = self._flavor_views[(read.minor, detail)]
-        result = reader_for(self.config.replica_path).list_flavors(query, view, read.prefixes)
+        result = self._reader.list_flavors(query, view, read.prefixes)
         if query.marker is not None and not result.marker_found:
             raise _BadRequestWith(f"marker [{query.marker}] not found", result)
         collection = "flavors/detail" if detail else "flavors"
@@ -306,6 +318,7 @@ class ComputeApi:
             headers.append(("X-Replica-Position", result.position))
         if minor is not None:
             headers.extend(self._version_headers[minor])
+        headers.append(_date())
         start_response(status_line(status), headers)
         if environ.get("REQUEST_METHOD") == "HEAD":
             return [b""]
@@ -363,11 +376,41 @@ class _BadRequestWith(_WithResult):
         super().__init__(400, message, result)
 
 
+def _new_request_ids() -> None:
+    # Version-4-shaped uuids: 72 random bits per process, then a counter (48 bits,
+    # from a random start). Called again in a forked child, so workers never repeat
+    # each other's ids.
+    global _REQUEST_PREFIX, _REQUEST_COUNTER
+    r = random.getrandbits
+    _REQUEST_PREFIX = f"req-{r(32):08x}-{r(16):04x}-4{r(12):03x}-a{r(12):03x}-"
+    _REQUEST_COUNTER = itertools.count(r(47))
+
+
+_REQUEST_PREFIX = ""
+_REQUEST_COUNTER = itertools.count()
+_new_request_ids()
+os.register_at_fork(after_in_child=_new_request_ids)
+
+
 def _request_id() -> str:
-    # A version-4-shaped uuid from the process's PRNG (no syscall; the random module
-    # reseeds itself in a forked child, so workers do not repeat each other's ids).
-    h = f"{random.getrandbits(128):032x}"
-    return f"req-{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:]}"
+    return f"{_REQUEST_PREFIX}{next(_REQUEST_COUNTER) & 0xFFFFFFFFFFFF:012x}"
+
+
+_DATE = [0, ("Date", "")]
+
+
+def _date() -> tuple[str, str]:
+    """The Date header, formatted once a second (the server would format it per
+    response)."""
+    now = int(time.time())
+    if now != _DATE[0]:
+        _DATE[0], _DATE[1] = now, ("Date", formatdate(now, usegmt=True))
+    return _DATE[1]
+
+
+def _call_later(delay: float, fn) -> None:
+    # A timer on the worker's event loop that does not keep the loop alive.
+    gevent.get_hub().loop.timer(delay, ref=False).start(fn)
 
 
 def _self_prefix(root: str, url_project: str | None) -> str:

@@ -15,7 +15,8 @@ once per candidate row); tags use ``json_each`` over the row's tag array.
 
 Reader connections are read-only (``open_reader``), cached one per process (gevent:
 ``threading.local`` would be per greenlet) and every statement runs under a deadline
-enforced by a progress handler.
+enforced by a progress handler. The API workers let the statements of a millisecond
+share one read transaction (``Reader.hold_snapshots``).
 """
 
 from __future__ import annotations
@@ -34,8 +35,16 @@ from replica.store.connection import READ_DEADLINE_VM_STEPS, open_reader
 DEADLINE_S = 0.5                  # a reader statement never holds a worker's hub longer
 REGEX_CACHE = 256                 # compiled filter patterns kept per process
 
-# Every feed's seq, in the order the feeds were first written (a cheap table scan).
+# Every feed's seq, in the order the feeds were first written (a cheap table scan). It is
+# the last column of every statement; in a held snapshot (Reader.hold_snapshots) only the
+# snapshot's first statement reads it, the others answer the same position.
 POSITION_SQL = "(SELECT group_concat(cell || '=' || seq, ',') FROM positions)"
+
+
+@functools.lru_cache(maxsize=1024)
+def _without_position(sql: str) -> str:
+    return sql.replace(POSITION_SQL, "NULL")
+
 
 # API sort key -> column (Nova's VALID_SORT_KEYS; instance_type_id is the flavor).
 SERVER_SORT_COLUMNS = {
@@ -364,27 +373,88 @@ def _regexp(pattern, value) -> bool:
 # ---------------------------------------------------------------------------
 
 class Reader:
-    """The API's named queries over one read-only connection."""
+    """The API's named queries over one read-only connection.
+
+    By default every statement is its own read transaction. ``hold_snapshots`` makes
+    the statements of a short window share one: starting a read transaction takes the
+    WAL read lock and checks the file (three system calls), about as much as the point
+    read itself. A held snapshot is at most ``seconds`` old when a statement starts, and
+    is let go that long after it was taken, so an idle process does not keep the WAL
+    from being checkpointed."""
 
     def __init__(self, conn: apsw.Connection):
         self.conn = conn
-        self._cursor = conn.cursor()   # reused: every statement runs to its one row
+        self._cursor = conn.cursor()   # reused: every statement runs to its end
         self._deadline = 0.0
+        self._hold = 0.0               # seconds one read transaction is reused (0: none)
+        self._call_later = None
+        self._held_until = 0.0         # monotonic end of the held transaction (0: none)
+        self._position = None          # the held snapshot's position, once read
         conn.create_scalar_function("regexp", _regexp, 2, deterministic=True)
         conn.set_progress_handler(self._past_deadline, READ_DEADLINE_VM_STEPS)
+
+    def hold_snapshots(self, seconds: float, call_later) -> None:
+        """Let the statements of ``seconds`` share one read transaction;
+        ``call_later(delay, fn)`` must run ``fn`` after ``delay`` seconds (the event
+        loop's timer), to let an unused snapshot go."""
+        self.release()
+        self._hold = seconds
+        self._call_later = call_later
+
+    @property
+    def holds_snapshots(self) -> bool:
+        return self._hold > 0
+
+    def release(self) -> None:
+        """End the held read transaction, if there is one."""
+        self._held_until = 0.0
+        self._position = None
+        if self.conn.in_transaction:
+            self._cursor.execute("COMMIT")
+
+    def _release_if_due(self) -> None:
+        if self._held_until and time.monotonic() >= self._held_until:
+            try:
+                self.release()
+            except apsw.Error:      # the connection was closed meanwhile
+                self._held_until = 0.0
+
+    def _snapshot(self, now: float) -> None:
+        self.release()
+        self._cursor.execute("BEGIN")
+        self._held_until = now + self._hold
+        self._call_later(self._hold, self._release_if_due)
 
     def _past_deadline(self) -> bool:
         return time.monotonic() > self._deadline
 
     def _one_row(self, sql: str, params) -> tuple[tuple, float]:
         start = time.perf_counter()
-        self._deadline = time.monotonic() + DEADLINE_S
+        now = time.monotonic()
+        self._deadline = now + DEADLINE_S
+        if self._hold and now >= self._held_until:
+            self._snapshot(now)
+        position = self._position
         try:
-            for row in self._cursor.execute(sql, params):
-                return row, (time.perf_counter() - start) * 1000.0
+            # Read to the end: a statement left on its row would keep its read
+            # transaction (and the WAL's read mark) until the cursor's next statement.
+            rows = self._cursor.execute(sql if position is None else _without_position(sql),
+                                        params).fetchall()
         except apsw.InterruptError:
+            self.release()
             raise ReadTimeout(f"read statement interrupted after {DEADLINE_S}s") from None
-        raise RuntimeError("reader statement returned no row")
+        except apsw.Error:
+            self.release()
+            raise
+        if not rows:
+            raise RuntimeError("reader statement returned no row")
+        row = rows[0]
+        if position is None:
+            if self._held_until:
+                self._position = row[-1]
+        else:
+            row = row[:-1] + (position,)
+        return row, (time.perf_counter() - start) * 1000.0
 
     def show_server(self, uuid: str, view: render.ServerView, prefixes: Prefixes,
                     project_id: str | None) -> ReadResult:

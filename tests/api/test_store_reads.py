@@ -86,3 +86,48 @@ def test_public_url_shapes_every_link(replica_file):
             "https://compute.example.org/edge/v2.1/servers?limit=1&marker=")
     finally:
         stop_server(proc)
+
+
+def _bump_position(path: str, cell: str, seq: int) -> None:
+    from replica.store.connection import open_writer
+    conn = open_writer(path)
+    with conn:
+        conn.execute("UPDATE positions SET seq = ? WHERE cell = ?", (seq, cell))
+    conn.close()
+
+
+def test_a_read_leaves_no_transaction_open(tmp_path):
+    path = str(tmp_path / "r.db")
+    E.fill_replica(path, [("cell1", E.server(1))], [], {"cell1": 1})
+    r = Reader(open_reader(path))
+    one = E.server(1)["uuid"]
+    assert r.show_server(one, render.ServerView(), Prefixes("s", "b"), None).body
+    assert not r.conn.in_transaction        # the WAL's read mark is not kept
+    r.conn.close()
+
+
+def test_held_snapshots_are_shared_briefly_then_let_go(tmp_path):
+    path = str(tmp_path / "r.db")
+    E.fill_replica(path, [("cell1", E.server(1))], [], {"cell1": 1})
+    r = Reader(open_reader(path))
+    timers = []
+    r.hold_snapshots(60.0, lambda delay, fn: timers.append((delay, fn)))
+    view, prefixes, one = render.ServerView(), Prefixes("s", "b"), E.server(1)["uuid"]
+    assert r.show_server(one, view, prefixes, None).position == "cell1=1"
+    assert r.conn.in_transaction and len(timers) == 1 and timers[0][0] == 60.0
+    _bump_position(path, "cell1", 2)
+    # Same snapshot: same position, and a statement of another shape agrees.
+    assert r.show_server(one, view, prefixes, None).position == "cell1=1"
+    listed = r.list_servers(ServerQuery(project_id=None), None, prefixes)
+    assert listed.position == "cell1=1" and listed.count == 1
+    timers[0][1]()                           # not yet due: kept
+    assert r.conn.in_transaction
+    r._held_until = 1.0                      # as if the hold had run out
+    timers[0][1]()
+    assert not r.conn.in_transaction
+    assert r.show_server(one, view, prefixes, None).position == "cell1=2"
+    r._held_until = 1.0                      # a due snapshot is renewed by the next read
+    _bump_position(path, "cell1", 3)
+    assert r.show_server(one, view, prefixes, None).position == "cell1=3"
+    r.release()
+    r.conn.close()

@@ -122,6 +122,44 @@ def test_entity_hash_ignores_key_order_and_sees_changes():
     assert 0 <= feed.entity_hash(a) < 2 ** 32
 
 
+def test_canonical_bytes_are_the_json_modules_sorted_compact_form():
+    import json
+    entity = server_entity(metadata={"z": "ünï \" \\ \n \x01 \u2028 😀",
+                                     "a": [1, 2.5, None, True]},
+                           scheduler_hints={"big": 2 ** 70}, image_properties={"n": -3, "f": 1e20})
+    with_int_key = server_entity(metadata={1: "a"})
+    for e in (entity, with_int_key, flavor_entity()):
+        assert feed.canonical_bytes(e) == json.dumps(
+            e, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def test_an_accepted_shape_does_not_let_a_bad_entity_through():
+    good = server_entity()
+    feed.validate_entity("server", SERVER_UUID, good)     # remembered as a good shape
+    feed.validate_entity("server", SERVER_UUID, dict(good))
+    bad = [(dict(good, power_state=True), "field 'power_state' has type bool"),
+           (dict(good, progress=1.5), "field 'progress' has type float"),
+           (dict(good, uuid=str(uuid.UUID(int=2))), "does not match the key"),
+           ({k: v for k, v in good.items() if k != "host"}, "missing fields \\['host'\\]"),
+           (dict(good, flavor=dict(good["flavor"], swap=None)), "flavor: field 'swap'"),
+           (dict(good, flavor={k: v for k, v in good["flavor"].items() if k != "name"}),
+            "flavor: missing fields")]
+    for entity, message in bad:
+        with pytest.raises(FeedError, match=message):
+            feed.validate_entity("server", SERVER_UUID, entity)
+    feed.validate_entity("flavor", "1", flavor_entity())
+    with pytest.raises(FeedError, match="flavorid does not match"):
+        feed.validate_entity("flavor", "2", flavor_entity())
+    with pytest.raises(FeedError, match="field 'disabled' has type int"):
+        feed.validate_entity("flavor", "1", flavor_entity(disabled=0))
+
+
+def test_keys_in_other_uuid_spellings_are_still_accepted():
+    spelled = "{" + SERVER_UUID.replace("-", "").upper() + "}"
+    events = feed.decode_events([_event(1, id=spelled, e=server_entity(uuid=spelled))])
+    assert events[0].key == spelled
+
+
 def test_buckets_are_stable_and_in_range():
     keys = [str(uuid.UUID(int=i)) for i in range(2000)]
     buckets = {feed.bucket_of(k) for k in keys}

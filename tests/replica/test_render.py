@@ -95,6 +95,32 @@ ENTITIES = [
 ]
 
 
+def _json(value) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+@pytest.mark.parametrize("entity", ENTITIES + [E.server(9, tags=["\x00\x00", "x"],
+                                                        metadata={7: 2 ** 70, 8: "int key"})],
+                         ids=lambda e: e["display_name"][:8])
+def test_row_text_is_the_json_modules_encoding_of_the_pieces(entity):
+    """Byte for byte: every stored text is what the json module writes for the pieces."""
+    e = entity
+    row = dict(zip(render.SERVER_COLUMNS, render.server_row("c", 5, e)))
+    image = render.SERVER_FRAGMENTS["d_image_v298"](e)["image"]
+    stored = []
+    for i, column in enumerate(render.STORED_FRAGMENTS):
+        members = _json(render.SERVER_FRAGMENTS[column](e))[1:-1]
+        stored.append("{" + members if i == 0 else ("," + members if members else ""))
+    assert [row[c] for c in render.STORED_FRAGMENTS] == stored
+    assert row["brief"] == _json({"id": e["uuid"], "name": e["display_name"]})[:-1]
+    assert row["image_props"] == _json(image.get("properties", {}) if image else {})
+    assert row["image_ref_id"] == (_json(image["id"])[1:-1] if image else None)
+    assert row["flavor_ref"] == _json(str(e["flavor"]["flavorid"]))[1:-1]
+    assert row["tags"] == _json(list(e["tags"]))
+    assert row["ips"] == " ".join(render.all_ips(e))
+    assert row["status"] == render.server_status(e)
+
+
 SELF = 'http://h:1/base/v2.1/p"q'      # a prefix that needs escaping inside JSON
 BOOKMARK = 'http://h:1/base/p"q'
 
