@@ -2,9 +2,11 @@
 
 The snapshot is paged from the cell (snapshot_begin / snapshot_page / snapshot_end)
 into the writer's staging tables, out of the readers' sight; one short transaction
-then replaces the cell's rows and sets its position to (epoch, S). Live events with
-seq > S that arrive meanwhile are buffered by ingest and applied after the swap;
-anything the buffer misses, replay brings.
+then replaces the cell's rows and sets its position to (epoch, S). The next page is
+asked for before the current one is staged, so the cell builds it meanwhile, and an
+entity whose hash equals the row the replica holds is neither rendered nor staged.
+Live events with seq > S that arrive meanwhile are buffered by ingest and applied
+after the swap; anything the buffer misses, replay brings.
 
 The ``ingest`` argument is the running ``replica.ingest.Ingest`` and ``link`` its
 ``CellLink`` (duck-typed here to keep the import graph one-way).
@@ -24,17 +26,45 @@ from replica.position import Position
 log = logging.getLogger("replica.resync")
 
 YIELD_SECONDS = 0.001
-PAGE_ITEMS = 300        # one page's render holds the hub: keep it short
+PAGE_ITEMS = 1000       # fewer round trips; the cell caps a reply by bytes anyway
+SLICE_ITEMS = 100       # a page is rendered and staged in slices of this many items...
+BUSY_SLICE = 0.02       # ... and the hub is let go once this long has passed
 
 
 class NeedResync(Exception):
     """Only a snapshot can bring this feed back: new epoch, or beyond the retention."""
 
 
-def _stage_page(ingest, link, items: list, seq: int) -> int:
-    """Validate and render one page into staging; bad items are dead-lettered and
-    skipped (the swap then lacks them, a verify reports them). Returns items staged."""
+class _Reuse:
+    """Whether hashing an entity before rendering it pays. It does when many entities
+    are unchanged (their render is skipped, most of the cost); when few are, it is a
+    second hash of each entity (the render hashes too). The first entities are all
+    checked; below the break-even share of hits, only a sample is."""
+
+    WARM_UP = 500
+    BREAK_EVEN = 0.25      # a check costs about a quarter of the render it can save
+    SAMPLE_EVERY = 20
+
+    def __init__(self):
+        self.checked = self.hits = self.seen = 0
+
+    def worth_checking(self) -> bool:
+        self.seen += 1
+        if self.checked < self.WARM_UP or self.hits >= self.checked * self.BREAK_EVEN:
+            return True
+        return self.seen % self.SAMPLE_EVERY == 0
+
+
+def _stage_page(ingest, link, items: list, seq: int, reuse: _Reuse | None = None) -> int:
+    """Validate one slice of a page and stage it: an entity the replica holds already
+    (same key and hash) is only kept, not rendered; the others are rendered into
+    staging; bad items are dead-lettered and skipped (the swap then lacks them, a
+    verify reports them). Returns the items accepted."""
+    writer = ingest.writer
+    reuse = reuse or _Reuse()
     rows: dict[str, list[tuple]] = {}
+    kept: dict[str, list[str]] = {}
+    accepted = 0
     for item in items:
         try:
             if not isinstance(item, (list, tuple)) or len(item) != 3:
@@ -43,6 +73,14 @@ def _stage_page(ingest, link, items: list, seq: int) -> int:
             if kind not in feed.KINDS or not isinstance(key, str):
                 raise feed.FeedError("bad_event", f"snapshot item {kind!r} {key!r}")
             feed.validate_entity(kind, key, entity)
+            held = writer.held_hash(kind, key)
+            if held is not None and reuse.worth_checking():
+                reuse.checked += 1
+                if held == feed.entity_hash(entity):
+                    reuse.hits += 1
+                    kept.setdefault(kind, []).append(key)
+                    accepted += 1
+                    continue
             change = ingest.change_of(link.name, seq, kind, key, entity)
         except Exception as exc:
             reason = exc.reason if isinstance(exc, feed.FeedError) else "bad_entity"
@@ -50,9 +88,12 @@ def _stage_page(ingest, link, items: list, seq: int) -> int:
                                f"resync {link.name} at {seq}: {exc}", repr(item)[:512].encode())
             continue
         rows.setdefault(kind, []).append(change.row)
+        accepted += 1
+    for kind, keys in kept.items():
+        writer.keep(kind, keys)
     for kind, kind_rows in rows.items():
-        ingest.writer.stage(kind, kind_rows)
-    return sum(len(r) for r in rows.values())
+        writer.stage(kind, kind_rows)
+    return accepted
 
 
 def resync_cell(ingest, link, progress: Callable[[int, int], None] | None = None) -> Position:
@@ -69,7 +110,7 @@ def resync_cell(ingest, link, progress: Callable[[int, int], None] | None = None
         log.info("cell %s: snapshot %s at %s:%d, %d entities", link.name, snapshot[:8],
                  epoch[:8], seq, total)
         link.head = max(seq, link.head if link.position and link.position.epoch == epoch else 0)
-        writer.stage_begin()
+        writer.stage_begin(link.name)
         try:
             done = 0
             if progress:
@@ -78,6 +119,8 @@ def resync_cell(ingest, link, progress: Callable[[int, int], None] | None = None
             # builds it meanwhile.
             pending = link.control.begin("snapshot_page", snapshot=snapshot, after=None,
                                          limit=PAGE_ITEMS)
+            last_yield = time.monotonic()
+            reuse = _Reuse()
             try:
                 while pending is not None:
                     page = pending.result()
@@ -88,13 +131,19 @@ def resync_cell(ingest, link, progress: Callable[[int, int], None] | None = None
                         pending = link.control.begin("snapshot_page", snapshot=snapshot,
                                                      after=[items[-1][0], items[-1][1]],
                                                      limit=PAGE_ITEMS)
-                    _stage_page(ingest, link, items, seq)
-                    done += len(items)
+                    for i in range(0, len(items), SLICE_ITEMS):
+                        _stage_page(ingest, link, items[i:i + SLICE_ITEMS], seq, reuse)
+                        done += len(items[i:i + SLICE_ITEMS])
+                        if time.monotonic() - last_yield > BUSY_SLICE:
+                            if progress:
+                                progress(done, max(total, done))
+                            # Let status and the other feeds through. A real timer, not
+                            # sleep(0): sleep(0) only runs callbacks and leaves timers
+                            # and I/O waiting.
+                            gevent.sleep(YIELD_SECONDS)
+                            last_yield = time.monotonic()
                     if progress:
                         progress(done, max(total, done))
-                    # Let status and the other feeds through. A real timer, not sleep(0):
-                    # sleep(0) only runs callbacks and leaves timers and I/O waiting.
-                    gevent.sleep(YIELD_SECONDS)
             finally:
                 if pending is not None:
                     pending.cancel()

@@ -9,6 +9,13 @@ Invariants kept by this module:
 - a resync is staged in TEMP tables (the writer connection's own, invisible to
   readers) and swapped in with one short transaction: readers see the old rows of
   the cell until that commit, then the new ones.
+
+Speed: an upsert is ``INSERT .. ON CONFLICT DO UPDATE`` (the row keeps its rowid and
+its place; INSERT OR REPLACE would delete it from every index and insert it again).
+A resync stages only the rows that differ from what the cell holds (``stage_begin``
+loads the cell's entity hashes; ``held_hash`` lets the caller skip rendering an entity
+that is already right), and the swap is one set-based statement per table, with a
+bigger page cache for the duration of that transaction.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ DEAD_LETTER_PAYLOAD_BYTES = 512   # enough to recognise a message, bounded per r
 DEAD_LETTER_KEEP = 10_000         # the table keeps the newest rows only
 DEAD_LETTER_MESSAGE_CHARS = 2000
 WRITER_CACHE_KIB = 131_072        # index pages of a 100,000-server cell stay in memory
+SWAP_CACHE_KIB_PER_ROW = 8        # during a swap: every staged row's pages stay in memory
+SWAP_CACHE_KIB_MAX = 1_048_576    # ... up to this; given back when the swap commits
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +49,22 @@ class Table:
     def insert_sql(self, target: str) -> str:
         names = ", ".join(self.columns)
         marks = ", ".join("?" * len(self.columns))
-        return f"INSERT OR REPLACE INTO {target} ({names}) VALUES ({marks})"
+        return f"INSERT INTO {target} ({names}) VALUES ({marks})"
+
+    def _on_conflict(self) -> str:
+        sets = ", ".join(f"{c} = excluded.{c}" for c in self.columns if c != self.key)
+        return f" ON CONFLICT ({self.key}) DO UPDATE SET {sets}"
+
+    def upsert_sql(self) -> str:
+        """Insert a row or overwrite the row of its key in place (same rowid)."""
+        return self.insert_sql(self.name) + self._on_conflict()
+
+    def upsert_from_sql(self, source: str) -> str:
+        """Every row of ``source`` upserted into the table, in one statement."""
+        names = ", ".join(self.columns)
+        # "WHERE true": an upsert's SELECT needs a WHERE before ON CONFLICT (parsing)
+        return (f"INSERT INTO {self.name} ({names}) SELECT {names} FROM {source} WHERE true"
+                + self._on_conflict())
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +100,16 @@ class Writer:
             for needed in (table.key, table.owner, "entity_hash", "bucket", "seq"):
                 if needed not in table.columns:
                     raise ValueError(f"{table.name}: render columns lack {needed!r}")
+        self._upsert_sql = {kind: t.upsert_sql() for kind, t in self.tables.items()}
+        self._delete_sql = {kind: f"DELETE FROM {t.name} WHERE {t.key} = ? AND {t.owner} = ?"
+                            for kind, t in self.tables.items()}
+        self._key_at = {kind: t.columns.index(t.key) for kind, t in self.tables.items()}
+        self._hash_at = {kind: t.columns.index("entity_hash") for kind, t in self.tables.items()}
         self._staging_ready = False
+        self._held: dict[str, dict[str, int]] = {}       # kind -> {key: entity_hash} now held
+        self._held_cell: str | None = None               # ... by this cell
+        self._snapshot_keys: dict[str, set[str]] = {}    # kind -> every key of the snapshot
+        self._staged_rows = 0
         # The writer's page cache decides upsert and swap speed (four indexes per row).
         conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
 
@@ -102,19 +135,20 @@ class Writer:
         last: dict[tuple[str, str], Change] = {}
         count = 0
         for change in changes:
-            key = (change.kind, change.key)
-            last.pop(key, None)
-            last[key] = change
+            last[(change.kind, change.key)] = change   # a later change replaces the value
             count += 1
-        for kind, table in self.tables.items():
-            upserts = [c.row for c in last.values() if c.kind == kind and c.row is not None]
-            deletes = [(c.key, c.cell) for c in last.values() if c.kind == kind and c.row is None]
-            if upserts:
-                self.conn.executemany(table.insert_sql(table.name), upserts)
-            if deletes:
-                self.conn.executemany(
-                    f"DELETE FROM {table.name} WHERE {table.key} = ? AND {table.owner} = ?",
-                    deletes)
+        upserts: dict[str, list[tuple]] = {kind: [] for kind in self.tables}
+        deletes: dict[str, list[tuple[str, str]]] = {kind: [] for kind in self.tables}
+        for change in last.values():
+            if change.row is None:
+                deletes[change.kind].append((change.key, change.cell))
+            else:
+                upserts[change.kind].append(change.row)
+        for kind in self.tables:
+            if upserts[kind]:
+                self.conn.executemany(self._upsert_sql[kind], upserts[kind])
+            if deletes[kind]:
+                self.conn.executemany(self._delete_sql[kind], deletes[kind])
         return count
 
     def apply(self, changes: Sequence[Change], positions: Sequence[Position] = (),
@@ -174,31 +208,67 @@ class Writer:
     def _staging(self, table: Table) -> str:
         return f"temp.staging_{table.name}"
 
-    def stage_begin(self) -> None:
+    def stage_begin(self, cell: str | None = None) -> None:
         """Create (or empty) the TEMP staging tables. TEMP tables belong to this
-        connection only: readers cannot see them, and they never reach the WAL."""
+        connection only: readers cannot see them, and they never reach the WAL.
+        With ``cell``, the entity hashes the cell holds now are loaded, so that rows
+        already right are neither rendered (see ``held_hash``) nor staged."""
         with self.conn:
             for table in self.tables.values():
                 self.conn.execute(
                     f"CREATE TEMP TABLE IF NOT EXISTS staging_{table.name} AS "
                     f"SELECT * FROM main.{table.name} WHERE 0")
                 self.conn.execute(f"DELETE FROM {self._staging(table)}")
+            self._held = {kind: {} for kind in self.tables}
+            self._held_cell = cell
+            if cell is not None:
+                for kind, table in self.tables.items():
+                    self._held[kind] = dict(self.conn.execute(
+                        f"SELECT {table.key}, entity_hash FROM {table.name} "
+                        f"WHERE {table.owner} = ?", (cell,)))
+        self._snapshot_keys = {kind: set() for kind in self.tables}
+        self._staged_rows = 0
         self._staging_ready = True
 
+    def held_hash(self, kind: str, key: str) -> int | None:
+        """The entity hash of the row the cell given to ``stage_begin`` holds for this
+        key (None: no row). An entity with that hash is right already: ``keep`` it
+        instead of rendering and staging it."""
+        return self._held[kind].get(key)
+
+    def keep(self, kind: str, keys: Iterable[str]) -> None:
+        """Snapshot entities whose rows are already right: the swap leaves them."""
+        if not self._staging_ready:
+            raise RuntimeError("keep: stage_begin was not called")
+        self._snapshot_keys[kind].update(keys)
+
     def stage(self, kind: str, rows: Sequence[tuple]) -> None:
+        """Rows of the snapshot (render tuples). Those equal to the held row (key and
+        hash) are kept as they are, the others are staged for the swap."""
         if not self._staging_ready:
             raise RuntimeError("stage: stage_begin was not called")
         table = self.tables[kind]
-        with self.conn:
-            self.conn.executemany(table.insert_sql(self._staging(table)), rows)
+        key_at, hash_at = self._key_at[kind], self._hash_at[kind]
+        held, keys = self._held[kind], self._snapshot_keys[kind]
+        changed = []
+        for row in rows:
+            key = row[key_at]
+            keys.add(key)
+            if held.get(key) != row[hash_at]:
+                changed.append(row)
+        if changed:
+            with self.conn:
+                self.conn.executemany(table.insert_sql(self._staging(table)), changed)
+            self._staged_rows += len(changed)
 
     def staged_count(self) -> int:
         return sum(self.conn.execute(f"SELECT count(*) FROM {self._staging(t)}").fetchall()[0][0]
                    for t in self.tables.values())
 
     def swap(self, position: Position) -> dict[str, int]:
-        """In one transaction: make the cell's rows equal the staged rows and set the
-        cell's position. Returns the number of rows per kind now held.
+        """In one transaction: make the cell's rows equal the snapshot (staged rows
+        plus kept ones) and set the cell's position. Returns the number of rows per
+        kind now held.
 
         Rows whose key and entity hash are unchanged are left as they are (only what
         differs is written), which keeps the commit short when most of a cell is
@@ -207,19 +277,32 @@ class Writer:
         if not self._staging_ready:
             raise RuntimeError("swap: nothing staged")
         cell = position.cell
-        with self.conn:
-            for table in self.tables.values():
-                staging = self._staging(table)
-                names = ", ".join(table.columns)
-                self.conn.execute(
-                    f"DELETE FROM {table.name} WHERE {table.owner} = ? AND {table.key} "
-                    f"NOT IN (SELECT {table.key} FROM {staging})", (cell,))
-                self.conn.execute(
-                    f"INSERT OR REPLACE INTO {table.name} ({names}) SELECT {names} "
-                    f"FROM {staging} AS s WHERE NOT EXISTS (SELECT 1 FROM {table.name} AS m "
-                    f"WHERE m.{table.key} = s.{table.key} AND m.{table.owner} = s.{table.owner} "
-                    f"AND m.entity_hash = s.entity_hash)")
-            self._write_positions([position], time.time())
+        cache_kib = min(SWAP_CACHE_KIB_MAX, WRITER_CACHE_KIB
+                        + self._staged_rows * SWAP_CACHE_KIB_PER_ROW)
+        if cache_kib > WRITER_CACHE_KIB:
+            self.conn.execute(f"PRAGMA main.cache_size=-{cache_kib}")
+        try:
+            with self.conn:
+                for kind, table in self.tables.items():
+                    keys = self._snapshot_keys[kind]
+                    if self._held_cell == cell:
+                        # Only this cell's own events change its rows, and ingest holds
+                        # them back during a resync: what stage_begin saw is still held
+                        # (a key another feed took over meanwhile is no longer ours,
+                        # and its delete below touches nothing).
+                        held = self._held[kind].keys()
+                    else:
+                        held = [key for (key,) in self.conn.execute(
+                            f"SELECT {table.key} FROM {table.name} WHERE {table.owner} = ?",
+                            (cell,))]
+                    gone = [(key, cell) for key in held if key not in keys]
+                    if gone:
+                        self.conn.executemany(self._delete_sql[kind], gone)
+                    self.conn.execute(table.upsert_from_sql(self._staging(table)))
+                self._write_positions([position], time.time())
+        finally:
+            if cache_kib > WRITER_CACHE_KIB:
+                self.conn.execute(f"PRAGMA main.cache_size=-{WRITER_CACHE_KIB}")
         counts = self.counts(cell)
         self.stage_discard()
         return counts
@@ -230,6 +313,7 @@ class Writer:
         with self.conn:
             for table in self.tables.values():
                 self.conn.execute(f"DELETE FROM {self._staging(table)}")
+        self._held, self._held_cell, self._snapshot_keys, self._staged_rows = {}, None, {}, 0
         self._staging_ready = False
 
     # -- drift digests -------------------------------------------------------------
