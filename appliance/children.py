@@ -137,6 +137,10 @@ def stop_event_on_sigterm() -> threading.Event:
     stop = threading.Event()
 
     def handle(signum, frame):
+        # Ignore further signals first: one arriving inside Event.set() would run a
+        # nested handler that waits forever on the lock this one holds.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGQUIT, signal.SIG_IGN)
         stop.set()
 
     signal.signal(signal.SIGTERM, handle)

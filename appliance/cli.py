@@ -252,8 +252,16 @@ def cmd_serve(args) -> int:
 
 def _stop_on_signals() -> threading.Event:
     stop = threading.Event()
+
+    def handle(signum, frame):
+        # Ignore further signals first: one arriving inside Event.set() would run a
+        # nested handler that waits forever on the lock this one holds.
+        for other in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(other, signal.SIG_IGN)
+        stop.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, handle)
     return stop
 
 

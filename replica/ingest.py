@@ -25,6 +25,7 @@ from typing import Any
 import apsw
 import gevent
 import gevent.event
+import gevent.lock
 import msgpack
 import nanomsg
 
@@ -53,6 +54,16 @@ YIELD_SECONDS = 0.001
 BUSY_SLICE = 0.02              # a busy feed lets the other greenlets run this often
 STOP_POLL = 0.1
 SILENCE_RECHECK = 0.05
+
+
+def _recv_now(sock: nanomsg.Socket) -> bytes | None:
+    """The next message if one is already waiting, else None."""
+    try:
+        return sock.recv(flags=nanomsg.DONTWAIT)
+    except nanomsg.NanoMsgAPIError as exc:
+        if exc.errno != nanomsg.EAGAIN:
+            raise
+        return None
 
 
 @dataclass(frozen=True)
@@ -187,6 +198,8 @@ class Ingest:
         self.batches_committed = 0
         self.jobs = JobBoard()
         self._wake = gevent.event.Event()
+        # The writer has one staging area: resyncs of several cells take turns.
+        self._staging = gevent.lock.BoundedSemaphore(1)
         self._greenlets: list[gevent.Greenlet] = []
         self.stopped = gevent.event.Event()
 
@@ -288,7 +301,12 @@ class Ingest:
         try:
             last_yield = time.monotonic()
             while True:
-                data = _recv(sock, None)
+                data = _recv_now(sock)
+                if data is None:
+                    # The feed is idle: nothing more will join this group soon, so
+                    # commit it now instead of at the end of the group-commit window.
+                    self.commit()
+                    data = _recv(sock, None)
                 try:
                     self.on_message(link, data)
                 except Exception as exc:  # a bug must cost one message, not the feed
@@ -526,7 +544,8 @@ class Ingest:
                 self._job_progress(r.job)
 
         try:
-            resync.resync_cell(self, link, progress)
+            with self._staging:
+                resync.resync_cell(self, link, progress)
         except Exception as exc:
             log.warning("cell %s: resync failed: %r", link.name, exc)
             link.error = f"resync: {exc}"

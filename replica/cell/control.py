@@ -7,11 +7,11 @@ reply; a bad request gets an error reply (counted) and the server goes on.
 
 Consistency: every op reads inside one read transaction and reports the seq (the
 outbox head) of that transaction, so the entities it returns are exactly the state
-at that seq. Digests and buckets use a cache of entity hashes (``HashCache``) that a
-background thread builds when the server starts and brings forward by the outbox
-every HASH_REFRESH_SECONDS; a request brings it forward by the changes since, so no
-digest builds every entity while other requests wait (one that arrives during the
-first build waits for it).
+at that seq. A digest rebuilds every entity's hash from the tables inside its read
+transaction: it exists to find changes that never reached the outbox (a disabled
+trigger, a hand edit, a bug), so it must not trust the outbox. The hashes are kept
+(``HashCache``) so that the bucket requests that follow a digest only rebuild what the
+outbox says changed since.
 
 Replies are encoded once: a page or a replay is built and packed with the cyclic
 garbage collector paused (they are trees without cycles), a reply over
@@ -58,7 +58,6 @@ SNAPSHOT_EVICT_IDLE_SECONDS = 5.0   # when full, a snapshot idle this long makes
 POLL_SECONDS = 0.2               # how often the loop looks at stop and idle snapshots
 REPLAY_PREFETCH_SECONDS = 5.0    # a prefetched replay reply older than this is rebuilt
 REPLAY_CHUNK = 500               # outbox rows built at a time until a replay reply is full
-HASH_REFRESH_SECONDS = 10.0      # the background hash cache follows the outbox this often
 
 
 class RequestError(Exception):
@@ -134,25 +133,25 @@ def _gc_paused():
 
 
 class HashCache:
-    """Entity hashes of the whole cell at one seq, brought forward by rebuilding
-    only the keys the outbox says changed since. A digest is then as cheap as the
-    changes since the previous one; the first one (or one after the outbox was
-    pruned past the cached seq) builds every entity."""
+    """Entity hashes of the whole cell at one seq. ``refresh(full=True)`` builds every
+    entity; otherwise only the keys the outbox says changed since are rebuilt (a full
+    build when the outbox was pruned past the cached seq)."""
 
     def __init__(self):
         self.seq: int | None = None
         self.entries: dict[tuple[str, str], tuple[int, int]] = {}   # -> (hash, bucket)
 
-    def refresh(self, conn: apsw.Connection, kinds: list[str]) -> int:
+    def refresh(self, conn: apsw.Connection, kinds: list[str], full: bool = False) -> int:
         """Bring the cache to the head of ``conn``'s open read transaction."""
         with _gc_paused():
-            return self._refresh(conn, kinds)
+            return self._refresh(conn, kinds, full)
 
-    def _refresh(self, conn: apsw.Connection, kinds: list[str]) -> int:
+    def _refresh(self, conn: apsw.Connection, kinds: list[str], full: bool) -> int:
         head = outbox.outbox_head(conn)
-        if self.seq is not None and head == self.seq:
+        if not full and self.seq is not None and head == self.seq:
             return head
-        if self.seq is None or outbox.outbox_oldest(conn) > self.seq + 1 or head < self.seq:
+        if (full or self.seq is None or outbox.outbox_oldest(conn) > self.seq + 1
+                or head < self.seq):
             entries = {}
             for kind, key, ent in entity.iter_entities(conn, kinds, page=1000):
                 entries[(kind, key)] = (feed.entity_hash(ent), feed.bucket_of(key))
@@ -189,7 +188,6 @@ class ControlServer:
         self.snapshots: dict[str, Snapshot] = {}
         self.conn: apsw.Connection | None = None
         self.hashes = HashCache()
-        self.hashes_lock = threading.Lock()
         self.pending_prefetch: tuple | None = None
         self.prefetched_replay: tuple | None = None    # (from, limit, built at, reply, next)
         self.handlers = {
@@ -204,7 +202,6 @@ class ControlServer:
     def run(self) -> None:
         self.conn = connection.open_cell_reader(self.db)
         fd = self.sock.recv_fd
-        threading.Thread(target=self.keep_hashes, name="cell-hashes", daemon=True).start()
         try:
             while not self.stop.is_set():
                 try:
@@ -235,24 +232,6 @@ class ControlServer:
         except nanomsg.NanoMsgAPIError as exc:   # the requester went away
             log.warning("control reply not sent: %s", exc)
         self.prefetch()
-
-    def keep_hashes(self) -> None:
-        """Build the digest's hash cache in the background from the start, and keep it
-        near the head (so that outbox pruning never forces a full rebuild): a digest
-        or bucket request then only brings it forward by the last few changes, instead
-        of building every entity while the control socket answers nothing else."""
-        conn = connection.open_cell_reader(self.db)
-        try:
-            while not self.stop.is_set():
-                try:
-                    with self.hashes_lock, self._read(conn):
-                        self.hashes.refresh(conn, self.kinds)
-                except Exception as exc:     # a busy or rebuilt cell: try again later
-                    log.warning("hash cache refresh failed: %s", exc)
-                if self.stop.wait(HASH_REFRESH_SECONDS):
-                    return
-        finally:
-            conn.close()
 
     def prefetch(self) -> None:
         """Build the next page of the snapshot just served, or the next replay reply
@@ -452,9 +431,8 @@ class ControlServer:
 
     def digest(self, args: dict) -> bytes:
         buckets = [[0, 0] for _ in range(feed.DIGEST_BUCKETS)]
-        with self.hashes_lock:
-            with self._read(self.conn):
-                seq = self.hashes.refresh(self.conn, self.kinds)
+        with self._read(self.conn):
+            seq = self.hashes.refresh(self.conn, self.kinds, full=True)
             for entity_hash, bucket in self.hashes.entries.values():
                 buckets[bucket][0] += 1
                 buckets[bucket][1] += entity_hash
@@ -463,7 +441,7 @@ class ControlServer:
     def bucket(self, args: dict) -> bytes:
         wanted = _int_arg(args, "bucket", low=0, high=feed.DIGEST_BUCKETS - 1)
         entities: dict[str, list[int]] = {}
-        with self.hashes_lock, self._read(self.conn):
+        with self._read(self.conn):
             seq = self.hashes.refresh(self.conn, self.kinds)
             members: dict[str, list[str]] = {}
             for (kind, key), (entity_hash, bucket) in self.hashes.entries.items():

@@ -318,8 +318,8 @@ def _control_main(config: PublisherConfig, epoch: str, kinds: list[str]) -> None
     """The control server's process: answers until SIGTERM, or until the publisher
     dies (PR_SET_PDEATHSIG: a SIGKILLed publisher leaves no orphan holding its port)."""
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # the publisher handles Ctrl-C
+    _stop_on_signals(stop, (signal.SIGTERM,))
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
@@ -365,14 +365,31 @@ class ControlProcess:
         self.proc = None
 
 
+def _stop_on_signals(stop: threading.Event, signums) -> dict:
+    """Set ``stop`` on any of ``signums``; return the handlers replaced. A signal the
+    process inherited as ignored stays ignored (a supervised child ignores Ctrl-C).
+    The handler ignores further signals before it sets the event: a second signal
+    arriving inside Event.set() would otherwise run a nested handler that waits
+    forever on the lock the first one holds."""
+    def handle(signum, frame):
+        for other in signums:
+            signal.signal(other, signal.SIG_IGN)
+        stop.set()
+
+    previous = {}
+    for signum in signums:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, handle)
+    return previous
+
+
 def run_publisher(config: PublisherConfig, stop: threading.Event | None = None) -> None:
     """Run until ``stop`` is set (or SIGTERM / SIGINT when called on the main thread)."""
     check_nanomsg()
     stop = stop or threading.Event()
     previous = {}
     if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(signum, lambda *_: stop.set())
+        previous = _stop_on_signals(stop, (signal.SIGTERM, signal.SIGINT))
     try:
         Publisher(config, stop).run()
     finally:

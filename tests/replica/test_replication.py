@@ -359,3 +359,20 @@ def test_a_silent_cell_goes_stale_and_comes_back(make_cell, make_ingest, replica
     assert status["c2"]["state_since"] > stale["state_since"]
     assert_converged(replica_path, c1)
     assert_converged(replica_path, c2)
+
+
+def test_resync_of_every_cell_at_once_swaps_each_of_them(make_cell, make_ingest, replica_path):
+    cells = [make_cell(name) for name in ("c1", "c2", "c3")]
+    for n, cell in enumerate(cells):
+        cell.populate(60 + n * 10, seed=20 + n)
+        cell.start()
+    ing = make_ingest([cell.feed() for cell in cells])
+    ing.start()
+    before = ing.wait_caught_up(cells)
+    job = ing.client.wait_job(ing.client.resync(None), timeout=60)
+    assert job["state"] == "done" and job["error"] is None, job
+    assert job["done"] == job["total"] == 60 + 70 + 80
+    after = ing.wait_caught_up(cells)
+    for cell in cells:
+        assert after[cell.name]["resyncs"] == before[cell.name]["resyncs"] + 1
+        assert_converged(replica_path, cell)

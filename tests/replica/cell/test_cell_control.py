@@ -153,22 +153,22 @@ def test_snapshot_pages_are_cut_by_size(cell_db, monkeypatch):
     conn.close()
 
 
-def test_the_hash_cache_is_built_in_the_background(cell_db):
+def test_a_digest_sees_changes_that_bypassed_the_outbox(cell_db):
     simulator.populate(cell_db, 20, 2, seed=6)
     conn = connection.open_cell(cell_db)
     stop = threading.Event()
     server = control.ControlServer(cell_db, "c1", outbox.epoch_of(conn), ["server"], None, stop)
     server.conn = connection.open_cell_reader(cell_db)
-    thread = threading.Thread(target=server.keep_hashes)
-    thread.start()
-    try:
-        from tests.conftest import wait_for
-        wait_for(lambda: server.hashes.seq == outbox.outbox_head(conn), what="warm hash cache")
-        assert server.hashes.entries == recomputed(conn)
-    finally:
-        stop.set()
-        thread.join()
-    digest = feed.decode_reply("digest", server.handle(feed.encode_request("digest")))
-    assert digest["seq"] == outbox.outbox_head(conn)
+    before = feed.decode_reply("digest", server.handle(feed.encode_request("digest")))
+    assert server.hashes.entries == recomputed(conn)
+    with conn:
+        with outbox.triggers_suspended(conn):
+            conn.execute("UPDATE instances SET display_name = 'drifted' WHERE id = "
+                         "(SELECT min(id) FROM instances)")
+    after = feed.decode_reply("digest", server.handle(feed.encode_request("digest")))
+    assert after["seq"] == before["seq"] == outbox.outbox_head(conn)
+    assert server.hashes.entries == recomputed(conn)
+    changed = [b for b in range(feed.DIGEST_BUCKETS) if before["buckets"][b] != after["buckets"][b]]
+    assert len(changed) == 1
     server.conn.close()
     conn.close()
