@@ -160,6 +160,27 @@ def check_nanomsg() -> None:
                          "libnanomsg's headers")
 
 
+TCP_MIGRATE_REQ = "/proc/sys/net/ipv4/tcp_migrate_req"
+
+
+def enable_request_migration(path: str = TCP_MIGRATE_REQ) -> str:
+    """Make the kernel hand the connections queued on a closing SO_REUSEPORT listener to
+    another listener of the group, instead of resetting them: without it, a connection
+    that reaches a retiring worker's queue between its last accept and its close is
+    lost, so a SIGHUP reload is not hitless. The setting belongs to the network
+    namespace; it is enabled when this process may write it (root), and the return
+    value says how it stands: "on", "enabled", or why it is off."""
+    try:
+        with open(path) as f:
+            if f.read().strip() == "1":
+                return "on"
+        with open(path, "w") as f:
+            f.write("1")
+        return "enabled"
+    except OSError as exc:
+        return f"off ({exc.strerror}): set net.ipv4.tcp_migrate_req=1 for hitless reloads"
+
+
 class Supervisor:
     """Runs until stopped; ``run()`` returns the process exit code."""
 
@@ -231,7 +252,8 @@ class Supervisor:
         logs.info("supervisor_started", listen=f"{self.api.host}:{self.api.port}",
                   admin=(f"{self.admin_address.host}:{self.admin_address.port}"
                          if self.admin_address else None),
-                  workers=self.num_workers, data_dir=self.data_dir)
+                  workers=self.num_workers, data_dir=self.data_dir,
+                  request_migration=enable_request_migration())
 
     def _prepare_replica(self) -> None:
         """Create and migrate the replica before any worker opens it read-only. The

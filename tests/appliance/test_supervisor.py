@@ -250,3 +250,14 @@ def test_reload_whose_new_worker_cannot_boot_keeps_the_old_ones(trivial):
     assert running.proc.poll() is None
     assert worker_pids(running.data_dir) == before
     assert {int(get(running.port)[1]) for _ in range(20)} == before
+
+
+def test_request_migration_is_enabled_when_writable_and_explained_when_not(tmp_path):
+    from appliance.supervisor import enable_request_migration
+    knob = tmp_path / "tcp_migrate_req"
+    knob.write_text("0\n")
+    assert enable_request_migration(str(knob)) == "enabled"
+    assert knob.read_text() == "1"
+    assert enable_request_migration(str(knob)) == "on"
+    missing = enable_request_migration(str(tmp_path / "absent" / "knob"))
+    assert missing.startswith("off (") and "tcp_migrate_req=1" in missing

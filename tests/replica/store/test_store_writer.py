@@ -110,3 +110,10 @@ def test_digests_and_bucket_entities_match_the_feed_functions(setup):
     one = servers[0]
     got = writer.bucket_entities("c1", feed.bucket_of(one["uuid"]))
     assert got[one["uuid"]] == ("server", feed.entity_hash(one), 1)
+
+
+def test_a_new_replica_uses_large_pages(tmp_path):
+    from replica.store import connection
+    conn = connection.open_writer(str(tmp_path / "fresh.db"))
+    assert conn.execute("PRAGMA page_size").fetchall()[0][0] == connection.PAGE_SIZE
+    assert conn.execute("PRAGMA journal_mode").fetchall()[0][0] == "wal"
