@@ -42,6 +42,14 @@ _SCHEME = ("http", "https")
 # The statements of this long share one read transaction (Reader.hold_snapshots): a
 # read may answer from a snapshot up to a millisecond old.
 SNAPSHOT_HOLD_S = 0.001
+TAGS_MINOR = 26               # server tags exist from 2.26
+# /servers/{id}/<kind>: (the reader's sub-resource of the collection, of one item) and
+# Nova's message when the item is missing.
+_SERVER_SUBRESOURCES = {
+    "tags": (("tags", None), ("tag", "Server {server} has no tag '{key}'")),
+    "metadata": (("metadata", None), ("meta", "Metadata item was not found")),
+    "ips": (("ips", None), ("network", "Instance is not a member of specified network")),
+}
 
 
 class _Read:
@@ -205,6 +213,13 @@ class ComputeApi:
                         else self._list_flavors(read, True))
             return (self._show_server(read, rest[1]) if collection == "servers"
                     else self._show_flavor(read, rest[1]))
+        if len(rest) <= 4:
+            key = _path_text(rest[3]) if len(rest) == 4 else None
+            if collection == "flavors":
+                if rest[2] == "os-extra_specs":
+                    return self._extra_specs(read, rest[1], key)
+            elif rest[2] in _SERVER_SUBRESOURCES:
+                return self._server_subresource(read, rest[1], rest[2], key)
         raise not_found()
 
     # -- handlers ----------------------------------------------------------------------
@@ -229,6 +244,36 @@ class ComputeApi:
         if result.body is None:
             raise _NotFoundWith(f"Flavor {flavorid} could not be found.", result)
         return 200, b'{"flavor":' + result.body + b"}", result
+
+    def _extra_specs(self, read: _Read, flavorid: str, key: str | None):
+        """GET /flavors/{id}/os-extra_specs[/{key}] (flavors_extraspecs index / show)."""
+        identity = read.identity
+        result = self._reader.subresource(
+            "extra_specs" if key is None else "extra_spec", flavorid,
+            None if identity.admin else identity.project_id, key)
+        if not result.count:
+            raise _NotFoundWith(f"Flavor {flavorid} could not be found.", result)
+        if result.body is None:
+            raise _NotFoundWith(f"Flavor {flavorid} has no extra specs with key {key}.",
+                                result)
+        return 200, result.body, result
+
+    def _server_subresource(self, read: _Read, server_id: str, kind: str, key: str | None):
+        """GET /servers/{id}/tags[/{tag}], /metadata[/{key}], /ips[/{network}]."""
+        if kind == "tags" and read.minor < TAGS_MINOR:
+            raise not_found()      # Nova: no such method below 2.26
+        if not is_uuid_like(server_id):
+            raise not_found(f"Instance {server_id} could not be found.")
+        identity = read.identity
+        name, missing = _SERVER_SUBRESOURCES[kind][key is not None]
+        result = self._reader.subresource(
+            name, canonical_uuid(server_id),
+            None if identity.admin else identity.project_id, key)
+        if not result.count:
+            raise _NotFoundWith(f"Instance {server_id} could not be found.", result)
+        if result.body is None:
+            raise _NotFoundWith(missing.format(server=server_id, key=key), result)
+        return (204 if name == "tag" else 200), result.body, result
 
     def _list_servers(self, read: _Read, detail: bool):
         multi = read.query()
@@ -411,6 +456,14 @@ def _date() -> tuple[str, str]:
 def _call_later(delay: float, fn) -> None:
     # A timer on the worker's event loop that does not keep the loop alive.
     gevent.get_hub().loop.timer(delay, ref=False).start(fn)
+
+
+def _path_text(segment: str) -> str:
+    """A path segment as text: WSGI gives PATH_INFO's bytes as latin-1."""
+    try:
+        return segment.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return segment
 
 
 def _self_prefix(root: str, url_project: str | None) -> str:

@@ -11,7 +11,7 @@ FAULT_NAMES = {
     429: "overLimit", 501: "notImplemented", 503: "serviceUnavailable",
 }
 REASONS = {
-    200: "OK",
+    200: "OK", 204: "No Content",
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 406: "Not Acceptable", 414: "Request-URI Too Long",
     500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",

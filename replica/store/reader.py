@@ -13,6 +13,11 @@ Filters: exact ones are ``IN`` lists on indexed or plain columns; a regex withou
 metacharacters is ``instr()``; a real regex calls the registered ``regexp()`` (Python,
 once per candidate row); tags use ``json_each`` over the row's tag array.
 
+Sub-resources (``SUBRESOURCE_SQL``: extra specs, server tags, metadata, ips) are one
+statement over the parent's row by primary key; the ones that pick one member (or trim
+the addresses to Nova's ips view) read it out of the stored fragment with SQLite's JSON
+functions, over that one row.
+
 Reader connections are read-only (``open_reader``), cached one per process (gevent:
 ``threading.local`` would be per greenlet) and every statement runs under a deadline
 enforced by a progress handler. The API workers let the statements of a millisecond
@@ -189,6 +194,59 @@ def show_flavor_sql(view: render.FlavorView, scoped: bool) -> str:
              "WHERE value = ?6))") if scoped else ""
     return (f"SELECT max(CAST({_with_prefixes(flavor_doc_expr(view))} AS BLOB)), "
             f"{POSITION_SQL} FROM flavors WHERE flavorid = ?5{scope}")
+
+
+# -- sub-resources of one flavor or server ------------------------------------------
+# Each is ONE statement over one row found by its primary key: ?1 the flavor or server
+# id, ?2 the caller's project (NULL: any, an admin), ?3 the item's key. Every statement
+# returns (parent found, body or NULL, position): max() keeps it one row when the parent
+# is missing, so the position still comes back.
+
+_FLAVOR_ACCESS = ("(?2 IS NULL OR is_public = 1 OR EXISTS (SELECT 1 FROM "
+                  "json_each(flavors.projects) WHERE value = ?2))")
+_SERVER_ACCESS = "deleted = 0 AND (?2 IS NULL OR project_id = ?2)"
+# f_extra_specs is ',"extra_specs":{...}' (replica.render.flavor_row).
+_EXTRA_SPECS_MEMBER = ',"extra_specs":'
+_EXTRA_SPECS = f"substr(f_extra_specs, {len(_EXTRA_SPECS_MEMBER) + 1})"
+# d_base opens the server's base object without closing it (replica.render.server_row).
+_BASE = "(d_base || '}')"
+# A json_each row's value as JSON (json_each gives true / false as 1 / 0).
+_EACH_VALUE = ("CASE type WHEN 'true' THEN json('true') WHEN 'false' THEN json('false') "
+               "ELSE value END")
+# Nova's ips view of one network's addresses: version and addr only (no OS-EXT-IPS*).
+_NETWORK_IPS = ("json((SELECT json_group_array(json_object('version', "
+                "json_extract(a.value, '$.version'), 'addr', json_extract(a.value, '$.addr'))) "
+                "FROM json_each(n.value) AS a))")
+
+
+def _sub_sql(table: str, key: str, access: str, body: str) -> str:
+    return (f"SELECT count(*), max(CAST({body} AS BLOB)), {POSITION_SQL} "
+            f"FROM {table} WHERE {key} = ?1 AND {access}")
+
+
+SUBRESOURCE_SQL = {
+    # GET /flavors/{id}/os-extra_specs: the stored member as its own object.
+    "extra_specs": _sub_sql("flavors", "flavorid", _FLAVOR_ACCESS,
+                            "'{' || substr(f_extra_specs, 2) || '}'"),
+    "extra_spec": _sub_sql("flavors", "flavorid", _FLAVOR_ACCESS,
+                           f"(SELECT json_object(key, {_EACH_VALUE}) FROM "
+                           f"json_each({_EXTRA_SPECS}) WHERE key = ?3)"),
+    "tags": _sub_sql("servers", "uuid", _SERVER_ACCESS, "'{\"tags\":' || tags || '}'"),
+    # '' when the tag exists (204), NULL when not.
+    "tag": _sub_sql("servers", "uuid", _SERVER_ACCESS,
+                    "(SELECT '' FROM json_each(servers.tags) WHERE value = ?3 LIMIT 1)"),
+    "metadata": _sub_sql("servers", "uuid", _SERVER_ACCESS,
+                         f"'{{\"metadata\":' || json_extract({_BASE}, '$.metadata') || '}}'"),
+    "meta": _sub_sql("servers", "uuid", _SERVER_ACCESS,
+                     f"(SELECT '{{\"meta\":' || json_object(key, {_EACH_VALUE}) || '}}' "
+                     f"FROM json_each({_BASE}, '$.metadata') WHERE key = ?3)"),
+    "ips": _sub_sql("servers", "uuid", _SERVER_ACCESS,
+                    f"'{{\"addresses\":' || (SELECT json_group_object(n.key, {_NETWORK_IPS}) "
+                    f"FROM json_each({_BASE}, '$.addresses') AS n) || '}}'"),
+    "network": _sub_sql("servers", "uuid", _SERVER_ACCESS,
+                        f"(SELECT json_object(n.key, {_NETWORK_IPS}) "
+                        f"FROM json_each({_BASE}, '$.addresses') AS n WHERE n.key = ?3)"),
+}
 
 
 def _after_marker(sort: tuple[tuple[str, str], ...]) -> str:
@@ -481,6 +539,16 @@ class Reader:
                   flavorid) + ((project_id,) if project_id is not None else ())
         (body, position), ms = self._one_row(sql, params)
         return ReadResult(body, position or "", ms, count=int(body is not None))
+
+    def subresource(self, name: str, parent: str, project_id: str | None,
+                    key: str | None = None) -> ReadResult:
+        """One sub-resource of a flavor or server (``SUBRESOURCE_SQL[name]``):
+        ``count`` 0 when the parent is missing (or not the caller's), ``body`` None
+        when the item is; ``project_id`` None: any project."""
+        sql = SUBRESOURCE_SQL[name]
+        params = (parent, project_id) if key is None else (parent, project_id, key)
+        (found, body, position), ms = self._one_row(sql, params)
+        return ReadResult(body, position or "", ms, count=found)
 
     def list_flavors(self, query: FlavorQuery, view: render.FlavorView,
                      prefixes: Prefixes) -> ReadResult:
