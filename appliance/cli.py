@@ -34,44 +34,23 @@ def _help(description: str, examples: str) -> dict:
             "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
-    return value
+def _number(parse, what: str, low, high=None, bound: str = ""):
+    """An argparse type: ``parse`` the text, refuse values outside [low, high]."""
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {bound}, got {value}")
+        return value
+    return convert
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
-    return value
-
-
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port 0-65535, got {value}")
-    return value
+_positive_int = _number(int, "a whole number", 1, bound="a number of at least 1")
+_count = _number(int, "a whole number", 0, bound="0 or more")
+_rate = _number(float, "a number", 0, bound="0 or more")
+_port = _number(int, "a port number", 0, 65535, bound="a port 0-65535")
 
 
 def _admin_options(parser: argparse.ArgumentParser) -> None:

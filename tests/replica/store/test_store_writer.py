@@ -6,22 +6,13 @@ import pytest
 from replica import feed
 from replica.position import Position
 from replica.store.connection import open_reader, open_writer
-from replica.store.writer import Change, DeadLetter, Writer
+from replica.store.writer import Change, DeadLetter
 
-from tests.replica.conftest import StandInRender, make_flavor, make_server
-
-
-@pytest.fixture
-def setup(replica_path):
-    render = StandInRender(replica_path)
-    conn = open_writer(replica_path)
-    writer = Writer(conn, render.SERVER_COLUMNS, render.FLAVOR_COLUMNS)
-    yield writer, render, replica_path
-    conn.close()
+from tests.replica.store.conftest import upsert
+from tests.replica.conftest import make_flavor, make_server
 
 
-def _upsert(render, cell, seq, entity):
-    return Change(feed.KIND_SERVER, entity["uuid"], cell, render.server_row(cell, seq, entity))
+_upsert = upsert
 
 
 def test_apply_writes_rows_and_position_in_one_transaction(setup):

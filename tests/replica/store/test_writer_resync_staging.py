@@ -1,26 +1,14 @@
 """Resync staging against what the cell holds: unchanged rows are kept, not rewritten."""
 
-import pytest
-
 from replica import feed
 from replica.position import Position
-from replica.store.connection import open_reader, open_writer
-from replica.store.writer import Change, Writer
+from replica.store.connection import open_reader
 
-from tests.replica.conftest import StandInRender, make_server
-
-
-@pytest.fixture
-def setup(replica_path):
-    render = StandInRender(replica_path)
-    conn = open_writer(replica_path)
-    writer = Writer(conn, render.SERVER_COLUMNS, render.FLAVOR_COLUMNS)
-    yield writer, render, replica_path
-    conn.close()
+from tests.replica.store.conftest import upsert
+from tests.replica.conftest import make_server
 
 
-def _upsert(render, cell, seq, entity):
-    return Change(feed.KIND_SERVER, entity["uuid"], cell, render.server_row(cell, seq, entity))
+_upsert = upsert
 
 
 def _rows(writer, cell):
