@@ -11,10 +11,11 @@ import pytest
 
 from tests.api.conftest import ADMIN, MEMBER
 
-SAMPLES = "/work/shared/reference/nova/api-samples"
+# shared/ lies beside the repository's checkout.
+SAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "reference",
+                       "nova", "api-samples")
 if not os.path.isdir(SAMPLES):
-    SAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "reference",
-                           "nova", "api-samples")
+    SAMPLES = "/work/shared/reference/nova/api-samples"
 MAX_MINOR = 100
 SERVER_ID = "0e44cc9c-e052-415d-afbf-469b0d000000"     # server 0 of the fixture
 # Maps keyed by data, not by schema: compare their values' shapes only.
