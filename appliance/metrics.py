@@ -73,9 +73,22 @@ class LatencyRecorder:
             ("method", "endpoint", "status"), buckets=LATENCY_BUCKETS)
         self.bounds = tuple(LATENCY_BUCKETS) + (float("inf"),)
         self.pending: dict[tuple[str, str, str], list] = {}
-        self.endpoints: dict[str, str] = {}
+        self.endpoints: dict[str, str] = {}    # path -> label
+        self.children: dict[str, str] = {}     # parent path -> label of "<parent>/<id>"
 
     def endpoint_of(self, path: str) -> str:
+        # Most paths end in an id ("/v2.1/servers/<uuid>"): their label is the parent's
+        # plus "/{id}", remembered per parent, so a new id costs a split and a lookup.
+        head, _, last = path.rpartition("/")
+        if last and last not in ENDPOINT_WORDS:
+            shaped = self.children.get(head)
+            if shaped is None:
+                parent = self.endpoint_of(head) if head else "/"
+                shaped = "/{id}" if parent == "/" else parent + "/{id}"
+                if len(self.children) >= ENDPOINT_CACHE:
+                    self.children.clear()
+                self.children[head] = shaped
+            return shaped
         shaped = self.endpoints.get(path)
         if shaped is None:
             if len(self.endpoints) >= ENDPOINT_CACHE:

@@ -81,26 +81,50 @@ class _ErrorLog:
         pass
 
 
-class Handler(gevent.pywsgi.WSGIHandler):
+_WSGIHandler = gevent.pywsgi.WSGIHandler
+_monotonic = time.monotonic
+_clock = time.perf_counter
+_STATUS_LABELS = {code: str(code) for code in range(100, 600)}
+
+
+def _status_label(code) -> str:
+    """The status label of a finished response: gevent's ``code`` (negated when the
+    client went away while it was sent; None if no response was started)."""
+    if code is None:
+        return "500"
+    label = _STATUS_LABELS.get(code if code > 0 else -code)
+    return label if label is not None else str(abs(code))
+
+
+class Handler(_WSGIHandler):
     """Knows whether it is waiting for the next request on a kept-alive connection, so a
-    draining worker can close exactly those."""
+    draining worker can close exactly those; records every response's latency (from the
+    app's call to the last byte handed to the socket) with the server's ``observe``."""
 
     requests_done = 0
     idle_since = 0.0
 
     def read_requestline(self):
-        self.idle_since = time.monotonic()
-        self.server.idle.add(self)
+        self.idle_since = _monotonic()
+        idle = self.server.idle
+        idle.add(self)
         try:
-            return super().read_requestline()
+            return _WSGIHandler.read_requestline(self)
         finally:
-            self.server.idle.discard(self)
+            idle.discard(self)
 
     def handle_one_response(self):
+        started = _clock()
         try:
-            return super().handle_one_response()
+            return _WSGIHandler.handle_one_response(self)
         finally:
             self.requests_done += 1
+            observe = self.server.observe
+            if observe is not None:
+                environ = self.environ
+                code = self.code
+                observe(environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/"),
+                        _STATUS_LABELS.get(code) or _status_label(code), _clock() - started)
 
     def log_request(self):
         pass  # access logging costs a write per request; the histogram has the figures
@@ -114,6 +138,8 @@ class Server(gevent.pywsgi.WSGIServer):
         super().__init__(*args, **kwargs)
         self.idle: set[Handler] = set()
         self.draining = False
+        # Called by the handler with (method, path, status, seconds) after each response.
+        self.observe: Callable[[str, str, str, float], None] | None = None
 
     def handle(self, sock, address):
         try:
@@ -195,7 +221,7 @@ class Worker:
         try:
             metrics.use_directory(self.metrics_dir)
             raw_app = self.app_factory(self.settings)
-            app = metrics.instrument(raw_app)
+            observe = metrics.recorder().observe
             listener = reuseport_listener(self.host, self.port)
         except Exception as exc:
             raise BootError(f"worker {self.number} failed to boot: {exc!r}") from exc
@@ -204,9 +230,12 @@ class Worker:
             # itself re-reads the tokens file in place.
             gevent.signal_handler(signal.SIGHUP, self._reloader(raw_app))
         pool = gevent.pool.Pool(self.settings.worker_connections)
-        server = Server(listener, application=None, spawn=pool, handler_class=Handler,
+        server = Server(listener, application=raw_app, spawn=pool, handler_class=Handler,
                         log=None, error_log=_ErrorLog())
-        server.application = closing_when_draining(app, server)
+        # Latency is recorded by the handler, and the app is wrapped with
+        # closing_when_draining only when the drain starts (``_drain``): no per-request
+        # middleware on the way.
+        server.observe = observe
         server.start()
         self._mark_ready()
         logs.info("worker_ready", worker=self.number, listen=f"{self.host}:{self.port}")
@@ -248,6 +277,9 @@ class Worker:
 
     def _drain(self, server: Server, pool: gevent.pool.Pool) -> None:
         server.draining = True
+        # Handlers take ``server.application`` at each request: from now on every
+        # response says ``Connection: close``.
+        server.application = closing_when_draining(server.application, server)
         server.stop_accepting()
         server.take_queued()
         server.close()
