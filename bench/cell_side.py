@@ -1,7 +1,7 @@
 """Cell-side timings: entity build in snapshot pages, control replies, replay
-pages, digests. Not a test (pytest does not collect it); run it by hand:
+pages, digests, by hand (not part of ``make bench``):
 
-    .venv/bin/python tests/replica/cell/bench_cell.py --db /tmp/cellbench/cell100k.db \
+    .venv/bin/python -m bench.cell_side --db /tmp/cellbench/cell100k.db \
         --make 100000 --churn 5000
 
 ``--make N`` creates and fills the database first when it does not exist
@@ -18,8 +18,7 @@ import sys
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__)))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
