@@ -171,7 +171,7 @@ class CellLink:
 
 
 def _default_renderer():
-    from replica import render  # the render engineer's module; static import for freezing
+    from replica import render  # imported here, statically, so the frozen binary has it
     return render
 
 
