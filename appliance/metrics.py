@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 import os
-import time
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest, multiprocess, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -124,30 +123,6 @@ def recorder() -> LatencyRecorder:
     if _recorder is None:
         _recorder = LatencyRecorder()
     return _recorder
-
-
-def instrument(app, latency: LatencyRecorder | None = None):
-    """Wrap a WSGI app so every request lands in the latency histogram (after the next
-    ``flush`` of the recorder)."""
-    latency = latency or recorder()
-    observe = latency.observe
-    clock = time.perf_counter
-
-    def instrumented(environ, start_response):
-        started = clock()
-        status = ["500"]
-
-        def recording_start_response(code, headers, exc_info=None):
-            status[0] = code[:3]
-            return start_response(code, headers, exc_info)
-
-        try:
-            return app(environ, recording_start_response)
-        finally:
-            observe(environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/"),
-                    status[0], clock() - started)
-
-    return instrumented
 
 
 class IngestCollector:

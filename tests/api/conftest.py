@@ -147,3 +147,15 @@ def api(replica_file):
         yield client
     finally:
         stop_server(proc)
+
+
+@pytest.fixture(scope="session")
+def anon_api(replica_file):
+    """The API as a client without a token sees it: noauth's default identity is a
+    member of the fixture's project (as openstack --os-auth-type none gets)."""
+    proc, client = start_server(replica_file, free_port(),
+                                env={"NOAUTH_DEFAULT": f"fake:{E.PROJECT}"})
+    try:
+        yield client
+    finally:
+        stop_server(proc)

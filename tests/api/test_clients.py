@@ -9,21 +9,10 @@ import subprocess
 import pytest
 
 from tests.api import entities as E
-from tests.api.conftest import start_server, stop_server
-from tests.conftest import VENV_BIN, free_port
+from tests.conftest import VENV_BIN
 
 # openstacksdk warns about its own deprecations on every call: not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:::openstack.*")
-
-
-@pytest.fixture(scope="module")
-def anon_api(replica_file):
-    proc, api = start_server(replica_file, free_port(),
-                             env={"NOAUTH_DEFAULT": f"fake:{E.PROJECT}"})
-    try:
-        yield api
-    finally:
-        stop_server(proc)
 
 
 def test_openstacksdk(anon_api):

@@ -231,16 +231,6 @@ def test_each_statement_finds_its_parent_by_primary_key(replica_file):
 
 # -- the openstack command line -------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def anon_api(replica_file):
-    proc, api = start_server(replica_file, free_port(),
-                             env={"NOAUTH_DEFAULT": f"fake:{E.PROJECT}"})
-    try:
-        yield api
-    finally:
-        stop_server(proc)
-
-
 def test_openstack_cli_flavor_show(anon_api):
     cli = os.path.join(VENV_BIN, "openstack")
     out = subprocess.run(

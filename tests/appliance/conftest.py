@@ -7,8 +7,10 @@ import http.client
 import json
 import os
 import signal
+import contextlib
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -138,5 +140,24 @@ def load_loop(port: int, stop, results: list, path: str = "/", timeout: float = 
             results.append((False, repr(exc)))
 
 
+@contextlib.contextmanager
+def under_load(port: int, clients: int, warmup: int, loop=load_loop, **kwargs):
+    """Run ``clients`` threads of ``loop`` against ``port``; yield their shared
+    ``results`` once ``warmup`` answers came; stop and join them on the way out."""
+    stop, results = threading.Event(), []
+    loaders = [threading.Thread(target=loop, args=(port, stop, results), kwargs=kwargs)
+               for _ in range(clients)]
+    for loader in loaders:
+        loader.start()
+    try:
+        wait_for(lambda: len(results) > warmup, what="load running")
+        yield results
+    finally:
+        stop.set()
+        for loader in loaders:
+            loader.join()
+
+
 __all__ = ["alive", "get", "read_table", "worker_pids", "start_process", "load_loop",
+           "under_load",
            "free_port", "wait_for", "time"]

@@ -7,11 +7,10 @@ import hashlib
 import json
 import os
 import signal
-import threading
 
 import pytest
 
-from tests.appliance.conftest import (PYTHON, alive, get, load_loop, read_table,
+from tests.appliance.conftest import (PYTHON, alive, get, read_table, under_load,
                                       start_process, wait_for, worker_pids)
 from tests.conftest import free_port
 
@@ -63,11 +62,7 @@ def servers(port, token):
 def test_sighup_rereads_tokens_without_failed_requests(served):
     assert servers(served.port, "first-token")[0] == 200
     assert servers(served.port, "second-token")[0] == 401
-    stop, results = threading.Event(), []
-    loader = threading.Thread(target=load_loop, args=(served.port, stop, results),
-                              kwargs={"path": "/v2.1/"})
-    loader.start()
-    try:
+    with under_load(served.port, 1, 0, path="/v2.1/") as results:
         before = worker_pids(served.data_dir)
         served.tokens.write_text(token_line("second-token", "p2"))
         served.proc.send_signal(signal.SIGHUP)
@@ -75,9 +70,6 @@ def test_sighup_rereads_tokens_without_failed_requests(served):
                  and not worker_pids(served.data_dir) & before, timeout=30,
                  what="workers replaced")
         served.remember_children()
-    finally:
-        stop.set()
-        loader.join()
     assert results and all(ok for ok, _ in results), [d for ok, d in results if not ok][:3]
     status, body, _ = servers(served.port, "second-token")
     assert status == 200 and json.loads(body) == {"servers": []}

@@ -6,12 +6,11 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from appliance.states import InvalidTransition, ProcessEvent, ProcessState, transition
-from tests.appliance.conftest import (alive, free_port, get, load_loop, read_table,
-                                      start_process, wait_for, worker_pids, PYTHON)
+from tests.appliance.conftest import (alive, free_port, get, read_table, start_process,
+                                      under_load, wait_for, worker_pids, PYTHON)
 
 
 def test_workers_serve_and_share_connections(trivial):
@@ -30,15 +29,9 @@ def test_workers_serve_and_share_connections(trivial):
 def test_killed_worker_is_replaced_while_the_other_serves(trivial):
     running = trivial(workers=2)
     victim, survivor = sorted(worker_pids(running.data_dir))
-    stop, results = threading.Event(), []
     # Several clients with short timeouts: a connection the kernel had queued on the
     # killed worker may hang until its client gives up; the others go on meanwhile.
-    loaders = [threading.Thread(target=load_loop, args=(running.port, stop, results),
-                                kwargs={"timeout": 2.0}) for _ in range(3)]
-    for loader in loaders:
-        loader.start()
-    try:
-        wait_for(lambda: len(results) > 20, what="load running")
+    with under_load(running.port, 3, 20, timeout=2.0) as results:
         os.kill(victim, signal.SIGKILL)
         mark = len(results)
         wait_for(lambda: victim not in worker_pids(running.data_dir)
@@ -47,10 +40,6 @@ def test_killed_worker_is_replaced_while_the_other_serves(trivial):
         replacement = (worker_pids(running.data_dir) - {survivor}).pop()
         wait_for(lambda: any(ok and int(body) == replacement for ok, body in results[mark:]),
                  timeout=20, what="replacement serving")
-    finally:
-        stop.set()
-        for loader in loaders:
-            loader.join()
     after = results[mark:]
     assert sum(ok for ok, _ in after) > 10
     assert any(ok and int(body) == survivor for ok, body in after)
@@ -84,13 +73,7 @@ def test_sigterm_lets_in_flight_requests_finish(trivial):
 def test_sighup_replaces_every_worker_without_a_failed_request(trivial):
     running = trivial(workers=2)
     before = worker_pids(running.data_dir)
-    stop, results = threading.Event(), []
-    loaders = [threading.Thread(target=load_loop, args=(running.port, stop, results))
-               for _ in range(3)]
-    for loader in loaders:
-        loader.start()
-    try:
-        wait_for(lambda: len(results) > 30, what="load running")
+    with under_load(running.port, 3, 30) as results:
         running.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: not (worker_pids(running.data_dir) & before)
                  and len(worker_pids(running.data_dir)) == 2
@@ -104,10 +87,6 @@ def test_sighup_replaces_every_worker_without_a_failed_request(trivial):
             seen = {b for ok, b in results[mark:]}
             raise AssertionError(f"new workers {after} not all seen; {len(results) - mark} "
                                  f"answers since, from {seen}\n{running.log()}") from None
-    finally:
-        stop.set()
-        for loader in loaders:
-            loader.join()
     failures = [detail for ok, detail in results if not ok]
     assert failures == [], running.log()
     assert len(results) > 60
@@ -219,13 +198,7 @@ def keepalive_loop(port: int, stop, results: list):
 def test_sighup_with_kept_alive_connections_fails_no_request(trivial):
     running = trivial(workers=2)
     before = worker_pids(running.data_dir)
-    stop, results = threading.Event(), []
-    loaders = [threading.Thread(target=keepalive_loop, args=(running.port, stop, results))
-               for _ in range(4)]
-    for loader in loaders:
-        loader.start()
-    try:
-        wait_for(lambda: len(results) > 40, what="load running")
+    with under_load(running.port, 4, 40, loop=keepalive_loop) as results:
         running.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: not (worker_pids(running.data_dir) & before)
                  and "reload_finished" in running.log(), timeout=20, what="workers replaced")
@@ -234,10 +207,6 @@ def test_sighup_with_kept_alive_connections_fails_no_request(trivial):
         wait_for(lambda: {int(b) for ok, b in results[mark:] if ok} & after, timeout=10,
                  what="new workers serving")
         wait_for(lambda: "worker_stopped" in running.log(), what="old workers drained")
-    finally:
-        stop.set()
-        for loader in loaders:
-            loader.join()
     assert [detail for ok, detail in results if not ok] == []
 
 
