@@ -12,6 +12,7 @@ import subprocess
 
 import pytest
 
+from bench.procs import cmdline as process_title  # noqa: F401 (used by the tests)
 from tests.conftest import ROOT
 
 BINARY = os.path.join(ROOT, "dist", "appliance")
@@ -129,12 +130,6 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def process_title(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
 
 
 def mapped_files(pid: int, name: str) -> set[str]:
