@@ -90,20 +90,21 @@ def _repair(ingest, link, keys: list[str], known: dict[str, str]) -> int:
     """Fetch the differing entities and apply them; returns the changes written."""
     from replica.store.writer import Change  # the writer's value type
 
-    found: dict[str, tuple[str, int, dict]] = {}
+    found: dict[str, tuple[str, int, dict, int | None]] = {}
     kinds = [k for k in link.kinds if k in feed.KINDS] or [feed.KIND_SERVER]
     for kind in kinds:
         for i in range(0, len(keys), FETCH_KEYS):
             reply = ingest.request(link, "fetch", kind=kind, keys=keys[i:i + FETCH_KEYS])
-            for key, entity in (reply.get("entities") or {}).items():
-                if entity is not None:
+            for key, raw in (reply.get("entities") or {}).items():
+                if raw is not None:
+                    entity, entity_hash = feed.decode_entity(raw, f"fetch {kind} {key}")
                     feed.validate_entity(kind, key, entity)
-                    found[key] = (kind, int(reply["seq"]), entity)
+                    found[key] = (kind, int(reply["seq"]), entity, entity_hash)
     changes = []
     for key in keys:
         if key in found:
-            kind, seq, entity = found[key]
-            changes.append(ingest.change_of(link.name, seq, kind, key, entity))
+            kind, seq, entity, entity_hash = found[key]
+            changes.append(ingest.change_of(link.name, seq, kind, key, entity, entity_hash))
         else:
             changes.append(Change(known.get(key, kinds[0]), key, link.name, None))
     ingest.commit()

@@ -9,35 +9,43 @@ Wire format: one msgpack map per nanomsg message.
 Feed (PUB/SUB), the first two keys of every message are ``v`` (feed schema
 version) and ``t`` (message type)::
 
-    {"v": 1, "t": "batch", "cell": str, "epoch": str,
+    {"v": 2, "t": "batch", "cell": str, "epoch": str,
      "events": [{"s": seq, "k": kind, "o": op, "id": key, "e": entity-or-None}, ...]}
-    {"v": 1, "t": "hb", "cell": str, "epoch": str, "head": int, "oldest": int, "ts": float}
+    {"v": 2, "t": "hb", "cell": str, "epoch": str, "head": int, "oldest": int, "ts": float}
 
 ``kind`` is ``"server"`` (key: instance uuid) or ``"flavor"`` (key: flavorid).
 ``op`` is ``"u"`` (upsert: ``e`` is the whole entity) or ``"d"`` (tombstone: ``e`` is None).
 Seqs in a batch are consecutive and increase by exactly 1 per event within an epoch.
 
-Control (REQ/REP): a request is ``{"v": 1, "op": name, ...args}``, a reply is
+Entities on the wire: from version 2, an entity is its bytes (``entity_bytes``: compact
+JSON) in a msgpack bin, wherever it travels (batches, replay, snapshot pages, fetch).
+Its hash is the hash of exactly those bytes, on both sides, so the receiver hashes
+without encoding anything, and a resync recognises an entity it holds already without
+decoding it. Version 1 (entities as msgpack maps) is refused.
+
+Control (REQ/REP): a request is ``{"v": 2, "op": name, ...args}``, a reply is
 ``{"ok": True, ...}`` or ``{"ok": False, "error": code, "message": str}``; see
 ``CONTROL_OPS`` for each operation's arguments and reply.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import json
 import operator
 import re
 import uuid as uuidlib
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 import orjson
 
-FEED_VERSION = 1
-FEED_VERSIONS = (1,)            # versions this code can decode
+FEED_VERSION = 2                # the version this code sends
+FEED_VERSIONS = (2,)            # versions this code can decode
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 DIGEST_BUCKETS = 256            # buckets of a drift check: first byte of the key's hash
 
@@ -64,7 +72,8 @@ class Event:
     kind: str
     op: str
     key: str
-    entity: dict | None
+    entity: dict | bytes | None      # bytes: its entity_bytes, already encoded
+    entity_hash: int | None = None   # of the bytes it arrived as; None: not hashed yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,27 +297,55 @@ def _check_key(kind: str, key: Any) -> None:
 # with these functions, so the replica and the cell agree by construction.
 # ---------------------------------------------------------------------------
 
-_SORTED = orjson.OPT_SORT_KEYS
-
-
-def canonical_bytes(entity: dict) -> bytes:
-    """Compact JSON with sorted keys, UTF-8. The same bytes as ``json.dumps(entity,
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False)`` except for floats of
-    magnitude below 1e-4 (written 1e-7 / 0.00001 where the json module writes 1e-07 /
-    1e-05) and NaN / infinities (null); what orjson refuses (integers beyond 64 bits,
-    keys that are not plain strings, lone surrogates, very deep nesting) is encoded by
-    the json module."""
+def entity_bytes(entity: dict) -> bytes:
+    """An entity's wire form: compact JSON, UTF-8, in the entity's own key order (the
+    builder's, which is deterministic, and which the render keeps: metadata is shown in
+    the order the cell holds it). The same bytes as ``json.dumps(entity,
+    separators=(",", ":"), ensure_ascii=False)`` except for floats of magnitude below
+    1e-4 (written 1e-7 / 0.00001 where the json module writes 1e-07 / 1e-05) and NaN /
+    infinities (null); what orjson refuses (integers beyond 64 bits, keys that are not
+    plain strings, lone surrogates, very deep nesting) is encoded by the json module."""
     try:
-        return orjson.dumps(entity, option=_SORTED)
+        return orjson.dumps(entity)
     except TypeError:       # orjson.JSONEncodeError is a TypeError
-        return json.dumps(entity, sort_keys=True, separators=(",", ":"),
-                          ensure_ascii=False).encode()
+        return json.dumps(entity, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def hash_bytes(data: bytes) -> int:
+    """The hash of an entity's bytes (``entity_bytes``): CRC-32. It tells a changed entity from
+    an unchanged one between two honest parties (a drift check, not a defence against
+    forgery), and it runs for every event on both sides, where a cryptographic hash
+    costs four times as much. 32 bits so that a bucket's sum fits a SQLite integer
+    for any realistic row count."""
+    return zlib.crc32(data)
 
 
 def entity_hash(entity: dict) -> int:
-    """A 32-bit hash of the entity's canonical form. 32 bits so that a bucket's
-    sum fits a SQLite integer for any realistic row count."""
-    return int.from_bytes(hashlib.blake2b(canonical_bytes(entity), digest_size=4).digest(), "big")
+    """``hash_bytes(entity_bytes(entity))``: the hash of the entity as it travels."""
+    return zlib.crc32(entity_bytes(entity))
+
+
+def wire_entity(entity: dict | bytes) -> bytes:
+    """An entity as it travels (its ``entity_bytes``); bytes are taken as already encoded."""
+    if type(entity) is bytes:
+        return entity
+    return entity_bytes(entity)
+
+
+def decode_entity(raw: Any, where: str) -> tuple[Any, int]:
+    """(entity, hash) of an entity as received: its bytes, decoded, and hashed
+    as they came. The entity still has to pass ``validate_entity``."""
+    if type(raw) is not bytes:
+        raise FeedError("bad_entity", f"{where}: entity is {type(raw).__name__}, not "
+                                      "JSON bytes")
+    try:
+        entity = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:        # what orjson refuses and entity_bytes may write (lone surrogates)
+            entity = json.loads(raw)
+        except ValueError:
+            raise FeedError("bad_entity", f"{where}: entity bytes are not JSON") from None
+    return entity, zlib.crc32(raw)
 
 
 def bucket_of(key: str) -> int:
@@ -319,12 +356,32 @@ def bucket_of(key: str) -> int:
 # Feed messages
 # ---------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def gc_paused():
+    """The cyclic collector off for a block that builds trees of fresh containers
+    without cycles: it would only walk them over and over. What is still alive when
+    the block ends is walked once."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
 def _pack(obj: dict) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
+def encode_event(e: Event) -> dict:
+    """One wire event (``e.entity`` may be its bytes already)."""
+    return {"s": e.seq, "k": e.kind, "o": e.op, "id": e.key,
+            "e": None if e.entity is None else wire_entity(e.entity)}
+
+
 def encode_events(events: list[Event]) -> list[dict]:
-    return [{"s": e.seq, "k": e.kind, "o": e.op, "id": e.key, "e": e.entity} for e in events]
+    return [encode_event(e) for e in events]
 
 
 def encode_batch(cell: str, epoch: str, events: list[Event]) -> bytes:
@@ -342,17 +399,10 @@ def _unpack(data: bytes, max_bytes: int) -> dict:
         raise FeedError("malformed", f"message is {type(data).__name__}, not bytes")
     if len(data) > max_bytes:
         raise FeedError("oversized", f"message of {len(data)} bytes exceeds {max_bytes}")
-    # The decoded document holds no cycles: the cyclic collector, which would otherwise
-    # run several times while a large batch is decoded, waits until it is built.
-    collecting = gc.isenabled()
-    gc.disable()
     try:
         obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise FeedError("malformed", f"not a msgpack document ({type(exc).__name__})") from None
-    finally:
-        if collecting:
-            gc.enable()
     if not isinstance(obj, dict):
         raise FeedError("malformed", f"top level is {type(obj).__name__}, not a map")
     return obj
@@ -388,7 +438,9 @@ def decode_events(raw: Any, where: str = "events") -> tuple[Event, ...]:
         if not usual:
             seq, kind, op, key = _event_head(item, i, where)
         entity = item.get("e")
+        entity_hash = None
         if op == OP_UPSERT:
+            entity, entity_hash = decode_entity(entity, f"{where}[{i}]")
             validate_entity(kind, key, entity)
         elif op == OP_DELETE:
             if entity is not None:
@@ -398,7 +450,7 @@ def decode_events(raw: Any, where: str = "events") -> tuple[Event, ...]:
         if seq < 1 or (events and seq != last + 1):
             raise FeedError("bad_event", f"{where}[{i}]: seq {seq} does not follow "
                                          f"{last if events else 0}")
-        events.append(Event(seq, kind, op, key, entity))
+        events.append(Event(seq, kind, op, key, entity, entity_hash))
         last = seq
     return tuple(events)
 
@@ -419,6 +471,14 @@ def _event_head(item: Any, i: int, where: str) -> tuple[int, str, str, str]:
 
 def decode_message(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Batch | Heartbeat:
     """Decode one feed message, or raise FeedError saying why it is refused."""
+    # A decoded message holds no cycles: the cyclic collector, which would otherwise run
+    # many times over the containers of a large batch's entities (each run scanning
+    # the whole heap once in a while), waits until the batch is built.
+    with gc_paused():
+        return _decode_message(data, max_bytes)
+
+
+def _decode_message(data: bytes, max_bytes: int) -> Batch | Heartbeat:
     obj = _unpack(data, max_bytes)
     version = obj.get("v")
     if version not in FEED_VERSIONS or isinstance(version, bool):

@@ -205,13 +205,15 @@ class Ingest:
 
     # -- accepting and committing ---------------------------------------------------
 
-    def change_of(self, cell: str, seq: int, kind: str, key: str, entity: dict | None) -> Change:
-        """An event as a replica change (renders upserts; may raise on a bad entity)."""
+    def change_of(self, cell: str, seq: int, kind: str, key: str, entity: dict | None,
+                  entity_hash: int | None = None) -> Change:
+        """An event as a replica change (renders upserts; may raise on a bad entity).
+        ``entity_hash``: of the bytes the entity arrived as (None: computed)."""
         if entity is None:
             return Change(kind, key, cell, None)
         if kind == feed.KIND_SERVER:
-            return Change(kind, key, cell, self.render.server_row(cell, seq, entity))
-        return Change(kind, key, cell, self.render.flavor_row(cell, seq, entity))
+            return Change(kind, key, cell, self.render.server_row(cell, seq, entity, entity_hash))
+        return Change(kind, key, cell, self.render.flavor_row(cell, seq, entity, entity_hash))
 
     def accept(self, link: CellLink, events, payload: bytes = b"") -> str:
         """Queue the events of one batch or replay page that follow the position.
@@ -223,7 +225,9 @@ class Ingest:
         if fresh[0].seq != pos.seq + 1:
             return "gap"
         try:
-            changes = [self.change_of(link.name, e.seq, e.kind, e.key, e.entity) for e in fresh]
+            with feed.gc_paused():      # rows are acyclic: see feed.gc_paused
+                changes = [self.change_of(link.name, e.seq, e.kind, e.key, e.entity,
+                                          e.entity_hash) for e in fresh]
         except Exception as exc:  # render refused an entity that passed validation
             self.dead_letter(link, link.name, "bad_entity",
                              f"apply batch (cell={link.name}, seq {fresh[0].seq}-"

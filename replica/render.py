@@ -482,8 +482,9 @@ def _fragments(dicts: list[dict]) -> list[str]:
     return [t[1:-1] for t in _texts(values[:-1])]
 
 
-def server_row(cell: str, seq: int, entity: dict) -> tuple:
-    """The replica row of one server entity, in ``SERVER_COLUMNS`` order."""
+def server_row(cell: str, seq: int, entity: dict, entity_hash: int | None = None) -> tuple:
+    """The replica row of one server entity, in ``SERVER_COLUMNS`` order. ``entity_hash``:
+    the hash of the bytes the entity arrived as, when known (else computed here)."""
     e = entity
     status = server_status(e)
     view, ips = _networks(e)
@@ -523,8 +524,9 @@ def server_row(cell: str, seq: int, entity: dict) -> tuple:
         _bool_int(e["auto_disk_config"]), " ".join(ips), tags,
     )
     links = (texts[-2][1:-1], texts[-1][1:-1] if image else None, texts[1])
-    return indexed + links + (texts[0][:-1],) + stored + (feed.entity_hash(e),
-                                                         feed.bucket_of(e["uuid"]))
+    if entity_hash is None:
+        entity_hash = feed.entity_hash(e)
+    return indexed + links + (texts[0][:-1],) + stored + (entity_hash, feed.bucket_of(e["uuid"]))
 
 
 # ---------------------------------------------------------------------------
@@ -584,8 +586,9 @@ FLAVOR_COLUMNS: tuple[str, ...] = (
     "created_at") + FLAVOR_FRAGMENTS + ("entity_hash", "bucket")
 
 
-def flavor_row(source: str, seq: int, entity: dict) -> tuple:
-    """The replica row of one flavor entity, in ``FLAVOR_COLUMNS`` order."""
+def flavor_row(source: str, seq: int, entity: dict, entity_hash: int | None = None) -> tuple:
+    """The replica row of one flavor entity, in ``FLAVOR_COLUMNS`` order (``entity_hash``
+    as for ``server_row``)."""
     f = entity
     pairs = _flavor_pairs(f)
     texts = _fragments([dict(pairs[c]) for c in FLAVOR_FRAGMENTS])
@@ -595,4 +598,5 @@ def flavor_row(source: str, seq: int, entity: dict) -> tuple:
             f["ephemeral_gb"], f["swap"], float(f["rxtx_factor"]), f["vcpu_weight"],
             int(bool(f["disabled"])), int(bool(f["is_public"])), f["description"],
             _encode(sorted(f["projects"])), f["created_at"]) + fragments + (
-            feed.entity_hash(f), feed.bucket_of(f["flavorid"]))
+            feed.entity_hash(f) if entity_hash is None else entity_hash,
+            feed.bucket_of(f["flavorid"]))

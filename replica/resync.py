@@ -35,33 +35,12 @@ class NeedResync(Exception):
     """Only a snapshot can bring this feed back: new epoch, or beyond the retention."""
 
 
-class _Reuse:
-    """Whether hashing an entity before rendering it pays. It does when many entities
-    are unchanged (their render is skipped, most of the cost); when few are, it is a
-    second hash of each entity (the render hashes too). The first entities are all
-    checked; below the break-even share of hits, only a sample is."""
-
-    WARM_UP = 500
-    BREAK_EVEN = 0.25      # a check costs about a quarter of the render it can save
-    SAMPLE_EVERY = 20
-
-    def __init__(self):
-        self.checked = self.hits = self.seen = 0
-
-    def worth_checking(self) -> bool:
-        self.seen += 1
-        if self.checked < self.WARM_UP or self.hits >= self.checked * self.BREAK_EVEN:
-            return True
-        return self.seen % self.SAMPLE_EVERY == 0
-
-
-def _stage_page(ingest, link, items: list, seq: int, reuse: _Reuse | None = None) -> int:
+def _stage_page(ingest, link, items: list, seq: int) -> int:
     """Validate one slice of a page and stage it: an entity the replica holds already
     (same key and hash) is only kept, not rendered; the others are rendered into
     staging; bad items are dead-lettered and skipped (the swap then lacks them, a
     verify reports them). Returns the items accepted."""
     writer = ingest.writer
-    reuse = reuse or _Reuse()
     rows: dict[str, list[tuple]] = {}
     kept: dict[str, list[str]] = {}
     accepted = 0
@@ -69,19 +48,18 @@ def _stage_page(ingest, link, items: list, seq: int, reuse: _Reuse | None = None
         try:
             if not isinstance(item, (list, tuple)) or len(item) != 3:
                 raise feed.FeedError("malformed", f"snapshot item is not [kind, key, entity]")
-            kind, key, entity = item
+            kind, key, raw = item
             if kind not in feed.KINDS or not isinstance(key, str):
                 raise feed.FeedError("bad_event", f"snapshot item {kind!r} {key!r}")
+            # An entity the replica holds already is recognised by the hash of its
+            # bytes alone: neither decoded nor rendered (it was validated when applied).
+            if type(raw) is bytes and writer.held_hash(kind, key) == feed.hash_bytes(raw):
+                kept.setdefault(kind, []).append(key)
+                accepted += 1
+                continue
+            entity, entity_hash = feed.decode_entity(raw, f"snapshot {kind} {key}")
             feed.validate_entity(kind, key, entity)
-            held = writer.held_hash(kind, key)
-            if held is not None and reuse.worth_checking():
-                reuse.checked += 1
-                if held == feed.entity_hash(entity):
-                    reuse.hits += 1
-                    kept.setdefault(kind, []).append(key)
-                    accepted += 1
-                    continue
-            change = ingest.change_of(link.name, seq, kind, key, entity)
+            change = ingest.change_of(link.name, seq, kind, key, entity, entity_hash)
         except Exception as exc:
             reason = exc.reason if isinstance(exc, feed.FeedError) else "bad_entity"
             ingest.dead_letter(link, link.name, reason,
@@ -120,7 +98,6 @@ def resync_cell(ingest, link, progress: Callable[[int, int], None] | None = None
             pending = link.control.begin("snapshot_page", snapshot=snapshot, after=None,
                                          limit=PAGE_ITEMS)
             last_yield = time.monotonic()
-            reuse = _Reuse()
             try:
                 while pending is not None:
                     page = pending.result()
@@ -132,7 +109,7 @@ def resync_cell(ingest, link, progress: Callable[[int, int], None] | None = None
                                                      after=[items[-1][0], items[-1][1]],
                                                      limit=PAGE_ITEMS)
                     for i in range(0, len(items), SLICE_ITEMS):
-                        _stage_page(ingest, link, items[i:i + SLICE_ITEMS], seq, reuse)
+                        _stage_page(ingest, link, items[i:i + SLICE_ITEMS], seq)
                         done += len(items[i:i + SLICE_ITEMS])
                         if time.monotonic() - last_yield > BUSY_SLICE:
                             if progress:

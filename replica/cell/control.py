@@ -29,19 +29,15 @@ mid-resync must not block its own retry for a minute).
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import select
 import threading
 import time
 import uuid as uuidlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import apsw
-import msgpack
 import nanomsg
-import orjson
 
 from replica import feed
 from replica.cell import connection, entity, outbox
@@ -104,34 +100,6 @@ def _int_arg(args: dict, name: str, low: int | None = None, high: int | None = N
     return value
 
 
-def _packed_size(obj) -> int:
-    return len(msgpack.packb(obj, use_bin_type=True))
-
-
-def _size_of(obj) -> int:
-    """About the msgpack size of an entity, from its compact JSON (a few times cheaper
-    to produce): JSON is the longer of the two for anything but floats, and the reply
-    cap it is checked against is soft (REPLY_MAX_BYTES is half the message limit)."""
-    try:
-        return len(orjson.dumps(obj))
-    except TypeError:       # what orjson does not encode (bytes, huge integers)
-        return _packed_size(obj)
-
-
-@contextlib.contextmanager
-def _gc_paused():
-    """Pages and replies are trees of fresh containers without cycles, built and dropped
-    within one request: the cyclic collector would only walk them over and over. Drop
-    them inside the block: what is still alive when it ends is walked once."""
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if collecting:
-            gc.enable()
-
-
 class HashCache:
     """Entity hashes of the whole cell at one seq. ``refresh(full=True)`` builds every
     entity; otherwise only the keys the outbox says changed since are rebuilt (a full
@@ -143,7 +111,7 @@ class HashCache:
 
     def refresh(self, conn: apsw.Connection, kinds: list[str], full: bool = False) -> int:
         """Bring the cache to the head of ``conn``'s open read transaction."""
-        with _gc_paused():
+        with feed.gc_paused():
             return self._refresh(conn, kinds, full)
 
     def _refresh(self, conn: apsw.Connection, kinds: list[str], full: bool) -> int:
@@ -332,7 +300,7 @@ class ControlServer:
                 raise RequestError("retention", f"seq {start} is older than the oldest "
                                    f"retained seq {oldest}", oldest=oldest, head=head)
             rows = outbox.read_events(self.conn, start - 1, limit)
-            with _gc_paused():
+            with feed.gc_paused():
                 events = self._replay_events(rows)
                 last = events[-1]["s"] if events else None
                 reply = feed.encode_reply(epoch=self.epoch, head=head, events=events)
@@ -345,15 +313,19 @@ class ControlServer:
         wire, size = [], 0
         for start in range(0, len(rows), REPLAY_CHUNK):
             events = self._built_events(self.conn, rows[start:start + REPLAY_CHUNK])
-            sizes: dict[int, int] = {}     # an entity shared by events is sized once
-            for event, item in zip(events, feed.encode_events(events)):
+            encoded: dict[int, bytes] = {}     # an entity shared by events is encoded once
+            for event in events:
                 ent = event.entity
-                if id(ent) not in sizes:
-                    sizes[id(ent)] = _size_of(ent) if ent is not None else 0
-                size += sizes[id(ent)] + len(event.key) + 32
+                if ent is not None:
+                    raw = encoded.get(id(ent))
+                    if raw is None:
+                        raw = encoded[id(ent)] = feed.wire_entity(ent)
+                    event = replace(event, entity=raw)
+                    size += len(raw)
+                size += len(event.key) + 32
                 if wire and size > REPLY_MAX_BYTES:
                     return wire
-                wire.append(item)
+                wire.append(feed.encode_event(event))
         return wire
 
     def snapshot_begin(self, args: dict) -> bytes:
@@ -407,20 +379,18 @@ class ControlServer:
 
     def _page_reply(self, snap: Snapshot, after, limit: int) -> tuple[bytes, tuple | None]:
         """The encoded reply for one page and the cursor after it (None: the last)."""
-        with _gc_paused():
+        with feed.gc_paused():
             items, cursor = entity.page_entities(snap.conn, self.kinds, after, limit)
-            wire = [[kind, key, ent] for kind, key, ent in items]
+            wire = [[kind, key, feed.wire_entity(ent)] for kind, key, ent in items]
+            size = 0
+            for i, (kind, key, raw) in enumerate(wire):
+                size += len(raw) + len(key) + 16
+                if i and size > REPLY_MAX_BYTES:                # too big: cut it short
+                    wire = wire[:i]
+                    cursor = (wire[-1][0], wire[-1][1])          # truncated: not done
+                    break
             reply = feed.encode_reply(items=wire, done=cursor is None)
-            if len(reply) > REPLY_MAX_BYTES and len(wire) > 1:     # too big: cut it short
-                size = 0
-                for i, (kind, key, ent) in enumerate(wire):
-                    size += _size_of(ent) + len(key) + 16
-                    if i and size > REPLY_MAX_BYTES:
-                        wire = wire[:i]
-                        cursor = (wire[-1][0], wire[-1][1])      # truncated: not done
-                        break
-                reply = feed.encode_reply(items=wire, done=cursor is None)
-            del items, wire      # freed before the collector is back (see _gc_paused)
+            del items, wire      # freed before the collector is back
         return reply, cursor
 
     def snapshot_end(self, args: dict) -> bytes:
@@ -466,7 +436,8 @@ class ControlServer:
         with self._read(self.conn):
             seq = outbox.outbox_head(self.conn)
             entities = entity.build(self.conn, kind, keys)
-        return feed.encode_reply(epoch=self.epoch, seq=seq, entities=entities)
+        return feed.encode_reply(epoch=self.epoch, seq=seq, entities={
+            key: None if ent is None else feed.wire_entity(ent) for key, ent in entities.items()})
 
 
 class _ReadTransaction:

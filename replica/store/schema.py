@@ -136,6 +136,12 @@ STEPS: tuple[str, ...] = (
         payload BLOB NOT NULL             -- the first bytes of the refused message
     );
     """,
+    # 2: entity hashes are CRC-32 of the entity's wire bytes (feed version 2); the rows'
+    # hashes no longer match their cells', so every cell is resynced once, as after a
+    # new epoch (the resync renders again each row whose hash differs: all of them).
+    """
+    UPDATE positions SET epoch = 'rehash-' || epoch;
+    """,
 )
 
 

@@ -76,7 +76,7 @@ class StandInRender:
                 out.append(b"{}" if ctype == "BLOB" else 0 if ctype == "INTEGER" else "")
         return tuple(out)
 
-    def server_row(self, cell: str, seq: int, entity: dict) -> tuple:
+    def server_row(self, cell: str, seq: int, entity: dict, entity_hash=None) -> tuple:
         if entity["uuid"] in self.refuse:
             raise ValueError("stand-in render refuses this entity")
         return self._row(self.server_info, {
@@ -85,7 +85,7 @@ class StandInRender:
             "display_name": entity["display_name"], "created_at": entity["created_at"],
             "entity_hash": feed.entity_hash(entity), "bucket": feed.bucket_of(entity["uuid"])})
 
-    def flavor_row(self, source: str, seq: int, entity: dict) -> tuple:
+    def flavor_row(self, source: str, seq: int, entity: dict, entity_hash=None) -> tuple:
         return self._row(self.flavor_info, {
             "flavorid": entity["flavorid"], "source": source, "seq": seq, "name": entity["name"],
             "created_at": entity["created_at"], "entity_hash": feed.entity_hash(entity),

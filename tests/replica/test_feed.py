@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import uuid
 
 import msgpack
@@ -44,7 +45,10 @@ def test_batch_round_trip():
     decoded = feed.decode_message(feed.encode_batch("cell1", "e" * 32, events))
     assert isinstance(decoded, feed.Batch)
     assert (decoded.cell, decoded.epoch) == ("cell1", "e" * 32)
-    assert decoded.events == tuple(events)
+    # upserts arrive with the hash of the bytes they travelled as
+    assert decoded.events == tuple(
+        dataclasses.replace(e, entity_hash=feed.entity_hash(e.entity)) if e.entity else e
+        for e in events)
     assert (decoded.first_seq, decoded.last_seq) == (7, 9)
 
 
@@ -54,14 +58,18 @@ def test_heartbeat_round_trip():
 
 
 def _raw_batch(events, **top) -> bytes:
-    msg = {"v": 1, "t": "batch", "cell": "cell1", "epoch": "abc", "events": events}
+    msg = {"v": feed.FEED_VERSION, "t": "batch", "cell": "cell1", "epoch": "abc",
+           "events": events}
     msg.update(top)
     return msgpack.packb(msg)
 
 
 def _event(seq=1, **over):
+    """A wire event; an entity given as a dict is sent as its bytes."""
     ev = {"s": seq, "k": "server", "o": "u", "id": SERVER_UUID, "e": server_entity()}
     ev.update(over)
+    if isinstance(ev["e"], dict):
+        ev["e"] = feed.entity_bytes(ev["e"])
     return ev
 
 
@@ -70,6 +78,7 @@ def _event(seq=1, **over):
     (msgpack.packb([1, 2, 3]), "malformed"),
     (_raw_batch([_event()])[:-7], "malformed"),
     (_raw_batch([_event()], v=99), "unknown_version"),
+    (_raw_batch([dict(_event(), e=server_entity())], v=1), "unknown_version"),
     (_raw_batch([_event()], v=True), "unknown_version"),
     (_raw_batch([_event()], t="nonsense"), "malformed"),
     (_raw_batch([]), "malformed"),
@@ -79,6 +88,10 @@ def _event(seq=1, **over):
     (_raw_batch([_event(o="x")]), "bad_event"),
     (_raw_batch([_event(id="not-a-uuid")]), "bad_event"),
     (_raw_batch([_event(e=None)]), "bad_entity"),
+    (_raw_batch([dict(_event(), e=server_entity())]), "bad_entity"),     # a map, not bytes
+    (_raw_batch([_event(e=b"{not json")]), "bad_entity"),
+    (_raw_batch([_event(e=b"[1, 2]")]), "bad_entity"),
+    (_raw_batch([_event(e=feed.entity_bytes(server_entity())[:-9])]), "bad_entity"),
     (_raw_batch([_event(e=server_entity(power_state="on"))]), "bad_entity"),
     (_raw_batch([_event(e=server_entity(progress=True))]), "bad_entity"),
     (_raw_batch([_event(e=server_entity(uuid=str(uuid.UUID(int=2))))]), "bad_entity"),
@@ -113,24 +126,25 @@ def test_oversized_is_refused_before_decoding():
     assert err.value.reason == "oversized"
 
 
-def test_entity_hash_ignores_key_order_and_sees_changes():
+def test_entity_hash_is_the_hash_of_the_wire_bytes_and_sees_changes():
     a = server_entity(metadata={"a": "1", "b": "2"})
     b = copy.deepcopy(a)
-    b["metadata"] = {"b": "2", "a": "1"}
-    assert feed.entity_hash(a) == feed.entity_hash(b)
+    b["metadata"] = {"b": "2", "a": "1"}       # Nova would show this order: a change
+    assert feed.entity_hash(a) == feed.hash_bytes(feed.entity_bytes(a))
+    assert feed.entity_hash(a) != feed.entity_hash(b)
     assert feed.entity_hash(a) != feed.entity_hash(server_entity(metadata={"a": "1"}))
     assert 0 <= feed.entity_hash(a) < 2 ** 32
 
 
-def test_canonical_bytes_are_the_json_modules_sorted_compact_form():
+def test_entity_bytes_are_the_json_modules_compact_form():
     import json
     entity = server_entity(metadata={"z": "ünï \" \\ \n \x01 \u2028 😀",
                                      "a": [1, 2.5, None, True]},
                            scheduler_hints={"big": 2 ** 70}, image_properties={"n": -3, "f": 1e20})
     with_int_key = server_entity(metadata={1: "a"})
     for e in (entity, with_int_key, flavor_entity()):
-        assert feed.canonical_bytes(e) == json.dumps(
-            e, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        assert feed.entity_bytes(e) == json.dumps(
+            e, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def test_an_accepted_shape_does_not_let_a_bad_entity_through():
@@ -172,9 +186,9 @@ def test_control_round_trip_and_errors():
     op, args = feed.decode_request(feed.encode_request("replay", epoch="e", **{"from": 5}, limit=10))
     assert (op, args) == ("replay", {"epoch": "e", "from": 5, "limit": 10})
     with pytest.raises(FeedError):
-        feed.decode_request(msgpack.packb({"v": 1, "op": "replay"}))
+        feed.decode_request(msgpack.packb({"v": feed.FEED_VERSION, "op": "replay"}))
     with pytest.raises(FeedError):
-        feed.decode_request(msgpack.packb({"v": 1, "op": "drop_tables"}))
+        feed.decode_request(msgpack.packb({"v": feed.FEED_VERSION, "op": "drop_tables"}))
     assert feed.decode_reply("hello", feed.encode_reply(head=3))["head"] == 3
     with pytest.raises(feed.ControlError) as err:
         feed.decode_reply("replay", feed.encode_error("retention", "too old", oldest=40))

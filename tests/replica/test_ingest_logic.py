@@ -75,7 +75,7 @@ def test_heartbeat_ahead_with_no_batch_is_a_tail_gap(ingest):
 
 
 def _valid_batch_obj():
-    return {"v": 1, "t": "batch", "cell": "c1", "epoch": "E",
+    return {"v": feed.FEED_VERSION, "t": "batch", "cell": "c1", "epoch": "E",
             "events": feed.encode_events(events(1, 1))}
 
 

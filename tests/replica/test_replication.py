@@ -164,19 +164,21 @@ def test_malformed_input_is_dead_lettered_and_ingest_goes_on(make_cell, make_ing
     status = ing.wait_caught_up([c1])
     before = read_rows(replica_path, "SELECT uuid, entity_hash FROM servers ORDER BY uuid")
     epoch, seq = status["c1"]["epoch"], status["c1"]["seq"]
-    good = feed.encode_events([feed.Event(seq + 1, "server", "u", s["uuid"], s)
-                               for s in [make_server()]])
-    batch = {"v": 1, "t": "batch", "cell": "c1", "epoch": epoch, "events": good}
-    bad_entity = [{**good[0], "e": {**good[0]["e"], "locked": "yes"}}]
+    server = make_server()
+    good = feed.encode_events([feed.Event(seq + 1, "server", "u", server["uuid"], server)])
+    batch = {"v": feed.FEED_VERSION, "t": "batch", "cell": "c1", "epoch": epoch, "events": good}
+    bad_entity = [{**good[0], "e": feed.entity_bytes({**server, "locked": "yes"})}]
     payloads = {
         "garbage": (b"\xc1\xff not msgpack", "malformed"),
         "truncated": (msgpack.packb(batch)[:-9], "malformed"),
         "oversized": (b"\x92" + b"\x00" * (9 * 1024 * 1024), "oversized"),
         "wrong_types": (msgpack.packb({**batch, "events": [{**good[0], "s": "one"}]}),
                         "malformed"),
-        "unknown_version": (msgpack.packb({**batch, "v": 2}), "unknown_version"),
+        "unknown_version": (msgpack.packb({**batch, "v": 1}), "unknown_version"),
         "unknown_cell": (msgpack.packb({**batch, "cell": "elsewhere"}), "unknown_cell"),
         "bad_entity": (msgpack.packb({**batch, "events": bad_entity}), "bad_entity"),
+        "entity_not_json": (msgpack.packb({**batch, "events": [{**good[0], "e": b"{\x00"}]}),
+                            "bad_entity"),
     }
     # One at a time: PUB drops what a full pipe cannot take, and the oversized one fills it.
     for count, (data, reason) in enumerate(payloads.values(), start=1):

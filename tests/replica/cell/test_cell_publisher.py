@@ -52,8 +52,8 @@ def test_hello(populated, publishers, clients):
     reply = clients(Control, pub.control_url).call("hello")
     conn = connection.open_cell_reader(populated)
     assert reply == {"ok": True, "cell": "c1", "epoch": outbox.epoch_of(conn),
-                     "head": outbox.outbox_head(conn), "oldest": 1, "versions": [1],
-                     "kinds": ["server"]}
+                     "head": outbox.outbox_head(conn), "oldest": 1,
+                     "versions": list(feed.FEED_VERSIONS), "kinds": ["server"]}
     conn.close()
 
 
@@ -203,7 +203,8 @@ def test_snapshot_is_consistent_while_writes_continue(populated, publishers, cli
             wait_for(lambda: writer.ops > ops_at_begin, what="writes during the snapshot")
         assert writer.ops > ops_at_begin
     assert [key for _kind, key, _e in items] == sorted(reference)
-    assert {key: e for _kind, key, e in items} == reference
+    assert {key: e for _kind, key, e in items} == {
+        key: feed.entity_bytes(e) for key, e in reference.items()}
     assert ctl.call("snapshot_end", snapshot=snap["snapshot"]) == {"ok": True}
     with pytest.raises(feed.ControlError) as err:
         ctl.call("snapshot_page", snapshot=snap["snapshot"], after=None, limit=5)
@@ -243,22 +244,24 @@ def test_fetch(populated, publishers, clients):
     _seq, current = fresh(populated)
     some = sorted(current)[:3]
     reply = ctl.call("fetch", kind="server", keys=some + ["00000000-0000-4000-8000-000000000000"])
-    assert reply["entities"] == {**{k: current[k] for k in some},
+    assert reply["entities"] == {**{k: feed.entity_bytes(current[k]) for k in some},
                                  "00000000-0000-4000-8000-000000000000": None}
 
+
+V = feed.FEED_VERSION
 
 BAD_REQUESTS = [
     (b"\xc1 not msgpack", "malformed"),
     (feed._pack({"v": 99, "op": "hello"}), "unknown_version"),
-    (feed._pack({"v": 1, "op": "drop_tables"}), "malformed"),
-    (feed._pack({"v": 1, "op": "replay", "epoch": "x"}), "malformed"),
-    (feed._pack({"v": 1, "op": "snapshot_page", "snapshot": "nope", "after": None, "limit": 1}),
+    (feed._pack({"v": V, "op": "drop_tables"}), "malformed"),
+    (feed._pack({"v": V, "op": "replay", "epoch": "x"}), "malformed"),
+    (feed._pack({"v": V, "op": "snapshot_page", "snapshot": "nope", "after": None, "limit": 1}),
      "snapshot"),
-    (feed._pack({"v": 1, "op": "bucket", "bucket": 999}), "bad_request"),
-    (feed._pack({"v": 1, "op": "bucket", "bucket": "7"}), "bad_request"),
-    (feed._pack({"v": 1, "op": "fetch", "kind": "volume", "keys": []}), "bad_request"),
-    (feed._pack({"v": 1, "op": "fetch", "kind": "server", "keys": "abc"}), "bad_request"),
-    (feed._pack({"v": 1, "op": "fetch", "kind": "server", "keys": ["k"] * 5000}), "bad_request"),
+    (feed._pack({"v": V, "op": "bucket", "bucket": 999}), "bad_request"),
+    (feed._pack({"v": V, "op": "bucket", "bucket": "7"}), "bad_request"),
+    (feed._pack({"v": V, "op": "fetch", "kind": "volume", "keys": []}), "bad_request"),
+    (feed._pack({"v": V, "op": "fetch", "kind": "server", "keys": "abc"}), "bad_request"),
+    (feed._pack({"v": V, "op": "fetch", "kind": "server", "keys": ["k"] * 5000}), "bad_request"),
 ]
 
 
@@ -269,11 +272,11 @@ def test_bad_control_requests_get_error_replies_and_the_publisher_keeps_serving(
     epoch = pub_epoch(populated)
     snap = ctl.call("snapshot_begin")["snapshot"]
     requests = BAD_REQUESTS + [
-        (feed._pack({"v": 1, "op": "replay", "epoch": epoch, "from": "1", "limit": 5}),
+        (feed._pack({"v": V, "op": "replay", "epoch": epoch, "from": "1", "limit": 5}),
          "bad_request"),
-        (feed._pack({"v": 1, "op": "replay", "epoch": epoch, "from": 1, "limit": 0}),
+        (feed._pack({"v": V, "op": "replay", "epoch": epoch, "from": 1, "limit": 0}),
          "bad_request"),
-        (feed._pack({"v": 1, "op": "snapshot_page", "snapshot": snap, "after": "x", "limit": 1}),
+        (feed._pack({"v": V, "op": "snapshot_page", "snapshot": snap, "after": "x", "limit": 1}),
          "bad_request"),
     ]
     for data, error in requests:
