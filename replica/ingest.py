@@ -195,6 +195,7 @@ class Ingest:
         self.pending_dead: list[DeadLetter] = []
         self.dirty: dict[str, Position] = {}
         self.events_applied = 0
+        self.pending_events = 0      # events behind self.pending (duplicates collapsed)
         self.batches_committed = 0
         self.jobs = JobBoard()
         self._wake = gevent.event.Event()
@@ -224,16 +225,21 @@ class Ingest:
             return "duplicate"
         if fresh[0].seq != pos.seq + 1:
             return "gap"
+        # Only the last event of an entity in a batch is rendered: each event carries the
+        # whole entity, and the group commit writes only the last change of a key anyway
+        # (one build of a server is several events of that server).
+        last = {(e.kind, e.key): e for e in fresh}
         try:
             with feed.gc_paused():      # rows are acyclic: see feed.gc_paused
                 changes = [self.change_of(link.name, e.seq, e.kind, e.key, e.entity,
-                                          e.entity_hash) for e in fresh]
+                                          e.entity_hash) for e in last.values()]
         except Exception as exc:  # render refused an entity that passed validation
             self.dead_letter(link, link.name, "bad_entity",
                              f"apply batch (cell={link.name}, seq {fresh[0].seq}-"
                              f"{fresh[-1].seq}): {exc!r}", payload)
             return "refused"
         self.pending.extend(changes)
+        self.pending_events += len(fresh)
         link.position = pos.advanced(fresh[-1].seq)
         self.dirty[link.name] = link.position
         link.last_event_at = time.time()
@@ -260,6 +266,7 @@ class Ingest:
         if not (self.pending or self.dirty or self.pending_dead):
             return
         changes, self.pending = self.pending, []
+        events, self.pending_events = self.pending_events, 0
         positions, self.dirty = list(self.dirty.values()), {}
         dead, self.pending_dead = self.pending_dead, []
         try:
@@ -276,7 +283,7 @@ class Ingest:
                 link.gap_flag = True
                 link.kick.set()
             return
-        self.events_applied += len(changes)
+        self.events_applied += events
         self.batches_committed += 1
 
     def _committer(self) -> None:

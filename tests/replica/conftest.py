@@ -63,6 +63,7 @@ class StandInRender:
         self.SERVER_COLUMNS = tuple(r[1] for r in self.server_info)
         self.FLAVOR_COLUMNS = tuple(r[1] for r in self.flavor_info)
         self.refuse: set[str] = set()   # keys whose render raises (a render bug stand-in)
+        self.rendered: list[tuple[str, int]] = []    # (key, seq) of every server_row call
 
     @staticmethod
     def _row(info, known: dict) -> tuple:
@@ -79,6 +80,7 @@ class StandInRender:
     def server_row(self, cell: str, seq: int, entity: dict, entity_hash=None) -> tuple:
         if entity["uuid"] in self.refuse:
             raise ValueError("stand-in render refuses this entity")
+        self.rendered.append((entity["uuid"], seq))
         return self._row(self.server_info, {
             "uuid": entity["uuid"], "cell": cell, "seq": seq, "project_id": entity["project_id"],
             "user_id": entity["user_id"], "deleted": int(entity["deleted"]),

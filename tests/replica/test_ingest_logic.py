@@ -46,6 +46,20 @@ def test_next_events_are_group_committed_with_the_position(ingest):
     assert (ingest.events_applied, ingest.batches_committed) == (5, 1)
 
 
+def test_an_entity_several_times_in_a_batch_is_rendered_once_at_its_last_seq(ingest):
+    link = ingest.links["c1"]
+    one, other = make_server(), make_server()
+    batch = [feed.Event(seq, feed.KIND_SERVER, feed.OP_UPSERT, ent["uuid"], ent)
+             for seq, ent in ((1, one), (2, other), (3, one), (4, one))]
+    ingest.on_message(link, feed.encode_batch("c1", "E", batch))
+    ingest.commit()
+    assert sorted(ingest.render.rendered) == sorted([(one["uuid"], 4), (other["uuid"], 2)])
+    assert rows(ingest, "SELECT uuid, seq FROM servers ORDER BY seq") == [
+        (other["uuid"], 2), (one["uuid"], 4)]
+    assert ingest.events_applied == 4
+    assert ingest.writer.load_positions()["c1"] == Position("c1", "E", 4)
+
+
 def test_duplicates_are_ignored_and_a_gap_raises_the_flag(ingest):
     link = ingest.links["c1"]
     batch = events(1, 3)
