@@ -131,11 +131,12 @@ def _links(collection: str, ident: str) -> list[dict]:
             {"rel": "bookmark", "href": f"{BOOKMARK_TOKEN}/{collection}/{ident}"}]
 
 
-def _networks(entity: dict) -> tuple[dict, list[str]]:
-    """(addresses view, every address) from one walk over network_info."""
+def _networks(entity: dict, hide_building: bool = True) -> tuple[dict, list[str]]:
+    """(addresses view, every address) from one walk over network_info. The server view
+    hides the addresses while the server is building; the ips view does not."""
     networks: dict[str, tuple[list, list]] = {}
     found: list[str] = []
-    shown = entity["vm_state"] != "building"      # hidden while the server is building
+    shown = not hide_building or entity["vm_state"] != "building"
     for vif in entity["network_info"] or ():
         network = vif.get("network") or {}
         if shown:
@@ -430,8 +431,11 @@ SERVER_INDEXED = (
 LINK_FRAGMENTS = ("d_links", "d_flavor_v21", "d_image_v21", "d_image_v298")
 STORED_FRAGMENTS = tuple(f for f in SERVER_FRAGMENTS if f not in LINK_FRAGMENTS)
 LINK_COLUMNS = ("flavor_ref", "image_ref_id", "image_props")
+# The ips view (GET /servers/{id}/ips) reads d_base's addresses, except while the server
+# is building: then the server view hides them and this column holds them (else NULL).
+IPS_COLUMNS = ("addresses_building",)
 SERVER_COLUMNS: tuple[str, ...] = (SERVER_INDEXED + LINK_COLUMNS + ("brief",) + STORED_FRAGMENTS
-                                   + ("entity_hash", "bucket"))
+                                   + ("entity_hash", "bucket") + IPS_COLUMNS)
 
 _SPLIT = "\x00\x00"                      # between fragments in one encoder call
 _SPLIT_JSON = "," + _encode(_SPLIT) + ","
@@ -526,7 +530,9 @@ def server_row(cell: str, seq: int, entity: dict, entity_hash: int | None = None
     links = (texts[-2][1:-1], texts[-1][1:-1] if image else None, texts[1])
     if entity_hash is None:
         entity_hash = feed.entity_hash(e)
-    return indexed + links + (texts[0][:-1],) + stored + (entity_hash, feed.bucket_of(e["uuid"]))
+    building = _text(_networks(e, hide_building=False)[0]) if e["vm_state"] == "building" else None
+    return indexed + links + (texts[0][:-1],) + stored + (entity_hash, feed.bucket_of(e["uuid"]),
+                                                         building)
 
 
 # ---------------------------------------------------------------------------

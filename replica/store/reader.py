@@ -213,6 +213,9 @@ _BASE = "(d_base || '}')"
 # A json_each row's value as JSON (json_each gives true / false as 1 / 0).
 _EACH_VALUE = ("CASE type WHEN 'true' THEN json('true') WHEN 'false' THEN json('false') "
                "ELSE value END")
+# The addresses the ips view shows: the server view's, or a building server's own
+# (replica.render.IPS_COLUMNS).
+_ADDRESSES = f"coalesce(addresses_building, json_extract({_BASE}, '$.addresses'))"
 # Nova's ips view of one network's addresses: version and addr only (no OS-EXT-IPS*).
 _NETWORK_IPS = ("json((SELECT json_group_array(json_object('version', "
                 "json_extract(a.value, '$.version'), 'addr', json_extract(a.value, '$.addr'))) "
@@ -242,10 +245,10 @@ SUBRESOURCE_SQL = {
                      f"FROM json_each({_BASE}, '$.metadata') WHERE key = ?3)"),
     "ips": _sub_sql("servers", "uuid", _SERVER_ACCESS,
                     f"'{{\"addresses\":' || (SELECT json_group_object(n.key, {_NETWORK_IPS}) "
-                    f"FROM json_each({_BASE}, '$.addresses') AS n) || '}}'"),
+                    f"FROM json_each({_ADDRESSES}) AS n) || '}}'"),
     "network": _sub_sql("servers", "uuid", _SERVER_ACCESS,
                         f"(SELECT json_object(n.key, {_NETWORK_IPS}) "
-                        f"FROM json_each({_BASE}, '$.addresses') AS n WHERE n.key = ?3)"),
+                        f"FROM json_each({_ADDRESSES}) AS n WHERE n.key = ?3)"),
 }
 
 

@@ -142,6 +142,12 @@ STEPS: tuple[str, ...] = (
     """
     UPDATE positions SET epoch = 'rehash-' || epoch;
     """,
+    # 3: the ips view of a building server (the server view hides its addresses). Rows
+    # written before hold NULL: until an event or a resync renders them again, the ips
+    # of a building server show as empty, as they did.
+    """
+    ALTER TABLE servers ADD COLUMN addresses_building TEXT;  -- addresses view JSON, or NULL
+    """,
 )
 
 

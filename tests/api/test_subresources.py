@@ -133,11 +133,17 @@ def test_ips(api, prefix):
     assert fault(r) == (404, "Instance is not a member of specified network")
 
 
-def test_ips_of_a_building_server(api):
-    # The replica keeps the server view's addresses, which hide while building.
+def test_ips_of_a_building_server_are_listed_though_its_server_view_hides_them(api):
+    # Nova's ips controller reads the network info directly; only the server view
+    # hides the addresses of a building server.
+    assert api.get(f"/v2.1/servers/{BUILDING}").json()["server"]["addresses"] == {}
+    expected = [{"version": 4, "addr": "192.168.1.30"}]
     r = api.get(f"/v2.1/servers/{BUILDING}/ips")
-    assert r.status == 200 and r.json() == {"addresses": {}}
-    assert api.get(f"/v2.1/servers/{BUILDING}/ips/private").status == 404
+    assert r.status == 200 and r.statements == 1
+    assert r.json() == {"addresses": {"private": expected}}
+    r = api.get(f"/v2.1/servers/{BUILDING}/ips/private")
+    assert r.status == 200 and r.json() == {"private": expected}
+    assert api.get(f"/v2.1/servers/{BUILDING}/ips/public").status == 404
 
 
 def test_ips_agree_with_server_show(api):
