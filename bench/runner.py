@@ -138,6 +138,8 @@ def _ingest(sc: Scenario, cell_db: str, root: str, profile: Profile, log) -> Non
     result = ingest_rate.measure(cell_db, root, profile.ingest_events, profile.ingest_batch)
     log(f"    ingest: {result['upserts_per_s']:,.0f} upserts/s ({result['events']:,} events in "
         f"{result['seconds']:.2f} s, {result['group_commits']} group commits)")
+    log("    ingest CPU per upsert: " + ", ".join(
+        f"{stage} {us:.1f} us" for stage, us in result["cpu_us_per_upsert"].items()))
     sc.runs.append({"kind": "ingest", **result})
     sc.add(report.Figure("ingest server upserts", result["upserts_per_s"], "upserts/s",
                          budget=report.Budget(">=", 50_000), details=result))
