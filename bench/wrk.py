@@ -148,11 +148,18 @@ class BackgroundWrk:
         while self._proc is None and self._thread.is_alive() and time.monotonic() < deadline:
             time.sleep(0.01)
         proc = self._proc
-        if proc is not None and proc.returncode is None:
+        # A SIGINT that lands between fork and exec is lost (the child has not become
+        # wrk yet): send it again until wrk has stopped.
+        while proc is not None and proc.poll() is None:
             try:
                 os.killpg(proc.pid, signal.SIGINT)
             except ProcessLookupError:
-                pass
+                return
+            try:
+                proc.wait(0.5)
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline + 10 * wait_start_s:
+                    return
 
     def collect(self, timeout: float | None = None) -> WrkResult:
         self._thread.join(timeout)
