@@ -24,8 +24,19 @@ def _normal_sync(conn: apsw.Connection) -> None:
     conn.execute("PRAGMA synchronous=NORMAL")
 
 
+MMAP_BYTES = 1 << 30
+
+
+def _mmap(conn: apsw.Connection) -> None:
+    # Building entities reads child rows scattered over the tables: through the OS's
+    # page mapping, not a copy into SQLite's cache per page (about 12 % of a snapshot
+    # page's CPU). SQLite re-checks the file size per transaction, so a file that
+    # shrinks under the mapping is handled.
+    conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+
+
 WRITER_SETUP = (_busy, _wal, _normal_sync)
-READER_SETUP = (_busy,)
+READER_SETUP = (_busy, _mmap)
 
 
 def open_cell(path: str, create: bool = False) -> apsw.Connection:

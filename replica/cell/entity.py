@@ -70,16 +70,18 @@ def _json_at(column: str, path: str) -> str:
     return f"CASE WHEN json_valid({column}) THEN json_extract({column}, '{path}') END"
 
 
-_ISO_PLAIN = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}")
+# ASCII digits only (the cheaper match): a stored text with other digits takes the
+# general path below, which makes the same text of it.
+_ISO_PLAIN = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}", re.ASCII)
 
 
 def iso(value) -> str | None:
     """Nova's stored datetime (``'2026-12-01 07:30:43.123456'``, or an ISO form with
     ``T`` / ``Z``) as the feed's ``'2026-12-01T07:30:43.123456'``."""
+    if type(value) is str and _ISO_PLAIN.fullmatch(value):    # the form Nova stores
+        return value.replace(" ", "T", 1)
     if value is None or value == "":
         return None
-    if type(value) is str and _ISO_PLAIN.fullmatch(value):    # the form Nova stores
-        return f"{value[:10]}T{value[11:]}"
     text = str(value).strip().replace(" ", "T", 1)
     for suffix in ("Z", "+00:00"):
         if text.endswith(suffix):
@@ -307,10 +309,12 @@ _BY_KEYS = "{col} IN (SELECT value FROM json_each(?1))"
 _BY_RANGE = "{col} > ?1 AND {col} <= ?2"
 _INSTANCE_SQL = f"SELECT {', '.join(_INSTANCE_COLUMNS)} FROM instances "
 _CHILD_SQL = {
-    # instance_uuid, deleted, id, flavor text, trusted cert ids
-    "extra": "SELECT instance_uuid, deleted, id, flavor, "
+    # instance_uuid, flavor text, trusted cert ids; per instance the row that counts
+    # comes last: live rows after deleted ones (a NULL deleted after both), then by id
+    "extra": "SELECT instance_uuid, flavor, "
              f"{_json_at('trusted_certs', _CERT_IDS)} FROM instance_extra "
-             "WHERE {instance_uuid} ORDER BY instance_uuid, id",
+             "WHERE {instance_uuid} ORDER BY instance_uuid, "
+             "CASE WHEN deleted IS NULL THEN 2 WHEN deleted = 0 THEN 1 ELSE 0 END, id",
     # only the keys the entity reads: image_* (a BINARY range) and locked_reason
     "sysmeta": "SELECT instance_uuid, key, value FROM instance_system_metadata "
                "WHERE {instance_uuid} AND (key = 'locked_reason' OR "
@@ -374,26 +378,20 @@ def _build_rows(conn: apsw.Connection, rows: list[tuple], queries: dict[str, str
 def _build_entities(conn: apsw.Connection, rows: list[tuple], queries: dict[str, str],
                     args: tuple) -> dict[str, dict]:
     execute = conn.execute
-    extra: dict[str, tuple] = {}
-    best: dict[str, tuple] = {}
-    for uuid, deleted, rowid, flavor, certs in execute(queries["extra"], args):
-        # ORDER BY deleted != 0 DESC, id and the last row wins: live rows beat deleted
-        # ones (and a NULL deleted, sorted last, beats both), then the highest id
-        rank = (2 if deleted is None else 1 if deleted == 0 else 0, rowid)
-        if uuid not in best or rank > best[uuid]:
-            best[uuid] = rank
-            extra[uuid] = (flavor, certs)
+    extra = {uuid: (flavor, certs)          # the last row of an instance wins
+             for uuid, flavor, certs in execute(queries["extra"], args)}
     _cur_data_of(conn, [flavor for flavor, _certs in extra.values()])
     images: dict[str, dict] = {}
     locked_reasons: dict[str, object] = {}
+    props, props_of = None, None
     for uuid, key, value in execute(queries["sysmeta"], args):
         if key == "locked_reason":
             locked_reasons[uuid] = value
         else:
-            try:
-                images[uuid][key[6:]] = value
-            except KeyError:
-                images[uuid] = {key[6:]: value}
+            if uuid != props_of:            # rows come grouped by instance
+                props = images[uuid] = {}
+                props_of = uuid
+            props[key[6:]] = value
     caches: dict[str, str] = {}
     for uuid, info in execute(queries["caches"], args):
         caches[uuid] = info
@@ -425,6 +423,8 @@ def _build_entities(conn: apsw.Connection, rows: list[tuple], queries: dict[str,
     for uuid, spec in execute(queries["specs"], args):
         specs[uuid] = spec
 
+    # The lists and dicts collected above are never empty, so ``get(uuid) or []``
+    # builds an empty default only when the instance has no rows.
     out: dict[str, dict] = {}
     no_extra = (None, None)
     for (iid, uuid, project_id, user_id, display_name, display_description, hostname,
@@ -437,7 +437,7 @@ def _build_entities(conn: apsw.Connection, rows: list[tuple], queries: dict[str,
         live = not deleted
         flavor_text, certs = extra.get(uuid, no_extra)
         hints, pinned_az = _spec_of(specs.get(uuid))
-        network = _fast_loads(caches.get(uuid), [])
+        network = _fast_loads(caches.get(uuid))
         out[uuid] = {
             "uuid": uuid,
             "project_id": project_id or "",
@@ -474,18 +474,18 @@ def _build_entities(conn: apsw.Connection, rows: list[tuple], queries: dict[str,
             "locked_reason": _str_or_none(locked_reasons.get(uuid)),
             "instance_name": INSTANCE_NAME_TEMPLATE % iid,
             "image_ref": image_ref,
-            "image_properties": images.get(uuid, {}),
+            "image_properties": images.get(uuid) or {},
             "flavor": _flavor(_cur_data(conn, flavor_text), memory_mb, vcpus, root_gb,
                               ephemeral_gb),
-            "metadata": metadata.get(uuid, {}),
-            "tags": tags.get(uuid, []) if live else [],
+            "metadata": metadata.get(uuid) or {},
+            "tags": (tags.get(uuid) or []) if live else [],
             "network_info": network if isinstance(network, list) else [],
-            "security_groups": groups.get(uuid, []) if live else [],
-            "volumes": volumes.get(uuid, []),
+            "security_groups": (groups.get(uuid) or []) if live else [],
+            "volumes": volumes.get(uuid) or [],
             "fault": faults.get(uuid),
             "host_status": _host_status(host, deleted, services.get(host)),
-            "trusted_image_certificates": trusted_certs_of(certs),
-            "server_groups": server_groups.get(uuid, []),
+            "trusted_image_certificates": None if certs is None else trusted_certs_of(certs),
+            "server_groups": server_groups.get(uuid) or [],
             "pinned_availability_zone": pinned_az,
             "scheduler_hints": hints,
         }
