@@ -13,7 +13,8 @@ hundreds of milliseconds late during a resync. Called from a thread other than t
 main one (where forking is unsafe), or with ``control_process=False``, the control
 server runs in a thread instead.
 
-Tailing: the loop sleeps on inotify (``watcher.py``) until the WAL is written,
+Tailing: the loop sleeps on inotify (``watcher.py``) until the WAL is written, and
+re-checks shortly after each write (the commit becomes visible a moment after it),
 checks ``PRAGMA data_version`` and reads every event after the last one it
 published, in one read transaction per batch so that each entity is the state at
 the batch's last seq. Each changed key is built once per batch; a key that appears
@@ -23,6 +24,21 @@ capped by ``batch_max`` events and by bytes.
 Restart: the publisher starts at the current head. Events committed while it was
 down are not re-sent live; the next heartbeat carries the head, the appliance sees
 the gap and replays it over the control socket.
+
+Another database under the same name (a restored backup moved over the file): the
+connections keep reading the file they opened, so the publisher compares the
+path's (st_dev, st_ino) with the opened file's when inotify reports a file created
+or moved in under that name, and on every slow poll; on the same polls it checks
+that the epoch is still the one it publishes and that the outbox head has not gone
+back. When the file changed it lets go of the old one everywhere (the control
+server, the pruner, its own connection), removes the old file's ``-wal`` and
+``-shm`` if they are still there (SQLite leaves them when the database was moved
+away, and a new database opened next to them would take their pages for its own),
+opens the new file and goes on from its head with its epoch: the first heartbeat
+with that epoch makes the appliance resync. A file with the same epoch but an outbox
+that went back (an older copy of the same cell) would reuse seqs for other changes,
+so it is given a new epoch. The cell's own writers must be stopped while the file is
+replaced: SQLite cannot keep apart two databases that share one ``-wal``.
 """
 
 from __future__ import annotations
@@ -36,6 +52,7 @@ import signal
 import sys
 import threading
 import time
+import uuid as uuidlib
 from dataclasses import dataclass
 
 import apsw
@@ -49,10 +66,13 @@ log = logging.getLogger("replica.cell.publisher")
 
 SNDBUF_BYTES = 4 * 1024 * 1024
 BATCH_MAX_BYTES = 3_500_000     # stay well under feed.MAX_MESSAGE_BYTES
-SLOW_POLL_SECONDS = 0.5         # check the outbox at least this often, whatever inotify says
+SLOW_POLL_SECONDS = 0.5         # check the outbox and the file at least this often
 PRUNE_INTERVAL_SECONDS = 5.0
 ERROR_BACKOFF_SECONDS = 0.5
 PUBLISH_ROUND_BATCHES = 20      # batches per round before the loop looks at its timers
+OPEN_ATTEMPTS = 3               # the file replaced while it was being opened: again
+RELEASE_SECONDS = 30.0          # the control server finishes its request and lets go
+SIDE_FILES = ("-wal", "-shm")   # what SQLite keeps next to a WAL database
 
 
 @dataclass
@@ -77,6 +97,7 @@ class PublisherStats:
     pruned: int = 0
     read_errors: int = 0
     prune_errors: int = 0
+    reopens: int = 0
 
 
 def check_nanomsg() -> None:
@@ -97,18 +118,153 @@ class Publisher:
         self.config = config
         self.stop = stop
         self.stats = PublisherStats()
-        self.conn = connection.open_cell(config.db)      # sets WAL + busy timeout
-        try:
-            self.epoch = outbox.epoch_of(self.conn)
-        except Exception:
-            self.conn.close()
-            raise LookupError(f"{config.db}: no outbox installed (init_cell_db first)") from None
-        self.kinds = entity.kinds_of(self.conn)
-        self.last = outbox.outbox_head(self.conn)
+        self.conn: apsw.Connection | None = None
+        self.files: dict[str, tuple[int, int] | None] = {}   # suffix -> identity at open
+        self.open_error: str | None = None
+        self._open()
         self.data_version = None
         self.behind = False
         self.pub: nanomsg.Socket | None = None
         self.rep: nanomsg.Socket | None = None
+        self.control: ControlProcess | ControlThread | None = None
+        self.pruner: Pruner | None = None
+
+    # -- the database file -------------------------------------------------
+
+    def _open(self) -> None:
+        """Open the file the path names now: connection, epoch, kinds, head, and the
+        identities of the database and its side files (SQLite creates those when it
+        opens a WAL database). Raises LookupError for a database without an outbox."""
+        path = self.config.db
+        for attempt in range(OPEN_ATTEMPTS):
+            before = watcher.file_identity(path)
+            conn = connection.open_cell(path)      # sets WAL + busy timeout
+            files = {suffix: watcher.file_identity(path + suffix) for suffix in SIDE_FILES}
+            files[""] = before
+            try:
+                try:
+                    epoch = outbox.epoch_of(conn)
+                except apsw.SQLError:
+                    raise LookupError(f"{path}: no outbox installed (init_cell_db first)") \
+                        from None
+                kinds = entity.kinds_of(conn)
+                head = outbox.outbox_head(conn)
+            except BaseException:
+                self._close(conn, files)
+                raise
+            if before is not None and watcher.file_identity(path) == before:
+                break
+            self._close(conn, files)
+            if attempt == OPEN_ATTEMPTS - 1:
+                raise apsw.CantOpenError(f"{path}: replaced over and over while opening")
+        self.conn, self.files = conn, files
+        self.epoch, self.kinds, self.last = epoch, kinds, head
+        self.data_version = None
+        self.behind = False
+
+    def _close(self, conn: apsw.Connection, files: dict) -> None:
+        """Close a connection to the database; when the file was moved away meanwhile,
+        remove the -wal and -shm it leaves behind. SQLite neither checkpoints nor
+        removes them for a database that was moved (they might be another file's by
+        now), and left there they would be read as the new file's own."""
+        conn.close()
+        if watcher.file_identity(self.config.db) == files[""]:
+            return
+        for suffix in SIDE_FILES:
+            path = self.config.db + suffix
+            if files.get(suffix) is not None and watcher.file_identity(path) == files[suffix]:
+                try:
+                    os.unlink(path)
+                    log.info("removed %s of the replaced database", path)
+                except FileNotFoundError:
+                    pass
+
+    def source_changed(self) -> str | None:
+        """Why the database has to be opened again, or None: the path names another
+        file, the epoch changed in place, or the outbox went back."""
+        now = watcher.file_identity(self.config.db)
+        if now is None:
+            return None      # gone (or being replaced right now): keep the open file
+        if now != self.files[""]:
+            return f"file replaced (inode {self.files[''][1]} -> {now[1]})"
+        epoch = outbox.epoch_of(self.conn)
+        if epoch != self.epoch:
+            return f"epoch changed in place ({self.epoch[:8]} -> {epoch[:8]})"
+        head = outbox.outbox_head(self.conn)
+        if head < self.last:
+            return f"outbox head went back from {self.last} to {head}"
+        return None
+
+    def reopen(self, why: str) -> bool:
+        """Let go of the open database everywhere and open the one the path names.
+        Returns False when it cannot be opened yet (the loop tries again)."""
+        old_epoch, old_last, old_files = self.epoch, self.last, self.files
+        if self.conn is not None:
+            log.warning("%s: %s; opening it again", self.config.db, why)
+            self._release()
+            self._close(self.conn, old_files)
+            self.conn = None
+        try:
+            self._open()
+        except (apsw.Error, LookupError, OSError) as exc:
+            if str(exc) != self.open_error:      # said once, tried every slow poll
+                log.error("%s: cannot open the database: %s; trying again every %.1fs",
+                          self.config.db, exc, SLOW_POLL_SECONDS)
+                self.open_error = str(exc)
+            return False
+        self.open_error = None
+        if self.epoch == old_epoch and self.last < old_last:
+            try:
+                self._renew_epoch(old_last)
+            except apsw.Error as exc:     # a busy cell: the same checks again next poll
+                log.error("%s: cannot give the rewound outbox a new epoch: %s; trying "
+                          "again", self.config.db, exc)
+                self._close(self.conn, self.files)
+                self.conn, self.epoch, self.last = None, old_epoch, old_last
+                return False
+        self.stats.reopens += 1
+        log.info("publishing %s epoch %s from seq %d (database opened again)",
+                 self.config.name, self.epoch, self.last)
+        self._start_readers()
+        self.heartbeat()
+        return True
+
+    def _release(self) -> None:
+        """Stop everything but the main loop from reading the open database."""
+        if self.pruner is not None:
+            self.pruner.stop()
+            self.pruner = None
+        if self.control is not None and not self.control.release(RELEASE_SECONDS, self.stop):
+            log.warning("control server did not let go of the database; restarting it "
+                        "in a thread")
+            self.control.stop()
+            self.control = None
+
+    def _renew_epoch(self, old_last: int) -> None:
+        """The same epoch with an outbox behind what was published: seqs would be used
+        again for other changes. A new epoch makes every replica resync."""
+        epoch = uuidlib.uuid4().hex
+        with self.conn:
+            self.conn.execute(f"UPDATE {outbox.META} SET value = ? WHERE name = 'epoch'",
+                              (epoch,))
+        log.warning("%s: outbox head %d is behind the published %d with the same epoch "
+                    "(an older copy of this cell?): new epoch %s", self.config.db, self.last,
+                    old_last, epoch)
+        self.epoch = epoch
+
+    def _start_readers(self) -> None:
+        """The pruner, and the control server for the current epoch (forked at start,
+        told to open again later, or a thread when it cannot be a process)."""
+        self.pruner = Pruner(self.config, self.stats)
+        self.pruner.start()
+        if self.control is not None:
+            if self.control.reopen(self.epoch, self.kinds):
+                return
+            self.control.stop()
+        if self.rep is None:
+            self.rep = open_control_socket(self.config.control_url)
+        self.control = ControlThread(self.config, self.epoch, self.kinds, self.rep)
+        self.control.start()
 
     # -- sockets -----------------------------------------------------------
 
@@ -123,7 +279,8 @@ class Publisher:
         for sock in (self.pub, self.rep):
             if sock is not None:
                 sock.close()
-        self.conn.close()
+        if self.conn is not None:
+            self.conn.close()
 
     def send(self, data: bytes) -> None:
         try:
@@ -167,12 +324,19 @@ class Publisher:
                 self.conn.execute("ROLLBACK")
             events = [control.make_event(seq, kind, key, built[kind].get(key))
                       for seq, kind, key in rows]
-            for chunk in self._chunks(events):
-                self.send(feed.encode_batch(self.config.name, self.epoch, chunk))
+            data = feed.encode_batch(self.config.name, self.epoch, events)
+            if len(data) <= BATCH_MAX_BYTES:     # the usual case: encoded once, not sized
+                self.send(data)
                 self.stats.batches += 1
+            else:
+                for chunk in self._chunks(events):
+                    self.send(feed.encode_batch(self.config.name, self.epoch, chunk))
+                    self.stats.batches += 1
             self.stats.events += len(events)
             self.last = events[-1].seq
             sent += len(events)
+            if len(rows) < self.config.batch_max:
+                return sent         # that read reached the head: no second look needed
         else:
             self.behind = True
         return sent
@@ -201,52 +365,33 @@ class Publisher:
 
     def run(self) -> None:
         # Fork first: before this process has sockets or threads of its own.
-        child = None
         if (self.config.control_process
                 and threading.current_thread() is threading.main_thread()):
-            child = ControlProcess(self.config, self.epoch, self.kinds)
-            child.start()
-        self.open_sockets(control=child is None)
-        threads = [threading.Thread(target=self.prune_loop, name="cell-prune", daemon=True)]
-        if child is None:
-            server = control.ControlServer(self.config.db, self.config.name, self.epoch,
-                                           self.kinds, self.rep, self.stop)
-            threads.append(threading.Thread(target=server.run, name="cell-control",
-                                            daemon=True))
-        for thread in threads:
-            thread.start()
+            self.control = ControlProcess(self.config, self.epoch, self.kinds)
+            self.control.start()
+        self.open_sockets(control=self.control is None)
+        if self.control is None:
+            self.control = ControlThread(self.config, self.epoch, self.kinds, self.rep)
+            self.control.start()
+        self.pruner = Pruner(self.config, self.stats)
+        self.pruner.start()
         watch = watcher.CommitWatcher(self.config.db)
         log.info("publishing %s epoch %s from seq %d on %s (control %s, inotify %s)",
                  self.config.name, self.epoch, self.last, self.config.feed_url,
                  self.config.control_url, watch.native)
-        next_hb = time.monotonic()
-        woke = True
+        next_hb = next_check = time.monotonic()
         try:
             while not self.stop.is_set():
                 try:
-                    if self.behind or self.changed():
-                        self.publish_pending()
-                    elif woke:
-                        self._settle()
+                    self._step(watch, time.monotonic() >= next_check)
                     now = time.monotonic()
-                    if now >= next_hb:
+                    if now >= next_check:
+                        next_check = now + SLOW_POLL_SECONDS
+                    if now >= next_hb and self.conn is not None:
                         self.publish_pending()          # the heartbeat's head is what was sent
                         self.heartbeat()
                         next_hb = now + self.config.heartbeat_interval
-                        if child is not None and not child.alive():
-                            # Not forked again (this process has sockets and threads
-                            # now): the control server goes on in a thread.
-                            log.warning("control process exited (%s); serving control "
-                                        "requests from a thread", child.proc.exitcode)
-                            child.stop()
-                            child = None
-                            self.rep = open_control_socket(self.config.control_url)
-                            server = control.ControlServer(self.config.db, self.config.name,
-                                                           self.epoch, self.kinds, self.rep,
-                                                           self.stop)
-                            threads.append(threading.Thread(target=server.run,
-                                                            name="cell-control", daemon=True))
-                            threads[-1].start()
+                        self._check_control()
                 except apsw.Error as exc:
                     # A database the cell is rebuilding, a full disk, I/O errors: nothing
                     # was marked published, so the same events go out once it reads again.
@@ -254,32 +399,63 @@ class Publisher:
                     self.data_version = None
                     log.warning("reading the outbox failed (%s); retrying", exc)
                     self.stop.wait(ERROR_BACKOFF_SECONDS)
-                timeout = 0.0 if self.behind else min(next_hb - time.monotonic(),
-                                                      SLOW_POLL_SECONDS)
-                woke = watch.wait(timeout)
+                due = next_check if self.conn is None else min(next_hb, next_check)
+                timeout = 0.0 if self.behind else due - time.monotonic()
+                watch.wait(timeout)     # returns early on writes and for re-checks after them
         finally:
             self.stop.set()
             watch.close()
-            if child is not None:
-                child.stop()
-            for thread in threads:
-                thread.join(timeout=5)
+            if self.pruner is not None:
+                self.pruner.stop()
+            if self.control is not None:
+                self.control.stop()
             self.close()
 
-    def _settle(self) -> None:
-        """A wake with no new commit visible: the WAL index is updated after the
-        write inotify reported, so look again a few times within milliseconds."""
-        for delay in watcher.SETTLE_DELAYS:
-            if self.stop.wait(delay):
+    def _step(self, watch: watcher.CommitWatcher, slow_poll: bool) -> None:
+        """One turn of the loop: the file's identity when it may have changed, then
+        whatever the outbox holds."""
+        if self.conn is None:
+            if slow_poll:
+                self.reopen("not open")
+            return
+        if watch.replaced() or slow_poll:
+            why = self.source_changed()
+            if why is not None and not self.reopen(why):
                 return
-            if self.changed():
-                self.publish_pending()
-                return
+        if self.behind or self.changed():
+            self.publish_pending()
 
-    # -- retention ---------------------------------------------------------
+    def _check_control(self) -> None:
+        if isinstance(self.control, ControlProcess) and not self.control.alive():
+            # Not forked again (this process has sockets and threads now): the
+            # control server goes on in a thread.
+            log.warning("control process exited (%s); serving control requests from a "
+                        "thread", self.control.exitcode())
+            self.control.stop()
+            self.rep = self.rep or open_control_socket(self.config.control_url)
+            self.control = ControlThread(self.config, self.epoch, self.kinds, self.rep)
+            self.control.start()
 
-    def prune_loop(self) -> None:
-        """Trim the outbox to its retention now and every PRUNE_INTERVAL_SECONDS."""
+
+class Pruner:
+    """Trims the outbox to its retention now and every PRUNE_INTERVAL_SECONDS, with a
+    connection of its own, in a thread; stopped (and its connection closed) when the
+    database is opened again."""
+
+    def __init__(self, config: PublisherConfig, stats: PublisherStats):
+        self.config = config
+        self.stats = stats
+        self.halt = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="cell-prune", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.thread.join()      # a prune call is bounded (outbox.PRUNE_CHUNK rows)
+
+    def run(self) -> None:
         conn = connection.open_cell(self.config.db)
         try:
             while True:
@@ -288,12 +464,12 @@ class Publisher:
                         removed = outbox.prune(conn, self.config.retention_events,
                                                self.config.retention_seconds)
                         self.stats.pruned += removed
-                        if removed < outbox.PRUNE_CHUNK or self.stop.is_set():
+                        if removed < outbox.PRUNE_CHUNK or self.halt.is_set():
                             break
                 except Exception as exc:   # busy cell, disk full: try again next round
                     self.stats.prune_errors += 1
                     log.warning("outbox prune failed: %s", exc)
-                if self.stop.wait(PRUNE_INTERVAL_SECONDS):
+                if self.halt.wait(PRUNE_INTERVAL_SECONDS):
                     return
         finally:
             conn.close()
@@ -312,11 +488,46 @@ CONTROL_STOP_SECONDS = 5.0
 # The control process yields the CPU to the live feed (and to the cell's own work):
 # snapshots and replays are bulk work that a requester waits for anyway.
 CONTROL_NICE = 5
+CHANNEL_POLL_SECONDS = 0.2      # how often a waiting control process looks at its stop
 
 
-def _control_main(config: PublisherConfig, epoch: str, kinds: list[str]) -> None:
+class _Halt:
+    """The control server's ``stop`` in the control process: set on SIGTERM, and also
+    when the publisher has written on the channel (it wants the database let go)."""
+
+    def __init__(self, stop: threading.Event, channel):
+        self.stop = stop
+        self.channel = channel
+
+    def is_set(self) -> bool:
+        if self.stop.is_set():
+            return True
+        try:
+            return self.channel.poll()
+        except (OSError, EOFError):
+            return True
+
+    def wait(self, timeout: float) -> bool:
+        self.stop.wait(timeout)
+        return self.is_set()
+
+
+def _next_message(channel, stop: threading.Event):
+    """The publisher's next message on the channel, or None once stopping."""
+    while not stop.is_set():
+        try:
+            if channel.poll(CHANNEL_POLL_SECONDS):
+                return channel.recv()
+        except (OSError, EOFError):     # the publisher is gone
+            return None
+    return None
+
+
+def _control_main(config: PublisherConfig, epoch: str, kinds: list[str], channel) -> None:
     """The control server's process: answers until SIGTERM, or until the publisher
-    dies (PR_SET_PDEATHSIG: a SIGKILLed publisher leaves no orphan holding its port)."""
+    dies (PR_SET_PDEATHSIG: a SIGKILLed publisher leaves no orphan holding its port).
+    When the publisher asks (the database file was replaced), it closes its
+    connections, says so, and starts again with the epoch the publisher sends."""
     stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # the publisher handles Ctrl-C
     _stop_on_signals(stop, (signal.SIGTERM,))
@@ -332,26 +543,67 @@ def _control_main(config: PublisherConfig, epoch: str, kinds: list[str]) -> None
         pass
     sock = open_control_socket(config.control_url)
     try:
-        control.ControlServer(config.db, config.name, epoch, kinds, sock, stop).run()
+        while not stop.is_set():
+            control.ControlServer(config.db, config.name, epoch, kinds, sock,
+                                  _Halt(stop, channel)).run()   # closes its connections
+            message = _next_message(channel, stop)
+            if message is None:
+                return
+            if message[0] == "release":
+                channel.send(("released",))
+                message = _next_message(channel, stop)
+            if message is None or message[0] != "reopen":
+                return
+            _op, epoch, kinds = message
     finally:
         sock.close()
 
 
 class ControlProcess:
-    """The control server in a forked child."""
+    """The control server in a forked child, with a pipe to tell it to let go of the
+    database and to open it again."""
 
     def __init__(self, config: PublisherConfig, epoch: str, kinds: list[str]):
         self.args = (config, epoch, kinds)
         self.proc: multiprocessing.Process | None = None
+        self.channel = None
 
     def start(self) -> None:
         context = multiprocessing.get_context("fork")
-        self.proc = context.Process(target=_control_main, args=self.args,
+        ours, theirs = context.Pipe()
+        self.proc = context.Process(target=_control_main, args=self.args + (theirs,),
                                     name="cell-control", daemon=True)
         self.proc.start()
+        theirs.close()
+        self.channel = ours
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.is_alive()
+
+    def exitcode(self) -> int | None:
+        return self.proc.exitcode if self.proc is not None else None
+
+    def release(self, timeout: float, stop: threading.Event) -> bool:
+        """Ask the server to close its connections; True once it says it has (it
+        finishes the request it is serving first)."""
+        deadline = time.monotonic() + timeout
+        try:
+            self.channel.send(("release",))
+            while not stop.is_set() and time.monotonic() < deadline:
+                if self.channel.poll(CHANNEL_POLL_SECONDS):
+                    return self.channel.recv() == ("released",)
+        except (OSError, EOFError):
+            pass
+        return False
+
+    def reopen(self, epoch: str, kinds: list[str]) -> bool:
+        if not self.alive():
+            return False
+        try:
+            self.channel.send(("reopen", epoch, kinds))
+            return True
+        except OSError:
+            return False
 
     def stop(self) -> None:
         if self.proc is None:
@@ -363,6 +615,50 @@ class ControlProcess:
                 self.proc.kill()
                 self.proc.join(CONTROL_STOP_SECONDS)
         self.proc = None
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+
+
+class ControlThread:
+    """The control server in a thread of the publisher, on the publisher's REP socket."""
+
+    def __init__(self, config: PublisherConfig, epoch: str, kinds: list[str],
+                 sock: nanomsg.Socket):
+        self.config = config
+        self.epoch = epoch
+        self.kinds = kinds
+        self.sock = sock
+        self.halt = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.halt = threading.Event()
+        server = control.ControlServer(self.config.db, self.config.name, self.epoch,
+                                       self.kinds, self.sock, self.halt)
+        self.thread = threading.Thread(target=server.run, name="cell-control", daemon=True)
+        self.thread.start()
+
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def release(self, timeout: float, stop: threading.Event) -> bool:
+        """Stop the server (it closes its connections). A thread cannot be killed:
+        waits for the request it serves, so that two servers never share the socket."""
+        self.halt.set()
+        if self.thread is not None:
+            self.thread.join()
+        return True
+
+    def reopen(self, epoch: str, kinds: list[str]) -> bool:
+        self.epoch, self.kinds = epoch, kinds
+        self.start()
+        return True
+
+    def stop(self) -> None:
+        self.halt.set()
+        if self.thread is not None:
+            self.thread.join(timeout=CONTROL_STOP_SECONDS)
 
 
 def _stop_on_signals(stop: threading.Event, signums) -> dict:
