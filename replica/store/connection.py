@@ -8,6 +8,7 @@ import apsw
 from replica.store import schema
 
 MMAP_BYTES = 1 << 30           # readers map up to 1 GiB of the database
+WAL_SIZE_LIMIT_BYTES = 64 << 20   # the WAL file is cut back to this when it starts over
 PAGE_SIZE = 16384              # bytes per database page, for new replica files
 BUSY_TIMEOUT_MS = 5000
 READ_DEADLINE_VM_STEPS = 1000  # progress handler granularity for reader deadlines
@@ -39,6 +40,13 @@ def _mmap(conn: apsw.Connection) -> None:
     conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
 
 
+def _wal_size_limit(conn: apsw.Connection) -> None:
+    # The WAL starts over from its beginning once a checkpoint has copied all of it
+    # back; without a limit the file keeps the size of its biggest moment (a resync's
+    # swap writes hundreds of megabytes) forever.
+    conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
+
+
 def _busy(conn: apsw.Connection) -> None:
     conn.set_busy_timeout(BUSY_TIMEOUT_MS)
 
@@ -47,7 +55,8 @@ def _foreign_keys(conn: apsw.Connection) -> None:
     conn.execute("PRAGMA foreign_keys=ON")
 
 
-WRITER_SETUP = (_busy, _page_size, _wal, _normal_sync, _no_auto_checkpoint, _mmap, _foreign_keys)
+WRITER_SETUP = (_busy, _page_size, _wal, _normal_sync, _no_auto_checkpoint, _wal_size_limit,
+                _mmap, _foreign_keys)
 READER_SETUP = (_busy, _mmap)
 
 
@@ -69,5 +78,11 @@ def open_reader(path: str) -> apsw.Connection:
 
 
 def checkpoint_passive(conn: apsw.Connection) -> tuple[int, int]:
-    """Copy what the WAL holds back into the database without waiting for readers."""
+    """Copy what the WAL holds back into the database without waiting for readers.
+    Returns (frames in the WAL, frames copied back); the writer starts the WAL over at
+    its next commit once all of it is copied (readers that begin after that read the
+    database file alone, so they do not hold the WAL)."""
+    # A connection that has not read yet has not opened the WAL: its checkpoint does
+    # nothing at all and says (-1, -1).
+    conn.execute("PRAGMA schema_version").fetchall()
     return conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
