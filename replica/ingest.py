@@ -363,8 +363,16 @@ class Ingest:
         link.head = max(link.head, hb.head)
         link.oldest = hb.oldest
         link.note_lag()
-        if (link.state is CellState.LIVE and not link.paused and hb.head > pos.seq
-                and time.monotonic() - link.last_batch > HEARTBEAT_GAP_GRACE):
+        if link.state is not CellState.LIVE or link.paused:
+            return
+        if hb.head > pos.seq and time.monotonic() - link.last_batch > HEARTBEAT_GAP_GRACE:
+            link.gap_flag = True        # the tail of the feed was lost
+            link.kick.set()
+        elif hb.head < pos.seq:
+            # The cell is behind what the replica applied: a publisher restarted on an
+            # older copy of the cell, whose seqs would now be taken for duplicates. The
+            # catch-up asks the cell's head and resyncs if the replica is ahead of it
+            # (a heartbeat sent before a replay's reply only costs that question).
             link.gap_flag = True
             link.kick.set()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 
+import apsw
 import msgpack
 import pytest
 
@@ -128,6 +129,38 @@ def test_replaced_cell_database_is_detected_and_resynced(make_cell, make_ingest,
     with pytest.raises(feed.ControlError) as refused:
         ing.client.resync("nope")
     assert refused.value.error == "unknown_cell"
+
+
+def test_a_publisher_restarted_on_an_older_copy_of_the_cell_is_resynced(
+        make_cell, make_ingest, replica_path):
+    c1 = make_cell("c1")
+    c1.populate(100, seed=21)
+    c1.start()
+    ing = make_ingest([c1.feed()])
+    ing.start()
+    ing.wait_caught_up([c1])
+    backup = c1.db + ".backup"
+    conn = apsw.Connection(c1.db)
+    conn.execute(f"VACUUM INTO '{backup}'")         # the same epoch, an older head
+    conn.close()
+    c1.churn(300, seed=22)
+    before = ing.wait_caught_up([c1])["c1"]
+    # Back to the copy within a moment, before the appliance could call the cell stale.
+    c1.stop()
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(c1.db + suffix):
+            os.remove(c1.db + suffix)
+    os.replace(backup, c1.db)
+    c1.start()
+    wait_for(lambda: ing.cell("c1")["resyncs"] > before["resyncs"], 30,
+             what="a resync onto the older copy")
+    status = ing.wait_caught_up([c1])
+    assert status["c1"]["epoch"] == before["epoch"]
+    assert status["c1"]["seq"] < before["seq"]
+    assert_converged(replica_path, c1)
+    c1.churn(100, seed=23)                 # and what the copy does next is applied
+    ing.wait_caught_up([c1])
+    assert_converged(replica_path, c1)
 
 
 def test_offline_longer_than_retention_resyncs_on_return(make_cell, make_ingest, replica_path):
