@@ -103,6 +103,14 @@ def run_wrk(base_url: str, path: str | None = None, *, ids_prefix: str | None = 
         errors=raw["errors"], wrk_cpu_s=round(cpu, 3), wrk_cpu_pct=round(100 * cpu / wall, 1) if wall else 0.0)
 
 
+def _exited(pid: int) -> bool:
+    """Whether the child has ended, leaving it to be reaped by whoever waits for it."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
 class BackgroundWrk:
     """wrk started now and collected later: a paced read load while something else is
     measured (lag, resync). Use as a context manager: leaving the block kills wrk if it
@@ -150,16 +158,17 @@ class BackgroundWrk:
         proc = self._proc
         # A SIGINT that lands between fork and exec is lost (the child has not become
         # wrk yet): send it again until wrk has stopped.
-        while proc is not None and proc.poll() is None:
+        # (Waited for without reaping it: run_wrk reaps it, for its resource usage.)
+        while proc is not None and not _exited(proc.pid):
             try:
                 os.killpg(proc.pid, signal.SIGINT)
             except ProcessLookupError:
                 return
-            try:
-                proc.wait(0.5)
-            except subprocess.TimeoutExpired:
-                if time.monotonic() > deadline + 10 * wait_start_s:
-                    return
+            until = time.monotonic() + 0.5
+            while time.monotonic() < until and not _exited(proc.pid):
+                time.sleep(0.01)
+            if time.monotonic() > deadline + 10 * wait_start_s:
+                return
 
     def collect(self, timeout: float | None = None) -> WrkResult:
         self._thread.join(timeout)

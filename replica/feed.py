@@ -415,10 +415,14 @@ def _need(obj: dict, name: str, types: tuple, where: str):
     return value
 
 
-def decode_events(raw: Any, where: str = "events") -> tuple[Event, ...]:
+def decode_events(raw: Any, where: str = "events", entities: bool = True) -> tuple[Event, ...]:
     """Decode and validate a list of wire events: consecutive seqs, valid keys
     and entities. Raises FeedError on the first problem, so a batch is accepted
-    whole or not at all."""
+    whole or not at all. With ``entities=False`` an upsert's entity stays its bytes
+    (hashed, not decoded): the caller opens each with ``open_entity`` when it uses
+    it, so that one entity at a time is decoded, used and dropped (a batch decoded
+    whole is megabytes of objects that no longer fit the CPU caches: three times the
+    cost per entity, measured)."""
     if not isinstance(raw, list) or not raw:
         raise FeedError("malformed", f"{where}: expected a non-empty list")
     events = []
@@ -440,8 +444,13 @@ def decode_events(raw: Any, where: str = "events") -> tuple[Event, ...]:
         entity = item.get("e")
         entity_hash = None
         if op == OP_UPSERT:
-            entity, entity_hash = decode_entity(entity, f"{where}[{i}]")
-            validate_entity(kind, key, entity)
+            if entities:
+                entity, entity_hash = decode_entity(entity, f"{where}[{i}]")
+                validate_entity(kind, key, entity)
+            elif type(entity) is bytes:
+                entity_hash = hash_bytes(entity)
+            else:
+                decode_entity(entity, f"{where}[{i}]")        # says what is wrong
         elif op == OP_DELETE:
             if entity is not None:
                 raise FeedError("bad_event", f"{where}[{i}]: tombstone carries an entity")
@@ -469,16 +478,26 @@ def _event_head(item: Any, i: int, where: str) -> tuple[int, str, str, str]:
     return seq, kind, op, key
 
 
-def decode_message(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Batch | Heartbeat:
-    """Decode one feed message, or raise FeedError saying why it is refused."""
+def decode_message(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES,
+                   entities: bool = True) -> Batch | Heartbeat:
+    """Decode one feed message, or raise FeedError saying why it is refused
+    (``entities``: as for ``decode_events``)."""
     # A decoded message holds no cycles: the cyclic collector, which would otherwise run
     # many times over the containers of a large batch's entities (each run scanning
     # the whole heap once in a while), waits until the batch is built.
     with gc_paused():
-        return _decode_message(data, max_bytes)
+        return _decode_message(data, max_bytes, entities)
 
 
-def _decode_message(data: bytes, max_bytes: int) -> Batch | Heartbeat:
+def open_entity(kind: str, key: str, raw: Any, where: str) -> dict:
+    """The entity of an event decoded with ``entities=False``: decoded and validated
+    (FeedError if it is not a well-formed entity of ``kind`` for ``key``)."""
+    entity, _hash = decode_entity(raw, where)
+    validate_entity(kind, key, entity)
+    return entity
+
+
+def _decode_message(data: bytes, max_bytes: int, entities: bool) -> Batch | Heartbeat:
     obj = _unpack(data, max_bytes)
     version = obj.get("v")
     if version not in FEED_VERSIONS or isinstance(version, bool):
@@ -490,7 +509,7 @@ def _decode_message(data: bytes, max_bytes: int) -> Batch | Heartbeat:
     if not cell or not epoch:
         raise FeedError("malformed", "message: empty cell or epoch")
     if kind == "batch":
-        return Batch(cell, epoch, decode_events(obj.get("events")))
+        return Batch(cell, epoch, decode_events(obj.get("events"), entities=entities))
     if kind == "hb":
         head = _need(obj, "head", (int,), "heartbeat")
         oldest = _need(obj, "oldest", (int,), "heartbeat")

@@ -60,6 +60,20 @@ def test_an_entity_several_times_in_a_batch_is_rendered_once_at_its_last_seq(ing
     assert ingest.writer.load_positions()["c1"] == Position("c1", "E", 4)
 
 
+def test_a_malformed_event_is_refused_even_when_a_later_one_supersedes_it(ingest):
+    link = ingest.links["c1"]
+    server = make_server()
+    good = feed.encode_events([feed.Event(2, feed.KIND_SERVER, feed.OP_UPSERT, server["uuid"],
+                                          server)])[0]
+    bad = {**good, "s": 1, "e": feed.entity_bytes({**server, "locked": "yes"})}
+    payload = msgpack.packb({**_valid_batch_obj(), "events": [bad, good]})
+    ingest.on_message(link, payload)
+    ingest.commit()
+    assert rows(ingest) == [(0,)] and link.position.seq == 0
+    assert ingest.writer.dead_letters()[0]["reason"] == "bad_entity"
+    assert "field 'locked' has type str" in ingest.writer.dead_letters()[0]["message"]
+
+
 def test_duplicates_are_ignored_and_a_gap_raises_the_flag(ingest):
     link = ingest.links["c1"]
     batch = events(1, 3)
