@@ -341,6 +341,11 @@ class ControlServer:
         try:
             conn.execute("BEGIN")
             seq = outbox.outbox_head(conn)          # this read fixes the snapshot
+            if outbox.epoch_of(conn) != self.epoch:
+                # The file was replaced and the publisher has not reopened it yet: its
+                # rows must not go out under this epoch. The requester asks again.
+                raise RequestError("epoch", "the database has another epoch now; the "
+                                   "publisher is opening it again", epoch=self.epoch)
             total = entity.count_entities(conn, self.kinds)
         except BaseException:
             conn.close()
