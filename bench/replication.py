@@ -281,7 +281,7 @@ def measure_footprint(sc: Scenario, stack: Stack, log=print) -> None:
                       details={"workers": len(rss),
                                "per_worker_kib": {str(p): m for p, m in memory.items()}}))
     if anon:
-        # The mmap'd replica pages a worker touched count in its RSS (RssFile) but are the
+        # Replica pages a worker maps would count in its RSS (RssFile) though they are the
         # shared page cache; RssAnon is the worker's own memory.
         sc.add(Figure(f"worker anonymous RSS @ {size:,} servers (max)", max(anon) / 1024, "MiB"))
     if rss:
