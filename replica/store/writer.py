@@ -35,6 +35,9 @@ DEAD_LETTER_MESSAGE_CHARS = 2000
 WRITER_CACHE_KIB = 131_072        # index pages of a 100,000-server cell stay in memory
 SWAP_CACHE_KIB_PER_ROW = 8        # during a swap: every staged row's pages stay in memory
 SWAP_CACHE_KIB_MAX = 1_048_576    # ... up to this; given back when the swap commits
+# Indexed server columns a new version of a server rarely changes (the owning cell, the
+# project, soft deletion, creation time, the key's bucket).
+SERVER_STABLE = ("cell", "project_id", "deleted", "created_at", "bucket")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,9 @@ class Table:
     key: str          # primary key column
     owner: str        # the column naming the feed that owns the row
     columns: tuple[str, ...]
+    # Indexed columns that an entity's new version almost never changes (see
+    # upsert_stable_sql); empty: every upsert sets every column.
+    stable: tuple[str, ...] = ()
 
     def insert_sql(self, target: str) -> str:
         names = ", ".join(self.columns)
@@ -58,6 +64,27 @@ class Table:
     def upsert_sql(self) -> str:
         """Insert a row or overwrite the row of its key in place (same rowid)."""
         return self.insert_sql(self.name) + self._on_conflict()
+
+    def upsert_stable_sql(self) -> str:
+        """Insert a row, or overwrite the row of its key when its ``stable`` columns are
+        unchanged, leaving those columns out of the SET: SQLite rewrites the entries of
+        every index that has a column in the SET list, whatever the values (measured on
+        a server row: 67 us per update with every column set, 43 us without them). A row
+        whose stable columns differ is left as it is, and counts no change: then
+        ``update_changed_sql`` runs over the same parameter tuples."""
+        sets = ", ".join(f"{c} = excluded.{c}" for c in self.columns
+                         if c != self.key and c not in self.stable)
+        same = " AND ".join(f"{self.name}.{c} IS excluded.{c}" for c in self.stable)
+        return (self.insert_sql(self.name)
+                + f" ON CONFLICT ({self.key}) DO UPDATE SET {sets} WHERE {same}")
+
+    def update_changed_sql(self) -> str:
+        """Every column of the row of a key whose stable columns differ from the given
+        ones (numbered parameters: the same tuples as the upsert's)."""
+        at = {c: i + 1 for i, c in enumerate(self.columns)}
+        sets = ", ".join(f"{c} = ?{at[c]}" for c in self.columns if c != self.key)
+        differ = " OR ".join(f"{c} IS NOT ?{at[c]}" for c in self.stable)
+        return f"UPDATE {self.name} SET {sets} WHERE {self.key} = ?{at[self.key]} AND ({differ})"
 
     def upsert_from_sql(self, source: str) -> str:
         """Every row of ``source`` upserted into the table, in one statement."""
@@ -93,14 +120,19 @@ class Writer:
                  flavor_columns: Sequence[str]):
         self.conn = conn
         self.tables = {
-            KIND_SERVER: Table("servers", "uuid", "cell", tuple(server_columns)),
+            # Of the servers' indexed columns only updated_at changes with most events.
+            KIND_SERVER: Table("servers", "uuid", "cell", tuple(server_columns),
+                               stable=tuple(c for c in SERVER_STABLE if c in server_columns)),
             KIND_FLAVOR: Table("flavors", "flavorid", "source", tuple(flavor_columns)),
         }
         for table in self.tables.values():
             for needed in (table.key, table.owner, "entity_hash", "bucket", "seq"):
                 if needed not in table.columns:
                     raise ValueError(f"{table.name}: render columns lack {needed!r}")
-        self._upsert_sql = {kind: t.upsert_sql() for kind, t in self.tables.items()}
+        self._upsert_sql = {kind: t.upsert_stable_sql() if t.stable else t.upsert_sql()
+                            for kind, t in self.tables.items()}
+        self._changed_sql = {kind: t.update_changed_sql() for kind, t in self.tables.items()
+                             if t.stable}
         self._delete_sql = {kind: f"DELETE FROM {t.name} WHERE {t.key} = ? AND {t.owner} = ?"
                             for kind, t in self.tables.items()}
         self._key_at = {kind: t.columns.index(t.key) for kind, t in self.tables.items()}
@@ -146,7 +178,13 @@ class Writer:
                 upserts[change.kind].append(change.row)
         for kind in self.tables:
             if upserts[kind]:
+                before = self.conn.total_changes()
                 self.conn.executemany(self._upsert_sql[kind], upserts[kind])
+                # Each row inserted or overwritten counts one change: fewer means some
+                # rows' stable columns differ (soft deleted, another cell's now, ...).
+                if (kind in self._changed_sql
+                        and self.conn.total_changes() - before < len(upserts[kind])):
+                    self.conn.executemany(self._changed_sql[kind], upserts[kind])
             if deletes[kind]:
                 self.conn.executemany(self._delete_sql[kind], deletes[kind])
         return count

@@ -48,6 +48,36 @@ def test_last_change_of_a_key_wins_and_tombstones_delete(setup):
     assert writer.counts("c1") == {"server": 0, "flavor": 0}
 
 
+@pytest.mark.parametrize("change", [
+    {"display_name": "renamed"},                                  # stable columns kept
+    {"deleted": True},                                            # soft delete
+    {"project_id": "moved"},
+    {"created_at": "2026-12-01T00:00:00.000000", "display_name": "both"},
+])
+def test_an_upsert_writes_every_column_whichever_columns_changed(setup, change):
+    writer, render, _ = setup
+    s, other = make_server(), make_server()
+    writer.apply([_upsert(render, "c1", 1, s), _upsert(render, "c1", 2, other)])
+    new = dict(s, **change)
+    writer.apply([_upsert(render, "c1", 3, new)])
+    names = ", ".join(render.SERVER_COLUMNS)
+    got = writer.conn.execute(f"SELECT {names} FROM servers WHERE uuid = ?",
+                              (s["uuid"],)).fetchall()
+    assert got == [render.server_row("c1", 3, new)]
+    untouched = writer.conn.execute(f"SELECT {names} FROM servers WHERE uuid = ?",
+                                    (other["uuid"],)).fetchall()
+    assert untouched == [render.server_row("c1", 2, other)]
+
+
+def test_a_key_another_cell_writes_moves_to_that_cell(setup):
+    writer, render, _ = setup
+    s = make_server()
+    writer.apply([_upsert(render, "c1", 1, s)])
+    writer.apply([_upsert(render, "c2", 7, dict(s, display_name="in c2"))])
+    assert writer.conn.execute("SELECT cell, seq, display_name FROM servers").fetchall() == [
+        ("c2", 7, "in c2")]
+
+
 def test_dead_letters_are_stored_with_reason_and_counted(setup):
     writer, _, _ = setup
     writer.add_dead_letters([DeadLetter("c1", "malformed", "not msgpack", b"\x00" * 5000, 1.0),
