@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import logging
 import multiprocessing
 import os
@@ -73,6 +74,7 @@ PUBLISH_ROUND_BATCHES = 20      # batches per round before the loop looks at its
 OPEN_ATTEMPTS = 3               # the file replaced while it was being opened: again
 RELEASE_SECONDS = 30.0          # the control server finishes its request and lets go
 SIDE_FILES = ("-wal", "-shm")   # what SQLite keeps next to a WAL database
+PUBLISHED_SUFFIX = ".published"  # beside the database: the last (epoch, seq) published
 
 
 @dataclass
@@ -122,6 +124,13 @@ class Publisher:
         self.files: dict[str, tuple[int, int] | None] = {}   # suffix -> identity at open
         self.open_error: str | None = None
         self._open()
+        self.saved: tuple[str, int] | None = None     # what the published record says
+        self.save_failed = False
+        published = self._load_published()
+        if published is not None and published[0] == self.epoch and self.last < published[1]:
+            # Restarted on an older copy of the cell: its seqs after its head were
+            # published already, for other changes.
+            self._renew_epoch(published[1])
         self.data_version = None
         self.behind = False
         self.pub: nanomsg.Socket | None = None
@@ -240,6 +249,48 @@ class Publisher:
             self.control.stop()
             self.control = None
 
+    # -- what was published, across restarts ------------------------------------
+    # A publisher started on an older copy of its cell (a restored backup, the same
+    # epoch) would publish seqs that were published already for other changes, and a
+    # replica would take them for duplicates. The last (epoch, seq) published is kept
+    # in a small file beside the database, written at every heartbeat and at exit;
+    # a head behind it at start means a new epoch (every replica then resyncs).
+
+    def _published_path(self) -> str:
+        return self.config.db + PUBLISHED_SUFFIX
+
+    def _load_published(self) -> tuple[str, int] | None:
+        try:
+            with open(self._published_path(), encoding="utf-8") as f:
+                record = json.load(f)
+            epoch, seq = record["epoch"], record["seq"]
+            if not isinstance(epoch, str) or not isinstance(seq, int):
+                raise ValueError("epoch / seq of the wrong type")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("%s: unreadable, ignored: %s", self._published_path(), exc)
+            return None
+        return epoch, seq
+
+    def save_published(self) -> None:
+        """Record the last (epoch, seq) published, when it changed."""
+        now = (self.epoch, self.last)
+        if now == self.saved:
+            return
+        path = self._published_path()
+        try:
+            with open(path + ".tmp", "w", encoding="utf-8") as f:
+                json.dump({"epoch": now[0], "seq": now[1]}, f)
+            os.replace(path + ".tmp", path)
+        except OSError as exc:
+            if not self.save_failed:            # said once, tried at every heartbeat
+                log.warning("%s: cannot record the published position: %s", path, exc)
+                self.save_failed = True
+            return
+        self.save_failed = False
+        self.saved = now
+
     def _renew_epoch(self, old_last: int) -> None:
         """The same epoch with an outbox behind what was published: seqs would be used
         again for other changes. A new epoch makes every replica resync."""
@@ -276,6 +327,8 @@ class Publisher:
             self.rep = open_control_socket(self.config.control_url)
 
     def close(self) -> None:
+        if self.conn is not None:
+            self.save_published()
         for sock in (self.pub, self.rep):
             if sock is not None:
                 sock.close()
@@ -362,6 +415,7 @@ class Publisher:
         self.send(feed.encode_heartbeat(self.config.name, self.epoch, self.last, oldest,
                                         time.time()))
         self.stats.heartbeats += 1
+        self.save_published()
 
     def run(self) -> None:
         # Fork first: before this process has sockets or threads of its own.

@@ -131,8 +131,11 @@ def test_replaced_cell_database_is_detected_and_resynced(make_cell, make_ingest,
     assert refused.value.error == "unknown_cell"
 
 
+@pytest.mark.parametrize("record", ["kept", "lost"])
 def test_a_publisher_restarted_on_an_older_copy_of_the_cell_is_resynced(
-        make_cell, make_ingest, replica_path):
+        make_cell, make_ingest, replica_path, record):
+    # "kept": the publisher's record of what it published gives the copy a new epoch;
+    # "lost" (the record is gone too): the same epoch, and ingest sees the head go back.
     c1 = make_cell("c1")
     c1.populate(100, seed=21)
     c1.start()
@@ -151,12 +154,17 @@ def test_a_publisher_restarted_on_an_older_copy_of_the_cell_is_resynced(
         if os.path.exists(c1.db + suffix):
             os.remove(c1.db + suffix)
     os.replace(backup, c1.db)
+    if record == "lost":
+        os.remove(c1.db + ".published")
     c1.start()
     wait_for(lambda: ing.cell("c1")["resyncs"] > before["resyncs"], 30,
              what="a resync onto the older copy")
     status = ing.wait_caught_up([c1])
-    assert status["c1"]["epoch"] == before["epoch"]
-    assert status["c1"]["seq"] < before["seq"]
+    if record == "kept":
+        assert status["c1"]["epoch"] != before["epoch"]
+    else:
+        assert status["c1"]["epoch"] == before["epoch"]
+        assert status["c1"]["seq"] < before["seq"]
     assert_converged(replica_path, c1)
     c1.churn(100, seed=23)                 # and what the copy does next is applied
     ing.wait_caught_up([c1])

@@ -195,3 +195,47 @@ def test_a_replacement_without_an_outbox_waits_quietly_for_a_usable_file(
     ing.wait_caught_up([c1])
     assert assert_converged(replica_path, c1) == servers
     assert publisher.alive()
+
+
+def test_a_publisher_restarted_on_an_older_copy_gives_it_a_new_epoch(make_cell):
+    c1 = make_cell("c1")
+    c1.populate(60, seed=31)
+    backup = c1.db + ".backup"
+    conn = apsw.Connection(c1.db)
+    conn.execute(f"VACUUM INTO '{backup}'")        # same epoch, the head of now
+    conn.close()
+    old_epoch = epoch_of(c1.db)
+    start_publisher(c1, control_thread=False)
+    c1.churn(200, seed=32)
+    published = c1.db + ".published"
+    wait_for(lambda: os.path.exists(published) and f'"seq": {head(c1.db)}' in
+             open(published).read(), 10, what="the published position recorded")
+    c1.stop()
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(c1.db + suffix):
+            os.remove(c1.db + suffix)
+    os.replace(backup, c1.db)
+    start_publisher(c1, control_thread=False)
+    epoch = hello_epoch(c1.control_url)
+    assert epoch != old_epoch
+    assert epoch_of(c1.db) == epoch
+    # An unchanged restart keeps its epoch.
+    c1.stop()
+    start_publisher(c1, control_thread=False)
+    assert hello_epoch(c1.control_url) == epoch
+
+
+def head(db: str) -> int:
+    conn = connection.open_cell_reader(db)
+    try:
+        return outbox.outbox_head(conn)
+    finally:
+        conn.close()
+
+
+def epoch_of(db: str) -> str:
+    conn = connection.open_cell_reader(db)
+    try:
+        return outbox.epoch_of(conn)
+    finally:
+        conn.close()
