@@ -34,7 +34,7 @@ import select
 import threading
 import time
 import uuid as uuidlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import apsw
 import nanomsg
@@ -258,13 +258,6 @@ class ControlServer:
                 self.snapshots.pop(snap.id).close()
                 self.stats.snapshots_expired += 1
 
-    def _built_events(self, conn: apsw.Connection, rows: list[tuple]) -> list[feed.Event]:
-        by_kind: dict[str, list[str]] = {}
-        for _seq, kind, key in rows:
-            by_kind.setdefault(kind, []).append(key)
-        built = {kind: entity.build(conn, kind, keys) for kind, keys in by_kind.items()}
-        return [make_event(seq, kind, key, built[kind].get(key)) for seq, kind, key in rows]
-
     # -- ops ---------------------------------------------------------------
 
     def hello(self, args: dict) -> bytes:
@@ -312,17 +305,9 @@ class ControlServer:
         is full: the rest is not built at all (the requester asks again from there)."""
         wire, size = [], 0
         for start in range(0, len(rows), REPLAY_CHUNK):
-            events = self._built_events(self.conn, rows[start:start + REPLAY_CHUNK])
-            encoded: dict[int, bytes] = {}     # an entity shared by events is encoded once
+            events = built_events(self.conn, rows[start:start + REPLAY_CHUNK])
             for event in events:
-                ent = event.entity
-                if ent is not None:
-                    raw = encoded.get(id(ent))
-                    if raw is None:
-                        raw = encoded[id(ent)] = feed.wire_entity(ent)
-                    event = replace(event, entity=raw)
-                    size += len(raw)
-                size += len(event.key) + 32
+                size += len(event.entity or b"") + len(event.key) + 32
                 if wire and size > REPLY_MAX_BYTES:
                     return wire
                 wire.append(feed.encode_event(event))
@@ -460,7 +445,20 @@ class _ReadTransaction:
         return False
 
 
-def make_event(seq: int, kind: str, key: str, ent: dict | None) -> feed.Event:
+def built_events(conn: apsw.Connection, rows: list[tuple]) -> list[feed.Event]:
+    """The feed events of outbox ``rows`` (seq, kind, key): each key's entity built once
+    and encoded once (events of one key carry the same bytes), a tombstone for a key
+    whose entity is gone. Call inside one read transaction."""
+    by_kind: dict[str, list[str]] = {}
+    for _seq, kind, key in rows:
+        by_kind.setdefault(kind, []).append(key)
+    wire = {kind: {key: None if ent is None else feed.wire_entity(ent)
+                   for key, ent in entity.build(conn, kind, keys).items()}
+            for kind, keys in by_kind.items()}
+    return [make_event(seq, kind, key, wire[kind].get(key)) for seq, kind, key in rows]
+
+
+def make_event(seq: int, kind: str, key: str, ent: bytes | None) -> feed.Event:
     if ent is None:
         return feed.Event(seq, kind, feed.OP_DELETE, key, None)
     return feed.Event(seq, kind, feed.OP_UPSERT, key, ent)

@@ -57,7 +57,6 @@ import uuid as uuidlib
 from dataclasses import dataclass
 
 import apsw
-import msgpack
 import nanomsg
 
 from replica import feed
@@ -107,10 +106,6 @@ def check_nanomsg() -> None:
     if nanomsg.wrapper.__name__ != "_nanomsg_cpy":
         raise RuntimeError("nanomsg-python is the ctypes fallback build, not the C extension "
                            "(reinstall: pip install --no-cache-dir --no-binary nanomsg nanomsg)")
-
-
-def _pack_size(obj) -> int:
-    return len(msgpack.packb(obj, use_bin_type=True))
 
 
 class Publisher:
@@ -368,15 +363,9 @@ class Publisher:
                 rows = outbox.read_events(self.conn, self.last, self.config.batch_max)
                 if not rows:
                     return sent
-                by_kind: dict[str, list[str]] = {}
-                for _seq, kind, key in rows:
-                    by_kind.setdefault(kind, []).append(key)
-                built = {kind: entity.build(self.conn, kind, keys)
-                         for kind, keys in by_kind.items()}
+                events = control.built_events(self.conn, rows)
             finally:
                 self.conn.execute("ROLLBACK")
-            events = [control.make_event(seq, kind, key, built[kind].get(key))
-                      for seq, kind, key in rows]
             data = feed.encode_batch(self.config.name, self.epoch, events)
             if len(data) <= BATCH_MAX_BYTES:     # the usual case: encoded once, not sized
                 self.send(data)
@@ -396,17 +385,14 @@ class Publisher:
 
     def _chunks(self, events: list[feed.Event]):
         """Split a batch so that no message exceeds BATCH_MAX_BYTES."""
-        sizes: dict[tuple, int] = {}
         chunk, total = [], 0
         for event in events:
-            ident = (event.kind, event.key)
-            if ident not in sizes:
-                sizes[ident] = _pack_size(event.entity) + 64
-            if chunk and total + sizes[ident] > BATCH_MAX_BYTES:
+            size = len(event.entity or b"") + 64      # the entity's wire bytes
+            if chunk and total + size > BATCH_MAX_BYTES:
                 yield chunk
                 chunk, total = [], 0
             chunk.append(event)
-            total += sizes[ident]
+            total += size
         if chunk:
             yield chunk
 

@@ -162,3 +162,11 @@ def head_of(db: str) -> int:
         return outbox.outbox_head(conn)
     finally:
         conn.close()
+
+
+def epoch_of(db: str) -> str:
+    conn = connection.open_cell_reader(db)
+    try:
+        return outbox.epoch_of(conn)
+    finally:
+        conn.close()

@@ -12,7 +12,7 @@ from replica import feed
 from replica.cell import connection, entity, outbox, publisher, simulator
 
 from tests.conftest import wait_for
-from tests.replica.cell.conftest import Control, Subscriber, head_of
+from tests.replica.cell.conftest import Control, Subscriber, epoch_of, head_of
 
 
 def fresh(db: str, kinds=("server",)) -> tuple[int, dict]:
@@ -67,7 +67,7 @@ def test_batches_arrive_in_order_with_consecutive_seqs_and_current_entities(
     batches, _beats = collect(sub, head)
     seqs = [e.seq for b in batches for e in b.events]
     assert seqs == list(range(start + 1, head + 1))
-    assert {(b.cell, b.epoch) for b in batches} == {("c1", pub_epoch(populated))}
+    assert {(b.cell, b.epoch) for b in batches} == {("c1", epoch_of(populated))}
     # after the writes stop, the last event of every key carries its current entity
     _seq, current = fresh(populated)
     last = {}
@@ -79,14 +79,6 @@ def test_batches_arrive_in_order_with_consecutive_seqs_and_current_entities(
             assert (event.op, event.entity) == ("u", current[key])
         else:
             assert (event.op, event.entity) == ("d", None)     # archived
-
-
-def pub_epoch(db: str) -> str:
-    conn = connection.open_cell_reader(db)
-    try:
-        return outbox.epoch_of(conn)
-    finally:
-        conn.close()
 
 
 def test_soft_delete_is_an_upsert_and_archive_a_tombstone(populated, publishers, clients):
@@ -119,7 +111,7 @@ def test_heartbeat_carries_head_and_oldest(populated, publishers, clients):
 def test_replay_from_a_seq_and_the_retention_error(populated, publishers, clients):
     pub = publishers(populated, retention_events=30)
     ctl = clients(Control, pub.control_url)
-    epoch = pub_epoch(populated)
+    epoch = epoch_of(populated)
     head = head_of(populated)
     wait_for(lambda: ctl.call("hello")["oldest"] == head - 29, 15, what="first prune")
     reply = ctl.call("replay", epoch=epoch, limit=10, **{"from": head - 20})
@@ -148,7 +140,7 @@ def test_restart_resumes_and_the_gap_is_replayable(populated, publishers, client
     head = head_of(populated)
     assert ctl.call("hello")["head"] == head > before
     assert sub.heartbeat().head == head
-    reply = ctl.call("replay", epoch=pub_epoch(populated), limit=10_000, **{"from": before + 1})
+    reply = ctl.call("replay", epoch=epoch_of(populated), limit=10_000, **{"from": before + 1})
     assert [e.seq for e in feed.decode_events(reply["events"])] == list(range(before + 1, head + 1))
 
 
@@ -191,7 +183,7 @@ def test_snapshot_is_consistent_while_writes_continue(populated, publishers, cli
             snap = ctl.call("snapshot_begin")
             seq, reference = fresh(populated)
         assert (snap["seq"], snap["total"], snap["epoch"]) == (seq, len(reference),
-                                                               pub_epoch(populated))
+                                                               epoch_of(populated))
         ops_at_begin = writer.ops
         items, after = [], None
         while True:
@@ -269,7 +261,7 @@ def test_bad_control_requests_get_error_replies_and_the_publisher_keeps_serving(
         populated, publishers, clients):
     pub = publishers(populated)
     ctl = clients(Control, pub.control_url)
-    epoch = pub_epoch(populated)
+    epoch = epoch_of(populated)
     snap = ctl.call("snapshot_begin")["snapshot"]
     requests = BAD_REQUESTS + [
         (feed._pack({"v": V, "op": "replay", "epoch": epoch, "from": "1", "limit": 5}),

@@ -13,7 +13,7 @@ import pytest
 from replica.cell import connection, outbox, simulator
 
 from tests.conftest import wait_for
-from tests.replica.cell.conftest import Control
+from tests.replica.cell.conftest import Control, epoch_of, head_of
 from tests.replica.conftest import PYTHON, assert_converged, assert_positions_consistent
 
 
@@ -208,7 +208,7 @@ def test_a_publisher_restarted_on_an_older_copy_gives_it_a_new_epoch(make_cell):
     start_publisher(c1, control_thread=False)
     c1.churn(200, seed=32)
     published = c1.db + ".published"
-    wait_for(lambda: os.path.exists(published) and f'"seq": {head(c1.db)}' in
+    wait_for(lambda: os.path.exists(published) and f'"seq": {head_of(c1.db)}' in
              open(published).read(), 10, what="the published position recorded")
     c1.stop()
     for suffix in ("-wal", "-shm"):
@@ -224,18 +224,3 @@ def test_a_publisher_restarted_on_an_older_copy_gives_it_a_new_epoch(make_cell):
     start_publisher(c1, control_thread=False)
     assert hello_epoch(c1.control_url) == epoch
 
-
-def head(db: str) -> int:
-    conn = connection.open_cell_reader(db)
-    try:
-        return outbox.outbox_head(conn)
-    finally:
-        conn.close()
-
-
-def epoch_of(db: str) -> str:
-    conn = connection.open_cell_reader(db)
-    try:
-        return outbox.epoch_of(conn)
-    finally:
-        conn.close()
