@@ -20,6 +20,24 @@ from tests.replica.conftest import (assert_converged, assert_positions_consisten
                                     make_server, read_rows)
 
 
+def live_cell(make_cell, make_ingest, servers: int, seed: int, cell_options=None,
+              **ingest_options):
+    """Cell c1 with ``servers`` servers and its publisher, and an ingest caught up with it."""
+    c1 = make_cell("c1", **(cell_options or {}))
+    c1.populate(servers, seed=seed)
+    c1.start()
+    ing = make_ingest([c1.feed()], **ingest_options)
+    ing.start()
+    ing.wait_caught_up([c1])
+    return c1, ing
+
+
+def remove_files(db: str, suffixes: tuple[str, ...]) -> None:
+    for suffix in suffixes:
+        if os.path.exists(db + suffix):
+            os.remove(db + suffix)
+
+
 def test_two_cells_converge_after_thousands_of_lifecycle_operations(make_cell, make_ingest,
                                                                     replica_path):
     c1, c2 = make_cell("c1"), make_cell("c2")
@@ -74,12 +92,7 @@ def test_lossy_feed_converges_and_counts_gaps(make_cell, make_ingest, relays, re
 
 
 def test_kill_9_in_the_middle_then_restart_converges(make_cell, make_ingest, replica_path):
-    c1 = make_cell("c1")
-    c1.populate(200, seed=5)
-    c1.start()
-    ing = make_ingest([c1.feed()], **{"group-commit-ms": 20})
-    ing.start()
-    ing.wait_caught_up([c1])
+    c1, ing = live_cell(make_cell, make_ingest, 200, 5, **{"group-commit-ms": 20})
     stop = threading.Event()
     churn = threading.Thread(target=c1.churn, args=(4000,), kwargs={"seed": 6, "rate": 2000,
                                                                     "stop": stop})
@@ -99,17 +112,10 @@ def test_kill_9_in_the_middle_then_restart_converges(make_cell, make_ingest, rep
 
 
 def test_replaced_cell_database_is_detected_and_resynced(make_cell, make_ingest, replica_path):
-    c1 = make_cell("c1")
-    c1.populate(150, seed=7)
-    c1.start()
-    ing = make_ingest([c1.feed()])
-    ing.start()
-    ing.wait_caught_up([c1])
+    c1, ing = live_cell(make_cell, make_ingest, 150, 7)
     old_epoch = ing.cell("c1")["epoch"]
     c1.stop()
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(c1.db + suffix):
-            os.remove(c1.db + suffix)
+    remove_files(c1.db, ("", "-wal", "-shm"))
     c1.epoch = outbox.init_cell_db(c1.db, "c1")
     c1.populate(120, seed=8)
     c1.start()
@@ -136,12 +142,7 @@ def test_a_publisher_restarted_on_an_older_copy_of_the_cell_is_resynced(
         make_cell, make_ingest, replica_path, record):
     # "kept": the publisher's record of what it published gives the copy a new epoch;
     # "lost" (the record is gone too): the same epoch, and ingest sees the head go back.
-    c1 = make_cell("c1")
-    c1.populate(100, seed=21)
-    c1.start()
-    ing = make_ingest([c1.feed()])
-    ing.start()
-    ing.wait_caught_up([c1])
+    c1, ing = live_cell(make_cell, make_ingest, 100, 21)
     backup = c1.db + ".backup"
     conn = apsw.Connection(c1.db)
     conn.execute(f"VACUUM INTO '{backup}'")         # the same epoch, an older head
@@ -150,9 +151,7 @@ def test_a_publisher_restarted_on_an_older_copy_of_the_cell_is_resynced(
     before = ing.wait_caught_up([c1])["c1"]
     # Back to the copy within a moment, before the appliance could call the cell stale.
     c1.stop()
-    for suffix in ("-wal", "-shm"):
-        if os.path.exists(c1.db + suffix):
-            os.remove(c1.db + suffix)
+    remove_files(c1.db, ("-wal", "-shm"))
     os.replace(backup, c1.db)
     if record == "lost":
         os.remove(c1.db + ".published")
@@ -172,12 +171,7 @@ def test_a_publisher_restarted_on_an_older_copy_of_the_cell_is_resynced(
 
 
 def test_offline_longer_than_retention_resyncs_on_return(make_cell, make_ingest, replica_path):
-    c1 = make_cell("c1", retention_events=50)
-    c1.populate(100, seed=9)
-    c1.start()
-    ing = make_ingest([c1.feed()])
-    ing.start()
-    ing.wait_caught_up([c1])
+    c1, ing = live_cell(make_cell, make_ingest, 100, 9, {"retention_events": 50})
     ing.stop()
     c1.churn(600, seed=10)
     conn = cell_connection.open_cell(c1.db)
@@ -308,13 +302,7 @@ def test_resync_under_reads_shows_old_or_new_cell_only(make_cell, make_ingest, p
 
 
 def test_verify_finds_and_repairs_drift(make_cell, make_ingest, replica_path):
-    import apsw
-    c1 = make_cell("c1")
-    c1.populate(80, seed=15)
-    c1.start()
-    ing = make_ingest([c1.feed()])
-    ing.start()
-    ing.wait_caught_up([c1])
+    c1, ing = live_cell(make_cell, make_ingest, 80, 15)
     ing.stop()
     # Damage the replica behind ingest's back: a row lost, a row changed, a row extra.
     keys = [k for (k,) in read_rows(replica_path, "SELECT uuid FROM servers ORDER BY uuid")]
