@@ -143,6 +143,17 @@ class CellLink:
         self.state_since = time.time()
         log.info("cell %s: %s%s", self.name, new.value, f" ({why})" if why else "")
 
+    def flag_gap(self) -> None:
+        """Have the driver catch up from the position (the feed has a hole, or the cell
+        is not where the position says)."""
+        self.gap_flag = True
+        self.kick.set()
+
+    def flag_new_epoch(self) -> None:
+        """Have the driver resync: the cell publishes another epoch."""
+        self.new_epoch_flag = True
+        self.kick.set()
+
     def heard(self) -> None:
         self.last_heard = time.monotonic()
 
@@ -291,8 +302,7 @@ class Ingest:
                 link = self.links[pos.cell]
                 link.position = stored.get(pos.cell)
                 link.error = f"commit: {exc!r}"
-                link.gap_flag = True
-                link.kick.set()
+                link.flag_gap()
             return
         self.events_applied += events
         self.batches_committed += 1
@@ -368,24 +378,22 @@ class Ingest:
         if link.state is CellState.RESYNCING or pos is None:
             return
         if hb.epoch != pos.epoch:
-            link.new_epoch_flag = True
-            link.kick.set()
+            link.flag_new_epoch()
             return
         link.head = max(link.head, hb.head)
         link.oldest = hb.oldest
         link.note_lag()
         if link.state is not CellState.LIVE or link.paused:
             return
-        if hb.head > pos.seq and time.monotonic() - link.last_batch > HEARTBEAT_GAP_GRACE:
-            link.gap_flag = True        # the tail of the feed was lost
-            link.kick.set()
-        elif hb.head < pos.seq:
-            # The cell is behind what the replica applied: a publisher restarted on an
-            # older copy of the cell, whose seqs would now be taken for duplicates. The
-            # catch-up asks the cell's head and resyncs if the replica is ahead of it
-            # (a heartbeat sent before a replay's reply only costs that question).
-            link.gap_flag = True
-            link.kick.set()
+        # Ahead of us with no batch for a while: the tail of the feed was lost. Behind
+        # us: a publisher restarted on an older copy of the cell, whose seqs would be
+        # taken for duplicates; the catch-up asks the cell's head and resyncs if the
+        # replica is ahead of it (a heartbeat sent before a replay's reply only costs
+        # that question).
+        lost_tail = (hb.head > pos.seq
+                     and time.monotonic() - link.last_batch > HEARTBEAT_GAP_GRACE)
+        if lost_tail or hb.head < pos.seq:
+            link.flag_gap()
 
     def _on_batch(self, link: CellLink, batch: feed.Batch, data: bytes) -> None:
         link.last_batch = time.monotonic()
@@ -399,14 +407,12 @@ class Ingest:
                                                         CellState.RESYNCING):
             return
         if batch.epoch != pos.epoch:
-            link.new_epoch_flag = True
-            link.kick.set()
+            link.flag_new_epoch()
             return
         link.head = max(link.head, batch.last_seq)
         outcome = self.accept(link, batch.events, data)
         if outcome == "gap" and link.state is CellState.LIVE:
-            link.gap_flag = True
-            link.kick.set()
+            link.flag_gap()
 
     # -- the driver: one greenlet per feed owns its state --------------------------------
 
