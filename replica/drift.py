@@ -97,9 +97,8 @@ def _repair(ingest, link, keys: list[str], known: dict[str, str]) -> int:
             reply = ingest.request(link, "fetch", kind=kind, keys=keys[i:i + FETCH_KEYS])
             for key, raw in (reply.get("entities") or {}).items():
                 if raw is not None:
-                    entity, entity_hash = feed.decode_entity(raw, f"fetch {kind} {key}")
-                    feed.validate_entity(kind, key, entity)
-                    found[key] = (kind, int(reply["seq"]), entity, entity_hash)
+                    entity = feed.open_entity(kind, key, raw, f"fetch {kind} {key}")
+                    found[key] = (kind, int(reply["seq"]), entity, feed.hash_bytes(raw))
     changes = []
     for key in keys:
         if key in found:

@@ -332,12 +332,15 @@ def wire_entity(entity: dict | bytes) -> bytes:
     return entity_bytes(entity)
 
 
-def decode_entity(raw: Any, where: str) -> tuple[Any, int]:
-    """(entity, hash) of an entity as received: its bytes, decoded, and hashed
-    as they came. The entity still has to pass ``validate_entity``."""
+def _not_bytes(raw: Any, where: str) -> FeedError:
+    return FeedError("bad_entity", f"{where}: entity is {type(raw).__name__}, not JSON bytes")
+
+
+def open_entity(kind: str, key: str, raw: Any, where: str) -> dict:
+    """An entity as received (its bytes), decoded and validated: FeedError if it is not
+    a well-formed entity of ``kind`` for ``key``. Its hash is ``hash_bytes(raw)``."""
     if type(raw) is not bytes:
-        raise FeedError("bad_entity", f"{where}: entity is {type(raw).__name__}, not "
-                                      "JSON bytes")
+        raise _not_bytes(raw, where)
     try:
         entity = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -345,7 +348,8 @@ def decode_entity(raw: Any, where: str) -> tuple[Any, int]:
             entity = json.loads(raw)
         except ValueError:
             raise FeedError("bad_entity", f"{where}: entity bytes are not JSON") from None
-    return entity, zlib.crc32(raw)
+    validate_entity(kind, key, entity)
+    return entity
 
 
 def bucket_of(key: str) -> int:
@@ -444,13 +448,11 @@ def decode_events(raw: Any, where: str = "events", entities: bool = True) -> tup
         entity = item.get("e")
         entity_hash = None
         if op == OP_UPSERT:
+            if type(entity) is not bytes:
+                raise _not_bytes(entity, f"{where}[{i}]")
+            entity_hash = hash_bytes(entity)
             if entities:
-                entity, entity_hash = decode_entity(entity, f"{where}[{i}]")
-                validate_entity(kind, key, entity)
-            elif type(entity) is bytes:
-                entity_hash = hash_bytes(entity)
-            else:
-                decode_entity(entity, f"{where}[{i}]")        # says what is wrong
+                entity = open_entity(kind, key, entity, f"{where}[{i}]")
         elif op == OP_DELETE:
             if entity is not None:
                 raise FeedError("bad_event", f"{where}[{i}]: tombstone carries an entity")
@@ -487,14 +489,6 @@ def decode_message(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES,
     # the whole heap once in a while), waits until the batch is built.
     with gc_paused():
         return _decode_message(data, max_bytes, entities)
-
-
-def open_entity(kind: str, key: str, raw: Any, where: str) -> dict:
-    """The entity of an event decoded with ``entities=False``: decoded and validated
-    (FeedError if it is not a well-formed entity of ``kind`` for ``key``)."""
-    entity, _hash = decode_entity(raw, where)
-    validate_entity(kind, key, entity)
-    return entity
 
 
 def _decode_message(data: bytes, max_bytes: int, entities: bool) -> Batch | Heartbeat:

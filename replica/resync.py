@@ -53,12 +53,12 @@ def _stage_page(ingest, link, items: list, seq: int) -> int:
                 raise feed.FeedError("bad_event", f"snapshot item {kind!r} {key!r}")
             # An entity the replica holds already is recognised by the hash of its
             # bytes alone: neither decoded nor rendered (it was validated when applied).
-            if type(raw) is bytes and writer.held_hash(kind, key) == feed.hash_bytes(raw):
+            entity_hash = feed.hash_bytes(raw) if type(raw) is bytes else None
+            if entity_hash is not None and writer.held_hash(kind, key) == entity_hash:
                 kept.setdefault(kind, []).append(key)
                 accepted += 1
                 continue
-            entity, entity_hash = feed.decode_entity(raw, f"snapshot {kind} {key}")
-            feed.validate_entity(kind, key, entity)
+            entity = feed.open_entity(kind, key, raw, f"snapshot {kind} {key}")
             change = ingest.change_of(link.name, seq, kind, key, entity, entity_hash)
         except Exception as exc:
             reason = exc.reason if isinstance(exc, feed.FeedError) else "bad_entity"
