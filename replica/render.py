@@ -119,11 +119,18 @@ def isotime(stamp: str | None) -> str | None:
 
 
 def plain_time(stamp: str | None) -> str | None:
-    """A stored stamp as Nova serializes a naive datetime (isoformat: no zero µs)."""
+    """A stored stamp as Nova's JSON serializer writes a naive datetime
+    (``OS-SRV-USG:launched_at`` / ``terminated_at``): oslo.serialization's
+    ``%Y-%m-%dT%H:%M:%S.%f``, microseconds always, ``.000000`` when they are zero (every
+    stamp of a MariaDB/MySQL cell, whose DATETIME columns hold whole seconds)."""
     if not stamp:
         return None
     stamp = stamp.replace(" ", "T")
-    return stamp[:19] if stamp.endswith(".000000") else stamp
+    if len(stamp) == 19:                      # stored without a fraction
+        return stamp + ".000000"
+    if len(stamp) < 26 and stamp[19:20] == ".":
+        return stamp + "0" * (26 - len(stamp))    # a shorter fraction, padded to µs
+    return stamp
 
 
 def _links(collection: str, ident: str) -> list[dict]:
@@ -545,15 +552,22 @@ class FlavorView:
     detail: bool = True
 
 
+# f_detail_v2102 came with the 2.102 view (schema step 4): it is the last column.
 FLAVOR_FRAGMENTS = ("f_brief", "f_detail", "f_swap_v21", "f_swap_v275", "f_description",
-                    "f_extra_specs")
+                    "f_extra_specs", "f_detail_v2102")
+FLAVOR_OPENING_FRAGMENTS = ("f_brief", "f_detail", "f_detail_v2102")
+# From 2.102 the flavor view drops OS-FLV-DISABLED:disabled and rxtx_factor.
+FLAVOR_V2102_DROPPED = ("OS-FLV-DISABLED:disabled", "rxtx_factor")
 
 
 def flavor_pieces_for(view: FlavorView) -> tuple[str, ...]:
+    """The fragment columns of a flavor view, in order
+    (nova/api/openstack/compute/views/flavors.py)."""
     v = view.minor
     if not view.detail:
         return ("f_brief",) + (("f_description",) if v >= 55 else ())
-    pieces = ["f_detail", "f_swap_v275" if v >= 75 else "f_swap_v21"]
+    pieces = ["f_detail_v2102" if v >= 102 else "f_detail",
+              "f_swap_v275" if v >= 75 else "f_swap_v21"]
     if v >= 55:
         pieces.append("f_description")
     if v >= 61:
@@ -563,17 +577,19 @@ def flavor_pieces_for(view: FlavorView) -> tuple[str, ...]:
 
 def _flavor_pairs(f: dict) -> dict[str, list[tuple[str, object]]]:
     links = _links("flavors", f["flavorid"])
+    detail = [("id", f["flavorid"]), ("name", f["name"]), ("ram", f["memory_mb"]),
+              ("disk", f["root_gb"]), ("OS-FLV-EXT-DATA:ephemeral", f["ephemeral_gb"]),
+              ("OS-FLV-DISABLED:disabled", bool(f["disabled"])), ("vcpus", f["vcpus"]),
+              ("os-flavor-access:is_public", bool(f["is_public"])),
+              ("rxtx_factor", f["rxtx_factor"] or ""), ("links", links)]
     return {
         "f_brief": [("id", f["flavorid"]), ("name", f["name"]), ("links", links)],
-        "f_detail": [("id", f["flavorid"]), ("name", f["name"]), ("ram", f["memory_mb"]),
-                     ("disk", f["root_gb"]), ("OS-FLV-EXT-DATA:ephemeral", f["ephemeral_gb"]),
-                     ("OS-FLV-DISABLED:disabled", bool(f["disabled"])), ("vcpus", f["vcpus"]),
-                     ("os-flavor-access:is_public", bool(f["is_public"])),
-                     ("rxtx_factor", f["rxtx_factor"] or ""), ("links", links)],
+        "f_detail": detail,
         "f_swap_v21": [("swap", f["swap"] or "")],
         "f_swap_v275": [("swap", f["swap"] or 0)],
         "f_description": [("description", f["description"])],
         "f_extra_specs": [("extra_specs", f["extra_specs"] or {})],
+        "f_detail_v2102": [(k, v) for k, v in detail if k not in FLAVOR_V2102_DROPPED],
     }
 
 
@@ -589,7 +605,7 @@ def render_flavor_document(entity: dict, view: FlavorView, self_prefix: str = SE
 FLAVOR_COLUMNS: tuple[str, ...] = (
     "flavorid", "source", "seq", "name", "memory_mb", "vcpus", "root_gb", "ephemeral_gb",
     "swap", "rxtx_factor", "vcpu_weight", "disabled", "is_public", "description", "projects",
-    "created_at") + FLAVOR_FRAGMENTS + ("entity_hash", "bucket")
+    "created_at") + FLAVOR_FRAGMENTS[:-1] + ("entity_hash", "bucket", FLAVOR_FRAGMENTS[-1])
 
 
 def flavor_row(source: str, seq: int, entity: dict, entity_hash: int | None = None) -> tuple:
@@ -598,11 +614,11 @@ def flavor_row(source: str, seq: int, entity: dict, entity_hash: int | None = No
     f = entity
     pairs = _flavor_pairs(f)
     texts = _fragments([dict(pairs[c]) for c in FLAVOR_FRAGMENTS])
-    fragments = tuple("{" + t if c in ("f_brief", "f_detail") else ("," + t if t else "")
+    fragments = tuple("{" + t if c in FLAVOR_OPENING_FRAGMENTS else ("," + t if t else "")
                       for c, t in zip(FLAVOR_FRAGMENTS, texts))
     return (f["flavorid"], source, seq, f["name"], f["memory_mb"], f["vcpus"], f["root_gb"],
             f["ephemeral_gb"], f["swap"], float(f["rxtx_factor"]), f["vcpu_weight"],
             int(bool(f["disabled"])), int(bool(f["is_public"])), f["description"],
-            _encode(sorted(f["projects"])), f["created_at"]) + fragments + (
+            _encode(sorted(f["projects"])), f["created_at"]) + fragments[:-1] + (
             feed.entity_hash(f) if entity_hash is None else entity_hash,
-            feed.bucket_of(f["flavorid"]))
+            feed.bucket_of(f["flavorid"]), fragments[-1])

@@ -24,7 +24,7 @@ Choices where Nova leaves room or a replica differs, decided once here:
 - ``GET /v2.1`` answers the version document directly (Nova redirects to ``/v2.1/``).
 - keystoneauth's "none" plugin sends the token ``notused``: it counts as no token, so
   ``--os-auth-type none`` gets the ``noauth_default_token`` identity.
-- The advertised range is 2.1 - 2.100.
+- The advertised range is 2.1 - 2.104 (Nova 34).
 - A worker's reads within one millisecond share one SQLite read transaction (snapshot):
   a read may answer from data up to 1 ms older than the newest commit, and reports the
   position of that snapshot in ``X-Replica-Position``.

@@ -27,7 +27,9 @@ from appliance.api.config import ApiConfig
 from appliance.api.faults import ApiError, fault_body, not_found, read_only, status_line
 from appliance.api.flavor_params import flavor_query
 from appliance.api.identity import NoAuth, TokenFile
-from appliance.api.params import CANONICAL_UUID, canonical_uuid, is_uuid_like, parse_query
+from appliance.api.params import (CANONICAL_UUID, NO_PARAMETERS, STRICT_QUERY_MINOR,
+                                  additional_properties, canonical_uuid, is_uuid_like,
+                                  parse_query)
 from appliance.api.server_params import server_query
 from appliance.api.versions import version_document, versions_document
 from replica.render import FlavorView, ServerView
@@ -72,6 +74,12 @@ class _Read:
         if self.multi is None:
             self.pairs, self.multi = parse_query(self.environ)
         return self.multi
+
+    def no_query(self) -> None:
+        """Routes whose query schema has no properties: from 2.102 any parameter is
+        refused (below, Nova drops them)."""
+        if self.minor >= STRICT_QUERY_MINOR and self.environ.get("QUERY_STRING"):
+            additional_properties(self.query(), NO_PARAMETERS, pattern_underscore=False)
 
 
 class ComputeApi:
@@ -130,6 +138,11 @@ class ComputeApi:
         """GET /v2.1/servers/{uuid}, the hottest route, without the general dispatch."""
         minor = microversion.requested(environ)
         identity = self.auth.identify(environ)
+        if minor >= STRICT_QUERY_MINOR and environ.get("QUERY_STRING"):
+            try:        # server show's query schema names no parameter
+                additional_properties(parse_query(environ)[1], NO_PARAMETERS, False)
+            except ApiError as err:
+                return self._fault(start_response, err, request_id, environ, minor, None)
         host = environ.get("HTTP_HOST")
         forwarded = self._forwarded(environ)
         prefixes = None if forwarded else self._by_host.get(host)
@@ -225,6 +238,7 @@ class ComputeApi:
     # -- handlers ----------------------------------------------------------------------
 
     def _show_server(self, read: _Read, server_id: str):
+        read.no_query()
         if not is_uuid_like(server_id):
             raise not_found(f"Instance {server_id} could not be found.")
         identity = read.identity
@@ -237,6 +251,7 @@ class ComputeApi:
         return 200, b'{"server":' + result.body + b"}", result
 
     def _show_flavor(self, read: _Read, flavorid: str):
+        read.no_query()
         identity = read.identity
         view = self._flavor_views[(read.minor, True)]
         result = self._reader.show_flavor(
@@ -247,6 +262,7 @@ class ComputeApi:
 
     def _extra_specs(self, read: _Read, flavorid: str, key: str | None):
         """GET /flavors/{id}/os-extra_specs[/{key}] (flavors_extraspecs index / show)."""
+        read.no_query()
         identity = read.identity
         result = self._reader.subresource(
             "extra_specs" if key is None else "extra_spec", flavorid,
@@ -260,8 +276,13 @@ class ComputeApi:
 
     def _server_subresource(self, read: _Read, server_id: str, kind: str, key: str | None):
         """GET /servers/{id}/tags[/{tag}], /metadata[/{key}], /ips[/{network}]."""
-        if kind == "tags" and read.minor < TAGS_MINOR:
-            raise not_found()      # Nova: no such method below 2.26
+        if kind == "tags":
+            if read.minor < TAGS_MINOR:
+                raise not_found()      # Nova: no such method below 2.26
+            # Nova 34 defines strict 2.102 query schemas for tags but does not attach
+            # them: tags keep dropping unknown parameters.
+        else:
+            read.no_query()
         if not is_uuid_like(server_id):
             raise not_found(f"Instance {server_id} could not be found.")
         identity = read.identity

@@ -11,9 +11,12 @@ from replica.store.reader import FLAVOR_SORT_COLUMNS, FlavorQuery
 SORT_KEYS = ("created_at", "description", "disabled", "ephemeral_gb", "flavorid", "id",
              "is_public", "memory_mb", "name", "root_gb", "rxtx_factor", "swap", "updated_at",
              "vcpu_weight", "vcpus")
+SORT_KEYS_V2102 = tuple(k for k in SORT_KEYS if k != "rxtx_factor")
 SORT_DIRS = ("asc", "desc")
 SCHEMA = frozenset(("limit", "marker", "is_public", "minRam", "minDisk", "sort_key",
                     "sort_dir"))
+SCHEMA_V2102 = SCHEMA | {"name"}
+NAME_FILTER_MINOR = 102       # the name filter (a regex) and no rxtx_factor sort key
 
 
 def _parse_is_public(value: str | None) -> bool | None:
@@ -38,11 +41,15 @@ def _int_filter(multi: dict, name: str) -> int | None:
 
 
 def flavor_query(multi: dict, minor: int, identity: Identity, max_limit: int) -> FlavorQuery:
-    if minor >= 75:
-        P.additional_properties(multi, SCHEMA, pattern_underscore=False)
+    # Nova's index_query schemas: the properties' checks come first, then
+    # additionalProperties (from 2.75); below 2.75 unknown parameters are dropped.
+    v2102 = minor >= NAME_FILTER_MINOR
     P.check_limit(multi)
-    P.check_enum(multi, "sort_key", SORT_KEYS)
+    P.check_enum(multi, "sort_key", SORT_KEYS_V2102 if v2102 else SORT_KEYS)
     P.check_enum(multi, "sort_dir", SORT_DIRS)
+    if minor >= 75:
+        P.additional_properties(multi, SCHEMA_V2102 if v2102 else SCHEMA,
+                                pattern_underscore=False)
     sort_key = (multi.get("sort_key") or [""])[-1] or "flavorid"
     sort_dir = (multi.get("sort_dir") or [""])[-1] or "asc"
     column = FLAVOR_SORT_COLUMNS[sort_key]
@@ -53,6 +60,8 @@ def flavor_query(multi: dict, minor: int, identity: Identity, max_limit: int) ->
         query.is_public = _parse_is_public((multi.get("is_public") or [None])[-1])
     query.min_ram = _int_filter(multi, "minRam")
     query.min_disk = _int_filter(multi, "minDisk")
+    if v2102 and "name" in multi:
+        query.name = multi["name"][-1]        # a regex, as Nova's flavor DB query takes it
     query.limit = min(max_limit, int(multi["limit"][-1])) if "limit" in multi else max_limit
     query.marker = multi["marker"][-1] if "marker" in multi else None
     return query

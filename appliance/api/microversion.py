@@ -8,7 +8,7 @@ import re
 from appliance.api.faults import ApiError
 
 MIN_MINOR = 1
-MAX_MINOR = 100           # advertised range: 2.1 .. 2.100
+MAX_MINOR = 104           # advertised range: 2.1 .. 2.104 (Nova 34)
 MIN_VERSION = f"2.{MIN_MINOR}"
 MAX_VERSION = f"2.{MAX_MINOR}"
 _FORMAT = re.compile(r"^([1-9]\d*)\.([1-9]\d*|0)$")

@@ -36,13 +36,23 @@ def invalid_query(name: str, value: str, reason: str) -> ApiError:
     return bad_request(f"Invalid input for query parameters {name}. Value: {value}. {reason}")
 
 
+STRICT_QUERY_MINOR = 102         # from 2.102 every query schema refuses unknown parameters
+NO_PARAMETERS = frozenset()
+
+
 def additional_properties(multi: dict, allowed: frozenset, pattern_underscore: bool) -> None:
-    """Nova's additionalProperties: False (from 2.75)."""
-    extra = [k for k in multi if k not in allowed
-             and not (pattern_underscore and k.startswith("_"))]
+    """Nova's ``additionalProperties: False`` (GET /servers and /flavors from 2.75, the
+    other query schemas from 2.102), in jsonschema's words: the unexpected names sorted;
+    a schema with ``patternProperties`` (``^_`` on GET /servers) says which regexes they
+    miss instead."""
+    extra = sorted(k for k in multi if k not in allowed
+                   and not (pattern_underscore and k.startswith("_")))
     if extra:
-        verb = "was" if len(extra) == 1 else "were"
         names = ", ".join(repr(k) for k in extra)
+        if pattern_underscore:
+            verb = "does" if len(extra) == 1 else "do"
+            raise bad_request(f"{names} {verb} not match any of the regexes: '^_'")
+        verb = "was" if len(extra) == 1 else "were"
         raise bad_request(f"Additional properties are not allowed ({names} {verb} unexpected)")
 
 

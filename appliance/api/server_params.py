@@ -104,14 +104,15 @@ def valid_sort_keys(minor: int) -> tuple[str, ...]:
 
 
 def _validate(multi: dict, minor: int) -> None:
-    """Nova's query schema for GET /servers at this microversion."""
+    """Nova's query schema for GET /servers at this microversion: the properties' checks,
+    then additionalProperties (from 2.75), in jsonschema's order."""
     props = schema_properties(minor)
-    if minor >= 75:
-        P.additional_properties(multi, props, pattern_underscore=True)
     P.check_limit(multi)
     P.check_enum(multi, "sort_key", valid_sort_keys(minor))
     P.check_datetime(multi, [n for n in ("changes-since", "changes-before") if n in props])
     P.check_regex(multi, [n for n in REGEX_PARAMS + TAG_FILTERS if n in props])
+    if minor >= 75:
+        P.additional_properties(multi, props, pattern_underscore=True)
 
 
 def _sort(multi: dict, minor: int, identity: Identity) -> tuple[tuple[str, str], ...]:

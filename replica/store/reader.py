@@ -134,6 +134,7 @@ class FlavorQuery:
     is_public: bool | None = True          # admin only; None: public and private
     min_ram: int | None = None
     min_disk: int | None = None
+    name: str | None = None                # a regex on the name (2.102)
     sort: tuple[tuple[str, str], ...] = (("flavorid", "asc"),)
     limit: int = 1000
     marker: str | None = None
@@ -354,12 +355,7 @@ def build_server_list(query: ServerQuery, view: render.ServerView | None
     for column, pattern in sorted(query.regex.items()):
         if column not in SERVER_FILTER_COLUMNS:
             raise ValueError(f"no such server filter column {column!r}")
-        if _is_literal(pattern):
-            # A pattern without metacharacters is a substring test: instr() runs in C.
-            where.append(f"instr(CAST({column} AS TEXT), {p(pattern)}) > 0")
-        else:
-            # A real regex calls back into Python once per candidate row (regexp()).
-            where.append(f"CAST({column} AS TEXT) REGEXP {p(pattern)}")
+        where.append(_regex_condition(column, pattern, p))
     for tag in query.tags:
         where.append(_tags_exist((tag,), p))
     if query.tags_any:
@@ -375,6 +371,15 @@ def build_server_list(query: ServerQuery, view: render.ServerView | None
     sql = _list_sql("servers", "uuid", doc, where, query.sort, query.marker is not None,
                     "", '{"servers":[')
     return sql, p.values
+
+
+def _regex_condition(column: str, pattern: str, p: _Params) -> str:
+    """Nova's regex filters (``column REGEXP pattern``, a search anywhere in the value)."""
+    if _is_literal(pattern):
+        # A pattern without metacharacters is a substring test: instr() runs in C.
+        return f"instr(CAST({column} AS TEXT), {p(pattern)}) > 0"
+    # A real regex calls back into Python once per candidate row (regexp()).
+    return f"CAST({column} AS TEXT) REGEXP {p(pattern)}"
 
 
 def build_flavor_list(query: FlavorQuery, view: render.FlavorView) -> tuple[str, list]:
@@ -394,6 +399,8 @@ def build_flavor_list(query: FlavorQuery, view: render.FlavorView) -> tuple[str,
         where.append(f"memory_mb >= {p(query.min_ram)}")
     if query.min_disk is not None:
         where.append(f"root_gb >= {p(query.min_disk)}")
+    if query.name is not None:
+        where.append(_regex_condition("name", query.name, p))
     # A non-admin's marker must be a flavor the caller may see.
     marker_scope = "" if query.admin else " AND " + access
     sql = _list_sql("flavors", "flavorid", _with_prefixes(flavor_doc_expr(view)), where,

@@ -148,6 +148,19 @@ STEPS: tuple[str, ...] = (
     """
     ALTER TABLE servers ADD COLUMN addresses_building TEXT;  -- addresses view JSON, or NULL
     """,
+    # 4: the 2.102 flavor view (no OS-FLV-DISABLED:disabled, no rxtx_factor). Rows written
+    # before are filled from their f_detail by cutting those two members out: f_detail's
+    # members are in a fixed order (replica.render), and ',"' occurs in JSON text only
+    # between members (a quote inside a string is escaped), so each instr() below finds
+    # the member itself, never text inside the id or the name.
+    """
+    ALTER TABLE flavors ADD COLUMN f_detail_v2102 TEXT NOT NULL DEFAULT '';
+    UPDATE flavors SET f_detail_v2102 =
+        substr(f_detail, 1, instr(f_detail, ',"OS-FLV-DISABLED:disabled":') - 1)
+        || substr(f_detail, instr(f_detail, ',"vcpus":'),
+                  instr(f_detail, ',"rxtx_factor":') - instr(f_detail, ',"vcpus":'))
+        || substr(f_detail, instr(f_detail, ',"links":'));
+    """,
 )
 
 

@@ -42,7 +42,7 @@ def fixture_servers() -> list[tuple[str, dict]]:
             over.update(image_ref="", image_properties={})
         if n == 11:
             over.update(deleted=True, vm_state="deleted", deleted_at=E.stamp(4),
-                        updated_at=E.stamp(4))
+                        updated_at=E.stamp(4), terminated_at=E.stamp(4, micro=0))
         if n == 12:
             over.update(vm_state="soft-delete")
         if n == 13:
@@ -51,6 +51,9 @@ def fixture_servers() -> list[tuple[str, dict]]:
         if n == 14:
             over.update(display_name="db.primary", key_name="ops-key",
                         flavor=E.flavor_of_server("2", "m1.small", memory_mb=2048))
+        if n in (0, 15):
+            # whole seconds, as every stamp of a MariaDB cell
+            over.update(launched_at=E.stamp(1, n, 0))
         rows.append(("cell1" if n % 2 else "cell2", E.server(n, **over)))
     for n in range(100, 105):
         rows.append(("cell1", E.server(n, project_id=E.OTHER_PROJECT, user_id="other")))

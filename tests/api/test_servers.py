@@ -373,7 +373,7 @@ def test_microversion_headers(api):
                      headers={"X-OpenStack-Nova-API-Version": "2.12"})
     assert legacy.headers["openstack-api-version"] == "compute 2.12"
     latest = api.get("/v2.1/servers?limit=1", version="latest")
-    assert latest.headers["openstack-api-version"] == "compute 2.100"
+    assert latest.headers["openstack-api-version"] == "compute 2.104"
     none = api.get("/v2.1/servers?limit=1")
     assert none.headers["openstack-api-version"] == "compute 2.1"
 
@@ -400,3 +400,21 @@ def test_default_identity_without_token(api):
     r = api.get("/v2.1/servers", token=None)
     assert r.status == 200 and ids(r) == []
     assert api.get(f"/v2.1/servers/{sid(0)}", token=None).status == 200   # admin
+
+
+def test_usage_timestamps_as_nova_prints_them(api):
+    """OS-SRV-USG:launched_at / terminated_at are the serializer's microsecond stamps,
+    '.000000' included (whole-second stamps, as on MariaDB); created / updated are
+    isotime's seconds with 'Z'."""
+    def show(n):
+        return api.get(f"/v2.1/servers/{sid(n)}", version="2.104").json()["server"]
+    assert show(0)["OS-SRV-USG:launched_at"] == "2026-11-01T04:01:00.000000"
+    assert show(15)["OS-SRV-USG:launched_at"] == "2026-11-01T04:01:15.000000"
+    assert show(1)["OS-SRV-USG:launched_at"] == "2026-11-01T04:01:01.880302"
+    assert show(1)["OS-SRV-USG:terminated_at"] is None
+    assert show(1)["created"] == "2026-11-01T04:01:01Z"
+    assert show(1)["updated"] == "2026-11-02T04:01:01Z"
+    deleted = api.get("/v2.1/servers/detail?changes-since=2026-11-01T00:00:00Z&deleted=true",
+                      token=ADMIN, version="2.1").json()["servers"]
+    (eleven,) = [s for s in deleted if s["id"] == sid(11)]
+    assert eleven["OS-SRV-USG:terminated_at"] == "2026-11-04T04:01:00.000000"

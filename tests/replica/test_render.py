@@ -3,6 +3,7 @@ schema, and the stored fragments against the request-time rendering for every vi
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 
@@ -11,6 +12,8 @@ import pytest
 from replica import feed, render
 from replica.store.connection import open_writer
 from tests.api import entities as E
+
+MAX_MINOR = 104          # Nova 34's maximum microversion, the appliance's
 
 
 @pytest.mark.parametrize("vm_state,task_state,status", [
@@ -46,9 +49,41 @@ def test_host_id_and_times():
     assert render.host_id("proj", "host1") == expected
     assert render.host_id("proj", None) == ""
     assert render.isotime("2026-11-01T04:01:32.123456") == "2026-11-01T04:01:32Z"
-    assert render.plain_time("2026-11-01T04:01:32.123456") == "2026-11-01T04:01:32.123456"
-    assert render.plain_time("2026-11-01T04:01:32.000000") == "2026-11-01T04:01:32"
     assert render.plain_time(None) is None
+
+
+@pytest.mark.parametrize("stored,shown", [
+    ("2026-11-01T04:01:32.123456", "2026-11-01T04:01:32.123456"),
+    ("2026-11-01T04:01:32.000001", "2026-11-01T04:01:32.000001"),
+    # oslo.serialization writes a datetime with '%Y-%m-%dT%H:%M:%S.%f': zero microseconds
+    # (every stamp of a MariaDB cell) are printed, not dropped.
+    ("2026-11-01T04:01:32.000000", "2026-11-01T04:01:32.000000"),
+    ("2026-11-01 04:01:32.000000", "2026-11-01T04:01:32.000000"),
+    ("2026-11-01T04:01:32", "2026-11-01T04:01:32.000000"),
+    ("2026-11-01T04:01:32.5", "2026-11-01T04:01:32.500000"),
+])
+def test_usage_times_as_nova_serializes_them(stored, shown):
+    assert render.plain_time(stored) == shown
+    doc = render.render_server_document(E.server(1, launched_at=stored, terminated_at=stored),
+                                        render.ServerView(104, False, True))
+    assert doc["OS-SRV-USG:launched_at"] == shown
+    assert doc["OS-SRV-USG:terminated_at"] == shown
+    # created / updated / fault created are utils.isotime: seconds and 'Z', either way.
+    doc = render.render_server_document(
+        E.server(1, created_at=stored, updated_at=stored, vm_state="error",
+                 fault={"code": 404, "message": "m", "details": None, "created": stored}),
+        render.ServerView(104, False, True))
+    assert doc["created"] == doc["updated"] == doc["fault"]["created"] == "2026-11-01T04:01:32Z"
+
+
+def test_usage_times_match_oslo_serialization():
+    """The serializer Nova's API answers with (oslo.serialization's jsonutils, pinned in
+    requirements-dev.txt) agrees on both cases."""
+    from oslo_serialization import jsonutils
+    for micro in (0, 7, 123456):
+        stamp = datetime.datetime(2026, 11, 1, 4, 1, 32, micro)
+        expected = json.loads(jsonutils.dumps({"t": stamp}))["t"]
+        assert render.plain_time(stamp.strftime("%Y-%m-%dT%H:%M:%S.%f")) == expected
 
 
 def _table_columns(tmp_path, table: str) -> tuple[str, ...]:
@@ -145,7 +180,7 @@ def _prefixes():
 @pytest.mark.parametrize("entity", ENTITIES, ids=lambda e: e["display_name"][:8])
 def test_stored_rendering_equals_request_time_rendering_for_every_view(reader, entity):
     from replica.store.reader import ServerQuery
-    for minor in range(1, 101):
+    for minor in range(1, MAX_MINOR + 1):
         for admin in (False, True):
             for show in (False, True):
                 view = render.ServerView(minor, admin, show)
@@ -206,7 +241,7 @@ FLAVOR_2 = E.flavor("2", swap=512, description="d", rxtx_factor=0.0)
 @pytest.mark.parametrize("flavor", [E.flavor("1"), FLAVOR_2], ids=["1", "2"])
 def test_flavor_stored_rendering_for_every_view(reader, flavor):
     from replica.store.reader import FlavorQuery
-    for minor in range(1, 101):
+    for minor in range(1, MAX_MINOR + 1):
         for detail in (False, True):
             view = render.FlavorView(minor, detail)
             expected = render.render_flavor_document(flavor, view, SELF, BOOKMARK)
@@ -221,3 +256,18 @@ def test_flavor_stored_rendering_for_every_view(reader, flavor):
     assert d["swap"] == (flavor["swap"] or "")
     assert render.render_flavor_document(flavor, render.FlavorView(75, True))["swap"] == (
         flavor["swap"])
+
+
+def test_flavor_view_from_2_102():
+    """2.102 drops OS-FLV-DISABLED:disabled and rxtx_factor from the flavor view and keeps
+    every other member in its place."""
+    flavor = E.flavor("9", 'n"a,"vcpus":1', disabled=True, rxtx_factor=2.5,
+                      description="d")
+    before = render.render_flavor_document(flavor, render.FlavorView(101, True))
+    after = render.render_flavor_document(flavor, render.FlavorView(102, True))
+    assert before["OS-FLV-DISABLED:disabled"] is True and before["rxtx_factor"] == 2.5
+    assert list(after) == [k for k in before
+                           if k not in ("OS-FLV-DISABLED:disabled", "rxtx_factor")]
+    assert all(after[k] == before[k] for k in after)
+    assert render.render_flavor_document(flavor, render.FlavorView(104, False)) == (
+        render.render_flavor_document(flavor, render.FlavorView(101, False)))

@@ -1,11 +1,14 @@
-"""The replica schema ladder: each step once, in order; step 2 sends every cell to resync."""
+"""The replica schema ladder: each step once, in order; step 2 sends every cell to resync;
+step 4 fills the 2.102 flavor view of the rows already there."""
 
 from __future__ import annotations
 
 import apsw
 import pytest
 
+from replica import render
 from replica.store import schema
+from tests.api import entities as E
 
 
 def _at_step(path: str, step: int) -> apsw.Connection:
@@ -39,3 +42,21 @@ def test_a_database_newer_than_the_build_is_refused(tmp_path):
     conn.execute(f"PRAGMA user_version = {len(schema.STEPS) + 1}")
     with pytest.raises(RuntimeError, match="newer than this build"):
         schema.migrate(conn)
+
+
+@pytest.mark.parametrize("flavor", [
+    E.flavor("1"),
+    E.flavor("x,\"vcpus\":", 'a,"rxtx_factor":"b,"links":', disabled=True, rxtx_factor=0.0,
+             swap=512, description="d", extra_specs={"k": ',"vcpus":'}),
+    E.flavor("ünï", "ünïcode \\ \"q\"", rxtx_factor=1e-7, is_public=False, projects=["p"]),
+], ids=["plain", "member-like-names", "unicode"])
+def test_step_4_fills_the_2_102_flavor_view_of_existing_rows(tmp_path, flavor):
+    conn = _at_step(str(tmp_path / "r.db"), 3)
+    row = render.flavor_row("flavors", 1, flavor)
+    before_step_4 = render.FLAVOR_COLUMNS[:-1]
+    assert render.FLAVOR_COLUMNS[-1] == "f_detail_v2102"
+    conn.execute(f"INSERT INTO flavors ({', '.join(before_step_4)}) VALUES "
+                 f"({', '.join('?' * len(before_step_4))})", row[:-1])
+    schema.migrate(conn)
+    (filled,), = conn.execute("SELECT f_detail_v2102 FROM flavors").fetchall()
+    assert filled == row[-1]        # what the render writes for new rows, byte for byte
