@@ -39,20 +39,39 @@ CONTROLLERS = {
     # GET / (the root version list) and GET /v2.1 (one version).
     "versions": ("nova/api/openstack/compute/versions.py", "Versions"),
     "versionsV21": ("nova/api/openstack/compute/versionsV21.py", "VersionsController"),
+    # Sub-resources: GET /flavors/{id}/os-extra_specs[/{key}], /servers/{id}/metadata,
+    # /ips, /tags (and one item of each).
+    "flavors_extraspecs": ("nova/api/openstack/compute/flavors_extraspecs.py",
+                           "FlavorExtraSpecsController"),
+    "server_metadata": ("nova/api/openstack/compute/server_metadata.py",
+                        "ServerMetadataController"),
+    "ips": ("nova/api/openstack/compute/ips.py", "IPsController"),
+    "server_tags": ("nova/api/openstack/compute/server_tags.py", "ServerTagsController"),
 }
 SCHEMA_MODULES = {
     "servers": "nova.api.openstack.compute.schemas.servers",
     "flavors": "nova.api.openstack.compute.schemas.flavors",
     "versions": "nova.api.openstack.compute.schemas.versions",
     "versionsV21": "nova.api.openstack.compute.schemas.versions",
+    "flavors_extraspecs": "nova.api.openstack.compute.schemas.flavors_extraspecs",
+    "server_metadata": "nova.api.openstack.compute.schemas.server_metadata",
+    "ips": "nova.api.openstack.compute.schemas.ips",
+    "server_tags": "nova.api.openstack.compute.schemas.server_tags",
 }
+# The decorators that attach a schema to a method, per kind of schema.
+RESPONSE = "response_body_schema"
+QUERY = "query_schema"
 
 # Modules executed from Nova's files, in dependency order.
 _REAL = ["nova.i18n", "nova.exception", "nova.api.validation.parameter_types",
          "nova.api.validation.response_types", "nova.api.validation.validators",
          "nova.api.openstack.compute.schemas.servers",
          "nova.api.openstack.compute.schemas.flavors",
-         "nova.api.openstack.compute.schemas.versions"]
+         "nova.api.openstack.compute.schemas.versions",
+         "nova.api.openstack.compute.schemas.flavors_extraspecs",
+         "nova.api.openstack.compute.schemas.server_metadata",
+         "nova.api.openstack.compute.schemas.ips",
+         "nova.api.openstack.compute.schemas.server_tags"]
 # Modules whose literal top-level constants are all the schema modules need.
 _CONSTANTS_ONLY = ["nova.objects.instance", "nova.objects.tag"]
 _PACKAGES = ["nova", "nova.api", "nova.api.validation", "nova.api.openstack",
@@ -168,12 +187,14 @@ def format_version(version: Version) -> str:
 
 @dataclass(frozen=True)
 class Attached:
-    """One ``@validation.response_body_schema(schema.<name>, min, max)``."""
+    """One ``@validation.response_body_schema(schema.<name>, min, max)`` (or
+    ``query_schema``, the ``kind``)."""
     resource: str
     method: str
     schema_name: str
     min_version: Version | None   # None: unbounded
     max_version: Version | None
+    kind: str = RESPONSE
 
     def matches(self, version: Version) -> bool:
         return ((self.min_version is None or self.min_version <= version)
@@ -188,7 +209,7 @@ class Attached:
 
 
 @functools.cache
-def attached(resource: str, method: str) -> tuple[Attached, ...]:
+def attached(resource: str, method: str, kind: str = RESPONSE) -> tuple[Attached, ...]:
     relpath, class_name = CONTROLLERS[resource]
     tree = ast.parse(source_path(relpath).read_text())
     for cls in tree.body:
@@ -204,7 +225,7 @@ def attached(resource: str, method: str) -> tuple[Attached, ...]:
     found = []
     for deco in fn.decorator_list:
         if not (isinstance(deco, ast.Call) and isinstance(deco.func, ast.Attribute)
-                and deco.func.attr == "response_body_schema"):
+                and deco.func.attr == kind):
             continue
         schema_ref = deco.args[0]
         assert isinstance(schema_ref, ast.Attribute), ast.dump(schema_ref)
@@ -212,29 +233,31 @@ def attached(resource: str, method: str) -> tuple[Attached, ...]:
         bounds += [None] * (2 - len(bounds))
         found.append(Attached(resource, method, schema_ref.attr,
                               parse_version(bounds[0]) if bounds[0] else None,
-                              parse_version(bounds[1]) if bounds[1] else None))
+                              parse_version(bounds[1]) if bounds[1] else None, kind))
     if not found:
-        raise LookupError(f"{class_name}.{method} has no response_body_schema")
+        raise LookupError(f"{class_name}.{method} has no {kind}")
     return tuple(sorted(found, key=lambda a: a.min_version or (0, 0)))
 
 
-def schema_for(resource: str, method: str, version: Version) -> tuple[Attached, dict]:
-    """The schema Nova validates ``resource.method``'s response body with at ``version``."""
-    matching = [a for a in attached(resource, method) if a.matches(version)]
+def schema_for(resource: str, method: str, version: Version,
+               kind: str = RESPONSE) -> tuple[Attached, dict]:
+    """The schema Nova validates ``resource.method``'s response body (or query string,
+    ``kind=QUERY``) with at ``version``."""
+    matching = [a for a in attached(resource, method, kind) if a.matches(version)]
     if len(matching) != 1:
-        raise LookupError(f"{len(matching)} schemas of {resource}.{method} match "
+        raise LookupError(f"{len(matching)} {kind}s of {resource}.{method} match "
                           f"{format_version(version)}")
     (which,) = matching
     module = modules()[SCHEMA_MODULES[resource]]
     return which, getattr(module, which.schema_name)
 
 
-def boundaries(endpoints, low: Version, high: Version) -> list[Version]:
+def boundaries(endpoints, low: Version, high: Version, kind: str = RESPONSE) -> list[Version]:
     """Every version in [low, high] where one of ``endpoints``' (resource, method) schemas
     starts or ends, plus ``low`` and ``high``."""
     versions = {low, high}
     for resource, method in endpoints:
-        for a in attached(resource, method):
+        for a in attached(resource, method, kind):
             for v in (a.min_version, a.max_version):
                 if v is not None and low <= v <= high:
                     versions.add(v)
@@ -292,3 +315,17 @@ def _leaves(errors, note=""):
                                                f"#{best} of {len(err.validator_value)}")
         else:
             yield err, note
+
+
+def query_error(schema: dict, params: dict[str, list[str]]) -> str | None:
+    """The message of the 400 Nova answers when ``params`` (name -> values, as webob's
+    ``GET.dict_of_lists()``) break query ``schema``, or None when they pass. Nova
+    validates a query string with additionalProperties enforced as written (its soft
+    check is for the legacy v2 API only)."""
+    validators = modules()["nova.api.validation.validators"]
+    validation_error = modules()["nova.exception"].ValidationError
+    try:
+        validators._SchemaValidator(schema, False, is_body=False).validate(params)
+    except validation_error as exc:
+        return exc.format_message()
+    return None
