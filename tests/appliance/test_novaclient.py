@@ -110,4 +110,4 @@ def test_novaclient_lists_flavors(demo):
 
 def test_novaclient_reads_the_version_document(demo):
     current = _nova(demo.port, "2.1").versions.get_current()
-    assert (current.id, current.min_version, current.version) == ("v2.1", "2.1", "2.100")
+    assert (current.id, current.min_version, current.version) == ("v2.1", "2.1", "2.104")
