@@ -19,6 +19,14 @@ Choices where Nova leaves room or a replica differs, decided once here:
   substring test (``instr()``, in C, no per-row Python); a real regex calls a registered
   ``regexp()`` Python function once per candidate row of the caller's scope (about a
   microsecond each: ~1 ms per 1,000 candidate servers), still inside the one statement.
+- The flavor ``name`` filter (2.102) is a regex searched in the name, as Nova's
+  ``REGEXP`` on SQLite: case-sensitive (MySQL's default collation would not be). Nova
+  does not check the pattern, and the database's REGEXP fails on a broken one (oslo.db's
+  SQLite function raises: an error from nova-api); here such a pattern matches nothing.
+- Unknown query parameters: refused (400, jsonschema's message) where Nova's query
+  schema is strict at the requested version: server and flavor listings from 2.75;
+  server show, flavor show, extra specs, metadata and ips from 2.102. Server tags and the
+  version documents never refuse them (Nova 34 attaches lenient schemas there).
 - ``ip`` / ``ip6`` match a substring of any fixed or floating address (Nova delegates to
   Neutron's ``ip_address_substr``).
 - ``GET /v2.1`` answers the version document directly (Nova redirects to ``/v2.1/``).
