@@ -58,7 +58,7 @@ class SqliteRows:
 
 
 class OutboxChangeLog:
-    """The ``ChangeLog`` of the outbox table: seq = outbox seq, epoch in replica_meta."""
+    """The ``ChangeLog`` of the outbox table: seq = outbox seq, epoch in the meta table."""
 
     prune_chunk = outbox.PRUNE_CHUNK
 
