@@ -21,6 +21,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# The side environment with Nova and Keystone for the tests against the real thing.
+bash build/nova-env.sh
+
 inputs_hash=$(cat requirements.txt requirements-dev.txt constraints.txt pyproject.toml build/bootstrap.sh | sha256sum | cut -c1-16)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$inputs_hash" ] && [ -x $VENV/bin/appliance ]; then
     exit 0
