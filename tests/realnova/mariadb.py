@@ -70,6 +70,7 @@ class MariaDB:
         self.pid_file = os.path.join(self.base_dir, "mariadb.pid")
         self.error_log = os.path.join(self.base_dir, "error.log")
         self.binlog_basename = os.path.join(self.base_dir, "binlog", "mariadb-bin")
+        self.tmpdir = os.path.join(self.base_dir, "tmp")
         self.server_id = server_id
         self.host = "127.0.0.1"
         self.port = port or free_port()
@@ -83,9 +84,10 @@ class MariaDB:
             return
         os.makedirs(self.datadir, exist_ok=True)
         os.makedirs(os.path.dirname(self.binlog_basename), exist_ok=True)
+        os.makedirs(self.tmpdir, exist_ok=True)
         command = [_find_program(INSTALL_DB_CANDIDATES), "--no-defaults",
                    "--auth-root-authentication-method=normal", "--skip-test-db",
-                   f"--datadir={self.datadir}", "--user=root",
+                   f"--datadir={self.datadir}", "--user=root", f"--tmpdir={self.tmpdir}",
                    "--innodb-log-file-size=16M"]
         done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, timeout=START_TIMEOUT)
@@ -97,6 +99,7 @@ class MariaDB:
             _find_program(MARIADBD_CANDIDATES), "--no-defaults", "--user=root",
             f"--datadir={self.datadir}", f"--socket={self.socket}",
             f"--pid-file={self.pid_file}", f"--log-error={self.error_log}",
+            f"--tmpdir={self.tmpdir}",
             f"--bind-address={self.host}", f"--port={self.port}",
             f"--server-id={self.server_id}",
             f"--log-bin={self.binlog_basename}", "--binlog-format=ROW",
