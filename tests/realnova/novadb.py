@@ -21,6 +21,7 @@ import configparser
 import functools
 import json
 import os
+import sqlite3
 import subprocess
 import threading
 
@@ -30,6 +31,7 @@ from tests.realnova.env import NovaEnv, nova_env
 
 WRITER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nova_side",
                              "writer.py")
+CREATE_SCRIPT = os.path.join(os.path.dirname(WRITER_SCRIPT), "create_deployment.py")
 CELL_NAME = "cell1"
 NOVA_DB_USER = "nova"
 NOVA_DB_PASSWORD = "nova-db-secret"
@@ -125,13 +127,27 @@ class NovaDeployment:
                                    f"{done.returncode}:\n{done.stdout[-6000:]}")
         return done
 
-    def create(self):
-        """Nova's own schema and cell mappings, as a deployment guide runs them."""
-        self.manage("api_db", "sync")
-        self.manage("cell_v2", "map_cell0", "--database_connection", self.cell0_url)
-        self.manage("cell_v2", "create_cell", "--name", CELL_NAME,
-                    "--database_connection", self.cell_url, "--transport-url", "fake://")
-        self.manage("db", "sync")
+    def create(self, separate_runs: bool = False):
+        """Nova's own schema and cell mappings, as a deployment guide makes them:
+        ``nova-manage api_db sync``, ``cell_v2 map_cell0``, ``cell_v2 create_cell --name
+        cell1``, ``db sync``. By default the four commands run in one process
+        (``nova_side/create_deployment.py`` calls nova-manage's command classes);
+        ``separate_runs`` runs the ``nova-manage`` program four times."""
+        if separate_runs:
+            self.manage("api_db", "sync")
+            self.manage("cell_v2", "map_cell0", "--database_connection", self.cell0_url)
+            self.manage("cell_v2", "create_cell", "--name", CELL_NAME,
+                        "--database_connection", self.cell_url, "--transport-url", "fake://")
+            self.manage("db", "sync")
+            return self
+        command = [self.env.python, CREATE_SCRIPT, "--config-file", self.config_file,
+                   self.cell0_url, CELL_NAME, self.cell_url]
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env=self.env.subprocess_env(), cwd=self.workdir,
+                              timeout=MANAGE_TIMEOUT)
+        if done.returncode != 0:
+            raise NovaCommandError(f"creating the databases with nova-manage's commands "
+                                   f"failed ({done.returncode}):\n{done.stdout[-6000:]}")
         return self
 
     def archive_deleted_rows(self, *extra: str) -> str:
@@ -140,6 +156,20 @@ class NovaDeployment:
         done = self.manage("db", "archive_deleted_rows", "--all-cells", "--until-complete",
                            "--verbose", *extra, ok_codes=(0, 1))
         return done.stdout
+
+    # -- reading the databases directly (checks in tests) ---------------------------------
+
+    def query(self, database: str, sql: str, params=()) -> list[tuple]:
+        """Rows of ``sql`` on ``database`` ("api", "cell0" or "cell1"), read directly (root on
+        MariaDB); placeholders are ``%s`` on MariaDB and ``?`` on SQLite."""
+        if self.backend == "mariadb":
+            names = dict(zip(("api", "cell0", CELL_NAME), self.database_names))
+            return self.mariadb.execute(sql, params or None, db=names[database])
+        conn = sqlite3.connect(self.database_paths[database])
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
 
     # -- the writer -----------------------------------------------------------------------
 
@@ -216,6 +246,26 @@ class NovaWriter:
                 self.process.wait()
         self.process.stdout.close()
         self._log.close()
+
+
+def create_concurrently(*deployments: NovaDeployment):
+    """``create()`` several deployments at once (nova-manage runs are mostly start-up)."""
+    errors = []
+
+    def create(deployment):
+        try:
+            deployment.create()
+        except Exception as exc:  # reported below, with the others
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create, args=(d,)) for d in deployments]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return deployments
 
 
 def nova_mariadb_fixture(mariadb_fixture_name: str = "mariadb", scope: str = "module",
