@@ -6,6 +6,7 @@ what Nova changed."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -13,9 +14,11 @@ import sys
 import pytest
 
 from replica.cell import outbox, sqlite_source
+from replica.ingest import CellFeed
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_for
 from tests.realnova.novadb import NovaDeployment
+from tests.replica.conftest import IngestProc, procs, read_rows, replica_path  # noqa: F401
 
 
 def tables(path: str) -> set[str]:
@@ -101,3 +104,36 @@ def test_nova_writes_archive_and_the_outbox_records_them(nova):
         assert built[nova.before]["host_status"] == "MAINTENANCE"
     finally:
         source.close()
+
+
+def test_every_server_of_nova_reaches_the_replica(nova, procs, replica_path, tmp_path):
+    """The publisher on Nova's cell database and ingest: the servers Nova wrote before
+    the outbox was installed and after it are all in the replica, and a change Nova
+    makes now follows."""
+    cell_db = nova.database_paths["cell1"]
+    with nova.writer() as writer:
+        writer.build_server(user_id="u2", project_id="p2", flavor="2", name="later")
+    feed_url, control_url = f"ipc://{tmp_path}/cell1.feed", f"ipc://{tmp_path}/cell1.ctl"
+    procs.start([sys.executable, "-m", "replica.cell.publisher", "--db", cell_db, "--name",
+                 "cell1", "--feed", feed_url, "--control", control_url, "--heartbeat", "0.2"],
+                str(tmp_path / "publisher.log"))
+    wait_for(lambda: os.path.exists(control_url[len("ipc://"):]), 15, what="control socket")
+    ingest = IngestProc(tmp_path, procs, replica_path, [CellFeed("cell1", feed_url,
+                                                                control_url)])
+    ingest.start()
+
+    def replica_has(expected: set[str]):
+        cell = ingest.cell("cell1")
+        if cell["state"] != "live" or not os.path.exists(replica_path):
+            return False
+        return {u for (u,) in read_rows(replica_path, "SELECT uuid FROM servers")} == expected
+
+    servers = {u for (u,) in nova.query("cell1", "SELECT uuid FROM instances")}
+    assert nova.before in servers and len(servers) == 2
+    wait_for(lambda: replica_has(servers), 60, what="every server of Nova in the replica")
+    assert ingest.cell("cell1")["dead_letters"] == 0
+    with nova.writer() as writer:
+        writer.update(uuid=nova.before, name="renamed-by-nova")
+    wait_for(lambda: read_rows(replica_path, "SELECT display_name FROM servers WHERE uuid = ?",
+                               (nova.before,)) == [("renamed-by-nova",)],
+             30, what="Nova's rename in the replica")
