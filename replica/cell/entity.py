@@ -285,15 +285,25 @@ def _hints_of(text: str | None) -> dict:
 
 def _spec_of(text) -> tuple[dict, str | None]:
     """(scheduler hints, pinned availability zone) of ``request_specs.spec`` (a
-    RequestSpec object); hints stored as a JSON text of their own are decoded too."""
+    RequestSpec object); hints stored as a JSON text of their own are decoded too.
+    ``_nova_fields`` written out: this runs for every server built."""
     if text is None:
         return {}, None
-    hints, az = _nova_fields(text, _SPEC_FIELDS)
-    if isinstance(hints, str):
+    try:
+        doc = orjson.loads(text)
+    except (ValueError, TypeError):
+        doc = _loads(text)
+    data = doc.get("nova_object.data") if type(doc) is dict else None
+    if type(data) is not dict:
+        return {}, None
+    hints, az = data.get("scheduler_hints"), data.get("availability_zone")
+    if hints and _has_float(hints):     # exactly as the json module reads them
+        hints, az = _nova_fields(text, _SPEC_FIELDS)
+    if type(hints) is str:
         hints = _hints_of(hints)
-    elif not isinstance(hints, dict):
+    elif type(hints) is not dict:
         hints = {}
-    return hints, (az if isinstance(az, str) else None)
+    return hints, (az if type(az) is str else None)
 
 
 def _pages(keys: list[str], size: int = PAGE) -> Iterator[list[str]]:
