@@ -80,12 +80,15 @@ RowsFn = Callable[[str, tuple], list]
 
 
 def rows_of(db) -> RowsFn:
-    """The ``rows`` function of ``db``: its own (a ``Rows`` adapter), or one made from
-    a DB-API style ``execute`` (an apsw connection)."""
+    """The ``rows`` function of ``db``: its own (a ``Rows`` adapter), one made from a
+    DB-API style ``execute`` (an apsw connection), or ``db`` itself when it is such a
+    function."""
     rows = getattr(db, "rows", None)
     if rows is not None:
         return rows
-    execute = db.execute
+    execute = getattr(db, "execute", None)
+    if execute is None:
+        return db
     return lambda sql, params=(): execute(sql, params).fetchall()
 
 
