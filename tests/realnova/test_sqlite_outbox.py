@@ -137,3 +137,29 @@ def test_every_server_of_nova_reaches_the_replica(nova, procs, replica_path, tmp
     wait_for(lambda: read_rows(replica_path, "SELECT display_name FROM servers WHERE uuid = ?",
                                (nova.before,)) == [("renamed-by-nova",)],
              30, what="Nova's rename in the replica")
+
+
+def test_purging_shadow_tables_keeps_the_epoch(nova):
+    """``nova-manage db purge`` deletes shadow tables' rows: with ``--before`` it cannot
+    date the outbox's (left alone), with ``--all`` it empties the outbox (a prune: the
+    head goes on) and the meta rows stay."""
+    cell_db = nova.database_paths["cell1"]
+    conn = sqlite3.connect(cell_db)
+    epoch = conn.execute(f"SELECT value FROM {outbox.META} WHERE name = 'epoch'").fetchone()
+    head = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?",
+                        (outbox.OUTBOX,)).fetchone()
+    conn.close()
+    events = len(outbox_keys(cell_db))
+    nova.manage("db", "purge", "--before", "2000-01-01", "--verbose", ok_codes=(0, 3))
+    assert len(outbox_keys(cell_db)) == events > 0
+    nova.manage("db", "purge", "--all", "--verbose", ok_codes=(0, 3))
+    assert outbox_keys(cell_db) == []
+    conn = sqlite3.connect(cell_db)
+    assert conn.execute(f"SELECT value FROM {outbox.META} WHERE name = 'epoch'"
+                        ).fetchone() == epoch
+    assert conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?",
+                        (outbox.OUTBOX,)).fetchone() == head
+    conn.close()
+    with nova.writer() as writer:
+        writer.update(uuid=nova.before, name="after-purge")
+    assert outbox_keys(cell_db) == [("server", nova.before)]
