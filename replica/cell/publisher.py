@@ -295,6 +295,7 @@ class Publisher:
                     # A database the cell is rebuilding, a full disk, I/O errors: nothing
                     # was marked published, so the same events go out once it reads again.
                     self.stats.read_errors += 1
+                    self.behind = True      # read again after the backoff, news or not
                     log.warning("reading the change log failed (%s); retrying", exc)
                     self.stop.wait(ERROR_BACKOFF_SECONDS)
                 due = next_check if not self.source.ready else min(next_hb, next_check)
