@@ -125,17 +125,20 @@ def build_parser() -> Parser:
     cell.add_argument("--retention-events", type=_positive_int, default=100_000,
                       metavar="N", help="outbox events kept for replay (100000)")
     cell_sub = cell.add_subparsers(dest="cell_command", metavar="SUBCOMMAND")
-    init = cell_sub.add_parser("init", help="create a cell database (or a flavor source)",
-                               **_help("Create the cell schema, its outbox and triggers, "
-                                       "and a fresh epoch.",
+    init = cell_sub.add_parser("init", help="create a cell database (or a flavor source), "
+                                            "or install the outbox into an existing one",
+                               **_help("Install the outbox, its triggers and a fresh epoch. "
+                                       "A new database first gets the cell schema (or the "
+                                       "flavor tables, seeded with demo flavors); an "
+                                       "existing one (Nova's) gets only the outbox.",
                                        "  appliance cell init --db cell1.db --name cell1\n"
                                        "  appliance cell init --db api.db --name flavors "
                                        "--flavors"))
     init.add_argument("--db", metavar="PATH", required=True)
     init.add_argument("--name", required=True)
     init.add_argument("--flavors", action="store_true",
-                      help="a flavor source (Nova API DB flavor tables), seeded with "
-                           "flavors")
+                      help="a flavor source (Nova API DB flavor tables); a new database "
+                           "is seeded with demo flavors")
     populate = cell_sub.add_parser("populate", help="bulk-create servers in a cell database",
                                    **_help("Create servers as Nova's build would leave "
                                            "them (ACTIVE, with ports, metadata, flavor).",
@@ -260,8 +263,13 @@ def cmd_cell(args, parser) -> int:
         return 0
     if which == "init":
         from replica.cell.outbox import init_cell_db
-        epoch = init_cell_db(args.db, args.name, flavors=args.flavors)
-        if args.flavors:
+        new = not os.path.exists(args.db)
+        try:
+            epoch = init_cell_db(args.db, args.name, flavors=args.flavors)
+        except LookupError as exc:
+            print(f"appliance cell init: error: {exc}", file=sys.stderr)
+            return 1
+        if args.flavors and new:       # an existing database is never written to
             from replica.cell.simulator import seed_flavors
             seed_flavors(args.db)
         print(f"{args.db}: cell {args.name}, epoch {epoch}")

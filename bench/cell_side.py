@@ -23,7 +23,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from replica import feed  # noqa: E402
-from replica.cell import connection, control, entity, outbox, simulator  # noqa: E402
+from replica.cell import connection, control, entity, outbox, simulator, sqlite_source  # noqa: E402,E501
 
 
 class _Timer:
@@ -58,7 +58,7 @@ def _server(db: str, kinds: list[str]) -> control.ControlServer:
     epoch = outbox.epoch_of(conn)
     conn.close()
     server = control.ControlServer(db, "bench", epoch, kinds, None, threading.Event())
-    server.conn = connection.open_cell_reader(db)
+    server.open()
     return server
 
 
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     conn = connection.open_cell_reader(args.db)
-    kinds = entity.kinds_of(conn)
+    kinds = sqlite_source.kinds_of(conn)
     conn.execute("BEGIN")
     total = entity.count_entities(conn, kinds)
     head = outbox.outbox_head(conn)
@@ -254,8 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         fresh = _server(args.db, kinds)
         with _Timer("digest, fresh server (restart)", total):
             fresh.handle(feed.encode_request("digest"))
-        fresh.conn.close()
-    server.conn.close()
+        fresh.close()
+    server.close()
     return 0
 
 

@@ -498,11 +498,9 @@ class Ingest:
         pos = link.position
         link.new_epoch_flag = False
         if pos is None:
-            if head == 0 or (oldest <= 1 and head <= self.config.replay_limit):
-                link.position = Position(link.name, epoch, 0)
-                link.set_state(S.CATCHING_UP, "new feed, history retained")
-            else:
-                link.set_state(S.RESYNCING, "new feed")
+            # A first attach always starts from a snapshot: a change log holds only what
+            # changed since it was installed (rows that were there before are in no event).
+            link.set_state(S.RESYNCING, "first attach")
         elif pos.epoch != epoch:
             link.set_state(S.RESYNCING, f"epoch {pos.epoch[:8]} -> {epoch[:8]}")
         elif pos.seq < oldest - 1 and pos.seq < head:

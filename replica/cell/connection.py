@@ -8,6 +8,9 @@ from __future__ import annotations
 import apsw
 
 BUSY_TIMEOUT_MS = 5000
+# Prepared statements kept per connection: entity building uses a few IN-list
+# lengths of each of its queries (see entity._IN_LENGTHS).
+STATEMENT_CACHE = 256
 
 
 def _busy(conn: apsw.Connection) -> None:
@@ -42,7 +45,7 @@ READER_SETUP = (_busy, _mmap)
 def open_cell(path: str, create: bool = False) -> apsw.Connection:
     """A read-write connection to a cell database (or flavor source)."""
     flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
-    conn = apsw.Connection(path, flags=flags)
+    conn = apsw.Connection(path, flags=flags, statementcachesize=STATEMENT_CACHE)
     for step in WRITER_SETUP:
         step(conn)
     return conn
@@ -51,7 +54,8 @@ def open_cell(path: str, create: bool = False) -> apsw.Connection:
 def open_cell_reader(path: str) -> apsw.Connection:
     """A connection used only to read (tailing, snapshots, digests). Opened
     read-write so that it can take part in WAL recovery, but it never writes."""
-    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READWRITE)
+    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READWRITE,
+                           statementcachesize=STATEMENT_CACHE)
     for step in READER_SETUP:
         step(conn)
     return conn

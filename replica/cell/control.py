@@ -1,26 +1,28 @@
 """The cell's control socket (REP): hello, replay, consistent paged snapshots,
 digests, buckets and fetch, each answered with ``replica.feed`` encodings.
 
-Runs in its own process (see ``publisher.py``) or thread, with its own SQLite
-connections, so a long snapshot page never delays the feed. Every request gets a
-reply; a bad request gets an error reply (counted) and the server goes on.
+Runs in its own process (see ``publisher.py``) or thread, with its own source
+(``source.py``: opened by the server, never shared), so a long snapshot page never
+delays the feed. Every request gets a reply; a bad request gets an error reply
+(counted) and the server goes on.
 
-Consistency: every op reads inside one read transaction and reports the seq (the
-outbox head) of that transaction, so the entities it returns are exactly the state
-at that seq. A digest rebuilds every entity's hash from the tables inside its read
-transaction: it exists to find changes that never reached the outbox (a disabled
-trigger, a hand edit, a bug), so it must not trust the outbox. The hashes are kept
-(``HashCache``) so that the bucket requests that follow a digest only rebuild what the
-outbox says changed since.
+Consistency: every op reads inside one read view, the change log first and then the
+entities (the seam's consistency rule), and reports the seq it read (the change log's
+head), so the entities it returns are the state at that seq or newer (with a SQLite
+outbox: exactly that state). A digest rebuilds every entity's hash from the source's
+tables inside its read view: it exists to find changes that never reached the change
+log (a disabled trigger, a hand edit, a bug), so it must not trust the change log. The
+hashes are kept (``HashCache``) so that the bucket requests that follow a digest only
+rebuild what the change log says changed since.
 
 Replies are encoded once: a page or a replay is built and packed with the cyclic
 garbage collector paused (they are trees without cycles), a reply over
 REPLY_MAX_BYTES is cut short by sizes estimated from compact JSON, and a replay
 builds its events in chunks only until the reply is full.
 
-A snapshot holds its own connection with a read transaction open from
-``snapshot_begin`` until ``snapshot_end`` or 60 s of idleness; in WAL mode that never
-blocks the cell's writers. After serving a page, the server builds (and encodes)
+A snapshot holds a read view of its own (``CellSource.open_snapshot``) from
+``snapshot_begin`` until ``snapshot_end`` or 60 s of idleness; that never blocks the
+cell's writers. After serving a page, the server builds (and encodes)
 the next one while the requester applies it (``prefetch``); a replay that did not
 reach the head gets its successor prefetched the same way. At most MAX_SNAPSHOTS are open; when
 full, one idle for SNAPSHOT_EVICT_IDLE_SECONDS makes room (a requester that died
@@ -36,11 +38,11 @@ import time
 import uuid as uuidlib
 from dataclasses import dataclass, field
 
-import apsw
 import nanomsg
 
 from replica import feed
-from replica.cell import connection, entity, outbox
+from replica.cell import source as cell_source
+from replica.cell.source import CellSource, EntityReader, HeldView
 
 log = logging.getLogger("replica.cell.control")
 
@@ -53,7 +55,8 @@ MAX_SNAPSHOTS = 4
 SNAPSHOT_EVICT_IDLE_SECONDS = 5.0   # when full, a snapshot idle this long makes room
 POLL_SECONDS = 0.2               # how often the loop looks at stop and idle snapshots
 REPLAY_PREFETCH_SECONDS = 5.0    # a prefetched replay reply older than this is rebuilt
-REPLAY_CHUNK = 500               # outbox rows built at a time until a replay reply is full
+REPLAY_CHUNK = 500               # change log rows built at a time until a replay reply is full
+CHANGED_KEYS_PAGE = 10_000       # change log rows read at a time for a digest refresh
 
 
 class RequestError(Exception):
@@ -68,19 +71,21 @@ class RequestError(Exception):
 @dataclass
 class Snapshot:
     id: str
-    conn: apsw.Connection
-    seq: int
-    total: int
+    view: HeldView
     last_used: float = field(default_factory=time.monotonic)
     # the page after the last one served, built while the requester applied that one
     prefetched: tuple | None = None
 
+    @property
+    def seq(self) -> int:
+        return self.view.seq
+
+    @property
+    def total(self) -> int:
+        return self.view.total
+
     def close(self) -> None:
-        try:
-            self.conn.execute("ROLLBACK")
-        except apsw.Error:
-            pass
-        self.conn.close()
+        self.view.close()
 
 
 @dataclass
@@ -102,37 +107,44 @@ def _int_arg(args: dict, name: str, low: int | None = None, high: int | None = N
 
 class HashCache:
     """Entity hashes of the whole cell at one seq. ``refresh(full=True)`` builds every
-    entity; otherwise only the keys the outbox says changed since are rebuilt (a full
-    build when the outbox was pruned past the cached seq)."""
+    entity; otherwise only the keys the change log says changed since are rebuilt (a
+    full build when the log was pruned past the cached seq)."""
 
     def __init__(self):
         self.seq: int | None = None
         self.entries: dict[tuple[str, str], tuple[int, int]] = {}   # -> (hash, bucket)
 
-    def refresh(self, conn: apsw.Connection, kinds: list[str], full: bool = False) -> int:
-        """Bring the cache to the head of ``conn``'s open read transaction."""
+    def refresh(self, source: CellSource, kinds: list[str], full: bool = False) -> int:
+        """Bring the cache to the head of ``source``; call inside its open read view
+        (the change log is read first, then the entities)."""
         with feed.gc_paused():
-            return self._refresh(conn, kinds, full)
+            return self._refresh(source, kinds, full)
 
-    def _refresh(self, conn: apsw.Connection, kinds: list[str], full: bool) -> int:
-        head = outbox.outbox_head(conn)
+    def _refresh(self, source: CellSource, kinds: list[str], full: bool) -> int:
+        log_, entities = source.changelog, source.entities
+        head = log_.head()
         if not full and self.seq is not None and head == self.seq:
             return head
-        if (full or self.seq is None or outbox.outbox_oldest(conn) > self.seq + 1
-                or head < self.seq):
+        if full or self.seq is None or log_.oldest() > self.seq + 1 or head < self.seq:
             entries = {}
-            for kind, key, ent in entity.iter_entities(conn, kinds, page=1000):
+            for kind, key, ent in entities.iter_entities(kinds, page=1000):
                 entries[(kind, key)] = (feed.entity_hash(ent), feed.bucket_of(key))
             self.entries = entries
         else:
-            changed: dict[str, list[str]] = {}
-            for kind, key in conn.execute(f"SELECT DISTINCT kind, key FROM {outbox.OUTBOX} "
-                                          "WHERE seq > ?", (self.seq,)):
-                changed.setdefault(kind, []).append(key)
+            changed: dict[str, dict[str, None]] = {}
+            after = self.seq
+            while after < head:
+                rows = log_.events_after(after, CHANGED_KEYS_PAGE)
+                if not rows:
+                    break
+                for seq, kind, key in rows:
+                    if seq <= head:
+                        changed.setdefault(kind, {})[key] = None
+                after = rows[-1][0]
             for kind, keys in changed.items():
                 if kind not in kinds:
                     continue
-                for key, ent in entity.build(conn, kind, keys).items():
+                for key, ent in entities.build(kind, list(keys)).items():
                     if ent is None:
                         self.entries.pop((kind, key), None)
                     else:
@@ -144,9 +156,9 @@ class HashCache:
 class ControlServer:
     """Answers control requests on ``sock`` until ``stop`` is set."""
 
-    def __init__(self, db: str, cell: str, epoch: str, kinds: list[str], sock: nanomsg.Socket,
-                 stop: threading.Event):
-        self.db = db
+    def __init__(self, opener: cell_source.SourceOpener | str, cell: str, epoch: str,
+                 kinds: list[str], sock: nanomsg.Socket, stop: threading.Event):
+        self.opener = cell_source.opener_of(opener)
         self.cell = cell
         self.epoch = epoch
         self.kinds = kinds
@@ -154,7 +166,8 @@ class ControlServer:
         self.stop = stop
         self.stats = ControlStats()
         self.snapshots: dict[str, Snapshot] = {}
-        self.conn: apsw.Connection | None = None
+        self.source: CellSource | None = None
+        self.errors: tuple[type[BaseException], ...] = ()
         self.hashes = HashCache()
         self.pending_prefetch: tuple | None = None
         self.prefetched_replay: tuple | None = None    # (from, limit, built at, reply, next)
@@ -167,8 +180,20 @@ class ControlServer:
 
     # -- loop --------------------------------------------------------------
 
+    def open(self) -> None:
+        """Open the source (``run`` does; a caller of ``handle`` alone does it first)."""
+        self.source = self.opener()
+        self.errors = self.source.errors
+
+    def close(self) -> None:
+        for snap in list(self.snapshots.values()):
+            snap.close()
+        self.snapshots.clear()
+        if self.source is not None:
+            self.source.close()
+
     def run(self) -> None:
-        self.conn = connection.open_cell_reader(self.db)
+        self.open()
         fd = self.sock.recv_fd
         try:
             while not self.stop.is_set():
@@ -178,10 +203,7 @@ class ControlServer:
                     log.exception("control loop error")
                     self.stop.wait(0.1)
         finally:
-            for snap in list(self.snapshots.values()):
-                snap.close()
-            self.snapshots.clear()
-            self.conn.close()
+            self.close()
 
     def serve_one(self, fd: int) -> None:
         self.expire_idle()
@@ -216,14 +238,14 @@ class ControlServer:
             try:
                 self.prefetched_replay = (start, limit, built_at) + self._replay_reply(start,
                                                                                       limit)
-            except (RequestError, apsw.Error) as exc:
+            except (RequestError, *self.errors) as exc:
                 log.warning("replay prefetch from %d failed: %s", start, exc)
             return
         snap, after, limit = pending
         if snap.id in self.snapshots:
             try:
                 snap.prefetched = (after, limit) + self._page_reply(snap, after, limit)
-            except apsw.Error as exc:
+            except self.errors as exc:
                 log.warning("snapshot %s: prefetch failed: %s", snap.id, exc)
 
     def handle(self, data: bytes) -> bytes:
@@ -246,9 +268,9 @@ class ControlServer:
 
     # -- helpers -----------------------------------------------------------
 
-    def _read(self, conn: apsw.Connection):
-        """A read transaction: BEGIN, and the first read fixes the snapshot."""
-        return _ReadTransaction(conn)
+    def _read(self):
+        """A read view of the source: read the change log first, then entities."""
+        return self.source.entities.read_view()
 
     def expire_idle(self) -> None:
         now = time.monotonic()
@@ -261,8 +283,8 @@ class ControlServer:
     # -- ops ---------------------------------------------------------------
 
     def hello(self, args: dict) -> bytes:
-        with self._read(self.conn):
-            head, oldest = outbox.outbox_head(self.conn), outbox.outbox_oldest(self.conn)
+        with self._read():
+            head, oldest = self.source.changelog.head(), self.source.changelog.oldest()
         return feed.encode_reply(cell=self.cell, epoch=self.epoch, head=head, oldest=oldest,
                                  versions=list(feed.FEED_VERSIONS), kinds=self.kinds)
 
@@ -286,13 +308,14 @@ class ControlServer:
     def _replay_reply(self, start: int, limit: int) -> tuple[bytes, int | None]:
         """The encoded reply for a replay from ``start``, and the seq a requester
         catching up asks for next (None when this reply reaches the head)."""
-        with self._read(self.conn):
-            head = outbox.outbox_head(self.conn)
-            oldest = outbox.outbox_oldest(self.conn)
+        changelog = self.source.changelog
+        with self._read():
+            head = changelog.head()
+            oldest = changelog.oldest()
             if start < oldest and start <= head:
                 raise RequestError("retention", f"seq {start} is older than the oldest "
                                    f"retained seq {oldest}", oldest=oldest, head=head)
-            rows = outbox.read_events(self.conn, start - 1, limit)
+            rows = changelog.events_after(start - 1, limit)
             with feed.gc_paused():
                 events = self._replay_events(rows)
                 last = events[-1]["s"] if events else None
@@ -305,7 +328,7 @@ class ControlServer:
         is full: the rest is not built at all (the requester asks again from there)."""
         wire, size = [], 0
         for start in range(0, len(rows), REPLAY_CHUNK):
-            events = built_events(self.conn, rows[start:start + REPLAY_CHUNK])
+            events = built_events(self.source.entities, rows[start:start + REPLAY_CHUNK])
             for event in events:
                 size += len(event.entity or b"") + len(event.key) + 32
                 if wire and size > REPLY_MAX_BYTES:
@@ -322,23 +345,18 @@ class ControlServer:
                 raise RequestError("busy", f"{MAX_SNAPSHOTS} snapshots are in use")
             self.snapshots.pop(idlest.id).close()
             self.stats.snapshots_expired += 1
-        conn = connection.open_cell_reader(self.db)
-        try:
-            conn.execute("BEGIN")
-            seq = outbox.outbox_head(conn)          # this read fixes the snapshot
-            if outbox.epoch_of(conn) != self.epoch:
-                # The file was replaced and the publisher has not reopened it yet: its
-                # rows must not go out under this epoch. The requester asks again.
-                raise RequestError("epoch", "the database has another epoch now; the "
-                                   "publisher is opening it again", epoch=self.epoch)
-            total = entity.count_entities(conn, self.kinds)
-        except BaseException:
-            conn.close()
-            raise
-        snap = Snapshot(uuidlib.uuid4().hex, conn, seq, total)
+        view = self.source.open_snapshot()
+        if view.epoch != self.epoch:
+            # The database was replaced and the publisher has not opened it again yet:
+            # its rows must not go out under this epoch. The requester asks again.
+            view.close()
+            raise RequestError("epoch", "the database has another epoch now; the "
+                               "publisher is opening it again", epoch=self.epoch)
+        snap = Snapshot(uuidlib.uuid4().hex, view)
         self.snapshots[snap.id] = snap
         self.stats.snapshots_opened += 1
-        return feed.encode_reply(snapshot=snap.id, epoch=self.epoch, seq=seq, total=total)
+        return feed.encode_reply(snapshot=snap.id, epoch=self.epoch, seq=view.seq,
+                                 total=view.total)
 
     def _snapshot(self, args: dict) -> Snapshot:
         snap = self.snapshots.get(args.get("snapshot"))
@@ -370,7 +388,7 @@ class ControlServer:
     def _page_reply(self, snap: Snapshot, after, limit: int) -> tuple[bytes, tuple | None]:
         """The encoded reply for one page and the cursor after it (None: the last)."""
         with feed.gc_paused():
-            items, cursor = entity.page_entities(snap.conn, self.kinds, after, limit)
+            items, cursor = snap.view.entities.page_entities(self.kinds, after, limit)
             wire = [[kind, key, feed.wire_entity(ent)] for kind, key, ent in items]
             size = 0
             for i, (kind, key, raw) in enumerate(wire):
@@ -391,8 +409,8 @@ class ControlServer:
 
     def digest(self, args: dict) -> bytes:
         buckets = [[0, 0] for _ in range(feed.DIGEST_BUCKETS)]
-        with self._read(self.conn):
-            seq = self.hashes.refresh(self.conn, self.kinds, full=True)
+        with self._read():
+            seq = self.hashes.refresh(self.source, self.kinds, full=True)
             for entity_hash, bucket in self.hashes.entries.values():
                 buckets[bucket][0] += 1
                 buckets[bucket][1] += entity_hash
@@ -401,15 +419,15 @@ class ControlServer:
     def bucket(self, args: dict) -> bytes:
         wanted = _int_arg(args, "bucket", low=0, high=feed.DIGEST_BUCKETS - 1)
         entities: dict[str, list[int]] = {}
-        with self._read(self.conn):
-            seq = self.hashes.refresh(self.conn, self.kinds)
+        with self._read():
+            seq = self.hashes.refresh(self.source, self.kinds)
             members: dict[str, list[str]] = {}
             for (kind, key), (entity_hash, bucket) in self.hashes.entries.items():
                 if bucket == wanted:
                     members.setdefault(kind, []).append(key)
                     entities[key] = [entity_hash, 0]
             for kind, keys in members.items():
-                for key, changed in outbox.last_changed(self.conn, kind, keys).items():
+                for key, changed in self.source.changelog.last_changed(kind, keys).items():
                     entities[key][1] = changed
         return feed.encode_reply(epoch=self.epoch, seq=seq, entities=entities)
 
@@ -423,37 +441,22 @@ class ControlServer:
             raise RequestError("bad_request", "'keys' must be a list of strings")
         if len(keys) > FETCH_MAX_KEYS:
             raise RequestError("bad_request", f"at most {FETCH_MAX_KEYS} keys per fetch")
-        with self._read(self.conn):
-            seq = outbox.outbox_head(self.conn)
-            entities = entity.build(self.conn, kind, keys)
+        with self._read():
+            seq = self.source.changelog.head()
+            entities = self.source.entities.build(kind, keys)
         return feed.encode_reply(epoch=self.epoch, seq=seq, entities={
             key: None if ent is None else feed.wire_entity(ent) for key, ent in entities.items()})
 
 
-class _ReadTransaction:
-    def __init__(self, conn: apsw.Connection):
-        self.conn = conn
-
-    def __enter__(self):
-        if self.conn.in_transaction:     # left open by a failure: start clean
-            self.conn.execute("ROLLBACK")
-        self.conn.execute("BEGIN")
-        return self.conn
-
-    def __exit__(self, *exc):
-        self.conn.execute("ROLLBACK")   # nothing was written; ends the read snapshot
-        return False
-
-
-def built_events(conn: apsw.Connection, rows: list[tuple]) -> list[feed.Event]:
-    """The feed events of outbox ``rows`` (seq, kind, key): each key's entity built once
-    and encoded once (events of one key carry the same bytes), a tombstone for a key
-    whose entity is gone. Call inside one read transaction."""
+def built_events(entities: EntityReader, rows: list[tuple]) -> list[feed.Event]:
+    """The feed events of change log ``rows`` (seq, kind, key): each key's entity built
+    once and encoded once (events of one key carry the same bytes), a tombstone for a
+    key whose entity is gone. Call inside one read view, after reading ``rows``."""
     by_kind: dict[str, list[str]] = {}
     for _seq, kind, key in rows:
         by_kind.setdefault(kind, []).append(key)
     wire = {kind: {key: None if ent is None else feed.wire_entity(ent)
-                   for key, ent in entity.build(conn, kind, keys).items()}
+                   for key, ent in entities.build(kind, keys).items()}
             for kind, keys in by_kind.items()}
     return [make_event(seq, kind, key, wire[kind].get(key)) for seq, kind, key in rows]
 

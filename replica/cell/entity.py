@@ -1,14 +1,27 @@
 """Builds feed entities from the normalized tables: the joins happen here, once
 per change, not once per read.
 
+The SQL is portable (SQLite and MariaDB/MySQL): plain SELECTs with ``?`` parameters,
+no JSON functions (Nova's serialized objects are parsed here, in Python), reserved
+words (``key``, ``binary``) only as qualified column names, which both dialects
+accept unquoted. The database is reached only through a ``rows(sql, params) ->
+list[tuple]`` adapter (``Rows``): a backend's reader provides one (the MySQL one
+translates ``?`` to ``%s``); an object with a DB-API style ``execute`` (an apsw
+connection) is adapted as it is.
+
 ``build_servers`` runs a fixed number of statements per page of uuids (one per
-table, keys passed as one JSON array), never one per uuid. A snapshot page
-(``page_entities``) reads its instance rows and keys in one statement and each
-child table by the key range the page covers (an index range scan rather than a
-seek per key). Per row, the work stays small: SQLite extracts paths from Nova's
-serialized objects, a flavor text is resolved once per process (a cell has a few),
-network info caches are parsed by orjson (exactly as the json module parses them,
-see ``_fast_loads``), and the cyclic garbage collector waits while a page is built. Which child rows count
+table, keys in one ``IN (?, ...)`` list padded to a few fixed lengths so that the
+statements repeat), never one per uuid. A snapshot page (``page_entities``) reads its
+instance rows and keys in one statement and each child table by the key range the
+page covers (an index range scan rather than a seek per key). Per row, the work stays
+small: a flavor text is resolved once per process (a cell has a few), Nova's JSON
+documents are parsed by orjson (exactly as the json module parses them, see
+``_fast_loads``), and the cyclic garbage collector waits while a page is built.
+
+Child tables a database lacks (Nova keeps server groups and request specs in its API
+database; its cell database's ``instance_group_member`` has no ``instance_uuid``) are
+left out: the reader says which ``CHILD_TABLES`` it has (``children_available``) and
+their fields stay empty. Which child rows count
 follows Nova's ORM relationships (``nova/db/main/models.py``):
 
 - ``instance_extra``, ``instance_info_caches``, ``instance_system_metadata``: every
@@ -31,16 +44,15 @@ has several service rows (a deleted one and a re-registered one), the live one w
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import re
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Protocol
 
-import apsw
 import orjson
 
 from replica import feed
-from replica.cell import schema
 
 PAGE = 500                      # uuids per round of queries
 PAGE_RANGE = 1000               # instances per round of a snapshot page (key range)
@@ -55,19 +67,91 @@ _INSTANCE_COLUMNS = (
     "auto_disk_config", "locked", "locked_by", "image_ref", "memory_mb", "vcpus", "root_gb",
     "ephemeral_gb",
 )
-_IN_KEYS = "(SELECT value FROM json_each(?))"
-# Paths into Nova's serialized objects, extracted by SQLite (C) rather than parsing
-# whole documents in Python: a RequestSpec embeds a full Flavor, and every flavor
-# text parses to one of a handful of values.
-_FLAVOR_CUR = '$.cur."nova_object.data"'
-_CERT_IDS = '$."nova_object.data".ids'
-_SPEC_HINTS = '$."nova_object.data".scheduler_hints'
-_SPEC_AZ = '$."nova_object.data".availability_zone'
 
 
-def _json_at(column: str, path: str) -> str:
-    """SQL for a JSON path of a column; NULL (not an error) when the text is not JSON."""
-    return f"CASE WHEN json_valid({column}) THEN json_extract({column}, '{path}') END"
+class Rows(Protocol):
+    """How entity building reaches a database: one statement with ``?`` parameters,
+    all its rows as tuples."""
+
+    def rows(self, sql: str, params: tuple = ()) -> list[tuple]: ...
+
+
+RowsFn = Callable[[str, tuple], list]
+
+
+def rows_of(db) -> RowsFn:
+    """The ``rows`` function of ``db``: its own (a ``Rows`` adapter), one made from a
+    DB-API style ``execute`` (an apsw connection), or ``db`` itself when it is such a
+    function."""
+    rows = getattr(db, "rows", None)
+    if rows is not None:
+        return rows
+    execute = getattr(db, "execute", None)
+    if execute is None:
+        return db
+    return lambda sql, params=(): execute(sql, params).fetchall()
+
+
+# An ``IN`` list is padded (with its last key again) to the next of these lengths,
+# so a handful of statement texts serve every batch size (prepared once, cached).
+_IN_LENGTHS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+def _padded(keys: list) -> tuple:
+    """``keys`` padded to the next ``_IN_LENGTHS`` length (at most its last one)."""
+    for length in _IN_LENGTHS:
+        if len(keys) <= length:
+            return tuple(keys) + (keys[-1],) * (length - len(keys))
+    raise ValueError(f"{len(keys)} keys in one IN list (at most {_IN_LENGTHS[-1]})")
+
+
+@functools.lru_cache(maxsize=None)
+def _marks(count: int) -> str:
+    return "(" + ", ".join("?" * count) + ")"
+
+
+@functools.lru_cache(maxsize=1024)
+def _in_sql(template: str, count: int) -> str:
+    """``template`` with its ``{keys}`` made an ``IN`` list of ``count`` parameters."""
+    return template.replace("{keys}", _marks(count))
+
+
+def _has_float(value) -> bool:
+    if type(value) is float:
+        return True
+    if isinstance(value, dict):
+        return any(_has_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_float(v) for v in value)
+    return False
+
+
+def _nova_fields(text, names: tuple[str, ...]) -> tuple:
+    """The fields ``names`` of ``nova_object.data`` of a serialized Nova object (JSON
+    text), None where absent. Parsed by orjson; again by the json module when a field
+    holds a float (a float, or an integer beyond 64 bits that orjson made one), so
+    that the values are always json.loads's."""
+    if text is None:
+        return (None,) * len(names)
+    try:
+        doc = orjson.loads(text)
+    except (ValueError, TypeError):
+        doc = _loads(text)
+    values = _fields_of(doc, names)
+    if any(_has_float(v) for v in values):
+        values = _fields_of(_loads(text), names)
+    return values
+
+
+def _fields_of(doc, names: tuple[str, ...]) -> tuple:
+    data = doc.get("nova_object.data") if isinstance(doc, dict) else None
+    if not isinstance(data, dict):
+        return (None,) * len(names)
+    return tuple(data.get(name) for name in names)
+
+
+_CERT_FIELDS = ("ids",)
+_SPEC_FIELDS = ("scheduler_hints", "availability_zone")
 
 
 # ASCII digits only (the cheaper match): a stored text with other digits takes the
@@ -132,22 +216,28 @@ _FLAVOR_CACHE_MAX = 4096
 _SIZING = ("memory_mb", "vcpus", "root_gb", "ephemeral_gb")
 
 
-def flavor_of(cur_data: str | None, instance: dict) -> dict:
-    """The server's flavor from ``instance_extra.flavor`` "cur" data (JSON text, already
-    extracted by SQL); falls back to the instance's own sizing columns when the extra
-    row has none (a row mid-build). A cell has a handful of distinct flavor texts, so
-    the result is cached by text (each entity gets its own copy)."""
-    return _flavor(cur_data, instance["memory_mb"], instance["vcpus"], instance["root_gb"],
+def flavor_of(flavor_text: str | None, instance: dict) -> dict:
+    """The server's flavor from the "cur" Flavor in ``instance_extra.flavor`` (the JSON
+    text of ``{"cur": ..., "old": ..., "new": ...}``); falls back to the instance's own
+    sizing columns when the extra row has none (a row mid-build). A cell has a handful
+    of distinct flavor texts, so the result is cached by text (each entity gets its
+    own copy)."""
+    return _flavor(flavor_text, instance["memory_mb"], instance["vcpus"], instance["root_gb"],
                    instance["ephemeral_gb"])
 
 
-def _flavor(cur_data, memory_mb, vcpus, root_gb, ephemeral_gb) -> dict:
-    cached = _FLAVOR_CACHE.get(cur_data) if cur_data else None
+def _cur_flavor_data(flavor_text) -> dict:
+    doc = _fast_loads(flavor_text) if type(flavor_text) is str else None
+    cur = doc.get("cur") if isinstance(doc, dict) else None
+    data = cur.get("nova_object.data") if isinstance(cur, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
+def _flavor(flavor_text, memory_mb, vcpus, root_gb, ephemeral_gb) -> dict:
+    cached = _FLAVOR_CACHE.get(flavor_text) if type(flavor_text) is str else None
     if cached is not None:
         return {**cached, "extra_specs": dict(cached["extra_specs"])}
-    data = _loads(cur_data, {})
-    if not isinstance(data, dict):
-        data = {}
+    data = _cur_flavor_data(flavor_text)
     specs = data.get("extra_specs")
     flavor = {
         "flavorid": str(data.get("flavorid") or ""),
@@ -159,45 +249,17 @@ def _flavor(cur_data, memory_mb, vcpus, root_gb, ephemeral_gb) -> dict:
         "swap": _int(data.get("swap")),
         "extra_specs": {str(k): str(v) for k, v in specs.items()} if isinstance(specs, dict) else {},
     }
-    if cur_data and all(name in data for name in _SIZING):     # nothing came from the row
+    if type(flavor_text) is str and all(name in data for name in _SIZING):
+        # nothing came from the row: the text alone made this flavor
         if len(_FLAVOR_CACHE) >= _FLAVOR_CACHE_MAX:
             _FLAVOR_CACHE.clear()
-        _FLAVOR_CACHE[cur_data] = {**flavor, "extra_specs": dict(flavor["extra_specs"])}
+        _FLAVOR_CACHE[flavor_text] = {**flavor, "extra_specs": dict(flavor["extra_specs"])}
     return flavor
 
 
-# instance_extra.flavor text (the whole {"cur", "old", "new"} document) -> its "cur"
-# data as SQLite extracts it. The texts repeat across a cell (one per flavor and
-# resize pair), so SQLite parses each distinct text once per process, not per row.
-_CUR_DATA: dict[str, object] = {}
-_CUR_DATA_MAX = 1024
-_CUR_DATA_SQL = (f"SELECT value, {_json_at('value', _FLAVOR_CUR)} FROM json_each(?)")
-
-
-def _cur_data_of(conn: apsw.Connection, texts) -> None:
-    """Fill ``_CUR_DATA`` for the flavor texts not in it yet (one statement)."""
-    missing = [t for t in dict.fromkeys(texts) if type(t) is str and t not in _CUR_DATA]
-    if not missing:
-        return
-    if len(_CUR_DATA) + len(missing) > _CUR_DATA_MAX:
-        _CUR_DATA.clear()
-    for text, cur in conn.execute(_CUR_DATA_SQL, (json.dumps(missing),)):
-        _CUR_DATA[text] = cur
-
-
-def _cur_data(conn: apsw.Connection, text):
-    if text is None:
-        return None
-    if type(text) is str:
-        cur = _CUR_DATA.get(text, _CUR_DATA)
-        if cur is not _CUR_DATA:
-            return cur
-    # a value of another type (or evicted meanwhile): ask SQLite as the page query did
-    return conn.execute(f"SELECT {_json_at('?1', _FLAVOR_CUR)}", (text,)).fetchone()[0]
-
-
-def trusted_certs_of(ids_text: str | None) -> list | None:
-    ids = _loads(ids_text)
+def trusted_certs_of(certs_text: str | None) -> list | None:
+    """The certificate ids of ``instance_extra.trusted_certs`` (a TrustedCerts object)."""
+    (ids,) = _nova_fields(certs_text, _CERT_FIELDS)
     return [str(i) for i in ids] if isinstance(ids, list) else None
 
 
@@ -224,33 +286,27 @@ def _hints_of(text: str | None) -> dict:
     return hints if isinstance(hints, dict) else {}
 
 
-# request_specs: [scheduler_hints, availability_zone] as one JSON array text (one
-# parse by SQLite) -> (hints, pinned az). Most texts are one of a few ('[{},null]').
-_SPEC_CACHE: dict[str, tuple] = {}
-_SPEC_CACHE_MAX = 256
-
-
 def _spec_of(text) -> tuple[dict, str | None]:
-    """What ``_hints_of`` / the az check make of the two single-path extractions."""
+    """(scheduler hints, pinned availability zone) of ``request_specs.spec`` (a
+    RequestSpec object); hints stored as a JSON text of their own are decoded too.
+    ``_nova_fields`` written out: this runs for every server built."""
     if text is None:
         return {}, None
-    cached = _SPEC_CACHE.get(text)
-    if cached is not None:
-        return {}, cached[1]
     try:
-        hints, az = json.loads(text)
-    except (TypeError, ValueError):
+        doc = orjson.loads(text)
+    except (ValueError, TypeError):
+        doc = _loads(text)
+    data = doc.get("nova_object.data") if type(doc) is dict else None
+    if type(data) is not dict:
         return {}, None
-    if isinstance(hints, str):          # a single-path extraction returns strings bare
+    hints, az = data.get("scheduler_hints"), data.get("availability_zone")
+    if hints and _has_float(hints):     # exactly as the json module reads them
+        hints, az = _nova_fields(text, _SPEC_FIELDS)
+    if type(hints) is str:
         hints = _hints_of(hints)
-    elif not isinstance(hints, dict):
+    elif type(hints) is not dict:
         hints = {}
-    az = az if isinstance(az, str) else None
-    if not hints and type(text) is str:
-        if len(_SPEC_CACHE) >= _SPEC_CACHE_MAX:
-            _SPEC_CACHE.clear()
-        _SPEC_CACHE[text] = (None, az)
-    return hints, az
+    return hints, (az if type(az) is str else None)
 
 
 def _pages(keys: list[str], size: int = PAGE) -> Iterator[list[str]]:
@@ -304,25 +360,25 @@ def _clean(row: tuple) -> tuple:
 # Child rows are selected either for a list of keys (``IN``: a batch, a replay, a
 # fetch) or, for a snapshot page, for the key range (after, last] that the page's
 # instances cover exactly: an index range scan instead of one seek per key. A child
-# row in the range without an instance row is read and ignored.
-_BY_KEYS = "{col} IN (SELECT value FROM json_each(?1))"
-_BY_RANGE = "{col} > ?1 AND {col} <= ?2"
+# row in the range without an instance row is read and ignored. Each child query
+# names its key column once, as ``{column}``, replaced by one of these:
+_BY_KEYS = "{col} IN {keys}"
+_BY_RANGE = "{col} > ? AND {col} <= ?"
 _INSTANCE_SQL = f"SELECT {', '.join(_INSTANCE_COLUMNS)} FROM instances "
 _CHILD_SQL = {
-    # instance_uuid, flavor text, trusted cert ids; per instance the row that counts
+    # instance_uuid, flavor text, trusted certs; per instance the row that counts
     # comes last: live rows after deleted ones (a NULL deleted after both), then by id
-    "extra": "SELECT instance_uuid, flavor, "
-             f"{_json_at('trusted_certs', _CERT_IDS)} FROM instance_extra "
+    "extra": "SELECT instance_uuid, flavor, trusted_certs FROM instance_extra "
              "WHERE {instance_uuid} ORDER BY instance_uuid, "
              "CASE WHEN deleted IS NULL THEN 2 WHEN deleted = 0 THEN 1 ELSE 0 END, id",
     # only the keys the entity reads: image_* (a BINARY range) and locked_reason
-    "sysmeta": "SELECT instance_uuid, key, value FROM instance_system_metadata "
-               "WHERE {instance_uuid} AND (key = 'locked_reason' OR "
-               "(key >= 'image_' AND key < 'image`')) ORDER BY instance_uuid, id",
+    "sysmeta": "SELECT sm.instance_uuid, sm.key, sm.value FROM instance_system_metadata sm "
+               "WHERE {sm.instance_uuid} AND (sm.key = 'locked_reason' OR "
+               "(sm.key >= 'image_' AND sm.key < 'image`')) ORDER BY sm.instance_uuid, sm.id",
     "caches": "SELECT instance_uuid, network_info FROM instance_info_caches "
               "WHERE {instance_uuid} ORDER BY instance_uuid, id",
-    "metadata": "SELECT instance_uuid, key, value FROM instance_metadata "
-                "WHERE {instance_uuid} AND deleted = 0 ORDER BY instance_uuid, id",
+    "metadata": "SELECT md.instance_uuid, md.key, md.value FROM instance_metadata md "
+                "WHERE {md.instance_uuid} AND md.deleted = 0 ORDER BY md.instance_uuid, md.id",
     "tags": "SELECT resource_id, tag FROM tags WHERE {resource_id} ORDER BY resource_id, tag",
     "volumes": "SELECT instance_uuid, volume_id, delete_on_termination "
                "FROM block_device_mapping WHERE {instance_uuid} AND deleted = 0 "
@@ -337,54 +393,89 @@ _CHILD_SQL = {
     "server_groups": "SELECT m.instance_uuid, g.uuid FROM instance_group_member m "
                      "JOIN instance_groups g ON g.id = m.group_id WHERE {m.instance_uuid} "
                      "ORDER BY m.instance_uuid, m.id",
-    "specs": "SELECT instance_uuid, CASE WHEN json_valid(spec) THEN "
-             f"json_extract(spec, '{_SPEC_HINTS}', '{_SPEC_AZ}') END FROM request_specs "
-             "WHERE {instance_uuid}",
+    "specs": "SELECT instance_uuid, spec FROM request_specs WHERE {instance_uuid}",
 }
-_COLUMNS_NAMED = ("instance_uuid", "resource_id", "a.instance_uuid", "m.instance_uuid")
+_COLUMNS_NAMED = ("instance_uuid", "resource_id", "a.instance_uuid", "m.instance_uuid",
+                  "sm.instance_uuid", "md.instance_uuid")
+_SERVICES_SQL = ("SELECT sv.host, sv.disabled, sv.forced_down FROM services sv "
+                 "WHERE sv.binary = 'nova-compute' AND sv.host IN {keys} "
+                 "ORDER BY sv.deleted = 0, sv.id")
+
+# What each part of a server entity needs from the database: (table, column) pairs.
+# A database without one of them (Nova's cell database has no request_specs, and its
+# instance_group_member has instance_id) leaves that part out: its fields stay empty.
+CHILD_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
+    "extra": (("instance_extra", "instance_uuid"),),
+    "sysmeta": (("instance_system_metadata", "instance_uuid"),),
+    "caches": (("instance_info_caches", "instance_uuid"),),
+    "metadata": (("instance_metadata", "instance_uuid"),),
+    "tags": (("tags", "resource_id"),),
+    "volumes": (("block_device_mapping", "instance_uuid"),),
+    "groups": (("security_group_instance_association", "instance_uuid"),
+               ("security_groups", "name")),
+    "faults": (("instance_faults", "instance_uuid"),),
+    "server_groups": (("instance_group_member", "instance_uuid"), ("instance_groups", "uuid")),
+    "specs": (("request_specs", "instance_uuid"),),
+    "services": (("services", "host"),),
+}
+ALL_CHILDREN = frozenset(CHILD_TABLES)
 
 
-def _child_queries(where: str) -> dict[str, str]:
-    out = {}
-    for table, sql in _CHILD_SQL.items():
-        for name in _COLUMNS_NAMED:
-            sql = sql.replace("{%s}" % name, where.format(col=name))
-        out[table] = sql
+def children_available(has_column: Callable[[str, str], bool]) -> frozenset[str]:
+    """The parts of ``CHILD_TABLES`` whose tables and columns the database has."""
+    return frozenset(name for name, needs in CHILD_TABLES.items()
+                     if all(has_column(table, column) for table, column in needs))
+
+
+@functools.lru_cache(maxsize=None)
+def _child_sql(name: str, by_keys: bool, count: int) -> str:
+    """The child query ``name`` by an ``IN`` list of ``count`` keys, or by key range."""
+    sql = _CHILD_SQL[name]
+    where = _BY_KEYS if by_keys else _BY_RANGE
+    for column in _COLUMNS_NAMED:
+        sql = sql.replace("{%s}" % column, where.replace("{col}", column))
+    return _in_sql(sql, count) if by_keys else sql
+
+
+def _rows_in(rows: RowsFn, template: str, keys: list) -> list:
+    """``template`` run with its ``{keys}`` list bound to ``keys`` (padded; a long
+    list in several statements, whose rows come one statement after another)."""
+    longest = _IN_LENGTHS[-1]
+    out: list = []
+    for start in range(0, len(keys), longest):
+        args = _padded(keys[start:start + longest])
+        out += rows(_in_sql(template, len(args)), args)
     return out
 
 
-_CHILD_BY_KEYS = _child_queries(_BY_KEYS)
-_CHILD_BY_RANGE = _child_queries(_BY_RANGE)
-_SERVICES_SQL = ("SELECT host, disabled, forced_down FROM services "
-                 f"WHERE \"binary\" = 'nova-compute' AND host IN {_IN_KEYS} "
-                 "ORDER BY deleted = 0, id")
-
-
-def _build_rows(conn: apsw.Connection, rows: list[tuple], queries: dict[str, str],
-                args: tuple) -> dict[str, dict]:
-    """Entities of instance ``rows`` (``_INSTANCE_COLUMNS`` tuples, cleaned); the child
-    ``queries`` select their rows with ``args`` (keys or a key range). Entities hold
-    no reference cycles, so the cyclic collector (which would run many times over
-    the containers a page creates) waits until the page is built."""
+def _build_rows(rows: RowsFn, inst_rows: list[tuple], by_keys: bool, args: tuple,
+                children: frozenset[str]) -> dict[str, dict]:
+    """Entities of instance ``inst_rows`` (``_INSTANCE_COLUMNS`` tuples, cleaned); the
+    child queries select their rows with ``args``: padded keys (``by_keys``) or a key
+    range. Entities hold no reference cycles, so the cyclic collector (which would run
+    many times over the containers a page creates) waits until the page is built."""
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _build_entities(conn, rows, queries, args)
+        return _build_entities(rows, inst_rows, by_keys, args, children)
     finally:
         if collecting:
             gc.enable()
 
 
-def _build_entities(conn: apsw.Connection, rows: list[tuple], queries: dict[str, str],
-                    args: tuple) -> dict[str, dict]:
-    execute = conn.execute
+def _build_entities(rows: RowsFn, inst_rows: list[tuple], by_keys: bool, args: tuple,
+                    children: frozenset[str]) -> dict[str, dict]:
+    def child(name: str) -> list:
+        if name not in children:
+            return []
+        return rows(_child_sql(name, by_keys, len(args)), args)
+
     extra = {uuid: (flavor, certs)          # the last row of an instance wins
-             for uuid, flavor, certs in execute(queries["extra"], args)}
-    _cur_data_of(conn, [flavor for flavor, _certs in extra.values()])
+             for uuid, flavor, certs in child("extra")}
     images: dict[str, dict] = {}
     locked_reasons: dict[str, object] = {}
     props, props_of = None, None
-    for uuid, key, value in execute(queries["sysmeta"], args):
+    for uuid, key, value in child("sysmeta"):
         if key == "locked_reason":
             locked_reasons[uuid] = value
         else:
@@ -393,34 +484,34 @@ def _build_entities(conn: apsw.Connection, rows: list[tuple], queries: dict[str,
                 props_of = uuid
             props[key[6:]] = value
     caches: dict[str, str] = {}
-    for uuid, info in execute(queries["caches"], args):
+    for uuid, info in child("caches"):
         caches[uuid] = info
     metadata: dict[str, dict] = {}
-    for uuid, key, value in execute(queries["metadata"], args):
+    for uuid, key, value in child("metadata"):
         metadata.setdefault(uuid, {})[str(key)] = value if type(value) is str else str(value)
     tags: dict[str, list] = {}
-    for uuid, tag in execute(queries["tags"], args):
+    for uuid, tag in child("tags"):
         tags.setdefault(uuid, []).append(tag)
     volumes: dict[str, list] = {}
-    for uuid, volume_id, dot in execute(queries["volumes"], args):
+    for uuid, volume_id, dot in child("volumes"):
         volumes.setdefault(uuid, []).append({"id": volume_id, "delete_on_termination": bool(dot)})
     groups: dict[str, list] = {}
-    for uuid, name in execute(queries["groups"], args):
+    for uuid, name in child("groups"):
         groups.setdefault(uuid, []).append(name)
     faults: dict[str, dict] = {}
-    for uuid, code, message, details, created in execute(queries["faults"], args):
+    for uuid, code, message, details, created in child("faults"):
         faults[uuid] = {"code": code, "message": message, "details": details,
                         "created": iso(created)}
-    hosts = sorted({row[17] for row in rows if row[17]})
+    hosts = sorted({row[17] for row in inst_rows if row[17]})
     services: dict[str, tuple] = {}
-    if hosts:
-        for host, disabled, forced_down in execute(_SERVICES_SQL, (json.dumps(hosts),)):
+    if hosts and "services" in children:
+        for host, disabled, forced_down in _rows_in(rows, _SERVICES_SQL, hosts):
             services[host] = (bool(disabled), bool(forced_down))   # live row last, wins
     server_groups: dict[str, list] = {}
-    for uuid, group in execute(queries["server_groups"], args):
+    for uuid, group in child("server_groups"):
         server_groups.setdefault(uuid, []).append(group)
     specs: dict[str, object] = {}
-    for uuid, spec in execute(queries["specs"], args):
+    for uuid, spec in child("specs"):
         specs[uuid] = spec
 
     # The lists and dicts collected above are never empty, so ``get(uuid) or []``
@@ -433,7 +524,7 @@ def _build_entities(conn: apsw.Connection, rows: list[tuple], queries: dict[str,
          launch_index, reservation_id, kernel_id, ramdisk_id, root_device_name,
          user_data, key_name, config_drive, access_ip_v4, access_ip_v6,
          auto_disk_config, locked, locked_by, image_ref, memory_mb, vcpus, root_gb,
-         ephemeral_gb) in rows:
+         ephemeral_gb) in inst_rows:
         live = not deleted
         flavor_text, certs = extra.get(uuid, no_extra)
         hints, pinned_az = _spec_of(specs.get(uuid))
@@ -475,8 +566,7 @@ def _build_entities(conn: apsw.Connection, rows: list[tuple], queries: dict[str,
             "instance_name": INSTANCE_NAME_TEMPLATE % iid,
             "image_ref": image_ref,
             "image_properties": images.get(uuid) or {},
-            "flavor": _flavor(_cur_data(conn, flavor_text), memory_mb, vcpus, root_gb,
-                              ephemeral_gb),
+            "flavor": _flavor(flavor_text, memory_mb, vcpus, root_gb, ephemeral_gb),
             "metadata": metadata.get(uuid) or {},
             "tags": (tags.get(uuid) or []) if live else [],
             "network_info": network if isinstance(network, list) else [],
@@ -484,7 +574,7 @@ def _build_entities(conn: apsw.Connection, rows: list[tuple], queries: dict[str,
             "volumes": volumes.get(uuid) or [],
             "fault": faults.get(uuid),
             "host_status": _host_status(host, deleted, services.get(host)),
-            "trusted_image_certificates": None if certs is None else trusted_certs_of(certs),
+            "trusted_image_certificates": trusted_certs_of(certs),
             "server_groups": server_groups.get(uuid) or [],
             "pinned_availability_zone": pinned_az,
             "scheduler_hints": hints,
@@ -492,73 +582,78 @@ def _build_entities(conn: apsw.Connection, rows: list[tuple], queries: dict[str,
     return out
 
 
-def _build_page(conn: apsw.Connection, keys: list[str]) -> dict[str, dict | None]:
+def _build_page(rows: RowsFn, keys: list[str], children: frozenset[str]) -> dict[str, dict | None]:
     out: dict[str, dict | None] = {key: None for key in keys}
-    rows = [_clean(row) for row in conn.execute(f"{_INSTANCE_SQL}WHERE uuid IN {_IN_KEYS}",
-                                                (json.dumps(keys),))]
-    if rows:
-        out.update(_build_rows(conn, rows, _CHILD_BY_KEYS,
-                               (json.dumps([row[1] for row in rows]),)))
+    found = [_clean(row) for row in _rows_in(rows, f"{_INSTANCE_SQL}WHERE uuid IN {{keys}}",
+                                                keys)]
+    if found:
+        out.update(_build_rows(rows, found, True, _padded([row[1] for row in found]),
+                               children))
     return out
 
 
-def build_servers(conn: apsw.Connection, uuids: Iterable[str]) -> dict[str, dict | None]:
+def build_servers(db, uuids: Iterable[str],
+                  children: frozenset[str] = ALL_CHILDREN) -> dict[str, dict | None]:
     """Server entities for ``uuids``; None for a uuid whose instance row is gone
     (hard-deleted or archived: the publisher sends a tombstone). A soft-deleted
-    instance is an entity with ``deleted: True``. Call inside one read transaction
-    for a consistent result."""
+    instance is an entity with ``deleted: True``. ``db``: see ``rows_of``. Call inside
+    one read view for a consistent result."""
+    rows = rows_of(db)
     keys = list(dict.fromkeys(uuids))
     out: dict[str, dict | None] = {}
     for page in _pages(keys):
-        out.update(_build_page(conn, page))
+        out.update(_build_page(rows, page, children))
     return out
 
 
-def _server_range(conn: apsw.Connection, after: str, limit: int) -> list[tuple[str, dict]]:
+def _server_range(rows: RowsFn, after: str, limit: int,
+                  children: frozenset[str]) -> list[tuple[str, dict]]:
     """(uuid, entity) of the first ``limit`` instances with uuid > ``after``, in order:
     the instance rows and their keys in one statement, children by key range."""
     out: list[tuple[str, dict]] = []
     while len(out) < limit:
         want = min(PAGE_RANGE, limit - len(out))
-        rows = [_clean(row) for row in conn.execute(
+        found = [_clean(row) for row in rows(
             f"{_INSTANCE_SQL}WHERE uuid > ? ORDER BY uuid LIMIT ?", (after, want))]
-        if not rows:
+        if not found:
             break
-        last = rows[-1][1]
-        built = _build_rows(conn, rows, _CHILD_BY_RANGE, (after, last))
-        out.extend((row[1], built[row[1]]) for row in rows)
+        last = found[-1][1]
+        built = _build_rows(rows, found, False, (after, last), children)
+        out.extend((row[1], built[row[1]]) for row in found)
         after = last
-        if len(rows) < want:
+        if len(found) < want:
             break
     return out
 
 
-def build_flavors(conn: apsw.Connection, flavorids: Iterable[str]) -> dict[str, dict | None]:
+_FLAVORS_SQL = ("SELECT id, flavorid, name, memory_mb, vcpus, root_gb, ephemeral_gb, swap, "
+                "rxtx_factor, vcpu_weight, disabled, is_public, description, created_at "
+                "FROM flavors WHERE flavorid IN {keys}")
+_FLAVOR_SPECS_SQL = ("SELECT fs.flavor_id, fs.key, fs.value FROM flavor_extra_specs fs "
+                     "WHERE fs.flavor_id IN {keys} ORDER BY fs.id")
+_FLAVOR_PROJECTS_SQL = ("SELECT flavor_id, project_id FROM flavor_projects "
+                        "WHERE flavor_id IN {keys} ORDER BY project_id")
+
+
+def build_flavors(db, flavorids: Iterable[str]) -> dict[str, dict | None]:
     """Flavor entities for ``flavorids``; None for a flavor that is gone."""
+    rows = rows_of(db)
     keys = list(dict.fromkeys(flavorids))
     out: dict[str, dict | None] = {}
     for page in _pages(keys):
-        arg = json.dumps(page)
         out.update({key: None for key in page})
-        rows = conn.execute(
-            "SELECT id, flavorid, name, memory_mb, vcpus, root_gb, ephemeral_gb, swap, "
-            "rxtx_factor, vcpu_weight, disabled, is_public, description, created_at "
-            f"FROM flavors WHERE flavorid IN {_IN_KEYS}", (arg,)).fetchall()
-        if not rows:
+        found = _rows_in(rows, _FLAVORS_SQL, page)
+        if not found:
             continue
-        ids = json.dumps([r[0] for r in rows])
+        ids = [r[0] for r in found]
         specs: dict[int, dict] = {}
-        for fid, key, value in conn.execute(
-                f"SELECT flavor_id, key, value FROM flavor_extra_specs WHERE flavor_id IN {_IN_KEYS} "
-                "ORDER BY id", (ids,)):
+        for fid, key, value in _rows_in(rows, _FLAVOR_SPECS_SQL, ids):
             specs.setdefault(fid, {})[key] = value
         projects: dict[int, list] = {}
-        for fid, project in conn.execute(
-                f"SELECT flavor_id, project_id FROM flavor_projects WHERE flavor_id IN {_IN_KEYS} "
-                "ORDER BY project_id", (ids,)):
+        for fid, project in _rows_in(rows, _FLAVOR_PROJECTS_SQL, ids):
             projects.setdefault(fid, []).append(project)
         for (fid, flavorid, name, memory_mb, vcpus, root_gb, ephemeral_gb, swap, rxtx,
-             vcpu_weight, disabled, is_public, description, created_at) in rows:
+             vcpu_weight, disabled, is_public, description, created_at) in found:
             out[flavorid] = {
                 "flavorid": flavorid,
                 "name": name,
@@ -591,49 +686,52 @@ _COUNT_QUERIES = {
     feed.KIND_FLAVOR: "SELECT count(*) FROM flavors",
     feed.KIND_SERVER: "SELECT count(*) FROM instances",
 }
+# The table a kind's entities are keyed by: a database holding it publishes the kind.
+KIND_TABLES = {feed.KIND_FLAVOR: "flavors", feed.KIND_SERVER: "instances"}
 
 
-def kinds_of(conn: apsw.Connection) -> list[str]:
-    """The kinds this database publishes, in snapshot order (sorted)."""
-    kinds = []
-    if schema.is_flavor_source(conn):
-        kinds.append(feed.KIND_FLAVOR)
-    if schema.is_cell(conn):
-        kinds.append(feed.KIND_SERVER)
-    return sorted(kinds)
+def kinds_in(tables: Iterable[str]) -> list[str]:
+    """The kinds a database with ``tables`` publishes, in snapshot order (sorted)."""
+    have = set(tables)
+    return sorted(kind for kind, table in KIND_TABLES.items() if table in have)
 
 
-def build(conn: apsw.Connection, kind: str, keys: Iterable[str]) -> dict[str, dict | None]:
+def build(db, kind: str, keys: Iterable[str],
+          children: frozenset[str] = ALL_CHILDREN) -> dict[str, dict | None]:
     if kind == feed.KIND_SERVER:
-        return build_servers(conn, keys)
+        return build_servers(db, keys, children)
     if kind == feed.KIND_FLAVOR:
-        return build_flavors(conn, keys)
+        return build_flavors(db, keys)
     raise ValueError(f"unknown kind {kind!r}")
 
 
-def count_entities(conn: apsw.Connection, kinds: list[str]) -> int:
-    return sum(conn.execute(_COUNT_QUERIES[kind]).fetchone()[0] for kind in kinds)
+def count_entities(db, kinds: list[str]) -> int:
+    rows = rows_of(db)
+    return sum(rows(_COUNT_QUERIES[kind], ())[0][0] for kind in kinds)
 
 
-def page_keys(conn: apsw.Connection, kinds: list[str], after: tuple[str, str] | None,
+def page_keys(db, kinds: list[str], after: tuple[str, str] | None,
               limit: int) -> list[tuple[str, str]]:
     """Up to ``limit`` (kind, key) pairs after the cursor, in (kind, key) order."""
+    rows = rows_of(db)
     out: list[tuple[str, str]] = []
     for kind in kinds:
         if after is not None and kind < after[0]:
             continue
         start = after[1] if after is not None and kind == after[0] else ""
-        for (key,) in conn.execute(_KEY_QUERIES[kind], (start, limit - len(out))):
+        for (key,) in rows(_KEY_QUERIES[kind], (start, limit - len(out))):
             out.append((kind, key))
         if len(out) >= limit:
             break
     return out
 
 
-def page_entities(conn: apsw.Connection, kinds: list[str], after: tuple[str, str] | None,
-                  limit: int) -> tuple[list[tuple[str, str, dict]], tuple[str, str] | None]:
+def page_entities(db, kinds: list[str], after: tuple[str, str] | None, limit: int,
+                  children: frozenset[str] = ALL_CHILDREN,
+                  ) -> tuple[list[tuple[str, str, dict]], tuple[str, str] | None]:
     """Up to ``limit`` (kind, key, entity) after the cursor, in (kind, key) order,
     and the cursor for the next page (None when this was the last page)."""
+    rows = rows_of(db)
     items: list[tuple[str, str, dict]] = []
     seen, last = 0, None
     for kind in kinds:
@@ -641,13 +739,13 @@ def page_entities(conn: apsw.Connection, kinds: list[str], after: tuple[str, str
             continue
         start = after[1] if after is not None and kind == after[0] else ""
         if kind == feed.KIND_SERVER:
-            built = _server_range(conn, start, limit - seen)
+            built = _server_range(rows, start, limit - seen, children)
             items.extend((kind, key, ent) for key, ent in built)
             keys = [key for key, _ent in built]
         else:
-            keys = [key for (key,) in conn.execute(_KEY_QUERIES[kind], (start, limit - seen))]
+            keys = [key for (key,) in rows(_KEY_QUERIES[kind], (start, limit - seen))]
             if keys:
-                entities = build(conn, kind, keys)
+                entities = build(db, kind, keys, children)
                 items.extend((kind, key, entities[key]) for key in keys
                              if entities[key] is not None)
         if keys:
@@ -658,13 +756,14 @@ def page_entities(conn: apsw.Connection, kinds: list[str], after: tuple[str, str
     return items, (last if seen >= limit else None)
 
 
-def iter_entities(conn: apsw.Connection, kinds: list[str],
-                  page: int = PAGE) -> Iterator[tuple[str, str, dict]]:
-    """Every entity, page by page, in (kind, key) order. Run inside one read
-    transaction for a consistent view."""
+def iter_entities(db, kinds: list[str], page: int = PAGE,
+                  children: frozenset[str] = ALL_CHILDREN) -> Iterator[tuple[str, str, dict]]:
+    """Every entity, page by page, in (kind, key) order. Run inside one read view
+    for a consistent result."""
     after = None
     while True:
-        items, after = page_entities(conn, kinds, after, page)
+        items, after = page_entities(db, kinds, after, page, children)
         yield from items
         if after is None:
             return
+

@@ -1,5 +1,5 @@
-"""The outbox: triggers on the normalized tables append ``(kind, key)`` to
-``replica_outbox`` in the same transaction as the change.
+"""The outbox: triggers on the normalized tables append ``(kind, key)`` to the
+outbox table (``shadow_replica_outbox``) in the same transaction as the change.
 
 Why this gives the feed its guarantees:
 
@@ -10,7 +10,15 @@ Why this gives the feed its guarantees:
 - A reader never sees a hole: a transaction's outbox rows become visible exactly
   when its data does.
 - The epoch is a random id written once, when the outbox is installed; a rebuilt
-  database gets a new one.
+  database gets a new one. Rows the database held before the outbox was installed
+  are in no event: a replica's first attach takes a snapshot.
+
+Into a database Nova made (``init_cell_db`` creates nothing there): each group of
+triggers is installed only when the tables and columns it reads exist, every insert
+gives its own timestamp in SQL that the system SQLite of Nova's hosts runs
+(3.40 on Debian 12) as well as newer ones, and the two tables
+are named as Nova's shadow tables so that ``nova-manage db archive_deleted_rows``
+passes them by (see OUTBOX).
 
 Fan-out triggers: a ``services`` change that matters for host_status enqueues every
 live instance on that host (service heartbeats, which only bump ``report_count`` /
@@ -32,9 +40,20 @@ import apsw
 
 from replica.cell import connection, schema
 
-OUTBOX = "replica_outbox"
-META = "replica_meta"
+# Named as Nova names its shadow tables: ``nova-manage db archive_deleted_rows``
+# reflects every table of the cell database, skips ``shadow_*`` ones and looks every
+# other one up in Nova's models (a table it does not know stops it with KeyError).
+# ``nova-manage db purge`` does delete shadow tables' rows: without ``--before`` the
+# outbox is emptied (a prune: the head survives) and the meta rows are kept by a
+# trigger; with ``--before`` both are left alone (no timestamp column Nova knows).
+OUTBOX = "shadow_replica_outbox"
+META = "shadow_replica_meta"
+LEGACY_NAMES = {"replica_outbox": OUTBOX, "replica_meta": META}    # before they were renamed
 PRUNE_CHUNK = 50_000           # rows deleted per prune call: bounds the write lock
+
+# The current time as Unix seconds with a fraction, in SQL that works on every SQLite
+# a cell may run (Debian 12's Python links 3.40; ``unixepoch('subsec')`` needs 3.42).
+NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 
 OUTBOX_DDL = (
     f"""
@@ -42,11 +61,13 @@ OUTBOX_DDL = (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         kind TEXT NOT NULL,
         key TEXT NOT NULL,
-        ts REAL NOT NULL DEFAULT (unixepoch('subsec'))
+        ts REAL NOT NULL DEFAULT {NOW}
     )""",
     # last_changed_seq per key for drift checks
     f"CREATE INDEX IF NOT EXISTS {OUTBOX}_key_idx ON {OUTBOX} (kind, key)",
     f"CREATE TABLE IF NOT EXISTS {META} (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    f"CREATE TRIGGER IF NOT EXISTS {META}_kept BEFORE DELETE ON {META} "
+    "BEGIN SELECT RAISE(IGNORE); END",
 )
 
 # Tables whose rows belong to one instance, and the column naming it.
@@ -64,111 +85,163 @@ INSTANCE_CHILDREN = (
 )
 
 # Services columns that change host_status (see entity.host_status).
-SERVICE_COLUMNS = ("host", '"binary"', "disabled", "forced_down", "deleted")
+SERVICE_COLUMNS = ("host", "binary", "disabled", "forced_down", "deleted")
+
+
+class TriggerGroup:
+    """Triggers that are installed together, and the (table, columns) they read: a
+    database without one of them (Nova's cell database has no request_specs, its
+    instance_group_member has instance_id) does not get the group, so that no
+    trigger can fail a write of the database's own."""
+
+    def __init__(self, needs: dict[str, tuple[str, ...]], statements: list[str]):
+        self.needs = needs
+        self.statements = statements
+
+    def fits(self, columns: dict[str, set[str]]) -> bool:
+        return all(table in columns and set(cols) <= columns[table]
+                   for table, cols in self.needs.items())
 
 
 def _enqueue(kind: str, key_expr: str) -> str:
-    return (f"INSERT INTO {OUTBOX} (kind, key) SELECT '{kind}', {key_expr} "
+    return (f"INSERT INTO {OUTBOX} (kind, key, ts) SELECT '{kind}', {key_expr}, {NOW} "
             f"WHERE {key_expr} IS NOT NULL;")
 
 
-def _keyed_triggers(table: str, column: str, kind: str) -> list[str]:
+def _keyed_triggers(table: str, column: str, kind: str) -> TriggerGroup:
     """Insert / update / delete of a row enqueues the key the row names."""
     name = f"{OUTBOX}_{table}"
-    return [
-        f"CREATE TRIGGER IF NOT EXISTS {name}_ins AFTER INSERT ON {table} BEGIN "
+    return TriggerGroup({table: (column,)}, [
+        f"CREATE TRIGGER {name}_ins AFTER INSERT ON {table} BEGIN "
         f"{_enqueue(kind, f'NEW.{column}')} END",
-        f"CREATE TRIGGER IF NOT EXISTS {name}_upd AFTER UPDATE ON {table} BEGIN "
+        f"CREATE TRIGGER {name}_upd AFTER UPDATE ON {table} BEGIN "
         f"{_enqueue(kind, f'NEW.{column}')} "
-        f"INSERT INTO {OUTBOX} (kind, key) SELECT '{kind}', OLD.{column} "
+        f"INSERT INTO {OUTBOX} (kind, key, ts) SELECT '{kind}', OLD.{column}, {NOW} "
         f"WHERE OLD.{column} IS NOT NULL AND OLD.{column} IS NOT NEW.{column}; END",
-        f"CREATE TRIGGER IF NOT EXISTS {name}_del AFTER DELETE ON {table} BEGIN "
+        f"CREATE TRIGGER {name}_del AFTER DELETE ON {table} BEGIN "
         f"{_enqueue(kind, f'OLD.{column}')} END",
-    ]
+    ])
 
 
 def _host_instances(host_expr: str) -> str:
-    return (f"INSERT INTO {OUTBOX} (kind, key) SELECT 'server', uuid FROM instances "
+    return (f"INSERT INTO {OUTBOX} (kind, key, ts) SELECT 'server', uuid, {NOW} FROM instances "
             f"WHERE host = {host_expr} AND deleted = 0 ORDER BY id;")
 
 
-def _service_triggers() -> list[str]:
+def _service_triggers() -> TriggerGroup:
     name = f"{OUTBOX}_services"
-    changed = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in SERVICE_COLUMNS)
+    quoted = [f'"{c}"' for c in SERVICE_COLUMNS]
+    changed = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in quoted)
     compute = "(OLD.\"binary\" = 'nova-compute' OR NEW.\"binary\" = 'nova-compute')"
-    return [
-        f"CREATE TRIGGER IF NOT EXISTS {name}_ins AFTER INSERT ON services "
+    return TriggerGroup({"services": SERVICE_COLUMNS,
+                         "instances": ("uuid", "host", "deleted", "id")}, [
+        f"CREATE TRIGGER {name}_ins AFTER INSERT ON services "
         f"WHEN NEW.\"binary\" = 'nova-compute' BEGIN {_host_instances('NEW.host')} END",
-        f"CREATE TRIGGER IF NOT EXISTS {name}_upd AFTER UPDATE OF "
-        f"{', '.join(SERVICE_COLUMNS)} ON services WHEN {compute} AND ({changed}) BEGIN "
+        f"CREATE TRIGGER {name}_upd AFTER UPDATE OF "
+        f"{', '.join(quoted)} ON services WHEN {compute} AND ({changed}) BEGIN "
         f"{_host_instances('NEW.host')} "
-        f"INSERT INTO {OUTBOX} (kind, key) SELECT 'server', uuid FROM instances "
+        f"INSERT INTO {OUTBOX} (kind, key, ts) SELECT 'server', uuid, {NOW} FROM instances "
         f"WHERE host = OLD.host AND OLD.host IS NOT NEW.host AND deleted = 0 ORDER BY id; END",
-        f"CREATE TRIGGER IF NOT EXISTS {name}_del AFTER DELETE ON services "
+        f"CREATE TRIGGER {name}_del AFTER DELETE ON services "
         f"WHEN OLD.\"binary\" = 'nova-compute' BEGIN {_host_instances('OLD.host')} END",
-    ]
+    ])
 
 
-def _fanout_triggers(table: str, columns: str, members: str, fk: str, live: str) -> list[str]:
+def _fanout_triggers(table: str, columns: tuple[str, ...], members: str, fk: str,
+                     live: bool) -> TriggerGroup:
     """A change to a group-like row enqueues every instance associated with it."""
     name = f"{OUTBOX}_{table}"
+    alive = " AND deleted = 0" if live else ""
 
     def members_of(ref: str) -> str:
-        return (f"INSERT INTO {OUTBOX} (kind, key) SELECT 'server', instance_uuid "
-                f"FROM {members} WHERE {fk} = {ref}.id AND instance_uuid IS NOT NULL{live} "
+        return (f"INSERT INTO {OUTBOX} (kind, key, ts) SELECT 'server', instance_uuid, {NOW} "
+                f"FROM {members} WHERE {fk} = {ref}.id AND instance_uuid IS NOT NULL{alive} "
                 "ORDER BY id;")
 
-    return [
-        f"CREATE TRIGGER IF NOT EXISTS {name}_upd AFTER UPDATE OF {columns} ON {table} "
+    member_columns = (fk, "instance_uuid", "id") + (("deleted",) if live else ())
+    return TriggerGroup({table: columns + ("id",), members: member_columns}, [
+        f"CREATE TRIGGER {name}_upd AFTER UPDATE OF {', '.join(columns)} ON {table} "
         f"BEGIN {members_of('NEW')} END",
-        f"CREATE TRIGGER IF NOT EXISTS {name}_del AFTER DELETE ON {table} "
+        f"CREATE TRIGGER {name}_del AFTER DELETE ON {table} "
         f"BEGIN {members_of('OLD')} END",
-    ]
+    ])
 
 
-def _flavor_triggers() -> list[str]:
-    statements = _keyed_triggers("flavors", "flavorid", "flavor")
+def _flavor_triggers() -> list[TriggerGroup]:
+    groups = [_keyed_triggers("flavors", "flavorid", "flavor")]
+    of = ("INSERT INTO {o} (kind, key, ts) SELECT 'flavor', flavorid, {now} FROM flavors "
+          "WHERE id = {ref}.flavor_id;")
     for table in ("flavor_extra_specs", "flavor_projects"):
         name = f"{OUTBOX}_{table}"
-        of = ("INSERT INTO {o} (kind, key) SELECT 'flavor', flavorid FROM flavors "
-              "WHERE id = {ref}.flavor_id;")
-        statements += [
-            f"CREATE TRIGGER IF NOT EXISTS {name}_ins AFTER INSERT ON {table} BEGIN "
-            f"{of.format(o=OUTBOX, ref='NEW')} END",
-            f"CREATE TRIGGER IF NOT EXISTS {name}_upd AFTER UPDATE ON {table} BEGIN "
-            f"{of.format(o=OUTBOX, ref='NEW')} "
-            f"INSERT INTO {OUTBOX} (kind, key) SELECT 'flavor', flavorid FROM flavors "
-            f"WHERE id = OLD.flavor_id AND OLD.flavor_id IS NOT NEW.flavor_id; END",
-            f"CREATE TRIGGER IF NOT EXISTS {name}_del AFTER DELETE ON {table} BEGIN "
-            f"{of.format(o=OUTBOX, ref='OLD')} END",
-        ]
-    return statements
+        groups.append(TriggerGroup({table: ("flavor_id",), "flavors": ("id", "flavorid")}, [
+            f"CREATE TRIGGER {name}_ins AFTER INSERT ON {table} BEGIN "
+            f"{of.format(o=OUTBOX, now=NOW, ref='NEW')} END",
+            f"CREATE TRIGGER {name}_upd AFTER UPDATE ON {table} BEGIN "
+            f"{of.format(o=OUTBOX, now=NOW, ref='NEW')} "
+            f"INSERT INTO {OUTBOX} (kind, key, ts) SELECT 'flavor', flavorid, {NOW} "
+            "FROM flavors WHERE id = OLD.flavor_id AND OLD.flavor_id IS NOT NEW.flavor_id; END",
+            f"CREATE TRIGGER {name}_del AFTER DELETE ON {table} BEGIN "
+            f"{of.format(o=OUTBOX, now=NOW, ref='OLD')} END",
+        ]))
+    return groups
 
 
-def cell_triggers() -> list[str]:
-    statements = _keyed_triggers("instances", "uuid", "server")
+def cell_triggers() -> list[TriggerGroup]:
+    groups = [_keyed_triggers("instances", "uuid", "server")]
     for table, column in INSTANCE_CHILDREN:
-        statements += _keyed_triggers(table, column, "server")
-    statements += _service_triggers()
-    statements += _fanout_triggers("security_groups", "name, deleted",
+        groups.append(_keyed_triggers(table, column, "server"))
+    groups.append(_service_triggers())
+    groups.append(_fanout_triggers("security_groups", ("name", "deleted"),
                                    "security_group_instance_association",
-                                   "security_group_id", " AND deleted = 0")
-    statements += _fanout_triggers("instance_groups", "uuid", "instance_group_member",
-                                   "group_id", "")
-    return statements
+                                   "security_group_id", live=True))
+    groups.append(_fanout_triggers("instance_groups", ("uuid",), "instance_group_member",
+                                   "group_id", live=False))
+    return groups
+
+
+def trigger_groups(conn: apsw.Connection) -> list[TriggerGroup]:
+    """The trigger groups for whichever cell / flavor tables ``conn``'s database holds
+    (and with the columns they read)."""
+    columns = table_columns(conn)
+    groups = []
+    if "instances" in columns:
+        groups += cell_triggers()
+    if "flavors" in columns:
+        groups += _flavor_triggers()
+    return [group for group in groups if group.fits(columns)]
+
+
+def table_columns(conn: apsw.Connection) -> dict[str, set[str]]:
+    """Every table of the database and its column names."""
+    tables = [name for (name,) in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' "
+        "ESCAPE '\\'")]
+    return {table: {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
+            for table in tables}
+
+
+def _outbox_trigger_names(conn: apsw.Connection) -> list[str]:
+    return [name for (name,) in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'trigger' AND "
+        "(name LIKE ? ESCAPE '\\' OR name LIKE 'replica\\_outbox\\_%' ESCAPE '\\')",
+        (OUTBOX.replace("_", "\\_") + "\\_%",))]
 
 
 def install(conn: apsw.Connection, name: str) -> str:
-    """Install the outbox, its triggers and the epoch into ``conn``'s database,
-    for whichever of the cell / flavor tables it holds. Idempotent; returns the epoch."""
+    """Install the outbox, its triggers and the epoch into ``conn``'s database, for
+    whichever of the cell / flavor tables it holds. Idempotent; the triggers are
+    replaced by the current ones (an earlier install's too). Returns the epoch."""
     with conn:
+        for trigger in _outbox_trigger_names(conn):
+            conn.execute(f'DROP TRIGGER "{trigger}"')
+        for old, new in LEGACY_NAMES.items():
+            if schema.has_table(conn, old) and not schema.has_table(conn, new):
+                conn.execute(f'ALTER TABLE "{old}" RENAME TO "{new}"')
+        conn.execute("DROP INDEX IF EXISTS replica_outbox_key_idx")
         for statement in OUTBOX_DDL:
             conn.execute(statement)
-        if schema.is_cell(conn):
-            for statement in cell_triggers():
-                conn.execute(statement)
-        if schema.is_flavor_source(conn):
-            for statement in _flavor_triggers():
+        for group in trigger_groups(conn):
+            for statement in group.statements:
                 conn.execute(statement)
         conn.execute(f"INSERT OR IGNORE INTO {META} (name, value) VALUES ('epoch', ?)",
                      (uuidlib.uuid4().hex,))
@@ -178,14 +251,25 @@ def install(conn: apsw.Connection, name: str) -> str:
 
 
 def init_cell_db(path: str, name: str, flavors: bool = False) -> str:
-    """Create a cell database (``flavors=True``: a flavor source) with its outbox,
-    or install the outbox into an existing one. Returns the epoch."""
+    """Install the outbox into the database at ``path`` and return the epoch.
+
+    A new (or empty) database first gets this project's tables: the cell tables, or
+    with ``flavors=True`` the flavor source tables; one this project made before gets
+    the tables it lacks. Any other database (one Nova made) gets the outbox only:
+    nothing of Nova's is created or written."""
     conn = connection.open_cell(path, create=True)
     try:
-        if flavors:
-            schema.create_flavor_tables(conn)
-        elif not schema.is_cell(conn) or not schema.has_table(conn, "request_specs"):
-            schema.create_cell_tables(conn)
+        tables = set(table_columns(conn))
+        ours = not (tables - {OUTBOX, META, *LEGACY_NAMES, "sqlite_sequence"}) or \
+            bool(tables & {META, "replica_meta"})
+        if ours:
+            if flavors:
+                schema.create_flavor_tables(conn)
+            else:
+                schema.create_cell_tables(conn)
+        elif not (schema.is_cell(conn) or schema.is_flavor_source(conn)):
+            raise LookupError(f"{path}: neither a cell database (no instances table) nor "
+                              "a flavor source (no flavors table)")
         return install(conn, name)
     finally:
         conn.close()
@@ -258,7 +342,7 @@ def prune(conn: apsw.Connection, keep_events: int, keep_seconds: float) -> int:
 
 
 def enqueue(conn: apsw.Connection, kind: str, keys) -> None:
-    conn.executemany(f"INSERT INTO {OUTBOX} (kind, key) VALUES (?, ?)",
+    conn.executemany(f"INSERT INTO {OUTBOX} (kind, key, ts) VALUES (?, ?, {NOW})",
                      ((kind, key) for key in keys))
 
 
@@ -270,9 +354,8 @@ def triggers_suspended(conn: apsw.Connection):
     other writer can commit while the triggers are absent."""
     if not conn.in_transaction:
         raise RuntimeError("triggers_suspended needs an open write transaction")
-    saved = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
-                         "AND name LIKE ? ESCAPE '\\'",
-                         (OUTBOX.replace("_", "\\_") + "\\_%",)).fetchall()
+    saved = [conn.execute("SELECT name, sql FROM sqlite_master WHERE name = ?",
+                          (name,)).fetchone() for name in _outbox_trigger_names(conn)]
     for name, _sql in saved:
         conn.execute(f'DROP TRIGGER "{name}"')
     try:

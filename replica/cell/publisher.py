@@ -1,51 +1,44 @@
-"""The cell publisher: tails the outbox, publishes batches and heartbeats on a
-nanomsg PUB socket, and answers control requests on a REP socket.
+"""The cell publisher: tails the cell's source (``source.py``: its change log and
+its entities), publishes batches and heartbeats on a nanomsg PUB socket, and answers
+control requests on a REP socket. Everything here is written against the source
+seam; what is particular to a SQLite cell (inotify on its WAL, a replaced database
+file, the record of what was published) is behind it, in ``sqlite_source.py``.
 
 Threads and processes: the main loop tails and publishes; a pruner thread trims
-the outbox to its retention; the control server (``control.py``) answers requests
-with its own connections in a child process of its own (forked at start, with its
+the change log to its retention; the control server (``control.py``) answers requests
+with its own source in a child process of its own (forked at start, with its
 REP socket; it dies with the publisher). None of them waits on another: they share
-no connection and SQLite runs in WAL mode, so reads never wait for the cell's
-writers. The control server has its own process, not a thread, because building a
-snapshot page or a replay is CPU-bound Python: in a thread it would hold the GIL
-that the live feed needs between every row it reads, and live batches would go out
-hundreds of milliseconds late during a resync. Called from a thread other than the
-main one (where forking is unsafe), or with ``control_process=False``, the control
-server runs in a thread instead.
+no connection, and reads never wait for the cell's writers. The control server has
+its own process, not a thread, because building a snapshot page or a replay is
+CPU-bound Python: in a thread it would hold the GIL that the live feed needs between
+every row it reads, and live batches would go out hundreds of milliseconds late
+during a resync. Called from a thread other than the main one (where forking is
+unsafe), or with ``control_process=False``, the control server runs in a thread
+instead.
 
-Tailing: the loop sleeps on inotify (``watcher.py``) until the WAL is written, and
-re-checks shortly after each write (the commit becomes visible a moment after it),
-checks ``PRAGMA data_version`` and reads every event after the last one it
-published, in one read transaction per batch so that each entity is the state at
-the batch's last seq. Each changed key is built once per batch; a key that appears
-twice in a batch carries the same (latest) entity in both events. A batch is
-capped by ``batch_max`` events and by bytes.
+Tailing: the loop sleeps until the source says a change may have come
+(``CellSource.wait``; SQLite: inotify on the WAL, re-checking shortly after each
+write), asks it whether there is news (SQLite: ``PRAGMA data_version``) and reads
+every event after the last one it published, in one read view per batch (the
+change log first, then the entities). Each changed key is built once per batch; a
+key that appears twice in a batch carries the same (latest) entity in both events.
+A batch is capped by ``batch_max`` events and by bytes.
 
 Restart: the publisher starts at the current head. Events committed while it was
 down are not re-sent live; the next heartbeat carries the head, the appliance sees
 the gap and replays it over the control socket.
 
-Another database under the same name (a restored backup moved over the file): the
-connections keep reading the file they opened, so the publisher compares the
-path's (st_dev, st_ino) with the opened file's when inotify reports a file created
-or moved in under that name, and on every slow poll; on the same polls it checks
-that the epoch is still the one it publishes and that the outbox head has not gone
-back. When the file changed it lets go of the old one everywhere (the control
-server, the pruner, its own connection), removes the old file's ``-wal`` and
-``-shm`` if they are still there (SQLite leaves them when the database was moved
-away, and a new database opened next to them would take their pages for its own),
-opens the new file and goes on from its head with its epoch: the first heartbeat
-with that epoch makes the appliance resync. A file with the same epoch but an outbox
-that went back (an older copy of the same cell) would reuse seqs for other changes,
-so it is given a new epoch. The cell's own writers must be stopped while the file is
-replaced: SQLite cannot keep apart two databases that share one ``-wal``.
+Another source behind the same name (SQLite: a restored backup moved over the file,
+see ``sqlite_source.py``): the source says so (``changed_identity``) on the slow
+poll; the publisher lets go of it everywhere (the control server, the pruner), has it
+opened again (``reopen``) and goes on from its head with its epoch: the first
+heartbeat with that epoch makes the appliance resync.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import logging
 import multiprocessing
 import os
@@ -53,14 +46,13 @@ import signal
 import sys
 import threading
 import time
-import uuid as uuidlib
 from dataclasses import dataclass
 
-import apsw
 import nanomsg
 
 from replica import feed
-from replica.cell import connection, control, entity, outbox, watcher
+from replica.cell import control
+from replica.cell.source import CellSource, SourceOpener
 
 log = logging.getLogger("replica.cell.publisher")
 
@@ -70,10 +62,7 @@ SLOW_POLL_SECONDS = 0.5         # check the outbox and the file at least this of
 PRUNE_INTERVAL_SECONDS = 5.0
 ERROR_BACKOFF_SECONDS = 0.5
 PUBLISH_ROUND_BATCHES = 20      # batches per round before the loop looks at its timers
-OPEN_ATTEMPTS = 3               # the file replaced while it was being opened: again
 RELEASE_SECONDS = 30.0          # the control server finishes its request and lets go
-SIDE_FILES = ("-wal", "-shm")   # what SQLite keeps next to a WAL database
-PUBLISHED_SUFFIX = ".published"  # beside the database: the last (epoch, seq) published
 
 
 @dataclass
@@ -101,6 +90,12 @@ class PublisherStats:
     reopens: int = 0
 
 
+def source_opener(config: PublisherConfig) -> SourceOpener:
+    """How the publisher and its readers open the cell's source."""
+    from replica.cell.sqlite_source import SqliteOpener     # the one kind there is yet
+    return SqliteOpener(config.db, config.name)
+
+
 def check_nanomsg() -> None:
     """nanomsg-python silently falls back to a ctypes build that fails at bind()."""
     if nanomsg.wrapper.__name__ != "_nanomsg_cpy":
@@ -115,117 +110,41 @@ class Publisher:
         self.config = config
         self.stop = stop
         self.stats = PublisherStats()
-        self.conn: apsw.Connection | None = None
-        self.files: dict[str, tuple[int, int] | None] = {}   # suffix -> identity at open
+        self.opener = source_opener(config)
         self.open_error: str | None = None
-        self._open()
-        self.saved: tuple[str, int] | None = None     # what the published record says
-        self.save_failed = False
-        published = self._load_published()
-        if published is not None and published[0] == self.epoch and self.last < published[1]:
-            # Restarted on an older copy of the cell: its seqs after its head were
-            # published already, for other changes.
-            self._renew_epoch(published[1])
-        self.data_version = None
-        self.behind = False
+        self.source: CellSource = self.opener(publishing=True)
+        self._adopt()
         self.pub: nanomsg.Socket | None = None
         self.rep: nanomsg.Socket | None = None
         self.control: ControlProcess | ControlThread | None = None
         self.pruner: Pruner | None = None
 
-    # -- the database file -------------------------------------------------
-
-    def _open(self) -> None:
-        """Open the file the path names now: connection, epoch, kinds, head, and the
-        identities of the database and its side files (SQLite creates those when it
-        opens a WAL database). Raises LookupError for a database without an outbox."""
-        path = self.config.db
-        for attempt in range(OPEN_ATTEMPTS):
-            before = watcher.file_identity(path)
-            conn = connection.open_cell(path)      # sets WAL + busy timeout
-            files = {suffix: watcher.file_identity(path + suffix) for suffix in SIDE_FILES}
-            files[""] = before
-            try:
-                try:
-                    epoch = outbox.epoch_of(conn)
-                except apsw.SQLError:
-                    raise LookupError(f"{path}: no outbox installed (init_cell_db first)") \
-                        from None
-                kinds = entity.kinds_of(conn)
-                head = outbox.outbox_head(conn)
-            except BaseException:
-                self._close(conn, files)
-                raise
-            if before is not None and watcher.file_identity(path) == before:
-                break
-            self._close(conn, files)
-            if attempt == OPEN_ATTEMPTS - 1:
-                raise apsw.CantOpenError(f"{path}: replaced over and over while opening")
-        self.conn, self.files = conn, files
-        self.epoch, self.kinds, self.last = epoch, kinds, head
-        self.data_version = None
+    def _adopt(self) -> None:
+        """Publish what the (newly opened) source holds: its epoch, kinds, head."""
+        self.epoch = self.source.changelog.epoch()
+        self.kinds = self.source.kinds
+        self.last = self.source.changelog.head()
         self.behind = False
 
-    def _close(self, conn: apsw.Connection, files: dict) -> None:
-        """Close a connection to the database; when the file was moved away meanwhile,
-        remove the -wal and -shm it leaves behind. SQLite neither checkpoints nor
-        removes them for a database that was moved (they might be another file's by
-        now), and left there they would be read as the new file's own."""
-        conn.close()
-        if watcher.file_identity(self.config.db) == files[""]:
-            return
-        for suffix in SIDE_FILES:
-            path = self.config.db + suffix
-            if files.get(suffix) is not None and watcher.file_identity(path) == files[suffix]:
-                try:
-                    os.unlink(path)
-                    log.info("removed %s of the replaced database", path)
-                except FileNotFoundError:
-                    pass
-
-    def source_changed(self) -> str | None:
-        """Why the database has to be opened again, or None: the path names another
-        file, the epoch changed in place, or the outbox went back."""
-        now = watcher.file_identity(self.config.db)
-        if now is None:
-            return None      # gone (or being replaced right now): keep the open file
-        if now != self.files[""]:
-            return f"file replaced (inode {self.files[''][1]} -> {now[1]})"
-        epoch = outbox.epoch_of(self.conn)
-        if epoch != self.epoch:
-            return f"epoch changed in place ({self.epoch[:8]} -> {epoch[:8]})"
-        head = outbox.outbox_head(self.conn)
-        if head < self.last:
-            return f"outbox head went back from {self.last} to {head}"
-        return None
+    # -- the source ----------------------------------------------------------
 
     def reopen(self, why: str) -> bool:
-        """Let go of the open database everywhere and open the one the path names.
-        Returns False when it cannot be opened yet (the loop tries again)."""
-        old_epoch, old_last, old_files = self.epoch, self.last, self.files
-        if self.conn is not None:
+        """Let go of the source everywhere and open it again (the source says why: for
+        SQLite, the file was replaced). Returns False when it cannot be opened yet
+        (the loop tries again)."""
+        if self.source.ready:
             log.warning("%s: %s; opening it again", self.config.db, why)
             self._release()
-            self._close(self.conn, old_files)
-            self.conn = None
         try:
-            self._open()
-        except (apsw.Error, LookupError, OSError) as exc:
+            self.source.reopen(self.last)
+        except (*self.source.errors, LookupError, OSError) as exc:
             if str(exc) != self.open_error:      # said once, tried every slow poll
                 log.error("%s: cannot open the database: %s; trying again every %.1fs",
                           self.config.db, exc, SLOW_POLL_SECONDS)
                 self.open_error = str(exc)
             return False
         self.open_error = None
-        if self.epoch == old_epoch and self.last < old_last:
-            try:
-                self._renew_epoch(old_last)
-            except apsw.Error as exc:     # a busy cell: the same checks again next poll
-                log.error("%s: cannot give the rewound outbox a new epoch: %s; trying "
-                          "again", self.config.db, exc)
-                self._close(self.conn, self.files)
-                self.conn, self.epoch, self.last = None, old_epoch, old_last
-                return False
+        self._adopt()
         self.stats.reopens += 1
         log.info("publishing %s epoch %s from seq %d (database opened again)",
                  self.config.name, self.epoch, self.last)
@@ -234,7 +153,7 @@ class Publisher:
         return True
 
     def _release(self) -> None:
-        """Stop everything but the main loop from reading the open database."""
+        """Stop everything but the main loop from reading the source."""
         if self.pruner is not None:
             self.pruner.stop()
             self.pruner = None
@@ -244,64 +163,14 @@ class Publisher:
             self.control.stop()
             self.control = None
 
-    # -- what was published, across restarts ------------------------------------
-    # A publisher started on an older copy of its cell (a restored backup, the same
-    # epoch) would publish seqs that were published already for other changes, and a
-    # replica would take them for duplicates. The last (epoch, seq) published is kept
-    # in a small file beside the database, written at every heartbeat and at exit;
-    # a head behind it at start means a new epoch (every replica then resyncs).
-
-    def _published_path(self) -> str:
-        return self.config.db + PUBLISHED_SUFFIX
-
-    def _load_published(self) -> tuple[str, int] | None:
-        try:
-            with open(self._published_path(), encoding="utf-8") as f:
-                record = json.load(f)
-            epoch, seq = record["epoch"], record["seq"]
-            if not isinstance(epoch, str) or not isinstance(seq, int):
-                raise ValueError("epoch / seq of the wrong type")
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("%s: unreadable, ignored: %s", self._published_path(), exc)
-            return None
-        return epoch, seq
-
     def save_published(self) -> None:
-        """Record the last (epoch, seq) published, when it changed."""
-        now = (self.epoch, self.last)
-        if now == self.saved:
-            return
-        path = self._published_path()
-        try:
-            with open(path + ".tmp", "w", encoding="utf-8") as f:
-                json.dump({"epoch": now[0], "seq": now[1]}, f)
-            os.replace(path + ".tmp", path)
-        except OSError as exc:
-            if not self.save_failed:            # said once, tried at every heartbeat
-                log.warning("%s: cannot record the published position: %s", path, exc)
-                self.save_failed = True
-            return
-        self.save_failed = False
-        self.saved = now
-
-    def _renew_epoch(self, old_last: int) -> None:
-        """The same epoch with an outbox behind what was published: seqs would be used
-        again for other changes. A new epoch makes every replica resync."""
-        epoch = uuidlib.uuid4().hex
-        with self.conn:
-            self.conn.execute(f"UPDATE {outbox.META} SET value = ? WHERE name = 'epoch'",
-                              (epoch,))
-        log.warning("%s: outbox head %d is behind the published %d with the same epoch "
-                    "(an older copy of this cell?): new epoch %s", self.config.db, self.last,
-                    old_last, epoch)
-        self.epoch = epoch
+        """Let the source keep the last (epoch, seq) published across restarts."""
+        self.source.record_published(self.last)
 
     def _start_readers(self) -> None:
         """The pruner, and the control server for the current epoch (forked at start,
         told to open again later, or a thread when it cannot be a process)."""
-        self.pruner = Pruner(self.config, self.stats)
+        self.pruner = Pruner(self.opener, self.config, self.stats)
         self.pruner.start()
         if self.control is not None:
             if self.control.reopen(self.epoch, self.kinds):
@@ -309,7 +178,7 @@ class Publisher:
             self.control.stop()
         if self.rep is None:
             self.rep = open_control_socket(self.config.control_url)
-        self.control = ControlThread(self.config, self.epoch, self.kinds, self.rep)
+        self.control = ControlThread(self.opener, self.config, self.epoch, self.kinds, self.rep)
         self.control.start()
 
     # -- sockets -----------------------------------------------------------
@@ -322,13 +191,12 @@ class Publisher:
             self.rep = open_control_socket(self.config.control_url)
 
     def close(self) -> None:
-        if self.conn is not None:
+        if self.source.ready:
             self.save_published()
         for sock in (self.pub, self.rep):
             if sock is not None:
                 sock.close()
-        if self.conn is not None:
-            self.conn.close()
+        self.source.close()
 
     def send(self, data: bytes) -> None:
         try:
@@ -340,32 +208,23 @@ class Publisher:
 
     # -- tail --------------------------------------------------------------
 
-    def changed(self) -> bool:
-        version = self.conn.execute("PRAGMA data_version").fetchone()[0]
-        if version == self.data_version:
-            return False
-        self.data_version = version
-        return True
-
     def publish_pending(self) -> int:
         """Publish the events after ``self.last``, up to PUBLISH_ROUND_BATCHES batches
         (``self.behind`` says whether more are waiting, so that heartbeats and the
-        loop's other duties keep their pace under a flood); return how many went out."""
+        loop's other duties keep their pace under a flood); return how many went out.
+        Each batch is read in one read view: the change log first, then its entities
+        (the seam's consistency rule)."""
         sent = 0
         self.behind = False
+        changelog, entities = self.source.changelog, self.source.entities
         for _round in range(PUBLISH_ROUND_BATCHES):
             if self.stop.is_set():
                 break
-            if self.conn.in_transaction:     # left open by a failed read: start clean
-                self.conn.execute("ROLLBACK")
-            self.conn.execute("BEGIN")
-            try:
-                rows = outbox.read_events(self.conn, self.last, self.config.batch_max)
+            with entities.read_view():
+                rows = changelog.events_after(self.last, self.config.batch_max)
                 if not rows:
                     return sent
-                events = control.built_events(self.conn, rows)
-            finally:
-                self.conn.execute("ROLLBACK")
+                events = control.built_events(entities, rows)
             data = feed.encode_batch(self.config.name, self.epoch, events)
             if len(data) <= BATCH_MAX_BYTES:     # the usual case: encoded once, not sized
                 self.send(data)
@@ -397,7 +256,7 @@ class Publisher:
             yield chunk
 
     def heartbeat(self) -> None:
-        oldest = outbox.outbox_oldest(self.conn)
+        oldest = self.source.changelog.oldest()
         self.send(feed.encode_heartbeat(self.config.name, self.epoch, self.last, oldest,
                                         time.time()))
         self.stats.heartbeats += 1
@@ -407,62 +266,60 @@ class Publisher:
         # Fork first: before this process has sockets or threads of its own.
         if (self.config.control_process
                 and threading.current_thread() is threading.main_thread()):
-            self.control = ControlProcess(self.config, self.epoch, self.kinds)
+            self.control = ControlProcess(self.opener, self.config, self.epoch, self.kinds)
             self.control.start()
         self.open_sockets(control=self.control is None)
         if self.control is None:
-            self.control = ControlThread(self.config, self.epoch, self.kinds, self.rep)
+            self.control = ControlThread(self.opener, self.config, self.epoch, self.kinds,
+                                         self.rep)
             self.control.start()
-        self.pruner = Pruner(self.config, self.stats)
+        self.pruner = Pruner(self.opener, self.config, self.stats)
         self.pruner.start()
-        watch = watcher.CommitWatcher(self.config.db)
-        log.info("publishing %s epoch %s from seq %d on %s (control %s, inotify %s)",
+        log.info("publishing %s epoch %s from seq %d on %s (control %s)",
                  self.config.name, self.epoch, self.last, self.config.feed_url,
-                 self.config.control_url, watch.native)
+                 self.config.control_url)
         next_hb = next_check = time.monotonic()
         try:
             while not self.stop.is_set():
                 try:
-                    self._step(watch, time.monotonic() >= next_check)
+                    self._step(time.monotonic() >= next_check)
                     now = time.monotonic()
                     if now >= next_check:
                         next_check = now + SLOW_POLL_SECONDS
-                    if now >= next_hb and self.conn is not None:
+                    if now >= next_hb and self.source.ready:
                         self.publish_pending()          # the heartbeat's head is what was sent
                         self.heartbeat()
                         next_hb = now + self.config.heartbeat_interval
                         self._check_control()
-                except apsw.Error as exc:
+                except self.source.errors as exc:
                     # A database the cell is rebuilding, a full disk, I/O errors: nothing
                     # was marked published, so the same events go out once it reads again.
                     self.stats.read_errors += 1
-                    self.data_version = None
-                    log.warning("reading the outbox failed (%s); retrying", exc)
+                    self.behind = True      # read again after the backoff, news or not
+                    log.warning("reading the change log failed (%s); retrying", exc)
                     self.stop.wait(ERROR_BACKOFF_SECONDS)
-                due = next_check if self.conn is None else min(next_hb, next_check)
+                due = next_check if not self.source.ready else min(next_hb, next_check)
                 timeout = 0.0 if self.behind else due - time.monotonic()
-                watch.wait(timeout)     # returns early on writes and for re-checks after them
+                self.source.wait(timeout)   # returns early when a change may have come
         finally:
             self.stop.set()
-            watch.close()
             if self.pruner is not None:
                 self.pruner.stop()
             if self.control is not None:
                 self.control.stop()
             self.close()
 
-    def _step(self, watch: watcher.CommitWatcher, slow_poll: bool) -> None:
-        """One turn of the loop: the file's identity when it may have changed, then
-        whatever the outbox holds."""
-        if self.conn is None:
+    def _step(self, slow_poll: bool) -> None:
+        """One turn of the loop: whether the source must be opened again, then whatever
+        the change log holds."""
+        if not self.source.ready:
             if slow_poll:
                 self.reopen("not open")
             return
-        if watch.replaced() or slow_poll:
-            why = self.source_changed()
-            if why is not None and not self.reopen(why):
-                return
-        if self.behind or self.changed():
+        why = self.source.changed_identity(self.last, slow_poll)
+        if why is not None and not self.reopen(why):
+            return
+        if self.behind or self.source.has_news():
             self.publish_pending()
 
     def _check_control(self) -> None:
@@ -473,16 +330,18 @@ class Publisher:
                         "thread", self.control.exitcode())
             self.control.stop()
             self.rep = self.rep or open_control_socket(self.config.control_url)
-            self.control = ControlThread(self.config, self.epoch, self.kinds, self.rep)
+            self.control = ControlThread(self.opener, self.config, self.epoch, self.kinds,
+                                         self.rep)
             self.control.start()
 
 
 class Pruner:
-    """Trims the outbox to its retention now and every PRUNE_INTERVAL_SECONDS, with a
-    connection of its own, in a thread; stopped (and its connection closed) when the
-    database is opened again."""
+    """Trims the change log to its retention now and every PRUNE_INTERVAL_SECONDS, with
+    a source of its own, in a thread; stopped (and its source closed) when the source
+    is opened again."""
 
-    def __init__(self, config: PublisherConfig, stats: PublisherStats):
+    def __init__(self, opener: SourceOpener, config: PublisherConfig, stats: PublisherStats):
+        self.opener = opener
         self.config = config
         self.stats = stats
         self.halt = threading.Event()
@@ -493,26 +352,26 @@ class Pruner:
 
     def stop(self) -> None:
         self.halt.set()
-        self.thread.join()      # a prune call is bounded (outbox.PRUNE_CHUNK rows)
+        self.thread.join()      # a prune call is bounded (prune_chunk rows)
 
     def run(self) -> None:
-        conn = connection.open_cell(self.config.db)
+        source = self.opener()
         try:
             while True:
                 try:
                     while True:
-                        removed = outbox.prune(conn, self.config.retention_events,
-                                               self.config.retention_seconds)
+                        removed = source.changelog.prune(self.config.retention_events,
+                                                         self.config.retention_seconds)
                         self.stats.pruned += removed
-                        if removed < outbox.PRUNE_CHUNK or self.halt.is_set():
+                        if removed < source.changelog.prune_chunk or self.halt.is_set():
                             break
                 except Exception as exc:   # busy cell, disk full: try again next round
                     self.stats.prune_errors += 1
-                    log.warning("outbox prune failed: %s", exc)
+                    log.warning("change log prune failed: %s", exc)
                 if self.halt.wait(PRUNE_INTERVAL_SECONDS):
                     return
         finally:
-            conn.close()
+            source.close()
 
 
 def open_control_socket(url: str) -> nanomsg.Socket:
@@ -563,7 +422,8 @@ def _next_message(channel, stop: threading.Event):
     return None
 
 
-def _control_main(config: PublisherConfig, epoch: str, kinds: list[str], channel) -> None:
+def _control_main(opener: SourceOpener, config: PublisherConfig, epoch: str,
+                  kinds: list[str], channel) -> None:
     """The control server's process: answers until SIGTERM, or until the publisher
     dies (PR_SET_PDEATHSIG: a SIGKILLed publisher leaves no orphan holding its port).
     When the publisher asks (the database file was replaced), it closes its
@@ -584,7 +444,7 @@ def _control_main(config: PublisherConfig, epoch: str, kinds: list[str], channel
     sock = open_control_socket(config.control_url)
     try:
         while not stop.is_set():
-            control.ControlServer(config.db, config.name, epoch, kinds, sock,
+            control.ControlServer(opener, config.name, epoch, kinds, sock,
                                   _Halt(stop, channel)).run()   # closes its connections
             message = _next_message(channel, stop)
             if message is None:
@@ -603,8 +463,9 @@ class ControlProcess:
     """The control server in a forked child, with a pipe to tell it to let go of the
     database and to open it again."""
 
-    def __init__(self, config: PublisherConfig, epoch: str, kinds: list[str]):
-        self.args = (config, epoch, kinds)
+    def __init__(self, opener: SourceOpener, config: PublisherConfig, epoch: str,
+                 kinds: list[str]):
+        self.args = (opener, config, epoch, kinds)
         self.proc: multiprocessing.Process | None = None
         self.channel = None
 
@@ -663,8 +524,9 @@ class ControlProcess:
 class ControlThread:
     """The control server in a thread of the publisher, on the publisher's REP socket."""
 
-    def __init__(self, config: PublisherConfig, epoch: str, kinds: list[str],
-                 sock: nanomsg.Socket):
+    def __init__(self, opener: SourceOpener, config: PublisherConfig, epoch: str,
+                 kinds: list[str], sock: nanomsg.Socket):
+        self.opener = opener
         self.config = config
         self.epoch = epoch
         self.kinds = kinds
@@ -674,7 +536,7 @@ class ControlThread:
 
     def start(self) -> None:
         self.halt = threading.Event()
-        server = control.ControlServer(self.config.db, self.config.name, self.epoch,
+        server = control.ControlServer(self.opener, self.config.name, self.epoch,
                                        self.kinds, self.sock, self.halt)
         self.thread = threading.Thread(target=server.run, name="cell-control", daemon=True)
         self.thread.start()
@@ -751,7 +613,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.init:
-        outbox.init_cell_db(args.db, args.name, flavors=args.flavors)
+        from replica.cell.outbox import init_cell_db     # a SQLite cell database
+        init_cell_db(args.db, args.name, flavors=args.flavors)
     run_publisher(PublisherConfig(args.db, args.name, args.feed, args.control,
                                   args.retention_events, args.retention_seconds,
                                   args.heartbeat, args.batch_max,

@@ -407,3 +407,28 @@ def test_resync_of_every_cell_at_once_swaps_each_of_them(make_cell, make_ingest,
     for cell in cells:
         assert after[cell.name]["resyncs"] == before[cell.name]["resyncs"] + 1
         assert_converged(replica_path, cell)
+
+
+def test_rows_from_before_the_outbox_reach_the_replica(make_cell, make_ingest, replica_path):
+    """An outbox installed into a database that already has servers holds no event for
+    them: the first attach takes a snapshot, so every server is in the replica."""
+    c1 = make_cell("c1")
+    c1.populate(80, seed=21)
+    conn = cell_connection.open_cell(c1.db)
+    with conn:          # as if the outbox had never been there
+        for (trigger,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' "
+                                       "AND name LIKE 'shadow\\_replica\\_%' ESCAPE '\\'"
+                                       ).fetchall():
+            conn.execute(f'DROP TRIGGER "{trigger}"')
+        conn.execute(f"DROP TABLE {outbox.OUTBOX}")
+        conn.execute(f"DROP TABLE {outbox.META}")
+        conn.execute("DELETE FROM sqlite_sequence WHERE name = ?", (outbox.OUTBOX,))
+    conn.close()
+    c1.epoch = outbox.init_cell_db(c1.db, "c1")
+    assert c1.head() == 0
+    c1.start()
+    ing = make_ingest([c1.feed()])
+    ing.start()
+    status = ing.wait_caught_up([c1])
+    assert status["c1"]["resyncs"] >= 1
+    assert assert_converged(replica_path, c1) == 80

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 from replica import feed
-from replica.cell import connection, control, entity, outbox, simulator
+from replica.cell import connection, control, entity, outbox, simulator, sqlite_source
 
 
 def recomputed(conn) -> dict:
@@ -15,11 +15,9 @@ def recomputed(conn) -> dict:
 
 
 def refresh(cache, conn) -> int:
-    conn.execute("BEGIN")
-    try:
-        return cache.refresh(conn, ["server"])
-    finally:
-        conn.execute("ROLLBACK")
+    source = sqlite_source.borrowed(conn)
+    with source.entities.read_view():
+        return cache.refresh(source, ["server"])
 
 
 def test_hash_cache_follows_changes_and_survives_pruning(cell_db):
@@ -46,11 +44,11 @@ def test_handle_answers_and_refuses_without_raising(cell_db):
     conn = connection.open_cell(cell_db)
     server = control.ControlServer(cell_db, "c1", outbox.epoch_of(conn), ["server"], None,
                                    threading.Event())
-    server.conn = connection.open_cell_reader(cell_db)
+    server.open()
     hello = feed.decode_reply("hello", server.handle(feed.encode_request("hello")))
     assert (hello["head"], hello["oldest"]) == (5, 1)
     assert feed._unpack(server.handle(b"\x00\x01"), 1 << 20)["ok"] is False
-    server.conn.close()     # a database error becomes an "internal" error reply
+    server.source.close()     # a database error becomes an "internal" error reply
     reply = feed._unpack(server.handle(feed.encode_request("hello")), 1 << 20)
     assert (reply["ok"], reply["error"]) == (False, "internal")
     assert server.stats.errors == 2 and server.stats.requests == 3
@@ -62,7 +60,7 @@ def test_snapshots_are_bounded_evicted_when_idle_and_expire(cell_db):
     conn = connection.open_cell(cell_db)
     server = control.ControlServer(cell_db, "c1", outbox.epoch_of(conn), ["server"], None,
                                    threading.Event())
-    server.conn = connection.open_cell_reader(cell_db)
+    server.open()
 
     def call(op, **args):
         return feed._unpack(server.handle(feed.encode_request(op, **args)), 1 << 20)
@@ -87,7 +85,7 @@ def test_snapshots_are_bounded_evicted_when_idle_and_expire(cell_db):
     assert [i[1] for i in first["items"] + second["items"]] == [i[1] for i in page["items"]]
     for snap in list(server.snapshots.values()):
         snap.close()
-    server.conn.close()
+    server.source.close()
     conn.close()
 
 
@@ -97,7 +95,7 @@ def test_replay_is_cut_by_size_and_its_successor_prefetched(cell_db, monkeypatch
     conn = connection.open_cell(cell_db)
     epoch = outbox.epoch_of(conn)
     server = control.ControlServer(cell_db, "c1", epoch, ["server"], None, threading.Event())
-    server.conn = connection.open_cell_reader(cell_db)
+    server.open()
     head = outbox.outbox_head(conn)
 
     def replay(start, limit=1000):
@@ -122,7 +120,7 @@ def test_replay_is_cut_by_size_and_its_successor_prefetched(cell_db, monkeypatch
     # a request that is not the predicted one is answered afresh
     server.prefetch()
     assert replay(3)["events"][0]["s"] == 3 and server.prefetched_replay is None
-    server.conn.close()
+    server.source.close()
     conn.close()
 
 
@@ -131,7 +129,7 @@ def test_snapshot_pages_are_cut_by_size(cell_db, monkeypatch):
     conn = connection.open_cell(cell_db)
     server = control.ControlServer(cell_db, "c1", outbox.epoch_of(conn), ["server"], None,
                                    threading.Event())
-    server.conn = connection.open_cell_reader(cell_db)
+    server.open()
     expected = [key for _kind, key, _e in entity.iter_entities(conn, ["server"])]
     monkeypatch.setattr(control, "REPLY_MAX_BYTES", 12_000)
     snap = feed.decode_reply("snapshot_begin",
@@ -149,7 +147,7 @@ def test_snapshot_pages_are_cut_by_size(cell_db, monkeypatch):
     assert seen == expected and pages > 2
     for s in list(server.snapshots.values()):
         s.close()
-    server.conn.close()
+    server.source.close()
     conn.close()
 
 
@@ -158,7 +156,7 @@ def test_a_digest_sees_changes_that_bypassed_the_outbox(cell_db):
     conn = connection.open_cell(cell_db)
     stop = threading.Event()
     server = control.ControlServer(cell_db, "c1", outbox.epoch_of(conn), ["server"], None, stop)
-    server.conn = connection.open_cell_reader(cell_db)
+    server.open()
     before = feed.decode_reply("digest", server.handle(feed.encode_request("digest")))
     assert server.hashes.entries == recomputed(conn)
     with conn:
@@ -170,5 +168,5 @@ def test_a_digest_sees_changes_that_bypassed_the_outbox(cell_db):
     assert server.hashes.entries == recomputed(conn)
     changed = [b for b in range(feed.DIGEST_BUCKETS) if before["buckets"][b] != after["buckets"][b]]
     assert len(changed) == 1
-    server.conn.close()
+    server.source.close()
     conn.close()

@@ -1,0 +1,190 @@
+"""Smoke tests of the real-Nova harness: the MariaDB server, Nova's own tooling writing its
+databases, and real nova-api answering from them."""
+
+from __future__ import annotations
+
+import pymysql
+import pytest
+
+from tests.realnova.mariadb import mariadb_fixture
+from tests.realnova.novadb import NovaDeployment, create_concurrently
+
+mariadb = mariadb_fixture(scope="module")
+
+
+def test_mariadb_has_row_binlog_with_gtids(mariadb):
+    settings = dict(mariadb.execute(
+        "SELECT 'log_bin', @@log_bin UNION ALL SELECT 'binlog_format', @@binlog_format "
+        "UNION ALL SELECT 'binlog_row_image', @@binlog_row_image "
+        "UNION ALL SELECT 'binlog_row_metadata', @@binlog_row_metadata "
+        "UNION ALL SELECT 'gtid_strict_mode', @@gtid_strict_mode "
+        "UNION ALL SELECT 'server_id', @@server_id"))
+    assert settings == {"log_bin": "1", "binlog_format": "ROW", "binlog_row_image": "FULL",
+                        "binlog_row_metadata": "FULL", "gtid_strict_mode": "1",
+                        "server_id": str(mariadb.server_id)}
+    before = mariadb.gtid_binlog_pos()
+    mariadb.create_database("harness_gtid")
+    after = mariadb.gtid_binlog_pos()
+    assert after and after != before
+    domain, server_id, seq = after.split("-")
+    assert int(server_id) == mariadb.server_id and int(seq) >= 1
+
+
+def test_replica_user_reads_but_cannot_write(mariadb):
+    mariadb.create_database("harness_grants")
+    mariadb.execute("CREATE TABLE harness_grants.t (id INT PRIMARY KEY, v TEXT)")
+    mariadb.execute("INSERT INTO harness_grants.t VALUES (1, 'one')")
+    mariadb.create_replica_user("harness_replica", "pw'with\"quotes", ["harness_grants"])
+    conn = mariadb.connect("harness_grants", "harness_replica", "pw'with\"quotes")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT v FROM t WHERE id = %s", (1,))
+            assert cur.fetchall() == (("one",),)
+            cur.execute("SHOW BINARY LOGS")          # REPLICATION CLIENT
+            assert cur.fetchall()
+            for statement in ("INSERT INTO t VALUES (2, 'two')", "UPDATE t SET v = 'x'",
+                              "DELETE FROM t", "CREATE TABLE u (id INT)",
+                              "SELECT * FROM mysql.user"):
+                with pytest.raises(pymysql.err.OperationalError) as denied:
+                    cur.execute(statement)
+                assert denied.value.args[0] in (1142, 1044), (statement, denied.value)
+    finally:
+        conn.close()
+    assert mariadb.execute("SELECT v FROM harness_grants.t") == [("one",)]
+
+
+def test_mariadb_restart_keeps_data_and_binlog(mariadb):
+    mariadb.create_database("harness_restart")
+    mariadb.execute("CREATE TABLE harness_restart.t (id INT PRIMARY KEY)")
+    mariadb.execute("INSERT INTO harness_restart.t VALUES (7)")
+    position = mariadb.gtid_binlog_pos()
+    port = mariadb.port
+    mariadb.restart()
+    assert mariadb.port == port
+    assert mariadb.execute("SELECT id FROM harness_restart.t") == [(7,)]
+    assert mariadb.gtid_binlog_pos() == position
+
+
+# -- Nova's own tooling on both backends ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def nova_deployments(mariadb, tmp_path_factory):
+    """One deployment on the MariaDB server and one on SQLite, made concurrently."""
+    return dict(zip(("mariadb", "sqlite"), create_concurrently(
+        NovaDeployment.on_mariadb(mariadb, str(tmp_path_factory.mktemp("nova-mariadb"))),
+        NovaDeployment.on_sqlite(str(tmp_path_factory.mktemp("nova-sqlite"))))))
+
+
+@pytest.fixture(scope="module", params=["mariadb", "sqlite"])
+def nova(request, nova_deployments):
+    return nova_deployments[request.param]
+
+
+@pytest.fixture(scope="module")
+def populated(nova):
+    """Flavors, two hosts and a few servers in every state the harness writes."""
+    with nova.writer() as writer:
+        writer.create_flavor(name="m1.small", vcpus=1, memory_mb=2048, root_gb=20,
+                             flavorid="2", extra_specs={"hw:cpu_policy": "shared"})
+        writer.create_flavor(name="m1.medium", vcpus=2, memory_mb=4096, root_gb=40,
+                             flavorid="3")
+        writer.create_flavor(name="tenant-only", vcpus=4, memory_mb=8192, root_gb=80,
+                             flavorid="private-1", is_public=False, projects=["project-a"])
+        writer.create_compute(host="compute-1", az="zone-1")
+        writer.create_compute(host="compute-2")
+        writer.create_keypair(user_id="user-a", name="key-a")
+        group = writer.create_server_group(user_id="user-a", project_id="project-a",
+                                           name="spread")
+        active = writer.build_server(
+            user_id="user-a", project_id="project-a", flavor="2", name="web-1",
+            key_name="key-a", metadata={"role": "web"}, tags=["blue"],
+            server_group=group["uuid"], host="compute-1",
+            networks=[{"label": "private", "fixed": ["10.0.0.5", "fd00::5"],
+                       "floating": ["172.24.4.10"]}])
+        stopped = writer.build_server(user_id="user-a", project_id="project-a", flavor="2",
+                                      name="db-1", host="compute-2")
+        writer.stop(uuid=stopped["uuid"])
+        writer.resize(uuid=active["uuid"], flavor="3")
+        writer.set_metadata(uuid=active["uuid"], metadata={"tier": "front"})
+        writer.delete_metadata(uuid=active["uuid"], key="role")
+        failed = writer.build_server(user_id="user-a", project_id="project-a", flavor="2",
+                                     name="broken-1")
+        writer.fault(uuid=failed["uuid"], message="Unexpected build failure")
+        requested = writer.build_server(user_id="user-b", project_id="project-b",
+                                        flavor="2", name="queued-1", stage="requested")
+        buried = writer.build_server(user_id="user-b", project_id="project-b", flavor="2",
+                                     name="nowhere-1", stage="cell0")
+        gone = writer.build_server(user_id="user-b", project_id="project-b", flavor="2",
+                                   name="gone-1")
+        writer.delete(uuid=gone["uuid"])
+        bulk = writer.build_servers(count=20, user_id="user-b", project_id="project-b",
+                                    flavor="2", name_prefix="bulk")
+        writer.service_down(host="compute-2")
+    archived = nova.archive_deleted_rows()
+    return {"active": active, "stopped": stopped, "failed": failed, "requested": requested,
+            "buried": buried, "gone": gone, "bulk": bulk["servers"], "archived": archived}
+
+
+def _p(nova):
+    return "%s" if nova.backend == "mariadb" else "?"
+
+
+def test_nova_manage_made_the_schema_and_cells(nova):
+    cells = dict(nova.query("api", "SELECT name, database_connection FROM cell_mappings"))
+    assert cells == {"cell0": nova.cell0_url, "cell1": nova.cell_url}
+    for database in ("cell0", "cell1"):
+        tables = {row[0] for row in nova.query(
+            database, "SELECT table_name FROM information_schema.tables "
+                      "WHERE table_schema = DATABASE()" if nova.backend == "mariadb" else
+                      "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"instances", "shadow_instances", "instance_metadata", "services",
+                "block_device_mapping", "instance_info_caches"} <= tables
+    api_tables = {row[0] for row in nova.query(
+        "api", "SELECT table_name FROM information_schema.tables "
+               "WHERE table_schema = DATABASE()" if nova.backend == "mariadb" else
+               "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"flavors", "request_specs", "build_requests", "instance_mappings",
+            "instance_groups", "key_pairs"} <= api_tables
+
+
+def test_writer_builds_servers_as_nova_does(nova, populated):
+    p = _p(nova)
+    rows = dict((r[0], r[1:]) for r in nova.query(
+        "cell1", "SELECT display_name, vm_state, power_state, task_state, host, "
+                 "instance_type_id, launched_at IS NOT NULL, deleted "
+                 "FROM instances WHERE display_name NOT LIKE 'bulk-%'"))
+    medium_id = nova.query("api", f"SELECT id FROM flavors WHERE flavorid = {p}", ("3",))[0][0]
+    assert rows["web-1"] == ("active", 1, None, "compute-1", medium_id, 1, 0)
+    assert rows["db-1"][:4] == ("stopped", 4, None, "compute-2")
+    assert rows["broken-1"][0] == "error"
+    assert "gone-1" not in rows                  # deleted, then archived
+    assert "queued-1" not in rows and "nowhere-1" not in rows
+    assert nova.query("cell1", "SELECT COUNT(*) FROM instances "
+                               "WHERE display_name LIKE 'bulk-%' AND vm_state = 'active'"
+                      ) == [(20,)]
+    assert nova.query("cell1", f"SELECT display_name FROM shadow_instances") == [("gone-1",)]
+    assert nova.query("cell0", "SELECT display_name, vm_state FROM instances") == [
+        ("nowhere-1", "error")]
+    assert nova.query("api", "SELECT instance_uuid FROM build_requests") == [
+        (populated["requested"]["uuid"],)]
+    mappings = dict(nova.query(
+        "api", "SELECT m.instance_uuid, c.name FROM instance_mappings m "
+               "LEFT JOIN cell_mappings c ON c.id = m.cell_id"))
+    assert mappings[populated["active"]["uuid"]] == "cell1"
+    assert mappings[populated["buried"]["uuid"]] == "cell0"
+    assert mappings[populated["requested"]["uuid"]] is None
+    assert populated["gone"]["uuid"] not in mappings
+    web = populated["active"]["uuid"]
+    assert dict(nova.query("cell1", f"SELECT `key`, value FROM instance_metadata "
+                                    f"WHERE instance_uuid = {p} AND deleted = 0"
+                           if nova.backend == "mariadb" else
+                           "SELECT key, value FROM instance_metadata "
+                           "WHERE instance_uuid = ? AND deleted = 0", (web,))) == {
+        "tier": "front"}
+    network_info = nova.query("cell1", f"SELECT network_info FROM instance_info_caches "
+                                       f"WHERE instance_uuid = {p}", (web,))[0][0]
+    assert "172.24.4.10" in network_info and "fd00::5" in network_info
+    faults = nova.query("cell1", f"SELECT message FROM instance_faults "
+                                 f"WHERE instance_uuid = {p}", (populated["failed"]["uuid"],))
+    assert faults == [("Unexpected build failure",)]
+    assert "cell1.instances" in populated["archived"]
