@@ -215,11 +215,13 @@ def make_app(settings: Settings, processes_path: str, metrics_dir: str) -> bottl
     @app.get("/metrics")
     @guarded
     def prometheus():
-        try:
-            ingest = _ingest_call(settings, lambda c: c.status())
-        except AdminError:
-            ingest = None
-        body = metrics.render(metrics_dir, ingest)
+        status = collect_status(settings, processes_path)
+        ingest = None
+        if not status["ingest_error"]:
+            ingest = dict(status["ingest"] or {}, cells=status["cells"])
+        ready = not readiness(status, settings.readyz_max_lag_ms, configured)
+        table = {"supervisor": status["supervisor"], "processes": status["processes"]}
+        body = metrics.render(metrics_dir, ingest, table, ready)
         return bottle.HTTPResponse(body, status=200, headers={
             "Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 

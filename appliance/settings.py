@@ -494,7 +494,7 @@ JSON; errors are `{"error": {"code": ..., "message": ...}}`.
 | `POST /resync[?cell=NAME]` | 202 with the job (`appliance resync` follows it) |
 | `POST /verify[?cell=NAME][&repair=true]` | 202 with the job (`appliance verify`) |
 | `GET /jobs/ID` | the job: state, done, total, error, result |
-| `GET /metrics` | Prometheus text: `appliance_api_request_seconds` (histogram by method, endpoint, status; workers fold their counts in about once a second), `appliance_ingest_events_applied_total`, `appliance_ingest_batches_committed_total`, `appliance_ingest_dead_letters_total`, `appliance_ingest_up`, and per cell `appliance_cell_lag_milliseconds`, `appliance_cell_lag_events`, `appliance_cell_seq`, `appliance_cell_head_seq`, `appliance_cell_servers`, `appliance_cell_gaps_total`, `appliance_cell_replays_total`, `appliance_cell_resyncs_total`, `appliance_cell_dead_letters_total`, `appliance_cell_state` |
+| `GET /metrics` | Prometheus text in base units: `appliance_api_request_seconds` (histogram by method, endpoint, status; buckets from 100 us), per cell `appliance_cell_lag_seconds`, `appliance_cell_lag_events`, `appliance_cell_seq`, `appliance_cell_head_seq`, `appliance_cell_state`, `appliance_cell_live_once`, `appliance_cell_servers`, `appliance_cell_flavors`, `appliance_cell_gaps_total`, `appliance_cell_replays_total`, `appliance_cell_resyncs_total`, `appliance_cell_resync_failures_total`, `appliance_cell_dead_letters_total`, ingest totals, `appliance_ready`, `appliance_build_info`, `appliance_process_restarts_total` and `process_*` per process (labels `process`, `role`). The README's Monitoring section lists them; `docs/monitoring/` has alert rules and a Grafana dashboard |
 """
 
 
