@@ -83,9 +83,31 @@ def collect_status(settings: Settings, processes_path: str) -> dict:
         result["ingest_error"] = exc.message
         return result
     result["cells"] = status.get("cells", [])
+    deleted = _deleted_servers(settings)
+    for cell in result["cells"]:
+        # ingest counts every row of the cell; soft-deleted servers are kept (Nova shows
+        # them to changes-since) and are told apart here.
+        if deleted is not None and cell.get("servers") is not None:
+            cell["servers_deleted"] = deleted.get(cell.get("cell"), 0)
+            cell["servers_live"] = max(cell["servers"] - cell["servers_deleted"], 0)
     result["ingest"] = {k: status.get(k) for k in
                         ("pid", "events_applied", "batches_committed", "dead_letters")}
     return result
+
+
+def _deleted_servers(settings: Settings) -> dict[str, int] | None:
+    """Soft-deleted servers per cell from this process's read-only replica connection
+    (None when the replica cannot be read yet)."""
+    import apsw
+
+    from replica.store.reader import ReadTimeout, reader_for
+    if not os.path.exists(settings.replica):
+        return None
+    try:
+        return reader_for(settings.replica).deleted_servers()
+    except (apsw.Error, ReadTimeout) as exc:
+        logs.warning("deleted_count_failed", error=repr(exc))
+        return None
 
 
 def readiness(status: dict, max_lag_ms: float, configured: tuple[str, ...]) -> list[str]:

@@ -219,7 +219,8 @@ def run(args) -> int:
     code = 1
     try:
         where = layout(data_dir, args.cells)
-        cells = [{"name": name, "feed": feed["feed"], "control": feed["control"]}
+        cells = [{"name": name, "feed": feed["feed"], "control": feed["control"],
+                  "kind": "flavors" if name == FLAVOR_SOURCE else "servers"}
                  for name, feed in where["feeds"].items()]
         overrides = {"data_dir": data_dir, "listen_port": args.port,
                      "admin_port": args.admin_port, "cells": cells,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the project needs, idempotently: libnanomsg (system package),
-# wrk for the benchmarks, promtool (Debian's prometheus package) for the monitoring tests, a virtual environment at .venv with pinned packages, and the
+# wrk for the benchmarks, promtool (Debian's prometheus package) for the monitoring tests,
+# zsh for the completion test, a virtual environment at .venv with pinned packages, and the
 # project itself in editable mode (.venv/bin/appliance).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ need_apt=()
 [ -e /usr/include/nanomsg/nn.h ] || need_apt+=(libnanomsg-dev)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v zsh >/dev/null 2>&1 || need_apt+=(zsh)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
     echo "bootstrap: installing system packages: ${need_apt[*]}"

@@ -45,8 +45,9 @@ class CellsAppliance:
                  f"workers = {workers}", f'data_dir = "{self.dir}/data"',
                  "graceful_timeout = 10", settings]
         for name, feed in self.feeds.items():
-            lines += ["[[cell]]", f'name = "{name}"', f'feed = "{feed["feed"]}"',
-                      f'control = "{feed["control"]}"']
+            kind = "flavors" if name == FLAVOR_SOURCE else "servers"
+            lines += ["[[cell]]", f'name = "{name}"', f'kind = "{kind}"',
+                      f'feed = "{feed["feed"]}"', f'control = "{feed["control"]}"']
         with open(self.config, "w") as f:
             f.write("\n".join(lines) + "\n")
         self.publishers: dict[str, Running] = {}
