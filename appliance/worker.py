@@ -44,11 +44,16 @@ class BootError(RuntimeError):
 def build_api_app(settings: Settings):
     """The Compute API app for one worker (called after the fork)."""
     from appliance.api import ApiConfig, make_app
+    server_feeds = tuple(c.name for c in settings.cells if c.kind == "servers")
+    # Without a declared flavor source, flavor reads wait for every feed.
+    flavor_feeds = tuple(c.name for c in settings.cells if c.kind == "flavors") or \
+        tuple(c.name for c in settings.cells)
     config = ApiConfig(replica_path=settings.replica, auth=settings.auth,
                        tokens_file=settings.tokens_file or None,
                        noauth_default_token=settings.noauth_default_token,
                        public_url=settings.public_url or None,
-                       max_limit=settings.max_limit)
+                       max_limit=settings.max_limit, server_feeds=server_feeds,
+                       flavor_feeds=flavor_feeds)
     app = make_app(config)
     # Open this process's read-only replica connection now: a replica that cannot be
     # opened is a boot failure, not a 503 on the first request.

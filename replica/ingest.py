@@ -571,6 +571,8 @@ class Ingest:
         if link.position.seq >= head:
             self.commit()
             link.gap_flag = False
+            if not link.live_once:
+                self.writer.mark_live(link.name)
             link.live_once = True
             link.set_state(CellState.LIVE, f"caught up at {head}")
 

@@ -148,6 +148,14 @@ STEPS: tuple[str, ...] = (
     """
     ALTER TABLE servers ADD COLUMN addresses_building TEXT;  -- addresses view JSON, or NULL
     """,
+    # 4: the feeds that have been live at least once. Until every feed a read includes
+    # is here, the API answers 503 (loading) instead of a list that looks empty.
+    """
+    CREATE TABLE cells_live (
+        cell TEXT PRIMARY KEY,
+        first_live_at REAL NOT NULL       -- unix time ingest first caught up with it
+    );
+    """,
 )
 
 
