@@ -29,6 +29,8 @@ URL_SCHEMES = ("tcp://", "ipc://")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("kv", "json")
 AUTH_MODES = ("noauth", "tokens")
+ACCESS_LOG_LEVELS = ("off", "debug", "info", "warning")
+ACCESS_LOG_FORMATS = ("log", "combined")
 CELL_KINDS = ("servers", "flavors")   # a cell's feed, or the flavor source's
 
 
@@ -273,6 +275,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_format", "str", "kv",
             "Log line format on stderr: 'kv' (key=value) or 'json' (one object a line).",
             _to_str, _choice(LOG_FORMATS)),
+    Setting("access_log", "str", "off",
+            "One line per API request (method, path, status, bytes, duration, SQL "
+            "statements, request id, project) at this level, or 'off'. A level below "
+            "log_level writes nothing (and costs nothing).",
+            _to_str, _choice(ACCESS_LOG_LEVELS)),
+    Setting("access_log_format", "str", "log",
+            "Access line format: 'log' (a log line, event=access, in log_format) or "
+            "'combined' (NCSA combined, as web servers write it, then duration, "
+            "statements and request id).", _to_str, _choice(ACCESS_LOG_FORMATS)),
 )
 
 BY_NAME = {s.name: s for s in SETTINGS}
