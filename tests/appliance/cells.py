@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.error
 import urllib.request
 
 from tests.appliance.conftest import PYTHON, Running, start_process
@@ -28,8 +29,11 @@ class CellsAppliance:
     """``start()`` runs the publishers and the appliance; ``stop()`` ends them all."""
 
     def __init__(self, directory, cells=("cell1", "cell2"), servers: int = 20,
-                 workers: int = 1, settings: str = ""):
+                 workers: int = 1, settings: str = "", admin_token: str | None = None):
         self.dir = str(directory)
+        self.admin_token = admin_token
+        if admin_token:
+            settings += f'\nadmin_token = "{admin_token}"\nadmin_token_always = true\n'
         os.makedirs(self.dir, exist_ok=True)
         self.names = list(cells) + [FLAVOR_SOURCE]
         self.port, self.admin_port = free_port(), free_port()
@@ -81,9 +85,11 @@ class CellsAppliance:
         return self
 
     def admin(self, path: str) -> tuple[int, bytes]:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.admin_port}{path}")
+        if self.admin_token:
+            request.add_header("X-Auth-Token", self.admin_token)
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}",
-                                        timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=10) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
