@@ -564,11 +564,15 @@ logs `launcher_gone`, stops gracefully and, as its last act, removes the unpacke
 ## The admin listener
 
 On `admin_host:admin_port`. Off loopback (or with `admin_token_always`) every request
-needs `X-Auth-Token: <admin_token>` or `Authorization: Bearer <admin_token>`. Answers are
-JSON; errors are `{"error": {"code": ..., "message": ...}}`.
+needs `X-Auth-Token: <admin_token>`, `Authorization: Bearer <admin_token>` or HTTP Basic
+authentication with the token as the password (browsers). Answers are JSON; errors are
+`{"error": {"code": ..., "message": ...}}`. A POST from another site's page (`Origin`) is
+refused.
 
 | request | answer |
 |---|---|
+| `GET /` | the status page: cells (state, seq, lag and its chart, servers, dead letters, errors), processes, resync and verify buttons; refreshes itself |
+| `GET /lag-history` | each cell's lag samples of the last 5 minutes |
 | `GET /healthz` | 200 while the listener runs |
 | `GET /readyz` | 200 once every cell has been live at least once and lags less than `readyz_max_lag_ms`; else 503 with `reasons` |
 | `GET /status` | per cell: state, epoch, seq, head, lag, servers, last event, gaps, dead letters; per process: role, pid, state, restarts, started |
