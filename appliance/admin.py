@@ -228,8 +228,15 @@ def sample_lag(settings: Settings, history: LagHistory) -> None:
 
 
 def _static(name: str) -> bytes:
-    with open(os.path.join(STATIC_DIR, name), "rb") as f:
-        return f.read()
+    """A file of the status page: beside this module (a source tree, an installed package,
+    and PyInstaller's unpacked bundle, where the spec's datas put appliance/static), else
+    through the package's resources."""
+    try:
+        with open(os.path.join(STATIC_DIR, name), "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        from importlib import resources
+        return resources.files("appliance").joinpath("static", name).read_bytes()
 
 
 def _json(status: int, body: dict) -> bottle.HTTPResponse:
