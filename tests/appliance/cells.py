@@ -9,7 +9,7 @@ import os
 import urllib.error
 import urllib.request
 
-from tests.appliance.conftest import PYTHON, Running, start_process
+from tests.appliance.conftest import PYTHON, Running, get, start_process
 from tests.conftest import free_port, wait_for
 
 FLAVOR_SOURCE = "flavors"
@@ -80,6 +80,9 @@ class CellsAppliance:
         self.appliance = start_process([PYTHON, "-m", "appliance", "serve", "--config",
                                         self.config], {}, os.path.join(self.dir, "data"),
                                        port=self.port, admin_port=self.admin_port)
+        # The workers answer version discovery whatever the cells do.
+        wait_for(lambda: get(self.port, "/", timeout=2)[0] == 200, timeout=30,
+                 what="the API workers listening")
         if wait_ready:
             self.wait_ready()
         return self
