@@ -155,6 +155,7 @@ def banner(settings: Settings, data_dir: str, kept: bool) -> str:
         "The appliance is ready.",
         "",
         f"  Compute API   {api}/v2.1",
+        f"  Status page   {admin}/",
         f"  Admin         {admin}/status   {admin}/metrics   {admin}/readyz",
         f"  Data          {data_dir}" + ("" if kept else "   (removed at exit)"),
         f"  Logs          {os.path.join(data_dir, 'logs', 'appliance.log')}",
