@@ -167,3 +167,26 @@ def test_metric_names_of_an_expression():
         == {"appliance_cell_lag_seconds"}
     assert metric_names("label_values(appliance_cell_state, cell)") == \
         {"appliance_cell_state"}
+
+
+def test_ingest_figures_in_base_units():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from appliance.metrics import IngestCollector
+    registry = CollectorRegistry()
+    registry.register(IngestCollector({
+        "events_applied": 7, "dead_letters": 1, "batches_committed": 2,
+        "cells": [{"cell": "c1", "state": "stale", "lag_ms": 1500.0, "lag_events": 3,
+                   "seq": 10, "head": 13, "servers": 5, "flavors": 0, "live_once": True,
+                   "last_event_at": 1700000000.5, "state_since": 1700000001.0, "gaps": 1,
+                   "replays": 2, "resyncs": 3, "resync_failures": 1, "dead_letters": 1}]}))
+    text = generate_latest(registry).decode()
+    for line in ('appliance_cell_lag_seconds{cell="c1"} 1.5',
+                 'appliance_cell_lag_events{cell="c1"} 3.0',
+                 'appliance_cell_live_once{cell="c1"} 1.0',
+                 'appliance_cell_last_event_timestamp_seconds{cell="c1"} 1.7000000005e+09',
+                 'appliance_cell_resync_failures_total{cell="c1"} 1.0',
+                 'appliance_cell_state{cell="c1",state="stale"} 1.0',
+                 'appliance_cell_state{cell="c1",state="live"} 0.0',
+                 "appliance_ingest_dead_letters_total 1.0"):
+        assert line in text.splitlines(), line
