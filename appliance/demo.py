@@ -227,6 +227,8 @@ def run(args) -> int:
                      "admin_port": args.admin_port, "cells": cells,
                      "workers": args.workers, "listen_host": "127.0.0.1",
                      "admin_host": "127.0.0.1"}
+        if "APPLIANCE_ACCESS_LOG" not in os.environ:
+            overrides["access_log"] = "info"   # the demo's log shows each request
         settings = load(None, overrides=overrides)
         for host, port, what in ((settings.listen_host, settings.listen_port, "listen"),
                                  (settings.admin_host, settings.admin_port, "admin")):
