@@ -1,9 +1,13 @@
-"""The admin listener: status, resync, verify, jobs, metrics, health and readiness.
+"""The admin listener: status page, status, resync, verify, jobs, metrics, health and
+readiness.
 
 Its own child process ("appliance: admin"), gevent + bottle, loopback by default. Off
 loopback (or with ``admin_token_always``) every request needs ``admin_token`` as
-``X-Auth-Token`` or ``Authorization: Bearer``. Every answer is JSON (metrics: Prometheus
-text); errors are ``{"error": {"code": int, "message": str}}``, never a traceback.
+``X-Auth-Token``, ``Authorization: Bearer`` or, for a browser, as the password of HTTP
+Basic authentication (a 401 asks the browser for it). Every answer is JSON (metrics:
+Prometheus text; ``/``: the status page, files of ``appliance/static``); errors are
+``{"error": {"code": int, "message": str}}``, never a traceback. A POST whose ``Origin``
+is another site is refused (a page elsewhere cannot start jobs through a browser).
 
 The functions the handlers call (``collect_status``, ``readiness``, ``start_resync``,
 ``start_verify``, ``get_job``) are the same the command line reaches through
@@ -12,6 +16,8 @@ The functions the handlers call (``collect_status``, ``readiness``, ``start_resy
 
 from __future__ import annotations
 
+import base64
+import collections
 import hmac
 import json
 import os
@@ -30,6 +36,18 @@ from appliance.supervisor import read_table
 INGEST_TIMEOUT = 3.0            # seconds an admin request waits for ingest
 CLIENT_TIMEOUT = 10.0
 JSON_TYPE = "application/json"
+LAG_SAMPLE_S = 2.0              # how often the listener records each cell's lag
+LAG_HISTORY_S = 300.0           # how far back the status page's lag charts go
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+# The status page's files (appliance/static; in the one-file binary through
+# pyinstaller.spec's datas) and their types.
+STATIC_FILES = {"status.html": "text/html; charset=utf-8",
+                "status.js": "text/javascript; charset=utf-8",
+                "status.css": "text/css; charset=utf-8"}
+PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+                                           "frame-ancestors 'none'"}
 
 
 class AdminError(Exception):
@@ -83,9 +101,31 @@ def collect_status(settings: Settings, processes_path: str) -> dict:
         result["ingest_error"] = exc.message
         return result
     result["cells"] = status.get("cells", [])
+    deleted = _deleted_servers(settings)
+    for cell in result["cells"]:
+        # ingest counts every row of the cell; soft-deleted servers are kept (Nova shows
+        # them to changes-since) and are told apart here.
+        if deleted is not None and cell.get("servers") is not None:
+            cell["servers_deleted"] = deleted.get(cell.get("cell"), 0)
+            cell["servers_live"] = max(cell["servers"] - cell["servers_deleted"], 0)
     result["ingest"] = {k: status.get(k) for k in
                         ("pid", "events_applied", "batches_committed", "dead_letters")}
     return result
+
+
+def _deleted_servers(settings: Settings) -> dict[str, int] | None:
+    """Soft-deleted servers per cell from this process's read-only replica connection
+    (None when the replica cannot be read yet)."""
+    import apsw
+
+    from replica.store.reader import ReadTimeout, reader_for
+    if not os.path.exists(settings.replica):
+        return None
+    try:
+        return reader_for(settings.replica).deleted_servers()
+    except (apsw.Error, ReadTimeout) as exc:
+        logs.warning("deleted_count_failed", error=repr(exc))
+        return None
 
 
 def readiness(status: dict, max_lag_ms: float, configured: tuple[str, ...]) -> list[str]:
@@ -133,7 +173,70 @@ def _presented_token() -> str:
         auth = bottle.request.get_header("Authorization", "")
         if auth[:7].lower() == "bearer ":
             token = auth[7:].strip()
+        elif auth[:6].lower() == "basic ":
+            # A browser: any user name, the token as the password.
+            try:
+                token = base64.b64decode(auth[6:].strip()).decode().partition(":")[2]
+            except ValueError:
+                token = ""
     return token
+
+
+def _cross_origin() -> bool:
+    """A browser's request sent by a page of another site (Origin names another host)."""
+    origin = bottle.request.get_header("Origin")
+    if not origin:
+        return False
+    host = bottle.request.get_header("Host", "")
+    return origin.split("://", 1)[-1].rstrip("/") != host
+
+
+class LagHistory:
+    """Each cell's lag, sampled every LAG_SAMPLE_S for LAG_HISTORY_S (the status page's
+    charts): ``{cell: deque of (unix time, lag seconds)}``."""
+
+    def __init__(self, seconds: float = LAG_HISTORY_S, every: float = LAG_SAMPLE_S):
+        self.every = every
+        self.keep = max(2, int(seconds / every))
+        self.cells: dict[str, collections.deque] = {}
+
+    def record(self, cells: list[dict], now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        for cell in cells:
+            lag = cell.get("lag_ms")
+            if lag is None:
+                continue
+            points = self.cells.setdefault(str(cell.get("cell")),
+                                           collections.deque(maxlen=self.keep))
+            points.append((round(now, 3), round(lag / 1000.0, 3)))
+
+    def as_dict(self) -> dict:
+        return {"interval": self.every,
+                "cells": {name: list(points) for name, points in self.cells.items()}}
+
+
+def sample_lag(settings: Settings, history: LagHistory) -> None:
+    """The listener's sampler greenlet: one ingest status every LAG_SAMPLE_S."""
+    import gevent
+    while True:
+        try:
+            status = _ingest_call(settings, lambda c: c.status())
+            history.record(status.get("cells", []))
+        except AdminError:
+            pass  # ingest down or starting: a gap in the charts
+        gevent.sleep(history.every)
+
+
+def _static(name: str) -> bytes:
+    """A file of the status page: beside this module (a source tree, an installed package,
+    and PyInstaller's unpacked bundle, where the spec's datas put appliance/static), else
+    through the package's resources."""
+    try:
+        with open(os.path.join(STATIC_DIR, name), "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        from importlib import resources
+        return resources.files("appliance").joinpath("static", name).read_bytes()
 
 
 def _json(status: int, body: dict) -> bottle.HTTPResponse:
@@ -155,17 +258,27 @@ def _flag(value: str | None) -> bool:
     raise AdminError(400, f"expected true or false, got {value!r}")
 
 
-def make_app(settings: Settings, processes_path: str, metrics_dir: str) -> bottle.Bottle:
+def make_app(settings: Settings, processes_path: str, metrics_dir: str,
+             history: LagHistory | None = None) -> bottle.Bottle:
     app = bottle.Bottle(catchall=False)
     configured = tuple(c.name for c in settings.cells)
     need_token = token_required(settings)
+    history = history or LagHistory()
+    static = {name: _static(name) for name in STATIC_FILES}   # read once, at boot
 
     def guarded(handler):
         def wrapper(*args, **kwargs):
             if need_token and not hmac.compare_digest(_presented_token().encode(),
                                                       settings.admin_token.encode()):
-                return _error(401, "admin token required (X-Auth-Token or "
-                                   "Authorization: Bearer)")
+                refused = _error(401, "admin token required (X-Auth-Token, "
+                                      "Authorization: Bearer, or as the password of HTTP "
+                                      "Basic authentication)")
+                refused.set_header("WWW-Authenticate",
+                                   'Basic realm="appliance admin", charset="UTF-8"')
+                return refused
+            if bottle.request.method == "POST" and _cross_origin():
+                return _error(403, "cross-origin request refused: start jobs from the "
+                                   "status page of this listener or the command line")
             try:
                 return handler(*args, **kwargs)
             except AdminError as exc:
@@ -174,6 +287,27 @@ def make_app(settings: Settings, processes_path: str, metrics_dir: str) -> bottl
                 logs.error("admin_error", path=bottle.request.path, error=repr(exc))
                 return _error(500, f"internal error: {exc.__class__.__name__}")
         return wrapper
+
+    def page(name: str) -> bottle.HTTPResponse:
+        return bottle.HTTPResponse(static[name], status=200, headers={
+            "Content-Type": STATIC_FILES[name], **PAGE_HEADERS})
+
+    @app.get("/")
+    @guarded
+    def status_page():
+        return page("status.html")
+
+    @app.get("/static/<name>")
+    @guarded
+    def static_file(name):
+        if name not in static:
+            raise AdminError(404, f"no static file {name!r}")
+        return page(name)
+
+    @app.get("/lag-history")
+    @guarded
+    def lag_history():
+        return _json(200, history.as_dict())
 
     @app.get("/healthz")
     @guarded
@@ -215,11 +349,13 @@ def make_app(settings: Settings, processes_path: str, metrics_dir: str) -> bottl
     @app.get("/metrics")
     @guarded
     def prometheus():
-        try:
-            ingest = _ingest_call(settings, lambda c: c.status())
-        except AdminError:
-            ingest = None
-        body = metrics.render(metrics_dir, ingest)
+        status = collect_status(settings, processes_path)
+        ingest = None
+        if not status["ingest_error"]:
+            ingest = dict(status["ingest"] or {}, cells=status["cells"])
+        ready = not readiness(status, settings.readyz_max_lag_ms, configured)
+        table = {"supervisor": status["supervisor"], "processes": status["processes"]}
+        body = metrics.render(metrics_dir, ingest, table, ready)
         return bottle.HTTPResponse(body, status=200, headers={
             "Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
@@ -253,14 +389,17 @@ def serve(settings: Settings, processes_path: str, metrics_dir: str) -> None:
         host = socket.getaddrinfo(settings.admin_host, settings.admin_port,
                                   type=socket.SOCK_STREAM)[0][4][0]
         listener = reuseport_listener(host, settings.admin_port, backlog=128)
-        app = make_app(settings, processes_path, metrics_dir)
+        history = LagHistory()
+        app = make_app(settings, processes_path, metrics_dir, history)
     except Exception as exc:
         raise BootError(f"admin listener failed to boot: {exc!r}") from exc
     server = gevent.pywsgi.WSGIServer(listener, app, log=None, error_log=None)
     server.start()
+    sampler = gevent.spawn(sample_lag, settings, history)
     logs.info("admin_ready", listen=f"{host}:{settings.admin_port}",
               token_required=token_required(settings))
     stop.wait()
+    sampler.kill()
     server.stop(timeout=2)
 
 

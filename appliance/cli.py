@@ -2,7 +2,8 @@
 the modules it calls (the supervisor, the cell side, the admin listener over HTTP).
 
 Exit codes: 0 success, 1 failure (or drift found by ``verify``), 2 bad command line or
-bad setting (one line on stderr, no traceback).
+bad setting (one line on stderr, no traceback), 141 the output was closed early
+(``appliance status | head -1``: no message).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import threading
 import time
 
 from appliance import logs
-from appliance.settings import SettingsError, load, render_docs
+from appliance.settings import (SettingsError, deployment_problems, exposure_warnings, load,
+                                render_docs)
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:8775"
+EXIT_OUTPUT_CLOSED = 128 + signal.SIGPIPE   # as a shell reports a program SIGPIPE ended
 PROGRESS_WIDTH = 30
 
 
@@ -103,7 +106,9 @@ def build_parser() -> Parser:
                                    "  appliance serve --config a.toml --check"))
     serve.add_argument("--config", metavar="FILE", help="TOML config file")
     serve.add_argument("--check", action="store_true",
-                       help="validate the settings, print them, and exit")
+                       help="validate the settings (and the tokens file, the cells), print "
+                            "them, warn about settings that expose data, and exit (2 if "
+                            "something is wrong)")
 
     cell = sub.add_parser("cell", help="publish a cell database's change feed "
                                        "(and init / populate / simulate it)",
@@ -202,6 +207,15 @@ def build_parser() -> Parser:
                                      "  appliance version\n  appliance version --json"))
     version.add_argument("--json", action="store_true")
 
+    completion = sub.add_parser(
+        "completion", help="print a shell completion script (bash, zsh)",
+        **_help("Print the completion script for a shell, generated from this command "
+                "line's own options.",
+                "  source <(appliance completion bash)              # this shell only\n"
+                "  appliance completion bash > /etc/bash_completion.d/appliance\n"
+                "  appliance completion zsh > \"${fpath[1]}/_appliance\""))
+    completion.add_argument("shell", choices=("bash", "zsh"), help="bash or zsh")
+
     doc = sub.add_parser("config-doc", help="print docs/configuration.md (from the settings)",
                          **_help("The configuration reference, generated from the setting "
                                  "declarations.",
@@ -223,8 +237,15 @@ def cmd_serve(args) -> int:
         for name, value in settings.values.items():
             shown = "(set, not shown)" if name == "admin_token" and value else repr(value)
             print(f"{name} = {shown}  ({settings.sources[name]})")
-        return 0
+        for warning in exposure_warnings(settings):
+            print(f"appliance serve: warning: {warning}", file=sys.stderr)
+        problems = deployment_problems(settings)
+        for problem in problems:
+            print(f"appliance serve: error: {problem}", file=sys.stderr)
+        return 2 if problems else 0
     logs.configure(settings.log_level, settings.log_format)
+    for warning in exposure_warnings(settings):
+        logs.warning("setting_exposes_data", detail=warning)
     try:
         return Supervisor(settings, config_path=args.config).run()
     except StartError as exc:
@@ -332,13 +353,16 @@ def format_status(status: dict) -> str:
         out.append(f"ingest: {status['ingest_error']}")
     out.append(table(
         ["CELL", "STATE", "SINCE", "EPOCH", "SEQ", "HEAD", "LAG MS", "LAG EV", "SERVERS",
-         "LAST EVENT", "DEAD"],
+         "DELETED", "FLAVORS", "LAST EVENT", "DEAD"],
         [[str(c.get("cell")), str(c.get("state")), _when(c.get("state_since")),
           str(c.get("epoch") or "-")[:8], _num(c.get("seq")), _num(c.get("head")),
-          _num(c.get("lag_ms")), _num(c.get("lag_events")),
-          _num(c.get("servers") if c.get("servers") else c.get("flavors")),
-          _when(c.get("last_event_at")), _num(c.get("dead_letters"))]
+          _num(c.get("lag_ms")), _num(c.get("lag_events")), *_server_counts(c),
+          _num(c.get("flavors") or None), _when(c.get("last_event_at")),
+          _num(c.get("dead_letters"))]
          for c in cells]))
+    if cells:
+        out.append("SERVERS: live servers; DELETED: soft-deleted servers the replica keeps "
+                   "(changes-since shows them); FLAVORS: a flavor source's flavors")
     for c in cells:
         if c.get("error"):
             out.append(f"  {c.get('cell')}: {c['error']}")
@@ -349,6 +373,15 @@ def format_status(status: dict) -> str:
                        str(p.get("state")), str(p.get("restarts")), _when(p.get("started"))]
                       for p in processes]))
     return "\n".join(out)
+
+
+def _server_counts(cell: dict) -> tuple[str, str]:
+    """(live, soft-deleted) servers of a cell; "-" for a flavor source."""
+    if not cell.get("servers") and cell.get("flavors"):
+        return "-", "-"
+    if "servers_live" in cell:
+        return _num(cell["servers_live"]), _num(cell["servers_deleted"])
+    return _num(cell.get("servers")), "?"   # the replica could not be counted
 
 
 class ProgressBar:
@@ -476,6 +509,19 @@ def _exit_on_sigterm(signum, frame):
     raise SystemExit(128 + signum)
 
 
+def _output_closed() -> int:
+    """The reader of our output went away (``appliance status | head -1``): stop quietly,
+    with the status a shell gives a program ended by SIGPIPE."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())   # what is still buffered goes nowhere
+        except (OSError, ValueError):
+            pass
+    os.close(devnull)
+    return EXIT_OUTPUT_CLOSED
+
+
 def main(argv: list[str] | None = None) -> int:
     from appliance import children
     try:
@@ -487,7 +533,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        return _run(argv)
+        code = _run(argv)
+        sys.stdout.flush()      # here, where a closed pipe can still be told apart
+        return code
+    except BrokenPipeError:
+        return _output_closed()
     finally:
         # The launcher removes the unpacked directory after the program exits; if it
         # died (SIGKILL), that is left to the program, as the last thing it does.
@@ -506,6 +556,10 @@ def _run(argv: list[str] | None) -> int:
             return cmd_serve(args)
         if args.command == "cell":
             return cmd_cell(args, parser)
+        if args.command == "completion":
+            from appliance.completion import SHELLS
+            sys.stdout.write(SHELLS[args.shell](parser))
+            return 0
         handler = {"status": cmd_status, "resync": cmd_resync, "verify": cmd_verify,
                    "version": cmd_version, "config-doc": cmd_config_doc}[args.command]
         return handler(args)

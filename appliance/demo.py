@@ -155,6 +155,7 @@ def banner(settings: Settings, data_dir: str, kept: bool) -> str:
         "The appliance is ready.",
         "",
         f"  Compute API   {api}/v2.1",
+        f"  Status page   {admin}/",
         f"  Admin         {admin}/status   {admin}/metrics   {admin}/readyz",
         f"  Data          {data_dir}" + ("" if kept else "   (removed at exit)"),
         f"  Logs          {os.path.join(data_dir, 'logs', 'appliance.log')}",
@@ -219,12 +220,15 @@ def run(args) -> int:
     code = 1
     try:
         where = layout(data_dir, args.cells)
-        cells = [{"name": name, "feed": feed["feed"], "control": feed["control"]}
+        cells = [{"name": name, "feed": feed["feed"], "control": feed["control"],
+                  "kind": "flavors" if name == FLAVOR_SOURCE else "servers"}
                  for name, feed in where["feeds"].items()]
         overrides = {"data_dir": data_dir, "listen_port": args.port,
                      "admin_port": args.admin_port, "cells": cells,
                      "workers": args.workers, "listen_host": "127.0.0.1",
                      "admin_host": "127.0.0.1"}
+        if "APPLIANCE_ACCESS_LOG" not in os.environ:
+            overrides["access_log"] = "info"   # the demo's log shows each request
         settings = load(None, overrides=overrides)
         for host, port, what in ((settings.listen_host, settings.listen_port, "listen"),
                                  (settings.admin_host, settings.admin_port, "admin")):

@@ -52,6 +52,14 @@ def set_role(role: str) -> None:
     _config["role"] = role
 
 
+def role() -> str:
+    return _config["role"]
+
+
+def log_format() -> str:
+    return _config["format"]
+
+
 def _kv_value(value) -> str:
     text = str(value)
     if text == "" or any(c in text for c in ' ="\n'):

@@ -1,8 +1,13 @@
 """Prometheus metrics: request latency from the workers, ingest figures for the admin.
 
 Workers record into prometheus_client's multiprocess mode (one mmap file per process in
-``<data_dir>/metrics``); the admin listener merges those files and adds the ingest's
-figures, read from its status, at scrape time.
+``<data_dir>/metrics``); the admin listener merges those files and adds, at scrape time,
+the ingest's figures (read from its status), the supervised processes (``process_*`` per
+process, labelled ``process`` and ``role``, read from /proc for each pid of the process
+table, and restarts), readiness and ``appliance_build_info``.
+
+Units are Prometheus' base units: seconds, bytes; counters end in ``_total``
+(``promtool check metrics`` is clean, see tests/appliance/test_monitoring.py).
 """
 
 from __future__ import annotations
@@ -10,11 +15,13 @@ from __future__ import annotations
 import bisect
 import os
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest, multiprocess, values
+from prometheus_client import (CollectorRegistry, Histogram, ProcessCollector, generate_latest,
+                               multiprocess, values)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                   2.5, 5.0)
+# A read is well under a millisecond: the low buckets tell 100 us from 250 us.
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                   0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 CELL_STATES = ("connecting", "catching_up", "live", "resyncing", "stale")
 # Path segments kept as they are in the endpoint label; any other segment (ids,
 # project ids, names) becomes "{id}", so the label's cardinality stays bounded.
@@ -149,16 +156,32 @@ class IngestCollector:
                                       "Transactions committed by ingest.")
         batches.add_metric([], self.status.get("batches_committed", 0))
         yield batches
+        # status key -> (family, factor to the base unit)
         per_cell = {
-            "lag_ms": GaugeMetricFamily("appliance_cell_lag_milliseconds",
-                                        "Age of the newest applied event.", labels=["cell"]),
-            "lag_events": GaugeMetricFamily("appliance_cell_lag_events",
-                                            "Head seq minus applied seq.", labels=["cell"]),
-            "seq": GaugeMetricFamily("appliance_cell_seq", "Applied seq.", labels=["cell"]),
-            "head": GaugeMetricFamily("appliance_cell_head_seq", "Head seq last announced.",
-                                      labels=["cell"]),
-            "servers": GaugeMetricFamily("appliance_cell_servers", "Servers in the replica.",
-                                         labels=["cell"]),
+            "lag_ms": (GaugeMetricFamily(
+                "appliance_cell_lag_seconds",
+                "How long the replica has been behind the cell's announced head "
+                "(0 when caught up).", labels=["cell"]), 0.001),
+            "lag_events": (GaugeMetricFamily("appliance_cell_lag_events",
+                                             "Head seq minus applied seq.", labels=["cell"]), 1),
+            "seq": (GaugeMetricFamily("appliance_cell_seq", "Applied seq.", labels=["cell"]), 1),
+            "head": (GaugeMetricFamily("appliance_cell_head_seq", "Head seq last announced.",
+                                       labels=["cell"]), 1),
+            "servers": (GaugeMetricFamily("appliance_cell_servers",
+                                          "Servers of the cell in the replica (soft-deleted "
+                                          "ones included).", labels=["cell"]), 1),
+            "flavors": (GaugeMetricFamily("appliance_cell_flavors",
+                                          "Flavors of the feed in the replica.",
+                                          labels=["cell"]), 1),
+            "last_event_at": (GaugeMetricFamily(
+                "appliance_cell_last_event_timestamp_seconds",
+                "Unix time the newest event of the cell was applied.", labels=["cell"]), 1),
+            "state_since": (GaugeMetricFamily(
+                "appliance_cell_state_since_timestamp_seconds",
+                "Unix time the cell entered its current state.", labels=["cell"]), 1),
+            "live_once": (GaugeMetricFamily(
+                "appliance_cell_live_once",
+                "1 once the cell has been live since ingest started.", labels=["cell"]), 1),
         }
         counters = {
             "gaps": CounterMetricFamily("appliance_cell_gaps", "Gaps detected.",
@@ -167,6 +190,8 @@ class IngestCollector:
                                            labels=["cell"]),
             "resyncs": CounterMetricFamily("appliance_cell_resyncs", "Resyncs run.",
                                            labels=["cell"]),
+            "resync_failures": CounterMetricFamily("appliance_cell_resync_failures",
+                                                   "Resyncs that failed.", labels=["cell"]),
             "dead_letters": CounterMetricFamily("appliance_cell_dead_letters",
                                                 "Messages refused.", labels=["cell"]),
         }
@@ -174,21 +199,114 @@ class IngestCollector:
                                   labels=["cell", "state"])
         for cell in self.status.get("cells", ()):
             name = str(cell.get("cell"))
-            for key, family in list(per_cell.items()) + list(counters.items()):
+            for key, (family, factor) in per_cell.items():
+                value = cell.get(key)
+                if isinstance(value, (int, float)):
+                    family.add_metric([name], float(value) * factor)
+            for key, family in counters.items():
                 value = cell.get(key)
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     family.add_metric([name], value)
             for option in CELL_STATES:
                 state.add_metric([name, option], 1.0 if cell.get("state") == option else 0.0)
-        yield from per_cell.values()
+        yield from (family for family, _ in per_cell.values())
         yield from counters.values()
         yield state
 
 
-def render(directory: str, ingest_status: dict | None) -> bytes:
-    """The Prometheus text exposition: merged worker metrics plus ingest figures."""
+class _ProcessReader(ProcessCollector):
+    """prometheus_client's process collector for one pid, outside any registry."""
+
+    def __init__(self, pid: int):
+        super().__init__(pid=lambda: pid, registry=None)
+
+
+class ProcessesCollector:
+    """``process_*`` for every process of the appliance (the supervisor and each child of
+    its process table), labelled ``process`` (the slot: "worker 1", "ingest", ...) and
+    ``role``; and each child's restarts. The appliance is several processes, so one
+    unlabelled ``process_*`` set would describe only the one that answers the scrape."""
+
+    def __init__(self, table: dict | None):
+        self.table = table or {}
+
+    def _processes(self):
+        supervisor = self.table.get("supervisor") or {}
+        if supervisor.get("pid"):
+            yield "supervisor", "supervisor", supervisor["pid"]
+        for process in self.table.get("processes") or ():
+            if process.get("pid"):
+                yield str(process.get("name")), str(process.get("role")), process["pid"]
+
+    def collect(self):
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+        for name, role, pid in self._processes():
+            for found in _ProcessReader(pid).collect():
+                family = families.get(found.name)
+                if family is None:
+                    kind = CounterMetricFamily if found.type == "counter" else \
+                        GaugeMetricFamily
+                    family = families[found.name] = kind(
+                        found.name, found.documentation + " Per process of the appliance.",
+                        labels=["process", "role"])
+                for sample in found.samples:
+                    if sample.name.endswith("_created"):
+                        continue
+                    family.add_metric([name, role], sample.value)
+        yield from families.values()
+        restarts = CounterMetricFamily("appliance_process_restarts",
+                                       "Times the supervisor restarted this child.",
+                                       labels=["process", "role"])
+        for process in self.table.get("processes") or ():
+            restarts.add_metric([str(process.get("name")), str(process.get("role"))],
+                                process.get("restarts") or 0)
+        yield restarts
+
+
+_build_labels: dict[str, str] | None = None
+
+BUILD_INFO_KEYS = ("appliance", "python", "sqlite", "apsw", "gevent", "libnanomsg")
+
+
+def build_labels() -> dict[str, str]:
+    global _build_labels
+    if _build_labels is None:
+        from appliance import about
+        found = about.versions()
+        _build_labels = {("version" if k == "appliance" else k): str(found.get(k, "unknown"))
+                         for k in BUILD_INFO_KEYS}
+    return _build_labels
+
+
+class ApplianceCollector:
+    """``appliance_build_info`` and ``appliance_ready``."""
+
+    def __init__(self, ready: bool | None):
+        self.ready = ready
+
+    def collect(self):
+        labels = build_labels()
+        info = GaugeMetricFamily("appliance_build_info",
+                                 "Always 1; the labels say which build runs.",
+                                 labels=list(labels))
+        info.add_metric(list(labels.values()), 1.0)
+        yield info
+        if self.ready is not None:
+            ready = GaugeMetricFamily("appliance_ready",
+                                      "1 when /readyz answers 200 (every cell live once "
+                                      "and within readyz_max_lag_ms).")
+            ready.add_metric([], 1.0 if self.ready else 0.0)
+            yield ready
+
+
+def render(directory: str, ingest_status: dict | None, table: dict | None = None,
+           ready: bool | None = None) -> bytes:
+    """The Prometheus text exposition: merged worker metrics, ingest figures, the
+    processes, readiness and build info."""
     registry = CollectorRegistry()
     if os.path.isdir(directory):
         multiprocess.MultiProcessCollector(registry, path=directory)
     registry.register(IngestCollector(ingest_status))
+    registry.register(ProcessesCollector(table))
+    registry.register(ApplianceCollector(ready))
     return generate_latest(registry)

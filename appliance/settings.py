@@ -5,7 +5,8 @@ Each row (``Setting``) names the setting, its type, default, environment variabl
 file (``load``), environment overrides, the one-line error for a bad value, and
 ``docs/configuration.md`` (``render_docs``). A setting not declared here does not exist.
 
-Cells are a TOML array of tables::
+Cells are a TOML array of tables (``kind`` is "servers", the default, or "flavors" for
+the flavor source)::
 
     [[cell]]
     name = "cell1"
@@ -28,6 +29,9 @@ URL_SCHEMES = ("tcp://", "ipc://")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("kv", "json")
 AUTH_MODES = ("noauth", "tokens")
+ACCESS_LOG_LEVELS = ("off", "debug", "info", "warning")
+ACCESS_LOG_FORMATS = ("log", "combined")
+CELL_KINDS = ("servers", "flavors")   # a cell's feed, or the flavor source's
 
 
 class SettingsError(ValueError):
@@ -42,6 +46,7 @@ class Cell:
     name: str
     feed: str
     control: str
+    kind: str = "servers"           # "flavors": the flavor source (Nova API DB)
 
 
 # ---------------------------------------------------------------------------
@@ -96,16 +101,16 @@ def _check_url(url: Any, what: str) -> str:
 
 
 def _to_cells(raw: Any) -> tuple[Cell, ...]:
-    """TOML: a list of tables {name, feed, control}. Environment: entries separated by
-    ';', each 'name,feed,control'."""
+    """TOML: a list of tables {name, feed, control[, kind]}. Environment: entries
+    separated by ';', each 'name,feed,control[,kind]'."""
     if isinstance(raw, str):
         entries = []
         for part in filter(None, (p.strip() for p in raw.split(";"))):
             fields = [f.strip() for f in part.split(",")]
-            if len(fields) != 3:
-                raise ValueError("expected 'name,feed_url,control_url' entries separated "
-                                 "by ';'")
-            entries.append({"name": fields[0], "feed": fields[1], "control": fields[2]})
+            if len(fields) not in (3, 4):
+                raise ValueError("expected 'name,feed_url,control_url[,kind]' entries "
+                                 "separated by ';'")
+            entries.append(dict(zip(("name", "feed", "control", "kind"), fields)))
         raw = entries
     if not isinstance(raw, (list, tuple)):
         raise ValueError("expected an array of [[cell]] tables")
@@ -113,17 +118,21 @@ def _to_cells(raw: Any) -> tuple[Cell, ...]:
     for index, table in enumerate(raw):
         if not isinstance(table, dict):
             raise ValueError(f"cell #{index + 1} must be a table with name, feed, control")
-        unknown = set(table) - {"name", "feed", "control"}
+        unknown = set(table) - {"name", "feed", "control", "kind"}
         if unknown:
             raise ValueError(f"cell #{index + 1} has unknown keys {sorted(unknown)}; "
-                             "allowed: name, feed, control")
+                             "allowed: name, feed, control, kind")
         name = table.get("name")
         if not isinstance(name, str) or not CELL_NAME.match(name):
             raise ValueError(f"cell #{index + 1} needs a name of letters, digits, '_', '.' "
                              f"or '-' (got {name!r})")
         feed = _check_url(table.get("feed"), f"cell {name!r} feed")
         control = _check_url(table.get("control"), f"cell {name!r} control")
-        cells.append(Cell(name, feed, control))
+        kind = table.get("kind", "servers")
+        if kind not in CELL_KINDS:
+            raise ValueError(f"cell {name!r} kind must be one of {', '.join(CELL_KINDS)} "
+                             f"(got {kind!r})")
+        cells.append(Cell(name, feed, control, kind))
     names = [c.name for c in cells]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -248,7 +257,9 @@ SETTINGS: tuple[Setting, ...] = (
             _to_int, _positive),
     Setting("cells", "cells", (),
             "The feeds to replicate: a TOML array of [[cell]] tables with name, feed and "
-            "control (nanomsg URLs). Environment form: 'name,feed,control;...'.",
+            "control (nanomsg URLs) and kind: 'servers' (a cell, the default) or 'flavors' "
+            "(the flavor source beside the API database). Environment form: "
+            "'name,feed,control[,kind];...'.",
             _to_cells),
     Setting("worker_timeout", "float", 30.0,
             "Seconds a worker may stay silent (no heartbeat) before it is aborted, then "
@@ -264,6 +275,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_format", "str", "kv",
             "Log line format on stderr: 'kv' (key=value) or 'json' (one object a line).",
             _to_str, _choice(LOG_FORMATS)),
+    Setting("access_log", "str", "off",
+            "One line per API request (method, path, status, bytes, duration, SQL "
+            "statements, request id, project) at this level, or 'off'. A level below "
+            "log_level writes nothing (and costs nothing).",
+            _to_str, _choice(ACCESS_LOG_LEVELS)),
+    Setting("access_log_format", "str", "log",
+            "Access line format: 'log' (a log line, event=access, in log_format) or "
+            "'combined' (NCSA combined, as web servers write it, then duration, "
+            "statements and request id).", _to_str, _choice(ACCESS_LOG_FORMATS)),
 )
 
 BY_NAME = {s.name: s for s in SETTINGS}
@@ -358,6 +378,55 @@ def _check_together(settings: Settings) -> None:
                             f"{settings.listen_port}; give the admin listener its own port")
 
 
+def exposure_warnings(settings: Settings) -> list[str]:
+    """Settings that let someone read data they may not be meant to: one line each (what,
+    why, how to close it). Printed by ``serve --check`` and logged at start; not refused."""
+    warnings = []
+    api_open = not is_loopback(settings.listen_host)
+    if settings.auth == "noauth" and api_open:
+        warnings.append(
+            f"auth is 'noauth' and listen_host {settings.listen_host!r} is not loopback: "
+            "anyone who reaches the API reads every project's servers by naming any "
+            "project in X-Auth-Token; use auth = 'tokens' or listen_host = '127.0.0.1'")
+    if settings.auth == "noauth" and api_open and settings.noauth_default_token:
+        user = settings.noauth_default_token.partition(":")[0]
+        warnings.append(
+            f"noauth_default_token {settings.noauth_default_token!r} answers requests "
+            f"without a token" + (" as an admin (all_tenants)" if user == "admin" else "")
+            + "; set noauth_default_token = '' to refuse them")
+    if not is_loopback(settings.admin_host):
+        warnings.append(
+            f"admin_host {settings.admin_host!r} is not loopback: status, metrics, resync "
+            "and verify are reachable with admin_token over plain HTTP; keep it on a "
+            "management network")
+    return warnings
+
+
+def deployment_problems(settings: Settings) -> list[str]:
+    """What ``serve --check`` refuses beyond single settings: what a serving appliance
+    needs (cells to replicate, the flavor source, a readable tokens file)."""
+    problems = []
+    kinds = [c.kind for c in settings.cells]
+    if "servers" not in kinds:
+        problems.append("no server cell configured: add a [[cell]] table (name, feed, "
+                        "control) for each cell's publisher")
+    if "flavors" not in kinds:
+        problems.append("no flavor source configured: add a [[cell]] table with kind = "
+                        "'flavors' for the publisher beside the API database's flavor "
+                        "tables")
+    if settings.auth == "tokens" and settings.tokens_file:
+        from appliance.api.identity import load_tokens  # the loader the workers use
+        try:
+            load_tokens(settings.tokens_file)
+        except OSError as exc:
+            problems.append(f"tokens_file {settings.tokens_file}: cannot read it "
+                            f"({exc.strerror})")
+        except ValueError as exc:
+            problems.append(f"tokens_file {exc}; each line must be a JSON object with "
+                            "sha256, project_id, user_id and roles")
+    return problems
+
+
 def read_file(path: str) -> dict:
     try:
         with open(path, "rb") as f:
@@ -431,7 +500,19 @@ data_dir = "/var/lib/appliance"
 name = "cell1"
 feed = "tcp://10.0.0.5:7001"
 control = "tcp://10.0.0.5:7002"
+
+[[cell]]
+name = "flavors"
+kind = "flavors"          # the flavor source, beside the API database
+feed = "tcp://10.0.0.4:7001"
+control = "tcp://10.0.0.4:7002"
 ```
+
+`appliance serve --config FILE --check` prints every setting with where it came from,
+then refuses (exit code 2, one line each) what a serving appliance cannot work with: no
+server cell, no flavor source (`kind = "flavors"`), a `tokens_file` with a bad line; and
+warns about every setting that exposes data (noauth off loopback, a default noauth
+identity off loopback, the admin listener off loopback).
 
 | setting | type | default | environment | description |
 |---|---|---|---|---|
@@ -483,18 +564,22 @@ logs `launcher_gone`, stops gracefully and, as its last act, removes the unpacke
 ## The admin listener
 
 On `admin_host:admin_port`. Off loopback (or with `admin_token_always`) every request
-needs `X-Auth-Token: <admin_token>` or `Authorization: Bearer <admin_token>`. Answers are
-JSON; errors are `{"error": {"code": ..., "message": ...}}`.
+needs `X-Auth-Token: <admin_token>`, `Authorization: Bearer <admin_token>` or HTTP Basic
+authentication with the token as the password (browsers). Answers are JSON; errors are
+`{"error": {"code": ..., "message": ...}}`. A POST from another site's page (`Origin`) is
+refused.
 
 | request | answer |
 |---|---|
+| `GET /` | the status page: cells (state, seq, lag and its chart, servers, dead letters, errors), processes, resync and verify buttons; refreshes itself |
+| `GET /lag-history` | each cell's lag samples of the last 5 minutes |
 | `GET /healthz` | 200 while the listener runs |
 | `GET /readyz` | 200 once every cell has been live at least once and lags less than `readyz_max_lag_ms`; else 503 with `reasons` |
 | `GET /status` | per cell: state, epoch, seq, head, lag, servers, last event, gaps, dead letters; per process: role, pid, state, restarts, started |
 | `POST /resync[?cell=NAME]` | 202 with the job (`appliance resync` follows it) |
 | `POST /verify[?cell=NAME][&repair=true]` | 202 with the job (`appliance verify`) |
 | `GET /jobs/ID` | the job: state, done, total, error, result |
-| `GET /metrics` | Prometheus text: `appliance_api_request_seconds` (histogram by method, endpoint, status; workers fold their counts in about once a second), `appliance_ingest_events_applied_total`, `appliance_ingest_batches_committed_total`, `appliance_ingest_dead_letters_total`, `appliance_ingest_up`, and per cell `appliance_cell_lag_milliseconds`, `appliance_cell_lag_events`, `appliance_cell_seq`, `appliance_cell_head_seq`, `appliance_cell_servers`, `appliance_cell_gaps_total`, `appliance_cell_replays_total`, `appliance_cell_resyncs_total`, `appliance_cell_dead_letters_total`, `appliance_cell_state` |
+| `GET /metrics` | Prometheus text in base units: `appliance_api_request_seconds` (histogram by method, endpoint, status; buckets from 100 us), per cell `appliance_cell_lag_seconds`, `appliance_cell_lag_events`, `appliance_cell_seq`, `appliance_cell_head_seq`, `appliance_cell_state`, `appliance_cell_live_once`, `appliance_cell_servers`, `appliance_cell_flavors`, `appliance_cell_gaps_total`, `appliance_cell_replays_total`, `appliance_cell_resyncs_total`, `appliance_cell_resync_failures_total`, `appliance_cell_dead_letters_total`, ingest totals, `appliance_ready`, `appliance_build_info`, `appliance_process_restarts_total` and `process_*` per process (labels `process`, `role`). The README's Monitoring section lists them; `docs/monitoring/` has alert rules and a Grafana dashboard |
 """
 
 

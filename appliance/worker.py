@@ -27,6 +27,7 @@ import gevent.pywsgi
 import gevent.socket
 
 from appliance import logs, metrics
+from appliance.access_log import AccessLog
 from appliance.settings import Settings
 
 BACKLOG = 2048
@@ -44,11 +45,16 @@ class BootError(RuntimeError):
 def build_api_app(settings: Settings):
     """The Compute API app for one worker (called after the fork)."""
     from appliance.api import ApiConfig, make_app
+    server_feeds = tuple(c.name for c in settings.cells if c.kind == "servers")
+    # Without a declared flavor source, flavor reads wait for every feed.
+    flavor_feeds = tuple(c.name for c in settings.cells if c.kind == "flavors") or \
+        tuple(c.name for c in settings.cells)
     config = ApiConfig(replica_path=settings.replica, auth=settings.auth,
                        tokens_file=settings.tokens_file or None,
                        noauth_default_token=settings.noauth_default_token,
                        public_url=settings.public_url or None,
-                       max_limit=settings.max_limit)
+                       max_limit=settings.max_limit, server_feeds=server_feeds,
+                       flavor_feeds=flavor_feeds)
     app = make_app(config)
     # Open this process's read-only replica connection now: a replica that cannot be
     # opened is a boot failure, not a 503 on the first request.
@@ -125,9 +131,12 @@ class Handler(_WSGIHandler):
                 code = self.code
                 observe(environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/"),
                         _STATUS_LABELS.get(code) or _status_label(code), _clock() - started)
+            access_log = self.server.access_log
+            if access_log is not None:
+                access_log(self, _clock() - started)
 
     def log_request(self):
-        pass  # access logging costs a write per request; the histogram has the figures
+        pass  # gevent's own access line: ours is appliance.access_log (setting access_log)
 
 
 class Server(gevent.pywsgi.WSGIServer):
@@ -140,6 +149,8 @@ class Server(gevent.pywsgi.WSGIServer):
         self.draining = False
         # Called by the handler with (method, path, status, seconds) after each response.
         self.observe: Callable[[str, str, str, float], None] | None = None
+        # Called by the handler with (handler, seconds) after each response; None: off.
+        self.access_log: Callable[[Handler, float], None] | None = None
 
     def handle(self, sock, address):
         try:
@@ -208,6 +219,7 @@ class Worker:
     metrics_dir: str
     app_factory: Callable[[Settings], Callable] = build_api_app
     role = "worker"
+    access_log: AccessLog | None = None   # set in the child (run)
 
     @property
     def title(self) -> str:
@@ -236,6 +248,7 @@ class Worker:
         # closing_when_draining only when the drain starts (``_drain``): no per-request
         # middleware on the way.
         server.observe = observe
+        server.access_log = self.access_log = AccessLog.from_settings(self.settings, raw_app)
         server.start()
         self._mark_ready()
         logs.info("worker_ready", worker=self.number, listen=f"{self.host}:{self.port}")
@@ -245,6 +258,8 @@ class Worker:
         self._drain(server, pool)
         beat.kill()
         metrics.recorder().flush()
+        if self.access_log is not None:
+            self.access_log.flush()
         logs.info("worker_stopped", worker=self.number)
 
     def _reloader(self, app):
@@ -269,6 +284,8 @@ class Worker:
                 pass
             try:
                 metrics.recorder().flush()
+                if self.access_log is not None:
+                    self.access_log.flush()
             except Exception as exc:  # metrics must never silence the heartbeat
                 logs.error("metrics_flush_failed", worker=self.number, error=repr(exc))
             if os.getppid() != parent:  # the supervisor is gone

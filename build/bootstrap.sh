@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs everything the project needs, idempotently: libnanomsg and MariaDB (system
 # packages; MariaDB for the tests against Nova's own databases, no service is started),
-# wrk for the benchmarks, a virtual environment at .venv with pinned packages, and the
-# project itself in editable mode (.venv/bin/appliance).
+# wrk for the benchmarks, promtool (Debian's prometheus package) for the monitoring
+# tests, zsh for the completion test, chromium for the status page's browser test, a
+# virtual environment at .venv with pinned packages, and the project itself in editable
+# mode (.venv/bin/appliance).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +16,9 @@ need_apt=()
 [ -e /usr/include/nanomsg/nn.h ] || need_apt+=(libnanomsg-dev)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 { command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ]; } || need_apt+=(mariadb-server)
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v zsh >/dev/null 2>&1 || need_apt+=(zsh)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
     echo "bootstrap: installing system packages: ${need_apt[*]}"

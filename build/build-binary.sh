@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds dist/appliance, the one-file binary, with PyInstaller (pyinstaller.spec).
 #
-# Cached by the hash of its inputs (every *.py under appliance/ and replica/, the spec,
+# Cached by the hash of its inputs (every *.py under appliance/ and replica/, the status
+# page's files in appliance/static/, the spec,
 # this script, the requirements and constraints, the interpreter and `git describe`):
 # when dist/appliance was built from the same inputs, nothing is rebuilt. Work files go
 # to build/work/ (gitignored). A lock serialises concurrent builds (parallel test runs).
@@ -59,7 +60,8 @@ fi
 
 inputs_hash() {
     {
-        find appliance replica -name '*.py' -not -path '*/__pycache__/*' -print | LC_ALL=C sort \
+        find appliance replica \( -name '*.py' -o -path 'appliance/static/*' \) \
+            -not -path '*/__pycache__/*' -type f -print | LC_ALL=C sort \
             | while read -r f; do printf '%s\n' "$f"; sha256sum < "$f"; done
         for f in pyinstaller.spec build/build-binary.sh requirements.txt requirements-dev.txt \
                  constraints.txt "$APPLIANCE_ENTRY"; do

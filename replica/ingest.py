@@ -121,6 +121,7 @@ class CellLink:
         self.behind_since: float | None = None
         self.live_once = False
         self.gaps = self.replays = self.resyncs = self.dead_letters = 0
+        self.resync_failures = 0
         self.error: str | None = None
         self.control = Requester(feed_cfg.control_url, control_timeout)
         self.kick = gevent.event.Event()
@@ -177,7 +178,8 @@ class CellLink:
             "lag_ms": lag_ms, "servers": counts.get(feed.KIND_SERVER, 0),
             "flavors": counts.get(feed.KIND_FLAVOR, 0), "last_event_at": self.last_event_at,
             "live_once": self.live_once, "gaps": self.gaps, "replays": self.replays,
-            "resyncs": self.resyncs, "dead_letters": self.dead_letters, "error": self.error,
+            "resyncs": self.resyncs, "resync_failures": self.resync_failures,
+            "dead_letters": self.dead_letters, "error": self.error,
         }
 
 
@@ -567,6 +569,8 @@ class Ingest:
         if link.position.seq >= head:
             self.commit()
             link.gap_flag = False
+            if not link.live_once:
+                self.writer.mark_live(link.name)
             link.live_once = True
             link.set_state(CellState.LIVE, f"caught up at {head}")
 
@@ -583,6 +587,7 @@ class Ingest:
                 resync.resync_cell(self, link, progress)
         except Exception as exc:
             log.warning("cell %s: resync failed: %r", link.name, exc)
+            link.resync_failures += 1
             link.error = f"resync: {exc}"
             self._finish_requests(link, waiting, error=f"resync {link.name}: {exc}")
             link.set_state(CellState.CONNECTING, "resync failed")

@@ -45,6 +45,10 @@ _SCHEME = ("http", "https")
 # read may answer from a snapshot up to a millisecond old.
 SNAPSHOT_HOLD_S = 0.001
 TAGS_MINOR = 26               # server tags exist from 2.26
+LOADING_RECHECK_S = 0.1       # while loading, how often a worker asks the store again
+LOADING_RETRY_AFTER = 2       # seconds, in the Retry-After of the "loading" fault
+LOADING_MESSAGE = ("The replica is still loading: not every cell has been replicated yet. "
+                   "Retry the request shortly.")
 # /servers/{id}/<kind>: (the reader's sub-resource of the collection, of one item) and
 # Nova's message when the item is missing.
 _SERVER_SUBRESOURCES = {
@@ -102,6 +106,13 @@ class ComputeApi:
                               for m in range(1, microversion.MAX_MINOR + 1)
                               for d in (False, True)}
         self.bottle = _bottle_app(self)
+        # Until the store says every feed of a kind has been live once, reads of that
+        # kind answer 503 "loading". Each flag flips to False once and stays so: after
+        # that the check costs one attribute test, no statement.
+        self._loading = {"servers": bool(config.server_feeds),
+                         "flavors": bool(config.flavor_feeds)}
+        self._servers_loading = self._loading["servers"]
+        self._loading_checked = 0.0
 
     def reload(self) -> None:
         self.auth.reload()
@@ -143,6 +154,8 @@ class ComputeApi:
                 additional_properties(parse_query(environ)[1], NO_PARAMETERS, False)
             except ApiError as err:
                 return self._fault(start_response, err, request_id, environ, minor, None)
+        if self._servers_loading:
+            self._refuse_while_loading("servers")
         host = environ.get("HTTP_HOST")
         forwarded = self._forwarded(environ)
         prefixes = None if forwarded else self._by_host.get(host)
@@ -164,6 +177,26 @@ class ComputeApi:
             ("X-Replica-Position", result.position), *self._version_headers[minor],
             _date()])
         return [body]
+
+    def _refuse_while_loading(self, kind: str) -> None:
+        """Raise the "loading" fault while a feed of ``kind`` has never been live; asks
+        the store at most every LOADING_RECHECK_S, and never again once all were."""
+        now = time.monotonic()
+        if now - self._loading_checked >= LOADING_RECHECK_S:
+            self._loading_checked = now
+            try:
+                live = self._reader.cells_live_once()
+            except apsw.Error:
+                live = set()
+            for name, feeds in (("servers", self.config.server_feeds),
+                                ("flavors", self.config.flavor_feeds)):
+                if self._loading[name] and live.issuperset(feeds):
+                    self._loading[name] = False
+                    LOG.info("every %s feed has been live once: %s reads served", name,
+                             name)
+            self._servers_loading = self._loading["servers"]
+        if self._loading[kind]:
+            raise ApiError(503, LOADING_MESSAGE, (("Retry-After", str(LOADING_RETRY_AFTER)),))
 
     @property
     def _reader(self):
@@ -202,6 +235,8 @@ class ComputeApi:
         try:
             minor = microversion.requested(environ)
             identity = self.auth.identify(environ)
+            if self._loading[rest[0]]:
+                self._refuse_while_loading(rest[0])
             if url_project is not None and url_project != identity.project_id:
                 raise ApiError(400, f"Malformed request URL: URL's project_id "
                                     f"'{url_project}' doesn't match Context's project_id "

@@ -15,6 +15,10 @@ class ApiConfig:
     noauth_default_token: str = "admin:demo"  # identity of a request without a token
     public_url: str | None = None             # link prefix; else from Host / X-Forwarded-*
     max_limit: int = 1000                     # Nova's [api] max_limit
+    # Feeds a server (a flavor) read includes: until each has been live once, such reads
+    # answer 503 "loading" instead of a list that looks empty. Empty: no waiting.
+    server_feeds: tuple[str, ...] = ()
+    flavor_feeds: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.auth not in AUTH_MODES:

@@ -27,6 +27,7 @@ share one read transaction (``Reader.hold_snapshots``).
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import time
@@ -44,6 +45,15 @@ REGEX_CACHE = 256                 # compiled filter patterns kept per process
 # the last column of every statement; in a held snapshot (Reader.hold_snapshots) only the
 # snapshot's first statement reads it, the others answer the same position.
 POSITION_SQL = "(SELECT group_concat(cell || '=' || seq, ',') FROM positions)"
+
+
+# The feeds that have been live once, newline-separated (schema step 4).
+CELLS_LIVE_SQL = (f"SELECT (SELECT group_concat(cell, char(10)) FROM cells_live), "
+                  f"{POSITION_SQL}")
+# Soft-deleted servers per cell, as {"cell": count} JSON (admin status, not the API).
+DELETED_SERVERS_SQL = ("SELECT (SELECT json_group_object(cell, n) FROM (SELECT cell, "
+                       "count(*) AS n FROM servers WHERE deleted = 1 GROUP BY cell)), "
+                       f"{POSITION_SQL}")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -572,6 +582,18 @@ class Reader:
         (body, count, last_id, found, position), ms = self._one_row(sql, params)
         return ReadResult(body, position or "", ms, count=count, last_id=last_id,
                           marker_found=bool(found))
+
+
+    def cells_live_once(self) -> set[str]:
+        """The feeds ingest has caught up with at least once (ever, in this replica)."""
+        (found, _position), _ms = self._one_row(CELLS_LIVE_SQL, ())
+        return set(found.split("\n")) if found else set()
+
+    def deleted_servers(self) -> dict[str, int]:
+        """Soft-deleted servers per cell (for the admin's status; not an API read). Walks
+        the (deleted, ...) index over the deleted rows only."""
+        (found, _position), _ms = self._one_row(DELETED_SERVERS_SQL, ())
+        return json.loads(found) if found else {}
 
 
 def _tokens(prefixes: Prefixes) -> tuple[str, str, str, str]:

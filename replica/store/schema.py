@@ -161,6 +161,14 @@ STEPS: tuple[str, ...] = (
                   instr(f_detail, ',"rxtx_factor":') - instr(f_detail, ',"vcpus":'))
         || substr(f_detail, instr(f_detail, ',"links":'));
     """,
+    # 5: the feeds that have been live at least once. Until every feed a read includes
+    # is here, the API answers 503 (loading) instead of a list that looks empty.
+    """
+    CREATE TABLE cells_live (
+        cell TEXT PRIMARY KEY,
+        first_live_at REAL NOT NULL       -- unix time ingest first caught up with it
+    );
+    """,
 )
 
 

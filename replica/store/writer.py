@@ -158,6 +158,13 @@ class Writer:
             "applied_at = excluded.applied_at",
             [(p.cell, p.epoch, p.seq, now) for p in positions])
 
+    def mark_live(self, cell: str) -> None:
+        """Record that ``cell`` has been live (caught up) once; the API serves reads that
+        include it from then on, even across restarts."""
+        with self.conn:
+            self.conn.execute("INSERT INTO cells_live (cell, first_live_at) VALUES (?, ?) "
+                              "ON CONFLICT (cell) DO NOTHING", (cell, time.time()))
+
     # -- applying changes -----------------------------------------------------------
 
     def _write_changes(self, changes: Iterable[Change]) -> int:

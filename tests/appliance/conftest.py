@@ -161,3 +161,15 @@ def under_load(port: int, clients: int, warmup: int, loop=load_loop, **kwargs):
 __all__ = ["alive", "get", "read_table", "worker_pids", "start_process", "load_loop",
            "under_load",
            "free_port", "wait_for", "time"]
+
+
+@pytest.fixture(scope="module")
+def cells_appliance(tmp_path_factory):
+    """One appliance with two populated cells and a flavor source, ready, shared by the
+    tests of a module (which must leave it running and its publishers started)."""
+    from tests.appliance.cells import CellsAppliance
+    running = CellsAppliance(tmp_path_factory.mktemp("cells"))
+    try:
+        yield running.start()
+    finally:
+        running.stop()

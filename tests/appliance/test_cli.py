@@ -13,7 +13,7 @@ from tests.appliance.conftest import PYTHON
 
 SUBCOMMANDS = [["demo"], ["serve"], ["cell"], ["cell", "init"], ["cell", "populate"],
                ["cell", "simulate"], ["status"], ["resync"], ["verify"], ["version"],
-               ["config-doc"], []]
+               ["config-doc"], ["completion"], []]
 
 
 def appliance(*args, timeout=30):
@@ -75,10 +75,14 @@ def test_config_doc_check(tmp_path):
     assert result.returncode == 1 and "out of date" in result.stderr
 
 
+CELLS = ('[[cell]]\nname = "c1"\nfeed = "tcp://127.0.0.1:1"\ncontrol = "tcp://127.0.0.1:2"\n'
+         '[[cell]]\nname = "flavors"\nkind = "flavors"\nfeed = "tcp://127.0.0.1:3"\n'
+         'control = "tcp://127.0.0.1:4"\n')
+
+
 def test_serve_check_prints_the_settings(tmp_path):
     config = tmp_path / "a.toml"
-    config.write_text('workers = 2\n[[cell]]\nname = "c1"\nfeed = "tcp://127.0.0.1:1"\n'
-                      'control = "tcp://127.0.0.1:2"\n')
+    config.write_text('workers = 2\n' + CELLS)
     result = appliance("serve", "--config", str(config), "--check")
     assert result.returncode == 0, result.stderr
     assert f"workers = 2  ({config})" in result.stdout
@@ -87,7 +91,7 @@ def test_serve_check_prints_the_settings(tmp_path):
 
 def test_serve_check_does_not_print_the_admin_token(tmp_path):
     config = tmp_path / "a.toml"
-    config.write_text('admin_token = "very-secret-admin-token"\n')
+    config.write_text('admin_token = "very-secret-admin-token"\n' + CELLS)
     result = appliance("serve", "--config", str(config), "--check")
     assert result.returncode == 0, result.stderr
     assert "very-secret" not in result.stdout
@@ -128,3 +132,233 @@ def test_cell_publisher_runs_until_sigterm(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# ---------------------------------------------------------------------------
+# The rough edges an operator meets first
+# ---------------------------------------------------------------------------
+
+def _admin_port_of(running) -> int:
+    from tests.conftest import wait_for
+
+    def port():
+        for line in running.log().splitlines():
+            if "event=supervisor_started" in line:
+                return int(line.split("admin=")[1].split()[0].rsplit(":", 1)[1])
+    return wait_for(port, what="supervisor_started line")
+
+
+def test_output_into_a_closed_pipe_ends_quietly(trivial):
+    """`appliance status --json | head -1` when head has gone: no traceback, no message,
+    the exit status a shell gives a program ended by SIGPIPE."""
+    import os
+
+    from tests.appliance.conftest import get
+    from tests.conftest import wait_for
+    running = trivial(workers=1, TEST_WITH_ADMIN="1")
+    url = f"http://127.0.0.1:{_admin_port_of(running)}"
+    wait_for(lambda: get(int(url.rsplit(":", 1)[1]), "/healthz")[0] == 200, what="admin up")
+    for command in (["status", "--json", "--admin-url", url],
+                    ["status", "--admin-url", url], ["version", "--json"],
+                    ["completion", "bash"], ["config-doc"]):
+        read_end, write_end = os.pipe()
+        os.close(read_end)                  # the reader is gone before the first write
+        try:
+            result = subprocess.run([PYTHON, "-m", "appliance", *command], cwd=ROOT,
+                                    stdout=write_end, stderr=subprocess.PIPE, text=True,
+                                    timeout=30)
+        finally:
+            os.close(write_end)
+        assert result.stderr == "", (command, result.stderr)
+        assert result.returncode == 141, command
+
+    # As typed in a shell: the first line arrives, nothing on stderr.
+    result = subprocess.run(["bash", "-c", f"set -o pipefail; {PYTHON} -m appliance status "
+                             f"--json --admin-url {url} | head -1"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=30)
+    assert result.stdout == "{\n" and result.stderr == ""
+    assert result.returncode in (0, 141)
+
+
+def test_status_table_counts_live_and_deleted_servers_apart(cells_appliance):
+    import re
+
+    from replica.cell import connection
+    from tests.conftest import wait_for
+    conn = connection.open_cell(cells_appliance.feeds["cell1"]["db"])
+    try:
+        with conn:
+            conn.execute("UPDATE instances SET deleted = id, deleted_at = updated_at, "
+                         "vm_state = 'deleted' WHERE id IN (SELECT id FROM instances "
+                         "WHERE deleted = 0 ORDER BY id LIMIT 3)")
+    finally:
+        conn.close()
+    admin = ["--admin-url", f"http://127.0.0.1:{cells_appliance.admin_port}"]
+
+    def row(text: str, cell: str) -> dict:
+        lines = text.splitlines()
+        header = re.split(r"\s{2,}", lines[0])
+        found = next(line for line in lines if line.split()[0] == cell)
+        return dict(zip(header, re.split(r"\s{2,}", found)))
+
+    def table():
+        result = appliance("status", *admin)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+    text = wait_for(lambda: (lambda t: row(t, "cell1")["DELETED"] == "3" and t)(table()),
+                    timeout=20, what="cell1 with 3 deleted servers")
+    assert row(text, "cell1")["SERVERS"] == "17" and row(text, "cell1")["STATE"] == "live"
+    assert row(text, "cell2")["SERVERS"] == "20" and row(text, "cell2")["DELETED"] == "0"
+    assert (row(text, "flavors")["SERVERS"], row(text, "flavors")["DELETED"]) == ("-", "-")
+    assert int(row(text, "flavors")["FLAVORS"]) > 0
+    header = text.splitlines()[0].split()
+    assert header[header.index("SERVERS") + 1] == "DELETED"
+    assert "SERVERS: live servers; DELETED: soft-deleted servers" in text
+    cells = {c["cell"]: c for c in json.loads(appliance("status", "--json", *admin).stdout)
+             ["cells"]}
+    assert (cells["cell1"]["servers_live"], cells["cell1"]["servers_deleted"]) == (17, 3)
+    assert cells["cell1"]["servers"] == 20
+
+
+def _check(tmp_path, text: str, **env):
+    config = tmp_path / "check.toml"
+    config.write_text(text)
+    return subprocess.run([PYTHON, "-m", "appliance", "serve", "--config", str(config),
+                           "--check"], cwd=ROOT, capture_output=True, text=True, timeout=30,
+                          env={**{k: v for k, v in __import__("os").environ.items()
+                                  if not k.startswith("APPLIANCE_")}, **env})
+
+
+def test_serve_check_refuses_a_bad_tokens_line(tmp_path):
+    import hashlib
+    tokens = tmp_path / "tokens"
+    good = json.dumps({"sha256": hashlib.sha256(b"t").hexdigest(), "project_id": "p1",
+                       "user_id": "u1", "roles": ["member"]})
+    tokens.write_text(good + "\n" + '{"sha256": "abc", "project_id": "p2"}\n')
+    result = _check(tmp_path, f'auth = "tokens"\ntokens_file = "{tokens}"\n' + CELLS)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"appliance serve: error: tokens_file {tokens}:2: bad token line (sha256 is not 64 "
+        "hex digits); each line must be a JSON object with sha256, project_id, user_id and "
+        "roles"]
+    tokens.write_text(good + "\n")
+    result = _check(tmp_path, f'auth = "tokens"\ntokens_file = "{tokens}"\n' + CELLS)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+def test_serve_check_needs_a_server_cell_and_the_flavor_source(tmp_path):
+    result = _check(tmp_path, "workers = 1\n")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "appliance serve: error: no server cell configured: add a [[cell]] table (name, "
+        "feed, control) for each cell's publisher",
+        "appliance serve: error: no flavor source configured: add a [[cell]] table with "
+        "kind = 'flavors' for the publisher beside the API database's flavor tables"]
+    result = _check(tmp_path, CELLS.split("[[cell]]\nname = \"flavors\"")[0])
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "appliance serve: error: no flavor source configured: add a [[cell]] table with "
+        "kind = 'flavors' for the publisher beside the API database's flavor tables"]
+    result = _check(tmp_path, "", APPLIANCE_CELLS="c1,tcp://127.0.0.1:1,tcp://127.0.0.1:2;"
+                    "f,tcp://127.0.0.1:3,tcp://127.0.0.1:4,flavors")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    result = _check(tmp_path, CELLS.replace('kind = "flavors"', 'kind = "flavours"'))
+    assert result.returncode == 2
+    assert "kind must be one of servers, flavors (got 'flavours')" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_serve_check_warns_on_every_setting_that_exposes_data(tmp_path):
+    result = _check(tmp_path, CELLS)                 # loopback, noauth: nothing to say
+    assert result.returncode == 0 and result.stderr == ""
+    result = _check(tmp_path, 'listen_host = "0.0.0.0"\nadmin_host = "0.0.0.0"\n'
+                    'admin_token = "secret"\n' + CELLS)
+    assert result.returncode == 0
+    warnings = result.stderr.splitlines()
+    assert len(warnings) == 3 and all(w.startswith("appliance serve: warning: ")
+                                      for w in warnings), warnings
+    assert "auth is 'noauth' and listen_host '0.0.0.0' is not loopback" in warnings[0]
+    assert "noauth_default_token 'admin:demo' answers requests without a token as an " \
+           "admin" in warnings[1]
+    assert "admin_host '0.0.0.0' is not loopback" in warnings[2]
+    assert "secret" not in result.stdout + result.stderr
+    tokens = tmp_path / "tokens"
+    tokens.write_text("")
+    result = _check(tmp_path, f'listen_host = "0.0.0.0"\nauth = "tokens"\n'
+                    f'tokens_file = "{tokens}"\n' + CELLS)
+    assert result.returncode == 0 and result.stderr == ""
+
+
+def _bash_complete(script: str, line: str) -> list[str]:
+    """What bash offers for ``line`` (the cursor at its end) with ``script`` loaded."""
+    import shlex
+    words = line.split(" ")
+    program = (f"{script}\nCOMP_WORDS=({' '.join(shlex.quote(w) for w in words)})\n"
+               f"COMP_CWORD={len(words) - 1}\n_appliance\nprintf '%s\\n' \"${{COMPREPLY[@]}}\"\n")
+    result = subprocess.run(["bash", "-c", program], capture_output=True, text=True,
+                            timeout=30, cwd=ROOT)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    return [w for w in result.stdout.splitlines() if w]
+
+
+def test_bash_completion_is_generated_from_the_parser():
+    result = appliance("completion", "bash")
+    assert result.returncode == 0 and result.stderr == ""
+    script = result.stdout
+    assert "complete -F _appliance appliance" in script
+    assert _bash_complete(script, "appliance st") == ["status"]
+    assert set(_bash_complete(script, "appliance ")) >= {
+        "demo", "serve", "cell", "status", "resync", "verify", "version", "completion",
+        "config-doc"}
+    assert _bash_complete(script, "appliance cell i") == ["init"]
+    assert _bash_complete(script, "appliance cell --db x.db i") == ["init"]
+    assert _bash_complete(script, "appliance cell init --fl") == ["--flavors"]
+    assert _bash_complete(script, "appliance verify --re") == ["--repair"]
+    assert _bash_complete(script, "appliance completion ") == ["bash", "zsh"]
+    assert _bash_complete(script, "appliance demo --cells ") == []
+    # --config takes a file: the files of the directory are offered.
+    assert "pyproject.toml" in _bash_complete(script, "appliance serve --config py")
+    # The value of an option is not taken for a subcommand.
+    assert _bash_complete(script, "appliance cell --name init --f") == ["--feed"]
+    assert _bash_complete(script, "appliance cell init --f") == ["--flavors"]
+    assert "--json" in _bash_complete(script, "appliance status ")
+
+
+def test_zsh_completion_is_generated_from_the_parser():
+    import shutil
+    result = appliance("completion", "zsh")
+    assert result.returncode == 0 and result.stderr == ""
+    script = result.stdout
+    assert script.startswith("#compdef appliance\n")
+    zsh = shutil.which("zsh")
+    if zsh is None:
+        if __import__("os").environ.get("CI"):
+            pytest.fail("zsh is missing: build/bootstrap.sh installs it")
+        pytest.skip("zsh is missing")
+    assert subprocess.run([zsh, "-n"], input=script, text=True).returncode == 0
+    # Run the generated function with zsh's completion builtins stood in by functions
+    # that print what they were given.
+    stubs = ("compdef() { :; }\n"
+             "_describe() { print -l -- \"$3\" \"${(@P)4}\"; }\n"
+             "compadd() { shift; print -l -- compadd \"$@\"; }\n"
+             "_files() { print -- files \"$@\"; }\n"
+             "_message() { print -- message \"$@\"; }\n")
+
+    def offered(line: str) -> list[str]:
+        program = (stubs + script + f"\nwords=({line})\nCURRENT=${{#words}}\n"
+                   + ("CURRENT=$((CURRENT + 1)); words+=('')\n" if line.endswith(" ") else "")
+                   + "_appliance\n")
+        done = subprocess.run([zsh, "-f", "-c", program], capture_output=True, text=True,
+                              timeout=30)
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+        return done.stdout.splitlines()
+
+    commands = offered("appliance ")
+    assert commands[0] == "command" and "status:per-cell freshness and the processes" \
+        in commands
+    assert "init:create a cell database (or a flavor source)" in offered("appliance cell ")
+    options = offered("appliance verify --")
+    assert options[0] == "option" and "--repair:repair what differs" in options
+    assert offered("appliance serve --config ") == ["files"]
+    assert offered("appliance completion ")[1:] == ["bash", "zsh"]
+    assert offered("appliance cell --feed ") == ["message PUB address, e.g. tcp://0.0.0.0:7001"]

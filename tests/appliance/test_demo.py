@@ -37,6 +37,12 @@ def test_demo_serves_and_stops_cleanly(tmp_path):
         servers = json.loads(body)["servers"]
         assert len(servers) >= 50
         assert {s["status"] for s in servers} & {"ACTIVE", "BUILD", "SHUTOFF"}
+        # The demo's log has an access line per request.
+        demo_log = os.path.join(data_dir, "logs", "appliance.log")
+        wait_for(lambda: any("event=access" in line and "/v2.1/servers/detail" in line
+                             and "status=200" in line and "statements=1" in line
+                             for line in open(demo_log, errors="replace")),
+                 what="the access line of the detail request")
 
         # The openstack command the demo prints works as printed.
         # (Run from the source tree, it names the copy beside the interpreter.)

@@ -135,6 +135,15 @@ def test_demo_answers_servers_detail(demo):
     assert "Server-Timing" in headers
 
 
+def test_status_page_files_are_in_the_binary(demo):
+    status, headers, body = _get(f"{demo.admin_url}/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert b'<script src="static/status.js"' in body
+    for name in ("status.js", "status.css"):
+        status, _, body = _get(f"{demo.admin_url}/static/{name}")
+        assert status == 200 and body
+
+
 def test_status_shows_every_cell_live(demo, private_tmp):
     def cells_live():
         done = run_binary(demo.binary, "status", "--json", "--admin-url", demo.admin_url,
