@@ -7,9 +7,12 @@ import pymysql
 import pytest
 
 from tests.realnova.mariadb import mariadb_fixture
+from tests.realnova.nova_api import neutron_stub_fixture, nova_api_fixture
 from tests.realnova.novadb import NovaDeployment, create_concurrently
 
 mariadb = mariadb_fixture(scope="module")
+neutron = neutron_stub_fixture(scope="module")
+nova_api = nova_api_fixture("nova", scope="module")
 
 
 def test_mariadb_has_row_binlog_with_gtids(mariadb):
@@ -81,7 +84,7 @@ def nova(request, nova_deployments):
 
 
 @pytest.fixture(scope="module")
-def populated(nova):
+def populated(nova, neutron):
     """Flavors, two hosts and a few servers in every state the harness writes."""
     with nova.writer() as writer:
         writer.create_flavor(name="m1.small", vcpus=1, memory_mb=2048, root_gb=20,
@@ -120,6 +123,8 @@ def populated(nova):
         bulk = writer.build_servers(count=20, user_id="user-b", project_id="project-b",
                                     flavor="2", name_prefix="bulk")
         writer.service_down(host="compute-2")
+    for server in (active, stopped, failed, *bulk["servers"]):
+        neutron.add_server(server)
     archived = nova.archive_deleted_rows()
     return {"active": active, "stopped": stopped, "failed": failed, "requested": requested,
             "buried": buried, "gone": gone, "bulk": bulk["servers"], "archived": archived}
@@ -188,3 +193,46 @@ def test_writer_builds_servers_as_nova_does(nova, populated):
                                  f"WHERE instance_uuid = {p}", (populated["failed"]["uuid"],))
     assert faults == [("Unexpected build failure",)]
     assert "cell1.instances" in populated["archived"]
+
+
+# -- real nova-api over those databases -------------------------------------------------------
+
+def _servers(nova_api, token, query=""):
+    status, body = nova_api.get(f"/v2.1/servers/detail{query}", token=token,
+                                microversion="2.100")
+    assert status == 200, body
+    return {server["name"]: server for server in body["servers"]}
+
+
+def test_nova_api_lists_servers_to_member_and_admin(nova, populated, nova_api):
+    member = _servers(nova_api, "user-a:project-a")
+    assert set(member) == {"web-1", "db-1", "broken-1"}
+    web = member["web-1"]
+    assert web["status"] == "ACTIVE" and web["flavor"]["original_name"] == "m1.medium"
+    assert web["metadata"] == {"tier": "front"} and web["tags"] == ["blue"]
+    assert web["key_name"] == "key-a"
+    assert web["OS-EXT-AZ:availability_zone"] == "zone-1"
+    assert web["security_groups"] == [{"name": "default"}]
+    assert sorted((a["addr"], a["OS-EXT-IPS:type"]) for a in web["addresses"]["private"]) == [
+        ("10.0.0.5", "fixed"), ("172.24.4.10", "floating"), ("fd00::5", "fixed")]
+    assert member["db-1"]["status"] == "SHUTOFF"
+    assert member["broken-1"]["status"] == "ERROR"
+    assert "OS-EXT-SRV-ATTR:host" not in web            # admin-only field
+    assert "host_status" not in web
+
+    with nova.writer() as writer:     # compute-1 is alive: it reports every 10 s
+        writer.service_heartbeat(host="compute-1")
+    admin = _servers(nova_api, "root:project-admin:admin", "?all_tenants=1")
+    assert set(admin) == {"web-1", "db-1", "broken-1", "queued-1", "nowhere-1",
+                          *(f"bulk-{n}" for n in range(20))}
+    assert admin["web-1"]["OS-EXT-SRV-ATTR:host"] == "compute-1"
+    assert admin["web-1"]["host_status"] == "UP"
+    assert admin["db-1"]["host_status"] == "UNKNOWN"      # compute-2 stopped reporting
+    assert admin["queued-1"]["status"] == "BUILD"         # still a build request
+    assert admin["nowhere-1"]["status"] == "ERROR"        # buried in cell0
+    assert admin["broken-1"]["fault"]["message"] == "Unexpected build failure"
+
+    other = _servers(nova_api, "user-b:project-b")
+    assert "web-1" not in other and "bulk-0" in other
+    status, _body = nova_api.get("/v2.1/servers/detail", token="not-a-token")
+    assert status == 401
