@@ -6,6 +6,7 @@ from __future__ import annotations
 import pymysql
 import pytest
 
+from tests.realnova import env as realnova_env
 from tests.realnova.mariadb import mariadb_fixture
 from tests.realnova.nova_api import neutron_stub_fixture, nova_api_fixture
 from tests.realnova.novadb import NovaDeployment, create_concurrently
@@ -13,6 +14,14 @@ from tests.realnova.novadb import NovaDeployment, create_concurrently
 mariadb = mariadb_fixture(scope="module")
 neutron = neutron_stub_fixture(scope="module")
 nova_api = nova_api_fixture("nova", scope="module")
+
+
+def test_missing_side_environment_is_an_error_that_says_how_to_build_it(monkeypatch, tmp_path):
+    monkeypatch.setenv(realnova_env.ENV_VAR, str(tmp_path / "no-such-venv"))
+    with pytest.raises(realnova_env.NovaEnvMissing) as missing:
+        realnova_env.nova_env()
+    assert "build/nova-env.sh" in str(missing.value)
+    assert str(tmp_path / "no-such-venv") in str(missing.value)
 
 
 def test_mariadb_has_row_binlog_with_gtids(mariadb):
