@@ -33,7 +33,7 @@ import uuid as uuidlib
 import pytest
 
 from tests.conftest import free_port
-from tests.realnova.mariadb import _die_with_parent
+from tests.realnova.mariadb import child_setup
 from tests.realnova.novadb import NovaDeployment
 
 NOVA_SIDE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nova_side")
@@ -232,7 +232,7 @@ class NovaAPI:
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, env=env, cwd=self.workdir,
-                                        preexec_fn=_die_with_parent)
+                                        preexec_fn=child_setup())
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

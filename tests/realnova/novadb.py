@@ -28,6 +28,7 @@ import threading
 import pytest
 
 from tests.realnova.env import NovaEnv, nova_env
+from tests.realnova.mariadb import scratch_dir
 
 WRITER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nova_side",
                              "writer.py")
@@ -248,24 +249,31 @@ class NovaWriter:
         self._log.close()
 
 
-def create_concurrently(*deployments: NovaDeployment):
-    """``create()`` several deployments at once (nova-manage runs are mostly start-up)."""
+def run_concurrently(*calls):
+    """Call each function in its own thread; their results in order, or the first error.
+    Nova's tools are separate processes, so deployments are made (and filled) side by side."""
+    results = [None] * len(calls)
     errors = []
 
-    def create(deployment):
+    def run(index, call):
         try:
-            deployment.create()
-        except Exception as exc:  # reported below, with the others
+            results[index] = call()
+        except BaseException as exc:  # reported below, with the others
             errors.append(exc)
 
-    threads = [threading.Thread(target=create, args=(d,)) for d in deployments]
+    threads = [threading.Thread(target=run, args=(n, call)) for n, call in enumerate(calls)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     if errors:
         raise errors[0]
-    return deployments
+    return results
+
+
+def create_concurrently(*deployments: NovaDeployment):
+    """``create()`` several deployments at once."""
+    return run_concurrently(*(d.create for d in deployments))
 
 
 def nova_mariadb_fixture(mariadb_fixture_name: str = "mariadb", scope: str = "module",
@@ -273,18 +281,17 @@ def nova_mariadb_fixture(mariadb_fixture_name: str = "mariadb", scope: str = "mo
     """A fixture yielding a :class:`NovaDeployment` made by nova-manage on the MariaDB server
     of the fixture ``mariadb_fixture_name`` (same or wider scope)."""
     @pytest.fixture(scope=scope, name=name)
-    def _nova_mariadb(request, tmp_path_factory):
+    def _nova_mariadb(request):
         mariadb = request.getfixturevalue(mariadb_fixture_name)
-        deployment = NovaDeployment.on_mariadb(
-            mariadb, str(tmp_path_factory.mktemp("nova-mariadb")), prefix=prefix)
-        yield deployment.create()
+        with scratch_dir("nova-mariadb") as workdir:
+            yield NovaDeployment.on_mariadb(mariadb, workdir, prefix=prefix).create()
     return _nova_mariadb
 
 
 def nova_sqlite_fixture(scope: str = "module", name: str | None = None):
     """A fixture yielding a :class:`NovaDeployment` made by nova-manage on SQLite files."""
     @pytest.fixture(scope=scope, name=name)
-    def _nova_sqlite(tmp_path_factory):
-        deployment = NovaDeployment.on_sqlite(str(tmp_path_factory.mktemp("nova-sqlite")))
-        yield deployment.create()
+    def _nova_sqlite():
+        with scratch_dir("nova-sqlite") as workdir:
+            yield NovaDeployment.on_sqlite(workdir).create()
     return _nova_sqlite

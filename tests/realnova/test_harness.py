@@ -7,13 +7,12 @@ import pymysql
 import pytest
 
 from tests.realnova import env as realnova_env
-from tests.realnova.mariadb import mariadb_fixture
-from tests.realnova.nova_api import neutron_stub_fixture, nova_api_fixture
-from tests.realnova.novadb import NovaDeployment, create_concurrently
+from tests.realnova.mariadb import mariadb_fixture, scratch_dir
+from tests.realnova.nova_api import NovaAPI, neutron_stub_fixture
+from tests.realnova.novadb import NovaDeployment, run_concurrently
 
 mariadb = mariadb_fixture(scope="module")
 neutron = neutron_stub_fixture(scope="module")
-nova_api = nova_api_fixture("nova", scope="module")
 
 
 def test_missing_side_environment_is_an_error_that_says_how_to_build_it(monkeypatch, tmp_path):
@@ -79,59 +78,103 @@ def test_mariadb_restart_keeps_data_and_binlog(mariadb):
 
 # -- Nova's own tooling on both backends ------------------------------------------------------
 
+class Stack:
+    """One deployment, its writer (kept open) and nova-api over it."""
+
+    def __init__(self, deployment, neutron):
+        self.deployment = deployment
+        self.neutron = neutron
+        self.writer = None
+        self.api = None
+        self.servers = None
+
+    def build(self):
+        self.deployment.create()
+        self.writer = self.deployment.writer()
+        self.servers = populate(self.deployment, self.writer, self.neutron)
+        self.api = NovaAPI(self.deployment, self.neutron).start()
+        return self
+
+    def close(self):
+        if self.api is not None:
+            self.api.stop()
+        if self.writer is not None:
+            self.writer.close()
+
+
 @pytest.fixture(scope="module")
-def nova_deployments(mariadb, tmp_path_factory):
-    """One deployment on the MariaDB server and one on SQLite, made concurrently."""
-    return dict(zip(("mariadb", "sqlite"), create_concurrently(
-        NovaDeployment.on_mariadb(mariadb, str(tmp_path_factory.mktemp("nova-mariadb"))),
-        NovaDeployment.on_sqlite(str(tmp_path_factory.mktemp("nova-sqlite"))))))
+def stacks(mariadb, neutron):
+    """A MariaDB and a SQLite deployment, each made by nova-manage, filled by the writer and
+    served by nova-api; both built side by side."""
+    with scratch_dir("nova-mariadb") as mariadb_dir, scratch_dir("nova-sqlite") as sqlite_dir:
+        built = {"mariadb": Stack(NovaDeployment.on_mariadb(mariadb, mariadb_dir), neutron),
+                 "sqlite": Stack(NovaDeployment.on_sqlite(sqlite_dir), neutron)}
+        try:
+            run_concurrently(*(stack.build for stack in built.values()))
+            yield built
+        finally:
+            for stack in built.values():
+                stack.close()
 
 
 @pytest.fixture(scope="module", params=["mariadb", "sqlite"])
-def nova(request, nova_deployments):
-    return nova_deployments[request.param]
+def stack(request, stacks):
+    return stacks[request.param]
 
 
 @pytest.fixture(scope="module")
-def populated(nova, neutron):
+def nova(stack):
+    return stack.deployment
+
+
+@pytest.fixture(scope="module")
+def populated(stack):
+    return stack.servers
+
+
+@pytest.fixture(scope="module")
+def nova_api(stack):
+    return stack.api
+
+
+def populate(nova, writer, neutron):
     """Flavors, two hosts and a few servers in every state the harness writes."""
-    with nova.writer() as writer:
-        writer.create_flavor(name="m1.small", vcpus=1, memory_mb=2048, root_gb=20,
-                             flavorid="2", extra_specs={"hw:cpu_policy": "shared"})
-        writer.create_flavor(name="m1.medium", vcpus=2, memory_mb=4096, root_gb=40,
-                             flavorid="3")
-        writer.create_flavor(name="tenant-only", vcpus=4, memory_mb=8192, root_gb=80,
-                             flavorid="private-1", is_public=False, projects=["project-a"])
-        writer.create_compute(host="compute-1", az="zone-1")
-        writer.create_compute(host="compute-2")
-        writer.create_keypair(user_id="user-a", name="key-a")
-        group = writer.create_server_group(user_id="user-a", project_id="project-a",
-                                           name="spread")
-        active = writer.build_server(
-            user_id="user-a", project_id="project-a", flavor="2", name="web-1",
-            key_name="key-a", metadata={"role": "web"}, tags=["blue"],
-            server_group=group["uuid"], host="compute-1",
-            networks=[{"label": "private", "fixed": ["10.0.0.5", "fd00::5"],
-                       "floating": ["172.24.4.10"]}])
-        stopped = writer.build_server(user_id="user-a", project_id="project-a", flavor="2",
-                                      name="db-1", host="compute-2")
-        writer.stop(uuid=stopped["uuid"])
-        writer.resize(uuid=active["uuid"], flavor="3")
-        writer.set_metadata(uuid=active["uuid"], metadata={"tier": "front"})
-        writer.delete_metadata(uuid=active["uuid"], key="role")
-        failed = writer.build_server(user_id="user-a", project_id="project-a", flavor="2",
-                                     name="broken-1")
-        writer.fault(uuid=failed["uuid"], message="Unexpected build failure")
-        requested = writer.build_server(user_id="user-b", project_id="project-b",
-                                        flavor="2", name="queued-1", stage="requested")
-        buried = writer.build_server(user_id="user-b", project_id="project-b", flavor="2",
-                                     name="nowhere-1", stage="cell0")
-        gone = writer.build_server(user_id="user-b", project_id="project-b", flavor="2",
-                                   name="gone-1")
-        writer.delete(uuid=gone["uuid"])
-        bulk = writer.build_servers(count=20, user_id="user-b", project_id="project-b",
-                                    flavor="2", name_prefix="bulk")
-        writer.service_down(host="compute-2")
+    writer.create_flavor(name="m1.small", vcpus=1, memory_mb=2048, root_gb=20,
+                         flavorid="2", extra_specs={"hw:cpu_policy": "shared"})
+    writer.create_flavor(name="m1.medium", vcpus=2, memory_mb=4096, root_gb=40,
+                         flavorid="3")
+    writer.create_flavor(name="tenant-only", vcpus=4, memory_mb=8192, root_gb=80,
+                         flavorid="private-1", is_public=False, projects=["project-a"])
+    writer.create_compute(host="compute-1", az="zone-1")
+    writer.create_compute(host="compute-2")
+    writer.create_keypair(user_id="user-a", name="key-a")
+    group = writer.create_server_group(user_id="user-a", project_id="project-a",
+                                       name="spread")
+    active = writer.build_server(
+        user_id="user-a", project_id="project-a", flavor="2", name="web-1",
+        key_name="key-a", metadata={"role": "web"}, tags=["blue"],
+        server_group=group["uuid"], host="compute-1",
+        networks=[{"label": "private", "fixed": ["10.0.0.5", "fd00::5"],
+                   "floating": ["172.24.4.10"]}])
+    stopped = writer.build_server(user_id="user-a", project_id="project-a", flavor="2",
+                                  name="db-1", host="compute-2")
+    writer.stop(uuid=stopped["uuid"])
+    writer.resize(uuid=active["uuid"], flavor="3")
+    writer.set_metadata(uuid=active["uuid"], metadata={"tier": "front"})
+    writer.delete_metadata(uuid=active["uuid"], key="role")
+    failed = writer.build_server(user_id="user-a", project_id="project-a", flavor="2",
+                                 name="broken-1")
+    writer.fault(uuid=failed["uuid"], message="Unexpected build failure")
+    requested = writer.build_server(user_id="user-b", project_id="project-b",
+                                    flavor="2", name="queued-1", stage="requested")
+    buried = writer.build_server(user_id="user-b", project_id="project-b", flavor="2",
+                                 name="nowhere-1", stage="cell0")
+    gone = writer.build_server(user_id="user-b", project_id="project-b", flavor="2",
+                               name="gone-1")
+    writer.delete(uuid=gone["uuid"])
+    bulk = writer.build_servers(count=20, user_id="user-b", project_id="project-b",
+                                flavor="2", name_prefix="bulk")
+    writer.service_down(host="compute-2")
     for server in (active, stopped, failed, *bulk["servers"]):
         neutron.add_server(server)
     archived = nova.archive_deleted_rows()
@@ -213,7 +256,7 @@ def _servers(nova_api, token, query=""):
     return {server["name"]: server for server in body["servers"]}
 
 
-def test_nova_api_lists_servers_to_member_and_admin(nova, populated, nova_api):
+def test_nova_api_lists_servers_to_member_and_admin(stack, populated, nova_api):
     member = _servers(nova_api, "user-a:project-a")
     assert set(member) == {"web-1", "db-1", "broken-1"}
     web = member["web-1"]
@@ -229,8 +272,7 @@ def test_nova_api_lists_servers_to_member_and_admin(nova, populated, nova_api):
     assert "OS-EXT-SRV-ATTR:host" not in web            # admin-only field
     assert "host_status" not in web
 
-    with nova.writer() as writer:     # compute-1 is alive: it reports every 10 s
-        writer.service_heartbeat(host="compute-1")
+    stack.writer.service_heartbeat(host="compute-1")   # compute-1 is alive: it reports
     admin = _servers(nova_api, "root:project-admin:admin", "?all_tenants=1")
     assert set(admin) == {"web-1", "db-1", "broken-1", "queued-1", "nowhere-1",
                           *(f"bulk-{n}" for n in range(20))}
