@@ -84,9 +84,10 @@ class Deployment:
             name = next(n for n in sorted(self.cells) if n != "cell0")
         return self.cells[name]
 
-    def user_context(self, user_id: str, project_id: str, roles=("member",), admin=False):
-        """A request context as nova-api builds it from the token (admin=True lets the
-        object layer read across projects, as a service's context does)."""
+    def user_context(self, user_id: str, project_id: str, roles=("member", "reader")):
+        """A request context for the user's project as nova-api builds it from the token;
+        elevated (is_admin) as the services' contexts are, so the object layer reads across
+        projects."""
         return nova_context.RequestContext(
             user_id=user_id, project_id=project_id, user_name=f"name-{user_id}",
             project_name=f"name-{project_id}", roles=list(roles), is_admin=True)
@@ -774,9 +775,14 @@ class Deployment:
         DELETED with terminated_at, the BDMs destroyed and ``instance.destroy()`` (Nova's
         soft delete of the instance and its rows); the API marks the mapping
         queued_for_delete. ``archive_deleted_rows`` moves the rows to the shadow tables."""
-        cctxt, instance = self.instance(uuid)
         mapping = objects.InstanceMapping.get_by_instance_uuid(self.admin, uuid)
         mapping.queued_for_delete = True
+        if mapping.cell_mapping is None:
+            # Still a build request: the API deletes it and the server is gone.
+            objects.BuildRequest.get_by_instance_uuid(self.admin, uuid).destroy()
+            mapping.save()
+            return
+        cctxt, instance = self.instance(uuid)
         mapping.save()
         instance.task_state = task_states.DELETING
         instance.save()
