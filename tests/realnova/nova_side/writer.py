@@ -897,7 +897,10 @@ def main(argv):
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
                      "traceback": traceback.format_exc()}
         PROTOCOL_OUT.write(json.dumps(reply, default=str) + "\n")
-    return 0
+    # Every write is committed; skip the interpreter's slow joins of Nova's thread pools.
+    PROTOCOL_OUT.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
