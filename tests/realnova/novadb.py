@@ -187,6 +187,7 @@ class NovaWriter:
         self.deployment = deployment
         self.log_path = os.path.join(deployment.workdir, "writer.log")
         self._lock = threading.Lock()
+        self._heartbeats: list[tuple[threading.Event, threading.Thread]] = []
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [deployment.env.python, WRITER_SCRIPT, "--config-file", deployment.config_file],
@@ -228,6 +229,28 @@ class NovaWriter:
             raise NovaCommandError(f"{op}: {reply['error']}\n{reply['traceback']}")
         return reply["result"]
 
+    def start_heartbeats(self, hosts, interval: float = 10.0) -> threading.Event:
+        """Report the compute services of ``hosts`` alive every ``interval`` seconds, as
+        running nova-compute services do (Nova counts a service down after 60 s without
+        a report). Set the returned event to stop; ``close()`` stops them too."""
+        stop = threading.Event()
+
+        def beat():
+            while not stop.is_set() and self.process.poll() is None:
+                for host in hosts:
+                    try:
+                        self.call("service_heartbeat", host=host)
+                    except NovaCommandError:
+                        if self.process.poll() is not None:
+                            return
+                        raise
+                stop.wait(interval)
+
+        thread = threading.Thread(target=beat, name="nova-heartbeats", daemon=True)
+        thread.start()
+        self._heartbeats.append((stop, thread))
+        return stop
+
     def log_tail(self, size: int = 6000) -> str:
         try:
             with open(self.log_path, "rb") as f:
@@ -238,6 +261,9 @@ class NovaWriter:
             return ""
 
     def close(self):
+        for stop, thread in self._heartbeats:
+            stop.set()
+            thread.join(30)
         if self.process.poll() is None:
             try:
                 self.process.stdin.close()

@@ -541,7 +541,8 @@ class Deployment:
     def _build_server_final(self, user_id, project_id, flavor, name, image=None,
                             key_name=None, metadata=None, tags=(),
                             security_groups=("default",), server_group=None, host=None,
-                            cell=None, networks=("auto",), description=None, index=0):
+                            cell=None, networks=("auto",), description=None, index=0,
+                            az=None, scheduler_hints=None):
         ctxt = self.user_context(user_id, project_id)
         flavor_obj = self.flavor(flavor)
         image = dict(image or DEFAULT_IMAGE)
@@ -552,9 +553,12 @@ class Deployment:
                    else None)
         group = objects.InstanceGroup.get_by_uuid(ctxt, server_group) if server_group else None
         sg_names = list(security_groups)
+        hints = dict(scheduler_hints or {})
+        if group:
+            hints["group"] = group.uuid
         request_spec = objects.RequestSpec.from_components(
             ctxt, instance_uuid, objects.ImageMeta.from_dict(image), flavor_obj, None, None,
-            {"scheduler_hints": {"group": group.uuid} if group else {}}, group, None,
+            {"scheduler_hints": hints}, group, az,
             security_groups=objects.SecurityGroupList(objects=[
                 objects.SecurityGroup(name=n) for n in sg_names]),
             port_resource_requests=None,
