@@ -472,6 +472,14 @@ class Deployment:
             instance.info_cache.save()
             instance.task_state = task_states.BLOCK_DEVICE_MAPPING
             instance.save()
+            # The virt driver names the devices before the spawn (libvirt: vda, vdb...).
+            instance.root_device_name = "/dev/vda"
+            instance.save()
+            for bdm in objects.BlockDeviceMappingList.get_by_instance_uuid(cctxt,
+                                                                           instance_uuid):
+                if bdm.boot_index == 0 and not bdm.device_name:
+                    bdm.device_name = "/dev/vda"
+                    bdm.save()
             instance.vm_state = vm_states.BUILDING
             instance.task_state = task_states.SPAWNING
             instance.save(expected_task_state=task_states.BLOCK_DEVICE_MAPPING)
