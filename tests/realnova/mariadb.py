@@ -251,6 +251,31 @@ class MariaDB:
         for db in databases:
             self.execute(f"GRANT SELECT ON {_ident(db)}.* TO %s@'%%'", (name,))
 
+    def binlog_files(self) -> list[str]:
+        """The binary log files the server has, oldest first."""
+        return [row[0] for row in self.execute("SHOW BINARY LOGS")]
+
+    def rotate_binlog(self) -> str:
+        """Start a new binary log file (``FLUSH BINARY LOGS``); its name."""
+        self.execute("FLUSH BINARY LOGS")
+        return self.binlog_files()[-1]
+
+    def purge_binlogs(self):
+        """Rotate, then purge every binary log file but the new one: a reader that was
+        behind can no longer resume from its position."""
+        current = self.rotate_binlog()
+        # A file stays until InnoDB's binlog checkpoint has moved past it (crash recovery
+        # needs it): purge again until it is gone.
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            self.execute("PURGE BINARY LOGS TO %s", (current,))
+            if self.binlog_files() == [current]:
+                return
+            if time.monotonic() > deadline:
+                raise MariaDBError(f"binary logs before {current} were not purged: "
+                                   f"{self.binlog_files()}")
+            time.sleep(0.05)
+
     def gtid_binlog_pos(self) -> str:
         return self.scalar("SELECT @@gtid_binlog_pos")
 

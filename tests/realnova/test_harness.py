@@ -64,6 +64,17 @@ def test_replica_user_reads_but_cannot_write(mariadb):
     assert mariadb.execute("SELECT v FROM harness_grants.t") == [("one",)]
 
 
+def test_mariadb_binlogs_rotate_and_purge(mariadb):
+    first = mariadb.binlog_files()
+    new = mariadb.rotate_binlog()
+    assert new not in first and mariadb.binlog_files() == first + [new]
+    mariadb.create_database("harness_purge")
+    mariadb.purge_binlogs()
+    remaining = mariadb.binlog_files()
+    assert len(remaining) == 1 and remaining[0] not in first + [new]
+    assert mariadb.gtid_binlog_pos()          # the GTID state survives the purge
+
+
 def test_mariadb_restart_keeps_data_and_binlog(mariadb):
     mariadb.create_database("harness_restart")
     mariadb.execute("CREATE TABLE harness_restart.t (id INT PRIMARY KEY)")
