@@ -7,9 +7,9 @@ import pymysql
 import pytest
 
 from tests.realnova import env as realnova_env
-from tests.realnova.mariadb import mariadb_fixture, scratch_dir
-from tests.realnova.nova_api import NovaAPI, neutron_stub_fixture
-from tests.realnova.novadb import NovaDeployment, run_concurrently
+from tests.realnova.mariadb import mariadb_fixture
+from tests.realnova.nova_api import neutron_stub_fixture
+from tests.realnova.stack import nova_stacks_fixture
 
 mariadb = mariadb_fixture(scope="module")
 neutron = neutron_stub_fixture(scope="module")
@@ -89,43 +89,13 @@ def test_mariadb_restart_keeps_data_and_binlog(mariadb):
 
 # -- Nova's own tooling on both backends ------------------------------------------------------
 
-class Stack:
-    """One deployment, its writer (kept open) and nova-api over it."""
-
-    def __init__(self, deployment, neutron):
-        self.deployment = deployment
-        self.neutron = neutron
-        self.writer = None
-        self.api = None
-        self.servers = None
-
-    def build(self):
-        self.deployment.create()
-        self.writer = self.deployment.writer()
-        self.servers = populate(self.deployment, self.writer, self.neutron)
-        self.writer.start_heartbeats(["compute-1"])     # compute-2 has stopped reporting
-        self.api = NovaAPI(self.deployment, self.neutron).start()
-        return self
-
-    def close(self):
-        if self.api is not None:
-            self.api.stop()
-        if self.writer is not None:
-            self.writer.close()
+def populate_and_keep_compute_1_alive(stack):
+    data = populate(stack.deployment, stack.writer, stack.neutron)
+    stack.writer.start_heartbeats(["compute-1"])     # compute-2 has stopped reporting
+    return data
 
 
-@pytest.fixture(scope="module")
-def stacks(mariadb, neutron):
-    """A MariaDB and a SQLite deployment, each made by nova-manage, filled by the writer and
-    served by nova-api; both built side by side."""
-    with scratch_dir("nova-mariadb") as mariadb_dir, scratch_dir("nova-sqlite") as sqlite_dir:
-        built = {"mariadb": Stack(NovaDeployment.on_mariadb(mariadb, mariadb_dir), neutron),
-                 "sqlite": Stack(NovaDeployment.on_sqlite(sqlite_dir), neutron)}
-        try:
-            run_concurrently(*(stack.build for stack in built.values()))
-            yield built
-        finally:
-            run_concurrently(*(stack.close for stack in built.values()))
+stacks = nova_stacks_fixture(populate=populate_and_keep_compute_1_alive, scope="module")
 
 
 @pytest.fixture(scope="module", params=["mariadb", "sqlite"])
@@ -140,7 +110,7 @@ def nova(stack):
 
 @pytest.fixture(scope="module")
 def populated(stack):
-    return stack.servers
+    return stack.data
 
 
 @pytest.fixture(scope="module")
