@@ -302,3 +302,24 @@ def test_bulk_servers_render_as_stepwise_built_ones(stack, nova_api):
     assert first == second
     assert first["status"] == "ACTIVE" and first["pinned_availability_zone"] == "zone-1"
     assert first["scheduler_hints"] == {"team": ["c"]}   # a request spec keeps lists
+
+
+def test_nova_api_answers_flavors_and_server_subresources(populated, nova_api):
+    member = "user-a:project-a"
+    status, body = nova_api.get("/v2.1/flavors/detail", token=member, microversion="2.100")
+    assert status == 200
+    assert {f["id"] for f in body["flavors"]} == {"2", "3", "private-1"}   # access granted
+    status, body = nova_api.get("/v2.1/flavors/detail", token="user-b:project-b")
+    assert {f["id"] for f in body["flavors"]} == {"2", "3"}
+    status, body = nova_api.get("/v2.1/flavors/2/os-extra_specs", token=member)
+    assert (status, body) == (200, {"extra_specs": {"hw:cpu_policy": "shared"}})
+    web = populated["active"]["uuid"]
+    assert nova_api.get(f"/v2.1/servers/{web}/metadata", token=member) == (
+        200, {"metadata": {"tier": "front"}})
+    assert nova_api.get(f"/v2.1/servers/{web}/tags", token=member,
+                        microversion="2.26") == (200, {"tags": ["blue"]})
+    status, body = nova_api.get(f"/v2.1/servers/{web}/ips", token=member)
+    assert status == 200 and {a["addr"] for a in body["addresses"]["private"]} == {
+        "10.0.0.5", "fd00::5", "172.24.4.10"}
+    status, body = nova_api.get(f"/v2.1/servers/{web}", token="user-b:project-b")
+    assert status == 404 and body["itemNotFound"]["code"] == 404
