@@ -56,6 +56,9 @@ class NovaDeployment:
         self.backend = backend
         self.env = env or nova_env()
         self.config_file = os.path.join(self.workdir, "nova.conf")
+        self.mariadb = None                 # on_mariadb: the server and database names
+        self.database_names: list[str] = []
+        self.database_paths: dict[str, str] = {}      # on_sqlite: the files
         self.extra_config: dict[str, dict[str, str]] = {}
         os.makedirs(os.path.join(self.workdir, "state"), exist_ok=True)
         os.makedirs(os.path.join(self.workdir, "locks"), exist_ok=True)
@@ -193,10 +196,13 @@ class NovaWriter:
             [deployment.env.python, WRITER_SCRIPT, "--config-file", deployment.config_file],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
             env=deployment.env.subprocess_env(), cwd=deployment.workdir, bufsize=1)
-        ready = self._read_reply("start")
-        if ready != "ready":
+        try:
+            ready = self._read_reply("start")
+            if ready != "ready":
+                raise NovaCommandError(f"writer did not start: {ready!r}\n{self.log_tail()}")
+        except BaseException:
             self.close()
-            raise NovaCommandError(f"writer did not start: {ready!r}\n{self.log_tail()}")
+            raise
 
     def __enter__(self):
         return self

@@ -32,6 +32,7 @@ PROTOCOL_OUT = os.fdopen(os.dup(1), "w", buffering=1)
 os.dup2(2, 1)
 sys.stdout = sys.stderr
 
+from nova import availability_zones  # noqa: E402
 from nova import config as nova_config  # noqa: E402
 from nova import context as nova_context  # noqa: E402
 from nova import objects  # noqa: E402
@@ -528,7 +529,6 @@ class Deployment:
         return sorted(m.host for m in mappings)[0]
 
     def _host_az(self, ctxt, host):
-        from nova import availability_zones
         return availability_zones.get_host_availability_zone(ctxt, host)
 
     def op_build_servers(self, count, name_prefix="server", stepwise=False, **template):
