@@ -24,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.parse
 
@@ -37,6 +38,7 @@ INSTALL_DB_CANDIDATES = ("/usr/bin/mariadb-install-db", "mariadb-install-db")
 START_TIMEOUT = 60.0        # seconds until the server must accept connections
 STOP_TIMEOUT = 60.0         # seconds for a clean shutdown before SIGKILL
 PR_SET_PDEATHSIG = 1
+RAM_FS = "/dev/shm"
 
 
 class MariaDBError(RuntimeError):
@@ -59,18 +61,35 @@ def _die_with_parent():
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def child_setup():
+    """``preexec_fn`` for a server process: die with the test process. Linux ties the
+    parent-death signal to the *thread* that forks, so a child started from another thread
+    (fixtures built side by side) must not have it, or it dies when that thread ends."""
+    if threading.current_thread() is threading.main_thread():
+        return _die_with_parent
+    return None
+
+
 class MariaDB:
     """One private ``mariadbd``. ``start()`` makes the datadir on first use; ``stop()``,
     ``kill()`` and ``restart()`` keep the datadir, the port and the binlog."""
 
-    def __init__(self, base_dir: str, server_id: int = 1, port: int | None = None):
+    def __init__(self, base_dir: str, server_id: int = 1, port: int | None = None,
+                 in_memory: bool = True):
+        """``base_dir`` holds the socket, pid file and logs. The datadir, binlog and
+        temporary files go to a private directory in ``/dev/shm`` when ``in_memory`` (and it
+        exists): the server still fsyncs, but a RAM file system makes that free, and Nova's
+        migrations run three times faster; ``remove()`` deletes it."""
         self.base_dir = os.path.abspath(base_dir)
-        self.datadir = os.path.join(self.base_dir, "data")
+        self.storage_dir = self.base_dir
+        if in_memory and os.path.isdir(RAM_FS) and os.access(RAM_FS, os.W_OK):
+            self.storage_dir = tempfile.mkdtemp(prefix="realnova-mariadb-", dir=RAM_FS)
+        self.datadir = os.path.join(self.storage_dir, "data")
         self.socket = os.path.join(self.base_dir, "mariadb.sock")
         self.pid_file = os.path.join(self.base_dir, "mariadb.pid")
         self.error_log = os.path.join(self.base_dir, "error.log")
-        self.binlog_basename = os.path.join(self.base_dir, "binlog", "mariadb-bin")
-        self.tmpdir = os.path.join(self.base_dir, "tmp")
+        self.binlog_basename = os.path.join(self.storage_dir, "binlog", "mariadb-bin")
+        self.tmpdir = os.path.join(self.storage_dir, "tmp")
         self.server_id = server_id
         self.host = "127.0.0.1"
         self.port = port or free_port()
@@ -119,7 +138,7 @@ class MariaDB:
         with open(os.path.join(self.base_dir, "stdout.log"), "ab") as out:
             self.process = subprocess.Popen(self.server_command(), stdout=out,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            preexec_fn=_die_with_parent)
+                                            preexec_fn=child_setup())
         deadline = time.monotonic() + START_TIMEOUT
         last_error = None
         while time.monotonic() < deadline:
@@ -161,6 +180,14 @@ class MariaDB:
     def restart(self):
         self.stop()
         self.start()
+
+    def remove(self):
+        """Stop the server and delete its data (the in-memory directory too)."""
+        self.stop()
+        if self.storage_dir != self.base_dir:
+            shutil.rmtree(self.storage_dir, ignore_errors=True)
+        else:
+            shutil.rmtree(self.datadir, ignore_errors=True)
 
     @property
     def running(self) -> bool:
@@ -224,6 +251,31 @@ class MariaDB:
         for db in databases:
             self.execute(f"GRANT SELECT ON {_ident(db)}.* TO %s@'%%'", (name,))
 
+    def binlog_files(self) -> list[str]:
+        """The binary log files the server has, oldest first."""
+        return [row[0] for row in self.execute("SHOW BINARY LOGS")]
+
+    def rotate_binlog(self) -> str:
+        """Start a new binary log file (``FLUSH BINARY LOGS``); its name."""
+        self.execute("FLUSH BINARY LOGS")
+        return self.binlog_files()[-1]
+
+    def purge_binlogs(self):
+        """Rotate, then purge every binary log file but the new one: a reader that was
+        behind can no longer resume from its position."""
+        current = self.rotate_binlog()
+        # A file stays until InnoDB's binlog checkpoint has moved past it (crash recovery
+        # needs it): purge again until it is gone.
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            self.execute("PURGE BINARY LOGS TO %s", (current,))
+            if self.binlog_files() == [current]:
+                return
+            if time.monotonic() > deadline:
+                raise MariaDBError(f"binary logs before {current} were not purged: "
+                                   f"{self.binlog_files()}")
+            time.sleep(0.05)
+
     def gtid_binlog_pos(self) -> str:
         return self.scalar("SELECT @@gtid_binlog_pos")
 
@@ -239,6 +291,19 @@ def _ident(name: str) -> str:
 
 
 @contextlib.contextmanager
+def scratch_dir(prefix: str):
+    """A private temporary directory, removed at exit. Used instead of pytest's tmp_path for
+    long-lived fixtures: pytest removes old base directories of *other* runs by the same
+    user when a session starts, which on a shared machine pulls a running server's files
+    from under it."""
+    path = tempfile.mkdtemp(prefix=f"realnova-{prefix}-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def running_mariadb(base_dir: str | None = None, server_id: int = 1):
     """A started server, stopped and removed at exit (its temporary directory too when
     ``base_dir`` is not given)."""
@@ -250,7 +315,7 @@ def running_mariadb(base_dir: str | None = None, server_id: int = 1):
         server.start()
         yield server
     finally:
-        server.stop()
+        server.remove()
         if owned:
             shutil.rmtree(base_dir, ignore_errors=True)
 
@@ -262,7 +327,7 @@ def mariadb_fixture(scope: str = "module", server_id: int = 1, name: str | None 
         mariadb = mariadb_fixture(scope="session")
     """
     @pytest.fixture(scope=scope, name=name)
-    def _mariadb(tmp_path_factory):
-        with running_mariadb(str(tmp_path_factory.mktemp("mariadb")), server_id) as server:
+    def _mariadb():
+        with scratch_dir("mariadb") as base_dir, running_mariadb(base_dir, server_id) as server:
             yield server
     return _mariadb

@@ -33,6 +33,7 @@ import uuid as uuidlib
 import pytest
 
 from tests.conftest import free_port
+from tests.realnova.mariadb import child_setup
 from tests.realnova.novadb import NovaDeployment
 
 NOVA_SIDE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nova_side")
@@ -223,11 +224,15 @@ class NovaAPI:
                    "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
                    "--worker-class", "gthread", "--threads", str(self.threads),
                    "--timeout", "120", "--graceful-timeout", "5",
+                   # gunicorn 26 opens a control socket in $HOME by default: one per
+                   # machine, which parallel test runs would fight over.
+                   "--no-control-socket",
                    "--chdir", NOVA_SIDE, "--pythonpath", NOVA_SIDE,
                    "nova_api_wsgi:application"]
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=env, cwd=self.workdir)
+                                        stdin=subprocess.DEVNULL, env=env, cwd=self.workdir,
+                                        preexec_fn=child_setup())
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -288,7 +293,7 @@ class NovaAPI:
         if self.process is None:
             return
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signal.SIGINT)       # gunicorn's quick shutdown
             try:
                 self.process.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:

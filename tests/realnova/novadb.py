@@ -28,6 +28,7 @@ import threading
 import pytest
 
 from tests.realnova.env import NovaEnv, nova_env
+from tests.realnova.mariadb import scratch_dir
 
 WRITER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nova_side",
                              "writer.py")
@@ -55,6 +56,9 @@ class NovaDeployment:
         self.backend = backend
         self.env = env or nova_env()
         self.config_file = os.path.join(self.workdir, "nova.conf")
+        self.mariadb = None                 # on_mariadb: the server and database names
+        self.database_names: list[str] = []
+        self.database_paths: dict[str, str] = {}      # on_sqlite: the files
         self.extra_config: dict[str, dict[str, str]] = {}
         os.makedirs(os.path.join(self.workdir, "state"), exist_ok=True)
         os.makedirs(os.path.join(self.workdir, "locks"), exist_ok=True)
@@ -186,15 +190,19 @@ class NovaWriter:
         self.deployment = deployment
         self.log_path = os.path.join(deployment.workdir, "writer.log")
         self._lock = threading.Lock()
+        self._heartbeats: list[tuple[threading.Event, threading.Thread]] = []
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [deployment.env.python, WRITER_SCRIPT, "--config-file", deployment.config_file],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
             env=deployment.env.subprocess_env(), cwd=deployment.workdir, bufsize=1)
-        ready = self._read_reply("start")
-        if ready != "ready":
+        try:
+            ready = self._read_reply("start")
+            if ready != "ready":
+                raise NovaCommandError(f"writer did not start: {ready!r}\n{self.log_tail()}")
+        except BaseException:
             self.close()
-            raise NovaCommandError(f"writer did not start: {ready!r}\n{self.log_tail()}")
+            raise
 
     def __enter__(self):
         return self
@@ -227,6 +235,28 @@ class NovaWriter:
             raise NovaCommandError(f"{op}: {reply['error']}\n{reply['traceback']}")
         return reply["result"]
 
+    def start_heartbeats(self, hosts, interval: float = 10.0) -> threading.Event:
+        """Report the compute services of ``hosts`` alive every ``interval`` seconds, as
+        running nova-compute services do (Nova counts a service down after 60 s without
+        a report). Set the returned event to stop; ``close()`` stops them too."""
+        stop = threading.Event()
+
+        def beat():
+            while not stop.is_set() and self.process.poll() is None:
+                for host in hosts:
+                    try:
+                        self.call("service_heartbeat", host=host)
+                    except NovaCommandError:
+                        if self.process.poll() is not None:
+                            return
+                        raise
+                stop.wait(interval)
+
+        thread = threading.Thread(target=beat, name="nova-heartbeats", daemon=True)
+        thread.start()
+        self._heartbeats.append((stop, thread))
+        return stop
+
     def log_tail(self, size: int = 6000) -> str:
         try:
             with open(self.log_path, "rb") as f:
@@ -237,6 +267,9 @@ class NovaWriter:
             return ""
 
     def close(self):
+        for stop, thread in self._heartbeats:
+            stop.set()
+            thread.join(30)
         if self.process.poll() is None:
             try:
                 self.process.stdin.close()
@@ -248,24 +281,31 @@ class NovaWriter:
         self._log.close()
 
 
-def create_concurrently(*deployments: NovaDeployment):
-    """``create()`` several deployments at once (nova-manage runs are mostly start-up)."""
+def run_concurrently(*calls):
+    """Call each function in its own thread; their results in order, or the first error.
+    Nova's tools are separate processes, so deployments are made (and filled) side by side."""
+    results = [None] * len(calls)
     errors = []
 
-    def create(deployment):
+    def run(index, call):
         try:
-            deployment.create()
-        except Exception as exc:  # reported below, with the others
+            results[index] = call()
+        except BaseException as exc:  # reported below, with the others
             errors.append(exc)
 
-    threads = [threading.Thread(target=create, args=(d,)) for d in deployments]
+    threads = [threading.Thread(target=run, args=(n, call)) for n, call in enumerate(calls)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     if errors:
         raise errors[0]
-    return deployments
+    return results
+
+
+def create_concurrently(*deployments: NovaDeployment):
+    """``create()`` several deployments at once."""
+    return run_concurrently(*(d.create for d in deployments))
 
 
 def nova_mariadb_fixture(mariadb_fixture_name: str = "mariadb", scope: str = "module",
@@ -273,18 +313,17 @@ def nova_mariadb_fixture(mariadb_fixture_name: str = "mariadb", scope: str = "mo
     """A fixture yielding a :class:`NovaDeployment` made by nova-manage on the MariaDB server
     of the fixture ``mariadb_fixture_name`` (same or wider scope)."""
     @pytest.fixture(scope=scope, name=name)
-    def _nova_mariadb(request, tmp_path_factory):
+    def _nova_mariadb(request):
         mariadb = request.getfixturevalue(mariadb_fixture_name)
-        deployment = NovaDeployment.on_mariadb(
-            mariadb, str(tmp_path_factory.mktemp("nova-mariadb")), prefix=prefix)
-        yield deployment.create()
+        with scratch_dir("nova-mariadb") as workdir:
+            yield NovaDeployment.on_mariadb(mariadb, workdir, prefix=prefix).create()
     return _nova_mariadb
 
 
 def nova_sqlite_fixture(scope: str = "module", name: str | None = None):
     """A fixture yielding a :class:`NovaDeployment` made by nova-manage on SQLite files."""
     @pytest.fixture(scope=scope, name=name)
-    def _nova_sqlite(tmp_path_factory):
-        deployment = NovaDeployment.on_sqlite(str(tmp_path_factory.mktemp("nova-sqlite")))
-        yield deployment.create()
+    def _nova_sqlite():
+        with scratch_dir("nova-sqlite") as workdir:
+            yield NovaDeployment.on_sqlite(workdir).create()
     return _nova_sqlite

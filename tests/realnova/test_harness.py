@@ -6,10 +6,21 @@ from __future__ import annotations
 import pymysql
 import pytest
 
+from tests.realnova import env as realnova_env
 from tests.realnova.mariadb import mariadb_fixture
-from tests.realnova.novadb import NovaDeployment, create_concurrently
+from tests.realnova.nova_api import neutron_stub_fixture
+from tests.realnova.stack import nova_stacks_fixture
 
 mariadb = mariadb_fixture(scope="module")
+neutron = neutron_stub_fixture(scope="module")
+
+
+def test_missing_side_environment_is_an_error_that_says_how_to_build_it(monkeypatch, tmp_path):
+    monkeypatch.setenv(realnova_env.ENV_VAR, str(tmp_path / "no-such-venv"))
+    with pytest.raises(realnova_env.NovaEnvMissing) as missing:
+        realnova_env.nova_env()
+    assert "build/nova-env.sh" in str(missing.value)
+    assert str(tmp_path / "no-such-venv") in str(missing.value)
 
 
 def test_mariadb_has_row_binlog_with_gtids(mariadb):
@@ -53,6 +64,17 @@ def test_replica_user_reads_but_cannot_write(mariadb):
     assert mariadb.execute("SELECT v FROM harness_grants.t") == [("one",)]
 
 
+def test_mariadb_binlogs_rotate_and_purge(mariadb):
+    first = mariadb.binlog_files()
+    new = mariadb.rotate_binlog()
+    assert new not in first and mariadb.binlog_files() == first + [new]
+    mariadb.create_database("harness_purge")
+    mariadb.purge_binlogs()
+    remaining = mariadb.binlog_files()
+    assert len(remaining) == 1 and remaining[0] not in first + [new]
+    assert mariadb.gtid_binlog_pos()          # the GTID state survives the purge
+
+
 def test_mariadb_restart_keeps_data_and_binlog(mariadb):
     mariadb.create_database("harness_restart")
     mariadb.execute("CREATE TABLE harness_restart.t (id INT PRIMARY KEY)")
@@ -67,59 +89,75 @@ def test_mariadb_restart_keeps_data_and_binlog(mariadb):
 
 # -- Nova's own tooling on both backends ------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def nova_deployments(mariadb, tmp_path_factory):
-    """One deployment on the MariaDB server and one on SQLite, made concurrently."""
-    return dict(zip(("mariadb", "sqlite"), create_concurrently(
-        NovaDeployment.on_mariadb(mariadb, str(tmp_path_factory.mktemp("nova-mariadb"))),
-        NovaDeployment.on_sqlite(str(tmp_path_factory.mktemp("nova-sqlite"))))))
+def populate_and_keep_compute_1_alive(stack):
+    data = populate(stack.deployment, stack.writer, stack.neutron)
+    stack.writer.start_heartbeats(["compute-1"])     # compute-2 has stopped reporting
+    return data
+
+
+stacks = nova_stacks_fixture(populate=populate_and_keep_compute_1_alive, scope="module")
 
 
 @pytest.fixture(scope="module", params=["mariadb", "sqlite"])
-def nova(request, nova_deployments):
-    return nova_deployments[request.param]
+def stack(request, stacks):
+    return stacks[request.param]
 
 
 @pytest.fixture(scope="module")
-def populated(nova):
+def nova(stack):
+    return stack.deployment
+
+
+@pytest.fixture(scope="module")
+def populated(stack):
+    return stack.data
+
+
+@pytest.fixture(scope="module")
+def nova_api(stack):
+    return stack.api
+
+
+def populate(nova, writer, neutron):
     """Flavors, two hosts and a few servers in every state the harness writes."""
-    with nova.writer() as writer:
-        writer.create_flavor(name="m1.small", vcpus=1, memory_mb=2048, root_gb=20,
-                             flavorid="2", extra_specs={"hw:cpu_policy": "shared"})
-        writer.create_flavor(name="m1.medium", vcpus=2, memory_mb=4096, root_gb=40,
-                             flavorid="3")
-        writer.create_flavor(name="tenant-only", vcpus=4, memory_mb=8192, root_gb=80,
-                             flavorid="private-1", is_public=False, projects=["project-a"])
-        writer.create_compute(host="compute-1", az="zone-1")
-        writer.create_compute(host="compute-2")
-        writer.create_keypair(user_id="user-a", name="key-a")
-        group = writer.create_server_group(user_id="user-a", project_id="project-a",
-                                           name="spread")
-        active = writer.build_server(
-            user_id="user-a", project_id="project-a", flavor="2", name="web-1",
-            key_name="key-a", metadata={"role": "web"}, tags=["blue"],
-            server_group=group["uuid"], host="compute-1",
-            networks=[{"label": "private", "fixed": ["10.0.0.5", "fd00::5"],
-                       "floating": ["172.24.4.10"]}])
-        stopped = writer.build_server(user_id="user-a", project_id="project-a", flavor="2",
-                                      name="db-1", host="compute-2")
-        writer.stop(uuid=stopped["uuid"])
-        writer.resize(uuid=active["uuid"], flavor="3")
-        writer.set_metadata(uuid=active["uuid"], metadata={"tier": "front"})
-        writer.delete_metadata(uuid=active["uuid"], key="role")
-        failed = writer.build_server(user_id="user-a", project_id="project-a", flavor="2",
-                                     name="broken-1")
-        writer.fault(uuid=failed["uuid"], message="Unexpected build failure")
-        requested = writer.build_server(user_id="user-b", project_id="project-b",
-                                        flavor="2", name="queued-1", stage="requested")
-        buried = writer.build_server(user_id="user-b", project_id="project-b", flavor="2",
-                                     name="nowhere-1", stage="cell0")
-        gone = writer.build_server(user_id="user-b", project_id="project-b", flavor="2",
-                                   name="gone-1")
-        writer.delete(uuid=gone["uuid"])
-        bulk = writer.build_servers(count=20, user_id="user-b", project_id="project-b",
-                                    flavor="2", name_prefix="bulk")
-        writer.service_down(host="compute-2")
+    writer.create_flavor(name="m1.small", vcpus=1, memory_mb=2048, root_gb=20,
+                         flavorid="2", extra_specs={"hw:cpu_policy": "shared"})
+    writer.create_flavor(name="m1.medium", vcpus=2, memory_mb=4096, root_gb=40,
+                         flavorid="3")
+    writer.create_flavor(name="tenant-only", vcpus=4, memory_mb=8192, root_gb=80,
+                         flavorid="private-1", is_public=False, projects=["project-a"])
+    writer.create_compute(host="compute-1", az="zone-1")
+    writer.create_compute(host="compute-2")
+    writer.create_keypair(user_id="user-a", name="key-a")
+    group = writer.create_server_group(user_id="user-a", project_id="project-a",
+                                       name="spread")
+    active = writer.build_server(
+        user_id="user-a", project_id="project-a", flavor="2", name="web-1",
+        key_name="key-a", metadata={"role": "web"}, tags=["blue"],
+        server_group=group["uuid"], host="compute-1",
+        networks=[{"label": "private", "fixed": ["10.0.0.5", "fd00::5"],
+                   "floating": ["172.24.4.10"]}])
+    stopped = writer.build_server(user_id="user-a", project_id="project-a", flavor="2",
+                                  name="db-1", host="compute-2")
+    writer.stop(uuid=stopped["uuid"])
+    writer.resize(uuid=active["uuid"], flavor="3")
+    writer.set_metadata(uuid=active["uuid"], metadata={"tier": "front"})
+    writer.delete_metadata(uuid=active["uuid"], key="role")
+    failed = writer.build_server(user_id="user-a", project_id="project-a", flavor="2",
+                                 name="broken-1")
+    writer.fault(uuid=failed["uuid"], message="Unexpected build failure")
+    requested = writer.build_server(user_id="user-b", project_id="project-b",
+                                    flavor="2", name="queued-1", stage="requested")
+    buried = writer.build_server(user_id="user-b", project_id="project-b", flavor="2",
+                                 name="nowhere-1", stage="cell0")
+    gone = writer.build_server(user_id="user-b", project_id="project-b", flavor="2",
+                               name="gone-1")
+    writer.delete(uuid=gone["uuid"])
+    bulk = writer.build_servers(count=20, user_id="user-b", project_id="project-b",
+                                flavor="2", name_prefix="bulk")
+    writer.service_down(host="compute-2")
+    for server in (active, stopped, failed, *bulk["servers"]):
+        neutron.add_server(server)
     archived = nova.archive_deleted_rows()
     return {"active": active, "stopped": stopped, "failed": failed, "requested": requested,
             "buried": buried, "gone": gone, "bulk": bulk["servers"], "archived": archived}
@@ -188,3 +226,100 @@ def test_writer_builds_servers_as_nova_does(nova, populated):
                                  f"WHERE instance_uuid = {p}", (populated["failed"]["uuid"],))
     assert faults == [("Unexpected build failure",)]
     assert "cell1.instances" in populated["archived"]
+
+
+# -- real nova-api over those databases -------------------------------------------------------
+
+def _servers(nova_api, token, query=""):
+    status, body = nova_api.get(f"/v2.1/servers/detail{query}", token=token,
+                                microversion="2.100")
+    assert status == 200, body
+    return {server["name"]: server for server in body["servers"]}
+
+
+def test_nova_api_lists_servers_to_member_and_admin(populated, nova_api):
+    member = _servers(nova_api, "user-a:project-a")
+    assert set(member) == {"web-1", "db-1", "broken-1"}
+    web = member["web-1"]
+    assert web["status"] == "ACTIVE" and web["flavor"]["original_name"] == "m1.medium"
+    assert web["metadata"] == {"tier": "front"} and web["tags"] == ["blue"]
+    assert web["key_name"] == "key-a"
+    assert web["OS-EXT-AZ:availability_zone"] == "zone-1"
+    assert web["security_groups"] == [{"name": "default"}]
+    assert sorted((a["addr"], a["OS-EXT-IPS:type"]) for a in web["addresses"]["private"]) == [
+        ("10.0.0.5", "fixed"), ("172.24.4.10", "floating"), ("fd00::5", "fixed")]
+    assert member["db-1"]["status"] == "SHUTOFF"
+    assert member["broken-1"]["status"] == "ERROR"
+    assert "OS-EXT-SRV-ATTR:host" not in web            # admin-only field
+    assert "host_status" not in web
+
+    admin = {name: server for name, server in
+             _servers(nova_api, "root:project-admin:admin", "?all_tenants=1").items()
+             if server["tenant_id"] != "project-c"}     # test_bulk_... adds its own
+    assert set(admin) == {"web-1", "db-1", "broken-1", "queued-1", "nowhere-1",
+                          *(f"bulk-{n}" for n in range(20))}
+    assert admin["web-1"]["OS-EXT-SRV-ATTR:host"] == "compute-1"
+    assert admin["web-1"]["host_status"] == "UP"
+    assert admin["db-1"]["host_status"] == "UNKNOWN"      # compute-2 stopped reporting
+    assert admin["queued-1"]["status"] == "BUILD"         # still a build request
+    assert admin["nowhere-1"]["status"] == "ERROR"        # buried in cell0
+    assert admin["broken-1"]["fault"]["message"] == "Unexpected build failure"
+
+    other = _servers(nova_api, "user-b:project-b")
+    assert "web-1" not in other and "bulk-0" in other
+    status, _body = nova_api.get("/v2.1/servers/detail", token="not-a-token")
+    assert status == 401
+
+
+def test_bulk_servers_render_as_stepwise_built_ones(stack, nova_api):
+    """The bulk path writes the same rows as the step-by-step build: nova-api renders the
+    two servers alike but for what is unique to each."""
+    writer = stack.writer
+    writer.create_keypair(user_id="user-c", name="key-c")
+    common = dict(user_id="user-c", project_id="project-c", flavor="2", key_name="key-c",
+                  metadata={"a": "b"}, tags=["t"], az="zone-1", host="compute-1",
+                  scheduler_hints={"team": "c"},
+                  networks=[{"label": "private", "fixed": ["10.9.0.5", "fd00:9::5"],
+                             "floating": ["172.24.9.9"]}])
+    stepwise = writer.build_server(name="twin", **common)
+    bulk = writer.build_servers(count=1, name_prefix="twin", **common)["servers"][0]
+    rendered = []
+    for server in (stepwise, bulk):
+        stack.neutron.add_server(server)
+        status, body = nova_api.get(f"/v2.1/servers/{server['uuid']}",
+                                    token="root:project-admin:admin", microversion="2.100")
+        assert status == 200, body
+        rendered.append(body["server"])
+    unique = {"id", "name", "links", "created", "updated", "OS-SRV-USG:launched_at",
+              "OS-EXT-SRV-ATTR:hostname", "OS-EXT-SRV-ATTR:instance_name",
+              "OS-EXT-SRV-ATTR:reservation_id"}
+    for server in rendered:
+        for vif_addresses in server["addresses"].values():
+            for address in vif_addresses:
+                address.pop("OS-EXT-IPS-MAC:mac_addr")
+    first, second = ({k: v for k, v in server.items() if k not in unique}
+                     for server in rendered)
+    assert first == second
+    assert first["status"] == "ACTIVE" and first["pinned_availability_zone"] == "zone-1"
+    assert first["scheduler_hints"] == {"team": ["c"]}   # a request spec keeps lists
+
+
+def test_nova_api_answers_flavors_and_server_subresources(populated, nova_api):
+    member = "user-a:project-a"
+    status, body = nova_api.get("/v2.1/flavors/detail", token=member, microversion="2.100")
+    assert status == 200
+    assert {f["id"] for f in body["flavors"]} == {"2", "3", "private-1"}   # access granted
+    status, body = nova_api.get("/v2.1/flavors/detail", token="user-b:project-b")
+    assert {f["id"] for f in body["flavors"]} == {"2", "3"}
+    status, body = nova_api.get("/v2.1/flavors/2/os-extra_specs", token=member)
+    assert (status, body) == (200, {"extra_specs": {"hw:cpu_policy": "shared"}})
+    web = populated["active"]["uuid"]
+    assert nova_api.get(f"/v2.1/servers/{web}/metadata", token=member) == (
+        200, {"metadata": {"tier": "front"}})
+    assert nova_api.get(f"/v2.1/servers/{web}/tags", token=member,
+                        microversion="2.26") == (200, {"tags": ["blue"]})
+    status, body = nova_api.get(f"/v2.1/servers/{web}/ips", token=member)
+    assert status == 200 and {a["addr"] for a in body["addresses"]["private"]} == {
+        "10.0.0.5", "fd00::5", "172.24.4.10"}
+    status, body = nova_api.get(f"/v2.1/servers/{web}", token="user-b:project-b")
+    assert status == 404 and body["itemNotFound"]["code"] == 404

@@ -32,6 +32,7 @@ PROTOCOL_OUT = os.fdopen(os.dup(1), "w", buffering=1)
 os.dup2(2, 1)
 sys.stdout = sys.stderr
 
+from nova import availability_zones  # noqa: E402
 from nova import config as nova_config  # noqa: E402
 from nova import context as nova_context  # noqa: E402
 from nova import objects  # noqa: E402
@@ -84,9 +85,10 @@ class Deployment:
             name = next(n for n in sorted(self.cells) if n != "cell0")
         return self.cells[name]
 
-    def user_context(self, user_id: str, project_id: str, roles=("member",), admin=False):
-        """A request context as nova-api builds it from the token (admin=True lets the
-        object layer read across projects, as a service's context does)."""
+    def user_context(self, user_id: str, project_id: str, roles=("member", "reader")):
+        """A request context for the user's project as nova-api builds it from the token;
+        elevated (is_admin) as the services' contexts are, so the object layer reads across
+        projects."""
         return nova_context.RequestContext(
             user_id=user_id, project_id=project_id, user_name=f"name-{user_id}",
             project_name=f"name-{project_id}", roles=list(roles), is_admin=True)
@@ -471,6 +473,14 @@ class Deployment:
             instance.info_cache.save()
             instance.task_state = task_states.BLOCK_DEVICE_MAPPING
             instance.save()
+            # The virt driver names the devices before the spawn (libvirt: vda, vdb...).
+            instance.root_device_name = "/dev/vda"
+            instance.save()
+            for bdm in objects.BlockDeviceMappingList.get_by_instance_uuid(cctxt,
+                                                                           instance_uuid):
+                if bdm.boot_index == 0 and not bdm.device_name:
+                    bdm.device_name = "/dev/vda"
+                    bdm.save()
             instance.vm_state = vm_states.BUILDING
             instance.task_state = task_states.SPAWNING
             instance.save(expected_task_state=task_states.BLOCK_DEVICE_MAPPING)
@@ -519,7 +529,6 @@ class Deployment:
         return sorted(m.host for m in mappings)[0]
 
     def _host_az(self, ctxt, host):
-        from nova import availability_zones
         return availability_zones.get_host_availability_zone(ctxt, host)
 
     def op_build_servers(self, count, name_prefix="server", stepwise=False, **template):
@@ -540,7 +549,8 @@ class Deployment:
     def _build_server_final(self, user_id, project_id, flavor, name, image=None,
                             key_name=None, metadata=None, tags=(),
                             security_groups=("default",), server_group=None, host=None,
-                            cell=None, networks=("auto",), description=None, index=0):
+                            cell=None, networks=("auto",), description=None, index=0,
+                            az=None, scheduler_hints=None):
         ctxt = self.user_context(user_id, project_id)
         flavor_obj = self.flavor(flavor)
         image = dict(image or DEFAULT_IMAGE)
@@ -551,9 +561,12 @@ class Deployment:
                    else None)
         group = objects.InstanceGroup.get_by_uuid(ctxt, server_group) if server_group else None
         sg_names = list(security_groups)
+        hints = dict(scheduler_hints or {})
+        if group:
+            hints["group"] = group.uuid
         request_spec = objects.RequestSpec.from_components(
             ctxt, instance_uuid, objects.ImageMeta.from_dict(image), flavor_obj, None, None,
-            {"scheduler_hints": {"group": group.uuid} if group else {}}, group, None,
+            {"scheduler_hints": hints}, group, az,
             security_groups=objects.SecurityGroupList(objects=[
                 objects.SecurityGroup(name=n) for n in sg_names]),
             port_resource_requests=None,
@@ -774,9 +787,14 @@ class Deployment:
         DELETED with terminated_at, the BDMs destroyed and ``instance.destroy()`` (Nova's
         soft delete of the instance and its rows); the API marks the mapping
         queued_for_delete. ``archive_deleted_rows`` moves the rows to the shadow tables."""
-        cctxt, instance = self.instance(uuid)
         mapping = objects.InstanceMapping.get_by_instance_uuid(self.admin, uuid)
         mapping.queued_for_delete = True
+        if mapping.cell_mapping is None:
+            # Still a build request: the API deletes it and the server is gone.
+            objects.BuildRequest.get_by_instance_uuid(self.admin, uuid).destroy()
+            mapping.save()
+            return
+        cctxt, instance = self.instance(uuid)
         mapping.save()
         instance.task_state = task_states.DELETING
         instance.save()
@@ -891,7 +909,10 @@ def main(argv):
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
                      "traceback": traceback.format_exc()}
         PROTOCOL_OUT.write(json.dumps(reply, default=str) + "\n")
-    return 0
+    # Every write is committed; skip the interpreter's slow joins of Nova's thread pools.
+    PROTOCOL_OUT.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
