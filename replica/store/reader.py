@@ -10,8 +10,17 @@ answered (every feed's seq), the row count, the last id (for the next link) and 
 the marker exists, so a request never needs a second statement.
 
 Filters: exact ones are ``IN`` lists on indexed or plain columns; a regex without
-metacharacters is ``instr()``; a real regex calls the registered ``regexp()`` (Python,
-once per candidate row); tags use ``json_each`` over the row's tag array.
+metacharacters is ``instr()``; a real regex calls the registered ``regexp()`` (Python's
+``re.search``, once per candidate row, as oslo.db's SQLite REGEXP does for Nova); tags use
+``json_each`` over the row's tag array.
+
+A user's regex can backtrack for ever on one value (``(.*){30}x``), inside one call the
+progress handler never sees. So the statement's deadline is also an interval timer
+(``_MatchClock``): its signal, caught while a match runs, ends the match (``re`` checks
+for signals while it backtracks), the exception aborts the statement and the read is a
+``ReadTimeout``; ``regexp()`` also refuses to start a match past the deadline. The same
+engine as Nova keeps its semantics for every pattern (a linear-time engine would refuse
+backreferences and read ``\\w``, ``\\s``, ``$`` differently); the worst case is the deadline.
 
 Sub-resources (``SUBRESOURCE_SQL``: extra specs, server tags, metadata, ips) are one
 statement over the parent's row by primary key; the ones that pick one member (or trim
@@ -29,6 +38,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import signal
 import time
 from dataclasses import dataclass, field
 
@@ -83,6 +93,11 @@ SERVER_FILTER_COLUMNS = frozenset(render.SERVER_INDEXED) - {"ips", "tags"}
 
 class ReadTimeout(RuntimeError):
     """A reader statement ran past its deadline and was interrupted."""
+
+
+class _Overtime(Exception):
+    """Raised inside ``regexp()`` once the statement's deadline has passed: it aborts
+    the statement (apsw raises it from ``execute``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,13 +435,55 @@ def _compiled(pattern: str) -> re.Pattern:
     return re.compile(pattern)
 
 
-def _regexp(pattern, value) -> bool:
-    if value is None or pattern is None:
-        return False
-    try:
-        return _compiled(pattern).search(str(value)) is not None
-    except re.error:
-        return False
+class _MatchClock:
+    """The deadline of statements that call ``regexp()``, as an interval timer whose
+    signal ends a running match. Signals reach the main thread only (gevent's
+    ``threading`` cannot tell which one that is; installing the handler can): elsewhere
+    only the check before each match holds. The API workers read in their main thread."""
+
+    def __init__(self):
+        self.matching = False
+        self.armed = False
+        self.deadline = 0.0
+
+    def arm(self, deadline: float) -> bool:
+        self.deadline = deadline
+        try:
+            signal.signal(signal.SIGALRM, self._fired)
+        except ValueError:      # not the main thread
+            return False
+        signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 0.001))
+        self.armed = True
+        return True
+
+    def disarm(self) -> None:
+        self.armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def _fired(self, signum, frame) -> None:
+        # Outside a match the signal changes nothing: the next regexp() call or the
+        # progress handler sees the deadline.
+        if self.matching:
+            raise _Overtime()
+
+    def regexp(self, pattern, value) -> bool:
+        """SQLite's ``X REGEXP Y`` is ``regexp(Y, X)``: ``re.search`` as oslo.db does."""
+        if value is None or pattern is None:
+            return False
+        if time.monotonic() > self.deadline:
+            raise _Overtime()
+        try:
+            compiled = _compiled(pattern)
+        except (re.error, OverflowError, RecursionError):
+            return False   # the API refuses these before a statement runs
+        self.matching = self.armed
+        try:
+            return compiled.search(str(value)) is not None
+        finally:
+            self.matching = False
+
+
+_MATCH_CLOCK = _MatchClock()
 
 
 # ---------------------------------------------------------------------------
@@ -451,7 +508,7 @@ class Reader:
         self._call_later = None
         self._held_until = 0.0         # monotonic end of the held transaction (0: none)
         self._position = None          # the held snapshot's position, once read
-        conn.create_scalar_function("regexp", _regexp, 2, deterministic=True)
+        conn.create_scalar_function("regexp", _MATCH_CLOCK.regexp, 2, deterministic=True)
         conn.set_progress_handler(self._past_deadline, READ_DEADLINE_VM_STEPS)
 
     def hold_snapshots(self, seconds: float, call_later) -> None:
@@ -489,24 +546,31 @@ class Reader:
     def _past_deadline(self) -> bool:
         return time.monotonic() > self._deadline
 
-    def _one_row(self, sql: str, params) -> tuple[tuple, float]:
+    def _one_row(self, sql: str, params, matches: bool = False) -> tuple[tuple, float]:
+        """Run one statement to its end; ``matches``: it calls ``regexp()``."""
         start = time.perf_counter()
         now = time.monotonic()
         self._deadline = now + DEADLINE_S
         if self._hold and now >= self._held_until:
             self._snapshot(now)
         position = self._position
+        armed = False
+        if matches:
+            armed = _MATCH_CLOCK.arm(self._deadline)
         try:
             # Read to the end: a statement left on its row would keep its read
             # transaction (and the WAL's read mark) until the cursor's next statement.
             rows = self._cursor.execute(sql if position is None else _without_position(sql),
                                         params).fetchall()
-        except apsw.InterruptError:
+        except (apsw.InterruptError, _Overtime):
             self.release()
             raise ReadTimeout(f"read statement interrupted after {DEADLINE_S}s") from None
         except apsw.Error:
             self.release()
             raise
+        finally:
+            if armed:
+                _MATCH_CLOCK.disarm()
         if not rows:
             raise RuntimeError("reader statement returned no row")
         row = rows[0]
@@ -531,7 +595,8 @@ class Reader:
         """``{"servers":[...]`` (without the closing brace: the caller adds the links);
         ``view`` None is the brief list (GET /servers)."""
         sql, extra = build_server_list(query, view)
-        return self._list(sql, extra, prefixes, query.marker, query.limit, None)
+        return self._list(sql, extra, prefixes, query.marker, query.limit, None,
+                          " REGEXP " in sql)
 
     def show_flavor(self, flavorid: str, view: render.FlavorView, prefixes: Prefixes,
                     project_id: str | None) -> ReadResult:
@@ -559,10 +624,10 @@ class Reader:
         return self._list(sql, extra, prefixes, query.marker, query.limit, query.project_id)
 
     def _list(self, sql: str, extra: list, prefixes: Prefixes, marker: str | None,
-              limit: int, project_id: str | None) -> ReadResult:
+              limit: int, project_id: str | None, matches: bool = False) -> ReadResult:
         params = [*_tokens(prefixes),
                   marker, limit, project_id, *extra][:_parameter_count(sql)]
-        (body, count, last_id, found, position), ms = self._one_row(sql, params)
+        (body, count, last_id, found, position), ms = self._one_row(sql, params, matches)
         return ReadResult(body, position or "", ms, count=count, last_id=last_id,
                           marker_found=bool(found))
 
