@@ -246,6 +246,8 @@ def server_query(multi: dict, minor: int, identity: Identity, detail: bool,
     if limit == 0:
         query.nothing = True
     query.marker = multi["marker"][-1] if "marker" in multi else None
+    # Nova looks an admin's marker up elevated; anyone else's is their project's only.
+    query.marker_project = None if identity.admin else identity.project_id
     query.sort = _sort(multi, minor, identity)
     return query
 

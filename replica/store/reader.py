@@ -139,6 +139,7 @@ class ServerQuery:
     sort: tuple[tuple[str, str], ...] = (("created_at", "desc"), ("uuid", "desc"))
     limit: int = 1000
     marker: str | None = None
+    marker_project: str | None = None      # the marker must be this project's (None: any)
     nothing: bool = False                  # a filter that matches nothing (Nova: [])
 
 
@@ -387,8 +388,13 @@ def build_server_list(query: ServerQuery, view: render.ServerView | None
     for ip in query.ips:
         where.append(f"instr(ips, {p(ip)}) > 0")
     doc = SERVER_BRIEF_SQL if view is None else server_doc_expr(view)
+    # A member's marker must be one of the member's servers (deleted ones too): another
+    # project's is "not found", or the page would show where it falls in the order.
+    marker_scope = ""
+    if query.marker is not None and query.marker_project is not None:
+        marker_scope = f" AND project_id = {p(query.marker_project)}"
     sql = _list_sql("servers", "uuid", doc, where, query.sort, query.marker is not None,
-                    "", '{"servers":[')
+                    marker_scope, '{"servers":[')
     return sql, p.values
 
 
