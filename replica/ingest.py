@@ -83,7 +83,11 @@ class IngestConfig:
     stale_after: float = 5.0
     replay_limit: int = 5000
     rcvbuf: int = 4 * MIB
-    rcvmaxsize: int = 16 * MIB
+    # nanomsg's own limit. A message over it stops the connection without an error
+    # (nothing more is delivered on it): it sits well above feed.MAX_MESSAGE_BYTES, so
+    # what a cell might send is received and dead-lettered as ``oversized``, and a feed
+    # silent for half of stale_after is subscribed again (_read_feed).
+    rcvmaxsize: int = 64 * MIB
     control_timeout: float = CONTROL_TIMEOUT
 
 
@@ -330,6 +334,8 @@ class Ingest:
 
     def _read_feed(self, link: CellLink) -> None:
         sock = self._subscribe(link)
+        silence = self.config.stale_after / 2
+        said = False
         try:
             last_yield = time.monotonic()
             while True:
@@ -338,7 +344,20 @@ class Ingest:
                     # The feed is idle: nothing more will join this group soon, so
                     # commit it now instead of at the end of the group-commit window.
                     self.commit()
-                    data = _recv(sock, None)
+                    try:
+                        data = _recv(sock, time.monotonic() + silence)
+                    except ControlTimeout:
+                        # Publishers send heartbeats: a silent subscription may be a
+                        # dead connection (see IngestConfig.rcvmaxsize). A new one
+                        # costs nothing; what it missed, seqs and replay bring back.
+                        (log.debug if said else log.warning)(
+                            "feed %s: nothing received for %.1fs, subscribing again",
+                            link.name, silence)
+                        said = True
+                        sock.close()
+                        sock = self._subscribe(link)
+                        continue
+                said = False
                 try:
                     self.on_message(link, data)
                 except Exception as exc:  # a bug must cost one message, not the feed
@@ -464,8 +483,9 @@ class Ingest:
             link.set_state(S.CATCHING_UP, "gap")
         if link.new_epoch_flag and link.state in (S.CATCHING_UP, S.LIVE, S.STALE):
             link.set_state(S.RESYNCING, "new epoch")
-        if (any(r.kind == "resync" for r in link.requests)
-                and link.state is not S.RESYNCING and link.state is not S.STALE):
+        if any(r.kind == "resync" for r in link.requests) and link.state is not S.RESYNCING:
+            # A stale cell too: its control socket may answer while its feed is silent;
+            # if it does not, the resync fails and says why.
             link.set_state(S.RESYNCING, "requested")
 
         if link.state is S.CONNECTING:
