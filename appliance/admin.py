@@ -127,13 +127,16 @@ def token_required(settings: Settings) -> bool:
                                            or not is_loopback(settings.admin_host))
 
 
-def _presented_token() -> str:
-    token = bottle.request.get_header("X-Auth-Token", "")
+def _presented_token() -> bytes:
+    # The header's bytes as they came (WSGI hands them over as latin-1): bottle's
+    # get_header decodes them as UTF-8 and raises on anything else.
+    environ = bottle.request.environ
+    token = environ.get("HTTP_X_AUTH_TOKEN", "")
     if not token:
-        auth = bottle.request.get_header("Authorization", "")
+        auth = environ.get("HTTP_AUTHORIZATION", "")
         if auth[:7].lower() == "bearer ":
             token = auth[7:].strip()
-    return token
+    return token.encode("latin-1", "replace")
 
 
 def _json(status: int, body: dict) -> bottle.HTTPResponse:
@@ -162,7 +165,7 @@ def make_app(settings: Settings, processes_path: str, metrics_dir: str) -> bottl
 
     def guarded(handler):
         def wrapper(*args, **kwargs):
-            if need_token and not hmac.compare_digest(_presented_token().encode(),
+            if need_token and not hmac.compare_digest(_presented_token(),
                                                       settings.admin_token.encode()):
                 return _error(401, "admin token required (X-Auth-Token or "
                                    "Authorization: Bearer)")

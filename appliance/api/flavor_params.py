@@ -53,6 +53,7 @@ def flavor_query(multi: dict, minor: int, identity: Identity, max_limit: int) ->
         query.is_public = _parse_is_public((multi.get("is_public") or [None])[-1])
     query.min_ram = _int_filter(multi, "minRam")
     query.min_disk = _int_filter(multi, "minDisk")
-    query.limit = min(max_limit, int(multi["limit"][-1])) if "limit" in multi else max_limit
+    query.limit = (min(max_limit, P.int_param(multi["limit"][-1], "limit")) if "limit" in multi
+                   else max_limit)
     query.marker = multi["marker"][-1] if "marker" in multi else None
     return query

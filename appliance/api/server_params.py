@@ -241,7 +241,7 @@ def server_query(multi: dict, minor: int, identity: Identity, detail: bool,
 
     limit = max_limit
     if "limit" in multi:
-        limit = min(max_limit, int(multi["limit"][-1]))
+        limit = min(max_limit, P.int_param(multi["limit"][-1], "limit"))
     query.limit = limit
     if limit == 0:
         query.nothing = True

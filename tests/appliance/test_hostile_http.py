@@ -1,0 +1,132 @@
+"""Bad input from a client is the client's error (4xx), never a 503, a reset connection
+or a traceback in the log: `appliance serve` with its real workers, API and admin
+listener."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.parse
+
+import pytest
+
+from tests.appliance.conftest import (PYTHON, get, read_table, start_process, wait_for,
+                                      worker_pids)
+from tests.appliance.test_serve import token_line
+from tests.conftest import free_port
+
+ADMIN_TOKEN = "admin-secret"
+MEMBER = "member-token"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("hostile")
+    tokens = tmp_path / "tokens"
+    tokens.write_text(token_line(MEMBER, "p1"))
+    port, admin_port = free_port(), free_port()
+    config = tmp_path / "appliance.toml"
+    config.write_text(f'listen_port = {port}\nadmin_port = {admin_port}\nworkers = 1\n'
+                      f'data_dir = "{tmp_path / "data"}"\nauth = "tokens"\n'
+                      f'tokens_file = "{tokens}"\nadmin_token = "{ADMIN_TOKEN}"\n'
+                      f'admin_token_always = true\n')
+    running = start_process([PYTHON, "-m", "appliance", "serve", "--config", str(config)],
+                            {}, tmp_path / "data", port=port, admin_port=admin_port)
+    try:
+        wait_for(lambda: len(worker_pids(running.data_dir)) == 1
+                 and {p["role"] for p in read_table(running.data_dir)["processes"]
+                      if p["state"] == "running"} >= {"ingest", "admin"}, timeout=30,
+                 what="appliance running")
+        running.remember_children()
+        yield running
+    finally:
+        running.stop()
+
+
+def raw_exchange(port: int, request: bytes) -> bytes:
+    """Send the whole request, then read the whole answer (a reset raises)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+def member_get(served, path, **headers):
+    return get(served.port, path, headers={"X-Auth-Token": MEMBER, **headers})
+
+
+def test_a_64k_url_is_414(served):
+    path = "/v2.1/servers?name=" + "a" * 65536
+    answer = raw_exchange(served.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert status_of(answer) == 414
+
+
+def test_a_1mb_header_is_431(served):
+    request = (b"GET /v2.1/servers HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1 << 20)
+               + b"\r\n\r\n")
+    assert status_of(raw_exchange(served.port, request)) == 431
+
+
+def test_500_headers_are_431_without_a_traceback(served):
+    headers = b"".join(b"X-H%d: v\r\n" % n for n in range(500))
+    request = b"GET /v2.1/servers HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n"
+    assert status_of(raw_exchange(served.port, request)) == 431
+    # The worker still serves.
+    assert member_get(served, "/v2.1/servers")[0] == 200
+
+
+@pytest.mark.parametrize("path,status,message", [
+    ("/v2.1/servers?limit=" + "9" * 5000, 400, "limit must be an integer"),
+    ("/v2.1/servers/detail?limit=" + "1" * 4301, 400, "limit must be an integer"),
+    ("/v2.1/flavors?limit=" + "9" * 5000, 400, "limit must be an integer"),
+    ("/v2.1/servers?name=" + urllib.parse.quote("a{99999999999}"), 400,
+     "Invalid input for query parameters name. Value: a{99999999999}. "
+     "'a{99999999999}' is not a 'regex'"),
+    ("/v2.1/servers?hostname=" + urllib.parse.quote("(x{4294967296})"), 400,
+     "is not a 'regex'"),
+    ("/v2.1/flavors?minRam=" + "9" * 5000, 400, "Invalid minRam filter"),
+])
+def test_huge_numbers_are_a_bad_request(served, path, status, message):
+    got, body, _ = member_get(served, path)
+    assert got == status, body[:300]
+    (fault,) = json.loads(body).values()
+    assert message in fault["message"]
+
+
+def test_a_huge_microversion_is_not_supported(served):
+    version = "2." + "1" * 5000
+    got, body, _ = member_get(served, "/v2.1/servers",
+                              **{"OpenStack-API-Version": f"compute {version}"})
+    assert got == 406, body[:300]
+    (fault,) = json.loads(body).values()
+    assert fault["code"] == 406 and fault["message"].startswith("Version 2.111")
+
+
+def test_a_non_utf8_admin_token_is_a_clean_401(served):
+    answer = raw_exchange(served.admin_port,
+                          b"GET /status HTTP/1.1\r\nHost: x\r\nX-Auth-Token: \xff\xfe\x80\r\n"
+                          b"Connection: close\r\n\r\n")
+    assert status_of(answer) == 401
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"application/json" in head
+    assert json.loads(body)["error"]["code"] == 401
+
+
+def test_a_non_utf8_api_token_is_a_clean_401(served):
+    answer = raw_exchange(served.port,
+                          b"GET /v2.1/servers HTTP/1.1\r\nHost: x\r\nX-Auth-Token: \xff\xfe\r\n"
+                          b"Connection: close\r\n\r\n")
+    assert status_of(answer) == 401
+
+
+def test_zz_nothing_above_left_a_traceback(served):
+    assert "Traceback" not in served.log()
