@@ -84,7 +84,8 @@ def collect_status(settings: Settings, processes_path: str) -> dict:
         return result
     result["cells"] = status.get("cells", [])
     result["ingest"] = {k: status.get(k) for k in
-                        ("pid", "events_applied", "batches_committed", "dead_letters")}
+                        ("pid", "events_applied", "batches_committed", "dead_letters",
+                         "store_failing_since", "store_error", "disk_full")}
     return result
 
 

@@ -3,10 +3,11 @@ feed; an operator can resync a cell that went stale."""
 
 from __future__ import annotations
 
+from replica import feed
 from replica.ingest import CellFeed
 
 from tests.conftest import wait_for
-from tests.replica.conftest import assert_converged, read_rows
+from tests.replica.conftest import assert_converged, make_server, read_rows
 
 MIB = 1024 * 1024
 
@@ -73,3 +74,66 @@ def test_a_stale_cell_can_be_resynced(make_cell, make_ingest, replica_path, tmp_
     assert ing.cell("c1")["seq"] == c1.head()
     assert ing.cell("c1")["resyncs"] >= 1
     assert_converged(replica_path, c1)
+
+
+def _stray_setup(make_cell, make_ingest, relays, tmp_path, seed):
+    c1 = make_cell("c1")
+    c1.populate(30, seed=seed)
+    c1.start()
+    relay = relays(c1.feed_url, f"ipc://{tmp_path}/relay.feed")
+    ing = make_ingest([CellFeed("c1", relay.url, c1.control_url)])
+    ing.start()
+    status = ing.wait_caught_up([c1])
+    return c1, relay, ing, status["c1"]
+
+
+def test_stray_heartbeats_with_a_foreign_epoch_do_not_resync(make_cell, make_ingest, relays,
+                                                             replica_path, tmp_path):
+    """The publisher's hello decides: a heartbeat of another epoch than the one the cell's
+    control socket answers with is a stray, dead-lettered, and nothing is thrown away."""
+    c1, relay, ing, before = _stray_setup(make_cell, make_ingest, relays, tmp_path, 61)
+    for n in range(20):
+        relay.inject(feed.encode_heartbeat("c1", f"foreign-{n}", before["seq"], 1, 0.0))
+    wait_for(lambda: ing.cell("c1")["dead_letters"] >= 20, 30, what="strays dead-lettered")
+    assert set(_dead_reasons(replica_path)) == {"foreign_epoch"}
+    c1.churn(100, seed=62, rate=1000)
+    status = ing.wait_caught_up([c1], timeout=30)
+    assert status["c1"]["resyncs"] == before["resyncs"] == 0
+    assert_converged(replica_path, c1)
+
+
+def test_an_absurd_seq_does_not_resync(make_cell, make_ingest, relays, replica_path, tmp_path):
+    c1, relay, ing, before = _stray_setup(make_cell, make_ingest, relays, tmp_path, 71)
+    epoch, seq = before["epoch"], before["seq"]
+    server = make_server()
+    top = 2 ** 64 - 1
+    relay.inject(feed.encode_batch("c1", epoch, [
+        feed.Event(top, feed.KIND_SERVER, feed.OP_UPSERT, server["uuid"], server)]))
+    relay.inject(feed.encode_heartbeat("c1", epoch, top, 1, 0.0))
+    # Far ahead but storable: a gap, which a replay from the position answers.
+    relay.inject(feed.encode_batch("c1", epoch, [
+        feed.Event(seq + 10 ** 12, feed.KIND_SERVER, feed.OP_UPSERT, server["uuid"],
+                   server)]))
+    wait_for(lambda: ing.cell("c1")["dead_letters"] >= 2, 30, what="strays dead-lettered")
+    assert _dead_reasons(replica_path) == ["bad_event", "bad_event"]
+    c1.churn(100, seed=72, rate=1000)
+    status = ing.wait_caught_up([c1], timeout=30)
+    assert status["c1"]["resyncs"] == 0
+    assert status["c1"]["head"] == c1.head()
+    assert_converged(replica_path, c1)
+
+
+def test_resyncs_of_a_cell_are_rate_limited_with_the_reason_in_status(
+        make_cell, make_ingest, replica_path):
+    c1 = make_cell("c1")
+    c1.populate(20, seed=81)
+    c1.start()
+    ing = make_ingest([c1.feed()])
+    ing.start()
+    ing.wait_caught_up([c1])
+    jobs = [ing.client.resync("c1") for _ in range(2)]
+    for job in jobs:
+        ing.client.wait_job(job, timeout=30)
+    status = ing.cell("c1")
+    assert status["resync_reason"] == "requested"
+    assert status["resyncs"] >= 1
