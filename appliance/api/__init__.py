@@ -18,9 +18,9 @@ Choices where Nova leaves room or a replica differs, decided once here:
 - ``name`` and the other regex filters: a pattern without regex metacharacters is a
   substring test (``instr()``, in C, no per-row Python); a real regex calls a registered
   ``regexp()`` Python function once per candidate row of the caller's scope (about a
-  microsecond each: ~1 ms per 1,000 candidate servers), still inside the one statement;
-  a pattern that backtracks for ever is cut at the read deadline (503, retry-able as any
-  read timeout) instead of holding the worker.
+  microsecond each: ~1 ms per 1,000 candidate servers), still inside the one statement.
+  One match that backtracks past 50 ms is cut (400: the pattern's fault; Nova on SQLite
+  would hang, on MySQL fail), a statement past the read deadline too (503).
 - ``ip`` / ``ip6`` match a substring of any fixed or floating address (Nova delegates to
   Neutron's ``ip_address_substr``).
 - ``GET /v2.1`` answers the version document directly (Nova redirects to ``/v2.1/``).

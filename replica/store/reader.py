@@ -15,10 +15,12 @@ metacharacters is ``instr()``; a real regex calls the registered ``regexp()`` (P
 ``json_each`` over the row's tag array.
 
 A user's regex can backtrack for ever on one value (``(.*){30}x``), inside one call the
-progress handler never sees. So the statement's deadline is also an interval timer
-(``_MatchClock``): its signal, caught while a match runs, ends the match (``re`` checks
-for signals while it backtracks), the exception aborts the statement and the read is a
-``ReadTimeout``; ``regexp()`` also refuses to start a match past the deadline. The same
+progress handler never sees. So a statement that calls ``regexp()`` runs under an
+interval timer (``_MatchClock``): its signal, caught while a match runs, ends a match
+that ran past ``MATCH_BUDGET_S`` (``RegexTooCostly``: a bomb costs the worker ~50 ms, not
+the read deadline) or past the statement's deadline (``ReadTimeout``); ``re`` checks for
+signals while it backtracks, and the exception aborts the statement. ``regexp()`` also
+refuses to start a match past the deadline. The same
 engine as Nova keeps its semantics for every pattern (a linear-time engine would refuse
 backreferences and read ``\\w``, ``\\s``, ``$`` differently); the worst case is the deadline.
 
@@ -49,6 +51,8 @@ from replica.store.connection import READ_DEADLINE_VM_STEPS, open_reader
 
 DEADLINE_S = 0.5                  # a reader statement never holds a worker's hub longer
 REGEX_CACHE = 256                 # compiled filter patterns kept per process
+MATCH_BUDGET_S = 0.05             # one regex match on one value (a normal one: microseconds)
+MATCH_TICK_S = 0.01               # how often the timer looks while a regex statement runs
 
 # Every feed's seq, in the order the feeds were first written (a cheap table scan). It is
 # the last column of every statement; in a held snapshot (Reader.hold_snapshots) only the
@@ -95,9 +99,18 @@ class ReadTimeout(RuntimeError):
     """A reader statement ran past its deadline and was interrupted."""
 
 
+class RegexTooCostly(ValueError):
+    """One regex match ran past ``MATCH_BUDGET_S`` on one value: the pattern backtracks
+    catastrophically (the caller's error, not the replica's)."""
+
+
 class _Overtime(Exception):
-    """Raised inside ``regexp()`` once the statement's deadline has passed: it aborts
-    the statement (apsw raises it from ``execute``)."""
+    """Raised inside ``regexp()`` past a bound: it aborts the statement (apsw raises it
+    from ``execute``). ``costly``: one match ran past its budget."""
+
+    def __init__(self, costly: bool):
+        super().__init__(costly)
+        self.costly = costly
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,15 +455,19 @@ def _compiled(pattern: str) -> re.Pattern:
 
 
 class _MatchClock:
-    """The deadline of statements that call ``regexp()``, as an interval timer whose
-    signal ends a running match. Signals reach the main thread only (gevent's
-    ``threading`` cannot tell which one that is; installing the handler can): elsewhere
-    only the check before each match holds. The API workers read in their main thread."""
+    """The bounds of statements that call ``regexp()``, kept by an interval timer whose
+    signal ends a running match: one match may run ``MATCH_BUDGET_S`` (a pattern that
+    backtracks that long on one value is the pattern's fault: ``RegexTooCostly``), the
+    statement until its deadline (``ReadTimeout``). Signals reach the main thread only
+    (gevent's ``threading`` cannot tell which one that is; installing the handler can):
+    elsewhere only the checks before each match hold. The API workers read in their
+    main thread."""
 
     def __init__(self):
         self.matching = False
         self.armed = False
         self.deadline = 0.0
+        self.match_started = 0.0
 
     def arm(self, deadline: float) -> bool:
         self.deadline = deadline
@@ -458,7 +475,7 @@ class _MatchClock:
             signal.signal(signal.SIGALRM, self._fired)
         except ValueError:      # not the main thread
             return False
-        signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 0.001))
+        signal.setitimer(signal.ITIMER_REAL, MATCH_TICK_S, MATCH_TICK_S)
         self.armed = True
         return True
 
@@ -470,18 +487,24 @@ class _MatchClock:
         # Outside a match the signal changes nothing: the next regexp() call or the
         # progress handler sees the deadline.
         if self.matching:
-            raise _Overtime()
+            now = time.monotonic()
+            if now - self.match_started > MATCH_BUDGET_S:
+                raise _Overtime(True)
+            if now > self.deadline:
+                raise _Overtime(False)
 
     def regexp(self, pattern, value) -> bool:
         """SQLite's ``X REGEXP Y`` is ``regexp(Y, X)``: ``re.search`` as oslo.db does."""
         if value is None or pattern is None:
             return False
-        if time.monotonic() > self.deadline:
-            raise _Overtime()
+        now = time.monotonic()
+        if now > self.deadline:
+            raise _Overtime(False)
         try:
             compiled = _compiled(pattern)
         except (re.error, OverflowError, RecursionError):
             return False   # the API refuses these before a statement runs
+        self.match_started = now
         self.matching = self.armed
         try:
             return compiled.search(str(value)) is not None
@@ -568,7 +591,12 @@ class Reader:
             # transaction (and the WAL's read mark) until the cursor's next statement.
             rows = self._cursor.execute(sql if position is None else _without_position(sql),
                                         params).fetchall()
-        except (apsw.InterruptError, _Overtime):
+        except _Overtime as exc:
+            self.release()
+            if exc.costly:
+                raise RegexTooCostly(f"one regex match ran past {MATCH_BUDGET_S}s") from None
+            raise ReadTimeout(f"read statement interrupted after {DEADLINE_S}s") from None
+        except apsw.InterruptError:
             self.release()
             raise ReadTimeout(f"read statement interrupted after {DEADLINE_S}s") from None
         except apsw.Error:
