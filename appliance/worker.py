@@ -321,6 +321,7 @@ class Worker:
 
     def _heartbeat(self, stop: gevent.event.Event) -> None:
         parent = os.getppid()
+        flush_failures = logs.RepeatedError("metrics_flush_failed")   # a full disk
         while True:
             try:
                 os.utime(self.heartbeat_path)
@@ -328,8 +329,9 @@ class Worker:
                 pass
             try:
                 metrics.recorder().flush()
+                flush_failures.worked()
             except Exception as exc:  # metrics must never silence the heartbeat
-                logs.error("metrics_flush_failed", worker=self.number, error=repr(exc))
+                flush_failures.failed(exc, worker=self.number)
             if os.getppid() != parent:  # the supervisor is gone
                 stop.set()
             gevent.sleep(HEARTBEAT_INTERVAL)
