@@ -244,10 +244,9 @@ def serve(settings: Settings, processes_path: str, metrics_dir: str) -> None:
     """The admin child's body: listen on the reserved admin address until SIGTERM."""
     import gevent
     import gevent.event
-    import gevent.pywsgi
     import signal
 
-    from appliance.worker import BootError, reuseport_listener
+    from appliance.worker import BootError, Handler, Server, reuseport_listener
 
     gevent.reinit()
     stop = gevent.event.Event()
@@ -260,7 +259,9 @@ def serve(settings: Settings, processes_path: str, metrics_dir: str) -> None:
         app = make_app(settings, processes_path, metrics_dir)
     except Exception as exc:
         raise BootError(f"admin listener failed to boot: {exc!r}") from exc
-    server = gevent.pywsgi.WSGIServer(listener, app, log=None, error_log=None)
+    # The workers' server and handler: 414 / 431 with a lingering close, no traceback
+    # for a client's bad request.
+    server = Server(listener, app, handler_class=Handler, log=None, error_log=None)
     server.start()
     logs.info("admin_ready", listen=f"{host}:{settings.admin_port}",
               token_required=token_required(settings))

@@ -20,9 +20,9 @@ interval timer (``_MatchClock``): its signal, caught while a match runs, ends a 
 that ran past ``MATCH_BUDGET_S`` (``RegexTooCostly``: a bomb costs the worker ~50 ms, not
 the read deadline) or past the statement's deadline (``ReadTimeout``); ``re`` checks for
 signals while it backtracks, and the exception aborts the statement. ``regexp()`` also
-refuses to start a match past the deadline. The same
-engine as Nova keeps its semantics for every pattern (a linear-time engine would refuse
-backreferences and read ``\\w``, ``\\s``, ``$`` differently); the worst case is the deadline.
+refuses to start a match past the deadline. The engine stays Nova's (a linear-time one
+would refuse backreferences, which need a bound anyway, and read ``\\w``, ``\\s`` and ``$``
+differently), so every pattern keeps its meaning.
 
 Sub-resources (``SUBRESOURCE_SQL``: extra specs, server tags, metadata, ips) are one
 statement over the parent's row by primary key; the ones that pick one member (or trim

@@ -111,6 +111,16 @@ def test_a_huge_microversion_is_not_supported(served):
     assert fault["code"] == 406 and fault["message"].startswith("Version 2.111")
 
 
+def test_the_admin_listener_refuses_long_urls_and_many_headers_cleanly(served):
+    answer = raw_exchange(served.admin_port,
+                          f"GET /status?{'a' * 65536} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert status_of(answer) == 414
+    headers = b"".join(b"X-H%d: v\r\n" % n for n in range(500))
+    answer = raw_exchange(served.admin_port,
+                          b"GET /status HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+    assert status_of(answer) == 431
+
+
 def test_a_non_utf8_admin_token_is_a_clean_401(served):
     answer = raw_exchange(served.admin_port,
                           b"GET /status HTTP/1.1\r\nHost: x\r\nX-Auth-Token: \xff\xfe\x80\r\n"
