@@ -21,6 +21,14 @@ Choices where Nova leaves room or a replica differs, decided once here:
   microsecond each: ~1 ms per 1,000 candidate servers), still inside the one statement.
   One match that backtracks past 50 ms is cut (400: the pattern's fault; Nova on SQLite
   would hang, on MySQL fail), a statement past the read deadline too (503).
+- A member's ``marker`` must name one of the member's servers: another project's is
+  ``marker [X] not found`` (400), so a page cannot tell where a foreign server sorts.
+  An admin's marker may be any project's, as Nova looks it up elevated.
+- Bad input past Nova's checks is still the client's error: a ``limit`` past Python's
+  int-digit limit is 400 ``limit must be an integer``, a microversion number of more
+  than three digits 406, a regex ``re`` cannot compile for an ``OverflowError`` 400;
+  the workers answer a request line over 8 KiB 414 and headers over http.client's
+  limits (64 KiB a line, 100 lines) 431, where Nova's pipelines would fail or reset.
 - ``ip`` / ``ip6`` match a substring of any fixed or floating address (Nova delegates to
   Neutron's ``ip_address_substr``).
 - ``GET /v2.1`` answers the version document directly (Nova redirects to ``/v2.1/``).
