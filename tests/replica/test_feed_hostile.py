@@ -30,7 +30,7 @@ def test_a_message_over_the_transport_limit_is_dead_lettered_and_the_feed_goes_o
              what="the oversized message dead-lettered")
     # The feed itself goes on: live changes arrive through the same subscription.
     c1.churn(200, seed=32, rate=1000)
-    status = ing.wait_caught_up([c1], timeout=30)
+    status = ing.wait_caught_up([c1], timeout=60)
     assert status["c1"]["state"] == "live" and status["c1"]["dead_letters"] == 1
     assert_converged(replica_path, c1)
 
@@ -48,10 +48,10 @@ def test_a_feed_that_goes_deaf_is_subscribed_again(make_cell, make_ingest, relay
     ing.wait_caught_up([c1])
     relay.inject(b"\x92" + b"\x00" * (80 * MIB))
     c1.churn(200, seed=42, rate=1000)
-    ing.wait_caught_up([c1], timeout=30)
+    ing.wait_caught_up([c1], timeout=60)
     before = ing.cell("c1")["seq"]
     c1.churn(100, seed=43, rate=1000)
-    status = ing.wait_caught_up([c1], timeout=30)
+    status = ing.wait_caught_up([c1], timeout=60)
     assert status["c1"]["seq"] > before
     assert "subscribing again" in ing.proc.output()
     assert_converged(replica_path, c1)
@@ -69,7 +69,7 @@ def test_a_stale_cell_can_be_resynced(make_cell, make_ingest, replica_path, tmp_
     ing.start()
     wait_for(lambda: ing.cell("c1")["state"] == "stale", 20, what="c1 stale")
     c1.churn(50, seed=52, rate=1000)
-    job = ing.client.wait_job(ing.client.resync("c1"), timeout=30)
+    job = ing.client.wait_job(ing.client.resync("c1"), timeout=60)
     assert job["state"] == "done", job
     assert ing.cell("c1")["seq"] == c1.head()
     assert ing.cell("c1")["resyncs"] >= 1
@@ -94,10 +94,10 @@ def test_stray_heartbeats_with_a_foreign_epoch_do_not_resync(make_cell, make_ing
     c1, relay, ing, before = _stray_setup(make_cell, make_ingest, relays, tmp_path, 61)
     for n in range(20):
         relay.inject(feed.encode_heartbeat("c1", f"foreign-{n}", before["seq"], 1, 0.0))
-    wait_for(lambda: ing.cell("c1")["dead_letters"] >= 20, 30, what="strays dead-lettered")
+    wait_for(lambda: ing.cell("c1")["dead_letters"] >= 20, 60, what="strays dead-lettered")
     assert set(_dead_reasons(replica_path)) == {"foreign_epoch"}
     c1.churn(100, seed=62, rate=1000)
-    status = ing.wait_caught_up([c1], timeout=30)
+    status = ing.wait_caught_up([c1], timeout=60)
     assert status["c1"]["resyncs"] == before["resyncs"] == 0
     assert_converged(replica_path, c1)
 
@@ -114,10 +114,10 @@ def test_an_absurd_seq_does_not_resync(make_cell, make_ingest, relays, replica_p
     relay.inject(feed.encode_batch("c1", epoch, [
         feed.Event(seq + 10 ** 12, feed.KIND_SERVER, feed.OP_UPSERT, server["uuid"],
                    server)]))
-    wait_for(lambda: ing.cell("c1")["dead_letters"] >= 2, 30, what="strays dead-lettered")
+    wait_for(lambda: ing.cell("c1")["dead_letters"] >= 2, 60, what="strays dead-lettered")
     assert _dead_reasons(replica_path) == ["bad_event", "bad_event"]
     c1.churn(100, seed=72, rate=1000)
-    status = ing.wait_caught_up([c1], timeout=30)
+    status = ing.wait_caught_up([c1], timeout=60)
     assert status["c1"]["resyncs"] == 0
     assert status["c1"]["head"] == c1.head()
     assert_converged(replica_path, c1)
@@ -133,7 +133,7 @@ def test_resyncs_of_a_cell_are_rate_limited_with_the_reason_in_status(
     ing.wait_caught_up([c1])
     jobs = [ing.client.resync("c1") for _ in range(2)]
     for job in jobs:
-        ing.client.wait_job(job, timeout=30)
+        ing.client.wait_job(job, timeout=60)
     status = ing.cell("c1")
     assert status["resync_reason"] == "requested"
     assert status["resyncs"] >= 1
