@@ -128,3 +128,15 @@ def test_cell_publisher_runs_until_sigterm(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_status_says_when_the_store_cannot_write_and_why_a_cell_resyncs():
+    from appliance.cli import format_status
+    text = format_status({
+        "cells": [{"cell": "c1", "state": "resyncing", "state_since": 0.0, "seq": 5,
+                   "resync_reason": "epoch 1234abcd -> 5678ef00"}],
+        "ingest": {"store_failing_since": 1_800_000_000.0, "disk_full": True,
+                   "store_error": "commit of 3 changes: database or disk is full"},
+        "processes": []})
+    assert "replica store: disk full since" in text and "database or disk is full" in text
+    assert "c1: resyncing (epoch 1234abcd -> 5678ef00)" in text
