@@ -144,6 +144,17 @@ class Handler(_WSGIHandler):
             return ("431", HEADERS_TOO_LARGE_RESPONSE)
         return ("400", gevent.pywsgi._BAD_REQUEST_RESPONSE)
 
+    def handle_error(self, t, v, tb):
+        # What reaches this comes from gevent's handling of the request around the app
+        # (the app answers its own errors): e.g. a malformed chunked body found while the
+        # unread rest is discarded. One line, no traceback; a ValueError is the client's.
+        if isinstance(v, ValueError):
+            logs.info("bad_request", client=self.client_address[0] if self.client_address
+                      else "", error=str(v)[:200])
+        else:
+            logs.error("request_failed", error=repr(v)[:500])
+        self._send_error_response_if_possible(400 if isinstance(v, ValueError) else 500)
+
     def handle_one_request(self):
         result = _WSGIHandler.handle_one_request(self)
         if result is None or result is True:
