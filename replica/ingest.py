@@ -50,6 +50,7 @@ HEARTBEAT_GAP_GRACE = 0.3      # heartbeat head ahead and no batch for this long
 RESYNC_BUFFER_MAX = 200_000    # live events kept during a resync; beyond, replay covers them
 RESYNC_MIN_INTERVAL = 30.0     # a cell is resynced on its own at most this often
 EPOCH_CLAIMS_MAX = 100         # feed messages of another epoch kept until hello judges them
+CLAIMS_JUDGED_EVERY = 1.0      # at most one hello a second for them (a flood of strays)
 CHECKPOINT_INTERVAL = 1.0
 DRIVER_TICK = 0.25             # a quiet driver re-checks silence this often
 YIELD_SECONDS = 0.001
@@ -148,6 +149,7 @@ class CellLink:
         # feed messages of another epoch than the position's: (epoch, payload), until the
         # cell's hello says whether the cell really moved (resync) or they are strays
         self.epoch_claims: list[tuple[str, bytes]] = []
+        self.claims_judged_at = 0.0            # monotonic time of the last hello for them
         self.resync_reason: str | None = None  # why the last resync began
         self.resync_ended = 0.0                # monotonic end of the last resync (0: none)
 
@@ -549,7 +551,8 @@ class Ingest:
             link.gap_flag = False
             link.gaps += 1
             link.set_state(S.CATCHING_UP, "gap")
-        if link.epoch_claims and link.state in (S.CATCHING_UP, S.LIVE, S.STALE):
+        if (link.epoch_claims and link.state in (S.CATCHING_UP, S.LIVE, S.STALE)
+                and time.monotonic() - link.claims_judged_at >= CLAIMS_JUDGED_EVERY):
             self._judge_epoch_claims(link)
         if link.new_epoch_flag and link.state in (S.CATCHING_UP, S.LIVE, S.STALE):
             link.set_state(S.RESYNCING, "new epoch")
@@ -606,6 +609,7 @@ class Ingest:
         """Feed messages said the cell is at another epoch: the cell's hello decides.
         Another epoch there: resync. The same as ours: the messages were strays and
         are dead-lettered (``foreign_epoch``)."""
+        link.claims_judged_at = time.monotonic()
         hello = self.request(link, "hello", timeout=HELLO_TIMEOUT)
         claims, link.epoch_claims = link.epoch_claims, []
         epoch = hello.get("epoch")
