@@ -19,7 +19,7 @@ from tests.api import entities as E
 from tests.api.conftest import ADMIN, MEMBER, OTHER, SERVE, Api, stop_server
 from tests.conftest import free_port, wait_for
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 
 SERVER = E.server(1)["uuid"]
 ROUTES = ["", "/", "/v2.1", "/v2.1/", "/v2", "/v2.1/servers", "/v2.1/servers/detail",

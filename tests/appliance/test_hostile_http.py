@@ -144,7 +144,7 @@ def test_a_non_utf8_api_token_is_a_clean_401(served):
 RAW_LINE = st.binary(max_size=120).filter(lambda b: b"\r" not in b and b"\n" not in b)
 
 
-@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "40")), deadline=None,
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "60")), deadline=None,
           database=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                 HealthCheck.too_slow])
 @given(method=st.one_of(st.sampled_from([b"GET", b"HEAD", b"POST", b"BREW"]), RAW_LINE),

@@ -19,7 +19,7 @@ from replica.states import CellState
 
 from tests.replica.conftest import StandInRender, make_server
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
 
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2 ** 63,
                                                           max_value=2 ** 64 - 1),
