@@ -1,0 +1,519 @@
+"""The binlog tailer: reads a MariaDB server's row-based binlog as a replica does
+(python-mysql-replication over PyMySQL, GTID auto-position, replica grants only)
+and appends each committed source transaction's changed entity keys to the
+journal (``journal.py``), in one SQLite transaction with the GTID position after
+it. Nova's databases are never written.
+
+Transactions: a MariaDB transaction in the binlog is a GTID event, its row events
+and an XID event (or a ``COMMIT`` query); a DDL statement is a standalone GTID
+event and one query. Rolled-back transactions never reach the binlog. The row
+events of one transaction are collected (however many rows) and journaled as one
+journal transaction when its end is read. A GTID event starts a new transaction
+and drops whatever half-read one came before it (a stream that reconnected starts
+again at the transaction after the journaled position).
+
+Keys (``KEY_MAP``): ``instances.uuid`` and the instance child tables' instance
+uuid columns give ``server`` keys, before and after image both (a row moved from
+one key to another changes both); ``flavors.flavorid`` gives ``flavor`` keys.
+Fan-outs that need a lookup are resolved when the transaction is journaled, with
+plain SELECTs on a connection of their own (the state then, which is at least as
+new as the transaction): a nova-compute ``services`` row whose host,
+disabled, forced_down or deleted changed, or whose report came back after more
+than ``service_down_time`` (a service coming up again), changes every live
+instance on its host; a security group or a server group (API DB) changes its
+members; a flavor extra spec or project row changes its flavor.
+
+Epochs (``reconcile``), decided before anything is served and again at every
+(re)connection of the stream. A new epoch (a random id; the journal emptied, seq
+back to 0, consuming from the server's CURRENT ``@@gtid_binlog_pos``) when:
+
+1. there is no journal yet (first attach);
+2. the journal's server identity differs (MySQL ``server_uuid``; MariaDB has none,
+   its ``server_id`` is used, and rule 5 catches a new datadir with the same id);
+3. the server's ``@@gtid_binlog_pos`` is behind the journal's position in some
+   GTID domain (a restored database, a new datadir);
+4. the journal's position is no longer in the server's binlogs (purged: the
+   stream answers error 1236);
+5. re-reading the binlog from the position before the journal's last
+   transaction does not give that same transaction (same GTID, timestamp and
+   binlog offset): the server's history is not the one the journal was made from.
+
+Otherwise the journal keeps its epoch and the stream resumes at its position.
+
+Only MariaDB's GTIDs are implemented (MySQL's GTID sets are refused with a
+clear error).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pymysql
+from pymysqlreplication import BinLogStreamReader
+from pymysqlreplication.event import (HeartbeatLogEvent, MariadbGtidEvent, QueryEvent,
+                                      RotateEvent, XidEvent)
+from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+
+from replica.cell import journal as journal_mod
+from replica.cell import mysql
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 0.5              # the server's heartbeat when idle: how soon a stop is seen
+STREAM_READ_TIMEOUT_S = 30     # no byte (not even a heartbeat) for this long: reconnect
+RECONNECT_DELAYS_S = (0.2, 0.5, 1, 2, 5)
+REPLICA_SERVER_ID = 4_000_001  # the id this reader announces (must differ from the server's)
+SERVICE_DOWN_TIME_S = 60       # Nova's service_down_time default
+ER_MASTER_FATAL_ERROR_READING_BINLOG = 1236
+GTID_STANDALONE = 0x01         # MariaDB GTID event flag: no COMMIT/XID follows (DDL)
+
+ROW_EVENTS = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)
+STREAM_EVENTS = [MariadbGtidEvent, QueryEvent, XidEvent, HeartbeatLogEvent, RotateEvent,
+                 *ROW_EVENTS]
+
+# (database role, table) -> (kind, key column). Role "cell": the cell database;
+# "api": Nova's API database.
+KEY_MAP = {
+    ("cell", "instances"): ("server", "uuid"),
+    ("cell", "instance_extra"): ("server", "instance_uuid"),
+    ("cell", "instance_info_caches"): ("server", "instance_uuid"),
+    ("cell", "instance_metadata"): ("server", "instance_uuid"),
+    ("cell", "instance_system_metadata"): ("server", "instance_uuid"),
+    ("cell", "block_device_mapping"): ("server", "instance_uuid"),
+    ("cell", "instance_faults"): ("server", "instance_uuid"),
+    ("cell", "instance_actions"): ("server", "instance_uuid"),
+    ("cell", "security_group_instance_association"): ("server", "instance_uuid"),
+    ("cell", "tags"): ("server", "resource_id"),
+    ("api", "instance_mappings"): ("server", "instance_uuid"),
+    ("api", "build_requests"): ("server", "instance_uuid"),
+    ("api", "request_specs"): ("server", "instance_uuid"),
+    ("api", "instance_group_member"): ("server", "instance_uuid"),
+    ("api", "flavors"): ("flavor", "flavorid"),
+}
+SERVICE_STATUS_COLUMNS = ("host", "disabled", "forced_down", "deleted")
+
+
+class BinlogError(RuntimeError):
+    """The stream failed in a way a reconnect may fix."""
+
+
+class PositionLost(BinlogError):
+    """The journal's position cannot be resumed on this server: new epoch."""
+
+
+# --- MariaDB GTID positions -------------------------------------------------
+
+def parse_position(text: str) -> dict[int, tuple[int, int]]:
+    """``"0-1-42,1-2-7"`` -> ``{domain: (server_id, seq_no)}``."""
+    position = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        domain, server_id, seq_no = (int(x) for x in part.split("-"))
+        position[domain] = (server_id, seq_no)
+    return position
+
+
+def format_position(position: dict[int, tuple[int, int]]) -> str:
+    return ",".join(f"{d}-{s}-{n}" for d, (s, n) in sorted(position.items()))
+
+
+def advance(text: str, gtid: str) -> str:
+    """The position after the transaction ``gtid`` (``domain-server-seq``)."""
+    position = parse_position(text)
+    domain, server_id, seq_no = (int(x) for x in gtid.split("-"))
+    position[domain] = (server_id, seq_no)
+    return format_position(position)
+
+
+def is_behind(server: str, journal: str) -> bool:
+    """True when the server's position lacks a domain of the journal's or has a
+    lower seq_no in one: it cannot have written what the journal consumed."""
+    have = parse_position(server)
+    return any(domain not in have or have[domain][1] < seq_no
+               for domain, (_server_id, seq_no) in parse_position(journal).items())
+
+
+# --- rows -> keys -----------------------------------------------------------
+
+@dataclass
+class ChangedKeys:
+    """What one source transaction changed: direct keys and pending fan-outs."""
+    keys: list = field(default_factory=list)                 # [(kind, key)], in order
+    service_hosts: set = field(default_factory=set)
+    security_groups: set = field(default_factory=set)
+    server_groups: set = field(default_factory=set)
+    flavor_ids: set = field(default_factory=set)
+    rows: int = 0
+
+
+def _images(event) -> list[tuple[dict | None, dict | None]]:
+    if isinstance(event, UpdateRowsEvent):
+        return [(row["before_values"], row["after_values"]) for row in event.rows]
+    if isinstance(event, WriteRowsEvent):
+        return [(None, row["values"]) for row in event.rows]
+    return [(row["values"], None) for row in event.rows]
+
+
+def _report_time(row: dict):
+    return row.get("last_seen_up") or row.get("updated_at") or row.get("created_at")
+
+
+def _service_matters(before: dict | None, after: dict | None, down_time: float) -> bool:
+    if not any(image and image.get("binary") == "nova-compute" for image in (before, after)):
+        return False
+    if before is None or after is None:
+        return True
+    if any(before.get(c) != after.get(c) for c in SERVICE_STATUS_COLUMNS):
+        return True
+    old, new = _report_time(before), _report_time(after)
+    if old == new:
+        return False
+    if not isinstance(old, datetime.datetime) or not isinstance(new, datetime.datetime):
+        return True
+    return (new - old).total_seconds() > down_time
+
+
+class KeyMapper:
+    """Turns row events into ``ChangedKeys`` and resolves the fan-outs."""
+
+    def __init__(self, cell_db: str, api_db: str | None, kinds=("server", "flavor"),
+                 service_down_time: float = SERVICE_DOWN_TIME_S):
+        self.roles = {cell_db: "cell"}
+        if api_db:
+            self.roles[api_db] = "api"
+        self.kinds = frozenset(kinds)
+        self.service_down_time = service_down_time
+
+    def add(self, changed: ChangedKeys, event) -> None:
+        role = self.roles.get(event.schema)
+        if role is None:
+            return
+        table = event.table
+        images = _images(event)
+        changed.rows += len(images)
+        mapped = KEY_MAP.get((role, table))
+        if mapped is not None:
+            kind, column = mapped
+            if kind in self.kinds:
+                for before, after in images:
+                    for image in (before, after):
+                        if image is not None and image.get(column) is not None:
+                            changed.keys.append((kind, str(image[column])))
+            return
+        if "server" in self.kinds and role == "cell" and table == "services":
+            for before, after in images:
+                if _service_matters(before, after, self.service_down_time):
+                    changed.service_hosts.update(
+                        image["host"] for image in (before, after)
+                        if image is not None and image.get("host"))
+        elif "server" in self.kinds and role == "cell" and table == "security_groups":
+            for before, after in images:
+                if before is None or after is None or any(
+                        before.get(c) != after.get(c) for c in ("name", "deleted")):
+                    changed.security_groups.add((before or after)["id"])
+        elif "server" in self.kinds and role == "api" and table == "instance_groups":
+            for before, after in images:
+                if before is not None:
+                    changed.server_groups.add(before["id"])
+        elif "server" in self.kinds and role == "api" and table == "instance_group_policy":
+            for before, after in images:
+                changed.server_groups.update(image["group_id"] for image in (before, after)
+                                             if image is not None)
+        elif "flavor" in self.kinds and role == "api" and table in (
+                "flavor_extra_specs", "flavor_projects"):
+            for before, after in images:
+                changed.flavor_ids.update(image["flavor_id"] for image in (before, after)
+                                          if image is not None)
+
+    def resolve(self, changed: ChangedKeys, lookups: "Lookups") -> list[tuple[str, str]]:
+        keys = list(changed.keys)
+        if changed.service_hosts:
+            keys += [("server", u) for u in lookups.live_instances_on(changed.service_hosts)]
+        if changed.security_groups:
+            keys += [("server", u) for u in lookups.security_group_members(changed.security_groups)]
+        if changed.server_groups:
+            keys += [("server", u) for u in lookups.server_group_members(changed.server_groups)]
+        if changed.flavor_ids:
+            keys += [("flavor", f) for f in lookups.flavorids(changed.flavor_ids)]
+        return keys
+
+
+def _marks(values) -> str:
+    return ", ".join("?" * len(values))
+
+
+class Lookups:
+    """The fan-out SELECTs, on plain connections of their own (autocommit: each
+    statement sees the latest committed state)."""
+
+    def __init__(self, cell_url: mysql.MySQLURL, api_url: mysql.MySQLURL | None):
+        self.cell_conn = mysql.connect(cell_url)
+        self.cell = mysql.Rows(self.cell_conn)
+        self.api_conn = mysql.connect(api_url) if api_url else None
+        self.api = mysql.Rows(self.api_conn) if self.api_conn else None
+
+    def close(self) -> None:
+        for conn in (self.cell_conn, self.api_conn):
+            if conn is not None:
+                conn.close()
+
+    def live_instances_on(self, hosts) -> list[str]:
+        hosts = sorted(hosts)
+        return [row[0] for row in self.cell(
+            f"SELECT uuid FROM instances WHERE host IN ({_marks(hosts)}) AND deleted = 0 "
+            "ORDER BY id", hosts)]
+
+    def security_group_members(self, group_ids) -> list[str]:
+        ids = sorted(group_ids)
+        return [row[0] for row in self.cell(
+            "SELECT instance_uuid FROM security_group_instance_association WHERE "
+            f"security_group_id IN ({_marks(ids)}) AND deleted = 0 AND instance_uuid IS NOT NULL "
+            "ORDER BY id", ids)]
+
+    def server_group_members(self, group_ids) -> list[str]:
+        if self.api is None:
+            return []
+        ids = sorted(group_ids)
+        return [row[0] for row in self.api(
+            f"SELECT instance_uuid FROM instance_group_member WHERE group_id IN ({_marks(ids)}) "
+            "AND instance_uuid IS NOT NULL ORDER BY id", ids)]
+
+    def flavorids(self, ids) -> list[str]:
+        if self.api is None:
+            return []
+        ids = sorted(ids)
+        return [str(row[0]) for row in self.api(
+            f"SELECT flavorid FROM flavors WHERE id IN ({_marks(ids)}) ORDER BY id", ids)]
+
+
+# --- the stream ---------------------------------------------------------------
+
+def _stream(url: mysql.MySQLURL, schemas: list[str], position: str, blocking: bool,
+            server_id: int) -> BinLogStreamReader:
+    settings = url.settings()
+    settings.pop("database")
+    settings["read_timeout"] = STREAM_READ_TIMEOUT_S
+    return BinLogStreamReader(
+        connection_settings=settings, server_id=server_id, is_mariadb=True,
+        auto_position=position, resume_stream=True, blocking=blocking,
+        only_schemas=schemas, only_events=STREAM_EVENTS,
+        slave_heartbeat=HEARTBEAT_S if blocking else None,
+        freeze_schema=False, enable_logging=False)
+
+
+def _is_position_error(exc: BaseException) -> bool:
+    return (isinstance(exc, pymysql.err.MySQLError) and bool(exc.args)
+            and exc.args[0] == ER_MASTER_FATAL_ERROR_READING_BINLOG)
+
+
+def fingerprint(event: MariadbGtidEvent) -> str:
+    """What identifies a transaction in this server's binlog beyond its GTID."""
+    return f"{event.gtid}@{event.timestamp}@{event.packet.log_pos}"
+
+
+def _first_transaction_after(url: mysql.MySQLURL, schemas: list[str], position: str,
+                             server_id: int) -> str | None:
+    """The fingerprint of the first transaction the server sends after
+    ``position`` (None: none yet). Raises PositionLost when the server no longer
+    has that position in its binlogs."""
+    stream = _stream(url, schemas, position, blocking=False, server_id=server_id)
+    try:
+        for event in stream:
+            if isinstance(event, MariadbGtidEvent):
+                return fingerprint(event)
+        return None
+    except pymysql.err.MySQLError as exc:
+        if _is_position_error(exc):
+            raise PositionLost(f"position {position!r} is not in the server's binlogs: "
+                               f"{exc.args[1] if len(exc.args) > 1 else exc}") from None
+        raise
+    finally:
+        stream.close()
+
+
+@dataclass(frozen=True)
+class Source:
+    """A MariaDB cell source: the cell database and (optionally) Nova's API
+    database on the same server, and the journal file."""
+    cell_url: mysql.MySQLURL
+    api_url: mysql.MySQLURL | None
+    journal_path: str
+    replica_server_id: int = REPLICA_SERVER_ID
+    kinds: tuple = ("server", "flavor")
+
+    @property
+    def schemas(self) -> list[str]:
+        return [self.cell_url.database] + ([self.api_url.database] if self.api_url else [])
+
+
+def _why_new_epoch(source: Source, state, facts: mysql.ServerFacts) -> str | None:
+    if state is None:
+        return "first attach"
+    if state.server_identity != facts.identity():
+        return f"another server ({facts.identity()}, journal has {state.server_identity})"
+    if is_behind(facts.gtid_binlog_pos, state.position):
+        return (f"the server's position {facts.gtid_binlog_pos!r} is behind the journal's "
+                f"{state.position!r} (restored or another database)")
+    try:
+        first = _first_transaction_after(source.cell_url, source.schemas, state.verify_position,
+                                         source.replica_server_id)
+    except PositionLost as exc:
+        return f"binlog purged: {exc}"
+    if state.last_transaction and first != state.last_transaction:
+        return (f"the binlog after {state.verify_position!r} holds {first!r}, not the "
+                f"journal's last transaction {state.last_transaction!r}")
+    return None
+
+
+def reconcile(source: Source, journal: journal_mod.Journal) -> tuple[journal_mod.JournalState, str | None]:
+    """Check the journal against the server (the epoch rules in the module
+    docstring); start a new epoch when they say so. Returns the state and the
+    reason for a new epoch (None: kept)."""
+    conn = mysql.connect(source.cell_url)
+    try:
+        facts = mysql.server_facts(conn)
+        if not facts.is_mariadb:
+            raise mysql.SourceConfigError(
+                f"{facts.version}: only MariaDB's binlog GTIDs are supported so far")
+        mysql.check_binlog_settings(facts)
+        state = journal.state()
+        why = _why_new_epoch(source, state, facts)
+        if why is None:
+            return state, None
+        # The server's current position, read now: every transaction committed
+        # after it is journaled, and a snapshot served from this epoch (head read
+        # first, then the read view) covers everything before it.
+        current = mysql.server_facts(conn).gtid_binlog_pos
+        state = journal.new_epoch(facts.identity(), current, why)
+        log.warning("cell source %s: new epoch %s at %r: %s", source.cell_url.redacted(),
+                    state.epoch, current, why)
+        return state, why
+    finally:
+        conn.close()
+
+
+def open_change_log(source: Source) -> journal_mod.JournalChangeLog:
+    """A ready ChangeLog for ``source``: the journal reconciled with the server
+    (a new epoch when the rules say so), opened for the publisher's reads. Run
+    the Tailer (its own thread or process) to keep it growing."""
+    journal = journal_mod.Journal(source.journal_path)
+    try:
+        reconcile(source, journal)
+    finally:
+        journal.close()
+    return journal_mod.JournalChangeLog(source.journal_path)
+
+
+@dataclass
+class TailerStats:
+    transactions: int = 0
+    rows: int = 0
+    keys: int = 0
+    new_epochs: int = 0
+    reconnects: int = 0
+    last_gtid: str = ""
+    last_error: str = ""
+
+
+class Tailer:
+    """Streams the binlog into the journal until ``stop`` is set.
+
+    ``on_commit(first_seq, last_seq)`` is called after each journal transaction
+    that added events (in the tailer's thread). ``run()`` reconnects with backoff
+    on connection errors and applies the epoch rules at every (re)connection."""
+
+    def __init__(self, source: Source, stop: threading.Event | None = None,
+                 on_commit=None, service_down_time: float = SERVICE_DOWN_TIME_S):
+        self.source = source
+        self.stop = stop or threading.Event()
+        self.on_commit = on_commit
+        self.mapper = KeyMapper(source.cell_url.database,
+                                source.api_url.database if source.api_url else None,
+                                kinds=source.kinds, service_down_time=service_down_time)
+        self.stats = TailerStats()
+
+    def run(self) -> None:
+        journal = journal_mod.Journal(self.source.journal_path)
+        failures = 0
+        try:
+            while not self.stop.is_set():
+                try:
+                    state, why = reconcile(self.source, journal)
+                    if why is not None:
+                        self.stats.new_epochs += 1
+                    self._follow(journal, state)
+                    failures = 0
+                except mysql.SourceConfigError:
+                    raise
+                except (pymysql.err.MySQLError, OSError, BinlogError) as exc:
+                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                    self.stats.reconnects += 1
+                    delay = RECONNECT_DELAYS_S[min(failures, len(RECONNECT_DELAYS_S) - 1)]
+                    failures += 1
+                    log.warning("cell source %s: binlog stream: %s; again in %.1f s",
+                                self.source.cell_url.redacted(), self.stats.last_error, delay)
+                    self.stop.wait(delay)
+        finally:
+            journal.close()
+
+    def _follow(self, journal: journal_mod.Journal, state: journal_mod.JournalState) -> None:
+        """Stream from the journal's position until stopped or the stream fails."""
+        position = state.position
+        lookups = Lookups(self.source.cell_url, self.source.api_url)
+        stream = _stream(self.source.cell_url, self.source.schemas, position, blocking=True,
+                         server_id=self.source.replica_server_id)
+        gtid_event = None
+        changed = None
+        try:
+            while not self.stop.is_set():
+                try:
+                    event = stream.fetchone()
+                except pymysql.err.MySQLError as exc:
+                    if _is_position_error(exc):
+                        raise PositionLost(str(exc)) from None
+                    raise
+                if event is None:
+                    raise BinlogError("the server ended the binlog stream")
+                if isinstance(event, MariadbGtidEvent):
+                    gtid_event, changed = event, ChangedKeys()
+                elif changed is None:
+                    continue                   # heartbeat, rotate: between transactions
+                elif isinstance(event, ROW_EVENTS):
+                    self.mapper.add(changed, event)
+                elif isinstance(event, XidEvent) or (isinstance(event, QueryEvent) and (
+                        gtid_event.flags & GTID_STANDALONE or _is_commit(event))):
+                    position = self._journal(journal, lookups, gtid_event, changed, position)
+                    stream.auto_position = position    # a library reconnect resumes here
+                    gtid_event = changed = None
+        finally:
+            stream.close()
+            lookups.close()
+
+    def _journal(self, journal: journal_mod.Journal, lookups: Lookups,
+                 gtid_event: MariadbGtidEvent, changed: ChangedKeys, position: str) -> str:
+        keys = self.mapper.resolve(changed, lookups) if changed.keys or changed.rows else []
+        after = advance(position, gtid_event.gtid)
+        first, last = journal.append(keys, gtid_event.gtid, after, position,
+                                     fingerprint(gtid_event))
+        self.stats.transactions += 1
+        self.stats.rows += changed.rows
+        self.stats.keys += last - first + 1
+        self.stats.last_gtid = gtid_event.gtid
+        if last >= first and self.on_commit is not None:
+            self.on_commit(first, last)
+        return after
+
+
+def _is_commit(event: QueryEvent) -> bool:
+    query = event.query
+    if isinstance(query, bytes):
+        query = query.decode("utf-8", "replace")
+    return query.strip().upper() == "COMMIT"
+
+
+def run_tailer(source: Source, stop: threading.Event) -> None:
+    """Entry point for a tailer thread or process."""
+    Tailer(source, stop).run()
