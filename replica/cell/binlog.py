@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -514,6 +515,11 @@ def _is_commit(event: QueryEvent) -> bool:
     return query.strip().upper() == "COMMIT"
 
 
-def run_tailer(source: Source, stop: threading.Event) -> None:
-    """Entry point for a tailer thread or process."""
+def run_tailer(source: Source, stop: threading.Event | None = None) -> None:
+    """Entry point for a tailer thread, or (``stop`` None, in a process's main
+    thread) a tailer process that stops cleanly on SIGTERM or SIGINT."""
+    if stop is None:
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda _signum, _frame: stop.set())
     Tailer(source, stop).run()
