@@ -35,8 +35,11 @@ back to 0, consuming from the server's CURRENT ``@@gtid_binlog_pos``) when:
 4. the journal's position is no longer in the server's binlogs (purged: the
    stream answers error 1236);
 5. re-reading the binlog from the position before the journal's last
-   transaction does not give that same transaction (same GTID, timestamp and
-   binlog offset): the server's history is not the one the journal was made from.
+   transaction does not give that same transaction (same GTID, timestamp, binlog
+   file and offsets): the server's history is not the one the journal was made
+   from. (When only the file holding that transaction was purged and the
+   position after it is still there, the check cannot be made and the epoch is
+   kept: binlog expiry on an idle database must not force a resync.)
 
 Otherwise the journal keeps its epoch and the stream resumes at its position.
 
@@ -73,8 +76,8 @@ ER_MASTER_FATAL_ERROR_READING_BINLOG = 1236
 GTID_STANDALONE = 0x01         # MariaDB GTID event flag: no COMMIT/XID follows (DDL)
 
 ROW_EVENTS = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)
-STREAM_EVENTS = [MariadbGtidEvent, QueryEvent, XidEvent, HeartbeatLogEvent, RotateEvent,
-                 *ROW_EVENTS]
+BOUNDARY_EVENTS = [MariadbGtidEvent, QueryEvent, XidEvent, HeartbeatLogEvent, RotateEvent]
+STREAM_EVENTS = BOUNDARY_EVENTS + list(ROW_EVENTS)
 
 # (database role, table) -> (kind, key column). Role "cell": the cell database;
 # "api": Nova's API database.
@@ -293,14 +296,14 @@ class Lookups:
 # --- the stream ---------------------------------------------------------------
 
 def _stream(url: mysql.MySQLURL, schemas: list[str], position: str, blocking: bool,
-            server_id: int) -> BinLogStreamReader:
+            server_id: int, events=STREAM_EVENTS) -> BinLogStreamReader:
     settings = url.settings()
     settings.pop("database")
     settings["read_timeout"] = STREAM_READ_TIMEOUT_S
     return BinLogStreamReader(
         connection_settings=settings, server_id=server_id, is_mariadb=True,
         auto_position=position, resume_stream=True, blocking=blocking,
-        only_schemas=schemas, only_events=STREAM_EVENTS,
+        only_schemas=schemas, only_events=events,
         slave_heartbeat=HEARTBEAT_S if blocking else None,
         freeze_schema=False, enable_logging=False)
 
@@ -310,9 +313,19 @@ def _is_position_error(exc: BaseException) -> bool:
             and exc.args[0] == ER_MASTER_FATAL_ERROR_READING_BINLOG)
 
 
-def fingerprint(event: MariadbGtidEvent) -> str:
-    """What identifies a transaction in this server's binlog beyond its GTID."""
-    return f"{event.gtid}@{event.timestamp}@{event.packet.log_pos}"
+def fingerprint(gtid_event: MariadbGtidEvent, log_file: str | None, end_event) -> str:
+    """What identifies a transaction in this server's binlog beyond its GTID: its
+    timestamp, its binlog file and where its first and last events end there."""
+    return (f"{gtid_event.gtid}@{gtid_event.timestamp}@{log_file}:"
+            f"{gtid_event.packet.log_pos}-{end_event.packet.log_pos}")
+
+
+def ends_transaction(event, gtid_event: MariadbGtidEvent) -> bool:
+    """An XID event, a ``COMMIT`` query, or the one query of a standalone group (DDL)."""
+    if isinstance(event, XidEvent):
+        return True
+    return isinstance(event, QueryEvent) and bool(
+        gtid_event.flags & GTID_STANDALONE or _is_commit(event))
 
 
 def _first_transaction_after(url: mysql.MySQLURL, schemas: list[str], position: str,
@@ -320,11 +333,15 @@ def _first_transaction_after(url: mysql.MySQLURL, schemas: list[str], position: 
     """The fingerprint of the first transaction the server sends after
     ``position`` (None: none yet). Raises PositionLost when the server no longer
     has that position in its binlogs."""
-    stream = _stream(url, schemas, position, blocking=False, server_id=server_id)
+    stream = _stream(url, schemas, position, blocking=False, server_id=server_id,
+                     events=BOUNDARY_EVENTS)     # rows are not decoded
+    gtid_event = log_file = None
     try:
         for event in stream:
             if isinstance(event, MariadbGtidEvent):
-                return fingerprint(event)
+                gtid_event, log_file = event, stream.log_file
+            elif gtid_event is not None and ends_transaction(event, gtid_event):
+                return fingerprint(gtid_event, log_file, event)
         return None
     except pymysql.err.MySQLError as exc:
         if _is_position_error(exc):
@@ -358,11 +375,19 @@ def _why_new_epoch(source: Source, state, facts: mysql.ServerFacts) -> str | Non
     if is_behind(facts.gtid_binlog_pos, state.position):
         return (f"the server's position {facts.gtid_binlog_pos!r} is behind the journal's "
                 f"{state.position!r} (restored or another database)")
+    probe = (source.cell_url, source.schemas)
     try:
-        first = _first_transaction_after(source.cell_url, source.schemas, state.verify_position,
-                                         source.replica_server_id)
-    except PositionLost as exc:
-        return f"binlog purged: {exc}"
+        first = _first_transaction_after(*probe, state.verify_position, source.replica_server_id)
+    except PositionLost:
+        # The file holding the journal's last transaction is gone (binlog
+        # expiry); what matters is whether the position after it is still there.
+        try:
+            _first_transaction_after(*probe, state.position, source.replica_server_id)
+        except PositionLost as exc:
+            return f"binlog purged: {exc}"
+        log.info("cell source %s: the journal's last transaction is no longer in the "
+                 "binlogs, its position is: resuming unverified", source.cell_url.redacted())
+        return None
     if state.last_transaction and first != state.last_transaction:
         return (f"the binlog after {state.verify_position!r} holds {first!r}, not the "
                 f"journal's last transaction {state.last_transaction!r}")
@@ -466,8 +491,7 @@ class Tailer:
         lookups = Lookups(self.source.cell_url, self.source.api_url)
         stream = _stream(self.source.cell_url, self.source.schemas, position, blocking=True,
                          server_id=self.source.replica_server_id)
-        gtid_event = None
-        changed = None
+        gtid_event = changed = log_file = None
         try:
             while not self.stop.is_set():
                 try:
@@ -480,13 +504,14 @@ class Tailer:
                     raise BinlogError("the server ended the binlog stream")
                 if isinstance(event, MariadbGtidEvent):
                     gtid_event, changed = event, ChangedKeys()
+                    log_file = stream.log_file
                 elif changed is None:
                     continue                   # heartbeat, rotate: between transactions
                 elif isinstance(event, ROW_EVENTS):
                     self.mapper.add(changed, event)
-                elif isinstance(event, XidEvent) or (isinstance(event, QueryEvent) and (
-                        gtid_event.flags & GTID_STANDALONE or _is_commit(event))):
-                    position = self._journal(journal, lookups, gtid_event, changed, position)
+                elif ends_transaction(event, gtid_event):
+                    position = self._journal(journal, lookups, gtid_event, changed, position,
+                                             fingerprint(gtid_event, log_file, event))
                     stream.auto_position = position    # a library reconnect resumes here
                     gtid_event = changed = None
         finally:
@@ -494,11 +519,11 @@ class Tailer:
             lookups.close()
 
     def _journal(self, journal: journal_mod.Journal, lookups: Lookups,
-                 gtid_event: MariadbGtidEvent, changed: ChangedKeys, position: str) -> str:
+                 gtid_event: MariadbGtidEvent, changed: ChangedKeys, position: str,
+                 transaction: str) -> str:
         keys = self.mapper.resolve(changed, lookups) if changed.keys or changed.rows else []
         after = advance(position, gtid_event.gtid)
-        first, last = journal.append(keys, gtid_event.gtid, after, position,
-                                     fingerprint(gtid_event))
+        first, last = journal.append(keys, gtid_event.gtid, after, position, transaction)
         self.stats.transactions += 1
         self.stats.rows += changed.rows
         self.stats.keys += last - first + 1
