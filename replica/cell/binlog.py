@@ -51,9 +51,9 @@ from __future__ import annotations
 
 import datetime
 import logging
+import random
 import signal
 import threading
-import time
 from dataclasses import dataclass, field
 
 import pymysql
@@ -70,7 +70,8 @@ log = logging.getLogger(__name__)
 HEARTBEAT_S = 0.5              # the server's heartbeat when idle: how soon a stop is seen
 STREAM_READ_TIMEOUT_S = 30     # no byte (not even a heartbeat) for this long: reconnect
 RECONNECT_DELAYS_S = (0.2, 0.5, 1, 2, 5)
-REPLICA_SERVER_ID = 4_000_001  # the id this reader announces (must differ from the server's)
+REPLICA_SERVER_ID_MIN = 1 << 24   # the ids a reader announces, unless configured: far
+REPLICA_SERVER_ID_MAX = (1 << 31) - 1   # from the small ids servers are given
 SERVICE_DOWN_TIME_S = 60       # Nova's service_down_time default
 ER_MASTER_FATAL_ERROR_READING_BINLOG = 1236
 GTID_STANDALONE = 0x01         # MariaDB GTID event flag: no COMMIT/XID follows (DDL)
@@ -295,17 +296,45 @@ class Lookups:
 
 # --- the stream ---------------------------------------------------------------
 
-def _stream(url: mysql.MySQLURL, schemas: list[str], position: str, blocking: bool,
-            server_id: int, events=STREAM_EVENTS) -> BinLogStreamReader:
+def _replica_server_id(configured: int | None) -> int:
+    """The server id this reader announces. A dump connection with the id of
+    another one makes the server drop the older, so without a configured id
+    each connection takes a random one."""
+    if configured:
+        return configured
+    return random.SystemRandom().randint(REPLICA_SERVER_ID_MIN, REPLICA_SERVER_ID_MAX)
+
+
+def _connect_once():
+    """A PyMySQL connect for the stream reader that refuses to open a second
+    stream connection: the library would silently reconnect after a lost
+    connection (in a tight loop when the server keeps refusing), where the
+    tailer wants to apply its epoch rules and back off."""
+    opened = []
+
+    def connect(**settings):
+        if "cursorclass" not in settings:          # the dump connection, not the ctl one
+            if opened:
+                raise BinlogError("the binlog stream connection was lost")
+            opened.append(True)
+        return pymysql.connect(**settings)
+    return connect
+
+
+def _stream(url: mysql.MySQLURL, schemas: list[str], position: str, server_id: int | None,
+            events=STREAM_EVENTS) -> BinLogStreamReader:
+    """A blocking GTID stream from ``position``. Blocking always: MariaDB's
+    non-blocking dump writes to a non-blocking socket and drops the connection
+    as soon as the reader falls behind; the server's heartbeat (sent when idle)
+    tells the reader that it has caught up."""
     settings = url.settings()
     settings.pop("database")
     settings["read_timeout"] = STREAM_READ_TIMEOUT_S
     return BinLogStreamReader(
-        connection_settings=settings, server_id=server_id, is_mariadb=True,
-        auto_position=position, resume_stream=True, blocking=blocking,
-        only_schemas=schemas, only_events=events,
-        slave_heartbeat=HEARTBEAT_S if blocking else None,
-        freeze_schema=False, enable_logging=False)
+        connection_settings=settings, server_id=_replica_server_id(server_id),
+        is_mariadb=True, auto_position=position, resume_stream=True, blocking=True,
+        only_schemas=schemas, only_events=events, slave_heartbeat=HEARTBEAT_S,
+        freeze_schema=False, enable_logging=False, pymysql_wrapper=_connect_once())
 
 
 def _is_position_error(exc: BaseException) -> bool:
@@ -333,11 +362,13 @@ def _first_transaction_after(url: mysql.MySQLURL, schemas: list[str], position: 
     """The fingerprint of the first transaction the server sends after
     ``position`` (None: none yet). Raises PositionLost when the server no longer
     has that position in its binlogs."""
-    stream = _stream(url, schemas, position, blocking=False, server_id=server_id,
+    stream = _stream(url, schemas, position, server_id=server_id,
                      events=BOUNDARY_EVENTS)     # rows are not decoded
     gtid_event = log_file = None
     try:
         for event in stream:
+            if isinstance(event, HeartbeatLogEvent) and gtid_event is None:
+                return None                      # idle: nothing after the position
             if isinstance(event, MariadbGtidEvent):
                 gtid_event, log_file = event, stream.log_file
             elif gtid_event is not None and ends_transaction(event, gtid_event):
@@ -359,7 +390,7 @@ class Source:
     cell_url: mysql.MySQLURL
     api_url: mysql.MySQLURL | None
     journal_path: str
-    replica_server_id: int = REPLICA_SERVER_ID
+    replica_server_id: int | None = None     # None: a random id per connection
     kinds: tuple = ("server", "flavor")
 
     @property
@@ -489,7 +520,7 @@ class Tailer:
         """Stream from the journal's position until stopped or the stream fails."""
         position = state.position
         lookups = Lookups(self.source.cell_url, self.source.api_url)
-        stream = _stream(self.source.cell_url, self.source.schemas, position, blocking=True,
+        stream = _stream(self.source.cell_url, self.source.schemas, position,
                          server_id=self.source.replica_server_id)
         gtid_event = changed = log_file = None
         try:
@@ -512,7 +543,6 @@ class Tailer:
                 elif ends_transaction(event, gtid_event):
                     position = self._journal(journal, lookups, gtid_event, changed, position,
                                              fingerprint(gtid_event, log_file, event))
-                    stream.auto_position = position    # a library reconnect resumes here
                     gtid_event = changed = None
         finally:
             stream.close()

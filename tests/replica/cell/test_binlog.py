@@ -11,11 +11,10 @@ import pytest
 
 from replica.cell import binlog, journal, mysql
 
-from tests.conftest import wait_for
 from tests.realnova.mariadb import mariadb_fixture
-from tests.replica.cell.binlog_helpers import (API_DB, CELL_DB, REPLICA_PASSWORD, REPLICA_USER,
-                                               Writer, create_nova_tables, events,
-                                               journal_rows, source_for, tailing, wait_head)
+from tests.replica.cell.binlog_helpers import (API_DB, CELL_DB, Writer, create_nova_tables,
+                                               events, journal_rows, source_for, tailing,
+                                               wait_head)
 
 mariadb = mariadb_fixture(scope="module")
 
@@ -155,6 +154,21 @@ def test_a_10000_row_transaction_is_one_journal_transaction(source, cell):
         assert [key for _seq, _kind, key, _gtid in recorded] == [u for u, _ in rows] + ["big-after"]
         assert len({gtid for *_rest, gtid in recorded[:10_000]}) == 1
         assert 0 in heads and heads <= {0, 10_000, 10_001}, sorted(heads)[:10]
+
+
+def test_a_restart_after_a_large_last_transaction_keeps_the_epoch(source, cell):
+    rows = [("large-last", f"k{number}") for number in range(10_000)]
+    with tailing(source) as (_tailer, change_log):
+        with cell.transaction():
+            with cell.conn.cursor() as cursor:
+                cursor.executemany("INSERT INTO instance_metadata (instance_uuid, `key`) "
+                                   "VALUES (%s, %s)", rows)
+        wait_head(change_log, 1, timeout=120)
+        epoch = change_log.epoch()
+    # The check of the journal's last transaction re-reads all of it.
+    with tailing(source) as (tailer, change_log):
+        assert change_log.epoch() == epoch and tailer.stats.new_epochs == 0
+        assert events(change_log) == [("server", "large-last")]
 
 
 def test_a_rolled_back_transaction_never_appears(source, cell):
