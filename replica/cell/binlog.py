@@ -334,7 +334,7 @@ def _stream(url: mysql.MySQLURL, schemas: list[str], position: str, server_id: i
         connection_settings=settings, server_id=_replica_server_id(server_id),
         is_mariadb=True, auto_position=position, resume_stream=True, blocking=True,
         only_schemas=schemas, only_events=events, slave_heartbeat=HEARTBEAT_S,
-        freeze_schema=False, enable_logging=False, pymysql_wrapper=_connect_once())
+        freeze_schema=True, enable_logging=False, pymysql_wrapper=_connect_once())
 
 
 def _is_position_error(exc: BaseException) -> bool:
