@@ -10,13 +10,14 @@ before it, and the tailer resumes from exactly there (nothing lost, nothing
 doubled). Seqs are assigned here, ``head + 1 ...``, so they are gapless and
 increase in commit order of the source (the binlog's order).
 
-Tables: ``journal(seq, kind, key, gtid, ts)`` and ``journal_meta(name, value)``
-with ``epoch``, ``server_identity`` (MySQL's server_uuid, MariaDB's server id),
+Tables: ``journal(seq, kind, key, gtid, ts)`` and the one-row ``journal_meta``:
+``epoch``, ``server_identity`` (MySQL's server_uuid, MariaDB's server id),
 ``position`` (the GTID position consumed), ``verify_position`` and
 ``last_transaction`` (the position before the last recorded transaction and that
 transaction's fingerprint, which the tailer re-reads from the binlog at start to
 check that the server still has the history the journal was made from),
-``head`` (the last seq, kept across pruning) and ``created_at``.
+``head`` (the last seq, kept across pruning), ``created_at`` and
+``epoch_reason``.
 
 ``JournalChangeLog`` is the ChangeLog of the source seam over this file
 (``epoch/head/oldest/events_after/last_changed/prune/close``); it may live in
@@ -47,9 +48,22 @@ SCHEMA = (
             ts REAL NOT NULL
         )""",
         "CREATE INDEX journal_key_idx ON journal (kind, key)",
-        "CREATE TABLE journal_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        # One row: what the journal is a log of and how far it has read.
+        """CREATE TABLE journal_meta (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            epoch TEXT NOT NULL,
+            server_identity TEXT NOT NULL,
+            position TEXT NOT NULL,
+            verify_position TEXT NOT NULL,
+            last_transaction TEXT NOT NULL,
+            head INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            epoch_reason TEXT NOT NULL
+        )""",
     ),
 )
+STATE_COLUMNS = ("epoch", "server_identity", "position", "verify_position", "last_transaction",
+                 "head", "created_at")
 
 
 class JournalError(RuntimeError):
@@ -93,24 +107,15 @@ def connect(path: str) -> apsw.Connection:
     return conn
 
 
-def _meta(conn: apsw.Connection) -> dict[str, str]:
-    return dict(conn.execute("SELECT name, value FROM journal_meta"))
-
-
-def _set_meta(conn: apsw.Connection, values: dict) -> None:
-    conn.executemany("INSERT INTO journal_meta (name, value) VALUES (?, ?) ON CONFLICT (name) "
-                     "DO UPDATE SET value = excluded.value",
-                     [(name, str(value)) for name, value in values.items()])
-
-
 def read_state(conn: apsw.Connection) -> JournalState | None:
-    meta = _meta(conn)
-    if "epoch" not in meta:
-        return None
-    return JournalState(epoch=meta["epoch"], server_identity=meta["server_identity"],
-                        position=meta["position"], verify_position=meta["verify_position"],
-                        last_transaction=meta["last_transaction"], head=int(meta["head"]),
-                        created_at=float(meta["created_at"]))
+    row = conn.execute(f"SELECT {', '.join(STATE_COLUMNS)} FROM journal_meta").fetchone()
+    return JournalState(*row) if row else None
+
+
+def epoch_reason(conn: apsw.Connection) -> str | None:
+    """Why the current epoch was started (first attach, binlog purged, ...)."""
+    row = conn.execute("SELECT epoch_reason FROM journal_meta").fetchone()
+    return row[0] if row else None
 
 
 class Journal:
@@ -119,6 +124,8 @@ class Journal:
     def __init__(self, path: str):
         self.path = path
         self.conn = connect(path)
+        state = self.state()
+        self.head = state.head if state else None     # the one writer keeps it
 
     def close(self) -> None:
         self.conn.close()
@@ -131,10 +138,13 @@ class Journal:
         ``position`` (the server's current one). Returns the new state."""
         with self.conn:
             self.conn.execute("DELETE FROM journal")
-            _set_meta(self.conn, {
-                "epoch": uuidlib.uuid4().hex, "server_identity": server_identity,
-                "position": position, "verify_position": position, "last_transaction": "",
-                "head": 0, "created_at": time.time(), "epoch_reason": reason})
+            self.conn.execute("DELETE FROM journal_meta")
+            self.conn.execute(
+                "INSERT INTO journal_meta (id, epoch, server_identity, position, verify_position, "
+                "last_transaction, head, created_at, epoch_reason) "
+                "VALUES (1, ?, ?, ?, ?, '', 0, ?, ?)",
+                (uuidlib.uuid4().hex, server_identity, position, position, time.time(), reason))
+            self.head = 0
         return self.state()
 
     def append(self, keys: Iterable[tuple[str, str]], gtid: str, position: str,
@@ -142,18 +152,20 @@ class Journal:
         """Append one source transaction: its changed keys (each once, in first-seen
         order) and the position after it, in one SQLite transaction. Returns the
         (first, last) seqs given; (head + 1, head) when the transaction changed no key."""
+        unique = list(dict.fromkeys(keys))
+        head = self.head
+        if head is None:
+            raise JournalError(f"journal {self.path}: no epoch started")
         now = time.time()
         with self.conn:
-            head = int(self.conn.execute(
-                "SELECT value FROM journal_meta WHERE name = 'head'").fetchone()[0])
-            unique = list(dict.fromkeys(keys))
             self.conn.executemany(
                 "INSERT INTO journal (seq, kind, key, gtid, ts) VALUES (?, ?, ?, ?, ?)",
                 [(head + offset, kind, key, gtid, now)
                  for offset, (kind, key) in enumerate(unique, start=1)])
-            _set_meta(self.conn, {"head": head + len(unique), "position": position,
-                                  "verify_position": verify_position,
-                                  "last_transaction": last_transaction})
+            self.conn.execute("UPDATE journal_meta SET head = ?, position = ?, verify_position = ?, "
+                              "last_transaction = ?", (head + len(unique), position,
+                                                       verify_position, last_transaction))
+        self.head = head + len(unique)
         return head + 1, head + len(unique)
 
 
@@ -167,11 +179,10 @@ class JournalChangeLog:
     def close(self) -> None:
         self.conn.close()
 
-    def _meta_value(self, name: str) -> str:
-        row = self.conn.execute("SELECT value FROM journal_meta WHERE name = ?",
-                                (name,)).fetchone()
+    def _meta_value(self, name: str):
+        row = self.conn.execute(f"SELECT {name} FROM journal_meta").fetchone()
         if row is None:
-            raise JournalError(f"journal {self.path}: no {name} (no epoch started)")
+            raise JournalError(f"journal {self.path}: no epoch started")
         return row[0]
 
     def state(self) -> JournalState | None:

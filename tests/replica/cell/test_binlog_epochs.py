@@ -69,8 +69,7 @@ def reopened(source) -> journal.JournalState:
 def epoch_reason(source) -> str:
     conn = journal.connect(source.journal_path)
     try:
-        return conn.execute("SELECT value FROM journal_meta WHERE name = 'epoch_reason'"
-                            ).fetchone()[0]
+        return journal.epoch_reason(conn)
     finally:
         conn.close()
 
