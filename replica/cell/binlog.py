@@ -49,10 +49,14 @@ clear error).
 
 from __future__ import annotations
 
+import ctypes
 import datetime
 import logging
+import multiprocessing
+import os
 import random
 import signal
+import sys
 import threading
 from dataclasses import dataclass, field
 
@@ -570,6 +574,19 @@ def _is_commit(event: QueryEvent) -> bool:
     return query.strip().upper() == "COMMIT"
 
 
+def make_source(source_url: str, api_source_url: str | None, name: str, state_dir: str,
+                password_file: str | None = None,
+                password_env: str = mysql.PASSWORD_ENV) -> Source:
+    """The Source for ``appliance cell --source mysql://... --api-source mysql://...``:
+    the journal is ``<state_dir>/<name>.journal``; a password missing from a URL
+    comes from ``password_file`` or the environment variable ``password_env``."""
+    cell_url = mysql.parse_url(source_url, password_file, password_env)
+    api_url = mysql.parse_url(api_source_url, password_file, password_env) \
+        if api_source_url else None
+    return Source(cell_url=cell_url, api_url=api_url,
+                  journal_path=os.path.join(state_dir, f"{name}.journal"))
+
+
 def run_tailer(source: Source, stop: threading.Event | None = None) -> None:
     """Entry point for a tailer thread, or (``stop`` None, in a process's main
     thread) a tailer process that stops cleanly on SIGTERM or SIGINT."""
@@ -578,3 +595,61 @@ def run_tailer(source: Source, stop: threading.Event | None = None) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda _signum, _frame: stop.set())
     Tailer(source, stop).run()
+
+
+PR_SET_PDEATHSIG = 1
+TAILER_STOP_S = 10
+
+
+def _tailer_main(source: Source) -> None:
+    """The tailer's process: stops on SIGTERM or when its parent dies (a killed
+    publisher leaves no orphan reading the binlog); exits 2 on a setting that
+    cannot work (a restart would not help)."""
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)       # the publisher handles Ctrl-C
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:          # the parent died before the line above
+        return
+    try:
+        Tailer(source, stop).run()
+    except mysql.SourceConfigError as exc:
+        log.error("cell source %s: %s", source.cell_url.redacted(), exc)
+        sys.exit(2)
+
+
+class TailerProcess:
+    """The tailer in a forked child process of the publisher (the binlog's decoding
+    is CPU-bound Python: in a thread it would hold the GIL the publisher needs).
+    The publisher learns of new journal entries the way it learns of outbox
+    commits: through the journal's WAL (``watcher.py``)."""
+
+    def __init__(self, source: Source):
+        self.source = source
+        self.proc: multiprocessing.Process | None = None
+
+    def start(self) -> None:
+        context = multiprocessing.get_context("fork")
+        self.proc = context.Process(target=_tailer_main, args=(self.source,),
+                                    name="binlog-tailer", daemon=True)
+        self.proc.start()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.is_alive()
+
+    def exitcode(self) -> int | None:
+        return self.proc.exitcode if self.proc is not None else None
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(TAILER_STOP_S)
+            if self.proc.is_alive():
+                self.proc.kill()
+                self.proc.join(TAILER_STOP_S)
+        self.proc = None

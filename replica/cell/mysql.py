@@ -216,3 +216,27 @@ def binary_logs(conn: pymysql.connections.Connection) -> list[tuple[str, int]]:
     with conn.cursor() as cursor:
         cursor.execute("SHOW BINARY LOGS")
         return [(row[0], int(row[1])) for row in cursor.fetchall()]
+
+
+class SourceDatabases:
+    """The cell database and Nova's API database of one MariaDB/MySQL source, for
+    the entity reader: ``cell_rows`` / ``api_rows`` are the portable
+    ``rows(sql, params)`` adapters, ``read_view()`` holds a consistent snapshot on
+    both while the caller reads. Open in the process and thread that use it."""
+
+    def __init__(self, cell_url: MySQLURL, api_url: MySQLURL | None):
+        self.cell_conn = connect(cell_url)
+        self.api_conn = connect(api_url) if api_url else None
+        self.cell_rows = Rows(self.cell_conn)
+        self.api_rows = Rows(self.api_conn) if self.api_conn else None
+
+    @contextlib.contextmanager
+    def read_view(self):
+        with read_view(*(c for c in (self.cell_conn, self.api_conn) if c is not None)):
+            yield self
+
+    def close(self) -> None:
+        for conn in (self.cell_conn, self.api_conn):
+            if conn is not None:
+                with contextlib.suppress(pymysql.Error):
+                    conn.close()

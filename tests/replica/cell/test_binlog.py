@@ -239,10 +239,11 @@ def test_the_replica_user_reads_and_cannot_write(nova, source):
             # MariaDB 10.11 gives a snapshot's binlog file and offset (no GTID form).
             cursor.execute("SHOW GLOBAL STATUS LIKE 'binlog_snapshot_position'")
             assert int(cursor.fetchone()[1]) > 0
-        rows, api_rows = mysql.Rows(conn), mysql.Rows(api_conn)
+        databases = mysql.SourceDatabases(source.cell_url, source.api_url)
+        rows, api_rows = databases.cell_rows, databases.api_rows
         cell = Writer(nova, CELL_DB)
         cell.run("INSERT INTO instances (uuid, host) VALUES ('view-1', 'view-host')")
-        with mysql.read_view(conn, api_conn):
+        with databases.read_view():
             before = rows("SELECT uuid FROM instances WHERE host = ? AND uuid LIKE 'view-%'",
                           ("view-host",))
             cell.run("INSERT INTO instances (uuid, host) VALUES ('view-2', 'view-host')")
@@ -254,6 +255,7 @@ def test_the_replica_user_reads_and_cannot_write(nova, source):
         after = rows("SELECT uuid FROM instances WHERE host = ? AND uuid LIKE 'view-%' "
                      "ORDER BY uuid", ("view-host",))
         cell.close()
+        databases.close()
         assert before == during == [("view-1",)]
         assert after == [("view-1",), ("view-2",)]
     finally:

@@ -5,7 +5,6 @@ loses and doubles nothing."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
 import signal
@@ -165,23 +164,17 @@ def test_a_restored_database_starts_a_new_epoch(tmp_path):
         server.stop()
 
 
-def _tailer_process(source):
-    binlog.run_tailer(source)
-
-
 def test_a_tailer_killed_mid_stream_loses_and_doubles_nothing(nova, tmp_path):
     source = source_for(nova, str(tmp_path / "cell1.journal"))
     binlog.open_change_log(source).close()
-    context = multiprocessing.get_context("spawn")
-    expected = []
     writer = Writer(nova, CELL_DB)
+    process = binlog.TailerProcess(source)
     try:
         # Single-row transactions, then a large one the tailer is still reading
         # when it is killed, then more single-row ones.
         small = [f"kill-small-{n}" for n in range(300)]
         large = [f"kill-large-{n:05d}" for n in range(10_000)]
         after = [f"kill-after-{n}" for n in range(100)]
-        process = context.Process(target=_tailer_process, args=(source,))
         process.start()
         for uuid in small:
             writer.run("INSERT INTO instances (uuid, host) VALUES (%s, 'k')", (uuid,))
@@ -191,18 +184,19 @@ def test_a_tailer_killed_mid_stream_loses_and_doubles_nothing(nova, tmp_path):
                                    [(u, ) for u in large])
         reader = journal.JournalChangeLog(source.journal_path)
         wait_for(lambda: reader.head() >= len(small), timeout=60, what="the small ones journaled")
-        os.kill(process.pid, signal.SIGKILL)                 # reading the large one
-        process.join(10)
+        os.kill(process.proc.pid, signal.SIGKILL)            # reading the large one
+        process.proc.join(10)
+        assert process.exitcode() == -signal.SIGKILL
         killed_at = reader.head()
         for uuid in after:
             writer.run("INSERT INTO instances (uuid, host) VALUES (%s, 'k')", (uuid,))
         expected = small + large + after
-        process = context.Process(target=_tailer_process, args=(source,))
+        process = binlog.TailerProcess(source)
         process.start()
         wait_head(reader, len(expected), timeout=120)
-        process.terminate()                                   # a clean stop
-        process.join(30)
-        assert process.exitcode == 0
+        proc = process.proc
+        process.stop()                                        # SIGTERM: a clean stop
+        assert proc.exitcode == 0
         assert killed_at == len(small)        # the large one was not journaled
         rows = journal_rows(reader)
         assert [seq for seq, *_ in rows] == list(range(1, len(expected) + 1))
@@ -211,6 +205,4 @@ def test_a_tailer_killed_mid_stream_loses_and_doubles_nothing(nova, tmp_path):
         reader.close()
     finally:
         writer.close()
-        if process.is_alive():
-            process.kill()
-            process.join()
+        process.stop()

@@ -29,6 +29,16 @@ def test_url_password_from_a_file_or_the_environment(tmp_path, monkeypatch):
     assert mysql.parse_url("mysql://nova@db/nova").password is None
 
 
+def test_a_source_from_command_line_values(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELL1_DB_PASSWORD", "pw")
+    source = binlog.make_source("mysql://replica@db:3306/nova_cell1",
+                                "mysql://replica@db:3306/nova_api", "cell1", str(tmp_path),
+                                password_env="CELL1_DB_PASSWORD")
+    assert source.journal_path == str(tmp_path / "cell1.journal")
+    assert source.schemas == ["nova_cell1", "nova_api"]
+    assert source.cell_url.password == source.api_url.password == "pw"
+
+
 @pytest.mark.parametrize("text", ["sqlite:///x.db", "mysql://db/nova", "mysql://nova@db/",
                                   "mysql://nova@db:notaport/nova", "/path/cell.db"])
 def test_bad_urls_are_refused(text):
