@@ -43,8 +43,10 @@ back to 0, consuming from the server's CURRENT ``@@gtid_binlog_pos``) when:
 
 Otherwise the journal keeps its epoch and the stream resumes at its position.
 
-Only MariaDB's GTIDs are implemented (MySQL's GTID sets are refused with a
-clear error).
+Not handled: MySQL's GTID sets (refused with a clear error: only MariaDB's
+GTIDs are implemented) and XA transactions (MariaDB binlogs ``XA PREPARE`` and
+``XA COMMIT`` as two groups; the prepared group's rows would be dropped). Nova
+uses neither.
 """
 
 from __future__ import annotations
@@ -568,10 +570,12 @@ class Tailer:
 
 
 def _is_commit(event: QueryEvent) -> bool:
+    """``COMMIT``, or the ``ROLLBACK`` that ends a transaction whose changes to a
+    non-transactional table stayed (only such a rollback reaches the binlog)."""
     query = event.query
     if isinstance(query, bytes):
         query = query.decode("utf-8", "replace")
-    return query.strip().upper() == "COMMIT"
+    return query.strip().upper() in ("COMMIT", "ROLLBACK")
 
 
 def make_source(source_url: str, api_source_url: str | None, name: str, state_dir: str,

@@ -172,6 +172,8 @@ class Journal:
 class JournalChangeLog:
     """The ChangeLog of the source seam over a journal file."""
 
+    prune_chunk = PRUNE_CHUNK
+
     def __init__(self, path: str):
         self.path = path
         self.conn = connect(path)

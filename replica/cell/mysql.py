@@ -143,19 +143,28 @@ class Rows:
 
 
 @contextlib.contextmanager
-def read_view(*conns: pymysql.connections.Connection):
-    """A consistent, read-only snapshot on each connection (REPEATABLE READ,
-    ``START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY``), rolled back at the
-    end. Each connection's snapshot is consistent in itself; two databases read
-    through two connections are two snapshots taken one after the other (the
-    seam's consistency rule makes that enough: a change between them is journaled
-    and rebuilt later)."""
+def read_view(*conns: pymysql.connections.Connection, at_entry: bool = True):
+    """A consistent, read-only snapshot on each connection (REPEATABLE READ), rolled
+    back at the end.
+
+    ``at_entry=True``: ``START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY``, the
+    state is fixed when the block is entered. ``at_entry=False``: ``START
+    TRANSACTION READ ONLY``, InnoDB fixes the state at the connection's first read
+    in the block: what the seam's ``EntityReader.read_view()`` promises, so that a
+    change log head read inside the block before any entity read still comes
+    first (the consistency rule).
+
+    Each connection's snapshot is consistent in itself; two databases read through
+    two connections are two snapshots taken one after the other (the consistency
+    rule makes that enough: a change between them is journaled and rebuilt later)."""
+    start = ("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY" if at_entry
+             else "START TRANSACTION READ ONLY")
     opened = []
     try:
         for conn in conns:
             with conn.cursor() as cursor:
                 cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+                cursor.execute(start)
             opened.append(conn)
         yield conns
     finally:
@@ -222,7 +231,9 @@ class SourceDatabases:
     """The cell database and Nova's API database of one MariaDB/MySQL source, for
     the entity reader: ``cell_rows`` / ``api_rows`` are the portable
     ``rows(sql, params)`` adapters, ``read_view()`` holds a consistent snapshot on
-    both while the caller reads. Open in the process and thread that use it."""
+    both while the caller reads, each fixed at its first read in the block (as
+    the seam's EntityReader promises; ``at_entry=True`` fixes them on entry).
+    Open in the process and thread that use it."""
 
     def __init__(self, cell_url: MySQLURL, api_url: MySQLURL | None):
         self.cell_conn = connect(cell_url)
@@ -231,8 +242,9 @@ class SourceDatabases:
         self.api_rows = Rows(self.api_conn) if self.api_conn else None
 
     @contextlib.contextmanager
-    def read_view(self):
-        with read_view(*(c for c in (self.cell_conn, self.api_conn) if c is not None)):
+    def read_view(self, at_entry: bool = False):
+        with read_view(*(c for c in (self.cell_conn, self.api_conn) if c is not None),
+                       at_entry=at_entry):
             yield self
 
     def close(self) -> None:

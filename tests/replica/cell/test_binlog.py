@@ -263,6 +263,24 @@ def test_the_replica_user_reads_and_cannot_write(nova, source):
         api_conn.close()
 
 
+def test_read_views_fixed_at_entry_or_at_the_first_read(nova, source, cell):
+    databases = mysql.SourceDatabases(source.cell_url, source.api_url)
+    query = "SELECT uuid FROM instances WHERE host = ? ORDER BY uuid"
+    try:
+        with databases.read_view(at_entry=True):
+            cell.run("INSERT INTO instances (uuid, host) VALUES ('entry-1', 'views')")
+            assert databases.cell_rows(query, ("views",)) == []
+        with databases.read_view():      # as the seam's EntityReader: at the first read
+            cell.run("INSERT INTO instances (uuid, host) VALUES ('first-read-1', 'views')")
+            seen = databases.cell_rows(query, ("views",))
+            cell.run("INSERT INTO instances (uuid, host) VALUES ('first-read-2', 'views')")
+            assert databases.cell_rows(query, ("views",)) == seen == [("entry-1",),
+                                                                     ("first-read-1",)]
+        assert len(databases.cell_rows(query, ("views",))) == 3
+    finally:
+        databases.close()
+
+
 def test_the_tailer_follows_a_server_restart(nova, source, cell):
     with tailing(source) as (tailer, change_log):
         cell.run("INSERT INTO instances (uuid, host) VALUES ('srv-restart-1', 'h')")
