@@ -19,6 +19,8 @@ from tests.replica.cell.binlog_helpers import (CELL_DB, Writer, create_nova_tabl
 mariadb = mariadb_fixture(scope="module")
 
 BURST = 10_000
+PACED = 2_000                  # transactions written at PACED_RATE for the latency figure
+PACED_RATE = 1_000             # transactions per second
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -31,7 +33,8 @@ def process_cpu(pid: int) -> float:
 class TailerThread:
     def __init__(self, source):
         self.stop = threading.Event()
-        self.tailer = binlog.Tailer(source, self.stop)
+        self.journaled_at: dict[int, float] = {}     # last seq of a commit -> when
+        self.tailer = binlog.Tailer(source, self.stop, on_commit=self._committed)
         self.thread = threading.Thread(target=self.tailer.run, name="binlog-tailer")
 
     def start(self) -> None:
@@ -39,6 +42,9 @@ class TailerThread:
         while self.thread.ident is None:
             time.sleep(0.001)
         self.clock = time.pthread_getcpuclockid(self.thread.ident)
+
+    def _committed(self, _first: int, last: int) -> None:
+        self.journaled_at[last] = time.perf_counter()
 
     def cpu(self) -> float:
         return time.clock_gettime(self.clock)
@@ -92,11 +98,29 @@ def test_throughput_of_a_burst_of_single_row_transactions(mariadb, tmp_path):
                    process_cpu(server_pid) - server_before)
             print(f"live: the client wrote for {written:.2f} s; journaled "
                   f"{seconds - written:.3f} s after its last commit")
+
+            # Paced: from sending an autocommit INSERT to its key in the journal.
+            committed_at = []
+            started = time.perf_counter()
+            for number in range(PACED):
+                due = started + number / PACED_RATE
+                while time.perf_counter() < due:
+                    time.sleep(max(0.0, due - time.perf_counter()))
+                committed_at.append(time.perf_counter())    # the autocommit INSERT sent
+                writer.run("INSERT INTO instances (uuid, host) VALUES (%s, 'bench')",
+                           (f"paced-{number:05d}",))
+            wait_head(change_log, 2 * BURST + PACED, timeout=300)
+            latencies = sorted(tailer.journaled_at[2 * BURST + 1 + number] - at
+                               for number, at in enumerate(committed_at))
+            print(f"paced: {PACED} transactions at {PACED_RATE}/s, statement sent to journaled "
+                  f"p50 {latencies[len(latencies) // 2] * 1e3:.2f} ms, "
+                  f"p99 {latencies[int(len(latencies) * 0.99)] * 1e3:.2f} ms, "
+                  f"max {latencies[-1] * 1e3:.2f} ms")
         finally:
             tailer.close()
         rows = journal_rows(change_log)
-        assert [seq for seq, *_ in rows] == list(range(1, 2 * BURST + 1))
-        assert len({gtid for *_rest, gtid in rows}) == 2 * BURST
+        assert [seq for seq, *_ in rows] == list(range(1, 2 * BURST + PACED + 1))
+        assert len({gtid for *_rest, gtid in rows}) == 2 * BURST + PACED
     finally:
         writer.close()
         change_log.close()
