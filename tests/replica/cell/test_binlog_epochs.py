@@ -6,6 +6,7 @@ loses and doubles nothing."""
 from __future__ import annotations
 
 import os
+import pathlib
 import shutil
 import signal
 
@@ -14,14 +15,22 @@ import pytest
 from replica.cell import binlog, journal
 
 from tests.conftest import wait_for
-from tests.realnova.mariadb import MariaDB, running_mariadb
+from tests.realnova.mariadb import MariaDB, running_mariadb, scratch_dir
 from tests.replica.cell.binlog_helpers import (CELL_DB, Writer, create_nova_tables, events,
                                                journal_rows, source_for, tailing, wait_head)
 
 
 @pytest.fixture
-def nova(tmp_path):
-    with running_mariadb(str(tmp_path / "mariadb")) as server:
+def workdir():
+    """A private scratch directory (pytest's tmp_path may be removed by another
+    pytest session on a shared machine while a server runs from it)."""
+    with scratch_dir("binlog") as path:
+        yield pathlib.Path(path)
+
+
+@pytest.fixture
+def nova():
+    with running_mariadb() as server:
         create_nova_tables(server)
         yield server
 
@@ -73,8 +82,8 @@ def epoch_reason(source) -> str:
         conn.close()
 
 
-def test_same_history_keeps_the_epoch_even_after_rotation_and_purge_of_consumed_logs(nova, tmp_path):
-    source = source_for(nova, str(tmp_path / "cell1.journal"))
+def test_same_history_keeps_the_epoch_even_after_rotation_and_purge_of_consumed_logs(nova, workdir):
+    source = source_for(nova, str(workdir / "cell1.journal"))
     epoch = attach_and_consume(source, "keep-1", "keep-2", server=nova)
     purge_binary_logs(nova)                                 # nothing unread is lost
     state = reopened(source)
@@ -85,8 +94,8 @@ def test_same_history_keeps_the_epoch_even_after_rotation_and_purge_of_consumed_
         assert events(change_log)[-1] == ("server", "keep-3")
 
 
-def test_a_binlog_purged_while_stopped_starts_a_new_epoch(nova, tmp_path):
-    source = source_for(nova, str(tmp_path / "cell1.journal"))
+def test_a_binlog_purged_while_stopped_starts_a_new_epoch(nova, workdir):
+    source = source_for(nova, str(workdir / "cell1.journal"))
     epoch = attach_and_consume(source, "purge-1", server=nova)
     insert(nova, "purge-2", "purge-3")                      # never read: purged below
     purge_binary_logs(nova)
@@ -101,10 +110,10 @@ def test_a_binlog_purged_while_stopped_starts_a_new_epoch(nova, tmp_path):
         assert journal_rows(change_log)[0][:3] == (1, "server", "purge-4")
 
 
-def test_another_server_behind_the_journal_starts_a_new_epoch(nova, tmp_path):
-    source = source_for(nova, str(tmp_path / "cell1.journal"))
+def test_another_server_behind_the_journal_starts_a_new_epoch(nova, workdir):
+    source = source_for(nova, str(workdir / "cell1.journal"))
     epoch = attach_and_consume(source, "other-1", "other-2", server=nova)
-    with running_mariadb(str(tmp_path / "other")) as other:     # a new datadir, same server_id
+    with running_mariadb() as other:                            # a new datadir, same server_id
         create_nova_tables(other)
         moved = source_for(other, source.journal_path)
         state = reopened(moved)
@@ -113,11 +122,11 @@ def test_another_server_behind_the_journal_starts_a_new_epoch(nova, tmp_path):
         assert "behind" in epoch_reason(moved)
 
 
-def test_another_server_with_a_longer_history_starts_a_new_epoch(nova, tmp_path):
-    source = source_for(nova, str(tmp_path / "cell1.journal"))
+def test_another_server_with_a_longer_history_starts_a_new_epoch(nova, workdir):
+    source = source_for(nova, str(workdir / "cell1.journal"))
     epoch = attach_and_consume(source, "longer-1", server=nova)
     consumed = binlog.parse_position(reopened(source).position)
-    with running_mariadb(str(tmp_path / "other")) as other:
+    with running_mariadb() as other:
         create_nova_tables(other)
         # More transactions than the journal consumed: its GTIDs exist there too.
         while binlog.parse_position(other.gtid_binlog_pos())[0][1] <= consumed[0][1] + 2:
@@ -128,44 +137,46 @@ def test_another_server_with_a_longer_history_starts_a_new_epoch(nova, tmp_path)
         assert "not the journal's last transaction" in epoch_reason(moved)
 
 
-def test_a_restored_database_starts_a_new_epoch(tmp_path):
-    base = tmp_path / "mariadb"
-    server = MariaDB(str(base))
+def test_a_restored_database_starts_a_new_epoch(workdir):
+    (workdir / "mariadb").mkdir()
+    server = MariaDB(str(workdir / "mariadb"))
+    data, backup = server.storage_dir, str(workdir / "backup")
+
+    def restore():
+        server.stop()
+        shutil.rmtree(data)
+        shutil.copytree(backup, data)
+        server.start()
+
     try:
         server.start()
         create_nova_tables(server)
-        source = source_for(server, str(tmp_path / "cell1.journal"))
+        source = source_for(server, str(workdir / "cell1.journal"))
         epoch = attach_and_consume(source, "restore-1", server=server)
         server.stop()
-        shutil.copytree(base, tmp_path / "backup")            # the backup
+        shutil.copytree(data, backup)                          # the backup
         server.start()
         attach_and_consume(source, "restore-2", "restore-3", server=server)
         assert reopened(source).epoch == epoch
-        server.stop()
-        shutil.rmtree(base)
-        shutil.copytree(tmp_path / "backup", base)            # restored
-        server.start()
+        restore()
         state = reopened(source)
         assert state.epoch != epoch and "behind" in epoch_reason(source)
         # Restored again, then written past the journal's position before the
         # publisher comes back: the GTIDs exist but are other transactions.
         epoch = state.epoch
         attach_and_consume(source, "restore-4", server=server)
-        server.stop()
-        shutil.rmtree(base)
-        shutil.copytree(tmp_path / "backup", base)
-        server.start()
+        restore()
         for number in range(3):
             insert(server, f"restore-again-{number}")
         state = reopened(source)
         assert state.epoch != epoch
         assert "not the journal's last transaction" in epoch_reason(source)
     finally:
-        server.stop()
+        server.remove()
 
 
-def test_a_tailer_killed_mid_stream_loses_and_doubles_nothing(nova, tmp_path):
-    source = source_for(nova, str(tmp_path / "cell1.journal"))
+def test_a_tailer_killed_mid_stream_loses_and_doubles_nothing(nova, workdir):
+    source = source_for(nova, str(workdir / "cell1.journal"))
     binlog.open_change_log(source).close()
     writer = Writer(nova, CELL_DB)
     process = binlog.TailerProcess(source)
