@@ -261,15 +261,33 @@ class Lookups:
     statement sees the latest committed state)."""
 
     def __init__(self, cell_url: mysql.MySQLURL, api_url: mysql.MySQLURL | None):
-        self.cell_conn = mysql.connect(cell_url)
-        self.cell = mysql.Rows(self.cell_conn)
-        self.api_conn = mysql.connect(api_url) if api_url else None
-        self.api = mysql.Rows(self.api_conn) if self.api_conn else None
+        self.urls = {"cell": cell_url, "api": api_url}
+        self.conns: dict = {}
+        self.rows: dict = {}
+
+    def _rows(self, role: str):
+        """The database's rows adapter, connected at first use (the stream may
+        start before Nova's databases exist)."""
+        if role not in self.rows:
+            if self.urls[role] is None:
+                return None
+            self.conns[role] = mysql.connect(self.urls[role])
+            self.rows[role] = mysql.Rows(self.conns[role])
+        return self.rows[role]
+
+    @property
+    def cell(self):
+        return self._rows("cell")
+
+    @property
+    def api(self):
+        return self._rows("api")
 
     def close(self) -> None:
-        for conn in (self.cell_conn, self.api_conn):
-            if conn is not None:
-                conn.close()
+        for conn in self.conns.values():
+            conn.close()
+        self.conns.clear()
+        self.rows.clear()
 
     def live_instances_on(self, hosts) -> list[str]:
         hosts = sorted(hosts)
@@ -435,7 +453,7 @@ def reconcile(source: Source, journal: journal_mod.Journal) -> tuple[journal_mod
     """Check the journal against the server (the epoch rules in the module
     docstring); start a new epoch when they say so. Returns the state and the
     reason for a new epoch (None: kept)."""
-    conn = mysql.connect(source.cell_url)
+    conn = mysql.connect(source.cell_url, select_database=False)
     try:
         facts = mysql.server_facts(conn)
         if not facts.is_mariadb:

@@ -97,9 +97,14 @@ def parse_url(text: str, password_file: str | None = None,
                     host=parts.hostname, port=port, database=database)
 
 
-def connect(url: MySQLURL, read_timeout: float | None = None) -> pymysql.connections.Connection:
-    """A plain autocommit connection (tuple rows) to ``url``'s database."""
-    return pymysql.connect(**url.settings(), autocommit=True, read_timeout=read_timeout)
+def connect(url: MySQLURL, read_timeout: float | None = None,
+            select_database: bool = True) -> pymysql.connections.Connection:
+    """A plain autocommit connection (tuple rows) to ``url``'s database (to the
+    server only, without ``select_database``: server facts need no database)."""
+    settings = url.settings()
+    if not select_database:
+        settings.pop("database")
+    return pymysql.connect(**settings, autocommit=True, read_timeout=read_timeout)
 
 
 def translate(sql: str) -> str:
