@@ -21,7 +21,10 @@ new as the transaction): a nova-compute ``services`` row whose host,
 disabled, forced_down or deleted changed, or whose report came back after more
 than ``service_down_time`` (a service coming up again), changes every live
 instance on its host; a security group or a server group (API DB) changes its
-members; a flavor extra spec or project row changes its flavor.
+members; a flavor extra spec or project row changes its flavor. A compute
+service that stops reporting changes its servers' host_status with no write at
+all: ``LivenessWatch`` journals them when the last report grows older than
+``service_down_time`` (keys with no GTID; the position stays).
 
 Epochs (``reconcile``), decided before anything is served and again at every
 (re)connection of the stream. A new epoch (a random id; the journal emptied, seq
@@ -60,6 +63,7 @@ import random
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 
 import pymysql
@@ -79,7 +83,9 @@ RECONNECT_DELAYS_S = (0.2, 0.5, 1, 2, 5)
 REPLICA_SERVER_ID_MIN = 1 << 24   # the ids a reader announces, unless configured: far
 REPLICA_SERVER_ID_MAX = (1 << 31) - 1   # from the small ids servers are given
 SERVICE_DOWN_TIME_S = 60       # Nova's service_down_time default
+LIVENESS_CHECK_S = 1.0         # how often the liveness watch looks at the clock
 ER_MASTER_FATAL_ERROR_READING_BINLOG = 1236
+ER_BAD_DB_ERROR = 1049
 GTID_STANDALONE = 0x01         # MariaDB GTID event flag: no COMMIT/XID follows (DDL)
 
 ROW_EVENTS = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)
@@ -157,6 +163,7 @@ class ChangedKeys:
     security_groups: set = field(default_factory=set)
     server_groups: set = field(default_factory=set)
     flavor_ids: set = field(default_factory=set)
+    service_reports: list = field(default_factory=list)    # [(host, last report or None)]
     rows: int = 0
 
 
@@ -185,6 +192,75 @@ def _service_matters(before: dict | None, after: dict | None, down_time: float) 
     if not isinstance(old, datetime.datetime) or not isinstance(new, datetime.datetime):
         return True
     return (new - old).total_seconds() > down_time
+
+
+def _note_report(changed: ChangedKeys, before: dict | None, after: dict | None) -> None:
+    """A compute service's last report as the row now says (None: no longer a live
+    compute service), for the liveness watch."""
+    if before is not None and before.get("binary") == "nova-compute" and before.get("host") \
+            and (after is None or after.get("host") != before["host"]):
+        changed.service_reports.append((before["host"], None))
+    if after is not None and after.get("binary") == "nova-compute" and after.get("host"):
+        live = not after.get("deleted")
+        changed.service_reports.append((after["host"], _report_time(after) if live else None))
+
+
+class LivenessWatch:
+    """Nova counts a compute service as down (host_status ``UNKNOWN``) when its
+    last report is older than ``service_down_time``, a change that no row
+    records. The watch keeps each live compute service's last report (from the
+    services table at start, then from the binlog's rows) and, once one's report
+    grows older than ``service_down_time`` by this host's UTC clock (Nova's API
+    compares with its own clock), says which hosts just crossed so that their
+    servers are journaled again. A report after that brings the service up
+    again: its servers are journaled with the report's transaction (and
+    ``KeyMapper`` fans out any report that comes more than ``service_down_time``
+    after the one before, which covers a service that went down while no tailer
+    ran)."""
+
+    def __init__(self, down_time: float, clock=None):
+        self.down_time = down_time
+        self.clock = clock or (lambda: datetime.datetime.now(datetime.timezone.utc
+                                                             ).replace(tzinfo=None))
+        self.reports: dict[str, datetime.datetime | None] = {}
+        self.down: set[str] = set()
+        self.loaded = False
+
+    def load(self, rows) -> None:
+        """``(host, last_seen_up, updated_at, created_at)`` of the live compute services."""
+        for host, last_seen_up, updated_at, created_at in rows:
+            report = last_seen_up or updated_at or created_at
+            known = self.reports.get(host)
+            if known is None or (report is not None and report > known):
+                self.reports[host] = report
+        self.loaded = True
+
+    def note(self, host: str, report) -> bool:
+        """A compute service's report as a row says it (None: gone). True when the
+        service was counted down and is up again (its servers changed)."""
+        if report is None:
+            self.reports.pop(host, None)
+            self.down.discard(host)
+            return False
+        known = self.reports.get(host)
+        if isinstance(known, datetime.datetime) and isinstance(report, datetime.datetime) \
+                and report < known:
+            return False                         # a backlog older than what was loaded
+        self.reports[host] = report
+        if host in self.down and isinstance(report, datetime.datetime) and \
+                (self.clock() - report).total_seconds() <= self.down_time:
+            self.down.discard(host)
+            return True
+        return False
+
+    def crossed(self) -> list[str]:
+        """The hosts whose service went down since the last call."""
+        now = self.clock()
+        went = [host for host, report in self.reports.items()
+                if host not in self.down and isinstance(report, datetime.datetime)
+                and (now - report).total_seconds() > self.down_time]
+        self.down.update(went)
+        return sorted(went)
 
 
 class KeyMapper:
@@ -216,6 +292,7 @@ class KeyMapper:
             return
         if "server" in self.kinds and role == "cell" and table == "services":
             for before, after in images:
+                _note_report(changed, before, after)
                 if _service_matters(before, after, self.service_down_time):
                     changed.service_hosts.update(
                         image["host"] for image in (before, after)
@@ -294,6 +371,11 @@ class Lookups:
         return [row[0] for row in self.cell(
             f"SELECT uuid FROM instances WHERE host IN ({_marks(hosts)}) AND deleted = 0 "
             "ORDER BY id", hosts)]
+
+    def compute_reports(self) -> list[tuple]:
+        return self.cell(
+            "SELECT host, last_seen_up, updated_at, created_at FROM services "
+            "WHERE `binary` = 'nova-compute' AND deleted = 0 AND host IS NOT NULL")
 
     def security_group_members(self, group_ids) -> list[str]:
         ids = sorted(group_ids)
@@ -495,6 +577,7 @@ class TailerStats:
     keys: int = 0
     new_epochs: int = 0
     reconnects: int = 0
+    services_down: int = 0
     last_gtid: str = ""
     last_error: str = ""
 
@@ -515,6 +598,7 @@ class Tailer:
                                 source.api_url.database if source.api_url else None,
                                 kinds=source.kinds, service_down_time=service_down_time)
         self.stats = TailerStats()
+        self.liveness = LivenessWatch(service_down_time)
 
     def run(self) -> None:
         journal = journal_mod.Journal(self.source.journal_path)
@@ -547,8 +631,13 @@ class Tailer:
         stream = _stream(self.source.cell_url, self.source.schemas, position,
                          server_id=self.source.replica_server_id)
         gtid_event = changed = log_file = None
+        next_check = 0.0
         try:
             while not self.stop.is_set():
+                if changed is None and "server" in self.mapper.kinds \
+                        and time.monotonic() >= next_check:
+                    self._check_liveness(journal, lookups)
+                    next_check = time.monotonic() + LIVENESS_CHECK_S
                 try:
                     event = stream.fetchone()
                 except pymysql.err.MySQLError as exc:
@@ -575,6 +664,9 @@ class Tailer:
     def _journal(self, journal: journal_mod.Journal, lookups: Lookups,
                  gtid_event: MariadbGtidEvent, changed: ChangedKeys, position: str,
                  transaction: str) -> str:
+        for host, report in changed.service_reports:
+            if self.liveness.note(host, report):
+                changed.service_hosts.add(host)          # counted down, up again
         keys = self.mapper.resolve(changed, lookups) if changed.keys or changed.rows else []
         after = advance(position, gtid_event.gtid)
         first, last = journal.append(keys, gtid_event.gtid, after, position, transaction)
@@ -585,6 +677,30 @@ class Tailer:
         if last >= first and self.on_commit is not None:
             self.on_commit(first, last)
         return after
+
+    def _check_liveness(self, journal: journal_mod.Journal, lookups: Lookups) -> None:
+        """Journal the servers of hosts whose compute service just went down."""
+        if not self.liveness.loaded:
+            try:
+                self.liveness.load(lookups.compute_reports())
+            except pymysql.err.ProgrammingError:     # no services table (yet)
+                return
+            except pymysql.err.OperationalError as exc:
+                if exc.args and exc.args[0] == ER_BAD_DB_ERROR:   # no cell database (yet)
+                    lookups.close()
+                    return
+                raise
+        hosts = self.liveness.crossed()
+        if not hosts:
+            return
+        keys = [("server", uuid) for uuid in lookups.live_instances_on(hosts)]
+        self.stats.services_down += len(hosts)
+        if not keys:
+            return
+        first, last = journal.append_keys(keys)
+        self.stats.keys += last - first + 1
+        if self.on_commit is not None:
+            self.on_commit(first, last)
 
 
 def _is_commit(event: QueryEvent) -> bool:

@@ -169,6 +169,24 @@ class Journal:
         return head + 1, head + len(unique)
 
 
+    def append_keys(self, keys: Iterable[tuple[str, str]]) -> tuple[int, int]:
+        """Append keys that no source transaction changed (a service whose last
+        report grew too old): the position stays as it is."""
+        unique = list(dict.fromkeys(keys))
+        head = self.head
+        if head is None:
+            raise JournalError(f"journal {self.path}: no epoch started")
+        now = time.time()
+        with self.conn:
+            self.conn.executemany(
+                "INSERT INTO journal (seq, kind, key, gtid, ts) VALUES (?, ?, ?, NULL, ?)",
+                [(head + offset, kind, key, now)
+                 for offset, (kind, key) in enumerate(unique, start=1)])
+            self.conn.execute("UPDATE journal_meta SET head = ?", (head + len(unique),))
+        self.head = head + len(unique)
+        return head + 1, head + len(unique)
+
+
 class JournalChangeLog:
     """The ChangeLog of the source seam over a journal file."""
 

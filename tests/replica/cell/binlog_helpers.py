@@ -122,12 +122,12 @@ class Writer:
 
 
 @contextlib.contextmanager
-def tailing(source: binlog.Source):
+def tailing(source: binlog.Source, **tailer_options):
     """A ready ChangeLog and a Tailer following the binlog in a thread; stopped
     (and checked to have stopped cleanly) at the end."""
     change_log = binlog.open_change_log(source)
     stop = threading.Event()
-    tailer = binlog.Tailer(source, stop)
+    tailer = binlog.Tailer(source, stop, **tailer_options)
     errors = []
 
     def run():

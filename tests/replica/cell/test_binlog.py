@@ -101,26 +101,64 @@ def test_a_compute_service_change_changes_every_live_instance_on_its_host(source
         cell.run("INSERT INTO instances (uuid, host) VALUES ('svc-other', 'svc-elsewhere')")
         cell.run("INSERT INTO services (host, `binary`, topic, updated_at, disabled, "
                  "forced_down) VALUES ('svc-host', 'nova-compute', 'compute', "
-                 "'2026-01-01 10:00:00', 0, 0)")
+                 "UTC_TIMESTAMP(), 0, 0)")
         cell.run("INSERT INTO services (host, `binary`, topic, updated_at, disabled, "
                  "forced_down) VALUES ('svc-host', 'nova-conductor', 'conductor', "
-                 "'2026-01-01 10:00:00', 0, 0)")
+                 "UTC_TIMESTAMP(), 0, 0)")
     live = [("server", f"svc-{number}") for number in range(3)]
     with tailing(source) as (_tailer, change_log):
         # Disabled: host_status changes for the host's live instances.
         cell.run("UPDATE services SET disabled = 1 WHERE host = 'svc-host' "
                  "AND `binary` = 'nova-compute'")
         # A heartbeat within service_down_time changes nothing.
-        cell.run("UPDATE services SET updated_at = '2026-01-01 10:00:10', "
+        cell.run("UPDATE services SET updated_at = updated_at + INTERVAL 10 SECOND, "
                  "report_count = report_count + 1 WHERE host = 'svc-host'")
         # A report after more than service_down_time: the service came back up.
-        cell.run("UPDATE services SET updated_at = '2026-01-01 10:05:00' "
+        cell.run("UPDATE services SET updated_at = updated_at + INTERVAL 5 MINUTE "
                  "WHERE host = 'svc-host' AND `binary` = 'nova-compute'")
         # Another binary on the host changes nothing.
         cell.run("UPDATE services SET disabled = 1 WHERE `binary` = 'nova-conductor'")
         cell.run("INSERT INTO instances (uuid, host) VALUES ('svc-marker', 'nowhere')")
         wait_head(change_log, 7)
         assert events(change_log) == live + live + [("server", "svc-marker")]
+    cell.run("DELETE FROM services WHERE host = 'svc-host'")
+
+
+def test_a_compute_service_that_stops_reporting_changes_its_servers(source, cell):
+    down_time = 60
+    with cell.transaction():
+        for host in ("quiet-a", "quiet-b"):
+            cell.run("INSERT INTO instances (uuid, host) VALUES (%s, %s)", (f"{host}-vm", host))
+        # Reported 57 s ago: up now, down in about 3 s.
+        cell.run("INSERT INTO services (host, `binary`, topic, updated_at, disabled, "
+                 "forced_down) VALUES ('quiet-a', 'nova-compute', 'compute', "
+                 "UTC_TIMESTAMP() - INTERVAL 57 SECOND, 0, 0)")
+    with tailing(source, service_down_time=down_time) as (tailer, change_log):
+        cell.run("INSERT INTO services (host, `binary`, topic, updated_at, disabled, "
+                 "forced_down) VALUES ('quiet-b', 'nova-compute', 'compute', "
+                 "UTC_TIMESTAMP() - INTERVAL 57 SECOND, 0, 0)")
+        wait_head(change_log, 1)
+        assert events(change_log) == [("server", "quiet-b-vm")]      # a new service
+        # No write at all: both go down with the clock.
+        wait_head(change_log, 3, timeout=15)
+        assert sorted(events(change_log, 1)) == [("server", "quiet-a-vm"),
+                                                 ("server", "quiet-b-vm")]
+        assert [gtid for *_rest, gtid in journal_rows(change_log)[1:]] == [None, None]
+        assert tailer.stats.services_down == 2
+        # A report again: up, after more than service_down_time.
+        cell.run("UPDATE services SET updated_at = UTC_TIMESTAMP() WHERE host = 'quiet-a'")
+        wait_head(change_log, 4)
+        assert events(change_log, 3) == [("server", "quiet-a-vm")]
+        assert change_log.state().position == source_position(source)
+    cell.run("DELETE FROM services WHERE host IN ('quiet-a', 'quiet-b')")
+
+
+def source_position(source) -> str:
+    conn = mysql.connect(source.cell_url, select_database=False)
+    try:
+        return mysql.server_facts(conn).gtid_binlog_pos
+    finally:
+        conn.close()
 
 
 def test_a_10000_row_transaction_is_one_journal_transaction(source, cell):

@@ -144,3 +144,21 @@ def test_service_rows_that_matter_for_host_status():
     assert matters(compute, dict(compute, forced_down=1), 60)
     assert not matters(dict(compute, binary="nova-scheduler"),
                        dict(compute, binary="nova-scheduler", disabled=1), 60)
+
+
+def test_liveness_watch_says_once_which_services_went_down():
+    now = [datetime.datetime(2026, 1, 1, 12, 0, 0)]
+    watch = binlog.LivenessWatch(60, clock=lambda: now[0])
+    minute = datetime.timedelta(seconds=60)
+    watch.load([("a", None, now[0] - minute + datetime.timedelta(seconds=5), None),
+                ("b", now[0], None, None), ("c", None, None, now[0] - 2 * minute)])
+    assert watch.crossed() == ["c"]
+    assert watch.crossed() == []                     # said once
+    now[0] += datetime.timedelta(seconds=10)
+    assert watch.crossed() == ["a"]
+    assert watch.note("a", now[0])                   # reported again: up
+    assert not watch.note("a", now[0])               # up already
+    assert not watch.note("b", now[0] - 2 * minute)  # older than what is known: ignored
+    assert not watch.note("c", None)                 # deleted: forgotten
+    now[0] += datetime.timedelta(seconds=61)
+    assert watch.crossed() == ["a", "b"]
