@@ -1,5 +1,6 @@
 """The parts of the MariaDB source that need no server: URLs and passwords, the
-placeholder translation, GTID positions, the journal file and its ChangeLog."""
+placeholder translation, GTID positions, the journal file and its ChangeLog,
+the service liveness rules."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import datetime
 
 import pytest
 
-from replica.cell import binlog, journal, mysql
+from replica.cell import binlog, binlog_keys, journal, mysql
 
 
 def test_url_with_password_in_it():
@@ -137,7 +138,7 @@ def test_service_rows_that_matter_for_host_status():
                "deleted": 0, "updated_at": t0, "last_seen_up": None, "created_at": t0}
     later = dict(compute, updated_at=t0 + datetime.timedelta(seconds=10))
     back = dict(compute, updated_at=t0 + datetime.timedelta(seconds=61))
-    matters = binlog._service_matters
+    matters = binlog_keys._service_matters
     assert matters(None, compute, 60) and matters(compute, None, 60)
     assert not matters(compute, later, 60)
     assert matters(compute, back, 60)
@@ -148,7 +149,7 @@ def test_service_rows_that_matter_for_host_status():
 
 def test_liveness_watch_says_once_which_services_went_down():
     now = [datetime.datetime(2026, 1, 1, 12, 0, 0)]
-    watch = binlog.LivenessWatch(60, clock=lambda: now[0])
+    watch = binlog_keys.LivenessWatch(60, clock=lambda: now[0])
     minute = datetime.timedelta(seconds=60)
     watch.load([("a", None, now[0] - minute + datetime.timedelta(seconds=5), None),
                 ("b", now[0], None, None), ("c", None, None, now[0] - 2 * minute)])
