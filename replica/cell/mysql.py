@@ -21,6 +21,8 @@ import urllib.parse
 from dataclasses import dataclass, replace
 
 import pymysql
+import pymysql.converters
+from pymysql.constants import FIELD_TYPE
 
 DEFAULT_PORT = 3306
 CONNECT_TIMEOUT_S = 10
@@ -97,13 +99,42 @@ def parse_url(text: str, password_file: str | None = None,
                     host=parts.hostname, port=port, database=database)
 
 
+def _sqlite_datetime(text) -> str:
+    """A DATETIME as Nova's SQLAlchemy stores it in SQLite (``YYYY-MM-DD
+    HH:MM:SS.ffffff``): MariaDB's DATETIME has whole seconds."""
+    if isinstance(text, bytes):
+        text = text.decode("ascii")
+    if text.startswith("0000-00-00"):
+        return None
+    whole, _dot, fraction = text.partition(".")
+    return f"{whole}.{fraction.ljust(6, '0')[:6]}"
+
+
+# Values as the SQLite cell database gives them, so that the portable entity
+# builder sees one set of types: datetimes as SQLite text (dates and times stay
+# PyMySQL's text too).
+PORTABLE_CONVERSIONS = dict(pymysql.converters.conversions)
+PORTABLE_CONVERSIONS[FIELD_TYPE.DATETIME] = _sqlite_datetime
+PORTABLE_CONVERSIONS[FIELD_TYPE.TIMESTAMP] = _sqlite_datetime
+PORTABLE_CONVERSIONS[FIELD_TYPE.DATE] = str
+# Standard SQL as SQLite reads it: "x" is an identifier, || concatenates.
+PORTABLE_SQL_MODE = ("SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), "
+                     "'ANSI_QUOTES', 'PIPES_AS_CONCAT')")
+
+
 def connect(url: MySQLURL, read_timeout: float | None = None,
-            select_database: bool = True) -> pymysql.connections.Connection:
+            select_database: bool = True, portable: bool = False,
+            ) -> pymysql.connections.Connection:
     """A plain autocommit connection (tuple rows) to ``url``'s database (to the
-    server only, without ``select_database``: server facts need no database)."""
+    server only, without ``select_database``: server facts need no database).
+    ``portable``: for the entity builder's SQL, values and quoting as SQLite's
+    (``PORTABLE_CONVERSIONS``, ``ANSI_QUOTES``, ``PIPES_AS_CONCAT``)."""
     settings = url.settings()
     if not select_database:
         settings.pop("database")
+    if portable:
+        settings["conv"] = PORTABLE_CONVERSIONS
+        settings["init_command"] = PORTABLE_SQL_MODE
     return pymysql.connect(**settings, autocommit=True, read_timeout=read_timeout)
 
 
@@ -145,6 +176,8 @@ class Rows:
         with self.conn.cursor() as cursor:
             cursor.execute(statement, tuple(params) if params else None)
             return list(cursor.fetchall())
+
+    rows = __call__          # the entity builder's ``Rows`` protocol
 
 
 @contextlib.contextmanager
@@ -235,14 +268,15 @@ def binary_logs(conn: pymysql.connections.Connection) -> list[tuple[str, int]]:
 class SourceDatabases:
     """The cell database and Nova's API database of one MariaDB/MySQL source, for
     the entity reader: ``cell_rows`` / ``api_rows`` are the portable
-    ``rows(sql, params)`` adapters, ``read_view()`` holds a consistent snapshot on
+    ``rows(sql, params)`` adapters (values and quoting as SQLite's, see
+    ``connect``), ``read_view()`` holds a consistent snapshot on
     both while the caller reads, each fixed at its first read in the block (as
     the seam's EntityReader promises; ``at_entry=True`` fixes them on entry).
     Open in the process and thread that use it."""
 
     def __init__(self, cell_url: MySQLURL, api_url: MySQLURL | None):
-        self.cell_conn = connect(cell_url)
-        self.api_conn = connect(api_url) if api_url else None
+        self.cell_conn = connect(cell_url, portable=True)
+        self.api_conn = connect(api_url, portable=True) if api_url else None
         self.cell_rows = Rows(self.cell_conn)
         self.api_rows = Rows(self.api_conn) if self.api_conn else None
 

@@ -319,6 +319,24 @@ def test_read_views_fixed_at_entry_or_at_the_first_read(nova, source, cell):
         databases.close()
 
 
+def test_portable_rows_look_like_sqlite_rows(nova, source, cell):
+    cell.run("INSERT INTO instances (uuid, host, created_at, updated_at) "
+             "VALUES ('portable-1', 'p\\'s host', '2026-03-04 05:06:07', NULL)")
+    databases = mysql.SourceDatabases(source.cell_url, source.api_url)
+    try:
+        rows = databases.cell_rows
+        assert rows.rows is not None
+        # ? placeholders, "quoted" identifiers and || as in SQLite; datetimes as
+        # Nova's SQLAlchemy writes them into SQLite.
+        assert rows('SELECT "uuid", host || \'|\' || ?, created_at, updated_at, deleted '
+                    "FROM instances WHERE uuid = ? AND host LIKE 'p%'",
+                    ("x", "portable-1")) == [
+            ("portable-1", "p's host|x", "2026-03-04 05:06:07.000000", None, 0)]
+        assert rows("SELECT s.binary FROM services s WHERE s.host = ?", ("none",)) == []
+    finally:
+        databases.close()
+
+
 def test_the_tailer_follows_a_server_restart(nova, source, cell):
     with tailing(source) as (tailer, change_log):
         cell.run("INSERT INTO instances (uuid, host) VALUES ('srv-restart-1', 'h')")
