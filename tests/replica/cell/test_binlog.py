@@ -337,16 +337,21 @@ def test_portable_rows_look_like_sqlite_rows(nova, source, cell):
         databases.close()
 
 
-def test_the_tailer_follows_a_server_restart(nova, source, cell):
+@pytest.mark.parametrize("how", ["restart", "kill"])
+def test_the_tailer_follows_a_server_restart(nova, source, cell, how):
     with tailing(source) as (tailer, change_log):
-        cell.run("INSERT INTO instances (uuid, host) VALUES ('srv-restart-1', 'h')")
+        cell.run("INSERT INTO instances (uuid, host) VALUES (%s, 'h')", (f"srv-{how}-1",))
         wait_head(change_log, 1)
         cell.close()
-        nova.restart()
+        if how == "kill":
+            nova.kill()                 # SIGKILL: a crash, recovered at start
+            nova.start()
+        else:
+            nova.restart()
         writer = Writer(nova, CELL_DB)
-        writer.run("INSERT INTO instances (uuid, host) VALUES ('srv-restart-2', 'h')")
+        writer.run("INSERT INTO instances (uuid, host) VALUES (%s, 'h')", (f"srv-{how}-2",))
         writer.close()
         wait_head(change_log, 2)
-        assert events(change_log) == [("server", "srv-restart-1"), ("server", "srv-restart-2")]
-        assert tailer.stats.new_epochs == 0
+        assert events(change_log) == [("server", f"srv-{how}-1"), ("server", f"srv-{how}-2")]
+        assert tailer.stats.new_epochs == 0 and tailer.stats.reconnects >= 1
     cell.conn = nova.connect(CELL_DB)
