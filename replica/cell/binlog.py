@@ -63,8 +63,8 @@ from pymysqlreplication.event import (HeartbeatLogEvent, MariadbGtidEvent, Query
 
 from replica.cell import journal as journal_mod
 from replica.cell import mysql
-from replica.cell.binlog_keys import (ROW_EVENTS, SERVICE_DOWN_TIME_S, ChangedKeys, KeyMapper,
-                                      LivenessWatch, Lookups)
+from replica.cell.binlog_keys import (ROW_EVENTS, SERVICE_DOWN_TIME_S, WATCHED_TABLES,
+                                      ChangedKeys, KeyMapper, LivenessWatch, Lookups)
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,8 @@ def _stream(url: mysql.MySQLURL, schemas: list[str], position: str, server_id: i
     return BinLogStreamReader(
         connection_settings=settings, server_id=_replica_server_id(server_id),
         is_mariadb=True, auto_position=position, resume_stream=True, blocking=True,
-        only_schemas=schemas, only_events=events, slave_heartbeat=HEARTBEAT_S,
+        only_schemas=schemas, only_tables=WATCHED_TABLES, only_events=events,
+        slave_heartbeat=HEARTBEAT_S,
         freeze_schema=True, enable_logging=False, pymysql_wrapper=_connect_once())
 
 

@@ -47,6 +47,14 @@ KEY_MAP = {
     ("api", "instance_group_member"): ("server", "instance_uuid"),
     ("api", "flavors"): ("flavor", "flavorid"),
 }
+# Tables whose rows change entities through a lookup (see KeyMapper.add).
+FANOUT_TABLES = frozenset({
+    ("cell", "services"), ("cell", "security_groups"), ("api", "instance_groups"),
+    ("api", "instance_group_policy"), ("api", "flavor_extra_specs"), ("api", "flavor_projects"),
+})
+# The tables the stream decodes at all (the stream filters by table name).
+WATCHED_TABLES = sorted({table for _role, table in KEY_MAP} |
+                        {table for _role, table in FANOUT_TABLES})
 SERVICE_STATUS_COLUMNS = ("host", "disabled", "forced_down", "deleted")
 
 
@@ -174,9 +182,11 @@ class KeyMapper:
         if role is None:
             return
         table = event.table
+        mapped = KEY_MAP.get((role, table))
+        if mapped is None and (role, table) not in FANOUT_TABLES:
+            return                     # rows of other tables are not even decoded
         images = _images(event)
         changed.rows += len(images)
-        mapped = KEY_MAP.get((role, table))
         if mapped is not None:
             kind, column = mapped
             if kind in self.kinds:

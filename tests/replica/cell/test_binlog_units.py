@@ -163,3 +163,22 @@ def test_liveness_watch_says_once_which_services_went_down():
     assert not watch.note("c", None)                 # deleted: forgotten
     now[0] += datetime.timedelta(seconds=61)
     assert watch.crossed() == ["a", "b"]
+
+
+class _UnreadableRows:
+    """A rows event of a table the mapper must not decode."""
+    schema, table = "nova_cell1", "compute_nodes"
+
+    @property
+    def rows(self):
+        raise AssertionError("rows of an unwatched table were decoded")
+
+
+def test_rows_of_unwatched_tables_are_not_decoded():
+    mapper = binlog_keys.KeyMapper("nova_cell1", "nova_api")
+    changed = binlog_keys.ChangedKeys()
+    mapper.add(changed, _UnreadableRows())
+    assert changed == binlog_keys.ChangedKeys()
+    assert "compute_nodes" not in binlog_keys.WATCHED_TABLES
+    assert {"instances", "services", "flavors", "instance_mappings"} <= \
+        set(binlog_keys.WATCHED_TABLES)
