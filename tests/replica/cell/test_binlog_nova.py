@@ -6,6 +6,7 @@ what it changed (and a heartbeat nothing)."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -36,6 +37,7 @@ def tailed_nova(mariadb):
         tailer = binlog.Tailer(source, stop)
         thread = threading.Thread(target=tailer.run, name="binlog-tailer")
         thread.start()
+        tailer.cpu_clock = time.pthread_getcpuclockid(thread.ident)
         try:
             deployment = NovaDeployment.on_mariadb(mariadb, workdir).create()
             yield deployment, tailer, change_log
@@ -115,3 +117,29 @@ def test_nova_writes_journal_the_keys_of_what_they_change(mariadb, tailed_nova):
     caught_up(change_log, mariadb)
     assert ("server", second["uuid"]) in keys_after(change_log, mark)
     assert ("server", first["uuid"]) not in keys_after(change_log, mark)
+
+
+def test_tailer_cost_of_nova_writes(mariadb, tailed_nova):
+    """Printed (run with -s): the tailer's CPU per Nova transaction and per journaled
+    key while Nova's objects build servers step by step and change them."""
+    deployment, tailer, change_log = tailed_nova
+    with deployment.writer() as nova:
+        nova.create_compute(host="cost-compute", az="az-1")
+        caught_up(change_log, mariadb)
+        before = (time.clock_gettime(tailer.cpu_clock), tailer.stats.transactions,
+                  tailer.stats.rows, change_log.head())
+        built = nova.build_servers(count=40, stepwise=True, user_id="u2", project_id="p2",
+                                   flavor="binlog-1", host="cost-compute",
+                                   metadata={"k": "v"}, tags=["t"])
+        for server in built["servers"][:20]:
+            nova.stop(uuid=server["uuid"])
+            nova.set_metadata(uuid=server["uuid"], metadata={"n": "1"})
+        caught_up(change_log, mariadb)
+        cpu = time.clock_gettime(tailer.cpu_clock) - before[0]
+        transactions = tailer.stats.transactions - before[1]
+        rows = tailer.stats.rows - before[2]
+        keys = change_log.head() - before[3]
+    assert keys >= 80
+    print(f"\nNova writes: {transactions} transactions, {rows} watched rows, {keys} keys "
+          f"journaled; tailer CPU {cpu / transactions * 1e6:.0f} us/transaction, "
+          f"{cpu / keys * 1e6:.0f} us/key")
