@@ -252,7 +252,8 @@ def _why_new_epoch(source: Source, state, facts: mysql.ServerFacts) -> str | Non
     return None
 
 
-def reconcile(source: Source, journal: journal_mod.Journal) -> tuple[journal_mod.JournalState, str | None]:
+def reconcile(source: Source, journal: journal_mod.Journal,
+              ) -> tuple[journal_mod.JournalState, str | None]:
     """Check the journal against the server (the epoch rules in the module
     docstring); start a new epoch when they say so. Returns the state and the
     reason for a new epoch (None: kept)."""

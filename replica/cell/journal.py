@@ -162,9 +162,10 @@ class Journal:
                 "INSERT INTO journal (seq, kind, key, gtid, ts) VALUES (?, ?, ?, ?, ?)",
                 [(head + offset, kind, key, gtid, now)
                  for offset, (kind, key) in enumerate(unique, start=1)])
-            self.conn.execute("UPDATE journal_meta SET head = ?, position = ?, verify_position = ?, "
-                              "last_transaction = ?", (head + len(unique), position,
-                                                       verify_position, last_transaction))
+            self.conn.execute(
+                "UPDATE journal_meta SET head = ?, position = ?, verify_position = ?, "
+                "last_transaction = ?",
+                (head + len(unique), position, verify_position, last_transaction))
         self.head = head + len(unique)
         return head + 1, head + len(unique)
 

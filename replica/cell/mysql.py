@@ -9,7 +9,7 @@ Nothing here writes to Nova's databases: every connection is used for SELECTs, a
 ``REPLICATION SLAVE, REPLICATION CLIENT`` on ``*.*`` and ``SELECT`` on the Nova
 databases is enough.
 
-A URL is ``mysql://USER[:PASSWORD]@HOST[:PORT]/DATABASE``. The password should not
+A URL is ``mysql://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?TLS options]``. The password should not
 be in argv: ``password_file`` (first line of a file) or an environment variable
 take its place; a password in the URL wins over both (tests, local sockets)."""
 
@@ -42,6 +42,15 @@ class SourceConfigError(ValueError):
     """A source URL or server setting that cannot work; not retried."""
 
 
+# TLS options a source URL may carry as query parameters (PyMySQL's names):
+# ``?ssl_ca=/etc/ssl/db-ca.pem&ssl_verify_identity=true``. Without any, PyMySQL
+# uses TLS when the server offers it, unverified; ``ssl_disabled=true`` never.
+TLS_PATHS = ("ssl_ca", "ssl_cert", "ssl_key")
+TLS_FLAGS = ("ssl_verify_cert", "ssl_verify_identity", "ssl_disabled")
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
 @dataclass(frozen=True)
 class MySQLURL:
     user: str
@@ -49,6 +58,7 @@ class MySQLURL:
     host: str
     port: int
     database: str
+    tls: tuple = ()                # ((PyMySQL option, value), ...)
 
     def redacted(self) -> str:
         """The URL without its password, for logs and status."""
@@ -61,7 +71,7 @@ class MySQLURL:
         """Keyword arguments for ``pymysql.connect`` (and the replication stream)."""
         return {"host": self.host, "port": self.port, "user": self.user,
                 "password": self.password or "", "database": self.database,
-                "charset": "utf8mb4", "connect_timeout": CONNECT_TIMEOUT_S}
+                "charset": "utf8mb4", "connect_timeout": CONNECT_TIMEOUT_S, **dict(self.tls)}
 
 
 def is_mysql_url(text: str) -> bool:
@@ -96,7 +106,21 @@ def parse_url(text: str, password_file: str | None = None,
     if password is None:
         password = read_password(password_file, password_env)
     return MySQLURL(user=urllib.parse.unquote(parts.username), password=password,
-                    host=parts.hostname, port=port, database=database)
+                    host=parts.hostname, port=port, database=database,
+                    tls=_tls_options(parts.query))
+
+
+def _tls_options(query: str) -> tuple:
+    options = []
+    for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+        if name in TLS_PATHS and value:
+            options.append((name, value))
+        elif name in TLS_FLAGS and value.lower() in TRUE_WORDS + FALSE_WORDS:
+            options.append((name, value.lower() in TRUE_WORDS))
+        else:
+            raise SourceConfigError(f"unknown or empty source URL option {name}={value!r} "
+                                    f"(known: {', '.join(TLS_PATHS + TLS_FLAGS)})")
+    return tuple(options)
 
 
 def _sqlite_datetime(text) -> str:

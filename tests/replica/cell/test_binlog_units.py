@@ -40,6 +40,15 @@ def test_a_source_from_command_line_values(tmp_path, monkeypatch):
     assert source.cell_url.password == source.api_url.password == "pw"
 
 
+def test_url_tls_options():
+    url = mysql.parse_url("mysql://nova:pw@db/nova?ssl_ca=/etc/ca.pem&ssl_verify_identity=true")
+    assert url.tls == (("ssl_ca", "/etc/ca.pem"), ("ssl_verify_identity", True))
+    assert url.settings()["ssl_ca"] == "/etc/ca.pem"
+    assert mysql.parse_url("mysql://nova:pw@db/nova?ssl_disabled=1").settings()["ssl_disabled"]
+    with pytest.raises(mysql.SourceConfigError):
+        mysql.parse_url("mysql://nova:pw@db/nova?charset=latin1")
+
+
 @pytest.mark.parametrize("text", ["sqlite:///x.db", "mysql://db/nova", "mysql://nova@db/",
                                   "mysql://nova@db:notaport/nova", "/path/cell.db"])
 def test_bad_urls_are_refused(text):
