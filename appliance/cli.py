@@ -117,13 +117,36 @@ def build_parser() -> Parser:
                                   "Subcommands prepare and drive a cell database.",
                                   "  appliance cell --db cell1.db --name cell1 "
                                   "--feed tcp://0.0.0.0:7001 --control tcp://0.0.0.0:7002\n"
+                                  "  appliance cell --source mysql://replica@db/nova_cell1 "
+                                  "--api-source mysql://replica@db/nova_api --name cell1 "
+                                  "--state-dir /var/lib/appliance-cell --password-file "
+                                  "/etc/appliance/db-password --feed tcp://0.0.0.0:7001 "
+                                  "--control tcp://0.0.0.0:7002\n"
+                                  "  appliance cell --source mysql://replica@db/nova_api "
+                                  "--flavors --name flavors --state-dir /var/lib/appliance-cell "
+                                  "--feed tcp://0.0.0.0:7011 --control tcp://0.0.0.0:7012\n"
                                   "  appliance cell init --db cell1.db --name cell1\n"
                                   "  appliance cell init --db api.db --name flavors --flavors\n"
                                   "  appliance cell populate --db cell1.db --servers 1000 "
                                   "--projects 10\n"
                                   "  appliance cell simulate --db cell1.db --rate 20 "
                                   "--servers 1000 --projects 10 --duration 60"))
-    cell.add_argument("--db", metavar="PATH", help="the cell database")
+    cell.add_argument("--db", metavar="PATH", help="the cell database (SQLite)")
+    cell.add_argument("--source", metavar="URL",
+                      help="a MariaDB/MySQL cell database, read through its binlog: "
+                           "mysql://USER@HOST[:PORT]/nova_cell1 (with --flavors: Nova's "
+                           "API database, mysql://USER@HOST[:PORT]/nova_api)")
+    cell.add_argument("--api-source", metavar="URL",
+                      help="with --source: Nova's API database, mysql://USER@HOST[:PORT]/"
+                           "nova_api (server groups, request specs, instance mappings)")
+    cell.add_argument("--flavors", action="store_true",
+                      help="with --source: publish the flavors of the API database it names")
+    cell.add_argument("--password-file", metavar="FILE",
+                      help="with --source: the database password (first line); else the "
+                           "environment variable APPLIANCE_MYSQL_PASSWORD")
+    cell.add_argument("--state-dir", metavar="DIR",
+                      help="with --source: where the publisher keeps its journal "
+                           "(<DIR>/<name>.journal)")
     cell.add_argument("--name", help="the cell's name")
     cell.add_argument("--feed", metavar="URL", help="PUB address, e.g. tcp://0.0.0.0:7001")
     cell.add_argument("--control", metavar="URL", help="REP address, e.g. tcp://0.0.0.0:7002")
@@ -271,16 +294,47 @@ def _stop_on_signals() -> threading.Event:
 def cmd_cell(args, parser) -> int:
     which = args.cell_command
     if which is None:
-        missing = [f"--{n}" for n in ("db", "name", "feed", "control")
+        if args.db is not None and args.source is not None:
+            parser.error("cell: --db (a SQLite cell) or --source (MariaDB/MySQL), not both")
+        missing = [f"--{n.replace('_', '-')}" for n in ("name", "feed", "control")
+                   + (("source", "state_dir") if args.db is None else ())
                    if getattr(args, n) is None]
         if missing:
             parser.error(f"cell: missing {', '.join(missing)} (or use init, populate, "
                          "simulate)")
+        if args.db is not None and (args.api_source or args.password_file or args.state_dir
+                                    or args.flavors):
+            parser.error("cell: --api-source, --password-file, --state-dir and --flavors "
+                         "go with --source (a SQLite cell's kinds come from its tables)")
         from replica.cell.publisher import PublisherConfig, run_publisher
-        config = PublisherConfig(db=args.db, name=args.name, feed_url=args.feed,
+        source = label = None
+        if args.source is not None:
+            from replica.cell import mysql
+            from replica.cell.mysql_source import make_source
+            try:
+                source = make_source(args.source, args.api_source, args.name, args.state_dir,
+                                     args.password_file, flavors=args.flavors)
+            except (mysql.SourceConfigError, OSError) as exc:
+                print(f"appliance cell: error: {exc}", file=sys.stderr)
+                return 2
+            label = source.cell_url.redacted()
+        config = PublisherConfig(db=args.db or label, name=args.name, feed_url=args.feed,
                                  control_url=args.control,
-                                 retention_events=args.retention_events)
-        run_publisher(config, stop=_stop_on_signals())
+                                 retention_events=args.retention_events, source=source)
+        try:
+            run_publisher(config, stop=_stop_on_signals())
+        except Exception as exc:
+            if source is None:
+                raise
+            import pymysql
+            from replica.cell.mysql import SourceConfigError
+            if isinstance(exc, SourceConfigError):
+                print(f"appliance cell: error: {exc}", file=sys.stderr)
+                return 2
+            if isinstance(exc, pymysql.err.MySQLError):     # at start: the server is down
+                print(f"appliance cell: error: {label}: {exc}", file=sys.stderr)
+                return 1
+            raise
         return 0
     if which == "init":
         from replica.cell.outbox import init_cell_db

@@ -219,6 +219,7 @@ class Source:
     journal_path: str
     replica_server_id: int | None = None     # None: a random id per connection
     kinds: tuple = ("server", "flavor")
+    own_servers_only: bool = False           # API rows: journal only this cell's servers
 
     @property
     def schemas(self) -> list[str]:
@@ -318,7 +319,8 @@ class Tailer:
         self.on_commit = on_commit
         self.mapper = KeyMapper(source.cell_url.database,
                                 source.api_url.database if source.api_url else None,
-                                kinds=source.kinds, service_down_time=service_down_time)
+                                kinds=source.kinds, service_down_time=service_down_time,
+                                own_servers_only=source.own_servers_only)
         self.stats = TailerStats()
         self.liveness = LivenessWatch(service_down_time)
 

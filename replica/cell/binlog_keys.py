@@ -67,6 +67,7 @@ class ChangedKeys:
     server_groups: set = field(default_factory=set)
     flavor_ids: set = field(default_factory=set)
     service_reports: list = field(default_factory=list)    # [(host, last report or None)]
+    api_servers: list = field(default_factory=list)        # server keys from API DB rows
     rows: int = 0
 
 
@@ -170,7 +171,8 @@ class KeyMapper:
     """Turns row events into ``ChangedKeys`` and resolves the fan-outs."""
 
     def __init__(self, cell_db: str, api_db: str | None, kinds=("server", "flavor"),
-                 service_down_time: float = SERVICE_DOWN_TIME_S):
+                 service_down_time: float = SERVICE_DOWN_TIME_S, own_servers_only: bool = False):
+        self.own_servers_only = own_servers_only    # API rows: only this cell's servers
         self.roles = {cell_db: "cell"}
         if api_db:
             self.roles[api_db] = "api"
@@ -190,10 +192,14 @@ class KeyMapper:
         if mapped is not None:
             kind, column = mapped
             if kind in self.kinds:
+                # API database rows name servers of every cell: resolved against this
+                # cell's instances when the transaction is journaled (own_servers_only)
+                into = (changed.api_servers if self.own_servers_only and role == "api"
+                        and kind == "server" else changed.keys)
                 for before, after in images:
                     for image in (before, after):
                         if image is not None and image.get(column) is not None:
-                            changed.keys.append((kind, str(image[column])))
+                            into.append((kind, str(image[column])))
             return
         if "server" in self.kinds and role == "cell" and table == "services":
             for before, after in images:
@@ -223,6 +229,12 @@ class KeyMapper:
 
     def resolve(self, changed: ChangedKeys, lookups: "Lookups") -> list[tuple[str, str]]:
         keys = list(changed.keys)
+        if changed.api_servers:
+            # A server another cell owns is not this cell's to publish (its tombstone
+            # here would be noise); one of this cell's that is gone from its instances
+            # was published gone when its row went.
+            mine = lookups.cell_instances({key for _kind, key in changed.api_servers})
+            keys += [(kind, key) for kind, key in changed.api_servers if key in mine]
         if changed.service_hosts:
             keys += [("server", u) for u in lookups.live_instances_on(changed.service_hosts)]
         if changed.security_groups:
@@ -276,6 +288,16 @@ class Lookups:
         return [row[0] for row in self.cell(
             f"SELECT uuid FROM instances WHERE host IN ({_marks(hosts)}) AND deleted = 0 "
             "ORDER BY id", hosts)]
+
+    def cell_instances(self, uuids) -> set[str]:
+        """Which of ``uuids`` have an instances row in the cell database."""
+        uuids = sorted(uuids)
+        found: set[str] = set()
+        for start in range(0, len(uuids), 500):
+            chunk = uuids[start:start + 500]
+            found.update(row[0] for row in self.cell(
+                f"SELECT uuid FROM instances WHERE uuid IN ({_marks(chunk)})", chunk))
+        return found
 
     def compute_reports(self) -> list[tuple]:
         return self.cell(

@@ -77,6 +77,9 @@ class PublisherConfig:
     heartbeat_interval: float = 1.0
     batch_max: int = 500
     control_process: bool = True     # the control server in a child process (see above)
+    # A MariaDB/MySQL source (``binlog.Source``, see ``mysql_source.py``); None: ``db`` is
+    # a SQLite cell database
+    source: object | None = None
 
 
 @dataclass
@@ -93,7 +96,10 @@ class PublisherStats:
 
 def source_opener(config: PublisherConfig) -> SourceOpener:
     """How the publisher and its readers open the cell's source."""
-    from replica.cell.sqlite_source import SqliteOpener     # the one kind there is yet
+    if config.source is not None:
+        from replica.cell.mysql_source import MysqlOpener
+        return MysqlOpener(config.source, config.name)
+    from replica.cell.sqlite_source import SqliteOpener
     return SqliteOpener(config.db, config.name)
 
 

@@ -1,0 +1,327 @@
+"""The MariaDB/MySQL cell source: the journal (``journal.py``, filled from the binlog
+by ``binlog.py``'s tailer) as the change log and Nova's own databases, read through
+PyMySQL (``mysql.py``), as the entities (``entity.py``'s portable builder).
+
+Parts, and who opens them:
+
+- the publisher's own source (``MysqlPublishingSource``): reconciles the journal
+  with the server first (``binlog.open_change_log``: the epoch is decided before
+  anything is served), forks the tailer (``binlog.TailerProcess``; before the
+  publisher opens sockets or threads), wakes on the journal's commits (inotify on
+  its WAL, ``watcher.CommitWatcher``), starts the tailer again when it dies (exit
+  code 2: a setting that cannot work; the publisher halts with that error) and
+  watches the journal's epoch: the tailer starts a new one when the server's
+  history is not the journal's any more (a restored database, a purged binlog);
+  the publisher then publishes the new epoch and every replica resyncs;
+- the control server's and the pruner's (``MysqlCellSource``): the journal file
+  (``JournalChangeLog``) and connections of their own.
+
+Epochs are bound to what was opened: the change log of a source answers only for
+the epoch it was opened with (``EpochBoundChangeLog``): a journal that has a new
+epoch meanwhile is an error until the source is opened again, so no event of one
+epoch ever goes out labelled with another.
+
+A server's key that another cell owns (API database rows name servers of every
+cell) is not journaled at all (``binlog_keys``); were one published, its tombstone
+would remove nothing (the replica deletes a key only for the cell that owns it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+
+import apsw
+import pymysql
+
+from replica import feed
+from replica.cell import binlog, entity, journal, mysql, watcher
+from replica.cell.source import CellSource, HeldView
+
+log = logging.getLogger("replica.cell.mysql_source")
+
+# Tables whose columns decide which server children the builder reads.
+_CHILD_TABLES = sorted({table for needs in entity.CHILD_TABLES.values() for table, _c in needs})
+
+
+class EpochChanged(journal.JournalError):
+    """The journal has another epoch than the one this source was opened with."""
+
+
+class EpochBoundChangeLog(journal.JournalChangeLog):
+    """The journal's change log, answering only for the epoch it was opened with."""
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        self.opened_epoch = super().epoch()
+
+    def current_epoch(self) -> str:
+        return super().epoch()
+
+    def epoch(self) -> str:
+        return self.opened_epoch
+
+    def _check(self) -> None:
+        now = self.current_epoch()
+        if now != self.opened_epoch:
+            raise EpochChanged(f"journal {self.path}: epoch {self.opened_epoch[:8]} -> "
+                               f"{now[:8]}")
+
+    def head(self) -> int:
+        with self.conn:             # one read: the epoch and the head agree
+            self._check()
+            return super().head()
+
+    def oldest(self) -> int:
+        with self.conn:
+            self._check()
+            return super().oldest()
+
+    def events_after(self, seq: int, limit: int) -> list[tuple[int, str, str]]:
+        with self.conn:
+            self._check()
+            return super().events_after(seq, limit)
+
+    def last_changed(self, kind: str, keys: list[str]) -> dict[str, int]:
+        with self.conn:
+            self._check()
+            return super().last_changed(kind, keys)
+
+
+def _children_of(rows: mysql.Rows, database: str) -> frozenset[str]:
+    marks = ", ".join("?" * len(_CHILD_TABLES))
+    have = {(table, column) for table, column in rows(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        f"WHERE table_schema = ? AND table_name IN ({marks})", (database, *_CHILD_TABLES))}
+    return entity.children_available(lambda table, column: (table, column) in have)
+
+
+class MysqlEntityReader:
+    """The ``EntityReader`` of a MariaDB/MySQL source: the portable builder over the
+    cell database's rows adapter (and the API database's where the builder takes
+    one). A flavor source reads the API database as its "cell" rows. Connections
+    are made at the first read and again after one failed (a restarted server)."""
+
+    def __init__(self, cell_url: mysql.MySQLURL, api_url: mysql.MySQLURL | None,
+                 kinds: tuple[str, ...]):
+        self.cell_url, self.api_url = cell_url, api_url
+        self._kinds = sorted(kinds)
+        self.dbs: mysql.SourceDatabases | None = None
+        self.children: frozenset[str] = entity.ALL_CHILDREN
+
+    def _open(self) -> mysql.SourceDatabases:
+        if self.dbs is None:
+            dbs = mysql.SourceDatabases(self.cell_url, self.api_url)
+            try:
+                if feed.KIND_SERVER in self._kinds:
+                    self.children = _children_of(dbs.cell_rows, self.cell_url.database)
+            except BaseException:
+                dbs.close()
+                raise
+            self.dbs = dbs
+        return self.dbs
+
+    @property
+    def cell_rows(self) -> mysql.Rows:
+        return self._open().cell_rows
+
+    @property
+    def api_rows(self) -> mysql.Rows | None:
+        return self._open().api_rows
+
+    @contextlib.contextmanager
+    def read_view(self, at_entry: bool = False):
+        dbs = self._open()
+        try:
+            with dbs.read_view(at_entry=at_entry):
+                yield None
+        except (pymysql.err.OperationalError, pymysql.err.InterfaceError):
+            self._drop()            # the server went away: connect again next time
+            raise
+
+    def _drop(self) -> None:
+        if self.dbs is not None:
+            self.dbs.close()
+            self.dbs = None
+
+    def build(self, kind: str, keys: list[str]) -> dict[str, dict | None]:
+        return entity.build(self.cell_rows, kind, keys, self.children)
+
+    def count(self, kinds: list[str]) -> int:
+        return entity.count_entities(self.cell_rows, kinds)
+
+    def page_entities(self, kinds, after, limit):
+        return entity.page_entities(self.cell_rows, kinds, after, limit, self.children)
+
+    def iter_entities(self, kinds, page: int = entity.PAGE):
+        return entity.iter_entities(self.cell_rows, kinds, page, self.children)
+
+    def kinds(self) -> list[str]:
+        return list(self._kinds)
+
+    def close(self) -> None:
+        self._drop()
+
+
+def entity_reader(source: binlog.Source) -> MysqlEntityReader:
+    """The entity reader of ``source``: a flavor source reads flavors from the API
+    database (its ``cell_url``); a cell reads servers from the cell database."""
+    api = source.api_url if source.api_url != source.cell_url else None
+    return MysqlEntityReader(source.cell_url, api, source.kinds)
+
+
+class MysqlCellSource(CellSource):
+    """A MariaDB/MySQL cell: the journal and the databases, for a control server or a
+    pruner (see the module docstring)."""
+
+    errors = (pymysql.err.MySQLError, apsw.Error, journal.JournalError, OSError)
+
+    def __init__(self, source: binlog.Source, name: str = ""):
+        self.source = source
+        super().__init__(name, EpochBoundChangeLog(source.journal_path), entity_reader(source))
+
+    def open_snapshot(self) -> HeldView:
+        changelog = EpochBoundChangeLog(self.source.journal_path)
+        reader = entity_reader(self.source)
+        view = None
+        try:
+            seq = changelog.head()              # the head first (the consistency rule) ...
+            epoch = changelog.epoch()
+            changelog.close()
+            view = reader.read_view(at_entry=True)      # ... then the state fixed
+            view.__enter__()
+            total = reader.count(self.kinds)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                changelog.close()
+            if view is not None:
+                with contextlib.suppress(Exception):
+                    view.__exit__(None, None, None)
+            reader.close()
+            raise
+
+        def release():
+            with contextlib.suppress(Exception):
+                view.__exit__(None, None, None)
+            reader.close()
+        return HeldView(seq, epoch, total, reader, release)
+
+
+TAILER_RESTART_SECONDS = 1.0    # a tailer that died is started again after this
+
+
+class MysqlPublishingSource(MysqlCellSource):
+    """The publisher's own source: reconciles the journal, runs the tailer, wakes on
+    the journal's commits and follows its epoch (see the module docstring)."""
+
+    def __init__(self, source: binlog.Source, name: str):
+        self.source = source
+        self.name = name
+        os.makedirs(os.path.dirname(os.path.abspath(source.journal_path)), exist_ok=True)
+        binlog.open_change_log(source).close()   # the epoch decided before anything is served
+        self.tailer = binlog.TailerProcess(source)
+        self.tailer.start()                 # forked before the publisher has sockets
+        self.watch: watcher.CommitWatcher | None = None
+        self.conn_open = False
+        self._tailer_died_at: float | None = None
+        try:
+            self._open()
+        except BaseException:
+            self.tailer.stop()
+            raise
+
+    def _open(self) -> None:
+        CellSource.__init__(self, self.name, EpochBoundChangeLog(self.source.journal_path),
+                            entity_reader(self.source))
+        self.opened_epoch = self.changelog.epoch()
+        self.data_version = None
+        self.conn_open = True
+
+    @property
+    def ready(self) -> bool:
+        return self.conn_open
+
+    def wait(self, timeout: float) -> None:
+        if self.watch is None:
+            self.watch = watcher.CommitWatcher(self.source.journal_path)
+            log.info("%s: watching the journal for commits (inotify %s)",
+                     self.source.journal_path, self.watch.native)
+        self.watch.wait(timeout)
+
+    def has_news(self) -> bool:
+        version = self.changelog.conn.execute("PRAGMA data_version").fetchone()[0]
+        if version == self.data_version:
+            return False
+        self.data_version = version
+        return True
+
+    def _check_tailer(self) -> None:
+        if self.tailer.alive():
+            return
+        code = self.tailer.exitcode()
+        if code == 2:
+            raise mysql.SourceConfigError(
+                f"the binlog tailer of {self.source.cell_url.redacted()} stopped on a "
+                "setting that cannot work (see the log above)")
+        now = time.monotonic()
+        if self._tailer_died_at is None:
+            log.warning("binlog tailer exited (%s); starting it again", code)
+            self._tailer_died_at = now
+        if now - self._tailer_died_at >= TAILER_RESTART_SECONDS:
+            self.tailer.stop()
+            self.tailer.start()
+            self._tailer_died_at = None
+
+    def changed_identity(self, published: int, look_now: bool) -> str | None:
+        if not look_now:
+            return None
+        self._check_tailer()
+        now = self.changelog.current_epoch()
+        if now != self.opened_epoch:
+            return f"epoch changed under the publisher ({self.opened_epoch[:8]} -> {now[:8]})"
+        return None
+
+    def reopen(self, published: int) -> None:
+        if self.conn_open:
+            CellSource.close(self)
+            self.conn_open = False
+        self._open()
+
+    def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
+            self.watch = None
+        if self.conn_open:
+            CellSource.close(self)
+            self.conn_open = False
+        self.tailer.stop()
+
+
+@dataclasses.dataclass
+class MysqlOpener:
+    """Opens the MariaDB/MySQL source (see ``source.SourceOpener``)."""
+    source: binlog.Source
+    name: str = ""
+
+    def __call__(self, publishing: bool = False) -> MysqlCellSource:
+        if publishing:
+            return MysqlPublishingSource(self.source, self.name)
+        return MysqlCellSource(self.source, self.name)
+
+
+def make_source(source_url: str, api_source_url: str | None, name: str, state_dir: str,
+                password_file: str | None = None, flavors: bool = False) -> binlog.Source:
+    """The binlog source of ``appliance cell --source mysql://...``: a cell publishes
+    its servers (its API database read for what servers take from it); with
+    ``flavors`` the source URL is Nova's API database and it publishes flavors."""
+    source = binlog.make_source(source_url, api_source_url, name, state_dir, password_file)
+    if flavors:
+        if api_source_url:
+            raise mysql.SourceConfigError("a flavor source is the API database itself: "
+                                          "--source mysql://.../nova_api, no --api-source")
+        return dataclasses.replace(source, api_url=source.cell_url,
+                                   kinds=(feed.KIND_FLAVOR,))
+    return dataclasses.replace(source, kinds=(feed.KIND_SERVER,), own_servers_only=True)

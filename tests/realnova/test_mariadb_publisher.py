@@ -1,0 +1,272 @@
+"""``appliance cell --source mysql://...`` publishing a real Nova cell on MariaDB, end to
+end: Nova's databases made by nova-manage and written by Nova's objects, the publisher
+as a real process with the replica-grants-only user (a password from the environment),
+the flavor publisher on the API database, and ingest: every server reaches the replica,
+Nova's writes follow, the drift check finds nothing differing. Then the faults, each
+followed by the same convergence checks: the publisher SIGKILLed mid-stream, MariaDB
+restarted, the binlog purged while the publisher is down (a new epoch: a resync), a
+rolled-back transaction, a 10,000-row transaction, and a migration during the stream.
+
+The tests of this module run in order on one deployment (each leaves it converged)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import apsw
+import pytest
+
+from replica.cell import journal
+from replica.ingest import CellFeed
+
+from tests.conftest import wait_for
+from tests.realnova.mariadb import mariadb_fixture, scratch_dir
+from tests.realnova.novadb import NovaDeployment
+from tests.replica.conftest import IngestProc, Proc, read_rows
+
+mariadb = mariadb_fixture(scope="module")
+
+REPLICA_USER = "replica"
+REPLICA_PASSWORD = "replica-secret"
+BEFORE = 40                 # servers Nova wrote before the publisher started
+CONVERGE_S = 90
+
+
+class Publisher:
+    """``appliance cell --source mysql://...`` as a process (restartable)."""
+
+    def __init__(self, workdir: str, mariadb, name: str, database: str,
+                 api_database: str | None = None, flavors: bool = False):
+        self.workdir, self.name = workdir, name
+        base = f"mysql://{REPLICA_USER}@{mariadb.host}:{mariadb.port}"
+        self.argv = [sys.executable, "-m", "appliance", "cell", "--source",
+                     f"{base}/{database}", "--name", name,
+                     "--feed", f"ipc://{workdir}/{name}.feed",
+                     "--control", f"ipc://{workdir}/{name}.ctl",
+                     "--state-dir", f"{workdir}/state"]
+        if api_database:
+            self.argv += ["--api-source", f"{base}/{api_database}"]
+        if flavors:
+            self.argv.append("--flavors")
+        self.feed = CellFeed(name, f"ipc://{workdir}/{name}.feed", f"ipc://{workdir}/{name}.ctl")
+        self.journal_path = f"{workdir}/state/{name}.journal"
+        self.proc: Proc | None = None
+
+    def start(self) -> None:
+        os.environ["APPLIANCE_MYSQL_PASSWORD"] = REPLICA_PASSWORD   # never in argv
+        try:
+            self.proc = Proc(self.argv, f"{self.workdir}/{self.name}.log")
+        finally:
+            del os.environ["APPLIANCE_MYSQL_PASSWORD"]
+        wait_for(lambda: os.path.exists(f"{self.workdir}/{self.name}.ctl") or
+                 not self.proc.alive(), 30, what=f"{self.name} control socket")
+        assert self.proc.alive(), self.proc.output()[-3000:]
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+    def kill9(self) -> None:
+        self.proc.kill9()
+        self.proc.log.close()
+
+    def state(self) -> journal.JournalState:
+        conn = apsw.Connection(self.journal_path, flags=apsw.SQLITE_OPEN_READONLY)
+        try:
+            return journal.read_state(conn)
+        finally:
+            conn.close()
+
+
+@pytest.fixture(scope="module")
+def stack(mariadb):
+    """Nova on MariaDB with servers written before the publishers start; the cell and
+    flavor publishers; ingest on both feeds."""
+    mariadb.create_replica_user(REPLICA_USER, REPLICA_PASSWORD, ["nova_cell1", "nova_api"])
+    with scratch_dir("mariadb-publisher") as workdir:
+        nova = NovaDeployment.on_mariadb(mariadb, workdir).create()
+        writer = nova.writer().__enter__()
+        try:
+            writer.create_flavor(name="m1.small", vcpus=1, memory_mb=2048, root_gb=20,
+                                 flavorid="2", extra_specs={"hw:cpu_policy": "shared"})
+            writer.create_compute(host="compute-1", az="zone-1")
+            writer.build_servers(count=BEFORE, name_prefix="before", user_id="u1",
+                                 project_id="proj-a", flavor="2", metadata={"k": "v"},
+                                 tags=["t1"])
+            cell = Publisher(workdir, mariadb, "cell1", "nova_cell1", "nova_api")
+            flavors = Publisher(workdir, mariadb, "flavors", "nova_api", flavors=True)
+            cell.start()
+            flavors.start()
+            from pathlib import Path
+            ingest = IngestProc(Path(workdir), _Procs(), f"{workdir}/replica.db",
+                                [cell.feed, flavors.feed])
+            ingest.start()
+            yield _Stack(nova, writer, cell, flavors, ingest, f"{workdir}/replica.db", mariadb)
+        finally:
+            for proc in _Procs.started:
+                proc.stop()
+            for publisher in (locals().get("cell"), locals().get("flavors")):
+                if publisher is not None:
+                    publisher.stop()
+            writer.__exit__(None, None, None)
+
+
+class _Procs:
+    started: list = []
+
+    def start(self, argv, log_path):
+        proc = Proc(argv, log_path)
+        self.started.append(proc)
+        return proc
+
+
+class _Stack:
+    def __init__(self, nova, writer, cell, flavors, ingest, replica, mariadb):
+        self.nova, self.writer, self.cell, self.flavors = nova, writer, cell, flavors
+        self.ingest, self.replica, self.mariadb = ingest, replica, mariadb
+
+    def in_nova(self) -> dict:
+        return {uuid: (name, vm_state, int(bool(deleted))) for uuid, name, vm_state, deleted
+                in self.nova.query("cell1", "SELECT uuid, display_name, vm_state, deleted "
+                                   "FROM instances")}
+
+    def in_replica(self) -> dict:
+        return {uuid: (name, vm_state, deleted) for uuid, name, vm_state, deleted in read_rows(
+            self.replica, "SELECT uuid, display_name, vm_state, deleted FROM servers "
+                          "WHERE cell = 'cell1'")}
+
+    def converged(self, timeout: float = CONVERGE_S) -> dict:
+        """Wait until the journal has read all the binlog, ingest is live at its head
+        and the replica's servers are Nova's; then the drift check: 0 differing."""
+        def done():
+            state = self.cell.state()
+            if state.position != self.mariadb.gtid_binlog_pos():
+                return False
+            cells = {c["cell"]: c for c in self.ingest.status()["cells"]}
+            if cells["cell1"]["state"] != "live" or cells["cell1"]["seq"] != state.head:
+                return False
+            return self.in_replica() == self.in_nova() and cells
+        cells = wait_for(done, timeout, interval=0.2, what="the replica converged with Nova")
+        assert cells["cell1"]["dead_letters"] == 0 and cells["flavors"]["dead_letters"] == 0
+        job = self.ingest.client.wait_job(self.ingest.client.verify(), timeout=120)
+        assert job["state"] == "done", job
+        assert {name: r["differing"] for name, r in job["result"]["cells"].items()} == \
+            {"cell1": [], "flavors": []}
+        return cells
+
+    def metadata_keys(self, uuid: str, prefix: str) -> int:
+        """How many metadata keys starting with ``prefix`` the replica's server has."""
+        (detail,), = read_rows(self.replica, "SELECT d_base FROM servers WHERE uuid = ?",
+                               (uuid,))
+        return detail.count(f'"{prefix}')
+
+
+def test_every_server_and_nova_writes_reach_the_replica(stack):
+    assert len(stack.in_nova()) == BEFORE
+    stack.converged()
+    assert read_rows(stack.replica, "SELECT flavorid FROM flavors") == [("2",)]
+    w = stack.writer
+    uuid = w.build_server(user_id="u1", project_id="proj-a", flavor="2", name="after",
+                          metadata={"a": "1"})["uuid"]
+    w.stop(uuid=uuid)
+    w.set_metadata(uuid=uuid, metadata={"b": "2"})
+    gone = stack.nova.query("cell1", "SELECT uuid FROM instances ORDER BY id LIMIT 1")[0][0]
+    w.delete(uuid=gone)
+    stack.converged()
+    assert stack.in_replica()[uuid][1] == "stopped"
+    assert stack.in_replica()[gone][2] == 1
+    archived = stack.nova.archive_deleted_rows()
+    assert "instances" in archived, archived
+    stack.converged()
+    assert gone not in stack.in_replica()
+    # the publisher never wrote to Nova's databases: the user cannot
+    assert stack.cell.proc.alive() and stack.flavors.proc.alive()
+
+
+def _churn(writer, uuids, stop: threading.Event, rounds: int = 40):
+    for n in range(rounds):
+        if stop.is_set():
+            return
+        writer.update(uuid=uuids[n % len(uuids)], name=f"churn-{n}")
+
+
+def test_publisher_sigkilled_mid_stream_then_restarted(stack):
+    uuids = sorted(stack.in_nova())[:10]
+    stop = threading.Event()
+    churn = threading.Thread(target=_churn, args=(stack.writer, uuids, stop))
+    churn.start()
+    try:
+        wait_for(lambda: stack.cell.state().head > 0, 30, what="changes under way")
+        stack.cell.kill9()
+        stack.cell.start()
+    finally:
+        churn.join(120)
+    stack.converged()
+
+
+def test_mariadb_restarted(stack):
+    epoch = stack.cell.state().epoch
+    stack.mariadb.restart()
+    uuid = sorted(stack.in_nova())[1]
+    stack.writer.update(uuid=uuid, name="after-restart")
+    stack.converged()
+    assert stack.in_replica()[uuid][0] == "after-restart"
+    assert stack.cell.state().epoch == epoch          # same history: no resync
+
+
+def test_binlog_purged_while_the_publisher_is_down(stack):
+    epoch = stack.cell.state().epoch
+    stack.cell.stop()
+    uuid = sorted(stack.in_nova())[2]
+    stack.writer.update(uuid=uuid, name="while-down")
+    stack.mariadb.purge_binlogs()
+    stack.cell.start()
+    wait_for(lambda: stack.cell.state().epoch != epoch, 30, what="a new epoch")
+    assert "purged" in stack.cell.proc.output()
+    stack.converged()
+    assert stack.in_replica()[uuid][0] == "while-down"
+
+
+def test_rolled_back_transaction_never_appears(stack):
+    uuid = sorted(stack.in_nova())[3]
+    head = stack.cell.state().head
+    conn = stack.mariadb.connect("nova_cell1")
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("BEGIN")
+            cursor.execute("UPDATE instances SET display_name = 'rolled-back' WHERE uuid = %s",
+                           (uuid,))
+            cursor.execute("ROLLBACK")
+    finally:
+        conn.close()
+    stack.writer.update(uuid=sorted(stack.in_nova())[4], name="after-rollback")
+    stack.converged()
+    assert stack.in_replica()[uuid][0] != "rolled-back"
+    assert stack.cell.state().head == head + 1        # only the committed change
+
+
+def test_ten_thousand_row_transaction_appears_whole(stack):
+    uuid = sorted(stack.in_nova())[5]
+    stack.writer.set_metadata(uuid=uuid, metadata={f"key-{n}": str(n) for n in range(10_000)})
+    stack.converged()
+    assert stack.metadata_keys(uuid, "key-") == 10_000
+
+
+def test_migration_during_the_stream(stack):
+    uuid = sorted(stack.in_nova())[6]
+    stack.writer.update(uuid=uuid, name="before-migration")
+    stack.mariadb.execute("ALTER TABLE instances ADD COLUMN replica_test_column INT NULL",
+                          db="nova_cell1")
+    try:
+        stack.writer.update(uuid=uuid, name="after-migration")
+        new = stack.writer.build_server(user_id="u1", project_id="proj-a", flavor="2",
+                                        name="after-migration-new")["uuid"]
+        stack.converged()
+        assert stack.in_replica()[uuid][0] == "after-migration"
+        assert new in stack.in_replica()
+    finally:
+        stack.mariadb.execute("ALTER TABLE instances DROP COLUMN replica_test_column",
+                              db="nova_cell1")
+    stack.converged()
