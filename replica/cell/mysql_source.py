@@ -99,6 +99,9 @@ def _children_of(rows: mysql.Rows, database: str) -> frozenset[str]:
     return entity.children_available(lambda table, column: (table, column) in have)
 
 
+_CONNECTION_LOST = (pymysql.err.OperationalError, pymysql.err.InterfaceError)
+
+
 class MysqlEntityReader:
     """The ``EntityReader`` of a MariaDB/MySQL source: the portable builder over the
     cell database's rows adapter (and the API database's where the builder takes
@@ -134,13 +137,19 @@ class MysqlEntityReader:
 
     @contextlib.contextmanager
     def read_view(self, at_entry: bool = False):
-        dbs = self._open()
-        try:
-            with dbs.read_view(at_entry=at_entry):
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(self._open().read_view(at_entry=at_entry))
+            except _CONNECTION_LOST:
+                # Connections broken while idle (a restarted server): nothing was read
+                # yet, so connect again and start the view once more.
+                self._drop()
+                stack.enter_context(self._open().read_view(at_entry=at_entry))
+            try:
                 yield None
-        except (pymysql.err.OperationalError, pymysql.err.InterfaceError):
-            self._drop()            # the server went away: connect again next time
-            raise
+            except _CONNECTION_LOST:
+                self._drop()            # connect again next time
+                raise
 
     def _drop(self) -> None:
         if self.dbs is not None:
