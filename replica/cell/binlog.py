@@ -76,6 +76,7 @@ REPLICA_SERVER_ID_MAX = (1 << 31) - 1   # from the small ids servers are given
 LIVENESS_CHECK_S = 1.0         # how often the liveness watch looks at the clock
 ER_MASTER_FATAL_ERROR_READING_BINLOG = 1236
 ER_BAD_DB_ERROR = 1049
+ER_LOCK_WAIT_TIMEOUT = 1205
 GTID_STANDALONE = 0x01         # MariaDB GTID event flag: no COMMIT/XID follows (DDL)
 
 BOUNDARY_EVENTS = [MariadbGtidEvent, QueryEvent, XidEvent, HeartbeatLogEvent, RotateEvent]
@@ -388,6 +389,8 @@ class Tailer:
     def _journal(self, journal: journal_mod.Journal, lookups: Lookups,
                  gtid_event: MariadbGtidEvent, changed: ChangedKeys, position: str,
                  transaction: str) -> str:
+        if changed.probe is not None:
+            self._wait_committed(lookups, changed.probe)
         for host, report in changed.service_reports:
             if self.liveness.note(host, report):
                 changed.service_hosts.add(host)          # counted down, up again
@@ -401,6 +404,22 @@ class Tailer:
         if last >= first and self.on_commit is not None:
             self.on_commit(first, last)
         return after
+
+    def _wait_committed(self, lookups: Lookups, probe: tuple) -> None:
+        """Journal a transaction only once the server shows it to new snapshots (see
+        ``Lookups.wait_committed``); a row that stays locked longer than the wait is
+        logged and the keys journaled anyway."""
+        try:
+            lookups.wait_committed(probe)
+        except pymysql.err.OperationalError as exc:
+            if not exc.args or exc.args[0] != ER_LOCK_WAIT_TIMEOUT:
+                raise
+            log.warning("cell source %s: %s.%s %r still locked after its transaction was "
+                        "binlogged; journaled anyway", self.source.cell_url.redacted(),
+                        probe[0], probe[1], probe[2])
+        except pymysql.err.ProgrammingError as exc:     # a table dropped since
+            log.info("cell source %s: commit wait on %s.%s: %s",
+                     self.source.cell_url.redacted(), probe[0], probe[1], exc)
 
     def _check_liveness(self, journal: journal_mod.Journal, lookups: Lookups) -> None:
         """Journal the servers of hosts whose compute service just went down."""
@@ -476,6 +495,11 @@ def _tailer_main(source: Source) -> None:
         pass
     if os.getppid() == 1:          # the parent died before the line above
         return
+    try:
+        import setproctitle
+        setproctitle.setproctitle(f"appliance cell: binlog tailer {source.cell_url.redacted()}")
+    except ImportError:
+        pass
     try:
         Tailer(source, stop).run()
     except mysql.SourceConfigError as exc:

@@ -27,6 +27,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 from replica.cell import mysql
 
 SERVICE_DOWN_TIME_S = 60       # Nova's service_down_time default
+COMMIT_WAIT_TIMEOUT_S = 10     # a locking read waits this long for a commit (then goes on)
 ROW_EVENTS = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)
 
 # (database role, table) -> (kind, key column). Role "cell": the cell database;
@@ -68,6 +69,9 @@ class ChangedKeys:
     flavor_ids: set = field(default_factory=set)
     service_reports: list = field(default_factory=list)    # [(host, last report or None)]
     api_servers: list = field(default_factory=list)        # server keys from API DB rows
+    # one row the transaction changed, (schema, table, ((column, value), ...)) of its
+    # primary key: read with a lock before journaling (see Lookups.wait_committed)
+    probe: tuple | None = None
     rows: int = 0
 
 
@@ -189,6 +193,8 @@ class KeyMapper:
             return                     # rows of other tables are not even decoded
         images = _images(event)
         changed.rows += len(images)
+        if changed.probe is None and images:
+            changed.probe = _probe_of(event, images[0])
         if mapped is not None:
             kind, column = mapped
             if kind in self.kinds:
@@ -246,6 +252,16 @@ class KeyMapper:
         return keys
 
 
+def _probe_of(event, images: tuple) -> tuple | None:
+    """The primary key of a changed row (its after image, else its before image)."""
+    key = getattr(event, "primary_key", None)
+    columns = (key,) if isinstance(key, str) and key else tuple(key or ())
+    image = images[1] if images[1] is not None else images[0]
+    if not columns or image is None or any(column not in image for column in columns):
+        return None
+    return (event.schema, event.table, tuple((column, image[column]) for column in columns))
+
+
 def _marks(values) -> str:
     return ", ".join("?" * len(values))
 
@@ -272,6 +288,29 @@ class Lookups:
     @property
     def cell(self):
         return self._rows("cell")
+
+    def wait_committed(self, probe: tuple) -> None:
+        """Wait until the transaction that changed the row ``probe`` names is visible.
+
+        MariaDB sends a transaction to binlog readers once it is in the binlog, which
+        is before its InnoDB commit: a snapshot opened right away may not see it yet, and
+        an entity built from it would miss the change for good. The transaction keeps
+        its row locks until its InnoDB commit, so a locking read of one of its rows
+        returns only after that (READ COMMITTED: no gap locks; SELECT is the only grant
+        it needs)."""
+        if "lock" not in self.conns:
+            conn = mysql.connect(self.urls["cell"], select_database=False)
+            with conn.cursor() as cursor:
+                cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                cursor.execute("SET SESSION innodb_lock_wait_timeout = %s",
+                               (COMMIT_WAIT_TIMEOUT_S,))
+            self.conns["lock"] = conn
+        schema, table, key = probe
+        where = " AND ".join(f"`{column}` = %s" for column, _value in key)
+        with self.conns["lock"].cursor() as cursor:
+            cursor.execute(f"SELECT 1 FROM `{schema}`.`{table}` WHERE {where} "
+                           "LOCK IN SHARE MODE", tuple(value for _column, value in key))
+            cursor.fetchall()
 
     @property
     def api(self):
