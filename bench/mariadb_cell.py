@@ -83,23 +83,27 @@ def grow_cell(mariadb, servers: int) -> float:
     return time.monotonic() - began
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system seconds of ``pid`` and its children (tailer, control server)."""
-    total = 0.0
+def _cpu_seconds(pid: int) -> dict[str, float]:
+    """User + system seconds of the publisher, its binlog tailer and its control server."""
     pids = [pid]
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
             pids += [int(p) for p in f.read().split()]
     except OSError:
         pass
+    out = {"publisher": 0.0, "tailer": 0.0, "control": 0.0}
     for p in pids:
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                cmdline = f.read()
         except OSError:
-            pass
-    return total
+            continue
+        role = ("publisher" if p == pid else
+                "tailer" if cmdline.startswith(b"appliance cell: binlog tailer") else "control")
+        out[role] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
 
 
 def _journal_head(path: str) -> int:
@@ -283,19 +287,23 @@ def main(argv=None) -> int:
             for rate in (float(r) for r in args.rates.split(",")):
                 cpu0, head0 = _cpu_seconds(publisher.pid), _journal_head(journal_path)
                 samples = measure_lag(mariadb, replica, markers, rate, args.duration)
-                cpu = _cpu_seconds(publisher.pid) - cpu0
+                cpu1 = _cpu_seconds(publisher.pid)
+                split = {role: cpu1[role] - cpu0[role] for role in cpu1}
+                cpu = sum(split.values())
                 changes = _journal_head(journal_path) - head0
                 summary = samples.summary()
                 summary.update(rate=rate, achieved_rate=round(samples.sent / args.duration, 1),
                                journaled=changes,
                                publisher_cpu_ms_per_change=round(cpu * 1000 / max(1, changes), 3),
-                               publisher_cpu_s=round(cpu, 2))
+                               publisher_cpu_s=round(cpu, 2),
+                               cpu_ms_per_change={role: round(v * 1000 / max(1, changes), 3)
+                                                  for role, v in split.items()})
                 result[f"lag_at_{int(rate)}"] = summary
                 log(f"{int(rate)} changes/s (achieved {summary['achieved_rate']}): change to "
                     f"visible p50 {summary['p50_ms']:.1f} ms, p99 {summary['p99_ms']:.1f} ms, "
                     f"max {summary['max_ms']:.1f} ms, lost {samples.lost}; publisher CPU "
                     f"{summary['publisher_cpu_ms_per_change']} ms per change "
-                    f"({changes} changes journaled)")
+                    f"({summary['cpu_ms_per_change']}; {changes} changes journaled)")
         finally:
             for close in closers:
                 close()
