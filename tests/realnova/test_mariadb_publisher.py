@@ -12,6 +12,8 @@ The tests of this module run in order on one deployment (each leaves it converge
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 import threading
 
@@ -21,7 +23,7 @@ import pytest
 from replica.cell import journal
 from replica.ingest import CellFeed
 
-from tests.conftest import wait_for
+from tests.conftest import ROOT, wait_for
 from tests.realnova.mariadb import mariadb_fixture, scratch_dir
 from tests.realnova.novadb import NovaDeployment
 from tests.replica.conftest import IngestProc, Proc, read_rows
@@ -281,3 +283,43 @@ def test_migration_during_the_stream(stack):
         stack.mariadb.execute("ALTER TABLE instances DROP COLUMN replica_test_column",
                               db="nova_cell1")
     stack.converged()
+
+
+def _tailer_pid(publisher_pid: int) -> int | None:
+    with open(f"/proc/{publisher_pid}/task/{publisher_pid}/children") as f:
+        children = [int(pid) for pid in f.read().split()]
+    for pid in children:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().startswith(b"appliance cell: binlog tailer"):
+                    return pid
+        except OSError:
+            pass
+    return None
+
+
+def test_a_killed_binlog_tailer_is_started_again(stack):
+    killed = wait_for(lambda: _tailer_pid(stack.cell.proc.pid), 10, what="the tailer process")
+    os.kill(killed, signal.SIGKILL)
+    wait_for(lambda: _tailer_pid(stack.cell.proc.pid) not in (None, killed), 30,
+             what="a new tailer process")
+    uuid = sorted(stack.in_nova())[7]
+    stack.writer.update(uuid=uuid, name="after-tailer-restart")
+    stack.converged()
+    assert stack.in_replica()[uuid][0] == "after-tailer-restart"
+
+
+def test_a_setting_that_cannot_work_stops_the_publisher_with_one_line(stack):
+    stack.mariadb.execute("SET GLOBAL binlog_row_image = 'MINIMAL'")
+    try:
+        with scratch_dir("wrong-setting") as workdir:
+            other = Publisher(workdir, stack.mariadb, "cell9", "nova_cell1", "nova_api")
+            done = subprocess.run(other.argv, cwd=ROOT, capture_output=True, text=True,
+                                  timeout=60, env={**os.environ, "PYTHONPATH": ROOT,
+                                                   "APPLIANCE_MYSQL_PASSWORD": REPLICA_PASSWORD})
+    finally:
+        stack.mariadb.execute("SET GLOBAL binlog_row_image = 'FULL'")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "binlog_row_image" in done.stderr, \
+        done.stderr
+    assert REPLICA_PASSWORD not in done.stderr
