@@ -296,9 +296,10 @@ def cmd_cell(args, parser) -> int:
     if which is None:
         if args.db is not None and args.source is not None:
             parser.error("cell: --db (a SQLite cell) or --source (MariaDB/MySQL), not both")
-        missing = [f"--{n.replace('_', '-')}" for n in ("name", "feed", "control")
-                   + (("source", "state_dir") if args.db is None else ())
-                   if getattr(args, n) is None]
+        missing = (["--db (or --source)"] if args.db is None and args.source is None else [])
+        missing += [f"--{n}" for n in ("name", "feed", "control") if getattr(args, n) is None]
+        if args.source is not None and args.state_dir is None:
+            missing.append("--state-dir")
         if missing:
             parser.error(f"cell: missing {', '.join(missing)} (or use init, populate, "
                          "simulate)")

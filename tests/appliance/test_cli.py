@@ -33,7 +33,12 @@ def test_help_has_examples(words):
     (["nosuch"], "invalid choice: 'nosuch'"),
     (["demo", "--cells", "zero"], "--cells: expected a whole number"),
     (["demo", "--port", "70000"], "--port: expected a port 0-65535"),
-    (["cell"], "missing --db, --name, --feed, --control"),
+    (["cell"], "missing --db (or --source), --name, --feed, --control"),
+    (["cell", "--source", "mysql://replica@db/nova_cell1", "--name", "c", "--feed", "ipc://f",
+      "--control", "ipc://c"], "missing --state-dir"),
+    (["cell", "--db", "x.db", "--source", "mysql://replica@db/nova_cell1"], "not both"),
+    (["cell", "--db", "x.db", "--name", "c", "--feed", "ipc://f", "--control", "ipc://c",
+      "--flavors"], "go with --source"),
     (["cell", "init", "--db", "x.db"], "the following arguments are required: --name"),
     (["cell", "simulate", "--db", "x", "--rate", "1", "--servers", "1", "--projects", "1",
       "--duration", "1", "--ops", "2"], "not allowed with argument"),
@@ -319,7 +324,7 @@ def test_bash_completion_is_generated_from_the_parser():
     # --config takes a file: the files of the directory are offered.
     assert "pyproject.toml" in _bash_complete(script, "appliance serve --config py")
     # The value of an option is not taken for a subcommand.
-    assert _bash_complete(script, "appliance cell --name init --f") == ["--feed"]
+    assert _bash_complete(script, "appliance cell --name init --fe") == ["--feed"]
     assert _bash_complete(script, "appliance cell init --f") == ["--flavors"]
     assert "--json" in _bash_complete(script, "appliance status ")
 
