@@ -344,3 +344,41 @@ def test_host_status_follows_the_services_as_nova_sees_them(stack, nova_api):
         seen[host] = body["server"]["host_status"]
     assert seen == {"compute-forced": "DOWN", "compute-disabled": "MAINTENANCE",
                     "compute-alive": "UP"}
+
+
+def test_writer_states_as_nova_api_shows_them(stack, nova_api):
+    writer = stack.writer
+    owner = dict(user_id="user-e", project_id="project-e", flavor="2", host="compute-1")
+    spawning = writer.build_server(name="spawning", stage="scheduled", **owner)["uuid"]
+    verify = writer.build_server(name="verify", **owner)["uuid"]
+    writer.resize(uuid=verify, flavor="3", confirm=False)
+    soft_deleted = writer.build_server(name="soft", **owner)["uuid"]
+    writer.soft_delete(uuid=soft_deleted)
+    restored = writer.build_server(name="restored", **owner)["uuid"]
+    writer.soft_delete(uuid=restored)
+    writer.restore(uuid=restored)
+    gone = writer.build_server(name="gone", **owner)["uuid"]
+    writer.delete(uuid=gone)
+    queued = writer.build_server(name="queued", stage="requested", **owner)["uuid"]
+    writer.delete(uuid=queued)
+
+    def show(uuid, token="user-e:project-e"):
+        status, body = nova_api.get(f"/v2.1/servers/{uuid}", token=token, microversion="2.100")
+        return status, body
+
+    status, body = show(spawning)
+    assert (body["server"]["status"], body["server"]["OS-EXT-STS:task_state"]) == (
+        "BUILD", "spawning")
+    status, body = show(verify)
+    assert body["server"]["status"] == "VERIFY_RESIZE"
+    assert body["server"]["flavor"]["original_name"] == "m1.medium"
+    assert show(soft_deleted)[1]["server"]["status"] == "SOFT_DELETED"
+    assert show(restored)[1]["server"]["status"] == "ACTIVE"
+    assert show(gone)[0] == 404 and show(queued)[0] == 404
+    status, body = nova_api.get("/v2.1/servers/detail?all_tenants=1&deleted=true&"
+                                "project_id=project-e", token="root:project-admin:admin",
+                                microversion="2.100")
+    assert status == 200
+    # Nova's deleted filter takes the soft-deleted ones too.
+    assert {s["name"]: s["status"] for s in body["servers"]} == {
+        "gone": "DELETED", "soft": "SOFT_DELETED"}
