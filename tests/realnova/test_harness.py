@@ -3,11 +3,13 @@ databases, and real nova-api answering from them."""
 
 from __future__ import annotations
 
+import os
+
 import pymysql
 import pytest
 
 from tests.realnova import env as realnova_env
-from tests.realnova.mariadb import mariadb_fixture
+from tests.realnova.mariadb import MariaDB, mariadb_fixture, scratch_dir
 from tests.realnova.nova_api import neutron_stub_fixture
 from tests.realnova.stack import nova_stacks_fixture
 
@@ -73,6 +75,19 @@ def test_mariadb_binlogs_rotate_and_purge(mariadb):
     remaining = mariadb.binlog_files()
     assert len(remaining) == 1 and remaining[0] not in first + [new]
     assert mariadb.gtid_binlog_pos()          # the GTID state survives the purge
+
+
+def test_mariadb_on_disk_when_asked():
+    with scratch_dir("mariadb-disk") as base_dir:
+        server = MariaDB(base_dir, server_id=7, in_memory=False)
+        try:
+            server.start()
+            assert server.datadir.startswith(base_dir)
+            assert server.scalar("SELECT @@datadir").rstrip("/") == server.datadir
+            assert server.scalar("SELECT @@server_id") == 7
+        finally:
+            server.remove()
+        assert not server.running and not os.path.exists(server.datadir)
 
 
 def test_mariadb_restart_keeps_data_and_binlog(mariadb):
