@@ -397,3 +397,37 @@ def test_writer_states_as_nova_api_shows_them(stack, nova_api):
     # Nova's deleted filter takes the soft-deleted ones too.
     assert {s["name"]: s["status"] for s in body["servers"]} == {
         "gone": "DELETED", "soft": "SOFT_DELETED"}
+
+
+def test_catalog_and_server_edits_through_the_writer(stack, nova_api):
+    writer = stack.writer
+    admin = "root:project-admin:admin"
+    writer.create_flavor(name="edit-me", vcpus=1, memory_mb=256, root_gb=1, flavorid="edit",
+                         description="before")
+    writer.set_flavor_extra_specs(flavorid="edit", extra_specs={"a": "1", "b": "2"})
+    writer.delete_flavor_extra_spec(flavorid="edit", key="a")
+    assert nova_api.get("/v2.1/flavors/edit/os-extra_specs", token=admin) == (
+        200, {"extra_specs": {"b": "2"}})
+    writer.create_flavor(name="shared", vcpus=1, memory_mb=256, root_gb=1, flavorid="shared",
+                         is_public=False)
+    writer.add_flavor_access(flavorid="shared", project_id="project-f")
+    status, body = nova_api.get("/v2.1/flavors/shared/os-flavor-access", token=admin)
+    assert body == {"flavor_access": [{"flavor_id": "shared", "tenant_id": "project-f"}]}
+    writer.delete_flavor(flavorid="edit")
+    assert nova_api.get("/v2.1/flavors/edit", token=admin)[0] == 404
+
+    owner = "user-f:project-f"
+    uuid = writer.build_server(user_id="user-f", project_id="project-f", flavor="shared",
+                               name="editable", host="compute-1", tags=["x"])["uuid"]
+    writer.set_tags(uuid=uuid, tags=["y", "z"])
+    writer.update(uuid=uuid, name="renamed", description="text")
+    ports = writer.set_network_info(uuid=uuid, networks=[
+        {"label": "public", "fixed": ["203.0.113.7"]}])["ports"]
+    writer.set_state(uuid=uuid, vm_state="paused", power_state=3, locked=True)
+    status, body = nova_api.get(f"/v2.1/servers/{uuid}", token=owner, microversion="2.100")
+    server = body["server"]
+    assert (server["name"], server["description"], server["status"]) == (
+        "renamed", "text", "PAUSED")
+    assert sorted(server["tags"]) == ["y", "z"] and server["locked"] is True
+    assert [a["addr"] for a in server["addresses"]["public"]] == ["203.0.113.7"]
+    assert ports[0]["device_id"] == uuid
