@@ -284,6 +284,7 @@ def test_nova_api_lists_servers_to_member_and_admin(populated, nova_api):
     assert "web-1" not in other and "bulk-0" in other
     status, _body = nova_api.get("/v2.1/servers/detail", token="not-a-token")
     assert status == 401
+    assert str(nova_api) == nova_api.url and nova_api.url.startswith("http://127.0.0.1:")
 
 
 def test_bulk_servers_render_as_stepwise_built_ones(stack, nova_api):
