@@ -27,7 +27,7 @@ CELL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 URL_SCHEMES = ("tcp://", "ipc://")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("kv", "json")
-AUTH_MODES = ("noauth", "tokens")
+AUTH_MODES = ("noauth", "tokens", "keystone")
 
 
 class SettingsError(ValueError):
@@ -231,7 +231,8 @@ SETTINGS: tuple[Setting, ...] = (
             "The replica database. Empty means replica.db in data_dir.", _to_str),
     Setting("auth", "str", "noauth",
             "How API requests are authenticated: 'noauth' (X-Auth-Token "
-            "'<user>:<project>', as Nova's noauth2) or 'tokens' (tokens_file).",
+            "'<user>:<project>', as Nova's noauth2), 'tokens' (tokens_file) or 'keystone' "
+            "(Keystone v3 tokens, validated with the keystone_* settings and cached).",
             _to_str, _choice(AUTH_MODES)),
     Setting("noauth_default_token", "str", "admin:demo",
             "With auth = 'noauth': the identity a request without a token gets "
@@ -240,6 +241,39 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("tokens_file", "path", "",
             "With auth = 'tokens': a file of tokens and the identities they stand for. "
             "Re-read on SIGHUP.", _to_str),
+    Setting("keystone_url", "str", "",
+            "With auth = 'keystone': Keystone's public URL (e.g. http://keystone:5000, "
+            "without /v3). Also the uri of the WWW-Authenticate header of a 401.",
+            _to_str, _url_or_empty),
+    Setting("keystone_user", "str", "",
+            "With auth = 'keystone': the appliance's own user, which validates tokens "
+            "(it needs the 'service' role on keystone_project).", _to_str),
+    Setting("keystone_password", "str", "",
+            "Password of keystone_user (or use keystone_password_file).", _to_str),
+    Setting("keystone_password_file", "path", "",
+            "A file whose first line is keystone_user's password; read by each worker "
+            "at start (so a SIGHUP reload picks up a new one).", _to_str),
+    Setting("keystone_project", "str", "service",
+            "Project the appliance's service token is scoped to.", _to_str),
+    Setting("keystone_user_domain", "str", "Default",
+            "Domain (name) of keystone_user.", _to_str),
+    Setting("keystone_project_domain", "str", "Default",
+            "Domain (name) of keystone_project.", _to_str),
+    Setting("keystone_cafile", "path", "",
+            "CA bundle to verify an https keystone_url. Empty: the system's.", _to_str),
+    Setting("keystone_timeout", "float", 5.0,
+            "Deadline in seconds of one round trip to Keystone; must be shorter than "
+            "worker_timeout.", _to_float, _positive),
+    Setting("keystone_cache_seconds", "float", 300.0,
+            "A validated token is served from the cache this long, then checked again "
+            "(never past its expiry). While Keystone is unreachable, cached tokens keep "
+            "working until they expire.", _to_float, _positive),
+    Setting("keystone_negative_seconds", "float", 10.0,
+            "How long a token Keystone refused is refused without asking again.",
+            _to_float, _positive),
+    Setting("keystone_cache_size", "int", 10000,
+            "Validated tokens remembered per worker (least recently used out).",
+            _to_int, _positive),
     Setting("public_url", "str", "",
             "Base URL used in links (version discovery, servers_links). Empty means "
             "the request's own host.", _to_str, _url_or_empty),
@@ -352,10 +386,42 @@ def _check_together(settings: Settings) -> None:
     if settings.auth == "tokens" and not os.path.isfile(settings.tokens_file):
         raise SettingsError(f"setting tokens_file {settings.tokens_file!r}: no such file; "
                             "create it or fix tokens_file / APPLIANCE_TOKENS_FILE")
+    if settings.auth == "keystone":
+        _check_keystone(settings)
     if (settings.listen_port and settings.listen_port == settings.admin_port
             and settings.listen_host == settings.admin_host):
         raise SettingsError(f"settings listen_port and admin_port are both "
                             f"{settings.listen_port}; give the admin listener its own port")
+
+
+def _check_keystone(settings: Settings) -> None:
+    for name in ("keystone_url", "keystone_user"):
+        if not getattr(settings, name):
+            raise SettingsError(f"setting auth is 'keystone' but {name} is empty; set "
+                                f"{name} in the config file or {BY_NAME[name].env}")
+    if not settings.keystone_password and not settings.keystone_password_file:
+        raise SettingsError("setting auth is 'keystone' but neither keystone_password nor "
+                            "keystone_password_file is set; set one in the config file or "
+                            "APPLIANCE_KEYSTONE_PASSWORD_FILE")
+    if settings.keystone_password_file and not os.path.isfile(
+            settings.keystone_password_file):
+        raise SettingsError(f"setting keystone_password_file "
+                            f"{settings.keystone_password_file!r}: no such file; create it "
+                            "or fix keystone_password_file / "
+                            "APPLIANCE_KEYSTONE_PASSWORD_FILE")
+    if settings.keystone_timeout >= settings.worker_timeout:
+        raise SettingsError(f"setting keystone_timeout {settings.keystone_timeout:g} is not "
+                            f"shorter than worker_timeout {settings.worker_timeout:g}: a "
+                            "worker waiting on Keystone would be killed as silent; lower "
+                            "keystone_timeout")
+
+
+def keystone_password(settings: Settings) -> str:
+    """keystone_password, or the first line of keystone_password_file."""
+    if settings.keystone_password_file:
+        with open(settings.keystone_password_file, encoding="utf-8") as f:
+            return f.readline().rstrip("\r\n")
+    return settings.keystone_password
 
 
 def read_file(path: str) -> dict:

@@ -46,6 +46,8 @@ def build_api_app(settings: Settings):
     from appliance.api import ApiConfig, make_app
     config = ApiConfig(replica_path=settings.replica, auth=settings.auth,
                        tokens_file=settings.tokens_file or None,
+                       keystone=keystone_config(settings) if settings.auth == "keystone"
+                       else None,
                        noauth_default_token=settings.noauth_default_token,
                        public_url=settings.public_url or None,
                        max_limit=settings.max_limit)
@@ -55,6 +57,20 @@ def build_api_app(settings: Settings):
     from replica.store.reader import reader_for
     reader_for(settings.replica)
     return app
+
+
+def keystone_config(settings: Settings):
+    from appliance.api.keystone import KeystoneConfig
+    from appliance.settings import keystone_password
+    return KeystoneConfig(
+        url=settings.keystone_url, user=settings.keystone_user,
+        password=keystone_password(settings), project=settings.keystone_project,
+        user_domain=settings.keystone_user_domain,
+        project_domain=settings.keystone_project_domain, timeout=settings.keystone_timeout,
+        cache_size=settings.keystone_cache_size,
+        cache_seconds=settings.keystone_cache_seconds,
+        negative_seconds=settings.keystone_negative_seconds,
+        cafile=settings.keystone_cafile or None)
 
 
 def reuseport_listener(host: str, port: int, backlog: int = BACKLOG) -> socket.socket:

@@ -27,6 +27,7 @@ from appliance.api.config import ApiConfig
 from appliance.api.faults import ApiError, fault_body, not_found, read_only, status_line
 from appliance.api.flavor_params import flavor_query
 from appliance.api.identity import NoAuth, TokenFile
+from appliance.api.keystone import KeystoneAuth
 from appliance.api.params import CANONICAL_UUID, canonical_uuid, is_uuid_like, parse_query
 from appliance.api.server_params import server_query
 from appliance.api.versions import version_document, versions_document
@@ -79,8 +80,12 @@ class ComputeApi:
 
     def __init__(self, config: ApiConfig):
         self.config = config
-        self.auth = (TokenFile(config.tokens_file) if config.auth == "tokens"
-                     else NoAuth(config.noauth_default_token))
+        if config.auth == "keystone":
+            self.auth = KeystoneAuth(config.keystone)
+        elif config.auth == "tokens":
+            self.auth = TokenFile(config.tokens_file)
+        else:
+            self.auth = NoAuth(config.noauth_default_token)
         self._version_headers = {m: microversion.response_headers(m)
                                  for m in range(microversion.MIN_MINOR,
                                                 microversion.MAX_MINOR + 1)}
@@ -130,6 +135,8 @@ class ComputeApi:
         """GET /v2.1/servers/{uuid}, the hottest route, without the general dispatch."""
         minor = microversion.requested(environ)
         identity = self.auth.identify(environ)
+        if not identity.reader:
+            raise _policy_refused("servers:show")
         host = environ.get("HTTP_HOST")
         forwarded = self._forwarded(environ)
         prefixes = None if forwarded else self._by_host.get(host)
@@ -193,6 +200,8 @@ class ComputeApi:
                 raise ApiError(400, f"Malformed request URL: URL's project_id "
                                     f"'{url_project}' doesn't match Context's project_id "
                                     f"'{identity.project_id}'")
+            if rest[0] == "servers" and not identity.reader:
+                raise _policy_refused(_servers_rule(rest))
             root = self._root(environ)
             read = _Read(environ, minor, identity, url_project, root,
                          self._prefixes_for(root, url_project))
@@ -373,7 +382,7 @@ class ComputeApi:
                minor: int | None, result: ReadResult | None):
         if isinstance(err, _WithResult):
             result = err.result
-        body = fault_body(err.status, err.message)
+        body = err.body()
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
                    ("x-openstack-request-id", request_id),
                    ("x-compute-request-id", request_id), _server_timing(result)]
@@ -456,6 +465,23 @@ def _date() -> tuple[str, str]:
 def _call_later(delay: float, fn) -> None:
     # A timer on the worker's event loop that does not keep the loop alive.
     gevent.get_hub().loop.timer(delay, ref=False).start(fn)
+
+
+def _policy_refused(rule: str) -> ApiError:
+    return ApiError(403, f"Policy doesn't allow os_compute_api:{rule} to be performed.")
+
+
+_SUBRESOURCE_RULES = {"ips": "ips", "metadata": "server-metadata", "tags": "os-server-tags"}
+
+
+def _servers_rule(rest: list[str]) -> str:
+    """The name of Nova's policy rule for a read under /servers (for the 403 message)."""
+    if len(rest) == 1:
+        return "servers:index"
+    if len(rest) == 2:
+        return "servers:detail" if rest[1] == "detail" else "servers:show"
+    kind = _SUBRESOURCE_RULES.get(rest[2], "servers")
+    return f"{kind}:{'show' if len(rest) == 4 else 'index'}"
 
 
 def _path_text(segment: str) -> str:

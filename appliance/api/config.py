@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-AUTH_MODES = ("noauth", "tokens")
+from appliance.api.keystone import KeystoneConfig
+
+AUTH_MODES = ("noauth", "tokens", "keystone")
 
 
 @dataclass(frozen=True)
 class ApiConfig:
     replica_path: str
-    auth: str = "noauth"                      # "noauth" | "tokens"
+    auth: str = "noauth"                      # "noauth" | "tokens" | "keystone"
     tokens_file: str | None = None            # JSON lines of hashed tokens (auth=tokens)
+    keystone: KeystoneConfig | None = None    # (auth=keystone)
     noauth_default_token: str = "admin:demo"  # identity of a request without a token
     public_url: str | None = None             # link prefix; else from Host / X-Forwarded-*
     max_limit: int = 1000                     # Nova's [api] max_limit
@@ -21,5 +24,7 @@ class ApiConfig:
             raise ValueError(f"auth must be one of {AUTH_MODES}, not {self.auth!r}")
         if self.auth == "tokens" and not self.tokens_file:
             raise ValueError("auth 'tokens' needs tokens_file")
+        if self.auth == "keystone" and self.keystone is None:
+            raise ValueError("auth 'keystone' needs the keystone settings")
         if self.max_limit < 1:
             raise ValueError("max_limit must be at least 1")

@@ -28,6 +28,9 @@ class ApiError(Exception):
         self.message = message
         self.headers = tuple(headers)
 
+    def body(self) -> bytes:
+        return fault_body(self.status, self.message)
+
 
 def fault_body(status: int, message: str) -> bytes:
     name = FAULT_NAMES.get(status, "computeFault")
