@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything the project needs, idempotently: libnanomsg (system package),
+# Installs everything the project needs, idempotently: libnanomsg and MariaDB (system
+# packages; MariaDB for the tests against Nova's own databases, no service is started),
 # wrk for the benchmarks, a virtual environment at .venv with pinned packages, and the
 # project itself in editable mode (.venv/bin/appliance).
 set -euo pipefail
@@ -12,12 +13,16 @@ PY=${PYTHON:-python3}
 need_apt=()
 [ -e /usr/include/nanomsg/nn.h ] || need_apt+=(libnanomsg-dev)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+{ command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ]; } || need_apt+=(mariadb-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
     echo "bootstrap: installing system packages: ${need_apt[*]}"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+
+# The side environment with Nova and Keystone for the tests against the real thing.
+bash build/nova-env.sh
 
 inputs_hash=$(cat requirements.txt requirements-dev.txt constraints.txt pyproject.toml build/bootstrap.sh | sha256sum | cut -c1-16)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$inputs_hash" ] && [ -x $VENV/bin/appliance ]; then
