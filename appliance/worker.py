@@ -34,6 +34,7 @@ HEARTBEAT_INTERVAL = 1.0        # seconds between touches of the heartbeat file
 DRAIN_POLL = 0.05               # seconds between checks while draining
 DRAIN_IDLE_GRACE = 0.25         # a kept-alive connection idle this long is closed on drain
 READY_MARK = b"ready\n"
+TOKEN_STORE = "keystone-tokens.db"    # in data_dir: validated tokens, shared by workers
 
 
 class BootError(RuntimeError):
@@ -48,6 +49,7 @@ def build_api_app(settings: Settings):
                        tokens_file=settings.tokens_file or None,
                        keystone=keystone_config(settings) if settings.auth == "keystone"
                        else None,
+                       token_store_path=os.path.join(settings.data_dir, TOKEN_STORE),
                        noauth_default_token=settings.noauth_default_token,
                        public_url=settings.public_url or None,
                        max_limit=settings.max_limit)

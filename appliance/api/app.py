@@ -28,6 +28,7 @@ from appliance.api.faults import ApiError, fault_body, not_found, read_only, sta
 from appliance.api.flavor_params import flavor_query
 from appliance.api.identity import NoAuth, TokenFile
 from appliance.api.keystone import KeystoneAuth
+from appliance.api.token_store import TokenStore
 from appliance.api.params import CANONICAL_UUID, canonical_uuid, is_uuid_like, parse_query
 from appliance.api.server_params import server_query
 from appliance.api.versions import version_document, versions_document
@@ -81,7 +82,9 @@ class ComputeApi:
     def __init__(self, config: ApiConfig):
         self.config = config
         if config.auth == "keystone":
-            self.auth = KeystoneAuth(config.keystone)
+            store = (TokenStore(config.token_store_path, config.keystone.cache_size)
+                     if config.token_store_path else None)
+            self.auth = KeystoneAuth(config.keystone, store)
         elif config.auth == "tokens":
             self.auth = TokenFile(config.tokens_file)
         else:

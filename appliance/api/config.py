@@ -15,6 +15,7 @@ class ApiConfig:
     auth: str = "noauth"                      # "noauth" | "tokens" | "keystone"
     tokens_file: str | None = None            # JSON lines of hashed tokens (auth=tokens)
     keystone: KeystoneConfig | None = None    # (auth=keystone)
+    token_store_path: str | None = None       # validated tokens shared by the workers
     noauth_default_token: str = "admin:demo"  # identity of a request without a token
     public_url: str | None = None             # link prefix; else from Host / X-Forwarded-*
     max_limit: int = 1000                     # Nova's [api] max_limit

@@ -11,7 +11,8 @@ roles too: admin implies member implies reader). A token that is not project-sco
 ``scope_types = ['project']`` rules refuse it.
 
 Cache: per SHA-256 of the token (the token itself is not kept), bounded (least recently
-used out). A valid token is served from the cache for ``cache_seconds`` and then checked
+used out), in each worker's memory and in a file the workers share (``token_store.py``):
+a token checked by one worker is served by all without another round trip. A valid token is served from the cache for ``cache_seconds`` and then checked
 again (a revoked token stops working within that time, as keystonemiddleware's
 ``token_cache_time``); never past its ``expires_at``. Keystone's 404 (invalid, expired,
 revoked) is cached ``negative_seconds``. While Keystone cannot be reached, a token validated
@@ -39,6 +40,7 @@ from prometheus_client import Counter
 from appliance.api.faults import ApiError
 from appliance.api.identity import MAX_TOKEN_CHARS, Identity
 from appliance.api.outbound import Endpoint, OutboundError
+from appliance.api.token_store import TokenStore
 
 LOG = logging.getLogger(__name__)
 SERVICE_TOKEN_RENEW_S = 120.0   # renew the service token this long before it expires
@@ -114,17 +116,18 @@ class _Entry:
 
     def __init__(self, identity: Identity | None, fresh_until: float, expires_at: float):
         self.identity = identity          # None: Keystone said the token is not valid
-        self.fresh_until = fresh_until    # monotonic: serve without asking until then
-        self.expires_at = expires_at      # wall clock: never serve after
+        self.fresh_until = fresh_until    # serve without asking Keystone until then
+        self.expires_at = expires_at      # never serve after (0 for a refused token)
 
 
 class KeystoneAuth:
-    def __init__(self, config: KeystoneConfig, clock=time.monotonic, wall=time.time):
+    def __init__(self, config: KeystoneConfig, store: TokenStore | None = None,
+                 clock=time.time):
         self.config = config
         self.keystone = Endpoint(config.url, config.timeout, config.cafile)
         self.www_authenticate = f'Keystone uri="{config.url.rstrip("/")}"'
+        self.store = store
         self._clock = clock
-        self._wall = wall
         self._cache: OrderedDict[bytes, _Entry] = OrderedDict()
         self._pending: dict[bytes, gevent.event.AsyncResult] = {}
         self._service_token: str | None = None
@@ -140,16 +143,18 @@ class KeystoneAuth:
             raise TokenError(self.www_authenticate)
         key = hashlib.sha256(token.encode()).digest()
         entry = self._cache.get(key)
-        if entry is not None and self._clock() < entry.fresh_until \
-                and (entry.identity is None or self._wall() < entry.expires_at):
-            if entry.identity is None:
-                raise TokenError(self.www_authenticate)
-            return entry.identity
+        if entry is not None:
+            now = self._clock()
+            if now < entry.fresh_until:
+                if entry.identity is not None and now < entry.expires_at:
+                    return entry.identity
+                if entry.identity is None:
+                    raise TokenError(self.www_authenticate)
         pending = self._pending.get(key)
         if pending is None:
             pending = self._pending[key] = gevent.event.AsyncResult()
             try:
-                pending.set(self._revalidate(key, token, entry))
+                pending.set(self._check(key, token, entry))
             except BaseException as exc:
                 pending.set_exception(exc)
             finally:
@@ -159,12 +164,25 @@ class KeystoneAuth:
             raise TokenError(self.www_authenticate)
         return identity
 
-    def _revalidate(self, key: bytes, token: str, entry: _Entry | None) -> Identity | None:
+    def _check(self, key: bytes, token: str, entry: _Entry | None) -> Identity | None:
+        """The identity of a token this worker has no fresh answer for: from the shared
+        store if another worker checked it recently, else from Keystone."""
+        config = self.config
+        shared = self.store.get(key) if self.store is not None else None
+        if shared is not None:
+            identity, expires_at, checked_at = shared
+            limit = config.cache_seconds if identity is not None else config.negative_seconds
+            if self._clock() < checked_at + limit:
+                self._remember(key, _Entry(identity, checked_at + limit, expires_at))
+                return identity if identity is not None and self._clock() < expires_at \
+                    else None
+            if identity is not None and (entry is None or entry.identity is None):
+                entry = _Entry(identity, 0.0, expires_at)
         try:
             found = self._validate(token)
         except KeystoneUnavailable as exc:
             if entry is not None and entry.identity is not None \
-                    and self._wall() < entry.expires_at:
+                    and self._clock() < entry.expires_at:
                 self._counter.labels("cached_while_unreachable").inc()
                 return entry.identity
             self._counter.labels("refused_while_unreachable").inc()
@@ -173,12 +191,16 @@ class KeystoneAuth:
         now = self._clock()
         if found is None:
             self._counter.labels("invalid").inc()
-            self._remember(key, _Entry(None, now + self.config.negative_seconds, 0.0))
+            self._remember(key, _Entry(None, now + config.negative_seconds, 0.0))
+            if self.store is not None:
+                self.store.put(key, None, now + config.negative_seconds, now)
             return None
         identity, expires_at = found
         self._counter.labels("valid").inc()
-        self._remember(key, _Entry(identity, now + self.config.cache_seconds, expires_at))
-        return identity if self._wall() < expires_at else None
+        self._remember(key, _Entry(identity, now + config.cache_seconds, expires_at))
+        if self.store is not None:
+            self.store.put(key, identity, expires_at, now)
+        return identity if now < expires_at else None
 
     def _remember(self, key: bytes, entry: _Entry) -> None:
         cache = self._cache
@@ -222,7 +244,7 @@ class KeystoneAuth:
         """The appliance's own token (one renewal at a time)."""
         with self._service_lock:
             if renew or self._service_token is None \
-                    or self._wall() > self._service_expires - SERVICE_TOKEN_RENEW_S:
+                    or self._clock() > self._service_expires - SERVICE_TOKEN_RENEW_S:
                 self._service_token, self._service_expires = self._authenticate()
             return self._service_token
 
@@ -247,7 +269,7 @@ class KeystoneAuth:
         try:
             expires = parse_expiry(json.loads(answer)["token"]["expires_at"])
         except (ValueError, KeyError, TypeError):
-            expires = self._wall() + 3600
+            expires = self._clock() + 3600
         return headers["x-subject-token"], expires
 
     def reload(self) -> None:
