@@ -274,6 +274,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("keystone_cache_size", "int", 10000,
             "Validated tokens remembered per worker (least recently used out).",
             _to_int, _positive),
+    Setting("upstream_url", "str", "",
+            "The cloud's own Compute API (e.g. http://nova-api:8774). Every request the "
+            "replica does not answer (writes, server actions, resources not replicated) "
+            "is passed to it with the caller's token and headers, and its answer comes "
+            "back unchanged. Empty: such requests get 405 / 404.", _to_str, _url_or_empty),
+    Setting("upstream_timeout", "float", 25.0,
+            "Seconds the upstream gets to start answering a passed-through request "
+            "(then 504); must be shorter than worker_timeout.", _to_float, _positive),
+    Setting("upstream_cafile", "path", "",
+            "CA bundle to verify an https upstream_url. Empty: the system's.", _to_str),
     Setting("public_url", "str", "",
             "Base URL used in links (version discovery, servers_links). Empty means "
             "the request's own host.", _to_str, _url_or_empty),
@@ -388,6 +398,10 @@ def _check_together(settings: Settings) -> None:
                             "create it or fix tokens_file / APPLIANCE_TOKENS_FILE")
     if settings.auth == "keystone":
         _check_keystone(settings)
+    if settings.upstream_url and settings.upstream_timeout >= settings.worker_timeout:
+        raise SettingsError(f"setting upstream_timeout {settings.upstream_timeout:g} is not "
+                            f"shorter than worker_timeout {settings.worker_timeout:g}; "
+                            "lower upstream_timeout")
     if (settings.listen_port and settings.listen_port == settings.admin_port
             and settings.listen_host == settings.admin_host):
         raise SettingsError(f"settings listen_port and admin_port are both "

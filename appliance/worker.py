@@ -50,6 +50,9 @@ def build_api_app(settings: Settings):
                        keystone=keystone_config(settings) if settings.auth == "keystone"
                        else None,
                        token_store_path=os.path.join(settings.data_dir, TOKEN_STORE),
+                       upstream_url=settings.upstream_url or None,
+                       upstream_timeout=settings.upstream_timeout,
+                       upstream_cafile=settings.upstream_cafile or None,
                        noauth_default_token=settings.noauth_default_token,
                        public_url=settings.public_url or None,
                        max_limit=settings.max_limit)

@@ -24,11 +24,13 @@ import gevent
 
 from appliance.api import microversion
 from appliance.api.config import ApiConfig
-from appliance.api.faults import ApiError, fault_body, not_found, read_only, status_line
+from appliance.api.faults import (ApiError, fault_body, not_found, not_replicated, read_only,
+                                  status_line)
 from appliance.api.flavor_params import flavor_query
 from appliance.api.identity import NoAuth, TokenFile
 from appliance.api.keystone import KeystoneAuth
 from appliance.api.token_store import TokenStore
+from appliance.api.upstream import Upstream
 from appliance.api.params import CANONICAL_UUID, canonical_uuid, is_uuid_like, parse_query
 from appliance.api.server_params import server_query
 from appliance.api.versions import version_document, versions_document
@@ -39,6 +41,7 @@ LOG = logging.getLogger(__name__)
 READ_METHODS = ("GET", "HEAD")
 COLLECTIONS = ("servers", "flavors")
 SHOW_SERVER = "/v2.1/servers/"
+DISCOVERY = ("/", "/v2.1", "/v2.1/")     # answered here, with or without an upstream
 _HOST = re.compile(r"^[A-Za-z0-9.\-_:\[\]]{1,255}$")
 _SCHEME = ("http", "https")
 # The statements of this long share one read transaction (Reader.hold_snapshots): a
@@ -101,6 +104,8 @@ class ComputeApi:
         self._flavor_views = {(m, d): FlavorView(m, d)
                               for m in range(1, microversion.MAX_MINOR + 1)
                               for d in (False, True)}
+        self.upstream = (Upstream(config.upstream_url, config.upstream_timeout,
+                                  config.upstream_cafile) if config.upstream_url else None)
         self.bottle = _bottle_app(self)
 
     def reload(self) -> None:
@@ -184,6 +189,8 @@ class ComputeApi:
         path = environ.get("PATH_INFO") or "/"
         parts = path.strip("/").split("/")
         if parts[0] != "v2.1" or len(parts) == 1:
+            if self.upstream is not None and path not in DISCOVERY:
+                return self._pass(environ, start_response, request_id)
             return self._bottle(environ, start_response, request_id)
         rest = parts[1:]
         url_project = None
@@ -191,9 +198,13 @@ class ComputeApi:
             url_project = rest[0]
             rest = rest[1:]
         if not rest or rest[0] not in COLLECTIONS:
-            return self._bottle(environ, start_response, request_id)
+            if self.upstream is not None:
+                return self._pass(environ, start_response, request_id)
+            raise not_replicated()
         method = environ.get("REQUEST_METHOD", "GET")
         if method not in READ_METHODS:
+            if self.upstream is not None:
+                return self._pass(environ, start_response, request_id)
             raise read_only(method)
         minor = None
         try:
@@ -209,6 +220,11 @@ class ComputeApi:
             read = _Read(environ, minor, identity, url_project, root,
                          self._prefixes_for(root, url_project))
             status, body, result = self._route(rest, read)
+        except _NotRouted:
+            if self.upstream is not None:
+                return self._pass(environ, start_response, request_id)
+            return self._fault(start_response, not_replicated(), request_id, environ,
+                               minor, None)
         except ApiError as err:
             return self._fault(start_response, err, request_id, environ, minor, None)
         return self._respond(start_response, environ, status, body, result, request_id,
@@ -232,7 +248,7 @@ class ComputeApi:
                     return self._extra_specs(read, rest[1], key)
             elif rest[2] in _SERVER_SUBRESOURCES:
                 return self._server_subresource(read, rest[1], rest[2], key)
-        raise not_found()
+        raise _NotRouted()
 
     # -- handlers ----------------------------------------------------------------------
 
@@ -399,6 +415,12 @@ class ComputeApi:
             return [b""]
         return [body]
 
+    def _pass(self, environ, start_response, request_id):
+        """A request the replica does not answer, answered by the upstream nova-api."""
+        status, headers, body = self.upstream.open(environ)
+        start_response(status, headers)
+        return body
+
     def _bottle(self, environ, start_response, request_id):
         def with_ids(status, headers, exc_info=None):
             headers = [h for h in headers if h[0].lower() != "content-type"]
@@ -421,6 +443,10 @@ class _WithResult(ApiError):
     def __init__(self, status: int, message: str, result: ReadResult):
         super().__init__(status, message)
         self.result = result
+
+
+class _NotRouted(Exception):
+    """A path under /servers or /flavors that is no replicated read."""
 
 
 class _NotFoundWith(_WithResult):

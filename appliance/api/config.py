@@ -17,6 +17,9 @@ class ApiConfig:
     keystone: KeystoneConfig | None = None    # (auth=keystone)
     token_store_path: str | None = None       # validated tokens shared by the workers
     noauth_default_token: str = "admin:demo"  # identity of a request without a token
+    upstream_url: str | None = None           # the cloud's nova-api: what is not replicated
+    upstream_timeout: float = 25.0
+    upstream_cafile: str | None = None
     public_url: str | None = None             # link prefix; else from Host / X-Forwarded-*
     max_limit: int = 1000                     # Nova's [api] max_limit
 
