@@ -16,7 +16,7 @@ import threading
 import time
 
 from appliance import logs
-from appliance.settings import SettingsError, load, render_docs
+from appliance.settings import SECRETS, SettingsError, check_files, load, render_docs
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:8775"
 PROGRESS_WIDTH = 30
@@ -217,9 +217,14 @@ def cmd_serve(args) -> int:
     from appliance.supervisor import StartError, Supervisor
     settings = load(args.config)
     if args.check:
+        checked = check_files(settings)
         for name, value in settings.values.items():
-            shown = "(set, not shown)" if name == "admin_token" and value else repr(value)
+            shown = "(set, not shown)" if name in SECRETS and value else repr(value)
             print(f"{name} = {shown}  ({settings.sources[name]})")
+        for line in checked:
+            print(f"ok: {line}")
+        for line in _hello_cells(settings):
+            print(line)
         return 0
     logs.configure(settings.log_level, settings.log_format)
     try:
@@ -227,6 +232,28 @@ def cmd_serve(args) -> int:
     except StartError as exc:
         print(f"appliance serve: error: {exc}", file=sys.stderr)
         return 1
+
+
+CHECK_HELLO_TIMEOUT = 2.0
+
+
+def _hello_cells(settings) -> list[str]:
+    """Ask each cell's publisher for hello, as ingest does at start. A cell that does not
+    answer is reported, not refused: serve starts and keeps trying."""
+    from replica.ingest_control import Requester
+    lines = []
+    for cell in settings.cells:
+        requester = Requester(cell.control, CHECK_HELLO_TIMEOUT)
+        try:
+            hello = requester.request("hello")
+            lines.append(f"ok: cell {cell.name} answers at {cell.control}: "
+                         f"epoch {hello.get('epoch')}, head seq {hello.get('head')}")
+        except Exception as exc:  # any failure is what the operator needs to see
+            lines.append(f"warning: cell {cell.name} does not answer at {cell.control} "
+                         f"now ({exc or type(exc).__name__}); serve will keep trying")
+        finally:
+            requester.close()
+    return lines
 
 
 def _stop_on_signals() -> threading.Event:

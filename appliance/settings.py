@@ -234,6 +234,10 @@ SETTINGS: tuple[Setting, ...] = (
             "'<user>:<project>', as Nova's noauth2), 'tokens' (tokens_file) or 'keystone' "
             "(Keystone v3 tokens, validated with the keystone_* settings and cached).",
             _to_str, _choice(AUTH_MODES)),
+    Setting("allow_noauth_remote", "bool", False,
+            "Let auth = 'noauth' listen on an address other than loopback (anyone who "
+            "reaches the port may then claim any project). Off: serve refuses to start.",
+            _to_bool),
     Setting("noauth_default_token", "str", "admin:demo",
             "With auth = 'noauth': the identity a request without a token gets "
             "('<user>:<project>'; user 'admin' is an admin). Empty refuses such requests.",
@@ -396,6 +400,13 @@ def _check_together(settings: Settings) -> None:
     if settings.auth == "tokens" and not os.path.isfile(settings.tokens_file):
         raise SettingsError(f"setting tokens_file {settings.tokens_file!r}: no such file; "
                             "create it or fix tokens_file / APPLIANCE_TOKENS_FILE")
+    if settings.auth == "noauth" and not is_loopback(settings.listen_host) \
+            and not settings.allow_noauth_remote:
+        raise SettingsError(f"setting auth is 'noauth' and listen_host "
+                            f"{settings.listen_host!r} is not loopback: anyone who reaches "
+                            "it could read every project's servers; set auth = 'keystone' "
+                            "or 'tokens' (or allow_noauth_remote = true / "
+                            "APPLIANCE_ALLOW_NOAUTH_REMOTE if that is really meant)")
     if settings.auth == "keystone":
         _check_keystone(settings)
     if settings.upstream_url and settings.upstream_timeout >= settings.worker_timeout:
@@ -428,6 +439,37 @@ def _check_keystone(settings: Settings) -> None:
                             f"shorter than worker_timeout {settings.worker_timeout:g}: a "
                             "worker waiting on Keystone would be killed as silent; lower "
                             "keystone_timeout")
+
+
+SECRETS = ("admin_token", "keystone_password")
+
+
+def check_files(settings: Settings) -> list[str]:
+    """Read what ``serve`` will read at start (tokens file, Keystone password file):
+    SettingsError for the first that fails; else lines saying what was read."""
+    from appliance.api.identity import load_tokens
+    lines = []
+    if settings.auth == "tokens":
+        try:
+            lines.append(f"tokens_file: {len(load_tokens(settings.tokens_file))} tokens")
+        except (OSError, ValueError) as exc:
+            raise SettingsError(f"setting tokens_file {settings.tokens_file!r}: {exc}; fix "
+                                "the file") from None
+    if settings.auth == "keystone":
+        try:
+            password = keystone_password(settings)
+        except OSError as exc:
+            raise SettingsError(f"setting keystone_password_file "
+                                f"{settings.keystone_password_file!r}: cannot read it "
+                                f"({exc.strerror})") from None
+        if not password:
+            raise SettingsError("the Keystone password is empty; put it in "
+                                "keystone_password_file (first line) or keystone_password")
+        lines.append(f"keystone: {settings.keystone_url} as {settings.keystone_user} "
+                     f"(project {settings.keystone_project})")
+    if not settings.cells:
+        lines.append("cells: none configured (the replica is served as it is)")
+    return lines
 
 
 def keystone_password(settings: Settings) -> str:
