@@ -16,6 +16,7 @@ import hmac
 import json
 import os
 import socket
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -240,10 +241,9 @@ def serve(settings: Settings, processes_path: str, metrics_dir: str) -> None:
     """The admin child's body: listen on the reserved admin address until SIGTERM."""
     import gevent
     import gevent.event
-    import gevent.pywsgi
     import signal
 
-    from appliance.worker import BootError, reuseport_listener
+    from appliance.worker import BootError, Server, reuseport_listener, tls_acceptor
 
     gevent.reinit()
     stop = gevent.event.Event()
@@ -252,11 +252,12 @@ def serve(settings: Settings, processes_path: str, metrics_dir: str) -> None:
     try:
         host = socket.getaddrinfo(settings.admin_host, settings.admin_port,
                                   type=socket.SOCK_STREAM)[0][4][0]
+        tls = tls_acceptor(settings, "admin")
         listener = reuseport_listener(host, settings.admin_port, backlog=128)
         app = make_app(settings, processes_path, metrics_dir)
     except Exception as exc:
         raise BootError(f"admin listener failed to boot: {exc!r}") from exc
-    server = gevent.pywsgi.WSGIServer(listener, app, log=None, error_log=None)
+    server = Server(listener, app, log=None, error_log=None, tls=tls)
     server.start()
     logs.info("admin_ready", listen=f"{host}:{settings.admin_port}",
               token_required=token_required(settings))
@@ -272,10 +273,17 @@ class AdminClient:
     """HTTP client of the admin listener. Raises AdminError with the listener's message
     (or a connection problem) on anything but success."""
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = CLIENT_TIMEOUT):
+    def __init__(self, url: str, token: str | None = None, timeout: float = CLIENT_TIMEOUT,
+                 cafile: str | None = None):
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.context = None
+        if cafile and self.url.startswith("https:"):
+            # The listener's own certificate (self-signed, or with its chain) is trusted
+            # besides the system's authorities.
+            self.context = ssl.create_default_context()
+            self.context.load_verify_locations(cafile)
 
     def _request(self, method: str, path: str, query: dict | None = None) -> dict:
         query = {k: v for k, v in (query or {}).items() if v is not None}
@@ -285,7 +293,8 @@ class AdminClient:
         if self.token:
             request.add_header("X-Auth-Token", self.token)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout,
+                                        context=self.context) as response:
                 return json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as exc:
             try:

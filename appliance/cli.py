@@ -311,13 +311,15 @@ def cmd_cell(args, parser) -> int:
 
 def _admin_client(args):
     from appliance.admin import AdminClient
-    url, token = args.admin_url, args.token
+    url, token, cafile = args.admin_url, args.token, None
     if args.config:
         settings = load(args.config)
         url = url or settings.admin_url
         token = token or settings.admin_token or None
+        cafile = settings.tls_cert_file or None
     return AdminClient(url or DEFAULT_ADMIN_URL,
-                       token or os.environ.get("APPLIANCE_ADMIN_TOKEN") or None)
+                       token or os.environ.get("APPLIANCE_ADMIN_TOKEN") or None,
+                       cafile=cafile)
 
 
 def _when(value) -> str:

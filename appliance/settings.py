@@ -288,6 +288,12 @@ SETTINGS: tuple[Setting, ...] = (
             "(then 504); must be shorter than worker_timeout.", _to_float, _positive),
     Setting("upstream_cafile", "path", "",
             "CA bundle to verify an https upstream_url. Empty: the system's.", _to_str),
+    Setting("tls_cert_file", "path", "",
+            "PEM certificate (with its chain) for TLS on the API and admin listeners. "
+            "Empty: plain HTTP. New files are read by the new workers of a SIGHUP reload "
+            "(the admin listener re-reads them when they change).", _to_str),
+    Setting("tls_key_file", "path", "",
+            "PEM private key of tls_cert_file.", _to_str),
     Setting("public_url", "str", "",
             "Base URL used in links (version discovery, servers_links). Empty means "
             "the request's own host.", _to_str, _url_or_empty),
@@ -345,7 +351,8 @@ class Settings:
             host = f"[{host}]"
         if host in ("0.0.0.0", "[::]"):
             host = "127.0.0.1"
-        return f"http://{host}:{self.admin_port}"
+        scheme = "https" if self.tls_cert_file else "http"
+        return f"{scheme}://{host}:{self.admin_port}"
 
     def replace(self, **changes: Any) -> "Settings":
         values = dict(self.values)
@@ -409,6 +416,14 @@ def _check_together(settings: Settings) -> None:
                             "APPLIANCE_ALLOW_NOAUTH_REMOTE if that is really meant)")
     if settings.auth == "keystone":
         _check_keystone(settings)
+    if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
+        raise SettingsError("settings tls_cert_file and tls_key_file go together; set both "
+                            "(APPLIANCE_TLS_CERT_FILE, APPLIANCE_TLS_KEY_FILE) or neither")
+    for name in ("tls_cert_file", "tls_key_file"):
+        path = getattr(settings, name)
+        if path and not os.path.isfile(path):
+            raise SettingsError(f"setting {name} {path!r}: no such file; fix {name} / "
+                                f"{BY_NAME[name].env}")
     if settings.upstream_url and settings.upstream_timeout >= settings.worker_timeout:
         raise SettingsError(f"setting upstream_timeout {settings.upstream_timeout:g} is not "
                             f"shorter than worker_timeout {settings.worker_timeout:g}; "
@@ -467,6 +482,15 @@ def check_files(settings: Settings) -> list[str]:
                                 "keystone_password_file (first line) or keystone_password")
         lines.append(f"keystone: {settings.keystone_url} as {settings.keystone_user} "
                      f"(project {settings.keystone_project})")
+    if settings.tls_cert_file:
+        import ssl
+        from appliance.tls import server_context
+        try:
+            server_context(settings.tls_cert_file, settings.tls_key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise SettingsError(f"settings tls_cert_file / tls_key_file: they do not load "
+                                f"({exc}); give a PEM certificate and its key") from None
+        lines.append(f"tls: {settings.tls_cert_file} loads with its key")
     if not settings.cells:
         lines.append("cells: none configured (the replica is served as it is)")
     return lines

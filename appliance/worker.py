@@ -78,6 +78,14 @@ def keystone_config(settings: Settings):
         cafile=settings.keystone_cafile or None)
 
 
+def tls_acceptor(settings: Settings, what: str):
+    """The listener's TLS (None without tls_cert_file); read after the fork."""
+    if not settings.tls_cert_file:
+        return None
+    from appliance.tls import TlsAcceptor
+    return TlsAcceptor(settings.tls_cert_file, settings.tls_key_file, what)
+
+
 def reuseport_listener(host: str, port: int, backlog: int = BACKLOG) -> socket.socket:
     """A listening socket that shares ``(host, port)`` with the other workers."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -155,8 +163,11 @@ class Server(gevent.pywsgi.WSGIServer):
     """gevent's WSGI server with TCP_NODELAY on every accepted socket (gevent writes
     headers and body separately; with Nagle each keep-alive request waits ~40 ms)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, tls=None, **kwargs):
+        if tls is not None:
+            kwargs["environ"] = {"wsgi.url_scheme": "https"}
         super().__init__(*args, **kwargs)
+        self.tls = tls                       # a TlsAcceptor, or None for plain HTTP
         self.idle: set[Handler] = set()
         self.draining = False
         # Called by the handler with (method, path, status, seconds) after each response.
@@ -167,6 +178,10 @@ class Server(gevent.pywsgi.WSGIServer):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass  # the client already went away
+        if self.tls is not None:
+            sock = self.tls.accept(sock)
+            if sock is None:
+                return None
         return super().handle(sock, address)
 
     def take_queued(self) -> int:
@@ -243,6 +258,7 @@ class Worker:
             metrics.use_directory(self.metrics_dir)
             raw_app = self.app_factory(self.settings)
             observe = metrics.recorder().observe
+            tls = tls_acceptor(self.settings, "api")
             listener = reuseport_listener(self.host, self.port)
         except Exception as exc:
             raise BootError(f"worker {self.number} failed to boot: {exc!r}") from exc
@@ -252,7 +268,7 @@ class Worker:
             gevent.signal_handler(signal.SIGHUP, self._reloader(raw_app))
         pool = gevent.pool.Pool(self.settings.worker_connections)
         server = Server(listener, application=raw_app, spawn=pool, handler_class=Handler,
-                        log=None, error_log=_ErrorLog())
+                        log=None, error_log=_ErrorLog(), tls=tls)
         # Latency is recorded by the handler, and the app is wrapped with
         # closing_when_draining only when the drain starts (``_drain``): no per-request
         # middleware on the way.

@@ -4,8 +4,10 @@ endpoint is the appliance, a replica with servers of the Keystone projects, and
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import ssl
 import subprocess
 
 import pytest
@@ -13,7 +15,7 @@ import pytest
 from tests.api import entities as E
 from tests.appliance.conftest import PYTHON, Running, get, start_process, wait_for
 from tests.conftest import VENV_BIN, free_port
-from tests.realnova.keystone import (SERVICE_PASSWORD, SERVICE_USER, Keystone,
+from tests.realnova.keystone import (EDGE_REGION, SERVICE_PASSWORD, SERVICE_USER, Keystone,
                                      make_keystone)
 
 OPENSTACK = os.path.join(VENV_BIN, "openstack")
@@ -55,6 +57,20 @@ def fill(path: str, projects: dict[str, str]) -> None:
     E.fill_replica(path, rows, flavors, {"cell1": 10, "cell2": 20, "flavors": 3})
 
 
+def answers(scheme: str, port: int) -> bool:
+    if scheme == "http":
+        return get(port, "/v2.1/")[0] == 200
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=context)
+    try:
+        conn.request("GET", "/v2.1/")
+        return conn.getresponse().status == 200
+    finally:
+        conn.close()
+
+
 def toml_value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -63,7 +79,8 @@ def toml_value(value) -> str:
     return json.dumps(str(value))     # a JSON string is a TOML basic string
 
 
-def serve(tmp, name: str, port: int, replica: str, **settings) -> Running:
+def serve(tmp, name: str, port: int, replica: str, ready_scheme: str = "http",
+          **settings) -> Running:
     """``appliance serve`` (real supervisor, workers, ingest, admin) with these settings."""
     data_dir = tmp / name
     os.makedirs(data_dir, exist_ok=True)
@@ -76,7 +93,7 @@ def serve(tmp, name: str, port: int, replica: str, **settings) -> Running:
                             {}, data_dir, port=port, admin_port=values["admin_port"])
     running.config = config
     try:
-        wait_for(lambda: running.proc.poll() is not None or get(port, "/v2.1/")[0] == 200,
+        wait_for(lambda: running.proc.poll() is not None or answers(ready_scheme, port),
                  timeout=30, what=f"appliance {name} answering")
         if running.proc.poll() is not None:
             raise AssertionError(f"appliance {name} exited: {running.log()[-3000:]}")
@@ -121,11 +138,12 @@ def edge_appliance(edge, tmp_path_factory):
         running.stop()
 
 
-def openstack(edge: Edge, user: str, project: str, *args: str, cacert: str | None = None):
-    """Run the ``openstack`` CLI as a password user of ``project`` against the edge region
-    (clouds.yaml in a temporary file). Returns the CompletedProcess."""
-    clouds = edge.keystone.clouds_yaml(str(edge.tmp / f"clouds-{user}.yaml"), user, project,
-                                       cacert=cacert)
+def openstack(edge: Edge, user: str, project: str, *args: str, region: str = EDGE_REGION):
+    """Run the ``openstack`` CLI as a password user of ``project`` against a region (the
+    edge region unless told; clouds.yaml in a temporary file). Returns the
+    CompletedProcess."""
+    clouds = edge.keystone.clouds_yaml(str(edge.tmp / f"clouds-{user}-{region}.yaml"), user,
+                                       project, region)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
     env["OS_CLIENT_CONFIG_FILE"] = clouds
     return subprocess.run([OPENSTACK, "--os-cloud", "edge", *args], env=env,
