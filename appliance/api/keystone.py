@@ -12,12 +12,15 @@ roles too: admin implies member implies reader). A token that is not project-sco
 
 Cache: per SHA-256 of the token (the token itself is not kept), bounded (least recently
 used out), in each worker's memory and in a file the workers share (``token_store.py``):
-a token checked by one worker is served by all without another round trip. A valid token is served from the cache for ``cache_seconds`` and then checked
-again (a revoked token stops working within that time, as keystonemiddleware's
-``token_cache_time``); never past its ``expires_at``. Keystone's 404 (invalid, expired,
-revoked) is cached ``negative_seconds``. While Keystone cannot be reached, a token validated
-before is served until its expiry (counted), a new one gets 401. Concurrent requests with
-one token share one round trip.
+a token checked by one worker is served by all without another round trip. A valid token
+is answered from the cache until its ``expires_at``; once it is older than
+``cache_seconds`` (keystonemiddleware's ``token_cache_time``), one background greenlet
+asks Keystone again while requests go on being answered, so a revoked token stops
+working within ``cache_seconds`` plus a round trip and no request waits for Keystone
+after the first. Keystone's 404 (invalid, expired, revoked) is cached
+``negative_seconds``. While Keystone cannot be reached, a token validated before is
+served until its expiry (counted; asked again every ``negative_seconds``), a new one gets
+401. Concurrent first requests with one token share one round trip.
 
 A 401 carries what keystonemiddleware sends: ``WWW-Authenticate: Keystone uri="<auth
 url>"`` and ``{"error": {"code": 401, "title": "Unauthorized", "message": ...}}``.
@@ -145,11 +148,16 @@ class KeystoneAuth:
         entry = self._cache.get(key)
         if entry is not None:
             now = self._clock()
-            if now < entry.fresh_until:
-                if entry.identity is not None and now < entry.expires_at:
-                    return entry.identity
-                if entry.identity is None:
+            if entry.identity is None:
+                if now < entry.fresh_until:
                     raise TokenError(self.www_authenticate)
+            elif now < entry.expires_at:
+                # Valid and not expired: answer now; past fresh_until, one greenlet asks
+                # Keystone again meanwhile (a revoked token stops working once it has).
+                if now >= entry.fresh_until and key not in self._pending:
+                    self._pending[key] = None
+                    gevent.spawn(self._refresh, key, token, entry)
+                return entry.identity
         pending = self._pending.get(key)
         if pending is None:
             pending = self._pending[key] = gevent.event.AsyncResult()
@@ -164,9 +172,18 @@ class KeystoneAuth:
             raise TokenError(self.www_authenticate)
         return identity
 
+    def _refresh(self, key: bytes, token: str, entry: _Entry) -> None:
+        try:
+            self._check(key, token, entry)
+        except Exception as exc:  # a background check must not die silently
+            LOG.error("keystone revalidation failed: %r", exc)
+        finally:
+            self._pending.pop(key, None)
+
     def _check(self, key: bytes, token: str, entry: _Entry | None) -> Identity | None:
-        """The identity of a token this worker has no fresh answer for: from the shared
-        store if another worker checked it recently, else from Keystone."""
+        """Ask again about a token this worker has no fresh answer for: the shared store
+        if another worker checked it recently, else Keystone. Returns the identity, or
+        None for a token to refuse."""
         config = self.config
         shared = self.store.get(key) if self.store is not None else None
         if shared is not None:
@@ -181,9 +198,12 @@ class KeystoneAuth:
         try:
             found = self._validate(token)
         except KeystoneUnavailable as exc:
-            if entry is not None and entry.identity is not None \
-                    and self._clock() < entry.expires_at:
+            now = self._clock()
+            if entry is not None and entry.identity is not None and now < entry.expires_at:
+                # Keep serving it; ask again after negative_seconds, not at every request.
                 self._counter.labels("cached_while_unreachable").inc()
+                self._remember(key, _Entry(entry.identity, now + config.negative_seconds,
+                                           entry.expires_at))
                 return entry.identity
             self._counter.labels("refused_while_unreachable").inc()
             LOG.warning("keystone unreachable, token refused: %s", exc)
