@@ -614,7 +614,7 @@ Accepted sockets get `TCP_NODELAY`. The admin address is handled the same way.
 | signal | effect |
 |---|---|
 | `SIGTERM`, `SIGINT`, `SIGQUIT` | stop: workers stop accepting, finish in-flight requests (up to `graceful_timeout`), exit; then the rest stops. A second stop signal more than a second after the first kills what is still draining; the same signal twice within a second is one request (Ctrl-C under the one-file binary reaches the supervisor from the terminal and again from the launcher) |
-| `SIGHUP` | reload: re-read the config file (settings that need a restart are logged and kept), then replace workers one at a time, each new one serving before an old one drains; new workers read `tokens_file` afresh |
+| `SIGHUP` | reload: re-read the config file (settings that need a restart are logged and kept), then replace workers one at a time, each new one serving before an old one drains; new workers read `tokens_file`, `keystone_password_file` and the TLS files afresh |
 | `SIGTTIN`, `SIGTTOU` | one worker more, one fewer |
 
 A worker that stops touching its heartbeat file (in `data_dir/run/`) for `worker_timeout`
@@ -640,7 +640,7 @@ JSON; errors are `{"error": {"code": ..., "message": ...}}`.
 | `POST /resync[?cell=NAME]` | 202 with the job (`appliance resync` follows it) |
 | `POST /verify[?cell=NAME][&repair=true]` | 202 with the job (`appliance verify`) |
 | `GET /jobs/ID` | the job: state, done, total, error, result |
-| `GET /metrics` | Prometheus text: `appliance_api_request_seconds` (histogram by method, endpoint, status; workers fold their counts in about once a second), `appliance_ingest_events_applied_total`, `appliance_ingest_batches_committed_total`, `appliance_ingest_dead_letters_total`, `appliance_ingest_up`, and per cell `appliance_cell_lag_milliseconds`, `appliance_cell_lag_events`, `appliance_cell_seq`, `appliance_cell_head_seq`, `appliance_cell_servers`, `appliance_cell_gaps_total`, `appliance_cell_replays_total`, `appliance_cell_resyncs_total`, `appliance_cell_dead_letters_total`, `appliance_cell_state` |
+| `GET /metrics` | Prometheus text: `appliance_api_request_seconds` (histogram by method, endpoint, status; workers fold their counts in about once a second), `appliance_ingest_events_applied_total`, `appliance_ingest_batches_committed_total`, `appliance_ingest_dead_letters_total`, `appliance_ingest_up`, and per cell `appliance_cell_lag_milliseconds`, `appliance_cell_lag_events`, `appliance_cell_seq`, `appliance_cell_head_seq`, `appliance_cell_servers`, `appliance_cell_gaps_total`, `appliance_cell_replays_total`, `appliance_cell_resyncs_total`, `appliance_cell_dead_letters_total`, `appliance_cell_state`, and with `auth = "keystone"` `appliance_keystone_validations_total` (by outcome: `valid`, `invalid`, `cached_while_unreachable`, `refused_while_unreachable`) |
 """
 
 
