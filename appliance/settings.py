@@ -288,6 +288,11 @@ SETTINGS: tuple[Setting, ...] = (
             "(then 504); must be shorter than worker_timeout.", _to_float, _positive),
     Setting("upstream_cafile", "path", "",
             "CA bundle to verify an https upstream_url. Empty: the system's.", _to_str),
+    Setting("read_your_writes_wait", "float", 5.0,
+            "Longest wait, in seconds, of a read that sends X-Replica-Min-Position (the "
+            "X-Replica-Write-Position a passed-through write answered) for the replica to "
+            "apply it; then it answers with what it has, X-Replica-Position-Reached: "
+            "false.", _to_float, _positive),
     Setting("tls_cert_file", "path", "",
             "PEM certificate (with its chain) for TLS on the API and admin listeners. "
             "Empty: plain HTTP. New files are read by the new workers of a SIGHUP reload "

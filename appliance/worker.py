@@ -53,6 +53,8 @@ def build_api_app(settings: Settings):
                        upstream_url=settings.upstream_url or None,
                        upstream_timeout=settings.upstream_timeout,
                        upstream_cafile=settings.upstream_cafile or None,
+                       feeds=tuple((c.name, c.control) for c in settings.cells),
+                       read_your_writes_wait=settings.read_your_writes_wait,
                        noauth_default_token=settings.noauth_default_token,
                        public_url=settings.public_url or None,
                        max_limit=settings.max_limit)

@@ -30,6 +30,7 @@ from appliance.api.flavor_params import flavor_query
 from appliance.api.identity import NoAuth, TokenFile
 from appliance.api.keystone import KeystoneAuth
 from appliance.api.token_store import TokenStore
+from appliance.api.positions import FeedHeads, format_position, parse_position, wait_for
 from appliance.api.upstream import Upstream
 from appliance.api.params import CANONICAL_UUID, canonical_uuid, is_uuid_like, parse_query
 from appliance.api.server_params import server_query
@@ -42,6 +43,8 @@ READ_METHODS = ("GET", "HEAD")
 COLLECTIONS = ("servers", "flavors")
 SHOW_SERVER = "/v2.1/servers/"
 DISCOVERY = ("/", "/v2.1", "/v2.1/")     # answered here, with or without an upstream
+MIN_POSITION = "HTTP_X_REPLICA_MIN_POSITION"      # a read waits for this position
+REACHED = "appliance.position_reached"            # ... and says whether it came
 _HOST = re.compile(r"^[A-Za-z0-9.\-_:\[\]]{1,255}$")
 _SCHEME = ("http", "https")
 # The statements of this long share one read transaction (Reader.hold_snapshots): a
@@ -106,6 +109,8 @@ class ComputeApi:
                               for d in (False, True)}
         self.upstream = (Upstream(config.upstream_url, config.upstream_timeout,
                                   config.upstream_cafile) if config.upstream_url else None)
+        self.heads = (FeedHeads(config.feeds) if config.feeds and self.upstream is not None
+                      else None)
         self.bottle = _bottle_app(self)
 
     def reload(self) -> None:
@@ -119,7 +124,7 @@ class ComputeApi:
             path = environ.get("PATH_INFO", "")
             if path.startswith(SHOW_SERVER) and environ.get("REQUEST_METHOD") == "GET":
                 server_id = path[len(SHOW_SERVER):]
-                if CANONICAL_UUID.match(server_id):
+                if CANONICAL_UUID.match(server_id) and MIN_POSITION not in environ:
                     return self._show_server_fast(environ, start_response, request_id,
                                                   server_id)
             return self._dispatch(environ, start_response, request_id)
@@ -216,6 +221,8 @@ class ComputeApi:
                                     f"'{identity.project_id}'")
             if rest[0] == "servers" and not identity.reader:
                 raise _policy_refused(_servers_rule(rest))
+            if MIN_POSITION in environ:
+                self._wait_for_position(environ)
             root = self._root(environ)
             read = _Read(environ, minor, identity, url_project, root,
                          self._prefixes_for(root, url_project))
@@ -391,6 +398,8 @@ class ComputeApi:
             headers.append(("X-Replica-Position", result.position))
         if minor is not None:
             headers.extend(self._version_headers[minor])
+        if REACHED in environ:
+            headers.append(("X-Replica-Position-Reached", environ[REACHED]))
         headers.append(_date())
         start_response(status_line(status), headers)
         if environ.get("REQUEST_METHOD") == "HEAD":
@@ -409,6 +418,8 @@ class ComputeApi:
             headers.append(("X-Replica-Position", result.position))
         if minor is not None:
             headers.extend(self._version_headers[minor])
+        if REACHED in environ:
+            headers.append(("X-Replica-Position-Reached", environ[REACHED]))
         headers.extend(err.headers)
         start_response(status_line(err.status), headers)
         if environ.get("REQUEST_METHOD") == "HEAD":
@@ -416,10 +427,25 @@ class ComputeApi:
         return [body]
 
     def _pass(self, environ, start_response, request_id):
-        """A request the replica does not answer, answered by the upstream nova-api."""
+        """A request the replica does not answer, answered by the upstream nova-api. A
+        write it accepted carries the feeds' heads (read-your-writes)."""
         status, headers, body = self.upstream.open(environ)
+        if self.heads is not None and environ.get("REQUEST_METHOD") not in READ_METHODS \
+                and status[:1] == "2":
+            heads = self.heads.heads()
+            if heads:
+                headers.append(("X-Replica-Write-Position", format_position(heads)))
         start_response(status, headers)
         return body
+
+    def _wait_for_position(self, environ) -> None:
+        wanted = parse_position(environ[MIN_POSITION])
+        if wanted is None:
+            raise ApiError(400, "Invalid X-Replica-Min-Position: expected "
+                                "cell@epoch:seq items separated by commas, as "
+                                "X-Replica-Write-Position gives them.")
+        done = wait_for(wanted, self._reader.positions, self.config.read_your_writes_wait)
+        environ[REACHED] = "true" if done else "false"
 
     def _bottle(self, environ, start_response, request_id):
         def with_ids(status, headers, exc_info=None):

@@ -20,6 +20,8 @@ class ApiConfig:
     upstream_url: str | None = None           # the cloud's nova-api: what is not replicated
     upstream_timeout: float = 25.0
     upstream_cafile: str | None = None
+    feeds: tuple = ()                         # (name, control URL): heads after a write
+    read_your_writes_wait: float = 5.0        # longest wait for X-Replica-Min-Position
     public_url: str | None = None             # link prefix; else from Host / X-Forwarded-*
     max_limit: int = 1000                     # Nova's [api] max_limit
 

@@ -80,7 +80,7 @@ def toml_value(value) -> str:
 
 
 def serve(tmp, name: str, port: int, replica: str, ready_scheme: str = "http",
-          **settings) -> Running:
+          cells: tuple = (), **settings) -> Running:
     """``appliance serve`` (real supervisor, workers, ingest, admin) with these settings."""
     data_dir = tmp / name
     os.makedirs(data_dir, exist_ok=True)
@@ -88,7 +88,9 @@ def serve(tmp, name: str, port: int, replica: str, ready_scheme: str = "http",
               "data_dir": str(data_dir), "replica_path": replica, "graceful_timeout": 5,
               **settings}
     config = data_dir / "appliance.toml"
-    config.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in values.items()))
+    config.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in values.items())
+                      + "".join(f'[[cell]]\nname = "{c}"\nfeed = "{f}"\ncontrol = "{r}"\n'
+                                for c, f, r in cells))
     running = start_process([PYTHON, "-m", "appliance", "serve", "--config", str(config)],
                             {}, data_dir, port=port, admin_port=values["admin_port"])
     running.config = config

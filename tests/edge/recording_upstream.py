@@ -1,16 +1,20 @@
 """A stand-in for the cloud's nova-api (a test fixture's subprocess):
 
-    python tests/edge/recording_upstream.py PORT RECORD_FILE
+    python tests/edge/recording_upstream.py PORT RECORD_FILE [CELL_DB]
 
 Every request is appended to RECORD_FILE as one JSON line (method, path, headers, body).
 Answers: paths containing ``/hang`` never answer; ``/stream`` sends one chunk, waits
 for the file ``RECORD_FILE.go`` to exist, then sends the rest (chunked); anything else
 gets 202 for a write and 200 for a read, with a JSON body that echoes the request and
-headers a client would look at."""
+headers a client would look at. With CELL_DB, ``POST /v2.1/servers/{id}/action`` with
+``os-stop`` / ``os-start`` changes the server in that cell database before answering,
+as nova-api does."""
 
 import json
 import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -26,6 +30,8 @@ class Handler(BaseHTTPRequestHandler):
                   "body": body.decode("utf-8", "replace")}
         with open(self.server.record, "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.server.cell_db and self.command == "POST" and self.path.endswith("/action"):
+            self._act(self.path.split("/")[-2], json.loads(body or b"{}"))
         if "/hang" in self.path:
             time.sleep(3600)
             return
@@ -52,6 +58,24 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(answer)
 
+    def _act(self, uuid: str, action: dict) -> None:
+        from replica.cell import rows
+        from replica.cell.connection import open_cell
+        if "os-stop" in action:
+            state, power = "stopped", rows.SHUTDOWN
+        elif "os-start" in action:
+            state, power = "active", rows.RUNNING
+        else:
+            return
+        conn = open_cell(self.server.cell_db)
+        try:
+            with conn:
+                conn.execute("UPDATE instances SET vm_state = ?, power_state = ?, "
+                             "task_state = NULL, updated_at = ? WHERE uuid = ?",
+                             (state, power, rows.now(), uuid))
+        finally:
+            conn.close()
+
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
@@ -66,6 +90,7 @@ def main() -> None:
     server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
     server.daemon_threads = True
     server.record = sys.argv[2]
+    server.cell_db = sys.argv[3] if len(sys.argv) > 3 else None
     server.serve_forever()
 
 

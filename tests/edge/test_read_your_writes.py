@@ -1,0 +1,151 @@
+"""Read-your-writes through the pass-through: a real cell database with its publisher
+(`appliance cell`), the appliance replicating it, and an upstream stand-in that changes
+the cell database as nova-api would (server stop / start). The write's answer carries
+the feeds' heads; a read that presents them waits for the replica to apply them (ingest
+is held with SIGSTOP to make the wait visible), or answers after the bound saying it
+did not get there."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.appliance.conftest import Running, get, read_table, start_process, wait_for
+from tests.conftest import PYTHON, free_port
+from tests.edge.conftest import serve
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ADMIN = {"X-Auth-Token": "admin:ops"}
+SERVERS = 12
+WAIT_BOUND = 1.5
+
+
+def call(port, method, path, body=None, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        conn.request(method, path, body=body, headers={**ADMIN, **(headers or {})})
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    from replica.cell.connection import open_cell_reader
+    from replica.cell.outbox import init_cell_db
+    from replica.cell.simulator import populate
+
+    tmp = tmp_path_factory.mktemp("ryw")
+    cell_db = str(tmp / "cell1.db")
+    init_cell_db(cell_db, "cell1")
+    populate(cell_db, SERVERS, 2)
+    conn = open_cell_reader(cell_db)
+    active = [row[0] for row in conn.execute(
+        "SELECT uuid FROM instances WHERE vm_state = 'active' ORDER BY uuid")]
+    conn.close()
+    feed, control = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    publisher = start_process([PYTHON, "-m", "appliance", "cell", "--db", cell_db, "--name",
+                               "cell1", "--feed", feed, "--control", control], {},
+                              tmp / "publisher")
+    upstream_port = free_port()
+    upstream = subprocess.Popen([sys.executable, os.path.join(HERE, "recording_upstream.py"),
+                                 str(upstream_port), str(tmp / "requests.jsonl"), cell_db])
+    port = free_port()
+    appliance = None
+    try:
+        appliance = serve(tmp, "appliance", port, str(tmp / "replica.db"),
+                          cells=(("cell1", feed, control),),
+                          upstream_url=f"http://127.0.0.1:{upstream_port}",
+                          read_your_writes_wait=WAIT_BOUND)
+        wait_for(lambda: len(json.loads(call(port, "GET", "/v2.1/servers?all_tenants=1")[2])
+                             ["servers"]) == SERVERS, timeout=30,
+                 what="the cell replicated")
+        yield appliance, active
+    finally:
+        if appliance is not None:
+            ingest_continue(appliance)
+            appliance.stop()
+        upstream.kill()
+        upstream.wait()
+        publisher.stop()
+
+
+def ingest_pid(appliance: Running) -> int:
+    return next(p["pid"] for p in read_table(appliance.data_dir)["processes"]
+                if p["role"] == "ingest")
+
+
+def ingest_continue(appliance: Running) -> None:
+    try:
+        os.kill(ingest_pid(appliance), signal.SIGCONT)
+    except (OSError, StopIteration):
+        pass
+
+
+def status_of(appliance, uuid, headers=None):
+    status, got, body = call(appliance.port, "GET", f"/v2.1/servers/{uuid}", headers=headers)
+    assert status == 200, body
+    return json.loads(body)["server"]["status"], got
+
+
+def test_a_read_with_the_write_position_sees_the_write(stack):
+    appliance, active = stack
+    uuid = active[0]
+    assert status_of(appliance, uuid)[0] == "ACTIVE"
+    ingest = ingest_pid(appliance)
+    os.kill(ingest, signal.SIGSTOP)
+    try:
+        status, got, _ = call(appliance.port, "POST", f"/v2.1/servers/{uuid}/action",
+                              b'{"os-stop": null}', {"Content-Type": "application/json"})
+        assert status == 202
+        position = got["x-replica-write-position"]
+        assert position.startswith("cell1@")
+        # Without the position: the replica has not applied the change yet.
+        assert status_of(appliance, uuid)[0] == "ACTIVE"
+        answers = []
+        reader = threading.Thread(target=lambda: answers.append(
+            status_of(appliance, uuid, {"X-Replica-Min-Position": position})))
+        reader.start()
+        time.sleep(0.3)          # the reader is waiting: nothing came back yet
+        assert not answers
+    finally:
+        os.kill(ingest, signal.SIGCONT)
+    reader.join(timeout=10)
+    state, got = answers[0]
+    assert state == "SHUTOFF"
+    assert got["x-replica-position-reached"] == "true"
+
+
+def test_the_wait_is_bounded(stack):
+    appliance, active = stack
+    uuid = active[1]
+    ingest = ingest_pid(appliance)
+    os.kill(ingest, signal.SIGSTOP)
+    try:
+        status, got, _ = call(appliance.port, "POST", f"/v2.1/servers/{uuid}/action",
+                              b'{"os-stop": null}', {"Content-Type": "application/json"})
+        assert status == 202
+        started = time.monotonic()
+        state, got = status_of(appliance, uuid,
+                               {"X-Replica-Min-Position": got["x-replica-write-position"]})
+        took = time.monotonic() - started
+    finally:
+        os.kill(ingest, signal.SIGCONT)
+    assert state == "ACTIVE" and got["x-replica-position-reached"] == "false"
+    assert WAIT_BOUND - 0.1 < took < WAIT_BOUND + 1.0
+    # A position already applied answers at once; a malformed one is a 400.
+    wait_for(lambda: status_of(appliance, uuid)[0] == "SHUTOFF", what="the stop replicated")
+    state, got = status_of(appliance, uuid, {"X-Replica-Min-Position": "cell1@x:1"})
+    assert got["x-replica-position-reached"] == "false"     # another epoch: not comparable
+    status, _, body = call(appliance.port, "GET", f"/v2.1/servers/{uuid}",
+                           headers={"X-Replica-Min-Position": "nonsense"})
+    assert status == 400 and b"X-Replica-Min-Position" in body
