@@ -24,6 +24,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.parse
 
@@ -37,6 +38,7 @@ INSTALL_DB_CANDIDATES = ("/usr/bin/mariadb-install-db", "mariadb-install-db")
 START_TIMEOUT = 60.0        # seconds until the server must accept connections
 STOP_TIMEOUT = 60.0         # seconds for a clean shutdown before SIGKILL
 PR_SET_PDEATHSIG = 1
+RAM_FS = "/dev/shm"
 
 
 class MariaDBError(RuntimeError):
@@ -59,17 +61,35 @@ def _die_with_parent():
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def child_setup():
+    """``preexec_fn`` for a server process: die with the test process. Linux ties the
+    parent-death signal to the *thread* that forks, so a child started from another thread
+    (fixtures built side by side) must not have it, or it dies when that thread ends."""
+    if threading.current_thread() is threading.main_thread():
+        return _die_with_parent
+    return None
+
+
 class MariaDB:
     """One private ``mariadbd``. ``start()`` makes the datadir on first use; ``stop()``,
     ``kill()`` and ``restart()`` keep the datadir, the port and the binlog."""
 
-    def __init__(self, base_dir: str, server_id: int = 1, port: int | None = None):
+    def __init__(self, base_dir: str, server_id: int = 1, port: int | None = None,
+                 in_memory: bool = True):
+        """``base_dir`` holds the socket, pid file and logs. The datadir, binlog and
+        temporary files go to a private directory in ``/dev/shm`` when ``in_memory`` (and it
+        exists): the server still fsyncs, but a RAM file system makes that free, and Nova's
+        migrations run three times faster; ``remove()`` deletes it."""
         self.base_dir = os.path.abspath(base_dir)
-        self.datadir = os.path.join(self.base_dir, "data")
+        self.storage_dir = self.base_dir
+        if in_memory and os.path.isdir(RAM_FS) and os.access(RAM_FS, os.W_OK):
+            self.storage_dir = tempfile.mkdtemp(prefix="realnova-mariadb-", dir=RAM_FS)
+        self.datadir = os.path.join(self.storage_dir, "data")
         self.socket = os.path.join(self.base_dir, "mariadb.sock")
         self.pid_file = os.path.join(self.base_dir, "mariadb.pid")
         self.error_log = os.path.join(self.base_dir, "error.log")
-        self.binlog_basename = os.path.join(self.base_dir, "binlog", "mariadb-bin")
+        self.binlog_basename = os.path.join(self.storage_dir, "binlog", "mariadb-bin")
+        self.tmpdir = os.path.join(self.storage_dir, "tmp")
         self.server_id = server_id
         self.host = "127.0.0.1"
         self.port = port or free_port()
@@ -83,9 +103,10 @@ class MariaDB:
             return
         os.makedirs(self.datadir, exist_ok=True)
         os.makedirs(os.path.dirname(self.binlog_basename), exist_ok=True)
+        os.makedirs(self.tmpdir, exist_ok=True)
         command = [_find_program(INSTALL_DB_CANDIDATES), "--no-defaults",
                    "--auth-root-authentication-method=normal", "--skip-test-db",
-                   f"--datadir={self.datadir}", "--user=root",
+                   f"--datadir={self.datadir}", "--user=root", f"--tmpdir={self.tmpdir}",
                    "--innodb-log-file-size=16M"]
         done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, timeout=START_TIMEOUT)
@@ -97,6 +118,7 @@ class MariaDB:
             _find_program(MARIADBD_CANDIDATES), "--no-defaults", "--user=root",
             f"--datadir={self.datadir}", f"--socket={self.socket}",
             f"--pid-file={self.pid_file}", f"--log-error={self.error_log}",
+            f"--tmpdir={self.tmpdir}",
             f"--bind-address={self.host}", f"--port={self.port}",
             f"--server-id={self.server_id}",
             f"--log-bin={self.binlog_basename}", "--binlog-format=ROW",
@@ -116,7 +138,7 @@ class MariaDB:
         with open(os.path.join(self.base_dir, "stdout.log"), "ab") as out:
             self.process = subprocess.Popen(self.server_command(), stdout=out,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            preexec_fn=_die_with_parent)
+                                            preexec_fn=child_setup())
         deadline = time.monotonic() + START_TIMEOUT
         last_error = None
         while time.monotonic() < deadline:
@@ -158,6 +180,14 @@ class MariaDB:
     def restart(self):
         self.stop()
         self.start()
+
+    def remove(self):
+        """Stop the server and delete its data (the in-memory directory too)."""
+        self.stop()
+        if self.storage_dir != self.base_dir:
+            shutil.rmtree(self.storage_dir, ignore_errors=True)
+        else:
+            shutil.rmtree(self.datadir, ignore_errors=True)
 
     @property
     def running(self) -> bool:
@@ -236,6 +266,19 @@ def _ident(name: str) -> str:
 
 
 @contextlib.contextmanager
+def scratch_dir(prefix: str):
+    """A private temporary directory, removed at exit. Used instead of pytest's tmp_path for
+    long-lived fixtures: pytest removes old base directories of *other* runs by the same
+    user when a session starts, which on a shared machine pulls a running server's files
+    from under it."""
+    path = tempfile.mkdtemp(prefix=f"realnova-{prefix}-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def running_mariadb(base_dir: str | None = None, server_id: int = 1):
     """A started server, stopped and removed at exit (its temporary directory too when
     ``base_dir`` is not given)."""
@@ -247,7 +290,7 @@ def running_mariadb(base_dir: str | None = None, server_id: int = 1):
         server.start()
         yield server
     finally:
-        server.stop()
+        server.remove()
         if owned:
             shutil.rmtree(base_dir, ignore_errors=True)
 
@@ -259,7 +302,7 @@ def mariadb_fixture(scope: str = "module", server_id: int = 1, name: str | None 
         mariadb = mariadb_fixture(scope="session")
     """
     @pytest.fixture(scope=scope, name=name)
-    def _mariadb(tmp_path_factory):
-        with running_mariadb(str(tmp_path_factory.mktemp("mariadb")), server_id) as server:
+    def _mariadb():
+        with scratch_dir("mariadb") as base_dir, running_mariadb(base_dir, server_id) as server:
             yield server
     return _mariadb

@@ -6,9 +6,21 @@ from __future__ import annotations
 import pymysql
 import pytest
 
-from tests.realnova.mariadb import mariadb_fixture
+from tests.realnova import env as realnova_env
+from tests.realnova.mariadb import mariadb_fixture, scratch_dir
+from tests.realnova.nova_api import NovaAPI, neutron_stub_fixture
+from tests.realnova.novadb import NovaDeployment, run_concurrently
 
 mariadb = mariadb_fixture(scope="module")
+neutron = neutron_stub_fixture(scope="module")
+
+
+def test_missing_side_environment_is_an_error_that_says_how_to_build_it(monkeypatch, tmp_path):
+    monkeypatch.setenv(realnova_env.ENV_VAR, str(tmp_path / "no-such-venv"))
+    with pytest.raises(realnova_env.NovaEnvMissing) as missing:
+        realnova_env.nova_env()
+    assert "build/nova-env.sh" in str(missing.value)
+    assert str(tmp_path / "no-such-venv") in str(missing.value)
 
 
 def test_mariadb_has_row_binlog_with_gtids(mariadb):
@@ -62,3 +74,216 @@ def test_mariadb_restart_keeps_data_and_binlog(mariadb):
     assert mariadb.port == port
     assert mariadb.execute("SELECT id FROM harness_restart.t") == [(7,)]
     assert mariadb.gtid_binlog_pos() == position
+
+
+# -- Nova's own tooling on both backends ------------------------------------------------------
+
+class Stack:
+    """One deployment, its writer (kept open) and nova-api over it."""
+
+    def __init__(self, deployment, neutron):
+        self.deployment = deployment
+        self.neutron = neutron
+        self.writer = None
+        self.api = None
+        self.servers = None
+
+    def build(self):
+        self.deployment.create()
+        self.writer = self.deployment.writer()
+        self.servers = populate(self.deployment, self.writer, self.neutron)
+        self.api = NovaAPI(self.deployment, self.neutron).start()
+        return self
+
+    def close(self):
+        if self.api is not None:
+            self.api.stop()
+        if self.writer is not None:
+            self.writer.close()
+
+
+@pytest.fixture(scope="module")
+def stacks(mariadb, neutron):
+    """A MariaDB and a SQLite deployment, each made by nova-manage, filled by the writer and
+    served by nova-api; both built side by side."""
+    with scratch_dir("nova-mariadb") as mariadb_dir, scratch_dir("nova-sqlite") as sqlite_dir:
+        built = {"mariadb": Stack(NovaDeployment.on_mariadb(mariadb, mariadb_dir), neutron),
+                 "sqlite": Stack(NovaDeployment.on_sqlite(sqlite_dir), neutron)}
+        try:
+            run_concurrently(*(stack.build for stack in built.values()))
+            yield built
+        finally:
+            for stack in built.values():
+                stack.close()
+
+
+@pytest.fixture(scope="module", params=["mariadb", "sqlite"])
+def stack(request, stacks):
+    return stacks[request.param]
+
+
+@pytest.fixture(scope="module")
+def nova(stack):
+    return stack.deployment
+
+
+@pytest.fixture(scope="module")
+def populated(stack):
+    return stack.servers
+
+
+@pytest.fixture(scope="module")
+def nova_api(stack):
+    return stack.api
+
+
+def populate(nova, writer, neutron):
+    """Flavors, two hosts and a few servers in every state the harness writes."""
+    writer.create_flavor(name="m1.small", vcpus=1, memory_mb=2048, root_gb=20,
+                         flavorid="2", extra_specs={"hw:cpu_policy": "shared"})
+    writer.create_flavor(name="m1.medium", vcpus=2, memory_mb=4096, root_gb=40,
+                         flavorid="3")
+    writer.create_flavor(name="tenant-only", vcpus=4, memory_mb=8192, root_gb=80,
+                         flavorid="private-1", is_public=False, projects=["project-a"])
+    writer.create_compute(host="compute-1", az="zone-1")
+    writer.create_compute(host="compute-2")
+    writer.create_keypair(user_id="user-a", name="key-a")
+    group = writer.create_server_group(user_id="user-a", project_id="project-a",
+                                       name="spread")
+    active = writer.build_server(
+        user_id="user-a", project_id="project-a", flavor="2", name="web-1",
+        key_name="key-a", metadata={"role": "web"}, tags=["blue"],
+        server_group=group["uuid"], host="compute-1",
+        networks=[{"label": "private", "fixed": ["10.0.0.5", "fd00::5"],
+                   "floating": ["172.24.4.10"]}])
+    stopped = writer.build_server(user_id="user-a", project_id="project-a", flavor="2",
+                                  name="db-1", host="compute-2")
+    writer.stop(uuid=stopped["uuid"])
+    writer.resize(uuid=active["uuid"], flavor="3")
+    writer.set_metadata(uuid=active["uuid"], metadata={"tier": "front"})
+    writer.delete_metadata(uuid=active["uuid"], key="role")
+    failed = writer.build_server(user_id="user-a", project_id="project-a", flavor="2",
+                                 name="broken-1")
+    writer.fault(uuid=failed["uuid"], message="Unexpected build failure")
+    requested = writer.build_server(user_id="user-b", project_id="project-b",
+                                    flavor="2", name="queued-1", stage="requested")
+    buried = writer.build_server(user_id="user-b", project_id="project-b", flavor="2",
+                                 name="nowhere-1", stage="cell0")
+    gone = writer.build_server(user_id="user-b", project_id="project-b", flavor="2",
+                               name="gone-1")
+    writer.delete(uuid=gone["uuid"])
+    bulk = writer.build_servers(count=20, user_id="user-b", project_id="project-b",
+                                flavor="2", name_prefix="bulk")
+    writer.service_down(host="compute-2")
+    for server in (active, stopped, failed, *bulk["servers"]):
+        neutron.add_server(server)
+    archived = nova.archive_deleted_rows()
+    return {"active": active, "stopped": stopped, "failed": failed, "requested": requested,
+            "buried": buried, "gone": gone, "bulk": bulk["servers"], "archived": archived}
+
+
+def _p(nova):
+    return "%s" if nova.backend == "mariadb" else "?"
+
+
+def test_nova_manage_made_the_schema_and_cells(nova):
+    cells = dict(nova.query("api", "SELECT name, database_connection FROM cell_mappings"))
+    assert cells == {"cell0": nova.cell0_url, "cell1": nova.cell_url}
+    for database in ("cell0", "cell1"):
+        tables = {row[0] for row in nova.query(
+            database, "SELECT table_name FROM information_schema.tables "
+                      "WHERE table_schema = DATABASE()" if nova.backend == "mariadb" else
+                      "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"instances", "shadow_instances", "instance_metadata", "services",
+                "block_device_mapping", "instance_info_caches"} <= tables
+    api_tables = {row[0] for row in nova.query(
+        "api", "SELECT table_name FROM information_schema.tables "
+               "WHERE table_schema = DATABASE()" if nova.backend == "mariadb" else
+               "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"flavors", "request_specs", "build_requests", "instance_mappings",
+            "instance_groups", "key_pairs"} <= api_tables
+
+
+def test_writer_builds_servers_as_nova_does(nova, populated):
+    p = _p(nova)
+    rows = dict((r[0], r[1:]) for r in nova.query(
+        "cell1", "SELECT display_name, vm_state, power_state, task_state, host, "
+                 "instance_type_id, launched_at IS NOT NULL, deleted "
+                 "FROM instances WHERE display_name NOT LIKE 'bulk-%'"))
+    medium_id = nova.query("api", f"SELECT id FROM flavors WHERE flavorid = {p}", ("3",))[0][0]
+    assert rows["web-1"] == ("active", 1, None, "compute-1", medium_id, 1, 0)
+    assert rows["db-1"][:4] == ("stopped", 4, None, "compute-2")
+    assert rows["broken-1"][0] == "error"
+    assert "gone-1" not in rows                  # deleted, then archived
+    assert "queued-1" not in rows and "nowhere-1" not in rows
+    assert nova.query("cell1", "SELECT COUNT(*) FROM instances "
+                               "WHERE display_name LIKE 'bulk-%' AND vm_state = 'active'"
+                      ) == [(20,)]
+    assert nova.query("cell1", f"SELECT display_name FROM shadow_instances") == [("gone-1",)]
+    assert nova.query("cell0", "SELECT display_name, vm_state FROM instances") == [
+        ("nowhere-1", "error")]
+    assert nova.query("api", "SELECT instance_uuid FROM build_requests") == [
+        (populated["requested"]["uuid"],)]
+    mappings = dict(nova.query(
+        "api", "SELECT m.instance_uuid, c.name FROM instance_mappings m "
+               "LEFT JOIN cell_mappings c ON c.id = m.cell_id"))
+    assert mappings[populated["active"]["uuid"]] == "cell1"
+    assert mappings[populated["buried"]["uuid"]] == "cell0"
+    assert mappings[populated["requested"]["uuid"]] is None
+    assert populated["gone"]["uuid"] not in mappings
+    web = populated["active"]["uuid"]
+    assert dict(nova.query("cell1", f"SELECT `key`, value FROM instance_metadata "
+                                    f"WHERE instance_uuid = {p} AND deleted = 0"
+                           if nova.backend == "mariadb" else
+                           "SELECT key, value FROM instance_metadata "
+                           "WHERE instance_uuid = ? AND deleted = 0", (web,))) == {
+        "tier": "front"}
+    network_info = nova.query("cell1", f"SELECT network_info FROM instance_info_caches "
+                                       f"WHERE instance_uuid = {p}", (web,))[0][0]
+    assert "172.24.4.10" in network_info and "fd00::5" in network_info
+    faults = nova.query("cell1", f"SELECT message FROM instance_faults "
+                                 f"WHERE instance_uuid = {p}", (populated["failed"]["uuid"],))
+    assert faults == [("Unexpected build failure",)]
+    assert "cell1.instances" in populated["archived"]
+
+
+# -- real nova-api over those databases -------------------------------------------------------
+
+def _servers(nova_api, token, query=""):
+    status, body = nova_api.get(f"/v2.1/servers/detail{query}", token=token,
+                                microversion="2.100")
+    assert status == 200, body
+    return {server["name"]: server for server in body["servers"]}
+
+
+def test_nova_api_lists_servers_to_member_and_admin(stack, populated, nova_api):
+    member = _servers(nova_api, "user-a:project-a")
+    assert set(member) == {"web-1", "db-1", "broken-1"}
+    web = member["web-1"]
+    assert web["status"] == "ACTIVE" and web["flavor"]["original_name"] == "m1.medium"
+    assert web["metadata"] == {"tier": "front"} and web["tags"] == ["blue"]
+    assert web["key_name"] == "key-a"
+    assert web["OS-EXT-AZ:availability_zone"] == "zone-1"
+    assert web["security_groups"] == [{"name": "default"}]
+    assert sorted((a["addr"], a["OS-EXT-IPS:type"]) for a in web["addresses"]["private"]) == [
+        ("10.0.0.5", "fixed"), ("172.24.4.10", "floating"), ("fd00::5", "fixed")]
+    assert member["db-1"]["status"] == "SHUTOFF"
+    assert member["broken-1"]["status"] == "ERROR"
+    assert "OS-EXT-SRV-ATTR:host" not in web            # admin-only field
+    assert "host_status" not in web
+
+    stack.writer.service_heartbeat(host="compute-1")   # compute-1 is alive: it reports
+    admin = _servers(nova_api, "root:project-admin:admin", "?all_tenants=1")
+    assert set(admin) == {"web-1", "db-1", "broken-1", "queued-1", "nowhere-1",
+                          *(f"bulk-{n}" for n in range(20))}
+    assert admin["web-1"]["OS-EXT-SRV-ATTR:host"] == "compute-1"
+    assert admin["web-1"]["host_status"] == "UP"
+    assert admin["db-1"]["host_status"] == "UNKNOWN"      # compute-2 stopped reporting
+    assert admin["queued-1"]["status"] == "BUILD"         # still a build request
+    assert admin["nowhere-1"]["status"] == "ERROR"        # buried in cell0
+    assert admin["broken-1"]["fault"]["message"] == "Unexpected build failure"
+
+    other = _servers(nova_api, "user-b:project-b")
+    assert "web-1" not in other and "bulk-0" in other
+    status, _body = nova_api.get("/v2.1/servers/detail", token="not-a-token")
+    assert status == 401
