@@ -102,3 +102,19 @@ def test_server_event_list_passes_through(cloud, nova_api, appliance):
     direct, passed = both(nova_api, appliance, "GET", path, "u1:p1")
     assert direct[0] == 200 and "instanceActions" in direct[2]
     assert passed == direct
+
+
+def test_pass_through_overhead(cloud, nova_api, appliance):
+    """Printed, not asserted: p50 of GET /os-keypairs from nova-api directly and through
+    the appliance, interleaved, same run."""
+    import time
+    timings = {"direct": [], "through": []}
+    for _ in range(60):
+        for name, port in (("direct", nova_api.port), ("through", appliance.port)):
+            started = time.perf_counter()
+            assert call(port, "GET", "/v2.1/os-keypairs", "u1:p1")[0] == 200
+            timings[name].append(time.perf_counter() - started)
+    p50 = {name: sorted(values)[len(values) // 2] * 1000 for name, values in timings.items()}
+    print(f"\nGET /v2.1/os-keypairs, fresh connection each, p50: nova-api directly "
+          f"{p50['direct']:.2f} ms, through the appliance {p50['through']:.2f} ms "
+          f"(+{p50['through'] - p50['direct']:.2f} ms)")
