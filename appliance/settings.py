@@ -145,6 +145,11 @@ def _positive(value: float) -> None:
         raise ValueError("must be greater than 0")
 
 
+def _non_negative(value: float) -> None:
+    if value < 0:
+        raise ValueError("must be 0 or more")
+
+
 def _host(value: str) -> None:
     if not value or any(c.isspace() for c in value):
         raise ValueError("must be an IP address or host name")
@@ -293,6 +298,12 @@ SETTINGS: tuple[Setting, ...] = (
             "X-Replica-Write-Position a passed-through write answered) for the replica to "
             "apply it; then it answers with what it has, X-Replica-Position-Reached: "
             "false.", _to_float, _positive),
+    Setting("read_your_writes_window", "float", 10.0,
+            "For this many seconds after a write passed through, reads by the same user "
+            "and project wait for its position as if they had sent "
+            "X-Replica-Min-Position (for clients that do not send headers back, such as "
+            "`openstack server stop` followed by `openstack server show`). 0 turns it "
+            "off. Needs upstream_url and [[cell]] feeds.", _to_float, _non_negative),
     Setting("tls_cert_file", "path", "",
             "PEM certificate (with its chain) for TLS on the API and admin listeners. "
             "Empty: plain HTTP. New files are read by the new workers of a SIGHUP reload "

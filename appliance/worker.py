@@ -35,6 +35,7 @@ DRAIN_POLL = 0.05               # seconds between checks while draining
 DRAIN_IDLE_GRACE = 0.25         # a kept-alive connection idle this long is closed on drain
 READY_MARK = b"ready\n"
 TOKEN_STORE = "keystone-tokens.db"    # in data_dir: validated tokens, shared by workers
+RECENT_WRITES = "recent-writes.db"    # in data_dir: each caller's last write position
 
 
 class BootError(RuntimeError):
@@ -55,6 +56,8 @@ def build_api_app(settings: Settings):
                        upstream_cafile=settings.upstream_cafile or None,
                        feeds=tuple((c.name, c.control) for c in settings.cells),
                        read_your_writes_wait=settings.read_your_writes_wait,
+                       read_your_writes_window=settings.read_your_writes_window,
+                       recent_writes_path=os.path.join(settings.data_dir, RECENT_WRITES),
                        noauth_default_token=settings.noauth_default_token,
                        public_url=settings.public_url or None,
                        max_limit=settings.max_limit)

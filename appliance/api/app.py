@@ -31,6 +31,7 @@ from appliance.api.identity import NoAuth, TokenFile
 from appliance.api.keystone import KeystoneAuth
 from appliance.api.token_store import TokenStore
 from appliance.api.positions import FeedHeads, format_position, parse_position, wait_for
+from appliance.api.recent_writes import RecentWrites
 from appliance.api.upstream import Upstream
 from appliance.api.params import CANONICAL_UUID, canonical_uuid, is_uuid_like, parse_query
 from appliance.api.server_params import server_query
@@ -111,6 +112,10 @@ class ComputeApi:
                                   config.upstream_cafile) if config.upstream_url else None)
         self.heads = (FeedHeads(config.feeds) if config.feeds and self.upstream is not None
                       else None)
+        self.recent = (RecentWrites(config.recent_writes_path,
+                                    config.read_your_writes_window)
+                       if self.heads is not None and config.recent_writes_path
+                       and config.read_your_writes_window > 0 else None)
         self.bottle = _bottle_app(self)
 
     def reload(self) -> None:
@@ -150,6 +155,8 @@ class ComputeApi:
         identity = self.auth.identify(environ)
         if not identity.reader:
             raise _policy_refused("servers:show")
+        if self.recent is not None and self.recent.active():
+            self._wait_for_own_write(environ, identity)
         host = environ.get("HTTP_HOST")
         forwarded = self._forwarded(environ)
         prefixes = None if forwarded else self._by_host.get(host)
@@ -164,12 +171,15 @@ class ComputeApi:
             err = _NotFoundWith(f"Instance {server_id} could not be found.", result)
             return self._fault(start_response, err, request_id, environ, minor, result)
         body = b'{"server":' + result.body + b"}"
-        start_response("200 OK", [
+        headers = [
             ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
             ("x-openstack-request-id", request_id), ("x-compute-request-id", request_id),
             ("Server-Timing", 'db;desc="1 stmt";dur=%.3f' % result.elapsed_ms),
             ("X-Replica-Position", result.position), *self._version_headers[minor],
-            _date()])
+            _date()]
+        if REACHED in environ:
+            headers.append(("X-Replica-Position-Reached", environ[REACHED]))
+        start_response("200 OK", headers)
         return [body]
 
     @property
@@ -223,6 +233,8 @@ class ComputeApi:
                 raise _policy_refused(_servers_rule(rest))
             if MIN_POSITION in environ:
                 self._wait_for_position(environ)
+            elif self.recent is not None and self.recent.active():
+                self._wait_for_own_write(environ, identity)
             root = self._root(environ)
             read = _Read(environ, minor, identity, url_project, root,
                          self._prefixes_for(root, url_project))
@@ -435,8 +447,27 @@ class ComputeApi:
             heads = self.heads.heads()
             if heads:
                 headers.append(("X-Replica-Write-Position", format_position(heads)))
+                if self.recent is not None:
+                    self._remember_write(environ, heads)
         start_response(status, headers)
         return body
+
+    def _remember_write(self, environ, heads) -> None:
+        """Keep the write's position under the caller's identity (read-your-writes for
+        clients that do not send the header back). nova-api accepted the token; a token
+        this appliance cannot resolve just leaves the write unremembered."""
+        try:
+            identity = self.auth.identify(environ)
+        except ApiError:
+            return
+        self.recent.record(identity, heads)
+
+    def _wait_for_own_write(self, environ, identity) -> None:
+        wanted = self.recent.pending(identity)
+        if wanted is not None:
+            done = wait_for(wanted, self._reader.positions,
+                            self.config.read_your_writes_wait)
+            environ[REACHED] = "true" if done else "false"
 
     def _wait_for_position(self, environ) -> None:
         wanted = parse_position(environ[MIN_POSITION])

@@ -22,6 +22,8 @@ class ApiConfig:
     upstream_cafile: str | None = None
     feeds: tuple = ()                         # (name, control URL): heads after a write
     read_your_writes_wait: float = 5.0        # longest wait for X-Replica-Min-Position
+    read_your_writes_window: float = 0.0      # a caller's reads wait for its last write
+    recent_writes_path: str | None = None     # ... kept in this file (shared by workers)
     public_url: str | None = None             # link prefix; else from Host / X-Forwarded-*
     max_limit: int = 1000                     # Nova's [api] max_limit
 

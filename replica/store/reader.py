@@ -522,6 +522,7 @@ class Reader:
         """Each feed's applied ``(epoch, seq)`` as of now (a fresh read transaction, not
         a held snapshot): what a read waiting for a position polls."""
         self.release()
+        self._deadline = time.monotonic() + DEADLINE_S
         return {cell: (epoch, seq) for cell, epoch, seq in
                 self._cursor.execute(POSITIONS_SQL).fetchall()}
 

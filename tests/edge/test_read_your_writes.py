@@ -24,14 +24,15 @@ from tests.edge.conftest import serve
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ADMIN = {"X-Auth-Token": "admin:ops"}
+WRITER = {"X-Auth-Token": "admin:writes"}      # another caller: ADMIN's reads do not wait
 SERVERS = 12
 WAIT_BOUND = 1.5
 
 
-def call(port, method, path, body=None, headers=None):
+def call(port, method, path, body=None, headers=None, caller=ADMIN):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
     try:
-        conn.request(method, path, body=body, headers={**ADMIN, **(headers or {})})
+        conn.request(method, path, body=body, headers={**caller, **(headers or {})})
         r = conn.getresponse()
         return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
     finally:
@@ -91,8 +92,9 @@ def ingest_continue(appliance: Running) -> None:
         pass
 
 
-def status_of(appliance, uuid, headers=None):
-    status, got, body = call(appliance.port, "GET", f"/v2.1/servers/{uuid}", headers=headers)
+def status_of(appliance, uuid, headers=None, caller=ADMIN):
+    status, got, body = call(appliance.port, "GET", f"/v2.1/servers/{uuid}", headers=headers,
+                             caller=caller)
     assert status == 200, body
     return json.loads(body)["server"]["status"], got
 
@@ -105,7 +107,8 @@ def test_a_read_with_the_write_position_sees_the_write(stack):
     os.kill(ingest, signal.SIGSTOP)
     try:
         status, got, _ = call(appliance.port, "POST", f"/v2.1/servers/{uuid}/action",
-                              b'{"os-stop": null}', {"Content-Type": "application/json"})
+                              b'{"os-stop": null}', {"Content-Type": "application/json"},
+                              caller=WRITER)
         assert status == 202
         position = got["x-replica-write-position"]
         assert position.startswith("cell1@")
@@ -132,7 +135,8 @@ def test_the_wait_is_bounded(stack):
     os.kill(ingest, signal.SIGSTOP)
     try:
         status, got, _ = call(appliance.port, "POST", f"/v2.1/servers/{uuid}/action",
-                              b'{"os-stop": null}', {"Content-Type": "application/json"})
+                              b'{"os-stop": null}', {"Content-Type": "application/json"},
+                              caller=WRITER)
         assert status == 202
         started = time.monotonic()
         state, got = status_of(appliance, uuid,
@@ -149,3 +153,32 @@ def test_the_wait_is_bounded(stack):
     status, _, body = call(appliance.port, "GET", f"/v2.1/servers/{uuid}",
                            headers={"X-Replica-Min-Position": "nonsense"})
     assert status == 400 and b"X-Replica-Min-Position" in body
+
+
+def test_the_same_callers_next_read_waits_without_a_header(stack):
+    """As `openstack server stop` then `openstack server show` (new token, new
+    connection, maybe another worker): the same user and project within the window."""
+    appliance, active = stack
+    uuid = active[2]
+    me = {"X-Auth-Token": "admin:window"}
+    ingest = ingest_pid(appliance)
+    os.kill(ingest, signal.SIGSTOP)
+    try:
+        status, _, _ = call(appliance.port, "POST", f"/v2.1/servers/{uuid}/action",
+                            b'{"os-stop": null}', {"Content-Type": "application/json"},
+                            caller=me)
+        assert status == 202
+        # Another caller is not held back: it sees the replica as it is.
+        state, got = status_of(appliance, uuid)
+        assert state == "ACTIVE" and "x-replica-position-reached" not in got
+        answers = []
+        reader = threading.Thread(target=lambda: answers.append(
+            status_of(appliance, uuid, caller=me)))
+        reader.start()
+        time.sleep(0.3)
+        assert not answers
+    finally:
+        os.kill(ingest, signal.SIGCONT)
+    reader.join(timeout=10)
+    state, got = answers[0]
+    assert state == "SHUTOFF" and got["x-replica-position-reached"] == "true"
