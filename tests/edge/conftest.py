@@ -140,13 +140,22 @@ def edge_appliance(edge, tmp_path_factory):
         running.stop()
 
 
-def openstack(edge: Edge, user: str, project: str, *args: str, region: str = EDGE_REGION):
-    """Run the ``openstack`` CLI as a password user of ``project`` against a region (the
-    edge region unless told; clouds.yaml in a temporary file). Returns the
-    CompletedProcess."""
+def openstack_env(edge: Edge, user: str, region: str = EDGE_REGION,
+                  project: str | None = None) -> dict:
+    """The environment for the ``openstack`` CLI as ``user`` (a password user of its
+    project, named by the user's prefix unless given) in ``region``: a clouds.yaml with
+    one cloud, ``edge``."""
+    project = project or user.split("-")[0]
     clouds = edge.keystone.clouds_yaml(str(edge.tmp / f"clouds-{user}-{region}.yaml"), user,
                                        project, region)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
     env["OS_CLIENT_CONFIG_FILE"] = clouds
-    return subprocess.run([OPENSTACK, "--os-cloud", "edge", *args], env=env,
+    return env
+
+
+def openstack(edge: Edge, user: str, project: str, *args: str, region: str = EDGE_REGION):
+    """Run the ``openstack`` CLI as a password user of ``project`` against a region (the
+    edge region unless told). Returns the CompletedProcess."""
+    return subprocess.run([OPENSTACK, "--os-cloud", "edge", *args],
+                          env=openstack_env(edge, user, region, project),
                           capture_output=True, text=True, timeout=120)

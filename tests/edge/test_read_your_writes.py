@@ -182,3 +182,76 @@ def test_the_same_callers_next_read_waits_without_a_header(stack):
     reader.join(timeout=10)
     state, got = answers[0]
     assert state == "SHUTOFF" and got["x-replica-position-reached"] == "true"
+
+
+def test_openstack_server_stop_then_show_through_the_catalog(edge, tmp_path):
+    """The user story: `openstack server stop` then `openstack server show`, each with a
+    new Keystone token, through the catalog of a region whose compute endpoint is the
+    appliance (reads from the replica, the stop passed to the upstream, which changes the
+    cell as nova-api does). Ingest is held until the show's request has reached the
+    appliance: the show can only print SHUTOFF if it waited for the stop."""
+    from replica.cell.connection import open_cell, open_cell_reader
+    from replica.cell.outbox import init_cell_db
+    from replica.cell.simulator import populate
+    from tests.edge.conftest import OPENSTACK, keystone_settings, openstack, openstack_env
+    from tests.edge.test_keystone import metric
+
+    cell_db = str(tmp_path / "cell1.db")
+    init_cell_db(cell_db, "cell1")
+    populate(cell_db, 4, 1)
+    conn = open_cell(cell_db)
+    with conn:
+        conn.execute("UPDATE instances SET project_id = ?", (edge.project("alpha"),))
+    uuid = conn.execute("SELECT uuid FROM instances WHERE vm_state = 'active' "
+                        "ORDER BY uuid").fetchone()[0]
+    conn.close()
+    feed, control = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    publisher = start_process([PYTHON, "-m", "appliance", "cell", "--db", cell_db, "--name",
+                               "cell1", "--feed", feed, "--control", control], {},
+                              tmp_path / "publisher")
+    upstream_port = free_port()
+    upstream = subprocess.Popen([sys.executable, os.path.join(HERE, "recording_upstream.py"),
+                                 str(upstream_port), str(tmp_path / "requests.jsonl"),
+                                 cell_db])
+    port = free_port()
+    edge.keystone.add_region("edge-ryw", f"http://127.0.0.1:{port}/v2.1")
+    appliance = show = None
+    try:
+        appliance = serve(tmp_path, "appliance", port, str(tmp_path / "replica.db"),
+                          cells=(("cell1", feed, control),),
+                          upstream_url=f"http://127.0.0.1:{upstream_port}",
+                          read_your_writes_wait=20.0, **keystone_settings(edge))
+        token = edge.keystone.token("alpha-member", "user-secret", "alpha")
+        wait_for(lambda: len(json.loads(call(port, "GET", "/v2.1/servers", caller={
+            "X-Auth-Token": token})[2])["servers"]) == 4, timeout=30,
+            what="the cell replicated")
+        ingest = ingest_pid(appliance)
+        os.kill(ingest, signal.SIGSTOP)
+        try:
+            stopped = openstack(edge, "alpha-member", "alpha", "server", "stop", uuid,
+                                region="edge-ryw")
+            assert stopped.returncode == 0, stopped.stderr
+            validations = metric(appliance, "valid")
+            show = subprocess.Popen(
+                [OPENSTACK, "--os-cloud", "edge", "server", "show", uuid, "-f", "json"],
+                env=openstack_env(edge, "alpha-member", "edge-ryw"),
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            # The show's new token reached the appliance: its read is in.
+            wait_for(lambda: metric(appliance, "valid") > validations, timeout=60,
+                     what="the show's request at the appliance")
+            assert show.poll() is None, show.communicate()
+        finally:
+            os.kill(ingest, signal.SIGCONT)
+        out, err = show.communicate(timeout=60)
+        assert show.returncode == 0, err
+        assert json.loads(out)["status"] == "SHUTOFF"
+    finally:
+        if show is not None and show.poll() is None:
+            show.kill()
+            show.wait()
+        if appliance is not None:
+            ingest_continue(appliance)
+            appliance.stop()
+        upstream.kill()
+        upstream.wait()
+        publisher.stop()

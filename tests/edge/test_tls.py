@@ -71,14 +71,7 @@ def test_tls_listeners(edge, tmp_path):
     port = free_port()
     keystone = edge.keystone
     # A region whose compute endpoint speaks https (identity stays the core's).
-    admin = keystone.admin_token()
-    keystone.call("POST", "/v3/regions", {"region": {"id": "edge-tls"}}, admin)
-    services = keystone.call("GET", "/v3/services", token=admin)["services"]
-    for kind, url in (("identity", keystone.url), ("compute", f"https://127.0.0.1:{port}/v2.1")):
-        service = next(s for s in services if s["type"] == kind)
-        keystone.call("POST", "/v3/endpoints", {"endpoint": {
-            "service_id": service["id"], "region_id": "edge-tls", "interface": "public",
-            "url": url, "enabled": True}}, admin)
+    keystone.add_region("edge-tls", f"https://127.0.0.1:{port}/v2.1")
     running = serve(tmp_path, "tls", port, edge.replica, ready_scheme="https",
                     tls_cert_file=str(cert), tls_key_file=str(key), **keystone_settings(edge))
     try:

@@ -185,6 +185,18 @@ class Keystone:
                     "service_id": service_id, "region_id": region, "interface": interface,
                     "url": url, "enabled": True}}, admin)
 
+    def add_region(self, region: str, compute_url: str) -> None:
+        """Another region: identity is the core's, compute is ``compute_url``."""
+        admin = self.admin_token()
+        self.call("POST", "/v3/regions", {"region": {"id": region}}, admin)
+        services = self.call("GET", "/v3/services", token=admin)["services"]
+        for kind, url in (("identity", self.url), ("compute", compute_url)):
+            service = next(s for s in services if s["type"] == kind)
+            for interface in ("public", "internal"):
+                self.call("POST", "/v3/endpoints", {"endpoint": {
+                    "service_id": service["id"], "region_id": region,
+                    "interface": interface, "url": url, "enabled": True}}, admin)
+
     def clouds_yaml(self, path: str, user: str, project: str, region: str = EDGE_REGION,
                     cacert: str | None = None) -> str:
         """A clouds.yaml with one cloud, ``edge``, for a password user (JSON is YAML)."""
