@@ -7,16 +7,19 @@ and for https a socket wrapped by a ``gevent.ssl`` context, it yields to the hub
 wait. That is the whole client: no dependency beyond gevent, nothing the one-file binary
 must be taught to bundle.
 
-``Endpoint`` keeps a few idle keep-alive connections to one origin and runs one request
-under a deadline (``gevent.Timeout``) on top of the per-operation socket timeout. A
-request on a reused connection that fails before any byte of the answer came back is
-retried once on a fresh connection (the server closed an idle connection meanwhile).
+``Endpoint`` keeps a few idle keep-alive connections to one origin (each reused only
+within ``IDLE_MAX_AGE`` of its last answer: servers close idle connections after a few
+seconds, gunicorn after 2) and runs one request under a deadline (``gevent.Timeout``) on
+top of the per-operation socket timeout. An idempotent request on a reused connection
+that fails before any byte of the answer came back is retried once on a fresh
+connection; a POST is not (it may have been acted on).
 """
 
 from __future__ import annotations
 
 import http.client
 import socket
+import time
 from urllib.parse import urlsplit
 
 import gevent
@@ -24,6 +27,8 @@ import gevent.socket
 import gevent.ssl
 
 IDLE_CONNECTIONS = 8            # kept-alive connections kept per origin
+IDLE_MAX_AGE = 1.0              # seconds an idle connection may be reused
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
 class OutboundError(Exception):
@@ -66,11 +71,15 @@ class Endpoint:
         self.context = None
         if parts.scheme == "https":
             self.context = gevent.ssl.create_default_context(cafile=cafile or None)
-        self._idle: list[_Connection] = []
+        self._idle: list[tuple[_Connection, float]] = []
 
     def _connection(self) -> tuple[_Connection, bool]:
-        if self._idle:
-            return self._idle.pop(), True
+        now = time.monotonic()
+        while self._idle:
+            conn, since = self._idle.pop()
+            if now - since < IDLE_MAX_AGE:
+                return conn, True
+            conn.close()
         return _Connection(self.host, self.port, self.timeout, self.context), False
 
     def release(self, conn: _Connection, response: http.client.HTTPResponse) -> None:
@@ -79,7 +88,7 @@ class Endpoint:
                 or len(self._idle) >= IDLE_CONNECTIONS:
             conn.close()
         else:
-            self._idle.append(conn)
+            self._idle.append((conn, time.monotonic()))
 
     def open(self, method: str, path: str, headers: dict | list, body=None,
              deadline: float | None = None):
@@ -104,7 +113,7 @@ class Endpoint:
             except (http.client.RemoteDisconnected, ConnectionResetError,
                     BrokenPipeError) as exc:
                 conn.close()
-                if reused and attempt == 0:
+                if reused and attempt == 0 and method in IDEMPOTENT:
                     continue
                 raise OutboundError(f"{method} {self.base_url}{path}: {exc!r}") from None
             except (OSError, http.client.HTTPException) as exc:
@@ -136,4 +145,4 @@ class Endpoint:
 
     def close(self) -> None:
         while self._idle:
-            self._idle.pop().close()
+            self._idle.pop()[0].close()
