@@ -1,5 +1,6 @@
 """The Compute API WSGI app: a small dispatcher for the read routes in front of a bottle
-app that serves version discovery and every other path.
+app that serves version discovery and every other path; with an upstream, whatever is
+not a replicated read is passed to it (``upstream.py``).
 
 The read routes do as little Python as possible per request: split the path, read two
 headers, run ONE reader statement that returns the body bytes, add the headers. Errors
@@ -29,12 +30,12 @@ from appliance.api.faults import (ApiError, fault_body, not_found, not_replicate
 from appliance.api.flavor_params import flavor_query
 from appliance.api.identity import NoAuth, TokenFile
 from appliance.api.keystone import KeystoneAuth
-from appliance.api.token_store import TokenStore
+from appliance.api.params import CANONICAL_UUID, canonical_uuid, is_uuid_like, parse_query
 from appliance.api.positions import FeedHeads, format_position, parse_position, wait_for
 from appliance.api.recent_writes import RecentWrites
-from appliance.api.upstream import Upstream
-from appliance.api.params import CANONICAL_UUID, canonical_uuid, is_uuid_like, parse_query
 from appliance.api.server_params import server_query
+from appliance.api.token_store import TokenStore
+from appliance.api.upstream import Upstream
 from appliance.api.versions import version_document, versions_document
 from replica.render import FlavorView, ServerView
 from replica.store.reader import Prefixes, ReadResult, ReadTimeout, reader_for

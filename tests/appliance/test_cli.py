@@ -165,7 +165,7 @@ def test_serve_check_hides_the_keystone_password(tmp_path):
     secret.write_text("kept-secret\n")
     config = tmp_path / "a.toml"
     config.write_text('auth = "keystone"\nkeystone_url = "http://127.0.0.1:5000"\n'
-                      f'keystone_user = "appliance"\nkeystone_password = "very-secret"\n')
+                      'keystone_user = "appliance"\nkeystone_password = "very-secret"\n')
     result = appliance("serve", "--config", str(config), "--check")
     assert result.returncode == 0, result.stderr
     assert "very-secret" not in result.stdout

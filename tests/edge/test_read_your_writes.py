@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.appliance.conftest import Running, get, read_table, start_process, wait_for
+from tests.appliance.conftest import Running, read_table, start_process, wait_for
 from tests.conftest import PYTHON, free_port
 from tests.edge.conftest import serve
 
@@ -190,7 +190,7 @@ def test_openstack_server_stop_then_show_through_the_catalog(edge, tmp_path):
     appliance (reads from the replica, the stop passed to the upstream, which changes the
     cell as nova-api does). Ingest is held until the show's request has reached the
     appliance: the show can only print SHUTOFF if it waited for the stop."""
-    from replica.cell.connection import open_cell, open_cell_reader
+    from replica.cell.connection import open_cell
     from replica.cell.outbox import init_cell_db
     from replica.cell.simulator import populate
     from tests.edge.conftest import OPENSTACK, keystone_settings, openstack, openstack_env
