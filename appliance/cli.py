@@ -223,7 +223,7 @@ def cmd_serve(args) -> int:
             print(f"{name} = {shown}  ({settings.sources[name]})")
         for line in checked:
             print(f"ok: {line}")
-        for line in _hello_cells(settings):
+        for line in _hello_cells(settings) + _keystone_check(settings):
             print(line)
         return 0
     logs.configure(settings.log_level, settings.log_format)
@@ -254,6 +254,22 @@ def _hello_cells(settings) -> list[str]:
         finally:
             requester.close()
     return lines
+
+
+def _keystone_check(settings) -> list[str]:
+    """With auth = keystone: get the service token as the workers will (reported, not
+    refused: serve starts, and serves cached tokens, while Keystone is away)."""
+    if settings.auth != "keystone":
+        return []
+    from appliance.api.keystone import KeystoneAuth, KeystoneUnavailable
+    from appliance.worker import keystone_config
+    auth = KeystoneAuth(keystone_config(settings))
+    try:
+        auth.service_token()
+        return [f"ok: keystone {settings.keystone_url} accepts {settings.keystone_user} "
+                f"(project {settings.keystone_project})"]
+    except KeystoneUnavailable as exc:
+        return [f"warning: keystone: {exc}; serve will keep trying"]
 
 
 def _stop_on_signals() -> threading.Event:

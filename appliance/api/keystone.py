@@ -260,6 +260,10 @@ class KeystoneAuth:
             raise KeystoneUnavailable(f"token validation: Keystone answered {status}")
         raise KeystoneUnavailable("token validation: the service token is refused")
 
+    def service_token(self) -> str:
+        """The appliance's own token (``serve --check`` asks for it)."""
+        return self._service()
+
     def _service(self, renew: bool = False) -> str:
         """The appliance's own token (one renewal at a time)."""
         with self._service_lock:

@@ -4,10 +4,11 @@ catalog, expired and revoked tokens, Keystone cut off, tenancy as with noauth.""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 from tests.appliance.conftest import get, wait_for
-from tests.conftest import free_port
+from tests.conftest import PYTHON, ROOT, free_port
 from tests.edge.conftest import openstack, serve
 from tests.realnova.keystone import PASSWORD
 
@@ -147,3 +148,19 @@ def test_expired_token_and_keystone_cut_off(edge, edge_appliance):
     finally:
         keystone.restart(expiration=3600)
     assert_keystone_401(edge, *servers(edge.port, seen))
+
+
+def test_serve_check_gets_the_service_token(edge, edge_appliance, tmp_path):
+    check = subprocess.run([PYTHON, "-m", "appliance", "serve", "--config",
+                            str(edge_appliance.config), "--check"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    assert f"ok: keystone {edge.keystone.url} accepts appliance" in check.stdout
+    assert "appliance-secret" not in check.stdout
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text(edge_appliance.config.read_text().replace(
+        'keystone_password = "appliance-secret"', 'keystone_password = "not-it"'))
+    check = subprocess.run([PYTHON, "-m", "appliance", "serve", "--config", str(wrong),
+                            "--check"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    assert "warning: keystone: service token: Keystone answered 401" in check.stdout
