@@ -19,18 +19,36 @@ CONNECTIONS = 8
 ROUNDS = 2
 
 
-def warm(url: str, path: str, headers: dict) -> None:
-    """Requests on fresh connections until every worker has answered one fast (the first
-    Keystone validation of a token takes a round trip or two; the cache is then warm)."""
+def _connection(url: str):
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     host, port = url.split("://")[1].split(":")
+    if url.startswith("https"):
+        return http.client.HTTPSConnection(host, int(port), timeout=30, context=context)
+    return http.client.HTTPConnection(host, int(port), timeout=30)
+
+
+def fresh_p50(url: str, path: str, headers: dict, count: int = 200) -> float:
+    took = []
+    for _ in range(count):
+        conn = _connection(url)
+        started = time.perf_counter()
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        took.append(time.perf_counter() - started)
+        conn.close()
+        assert response.status == 200
+    return sorted(took)[count // 2] * 1000
+
+
+def warm(url: str, path: str, headers: dict) -> None:
+    """Requests on fresh connections until every worker has answered one fast (the first
+    Keystone validation of a token takes a round trip or two; the cache is then warm)."""
     fast = 0
     for _ in range(200):
-        conn = (http.client.HTTPSConnection(host, int(port), timeout=30, context=context)
-                if url.startswith("https") else http.client.HTTPConnection(host, int(port),
-                                                                          timeout=30))
+        conn = _connection(url)
         started = time.monotonic()
         conn.request("GET", path, headers=headers)
         response = conn.getresponse()
@@ -71,6 +89,7 @@ def test_read_throughput_keystone_and_tls_vs_noauth(edge, tmp_path):
                 assert result.requests and not result.error_count, (name, result.errors)
                 if name not in runs or result.requests_per_s > runs[name].requests_per_s:
                     runs[name] = result
+        fresh = {name: fresh_p50(url, path, headers) for name, url, headers in targets}
     finally:
         noauth.stop()
         keystone.stop()
@@ -82,3 +101,5 @@ def test_read_throughput_keystone_and_tls_vs_noauth(edge, tmp_path):
         print(f"  {name:<11} {result.requests_per_s:9.0f} req/s  p50 {result.p50_ms:.3f} ms  "
               f"p99 {result.p99_ms:.3f} ms  ratio {result.requests_per_s / base:.2f}  "
               f"errors {result.error_count}")
+    print("  one request per new connection (connect, TLS handshake, request), p50: "
+          + ", ".join(f"{name} {ms:.2f} ms" for name, ms in fresh.items()))
