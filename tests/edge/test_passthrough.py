@@ -173,7 +173,7 @@ def test_a_hanging_upstream_gives_504_while_replicated_reads_answer(passing, ups
     print(f"\nreplicated show while 8 requests hang upstream: {len(latencies)} reads, "
           f"p50 {latencies[len(latencies) // 2] * 1000:.2f} ms, "
           f"max {latencies[-1] * 1000:.2f} ms (fresh connection each)")
-    assert latencies[-1] < 0.5
+    assert latencies[-1] < 1.0     # never held for the upstream's 2 s
     for status, body, took in results:
         assert status == 504
         assert body == {"computeFault": {"code": 504, "message": (
