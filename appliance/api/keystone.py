@@ -132,7 +132,8 @@ class KeystoneAuth:
         self.store = store
         self._clock = clock
         self._cache: OrderedDict[bytes, _Entry] = OrderedDict()
-        self._pending: dict[bytes, gevent.event.AsyncResult] = {}
+        self._pending: dict[bytes, gevent.event.AsyncResult] = {}   # first checks
+        self._refreshing: set[bytes] = set()                        # background checks
         self._service_token: str | None = None
         self._service_expires = 0.0
         self._service_lock = gevent.lock.Semaphore()
@@ -154,8 +155,8 @@ class KeystoneAuth:
             elif now < entry.expires_at:
                 # Valid and not expired: answer now; past fresh_until, one greenlet asks
                 # Keystone again meanwhile (a revoked token stops working once it has).
-                if now >= entry.fresh_until and key not in self._pending:
-                    self._pending[key] = None
+                if now >= entry.fresh_until and key not in self._refreshing:
+                    self._refreshing.add(key)
                     gevent.spawn(self._refresh, key, token, entry)
                 return entry.identity
         pending = self._pending.get(key)
@@ -178,7 +179,7 @@ class KeystoneAuth:
         except Exception as exc:  # a background check must not die silently
             LOG.error("keystone revalidation failed: %r", exc)
         finally:
-            self._pending.pop(key, None)
+            self._refreshing.discard(key)
 
     def _check(self, key: bytes, token: str, entry: _Entry | None) -> Identity | None:
         """Ask again about a token this worker has no fresh answer for: the shared store

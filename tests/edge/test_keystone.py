@@ -119,14 +119,14 @@ def test_a_token_without_a_project_cannot_read_servers(edge, edge_appliance):
 
 
 def test_expired_token_and_keystone_cut_off(edge, edge_appliance):
-    """Tokens that live 12 s. Keystone stopped: a token validated before keeps working on
+    """Tokens that live 20 s. Keystone stopped: a token validated before keeps working on
     every worker until it expires (counted); a token never seen gets 401. Once expired,
     the token gets 401, with Keystone back too."""
     keystone = edge.keystone
-    keystone.restart(expiration=12)
+    keystone.restart(expiration=20)
     try:
         seen = keystone.token("alpha-member", PASSWORD, "alpha")
-        expires = time.monotonic() + 12
+        expires = time.monotonic() + 20
         unseen = keystone.token("alpha-reader", PASSWORD, "alpha")
         assert servers(edge.port, seen)[0] == 200
         before = metric(edge_appliance, "cached_while_unreachable")
@@ -138,11 +138,11 @@ def test_expired_token_and_keystone_cut_off(edge, edge_appliance):
         assert ends - time.monotonic() > 1.2, "too slow to test the cut-off"
         while time.monotonic() < ends:
             statuses.append(servers(edge.port, seen)[0])
-        assert set(statuses) == {200}, statuses
+        assert set(statuses) == {200}, (statuses, edge_appliance.log()[-3000:])
         wait_for(lambda: metric(edge_appliance, "cached_while_unreachable") > before,
                  timeout=5, what="the metric of validations served while Keystone is down")
         assert_keystone_401(edge, *servers(edge.port, unseen))
-        wait_for(lambda: servers(edge.port, seen)[0] == 401, timeout=15,
+        wait_for(lambda: servers(edge.port, seen)[0] == 401, timeout=25,
                  what="the cached token to expire")
         assert metric(edge_appliance, "refused_while_unreachable") >= 1
     finally:
