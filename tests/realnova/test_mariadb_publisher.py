@@ -323,3 +323,25 @@ def test_a_setting_that_cannot_work_stops_the_publisher_with_one_line(stack):
     assert done.stderr.strip().count("\n") == 0 and "binlog_row_image" in done.stderr, \
         done.stderr
     assert REPLICA_PASSWORD not in done.stderr
+
+
+def test_a_new_epoch_started_by_the_tailer_at_run_time_is_published(stack):
+    """The running publisher's tailer reconnects to a binlog that no longer holds its
+    position: the tailer starts a new epoch, the publisher publishes it, ingest resyncs."""
+    epoch = stack.cell.state().epoch
+    publisher = stack.cell.proc.pid
+    tailer = wait_for(lambda: _tailer_pid(publisher), 10, what="the tailer process")
+    os.kill(publisher, signal.SIGSTOP)          # so that it cannot start a tailer yet
+    try:
+        os.kill(tailer, signal.SIGKILL)
+        uuid = sorted(stack.in_nova())[8]
+        stack.writer.update(uuid=uuid, name="while-the-tailer-was-gone")
+        stack.mariadb.purge_binlogs()
+    finally:
+        os.kill(publisher, signal.SIGCONT)
+    wait_for(lambda: stack.cell.state().epoch != epoch, 30, what="a new epoch")
+    wait_for(lambda: "epoch changed under the publisher" in stack.cell.proc.output(), 30,
+             what="the publisher publishing the new epoch")
+    stack.converged()
+    assert stack.in_replica()[uuid][0] == "while-the-tailer-was-gone"
+    assert stack.cell.proc.alive()
