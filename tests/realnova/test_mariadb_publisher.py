@@ -11,11 +11,13 @@ The tests of this module run in order on one deployment (each leaves it converge
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 
 import apsw
 import pytest
@@ -23,7 +25,7 @@ import pytest
 from replica.cell import journal
 from replica.ingest import CellFeed
 
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, free_port, wait_for
 from tests.realnova.mariadb import mariadb_fixture, scratch_dir
 from tests.realnova.novadb import NovaDeployment
 from tests.replica.conftest import IngestProc, Proc, read_rows
@@ -165,6 +167,22 @@ class _Stack:
             {"cell1": [], "flavors": []}
         return cells
 
+    def api_servers(self, token: str) -> list[dict]:
+        """GET /v2.1/servers from the appliance's API app over the replica."""
+        port = free_port()
+        api = Proc([sys.executable, os.path.join(ROOT, "tests", "api", "serve.py"),
+                    self.replica, str(port)], f"{os.path.dirname(self.replica)}/api.log")
+        try:
+            def get():
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/v2.1/servers?limit=1000",
+                    headers={"X-Auth-Token": token})
+                with urllib.request.urlopen(request, timeout=5) as reply:
+                    return json.load(reply)["servers"]
+            return wait_for(get, 30, what="the appliance's API")
+        finally:
+            api.stop()
+
     def ingest_log(self) -> str:
         return self.ingest.proc.output()
 
@@ -193,6 +211,9 @@ def test_every_server_and_nova_writes_reach_the_replica(stack):
     assert "instances" in archived, archived
     stack.converged()
     assert gone not in stack.in_replica()
+    # and the appliance's API serves them from the replica
+    live = {u for u, (_n, _s, deleted) in stack.in_nova().items() if not deleted}
+    assert {s["id"] for s in stack.api_servers("u1:proj-a")} == live
     # the publisher never wrote to Nova's databases: the user cannot
     assert stack.cell.proc.alive() and stack.flavors.proc.alive()
 
