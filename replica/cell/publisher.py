@@ -28,8 +28,16 @@ Restart: the publisher starts at the current head. Events committed while it was
 down are not re-sent live; the next heartbeat carries the head, the appliance sees
 the gap and replays it over the control socket.
 
+Sources: a SQLite cell database (``--db``, ``sqlite_source.py``) or a MariaDB/MySQL
+one read through its binlog (``PublisherConfig.source``, ``mysql_source.py``: the
+source forks its binlog tailer when the publisher opens it, before any socket or
+thread exists, wakes the loop on the journal's commits, and starts the tailer again
+when it dies; a tailer that stops on a setting that cannot work stops the publisher
+with ``mysql.SourceConfigError``).
+
 Another source behind the same name (SQLite: a restored backup moved over the file,
-see ``sqlite_source.py``): the source says so (``changed_identity``) on the slow
+see ``sqlite_source.py``; MariaDB: a new epoch the tailer started after finding the
+server's history changed): the source says so (``changed_identity``) on the slow
 poll; the publisher lets go of it everywhere (the control server, the pruner), has it
 opened again (``reopen``) and goes on from its head with its epoch: the first
 heartbeat with that epoch makes the appliance resync.
