@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from pymysqlreplication.row_event import WriteRowsEvent
 
 from replica.cell import binlog, binlog_keys, journal, mysql
 
@@ -191,3 +192,57 @@ def test_rows_of_unwatched_tables_are_not_decoded():
     assert "compute_nodes" not in binlog_keys.WATCHED_TABLES
     assert {"instances", "services", "flavors", "instance_mappings"} <= \
         set(binlog_keys.WATCHED_TABLES)
+
+
+class _Written(WriteRowsEvent):
+    """A rows event as the stream gives it (no packet behind it)."""
+
+    def __init__(self, schema: str, table: str, values: list[dict], primary_key="id"):
+        self.schema, self.table, self.primary_key = schema, table, primary_key
+        self._values = values
+
+    @property
+    def rows(self):
+        return [{"values": values} for values in self._values]
+
+
+class _Lookups:
+    def __init__(self, in_cell):
+        self.in_cell = set(in_cell)
+        self.asked = []
+
+    def cell_instances(self, uuids):
+        self.asked.append(set(uuids))
+        return self.in_cell & set(uuids)
+
+
+def test_a_cell_journals_api_database_rows_only_for_its_own_servers():
+    events = [_Written("nova_cell1", "instances", [{"id": 7, "uuid": "here-1"}]),
+              _Written("nova_api", "request_specs",
+                       [{"id": 1, "instance_uuid": "here-2"}, {"id": 2, "instance_uuid": "elsewhere"}])]
+    mapper = binlog_keys.KeyMapper("nova_cell1", "nova_api", kinds=("server",),
+                                   own_servers_only=True)
+    changed = binlog_keys.ChangedKeys()
+    for event in events:
+        mapper.add(changed, event)
+    lookups = _Lookups(["here-1", "here-2"])
+    assert mapper.resolve(changed, lookups) == [("server", "here-1"), ("server", "here-2")]
+    assert lookups.asked == [{"here-2", "elsewhere"}]     # cell rows are not looked up
+    # the transaction's first changed row is what the tailer waits on before journaling
+    assert changed.probe == ("nova_cell1", "instances", (("id", 7),))
+
+    everyone = binlog_keys.KeyMapper("nova_cell1", "nova_api", kinds=("server",))
+    changed = binlog_keys.ChangedKeys()
+    for event in events:
+        everyone.add(changed, event)
+    assert everyone.resolve(changed, _Lookups([])) == [
+        ("server", "here-1"), ("server", "here-2"), ("server", "elsewhere")]
+
+
+def test_the_commit_probe_takes_a_composite_primary_key():
+    changed = binlog_keys.ChangedKeys()
+    binlog_keys.KeyMapper("nova_cell1", None).add(
+        changed, _Written("nova_cell1", "tags", [{"resource_id": "u", "tag": "t"}],
+                          primary_key=("resource_id", "tag")))
+    assert changed.probe == ("nova_cell1", "tags", (("resource_id", "u"), ("tag", "t")))
+    assert changed.keys == [("server", "u")]
