@@ -151,15 +151,28 @@ class _Stack:
     def converged(self, timeout: float = CONVERGE_S) -> dict:
         """Wait until the journal has read all the binlog, ingest is live at its head
         and the replica's servers are Nova's; then the drift check: 0 differing."""
+        last = {}
+
         def done():
             state = self.cell.state()
-            if state.position != self.mariadb.gtid_binlog_pos():
+            last.update(journal=state, server=self.mariadb.gtid_binlog_pos())
+            if state.position != last["server"]:
                 return False
             cells = {c["cell"]: c for c in self.ingest.status()["cells"]}
+            last["ingest"] = cells["cell1"]
             if cells["cell1"]["state"] != "live" or cells["cell1"]["seq"] != state.head:
                 return False
-            return self.in_replica() == self.in_nova() and cells
-        cells = wait_for(done, timeout, interval=0.2, what="the replica converged with Nova")
+            replica, nova = self.in_replica(), self.in_nova()
+            last["differing"] = sorted(u for u in set(replica) | set(nova)
+                                       if replica.get(u) != nova.get(u))[:5]
+            return not last["differing"] and cells
+        try:
+            cells = wait_for(done, timeout, interval=0.2,
+                             what="the replica converged with Nova")
+        except AssertionError:
+            raise AssertionError(f"not converged: {last}\n--- publisher:\n"
+                                 f"{self.cell.proc.output()[-4000:]}\n--- ingest:\n"
+                                 f"{self.ingest_log()[-4000:]}") from None
         assert cells["cell1"]["dead_letters"] == 0 and cells["flavors"]["dead_letters"] == 0
         job = self.ingest.client.wait_job(self.ingest.client.verify(), timeout=120)
         assert job["state"] == "done", (repr(job), self.ingest_log()[-3000:])
