@@ -239,6 +239,7 @@ def _churn(writer, uuids, stop: threading.Event, rounds: int = 40):
 
 
 def test_publisher_sigkilled_mid_stream_then_restarted(stack):
+    epoch = stack.cell.state().epoch
     uuids = sorted(stack.in_nova())[:10]
     stop = threading.Event()
     churn = threading.Thread(target=_churn, args=(stack.writer, uuids, stop))
@@ -250,6 +251,7 @@ def test_publisher_sigkilled_mid_stream_then_restarted(stack):
     finally:
         churn.join(120)
     stack.converged()
+    assert stack.cell.state().epoch == epoch
 
 
 def test_mariadb_restarted(stack):
@@ -333,6 +335,7 @@ def _tailer_pid(publisher_pid: int) -> int | None:
 
 
 def test_a_killed_binlog_tailer_is_started_again(stack):
+    epoch = stack.cell.state().epoch
     killed = wait_for(lambda: _tailer_pid(stack.cell.proc.pid), 10, what="the tailer process")
     os.kill(killed, signal.SIGKILL)
     wait_for(lambda: _tailer_pid(stack.cell.proc.pid) not in (None, killed), 30,
@@ -341,6 +344,7 @@ def test_a_killed_binlog_tailer_is_started_again(stack):
     stack.writer.update(uuid=uuid, name="after-tailer-restart")
     stack.converged()
     assert stack.in_replica()[uuid][0] == "after-tailer-restart"
+    assert stack.cell.state().epoch == epoch          # resumed where it was: no resync
 
 
 def test_a_setting_that_cannot_work_stops_the_publisher_with_one_line(stack):
