@@ -267,9 +267,11 @@ class MysqlPublishingSource(MysqlCellSource):
         self.data_version = version
         return True
 
-    def _check_tailer(self) -> None:
+    def _tailer_gone(self) -> str | None:
+        """Why the tailer must be started again (it exited a while ago), or None."""
         if self.tailer.alive():
-            return
+            self._tailer_died_at = None
+            return None
         code = self.tailer.exitcode()
         if code == 2:
             raise mysql.SourceConfigError(
@@ -279,24 +281,34 @@ class MysqlPublishingSource(MysqlCellSource):
         if self._tailer_died_at is None:
             log.warning("binlog tailer exited (%s); starting it again", code)
             self._tailer_died_at = now
-        if now - self._tailer_died_at >= TAILER_RESTART_SECONDS:
-            self.tailer.stop()
-            self.tailer.start()
-            self._tailer_died_at = None
+        if now - self._tailer_died_at < TAILER_RESTART_SECONDS:
+            return None
+        return f"the binlog tailer exited ({code})"
 
     def changed_identity(self, published: int, look_now: bool) -> str | None:
         if not look_now:
             return None
-        self._check_tailer()
+        why = self._tailer_gone()
+        if why is not None:
+            return why
         now = self.changelog.current_epoch()
         if now != self.opened_epoch:
             return f"epoch changed under the publisher ({self.opened_epoch[:8]} -> {now[:8]})"
         return None
 
     def reopen(self, published: int) -> None:
+        """Open the journal again (a new epoch), and start a tailer that exited. The
+        publisher has let go of the source everywhere (its pruner, its control server)
+        and this closes its own journal connection first: the tailer is forked with no
+        SQLite connection open in this process (one carried over a fork, even unused,
+        would share its lock state with the child's own)."""
         if self.conn_open:
             CellSource.close(self)
             self.conn_open = False
+        if not self.tailer.alive():
+            self.tailer.stop()
+            self.tailer.start()
+            self._tailer_died_at = None
         self._open()
 
     def close(self) -> None:
