@@ -242,12 +242,25 @@ class MysqlPublishingSource(MysqlCellSource):
             self.tailer.stop()
             raise
 
-    def _open(self) -> None:
+    def _open(self, epoch: str | None = None) -> None:
+        """Open the journal and the readers, bound to the journal's epoch now (or to
+        ``epoch``: the one the publisher publishes, when opening again after a fork)."""
         CellSource.__init__(self, self.name, EpochBoundChangeLog(self.source.journal_path),
                             entity_reader(self.source))
+        if epoch is not None:
+            self.changelog.opened_epoch = epoch
         self.opened_epoch = self.changelog.epoch()
         self.data_version = None
         self.conn_open = True
+
+    def before_fork(self) -> None:
+        if self.conn_open:
+            CellSource.close(self)
+            self.conn_open = False
+
+    def after_fork(self) -> None:
+        if not self.conn_open:
+            self._open(self.opened_epoch)
 
     @property
     def ready(self) -> bool:

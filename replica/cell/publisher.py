@@ -282,7 +282,11 @@ class Publisher:
         if (self.config.control_process
                 and threading.current_thread() is threading.main_thread()):
             self.control = ControlProcess(self.opener, self.config, self.epoch, self.kinds)
-            self.control.start()
+            self.source.before_fork()
+            try:
+                self.control.start()
+            finally:
+                self.source.after_fork()
         self.open_sockets(control=self.control is None)
         if self.control is None:
             self.control = ControlThread(self.opener, self.config, self.epoch, self.kinds,

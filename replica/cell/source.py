@@ -175,6 +175,15 @@ class CellSource(ABC):
         epoch gets a new epoch (its seqs would be reused for other changes)."""
         raise NotImplementedError(f"{type(self).__name__} cannot be opened again")
 
+    def before_fork(self) -> None:
+        """Close what must not be carried into a forked child (the publisher forks its
+        control server): a SQLite connection open across a fork, even one the child
+        never uses, shares its lock state with the child's own connections to the same
+        file. ``after_fork`` opens it again."""
+
+    def after_fork(self) -> None:
+        """Open again what ``before_fork`` closed."""
+
     def record_published(self, seq: int) -> None:
         """Keep ``(epoch, seq)``, the last seq published, across restarts (called at
         each heartbeat and at exit)."""
