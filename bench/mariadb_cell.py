@@ -40,7 +40,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.lag import LagSamples, percentile  # noqa: E402
+from bench.lag import LagSamples  # noqa: E402
 
 REPLICA_USER, REPLICA_PASSWORD = "replica", "replica-secret"
 SEED_SERVERS = 10
