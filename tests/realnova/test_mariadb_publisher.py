@@ -218,7 +218,11 @@ def test_every_server_and_nova_writes_reach_the_replica(stack):
     w.set_metadata(uuid=uuid, metadata={"b": "2"})
     gone = stack.nova.query("cell1", "SELECT uuid FROM instances ORDER BY id LIMIT 1")[0][0]
     w.delete(uuid=gone)
+    w.set_flavor_extra_specs(flavorid="2", extra_specs={"hw:mem_page_size": "large"})
     stack.converged()
+    wait_for(lambda: "hw:mem_page_size" in read_rows(
+        stack.replica, "SELECT f_extra_specs FROM flavors WHERE flavorid = '2'")[0][0], 30,
+        what="the flavor's new extra spec in the replica")
     assert stack.in_replica()[uuid][1] == "stopped"
     assert stack.in_replica()[gone][2] == 1
     archived = stack.nova.archive_deleted_rows()
