@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 
@@ -50,6 +51,7 @@ def populate(stack):
                     extra_specs={"trait:CUSTOM_X": "required"})
     w.create_compute(host="compute-1", az="zone-1")
     w.create_compute(host="compute-2")
+    w.create_compute(host="compute-3")             # its liveness changes during the tests
     w.create_keypair(user_id="user-a", name="key-a")
     group = w.create_server_group(user_id="user-a", project_id="project-a", name="spread")
     servers = {}
@@ -85,6 +87,8 @@ def populate(stack):
                                        name="pinned-1", az="zone-1", host="compute-1",
                                        metadata={"a": "1", "b": "2"},
                                        scheduler_hints={"same_host": ["x"], "k": "v"})
+    servers["edge"] = w.build_server(user_id="user-b", project_id="project-b", flavor="2",
+                                     name="edge-1", host="compute-3")
     # still a build request (in the API database only), in a project of its own
     servers["requested"] = w.build_server(user_id="user-q", project_id="project-q",
                                           flavor="2", name="queued-1", stage="requested")
@@ -92,7 +96,9 @@ def populate(stack):
     for server in servers.values():
         neutron.add_server(server)
     w.start_heartbeats(["compute-1"])
-    return {name: server["uuid"] for name, server in servers.items()}
+    data = {name: server["uuid"] for name, server in servers.items()}
+    data["web_port"] = servers["web"]["ports"][0]["id"]
+    return data
 
 
 stacks = nova_stacks_fixture(populate=populate, backends=("sqlite",), scope="module")
@@ -295,9 +301,9 @@ def _server_paths(uuids):
 
 def _routes(data, role, microversion):
     visible = {"member": ("web", "stopped", "resizing", "failed"),
-               "other": ("scheduled", "buried", "soft", "pinned"),
+               "other": ("scheduled", "buried", "soft", "pinned", "edge"),
                "admin": ("web", "stopped", "resizing", "failed", "scheduled", "buried",
-                         "soft", "pinned")}[role]
+                         "soft", "pinned", "edge")}[role]
     paths = ["/v2.1/servers", "/v2.1/servers/detail", "/v2.1/servers/detail?limit=2",
              "/v2.1/servers?sort_key=display_name&sort_dir=asc",
              "/v2.1/flavors", "/v2.1/flavors/detail", "/v2.1/flavors/2", "/v2.1/flavors/3",
@@ -372,3 +378,67 @@ def test_errors_equal_nova_api(stack, appliance, synced, role, path, microversio
 def test_build_requests_are_listed(stack, appliance, synced):
     found = compare(stack, appliance, "/v2.1/servers/detail?all_tenants=1", "admin", "2.100")
     assert not found, "\n".join(found)
+
+
+# -- changes that touch no table of the cell database ------------------------------------
+
+def _equal_eventually(stack, appliance, path, role="admin", microversion="2.100"):
+    never_updated = servers_never_updated(stack.deployment)
+    found = wait_for(lambda: not compare(stack, appliance, path, role, microversion,
+                                         never_updated=never_updated), 30, interval=0.2,
+                     what=f"{path} equal to nova-api's")
+    assert found
+
+
+def test_a_host_that_stops_reporting_turns_unknown_and_back(stack, appliance, synced):
+    """Time passing touches no table: the publisher re-checks the hosts' liveness."""
+    edge = synced["edge"]
+
+    def host_status():
+        return appliance.get(f"/v2.1/servers/{edge}", ROLES["admin"][1], "2.16")[1][
+            "server"]["host_status"]
+
+    assert host_status() == "UP"
+    stack.writer.service_down(host="compute-3")
+    wait_for(lambda: host_status() == "UNKNOWN", 30, interval=0.2, what="compute-3 UNKNOWN")
+    _equal_eventually(stack, appliance, f"/v2.1/servers/{edge}")
+    stack.writer.service_heartbeat(host="compute-3")
+    wait_for(lambda: host_status() == "UP", 30, interval=0.2, what="compute-3 UP again")
+    _equal_eventually(stack, appliance, f"/v2.1/servers/{edge}")
+
+
+def test_a_security_group_change_in_neutron_reaches_the_server(stack, appliance, synced):
+    web = synced["web"]
+    stack.neutron.set_port_security_groups(synced["web_port"], ["default", "web-tier"])
+    wait_for(lambda: appliance.get(f"/v2.1/servers/{web}", ROLES["member"][1])[1]["server"][
+        "security_groups"] == [{"name": "default"}, {"name": "web-tier"}], 30, interval=0.2,
+        what="the new security group in the appliance")
+    _equal_eventually(stack, appliance, f"/v2.1/servers/{web}", "member")
+
+
+def test_an_api_database_change_reaches_the_server(stack, appliance, synced):
+    """A server joins a server group: a row in the API database only (what
+    ``InstanceGroup.add_members`` inserts); the cell publisher carries it into its feed."""
+    pinned = synced["pinned"]
+    group = stack.writer.create_server_group(user_id="user-b", project_id="project-b",
+                                             name="late")
+    conn = sqlite3.connect(stack.deployment.database_paths["api"])
+    with conn:
+        conn.execute("INSERT INTO instance_group_member (created_at, instance_uuid, group_id) "
+                     "VALUES (?, ?, ?)", (datetime.datetime.utcnow().isoformat(" "), pinned,
+                                          group["id"]))
+    conn.close()
+    wait_for(lambda: appliance.get(f"/v2.1/servers/{pinned}", ROLES["other"][1], "2.71")[1][
+        "server"]["server_groups"] == [group["uuid"]], 30, interval=0.2,
+        what="the server group in the appliance")
+    _equal_eventually(stack, appliance, f"/v2.1/servers/{pinned}", "other", "2.100")
+
+
+def test_no_event_was_refused(appliance, synced):
+    """The API database's outbox also names servers (request specs, server groups): the
+    flavor source publishes them as no-op tombstones, which ingest takes without a dead
+    letter, like every other event."""
+    status, body, _ = get(appliance.admin_port, "/status", timeout=5)
+    cells = json.loads(body)["cells"]
+    assert {c["cell"]: c["dead_letters"] for c in cells} == {
+        "cell0": 0, "cell1": 0, "flavors": 0}
