@@ -109,7 +109,8 @@ def collect_status(settings: Settings, processes_path: str) -> dict:
             cell["servers_deleted"] = deleted.get(cell.get("cell"), 0)
             cell["servers_live"] = max(cell["servers"] - cell["servers_deleted"], 0)
     result["ingest"] = {k: status.get(k) for k in
-                        ("pid", "events_applied", "batches_committed", "dead_letters")}
+                        ("pid", "events_applied", "batches_committed", "dead_letters",
+                         "store_failing_since", "store_error", "disk_full")}
     return result
 
 
@@ -167,19 +168,22 @@ def token_required(settings: Settings) -> bool:
                                            or not is_loopback(settings.admin_host))
 
 
-def _presented_token() -> str:
-    token = bottle.request.get_header("X-Auth-Token", "")
+def _presented_token() -> bytes:
+    # The header's bytes as they came (WSGI hands them over as latin-1): bottle's
+    # get_header decodes them as UTF-8 and raises on anything else.
+    environ = bottle.request.environ
+    token = environ.get("HTTP_X_AUTH_TOKEN", "")
     if not token:
-        auth = bottle.request.get_header("Authorization", "")
+        auth = environ.get("HTTP_AUTHORIZATION", "")
         if auth[:7].lower() == "bearer ":
             token = auth[7:].strip()
         elif auth[:6].lower() == "basic ":
-            # A browser: any user name, the token as the password.
+            # A browser: any user name, the token as the password (its bytes as sent).
             try:
-                token = base64.b64decode(auth[6:].strip()).decode().partition(":")[2]
+                token = base64.b64decode(auth[6:].strip()).decode("latin-1").partition(":")[2]
             except ValueError:
                 token = ""
-    return token
+    return token.encode("latin-1", "replace")
 
 
 def _cross_origin() -> bool:
@@ -268,7 +272,7 @@ def make_app(settings: Settings, processes_path: str, metrics_dir: str,
 
     def guarded(handler):
         def wrapper(*args, **kwargs):
-            if need_token and not hmac.compare_digest(_presented_token().encode(),
+            if need_token and not hmac.compare_digest(_presented_token(),
                                                       settings.admin_token.encode()):
                 refused = _error(401, "admin token required (X-Auth-Token, "
                                       "Authorization: Bearer, or as the password of HTTP "
@@ -376,10 +380,9 @@ def serve(settings: Settings, processes_path: str, metrics_dir: str) -> None:
     """The admin child's body: listen on the reserved admin address until SIGTERM."""
     import gevent
     import gevent.event
-    import gevent.pywsgi
     import signal
 
-    from appliance.worker import BootError, reuseport_listener
+    from appliance.worker import BootError, Handler, Server, reuseport_listener
 
     gevent.reinit()
     stop = gevent.event.Event()
@@ -393,7 +396,9 @@ def serve(settings: Settings, processes_path: str, metrics_dir: str) -> None:
         app = make_app(settings, processes_path, metrics_dir, history)
     except Exception as exc:
         raise BootError(f"admin listener failed to boot: {exc!r}") from exc
-    server = gevent.pywsgi.WSGIServer(listener, app, log=None, error_log=None)
+    # The workers' server and handler: 414 / 431 with a lingering close, no traceback
+    # for a client's bad request.
+    server = Server(listener, app, handler_class=Handler, log=None, error_log=None)
     server.start()
     sampler = gevent.spawn(sample_lag, settings, history)
     logs.info("admin_ready", listen=f"{host}:{settings.admin_port}",

@@ -377,6 +377,11 @@ def format_status(status: dict) -> str:
     cells = status.get("cells") or []
     if status.get("ingest_error"):
         out.append(f"ingest: {status['ingest_error']}")
+    ingest = status.get("ingest") or {}
+    if ingest.get("store_failing_since"):
+        what = "disk full" if ingest.get("disk_full") else "commits failing"
+        out.append(f"replica store: {what} since {_when(ingest['store_failing_since'])}, "
+                   f"writes held ({ingest.get('store_error')})")
     out.append(table(
         ["CELL", "STATE", "SINCE", "EPOCH", "SEQ", "HEAD", "LAG MS", "LAG EV", "SERVERS",
          "DELETED", "FLAVORS", "LAST EVENT", "DEAD"],
@@ -392,6 +397,8 @@ def format_status(status: dict) -> str:
     for c in cells:
         if c.get("error"):
             out.append(f"  {c.get('cell')}: {c['error']}")
+        if c.get("state") == "resyncing" and c.get("resync_reason"):
+            out.append(f"  {c.get('cell')}: resyncing ({c['resync_reason']})")
     processes = status.get("processes") or []
     out.append("")
     out.append(table(["PROCESS", "ROLE", "PID", "STATE", "RESTARTS", "STARTED"],

@@ -102,3 +102,29 @@ def warning(event: str, **fields) -> None:
 
 def error(event: str, **fields) -> None:
     emit("error", event, **fields)
+
+
+class RepeatedError:
+    """An operation that fails the same way at every try (a full disk): the first
+    failure is logged, then at most one line every ``every`` seconds saying how many
+    failed meanwhile, and one line when it works again."""
+
+    def __init__(self, event: str, every: float = 60.0, clock=time.monotonic):
+        self.event = event
+        self.every = every
+        self.clock = clock
+        self.failures = 0
+        self._said_at: float | None = None
+
+    def failed(self, exc: BaseException, **fields) -> None:
+        self.failures += 1
+        now = self.clock()
+        if self._said_at is None or now - self._said_at >= self.every:
+            self._said_at = now
+            error(self.event, error=repr(exc), failures=self.failures, **fields)
+
+    def worked(self) -> None:
+        if self.failures:
+            info(self.event.replace("_failed", "") + "_works_again", failures=self.failures)
+        self.failures = 0
+        self._said_at = None

@@ -152,6 +152,14 @@ class IngestCollector:
                                    "Messages refused, whatever their feed.")
         dead.add_metric([], self.status.get("dead_letters", 0))
         yield dead
+        for name, doc, value in (
+                ("appliance_ingest_store_failing", "1 while commits to the replica store fail.",
+                 self.status.get("store_failing_since") is not None),
+                ("appliance_ingest_disk_full", "1 while the replica store's disk is full.",
+                 bool(self.status.get("disk_full")))):
+            family = GaugeMetricFamily(name, doc)
+            family.add_metric([], 1.0 if value else 0.0)
+            yield family
         batches = CounterMetricFamily("appliance_ingest_batches_committed",
                                       "Transactions committed by ingest.")
         batches.add_metric([], self.status.get("batches_committed", 0))

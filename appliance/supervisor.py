@@ -209,6 +209,7 @@ class Supervisor:
         self.reload_pending: list[str] = []
         self.reload_current: tuple[str, int] | None = None
         self.serial = 0
+        self._table_failures = logs.RepeatedError("process_table_write_failed")
         self.started = time.time()
         self.api: Reservation | None = None
         self.admin_address: Reservation | None = None
@@ -635,9 +636,16 @@ class Supervisor:
         if text == self._last_table:
             return
         tmp = self.processes_path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, self.processes_path)
+        try:
+            with open(tmp, "w") as f:
+                f.write(text)
+            os.replace(tmp, self.processes_path)
+        except OSError as exc:
+            # A full disk: the table is for people and the admin listener; supervising
+            # goes on, and the next turn of the loop tries again.
+            self._table_failures.failed(exc, path=self.processes_path)
+            return
+        self._table_failures.worked()
         self._last_table = text
 
 

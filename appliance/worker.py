@@ -12,6 +12,7 @@ idle keep-alive connections, and exit once none is left or ``graceful_timeout`` 
 
 from __future__ import annotations
 
+import http.client
 import os
 import select
 import signal
@@ -35,6 +36,14 @@ HEARTBEAT_INTERVAL = 1.0        # seconds between touches of the heartbeat file
 DRAIN_POLL = 0.05               # seconds between checks while draining
 DRAIN_IDLE_GRACE = 0.25         # a kept-alive connection idle this long is closed on drain
 READY_MARK = b"ready\n"
+# A refused request (URL or headers too long, malformed) is answered, then what the
+# client still sends is read and dropped for a while before the close: closing with
+# unread bytes makes the kernel reset the connection, and the client never reads the
+# answer (Apache's lingering close).
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 8 << 20
+HEADERS_TOO_LARGE_RESPONSE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                              b"Connection: close\r\nContent-Length: 0\r\n\r\n")
 
 
 class BootError(RuntimeError):
@@ -102,6 +111,10 @@ def _status_label(code) -> str:
     return label if label is not None else str(abs(code))
 
 
+class _HeadersTooLarge(ValueError):
+    """Request headers over http.client's limits: answered 431."""
+
+
 class Handler(_WSGIHandler):
     """Knows whether it is waiting for the next request on a kept-alive connection, so a
     draining worker can close exactly those; records every response's latency (from the
@@ -118,6 +131,63 @@ class Handler(_WSGIHandler):
             return _WSGIHandler.read_requestline(self)
         finally:
             idle.discard(self)
+
+    def MessageClass(self, *args):
+        # http.client's limits: 64 KiB a header line, 100 header lines.
+        try:
+            headers = gevent.pywsgi.headers_factory(*args)
+        except http.client.HTTPException as exc:       # more than 100 header lines
+            raise _HeadersTooLarge(str(exc)) from None
+        if headers.status == "Line too long":
+            raise _HeadersTooLarge("a header line is longer than 64 KiB")
+        return headers
+
+    def _handle_client_error(self, ex):
+        # The client's error: one log line, never a traceback.
+        logs.info("bad_request", client=self.client_address[0] if self.client_address
+                  else "", error=str(ex)[:200])
+        if isinstance(ex, _HeadersTooLarge):
+            return ("431", HEADERS_TOO_LARGE_RESPONSE)
+        return ("400", gevent.pywsgi._BAD_REQUEST_RESPONSE)
+
+    def handle_error(self, t, v, tb):
+        # What reaches this comes from gevent's handling of the request around the app
+        # (the app answers its own errors): e.g. a malformed chunked body found while the
+        # unread rest is discarded. One line, no traceback; a ValueError is the client's.
+        if isinstance(v, ValueError):
+            logs.info("bad_request", client=self.client_address[0] if self.client_address
+                      else "", error=str(v)[:200])
+        else:
+            logs.error("request_failed", error=repr(v)[:500])
+        self._send_error_response_if_possible(400 if isinstance(v, ValueError) else 500)
+
+    def handle_one_request(self):
+        result = _WSGIHandler.handle_one_request(self)
+        if result is None or result is True:
+            return result
+        # gevent refused the request ((status, whole answer): 414, 431, 400).
+        self.status, answer = result
+        self._linger(answer)
+        return None
+
+    def _linger(self, answer: bytes) -> None:
+        sock = self.socket
+        try:
+            sock.sendall(answer)
+            sock.shutdown(socket.SHUT_WR)
+            until = _monotonic() + LINGER_SECONDS
+            left = LINGER_BYTES
+            while left > 0:
+                remaining = until - _monotonic()
+                if remaining <= 0:
+                    break
+                sock.settimeout(remaining)
+                chunk = sock.recv(min(65536, left))
+                if not chunk:
+                    break
+                left -= len(chunk)
+        except OSError:
+            pass
 
     def handle_one_response(self):
         started = _clock()
@@ -277,6 +347,7 @@ class Worker:
 
     def _heartbeat(self, stop: gevent.event.Event) -> None:
         parent = os.getppid()
+        flush_failures = logs.RepeatedError("metrics_flush_failed")   # a full disk
         while True:
             try:
                 os.utime(self.heartbeat_path)
@@ -286,8 +357,9 @@ class Worker:
                 metrics.recorder().flush()
                 if self.access_log is not None:
                     self.access_log.flush()
+                flush_failures.worked()
             except Exception as exc:  # metrics must never silence the heartbeat
-                logs.error("metrics_flush_failed", worker=self.number, error=repr(exc))
+                flush_failures.failed(exc, worker=self.number)
             if os.getppid() != parent:  # the supervisor is gone
                 stop.set()
             gevent.sleep(HEARTBEAT_INTERVAL)

@@ -47,6 +47,7 @@ import orjson
 FEED_VERSION = 2                # the version this code sends
 FEED_VERSIONS = (2,)            # versions this code can decode
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+MAX_SEQ = 2 ** 63 - 1          # SQLite's largest integer: no position can go past it
 DIGEST_BUCKETS = 256            # buckets of a drift check: first byte of the key's hash
 
 KIND_SERVER = "server"
@@ -458,6 +459,8 @@ def decode_events(raw: Any, where: str = "events", entities: bool = True) -> tup
                 raise FeedError("bad_event", f"{where}[{i}]: tombstone carries an entity")
         else:
             raise FeedError("bad_event", f"{where}[{i}]: unknown op {op!r}")
+        if seq > MAX_SEQ:
+            raise FeedError("bad_event", f"{where}[{i}]: seq {seq} out of range")
         if seq < 1 or (events and seq != last + 1):
             raise FeedError("bad_event", f"{where}[{i}]: seq {seq} does not follow "
                                          f"{last if events else 0}")
@@ -507,6 +510,9 @@ def _decode_message(data: bytes, max_bytes: int, entities: bool) -> Batch | Hear
     if kind == "hb":
         head = _need(obj, "head", (int,), "heartbeat")
         oldest = _need(obj, "oldest", (int,), "heartbeat")
+        if not (0 <= head <= MAX_SEQ and 0 <= oldest <= MAX_SEQ):
+            raise FeedError("bad_event", f"heartbeat: head {head} or oldest {oldest} out of "
+                                         f"range")
         ts = _need(obj, "ts", (float, int), "heartbeat")
         return Heartbeat(cell, epoch, head, oldest, float(ts))
     raise FeedError("malformed", f"unknown message type {kind!r}")

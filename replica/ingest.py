@@ -48,12 +48,19 @@ RETRY_MIN = 0.1                # back-off after a failed control request
 RETRY_MAX = 2.0
 HEARTBEAT_GAP_GRACE = 0.3      # heartbeat head ahead and no batch for this long: tail loss
 RESYNC_BUFFER_MAX = 200_000    # live events kept during a resync; beyond, replay covers them
+RESYNC_MIN_INTERVAL = 30.0     # a cell is resynced on its own at most this often
+EPOCH_CLAIMS_MAX = 100         # feed messages of another epoch kept until hello judges them
+CLAIMS_JUDGED_EVERY = 1.0      # at most one hello a second for them (a flood of strays)
 CHECKPOINT_INTERVAL = 1.0
 DRIVER_TICK = 0.25             # a quiet driver re-checks silence this often
 YIELD_SECONDS = 0.001
 BUSY_SLICE = 0.02              # a busy feed lets the other greenlets run this often
 STOP_POLL = 0.1
 SILENCE_RECHECK = 0.05
+STORE_RETRY_MIN = 0.5          # after a failed commit (a full disk...), writes wait this long,
+STORE_RETRY_MAX = 5.0          # doubling up to this, before the next try
+STORE_LOG_EVERY = 60.0         # while commits keep failing, one log line this often
+PENDING_DEAD_MAX = 1000        # dead letters kept for a store that cannot write them
 
 
 def _recv_now(sock: nanomsg.Socket) -> bytes | None:
@@ -83,7 +90,11 @@ class IngestConfig:
     stale_after: float = 5.0
     replay_limit: int = 5000
     rcvbuf: int = 4 * MIB
-    rcvmaxsize: int = 16 * MIB
+    # nanomsg's own limit. A message over it stops the connection without an error
+    # (nothing more is delivered on it): it sits well above feed.MAX_MESSAGE_BYTES, so
+    # what a cell might send is received and dead-lettered as ``oversized``, and a feed
+    # silent for half of stale_after is subscribed again (_read_feed).
+    rcvmaxsize: int = 64 * MIB
     control_timeout: float = CONTROL_TIMEOUT
 
 
@@ -136,12 +147,20 @@ class CellLink:
         self.paused = False
         self.requests: list[CellRequest] = []
         self.replay_limit: int | None = None   # lowered after timeouts, see replay_page
+        # feed messages of another epoch than the position's: (epoch, payload), until the
+        # cell's hello says whether the cell really moved (resync) or they are strays
+        self.epoch_claims: list[tuple[str, bytes]] = []
+        self.claims_judged_at = 0.0            # monotonic time of the last hello for them
+        self.resync_reason: str | None = None  # why the last resync began
+        self.resync_ended = 0.0                # monotonic end of the last resync (0: none)
 
     def set_state(self, new: CellState, why: str = "") -> None:
         if new is self.state:
             return
         self.state = transition(self.state, new)
         self.state_since = time.time()
+        if new is CellState.RESYNCING:
+            self.resync_reason = why
         log.info("cell %s: %s%s", self.name, new.value, f" ({why})" if why else "")
 
     def flag_gap(self) -> None:
@@ -155,6 +174,14 @@ class CellLink:
         self.new_epoch_flag = True
         self.kick.set()
 
+    def claim_epoch(self, epoch: str, payload: bytes) -> None:
+        """A feed message says the cell is at another epoch: have the driver ask the
+        cell's hello before anything is thrown away (anyone who reaches the feed's
+        address can send one)."""
+        if len(self.epoch_claims) < EPOCH_CLAIMS_MAX:
+            self.epoch_claims.append((epoch, bytes(payload[:4096])))
+        self.kick.set()
+
     def heard(self) -> None:
         self.last_heard = time.monotonic()
 
@@ -166,8 +193,9 @@ class CellLink:
         else:
             self.behind_since = None
 
-    def status(self, counts: dict[str, int]) -> dict:
-        seq = self.position.seq if self.position else 0
+    def status(self, counts: dict[str, int], committed: Position | None = None) -> dict:
+        """``committed``: show this position instead of the accepted one."""
+        seq = (committed or self.position).seq if (committed or self.position) else 0
         lag_ms = 0.0
         if self.behind_since is not None and self.head > seq:
             lag_ms = round((time.monotonic() - self.behind_since) * 1000.0, 1)
@@ -180,6 +208,7 @@ class CellLink:
             "live_once": self.live_once, "gaps": self.gaps, "replays": self.replays,
             "resyncs": self.resyncs, "resync_failures": self.resync_failures,
             "dead_letters": self.dead_letters, "error": self.error,
+            "resync_reason": self.resync_reason,
         }
 
 
@@ -214,6 +243,15 @@ class Ingest:
         self._wake = gevent.event.Event()
         # The writer has one staging area: resyncs of several cells take turns.
         self._staging = gevent.lock.BoundedSemaphore(1)
+        # The store failing to commit (a full disk, I/O errors) is a state: writes are
+        # held and retried with back-off, status and metrics say so, the log now and then.
+        self.store_failing_since: float | None = None   # wall time of the first failure
+        self.store_error: str | None = None
+        self.disk_full = False
+        self._store_failures = 0
+        self._store_backoff = STORE_RETRY_MIN
+        self._store_retry_at = 0.0
+        self._store_logged_at = 0.0
         self._greenlets: list[gevent.Greenlet] = []
         self.stopped = gevent.event.Event()
 
@@ -234,7 +272,10 @@ class Ingest:
 
     def accept(self, link: CellLink, events, payload: bytes = b"") -> str:
         """Queue the events of one batch or replay page that follow the position.
-        Returns "next", "duplicate", "gap" or "refused" (dead-lettered, nothing queued)."""
+        Returns "next", "duplicate", "gap", "refused" (dead-lettered, nothing queued) or
+        "held" (the store cannot write now, see commit)."""
+        if self.store_failing_since is not None and time.monotonic() < self._store_retry_at:
+            return "held"      # the store cannot write now: nothing moves until it can
         pos = link.position
         fresh = [e for e in events if e.seq > pos.seq]
         if not fresh:
@@ -298,7 +339,8 @@ class Ingest:
         except apsw.Error as exc:
             # Nothing of the group is in the database: rewind those feeds to what is,
             # the next batch shows a gap and replay brings the events again.
-            log.error("commit of %d changes failed: %r", len(changes), exc)
+            self._store_failed(exc, len(changes))
+            self.pending_dead = (dead + self.pending_dead)[:PENDING_DEAD_MAX]
             stored = self.writer.load_positions()
             for pos in positions:
                 link = self.links[pos.cell]
@@ -306,8 +348,38 @@ class Ingest:
                 link.error = f"commit: {exc!r}"
                 link.flag_gap()
             return
+        if self.store_failing_since is not None:
+            log.warning("replica store writes again after %.1fs (%d failed commits)",
+                        time.time() - self.store_failing_since, self._store_failures)
+            self.store_failing_since = self.store_error = None
+            self.disk_full = False
+            self._store_failures = 0
+            self._store_backoff = STORE_RETRY_MIN
         self.events_applied += events
         self.batches_committed += 1
+
+    def _store_failed(self, exc: apsw.Error, changes: int) -> None:
+        now = time.monotonic()
+        # SQLite rolls a transaction back by itself on SQLITE_FULL; the ROLLBACK of the
+        # ``with`` block then fails too and hides the cause in __context__.
+        cause = exc
+        while cause is not None and not isinstance(cause, apsw.FullError):
+            cause = cause.__context__
+        self._store_failures += 1
+        self.disk_full = cause is not None
+        self.store_error = f"commit of {changes} changes: {cause or exc}"
+        self._store_retry_at = now + self._store_backoff
+        self._store_backoff = min(self._store_backoff * 2, STORE_RETRY_MAX)
+        if self.store_failing_since is None:
+            self.store_failing_since = time.time()
+            self._store_logged_at = now
+            log.error("replica store: %s; writes held, retried every %.1f-%.0fs",
+                      self.store_error, STORE_RETRY_MIN, STORE_RETRY_MAX)
+        elif now - self._store_logged_at >= STORE_LOG_EVERY:
+            self._store_logged_at = now
+            log.error("replica store still failing (%d commits since %s): %s",
+                      self._store_failures, time.strftime(
+                          "%H:%M:%S", time.gmtime(self.store_failing_since)), exc)
 
     def _committer(self) -> None:
         window = self.config.group_commit_ms / 1000.0
@@ -332,6 +404,8 @@ class Ingest:
 
     def _read_feed(self, link: CellLink) -> None:
         sock = self._subscribe(link)
+        silence = self.config.stale_after / 2
+        said = False
         try:
             last_yield = time.monotonic()
             while True:
@@ -340,7 +414,20 @@ class Ingest:
                     # The feed is idle: nothing more will join this group soon, so
                     # commit it now instead of at the end of the group-commit window.
                     self.commit()
-                    data = _recv(sock, None)
+                    try:
+                        data = _recv(sock, time.monotonic() + silence)
+                    except ControlTimeout:
+                        # Publishers send heartbeats: a silent subscription may be a
+                        # dead connection (see IngestConfig.rcvmaxsize). A new one
+                        # costs nothing; what it missed, seqs and replay bring back.
+                        (log.debug if said else log.warning)(
+                            "feed %s: nothing received for %.1fs, subscribing again",
+                            link.name, silence)
+                        said = True
+                        sock.close()
+                        sock = self._subscribe(link)
+                        continue
+                said = False
                 try:
                     self.on_message(link, data)
                 except Exception as exc:  # a bug must cost one message, not the feed
@@ -371,16 +458,16 @@ class Ingest:
         if link.state is CellState.STALE:
             link.kick.set()
         if isinstance(msg, feed.Heartbeat):
-            self._on_heartbeat(link, msg)
+            self._on_heartbeat(link, msg, data)
         else:
             self._on_batch(link, msg, data)
 
-    def _on_heartbeat(self, link: CellLink, hb: feed.Heartbeat) -> None:
+    def _on_heartbeat(self, link: CellLink, hb: feed.Heartbeat, data: bytes = b"") -> None:
         pos = link.position
         if link.state is CellState.RESYNCING or pos is None:
             return
         if hb.epoch != pos.epoch:
-            link.flag_new_epoch()
+            link.claim_epoch(hb.epoch, data)
             return
         link.head = max(link.head, hb.head)
         link.oldest = hb.oldest
@@ -409,7 +496,7 @@ class Ingest:
                                                         CellState.RESYNCING):
             return
         if batch.epoch != pos.epoch:
-            link.flag_new_epoch()
+            link.claim_epoch(batch.epoch, data)
             return
         link.head = max(link.head, batch.last_seq)
         outcome = self.accept(link, batch.events, data)
@@ -432,9 +519,11 @@ class Ingest:
             except Exception as exc:
                 expected = isinstance(exc, (ControlTimeout, feed.ControlError, feed.FeedError,
                                             CellFault, nanomsg.NanoMsgError))
-                link.error = str(exc) or type(exc).__name__
+                error = str(exc) or type(exc).__name__
+                said, link.error = link.error, error
                 if expected:
-                    log.warning("cell %s: %s", link.name, link.error)
+                    if error != said:       # the same error again: once is enough
+                        log.warning("cell %s: %s", link.name, link.error)
                 else:  # a bug or a database error: keep serving, keep trying, say so
                     log.exception("cell %s: driver step failed", link.name)
                 link.kick.wait(timeout=backoff)
@@ -464,10 +553,14 @@ class Ingest:
             link.gap_flag = False
             link.gaps += 1
             link.set_state(S.CATCHING_UP, "gap")
+        if (link.epoch_claims and link.state in (S.CATCHING_UP, S.LIVE, S.STALE)
+                and time.monotonic() - link.claims_judged_at >= CLAIMS_JUDGED_EVERY):
+            self._judge_epoch_claims(link)
         if link.new_epoch_flag and link.state in (S.CATCHING_UP, S.LIVE, S.STALE):
             link.set_state(S.RESYNCING, "new epoch")
-        if (any(r.kind == "resync" for r in link.requests)
-                and link.state is not S.RESYNCING and link.state is not S.STALE):
+        if any(r.kind == "resync" for r in link.requests) and link.state is not S.RESYNCING:
+            # A stale cell too: its control socket may answer while its feed is silent;
+            # if it does not, the resync fails and says why.
             link.set_state(S.RESYNCING, "requested")
 
         if link.state is S.CONNECTING:
@@ -512,6 +605,22 @@ class Ingest:
         else:
             link.set_state(S.CATCHING_UP, "hello")
 
+    def _judge_epoch_claims(self, link: CellLink) -> None:
+        """Feed messages said the cell is at another epoch: the cell's hello decides.
+        Another epoch there: resync. The same as ours: the messages were strays and
+        are dead-lettered (``foreign_epoch``)."""
+        link.claims_judged_at = time.monotonic()
+        hello = self.request(link, "hello", timeout=HELLO_TIMEOUT)
+        claims, link.epoch_claims = link.epoch_claims, []
+        epoch = hello.get("epoch")
+        if epoch != link.position.epoch:
+            link.flag_new_epoch()
+            return
+        for claimed, payload in claims:
+            self.dead_letter(link, link.name, "foreign_epoch",
+                             f"feed {link.name}: a message of epoch {claimed!r}; the cell's "
+                             f"hello says {epoch!r}", payload)
+
     def replay_page(self, link: CellLink, upto: int | None = None) -> int:
         """One replay request from position + 1 (never past ``upto``); accept what comes.
         Returns the cell's head. Raises NeedResync when only a resync can help."""
@@ -548,6 +657,9 @@ class Ingest:
             if upto is not None:
                 events = tuple(e for e in events if e.seq <= upto)
             outcome = self.accept(link, events)
+            if outcome == "held":
+                raise CellFault(f"replay from {pos.seq + 1} held: the replica store cannot "
+                                f"write ({self.store_error})")
             if outcome == "refused":
                 raise CellFault(f"replay from {pos.seq + 1}: refused (see dead letters)")
             if outcome == "gap":
@@ -576,6 +688,15 @@ class Ingest:
 
     def _resync(self, link: CellLink) -> None:
         waiting = [r for r in link.requests if r.kind == "resync"]
+        held = link.resync_ended + RESYNC_MIN_INTERVAL - time.monotonic()
+        if held > 0 and not waiting:
+            # Whatever keeps asking for a resync of this cell (a flapping publisher, a
+            # rogue feed), a full snapshot is taken at most once per interval.
+            link.error = (f"resync ({link.resync_reason}) held back {held:.1f}s: at most one "
+                          f"per {RESYNC_MIN_INTERVAL:.0f}s")
+            link.kick.wait(timeout=held)
+            link.kick.clear()
+            return
 
         def progress(done: int, total: int) -> None:
             for r in waiting:
@@ -597,6 +718,7 @@ class Ingest:
             link.kick.wait(timeout=RETRY_MIN)
             return
         link.resyncs += 1
+        link.resync_ended = time.monotonic()
         link.error = None
         link.new_epoch_flag = False
         self._finish_requests(link, waiting)
@@ -672,10 +794,16 @@ class Ingest:
     # -- control --------------------------------------------------------------------------
 
     def status(self, _args: dict | None = None) -> dict:
-        return {"cells": [link.status(self.writer.counts(link.name))
+        # While commits fail, the positions shown are the committed ones (the accepted
+        # ones are rewound at every failed try).
+        stored = self.writer.load_positions() if self.store_failing_since else None
+        return {"cells": [link.status(self.writer.counts(link.name),
+                                      None if stored is None else stored.get(link.name))
                           for link in self.links.values()],
                 "dead_letters": self.dead_total, "events_applied": self.events_applied,
-                "batches_committed": self.batches_committed, "pid": os.getpid()}
+                "batches_committed": self.batches_committed, "pid": os.getpid(),
+                "store_failing_since": self.store_failing_since,
+                "store_error": self.store_error, "disk_full": self.disk_full}
 
     def _handlers(self) -> dict:
         def resync_op(args):

@@ -19,6 +19,16 @@ Choices where Nova leaves room or a replica differs, decided once here:
   substring test (``instr()``, in C, no per-row Python); a real regex calls a registered
   ``regexp()`` Python function once per candidate row of the caller's scope (about a
   microsecond each: ~1 ms per 1,000 candidate servers), still inside the one statement.
+  One match that backtracks past 50 ms is cut (400: the pattern's fault; Nova on SQLite
+  would hang, on MySQL fail), a statement past the read deadline too (503).
+- A member's ``marker`` must name one of the member's servers: another project's is
+  ``marker [X] not found`` (400), so a page cannot tell where a foreign server sorts.
+  An admin's marker may be any project's, as Nova looks it up elevated.
+- Bad input past Nova's checks is still the client's error: a ``limit`` past Python's
+  int-digit limit is 400 ``limit must be an integer``, a microversion number of more
+  than three digits 406, a regex ``re`` cannot compile for an ``OverflowError`` 400;
+  the workers answer a request line over 8 KiB 414 and headers over http.client's
+  limits (64 KiB a line, 100 lines) 431, where Nova's pipelines would fail or reset.
 - The flavor ``name`` filter (2.102) is a regex searched in the name, as Nova's
   ``REGEXP`` on SQLite: case-sensitive (MySQL's default collation would not be). Nova
   does not check the pattern, and the database's REGEXP fails on a broken one (oslo.db's

@@ -33,7 +33,8 @@ from appliance.api.params import (CANONICAL_UUID, NO_PARAMETERS, STRICT_QUERY_MI
 from appliance.api.server_params import server_query
 from appliance.api.versions import version_document, versions_document
 from replica.render import FlavorView, ServerView
-from replica.store.reader import Prefixes, ReadResult, ReadTimeout, reader_for
+from replica.store.reader import (Prefixes, ReadResult, ReadTimeout, RegexTooCostly,
+                                  reader_for)
 
 LOG = logging.getLogger(__name__)
 READ_METHODS = ("GET", "HEAD")
@@ -130,6 +131,10 @@ class ComputeApi:
                                                   server_id)
             return self._dispatch(environ, start_response, request_id)
         except ApiError as err:
+            return self._fault(start_response, err, request_id, environ, None, None)
+        except RegexTooCostly:
+            err = ApiError(400, "Invalid input for query parameters: a regex filter "
+                                "backtracks too much to be matched; simplify the pattern.")
             return self._fault(start_response, err, request_id, environ, None, None)
         except ReadTimeout as exc:
             LOG.warning("%s %s: %s", request_id, environ.get("PATH_INFO"), exc)

@@ -62,6 +62,7 @@ def flavor_query(multi: dict, minor: int, identity: Identity, max_limit: int) ->
     query.min_disk = _int_filter(multi, "minDisk")
     if v2102 and "name" in multi:
         query.name = multi["name"][-1]        # a regex, as Nova's flavor DB query takes it
-    query.limit = min(max_limit, int(multi["limit"][-1])) if "limit" in multi else max_limit
+    query.limit = (min(max_limit, P.int_param(multi["limit"][-1], "limit")) if "limit" in multi
+                   else max_limit)
     query.marker = multi["marker"][-1] if "marker" in multi else None
     return query

@@ -40,10 +40,13 @@ def requested(environ: dict) -> int:
     if not match:
         raise ApiError(400, f"API Version String {value} is of invalid format. Must be of "
                             f"format MajorNum.MinorNum.")
-    major, minor = int(match.group(1)), int(match.group(2))
-    if major != 2 or not MIN_MINOR <= minor <= MAX_MINOR:
+    # No leading zeros: a number of more digits than 3 is out of range, and past
+    # Python's int-digit limit int() would raise.
+    major, minor = match.group(1), match.group(2)
+    if major != "2" or len(minor) > 3 or not MIN_MINOR <= int(minor) <= MAX_MINOR:
         raise ApiError(406, f"Version {major}.{minor} is not supported by the API. Minimum "
                             f"is {MIN_VERSION} and maximum is {MAX_VERSION}.")
+    minor = int(minor)
     return minor
 
 

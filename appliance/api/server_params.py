@@ -242,11 +242,13 @@ def server_query(multi: dict, minor: int, identity: Identity, detail: bool,
 
     limit = max_limit
     if "limit" in multi:
-        limit = min(max_limit, int(multi["limit"][-1]))
+        limit = min(max_limit, P.int_param(multi["limit"][-1], "limit"))
     query.limit = limit
     if limit == 0:
         query.nothing = True
     query.marker = multi["marker"][-1] if "marker" in multi else None
+    # Nova looks an admin's marker up elevated; anyone else's is their project's only.
+    query.marker_project = None if identity.admin else identity.project_id
     query.sort = _sort(multi, minor, identity)
     return query
 

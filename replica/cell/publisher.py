@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import logging
 import multiprocessing
 import os
@@ -394,6 +395,8 @@ CONTROL_STOP_SECONDS = 5.0
 # snapshots and replays are bulk work that a requester waits for anyway.
 CONTROL_NICE = 5
 CHANNEL_POLL_SECONDS = 0.2      # how often a waiting control process looks at its stop
+CONTROL_BIND_WAIT_SECONDS = 10.0    # the control address may still be held by the control
+CONTROL_BIND_RETRY_SECONDS = 0.05   # process of a publisher that just died
 
 
 class _Halt:
@@ -428,26 +431,44 @@ def _next_message(channel, stop: threading.Event):
     return None
 
 
+def _bind_control_socket(url: str, stop: threading.Event) -> nanomsg.Socket | None:
+    """The control socket, bound once the address is free: the control process of a
+    publisher that died may still be going away."""
+    deadline = time.monotonic() + CONTROL_BIND_WAIT_SECONDS
+    while True:
+        try:
+            return open_control_socket(url)
+        except nanomsg.NanoMsgAPIError as exc:
+            if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                raise
+        if stop.wait(CONTROL_BIND_RETRY_SECONDS):
+            return None
+
+
 def _control_main(opener: SourceOpener, config: PublisherConfig, epoch: str,
-                  kinds: list[str], channel) -> None:
+                  kinds: list[str], channel, parent: int) -> None:
     """The control server's process: answers until SIGTERM, or until the publisher
-    dies (PR_SET_PDEATHSIG: a SIGKILLed publisher leaves no orphan holding its port).
+    dies. PR_SET_PDEATHSIG with SIGKILL: a SIGKILLed publisher leaves no orphan holding
+    its address, not even for the request it is serving (SIGTERM waited for it, and a
+    publisher started again at once found the address taken). It only reads the cell.
     When the publisher asks (the database file was replaced), it closes its
     connections, says so, and starts again with the epoch the publisher sends."""
     stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # the publisher handles Ctrl-C
     _stop_on_signals(stop, (signal.SIGTERM,))
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
-    if os.getppid() == 1:       # the publisher died before the line above
+    if os.getppid() != parent:      # the publisher died before the line above
         return
     try:
         os.nice(CONTROL_NICE)
     except OSError:
         pass
-    sock = open_control_socket(config.control_url)
+    sock = _bind_control_socket(config.control_url, stop)
+    if sock is None:
+        return
     try:
         while not stop.is_set():
             control.ControlServer(opener, config.name, epoch, kinds, sock,
@@ -478,7 +499,8 @@ class ControlProcess:
     def start(self) -> None:
         context = multiprocessing.get_context("fork")
         ours, theirs = context.Pipe()
-        self.proc = context.Process(target=_control_main, args=self.args + (theirs,),
+        self.proc = context.Process(target=_control_main,
+                                    args=self.args + (theirs, os.getpid()),
                                     name="cell-control", daemon=True)
         self.proc.start()
         theirs.close()

@@ -10,8 +10,19 @@ answered (every feed's seq), the row count, the last id (for the next link) and 
 the marker exists, so a request never needs a second statement.
 
 Filters: exact ones are ``IN`` lists on indexed or plain columns; a regex without
-metacharacters is ``instr()``; a real regex calls the registered ``regexp()`` (Python,
-once per candidate row); tags use ``json_each`` over the row's tag array.
+metacharacters is ``instr()``; a real regex calls the registered ``regexp()`` (Python's
+``re.search``, once per candidate row, as oslo.db's SQLite REGEXP does for Nova); tags use
+``json_each`` over the row's tag array.
+
+A user's regex can backtrack for ever on one value (``(.*){30}x``), inside one call the
+progress handler never sees. So a statement that calls ``regexp()`` runs under an
+interval timer (``_MatchClock``): its signal, caught while a match runs, ends a match
+that ran past ``MATCH_BUDGET_S`` (``RegexTooCostly``: a bomb costs the worker ~50 ms, not
+the read deadline) or past the statement's deadline (``ReadTimeout``); ``re`` checks for
+signals while it backtracks, and the exception aborts the statement. ``regexp()`` also
+refuses to start a match past the deadline. The engine stays Nova's (a linear-time one
+would refuse backreferences, which need a bound anyway, and read ``\\w``, ``\\s`` and ``$``
+differently), so every pattern keeps its meaning.
 
 Sub-resources (``SUBRESOURCE_SQL``: extra specs, server tags, metadata, ips) are one
 statement over the parent's row by primary key; the ones that pick one member (or trim
@@ -30,6 +41,7 @@ import functools
 import json
 import os
 import re
+import signal
 import time
 from dataclasses import dataclass, field
 
@@ -40,6 +52,8 @@ from replica.store.connection import READ_DEADLINE_VM_STEPS, open_reader
 
 DEADLINE_S = 0.5                  # a reader statement never holds a worker's hub longer
 REGEX_CACHE = 256                 # compiled filter patterns kept per process
+MATCH_BUDGET_S = 0.05             # one regex match on one value (a normal one: microseconds)
+MATCH_TICK_S = 0.01               # how often the timer looks while a regex statement runs
 
 # Every feed's seq, in the order the feeds were first written (a cheap table scan). It is
 # the last column of every statement; in a held snapshot (Reader.hold_snapshots) only the
@@ -95,6 +109,20 @@ class ReadTimeout(RuntimeError):
     """A reader statement ran past its deadline and was interrupted."""
 
 
+class RegexTooCostly(ValueError):
+    """One regex match ran past ``MATCH_BUDGET_S`` on one value: the pattern backtracks
+    catastrophically (the caller's error, not the replica's)."""
+
+
+class _Overtime(Exception):
+    """Raised inside ``regexp()`` past a bound: it aborts the statement (apsw raises it
+    from ``execute``). ``costly``: one match ran past its budget."""
+
+    def __init__(self, costly: bool):
+        super().__init__(costly)
+        self.costly = costly
+
+
 @dataclass(frozen=True, slots=True)
 class Prefixes:
     """The link prefixes of one request: ``self`` is scheme://host/v2.1[/project],
@@ -134,6 +162,7 @@ class ServerQuery:
     sort: tuple[tuple[str, str], ...] = (("created_at", "desc"), ("uuid", "desc"))
     limit: int = 1000
     marker: str | None = None
+    marker_project: str | None = None      # the marker must be this project's (None: any)
     nothing: bool = False                  # a filter that matches nothing (Nova: [])
 
 
@@ -378,8 +407,13 @@ def build_server_list(query: ServerQuery, view: render.ServerView | None
     for ip in query.ips:
         where.append(f"instr(ips, {p(ip)}) > 0")
     doc = SERVER_BRIEF_SQL if view is None else server_doc_expr(view)
+    # A member's marker must be one of the member's servers (deleted ones too): another
+    # project's is "not found", or the page would show where it falls in the order.
+    marker_scope = ""
+    if query.marker is not None and query.marker_project is not None:
+        marker_scope = f" AND project_id = {p(query.marker_project)}"
     sql = _list_sql("servers", "uuid", doc, where, query.sort, query.marker is not None,
-                    "", '{"servers":[')
+                    marker_scope, '{"servers":[')
     return sql, p.values
 
 
@@ -437,13 +471,65 @@ def _compiled(pattern: str) -> re.Pattern:
     return re.compile(pattern)
 
 
-def _regexp(pattern, value) -> bool:
-    if value is None or pattern is None:
-        return False
-    try:
-        return _compiled(pattern).search(str(value)) is not None
-    except re.error:
-        return False
+class _MatchClock:
+    """The bounds of statements that call ``regexp()``, kept by an interval timer whose
+    signal ends a running match: one match may run ``MATCH_BUDGET_S`` (a pattern that
+    backtracks that long on one value is the pattern's fault: ``RegexTooCostly``), the
+    statement until its deadline (``ReadTimeout``). Signals reach the main thread only
+    (gevent's ``threading`` cannot tell which one that is; installing the handler can):
+    elsewhere only the checks before each match hold. The API workers read in their
+    main thread."""
+
+    def __init__(self):
+        self.matching = False
+        self.armed = False
+        self.deadline = 0.0
+        self.match_started = 0.0
+
+    def arm(self, deadline: float) -> bool:
+        self.deadline = deadline
+        try:
+            signal.signal(signal.SIGALRM, self._fired)
+        except ValueError:      # not the main thread
+            return False
+        signal.setitimer(signal.ITIMER_REAL, MATCH_TICK_S, MATCH_TICK_S)
+        self.armed = True
+        return True
+
+    def disarm(self) -> None:
+        self.armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def _fired(self, signum, frame) -> None:
+        # Outside a match the signal changes nothing: the next regexp() call or the
+        # progress handler sees the deadline.
+        if self.matching:
+            now = time.monotonic()
+            if now - self.match_started > MATCH_BUDGET_S:
+                raise _Overtime(True)
+            if now > self.deadline:
+                raise _Overtime(False)
+
+    def regexp(self, pattern, value) -> bool:
+        """SQLite's ``X REGEXP Y`` is ``regexp(Y, X)``: ``re.search`` as oslo.db does."""
+        if value is None or pattern is None:
+            return False
+        now = time.monotonic()
+        if now > self.deadline:
+            raise _Overtime(False)
+        try:
+            compiled = _compiled(pattern)
+        except (re.error, OverflowError, RecursionError):
+            return False   # the API refuses these before a statement runs
+        self.match_started = now
+        self.matching = self.armed
+        try:
+            return compiled.search(str(value)) is not None
+        finally:
+            self.matching = False
+
+
+_MATCH_CLOCK = _MatchClock()
 
 
 # ---------------------------------------------------------------------------
@@ -468,7 +554,7 @@ class Reader:
         self._call_later = None
         self._held_until = 0.0         # monotonic end of the held transaction (0: none)
         self._position = None          # the held snapshot's position, once read
-        conn.create_scalar_function("regexp", _regexp, 2, deterministic=True)
+        conn.create_scalar_function("regexp", _MATCH_CLOCK.regexp, 2, deterministic=True)
         conn.set_progress_handler(self._past_deadline, READ_DEADLINE_VM_STEPS)
 
     def hold_snapshots(self, seconds: float, call_later) -> None:
@@ -506,24 +592,36 @@ class Reader:
     def _past_deadline(self) -> bool:
         return time.monotonic() > self._deadline
 
-    def _one_row(self, sql: str, params) -> tuple[tuple, float]:
+    def _one_row(self, sql: str, params, matches: bool = False) -> tuple[tuple, float]:
+        """Run one statement to its end; ``matches``: it calls ``regexp()``."""
         start = time.perf_counter()
         now = time.monotonic()
         self._deadline = now + DEADLINE_S
         if self._hold and now >= self._held_until:
             self._snapshot(now)
         position = self._position
+        armed = False
+        if matches:
+            armed = _MATCH_CLOCK.arm(self._deadline)
         try:
             # Read to the end: a statement left on its row would keep its read
             # transaction (and the WAL's read mark) until the cursor's next statement.
             rows = self._cursor.execute(sql if position is None else _without_position(sql),
                                         params).fetchall()
+        except _Overtime as exc:
+            self.release()
+            if exc.costly:
+                raise RegexTooCostly(f"one regex match ran past {MATCH_BUDGET_S}s") from None
+            raise ReadTimeout(f"read statement interrupted after {DEADLINE_S}s") from None
         except apsw.InterruptError:
             self.release()
             raise ReadTimeout(f"read statement interrupted after {DEADLINE_S}s") from None
         except apsw.Error:
             self.release()
             raise
+        finally:
+            if armed:
+                _MATCH_CLOCK.disarm()
         if not rows:
             raise RuntimeError("reader statement returned no row")
         row = rows[0]
@@ -548,7 +646,8 @@ class Reader:
         """``{"servers":[...]`` (without the closing brace: the caller adds the links);
         ``view`` None is the brief list (GET /servers)."""
         sql, extra = build_server_list(query, view)
-        return self._list(sql, extra, prefixes, query.marker, query.limit, None)
+        return self._list(sql, extra, prefixes, query.marker, query.limit, None,
+                          " REGEXP " in sql)
 
     def show_flavor(self, flavorid: str, view: render.FlavorView, prefixes: Prefixes,
                     project_id: str | None) -> ReadResult:
@@ -576,10 +675,10 @@ class Reader:
         return self._list(sql, extra, prefixes, query.marker, query.limit, query.project_id)
 
     def _list(self, sql: str, extra: list, prefixes: Prefixes, marker: str | None,
-              limit: int, project_id: str | None) -> ReadResult:
+              limit: int, project_id: str | None, matches: bool = False) -> ReadResult:
         params = [*_tokens(prefixes),
                   marker, limit, project_id, *extra][:_parameter_count(sql)]
-        (body, count, last_id, found, position), ms = self._one_row(sql, params)
+        (body, count, last_id, found, position), ms = self._one_row(sql, params, matches)
         return ReadResult(body, position or "", ms, count=count, last_id=last_id,
                           marker_found=bool(found))
 

@@ -362,3 +362,15 @@ def test_zsh_completion_is_generated_from_the_parser():
     assert offered("appliance serve --config ") == ["files"]
     assert offered("appliance completion ")[1:] == ["bash", "zsh"]
     assert offered("appliance cell --feed ") == ["message PUB address, e.g. tcp://0.0.0.0:7001"]
+
+
+def test_status_says_when_the_store_cannot_write_and_why_a_cell_resyncs():
+    from appliance.cli import format_status
+    text = format_status({
+        "cells": [{"cell": "c1", "state": "resyncing", "state_since": 0.0, "seq": 5,
+                   "resync_reason": "epoch 1234abcd -> 5678ef00"}],
+        "ingest": {"store_failing_since": 1_800_000_000.0, "disk_full": True,
+                   "store_error": "commit of 3 changes: database or disk is full"},
+        "processes": []})
+    assert "replica store: disk full since" in text and "database or disk is full" in text
+    assert "c1: resyncing (epoch 1234abcd -> 5678ef00)" in text

@@ -39,6 +39,7 @@ START_TIMEOUT = 60.0        # seconds until the server must accept connections
 STOP_TIMEOUT = 60.0         # seconds for a clean shutdown before SIGKILL
 PR_SET_PDEATHSIG = 1
 RAM_FS = "/dev/shm"
+RAM_FS_MIN_FREE = 2 << 30    # bytes free on RAM_FS to put a server's data there
 
 
 class MariaDBError(RuntimeError):
@@ -61,6 +62,15 @@ def _die_with_parent():
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def _ram_fs_has_room() -> bool:
+    """A writable /dev/shm with room for a server (a Nova deployment takes ~150 MB; a
+    container's default /dev/shm of 64 MB does not fit, and then the disk is used)."""
+    if not (os.path.isdir(RAM_FS) and os.access(RAM_FS, os.W_OK)):
+        return False
+    stats = os.statvfs(RAM_FS)
+    return stats.f_bavail * stats.f_frsize >= RAM_FS_MIN_FREE
+
+
 def child_setup():
     """``preexec_fn`` for a server process: die with the test process. Linux ties the
     parent-death signal to the *thread* that forks, so a child started from another thread
@@ -77,12 +87,12 @@ class MariaDB:
     def __init__(self, base_dir: str, server_id: int = 1, port: int | None = None,
                  in_memory: bool = True):
         """``base_dir`` holds the socket, pid file and logs. The datadir, binlog and
-        temporary files go to a private directory in ``/dev/shm`` when ``in_memory`` (and it
-        exists): the server still fsyncs, but a RAM file system makes that free, and Nova's
-        migrations run three times faster; ``remove()`` deletes it."""
+        temporary files go to a private directory in ``/dev/shm`` when ``in_memory`` (and
+        it has room): the server still fsyncs, but a RAM file system makes that free, and
+        Nova's migrations run three times faster; ``remove()`` deletes it."""
         self.base_dir = os.path.abspath(base_dir)
         self.storage_dir = self.base_dir
-        if in_memory and os.path.isdir(RAM_FS) and os.access(RAM_FS, os.W_OK):
+        if in_memory and _ram_fs_has_room():
             self.storage_dir = tempfile.mkdtemp(prefix="realnova-mariadb-", dir=RAM_FS)
         self.datadir = os.path.join(self.storage_dir, "data")
         self.socket = os.path.join(self.base_dir, "mariadb.sock")

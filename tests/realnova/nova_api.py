@@ -192,6 +192,10 @@ class NovaAPI:
         self.process: subprocess.Popen | None = None
         self.url = f"http://127.0.0.1:{self.port}"
 
+    def __str__(self):
+        """The base URL, so ``f"{nova_api}/v2.1/servers"`` reads as a URL."""
+        return self.url
+
     def write_paste_config(self):
         """Nova's own api-paste.ini with the ``authtoken`` filter pointing at the
         token-to-headers stand-in; everything else as Nova ships it."""
@@ -317,8 +321,9 @@ def neutron_stub_fixture(scope: str = "module", name: str | None = None):
 
 def nova_api_fixture(deployment_fixture: str, neutron_fixture: str = "neutron",
                      scope: str = "module", name: str | None = None):
-    """A fixture yielding a started :class:`NovaAPI` (``.url`` is its base URL) over the
-    deployment of the fixture ``deployment_fixture``; stopped at teardown."""
+    """A fixture yielding a started :class:`NovaAPI` over the deployment of the fixture
+    ``deployment_fixture``; ``.url`` (also ``str()``) is its base URL, e.g.
+    ``http://127.0.0.1:PORT``. Stopped at teardown."""
     @pytest.fixture(scope=scope, name=name)
     def _nova_api(request):
         deployment = request.getfixturevalue(deployment_fixture)

@@ -3,11 +3,13 @@ databases, and real nova-api answering from them."""
 
 from __future__ import annotations
 
+import os
+
 import pymysql
 import pytest
 
 from tests.realnova import env as realnova_env
-from tests.realnova.mariadb import mariadb_fixture
+from tests.realnova.mariadb import MariaDB, mariadb_fixture, scratch_dir
 from tests.realnova.nova_api import neutron_stub_fixture
 from tests.realnova.stack import nova_stacks_fixture
 
@@ -73,6 +75,19 @@ def test_mariadb_binlogs_rotate_and_purge(mariadb):
     remaining = mariadb.binlog_files()
     assert len(remaining) == 1 and remaining[0] not in first + [new]
     assert mariadb.gtid_binlog_pos()          # the GTID state survives the purge
+
+
+def test_mariadb_on_disk_when_asked():
+    with scratch_dir("mariadb-disk") as base_dir:
+        server = MariaDB(base_dir, server_id=7, in_memory=False)
+        try:
+            server.start()
+            assert server.datadir.startswith(base_dir)
+            assert server.scalar("SELECT @@datadir").rstrip("/") == server.datadir
+            assert server.scalar("SELECT @@server_id") == 7
+        finally:
+            server.remove()
+        assert not server.running and not os.path.exists(server.datadir)
 
 
 def test_mariadb_restart_keeps_data_and_binlog(mariadb):
@@ -255,7 +270,7 @@ def test_nova_api_lists_servers_to_member_and_admin(populated, nova_api):
 
     admin = {name: server for name, server in
              _servers(nova_api, "root:project-admin:admin", "?all_tenants=1").items()
-             if server["tenant_id"] != "project-c"}     # test_bulk_... adds its own
+             if server["tenant_id"] in ("project-a", "project-b")}  # later tests add more
     assert set(admin) == {"web-1", "db-1", "broken-1", "queued-1", "nowhere-1",
                           *(f"bulk-{n}" for n in range(20))}
     assert admin["web-1"]["OS-EXT-SRV-ATTR:host"] == "compute-1"
@@ -269,6 +284,7 @@ def test_nova_api_lists_servers_to_member_and_admin(populated, nova_api):
     assert "web-1" not in other and "bulk-0" in other
     status, _body = nova_api.get("/v2.1/servers/detail", token="not-a-token")
     assert status == 401
+    assert str(nova_api) == nova_api.url and nova_api.url.startswith("http://127.0.0.1:")
 
 
 def test_bulk_servers_render_as_stepwise_built_ones(stack, nova_api):
@@ -323,3 +339,96 @@ def test_nova_api_answers_flavors_and_server_subresources(populated, nova_api):
         "10.0.0.5", "fd00::5", "172.24.4.10"}
     status, body = nova_api.get(f"/v2.1/servers/{web}", token="user-b:project-b")
     assert status == 404 and body["itemNotFound"]["code"] == 404
+
+
+def test_host_status_follows_the_services_as_nova_sees_them(stack, nova_api):
+    writer = stack.writer
+    for host in ("compute-forced", "compute-disabled", "compute-alive"):
+        writer.create_compute(host=host)
+    servers = {host: writer.build_server(user_id="user-d", project_id="project-d",
+                                         flavor="2", name=f"on-{host}", host=host)["uuid"]
+               for host in ("compute-forced", "compute-disabled", "compute-alive")}
+    writer.service_force_down(host="compute-forced")
+    writer.service_disable(host="compute-disabled", reason="maintenance window")
+    for host in ("compute-disabled", "compute-alive"):
+        writer.service_heartbeat(host=host)
+    seen = {}
+    for host, uuid in servers.items():
+        status, body = nova_api.get(f"/v2.1/servers/{uuid}", token="root:project-admin:admin",
+                                    microversion="2.16")
+        assert status == 200, body
+        seen[host] = body["server"]["host_status"]
+    assert seen == {"compute-forced": "DOWN", "compute-disabled": "MAINTENANCE",
+                    "compute-alive": "UP"}
+
+
+def test_writer_states_as_nova_api_shows_them(stack, nova_api):
+    writer = stack.writer
+    owner = dict(user_id="user-e", project_id="project-e", flavor="2", host="compute-1")
+    spawning = writer.build_server(name="spawning", stage="scheduled", **owner)["uuid"]
+    verify = writer.build_server(name="verify", **owner)["uuid"]
+    writer.resize(uuid=verify, flavor="3", confirm=False)
+    soft_deleted = writer.build_server(name="soft", **owner)["uuid"]
+    writer.soft_delete(uuid=soft_deleted)
+    restored = writer.build_server(name="restored", **owner)["uuid"]
+    writer.soft_delete(uuid=restored)
+    writer.restore(uuid=restored)
+    gone = writer.build_server(name="gone", **owner)["uuid"]
+    writer.delete(uuid=gone)
+    queued = writer.build_server(name="queued", stage="requested", **owner)["uuid"]
+    writer.delete(uuid=queued)
+
+    def show(uuid, token="user-e:project-e"):
+        status, body = nova_api.get(f"/v2.1/servers/{uuid}", token=token, microversion="2.100")
+        return status, body
+
+    status, body = show(spawning)
+    assert (body["server"]["status"], body["server"]["OS-EXT-STS:task_state"]) == (
+        "BUILD", "spawning")
+    status, body = show(verify)
+    assert body["server"]["status"] == "VERIFY_RESIZE"
+    assert body["server"]["flavor"]["original_name"] == "m1.medium"
+    assert show(soft_deleted)[1]["server"]["status"] == "SOFT_DELETED"
+    assert show(restored)[1]["server"]["status"] == "ACTIVE"
+    assert show(gone)[0] == 404 and show(queued)[0] == 404
+    status, body = nova_api.get("/v2.1/servers/detail?all_tenants=1&deleted=true&"
+                                "project_id=project-e", token="root:project-admin:admin",
+                                microversion="2.100")
+    assert status == 200
+    # Nova's deleted filter takes the soft-deleted ones too.
+    assert {s["name"]: s["status"] for s in body["servers"]} == {
+        "gone": "DELETED", "soft": "SOFT_DELETED"}
+
+
+def test_catalog_and_server_edits_through_the_writer(stack, nova_api):
+    writer = stack.writer
+    admin = "root:project-admin:admin"
+    writer.create_flavor(name="edit-me", vcpus=1, memory_mb=256, root_gb=1, flavorid="edit",
+                         description="before")
+    writer.set_flavor_extra_specs(flavorid="edit", extra_specs={"a": "1", "b": "2"})
+    writer.delete_flavor_extra_spec(flavorid="edit", key="a")
+    assert nova_api.get("/v2.1/flavors/edit/os-extra_specs", token=admin) == (
+        200, {"extra_specs": {"b": "2"}})
+    writer.create_flavor(name="shared", vcpus=1, memory_mb=256, root_gb=1, flavorid="shared",
+                         is_public=False)
+    writer.add_flavor_access(flavorid="shared", project_id="project-f")
+    status, body = nova_api.get("/v2.1/flavors/shared/os-flavor-access", token=admin)
+    assert body == {"flavor_access": [{"flavor_id": "shared", "tenant_id": "project-f"}]}
+    writer.delete_flavor(flavorid="edit")
+    assert nova_api.get("/v2.1/flavors/edit", token=admin)[0] == 404
+
+    owner = "user-f:project-f"
+    uuid = writer.build_server(user_id="user-f", project_id="project-f", flavor="shared",
+                               name="editable", host="compute-1", tags=["x"])["uuid"]
+    writer.set_tags(uuid=uuid, tags=["y", "z"])
+    writer.update(uuid=uuid, name="renamed", description="text")
+    ports = writer.set_network_info(uuid=uuid, networks=[
+        {"label": "public", "fixed": ["203.0.113.7"]}])["ports"]
+    writer.set_state(uuid=uuid, vm_state="paused", power_state=3, locked=True)
+    status, body = nova_api.get(f"/v2.1/servers/{uuid}", token=owner, microversion="2.100")
+    server = body["server"]
+    assert (server["name"], server["description"], server["status"]) == (
+        "renamed", "text", "PAUSED")
+    assert sorted(server["tags"]) == ["y", "z"] and server["locked"] is True
+    assert [a["addr"] for a in server["addresses"]["public"]] == ["203.0.113.7"]
+    assert ports[0]["device_id"] == uuid

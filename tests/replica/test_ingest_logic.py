@@ -86,12 +86,38 @@ def test_duplicates_are_ignored_and_a_gap_raises_the_flag(ingest):
     assert rows(ingest) == [(3,)]
 
 
-def test_a_new_epoch_raises_the_resync_flag_and_applies_nothing(ingest):
+def test_a_new_epoch_is_a_claim_for_hello_to_judge_and_applies_nothing(ingest):
     link = ingest.links["c1"]
     ingest.on_message(link, feed.encode_batch("c1", "OTHER", events(1, 2)))
-    assert link.new_epoch_flag
+    ingest.on_message(link, feed.encode_heartbeat("c1", "OTHER", 2, 1, 1.0))
+    assert [epoch for epoch, _ in link.epoch_claims] == ["OTHER", "OTHER"]
+    assert not link.new_epoch_flag       # nothing thrown away before the cell is asked
     ingest.commit()
     assert rows(ingest) == [(0,)]
+
+
+def test_an_automatic_resync_waits_out_the_interval(ingest, monkeypatch):
+    import time
+
+    from replica import ingest as ingest_module
+    link = ingest.links["c1"]
+    link.resync_ended = time.monotonic()
+    link.set_state(CellState.RESYNCING, "new epoch")
+    monkeypatch.setattr(ingest_module, "RESYNC_MIN_INTERVAL", 0.2)
+    began = time.monotonic()
+    ingest._resync(link)               # no control request: it waits, then returns
+    assert 0.1 < time.monotonic() - began < 2
+    assert "held back" in link.error and "new epoch" in link.error
+    assert link.status({})["resync_reason"] == "new epoch" and link.resyncs == 0
+
+
+def test_a_seq_past_sqlites_integers_is_dead_lettered(ingest):
+    link = ingest.links["c1"]
+    ingest.on_message(link, feed.encode_batch("c1", "E", events(2 ** 64 - 1, 1)))
+    ingest.on_message(link, feed.encode_heartbeat("c1", "E", 2 ** 64 - 1, 1, 1.0))
+    ingest.commit()
+    assert [d["reason"] for d in ingest.writer.dead_letters()] == ["bad_event", "bad_event"]
+    assert link.head == 0 and not link.gap_flag
 
 
 def test_heartbeat_ahead_with_no_batch_is_a_tail_gap(ingest):
@@ -155,9 +181,10 @@ def test_group_commit_max_commits_inline(ingest):
 
 def test_status_has_every_documented_field(ingest):
     status = ingest.status()
-    assert set(status) == {"cells", "dead_letters", "events_applied", "batches_committed", "pid"}
+    assert set(status) == {"cells", "dead_letters", "events_applied", "batches_committed", "pid",
+                           "store_failing_since", "store_error", "disk_full"}
     assert set(status["cells"][0]) == {
         "cell", "state", "state_since", "epoch", "seq", "head", "oldest", "lag_events",
         "lag_ms", "servers", "flavors", "last_event_at", "live_once", "gaps", "replays",
-        "resyncs", "resync_failures", "dead_letters", "error"}
+        "resyncs", "resync_failures", "dead_letters", "error", "resync_reason"}
     assert status["cells"][0]["state"] == "live"

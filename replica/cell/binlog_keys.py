@@ -1,0 +1,305 @@
+"""Which binlog rows change which entities (the key mapping of the MariaDB/MySQL
+source; ``binlog.py`` reads the stream and journals what this module makes of it).
+
+Direct keys (``KEY_MAP``): ``instances.uuid`` and the instance child tables'
+instance uuid columns give ``server`` keys, before and after image both (a row
+moved from one key to another changes both); ``flavors.flavorid`` gives
+``flavor`` keys. Fan-outs that need a lookup (``Lookups``: plain SELECTs on
+connections of their own, made when the transaction is journaled, so the state
+then, at least as new as the transaction): a nova-compute ``services`` row whose
+host, disabled, forced_down or deleted changed, or whose report came more than
+``service_down_time`` after the one before (a service coming up again), changes
+every live instance on its host; a security group or a server group (API DB)
+changes its members; a flavor extra spec or project row changes its flavor.
+
+A compute service that stops reporting changes its servers' host_status with no
+write at all: ``LivenessWatch`` tells the tailer when a last report grows older
+than ``service_down_time``.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+
+from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+
+from replica.cell import mysql
+
+SERVICE_DOWN_TIME_S = 60       # Nova's service_down_time default
+ROW_EVENTS = (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)
+
+# (database role, table) -> (kind, key column). Role "cell": the cell database;
+# "api": Nova's API database.
+KEY_MAP = {
+    ("cell", "instances"): ("server", "uuid"),
+    ("cell", "instance_extra"): ("server", "instance_uuid"),
+    ("cell", "instance_info_caches"): ("server", "instance_uuid"),
+    ("cell", "instance_metadata"): ("server", "instance_uuid"),
+    ("cell", "instance_system_metadata"): ("server", "instance_uuid"),
+    ("cell", "block_device_mapping"): ("server", "instance_uuid"),
+    ("cell", "instance_faults"): ("server", "instance_uuid"),
+    ("cell", "security_group_instance_association"): ("server", "instance_uuid"),
+    ("cell", "tags"): ("server", "resource_id"),
+    ("api", "instance_mappings"): ("server", "instance_uuid"),
+    ("api", "build_requests"): ("server", "instance_uuid"),
+    ("api", "request_specs"): ("server", "instance_uuid"),
+    ("api", "instance_group_member"): ("server", "instance_uuid"),
+    ("api", "flavors"): ("flavor", "flavorid"),
+}
+# Tables whose rows change entities through a lookup (see KeyMapper.add).
+FANOUT_TABLES = frozenset({
+    ("cell", "services"), ("cell", "security_groups"), ("api", "instance_groups"),
+    ("api", "instance_group_policy"), ("api", "flavor_extra_specs"), ("api", "flavor_projects"),
+})
+# The tables the stream decodes at all (the stream filters by table name).
+WATCHED_TABLES = sorted({table for _role, table in KEY_MAP} |
+                        {table for _role, table in FANOUT_TABLES})
+SERVICE_STATUS_COLUMNS = ("host", "disabled", "forced_down", "deleted")
+
+
+@dataclass
+class ChangedKeys:
+    """What one source transaction changed: direct keys and pending fan-outs."""
+    keys: list = field(default_factory=list)                 # [(kind, key)], in order
+    service_hosts: set = field(default_factory=set)
+    security_groups: set = field(default_factory=set)
+    server_groups: set = field(default_factory=set)
+    flavor_ids: set = field(default_factory=set)
+    service_reports: list = field(default_factory=list)    # [(host, last report or None)]
+    rows: int = 0
+
+
+def _images(event) -> list[tuple[dict | None, dict | None]]:
+    if isinstance(event, UpdateRowsEvent):
+        return [(row["before_values"], row["after_values"]) for row in event.rows]
+    if isinstance(event, WriteRowsEvent):
+        return [(None, row["values"]) for row in event.rows]
+    return [(row["values"], None) for row in event.rows]
+
+
+def _report_time(row: dict):
+    return row.get("last_seen_up") or row.get("updated_at") or row.get("created_at")
+
+
+def _service_matters(before: dict | None, after: dict | None, down_time: float) -> bool:
+    if not any(image and image.get("binary") == "nova-compute" for image in (before, after)):
+        return False
+    if before is None or after is None:
+        return True
+    if any(before.get(c) != after.get(c) for c in SERVICE_STATUS_COLUMNS):
+        return True
+    old, new = _report_time(before), _report_time(after)
+    if old == new:
+        return False
+    if not isinstance(old, datetime.datetime) or not isinstance(new, datetime.datetime):
+        return True
+    return (new - old).total_seconds() > down_time
+
+
+def _note_report(changed: ChangedKeys, before: dict | None, after: dict | None) -> None:
+    """A compute service's last report as the row now says (None: no longer a live
+    compute service), for the liveness watch."""
+    if before is not None and before.get("binary") == "nova-compute" and before.get("host") \
+            and (after is None or after.get("host") != before["host"]):
+        changed.service_reports.append((before["host"], None))
+    if after is not None and after.get("binary") == "nova-compute" and after.get("host"):
+        live = not after.get("deleted")
+        changed.service_reports.append((after["host"], _report_time(after) if live else None))
+
+
+class LivenessWatch:
+    """Nova counts a compute service as down (host_status ``UNKNOWN``) when its
+    last report is older than ``service_down_time``, a change that no row
+    records. The watch keeps each live compute service's last report (from the
+    services table at start, then from the binlog's rows) and, once one's report
+    grows older than ``service_down_time`` by this host's UTC clock (Nova's API
+    compares with its own clock), says which hosts just crossed so that their
+    servers are journaled again. A report after that brings the service up
+    again: its servers are journaled with the report's transaction (and
+    ``KeyMapper`` fans out any report that comes more than ``service_down_time``
+    after the one before, which covers a service that went down while no tailer
+    ran)."""
+
+    def __init__(self, down_time: float, clock=None):
+        self.down_time = down_time
+        self.clock = clock or (lambda: datetime.datetime.now(datetime.timezone.utc
+                                                             ).replace(tzinfo=None))
+        self.reports: dict[str, datetime.datetime | None] = {}
+        self.down: set[str] = set()
+        self.loaded = False
+
+    def load(self, rows) -> None:
+        """``(host, last_seen_up, updated_at, created_at)`` of the live compute services."""
+        for host, last_seen_up, updated_at, created_at in rows:
+            report = last_seen_up or updated_at or created_at
+            known = self.reports.get(host)
+            if known is None or (report is not None and report > known):
+                self.reports[host] = report
+        self.loaded = True
+
+    def note(self, host: str, report) -> bool:
+        """A compute service's report as a row says it (None: gone). True when the
+        service was counted down and is up again (its servers changed)."""
+        if report is None:
+            self.reports.pop(host, None)
+            self.down.discard(host)
+            return False
+        known = self.reports.get(host)
+        if isinstance(known, datetime.datetime) and isinstance(report, datetime.datetime) \
+                and report < known:
+            return False                         # a backlog older than what was loaded
+        self.reports[host] = report
+        if host in self.down and isinstance(report, datetime.datetime) and \
+                (self.clock() - report).total_seconds() <= self.down_time:
+            self.down.discard(host)
+            return True
+        return False
+
+    def crossed(self) -> list[str]:
+        """The hosts whose service went down since the last call."""
+        now = self.clock()
+        went = [host for host, report in self.reports.items()
+                if host not in self.down and isinstance(report, datetime.datetime)
+                and (now - report).total_seconds() > self.down_time]
+        self.down.update(went)
+        return sorted(went)
+
+
+class KeyMapper:
+    """Turns row events into ``ChangedKeys`` and resolves the fan-outs."""
+
+    def __init__(self, cell_db: str, api_db: str | None, kinds=("server", "flavor"),
+                 service_down_time: float = SERVICE_DOWN_TIME_S):
+        self.roles = {cell_db: "cell"}
+        if api_db:
+            self.roles[api_db] = "api"
+        self.kinds = frozenset(kinds)
+        self.service_down_time = service_down_time
+
+    def add(self, changed: ChangedKeys, event) -> None:
+        role = self.roles.get(event.schema)
+        if role is None:
+            return
+        table = event.table
+        mapped = KEY_MAP.get((role, table))
+        if mapped is None and (role, table) not in FANOUT_TABLES:
+            return                     # rows of other tables are not even decoded
+        images = _images(event)
+        changed.rows += len(images)
+        if mapped is not None:
+            kind, column = mapped
+            if kind in self.kinds:
+                for before, after in images:
+                    for image in (before, after):
+                        if image is not None and image.get(column) is not None:
+                            changed.keys.append((kind, str(image[column])))
+            return
+        if "server" in self.kinds and role == "cell" and table == "services":
+            for before, after in images:
+                _note_report(changed, before, after)
+                if _service_matters(before, after, self.service_down_time):
+                    changed.service_hosts.update(
+                        image["host"] for image in (before, after)
+                        if image is not None and image.get("host"))
+        elif "server" in self.kinds and role == "cell" and table == "security_groups":
+            for before, after in images:
+                if before is None or after is None or any(
+                        before.get(c) != after.get(c) for c in ("name", "deleted")):
+                    changed.security_groups.add((before or after)["id"])
+        elif "server" in self.kinds and role == "api" and table == "instance_groups":
+            for before, after in images:
+                if before is not None:
+                    changed.server_groups.add(before["id"])
+        elif "server" in self.kinds and role == "api" and table == "instance_group_policy":
+            for before, after in images:
+                changed.server_groups.update(image["group_id"] for image in (before, after)
+                                             if image is not None)
+        elif "flavor" in self.kinds and role == "api" and table in (
+                "flavor_extra_specs", "flavor_projects"):
+            for before, after in images:
+                changed.flavor_ids.update(image["flavor_id"] for image in (before, after)
+                                          if image is not None)
+
+    def resolve(self, changed: ChangedKeys, lookups: "Lookups") -> list[tuple[str, str]]:
+        keys = list(changed.keys)
+        if changed.service_hosts:
+            keys += [("server", u) for u in lookups.live_instances_on(changed.service_hosts)]
+        if changed.security_groups:
+            keys += [("server", u) for u in lookups.security_group_members(changed.security_groups)]
+        if changed.server_groups:
+            keys += [("server", u) for u in lookups.server_group_members(changed.server_groups)]
+        if changed.flavor_ids:
+            keys += [("flavor", f) for f in lookups.flavorids(changed.flavor_ids)]
+        return keys
+
+
+def _marks(values) -> str:
+    return ", ".join("?" * len(values))
+
+
+class Lookups:
+    """The fan-out SELECTs, on plain connections of their own (autocommit: each
+    statement sees the latest committed state)."""
+
+    def __init__(self, cell_url: mysql.MySQLURL, api_url: mysql.MySQLURL | None):
+        self.urls = {"cell": cell_url, "api": api_url}
+        self.conns: dict = {}
+        self.rows: dict = {}
+
+    def _rows(self, role: str):
+        """The database's rows adapter, connected at first use (the stream may
+        start before Nova's databases exist)."""
+        if role not in self.rows:
+            if self.urls[role] is None:
+                return None
+            self.conns[role] = mysql.connect(self.urls[role])
+            self.rows[role] = mysql.Rows(self.conns[role])
+        return self.rows[role]
+
+    @property
+    def cell(self):
+        return self._rows("cell")
+
+    @property
+    def api(self):
+        return self._rows("api")
+
+    def close(self) -> None:
+        for conn in self.conns.values():
+            conn.close()
+        self.conns.clear()
+        self.rows.clear()
+
+    def live_instances_on(self, hosts) -> list[str]:
+        hosts = sorted(hosts)
+        return [row[0] for row in self.cell(
+            f"SELECT uuid FROM instances WHERE host IN ({_marks(hosts)}) AND deleted = 0 "
+            "ORDER BY id", hosts)]
+
+    def compute_reports(self) -> list[tuple]:
+        return self.cell(
+            "SELECT host, last_seen_up, updated_at, created_at FROM services "
+            "WHERE `binary` = 'nova-compute' AND deleted = 0 AND host IS NOT NULL")
+
+    def security_group_members(self, group_ids) -> list[str]:
+        ids = sorted(group_ids)
+        return [row[0] for row in self.cell(
+            "SELECT instance_uuid FROM security_group_instance_association WHERE "
+            f"security_group_id IN ({_marks(ids)}) AND deleted = 0 AND instance_uuid IS NOT NULL "
+            "ORDER BY id", ids)]
+
+    def server_group_members(self, group_ids) -> list[str]:
+        if self.api is None:
+            return []
+        ids = sorted(group_ids)
+        return [row[0] for row in self.api(
+            f"SELECT instance_uuid FROM instance_group_member WHERE group_id IN ({_marks(ids)}) "
+            "AND instance_uuid IS NOT NULL ORDER BY id", ids)]
+
+    def flavorids(self, ids) -> list[str]:
+        if self.api is None:
+            return []
+        ids = sorted(ids)
+        return [str(row[0]) for row in self.api(
+            f"SELECT flavorid FROM flavors WHERE id IN ({_marks(ids)}) ORDER BY id", ids)]

@@ -1,0 +1,317 @@
+"""How the cell side talks to a MariaDB/MySQL Nova database: URLs and passwords,
+connections (PyMySQL), the portable ``rows(sql, params)`` adapter that the entity
+builder uses, a read view (a consistent snapshot on the cell and the API
+database), and the server facts the binlog tailer needs (GTID position, binlog
+settings).
+
+Nothing here writes to Nova's databases: every connection is used for SELECTs, a
+``READ ONLY`` snapshot transaction, or the replication stream. A user with only
+``REPLICATION SLAVE, REPLICATION CLIENT`` on ``*.*`` and ``SELECT`` on the Nova
+databases is enough.
+
+A URL is ``mysql://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?TLS options]``. The password should not
+be in argv: ``password_file`` (first line of a file) or an environment variable
+take its place; a password in the URL wins over both (tests, local sockets)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import urllib.parse
+from dataclasses import dataclass, replace
+
+import pymysql
+import pymysql.converters
+from pymysql.constants import FIELD_TYPE
+
+DEFAULT_PORT = 3306
+CONNECT_TIMEOUT_S = 10
+PASSWORD_ENV = "APPLIANCE_MYSQL_PASSWORD"
+SCHEMES = ("mysql", "mariadb", "mysql+pymysql")
+
+# What the binlog tailer needs from the server's settings, as the server names them.
+REQUIRED_BINLOG_SETTINGS = {
+    "log_bin": "ON",
+    "binlog_format": "ROW",
+    "binlog_row_image": "FULL",
+    "binlog_row_metadata": "FULL",
+}
+
+
+class SourceConfigError(ValueError):
+    """A source URL or server setting that cannot work; not retried."""
+
+
+# TLS options a source URL may carry as query parameters (PyMySQL's names):
+# ``?ssl_ca=/etc/ssl/db-ca.pem&ssl_verify_identity=true``. Without any, PyMySQL
+# uses TLS when the server offers it, unverified; ``ssl_disabled=true`` never.
+TLS_PATHS = ("ssl_ca", "ssl_cert", "ssl_key")
+TLS_FLAGS = ("ssl_verify_cert", "ssl_verify_identity", "ssl_disabled")
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class MySQLURL:
+    user: str
+    password: str | None
+    host: str
+    port: int
+    database: str
+    tls: tuple = ()                # ((PyMySQL option, value), ...)
+
+    def redacted(self) -> str:
+        """The URL without its password, for logs and status."""
+        return f"mysql://{self.user}@{self.host}:{self.port}/{self.database}"
+
+    def with_database(self, database: str) -> "MySQLURL":
+        return replace(self, database=database)
+
+    def settings(self) -> dict:
+        """Keyword arguments for ``pymysql.connect`` (and the replication stream)."""
+        return {"host": self.host, "port": self.port, "user": self.user,
+                "password": self.password or "", "database": self.database,
+                "charset": "utf8mb4", "connect_timeout": CONNECT_TIMEOUT_S, **dict(self.tls)}
+
+
+def is_mysql_url(text: str) -> bool:
+    return urllib.parse.urlsplit(text).scheme in SCHEMES
+
+
+def read_password(password_file: str | None = None, env: str = PASSWORD_ENV) -> str | None:
+    """The password from ``password_file`` (its first line) or else from the
+    environment variable ``env``; None when neither gives one."""
+    if password_file:
+        with open(password_file, encoding="utf-8") as handle:
+            return handle.readline().rstrip("\r\n")
+    value = os.environ.get(env)
+    return value if value else None
+
+
+def parse_url(text: str, password_file: str | None = None,
+              password_env: str = PASSWORD_ENV) -> MySQLURL:
+    """Parse ``mysql://USER[:PASS]@HOST[:PORT]/DB``; the password comes from the URL,
+    else ``password_file``, else the environment variable ``password_env``."""
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in SCHEMES:
+        raise SourceConfigError(f"not a mysql:// URL: {parts.scheme or text!r}")
+    database = urllib.parse.unquote(parts.path.lstrip("/"))
+    if not parts.hostname or not parts.username or not database or "/" in database:
+        raise SourceConfigError("a source URL is mysql://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
+    try:
+        port = parts.port or DEFAULT_PORT
+    except ValueError as exc:
+        raise SourceConfigError(f"bad port in source URL: {exc}") from None
+    password = urllib.parse.unquote(parts.password) if parts.password is not None else None
+    if password is None:
+        password = read_password(password_file, password_env)
+    return MySQLURL(user=urllib.parse.unquote(parts.username), password=password,
+                    host=parts.hostname, port=port, database=database,
+                    tls=_tls_options(parts.query))
+
+
+def _tls_options(query: str) -> tuple:
+    options = []
+    for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+        if name in TLS_PATHS and value:
+            options.append((name, value))
+        elif name in TLS_FLAGS and value.lower() in TRUE_WORDS + FALSE_WORDS:
+            options.append((name, value.lower() in TRUE_WORDS))
+        else:
+            raise SourceConfigError(f"unknown or empty source URL option {name}={value!r} "
+                                    f"(known: {', '.join(TLS_PATHS + TLS_FLAGS)})")
+    return tuple(options)
+
+
+def _sqlite_datetime(text) -> str:
+    """A DATETIME as Nova's SQLAlchemy stores it in SQLite (``YYYY-MM-DD
+    HH:MM:SS.ffffff``): MariaDB's DATETIME has whole seconds."""
+    if isinstance(text, bytes):
+        text = text.decode("ascii")
+    if text.startswith("0000-00-00"):
+        return None
+    whole, _dot, fraction = text.partition(".")
+    return f"{whole}.{fraction.ljust(6, '0')[:6]}"
+
+
+# Values as the SQLite cell database gives them, so that the portable entity
+# builder sees one set of types: datetimes as SQLite text (dates and times stay
+# PyMySQL's text too).
+PORTABLE_CONVERSIONS = dict(pymysql.converters.conversions)
+PORTABLE_CONVERSIONS[FIELD_TYPE.DATETIME] = _sqlite_datetime
+PORTABLE_CONVERSIONS[FIELD_TYPE.TIMESTAMP] = _sqlite_datetime
+PORTABLE_CONVERSIONS[FIELD_TYPE.DATE] = str
+# Standard SQL as SQLite reads it: "x" is an identifier, || concatenates.
+PORTABLE_SQL_MODE = ("SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), "
+                     "'ANSI_QUOTES', 'PIPES_AS_CONCAT')")
+
+
+def connect(url: MySQLURL, read_timeout: float | None = None,
+            select_database: bool = True, portable: bool = False,
+            ) -> pymysql.connections.Connection:
+    """A plain autocommit connection (tuple rows) to ``url``'s database (to the
+    server only, without ``select_database``: server facts need no database).
+    ``portable``: for the entity builder's SQL, values and quoting as SQLite's
+    (``PORTABLE_CONVERSIONS``, ``ANSI_QUOTES``, ``PIPES_AS_CONCAT``)."""
+    settings = url.settings()
+    if not select_database:
+        settings.pop("database")
+    if portable:
+        settings["conv"] = PORTABLE_CONVERSIONS
+        settings["init_command"] = PORTABLE_SQL_MODE
+    return pymysql.connect(**settings, autocommit=True, read_timeout=read_timeout)
+
+
+def translate(sql: str) -> str:
+    """Portable ``?`` placeholders to PyMySQL's ``%s``; a literal ``%`` is doubled.
+    Quoted strings and identifiers are left as they are (but their ``%`` doubled,
+    since PyMySQL formats the whole statement)."""
+    out = []
+    quote = None
+    for char in sql:
+        if quote:
+            if char == quote:
+                quote = None
+            out.append("%%" if char == "%" else char)
+        elif char in ("'", '"', "`"):
+            quote = char
+            out.append(char)
+        elif char == "?":
+            out.append("%s")
+        elif char == "%":
+            out.append("%%")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+class Rows:
+    """``rows(sql, params) -> list[tuple]`` over one PyMySQL connection, with the
+    translated statements cached (the entity builder runs the same few)."""
+
+    def __init__(self, conn: pymysql.connections.Connection):
+        self.conn = conn
+        self._translated: dict[str, str] = {}
+
+    def __call__(self, sql: str, params=()) -> list[tuple]:
+        statement = self._translated.get(sql)
+        if statement is None:
+            statement = self._translated[sql] = translate(sql)
+        with self.conn.cursor() as cursor:
+            cursor.execute(statement, tuple(params) if params else None)
+            return list(cursor.fetchall())
+
+    rows = __call__          # the entity builder's ``Rows`` protocol
+
+
+@contextlib.contextmanager
+def read_view(*conns: pymysql.connections.Connection, at_entry: bool = True):
+    """A consistent, read-only snapshot on each connection (REPEATABLE READ), rolled
+    back at the end.
+
+    ``at_entry=True``: ``START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY``, the
+    state is fixed when the block is entered. ``at_entry=False``: ``START
+    TRANSACTION READ ONLY``, InnoDB fixes the state at the connection's first read
+    in the block: what the seam's ``EntityReader.read_view()`` promises, so that a
+    change log head read inside the block before any entity read still comes
+    first (the consistency rule).
+
+    Each connection's snapshot is consistent in itself; two databases read through
+    two connections are two snapshots taken one after the other (the consistency
+    rule makes that enough: a change between them is journaled and rebuilt later)."""
+    start = ("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY" if at_entry
+             else "START TRANSACTION READ ONLY")
+    opened = []
+    try:
+        for conn in conns:
+            with conn.cursor() as cursor:
+                cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                cursor.execute(start)
+            opened.append(conn)
+        yield conns
+    finally:
+        for conn in opened:
+            with contextlib.suppress(pymysql.Error):
+                conn.rollback()
+
+
+@dataclass(frozen=True)
+class ServerFacts:
+    """What the tailer checks before it streams, read with plain SELECTs."""
+    version: str
+    is_mariadb: bool
+    server_id: int
+    server_uuid: str | None        # MySQL's @@server_uuid; MariaDB has none
+    gtid_binlog_pos: str           # MariaDB: the GTID position after the last binlogged transaction
+    gtid_executed: str | None      # MySQL's executed GTID set
+    settings: dict
+
+    def identity(self) -> str:
+        """What names the server in the journal: MySQL's server_uuid, else
+        MariaDB's server_id (a new datadir keeps the id: the journal's last
+        transaction is checked against the binlog as well, see binlog.py)."""
+        return self.server_uuid or f"server_id={self.server_id}"
+
+
+def _variable(cursor, name: str):
+    cursor.execute("SHOW GLOBAL VARIABLES LIKE %s", (name,))
+    row = cursor.fetchone()
+    return row[1] if row else None
+
+
+def server_facts(conn: pymysql.connections.Connection) -> ServerFacts:
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT VERSION(), @@server_id")
+        version, server_id = cursor.fetchone()
+        is_mariadb = "mariadb" in version.lower()
+        settings = {name: _variable(cursor, name) for name in REQUIRED_BINLOG_SETTINGS}
+        server_uuid = None if is_mariadb else _variable(cursor, "server_uuid")
+        gtid_binlog_pos = (_variable(cursor, "gtid_binlog_pos") or "") if is_mariadb else ""
+        gtid_executed = None if is_mariadb else _variable(cursor, "gtid_executed")
+    return ServerFacts(version=version, is_mariadb=is_mariadb, server_id=int(server_id),
+                       server_uuid=server_uuid, gtid_binlog_pos=gtid_binlog_pos,
+                       gtid_executed=gtid_executed, settings=settings)
+
+
+def check_binlog_settings(facts: ServerFacts) -> None:
+    """Raise SourceConfigError naming every binlog setting that is not as needed."""
+    wrong = [f"{name}={facts.settings.get(name)!r} (needs {want})"
+             for name, want in REQUIRED_BINLOG_SETTINGS.items()
+             if str(facts.settings.get(name) or "").upper() != want]
+    if wrong:
+        raise SourceConfigError("the server's binlog cannot feed the replica: " + ", ".join(wrong))
+
+
+def binary_logs(conn: pymysql.connections.Connection) -> list[tuple[str, int]]:
+    """``SHOW BINARY LOGS`` (needs REPLICATION CLIENT / BINLOG MONITOR)."""
+    with conn.cursor() as cursor:
+        cursor.execute("SHOW BINARY LOGS")
+        return [(row[0], int(row[1])) for row in cursor.fetchall()]
+
+
+class SourceDatabases:
+    """The cell database and Nova's API database of one MariaDB/MySQL source, for
+    the entity reader: ``cell_rows`` / ``api_rows`` are the portable
+    ``rows(sql, params)`` adapters (values and quoting as SQLite's, see
+    ``connect``), ``read_view()`` holds a consistent snapshot on
+    both while the caller reads, each fixed at its first read in the block (as
+    the seam's EntityReader promises; ``at_entry=True`` fixes them on entry).
+    Open in the process and thread that use it."""
+
+    def __init__(self, cell_url: MySQLURL, api_url: MySQLURL | None):
+        self.cell_conn = connect(cell_url, portable=True)
+        self.api_conn = connect(api_url, portable=True) if api_url else None
+        self.cell_rows = Rows(self.cell_conn)
+        self.api_rows = Rows(self.api_conn) if self.api_conn else None
+
+    @contextlib.contextmanager
+    def read_view(self, at_entry: bool = False):
+        with read_view(*(c for c in (self.cell_conn, self.api_conn) if c is not None),
+                       at_entry=at_entry):
+            yield self
+
+    def close(self) -> None:
+        for conn in (self.cell_conn, self.api_conn):
+            if conn is not None:
+                with contextlib.suppress(pymysql.Error):
+                    conn.close()

@@ -1,0 +1,193 @@
+"""The parts of the MariaDB source that need no server: URLs and passwords, the
+placeholder translation, GTID positions, the journal file and its ChangeLog,
+the service liveness rules."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from replica.cell import binlog, binlog_keys, journal, mysql
+
+
+def test_url_with_password_in_it():
+    url = mysql.parse_url("mysql://nova:s%40cret@db.example:3307/nova_cell1")
+    assert url == mysql.MySQLURL("nova", "s@cret", "db.example", 3307, "nova_cell1")
+    assert url.redacted() == "mysql://nova@db.example:3307/nova_cell1"
+    assert "s@cret" not in url.redacted()
+
+
+def test_url_password_from_a_file_or_the_environment(tmp_path, monkeypatch):
+    secret = tmp_path / "password"
+    secret.write_text("from-file\nignored\n")
+    monkeypatch.setenv(mysql.PASSWORD_ENV, "from-env")
+    assert mysql.parse_url("mysql://nova@db/nova", password_file=str(secret)).password == \
+        "from-file"
+    url = mysql.parse_url("mysql://nova@db/nova")
+    assert url.password == "from-env" and url.port == mysql.DEFAULT_PORT
+    monkeypatch.delenv(mysql.PASSWORD_ENV)
+    assert mysql.parse_url("mysql://nova@db/nova").password is None
+
+
+def test_a_source_from_command_line_values(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELL1_DB_PASSWORD", "pw")
+    source = binlog.make_source("mysql://replica@db:3306/nova_cell1",
+                                "mysql://replica@db:3306/nova_api", "cell1", str(tmp_path),
+                                password_env="CELL1_DB_PASSWORD")
+    assert source.journal_path == str(tmp_path / "cell1.journal")
+    assert source.schemas == ["nova_cell1", "nova_api"]
+    assert source.cell_url.password == source.api_url.password == "pw"
+
+
+def test_url_tls_options():
+    url = mysql.parse_url("mysql://nova:pw@db/nova?ssl_ca=/etc/ca.pem&ssl_verify_identity=true")
+    assert url.tls == (("ssl_ca", "/etc/ca.pem"), ("ssl_verify_identity", True))
+    assert url.settings()["ssl_ca"] == "/etc/ca.pem"
+    assert mysql.parse_url("mysql://nova:pw@db/nova?ssl_disabled=1").settings()["ssl_disabled"]
+    with pytest.raises(mysql.SourceConfigError):
+        mysql.parse_url("mysql://nova:pw@db/nova?charset=latin1")
+
+
+@pytest.mark.parametrize("text", ["sqlite:///x.db", "mysql://db/nova", "mysql://nova@db/",
+                                  "mysql://nova@db:notaport/nova", "/path/cell.db"])
+def test_bad_urls_are_refused(text):
+    with pytest.raises(mysql.SourceConfigError):
+        mysql.parse_url(text)
+
+
+def test_placeholders_are_translated_outside_quotes():
+    assert mysql.translate("SELECT a FROM t WHERE b = ? AND c IN (?, ?)") == \
+        "SELECT a FROM t WHERE b = %s AND c IN (%s, %s)"
+    assert mysql.translate("SELECT '?', `a?`, x FROM t WHERE y LIKE 'a%' AND z = ?") == \
+        "SELECT '?', `a?`, x FROM t WHERE y LIKE 'a%%' AND z = %s"
+
+
+def test_gtid_positions():
+    assert binlog.parse_position("") == {}
+    assert binlog.parse_position("0-1-42,1-2-7") == {0: (1, 42), 1: (2, 7)}
+    assert binlog.advance("0-1-42", "0-1-43") == "0-1-43"
+    assert binlog.advance("0-1-42", "1-3-1") == "0-1-42,1-3-1"
+    assert binlog.advance("", "0-1-1") == "0-1-1"
+    assert binlog.is_behind("0-1-41", "0-1-42")
+    assert binlog.is_behind("1-1-50", "0-1-42")             # a domain missing
+    assert not binlog.is_behind("0-2-43", "0-1-42")         # failover within the domain
+    assert not binlog.is_behind("0-1-42,1-1-1", "0-1-42")
+    assert not binlog.is_behind("0-1-1", "")
+
+
+def test_journal_appends_gapless_seqs_with_the_position(tmp_path):
+    path = str(tmp_path / "c.journal")
+    writer = journal.Journal(path)
+    reader = journal.JournalChangeLog(path)
+    try:
+        assert writer.state() is None
+        state = writer.new_epoch("server_id=1", "0-1-5", "first attach")
+        assert (state.head, state.position) == (0, "0-1-5")
+        assert reader.epoch() == state.epoch and reader.head() == 0 and reader.oldest() == 1
+        assert writer.append([("server", "a"), ("server", "b"), ("server", "a")],
+                             "0-1-6", "0-1-6", "0-1-5", "t6") == (1, 2)
+        assert writer.append([], "0-1-7", "0-1-7", "0-1-6", "t7") == (3, 2)
+        assert writer.append([("flavor", "1")], "0-1-8", "0-1-8", "0-1-7", "t8") == (3, 3)
+        assert reader.events_after(0, 10) == [(1, "server", "a"), (2, "server", "b"),
+                                              (3, "flavor", "1")]
+        assert reader.events_after(1, 1) == [(2, "server", "b")]
+        assert reader.last_changed("server", ["a", "b", "c"]) == {"a": 1, "b": 2}
+        state = reader.state()
+        assert (state.head, state.position, state.verify_position, state.last_transaction) == \
+            (3, "0-1-8", "0-1-7", "t8")
+        renewed = writer.new_epoch("server_id=1", "0-1-9", "binlog purged")
+        assert renewed.epoch != state.epoch and reader.head() == 0
+        assert reader.events_after(0, 10) == []
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_journal_prune_keeps_a_gapless_tail_and_the_head(tmp_path):
+    path = str(tmp_path / "c.journal")
+    writer = journal.Journal(path)
+    reader = journal.JournalChangeLog(path)
+    try:
+        writer.new_epoch("server_id=1", "", "first attach")
+        for number in range(1, 11):
+            writer.append([("server", f"k{number}")], f"0-1-{number}", f"0-1-{number}",
+                          f"0-1-{number - 1}", f"t{number}")
+        # Kept while among the newest keep_events AND younger than keep_seconds.
+        assert reader.prune(keep_events=4, keep_seconds=3600) == 6
+        assert reader.oldest() == 7 and reader.head() == 10
+        assert reader.prune(keep_events=100, keep_seconds=3600) == 0
+        assert reader.prune(keep_events=100, keep_seconds=0) == 4
+        assert reader.oldest() == 11 and reader.head() == 10
+        writer.append([("server", "k11")], "0-1-11", "0-1-11", "0-1-10", "t11")
+        assert reader.events_after(10, 5) == [(11, "server", "k11")]
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_last_changed_takes_many_keys(tmp_path):
+    path = str(tmp_path / "c.journal")
+    writer = journal.Journal(path)
+    reader = journal.JournalChangeLog(path)
+    try:
+        writer.new_epoch("server_id=1", "", "first attach")
+        keys = [f"k{number}" for number in range(2_000)]
+        writer.append([("server", k) for k in keys], "0-1-1", "0-1-1", "", "t1")
+        found = reader.last_changed("server", keys + ["absent"])
+        assert len(found) == 2_000 and found["k1999"] == 2_000
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_service_rows_that_matter_for_host_status():
+    t0 = datetime.datetime(2026, 1, 1, 10, 0, 0)
+    compute = {"host": "h", "binary": "nova-compute", "disabled": 0, "forced_down": 0,
+               "deleted": 0, "updated_at": t0, "last_seen_up": None, "created_at": t0}
+    later = dict(compute, updated_at=t0 + datetime.timedelta(seconds=10))
+    back = dict(compute, updated_at=t0 + datetime.timedelta(seconds=61))
+    matters = binlog_keys._service_matters
+    assert matters(None, compute, 60) and matters(compute, None, 60)
+    assert not matters(compute, later, 60)
+    assert matters(compute, back, 60)
+    assert matters(compute, dict(compute, forced_down=1), 60)
+    assert not matters(dict(compute, binary="nova-scheduler"),
+                       dict(compute, binary="nova-scheduler", disabled=1), 60)
+
+
+def test_liveness_watch_says_once_which_services_went_down():
+    now = [datetime.datetime(2026, 1, 1, 12, 0, 0)]
+    watch = binlog_keys.LivenessWatch(60, clock=lambda: now[0])
+    minute = datetime.timedelta(seconds=60)
+    watch.load([("a", None, now[0] - minute + datetime.timedelta(seconds=5), None),
+                ("b", now[0], None, None), ("c", None, None, now[0] - 2 * minute)])
+    assert watch.crossed() == ["c"]
+    assert watch.crossed() == []                     # said once
+    now[0] += datetime.timedelta(seconds=10)
+    assert watch.crossed() == ["a"]
+    assert watch.note("a", now[0])                   # reported again: up
+    assert not watch.note("a", now[0])               # up already
+    assert not watch.note("b", now[0] - 2 * minute)  # older than what is known: ignored
+    assert not watch.note("c", None)                 # deleted: forgotten
+    now[0] += datetime.timedelta(seconds=61)
+    assert watch.crossed() == ["a", "b"]
+
+
+class _UnreadableRows:
+    """A rows event of a table the mapper must not decode."""
+    schema, table = "nova_cell1", "compute_nodes"
+
+    @property
+    def rows(self):
+        raise AssertionError("rows of an unwatched table were decoded")
+
+
+def test_rows_of_unwatched_tables_are_not_decoded():
+    mapper = binlog_keys.KeyMapper("nova_cell1", "nova_api")
+    changed = binlog_keys.ChangedKeys()
+    mapper.add(changed, _UnreadableRows())
+    assert changed == binlog_keys.ChangedKeys()
+    assert "compute_nodes" not in binlog_keys.WATCHED_TABLES
+    assert {"instances", "services", "flavors", "instance_mappings"} <= \
+        set(binlog_keys.WATCHED_TABLES)
