@@ -14,6 +14,7 @@ Who may change what:
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import os
 import signal
@@ -48,7 +49,8 @@ RETRY_MIN = 0.1                # back-off after a failed control request
 RETRY_MAX = 2.0
 HEARTBEAT_GAP_GRACE = 0.3      # heartbeat head ahead and no batch for this long: tail loss
 RESYNC_BUFFER_MAX = 200_000    # live events kept during a resync; beyond, replay covers them
-RESYNC_MIN_INTERVAL = 30.0     # a cell is resynced on its own at most this often
+RESYNC_BURST = 3               # a cell is resynced on its own at most this many times
+RESYNC_WINDOW = 60.0           # ... within this many seconds
 EPOCH_CLAIMS_MAX = 100         # feed messages of another epoch kept until hello judges them
 CLAIMS_JUDGED_EVERY = 1.0      # at most one hello a second for them (a flood of strays)
 CHECKPOINT_INTERVAL = 1.0
@@ -152,7 +154,7 @@ class CellLink:
         self.epoch_claims: list[tuple[str, bytes]] = []
         self.claims_judged_at = 0.0            # monotonic time of the last hello for them
         self.resync_reason: str | None = None  # why the last resync began
-        self.resync_ended = 0.0                # monotonic end of the last resync (0: none)
+        self.resync_ends: collections.deque = collections.deque(maxlen=RESYNC_BURST)  # monotonic
 
     def set_state(self, new: CellState, why: str = "") -> None:
         if new is self.state:
@@ -688,12 +690,16 @@ class Ingest:
 
     def _resync(self, link: CellLink) -> None:
         waiting = [r for r in link.requests if r.kind == "resync"]
-        held = link.resync_ended + RESYNC_MIN_INTERVAL - time.monotonic()
+        held = 0.0
+        if len(link.resync_ends) == RESYNC_BURST:
+            held = link.resync_ends[0] + RESYNC_WINDOW - time.monotonic()
         if held > 0 and not waiting:
             # Whatever keeps asking for a resync of this cell (a flapping publisher, a
-            # rogue feed), a full snapshot is taken at most once per interval.
-            link.error = (f"resync ({link.resync_reason}) held back {held:.1f}s: at most one "
-                          f"per {RESYNC_MIN_INTERVAL:.0f}s")
+            # rogue feed), full snapshots are taken at most RESYNC_BURST times a window; a
+            # burst is allowed, so a real epoch change right after a first attach waits
+            # for nothing.
+            link.error = (f"resync ({link.resync_reason}) held back {held:.1f}s: at most "
+                          f"{RESYNC_BURST} per {RESYNC_WINDOW:.0f}s")
             link.kick.wait(timeout=held)
             link.kick.clear()
             return
@@ -718,7 +724,7 @@ class Ingest:
             link.kick.wait(timeout=RETRY_MIN)
             return
         link.resyncs += 1
-        link.resync_ended = time.monotonic()
+        link.resync_ends.append(time.monotonic())
         link.error = None
         link.new_epoch_flag = False
         self._finish_requests(link, waiting)

@@ -672,7 +672,8 @@ class Reader:
     def list_flavors(self, query: FlavorQuery, view: render.FlavorView,
                      prefixes: Prefixes) -> ReadResult:
         sql, extra = build_flavor_list(query, view)
-        return self._list(sql, extra, prefixes, query.marker, query.limit, query.project_id)
+        return self._list(sql, extra, prefixes, query.marker, query.limit, query.project_id,
+                          " REGEXP " in sql)
 
     def _list(self, sql: str, extra: list, prefixes: Prefixes, marker: str | None,
               limit: int, project_id: str | None, matches: bool = False) -> ReadResult:

@@ -356,7 +356,8 @@ def test_zsh_completion_is_generated_from_the_parser():
     commands = offered("appliance ")
     assert commands[0] == "command" and "status:per-cell freshness and the processes" \
         in commands
-    assert "init:create a cell database (or a flavor source)" in offered("appliance cell ")
+    assert ("init:create a cell database (or a flavor source), or install the outbox into an "
+            "existing one") in offered("appliance cell ")
     options = offered("appliance verify --")
     assert options[0] == "option" and "--repair:repair what differs" in options
     assert offered("appliance serve --config ") == ["files"]
