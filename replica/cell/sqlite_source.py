@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import apsw
 
 from replica.cell import connection, entity, outbox, watcher
+from replica.cell.rechecks import LivenessWatch, SecurityGroupWatch
 from replica.cell.source import CellSource, HeldView
 
 log = logging.getLogger("replica.cell.sqlite_source")
@@ -483,10 +484,11 @@ class ChangeCarrier:
             conn, api, options, neutron, path)
         self.api_version = None
         self.api_missing_said = False
+        rows = SqliteRows(conn).rows
         self.next_liveness = 0.0
-        self.host_statuses: dict[str, str] | None = None
+        self.liveness = LivenessWatch(rows, options.service_down_time)
         self.next_neutron = 0.0
-        self.neutron_seeded = False
+        self.security_groups = SecurityGroupWatch(rows, neutron) if neutron else None
 
     def tick(self, look_now: bool) -> None:
         now = time.monotonic()
@@ -557,46 +559,10 @@ class ChangeCarrier:
         self.api_version = version
 
     def _recheck_liveness(self) -> None:
-        down_time = self.options.service_down_time
-        now = time.time()
-        statuses: dict[str, str] = {}
-        for host, disabled, forced_down, seen, created in self.conn.execute(
-                "SELECT host, disabled, forced_down, last_seen_up, created_at FROM services "
-                "WHERE \"binary\" = 'nova-compute' AND deleted = 0 ORDER BY id"):
-            statuses[host] = entity._host_status(host, 0, (
-                bool(disabled), bool(forced_down),
-                entity.service_is_up(seen, created, now, down_time)))
-        before, self.host_statuses = self.host_statuses, statuses
-        if before is None:
-            return
-        changed = sorted(h for h in set(before) | set(statuses)
-                         if before.get(h) != statuses.get(h))
-        if changed:
-            uuids = []
-            for host in changed:
-                uuids += [u for (u,) in self.conn.execute(
-                    "SELECT uuid FROM instances WHERE host = ? AND deleted = 0 ORDER BY id",
-                    (host,))]
-            log.info("%s: host status changed on %s: %d servers enqueued", self.path,
-                     ", ".join(changed), len(uuids))
-            self._enqueue(uuids)
+        self._enqueue(self.liveness.changed_servers())
 
     def _recheck_neutron(self) -> None:
-        live = [u for (u,) in self.conn.execute(
-            "SELECT uuid FROM instances WHERE deleted = 0 ORDER BY uuid")]
-        if not self.neutron_seeded:
-            self.neutron.names(live)        # what the entities were built with, about
-            self.neutron_seeded = not self.neutron.down
-            return
-        gone = set(self.neutron.known) - set(live)
-        self.neutron.forget(gone)
-        missing = [u for u in live if u not in self.neutron.known]
-        if missing:
-            self.neutron.names(missing)
-        changed = self.neutron.recheck()
-        if changed:
-            log.info("%s: security groups changed for %d servers", self.path, len(changed))
-            self._enqueue(sorted(changed))
+        self._enqueue(self.security_groups.changed_servers())
 
 
 @dataclass
