@@ -22,6 +22,7 @@ import hmac
 import json
 import os
 import socket
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -382,7 +383,7 @@ def serve(settings: Settings, processes_path: str, metrics_dir: str) -> None:
     import gevent.event
     import signal
 
-    from appliance.worker import BootError, Handler, Server, reuseport_listener
+    from appliance.worker import BootError, Handler, Server, reuseport_listener, tls_acceptor
 
     gevent.reinit()
     stop = gevent.event.Event()
@@ -391,6 +392,7 @@ def serve(settings: Settings, processes_path: str, metrics_dir: str) -> None:
     try:
         host = socket.getaddrinfo(settings.admin_host, settings.admin_port,
                                   type=socket.SOCK_STREAM)[0][4][0]
+        tls = tls_acceptor(settings, "admin")
         listener = reuseport_listener(host, settings.admin_port, backlog=128)
         history = LagHistory()
         app = make_app(settings, processes_path, metrics_dir, history)
@@ -398,7 +400,8 @@ def serve(settings: Settings, processes_path: str, metrics_dir: str) -> None:
         raise BootError(f"admin listener failed to boot: {exc!r}") from exc
     # The workers' server and handler: 414 / 431 with a lingering close, no traceback
     # for a client's bad request.
-    server = Server(listener, app, handler_class=Handler, log=None, error_log=None)
+    server = Server(listener, app, handler_class=Handler, log=None, error_log=None,
+                    tls=tls)
     server.start()
     sampler = gevent.spawn(sample_lag, settings, history)
     logs.info("admin_ready", listen=f"{host}:{settings.admin_port}",
@@ -416,10 +419,17 @@ class AdminClient:
     """HTTP client of the admin listener. Raises AdminError with the listener's message
     (or a connection problem) on anything but success."""
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = CLIENT_TIMEOUT):
+    def __init__(self, url: str, token: str | None = None, timeout: float = CLIENT_TIMEOUT,
+                 cafile: str | None = None):
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.context = None
+        if cafile and self.url.startswith("https:"):
+            # The listener's own certificate (self-signed, or with its chain) is trusted
+            # besides the system's authorities.
+            self.context = ssl.create_default_context()
+            self.context.load_verify_locations(cafile)
 
     def _request(self, method: str, path: str, query: dict | None = None) -> dict:
         query = {k: v for k, v in (query or {}).items() if v is not None}
@@ -429,7 +439,8 @@ class AdminClient:
         if self.token:
             request.add_header("X-Auth-Token", self.token)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout,
+                                        context=self.context) as response:
                 return json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as exc:
             try:

@@ -17,8 +17,8 @@ import threading
 import time
 
 from appliance import logs
-from appliance.settings import (SettingsError, deployment_problems, exposure_warnings, load,
-                                render_docs)
+from appliance.settings import (SECRETS, SettingsError, check_files, deployment_problems,
+                                exposure_warnings, load, render_docs)
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:8775"
 EXIT_OUTPUT_CLOSED = 128 + signal.SIGPIPE   # as a shell reports a program SIGPIPE ended
@@ -250,14 +250,20 @@ def cmd_serve(args) -> int:
     settings = load(args.config)
     if args.check:
         for name, value in settings.values.items():
-            shown = "(set, not shown)" if name == "admin_token" and value else repr(value)
+            shown = "(set, not shown)" if name in SECRETS and value else repr(value)
             print(f"{name} = {shown}  ({settings.sources[name]})")
         for warning in exposure_warnings(settings):
             print(f"appliance serve: warning: {warning}", file=sys.stderr)
         problems = deployment_problems(settings)
         for problem in problems:
             print(f"appliance serve: error: {problem}", file=sys.stderr)
-        return 2 if problems else 0
+        if problems:
+            return 2
+        for line in check_files(settings):
+            print(f"ok: {line}")
+        for line in _hello_cells(settings) + _keystone_check(settings):
+            print(line)
+        return 0
     logs.configure(settings.log_level, settings.log_format)
     for warning in exposure_warnings(settings):
         logs.warning("setting_exposes_data", detail=warning)
@@ -266,6 +272,44 @@ def cmd_serve(args) -> int:
     except StartError as exc:
         print(f"appliance serve: error: {exc}", file=sys.stderr)
         return 1
+
+
+CHECK_HELLO_TIMEOUT = 2.0
+
+
+def _hello_cells(settings) -> list[str]:
+    """Ask each cell's publisher for hello, as ingest does at start. A cell that does not
+    answer is reported, not refused: serve starts and keeps trying."""
+    from replica.ingest_control import Requester
+    lines = []
+    for cell in settings.cells:
+        requester = Requester(cell.control, CHECK_HELLO_TIMEOUT)
+        try:
+            hello = requester.request("hello")
+            lines.append(f"ok: cell {cell.name} answers at {cell.control}: "
+                         f"epoch {hello.get('epoch')}, head seq {hello.get('head')}")
+        except Exception as exc:  # any failure is what the operator needs to see
+            lines.append(f"warning: cell {cell.name} does not answer at {cell.control} "
+                         f"now ({exc or type(exc).__name__}); serve will keep trying")
+        finally:
+            requester.close()
+    return lines
+
+
+def _keystone_check(settings) -> list[str]:
+    """With auth = keystone: get the service token as the workers will (reported, not
+    refused: serve starts, and serves cached tokens, while Keystone is away)."""
+    if settings.auth != "keystone":
+        return []
+    from appliance.api.keystone import KeystoneAuth, KeystoneUnavailable
+    from appliance.worker import keystone_config
+    auth = KeystoneAuth(keystone_config(settings))
+    try:
+        auth.service_token()
+        return [f"ok: keystone {settings.keystone_url} accepts {settings.keystone_user} "
+                f"(project {settings.keystone_project})"]
+    except KeystoneUnavailable as exc:
+        return [f"warning: keystone: {exc}; serve will keep trying"]
 
 
 def _stop_on_signals() -> threading.Event:
@@ -339,13 +383,15 @@ def cmd_cell(args, parser) -> int:
 
 def _admin_client(args):
     from appliance.admin import AdminClient
-    url, token = args.admin_url, args.token
+    url, token, cafile = args.admin_url, args.token, None
     if args.config:
         settings = load(args.config)
         url = url or settings.admin_url
         token = token or settings.admin_token or None
+        cafile = settings.tls_cert_file or None
     return AdminClient(url or DEFAULT_ADMIN_URL,
-                       token or os.environ.get("APPLIANCE_ADMIN_TOKEN") or None)
+                       token or os.environ.get("APPLIANCE_ADMIN_TOKEN") or None,
+                       cafile=cafile)
 
 
 def _when(value) -> str:

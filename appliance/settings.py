@@ -28,7 +28,7 @@ CELL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 URL_SCHEMES = ("tcp://", "ipc://")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("kv", "json")
-AUTH_MODES = ("noauth", "tokens")
+AUTH_MODES = ("noauth", "tokens", "keystone")
 ACCESS_LOG_LEVELS = ("off", "debug", "info", "warning")
 ACCESS_LOG_FORMATS = ("log", "combined")
 CELL_KINDS = ("servers", "flavors")   # a cell's feed, or the flavor source's
@@ -154,6 +154,11 @@ def _positive(value: float) -> None:
         raise ValueError("must be greater than 0")
 
 
+def _non_negative(value: float) -> None:
+    if value < 0:
+        raise ValueError("must be 0 or more")
+
+
 def _host(value: str) -> None:
     if not value or any(c.isspace() for c in value):
         raise ValueError("must be an IP address or host name")
@@ -240,8 +245,13 @@ SETTINGS: tuple[Setting, ...] = (
             "The replica database. Empty means replica.db in data_dir.", _to_str),
     Setting("auth", "str", "noauth",
             "How API requests are authenticated: 'noauth' (X-Auth-Token "
-            "'<user>:<project>', as Nova's noauth2) or 'tokens' (tokens_file).",
+            "'<user>:<project>', as Nova's noauth2), 'tokens' (tokens_file) or 'keystone' "
+            "(Keystone v3 tokens, validated with the keystone_* settings and cached).",
             _to_str, _choice(AUTH_MODES)),
+    Setting("allow_noauth_remote", "bool", False,
+            "Let auth = 'noauth' listen on an address other than loopback (anyone who "
+            "reaches the port may then claim any project). Off: serve refuses to start.",
+            _to_bool),
     Setting("noauth_default_token", "str", "admin:demo",
             "With auth = 'noauth': the identity a request without a token gets "
             "('<user>:<project>'; user 'admin' is an admin). Empty refuses such requests.",
@@ -249,6 +259,66 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("tokens_file", "path", "",
             "With auth = 'tokens': a file of tokens and the identities they stand for. "
             "Re-read on SIGHUP.", _to_str),
+    Setting("keystone_url", "str", "",
+            "With auth = 'keystone': Keystone's public URL (e.g. http://keystone:5000, "
+            "without /v3). Also the uri of the WWW-Authenticate header of a 401.",
+            _to_str, _url_or_empty),
+    Setting("keystone_user", "str", "",
+            "With auth = 'keystone': the appliance's own user, which validates tokens "
+            "(it needs the 'service' role on keystone_project).", _to_str),
+    Setting("keystone_password", "str", "",
+            "Password of keystone_user (or use keystone_password_file).", _to_str),
+    Setting("keystone_password_file", "path", "",
+            "A file whose first line is keystone_user's password; read by each worker "
+            "at start (so a SIGHUP reload picks up a new one).", _to_str),
+    Setting("keystone_project", "str", "service",
+            "Project the appliance's service token is scoped to.", _to_str),
+    Setting("keystone_user_domain", "str", "Default",
+            "Domain (name) of keystone_user.", _to_str),
+    Setting("keystone_project_domain", "str", "Default",
+            "Domain (name) of keystone_project.", _to_str),
+    Setting("keystone_cafile", "path", "",
+            "CA bundle to verify an https keystone_url. Empty: the system's.", _to_str),
+    Setting("keystone_timeout", "float", 5.0,
+            "Deadline in seconds of one round trip to Keystone; must be shorter than "
+            "worker_timeout.", _to_float, _positive),
+    Setting("keystone_cache_seconds", "float", 300.0,
+            "A validated token is served from the cache this long, then checked again "
+            "(never past its expiry). While Keystone is unreachable, cached tokens keep "
+            "working until they expire.", _to_float, _positive),
+    Setting("keystone_negative_seconds", "float", 10.0,
+            "How long a token Keystone refused is refused without asking again.",
+            _to_float, _positive),
+    Setting("keystone_cache_size", "int", 10000,
+            "Validated tokens remembered per worker (least recently used out).",
+            _to_int, _positive),
+    Setting("upstream_url", "str", "",
+            "The cloud's own Compute API (e.g. http://nova-api:8774). Every request the "
+            "replica does not answer (writes, server actions, resources not replicated) "
+            "is passed to it with the caller's token and headers, and its answer comes "
+            "back unchanged. Empty: such requests get 405 / 404.", _to_str, _url_or_empty),
+    Setting("upstream_timeout", "float", 25.0,
+            "Seconds the upstream gets to start answering a passed-through request "
+            "(then 504); must be shorter than worker_timeout.", _to_float, _positive),
+    Setting("upstream_cafile", "path", "",
+            "CA bundle to verify an https upstream_url. Empty: the system's.", _to_str),
+    Setting("read_your_writes_wait", "float", 5.0,
+            "Longest wait, in seconds, of a read that sends X-Replica-Min-Position (the "
+            "X-Replica-Write-Position a passed-through write answered) for the replica to "
+            "apply it; then it answers with what it has, X-Replica-Position-Reached: "
+            "false.", _to_float, _positive),
+    Setting("read_your_writes_window", "float", 10.0,
+            "For this many seconds after a write passed through, reads by the same user "
+            "and project wait for its position as if they had sent "
+            "X-Replica-Min-Position (for clients that do not send headers back, such as "
+            "`openstack server stop` followed by `openstack server show`). 0 turns it "
+            "off. Needs upstream_url and [[cell]] feeds.", _to_float, _non_negative),
+    Setting("tls_cert_file", "path", "",
+            "PEM certificate (with its chain) for TLS on the API and admin listeners. "
+            "Empty: plain HTTP. New files are read by the new workers of a SIGHUP reload "
+            "(the admin listener re-reads them when they change).", _to_str),
+    Setting("tls_key_file", "path", "",
+            "PEM private key of tls_cert_file.", _to_str),
     Setting("public_url", "str", "",
             "Base URL used in links (version discovery, servers_links). Empty means "
             "the request's own host.", _to_str, _url_or_empty),
@@ -317,7 +387,8 @@ class Settings:
             host = f"[{host}]"
         if host in ("0.0.0.0", "[::]"):
             host = "127.0.0.1"
-        return f"http://{host}:{self.admin_port}"
+        scheme = "https" if self.tls_cert_file else "http"
+        return f"{scheme}://{host}:{self.admin_port}"
 
     def replace(self, **changes: Any) -> "Settings":
         values = dict(self.values)
@@ -372,6 +443,27 @@ def _check_together(settings: Settings) -> None:
     if settings.auth == "tokens" and not os.path.isfile(settings.tokens_file):
         raise SettingsError(f"setting tokens_file {settings.tokens_file!r}: no such file; "
                             "create it or fix tokens_file / APPLIANCE_TOKENS_FILE")
+    if settings.auth == "noauth" and not is_loopback(settings.listen_host) \
+            and not settings.allow_noauth_remote:
+        raise SettingsError(f"setting auth is 'noauth' and listen_host "
+                            f"{settings.listen_host!r} is not loopback: anyone who reaches "
+                            "it could read every project's servers; set auth = 'keystone' "
+                            "or 'tokens' (or allow_noauth_remote = true / "
+                            "APPLIANCE_ALLOW_NOAUTH_REMOTE if that is really meant)")
+    if settings.auth == "keystone":
+        _check_keystone(settings)
+    if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
+        raise SettingsError("settings tls_cert_file and tls_key_file go together; set both "
+                            "(APPLIANCE_TLS_CERT_FILE, APPLIANCE_TLS_KEY_FILE) or neither")
+    for name in ("tls_cert_file", "tls_key_file"):
+        path = getattr(settings, name)
+        if path and not os.path.isfile(path):
+            raise SettingsError(f"setting {name} {path!r}: no such file; fix {name} / "
+                                f"{BY_NAME[name].env}")
+    if settings.upstream_url and settings.upstream_timeout >= settings.worker_timeout:
+        raise SettingsError(f"setting upstream_timeout {settings.upstream_timeout:g} is not "
+                            f"shorter than worker_timeout {settings.worker_timeout:g}; "
+                            "lower upstream_timeout")
     if (settings.listen_port and settings.listen_port == settings.admin_port
             and settings.listen_host == settings.admin_host):
         raise SettingsError(f"settings listen_port and admin_port are both "
@@ -425,6 +517,76 @@ def deployment_problems(settings: Settings) -> list[str]:
             problems.append(f"tokens_file {exc}; each line must be a JSON object with "
                             "sha256, project_id, user_id and roles")
     return problems
+
+
+def _check_keystone(settings: Settings) -> None:
+    for name in ("keystone_url", "keystone_user"):
+        if not getattr(settings, name):
+            raise SettingsError(f"setting auth is 'keystone' but {name} is empty; set "
+                                f"{name} in the config file or {BY_NAME[name].env}")
+    if not settings.keystone_password and not settings.keystone_password_file:
+        raise SettingsError("setting auth is 'keystone' but neither keystone_password nor "
+                            "keystone_password_file is set; set one in the config file or "
+                            "APPLIANCE_KEYSTONE_PASSWORD_FILE")
+    if settings.keystone_password_file and not os.path.isfile(
+            settings.keystone_password_file):
+        raise SettingsError(f"setting keystone_password_file "
+                            f"{settings.keystone_password_file!r}: no such file; create it "
+                            "or fix keystone_password_file / "
+                            "APPLIANCE_KEYSTONE_PASSWORD_FILE")
+    if settings.keystone_timeout >= settings.worker_timeout:
+        raise SettingsError(f"setting keystone_timeout {settings.keystone_timeout:g} is not "
+                            f"shorter than worker_timeout {settings.worker_timeout:g}: a "
+                            "worker waiting on Keystone would be killed as silent; lower "
+                            "keystone_timeout")
+
+
+SECRETS = ("admin_token", "keystone_password")
+
+
+def check_files(settings: Settings) -> list[str]:
+    """Read what ``serve`` will read at start (tokens file, Keystone password file):
+    SettingsError for the first that fails; else lines saying what was read."""
+    from appliance.api.identity import load_tokens
+    lines = []
+    if settings.auth == "tokens":
+        try:
+            lines.append(f"tokens_file: {len(load_tokens(settings.tokens_file))} tokens")
+        except (OSError, ValueError) as exc:
+            raise SettingsError(f"setting tokens_file {settings.tokens_file!r}: {exc}; fix "
+                                "the file") from None
+    if settings.auth == "keystone":
+        try:
+            password = keystone_password(settings)
+        except OSError as exc:
+            raise SettingsError(f"setting keystone_password_file "
+                                f"{settings.keystone_password_file!r}: cannot read it "
+                                f"({exc.strerror})") from None
+        if not password:
+            raise SettingsError("the Keystone password is empty; put it in "
+                                "keystone_password_file (first line) or keystone_password")
+        lines.append(f"keystone: {settings.keystone_url} as {settings.keystone_user} "
+                     f"(project {settings.keystone_project})")
+    if settings.tls_cert_file:
+        import ssl
+        from appliance.tls import server_context
+        try:
+            server_context(settings.tls_cert_file, settings.tls_key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise SettingsError(f"settings tls_cert_file / tls_key_file: they do not load "
+                                f"({exc}); give a PEM certificate and its key") from None
+        lines.append(f"tls: {settings.tls_cert_file} loads with its key")
+    if not settings.cells:
+        lines.append("cells: none configured (the replica is served as it is)")
+    return lines
+
+
+def keystone_password(settings: Settings) -> str:
+    """keystone_password, or the first line of keystone_password_file."""
+    if settings.keystone_password_file:
+        with open(settings.keystone_password_file, encoding="utf-8") as f:
+            return f.readline().rstrip("\r\n")
+    return settings.keystone_password
 
 
 def read_file(path: str) -> dict:
@@ -549,7 +711,7 @@ Accepted sockets get `TCP_NODELAY`. The admin address is handled the same way.
 | signal | effect |
 |---|---|
 | `SIGTERM`, `SIGINT`, `SIGQUIT` | stop: workers stop accepting, finish in-flight requests (up to `graceful_timeout`), exit; then the rest stops. A second stop signal more than a second after the first kills what is still draining; the same signal twice within a second is one request (Ctrl-C under the one-file binary reaches the supervisor from the terminal and again from the launcher) |
-| `SIGHUP` | reload: re-read the config file (settings that need a restart are logged and kept), then replace workers one at a time, each new one serving before an old one drains; new workers read `tokens_file` afresh |
+| `SIGHUP` | reload: re-read the config file (settings that need a restart are logged and kept), then replace workers one at a time, each new one serving before an old one drains; new workers read `tokens_file`, `keystone_password_file` and the TLS files afresh |
 | `SIGTTIN`, `SIGTTOU` | one worker more, one fewer |
 
 A worker that stops touching its heartbeat file (in `data_dir/run/`) for `worker_timeout`
@@ -579,7 +741,7 @@ refused.
 | `POST /resync[?cell=NAME]` | 202 with the job (`appliance resync` follows it) |
 | `POST /verify[?cell=NAME][&repair=true]` | 202 with the job (`appliance verify`) |
 | `GET /jobs/ID` | the job: state, done, total, error, result |
-| `GET /metrics` | Prometheus text in base units: `appliance_api_request_seconds` (histogram by method, endpoint, status; buckets from 100 us), per cell `appliance_cell_lag_seconds`, `appliance_cell_lag_events`, `appliance_cell_seq`, `appliance_cell_head_seq`, `appliance_cell_state`, `appliance_cell_live_once`, `appliance_cell_servers`, `appliance_cell_flavors`, `appliance_cell_gaps_total`, `appliance_cell_replays_total`, `appliance_cell_resyncs_total`, `appliance_cell_resync_failures_total`, `appliance_cell_dead_letters_total`, ingest totals, `appliance_ready`, `appliance_build_info`, `appliance_process_restarts_total` and `process_*` per process (labels `process`, `role`). The README's Monitoring section lists them; `docs/monitoring/` has alert rules and a Grafana dashboard |
+| `GET /metrics` | Prometheus text in base units: `appliance_api_request_seconds` (histogram by method, endpoint, status; buckets from 100 us), per cell `appliance_cell_lag_seconds`, `appliance_cell_lag_events`, `appliance_cell_seq`, `appliance_cell_head_seq`, `appliance_cell_state`, `appliance_cell_live_once`, `appliance_cell_servers`, `appliance_cell_flavors`, `appliance_cell_gaps_total`, `appliance_cell_replays_total`, `appliance_cell_resyncs_total`, `appliance_cell_resync_failures_total`, `appliance_cell_dead_letters_total`, ingest totals, `appliance_ready`, `appliance_build_info`, `appliance_process_restarts_total` and `process_*` per process (labels `process`, `role`), and with `auth = "keystone"` `appliance_keystone_validations_total` (by outcome: `valid`, `invalid`, `cached_while_unreachable`, `refused_while_unreachable`). The README's Monitoring section lists them; `docs/monitoring/` has alert rules and a Grafana dashboard |
 """
 
 

@@ -44,6 +44,8 @@ LINGER_SECONDS = 2.0
 LINGER_BYTES = 8 << 20
 HEADERS_TOO_LARGE_RESPONSE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
                               b"Connection: close\r\nContent-Length: 0\r\n\r\n")
+TOKEN_STORE = "keystone-tokens.db"    # in data_dir: validated tokens, shared by workers
+RECENT_WRITES = "recent-writes.db"    # in data_dir: each caller's last write position
 
 
 class BootError(RuntimeError):
@@ -60,6 +62,16 @@ def build_api_app(settings: Settings):
         tuple(c.name for c in settings.cells)
     config = ApiConfig(replica_path=settings.replica, auth=settings.auth,
                        tokens_file=settings.tokens_file or None,
+                       keystone=keystone_config(settings) if settings.auth == "keystone"
+                       else None,
+                       token_store_path=os.path.join(settings.data_dir, TOKEN_STORE),
+                       upstream_url=settings.upstream_url or None,
+                       upstream_timeout=settings.upstream_timeout,
+                       upstream_cafile=settings.upstream_cafile or None,
+                       feeds=tuple((c.name, c.control) for c in settings.cells),
+                       read_your_writes_wait=settings.read_your_writes_wait,
+                       read_your_writes_window=settings.read_your_writes_window,
+                       recent_writes_path=os.path.join(settings.data_dir, RECENT_WRITES),
                        noauth_default_token=settings.noauth_default_token,
                        public_url=settings.public_url or None,
                        max_limit=settings.max_limit, server_feeds=server_feeds,
@@ -70,6 +82,28 @@ def build_api_app(settings: Settings):
     from replica.store.reader import reader_for
     reader_for(settings.replica)
     return app
+
+
+def keystone_config(settings: Settings):
+    from appliance.api.keystone import KeystoneConfig
+    from appliance.settings import keystone_password
+    return KeystoneConfig(
+        url=settings.keystone_url, user=settings.keystone_user,
+        password=keystone_password(settings), project=settings.keystone_project,
+        user_domain=settings.keystone_user_domain,
+        project_domain=settings.keystone_project_domain, timeout=settings.keystone_timeout,
+        cache_size=settings.keystone_cache_size,
+        cache_seconds=settings.keystone_cache_seconds,
+        negative_seconds=settings.keystone_negative_seconds,
+        cafile=settings.keystone_cafile or None)
+
+
+def tls_acceptor(settings: Settings, what: str):
+    """The listener's TLS (None without tls_cert_file); read after the fork."""
+    if not settings.tls_cert_file:
+        return None
+    from appliance.tls import TlsAcceptor
+    return TlsAcceptor(settings.tls_cert_file, settings.tls_key_file, what)
 
 
 def reuseport_listener(host: str, port: int, backlog: int = BACKLOG) -> socket.socket:
@@ -213,8 +247,11 @@ class Server(gevent.pywsgi.WSGIServer):
     """gevent's WSGI server with TCP_NODELAY on every accepted socket (gevent writes
     headers and body separately; with Nagle each keep-alive request waits ~40 ms)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, tls=None, **kwargs):
+        if tls is not None:
+            kwargs["environ"] = {"wsgi.url_scheme": "https"}
         super().__init__(*args, **kwargs)
+        self.tls = tls                       # a TlsAcceptor, or None for plain HTTP
         self.idle: set[Handler] = set()
         self.draining = False
         # Called by the handler with (method, path, status, seconds) after each response.
@@ -227,6 +264,10 @@ class Server(gevent.pywsgi.WSGIServer):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass  # the client already went away
+        if self.tls is not None:
+            sock = self.tls.accept(sock)
+            if sock is None:
+                return None
         return super().handle(sock, address)
 
     def take_queued(self) -> int:
@@ -304,6 +345,7 @@ class Worker:
             metrics.use_directory(self.metrics_dir)
             raw_app = self.app_factory(self.settings)
             observe = metrics.recorder().observe
+            tls = tls_acceptor(self.settings, "api")
             listener = reuseport_listener(self.host, self.port)
         except Exception as exc:
             raise BootError(f"worker {self.number} failed to boot: {exc!r}") from exc
@@ -313,7 +355,7 @@ class Worker:
             gevent.signal_handler(signal.SIGHUP, self._reloader(raw_app))
         pool = gevent.pool.Pool(self.settings.worker_connections)
         server = Server(listener, application=raw_app, spawn=pool, handler_class=Handler,
-                        log=None, error_log=_ErrorLog())
+                        log=None, error_log=_ErrorLog(), tls=tls)
         # Latency is recorded by the handler, and the app is wrapped with
         # closing_when_draining only when the drain starts (``_drain``): no per-request
         # middleware on the way.

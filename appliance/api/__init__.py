@@ -4,13 +4,18 @@ calls its ``reload()`` on SIGHUP (re-reads the tokens file).
 
 Modules: ``app`` (dispatcher for the read routes in front of a bottle app for discovery
 and every other path), ``config``, ``microversion``, ``identity`` (noauth / tokens),
+``keystone`` and ``token_store`` (Keystone tokens, cached), ``upstream`` (pass-through to
+the cloud's nova-api), ``outbound`` (gevent-cooperative HTTP client),
 ``server_params`` and ``flavor_params`` (query parameters as Nova validates and maps
 them), ``params`` (shared checks, Nova's wording), ``faults``, ``versions``.
 
 Choices where Nova leaves room or a replica differs, decided once here:
 
+- With ``upstream_url``, everything that is not a replicated read (writes, actions,
+  other resources) is passed to the cloud's nova-api unchanged. Without it:
 - Writes (POST, PUT, PATCH, DELETE) on servers and flavors answer ``405 badMethod`` with
-  ``Allow: GET, HEAD`` and a message saying this endpoint is a read-only replica.
+  ``Allow: GET, HEAD`` and a message saying this endpoint is a read-only replica, and
+  other resources ``404 itemNotFound`` saying they are not replicated here.
   novaclient, openstacksdk and the CLI show the message and stop; none retries a 405
   (a 503 would be retried, a 501 reads as "not implemented yet").
 - ``all_tenants`` from a non-admin is refused with 403, as Nova's default policy does

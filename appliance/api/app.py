@@ -1,5 +1,6 @@
 """The Compute API WSGI app: a small dispatcher for the read routes in front of a bottle
-app that serves version discovery and every other path.
+app that serves version discovery and every other path; with an upstream, whatever is
+not a replicated read is passed to it (``upstream.py``).
 
 The read routes do as little Python as possible per request: split the path, read two
 headers, run ONE reader statement that returns the body bytes, add the headers. Errors
@@ -24,13 +25,19 @@ import gevent
 
 from appliance.api import microversion
 from appliance.api.config import ApiConfig
-from appliance.api.faults import ApiError, fault_body, not_found, read_only, status_line
+from appliance.api.faults import (ApiError, fault_body, not_found, not_replicated, read_only,
+                                  status_line)
 from appliance.api.flavor_params import flavor_query
 from appliance.api.identity import NoAuth, TokenFile
+from appliance.api.keystone import KeystoneAuth
 from appliance.api.params import (CANONICAL_UUID, NO_PARAMETERS, STRICT_QUERY_MINOR,
                                   additional_properties, canonical_uuid, is_uuid_like,
                                   parse_query)
+from appliance.api.positions import FeedHeads, format_position, parse_position, wait_for
+from appliance.api.recent_writes import RecentWrites
 from appliance.api.server_params import server_query
+from appliance.api.token_store import TokenStore
+from appliance.api.upstream import Upstream
 from appliance.api.versions import version_document, versions_document
 from replica.render import FlavorView, ServerView
 from replica.store.reader import (Prefixes, ReadResult, ReadTimeout, RegexTooCostly,
@@ -40,6 +47,9 @@ LOG = logging.getLogger(__name__)
 READ_METHODS = ("GET", "HEAD")
 COLLECTIONS = ("servers", "flavors")
 SHOW_SERVER = "/v2.1/servers/"
+DISCOVERY = ("/", "/v2.1", "/v2.1/")     # answered here, with or without an upstream
+MIN_POSITION = "HTTP_X_REPLICA_MIN_POSITION"      # a read waits for this position
+REACHED = "appliance.position_reached"            # ... and says whether it came
 _HOST = re.compile(r"^[A-Za-z0-9.\-_:\[\]]{1,255}$")
 _SCHEME = ("http", "https")
 # The statements of this long share one read transaction (Reader.hold_snapshots): a
@@ -92,8 +102,14 @@ class ComputeApi:
 
     def __init__(self, config: ApiConfig):
         self.config = config
-        self.auth = (TokenFile(config.tokens_file) if config.auth == "tokens"
-                     else NoAuth(config.noauth_default_token))
+        if config.auth == "keystone":
+            store = (TokenStore(config.token_store_path, config.keystone.cache_size)
+                     if config.token_store_path else None)
+            self.auth = KeystoneAuth(config.keystone, store)
+        elif config.auth == "tokens":
+            self.auth = TokenFile(config.tokens_file)
+        else:
+            self.auth = NoAuth(config.noauth_default_token)
         self._version_headers = {m: microversion.response_headers(m)
                                  for m in range(microversion.MIN_MINOR,
                                                 microversion.MAX_MINOR + 1)}
@@ -106,6 +122,14 @@ class ComputeApi:
         self._flavor_views = {(m, d): FlavorView(m, d)
                               for m in range(1, microversion.MAX_MINOR + 1)
                               for d in (False, True)}
+        self.upstream = (Upstream(config.upstream_url, config.upstream_timeout,
+                                  config.upstream_cafile) if config.upstream_url else None)
+        self.heads = (FeedHeads(config.feeds) if config.feeds and self.upstream is not None
+                      else None)
+        self.recent = (RecentWrites(config.recent_writes_path,
+                                    config.read_your_writes_window)
+                       if self.heads is not None and config.recent_writes_path
+                       and config.read_your_writes_window > 0 else None)
         self.bottle = _bottle_app(self)
         # Until the store says every feed of a kind has been live once, reads of that
         # kind answer 503 "loading". Each flag flips to False once and stays so: after
@@ -126,7 +150,7 @@ class ComputeApi:
             path = environ.get("PATH_INFO", "")
             if path.startswith(SHOW_SERVER) and environ.get("REQUEST_METHOD") == "GET":
                 server_id = path[len(SHOW_SERVER):]
-                if CANONICAL_UUID.match(server_id):
+                if CANONICAL_UUID.match(server_id) and MIN_POSITION not in environ:
                     return self._show_server_fast(environ, start_response, request_id,
                                                   server_id)
             return self._dispatch(environ, start_response, request_id)
@@ -159,8 +183,12 @@ class ComputeApi:
                 additional_properties(parse_query(environ)[1], NO_PARAMETERS, False)
             except ApiError as err:
                 return self._fault(start_response, err, request_id, environ, minor, None)
+        if not identity.reader:
+            raise _policy_refused("servers:show")
         if self._servers_loading:
             self._refuse_while_loading("servers")
+        if self.recent is not None and self.recent.active():
+            self._wait_for_own_write(environ, identity)
         host = environ.get("HTTP_HOST")
         forwarded = self._forwarded(environ)
         prefixes = None if forwarded else self._by_host.get(host)
@@ -175,12 +203,15 @@ class ComputeApi:
             err = _NotFoundWith(f"Instance {server_id} could not be found.", result)
             return self._fault(start_response, err, request_id, environ, minor, result)
         body = b'{"server":' + result.body + b"}"
-        start_response("200 OK", [
+        headers = [
             ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
             ("x-openstack-request-id", request_id), ("x-compute-request-id", request_id),
             ("Server-Timing", 'db;desc="1 stmt";dur=%.3f' % result.elapsed_ms),
             ("X-Replica-Position", result.position), *self._version_headers[minor],
-            _date()])
+            _date()]
+        if REACHED in environ:
+            headers.append(("X-Replica-Position-Reached", environ[REACHED]))
+        start_response("200 OK", headers)
         return [body]
 
     def _refuse_while_loading(self, kind: str) -> None:
@@ -225,6 +256,8 @@ class ComputeApi:
         path = environ.get("PATH_INFO") or "/"
         parts = path.strip("/").split("/")
         if parts[0] != "v2.1" or len(parts) == 1:
+            if self.upstream is not None and path not in DISCOVERY:
+                return self._pass(environ, start_response, request_id)
             return self._bottle(environ, start_response, request_id)
         rest = parts[1:]
         url_project = None
@@ -232,9 +265,13 @@ class ComputeApi:
             url_project = rest[0]
             rest = rest[1:]
         if not rest or rest[0] not in COLLECTIONS:
-            return self._bottle(environ, start_response, request_id)
+            if self.upstream is not None:
+                return self._pass(environ, start_response, request_id)
+            raise not_replicated()
         method = environ.get("REQUEST_METHOD", "GET")
         if method not in READ_METHODS:
+            if self.upstream is not None:
+                return self._pass(environ, start_response, request_id)
             raise read_only(method)
         minor = None
         try:
@@ -246,10 +283,21 @@ class ComputeApi:
                 raise ApiError(400, f"Malformed request URL: URL's project_id "
                                     f"'{url_project}' doesn't match Context's project_id "
                                     f"'{identity.project_id}'")
+            if rest[0] == "servers" and not identity.reader:
+                raise _policy_refused(_servers_rule(rest))
+            if MIN_POSITION in environ:
+                self._wait_for_position(environ)
+            elif self.recent is not None and self.recent.active():
+                self._wait_for_own_write(environ, identity)
             root = self._root(environ)
             read = _Read(environ, minor, identity, url_project, root,
                          self._prefixes_for(root, url_project))
             status, body, result = self._route(rest, read)
+        except _NotRouted:
+            if self.upstream is not None:
+                return self._pass(environ, start_response, request_id)
+            return self._fault(start_response, not_replicated(), request_id, environ,
+                               minor, None)
         except ApiError as err:
             return self._fault(start_response, err, request_id, environ, minor, None)
         return self._respond(start_response, environ, status, body, result, request_id,
@@ -273,7 +321,7 @@ class ComputeApi:
                     return self._extra_specs(read, rest[1], key)
             elif rest[2] in _SERVER_SUBRESOURCES:
                 return self._server_subresource(read, rest[1], rest[2], key)
-        raise not_found()
+        raise _NotRouted()
 
     # -- handlers ----------------------------------------------------------------------
 
@@ -424,6 +472,8 @@ class ComputeApi:
             headers.append(("X-Replica-Position", result.position))
         if minor is not None:
             headers.extend(self._version_headers[minor])
+        if REACHED in environ:
+            headers.append(("X-Replica-Position-Reached", environ[REACHED]))
         headers.append(_date())
         start_response(status_line(status), headers)
         if environ.get("REQUEST_METHOD") == "HEAD":
@@ -434,7 +484,7 @@ class ComputeApi:
                minor: int | None, result: ReadResult | None):
         if isinstance(err, _WithResult):
             result = err.result
-        body = fault_body(err.status, err.message)
+        body = err.body()
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
                    ("x-openstack-request-id", request_id),
                    ("x-compute-request-id", request_id), _server_timing(result)]
@@ -442,11 +492,53 @@ class ComputeApi:
             headers.append(("X-Replica-Position", result.position))
         if minor is not None:
             headers.extend(self._version_headers[minor])
+        if REACHED in environ:
+            headers.append(("X-Replica-Position-Reached", environ[REACHED]))
         headers.extend(err.headers)
         start_response(status_line(err.status), headers)
         if environ.get("REQUEST_METHOD") == "HEAD":
             return [b""]
         return [body]
+
+    def _pass(self, environ, start_response, request_id):
+        """A request the replica does not answer, answered by the upstream nova-api. A
+        write it accepted carries the feeds' heads (read-your-writes)."""
+        status, headers, body = self.upstream.open(environ)
+        if self.heads is not None and environ.get("REQUEST_METHOD") not in READ_METHODS \
+                and status[:1] == "2":
+            heads = self.heads.heads()
+            if heads:
+                headers.append(("X-Replica-Write-Position", format_position(heads)))
+                if self.recent is not None:
+                    self._remember_write(environ, heads)
+        start_response(status, headers)
+        return body
+
+    def _remember_write(self, environ, heads) -> None:
+        """Keep the write's position under the caller's identity (read-your-writes for
+        clients that do not send the header back). nova-api accepted the token; a token
+        this appliance cannot resolve just leaves the write unremembered."""
+        try:
+            identity = self.auth.identify(environ)
+        except ApiError:
+            return
+        self.recent.record(identity, heads)
+
+    def _wait_for_own_write(self, environ, identity) -> None:
+        wanted = self.recent.pending(identity)
+        if wanted is not None:
+            done = wait_for(wanted, self._reader.positions,
+                            self.config.read_your_writes_wait)
+            environ[REACHED] = "true" if done else "false"
+
+    def _wait_for_position(self, environ) -> None:
+        wanted = parse_position(environ[MIN_POSITION])
+        if wanted is None:
+            raise ApiError(400, "Invalid X-Replica-Min-Position: expected "
+                                "cell@epoch:seq items separated by commas, as "
+                                "X-Replica-Write-Position gives them.")
+        done = wait_for(wanted, self._reader.positions, self.config.read_your_writes_wait)
+        environ[REACHED] = "true" if done else "false"
 
     def _bottle(self, environ, start_response, request_id):
         def with_ids(status, headers, exc_info=None):
@@ -470,6 +562,10 @@ class _WithResult(ApiError):
     def __init__(self, status: int, message: str, result: ReadResult):
         super().__init__(status, message)
         self.result = result
+
+
+class _NotRouted(Exception):
+    """A path under /servers or /flavors that is no replicated read."""
 
 
 class _NotFoundWith(_WithResult):
@@ -517,6 +613,23 @@ def _date() -> tuple[str, str]:
 def _call_later(delay: float, fn) -> None:
     # A timer on the worker's event loop that does not keep the loop alive.
     gevent.get_hub().loop.timer(delay, ref=False).start(fn)
+
+
+def _policy_refused(rule: str) -> ApiError:
+    return ApiError(403, f"Policy doesn't allow os_compute_api:{rule} to be performed.")
+
+
+_SUBRESOURCE_RULES = {"ips": "ips", "metadata": "server-metadata", "tags": "os-server-tags"}
+
+
+def _servers_rule(rest: list[str]) -> str:
+    """The name of Nova's policy rule for a read under /servers (for the 403 message)."""
+    if len(rest) == 1:
+        return "servers:index"
+    if len(rest) == 2:
+        return "servers:detail" if rest[1] == "detail" else "servers:show"
+    kind = _SUBRESOURCE_RULES.get(rest[2], "servers")
+    return f"{kind}:{'show' if len(rest) == 4 else 'index'}"
 
 
 def _path_text(segment: str) -> str:

@@ -14,7 +14,8 @@ REASONS = {
     200: "OK", 204: "No Content",
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 406: "Not Acceptable", 414: "Request-URI Too Long",
-    500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
+    500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Gateway Timeout",
 }
 READ_ONLY_ALLOW = "GET, HEAD"
 
@@ -27,6 +28,9 @@ class ApiError(Exception):
         self.status = status
         self.message = message
         self.headers = tuple(headers)
+
+    def body(self) -> bytes:
+        return fault_body(self.status, self.message)
 
 
 def fault_body(status: int, message: str) -> bytes:
@@ -44,6 +48,13 @@ def bad_request(message: str) -> ApiError:
 
 def not_found(message: str = "The resource could not be found.") -> ApiError:
     return ApiError(404, message)
+
+
+def not_replicated() -> ApiError:
+    return ApiError(404, "The resource could not be found. This endpoint is a read replica "
+                         "of the Compute API: it answers reads of servers and flavors; "
+                         "other resources are not replicated here (send them to the "
+                         "cloud's Compute API, or set upstream_url to pass them through).")
 
 
 def read_only(method: str) -> ApiError:

@@ -1,4 +1,5 @@
-"""Who is asking: Nova's noauth2 semantics or a file of hashed tokens.
+"""Who is asking: Nova's noauth2 semantics or a file of hashed tokens (Keystone tokens:
+``keystone.py``).
 
 noauth: ``X-Auth-Token: user:project`` (project defaults to the user), admin when the
 user is ``admin``; without a token, the identity of ``noauth_default_token``. keystoneauth's
@@ -29,6 +30,9 @@ class Identity:
     user_id: str
     project_id: str
     admin: bool
+    # May read the project's servers (Nova's project_reader_or_admin): always with
+    # noauth and the tokens file; with Keystone, a reader, member or admin role.
+    reader: bool = True
 
 
 def _unauthorized() -> ApiError:

@@ -59,6 +59,7 @@ MATCH_TICK_S = 0.01               # how often the timer looks while a regex stat
 # the last column of every statement; in a held snapshot (Reader.hold_snapshots) only the
 # snapshot's first statement reads it, the others answer the same position.
 POSITION_SQL = "(SELECT group_concat(cell || '=' || seq, ',') FROM positions)"
+POSITIONS_SQL = "SELECT cell, epoch, seq FROM positions"
 
 
 # The feeds that have been live once, newline-separated (schema step 4).
@@ -631,6 +632,14 @@ class Reader:
         else:
             row = row[:-1] + (position,)
         return row, (time.perf_counter() - start) * 1000.0
+
+    def positions(self) -> dict[str, tuple[str, int]]:
+        """Each feed's applied ``(epoch, seq)`` as of now (a fresh read transaction, not
+        a held snapshot): what a read waiting for a position polls."""
+        self.release()
+        self._deadline = time.monotonic() + DEADLINE_S
+        return {cell: (epoch, seq) for cell, epoch, seq in
+                self._cursor.execute(POSITIONS_SQL).fetchall()}
 
     def show_server(self, uuid: str, view: render.ServerView, prefixes: Prefixes,
                     project_id: str | None) -> ReadResult:

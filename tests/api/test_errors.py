@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from appliance.api.faults import not_replicated
 from tests.api.conftest import MEMBER
+
+NOT_REPLICATED = not_replicated().message
 
 
 def fault(r):
@@ -70,8 +73,8 @@ def fault(r):
     ("/v2.1/servers/nope", None, 404, "itemNotFound", "Instance nope could not be found."),
     ("/v2.1/flavors/nope", None, 404, "itemNotFound", "Flavor nope could not be found."),
     ("/v2.1/flavors/6", None, 404, "itemNotFound", "Flavor 6 could not be found."),
-    ("/v2.1/os-keypairs", None, 404, "itemNotFound", "The resource could not be found."),
-    ("/v2.1/servers/x/y/z", None, 404, "itemNotFound", "The resource could not be found."),
+    ("/v2.1/os-keypairs", None, 404, "itemNotFound", NOT_REPLICATED),
+    ("/v2.1/servers/x/y/z", None, 404, "itemNotFound", NOT_REPLICATED),
     ("/nowhere", None, 404, "itemNotFound", "The resource could not be found."),
     ("/v2.1/servers", "2.a", 400, "badRequest",
      "API Version String 2.a is of invalid format. Must be of format MajorNum.MinorNum."),

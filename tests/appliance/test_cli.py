@@ -272,7 +272,7 @@ def test_serve_check_warns_on_every_setting_that_exposes_data(tmp_path):
     result = _check(tmp_path, CELLS)                 # loopback, noauth: nothing to say
     assert result.returncode == 0 and result.stderr == ""
     result = _check(tmp_path, 'listen_host = "0.0.0.0"\nadmin_host = "0.0.0.0"\n'
-                    'admin_token = "secret"\n' + CELLS)
+                    'admin_token = "secret"\nallow_noauth_remote = true\n' + CELLS)
     assert result.returncode == 0
     warnings = result.stderr.splitlines()
     assert len(warnings) == 3 and all(w.startswith("appliance serve: warning: ")
@@ -375,3 +375,56 @@ def test_status_says_when_the_store_cannot_write_and_why_a_cell_resyncs():
         "processes": []})
     assert "replica store: disk full since" in text and "database or disk is full" in text
     assert "c1: resyncing (epoch 1234abcd -> 5678ef00)" in text
+
+
+def test_noauth_on_a_public_address_is_refused(tmp_path):
+    config = tmp_path / "a.toml"
+    config.write_text('listen_host = "0.0.0.0"\n')
+    for args in (("--check",), ()):
+        result = appliance("serve", "--config", str(config), *args)
+        assert result.returncode == 2
+        assert "'noauth'" in result.stderr and "allow_noauth_remote" in result.stderr
+    config.write_text('listen_host = "0.0.0.0"\nallow_noauth_remote = true\n' + CELLS)
+    assert appliance("serve", "--config", str(config), "--check").returncode == 0
+    config.write_text('listen_host = "::1"\n' + CELLS)
+    assert appliance("serve", "--config", str(config), "--check").returncode == 0
+
+
+def test_serve_check_reads_the_tokens_file_and_asks_the_cells(tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text('{"sha256": "' + "a" * 64 + '", "project_id": "p", "user_id": "u"}\n')
+    config = tmp_path / "a.toml"
+    config.write_text(f'auth = "tokens"\ntokens_file = "{tokens}"\n[[cell]]\nname = "c1"\n'
+                      f'feed = "tcp://127.0.0.1:{free_port()}"\n'
+                      f'control = "tcp://127.0.0.1:{free_port()}"\n'
+                      '[[cell]]\nname = "flavors"\nkind = "flavors"\n'
+                      f'feed = "tcp://127.0.0.1:{free_port()}"\n'
+                      f'control = "tcp://127.0.0.1:{free_port()}"\n')
+    result = appliance("serve", "--config", str(config), "--check")
+    assert result.returncode == 0, result.stderr
+    assert "ok: tokens_file: 1 tokens" in result.stdout
+    assert "warning: cell c1 does not answer" in result.stdout
+    tokens.write_text("not json\n")
+    result = appliance("serve", "--config", str(config), "--check")
+    assert result.returncode == 2
+    assert "tokens_file" in result.stderr and "bad token line" in result.stderr
+
+
+def test_serve_check_hides_the_keystone_password(tmp_path):
+    secret = tmp_path / "password"
+    secret.write_text("kept-secret\n")
+    config = tmp_path / "a.toml"
+    config.write_text('auth = "keystone"\nkeystone_url = "http://127.0.0.1:5000"\n'
+                      'keystone_user = "appliance"\nkeystone_password = "very-secret"\n' + CELLS)
+    result = appliance("serve", "--config", str(config), "--check")
+    assert result.returncode == 0, result.stderr
+    assert "very-secret" not in result.stdout
+    assert "keystone_password = (set, not shown)" in result.stdout
+    config.write_text('auth = "keystone"\nkeystone_url = "http://127.0.0.1:5000"\n'
+                      f'keystone_user = "appliance"\nkeystone_password_file = "{secret}"\n' + CELLS)
+    result = appliance("serve", "--config", str(config), "--check")
+    assert result.returncode == 0, result.stderr
+    assert "kept-secret" not in result.stdout
+    secret.write_text("")
+    result = appliance("serve", "--config", str(config), "--check")
+    assert result.returncode == 2 and "password is empty" in result.stderr

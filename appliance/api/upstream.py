@@ -1,0 +1,128 @@
+"""Pass-through: what the replica does not answer goes to the cloud's own nova-api.
+
+The request leaves as it came (method, path, query, body, the caller's headers with its
+token) less the hop-by-hop headers, with ``X-Forwarded-For/-Host/-Proto`` added; the
+answer comes back as it is (status, headers less hop-by-hop, body streamed in chunks as
+it arrives). The caller's token is not checked here: nova-api checks it, with its own
+policy. Upstream failures become Nova-style faults: 504 when no answer came within
+``upstream_timeout`` seconds, 502 when the upstream could not be reached or broke the
+exchange. Everything runs on the worker's event loop (``outbound.py``).
+"""
+
+from __future__ import annotations
+
+import http.client
+
+import gevent
+
+from appliance.api.faults import ApiError
+from appliance.api.outbound import Endpoint, OutboundError
+
+CHUNK = 65536
+MAX_BODY = 1 << 20              # request bodies larger than this get 413 (Nova's is 112 KiB)
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate",
+                        "proxy-authorization", "te", "trailer", "trailers",
+                        "transfer-encoding", "upgrade", "host", "content-length"})
+
+
+def request_headers(environ: dict) -> dict[str, str]:
+    """The caller's headers as they are to be sent upstream."""
+    headers = {}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name = key[5:].replace("_", "-").title()
+            if name.lower() not in HOP_BY_HOP:
+                headers[name] = value
+    if environ.get("CONTENT_TYPE"):
+        headers["Content-Type"] = environ["CONTENT_TYPE"]
+    client = environ.get("REMOTE_ADDR")
+    if client:
+        before = headers.get("X-Forwarded-For")
+        headers["X-Forwarded-For"] = f"{before}, {client}" if before else client
+    if environ.get("HTTP_HOST") and "X-Forwarded-Host" not in headers:
+        headers["X-Forwarded-Host"] = environ["HTTP_HOST"]
+    headers.setdefault("X-Forwarded-Proto", environ.get("wsgi.url_scheme", "http"))
+    return headers
+
+
+def read_body(environ: dict) -> bytes | None:
+    length = environ.get("CONTENT_LENGTH")
+    if length:
+        try:
+            size = int(length)
+        except ValueError:
+            raise ApiError(400, "Invalid Content-Length.") from None
+        if size > MAX_BODY:
+            raise ApiError(413, "Request is too large.")
+        return environ["wsgi.input"].read(size) if size else b""
+    if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+        body = environ["wsgi.input"].read(MAX_BODY + 1)
+        if len(body) > MAX_BODY:
+            raise ApiError(413, "Request is too large.")
+        return body
+    return None
+
+
+class Upstream:
+    def __init__(self, url: str, timeout: float, cafile: str | None = None):
+        self.endpoint = Endpoint(url, timeout, cafile)
+        self.timeout = timeout
+
+    def open(self, environ: dict):
+        """Send the caller's request upstream; return ``(status line, headers, body
+        iterable)``. Raises ApiError (502, 504) when the upstream does not answer."""
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO") or "/"
+        path = environ.get("SCRIPT_NAME", "").rstrip("/") + path
+        query = environ.get("QUERY_STRING")
+        if query:
+            path = f"{path}?{query}"
+        body = read_body(environ)
+        try:
+            conn, response = self.endpoint.open(method, path, request_headers(environ),
+                                                body)
+        except OutboundError as exc:
+            if exc.timed_out:
+                raise ApiError(504, f"The cloud's Compute API did not answer within "
+                                    f"{self.timeout:g} seconds.") from None
+            raise ApiError(502, "The cloud's Compute API could not be reached.") from None
+        headers = [(k, v) for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP]
+        length = response.getheader("Content-Length")
+        if length is not None and response.getheader("Transfer-Encoding") is None:
+            headers.append(("Content-Length", length))
+        status = f"{response.status} {response.reason or ''}".rstrip()
+        if method == "HEAD":
+            response.read()
+            self.endpoint.release(conn, response)
+            return status, headers, [b""]
+        return status, headers, _Streamed(self.endpoint, conn, response)
+
+
+class _Streamed:
+    """The answer's body, chunk by chunk as it arrives; the connection goes back to the
+    pool once it was read to the end, and is closed if the caller went away first."""
+
+    def __init__(self, endpoint: Endpoint, conn, response: http.client.HTTPResponse):
+        self.endpoint = endpoint
+        self.conn = conn
+        self.response = response
+        self.done = False
+
+    def __iter__(self):
+        try:
+            while True:
+                chunk = self.response.read1(CHUNK)
+                if not chunk:
+                    break
+                yield chunk
+        except (OSError, http.client.HTTPException, gevent.Timeout):
+            self.conn.close()
+            self.done = True
+            raise
+        self.endpoint.release(self.conn, self.response)
+        self.done = True
+
+    def close(self):
+        if not self.done:
+            self.conn.close()
+            self.done = True

@@ -1,0 +1,197 @@
+"""Pass-through (upstream_url): what the replica does not answer goes to a real HTTP
+upstream (a recording stand-in for nova-api) and comes back unchanged; replicated reads
+never reach it; a hanging upstream gives 504 within the deadline while replicated reads
+keep answering; an unreachable one gives 502."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.api import entities as E
+from tests.appliance.conftest import get
+from tests.conftest import free_port, wait_for
+from tests.edge.conftest import fill, serve
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ALPHA = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1"
+UPSTREAM_TIMEOUT = 2.0
+
+
+class Recorder:
+    def __init__(self, port: int, path: str, proc: subprocess.Popen):
+        self.port = port
+        self.path = path
+        self.proc = proc
+
+    def requests(self) -> list[dict]:
+        try:
+            with open(self.path) as f:
+                return [json.loads(line) for line in f]
+        except FileNotFoundError:
+            return []
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("upstream")
+    port = free_port()
+    record = str(tmp / "requests.jsonl")
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "recording_upstream.py"),
+                             str(port), record])
+    try:
+        wait_for(lambda: get(port, "/ping")[0] == 200, what="the upstream to answer")
+        yield Recorder(port, record, proc)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def passing(upstream, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("passing")
+    replica = str(tmp / "replica.db")
+    fill(replica, {"alpha": ALPHA, "beta": "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2"})
+    port = free_port()
+    running = serve(tmp, "appliance", port, replica,
+                    upstream_url=f"http://127.0.0.1:{upstream.port}",
+                    upstream_timeout=UPSTREAM_TIMEOUT)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def call(port, method, path, body=None, headers=None, timeout=10.0):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+TOKEN = {"X-Auth-Token": f"someone:{ALPHA}", "OpenStack-API-Version": "compute 2.90",
+         "X-Custom-Header": "kept"}
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("POST", "/v2.1/servers", b'{"server": {"name": "new"}}'),
+    ("POST", f"/v2.1/servers/{E.server(0)['uuid']}/action", b'{"os-stop": null}'),
+    ("DELETE", f"/v2.1/servers/{E.server(0)['uuid']}", None),
+    ("PUT", f"/v2.1/servers/{E.server(0)['uuid']}/metadata", b'{"metadata": {}}'),
+    ("GET", "/v2.1/os-keypairs?user_id=u1", None),
+    ("GET", f"/v2.1/{ALPHA}/os-keypairs", None),
+    ("GET", f"/v2.1/servers/{E.server(0)['uuid']}/os-instance-actions", None),
+    ("GET", "/v2.1/flavors/1/os-flavor-access", None),
+    ("GET", "/v2/servers", None),
+])
+def test_not_replicated_goes_upstream_unchanged(passing, upstream, method, path, body):
+    headers = dict(TOKEN)
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    before = len(upstream.requests())
+    status, got, answer = call(passing.port, method, path, body, headers)
+    assert status == (202 if method in ("POST", "PUT", "DELETE") else 200), answer
+    assert json.loads(answer) == {"upstream": True, "method": method, "path": path,
+                                  "body": (body or b"").decode()}
+    assert got["x-openstack-request-id"] == "req-upstream-1"
+    assert got["location"] == "http://upstream.example/v2.1/servers/new-id"
+    assert got["x-upstream-only"] == "yes"
+    seen = upstream.requests()[before:]
+    assert len(seen) == 1
+    sent = seen[0]
+    assert (sent["method"], sent["path"]) == (method, path)
+    assert sent["headers"]["x-auth-token"] == TOKEN["X-Auth-Token"]
+    assert sent["headers"]["openstack-api-version"] == "compute 2.90"
+    assert sent["headers"]["x-custom-header"] == "kept"
+    assert sent["headers"]["x-forwarded-for"] == "127.0.0.1"
+    assert sent["headers"]["x-forwarded-host"] == f"127.0.0.1:{passing.port}"
+
+
+def test_replicated_reads_never_touch_the_upstream(passing, upstream):
+    before = len(upstream.requests())
+    server = E.server(0)["uuid"]
+    for path in ("/", "/v2.1/", "/v2.1/servers", "/v2.1/servers/detail",
+                 f"/v2.1/servers/{server}", f"/v2.1/servers/{server}/ips",
+                 f"/v2.1/{ALPHA}/servers", "/v2.1/flavors", "/v2.1/flavors/detail",
+                 "/v2.1/flavors/1", "/v2.1/flavors/1/os-extra_specs",
+                 f"/v2.1/servers/{E.server(999)['uuid']}"):
+        status, _, _ = call(passing.port, "GET", path, headers=TOKEN)
+        assert status in (200, 404), path
+    assert len(upstream.requests()) == before
+
+
+def test_the_answer_is_streamed(passing, upstream):
+    """The first chunk reaches the client before the upstream sends the second."""
+    conn = http.client.HTTPConnection("127.0.0.1", passing.port, timeout=5)
+    try:
+        conn.request("GET", "/v2.1/stream", headers=TOKEN)
+        r = conn.getresponse()
+        assert r.status == 200
+        assert r.read1(100) == b'{"first": "part",'
+        open(upstream.path + ".go", "w").close()
+        rest = r.read()
+    finally:
+        conn.close()
+        if os.path.exists(upstream.path + ".go"):
+            os.unlink(upstream.path + ".go")
+    assert rest == b' "second": "part"}'
+
+
+def test_a_hanging_upstream_gives_504_while_replicated_reads_answer(passing, upstream):
+    results = []
+
+    def hang():
+        started = time.monotonic()
+        status, _, body = call(passing.port, "GET", "/v2.1/hang", headers=TOKEN)
+        results.append((status, json.loads(body), time.monotonic() - started))
+
+    hanging = [threading.Thread(target=hang) for _ in range(8)]
+    for thread in hanging:
+        thread.start()
+    wait_for(lambda: sum("/hang" in r["path"] for r in upstream.requests()) >= 8,
+             what="the hanging requests to reach the upstream")
+    latencies = []
+    server = E.server(1)["uuid"]
+    while any(t.is_alive() for t in hanging):
+        started = time.monotonic()
+        status, _, _ = call(passing.port, "GET", f"/v2.1/servers/{server}", headers=TOKEN)
+        latencies.append(time.monotonic() - started)
+        assert status == 200
+    for thread in hanging:
+        thread.join()
+    latencies.sort()
+    print(f"\nreplicated show while 8 requests hang upstream: {len(latencies)} reads, "
+          f"p50 {latencies[len(latencies) // 2] * 1000:.2f} ms, "
+          f"max {latencies[-1] * 1000:.2f} ms (fresh connection each)")
+    assert latencies[-1] < 1.0     # never held for the upstream's 2 s
+    for status, body, took in results:
+        assert status == 504
+        assert body == {"computeFault": {"code": 504, "message": (
+            f"The cloud's Compute API did not answer within {UPSTREAM_TIMEOUT:g} seconds.")}}
+        assert UPSTREAM_TIMEOUT - 0.1 < took < UPSTREAM_TIMEOUT + 1.5
+
+
+def test_an_unreachable_upstream_gives_502(tmp_path):
+    replica = str(tmp_path / "replica.db")
+    fill(replica, {"alpha": ALPHA, "beta": "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2"})
+    port = free_port()
+    running = serve(tmp_path, "unreachable", port, replica, workers=1,
+                    upstream_url=f"http://127.0.0.1:{free_port()}")
+    try:
+        status, _, body = call(port, "POST", "/v2.1/servers", b"{}", TOKEN)
+        assert status == 502
+        assert json.loads(body) == {"computeFault": {
+            "code": 502, "message": "The cloud's Compute API could not be reached."}}
+        assert call(port, "GET", "/v2.1/servers", headers=TOKEN)[0] == 200
+    finally:
+        running.stop()
