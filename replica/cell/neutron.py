@@ -6,7 +6,8 @@ publisher keeps the names it last got per server and asks again on an interval
 (``SecurityGroupNames.recheck``), enqueueing the servers whose names changed.
 
 An unreachable Neutron leaves the names last known (counted in ``failures`` and
-logged once per outage); a server never answered for keeps the cell database's own
+logged once per outage; entity builds stop asking for a few seconds after a failure, so
+that the feed does not wait on timeouts); a server never answered for keeps the cell database's own
 security groups (what the entity holds without a Neutron configured).
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -22,6 +24,7 @@ import urllib.request
 log = logging.getLogger("replica.cell.neutron")
 
 TIMEOUT_SECONDS = 5.0
+DOWN_BACKOFF_SECONDS = 5.0      # after a failure, builds use the last known names this long
 IDS_PER_REQUEST = 100           # device_id / id filters per query string
 
 
@@ -39,6 +42,7 @@ class SecurityGroupNames:
         self.known: dict[str, list[str]] = {}
         self.failures = 0
         self.down = False
+        self.retry_at = 0.0
         self._lock = threading.Lock()
 
     # -- HTTP ---------------------------------------------------------------------------
@@ -78,7 +82,12 @@ class SecurityGroupNames:
     # -- what the entity builder and the publisher call -------------------------------
 
     def names(self, uuids: list[str]) -> dict[str, list[str]]:
-        """Names for ``uuids`` (asked now; on failure the last known ones)."""
+        """Names for ``uuids`` (asked now; on failure the last known ones). While
+        Neutron is down, entity builds do not wait for it: they get the last known names
+        until DOWN_BACKOFF_SECONDS after the failure (``recheck`` always asks)."""
+        if self.down and time.monotonic() < self.retry_at:
+            with self._lock:
+                return {u: self.known[u] for u in uuids if u in self.known}
         try:
             answered = self._ask(list(uuids))
         except NeutronUnreachable as exc:
@@ -113,6 +122,7 @@ class SecurityGroupNames:
 
     def _failed(self, exc: Exception) -> None:
         self.failures += 1
+        self.retry_at = time.monotonic() + DOWN_BACKOFF_SECONDS
         if not self.down:
             log.warning("Neutron %s unreachable (%s): keeping the last known security "
                         "group names", self.url, exc)

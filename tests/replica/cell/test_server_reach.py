@@ -85,6 +85,9 @@ def test_security_group_names_from_neutron_and_kept_while_it_is_down(neutron):
     assert names.known["vm-1"] == ["default", "web", "db"]
     neutron.stop()
     assert names.names(["vm-1"]) == {"vm-1": ["default", "web", "db"]}   # last known
+    assert names.failures == 1 and names.down
+    assert names.names(["vm-1", "vm-3"]) == {"vm-1": ["default", "web", "db"]}
+    assert names.failures == 1          # builds do not wait on a Neutron that just failed
     assert names.recheck() == []
     assert names.failures == 2 and names.down
 
