@@ -41,8 +41,8 @@ class Profile:
     edge_endpoints: tuple[str, ...] = ("show", "detail100")
     edge_connections: int = 8
     edge_duration_s: float = 5.0
-    edge_rounds: int = 2                     # interleaved; the best run of each counts
-    passthrough_connections: int = 1         # latency added, not queueing
+    edge_rounds: int = 2                     # reads: interleaved, the best run of each counts;
+                                             # pass-through: sampled edge_rounds x duration
     edge_nova_api: bool = True               # also a real nova-api upstream (side environment)
     # Scenarios a run leaves out unless asked for by name (--only).
     left_out: tuple[str, ...] = ()
