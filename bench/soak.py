@@ -481,8 +481,8 @@ class FaultRun:
                              + len(messages) - 1 else None)(
                         {c["cell"]: c for c in dep.status()["cells"]}[RELAYED]),
                     30, f"{len(messages)} dead letters")
-                record["note"] = (f"{len(messages)} sent, "
-                                  f"{after['dead_letters'] - before['dead_letters']} dead-lettered, "
+                dead = after["dead_letters"] - before["dead_letters"]
+                record["note"] = (f"{len(messages)} sent, {dead} dead-lettered, "
                                   f"resyncs {before['resyncs']}->{after['resyncs']}")
                 if after["resyncs"] != before["resyncs"]:
                     raise RuntimeError("a rogue burst caused a resync: " + record["note"])
