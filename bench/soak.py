@@ -27,6 +27,7 @@ import os
 import random
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -166,12 +167,18 @@ class Deployment:
         for name in list(self.simulators):
             self.procs.stop(self.simulators.pop(name))
 
-    def close(self) -> None:
+    def close(self, keep: bool = False) -> None:
         if self.relay is not None:
             self.relay.close()
             self.relay = None
         if self.mounted:
             # Processes are stopped by then (Processes.__exit__ runs first).
+            if keep:
+                try:
+                    shutil.copytree(self.data_dir, self.data_dir + "-kept", symlinks=True,
+                                    ignore=_sockets, dirs_exist_ok=True)
+                except (OSError, shutil.Error) as exc:
+                    self.log(f"  could not keep {self.data_dir}: {exc}")
             subprocess.run(["umount", "-l", self.data_dir], capture_output=True)
             self.mounted = False
 
@@ -216,6 +223,10 @@ class Deployment:
             table = []
         children = set(children_of(self.appliance.pid)) if self.appliance else set()
         return [p["pid"] for p in table if p.get("role") == role and p.get("pid") in children]
+
+
+def _sockets(directory: str, names: list[str]) -> list[str]:
+    return [n for n in names if stat.S_ISSOCK(os.lstat(os.path.join(directory, n)).st_mode)]
 
 
 # ---------------------------------------------------------------------------
@@ -676,7 +687,7 @@ def run(minutes: float, seed: int, out: str, servers: int = 2000, rate: float = 
             document["relay"] = {"forwarded": dep.relay.forwarded, "dropped": dep.relay.dropped}
     finally:
         if dep is not None:
-            dep.close()
+            dep.close(keep=keep)
         if keep:
             log(f"kept {root}")
         else:
