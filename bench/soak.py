@@ -366,6 +366,30 @@ def rogue_messages(rng: random.Random, count: int, epoch: str, seq: int) -> list
     return out
 
 
+def _group_alive(pgid: int) -> bool:
+    """A process of group ``pgid`` still runs (zombies, which nothing may reap here, do
+    not count)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
+
+
+def _count_in(path: str, text: str) -> int:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read().count(text)
+    except OSError:
+        return 0
+
+
 def fill_disk(path: str) -> int:
     """Write a file until the file system is full; its size."""
     written = 0
@@ -406,7 +430,15 @@ class FaultRun:
                 proc = dep.publishers[target]
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(10)
-                dep.procs.stop(proc, grace=2)     # reaps what is left of its group
+                # Its control child must die with it (nothing else of the group is
+                # touched until then): a survivor would hold the control address.
+                try:
+                    wait_until(lambda: not _group_alive(proc.pid), 5,
+                               f"publisher {target}'s other processes to die with it")
+                finally:
+                    dep.procs.stop(proc, grace=2)
+                log_path = os.path.join(dep.logs, f"publisher-{target}.log")
+                busy_before = _count_in(log_path, "Address already in use")
                 dep.start_publisher(target)
             elif kind == "stop_publisher":
                 proc = dep.publishers[target]
@@ -500,6 +532,11 @@ class FaultRun:
             ended = self.clock() if ended is None else ended
             dep.wait_caught_up()
             record["recovery_s"] = round(self.clock() - ended, 2)
+            if kind == "kill_publisher":
+                busy = _count_in(log_path, "Address already in use") - busy_before
+                if busy:
+                    raise RuntimeError(f"the new publisher logged 'Address already in use' "
+                                       f"{busy} times")
             record["ok"] = True
         except Exception as exc:   # a fault that did not recover is a result, not a crash
             record["note"] = (record["note"] + "; " if record["note"] else "") + repr(exc)[:300]
