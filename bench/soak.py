@@ -670,6 +670,9 @@ def run(minutes: float, seed: int, out: str, servers: int = 2000, rate: float = 
             dep.prepare()
             dep.start()
             dep.wait_caught_up(timeout=180)
+            wait_until(lambda: client.request(f"{dep.base_url}/v2.1/servers?limit=1",
+                                              headers=HEADERS, timeout=5)[0] == 200,
+                       60, "the API to answer", proc=dep.appliance)
             log(f"deployment live after {clock():.1f}s; faults start")
             t0 = time.monotonic()
             reading = Readers(dep.port, readers, seed, clock)
