@@ -50,6 +50,7 @@ WORKERS = 2
 READ_TIMEOUT_S = 10.0
 WORKER_KILL_WINDOW_S = 1.0        # a failed read is allowed this long after a worker kill
 RECOVERY_TIMEOUT_S = 120.0
+VERIFY_TIMEOUT_S = 180.0
 TMPFS_MIB = 256
 FAULT_KINDS = ("kill_publisher", "kill_worker", "kill_ingest", "kill_simulator",
                "stop_publisher", "resync", "lossy_relay", "disk_full", "rogue_burst")
@@ -616,8 +617,13 @@ def compare(dep: Deployment) -> dict:
 
 
 def run_verify(dep: Deployment) -> dict:
-    done = subprocess.run([*appliance_argv(), "verify", "--admin-url", dep.admin_url, "--json"],
-                          capture_output=True, text=True, timeout=300)
+    try:
+        done = subprocess.run([*appliance_argv(), "verify", "--admin-url", dep.admin_url,
+                               "--json"], capture_output=True, text=True,
+                              timeout=VERIFY_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {"exit_code": None, "differing": None,
+                "output": f"appliance verify still running after {VERIFY_TIMEOUT_S:.0f}s"}
     try:
         job = json.loads(done.stdout)
     except ValueError:
@@ -698,7 +704,10 @@ def run(minutes: float, seed: int, out: str, servers: int = 2000, rate: float = 
                 checks["all_live"] = {"passed": True}
             except Exception as exc:
                 checks["all_live"] = {"passed": False, "error": repr(exc)[:300]}
-            final = dep.status()
+            try:
+                final = dep.status()
+            except Exception as exc:
+                final = {"cells": [], "error": repr(exc)[:300]}
             checks["all_live"]["cells"] = {c["cell"]: {"state": c["state"], "seq": c["seq"],
                                                        "dead_letters": c["dead_letters"],
                                                        "resyncs": c["resyncs"]}
@@ -706,9 +715,12 @@ def run(minutes: float, seed: int, out: str, servers: int = 2000, rate: float = 
             verify = run_verify(dep)
             verify["passed"] = verify.get("differing") == 0 and verify.get("exit_code") == 0
             checks["verify"] = verify
-            comparison = compare(dep)
-            comparison["passed"] = (comparison["missing_count"] == comparison["extra_count"]
-                                    == comparison["differing_count"] == 0)
+            try:
+                comparison = compare(dep)
+                comparison["passed"] = (comparison["missing_count"] == comparison["extra_count"]
+                                        == comparison["differing_count"] == 0)
+            except Exception as exc:
+                comparison = {"passed": False, "error": repr(exc)[:300]}
             checks["cells_vs_api"] = comparison
             outside = [f for f in reading.failed if not allowed(f, faults.worker_kills)]
             document["reads"] = {"total": reading.total, "by_kind": reading.by_kind,
