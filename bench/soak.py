@@ -425,6 +425,7 @@ class FaultRun:
                   "note": ""}
         kind, target = fault["kind"], fault["target"]
         dep = self.dep
+        resyncs_before = self._resyncs()
         ended = None       # when the fault's cause ended (a kill: at once)
         try:
             if kind == "kill_publisher":
@@ -533,6 +534,14 @@ class FaultRun:
             ended = self.clock() if ended is None else ended
             dep.wait_caught_up()
             record["recovery_s"] = round(self.clock() - ended, 2)
+            if kind != "kill_ingest":      # a new ingest counts from 0
+                after = self._resyncs()
+                record["resyncs"] = {cell: n - resyncs_before.get(cell, 0)
+                                     for cell, n in after.items()
+                                     if n != resyncs_before.get(cell, 0)}
+                if record["resyncs"]:
+                    record["note"] += (" " if record["note"] else "") + \
+                        f"resyncs {record['resyncs']}"
             if kind == "kill_publisher":
                 busy = _count_in(log_path, "Address already in use") - busy_before
                 if busy:
@@ -542,6 +551,12 @@ class FaultRun:
         except Exception as exc:   # a fault that did not recover is a result, not a crash
             record["note"] = (record["note"] + "; " if record["note"] else "") + repr(exc)[:300]
         return self._done(record)
+
+    def _resyncs(self) -> dict[str, int]:
+        try:
+            return {c["cell"]: c.get("resyncs", 0) for c in self.dep.status()["cells"]}
+        except Exception:
+            return {}
 
     def _done(self, record: dict) -> dict:
         self.records.append(record)
