@@ -75,6 +75,17 @@ def _recv_now(sock: nanomsg.Socket) -> bytes | None:
         return None
 
 
+def _checkpoint_quietly(conn: apsw.Connection) -> apsw.Error | None:
+    """A passive checkpoint, in gevent's thread pool: its error is returned, not raised
+    (the pool prints a traceback for every exception raised in it; on a full disk that
+    was one a second)."""
+    try:
+        connection.checkpoint_passive(conn)
+        return None
+    except apsw.Error as exc:
+        return exc
+
+
 @dataclass(frozen=True)
 class CellFeed:
     name: str
@@ -844,10 +855,9 @@ class Ingest:
         try:
             while True:
                 gevent.sleep(CHECKPOINT_INTERVAL)
-                try:
-                    pool.apply(connection.checkpoint_passive, (conn,))
-                except apsw.Error as exc:
-                    log.debug("checkpoint: %r", exc)
+                error = pool.apply(_checkpoint_quietly, (conn,))
+                if error is not None:
+                    log.debug("checkpoint: %r", error)
         finally:
             conn.close()
 
