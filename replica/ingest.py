@@ -899,7 +899,10 @@ class Ingest:
                     self._wal_big.set()
         finally:
             self._writes_open.set()
-            conn.close()
+            try:
+                conn.close()
+            except apsw.ThreadingViolationError:
+                pass    # killed during a checkpoint: the thread ends it, then GC closes
 
     def _restart_wal(self, pool, conn: apsw.Connection) -> bool:
         self._writes_open.clear()
