@@ -1,6 +1,6 @@
 # The two commands a new user needs: `make demo` and `make test`.
 # Each installs what it needs first (build/bootstrap.sh is idempotent).
-.PHONY: demo test bootstrap binary bench bench-quick clean
+.PHONY: demo test bootstrap binary bench bench-quick soak clean
 
 PY := .venv/bin/python
 
@@ -21,6 +21,11 @@ bench: bootstrap
 
 bench-quick: bootstrap
 	$(PY) -m bench --quick
+
+# A fault run against a demo-like deployment (bench/README.md); SOAK_MINUTES long.
+SOAK_MINUTES ?= 10
+soak: bootstrap
+	$(PY) -m bench.soak --minutes $(SOAK_MINUTES) $(if $(SOAK_SEED),--seed $(SOAK_SEED))
 
 clean:
 	rm -rf build/work dist .pytest_cache

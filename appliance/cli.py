@@ -152,6 +152,21 @@ def build_parser() -> Parser:
     cell.add_argument("--control", metavar="URL", help="REP address, e.g. tcp://0.0.0.0:7002")
     cell.add_argument("--retention-events", type=_positive_int, default=100_000,
                       metavar="N", help="outbox events kept for replay (100000)")
+    cell.add_argument("--api-db", metavar="PATH",
+                      help="Nova's API database (SQLite) beside the cell database: server "
+                           "groups and request specs are read there (install its outbox "
+                           "with cell init --flavors so that its changes reach the servers)")
+    cell.add_argument("--service-down-time", type=float, default=0.0, metavar="SECONDS",
+                      help="Nova's liveness rule for host_status: a compute service without "
+                           "a heartbeat for this long is UNKNOWN (nova.conf's "
+                           "service_down_time, 60 in Nova); 0 (default): off, a service "
+                           "row counts as up")
+    cell.add_argument("--neutron-url", metavar="URL",
+                      help="Neutron's API: servers' security group names are asked there "
+                           "(as Nova shows them) and re-checked every few seconds; without "
+                           "it they come from the cell database")
+    cell.add_argument("--neutron-token-file", metavar="FILE",
+                      help="a file holding the token sent to Neutron (X-Auth-Token)")
     cell_sub = cell.add_subparsers(dest="cell_command", metavar="SUBCOMMAND")
     init = cell_sub.add_parser("init", help="create a cell database (or a flavor source), "
                                             "or install the outbox into an existing one",
@@ -335,6 +350,13 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def _read_token(path: str | None) -> str | None:
+    if not path:
+        return None
+    with open(path, encoding="utf-8") as f:
+        return f.read().strip() or None
+
+
 def cmd_cell(args, parser) -> int:
     which = args.cell_command
     if which is None:
@@ -365,7 +387,12 @@ def cmd_cell(args, parser) -> int:
             label = source.cell_url.redacted()
         config = PublisherConfig(db=args.db or label, name=args.name, feed_url=args.feed,
                                  control_url=args.control,
-                                 retention_events=args.retention_events, source=source)
+                                 retention_events=args.retention_events,
+                                 api_db=args.api_db,
+                                 service_down_time=args.service_down_time,
+                                 neutron_url=args.neutron_url,
+                                 neutron_token=_read_token(args.neutron_token_file),
+                                 source=source)
         try:
             run_publisher(config, stop=_stop_on_signals())
         except Exception as exc:

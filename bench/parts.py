@@ -39,10 +39,31 @@ def _supervisor() -> None:
     from appliance.admin import make_app  # noqa: F401
 
 
+def _side_keystone() -> None:
+    """The side environment with Keystone and gunicorn (``$APPLIANCE_NOVA_VENV``, else
+    ``<repo>/.nova-venv``): not part of the product, but the edge scenario needs it."""
+    from bench.side_env import nova_env
+
+    env = nova_env()
+    env.program("keystone-manage")
+    env.program("gunicorn")
+
+
+def _tls() -> None:
+    from appliance.tls import server_context  # noqa: F401
+    from cryptography import x509  # noqa: F401
+
+
+def _edge() -> None:
+    from appliance.api.keystone import KeystoneAuth  # noqa: F401
+    from appliance.api.upstream import Upstream  # noqa: F401
+
+
 CHECKS = {
     "simulator": _simulator, "entities": _entities, "publisher": _publisher,
     "render": _render, "writer": _writer, "ingest": _ingest, "api": _api,
-    "supervisor": _supervisor,
+    "supervisor": _supervisor, "edge endpoint": _edge, "tls": _tls,
+    "side environment (Keystone)": _side_keystone,
 }
 
 _STACK = ("simulator", "entities", "publisher", "render", "writer", "ingest", "api", "supervisor")
@@ -53,6 +74,7 @@ NEEDS = {
     "resync": _STACK,
     "footprint": _STACK,
     "ingest": ("simulator", "entities", "render", "writer"),
+    "edge": (*_STACK, "edge endpoint", "tls", "side environment (Keystone)"),
 }
 
 

@@ -36,6 +36,16 @@ class Profile:
     background_connections: int = 4
     background_delay_ms: int = 2
     projects: int = 20
+    # Edge endpoint: replicated reads with auth = keystone and with TLS against noauth over
+    # plain HTTP, and pass-through against calling the upstream directly, on the read stack.
+    edge_endpoints: tuple[str, ...] = ("show", "detail100")
+    edge_connections: int = 8
+    edge_duration_s: float = 5.0
+    edge_rounds: int = 2                     # reads: interleaved, the best run of each counts;
+                                             # pass-through: sampled edge_rounds x duration
+    edge_nova_api: bool = True               # also a real nova-api upstream (side environment)
+    # Scenarios a run leaves out unless asked for by name (--only).
+    left_out: tuple[str, ...] = ()
 
     def sizes(self) -> list[int]:
         """Every replica size an environment is built for, smallest first."""
@@ -75,6 +85,9 @@ QUICK = Profile(
     lag_rates=(2000,),
     lag_duration_s=4.0,
     resync_sizes=(10_000,),
+    edge_duration_s=3.0,
+    # Keystone's set-up alone (db_sync, fernet keys, bootstrap) takes about half a minute.
+    left_out=("edge",),
 )
 
 PROFILES = {"full": FULL, "quick": QUICK}

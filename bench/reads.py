@@ -54,19 +54,21 @@ def _cpu(pids: list[int]) -> float:
 
 
 def measure(base_url: str, endpoint: Endpoint, connections: int, duration_s: float,
-            ids_file: str, pids=None) -> WrkResult:
+            ids_file: str, pids=None, headers: dict | None = None) -> WrkResult:
     """One wrk run on an idle server; again and longer when it completed too few requests
     to say anything (a slow baseline), up to MAX_DURATION_S. ``pids()`` names the server's
-    processes, whose CPU use during the run is recorded next to wrk's."""
+    processes, whose CPU use during the run is recorded next to wrk's. ``headers`` go with
+    every request (a token)."""
     while True:
         settle(base_url)
         serving = pids() if pids else []
         cpu_before, began = _cpu(serving), time.monotonic()
         if endpoint.is_show:
             result = run_wrk(base_url, ids_prefix=SHOW_PREFIX, ids_file=ids_file,
-                             connections=connections, duration_s=duration_s)
+                             connections=connections, duration_s=duration_s, headers=headers)
         else:
-            result = run_wrk(base_url, endpoint.path, connections=connections, duration_s=duration_s)
+            result = run_wrk(base_url, endpoint.path, connections=connections,
+                             duration_s=duration_s, headers=headers)
         if serving:
             spent = time.monotonic() - began
             result.server_cpu_pct = round(100 * (_cpu(serving) - cpu_before) / spent, 1)

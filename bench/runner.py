@@ -10,13 +10,13 @@ import tempfile
 import time
 import traceback
 
-from bench import ingest_rate, machine, parts, reads, replication, report
+from bench import edge, ingest_rate, machine, parts, reads, replication, report
 from bench.procs import Processes
 from bench.profiles import Profile, all_workers
 from bench.report import Scenario
 from bench.stack import Stack, cell_uuids, populate_cell, write_ids
 
-SCENARIOS = ("read", "scaling", "ingest", "lag", "resync", "footprint")
+SCENARIOS = ("read", "scaling", "ingest", "lag", "resync", "footprint", "edge")
 INGEST_ONLY_SERVERS = 10_000     # a cell for the ingest entities when no stack is built
 
 
@@ -54,7 +54,7 @@ def _attempt(sc: Scenario, what: str, fn, log) -> bool:
 def _wanted_at(size: int, profile: Profile, scenarios: dict[str, Scenario]) -> list[str]:
     wanted = []
     if size == profile.read_servers:
-        wanted += [n for n in ("read", "lag", "ingest") if n in scenarios]
+        wanted += [n for n in ("read", "lag", "ingest", "edge") if n in scenarios]
     if size in profile.scaling_sizes and "scaling" in scenarios:
         wanted.append("scaling")
     if size in profile.resync_sizes and "resync" in scenarios:
@@ -126,6 +126,9 @@ def _run_stack(size: int, wanted: list[str], scenarios: dict[str, Scenario], pro
         if "lag" in wanted:
             sc = scenarios["lag"]
             _attempt(sc, "lag", lambda: replication.measure_lag(sc, stack, profile, log), log)
+        if "edge" in wanted:
+            sc = scenarios["edge"]
+            _attempt(sc, "edge endpoint", lambda: edge.run(sc, stack, procs, profile, log), log)
     finally:
         stack.stop_appliance()
         if stack.publisher is not None:
@@ -148,7 +151,10 @@ def _ingest(sc: Scenario, cell_db: str, root: str, profile: Profile, log) -> Non
 
 def run(profile: Profile, out_path: str, only: tuple[str, ...] | None = None, keep: bool = False,
         log=_log) -> dict:
-    selected = [s for s in SCENARIOS if only is None or s in only]
+    if only is None:   # a profile may leave some out (the quick run: edge) unless named
+        selected = [s for s in SCENARIOS if s not in profile.left_out]
+    else:
+        selected = [s for s in SCENARIOS if s in only]
     scenarios = {name: Scenario(name) for name in selected}
     started_at = time.time()
     began = time.monotonic()

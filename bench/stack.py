@@ -8,6 +8,7 @@ on exit); every file lives under the stack's directory in the run's temporary ro
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import socket
@@ -78,6 +79,14 @@ def cell_counts(path: str) -> dict:
         conn.close()
 
 
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))     # a JSON string is a TOML basic string
+
+
 def write_ids(path: str, uuids: list[str]) -> str:
     with open(path, "w") as f:
         f.write("\n".join(uuids) + "\n")
@@ -105,17 +114,37 @@ class Stack:
         self.publisher = None
         self.appliance = None
         self.workers = None
+        self.scheme = "http"
+        self.settings: dict = {}
         self.timings: dict[str, float] = {}
+
+    def sibling(self, name: str) -> "Stack":
+        """Another appliance replicating the same cell from the same publisher, with its
+        own directory, data dir, ports and config (see ``start_appliance(settings=)``)."""
+        other = copy.copy(self)
+        other.dir = os.path.join(self.dir, name)
+        os.makedirs(other.dir, exist_ok=True)
+        other.data_dir = os.path.join(other.dir, "data")
+        other.replica_db = os.path.join(other.data_dir, "replica.db")
+        other.config_path = os.path.join(other.dir, "appliance.toml")
+        other.port = free_port()
+        other.admin_port = free_port()
+        other.appliance = None
+        other.workers = None
+        other.scheme = "http"
+        other.settings = {}
+        other.timings = {}
+        return other
 
     # -- set-up --------------------------------------------------------------------
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def admin_url(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
+        return f"{self.scheme}://127.0.0.1:{self.admin_port}"
 
     def populate(self) -> None:
         self.log(f"  populating a cell with {self.servers:,} servers")
@@ -129,19 +158,25 @@ class Stack:
             log_path=os.path.join(self.dir, "publisher.log"))
 
     def _write_config(self, workers: int) -> None:
+        extra = "".join(f"{name} = {toml_value(value)}\n" for name, value in self.settings.items())
         text = (f'listen_host = "127.0.0.1"\nlisten_port = {self.port}\n'
                 f'admin_host = "127.0.0.1"\nadmin_port = {self.admin_port}\n'
-                f'workers = {workers}\ndata_dir = "{self.data_dir}"\nlog_level = "warning"\n\n'
+                f'workers = {workers}\ndata_dir = "{self.data_dir}"\nlog_level = "warning"\n'
+                f'{extra}\n'
                 f'[[cell]]\nname = "{CELL}"\nfeed = "{self.feed_url}"\n'
                 f'control = "{self.control_url}"\n')
         with open(self.config_path, "w") as f:
             f.write(text)
 
-    def start_appliance(self, workers: int) -> None:
+    def start_appliance(self, workers: int, settings: dict | None = None) -> None:
         """Start (or restart with another worker count) and wait until it serves every
-        server of the cell."""
+        server of the cell. ``settings``: more settings for the config file (kept for
+        later restarts); with ``tls_cert_file`` the URLs are https."""
         if self.appliance is not None:
             self.stop_appliance()
+        if settings is not None:
+            self.settings = dict(settings)
+            self.scheme = "https" if self.settings.get("tls_cert_file") else "http"
         self._write_config(workers)
         started = time.monotonic()
         self.appliance = self.procs.start(

@@ -54,6 +54,8 @@ RESYNC_WINDOW = 60.0           # ... within this many seconds
 EPOCH_CLAIMS_MAX = 100         # feed messages of another epoch kept until hello judges them
 CLAIMS_JUDGED_EVERY = 1.0      # at most one hello a second for them (a flood of strays)
 CHECKPOINT_INTERVAL = 1.0
+CHECKPOINT_BUSY_MS = 100       # the checkpointer waits this long for a reader or the writer
+RESTART_RETRY = 0.25           # after readers kept the WAL from starting over, retry this late
 DRIVER_TICK = 0.25             # a quiet driver re-checks silence this often
 YIELD_SECONDS = 0.001
 BUSY_SLICE = 0.02              # a busy feed lets the other greenlets run this often
@@ -73,6 +75,17 @@ def _recv_now(sock: nanomsg.Socket) -> bytes | None:
         if exc.errno != nanomsg.EAGAIN:
             raise
         return None
+
+
+def _checkpoint_quietly(conn: apsw.Connection, checkpoint=connection.checkpoint_passive
+                        ) -> tuple[int, int] | apsw.Error:
+    """A checkpoint, in gevent's thread pool: its (frames, copied) or its error, which is
+    returned, not raised (the pool prints a traceback for every exception raised in it;
+    on a full disk that was one a second)."""
+    try:
+        return checkpoint(conn)
+    except apsw.Error as exc:
+        return exc
 
 
 @dataclass(frozen=True)
@@ -256,6 +269,17 @@ class Ingest:
         self._store_logged_at = 0.0
         self._greenlets: list[gevent.Greenlet] = []
         self.stopped = gevent.event.Event()
+        # The WAL: its size after the last commit (the WAL hook), and the writes held
+        # while the checkpointer makes it start over (see _checkpointer).
+        self._frame_bytes = (self.conn.execute("PRAGMA page_size").fetchall()[0][0]
+                             + connection.WAL_FRAME_HEADER_BYTES)
+        self.wal_pages = 0
+        self._wal_big = gevent.event.Event()
+        self._writes_open = gevent.event.Event()
+        self._writes_open.set()
+        self.wal_restarts = 0
+        self.wal_restart_pause_max = 0.0     # seconds the writes were held, at most
+        self.conn.set_wal_hook(self._after_commit)
 
     # -- accepting and committing ---------------------------------------------------
 
@@ -328,10 +352,17 @@ class Ingest:
         self.dead_total += 1
         self._wake.set()
 
+    def _after_commit(self, conn: apsw.Connection, db: str, pages: int) -> int:
+        self.wal_pages = pages
+        if pages * self._frame_bytes > connection.WAL_RESTART_BYTES:
+            self._wal_big.set()
+        return apsw.SQLITE_OK
+
     def commit(self) -> None:
         """Write everything pending, with the positions that cover it, in one transaction."""
         if not (self.pending or self.dirty or self.pending_dead):
             return
+        self._writes_open.wait()     # the checkpointer is making the WAL start over
         changes, self.pending = self.pending, []
         events, self.pending_events = self.pending_events, 0
         positions, self.dirty = list(self.dirty.values()), {}
@@ -838,18 +869,57 @@ class Ingest:
     def _checkpointer(self) -> None:
         # A second connection in a real thread: the copy back and its fsync then do not
         # hold the hub, and a PASSIVE checkpoint never blocks the writer.
+        #
+        # But the writer commits during nearly every passive checkpoint, so the WAL is
+        # never all copied back when a write begins, and SQLite starts it over only then:
+        # under steady churn it grew without end (26 MB/s). So once it holds more than
+        # WAL_RESTART_BYTES, commits are held (feeds keep receiving, the hub runs) while
+        # a RESTART checkpoint copies the rest, which the passive one just before left
+        # small, and waits briefly for readers of old snapshots; the next commit then
+        # starts the WAL over (and journal_size_limit cuts the file back).
         pool = gevent.get_hub().threadpool
         conn = pool.apply(apsw.Connection, (self.config.replica_path,))
-        conn.set_busy_timeout(100)
+        conn.set_busy_timeout(CHECKPOINT_BUSY_MS)
         try:
             while True:
-                gevent.sleep(CHECKPOINT_INTERVAL)
-                try:
-                    pool.apply(connection.checkpoint_passive, (conn,))
-                except apsw.Error as exc:
-                    log.debug("checkpoint: %r", exc)
+                self._wal_big.wait(CHECKPOINT_INTERVAL)
+                self._wal_big.clear()
+                result = pool.apply(_checkpoint_quietly, (conn,))
+                if isinstance(result, apsw.Error):
+                    log.debug("checkpoint: %r", result)
+                    continue
+                left = self.wal_pages - max(result[1], 0)   # written during the copy
+                if self.wal_pages * self._frame_bytes <= connection.WAL_RESTART_BYTES:
+                    continue
+                if left * self._frame_bytes > connection.WAL_RESTART_BYTES:
+                    self._wal_big.set()    # too much to copy with writes held: again
+                    continue
+                if not self._restart_wal(pool, conn):
+                    gevent.sleep(RESTART_RETRY)
+                    self._wal_big.set()
         finally:
-            conn.close()
+            self._writes_open.set()
+            try:
+                conn.close()
+            except apsw.ThreadingViolationError:
+                pass    # killed during a checkpoint: the thread ends it, then GC closes
+
+    def _restart_wal(self, pool, conn: apsw.Connection) -> bool:
+        self._writes_open.clear()
+        began = time.monotonic()
+        try:
+            result = pool.apply(_checkpoint_quietly, (conn, connection.checkpoint_restart))
+        finally:
+            self._writes_open.set()
+        held = time.monotonic() - began
+        self.wal_restart_pause_max = max(self.wal_restart_pause_max, held)
+        if isinstance(result, apsw.Error):
+            log.debug("WAL restart checkpoint (writes held %.3fs): %r", held, result)
+            return False
+        self.wal_restarts += 1
+        self.wal_pages = 0
+        log.debug("WAL restart checkpoint: %d frames, writes held %.3fs", result[0], held)
+        return True
 
     def _spawn(self, fn, *args) -> gevent.Greenlet:
         g = gevent.spawn(fn, *args)

@@ -56,7 +56,8 @@ _SCHEME = ("http", "https")
 # read may answer from a snapshot up to a millisecond old.
 SNAPSHOT_HOLD_S = 0.001
 TAGS_MINOR = 26               # server tags exist from 2.26
-LOADING_RECHECK_S = 0.1       # while loading, how often a worker asks the store again
+LOADING_RECHECK_S = 0.0       # while loading, every request asks the store (one statement, as
+                              # the read would): no worker says "loading" after another served
 LOADING_RETRY_AFTER = 2       # seconds, in the Retry-After of the "loading" fault
 LOADING_MESSAGE = ("The replica is still loading: not every cell has been replicated yet. "
                    "Retry the request shortly.")

@@ -84,6 +84,10 @@ class Endpoint:
 
     def release(self, conn: _Connection, response: http.client.HTTPResponse) -> None:
         """Give a connection back once its response was read to the end."""
+        if response.length == 0 and not response.isclosed():
+            # Read to its Content-Length with read1(), which (unlike read()) does not
+            # mark the response done: without this the connection would never be reused.
+            response.close()
         if response.will_close or not response.isclosed() \
                 or len(self._idle) >= IDLE_CONNECTIONS:
             conn.close()

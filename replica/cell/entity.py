@@ -35,19 +35,29 @@ follows Nova's ORM relationships (``nova/db/main/models.py``):
 
 host_status follows Nova's ``get_instance_host_status``: no host or no
 ``nova-compute`` service row -> ``""``; ``forced_down`` -> ``DOWN``; ``disabled`` ->
-``MAINTENANCE``; otherwise ``UP``. Not modelled: Nova's time-based liveness
-(``servicegroup_api.service_is_up``, last report older than ``service_down_time``
--> ``UNKNOWN``). An entity changes only when a row changes, and liveness changes
-with the clock alone, so a live service always reads as ``UP`` here. When a host
-has several service rows (a deleted one and a re-registered one), the live one wins.
+``MAINTENANCE``; otherwise ``UP``, or with ``Reach.service_down_time`` set, Nova's
+time-based liveness (``servicegroup_api.service_is_up`` of the DB driver: the last
+heartbeat, ``last_seen_up`` else ``created_at``, within ``service_down_time`` of now,
+else ``UNKNOWN``). Time passing touches no row: the publisher re-checks the hosts on
+an interval and enqueues the servers of a host whose status changed
+(``sqlite_source``). When a host has several service rows (a deleted one and a
+re-registered one), the live one wins.
+
+Nova's API database (server groups, request specs) is reached through a second
+``rows`` function (``Reach.api``), by the servers' uuids: no SQL spans the two
+databases, so the same code reads SQLite files and MariaDB schemas. Without it, the
+parts are read from the cell database when it has those tables (this project's own
+cell schema does).
 """
 
 from __future__ import annotations
 
+import datetime
 import functools
 import gc
 import json
 import re
+import time
 from typing import Callable, Iterable, Iterator, Protocol
 
 import orjson
@@ -271,12 +281,45 @@ def host_status(instance: dict, service: tuple | None) -> str:
 def _host_status(host, deleted, service: tuple | None) -> str:
     if not host or deleted or service is None:
         return ""
-    disabled, forced_down = service
-    if forced_down:
+    if service[1]:          # forced_down
         return "DOWN"
-    if disabled:
+    if service[0]:          # disabled
         return "MAINTENANCE"
+    if len(service) > 2 and not service[2]:      # no heartbeat within service_down_time
+        return "UNKNOWN"
     return "UP"
+
+
+def _utcnow() -> float:
+    return time.time()
+
+
+def _epoch_seconds(value) -> float | None:
+    """Unix seconds of a stored naive-UTC datetime (text or datetime), None if unreadable."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime.datetime):
+        moment = value
+    else:
+        text = iso(value)
+        try:
+            moment = datetime.datetime.fromisoformat(text)
+        except (TypeError, ValueError):
+            return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp()
+
+
+def service_is_up(last_seen_up, created_at, now: float, down_time: float) -> bool:
+    """Nova's DB servicegroup rule: up when the last heartbeat (``last_seen_up``, else
+    ``created_at``) is within ``down_time`` seconds of ``now`` (either side)."""
+    beat = _epoch_seconds(last_seen_up)
+    if beat is None:
+        beat = _epoch_seconds(created_at)
+    if beat is None:
+        return False
+    return abs(now - beat) <= down_time
 
 
 def _hints_of(text: str | None) -> dict:
@@ -400,6 +443,10 @@ _COLUMNS_NAMED = ("instance_uuid", "resource_id", "a.instance_uuid", "m.instance
 _SERVICES_SQL = ("SELECT sv.host, sv.disabled, sv.forced_down FROM services sv "
                  "WHERE sv.binary = 'nova-compute' AND sv.host IN {keys} "
                  "ORDER BY sv.deleted = 0, sv.id")
+_SERVICES_LIVENESS_SQL = ("SELECT sv.host, sv.disabled, sv.forced_down, sv.last_seen_up, "
+                          "sv.created_at FROM services sv "
+                          "WHERE sv.binary = 'nova-compute' AND sv.host IN {keys} "
+                          "ORDER BY sv.deleted = 0, sv.id")
 
 # What each part of a server entity needs from the database: (table, column) pairs.
 # A database without one of them (Nova's cell database has no request_specs, and its
@@ -417,8 +464,48 @@ CHILD_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     "server_groups": (("instance_group_member", "instance_uuid"), ("instance_groups", "uuid")),
     "specs": (("request_specs", "instance_uuid"),),
     "services": (("services", "host"),),
+    "liveness": (("services", "last_seen_up"), ("services", "created_at")),
 }
+# Parts that come from Nova's API database when the reader has one (``Reach.api``).
+API_CHILDREN = frozenset({"server_groups", "specs"})
+# The services columns of Nova's liveness rule (``Reach.service_down_time``).
+LIVENESS_COLUMNS = (("services", "last_seen_up"), ("services", "created_at"))
 ALL_CHILDREN = frozenset(CHILD_TABLES)
+
+
+class Reach(frozenset):
+    """What a server entity may read: the ``CHILD_TABLES`` parts the cell database has
+    (the set itself), and beyond it:
+
+    - ``api``: the ``rows`` function of Nova's API database (server groups and request
+      specs are read there, by the servers' uuids, never joined across databases);
+    - ``service_down_time``: seconds; above 0, Nova's liveness rule applies to
+      host_status (a compute service whose last heartbeat, ``last_seen_up`` else
+      ``created_at``, is older than that is ``UNKNOWN``), judged at ``clock()``;
+    - ``security_groups``: ``f(live server uuids) -> {uuid: [names]}`` (Neutron's
+      answer, see ``neutron.py``); a uuid it leaves out keeps the cell's own.
+    """
+
+    api = None
+    api_children: frozenset = frozenset()
+    service_down_time: float = 0.0
+    security_groups = None
+    clock = None
+
+    def __new__(cls, children=ALL_CHILDREN, **extra):
+        made = super().__new__(cls, children)
+        for name, value in extra.items():
+            if not hasattr(cls, name):
+                raise TypeError(f"Reach has no {name!r}")
+            setattr(made, name, value)
+        return made
+
+    def __reduce__(self):       # copies keep the extras
+        return (_reach, (frozenset(self), dict(self.__dict__)))
+
+
+def _reach(children, extra):
+    return Reach(children, **extra)
 
 
 def children_available(has_column: Callable[[str, str], bool]) -> frozenset[str]:
@@ -435,6 +522,15 @@ def _child_sql(name: str, by_keys: bool, count: int) -> str:
     for column in _COLUMNS_NAMED:
         sql = sql.replace("{%s}" % column, where.replace("{col}", column))
     return _in_sql(sql, count) if by_keys else sql
+
+
+@functools.lru_cache(maxsize=None)
+def _child_template(name: str) -> str:
+    """The child query ``name`` with its key column ``IN {keys}`` (for ``_rows_in``)."""
+    sql = _CHILD_SQL[name]
+    for column in _COLUMNS_NAMED:
+        sql = sql.replace("{%s}" % column, _BY_KEYS.replace("{col}", column))
+    return sql
 
 
 def _rows_in(rows: RowsFn, template: str, keys: list) -> list:
@@ -465,7 +561,14 @@ def _build_rows(rows: RowsFn, inst_rows: list[tuple], by_keys: bool, args: tuple
 
 def _build_entities(rows: RowsFn, inst_rows: list[tuple], by_keys: bool, args: tuple,
                     children: frozenset[str]) -> dict[str, dict]:
+    api = getattr(children, "api", None)
+    uuids = [row[1] for row in inst_rows]
+
     def child(name: str) -> list:
+        if api is not None and name in API_CHILDREN:
+            if name not in children.api_children or not uuids:
+                return []
+            return _rows_in(api, _child_template(name), uuids)
         if name not in children:
             return []
         return rows(_child_sql(name, by_keys, len(args)), args)
@@ -504,9 +607,21 @@ def _build_entities(rows: RowsFn, inst_rows: list[tuple], by_keys: bool, args: t
                         "created": iso(created)}
     hosts = sorted({row[17] for row in inst_rows if row[17]})
     services: dict[str, tuple] = {}
+    down_time = getattr(children, "service_down_time", 0.0)
     if hosts and "services" in children:
-        for host, disabled, forced_down in _rows_in(rows, _SERVICES_SQL, hosts):
-            services[host] = (bool(disabled), bool(forced_down))   # live row last, wins
+        if down_time > 0 and "liveness" in children:
+            now = (children.clock or _utcnow)()
+            for host, disabled, forced_down, seen, created in _rows_in(
+                    rows, _SERVICES_LIVENESS_SQL, hosts):
+                services[host] = (bool(disabled), bool(forced_down),
+                                  service_is_up(seen, created, now, down_time))
+        else:
+            for host, disabled, forced_down in _rows_in(rows, _SERVICES_SQL, hosts):
+                services[host] = (bool(disabled), bool(forced_down))   # live row last, wins
+    neutron = getattr(children, "security_groups", None)
+    if neutron is not None:
+        live = [row[1] for row in inst_rows if not row[12]]
+        groups.update(neutron(live) if live else {})
     server_groups: dict[str, list] = {}
     for uuid, group in child("server_groups"):
         server_groups.setdefault(uuid, []).append(group)

@@ -199,6 +199,20 @@ def cell_triggers() -> list[TriggerGroup]:
     return groups
 
 
+# Nova's API database: the rows of its servers' entities that live there (server groups,
+# request specs). Their ``('server', uuid)`` changes are carried into the cell outbox by
+# the cell's publisher (``sqlite_source.ChangeCarrier``).
+API_SERVER_TABLES = (("request_specs", "instance_uuid"),
+                     ("instance_group_member", "instance_uuid"))
+
+
+def api_server_triggers() -> list[TriggerGroup]:
+    groups = [_keyed_triggers(table, column, "server") for table, column in API_SERVER_TABLES]
+    groups.append(_fanout_triggers("instance_groups", ("uuid",), "instance_group_member",
+                                   "group_id", live=False))
+    return groups
+
+
 def trigger_groups(conn: apsw.Connection) -> list[TriggerGroup]:
     """The trigger groups for whichever cell / flavor tables ``conn``'s database holds
     (and with the columns they read)."""
@@ -206,6 +220,8 @@ def trigger_groups(conn: apsw.Connection) -> list[TriggerGroup]:
     groups = []
     if "instances" in columns:
         groups += cell_triggers()
+    elif "request_specs" in columns:           # Nova's API database
+        groups += api_server_triggers()
     if "flavors" in columns:
         groups += _flavor_triggers()
     return [group for group in groups if group.fits(columns)]

@@ -85,6 +85,10 @@ class PublisherConfig:
     heartbeat_interval: float = 1.0
     batch_max: int = 500
     control_process: bool = True     # the control server in a child process (see above)
+    api_db: str | None = None        # Nova's API database beside the cell's (SQLite)
+    service_down_time: float = 0.0   # Nova's liveness rule for host_status; 0: off
+    neutron_url: str | None = None   # security group names from Neutron
+    neutron_token: str | None = None
     # A MariaDB/MySQL source (``binlog.Source``, see ``mysql_source.py``); None: ``db`` is
     # a SQLite cell database
     source: object | None = None
@@ -107,8 +111,9 @@ def source_opener(config: PublisherConfig) -> SourceOpener:
     if config.source is not None:
         from replica.cell.mysql_source import MysqlOpener
         return MysqlOpener(config.source, config.name)
-    from replica.cell.sqlite_source import SqliteOpener
-    return SqliteOpener(config.db, config.name)
+    from replica.cell.sqlite_source import ServerOptions, SqliteOpener
+    return SqliteOpener(config.db, config.name, ServerOptions(
+        config.api_db, config.service_down_time, config.neutron_url, config.neutron_token))
 
 
 def check_nanomsg() -> None:
@@ -338,6 +343,7 @@ class Publisher:
         why = self.source.changed_identity(self.last, slow_poll)
         if why is not None and not self.reopen(why):
             return
+        self.source.tick(slow_poll)
         if self.behind or self.source.has_news():
             self.publish_pending()
 
@@ -648,6 +654,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-max", type=int, default=500)
     parser.add_argument("--control-thread", action="store_true",
                         help="serve control requests from a thread, not a child process")
+    parser.add_argument("--api-db", help="Nova's API database (SQLite) beside the cell's")
+    parser.add_argument("--service-down-time", type=float, default=0.0)
+    parser.add_argument("--neutron-url")
     parser.add_argument("--init", action="store_true", help="create the database / outbox first")
     parser.add_argument("--flavors", action="store_true", help="with --init: a flavor source")
     args = parser.parse_args(argv)
@@ -658,7 +667,10 @@ def main(argv: list[str] | None = None) -> int:
     run_publisher(PublisherConfig(args.db, args.name, args.feed, args.control,
                                   args.retention_events, args.retention_seconds,
                                   args.heartbeat, args.batch_max,
-                                  control_process=not args.control_thread))
+                                  control_process=not args.control_thread,
+                                  api_db=args.api_db,
+                                  service_down_time=args.service_down_time,
+                                  neutron_url=args.neutron_url))
     return 0
 
 

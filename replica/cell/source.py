@@ -159,6 +159,11 @@ class CellSource(ABC):
         """Sleep up to ``timeout`` seconds, less when a change may have come."""
         time.sleep(max(0.0, min(timeout, 0.05)))
 
+    def tick(self, look_now: bool) -> None:
+        """Enqueue changes that no table of the cell records (the API database's, a
+        host's liveness, Neutron's security groups) into the change log; called on
+        every turn of the publisher's loop (``look_now``: the slow poll is due)."""
+
     def has_news(self) -> bool:
         """Whether the change log may have grown since the last call (a hint)."""
         return True

@@ -30,12 +30,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import uuid as uuidlib
 from dataclasses import dataclass
 
 import apsw
 
 from replica.cell import connection, entity, outbox, watcher
+from replica.cell.rechecks import LivenessWatch, SecurityGroupWatch
 from replica.cell.source import CellSource, HeldView
 
 log = logging.getLogger("replica.cell.sqlite_source")
@@ -101,21 +103,48 @@ def kinds_of(conn: apsw.Connection) -> list[str]:
     return entity.kinds_in(_tables_and_columns(conn))
 
 
-class SqliteEntityReader:
-    """The ``EntityReader`` of a SQLite cell database (or flavor source)."""
+@dataclass(frozen=True)
+class ServerOptions:
+    """What a cell's server entities read beyond the cell database (see
+    ``entity.Reach``): Nova's API database, the liveness rule, Neutron."""
+    api_db: str | None = None               # Nova's API database (SQLite file)
+    service_down_time: float = 0.0          # 0: no liveness rule (a service row is UP)
+    neutron_url: str | None = None          # security group names from Neutron
+    neutron_token: str | None = None
 
-    def __init__(self, conn: apsw.Connection):
+
+class SqliteEntityReader:
+    """The ``EntityReader`` of a SQLite cell database (or flavor source), and of
+    Nova's API database beside it when ``api`` is given (read in the same view)."""
+
+    def __init__(self, conn: apsw.Connection, api: apsw.Connection | None = None,
+                 options: ServerOptions = ServerOptions(), neutron=None):
         self.conn = conn
+        self.api = api
         self.db = SqliteRows(conn)
         tables = _tables_and_columns(conn)
         self._kinds = entity.kinds_in(tables)
-        self.children = entity.children_available(
-            lambda table, column: column in tables.get(table, ()))
+        extra: dict = {"service_down_time": options.service_down_time}
+        if api is not None:
+            api_tables = _tables_and_columns(api)
+            extra["api"] = SqliteRows(api).rows
+            extra["api_children"] = entity.children_available(
+                lambda table, column: column in api_tables.get(table, ()))
+        if neutron is not None:
+            extra["security_groups"] = neutron.names
+        self.children = entity.Reach(entity.children_available(
+            lambda table, column: column in tables.get(table, ())), **extra)
 
     def read_view(self):
-        return _ReadTransaction(self.conn)
+        return _ReadTransaction(self.conn, self.api)
 
     def build(self, kind: str, keys: list[str]) -> dict[str, dict | None]:
+        if kind not in self._kinds:
+            # A change log may name keys of a kind this database does not publish
+            # (Nova's API database records its servers' request specs): no entity
+            # here. A tombstone from this feed removes nothing (rows are owned by
+            # the feed that published them).
+            return {key: None for key in keys}
         return entity.build(self.db, kind, keys, self.children)
 
     def count(self, kinds: list[str]) -> int:
@@ -131,74 +160,116 @@ class SqliteEntityReader:
         return list(self._kinds)
 
     def close(self) -> None:
-        pass        # the connection is the source's
+        pass        # the connections are the source's
 
 
 class _ReadTransaction:
-    """BEGIN (deferred: the first read fixes the state) ... ROLLBACK."""
+    """BEGIN (deferred: the first read fixes the state) ... ROLLBACK, on the cell
+    database and on the API database beside it."""
 
-    def __init__(self, conn: apsw.Connection):
-        self.conn = conn
+    def __init__(self, conn: apsw.Connection, api: apsw.Connection | None = None):
+        self.conns = (conn,) if api is None else (conn, api)
 
     def __enter__(self):
-        if self.conn.in_transaction:     # left open by a failure: start clean
-            self.conn.execute("ROLLBACK")
-        self.conn.execute("BEGIN")
+        for conn in self.conns:
+            if conn.in_transaction:     # left open by a failure: start clean
+                conn.execute("ROLLBACK")
+            conn.execute("BEGIN")
         return None
 
     def __exit__(self, *exc):
-        self.conn.execute("ROLLBACK")   # nothing was written; ends the read snapshot
+        for conn in self.conns:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")   # nothing was written; ends the read snapshot
         return False
 
 
 class SqliteCellSource(CellSource):
-    """A SQLite cell database with the outbox installed, over one connection."""
+    """A SQLite cell database with the outbox installed, over one connection (and one
+    to Nova's API database when ``options.api_db`` names it)."""
 
     errors = (apsw.Error,)
 
-    def __init__(self, conn: apsw.Connection, name: str = "", path: str | None = None):
-        super().__init__(name, OutboxChangeLog(conn), SqliteEntityReader(conn))
+    def __init__(self, conn: apsw.Connection, name: str = "", path: str | None = None,
+                 options: ServerOptions = ServerOptions(), api: apsw.Connection | None = None,
+                 neutron=None):
+        super().__init__(name, OutboxChangeLog(conn),
+                         SqliteEntityReader(conn, api, options, neutron))
         self.conn = conn
         self.path = path
+        self.options = options
+        self.api = api
+        self.neutron = neutron
 
     @classmethod
-    def open(cls, path: str, name: str = "") -> "SqliteCellSource":
-        return cls(connection.open_cell_reader(path), name, path)
+    def open(cls, path: str, name: str = "",
+             options: ServerOptions = ServerOptions()) -> "SqliteCellSource":
+        conn = connection.open_cell_reader(path)
+        try:
+            api = connection.open_cell_reader(options.api_db) if options.api_db else None
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, name, path, options, api, neutron_of(options))
 
     def open_snapshot(self) -> HeldView:
         conn = connection.open_cell_reader(self.path)
+        api = None
         try:
+            if self.options.api_db:
+                api = connection.open_cell_reader(self.options.api_db)
             conn.execute("BEGIN")
             changelog = OutboxChangeLog(conn)
             seq = changelog.head()          # this read fixes the snapshot
             epoch = changelog.epoch()
-            reader = SqliteEntityReader(conn)
+            if api is not None:
+                api.execute("BEGIN")
+                api.execute("SELECT count(*) FROM sqlite_master").fetchall()   # fixes it
+            reader = SqliteEntityReader(conn, api, self.options, self.neutron)
             total = reader.count(self.kinds)
         except BaseException:
             conn.close()
+            if api is not None:
+                api.close()
             raise
-        return HeldView(seq, epoch, total, reader, lambda: _end_view(conn))
+        return HeldView(seq, epoch, total, reader, lambda: _end_view(conn, api))
 
     def close(self) -> None:
         super().close()
         self.conn.close()
+        if self.api is not None:
+            self.api.close()
 
 
-def _end_view(conn: apsw.Connection) -> None:
-    try:
-        conn.execute("ROLLBACK")
-    except apsw.Error:
-        pass
-    conn.close()
+def neutron_of(options: ServerOptions):
+    if not options.neutron_url:
+        return None
+    from replica.cell.neutron import SecurityGroupNames
+    return SecurityGroupNames(options.neutron_url, options.neutron_token)
+
+
+def _end_view(conn: apsw.Connection, api: apsw.Connection | None = None) -> None:
+    for each in (conn, api):
+        if each is None:
+            continue
+        try:
+            each.execute("ROLLBACK")
+        except apsw.Error:
+            pass
+        each.close()
 
 
 class SqlitePublishingSource(SqliteCellSource):
     """The publisher's own source: follows the database file (see the module
     docstring), wakes on its writes (inotify) and records what was published."""
 
-    def __init__(self, path: str, name: str):
+    def __init__(self, path: str, name: str, options: ServerOptions = ServerOptions()):
         self.path = path
         self.name = name
+        self.options = options
+        self.neutron = neutron_of(options)
+        self.carrier = None
+        self.api = None
         self.files: dict[str, tuple[int, int] | None] = {}   # suffix -> identity at open
         self.data_version = None
         self.watch: watcher.CommitWatcher | None = None      # made after the fork
@@ -231,11 +302,15 @@ class SqlitePublishingSource(SqliteCellSource):
                 except apsw.SQLError:
                     raise LookupError(f"{path}: no outbox installed (init_cell_db first)") \
                         from None
+                api = None
+                if self.options.api_db:
+                    api = connection.open_cell_reader(self.options.api_db)
                 CellSource.__init__(self, self.name, OutboxChangeLog(conn),
-                                    SqliteEntityReader(conn))
+                                    SqliteEntityReader(conn, api, self.options, self.neutron))
             except BaseException:
                 self._close(conn, files)
                 raise
+            self.api = api
             if before is not None and watcher.file_identity(path) == before:
                 break
             self._close(conn, files)
@@ -244,6 +319,7 @@ class SqlitePublishingSource(SqliteCellSource):
         self.conn, self.files = conn, files
         self.opened_epoch = epoch
         self.data_version = None
+        self.carrier = ChangeCarrier(conn, self.api, self.options, self.neutron, self.path)
 
     def _close(self, conn: apsw.Connection, files: dict) -> None:
         """Close a connection to the database; when the file was moved away meanwhile,
@@ -269,6 +345,10 @@ class SqlitePublishingSource(SqliteCellSource):
             self.watch = watcher.CommitWatcher(self.path)
             log.info("%s: watching for commits (inotify %s)", self.path, self.watch.native)
         self.watch.wait(timeout)    # returns early on writes and for re-checks after them
+
+    def tick(self, look_now: bool) -> None:
+        if self.carrier is not None:
+            self.carrier.tick(look_now)
 
     def has_news(self) -> bool:
         version = self.conn.execute("PRAGMA data_version").fetchone()[0]
@@ -299,6 +379,9 @@ class SqlitePublishingSource(SqliteCellSource):
         if self.conn is not None:
             self._close(self.conn, self.files)
             self.conn = None
+        if self.api is not None:
+            self.api.close()
+            self.api = None
         self._open()
         if self.opened_epoch == old_epoch and self.changelog.head() < published:
             try:
@@ -368,6 +451,118 @@ class SqlitePublishingSource(SqliteCellSource):
         if self.conn is not None:
             self._close(self.conn, self.files)
             self.conn = None
+        if self.api is not None:
+            self.api.close()
+            self.api = None
+
+
+CARRIED = "api_outbox"            # META row: the API outbox position carried so far
+LIVENESS_RECHECK_SECONDS = 2.0     # hosts' liveness judged again this often
+NEUTRON_RECHECK_SECONDS = 5.0      # security group names asked again this often
+
+
+class ChangeCarrier:
+    """Changes that reach a server's entity without touching the cell database, put
+    into the cell's outbox (so into its gapless seq) by the publisher:
+
+    - Nova's API database: its outbox (``cell init`` on it, as for a flavor source)
+      records ``('server', uuid)`` for request_specs, instance_group_member and
+      instance_groups changes; the keys of this cell's instances are copied into the
+      cell outbox, in one transaction with the API outbox position carried (META
+      ``api_outbox``: epoch and seq). A first start, another API epoch or a position
+      pruned away: carried from the API head on (what came before is in the
+      entities read now) after enqueueing every server of the cell once when the
+      history was lost.
+    - liveness: every LIVENESS_RECHECK_SECONDS the compute services are judged with
+      Nova's rule; the servers of a host whose status changed are enqueued.
+    - Neutron: every NEUTRON_RECHECK_SECONDS the security group names of the live
+      servers are asked again; the servers whose names changed are enqueued.
+    """
+
+    def __init__(self, conn, api, options: ServerOptions, neutron, path: str):
+        self.conn, self.api, self.options, self.neutron, self.path = (
+            conn, api, options, neutron, path)
+        self.api_version = None
+        self.api_missing_said = False
+        rows = SqliteRows(conn).rows
+        self.next_liveness = 0.0
+        self.liveness = LivenessWatch(rows, options.service_down_time)
+        self.next_neutron = 0.0
+        self.security_groups = SecurityGroupWatch(rows, neutron) if neutron else None
+
+    def tick(self, look_now: bool) -> None:
+        now = time.monotonic()
+        if self.api is not None:
+            self._carry_api()
+        if self.options.service_down_time > 0 and now >= self.next_liveness:
+            self.next_liveness = now + LIVENESS_RECHECK_SECONDS
+            self._recheck_liveness()
+        if self.neutron is not None and now >= self.next_neutron:
+            self.next_neutron = now + NEUTRON_RECHECK_SECONDS
+            self._recheck_neutron()
+
+    def _enqueue(self, uuids: list[str], carried: str | None = None) -> None:
+        if not uuids and carried is None:
+            return
+        with self.conn:
+            self.conn.executemany(
+                f"INSERT INTO {outbox.OUTBOX} (kind, key, ts) VALUES ('server', ?, "
+                f"{outbox.NOW})", [(u,) for u in uuids])
+            if carried is not None:
+                self.conn.execute(f"INSERT INTO {outbox.META} (name, value) VALUES (?, ?) "
+                                  "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                                  (CARRIED, carried))
+
+    def _carry_api(self) -> None:
+        version = self.api.execute("PRAGMA data_version").fetchone()[0]
+        if version == self.api_version:
+            return
+        try:
+            epoch = outbox.epoch_of(self.api)
+        except (apsw.SQLError, LookupError):
+            if not self.api_missing_said:
+                log.warning("%s: no outbox in the API database %s (appliance cell init "
+                            "--db it): its changes reach servers only with their next "
+                            "cell change", self.path, self.options.api_db)
+                self.api_missing_said = True
+            self.api_version = version
+            return
+        row = self.conn.execute(f"SELECT value FROM {outbox.META} WHERE name = ?",
+                                (CARRIED,)).fetchone()
+        carried = json.loads(row[0]) if row else None
+        head = outbox.outbox_head(self.api)
+        if carried is None or carried.get("epoch") != epoch or carried["seq"] > head:
+            self._enqueue([], json.dumps({"epoch": epoch, "seq": head}))
+            self.api_version = version
+            return
+        after = carried["seq"]
+        if outbox.outbox_oldest(self.api) > after + 1:       # history pruned away
+            every = [u for (u,) in self.conn.execute("SELECT uuid FROM instances")]
+            log.warning("%s: API outbox pruned past %d: every server enqueued", self.path,
+                        after)
+            self._enqueue(every, json.dumps({"epoch": epoch, "seq": head}))
+            self.api_version = version
+            return
+        while True:
+            events = outbox.read_events(self.api, after, 5000)
+            if not events:
+                break
+            keys = sorted({key for _seq, kind, key in events if kind == "server"})
+            mine = []
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                mine += [u for (u,) in self.conn.execute(
+                    "SELECT uuid FROM instances WHERE uuid IN (%s)" % ",".join("?" * len(chunk)),
+                    chunk)]
+            after = events[-1][0]
+            self._enqueue(sorted(mine), json.dumps({"epoch": epoch, "seq": after}))
+        self.api_version = version
+
+    def _recheck_liveness(self) -> None:
+        self._enqueue(self.liveness.changed_servers())
+
+    def _recheck_neutron(self) -> None:
+        self._enqueue(self.security_groups.changed_servers())
 
 
 @dataclass
@@ -376,10 +571,12 @@ class SqliteOpener:
     path: str
     name: str = ""
 
+    options: ServerOptions = ServerOptions()
+
     def __call__(self, publishing: bool = False) -> SqliteCellSource:
         if publishing:
-            return SqlitePublishingSource(self.path, self.name)
-        return SqliteCellSource.open(self.path, self.name)
+            return SqlitePublishingSource(self.path, self.name, self.options)
+        return SqliteCellSource.open(self.path, self.name, self.options)
 
 
 def borrowed(conn: apsw.Connection, name: str = "") -> SqliteCellSource:

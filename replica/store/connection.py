@@ -9,6 +9,8 @@ from replica.store import schema
 
 MMAP_BYTES = 1 << 30           # the writer maps up to 1 GiB of the database
 WAL_SIZE_LIMIT_BYTES = 64 << 20   # the WAL file is cut back to this when it starts over
+WAL_RESTART_BYTES = 16 << 20      # a WAL holding more is made to start over (ingest)
+WAL_FRAME_HEADER_BYTES = 24       # each page in the WAL is preceded by this header
 PAGE_SIZE = 16384              # bytes per database page, for new replica files
 BUSY_TIMEOUT_MS = 5000
 READ_DEADLINE_VM_STEPS = 1000  # progress handler granularity for reader deadlines
@@ -91,3 +93,13 @@ def checkpoint_passive(conn: apsw.Connection) -> tuple[int, int]:
     # nothing at all and says (-1, -1).
     conn.execute("PRAGMA schema_version").fetchall()
     return conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+
+
+def checkpoint_restart(conn: apsw.Connection) -> tuple[int, int]:
+    """Copy all of the WAL back and wait (the connection's busy timeout) until no reader
+    uses it, so that the next commit starts the WAL over from its beginning. Raises
+    apsw.BusyError when a writer or a reader did not let go in time; what could be
+    copied is copied all the same. The caller must hold the writes meanwhile: with a
+    commit in every checkpoint the WAL is never all copied and never starts over."""
+    conn.execute("PRAGMA schema_version").fetchall()
+    return conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_RESTART)

@@ -151,14 +151,21 @@ def test_expired_token_and_keystone_cut_off(edge, edge_appliance):
 
 
 def test_serve_check_gets_the_service_token(edge, edge_appliance, tmp_path):
+    # --check also wants a server cell and the flavor source (they need not answer).
+    cells = "".join(f'[[cell]]\nname = "{name}"\nkind = "{kind}"\n'
+                    f'feed = "tcp://127.0.0.1:{free_port()}"\n'
+                    f'control = "tcp://127.0.0.1:{free_port()}"\n'
+                    for name, kind in (("cell1", "servers"), ("flavors", "flavors")))
+    config = tmp_path / "checked.toml"
+    config.write_text(edge_appliance.config.read_text() + cells)
     check = subprocess.run([PYTHON, "-m", "appliance", "serve", "--config",
-                            str(edge_appliance.config), "--check"], cwd=ROOT,
+                            str(config), "--check"], cwd=ROOT,
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stderr
     assert f"ok: keystone {edge.keystone.url} accepts appliance" in check.stdout
     assert "appliance-secret" not in check.stdout
     wrong = tmp_path / "wrong.toml"
-    wrong.write_text(edge_appliance.config.read_text().replace(
+    wrong.write_text(config.read_text().replace(
         'keystone_password = "appliance-secret"', 'keystone_password = "not-it"'))
     check = subprocess.run([PYTHON, "-m", "appliance", "serve", "--config", str(wrong),
                             "--check"], cwd=ROOT, capture_output=True, text=True, timeout=60)

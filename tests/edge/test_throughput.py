@@ -11,7 +11,7 @@ import time
 from bench.wrk import run_wrk
 from tests.conftest import free_port
 from tests.edge.conftest import keystone_settings, serve
-from tests.edge.test_tls import self_signed
+from bench.certs import self_signed
 from tests.realnova.keystone import PASSWORD
 
 DURATION_S = 3.0

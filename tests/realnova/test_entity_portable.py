@@ -4,6 +4,8 @@ through a ``rows(sql, params)`` function over PyMySQL."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from replica import feed
@@ -34,19 +36,29 @@ class MySQLRows:
                               "column_name = ?", (table, column)))
 
 
+class Written(list):
+    group = None
+
+
 @pytest.fixture(scope="module")
 def written(nova):
+    written = Written()
     with nova.writer() as writer:
         writer.create_flavor(name="m1.small", vcpus=1, memory_mb=2048, root_gb=20,
                              flavorid="2", extra_specs={"hw:cpu_policy": "shared"},
                              is_public=False, projects=["p1"])
-        writer.create_compute(host="compute-1")
+        writer.create_compute(host="compute-1", az="zone-1")
+        group = writer.create_server_group(user_id="u1", project_id="p1", name="g")
         servers = [writer.build_server(user_id="u1", project_id="p1", flavor="2",
                                        name=f"vm-{i}", metadata={"k": str(i)},
-                                       tags=["t1"])["uuid"] for i in range(3)]
+                                       tags=["t1"], server_group=group["uuid"], az="zone-1",
+                                       scheduler_hints={"team": "a"})["uuid"]
+                   for i in range(3)]
+        written.group = group["uuid"]
         writer.fault(uuid=servers[0])
         writer.delete(uuid=servers[2])
-    return servers
+    written.extend(servers)
+    return written
 
 
 def connect(nova, which: str):
@@ -60,7 +72,7 @@ def test_server_entities_from_nova_on_mariadb(nova, written):
         children = entity.children_available(db.has_column)
         assert "metadata" in children and "specs" not in children   # specs: API database
         db.rows("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-        built = entity.build_servers(db, written + ["00000000-0000-4000-8000-000000000000"],
+        built = entity.build_servers(db, list(written) + ["00000000-0000-4000-8000-000000000000"],
                                      children)
         assert built["00000000-0000-4000-8000-000000000000"] is None
         live, faulted, deleted = built[written[1]], built[written[0]], built[written[2]]
@@ -96,3 +108,29 @@ def test_flavor_entities_from_nova_api_database_on_mariadb(nova, written):
             ({"hw:cpu_policy": "shared"}, ["p1"], False)
     finally:
         db.conn.close()
+
+
+def test_server_entities_read_the_api_database_and_judge_liveness_on_mariadb(nova, written):
+    """Server groups and request specs from the API database through a second rows function;
+    Nova's liveness rule and the re-checks' SQL on Nova's MariaDB schema."""
+    from replica.cell.rechecks import LivenessWatch
+    cell, api = connect(nova, "cell1"), connect(nova, "api")
+    try:
+        reach = entity.Reach(entity.children_available(cell.has_column), api=api.rows,
+                             api_children=entity.children_available(api.has_column),
+                             service_down_time=60)
+        assert {"server_groups", "specs"} <= reach.api_children
+        live = entity.build_servers(cell, [written[1]], reach)[written[1]]
+        assert live["server_groups"] == [written.group]
+        assert live["pinned_availability_zone"] == "zone-1"
+        assert live["scheduler_hints"] == {"team": ["a"], "group": [written.group]}
+        assert live["host_status"] == "UP"          # created just now, never reported
+        late = LivenessWatch(cell.rows, 60, clock=lambda: time.time() + 3600)
+        assert late.judge() == {"compute-1": "UNKNOWN"}
+        watch = LivenessWatch(cell.rows, 60)
+        assert watch.changed_servers() == [] and watch.judge() == {"compute-1": "UP"}
+        watch.clock = late.clock
+        assert set(watch.changed_servers()) == set(written[:2])     # the live ones
+    finally:
+        cell.conn.close()
+        api.conn.close()

@@ -92,3 +92,32 @@ def test_a_full_store_is_a_state_with_a_metric_and_few_log_lines(replica_path, c
         assert any("writes again" in r.getMessage() for r in caplog.records)
     finally:
         ing.conn.close()
+
+
+def test_a_failing_checkpoint_puts_no_traceback_in_the_log(replica_path, monkeypatch, capfd):
+    """The background checkpoint runs in gevent's thread pool, which prints a traceback
+    for every exception raised there: on a full disk that was one traceback a second in
+    the log (which is on the full disk too)."""
+    import apsw
+    import gevent
+
+    from replica.store import connection
+
+    def full(conn):
+        raise apsw.FullError("database or disk is full")
+
+    monkeypatch.setattr(ingest_module, "CHECKPOINT_INTERVAL", 0.01)
+    monkeypatch.setattr(connection, "checkpoint_passive", full)
+    config = IngestConfig(replica_path, [CellFeed("c1", "ipc:///nonexistent/f",
+                                                  "ipc:///nonexistent/c")],
+                          "ipc:///nonexistent/i")
+    ing = Ingest(config, renderer=StandInRender(replica_path))
+    try:
+        checkpointer = gevent.spawn(ing._checkpointer)
+        gevent.sleep(0.3)
+        assert not checkpointer.dead, checkpointer.exception
+        checkpointer.kill()
+    finally:
+        ing.close()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "FullError" not in err, err[-2000:]

@@ -1,0 +1,85 @@
+"""Changes of a server entity that no database row records, found by looking again:
+
+- ``LivenessWatch``: Nova's liveness rule depends on the clock; every host's status is
+  judged again and the servers of the hosts whose status changed are returned;
+- ``SecurityGroupWatch``: Neutron's security group names of the live servers are asked
+  again and the servers whose names changed are returned.
+
+Both read the cell database through a ``rows(sql, params)`` function with portable SQL
+(SQLite and MariaDB), so any source can run them on an interval and put what they return
+into its change log (the SQLite source: ``sqlite_source.ChangeCarrier``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from replica.cell import entity
+
+log = logging.getLogger("replica.cell.rechecks")
+
+_COMPUTE_SERVICES = ("SELECT sv.host, sv.disabled, sv.forced_down, sv.last_seen_up, "
+                     "sv.created_at FROM services sv WHERE sv.binary = 'nova-compute' "
+                     "AND sv.deleted = 0 ORDER BY sv.id")
+_LIVE_ON_HOST = "SELECT uuid FROM instances WHERE host = ? AND deleted = 0 ORDER BY id"
+_LIVE = "SELECT uuid FROM instances WHERE deleted = 0 ORDER BY uuid"
+
+
+class LivenessWatch:
+    """The host_status of every compute host, judged again on each ``changed_servers``."""
+
+    def __init__(self, rows: entity.RowsFn, service_down_time: float, clock=time.time):
+        self.rows = rows
+        self.down_time = service_down_time
+        self.clock = clock
+        self.statuses: dict[str, str] | None = None
+
+    def judge(self) -> dict[str, str]:
+        now = self.clock()
+        return {host: entity._host_status(host, 0, (
+                    bool(disabled), bool(forced_down),
+                    entity.service_is_up(seen, created, now, self.down_time)))
+                for host, disabled, forced_down, seen, created in self.rows(_COMPUTE_SERVICES, ())}
+
+    def changed_servers(self) -> list[str]:
+        """The live servers of the hosts whose status changed since the last call (none
+        on the first call: nothing to compare with; the entities were built meanwhile)."""
+        statuses = self.judge()
+        before, self.statuses = self.statuses, statuses
+        if before is None:
+            return []
+        changed = sorted(h for h in set(before) | set(statuses)
+                         if before.get(h) != statuses.get(h))
+        uuids: list[str] = []
+        for host in changed:
+            uuids += [u for (u,) in self.rows(_LIVE_ON_HOST, (host,))]
+        if changed:
+            log.info("host status changed on %s: %d servers", ", ".join(changed), len(uuids))
+        return uuids
+
+
+class SecurityGroupWatch:
+    """Neutron's names for the live servers, asked again on each ``changed_servers``."""
+
+    def __init__(self, rows: entity.RowsFn, names):
+        self.rows = rows
+        self.names = names          # neutron.SecurityGroupNames
+        self.seeded = False
+
+    def changed_servers(self) -> list[str]:
+        live = [u for (u,) in self.rows(_LIVE, ())]
+        if not self.seeded:
+            # What the entities were built with, about: a change between their build
+            # and this first answer waits for the server's next change.
+            self.names.names(live)
+            self.seeded = not self.names.down
+            return []
+        self.names.forget(set(self.names.known) - set(live))
+        missing = [u for u in live if u not in self.names.known]
+        if missing:
+            self.names.names(missing)
+        changed = self.names.recheck()
+        if changed:
+            log.info("security groups changed for %d servers", len(changed))
+        return sorted(changed)

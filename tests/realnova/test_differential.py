@@ -1,0 +1,444 @@
+"""The differential test: one Nova deployment, populated with Nova's own objects, served by
+real nova-api AND by the appliance (publishers over Nova's databases -> ingest -> workers).
+For every read route, microversion and role the two JSON bodies must be equal after
+normalising only the host part of links; error cases must be equal in status and body.
+
+SQLite here (Nova's databases as files made by nova-manage); MariaDB runs the same
+comparison once its source is in the publisher.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from tests.appliance.conftest import PYTHON, get, start_process
+from tests.conftest import ROOT, free_port, wait_for
+from tests.realnova.nova_api import neutron_stub_fixture
+from tests.realnova.stack import nova_stacks_fixture
+
+MICROVERSIONS = ("2.1", "2.47", "2.79", "2.96", "2.100", "2.104")
+SERVICE_DOWN_TIME = 60      # Nova's default, and the publisher's setting here
+
+# (role, token for nova-api, token for the appliance (noauth: admin is user "admin"))
+ROLES = {
+    "member": ("user-a:project-a", "user-a:project-a"),
+    "other": ("user-b:project-b", "user-b:project-b"),
+    "admin": ("admin:project-admin:admin", "admin:project-admin"),
+}
+
+neutron = neutron_stub_fixture(scope="module")
+
+
+def populate(stack):
+    """Several projects; builds at every stage; active, stopped, resized, error,
+    soft-deleted and deleted servers; metadata, tags, faults, server groups, a pinned AZ,
+    scheduler hints, private flavors with access, extra specs, a compute service down."""
+    w, neutron = stack.writer, stack.neutron
+    w.create_flavor(name="m1.small", vcpus=1, memory_mb=2048, root_gb=20, flavorid="2",
+                    extra_specs={"hw:cpu_policy": "shared", "hw:numa_nodes": "1"})
+    w.create_flavor(name="m1.medium", vcpus=2, memory_mb=4096, root_gb=40, flavorid="3",
+                    description="medium")
+    w.create_flavor(name="tenant-only", vcpus=4, memory_mb=8192, root_gb=80,
+                    flavorid="private-1", is_public=False, projects=["project-a"],
+                    extra_specs={"trait:CUSTOM_X": "required"})
+    w.create_compute(host="compute-1", az="zone-1")
+    w.create_compute(host="compute-2")
+    w.create_compute(host="compute-3")             # its liveness changes during the tests
+    w.create_keypair(user_id="user-a", name="key-a")
+    group = w.create_server_group(user_id="user-a", project_id="project-a", name="spread")
+    servers = {}
+    servers["web"] = w.build_server(
+        user_id="user-a", project_id="project-a", flavor="2", name="web-1", key_name="key-a",
+        metadata={"role": "web"}, tags=["blue", "red"], server_group=group["uuid"],
+        host="compute-1", az="zone-1", scheduler_hints={"team": "a"},
+        networks=[{"label": "private", "fixed": ["10.0.0.5", "fd00::5"],
+                   "floating": ["172.24.4.10"]}])
+    servers["stopped"] = w.build_server(user_id="user-a", project_id="project-a",
+                                        flavor="2", name="db-1", host="compute-2")
+    w.stop(uuid=servers["stopped"]["uuid"])
+    w.resize(uuid=servers["web"]["uuid"], flavor="3")
+    w.set_metadata(uuid=servers["web"]["uuid"], metadata={"tier": "front"})
+    servers["resizing"] = w.build_server(user_id="user-a", project_id="project-a",
+                                         flavor="2", name="grow-1", host="compute-1")
+    w.resize(uuid=servers["resizing"]["uuid"], flavor="3", confirm=False)
+    servers["failed"] = w.build_server(user_id="user-a", project_id="project-a",
+                                       flavor="private-1", name="broken-1")
+    w.fault(uuid=servers["failed"]["uuid"], message="Unexpected build failure")
+    servers["scheduled"] = w.build_server(user_id="user-b", project_id="project-b",
+                                          flavor="2", name="spawning-1", stage="scheduled",
+                                          host="compute-1")
+    servers["buried"] = w.build_server(user_id="user-b", project_id="project-b", flavor="2",
+                                       name="nowhere-1", stage="cell0")
+    servers["soft"] = w.build_server(user_id="user-b", project_id="project-b", flavor="2",
+                                     name="soft-1", host="compute-1")
+    w.soft_delete(uuid=servers["soft"]["uuid"])
+    servers["gone"] = w.build_server(user_id="user-b", project_id="project-b", flavor="2",
+                                     name="gone-1", host="compute-1")
+    w.delete(uuid=servers["gone"]["uuid"])
+    servers["pinned"] = w.build_server(user_id="user-b", project_id="project-b", flavor="3",
+                                       name="pinned-1", az="zone-1", host="compute-1",
+                                       metadata={"a": "1", "b": "2"},
+                                       scheduler_hints={"same_host": ["x"], "k": "v"})
+    servers["edge"] = w.build_server(user_id="user-b", project_id="project-b", flavor="2",
+                                     name="edge-1", host="compute-3")
+    # still a build request (in the API database only), in a project of its own
+    servers["requested"] = w.build_server(user_id="user-q", project_id="project-q",
+                                          flavor="2", name="queued-1", stage="requested")
+    w.service_down(host="compute-2")
+    for server in servers.values():
+        neutron.add_server(server)
+    w.start_heartbeats(["compute-1"])
+    data = {name: server["uuid"] for name, server in servers.items()}
+    data["web_port"] = servers["web"]["ports"][0]["id"]
+    return data
+
+
+stacks = nova_stacks_fixture(populate=populate, backends=("sqlite",), scope="module")
+
+
+def _cell_init(db: str, name: str, *extra: str) -> None:
+    done = subprocess.run([PYTHON, "-m", "appliance", "cell", "init", "--db", db, "--name",
+                           name, *extra], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+class ApplianceOverNova:
+    """Publishers over Nova's cell0, cell1 and API databases and an appliance fed by them."""
+
+    def __init__(self, directory: str, deployment, neutron):
+        self.dir = directory
+        paths = deployment.database_paths
+        _cell_init(paths["cell1"], "cell1")
+        _cell_init(paths["cell0"], "cell0")
+        _cell_init(paths["api"], "flavors", "--flavors")
+        self.feeds = {}
+        for name, db in (("cell0", paths["cell0"]), ("cell1", paths["cell1"]),
+                         ("flavors", paths["api"])):
+            self.feeds[name] = {"db": db, "feed": f"ipc://{directory}/{name}.feed",
+                                "control": f"ipc://{directory}/{name}.ctl"}
+        self.api_db = paths["api"]
+        self.neutron = neutron
+        self.port, self.admin_port = free_port(), free_port()
+        self.running = []
+
+    def start(self):
+        for name, feed in self.feeds.items():
+            argv = [PYTHON, "-m", "appliance", "cell", "--db", feed["db"], "--name", name,
+                    "--feed", feed["feed"], "--control", feed["control"]]
+            if name != "flavors":
+                argv += ["--api-db", self.api_db, "--service-down-time",
+                         str(SERVICE_DOWN_TIME), "--neutron-url", self.neutron.url]
+            self.running.append(start_process(argv, {}, self.dir,
+                                              log_name=f"{name}.publisher.log"))
+            wait_for(lambda: os.path.exists(feed["control"][len("ipc://"):]), 30,
+                     what=f"publisher {name}")
+        config = os.path.join(self.dir, "appliance.toml")
+        lines = [f"listen_port = {self.port}", f"admin_port = {self.admin_port}",
+                 "workers = 1", f'data_dir = "{self.dir}/data"', "graceful_timeout = 10"]
+        for name, feed in self.feeds.items():
+            kind = "flavors" if name == "flavors" else "servers"
+            lines += ["[[cell]]", f'name = "{name}"', f'kind = "{kind}"',
+                      f'feed = "{feed["feed"]}"', f'control = "{feed["control"]}"']
+        with open(config, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        self.running.append(start_process([PYTHON, "-m", "appliance", "serve", "--config",
+                                           config], {}, os.path.join(self.dir, "data"),
+                                          port=self.port, admin_port=self.admin_port))
+        wait_for(lambda: get(self.admin_port, "/readyz", timeout=2)[0] == 200, 90,
+                 interval=0.1, what="appliance ready")
+        return self
+
+    def caught_up(self) -> bool:
+        """Every feed live with no event outstanding."""
+        status, body, _ = get(self.admin_port, "/status", timeout=5)
+        cells = json.loads(body)["cells"] if status == 200 else []
+        return len(cells) == len(self.feeds) and all(
+            c["state"] == "live" and c["seq"] == c["head"] for c in cells)
+
+    def get(self, path: str, token: str, microversion: str | None = None):
+        headers = {"X-Auth-Token": token}
+        if microversion:
+            headers["OpenStack-API-Version"] = f"compute {microversion}"
+        status, body, _ = get(self.port, path, timeout=30, headers=headers)
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, body
+
+    def stop(self):
+        for running in reversed(self.running):
+            running.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(stacks):
+    return stacks["sqlite"]
+
+
+@pytest.fixture(scope="module")
+def appliance(stack, tmp_path_factory):
+    running = ApplianceOverNova(str(tmp_path_factory.mktemp("appliance-over-nova")),
+                                stack.deployment, stack.neutron)
+    try:
+        yield running.start()
+    finally:
+        running.stop()
+
+
+_HOST = re.compile(r"^https?://[^/]+")
+
+
+def normalised(value):
+    """``value`` with the scheme and host of every URL replaced (the links' host part)."""
+    if isinstance(value, dict):
+        return {k: normalised(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [normalised(v) for v in value]
+    if isinstance(value, str) and _HOST.match(value):
+        return _HOST.sub("http://HOST", value)
+    return value
+
+
+def differences(nova, ours, where="") -> list[str]:
+    """Paths at which two JSON values differ (key sets, values, list lengths)."""
+    if isinstance(nova, dict) and isinstance(ours, dict):
+        out = []
+        for key in sorted(set(nova) | set(ours)):
+            if key not in ours:
+                out.append(f"{where}/{key}: only nova-api: {nova[key]!r}"[:300])
+            elif key not in nova:
+                out.append(f"{where}/{key}: only the appliance: {ours[key]!r}"[:300])
+            else:
+                out += differences(nova[key], ours[key], f"{where}/{key}")
+        return out
+    if isinstance(nova, list) and isinstance(ours, list) and len(nova) == len(ours):
+        out = []
+        for index, (a, b) in enumerate(zip(nova, ours)):
+            out += differences(a, b, f"{where}[{index}]")
+        return out
+    if nova != ours or type(nova) is not type(ours):
+        return [f"{where}: nova-api {nova!r} != appliance {ours!r}"[:400]]
+    return []
+
+
+def without_build_requests(body, uuids):
+    """Nova's list without the servers that are still build requests (compared on their
+    own, see test_build_requests_are_listed)."""
+    if isinstance(body, dict) and "servers" in body:
+        return {**body, "servers": [s for s in body["servers"] if s.get("id") not in uuids]}
+    return body
+
+
+def servers_never_updated(deployment) -> set[str]:
+    """Servers whose ``updated_at`` is NULL (Nova buries a server in cell0 with one insert):
+    nova-api prints the time of the request as their ``updated`` (``utils.isotime(None)``),
+    the appliance their ``created`` (its documents are rendered once, not per request)."""
+    return {uuid for cell in ("cell0", "cell1") for (uuid,) in deployment.query(
+        cell, "SELECT uuid FROM instances WHERE updated_at IS NULL")}
+
+
+def _near_now(stamp) -> bool:
+    try:
+        moment = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
+    except (TypeError, ValueError):
+        return False
+    return abs((datetime.datetime.utcnow() - moment).total_seconds()) < 30
+
+
+def request_time_as_updated(nova_body, our_body, uuids) -> bool:
+    """Puts the appliance's ``updated`` into nova-api's body for the servers in ``uuids``
+    where nova-api printed the request time (the one known difference, tested on its own
+    by test_updated_of_never_updated_servers); True if it did."""
+    if not uuids or not isinstance(nova_body, dict) or not isinstance(our_body, dict):
+        return False
+    ours = {s.get("id"): s for s in our_body.get("servers", [our_body.get("server")])
+            if isinstance(s, dict)}
+    replaced = False
+    for server in nova_body.get("servers", [nova_body.get("server")]):
+        if isinstance(server, dict) and server.get("id") in uuids and "updated" in server \
+                and server["id"] in ours and _near_now(server["updated"]):
+            server["updated"] = ours[server["id"]].get("updated")
+            replaced = True
+    return replaced
+
+
+def compare(stack, appliance, path, role, microversion, drop=(), never_updated=()
+            ) -> list[str]:
+    nova_token, our_token = ROLES[role]
+    nova_status, nova_body = stack.api.get(path, token=nova_token, microversion=microversion)
+    our_status, our_body = appliance.get(path, token=our_token, microversion=microversion)
+    nova_body, our_body = (normalised(without_build_requests(b, drop))
+                           for b in (nova_body, our_body))
+    request_time_as_updated(nova_body, our_body, never_updated)
+    if nova_status != our_status:
+        return [f"{role} {microversion} GET {path}: status nova-api {nova_status} != "
+                f"appliance {our_status} ({str(nova_body)[:200]} / {str(our_body)[:200]})"]
+    return [f"{role} {microversion} GET {path}: {d}"
+            for d in differences(nova_body, our_body)]
+
+
+@pytest.fixture(scope="module")
+def synced(stack, appliance):
+    wait_for(appliance.caught_up, 60, interval=0.1, what="the replica caught up")
+    return stack.data
+
+
+def _server_paths(uuids):
+    out = []
+    for uuid in uuids:
+        out += [f"/v2.1/servers/{uuid}", f"/v2.1/servers/{uuid}/metadata",
+                f"/v2.1/servers/{uuid}/ips"]
+    return out
+
+
+def _routes(data, role, microversion):
+    visible = {"member": ("web", "stopped", "resizing", "failed"),
+               "other": ("scheduled", "buried", "soft", "pinned", "edge"),
+               "admin": ("web", "stopped", "resizing", "failed", "scheduled", "buried",
+                         "soft", "pinned", "edge")}[role]
+    paths = ["/v2.1/servers", "/v2.1/servers/detail", "/v2.1/servers/detail?limit=2",
+             "/v2.1/servers?sort_key=display_name&sort_dir=asc",
+             "/v2.1/flavors", "/v2.1/flavors/detail", "/v2.1/flavors/2", "/v2.1/flavors/3",
+             "/v2.1/flavors/2/os-extra_specs", "/v2.1/flavors/private-1/os-extra_specs"]
+    if role == "admin":
+        paths += ["/v2.1/servers?all_tenants=1", "/v2.1/servers/detail?all_tenants=1",
+                  "/v2.1/flavors/private-1"]
+    else:
+        paths += ["/v2.1/flavors/private-1"]
+    paths += _server_paths(data[name] for name in visible)
+    if microversion not in ("2.1",):
+        paths += [f"/v2.1/servers/{data[name]}/tags" for name in visible]
+    return paths
+
+
+@pytest.mark.parametrize("microversion", MICROVERSIONS)
+@pytest.mark.parametrize("role", ["member", "other", "admin"])
+def test_reads_equal_nova_api(stack, appliance, synced, role, microversion):
+    found = []
+    drop = {synced["requested"]}
+    never_updated = servers_never_updated(stack.deployment)
+    for path in _routes(synced, role, microversion):
+        found += compare(stack, appliance, path, role, microversion, drop, never_updated)
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.xfail(strict=True, reason="a server whose updated_at is NULL (buried in cell0): "
+                   "nova-api prints the request's time as 'updated', the appliance its "
+                   "'created' (documents are rendered once, not per request)")
+def test_updated_of_never_updated_servers(stack, appliance, synced):
+    never_updated = servers_never_updated(stack.deployment)
+    assert synced["buried"] in never_updated
+    found = compare(stack, appliance, f"/v2.1/servers/{synced['buried']}", "admin", "2.100")
+    assert not found, "\n".join(found)
+
+
+ERROR_PATHS = (
+    ("member", "/v2.1/servers/00000000-0000-0000-0000-000000000000"),
+    ("member", "/v2.1/servers/detail?marker=00000000-0000-0000-0000-000000000000"),
+    ("member", "/v2.1/servers?limit=-1"),
+    ("member", "/v2.1/servers?sort_key=no_such_key"),
+    ("member", "/v2.1/servers?all_tenants=1"),
+    ("member", "/v2.1/flavors/no-such-flavor"),
+    ("other", "/v2.1/flavors/private-1"),
+)
+
+
+SORT_KEY_ORDER = pytest.mark.xfail(
+    strict=True, reason="from 2.73 Nova's schema lists the valid sort keys in the 400 "
+    "message in the iteration order of a Python set (per nova-api process hash seed); the "
+    "appliance's order is fixed")
+
+
+def _error_cases():
+    for microversion in ("2.1", "2.100", "2.104"):
+        for role, path in ERROR_PATHS:
+            marks = [SORT_KEY_ORDER] if "sort_key=no_such_key" in path and \
+                microversion != "2.1" else []
+            yield pytest.param(role, path, microversion, marks=marks,
+                               id=f"{role}-{path}-{microversion}")
+
+
+@pytest.mark.parametrize("role,path,microversion", list(_error_cases()))
+def test_errors_equal_nova_api(stack, appliance, synced, role, path, microversion):
+    found = compare(stack, appliance, path, role, microversion)
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.xfail(strict=True, reason="build requests (servers not yet scheduled, only in "
+                   "Nova's API database) are not published: nova-api lists them in BUILD, "
+                   "the appliance does not")
+def test_build_requests_are_listed(stack, appliance, synced):
+    found = compare(stack, appliance, "/v2.1/servers/detail?all_tenants=1", "admin", "2.100")
+    assert not found, "\n".join(found)
+
+
+# -- changes that touch no table of the cell database ------------------------------------
+
+def _equal_eventually(stack, appliance, path, role="admin", microversion="2.100"):
+    never_updated = servers_never_updated(stack.deployment)
+    found = wait_for(lambda: not compare(stack, appliance, path, role, microversion,
+                                         never_updated=never_updated), 30, interval=0.2,
+                     what=f"{path} equal to nova-api's")
+    assert found
+
+
+def test_a_host_that_stops_reporting_turns_unknown_and_back(stack, appliance, synced):
+    """Time passing touches no table: the publisher re-checks the hosts' liveness."""
+    edge = synced["edge"]
+
+    def host_status():
+        return appliance.get(f"/v2.1/servers/{edge}", ROLES["admin"][1], "2.16")[1][
+            "server"]["host_status"]
+
+    assert host_status() == "UP"
+    stack.writer.service_down(host="compute-3")
+    wait_for(lambda: host_status() == "UNKNOWN", 30, interval=0.2, what="compute-3 UNKNOWN")
+    _equal_eventually(stack, appliance, f"/v2.1/servers/{edge}")
+    stack.writer.service_heartbeat(host="compute-3")
+    wait_for(lambda: host_status() == "UP", 30, interval=0.2, what="compute-3 UP again")
+    _equal_eventually(stack, appliance, f"/v2.1/servers/{edge}")
+
+
+def test_a_security_group_change_in_neutron_reaches_the_server(stack, appliance, synced):
+    web = synced["web"]
+    stack.neutron.set_port_security_groups(synced["web_port"], ["default", "web-tier"])
+    wait_for(lambda: appliance.get(f"/v2.1/servers/{web}", ROLES["member"][1])[1]["server"][
+        "security_groups"] == [{"name": "default"}, {"name": "web-tier"}], 30, interval=0.2,
+        what="the new security group in the appliance")
+    _equal_eventually(stack, appliance, f"/v2.1/servers/{web}", "member")
+
+
+def test_an_api_database_change_reaches_the_server(stack, appliance, synced):
+    """A server joins a server group: a row in the API database only (what
+    ``InstanceGroup.add_members`` inserts); the cell publisher carries it into its feed."""
+    pinned = synced["pinned"]
+    group = stack.writer.create_server_group(user_id="user-b", project_id="project-b",
+                                             name="late")
+    conn = sqlite3.connect(stack.deployment.database_paths["api"])
+    with conn:
+        conn.execute("INSERT INTO instance_group_member (created_at, instance_uuid, group_id) "
+                     "VALUES (?, ?, ?)", (datetime.datetime.utcnow().isoformat(" "), pinned,
+                                          group["id"]))
+    conn.close()
+    wait_for(lambda: appliance.get(f"/v2.1/servers/{pinned}", ROLES["other"][1], "2.71")[1][
+        "server"]["server_groups"] == [group["uuid"]], 30, interval=0.2,
+        what="the server group in the appliance")
+    _equal_eventually(stack, appliance, f"/v2.1/servers/{pinned}", "other", "2.100")
+
+
+def test_no_event_was_refused(appliance, synced):
+    """The API database's outbox also names servers (request specs, server groups): the
+    flavor source publishes them as no-op tombstones, which ingest takes without a dead
+    letter, like every other event."""
+    status, body, _ = get(appliance.admin_port, "/status", timeout=5)
+    cells = json.loads(body)["cells"]
+    assert {c["cell"]: c["dead_letters"] for c in cells} == {
+        "cell0": 0, "cell1": 0, "flavors": 0}
