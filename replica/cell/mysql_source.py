@@ -38,7 +38,7 @@ import apsw
 import pymysql
 
 from replica import feed
-from replica.cell import binlog, entity, journal, mysql, watcher
+from replica.cell import binlog, binlog_keys, entity, journal, mysql, watcher
 from replica.cell.source import CellSource, HeldView
 
 log = logging.getLogger("replica.cell.mysql_source")
@@ -120,7 +120,13 @@ class MysqlEntityReader:
             dbs = mysql.SourceDatabases(self.cell_url, self.api_url)
             try:
                 if feed.KIND_SERVER in self._kinds:
-                    self.children = _children_of(dbs.cell_rows, self.cell_url.database)
+                    extra = {"service_down_time": binlog_keys.SERVICE_DOWN_TIME_S}
+                    if dbs.api_rows is not None:    # server groups, request specs
+                        extra["api"] = dbs.api_rows
+                        extra["api_children"] = _children_of(dbs.api_rows,
+                                                             self.api_url.database)
+                    self.children = entity.Reach(
+                        _children_of(dbs.cell_rows, self.cell_url.database), **extra)
             except BaseException:
                 dbs.close()
                 raise
