@@ -11,6 +11,7 @@ command reached so far moves to it, an option that takes a value skips the next 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 FILE_METAVARS = {"FILE": "file", "PATH": "file", "DIR": "dir"}
@@ -80,23 +81,33 @@ def _indent(lines: list[str], spaces: int) -> list[str]:
     return [" " * spaces + line for line in lines]
 
 
-def bash(parser: argparse.ArgumentParser) -> str:
-    root = walk(parser)
-    values, lists = [], []
+def _value_cases(root: Command, action_for: Callable[[Option], str]) -> list[str]:
+    """One ``case`` arm per option that takes a value, keyed by the command path and
+    each of the option's flags; ``action_for(option)`` is the shell's completion of it."""
+    arms = []
     for command in _commands(root):
         for option in command.options:
-            if not option.takes_value:
-                continue
-            keys = "|".join(f'"{command.path}|{flag}"' for flag in option.flags)
-            if option.choices:
-                action = f'COMPREPLY=($(compgen -W "{" ".join(option.choices)}" -- "$cur"))'
-            elif option.value == "dir":
-                action = 'COMPREPLY=($(compgen -d -- "$cur"))'
-            elif option.value == "file":
-                action = 'COMPREPLY=($(compgen -f -- "$cur"))'
-            else:
-                action = "COMPREPLY=()"
-            values.append(f"{keys}) {action}; return ;;")
+            if option.takes_value:
+                keys = "|".join(f'"{command.path}|{flag}"' for flag in option.flags)
+                arms.append(f"{keys}) {action_for(option)}; return ;;")
+    return arms
+
+
+def _bash_value_action(option: Option) -> str:
+    if option.choices:
+        return f'COMPREPLY=($(compgen -W "{" ".join(option.choices)}" -- "$cur"))'
+    if option.value == "dir":
+        return 'COMPREPLY=($(compgen -d -- "$cur"))'
+    if option.value == "file":
+        return 'COMPREPLY=($(compgen -f -- "$cur"))'
+    return "COMPREPLY=()"
+
+
+def bash(parser: argparse.ArgumentParser) -> str:
+    root = walk(parser)
+    values = _value_cases(root, _bash_value_action)
+    lists = []
+    for command in _commands(root):
         options = [f for o in command.options for f in o.flags]
         words = list(command.commands) + command.words
         lists.append(f'"{command.path}") options="{" ".join(options)}"; '
@@ -137,23 +148,21 @@ def _zsh_item(name: str, help: str) -> str:
     return _zsh_quote(f"{name}:{help}" if help else name)
 
 
+def _zsh_value_action(option: Option) -> str:
+    if option.choices:
+        return "compadd -- " + " ".join(option.choices)
+    if option.value == "dir":
+        return "_files -/"
+    if option.value == "file":
+        return "_files"
+    return "_message " + _zsh_quote(option.help or "a value")
+
+
 def zsh(parser: argparse.ArgumentParser) -> str:
     root = walk(parser)
-    values, lists = [], []
+    values = _value_cases(root, _zsh_value_action)
+    lists = []
     for command in _commands(root):
-        for option in command.options:
-            if not option.takes_value:
-                continue
-            keys = "|".join(f'"{command.path}|{flag}"' for flag in option.flags)
-            if option.choices:
-                action = "compadd -- " + " ".join(option.choices)
-            elif option.value == "dir":
-                action = "_files -/"
-            elif option.value == "file":
-                action = "_files"
-            else:
-                action = "_message " + _zsh_quote(option.help or "a value")
-            values.append(f"{keys}) {action}; return ;;")
         options = [_zsh_item(flag, o.help) for o in command.options for flag in o.flags]
         commands = [_zsh_item(n, c.help) for n, c in command.commands.items()] + \
             [_zsh_item(w, "") for w in command.words]
