@@ -152,6 +152,19 @@ class Journal:
         """Append one source transaction: its changed keys (each once, in first-seen
         order) and the position after it, in one SQLite transaction. Returns the
         (first, last) seqs given; (head + 1, head) when the transaction changed no key."""
+        return self._append(keys, gtid, ", position = ?, verify_position = ?, last_transaction = ?",
+                            (position, verify_position, last_transaction))
+
+    def append_keys(self, keys: Iterable[tuple[str, str]]) -> tuple[int, int]:
+        """Append keys that no source transaction changed (a service whose last
+        report grew too old): the position stays as it is."""
+        return self._append(keys, None, "", ())
+
+    def _append(self, keys: Iterable[tuple[str, str]], gtid: str | None,
+                meta_assignments: str, meta_values: tuple) -> tuple[int, int]:
+        """Write the keys (each once, in first-seen order) after the head and move the
+        head past them, with the further ``journal_meta`` assignments (a fixed SQL
+        fragment from this class, values bound), in one SQLite transaction."""
         unique = list(dict.fromkeys(keys))
         head = self.head
         if head is None:
@@ -162,28 +175,8 @@ class Journal:
                 "INSERT INTO journal (seq, kind, key, gtid, ts) VALUES (?, ?, ?, ?, ?)",
                 [(head + offset, kind, key, gtid, now)
                  for offset, (kind, key) in enumerate(unique, start=1)])
-            self.conn.execute(
-                "UPDATE journal_meta SET head = ?, position = ?, verify_position = ?, "
-                "last_transaction = ?",
-                (head + len(unique), position, verify_position, last_transaction))
-        self.head = head + len(unique)
-        return head + 1, head + len(unique)
-
-
-    def append_keys(self, keys: Iterable[tuple[str, str]]) -> tuple[int, int]:
-        """Append keys that no source transaction changed (a service whose last
-        report grew too old): the position stays as it is."""
-        unique = list(dict.fromkeys(keys))
-        head = self.head
-        if head is None:
-            raise JournalError(f"journal {self.path}: no epoch started")
-        now = time.time()
-        with self.conn:
-            self.conn.executemany(
-                "INSERT INTO journal (seq, kind, key, gtid, ts) VALUES (?, ?, ?, NULL, ?)",
-                [(head + offset, kind, key, now)
-                 for offset, (kind, key) in enumerate(unique, start=1)])
-            self.conn.execute("UPDATE journal_meta SET head = ?", (head + len(unique),))
+            self.conn.execute("UPDATE journal_meta SET head = ?" + meta_assignments,
+                              (head + len(unique), *meta_values))
         self.head = head + len(unique)
         return head + 1, head + len(unique)
 
