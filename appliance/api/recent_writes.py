@@ -21,10 +21,10 @@ import time
 
 import apsw
 
+from appliance.api.cache_file import SharedCacheFile
 from appliance.api.identity import Identity
 from appliance.api.positions import format_position, parse_position
 
-BUSY_TIMEOUT_MS = 50
 PRUNE_EVERY = 256
 _STAMP = struct.Struct("d")
 
@@ -33,11 +33,13 @@ def caller_key(identity: Identity) -> str:
     return f"{identity.user_id}\x00{identity.project_id}"
 
 
-class RecentWrites:
+class RecentWrites(SharedCacheFile):
+    schema = ("CREATE TABLE IF NOT EXISTS recent_writes (caller TEXT PRIMARY KEY, "
+              "position TEXT NOT NULL, until REAL NOT NULL) WITHOUT ROWID")
+
     def __init__(self, path: str, window: float):
-        self.path = path
+        super().__init__(path)
         self.window = window
-        self._conn: apsw.Connection | None = None
         self._stamp: mmap.mmap | None = None
         self._records = 0
 
@@ -51,17 +53,6 @@ class RecentWrites:
             finally:
                 os.close(fd)
         return self._stamp
-
-    def _connection(self) -> apsw.Connection:
-        if self._conn is None:
-            conn = apsw.Connection(self.path)
-            conn.setbusytimeout(BUSY_TIMEOUT_MS)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=OFF")
-            conn.execute("CREATE TABLE IF NOT EXISTS recent_writes (caller TEXT PRIMARY KEY, "
-                         "position TEXT NOT NULL, until REAL NOT NULL) WITHOUT ROWID")
-            self._conn = conn
-        return self._conn
 
     def active(self) -> bool:
         """Some caller wrote within the window (the read path's one check)."""
@@ -94,10 +85,3 @@ class RecentWrites:
             return None
         return parse_position(row[0])
 
-    def _reset(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except apsw.Error:
-                pass
-        self._conn = None

@@ -17,33 +17,27 @@ import time
 
 import apsw
 
+from appliance.api.cache_file import SharedCacheFile
 from appliance.api.identity import Identity
 
-BUSY_TIMEOUT_MS = 50            # a writer holding the file longer: skip the cache
 PRUNE_EVERY = 512               # writes between removals of expired rows
 
 
-class TokenStore:
+class TokenStore(SharedCacheFile):
+    schema = ("CREATE TABLE IF NOT EXISTS tokens (key BLOB PRIMARY KEY, "
+              "valid INTEGER NOT NULL, user_id TEXT, project_id TEXT, "
+              "admin INTEGER, reader INTEGER, expires_at REAL NOT NULL, "
+              "checked_at REAL NOT NULL) WITHOUT ROWID")
+
     def __init__(self, path: str, max_rows: int):
-        self.path = path
+        super().__init__(path)
         self.max_rows = max_rows
-        self._conn: apsw.Connection | None = None
         self._writes = 0
 
-    def _connection(self) -> apsw.Connection:
-        if self._conn is None:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
-            conn = apsw.Connection(self.path)
-            conn.setbusytimeout(BUSY_TIMEOUT_MS)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=OFF")
-            conn.execute("CREATE TABLE IF NOT EXISTS tokens (key BLOB PRIMARY KEY, "
-                         "valid INTEGER NOT NULL, user_id TEXT, project_id TEXT, "
-                         "admin INTEGER, reader INTEGER, expires_at REAL NOT NULL, "
-                         "checked_at REAL NOT NULL) WITHOUT ROWID")
-            self._conn = conn
-        return self._conn
+    def _open(self) -> apsw.Connection:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)     # tokens: owner only
+        os.close(fd)
+        return super()._open()
 
     def get(self, key: bytes) -> tuple[Identity | None, float, float] | None:
         """``(identity or None if refused, expires_at, checked_at)`` or None."""
@@ -82,14 +76,6 @@ class TokenStore:
         conn.execute("DELETE FROM tokens WHERE expires_at < ?", (time.time(),))
         conn.execute("DELETE FROM tokens WHERE key IN (SELECT key FROM tokens ORDER BY "
                       "checked_at DESC LIMIT -1 OFFSET ?)", (self.max_rows,))
-
-    def _reset(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except apsw.Error:
-                pass
-        self._conn = None
 
     def clear(self) -> None:
         try:
