@@ -5,13 +5,13 @@ endpoint is the appliance, a replica with servers of the Keystone projects, and
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import ssl
 import subprocess
 
 import pytest
 
+from bench.stack import toml_value
 from tests.api import entities as E
 from tests.appliance.conftest import PYTHON, Running, get, start_process, wait_for
 from tests.conftest import VENV_BIN, free_port
@@ -69,14 +69,6 @@ def answers(scheme: str, port: int) -> bool:
         return conn.getresponse().status == 200
     finally:
         conn.close()
-
-
-def toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return json.dumps(str(value))     # a JSON string is a TOML basic string
 
 
 def serve(tmp, name: str, port: int, replica: str, ready_scheme: str = "http",
