@@ -376,12 +376,7 @@ class SqlitePublishingSource(SqliteCellSource):
 
     def reopen(self, published: int) -> None:
         old_epoch = getattr(self, "opened_epoch", None)
-        if self.conn is not None:
-            self._close(self.conn, self.files)
-            self.conn = None
-        if self.api is not None:
-            self.api.close()
-            self.api = None
+        self._close_databases()
         self._open()
         if self.opened_epoch == old_epoch and self.changelog.head() < published:
             try:
@@ -448,6 +443,10 @@ class SqlitePublishingSource(SqliteCellSource):
         if self.watch is not None:
             self.watch.close()
             self.watch = None
+        self._close_databases()
+
+    def _close_databases(self) -> None:
+        """Close the cell database and the API database, if open (the watch stays)."""
         if self.conn is not None:
             self._close(self.conn, self.files)
             self.conn = None
