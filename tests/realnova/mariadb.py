@@ -32,6 +32,7 @@ import pytest
 import pymysql
 
 from tests.conftest import free_port
+from tests.realnova.processes import stop_process
 
 MARIADBD_CANDIDATES = ("/usr/sbin/mariadbd", "mariadbd")
 INSTALL_DB_CANDIDATES = ("/usr/bin/mariadb-install-db", "mariadb-install-db")
@@ -169,13 +170,7 @@ class MariaDB:
         """A clean shutdown (SIGTERM, then SIGKILL after a grace period)."""
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, signal.SIGTERM, STOP_TIMEOUT)
         self.process = None
 
     def kill(self):

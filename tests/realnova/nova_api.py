@@ -35,6 +35,7 @@ import pytest
 from tests.conftest import free_port
 from tests.realnova.mariadb import child_setup
 from tests.realnova.novadb import NovaDeployment
+from tests.realnova.processes import log_tail, stop_process
 
 NOVA_SIDE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nova_side")
 START_TIMEOUT = 120.0
@@ -285,24 +286,12 @@ class NovaAPI:
         return status, body
 
     def log_tail(self, size: int = 8000) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - size))
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
+        return log_tail(self.log_path, size)
 
     def stop(self):
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)       # gunicorn's quick shutdown
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, signal.SIGINT, STOP_TIMEOUT)     # gunicorn's quick shutdown
         self.process = None
         self._log.close()
 

@@ -29,6 +29,7 @@ import pytest
 
 from tests.realnova.env import NovaEnv, nova_env
 from tests.realnova.mariadb import scratch_dir
+from tests.realnova.processes import log_tail
 
 WRITER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nova_side",
                              "writer.py")
@@ -258,13 +259,7 @@ class NovaWriter:
         return stop
 
     def log_tail(self, size: int = 6000) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - size))
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
+        return log_tail(self.log_path, size)
 
     def close(self):
         for stop, thread in self._heartbeats:
