@@ -19,6 +19,7 @@ command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v zsh >/dev/null 2>&1 || need_apt+=(zsh)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)   # verifies the systemd units in the tests
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
     echo "bootstrap: installing system packages: ${need_apt[*]}"
