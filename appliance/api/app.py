@@ -201,6 +201,11 @@ class ComputeApi:
             server_id, self._server_views[(minor, identity.admin, True)], prefixes,
             None if identity.admin else identity.project_id)
         if result.body is None:
+            if REACHED in environ and self.upstream is not None:
+                # The caller has just written (`server create`, then `--wait` asks for
+                # it): a server Nova is still building lives only in Nova's API database
+                # until a cell has it, and is not replicated yet. nova-api answers.
+                return self._pass(environ, start_response, request_id)
             err = _NotFoundWith(f"Instance {server_id} could not be found.", result)
             return self._fault(start_response, err, request_id, environ, minor, result)
         body = b'{"server":' + result.body + b"}"

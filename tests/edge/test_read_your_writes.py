@@ -155,6 +155,30 @@ def test_the_wait_is_bounded(stack):
     assert status == 400 and b"X-Replica-Min-Position" in body
 
 
+def test_a_server_not_replicated_yet_is_asked_of_the_upstream_after_the_callers_write(stack):
+    """`openstack server create --wait`: the create passes through, then the client asks
+    for the new server at once. Nova keeps it as a build request (API database) until a
+    cell has it, so the replica has nothing yet: after the caller's own write, a show that
+    finds nothing is answered by the upstream; anyone else's is the replica's 404."""
+    appliance, _active = stack
+    me = {"X-Auth-Token": "admin:creates"}
+    requests = os.path.join(appliance.data_dir, "..", "requests.jsonl")
+    building = "0f0e0d0c-0b0a-4908-8706-050403020100"
+    status, _, _ = call(appliance.port, "POST", "/v2.1/servers",
+                        b'{"server": {"name": "new"}}', {"Content-Type": "application/json"},
+                        caller=me)
+    assert status == 202
+    with open(requests) as f:
+        before = len(f.readlines())
+    status, _, body = call(appliance.port, "GET", f"/v2.1/servers/{building}", caller=me)
+    assert status == 200 and json.loads(body)["upstream"] is True
+    status, _, body = call(appliance.port, "GET", f"/v2.1/servers/{building}", caller=ADMIN)
+    assert status == 404 and b"could not be found" in body
+    with open(requests) as f:
+        seen = [json.loads(line)["path"] for line in f.readlines()[before:]]
+    assert seen == [f"/v2.1/servers/{building}"]
+
+
 def test_the_same_callers_next_read_waits_without_a_header(stack):
     """As `openstack server stop` then `openstack server show` (new token, new
     connection, maybe another worker): the same user and project within the window."""
