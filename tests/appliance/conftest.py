@@ -89,6 +89,16 @@ class Running:
                     pass
 
 
+def wait_running(running, workers: int) -> None:
+    """Until ``workers`` workers, ingest and the admin listener run; then remember the
+    children (so that the fixture's stop can check none is left)."""
+    wait_for(lambda: len(worker_pids(running.data_dir)) == workers
+             and {p["role"] for p in read_table(running.data_dir)["processes"]
+                  if p["state"] == "running"} >= {"ingest", "admin"}, timeout=30,
+             what="appliance running")
+    running.remember_children()
+
+
 def start_process(argv, env_extra, data_dir, log_name="log.txt", port=None, admin_port=None,
                   cwd=ROOT, new_session=False) -> Running:
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}

@@ -13,8 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.appliance.conftest import (PYTHON, get, read_table, start_process, wait_for,
-                                      worker_pids)
+from tests.appliance.conftest import PYTHON, get, start_process, wait_running
 from tests.appliance.test_serve import token_line
 from tests.conftest import free_port
 
@@ -36,11 +35,7 @@ def served(tmp_path_factory):
     running = start_process([PYTHON, "-m", "appliance", "serve", "--config", str(config)],
                             {}, tmp_path / "data", port=port, admin_port=admin_port)
     try:
-        wait_for(lambda: len(worker_pids(running.data_dir)) == 1
-                 and {p["role"] for p in read_table(running.data_dir)["processes"]
-                      if p["state"] == "running"} >= {"ingest", "admin"}, timeout=30,
-                 what="appliance running")
-        running.remember_children()
+        wait_running(running, 1)
         yield running
     finally:
         running.stop()

@@ -11,7 +11,7 @@ import signal
 import pytest
 
 from tests.appliance.conftest import (PYTHON, alive, get, read_table, under_load,
-                                      start_process, wait_for, worker_pids)
+                                      start_process, wait_for, wait_running, worker_pids)
 from tests.conftest import free_port
 
 
@@ -34,11 +34,7 @@ def served(tmp_path):
                             {}, tmp_path / "data", port=port, admin_port=admin_port)
     running.tokens = tokens
     try:
-        wait_for(lambda: len(worker_pids(running.data_dir)) == 2
-                 and {p["role"] for p in read_table(running.data_dir)["processes"]
-                      if p["state"] == "running"} >= {"ingest", "admin"}, timeout=30,
-                 what="appliance running")
-        running.remember_children()
+        wait_running(running, 2)
         yield running
     finally:
         running.stop()

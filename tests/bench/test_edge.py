@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 
 import pytest
 
+from tests.bench import needs_wrk
+
 from bench import parts, profiles, runner
 
-pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+pytestmark = needs_wrk
 
 TINY_EDGE = profiles.QUICK.shrunk(
     name="tiny-edge", read_servers=240, projects=4, edge_duration_s=1.0, edge_rounds=1,

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import pytest
+
+from tests.bench import needs_wrk
 
 from bench import parts, profiles, runner
 from bench.__main__ import main
 
-pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+pytestmark = needs_wrk
 
 TINY = profiles.QUICK.shrunk(
     name="tiny",

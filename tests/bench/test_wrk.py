@@ -4,16 +4,17 @@ parses into figures, random ids are drawn from the file, wrk's CPU use is report
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
+
+from tests.bench import needs_wrk
 
 from bench import client
 from bench.procs import Processes, wait_until
 from bench.wrk import BackgroundWrk, run_wrk
 from tests.conftest import free_port
 
-pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+pytestmark = needs_wrk
 
 
 @pytest.fixture
