@@ -1,13 +1,18 @@
 """Ingest: the replica's single writer.
 
 One gevent process. Per configured feed: a SUB greenlet that receives and accepts
-events, and a driver greenlet that owns the feed's state (replica.states) and its
-control REQ socket (hello, replay, snapshot, digest). Accepted events of every feed
-are collected and group-committed with their positions in one transaction.
+events, and a driver greenlet that owns the feed's link state and its control REQ
+socket (hello, replay, snapshot, digest). Accepted events of every feed are collected
+and group-committed with their positions in one transaction.
+
+The link is a state machine: named events (replica.states.LinkEvent) move it along
+the edges of one table (replica.states.EDGES), through one function (Ingest.apply).
+Errors say what the driver does (replica.link_errors: retry, replay, resync, give up).
 
 Who may change what:
-- only a feed's driver greenlet changes its state; the SUB greenlet raises flags
-  (gap seen, new epoch seen) and kicks the driver;
+- only a feed's driver greenlet applies events to its link; the SUB greenlet and the
+  committer post events (gap seen, store failed, epoch claimed) to the link's inbox
+  and kick the driver;
 - nothing yields inside a transaction, so greenlets never interleave statements.
 """
 
@@ -30,11 +35,12 @@ import gevent.lock
 import msgpack
 import nanomsg
 
-from replica import drift, feed, resync
+from replica import drift, feed, resync, states
 from replica.ingest_control import (ControlTimeout, Job, JobBoard, RequestError, Requester,
                                     _recv, serve_control)
+from replica.link_errors import GiveUp, Replay, Resync, Retry, classify
 from replica.position import Position
-from replica.states import CellState, transition
+from replica.states import Action, CellState, LinkEvent, TransitionError, transition
 from replica.store import connection
 from replica.store.writer import Change, DeadLetter, Writer
 
@@ -47,6 +53,7 @@ HELLO_TIMEOUT = 2.0            # hello is cheap: a cell that does not answer it 
 REPLAY_LIMIT_MIN = 100         # a replay that timed out is asked again, halved, down to this
 RETRY_MIN = 0.1                # back-off after a failed control request
 RETRY_MAX = 2.0
+GIVE_UP_RETRY = 30.0           # a cell that does not match (GiveUp) is asked again this late
 HEARTBEAT_GAP_GRACE = 0.3      # heartbeat head ahead and no batch for this long: tail loss
 RESYNC_BUFFER_MAX = 200_000    # live events kept during a resync; beyond, replay covers them
 RESYNC_BURST = 3               # a cell is resynced on its own at most this many times
@@ -113,7 +120,7 @@ class IngestConfig:
     control_timeout: float = CONTROL_TIMEOUT
 
 
-class CellFault(Exception):
+class CellFault(Retry):
     """A cell answered with something ingest cannot use; retried with back-off."""
 
 
@@ -151,25 +158,47 @@ class CellLink:
         self.error: str | None = None
         self.control = Requester(feed_cfg.control_url, control_timeout)
         self.kick = gevent.event.Event()
-        # flags raised by the SUB greenlet, consumed by the driver
-        self.gap_flag = False
-        self.new_epoch_flag = False
+        # events posted by the SUB greenlet and the committer, applied by the driver:
+        # (event, reason, data), one of each kind at most (an epoch claim: each, bounded)
+        self.inbox: collections.deque[tuple[LinkEvent, str, Any]] = collections.deque()
+        self.last_event: str | None = None      # the last event applied ...
+        self.last_edge_at: float | None = None  # ... and when (wall time)
+        self.edge_counts: collections.Counter = collections.Counter()  # (state, event)
         # while resyncing: live batches kept for after the swap
-        self.buffering = False
         self.buffer: list[feed.Batch] = []
         self.buffered_events = 0
         # while verifying: live events are not applied (replayed afterwards)
         self.paused = False
         self.requests: list[CellRequest] = []
         self.replay_limit: int | None = None   # lowered after timeouts, see replay_page
-        # feed messages of another epoch than the position's: (epoch, payload), until the
-        # cell's hello says whether the cell really moved (resync) or they are strays
-        self.epoch_claims: list[tuple[str, bytes]] = []
+        # feed messages of another epoch than the position's, taken from the inbox:
+        # (epoch, payload), until the cell's hello says whether the cell really moved
+        # (resync) or they are strays
+        self.held_claims: list[tuple[str, bytes]] = []
         self.claims_judged_at = 0.0            # monotonic time of the last hello for them
         self.resync_reason: str | None = None  # why the last resync began
         self.resync_ends: collections.deque = collections.deque(maxlen=RESYNC_BURST)  # monotonic
 
+    def follow(self, event: LinkEvent, edge: states.Edge, reason: str = "") -> None:
+        """Move along ``edge`` (taken by ``event``): the state, its time, the reason of a
+        resync, the last event and the edge's count. Only Ingest.apply calls this."""
+        before, new = self.state, edge.next
+        self.edge_counts[(before, event)] += 1
+        self.last_event, self.last_edge_at = event.value, time.time()
+        why = reason or edge.why
+        if new is before:
+            log.debug("cell %s: %s in %s (%s)", self.name, event.value, before.value, why)
+            return
+        self.state, self.state_since = new, self.last_edge_at
+        if new is CellState.RESYNCING:
+            self.resync_reason = reason or edge.why
+        log.info("cell %s: %s -> %s on %s (%s)", self.name, before.value, new.value,
+                 event.value, why)
+
     def set_state(self, new: CellState, why: str = "") -> None:
+        """Place the link in ``new`` directly (tests, benchmarks): the edge must be in
+        the table; no event is recorded and no action runs. Ingest itself only moves
+        a link through Ingest.apply."""
         if new is self.state:
             return
         self.state = transition(self.state, new)
@@ -178,24 +207,49 @@ class CellLink:
             self.resync_reason = why
         log.info("cell %s: %s%s", self.name, new.value, f" ({why})" if why else "")
 
-    def flag_gap(self) -> None:
-        """Have the driver catch up from the position (the feed has a hole, or the cell
-        is not where the position says)."""
-        self.gap_flag = True
-        self.kick.set()
-
-    def flag_new_epoch(self) -> None:
-        """Have the driver resync: the cell publishes another epoch."""
-        self.new_epoch_flag = True
+    def post(self, event: LinkEvent, reason: str = "", data: Any = None) -> None:
+        """Leave ``event`` for the driver and wake it. The SUB greenlet and the committer
+        post; only the driver applies. An event already waiting is not posted twice;
+        epoch claims are kept up to EPOCH_CLAIMS_MAX."""
+        if event not in states.POSTED_EVENTS:
+            raise TransitionError(f"event {event.value} is not posted, it is the driver's")
+        if event is LinkEvent.EPOCH_CLAIMED:
+            if len(self.epoch_claims) < EPOCH_CLAIMS_MAX:
+                self.inbox.append((event, reason, data))
+        elif not any(waiting is event for waiting, _, _ in self.inbox):
+            self.inbox.append((event, reason, data))
         self.kick.set()
 
     def claim_epoch(self, epoch: str, payload: bytes) -> None:
         """A feed message says the cell is at another epoch: have the driver ask the
         cell's hello before anything is thrown away (anyone who reaches the feed's
         address can send one)."""
-        if len(self.epoch_claims) < EPOCH_CLAIMS_MAX:
-            self.epoch_claims.append((epoch, bytes(payload[:4096])))
-        self.kick.set()
+        self.post(LinkEvent.EPOCH_CLAIMED, f"a feed message of epoch {epoch!r}",
+                  (epoch, bytes(payload[:4096])))
+
+    @property
+    def epoch_claims(self) -> list[tuple[str, bytes]]:
+        """Feed messages of another epoch not judged yet: (epoch, payload)."""
+        return self.held_claims + [data for event, _, data in self.inbox
+                                   if event is LinkEvent.EPOCH_CLAIMED]
+
+    @property
+    def gap_flag(self) -> bool:
+        """A gap (or a failed commit) waits for the driver."""
+        return any(event in (LinkEvent.GAP_SEEN, LinkEvent.STORE_FAILED)
+                   for event, _, _ in self.inbox)
+
+    @property
+    def new_epoch_flag(self) -> bool:
+        """The link is on its way to a snapshot because the cell's epoch changed (feed
+        messages alone never do that: the cell's hello judges them)."""
+        return self.state is CellState.RESYNCING and self.last_event in (
+            LinkEvent.EPOCH_CONFIRMED.value, LinkEvent.POSITION_UNUSABLE.value)
+
+    @property
+    def buffering(self) -> bool:
+        """Live batches are kept for after the swap while the link resyncs."""
+        return self.state is CellState.RESYNCING
 
     def heard(self) -> None:
         self.last_heard = time.monotonic()
@@ -225,6 +279,12 @@ class CellLink:
             "dead_letters": self.dead_letters, "error": self.error,
             "resync_reason": self.resync_reason,
         }
+
+    def edges_status(self) -> dict:
+        """The last event applied, when, and how often each edge was followed."""
+        return {"last_event": self.last_event, "last_edge_at": self.last_edge_at,
+                "edges": {f"{state.value}/{event.value}": n
+                          for (state, event), n in sorted(self.edge_counts.items())}}
 
 
 def _default_renderer():
@@ -280,6 +340,15 @@ class Ingest:
         self.wal_restarts = 0
         self.wal_restart_pause_max = 0.0     # seconds the writes were held, at most
         self.conn.set_wal_hook(self._after_commit)
+        # what follows an edge of the link's table (replica.states.EDGES)
+        self._actions = {
+            Action.NONE: None,
+            Action.COUNT_GAP: self._count_gap,
+            Action.HOLD_EPOCH_CLAIM: self._hold_epoch_claim,
+            Action.DEAD_LETTER_CLAIMS: self._dead_letter_claims,
+            Action.FAIL_VERIFIES: self._fail_verifies,
+            Action.APPLY_BUFFERED: self._apply_buffered,
+        }
 
     # -- accepting and committing ---------------------------------------------------
 
@@ -379,7 +448,7 @@ class Ingest:
                 link = self.links[pos.cell]
                 link.position = stored.get(pos.cell)
                 link.error = f"commit: {exc!r}"
-                link.flag_gap()
+                link.post(LinkEvent.STORE_FAILED, f"commit: {exc!r}")
             return
         if self.store_failing_since is not None:
             log.warning("replica store writes again after %.1fs (%d failed commits)",
@@ -514,8 +583,10 @@ class Ingest:
         # that question).
         lost_tail = (hb.head > pos.seq
                      and time.monotonic() - link.last_batch > HEARTBEAT_GAP_GRACE)
-        if lost_tail or hb.head < pos.seq:
-            link.flag_gap()
+        if lost_tail:
+            link.post(LinkEvent.GAP_SEEN, f"heartbeat head {hb.head} past {pos.seq}")
+        elif hb.head < pos.seq:
+            link.post(LinkEvent.GAP_SEEN, f"heartbeat head {hb.head} behind {pos.seq}")
 
     def _on_batch(self, link: CellLink, batch: feed.Batch, data: bytes) -> None:
         link.last_batch = time.monotonic()
@@ -534,7 +605,8 @@ class Ingest:
         link.head = max(link.head, batch.last_seq)
         outcome = self.accept(link, batch.events, data)
         if outcome == "gap" and link.state is CellState.LIVE:
-            link.flag_gap()
+            link.post(LinkEvent.GAP_SEEN, f"batch from {batch.first_seq} after "
+                                          f"{link.position.seq}")
 
     # -- the driver: one greenlet per feed owns its state --------------------------------
 
@@ -543,25 +615,92 @@ class Ingest:
         link.heard()
         return reply
 
+    def apply(self, link: CellLink, event: LinkEvent, reason: str = "", data: Any = None
+              ) -> CellState:
+        """Apply ``event`` to ``link``: follow its edge in the table (log it, count it),
+        then run the edge's action. A pair that is not in the table is a bug: said
+        loudly, and raised (the driver logs it with its traceback and goes on)."""
+        try:
+            edge = states.edge(link.state, event)
+        except TransitionError as exc:
+            log.error("cell %s: BUG: %s (reason: %s)", link.name, exc, reason or "-")
+            raise
+        link.follow(event, edge, reason)
+        action = self._actions[edge.action]
+        if action is not None:
+            action(link, reason, data)
+        return link.state
+
+    # the actions of the table's edges: (link, reason, data)
+
+    def _count_gap(self, link: CellLink, reason: str, data: Any) -> None:
+        link.gaps += 1
+
+    def _hold_epoch_claim(self, link: CellLink, reason: str, data: Any) -> None:
+        link.held_claims.append(data)
+
+    def _dead_letter_claims(self, link: CellLink, reason: str, data: Any) -> None:
+        epoch, claims = data
+        for claimed, payload in claims:
+            self.dead_letter(link, link.name, "foreign_epoch",
+                             f"feed {link.name}: a message of epoch {claimed!r}; the cell's "
+                             f"hello says {epoch!r}", payload)
+
+    def _fail_verifies(self, link: CellLink, reason: str, data: Any) -> None:
+        self._fail_requests(link, "verify", f"cell {link.name} is stale")
+
+    def _apply_buffered(self, link: CellLink, reason: str, data: Any) -> None:
+        resync.apply_buffered(self, link)
+
+    # the driver's loop
+
     def _drive(self, link: CellLink) -> None:
         backoff = RETRY_MIN
         while True:
             try:
-                self._step(link)
+                try:
+                    self._step(link)
+                except Resync as exc:
+                    self.apply(link, LinkEvent.POSITION_UNUSABLE, exc.reason)
                 backoff = RETRY_MIN
             except Exception as exc:
-                expected = isinstance(exc, (ControlTimeout, feed.ControlError, feed.FeedError,
-                                            CellFault, nanomsg.NanoMsgError))
-                error = str(exc) or type(exc).__name__
-                said, link.error = link.error, error
-                if expected:
-                    if error != said:       # the same error again: once is enough
-                        log.warning("cell %s: %s", link.name, link.error)
-                else:  # a bug or a database error: keep serving, keep trying, say so
-                    log.exception("cell %s: driver step failed", link.name)
-                link.kick.wait(timeout=backoff)
+                wait = self._step_failed(link, exc, backoff)
+                link.kick.wait(timeout=wait)
                 link.kick.clear()
                 backoff = min(backoff * 2, RETRY_MAX)
+
+    def _step_failed(self, link: CellLink, exc: Exception, backoff: float) -> float:
+        """Say what failed (once, while it stays the same), follow the error's edge;
+        returns how long the driver waits before its next step."""
+        error = classify(exc)
+        said = link.error
+        link.error = error.reason if error is not None else (str(exc) or type(exc).__name__)
+        if error is None:  # a bug or a database error: keep serving, keep trying, say so
+            log.exception("cell %s: driver step failed", link.name)
+            return backoff
+        if isinstance(error, Replay):
+            self._apply_quietly(link, LinkEvent.GAP_SEEN, error.reason)
+        if isinstance(error, GiveUp):
+            link.error = f"gave up: {error.reason}"
+            if link.error != said:
+                log.error("cell %s: %s; asked again in %.0fs or on a resync request",
+                          link.name, link.error, GIVE_UP_RETRY)
+            self._apply_quietly(link, LinkEvent.LINK_REFUSED, error.reason)
+            deadline = time.monotonic() + GIVE_UP_RETRY
+            while not link.requests and time.monotonic() < deadline:
+                link.kick.wait(timeout=deadline - time.monotonic())
+                link.kick.clear()
+            return 0
+        if link.error != said:       # the same error again: once is enough
+            log.warning("cell %s: %s", link.name, link.error)
+        return backoff
+
+    def _apply_quietly(self, link: CellLink, event: LinkEvent, reason: str) -> None:
+        """apply, where an illegal pair must not end the driver (apply said it loudly)."""
+        try:
+            self.apply(link, event, reason)
+        except TransitionError:
+            pass
 
     def _silent(self, link: CellLink) -> bool:
         if time.monotonic() - link.last_heard <= self.config.stale_after:
@@ -572,29 +711,25 @@ class Ingest:
         return time.monotonic() - link.last_heard > self.config.stale_after
 
     def _step(self, link: CellLink) -> None:
-        S = CellState
+        """What the driver sees becomes events, the inbox is applied, then the state's
+        work runs (its outcome is an event too)."""
+        S, E = CellState, LinkEvent
         silent = self._silent(link)
         if silent and link.state in (S.CONNECTING, S.CATCHING_UP, S.LIVE):
-            link.set_state(S.STALE, f"nothing heard for {self.config.stale_after}s")
-            self._fail_requests(link, "verify", f"cell {link.name} is stale")
+            self.apply(link, E.HEARTBEAT_SILENT, f"nothing heard for {self.config.stale_after}s")
         if link.state is S.STALE and not silent:
-            if link.position is None:
-                link.set_state(S.CONNECTING, "heard again")
-            else:
-                link.set_state(S.CATCHING_UP, "heard again")
-        if link.state is S.LIVE and link.gap_flag:
-            link.gap_flag = False
-            link.gaps += 1
-            link.set_state(S.CATCHING_UP, "gap")
-        if (link.epoch_claims and link.state in (S.CATCHING_UP, S.LIVE, S.STALE)
+            self.apply(link, E.HEARD_AGAIN if link.position is not None
+                       else E.HEARD_AGAIN_UNPLACED, "heard again")
+        while link.inbox:
+            event, reason, data = link.inbox.popleft()
+            self.apply(link, event, reason, data)
+        if (link.held_claims and link.state in (S.CATCHING_UP, S.LIVE, S.STALE)
                 and time.monotonic() - link.claims_judged_at >= CLAIMS_JUDGED_EVERY):
             self._judge_epoch_claims(link)
-        if link.new_epoch_flag and link.state in (S.CATCHING_UP, S.LIVE, S.STALE):
-            link.set_state(S.RESYNCING, "new epoch")
         if any(r.kind == "resync" for r in link.requests) and link.state is not S.RESYNCING:
             # A stale cell too: its control socket may answer while its feed is silent;
             # if it does not, the resync fails and says why.
-            link.set_state(S.RESYNCING, "requested")
+            self.apply(link, E.RESYNC_REQUESTED, "requested")
 
         if link.state is S.CONNECTING:
             self._hello(link)
@@ -611,32 +746,29 @@ class Ingest:
             link.kick.clear()
 
     def _hello(self, link: CellLink) -> None:
-        S = CellState
         hello = self.request(link, "hello", timeout=HELLO_TIMEOUT)
         versions = hello.get("versions") or []
         if feed.FEED_VERSION not in versions:
-            raise CellFault(f"hello: cell speaks feed versions {versions}, "
-                            f"this build {list(feed.FEED_VERSIONS)}")
+            raise GiveUp(f"hello: cell speaks feed versions {versions}, "
+                         f"this build {list(feed.FEED_VERSIONS)}")
         if hello.get("cell") != link.name:
-            raise CellFault(f"hello: control socket answers for cell {hello.get('cell')!r}")
+            raise GiveUp(f"hello: control socket answers for cell {hello.get('cell')!r}")
         epoch, head, oldest = hello["epoch"], int(hello["head"]), int(hello["oldest"])
         link.kinds = list(hello.get("kinds") or [feed.KIND_SERVER])
         link.head, link.oldest = head, oldest
         link.error = None
         pos = link.position
-        link.new_epoch_flag = False
         if pos is None:
             # A first attach always starts from a snapshot: a change log holds only what
             # changed since it was installed (rows that were there before are in no event).
-            link.set_state(S.RESYNCING, "first attach")
-        elif pos.epoch != epoch:
-            link.set_state(S.RESYNCING, f"epoch {pos.epoch[:8]} -> {epoch[:8]}")
-        elif pos.seq < oldest - 1 and pos.seq < head:
-            link.set_state(S.RESYNCING, f"position {pos.seq} older than retention {oldest}")
-        elif pos.seq > head:
-            link.set_state(S.RESYNCING, f"replica at {pos.seq} ahead of the cell's head {head}")
-        else:
-            link.set_state(S.CATCHING_UP, "hello")
+            raise Resync("first attach")
+        if pos.epoch != epoch:
+            raise Resync(f"epoch {pos.epoch[:8]} -> {epoch[:8]}")
+        if pos.seq < oldest - 1 and pos.seq < head:
+            raise Resync(f"position {pos.seq} older than retention {oldest}")
+        if pos.seq > head:
+            raise Resync(f"replica at {pos.seq} ahead of the cell's head {head}")
+        self.apply(link, LinkEvent.HELLO_OK, "hello")
 
     def _judge_epoch_claims(self, link: CellLink) -> None:
         """Feed messages said the cell is at another epoch: the cell's hello decides.
@@ -644,19 +776,17 @@ class Ingest:
         are dead-lettered (``foreign_epoch``)."""
         link.claims_judged_at = time.monotonic()
         hello = self.request(link, "hello", timeout=HELLO_TIMEOUT)
-        claims, link.epoch_claims = link.epoch_claims, []
+        claims, link.held_claims = link.held_claims, []
         epoch = hello.get("epoch")
         if epoch != link.position.epoch:
-            link.flag_new_epoch()
-            return
-        for claimed, payload in claims:
-            self.dead_letter(link, link.name, "foreign_epoch",
-                             f"feed {link.name}: a message of epoch {claimed!r}; the cell's "
-                             f"hello says {epoch!r}", payload)
+            self.apply(link, LinkEvent.EPOCH_CONFIRMED, "new epoch")
+        else:
+            self.apply(link, LinkEvent.EPOCH_REFUTED, f"{len(claims)} strays", (epoch, claims))
 
     def replay_page(self, link: CellLink, upto: int | None = None) -> int:
         """One replay request from position + 1 (never past ``upto``); accept what comes.
-        Returns the cell's head. Raises NeedResync when only a resync can help."""
+        Returns the cell's head. Raises Resync when only a resync can help, Replay when
+        the reply does not follow the position."""
         pos = link.position
         limit = link.replay_limit or self.config.replay_limit
         if upto is not None:
@@ -666,7 +796,7 @@ class Ingest:
                                  limit=limit)
         except feed.ControlError as exc:
             if exc.error in ("retention", "epoch"):
-                raise resync.NeedResync(f"replay from {pos.seq + 1}: {exc.error}") from None
+                raise Resync(f"replay from {pos.seq + 1}: {exc.error}") from None
             raise
         except ControlTimeout:
             # A busy cell builds fewer entities in time: ask for less next time.
@@ -676,7 +806,7 @@ class Ingest:
             link.replay_limit = min(self.config.replay_limit, link.replay_limit * 2)
         link.replays += 1
         if reply.get("epoch") != pos.epoch:
-            raise resync.NeedResync(f"replay: epoch {reply.get('epoch')!r}")
+            raise Resync(f"replay: epoch {reply.get('epoch')!r}")
         head = int(reply["head"])
         raw = reply.get("events") or []
         if raw:
@@ -696,28 +826,22 @@ class Ingest:
             if outcome == "refused":
                 raise CellFault(f"replay from {pos.seq + 1}: refused (see dead letters)")
             if outcome == "gap":
-                raise CellFault(f"replay from {pos.seq + 1} began at {events[0].seq}")
+                raise Replay(f"replay from {pos.seq + 1} began at {events[0].seq}")
         link.head = max(head, link.position.seq)
         link.note_lag()
         return head
 
     def _catch_up_page(self, link: CellLink) -> None:
-        try:
-            head = self.replay_page(link)
-        except resync.NeedResync as exc:
-            link.set_state(CellState.RESYNCING, str(exc))
-            return
+        head = self.replay_page(link)
         if link.position.seq > head:
-            link.set_state(CellState.RESYNCING, f"replica ahead of the cell's head {head}")
-            return
+            raise Resync(f"replica ahead of the cell's head {head}")
         link.error = None
         if link.position.seq >= head:
             self.commit()
-            link.gap_flag = False
             if not link.live_once:
                 self.writer.mark_live(link.name)
             link.live_once = True
-            link.set_state(CellState.LIVE, f"caught up at {head}")
+            self.apply(link, LinkEvent.REPLAY_DONE, f"caught up at {head}")
 
     def _resync(self, link: CellLink) -> None:
         waiting = [r for r in link.requests if r.kind == "resync"]
@@ -748,37 +872,30 @@ class Ingest:
             link.resync_failures += 1
             link.error = f"resync: {exc}"
             self._finish_requests(link, waiting, error=f"resync {link.name}: {exc}")
-            link.set_state(CellState.CONNECTING, "resync failed")
-            if not isinstance(exc, (ControlTimeout, feed.ControlError, CellFault,
-                                    nanomsg.NanoMsgError, resync.NeedResync)):
-                raise CellFault(f"resync: {exc!r}") from exc
-            link.kick.wait(timeout=RETRY_MIN)
-            return
+            self.apply(link, LinkEvent.SNAPSHOT_FAILED, "resync failed")
+            # Whatever the failure, hello first again (then, maybe, another snapshot).
+            raise Retry(link.error) from exc
         link.resyncs += 1
         link.resync_ends.append(time.monotonic())
         link.error = None
-        link.new_epoch_flag = False
         self._finish_requests(link, waiting)
-        link.set_state(CellState.CATCHING_UP, f"snapshot at {link.position.seq} swapped in")
-        resync.apply_buffered(self, link)
+        self.apply(link, LinkEvent.SNAPSHOT_DONE, f"snapshot at {link.position.seq} swapped in")
 
     def _verify(self, link: CellLink) -> None:
         waiting = [r for r in link.requests if r.kind == "verify"]
         repair = any(r.repair for r in waiting)
         try:
             result = drift.verify_cell(self, link, repair=repair)
-        except resync.NeedResync as exc:
-            link.new_epoch_flag = True
-            self._finish_requests(link, waiting, error=f"verify {link.name}: {exc}")
-            return
-        except (ControlTimeout, feed.ControlError, CellFault, feed.FeedError) as exc:
+        except Exception as exc:   # the driver follows its class (a new epoch: resync)
             self._finish_requests(link, waiting, error=f"verify {link.name}: {exc}")
             raise
         for r in waiting:
             r.job.result.setdefault("cells", {})[link.name] = result
         self._finish_requests(link, waiting)
         if link.head > link.position.seq:
-            link.set_state(CellState.CATCHING_UP, "after verify")
+            self.apply(link, LinkEvent.HEAD_AHEAD, "after verify")
+        else:
+            self.apply(link, LinkEvent.VERIFY_DONE, "verify done")
 
     # -- jobs ---------------------------------------------------------------------------
 
@@ -830,12 +947,16 @@ class Ingest:
 
     # -- control --------------------------------------------------------------------------
 
-    def status(self, _args: dict | None = None) -> dict:
+    def status(self, args: dict | None = None) -> dict:
+        """``args``: ``{"edges": True}`` adds each cell's last event, when, and its
+        edge counts (``CellLink.edges_status``)."""
         # While commits fail, the positions shown are the committed ones (the accepted
         # ones are rewound at every failed try).
         stored = self.writer.load_positions() if self.store_failing_since else None
-        return {"cells": [link.status(self.writer.counts(link.name),
-                                      None if stored is None else stored.get(link.name))
+        edges = bool(args and args.get("edges"))
+        return {"cells": [{**link.status(self.writer.counts(link.name),
+                                         None if stored is None else stored.get(link.name)),
+                           **(link.edges_status() if edges else {})}
                           for link in self.links.values()],
                 "dead_letters": self.dead_total, "events_applied": self.events_applied,
                 "batches_committed": self.batches_committed, "pid": os.getpid(),

@@ -21,6 +21,7 @@ from typing import Callable
 import gevent
 
 from replica import feed
+from replica.link_errors import Resync
 from replica.position import Position
 
 log = logging.getLogger("replica.resync")
@@ -31,8 +32,8 @@ SLICE_ITEMS = 100       # a page is rendered and staged in slices of this many i
 BUSY_SLICE = 0.02       # ... and the hub is let go once this long has passed
 
 
-class NeedResync(Exception):
-    """Only a snapshot can bring this feed back: new epoch, or beyond the retention."""
+# Only a snapshot can bring this feed back: new epoch, or beyond the retention.
+NeedResync = Resync
 
 
 def _stage_page(ingest, link, items: list, seq: int) -> int:
@@ -78,8 +79,7 @@ def resync_cell(ingest, link, progress: Callable[[int, int], None] | None = None
     """Snapshot the cell and swap it in; live events of the new epoch are buffered on
     ``link`` meanwhile (apply them with ``apply_buffered``). Returns the new position."""
     ingest.commit()  # what was accepted before the snapshot is written first
-    link.buffer, link.buffered_events = [], 0
-    link.buffering = True
+    link.buffer, link.buffered_events = [], 0   # kept while the link is resyncing
     writer = ingest.writer
     try:
         begin = ingest.request(link, "snapshot_begin")
@@ -144,7 +144,6 @@ def resync_cell(ingest, link, progress: Callable[[int, int], None] | None = None
         log.info("cell %s: swapped in at %d in %.2fs: %s", link.name, seq, swap_seconds, counts)
         return position
     except BaseException:
-        link.buffering = False
         link.buffer, link.buffered_events = [], 0
         raise
 
@@ -153,7 +152,6 @@ def apply_buffered(ingest, link) -> None:
     """After the swap: apply the live events that arrived during the snapshot, in order.
     Those at or below S are duplicates; after a hole the rest wait for replay."""
     buffered, link.buffer, link.buffered_events = link.buffer, [], 0
-    link.buffering = False
     for batch in buffered:
         if batch.epoch != link.position.epoch:
             continue

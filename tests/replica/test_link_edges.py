@@ -1,0 +1,236 @@
+"""The link's event table (replica.states.EDGES) as ingest follows it: every edge is
+reachable and leads where the table says, a pair not in the table is refused loudly,
+errors are classed by what the driver does, and the documentation shows the table."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import re
+import time
+
+import pytest
+
+from replica import feed, link_errors, states
+from replica import ingest as ingest_module
+from replica.ingest import CellFeed, Ingest, IngestConfig
+from replica.ingest_control import ControlTimeout
+from replica.position import Position
+from replica.states import EDGES, Action, CellState, LinkEvent, TransitionError
+
+from tests.conftest import ROOT
+from tests.replica.conftest import StandInRender
+
+S, E = CellState, LinkEvent
+
+# what an event brings along when the table's action needs it
+EVENT_DATA = {E.EPOCH_CLAIMED: ("OTHER", b"payload"), E.EPOCH_REFUTED: ("E", [])}
+
+
+@pytest.fixture
+def ingest(replica_path):
+    config = IngestConfig(replica_path, [CellFeed("c1", "ipc:///nonexistent/f",
+                                                  "ipc:///nonexistent/c")],
+                          "ipc:///nonexistent/i")
+    ing = Ingest(config, renderer=StandInRender(replica_path))
+    ing.links["c1"].position = Position("c1", "E", 0)
+    yield ing
+    ing.conn.close()
+
+
+def _paths_from_connecting() -> dict[CellState, list[LinkEvent]]:
+    """The shortest list of events that takes a new link to each state."""
+    paths = {S.CONNECTING: []}
+    queue = collections.deque([S.CONNECTING])
+    while queue:
+        state = queue.popleft()
+        for (at, event), edge in EDGES.items():
+            if at is state and edge.next not in paths:
+                paths[edge.next] = paths[state] + [event]
+                queue.append(edge.next)
+    return paths
+
+
+def _apply(ing, link, event):
+    return ing.apply(link, event, f"test {event.value}", EVENT_DATA.get(event))
+
+
+def test_every_state_is_reachable_and_every_event_and_action_is_used():
+    assert set(_paths_from_connecting()) == set(CellState)
+    assert {event for _, event in EDGES} == set(LinkEvent)
+    assert {edge.action for edge in EDGES.values()} == set(Action)
+    assert all(edge.why for edge in EDGES.values())
+
+
+def test_every_action_has_a_handler(ingest):
+    assert set(ingest._actions) == set(Action)
+    assert all(handler is not None for action, handler in ingest._actions.items()
+               if action is not Action.NONE)
+
+
+@pytest.mark.parametrize("state,event", list(EDGES), ids=lambda v: v.value)
+def test_every_edge_is_reachable_and_leads_where_the_table_says(ingest, state, event):
+    link = ingest.links["c1"]
+    for step in _paths_from_connecting()[state]:
+        _apply(ingest, link, step)
+    assert link.state is state
+    before = link.edge_counts[(state, event)]
+    assert _apply(ingest, link, event) is EDGES[(state, event)].next
+    assert link.state is EDGES[(state, event)].next
+    assert link.edge_counts[(state, event)] == before + 1
+    assert link.last_event == event.value and link.last_edge_at is not None
+
+
+ILLEGAL = [(state, event) for state in CellState for event in LinkEvent
+           if (state, event) not in EDGES]
+
+
+def test_some_pairs_are_illegal():
+    assert (S.CONNECTING, E.REPLAY_DONE) in ILLEGAL      # never live without catching up
+    assert (S.RESYNCING, E.HEARTBEAT_SILENT) in ILLEGAL
+    assert (S.LIVE, E.SNAPSHOT_DONE) in ILLEGAL
+
+
+@pytest.mark.parametrize("state,event", ILLEGAL, ids=lambda v: v.value)
+def test_an_illegal_pair_is_refused_loudly_and_changes_nothing(ingest, state, event, caplog):
+    link = ingest.links["c1"]
+    for step in _paths_from_connecting()[state]:
+        _apply(ingest, link, step)
+    counts = dict(link.edge_counts)
+    caplog.set_level(logging.ERROR, logger="replica.ingest")
+    with pytest.raises(TransitionError, match=f"{event.value} is not possible in cell state "
+                                              f"{state.value}"):
+        _apply(ingest, link, event)
+    assert link.state is state and dict(link.edge_counts) == counts
+    assert any("BUG" in r.getMessage() and event.value in r.getMessage()
+               for r in caplog.records if r.levelno == logging.ERROR)
+
+
+@pytest.mark.parametrize("state", list(CellState), ids=lambda v: v.value)
+def test_posted_events_have_an_edge_in_every_state(state):
+    # The driver applies them later, in whatever state the link is then.
+    for event in states.POSTED_EVENTS:
+        assert (state, event) in EDGES
+
+
+def test_only_posted_events_may_be_posted_and_they_wait_once(ingest):
+    link = ingest.links["c1"]
+    with pytest.raises(TransitionError):
+        link.post(E.SNAPSHOT_DONE)
+    link.post(E.GAP_SEEN, "one")
+    link.post(E.GAP_SEEN, "two")
+    link.post(E.STORE_FAILED, "commit")
+    assert [event for event, _, _ in link.inbox] == [E.GAP_SEEN, E.STORE_FAILED]
+    for i in range(ingest_module.EPOCH_CLAIMS_MAX + 5):
+        link.claim_epoch("OTHER", b"x" * 5000)
+    assert len(link.epoch_claims) == ingest_module.EPOCH_CLAIMS_MAX
+    assert all(len(payload) == 4096 for _, payload in link.epoch_claims)
+
+
+def test_the_driver_applies_the_inbox_in_order(ingest, monkeypatch):
+    link = ingest.links["c1"]
+    for step in _paths_from_connecting()[S.LIVE]:
+        _apply(ingest, link, step)
+    link.post(E.GAP_SEEN, "batch from 5 after 3")
+    link.claim_epoch("OTHER", b"p")
+    monkeypatch.setattr(ingest, "_catch_up_page", lambda link: None)   # no cell here
+    link.claims_judged_at = time.monotonic()      # a hello just now: the next one waits
+    ingest._step(link)
+    assert link.state is S.CATCHING_UP and link.gaps == 1 and not link.inbox
+    assert link.held_claims == [("OTHER", b"p")]        # held for the cell's hello
+
+
+def test_claims_the_hello_refutes_are_dead_lettered(ingest, monkeypatch):
+    link = ingest.links["c1"]
+    for step in _paths_from_connecting()[S.LIVE]:
+        _apply(ingest, link, step)
+    link.claim_epoch("OTHER", b"p")
+    monkeypatch.setattr(ingest, "request", lambda link, op, **kw: {"epoch": "E"})
+    ingest._step(link)
+    ingest.commit()
+    assert link.state is S.LIVE and not link.epoch_claims
+    assert [d["reason"] for d in ingest.writer.dead_letters()] == ["foreign_epoch"]
+    assert link.edge_counts[(S.LIVE, E.EPOCH_REFUTED)] == 1
+
+
+def test_claims_the_hello_confirms_start_a_resync(ingest, monkeypatch):
+    link = ingest.links["c1"]
+    for step in _paths_from_connecting()[S.LIVE]:
+        _apply(ingest, link, step)
+    link.claim_epoch("OTHER", b"p")
+    monkeypatch.setattr(ingest, "request", lambda link, op, **kw: {"epoch": "OTHER"})
+    monkeypatch.setattr(ingest, "_resync", lambda link: None)
+    ingest._step(link)
+    assert link.state is S.RESYNCING and link.resync_reason == "new epoch"
+    assert not link.epoch_claims and ingest.writer.dead_letters() == []
+
+
+@pytest.mark.parametrize("exc,cls", [
+    (ControlTimeout("no reply"), link_errors.Retry),
+    (feed.ControlError("snapshot_begin", "epoch", "reopening"), link_errors.Retry),
+    (feed.FeedError("malformed", "x"), link_errors.Retry),
+    (ingest_module.CellFault("replay refused"), link_errors.Retry),
+    (link_errors.Resync("replay from 5: retention"), link_errors.Resync),
+    (link_errors.GiveUp("hello: feed versions"), link_errors.GiveUp),
+])
+def test_errors_are_classed_by_what_the_driver_does(exc, cls):
+    classed = link_errors.classify(exc)
+    assert isinstance(classed, cls) and classed.reason == str(exc)
+    assert isinstance(classed, link_errors.LinkError)
+
+
+def test_an_error_no_class_covers_is_a_bug():
+    assert link_errors.classify(KeyError("a bug")) is None
+
+
+def test_a_replay_that_needs_a_resync_moves_the_link_with_its_reason(ingest, monkeypatch):
+    link = ingest.links["c1"]
+    for step in _paths_from_connecting()[S.CATCHING_UP]:
+        _apply(ingest, link, step)
+
+    def refused(link, op, **kw):
+        raise feed.ControlError("replay", "retention", "gone")
+
+    monkeypatch.setattr(ingest, "request", refused)
+    with pytest.raises(link_errors.Resync, match="replay from 1: retention"):
+        ingest._step(link)
+
+
+def test_a_cell_that_does_not_match_is_given_up_with_the_reason_shown(ingest, monkeypatch,
+                                                                     caplog):
+    monkeypatch.setattr(ingest_module, "GIVE_UP_RETRY", 0.05)
+    monkeypatch.setattr(ingest, "request", lambda link, op, **kw: {
+        "versions": [feed.FEED_VERSION], "cell": "c2", "epoch": "E", "head": 0, "oldest": 1})
+    link = ingest.links["c1"]
+    caplog.set_level(logging.WARNING, logger="replica.ingest")
+    for _ in range(2):
+        with pytest.raises(link_errors.GiveUp) as raised:
+            ingest._step(link)
+        assert ingest._step_failed(link, raised.value, 0.1) == 0
+    assert link.state is S.CONNECTING
+    assert link.error == "gave up: hello: control socket answers for cell 'c2'"
+    assert link.edge_counts[(S.CONNECTING, E.LINK_REFUSED)] == 2
+    said = [r for r in caplog.records if "gave up" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.ERROR     # once, loudly
+    status = ingest.status()["cells"][0]
+    assert status["state"] == "connecting" and status["error"].startswith("gave up")
+
+
+def test_status_shows_the_last_event_only_when_asked(ingest):
+    link = ingest.links["c1"]
+    _apply(ingest, link, E.HELLO_OK)
+    plain = ingest.status()["cells"][0]
+    assert "last_event" not in plain
+    cell = ingest.status({"edges": True})["cells"][0]
+    assert set(cell) == set(plain) | {"last_event", "last_edge_at", "edges"}
+    assert cell["last_event"] == "hello_ok" and cell["edges"] == {"connecting/hello_ok": 1}
+
+
+def test_the_architecture_doc_shows_the_table_as_declared():
+    with open(os.path.join(ROOT, "docs", "architecture.md"), encoding="utf-8") as f:
+        text = f.read()
+    found = re.search(r"<!-- link-edges:begin -->\n(.*?)<!-- link-edges:end -->", text, re.S)
+    assert found, "docs/architecture.md lacks the link-edges markers"
+    assert found.group(1) == states.edges_markdown(), \
+        "docs/architecture.md's table is out of date: python -m replica.states"
