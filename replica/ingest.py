@@ -687,7 +687,8 @@ class Ingest:
                           link.name, link.error, GIVE_UP_RETRY)
             self._apply_quietly(link, LinkEvent.LINK_REFUSED, error.reason)
             deadline = time.monotonic() + GIVE_UP_RETRY
-            while not link.requests and time.monotonic() < deadline:
+            while (not any(r.kind == "resync" for r in link.requests)
+                   and time.monotonic() < deadline):
                 link.kick.wait(timeout=deadline - time.monotonic())
                 link.kick.clear()
             return 0

@@ -234,3 +234,19 @@ def test_the_architecture_doc_shows_the_table_as_declared():
     assert found, "docs/architecture.md lacks the link-edges markers"
     assert found.group(1) == states.edges_markdown(), \
         "docs/architecture.md's table is out of date: python -m replica.states"
+
+
+def test_a_given_up_link_waits_for_its_retry_or_a_resync_request(ingest, monkeypatch):
+    from replica.ingest import CellRequest
+    from replica.ingest_control import Job
+
+    monkeypatch.setattr(ingest_module, "GIVE_UP_RETRY", 0.5)
+    link = ingest.links["c1"]
+    link.requests.append(CellRequest("verify", Job("verify", ["c1"])))
+    began = time.monotonic()
+    ingest._step_failed(link, link_errors.GiveUp("hello: feed versions"), 0.1)
+    assert time.monotonic() - began >= 0.45      # a verify does not make it ask again now
+    link.requests.append(CellRequest("resync", Job("resync", ["c1"])))
+    began = time.monotonic()
+    ingest._step_failed(link, link_errors.GiveUp("hello: feed versions"), 0.1)
+    assert time.monotonic() - began < 0.4        # an operator's resync does
