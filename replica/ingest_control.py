@@ -308,8 +308,9 @@ class IngestClient:
         data = self._req.call(_pack({"v": PROTOCOL_VERSION, "op": op, **args}))
         return feed.decode_reply(op, data)
 
-    def status(self) -> dict:
-        reply = self._call("status")
+    def status(self, edges: bool = False) -> dict:
+        """``edges``: each cell also says its last event, when, and its edge counts."""
+        reply = self._call("status", **({"edges": True} if edges else {}))
         reply.pop("ok", None)
         return reply
 
