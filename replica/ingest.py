@@ -244,7 +244,7 @@ class CellLink:
         """The link is on its way to a snapshot because the cell's epoch changed (feed
         messages alone never do that: the cell's hello judges them)."""
         return self.state is CellState.RESYNCING and self.last_event in (
-            LinkEvent.EPOCH_CONFIRMED.value, LinkEvent.POSITION_UNUSABLE.value)
+            LinkEvent.EPOCH_CHANGED.value, LinkEvent.POSITION_UNUSABLE.value)
 
     @property
     def buffering(self) -> bool:
@@ -780,7 +780,7 @@ class Ingest:
         claims, link.held_claims = link.held_claims, []
         epoch = hello.get("epoch")
         if epoch != link.position.epoch:
-            self.apply(link, LinkEvent.EPOCH_CONFIRMED, "new epoch")
+            self.apply(link, LinkEvent.EPOCH_CHANGED, "new epoch")
         else:
             self.apply(link, LinkEvent.EPOCH_REFUTED, f"{len(claims)} strays", (epoch, claims))
 

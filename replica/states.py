@@ -36,7 +36,7 @@ class LinkEvent(str, enum.Enum):
     HEARD_AGAIN = "heard_again"              # a silent cell is heard, the position known
     HEARD_AGAIN_UNPLACED = "heard_again_unplaced"  # ... and no position yet
     RESYNC_REQUESTED = "resync_requested"    # an operator's resync job
-    EPOCH_CONFIRMED = "epoch_confirmed"      # the cell's hello says the epoch changed
+    EPOCH_CHANGED = "epoch_changed"          # the cell's hello says the epoch changed
     EPOCH_REFUTED = "epoch_refuted"          # the cell's hello says the claims were strays
     # outcomes of the driver's work in a state
     HELLO_OK = "hello_ok"                    # same epoch, position within the retention
@@ -99,7 +99,7 @@ EDGES: dict[tuple[CellState, LinkEvent], Edge] = {
     (S.CATCHING_UP, E.POSITION_UNUSABLE): Edge(
         S.RESYNCING, A.NONE, "the position is older than the retention, of another epoch, "
                              "or ahead of the cell's head"),
-    (S.CATCHING_UP, E.EPOCH_CONFIRMED): Edge(
+    (S.CATCHING_UP, E.EPOCH_CHANGED): Edge(
         S.RESYNCING, A.NONE, "the cell's hello confirms another epoch"),
     (S.CATCHING_UP, E.EPOCH_REFUTED): Edge(
         S.CATCHING_UP, A.DEAD_LETTER_CLAIMS, "the cell's hello says the claims were strays"),
@@ -122,7 +122,7 @@ EDGES: dict[tuple[CellState, LinkEvent], Edge] = {
     (S.LIVE, E.VERIFY_DONE): Edge(S.LIVE, A.NONE, "a verify ended at the head"),
     (S.LIVE, E.POSITION_UNUSABLE): Edge(
         S.RESYNCING, A.NONE, "a verify found the cell at another epoch"),
-    (S.LIVE, E.EPOCH_CONFIRMED): Edge(
+    (S.LIVE, E.EPOCH_CHANGED): Edge(
         S.RESYNCING, A.NONE, "the cell's hello confirms another epoch"),
     (S.LIVE, E.EPOCH_REFUTED): Edge(
         S.LIVE, A.DEAD_LETTER_CLAIMS, "the cell's hello says the claims were strays"),
@@ -145,7 +145,7 @@ EDGES: dict[tuple[CellState, LinkEvent], Edge] = {
     (S.STALE, E.HEARD_AGAIN): Edge(S.CATCHING_UP, A.NONE, "the cell is heard again"),
     (S.STALE, E.HEARD_AGAIN_UNPLACED): Edge(
         S.CONNECTING, A.NONE, "the cell is heard again, and no position yet: ask its hello"),
-    (S.STALE, E.EPOCH_CONFIRMED): Edge(
+    (S.STALE, E.EPOCH_CHANGED): Edge(
         S.RESYNCING, A.NONE, "the cell is back with another epoch"),
     (S.STALE, E.EPOCH_REFUTED): Edge(
         S.STALE, A.DEAD_LETTER_CLAIMS, "the cell's hello says the claims were strays"),
