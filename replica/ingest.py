@@ -164,8 +164,9 @@ class CellLink:
         self.last_event: str | None = None      # the last event applied ...
         self.last_edge_at: float | None = None  # ... and when (wall time)
         self.edge_counts: collections.Counter = collections.Counter()  # (state, event)
-        # while resyncing: live batches kept for after the swap
-        self.buffer: list[feed.Batch] = []
+        # while a snapshot is taken (resync.resync_cell): live batches kept for after
+        # the swap; None otherwise
+        self.buffer: list[feed.Batch] | None = None
         self.buffered_events = 0
         # while verifying: live events are not applied (replayed afterwards)
         self.paused = False
@@ -248,8 +249,8 @@ class CellLink:
 
     @property
     def buffering(self) -> bool:
-        """Live batches are kept for after the swap while the link resyncs."""
-        return self.state is CellState.RESYNCING
+        """Live batches are kept for after the swap while a snapshot is taken."""
+        return self.buffer is not None
 
     def heard(self) -> None:
         self.last_heard = time.monotonic()

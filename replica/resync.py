@@ -79,7 +79,7 @@ def resync_cell(ingest, link, progress: Callable[[int, int], None] | None = None
     """Snapshot the cell and swap it in; live events of the new epoch are buffered on
     ``link`` meanwhile (apply them with ``apply_buffered``). Returns the new position."""
     ingest.commit()  # what was accepted before the snapshot is written first
-    link.buffer, link.buffered_events = [], 0   # kept while the link is resyncing
+    link.buffer, link.buffered_events = [], 0   # live batches are kept from now on
     writer = ingest.writer
     try:
         begin = ingest.request(link, "snapshot_begin")
@@ -144,14 +144,14 @@ def resync_cell(ingest, link, progress: Callable[[int, int], None] | None = None
         log.info("cell %s: swapped in at %d in %.2fs: %s", link.name, seq, swap_seconds, counts)
         return position
     except BaseException:
-        link.buffer, link.buffered_events = [], 0
+        link.buffer, link.buffered_events = None, 0
         raise
 
 
 def apply_buffered(ingest, link) -> None:
     """After the swap: apply the live events that arrived during the snapshot, in order.
     Those at or below S are duplicates; after a hole the rest wait for replay."""
-    buffered, link.buffer, link.buffered_events = link.buffer, [], 0
+    buffered, link.buffer, link.buffered_events = link.buffer or [], None, 0
     for batch in buffered:
         if batch.epoch != link.position.epoch:
             continue
