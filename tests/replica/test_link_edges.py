@@ -273,3 +273,20 @@ def test_an_illegal_pair_from_an_error_does_not_end_the_driver(ingest, caplog, m
     assert ingest._step_failed(link, link_errors.GiveUp("x"), 0.1) == 0
     assert link.state is S.LIVE
     assert any("BUG" in r.getMessage() for r in caplog.records)
+
+
+def test_live_batches_are_kept_only_while_a_snapshot_is_taken(ingest):
+    from tests.replica.conftest import make_server
+    link = ingest.links["c1"]
+    server = make_server()
+    batch = feed.encode_batch("c1", "E", [feed.Event(1, feed.KIND_SERVER, feed.OP_UPSERT,
+                                                     server["uuid"], server)])
+    for step in _paths_from_connecting()[S.RESYNCING]:
+        _apply(ingest, link, step)
+    ingest.on_message(link, batch)              # a resync held back: nothing kept
+    assert not link.buffering and link.buffer is None
+    link.buffer, link.buffered_events = [], 0   # what resync_cell does when it begins
+    ingest.on_message(link, batch)
+    assert link.buffering and link.buffered_events == 1
+    _apply(ingest, link, E.SNAPSHOT_DONE)       # applies them, buffering ends
+    assert link.buffer is None and link.position.seq == 1
