@@ -242,10 +242,10 @@ class CellLink:
 
     @property
     def new_epoch_flag(self) -> bool:
-        """The link is on its way to a snapshot because the cell's epoch changed (feed
-        messages alone never do that: the cell's hello judges them)."""
-        return self.state is CellState.RESYNCING and self.last_event in (
-            LinkEvent.EPOCH_CHANGED.value, LinkEvent.POSITION_UNUSABLE.value)
+        """The link resyncs because the cell's hello confirmed feed messages of another
+        epoch (those messages alone never start a resync)."""
+        return (self.state is CellState.RESYNCING
+                and self.last_event == LinkEvent.EPOCH_CHANGED.value)
 
     @property
     def buffering(self) -> bool:

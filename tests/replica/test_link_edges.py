@@ -163,6 +163,7 @@ def test_claims_the_hello_confirms_start_a_resync(ingest, monkeypatch):
     monkeypatch.setattr(ingest, "_resync", lambda link: None)
     ingest._step(link)
     assert link.state is S.RESYNCING and link.resync_reason == "new epoch"
+    assert link.new_epoch_flag
     assert not link.epoch_claims and ingest.writer.dead_letters() == []
 
 
