@@ -952,8 +952,12 @@ class Ingest:
     def status(self, args: dict | None = None) -> dict:
         """``args``: ``{"edges": True}`` adds each cell's last event, when, and its
         edge counts (``CellLink.edges_status``)."""
-        # While commits fail, the positions shown are the committed ones (the accepted
-        # ones are rewound at every failed try).
+        # What status shows is committed: events accepted but still waiting for the group
+        # commit are written first (else a caught-up seq could come with the counts of
+        # the rows before it). While commits fail, the positions shown are the committed
+        # ones (the accepted ones are rewound at every failed try).
+        if self.store_failing_since is None and (self.pending or self.dirty):
+            self.commit()
         stored = self.writer.load_positions() if self.store_failing_since else None
         edges = bool(args and args.get("edges"))
         return {"cells": [{**link.status(self.writer.counts(link.name),
