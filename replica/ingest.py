@@ -9,6 +9,13 @@ Who may change what:
 - only a feed's driver greenlet changes its state; the SUB greenlet raises flags
   (gap seen, new epoch seen) and kicks the driver;
 - nothing yields inside a transaction, so greenlets never interleave statements.
+
+A feed with a key file (``CellFeed.key_file``, ``sealing.py``): every feed message
+must open under one of its keys, bound to the feed's cell name, before it is decoded;
+one that does not is dead-lettered ``bad_signature`` and the feed goes on. Its control
+requests are sealed and their replies must open (``Requester``). A feed without one
+takes plain messages (a warning at start, status ``auth: none``) and dead-letters
+sealed ones: a cell and an appliance that disagree never apply anything.
 """
 
 from __future__ import annotations
@@ -30,9 +37,10 @@ import gevent.lock
 import msgpack
 import nanomsg
 
-from replica import drift, feed, resync
+from replica import drift, feed, resync, sealing
 from replica.ingest_control import (ControlTimeout, Job, JobBoard, RequestError, Requester,
                                     _recv, serve_control)
+from replica.key_file import sealer_for
 from replica.position import Position
 from replica.states import CellState, transition
 from replica.store import connection
@@ -93,6 +101,7 @@ class CellFeed:
     name: str
     feed_url: str
     control_url: str
+    key_file: str | None = None     # None: unauthenticated
 
 
 @dataclass
@@ -149,7 +158,8 @@ class CellLink:
         self.gaps = self.replays = self.resyncs = self.dead_letters = 0
         self.resync_failures = 0
         self.error: str | None = None
-        self.control = Requester(feed_cfg.control_url, control_timeout)
+        self.sealer = sealer_for(feed_cfg.name, feed_cfg.key_file)
+        self.control = Requester(feed_cfg.control_url, control_timeout, sealer=self.sealer)
         self.kick = gevent.event.Event()
         # flags raised by the SUB greenlet, consumed by the driver
         self.gap_flag = False
@@ -224,7 +234,17 @@ class CellLink:
             "resyncs": self.resyncs, "resync_failures": self.resync_failures,
             "dead_letters": self.dead_letters, "error": self.error,
             "resync_reason": self.resync_reason,
+            "auth": "none" if self.sealer is None else sealing.ALGORITHM,
+            "auth_key": None if self.sealer is None else self.sealer.keys().sealing_id,
         }
+
+
+def open_feed_message(link: CellLink, frame: bytes) -> bytes:
+    """The plain message of a sealed feed message, or AuthError."""
+    if link.sealer is None:
+        raise sealing.AuthError("the cell seals its feed and no key file is configured "
+                                "for it here")
+    return link.sealer.open_feed(frame)
 
 
 def _default_renderer():
@@ -247,6 +267,10 @@ class Ingest:
             link = CellLink(cell, positions.get(cell.name), config.control_timeout)
             link.dead_letters = counts.get(cell.name, 0)
             self.links[cell.name] = link
+            if link.sealer is None:
+                log.warning("cell %s: no key file: its feed and control are not "
+                            "authenticated (anyone who reaches %s can feed this replica); "
+                            "see docs/feed-authentication.md", cell.name, cell.feed_url)
         self.dead_total = sum(counts.values())
         self.pending: list[Change] = []
         self.pending_dead: list[DeadLetter] = []
@@ -478,6 +502,14 @@ class Ingest:
 
     def on_message(self, link: CellLink, data: bytes) -> None:
         """One message from a feed. Never raises: what cannot be used is dead-lettered."""
+        sealed = data
+        if link.sealer is not None or sealing.is_sealed(data):
+            try:
+                data = open_feed_message(link, data)
+            except sealing.AuthError as exc:
+                self.dead_letter(link, link.name, "bad_signature", f"feed {link.name}: {exc}",
+                                 sealed)
+                return
         try:
             msg = feed.decode_message(data, entities=False)    # opened one by one in accept
         except feed.FeedError as exc:
@@ -983,10 +1015,11 @@ def run_ingest(config: IngestConfig, stop=None, renderer=None) -> None:
 
 def _cell_arg(text: str) -> CellFeed:
     name, _, urls = text.partition("=")
-    feed_url, _, control_url = urls.partition(",")
+    feed_url, _, rest = urls.partition(",")
+    control_url, _, key_file = rest.partition(",")
     if not (name and feed_url and control_url):
-        raise argparse.ArgumentTypeError("expected NAME=FEED_URL,CONTROL_URL")
-    return CellFeed(name, feed_url, control_url)
+        raise argparse.ArgumentTypeError("expected NAME=FEED_URL,CONTROL_URL[,KEY_FILE]")
+    return CellFeed(name, feed_url, control_url, key_file or None)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -995,7 +1028,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--replica", required=True, help="replica database path")
     parser.add_argument("--control", required=True, help="ingest control URL (REP)")
     parser.add_argument("--cell", action="append", type=_cell_arg, default=[],
-                        help="NAME=FEED_URL,CONTROL_URL (repeat per feed)")
+                        help="NAME=FEED_URL,CONTROL_URL[,KEY_FILE] (repeat per feed)")
     parser.add_argument("--group-commit-ms", type=float, default=5.0)
     parser.add_argument("--group-commit-max", type=int, default=5000)
     parser.add_argument("--stale-after", type=float, default=5.0)
