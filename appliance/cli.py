@@ -583,6 +583,9 @@ def format_status(status: dict) -> str:
             out.append(f"  {c.get('cell')}: {c['error']}")
         if c.get("state") == "resyncing" and c.get("resync_reason"):
             out.append(f"  {c.get('cell')}: resyncing ({c['resync_reason']})")
+        if c.get("auth") == "none":
+            out.append(f"  {c.get('cell')}: auth: none (feed and control not authenticated; "
+                       "see docs/feed-authentication.md)")
     processes = status.get("processes") or []
     out.append("")
     out.append(table(["PROCESS", "ROLE", "PID", "STATE", "RESTARTS", "STARTED"],

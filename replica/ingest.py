@@ -235,7 +235,8 @@ class CellLink:
             "dead_letters": self.dead_letters, "error": self.error,
             "resync_reason": self.resync_reason,
             "auth": "none" if self.sealer is None else sealing.ALGORITHM,
-            "auth_key": None if self.sealer is None else self.sealer.keys().sealing_id,
+            # the ids of the key file's keys, the one that seals first
+            "auth_keys": [] if self.sealer is None else list(self.sealer.keys().ids),
         }
 
 

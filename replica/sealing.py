@@ -20,9 +20,10 @@ Frame (every field before the body is authenticated)::
 
     0xc1 | version 1 | flags | key id length | key id | nonce (12) | body
 
-``0xc1`` is a byte msgpack never uses, so a sealed frame is never mistaken for a plain
-message, nor a plain one for a sealed one. ``flags`` bit 0: the body is encrypted
-(else it is the plaintext followed by the 16-byte tag: authenticated only). The
+``0xc1`` is a byte msgpack never uses, so a sealed frame (``0xc1 0x01``) is never
+mistaken for a plain message, nor a plain one for a sealed one. ``flags`` bit 0: the
+body is encrypted (else it is the plaintext followed by the 16-byte tag: authenticated
+only). The
 associated data binds the frame header, the cell's name and the channel (feed message,
 control request, control reply); a reply also binds the nonce of the request it
 answers. So a message sealed for one cell does not open as another cell's, a feed
@@ -64,7 +65,8 @@ class AuthError(ValueError):
 
 
 def is_sealed(data) -> bool:
-    return len(data) > 0 and data[0] == MAGIC
+    """Whether ``data`` is a sealed frame (its first two bytes), not a plain message."""
+    return len(data) > 1 and data[0] == MAGIC and data[1] == FRAME_VERSION
 
 
 class _Nonces:
@@ -139,8 +141,8 @@ class Keyring:
         if not is_sealed(frame):
             raise AuthError(f"{what} is not sealed (the sender has no key file?)")
         view = memoryview(frame)
-        if len(view) < 4 or view[1] != FRAME_VERSION:
-            raise AuthError(f"{what}: unknown sealed frame version")
+        if len(view) < 4:
+            raise AuthError(f"{what}: sealed frame too short")
         flags, id_len = view[2], view[3]
         body_at = 4 + id_len + NONCE_BYTES
         if len(view) < body_at + TAG_BYTES:

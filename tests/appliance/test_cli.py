@@ -482,3 +482,27 @@ def test_a_bad_key_file_stops_the_cell_and_serve_with_one_line(tmp_path):
     result = appliance("serve", "--config", str(tmp_path / "serve.toml"))
     assert result.returncode == 2
     assert "run 'chmod 600" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_an_appliance_with_sealed_feeds_serves_and_says_so(tmp_path):
+    """``appliance serve`` with a key_file per [[cell]] and ``appliance cell --key-file``:
+    the cells load and go live, status says which key seals, serve --check asks each
+    cell's hello with its key."""
+    from appliance.cli import format_status
+    from tests.appliance.cells import CellsAppliance
+    running = CellsAppliance(tmp_path / "cells", cells=("cell1",), servers=5, keyed=True)
+    try:
+        running.start()
+        cells = running.status()["cells"]
+        assert {c["cell"]: c["auth"] for c in cells} == {"cell1": "aes-256-gcm",
+                                                         "flavors": "aes-256-gcm"}
+        assert all(len(c["auth_keys"]) == 1 and c["dead_letters"] == 0 for c in cells)
+        assert next(c for c in cells if c["cell"] == "cell1")["servers"] == 5
+        check = appliance("serve", "--config", running.config, "--check")
+        assert check.returncode == 0, check.stderr
+        assert "ok: cell cell1 answers" in check.stdout
+        assert "auth: none" not in format_status({"cells": cells})
+    finally:
+        running.stop()
+    assert "auth: none (feed and control not authenticated" in format_status(
+        {"cells": [{"cell": "c9", "state": "live", "auth": "none"}]})

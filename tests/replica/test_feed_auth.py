@@ -156,11 +156,14 @@ def test_keys_rotate_without_a_restart(make_cell, make_ingest, replica_path, tmp
 
     new_id = add_key(app_key)                   # 1. both sides hold both; old seals
     copy(app_key, cell_key)
+    wait_for(lambda: ing.cell("c1")["auth_keys"] == [old_id, new_id], 15,
+             what="ingest holds both keys")
     c1.churn(50, seed=82, rate=1000)
     ing.wait_caught_up([c1], timeout=60)
     promote_key(app_key, new_id)                # 2. the new key seals, on both sides
     copy(app_key, cell_key)
-    wait_for(lambda: ing.cell("c1")["auth_key"] == new_id, 15, what="ingest seals with it")
+    wait_for(lambda: ing.cell("c1")["auth_keys"] == [new_id, old_id], 15,
+             what="ingest seals with it")
     wait_for(lambda: _feed_key_id(c1.feed_url) == new_id, 15, what="the cell seals with it")
     c1.churn(50, seed=83, rate=1000)
     ing.wait_caught_up([c1], timeout=60)

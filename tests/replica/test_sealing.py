@@ -86,8 +86,10 @@ def test_wrong_key_unsealed_and_unknown_key_say_which(key_path, tmp_path):
         ours.open_feed(theirs.seal_feed(_batch()))
     with pytest.raises(sealing.AuthError, match="not sealed"):
         ours.open_feed(_batch())
-    with pytest.raises(sealing.AuthError):
+    with pytest.raises(sealing.AuthError, match="not sealed"):
         ours.open_feed(b"\xc1")
+    with pytest.raises(sealing.AuthError, match="too short"):
+        ours.open_feed(b"\xc1\x01\x00\x02k1")
 
 
 def test_nonces_do_not_repeat_and_differ_after_fork(key_path):
