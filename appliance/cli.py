@@ -172,8 +172,8 @@ def build_parser() -> Parser:
                            "keygen; the appliance's [[cell]] key_file is the same file); "
                            "without it the feed and control are not authenticated")
     cell.add_argument("--authenticate-only", action="store_true",
-                      help="with --key-file: authenticate, do not encrypt (readable on the "
-                           "wire, slightly cheaper)")
+                      help="with --key-file: authenticate, do not encrypt (the feed and "
+                           "replies stay readable on the wire)")
     cell_sub = cell.add_subparsers(dest="cell_command", metavar="SUBCOMMAND")
     init = cell_sub.add_parser("init", help="create a cell database (or a flavor source), "
                                             "or install the outbox into an existing one",

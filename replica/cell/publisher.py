@@ -672,6 +672,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--service-down-time", type=float, default=0.0)
     parser.add_argument("--neutron-url")
     parser.add_argument("--key-file", help="seal the feed and control with this key file")
+    parser.add_argument("--authenticate-only", action="store_true",
+                        help="with --key-file: authenticate, do not encrypt")
     parser.add_argument("--init", action="store_true", help="create the database / outbox first")
     parser.add_argument("--flavors", action="store_true", help="with --init: a flavor source")
     args = parser.parse_args(argv)
@@ -686,7 +688,8 @@ def main(argv: list[str] | None = None) -> int:
                                   api_db=args.api_db,
                                   service_down_time=args.service_down_time,
                                   neutron_url=args.neutron_url,
-                                  key_file=args.key_file))
+                                  key_file=args.key_file,
+                                  encrypt=not args.authenticate_only))
     return 0
 
 

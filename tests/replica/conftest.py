@@ -174,9 +174,11 @@ class Cell:
     """One cell: its database in tmp_path and its publisher process."""
 
     def __init__(self, directory, name: str, procs, retention_events: int = 100_000,
-                 flavors: bool = False, key_file: str | None = None):
+                 flavors: bool = False, key_file: str | None = None,
+                 publisher_args: tuple = ()):
         self.dir = directory
         self.key_file = key_file        # the publisher's; None: unauthenticated
+        self.publisher_args = list(publisher_args)
         self.name = name
         self.procs = procs
         self.db = str(directory / f"{name}.db")
@@ -192,7 +194,7 @@ class Cell:
             [PYTHON, "-m", "replica.cell.publisher", "--db", self.db, "--name", self.name,
              "--feed", self.feed_url, "--control", self.control_url, "--heartbeat", "0.2",
              "--retention-events", str(self.retention_events)]
-            + (["--key-file", self.key_file] if self.key_file else []),
+            + (["--key-file", self.key_file] if self.key_file else []) + self.publisher_args,
             str(self.dir / f"{self.name}.publisher.log"))
         wait_for(lambda: os.path.exists(self.control_url[len("ipc://"):]), 10,
                  what=f"publisher {self.name} control socket")

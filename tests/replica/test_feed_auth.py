@@ -82,6 +82,38 @@ def test_a_sealed_feed_applies_and_a_forged_message_never_does(make_cell, make_i
     assert_converged(replica_path, c1)
 
 
+def test_an_authenticated_only_feed_is_readable_and_still_checked(make_cell, make_ingest,
+                                                                  relays, replica_path,
+                                                                  tmp_path, keys):
+    key = keys()
+    c1 = make_cell("c1", key_file=key, publisher_args=["--authenticate-only"])
+    c1.populate(10, seed=121)
+    c1.start()
+    relay = relays(c1.feed_url, f"ipc://{tmp_path}/relay.feed")
+    frame = None
+    tap = nanomsg.Socket(nanomsg.SUB)
+    try:
+        tap.set_string_option(nanomsg.SUB, nanomsg.SUB_SUBSCRIBE, b"")
+        tap.set_int_option(nanomsg.SOL_SOCKET, nanomsg.RCVTIMEO, 5000)
+        tap.connect(c1.feed_url)
+        frame = tap.recv()
+    finally:
+        tap.close()
+    assert sealing.is_sealed(frame) and not frame[2] & sealing.FLAG_ENCRYPTED
+    assert b"epoch" in frame                     # readable on the wire
+    ing = make_ingest([CellFeed("c1", relay.url, c1.control_url, key)])
+    ing.start()
+    ing.wait_caught_up([c1])
+    altered = bytearray(frame)
+    altered[altered.index(b"epoch") + 8] ^= 0x01    # one byte of the epoch's value
+    relay.inject(bytes(altered))
+    wait_for(lambda: [r for r, _m in _dead(replica_path)] == ["bad_signature"], 15,
+             what="the altered message dead-lettered")
+    c1.churn(50, seed=122, rate=1000)
+    ing.wait_caught_up([c1], timeout=60)
+    assert_converged(replica_path, c1)
+
+
 def test_a_replayed_sealed_message_does_not_roll_the_replica_back(make_cell, make_ingest,
                                                                   relays, replica_path,
                                                                   tmp_path, keys):
