@@ -342,12 +342,14 @@ def _hello_cells(settings) -> list[str]:
     from replica.key_file import sealer_for
     lines = []
     for cell in settings.cells:
-        requester = Requester(cell.control, CHECK_HELLO_TIMEOUT,
-                              sealer=sealer_for(cell.name, cell.key_file))
+        sealer = sealer_for(cell.name, cell.key_file)
+        requester = Requester(cell.control, CHECK_HELLO_TIMEOUT, sealer=sealer)
+        sealed = (f", sealed (key {sealer.keys().sealing_id})" if sealer else
+                  ", not authenticated (no key_file)")
         try:
             hello = requester.request("hello")
             lines.append(f"ok: cell {cell.name} answers at {cell.control}: "
-                         f"epoch {hello.get('epoch')}, head seq {hello.get('head')}")
+                         f"epoch {hello.get('epoch')}, head seq {hello.get('head')}{sealed}")
         except Exception as exc:  # any failure is what the operator needs to see
             lines.append(f"warning: cell {cell.name} does not answer at {cell.control} "
                          f"now ({exc or type(exc).__name__}); serve will keep trying")

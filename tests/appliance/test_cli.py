@@ -500,7 +500,7 @@ def test_an_appliance_with_sealed_feeds_serves_and_says_so(tmp_path):
         assert next(c for c in cells if c["cell"] == "cell1")["servers"] == 5
         check = appliance("serve", "--config", running.config, "--check")
         assert check.returncode == 0, check.stderr
-        assert "ok: cell cell1 answers" in check.stdout
+        assert "ok: cell cell1 answers" in check.stdout and ", sealed (key k" in check.stdout
         assert "auth: none" not in format_status({"cells": cells})
     finally:
         running.stop()
