@@ -158,7 +158,8 @@ class CellLink:
         self.gaps = self.replays = self.resyncs = self.dead_letters = 0
         self.resync_failures = 0
         self.error: str | None = None
-        self.sealer = sealer_for(feed_cfg.name, feed_cfg.key_file)
+        # an unusable key file refuses this feed's messages, not ingest's start
+        self.sealer = sealer_for(feed_cfg.name, feed_cfg.key_file, tolerate_errors=True)
         self.control = Requester(feed_cfg.control_url, control_timeout, sealer=self.sealer)
         self.kick = gevent.event.Event()
         # flags raised by the SUB greenlet, consumed by the driver
@@ -236,7 +237,7 @@ class CellLink:
             "resync_reason": self.resync_reason,
             "auth": "none" if self.sealer is None else sealing.ALGORITHM,
             # the ids of the key file's keys, the one that seals first
-            "auth_keys": [] if self.sealer is None else list(self.sealer.keys().ids),
+            "auth_keys": [] if self.sealer is None else self.sealer.key_ids(),
         }
 
 

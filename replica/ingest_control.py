@@ -145,7 +145,7 @@ class Requester:
         cell prepares the answer while the caller works. The socket stays reserved
         until the reply is taken."""
         wait = self.timeout if timeout is None else timeout
-        data, nonce = self.seal(feed.encode_request(op, **args))
+        data, nonce = self.seal(op, feed.encode_request(op, **args))
         self._lock.acquire()
         try:
             _send(self._socket(), data, time.monotonic() + wait)
@@ -159,14 +159,17 @@ class Requester:
         """A cell control request (replica.feed.CONTROL_OPS); raises feed.ControlError
         for an error reply (or one that does not authenticate), ControlTimeout when the
         cell does not answer."""
-        data, nonce = self.seal(feed.encode_request(op, **args))
+        data, nonce = self.seal(op, feed.encode_request(op, **args))
         return self.open_reply(op, self.call(data, timeout), nonce)
 
-    def seal(self, data: bytes) -> tuple[bytes, bytes]:
+    def seal(self, op: str, data: bytes) -> tuple[bytes, bytes]:
         """(request as sent, its nonce): sealed with a key ring, else as it is."""
         if self.sealer is None:
             return data, b""
-        return self.sealer.seal_request(data)
+        try:
+            return self.sealer.seal_request(data)
+        except sealing.AuthError as exc:      # the key file cannot be used (read)
+            raise feed.ControlError(op, "bad_key_file", str(exc)) from None
 
     def open_reply(self, op: str, frame: bytes, nonce: bytes) -> dict:
         """The reply to the request sealed with ``nonce``, decoded."""

@@ -27,7 +27,7 @@ import stat
 import threading
 import time
 
-from replica.sealing import KEY_BYTES, Key, Keyring, Sealer
+from replica.sealing import KEY_BYTES, AuthError, Key, Keyring, Sealer
 
 log = logging.getLogger("replica.key_file")
 
@@ -165,12 +165,26 @@ def _replace(path: str, lines: list[str]) -> None:
 
 
 class KeyFile:
-    """A key file followed for changes; call it for the current Keyring."""
+    """A key file followed for changes; call it for the current Keyring.
 
-    def __init__(self, path: str):
+    With ``tolerate_errors`` (ingest: one cell's unusable key file must not stop the
+    whole appliance) a file that cannot be used at start is an error of this cell only:
+    calling the KeyFile raises AuthError saying what is wrong (its feed messages are
+    dead-lettered, its requests fail) until the file is fixed, which is noticed as a
+    change is."""
+
+    def __init__(self, path: str, tolerate_errors: bool = False):
         self.path = path
-        self.keyring = read_key_file(path)     # a bad file at start is an error
+        self.keyring: Keyring | None = None
+        self.error: str | None = None
         self._stamp = self._stat()
+        try:
+            self.keyring = read_key_file(path)
+        except KeyFileError as exc:
+            if not tolerate_errors:
+                raise
+            self.error = str(exc)
+            log.error("%s; this cell's messages are refused until the file is fixed", exc)
         self._checked = time.monotonic()
         self._lock = threading.Lock()
 
@@ -186,6 +200,8 @@ class KeyFile:
         if now - self._checked >= CHECK_INTERVAL:
             self._checked = now
             self.refresh()
+        if self.keyring is None:
+            raise AuthError(self.error)
         return self.keyring
 
     def refresh(self) -> bool:
@@ -198,20 +214,25 @@ class KeyFile:
             try:
                 keyring = read_key_file(self.path)
             except KeyFileError as exc:
-                log.error("%s; keeping the keys read before (%s)", exc,
-                          ", ".join(self.keyring.ids))
+                if self.keyring is None:
+                    self.error = str(exc)
+                    log.error("%s; this cell's messages are still refused", exc)
+                else:
+                    log.error("%s; keeping the keys read before (%s)", exc,
+                              ", ".join(self.keyring.ids))
                 return False
-            if keyring.keys == self.keyring.keys:
+            if self.keyring is not None and keyring.keys == self.keyring.keys:
                 return False
             log.info("key file %s: keys now %s (sealing with %s)", self.path,
                      ", ".join(keyring.ids), keyring.sealing_id)
-            self.keyring = keyring
+            self.keyring, self.error = keyring, None
             return True
 
 
-def sealer_for(cell: str, key_file: str | None, encrypt: bool = True) -> Sealer | None:
+def sealer_for(cell: str, key_file: str | None, encrypt: bool = True,
+               tolerate_errors: bool = False) -> Sealer | None:
     """The sealer of ``cell`` from its key file; None without one (unauthenticated).
-    KeyFileError if the file cannot be used."""
+    KeyFileError if the file cannot be used (with ``tolerate_errors``: see KeyFile)."""
     if not key_file:
         return None
-    return Sealer(cell, KeyFile(key_file), encrypt=encrypt)
+    return Sealer(cell, KeyFile(key_file, tolerate_errors), encrypt=encrypt)

@@ -184,6 +184,14 @@ class Sealer:
         self._feed = context_of(cell, CHANNEL_FEED)
         self._request = context_of(cell, CHANNEL_REQUEST)
 
+    def key_ids(self) -> list[str]:
+        """The ids of the current keys, the sealing one first; [] while they cannot be
+        read."""
+        try:
+            return list(self.keys().ids)
+        except AuthError:
+            return []
+
     @property
     def algorithm(self) -> str:
         return ALGORITHM if self.encrypt else f"{ALGORITHM} (authenticated only)"

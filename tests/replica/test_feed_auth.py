@@ -284,3 +284,35 @@ def test_an_appliance_with_a_key_and_a_cell_without_one_apply_nothing(make_cell,
              what="the cell's refusal in status")
     assert ing.cell("c1")["state"] != "live"
     assert _servers(replica_path) == set()
+
+
+def test_an_unusable_key_file_refuses_its_feed_until_fixed_and_ingest_runs_on(
+        make_cell, make_ingest, replica_path, tmp_path, keys):
+    """A key file that went wrong before ingest (re)started: that feed's messages are
+    dead-lettered and its requests fail, saying why; the other feeds are served; once
+    the file is fixed the feed catches up, with no restart."""
+    import os
+    key = keys()
+    c1 = make_cell("c1", key_file=key)
+    c1.populate(10, seed=131)
+    c1.start()
+    c2 = make_cell("c2")
+    c2.populate(10, seed=132)
+    c2.start()
+    app_key = str(tmp_path / "app.key")
+    shutil.copy(key, app_key)
+    os.chmod(app_key, 0o644)
+    ing = make_ingest([c1.feed(app_key), c2.feed()])
+    ing.start()
+    ing.wait_caught_up([c2])
+    wait_for(lambda: "bad_key_file" in (ing.cell("c1")["error"] or ""), 15,
+             what="the key file's error in status")
+    assert "run 'chmod 600" in ing.cell("c1")["error"]
+    wait_for(lambda: any("chmod 600" in m for _r, m in _dead(replica_path)), 15,
+             what="a dead letter saying how to fix it")
+    assert {r for r, _m in _dead(replica_path)} == {"bad_signature"}
+    assert _servers(replica_path) == set() and ing.cell("c1")["auth_keys"] == []
+    os.chmod(app_key, 0o600)
+    status = ing.wait_caught_up([c1, c2], timeout=60)
+    assert status["c1"]["auth_keys"] == list(read_key_file(key).ids)
+    assert_converged(replica_path, c1)

@@ -181,3 +181,19 @@ def test_a_bad_key_file_is_one_line_saying_how_to_fix_it(tmp_path, content, mode
 def test_a_missing_key_file_says_so(tmp_path):
     with pytest.raises(KeyFileError, match="cannot read it"):
         read_key_file(str(tmp_path / "nope"))
+
+
+def test_a_tolerant_key_file_refuses_until_fixed(key_path, monkeypatch):
+    from replica import key_file
+    monkeypatch.setattr(key_file, "CHECK_INTERVAL", 0.0)
+    os.chmod(key_path, 0o644)
+    with pytest.raises(KeyFileError):
+        KeyFile(key_path)
+    keys = KeyFile(key_path, tolerate_errors=True)
+    sealer = sealing.Sealer("c1", keys)
+    with pytest.raises(sealing.AuthError, match="chmod 600"):
+        sealer.seal_feed(b"x")
+    assert sealer.key_ids() == []
+    os.chmod(key_path, 0o600)
+    assert sealer.open_feed(sealer.seal_feed(b"x")) == b"x"
+    assert sealer.key_ids() == list(read_key_file(key_path).ids)
