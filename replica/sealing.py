@@ -7,7 +7,7 @@ at once while a key is rotated.
 
 AEAD: AES-256-GCM from ``cryptography`` (OpenSSL). On this kind of machine (AES-NI)
 the cipher alone encrypts 200 bytes in about 0.9 us and decrypts 3.5 MB in about
-0.4 ms, two to five times faster than ChaCha20-Poly1305 from the same library (with
+0.4 ms, two to eight times faster than ChaCha20-Poly1305 from the same library (with
 the framing, a heartbeat costs 1.5-2.5 us to seal or open).
 
 Nonces never repeat under a key: a nonce is 8 random bytes drawn once per process
