@@ -160,7 +160,8 @@ class IngestChild:
     def run(self) -> None:
         from replica.ingest import CellFeed, IngestConfig, run_ingest
         stop = stop_event_on_sigterm()
-        cells = [CellFeed(c.name, c.feed, c.control) for c in self.settings.cells]
+        cells = [CellFeed(c.name, c.feed, c.control, c.key_file or None)
+                 for c in self.settings.cells]
         config = IngestConfig(replica_path=self.settings.replica, cells=cells,
                               control_url=self.settings.ingest_control_url)
         run_ingest(config, stop=stop)

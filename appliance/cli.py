@@ -18,7 +18,7 @@ import time
 
 from appliance import logs
 from appliance.settings import (SECRETS, SettingsError, check_files, deployment_problems,
-                                exposure_warnings, load, render_docs)
+                                exposure_warnings, key_file_problems, load, render_docs)
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:8775"
 EXIT_OUTPUT_CLOSED = 128 + signal.SIGPIPE   # as a shell reports a program SIGPIPE ended
@@ -167,6 +167,13 @@ def build_parser() -> Parser:
                            "it they come from the cell database")
     cell.add_argument("--neutron-token-file", metavar="FILE",
                       help="a file holding the token sent to Neutron (X-Auth-Token)")
+    cell.add_argument("--key-file", metavar="FILE",
+                      help="seal the feed and control replies with this key file (appliance "
+                           "keygen; the appliance's [[cell]] key_file is the same file); "
+                           "without it the feed and control are not authenticated")
+    cell.add_argument("--authenticate-only", action="store_true",
+                      help="with --key-file: authenticate, do not encrypt (the feed and "
+                           "replies stay readable on the wire)")
     cell_sub = cell.add_subparsers(dest="cell_command", metavar="SUBCOMMAND")
     init = cell_sub.add_parser("init", help="create a cell database (or a flavor source), "
                                             "or install the outbox into an existing one",
@@ -239,6 +246,29 @@ def build_parser() -> Parser:
     verify.add_argument("--json", action="store_true", help="print the finished job as JSON")
     _admin_options(verify)
 
+    keygen = sub.add_parser(
+        "keygen", help="make a feed key file (or change its keys, to rotate)",
+        **_help("Write a new key file (mode 0600) for a cell's feed and control: the same "
+                "file goes to the cell's publisher (appliance cell --key-file) and to the "
+                "appliance ([[cell]] key_file). The first key seals, every key opens. "
+                "Rotation, copying the file to both sides after each step: --add a key (it "
+                "opens, does not seal yet); --promote it (it seals); --remove the old one. "
+                "Both sides see a changed file within seconds. See "
+                "docs/feed-authentication.md.",
+                "  appliance keygen /etc/appliance/cell1.key\n"
+                "  appliance keygen --add /etc/appliance/cell1.key\n"
+                "  appliance keygen --promote k20261205-3f9a1c /etc/appliance/cell1.key\n"
+                "  appliance keygen --remove k20250601-77d0e2 /etc/appliance/cell1.key"))
+    keygen.add_argument("path", metavar="FILE", help="the key file")
+    change = keygen.add_mutually_exclusive_group()
+    change.add_argument("--add", action="store_true",
+                        help="add a new key to an existing file, after its keys (it opens "
+                             "messages; the first key still seals)")
+    change.add_argument("--promote", metavar="KEY_ID",
+                        help="move this key first: it seals from now on")
+    change.add_argument("--remove", metavar="KEY_ID",
+                        help="drop this key from the file (the last step of a rotation)")
+
     version = sub.add_parser("version", help="versions of the appliance and its parts",
                              **_help("The appliance's version and those of Python, SQLite, "
                                      "apsw, gevent, bottle, libnanomsg.",
@@ -287,6 +317,11 @@ def cmd_serve(args) -> int:
         for line in _hello_cells(settings) + _keystone_check(settings):
             print(line)
         return 0
+    problems = key_file_problems(settings)
+    for problem in problems:
+        print(f"appliance serve: error: {problem}", file=sys.stderr)
+    if problems:
+        return 2
     logs.configure(settings.log_level, settings.log_format)
     for warning in exposure_warnings(settings):
         logs.warning("setting_exposes_data", detail=warning)
@@ -304,13 +339,17 @@ def _hello_cells(settings) -> list[str]:
     """Ask each cell's publisher for hello, as ingest does at start. A cell that does not
     answer is reported, not refused: serve starts and keeps trying."""
     from replica.ingest_control import Requester
+    from replica.key_file import sealer_for
     lines = []
     for cell in settings.cells:
-        requester = Requester(cell.control, CHECK_HELLO_TIMEOUT)
+        sealer = sealer_for(cell.name, cell.key_file)
+        requester = Requester(cell.control, CHECK_HELLO_TIMEOUT, sealer=sealer)
+        sealed = (f", sealed (key {sealer.keys().sealing_id})" if sealer else
+                  ", not authenticated (no key_file)")
         try:
             hello = requester.request("hello")
             lines.append(f"ok: cell {cell.name} answers at {cell.control}: "
-                         f"epoch {hello.get('epoch')}, head seq {hello.get('head')}")
+                         f"epoch {hello.get('epoch')}, head seq {hello.get('head')}{sealed}")
         except Exception as exc:  # any failure is what the operator needs to see
             lines.append(f"warning: cell {cell.name} does not answer at {cell.control} "
                          f"now ({exc or type(exc).__name__}); serve will keep trying")
@@ -357,6 +396,38 @@ def _read_token(path: str | None) -> str | None:
         return f.read().strip() or None
 
 
+def cmd_keygen(args, parser) -> int:
+    from replica.key_file import (KeyFileError, add_key, promote_key, remove_key,
+                                  write_new_key_file)
+    try:
+        if args.remove:
+            remove_key(args.path, args.remove)
+            done = f"removed key {args.remove} from {args.path}"
+        elif args.promote:
+            promote_key(args.path, args.promote)
+            done = f"key {args.promote} of {args.path} seals from now on"
+        elif args.add:
+            done = (f"added key {add_key(args.path)} to {args.path} (it opens; the first "
+                    "key still seals)")
+        else:
+            key_id = write_new_key_file(args.path)
+            print(f"wrote {args.path} (key {key_id}, mode 0600); give the same file to the "
+                  "cell (appliance cell --key-file) and the appliance ([[cell]] key_file)")
+            return 0
+        print(f"{done}; copy the file to the cell and the appliance")
+    except FileExistsError:
+        print(f"appliance keygen: error: {args.path} exists; use --add to add a key to it",
+              file=sys.stderr)
+        return 2
+    except KeyFileError as exc:
+        print(f"appliance keygen: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"appliance keygen: error: {args.path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_cell(args, parser) -> int:
     which = args.cell_command
     if which is None:
@@ -374,6 +445,18 @@ def cmd_cell(args, parser) -> int:
             parser.error("cell: --api-source, --password-file, --state-dir and --flavors "
                          "go with --source (a SQLite cell's kinds come from its tables)")
         from replica.cell.publisher import PublisherConfig, run_publisher
+        from replica.key_file import KeyFileError, read_key_file
+        if args.authenticate_only and not args.key_file:
+            parser.error("cell: --authenticate-only goes with --key-file")
+        if args.key_file:
+            try:
+                read_key_file(args.key_file)
+            except KeyFileError as exc:
+                print(f"appliance cell: error: {exc}", file=sys.stderr)
+                return 2
+        else:
+            print("appliance cell: warning: no --key-file: the feed and control are not "
+                  "authenticated (anyone who reaches them can read the cell)", file=sys.stderr)
         source = label = None
         if args.source is not None:
             from replica.cell import mysql
@@ -392,7 +475,8 @@ def cmd_cell(args, parser) -> int:
                                  service_down_time=args.service_down_time,
                                  neutron_url=args.neutron_url,
                                  neutron_token=_read_token(args.neutron_token_file),
-                                 source=source)
+                                 source=source, key_file=args.key_file,
+                                 encrypt=not args.authenticate_only)
         try:
             run_publisher(config, stop=_stop_on_signals())
         except Exception as exc:
@@ -501,6 +585,9 @@ def format_status(status: dict) -> str:
             out.append(f"  {c.get('cell')}: {c['error']}")
         if c.get("state") == "resyncing" and c.get("resync_reason"):
             out.append(f"  {c.get('cell')}: resyncing ({c['resync_reason']})")
+        if c.get("auth") == "none":
+            out.append(f"  {c.get('cell')}: auth: none (feed and control not authenticated; "
+                       "see docs/feed-authentication.md)")
     processes = status.get("processes") or []
     out.append("")
     out.append(table(["PROCESS", "ROLE", "PID", "STATE", "RESTARTS", "STARTED"],
@@ -691,6 +778,8 @@ def _run(argv: list[str] | None) -> int:
             return cmd_serve(args)
         if args.command == "cell":
             return cmd_cell(args, parser)
+        if args.command == "keygen":
+            return cmd_keygen(args, parser)
         if args.command == "completion":
             from appliance.completion import SHELLS
             sys.stdout.write(SHELLS[args.shell](parser))

@@ -38,17 +38,22 @@ def layout(data_dir: str, cells: int) -> dict:
         "cells_dir": os.path.join(data_dir, "cells"),
         "sockets": sockets,
         "logs": os.path.join(data_dir, "logs"),
+        "keys": os.path.join(data_dir, "keys"),
         "feeds": {name: {"db": os.path.join(data_dir, "cells", f"{name}.db"),
                          "feed": f"ipc://{sockets}/{name}.feed",
-                         "control": f"ipc://{sockets}/{name}.ctl"} for name in names},
+                         "control": f"ipc://{sockets}/{name}.ctl",
+                         "key_file": os.path.join(data_dir, "keys", f"{name}.key")}
+                  for name in names},
     }
 
 
 # Children bodies: module-level functions, called after the fork with a stop event.
 
-def run_publisher(stop: threading.Event, db: str, name: str, feed: str, control: str) -> None:
+def run_publisher(stop: threading.Event, db: str, name: str, feed: str, control: str,
+                  key_file: str | None = None) -> None:
     from replica.cell.publisher import PublisherConfig, run_publisher as publish
-    publish(PublisherConfig(db=db, name=name, feed_url=feed, control_url=control), stop=stop)
+    publish(PublisherConfig(db=db, name=name, feed_url=feed, control_url=control,
+                            key_file=key_file), stop=stop)
 
 
 def run_simulator(stop: threading.Event, db: str, rate: float, servers: int,
@@ -95,7 +100,12 @@ def prepare(data_dir: str, cells: int, servers: int, say) -> dict:
     where = layout(data_dir, cells)
     for path in (where["cells_dir"], where["sockets"], where["logs"]):
         os.makedirs(path, exist_ok=True)
+    os.makedirs(where["keys"], mode=0o700, exist_ok=True)
     feeds = where["feeds"]
+    from replica.key_file import write_new_key_file
+    for feed in feeds.values():      # each feed sealed with a key of its own, as in production
+        if not os.path.exists(feed["key_file"]):
+            write_new_key_file(feed["key_file"])
     if not os.path.exists(feeds[FLAVOR_SOURCE]["db"]):
         _in_child(_init_flavors, feeds[FLAVOR_SOURCE]["db"])
     per_cell = [servers // cells + (1 if i < servers % cells else 0) for i in range(cells)]
@@ -113,7 +123,8 @@ def tasks_for(where: dict, cells: int, rate: float) -> tuple[TaskChild, ...]:
     tasks = []
     for name, feed in where["feeds"].items():
         tasks.append(TaskChild("publisher", f"publisher {name}", run_publisher,
-                               args=(feed["db"], name, feed["feed"], feed["control"])))
+                               args=(feed["db"], name, feed["feed"], feed["control"],
+                                     feed["key_file"])))
     for index in range(cells):
         name = f"cell{index + 1}"
         if rate > 0:
@@ -221,7 +232,8 @@ def run(args) -> int:
     try:
         where = layout(data_dir, args.cells)
         cells = [{"name": name, "feed": feed["feed"], "control": feed["control"],
-                  "kind": "flavors" if name == FLAVOR_SOURCE else "servers"}
+                  "kind": "flavors" if name == FLAVOR_SOURCE else "servers",
+                  "key_file": feed["key_file"]}
                  for name, feed in where["feeds"].items()]
         overrides = {"data_dir": data_dir, "listen_port": args.port,
                      "admin_port": args.admin_port, "cells": cells,

@@ -12,6 +12,7 @@ the flavor source)::
     name = "cell1"
     feed = "tcp://10.0.0.5:7001"
     control = "tcp://10.0.0.5:7002"
+    key_file = "/etc/appliance/cell1.key"   # optional: sealed feed and control
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Cell:
     feed: str
     control: str
     kind: str = "servers"           # "flavors": the flavor source (Nova API DB)
+    key_file: str = ""              # the cell's feed key file; "": unauthenticated
 
 
 # ---------------------------------------------------------------------------
@@ -101,16 +103,17 @@ def _check_url(url: Any, what: str) -> str:
 
 
 def _to_cells(raw: Any) -> tuple[Cell, ...]:
-    """TOML: a list of tables {name, feed, control[, kind]}. Environment: entries
-    separated by ';', each 'name,feed,control[,kind]'."""
+    """TOML: a list of tables {name, feed, control[, kind][, key_file]}. Environment:
+    entries separated by ';', each 'name,feed,control[,kind[,key_file]]'."""
     if isinstance(raw, str):
         entries = []
         for part in filter(None, (p.strip() for p in raw.split(";"))):
             fields = [f.strip() for f in part.split(",")]
-            if len(fields) not in (3, 4):
-                raise ValueError("expected 'name,feed_url,control_url[,kind]' entries "
-                                 "separated by ';'")
-            entries.append(dict(zip(("name", "feed", "control", "kind"), fields)))
+            if len(fields) not in (3, 4, 5):
+                raise ValueError("expected 'name,feed_url,control_url[,kind[,key_file]]' "
+                                 "entries separated by ';'")
+            entries.append({k: v for k, v in zip(("name", "feed", "control", "kind",
+                                                  "key_file"), fields) if v or k != "key_file"})
         raw = entries
     if not isinstance(raw, (list, tuple)):
         raise ValueError("expected an array of [[cell]] tables")
@@ -118,10 +121,10 @@ def _to_cells(raw: Any) -> tuple[Cell, ...]:
     for index, table in enumerate(raw):
         if not isinstance(table, dict):
             raise ValueError(f"cell #{index + 1} must be a table with name, feed, control")
-        unknown = set(table) - {"name", "feed", "control", "kind"}
+        unknown = set(table) - {"name", "feed", "control", "kind", "key_file"}
         if unknown:
             raise ValueError(f"cell #{index + 1} has unknown keys {sorted(unknown)}; "
-                             "allowed: name, feed, control, kind")
+                             "allowed: name, feed, control, kind, key_file")
         name = table.get("name")
         if not isinstance(name, str) or not CELL_NAME.match(name):
             raise ValueError(f"cell #{index + 1} needs a name of letters, digits, '_', '.' "
@@ -132,7 +135,10 @@ def _to_cells(raw: Any) -> tuple[Cell, ...]:
         if kind not in CELL_KINDS:
             raise ValueError(f"cell {name!r} kind must be one of {', '.join(CELL_KINDS)} "
                              f"(got {kind!r})")
-        cells.append(Cell(name, feed, control, kind))
+        key_file = table.get("key_file", "")
+        if not isinstance(key_file, str):
+            raise ValueError(f"cell {name!r} key_file must be a path (got {key_file!r})")
+        cells.append(Cell(name, feed, control, kind, key_file))
     names = [c.name for c in cells]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -327,9 +333,12 @@ SETTINGS: tuple[Setting, ...] = (
             _to_int, _positive),
     Setting("cells", "cells", (),
             "The feeds to replicate: a TOML array of [[cell]] tables with name, feed and "
-            "control (nanomsg URLs) and kind: 'servers' (a cell, the default) or 'flavors' "
-            "(the flavor source beside the API database). Environment form: "
-            "'name,feed,control[,kind];...'.",
+            "control (nanomsg URLs), kind: 'servers' (a cell, the default) or 'flavors' "
+            "(the flavor source beside the API database), and key_file: the file of keys "
+            "the cell's publisher has too (appliance cell --key-file; made by appliance "
+            "keygen, mode 0600): its feed and control are then authenticated and encrypted "
+            "(docs/feed-authentication.md); without it they are not, and a warning says so. "
+            "Environment form: 'name,feed,control[,kind[,key_file]];...'.",
             _to_cells),
     Setting("worker_timeout", "float", 30.0,
             "Seconds a worker may stay silent (no heartbeat) before it is aborted, then "
@@ -494,6 +503,19 @@ def exposure_warnings(settings: Settings) -> list[str]:
     return warnings
 
 
+def key_file_problems(settings: Settings) -> list[str]:
+    """One line per [[cell]] key_file that cannot be used (``serve`` refuses to start)."""
+    from replica.key_file import KeyFileError, read_key_file   # the reader ingest uses
+    problems = []
+    for cell in settings.cells:
+        if cell.key_file:
+            try:
+                read_key_file(cell.key_file)
+            except KeyFileError as exc:
+                problems.append(f"cell {cell.name}: {exc}")
+    return problems
+
+
 def deployment_problems(settings: Settings) -> list[str]:
     """What ``serve --check`` refuses beyond single settings: what a serving appliance
     needs (cells to replicate, the flavor source, a readable tokens file)."""
@@ -506,6 +528,7 @@ def deployment_problems(settings: Settings) -> list[str]:
         problems.append("no flavor source configured: add a [[cell]] table with kind = "
                         "'flavors' for the publisher beside the API database's flavor "
                         "tables")
+    problems += key_file_problems(settings)
     if settings.auth == "tokens" and settings.tokens_file:
         from appliance.api.identity import load_tokens  # the loader the workers use
         try:

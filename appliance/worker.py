@@ -68,7 +68,7 @@ def build_api_app(settings: Settings):
                        upstream_url=settings.upstream_url or None,
                        upstream_timeout=settings.upstream_timeout,
                        upstream_cafile=settings.upstream_cafile or None,
-                       feeds=tuple((c.name, c.control) for c in settings.cells),
+                       feeds=tuple((c.name, c.control, c.key_file) for c in settings.cells),
                        read_your_writes_wait=settings.read_your_writes_wait,
                        read_your_writes_window=settings.read_your_writes_window,
                        recent_writes_path=os.path.join(settings.data_dir, RECENT_WRITES),

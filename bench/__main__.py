@@ -20,6 +20,9 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default="",
                         help=f"comma-separated scenarios to run, of: {', '.join(runner.SCENARIOS)}")
     parser.add_argument("--out", default=DEFAULT_OUT, help="where to write the JSON results")
+    parser.add_argument("--feed-key", action="store_true",
+                        help="seal the stacks' feed and control with a key file (lag, "
+                             "resync... of an authenticated deployment)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary data directory (its path is printed)")
     args = parser.parse_args(argv)
@@ -30,7 +33,8 @@ def main(argv=None) -> int:
     profile = profiles.QUICK if args.quick else profiles.FULL
     # SIGTERM unwinds like Ctrl-C, so every process group the run started is stopped.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    document = runner.run(profile, args.out, only=only or None, keep=args.keep)
+    document = runner.run(profile, args.out, only=only or None, keep=args.keep,
+                          feed_key=args.feed_key)
     return 0 if not document["summary"]["failed_scenarios"] else 1
 
 

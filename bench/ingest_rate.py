@@ -8,6 +8,11 @@ does: decoded and validated (``replica.feed``), checked against the feed's posit
 each entity rendered into its replica row (``replica.render``) and group-committed with
 the position (``Ingest.commit`` -> ``Writer.apply``) into a fresh replica database.
 Only the socket is left out: PUB/SUB delivery is what the lag scenario measures.
+
+With ``key_file`` the messages are sealed as a publisher with that key file seals them
+(timed apart, as the encoding is) and ingest's feed has the same key file: each
+message is opened (authenticated and decrypted) before it is decoded. The runner
+measures both ways, so the cost of a sealed feed per event is the difference.
 """
 
 from __future__ import annotations
@@ -56,25 +61,31 @@ def _fresh(path: str) -> None:
             os.remove(path + suffix)
 
 
-def _breakdown(messages: list[bytes], path: str) -> dict:
+def _breakdown(messages: list[bytes], path: str, sealer=None) -> dict:
     """CPU microseconds per upsert of each stage, run apart after the timed run with
     the functions ingest calls, the way it calls them (a message's envelope decoded,
     then entity by entity: opened, i.e. decoded and validated, and rendered; rows
     written in groups): where the time goes, not a second figure. The render is the
-    difference between a pass that opens and renders and one that only opens."""
+    difference between a pass that opens and renders and one that only opens. With a
+    ``sealer`` the messages are sealed and ``unseal`` is opening each one (authenticate
+    and decrypt) before its envelope is decoded."""
     from replica import feed, render
     from replica.store import connection
     from replica.store.writer import Change, Writer
 
     _fresh(path)
     conn = connection.open_writer(path)
-    envelope = opened = opened_rendered = written = 0.0
+    envelope = opened = opened_rendered = written = unsealed = 0.0
     upserts = 0
     try:
         writer = Writer(conn, render.SERVER_COLUMNS, render.FLAVOR_COLUMNS)
         group: list[Change] = []
         for i, data in enumerate(messages):
             with feed.gc_paused():
+                if sealer is not None:
+                    began = time.process_time()
+                    data = sealer.open_feed(data)
+                    unsealed += time.process_time() - began
                 began = time.process_time()
                 batch = feed.decode_message(data, entities=False)
                 envelope += time.process_time() - began
@@ -97,11 +108,13 @@ def _breakdown(messages: list[bytes], path: str) -> dict:
     finally:
         conn.close()
     n = max(1, upserts)
-    return {"envelope": envelope / n * 1e6, "decode_validate": opened / n * 1e6,
+    stages = {"unseal": unsealed / n * 1e6} if sealer is not None else {}
+    return {**stages, "envelope": envelope / n * 1e6, "decode_validate": opened / n * 1e6,
             "render": (opened_rendered - opened) / n * 1e6, "sqlite_upsert": written / n * 1e6}
 
 
-def measure(cell_path: str, workdir: str, events: int, batch: int) -> dict:
+def measure(cell_path: str, workdir: str, events: int, batch: int,
+            key_file: str | None = None) -> dict:
     from replica.ingest import CellFeed, Ingest, IngestConfig
     from replica.position import Position
     from replica.states import CellState
@@ -112,6 +125,14 @@ def measure(cell_path: str, workdir: str, events: int, batch: int) -> dict:
     began = time.perf_counter()
     messages = _messages(entities, events, batch)
     encode_s = time.perf_counter() - began
+    seal_s = 0.0
+    sealer = None
+    if key_file:
+        from replica.key_file import sealer_for
+        sealer = sealer_for(CELL, key_file)
+        began = time.process_time()     # CPU time: what sealing costs the publisher
+        messages = [sealer.seal_feed(data) for data in messages]
+        seal_s = time.process_time() - began
     # The entities are this harness's, not ingest's: freed, so that the collector's
     # passes during the timed part walk only what a running ingest process holds.
     del entities
@@ -121,7 +142,7 @@ def measure(cell_path: str, workdir: str, events: int, batch: int) -> dict:
     _fresh(path)
     config = IngestConfig(replica_path=path, control_url=f"ipc://{workdir}/ingest-rate.ctl",
                           cells=[CellFeed(CELL, f"ipc://{workdir}/unused.feed",
-                                          f"ipc://{workdir}/unused.ctl")])
+                                          f"ipc://{workdir}/unused.ctl", key_file)])
     ingest = Ingest(config)
     try:
         link = ingest.links[CELL]
@@ -141,10 +162,12 @@ def measure(cell_path: str, workdir: str, events: int, batch: int) -> dict:
         ingest.close()
     if applied != events or dead:
         raise RuntimeError(f"ingest applied {applied} of {events} events ({dead} dead letters)")
-    breakdown = _breakdown(messages, path)
+    breakdown = _breakdown(messages, path, sealer if key_file else None)
     return {"events": applied, "cpu_us_per_upsert": breakdown, "distinct_servers": rows, "messages": len(messages),
             "batch_events": batch, "group_commits": groups,
             "group_commit_max": config.group_commit_max, "position_seq": position.seq if position else None,
             "seconds": seconds, "upserts_per_s": applied / seconds if seconds else None,
             "encode_s": encode_s, "encode_per_s": events / encode_s if encode_s else None,
+            "sealed": bool(key_file), "seal_cpu_s": seal_s,
+            "seal_us_per_event": seal_s / events * 1e6 if key_file else None,
             "message_bytes_mean": sum(map(len, messages)) / len(messages)}

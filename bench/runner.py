@@ -80,9 +80,11 @@ def _scatter_cells(root: str, profile: Profile, log) -> tuple[list[str], str]:
 
 
 def _run_stack(size: int, wanted: list[str], scenarios: dict[str, Scenario], profile: Profile,
-               root: str, procs: Processes, scaling_points: dict, log, keep: bool) -> None:
-    log(f"\n== replica of {size:,} servers: {', '.join(wanted)}")
-    stack = Stack(root, size, procs, projects=profile.projects, log=log)
+               root: str, procs: Processes, scaling_points: dict, log, keep: bool,
+               feed_key: bool = False) -> None:
+    log(f"\n== replica of {size:,} servers: {', '.join(wanted)}"
+        + (" (sealed feed and control)" if feed_key else ""))
+    stack = Stack(root, size, procs, projects=profile.projects, log=log, feed_key=feed_key)
     workers = all_workers()
     try:
         started = time.monotonic()
@@ -147,10 +149,34 @@ def _ingest(sc: Scenario, cell_db: str, root: str, profile: Profile, log) -> Non
     sc.add(report.Figure("ingest server upserts", result["upserts_per_s"], "upserts/s",
                          budget=report.Budget(">=", 50_000), details=result))
     sc.add(report.Figure("feed encode (cell side, for reference)", result["encode_per_s"], "events/s"))
+    _ingest_sealed(sc, cell_db, root, profile, log, result)
+
+
+def _ingest_sealed(sc: Scenario, cell_db: str, root: str, profile: Profile, log,
+                   plain: dict) -> None:
+    """The same ingest run with a sealed feed (a key file on both sides): the cost of
+    authentication and decryption per event is the difference."""
+    from replica.key_file import write_new_key_file
+    key_file = os.path.join(root, "ingest-rate.key")
+    if not os.path.exists(key_file):
+        write_new_key_file(key_file)
+    result = ingest_rate.measure(cell_db, root, profile.ingest_events, profile.ingest_batch,
+                                 key_file=key_file)
+    extra_us = 1e6 / result["upserts_per_s"] - 1e6 / plain["upserts_per_s"]
+    result["extra_us_per_event"] = extra_us
+    log(f"    ingest, sealed feed: {result['upserts_per_s']:,.0f} upserts/s ({extra_us:+.2f} us "
+        f"per event against the plain feed; CPU per event: opening "
+        f"{result['cpu_us_per_upsert']['unseal']:.2f} us, sealing on the cell side "
+        f"{result['seal_us_per_event']:.2f} us)")
+    sc.runs.append({"kind": "ingest_sealed", **result})
+    sc.add(report.Figure("ingest server upserts, sealed feed", result["upserts_per_s"],
+                         "upserts/s", budget=report.Budget(">=", 50_000), details=result))
 
 
 def run(profile: Profile, out_path: str, only: tuple[str, ...] | None = None, keep: bool = False,
-        log=_log) -> dict:
+        log=_log, feed_key: bool = False) -> dict:
+    """``feed_key``: the stacks' publisher and appliance share a key file (sealed feed
+    and control), so that every scenario measures a sealed deployment."""
     if only is None:   # a profile may leave some out (the quick run: edge) unless named
         selected = [s for s in SCENARIOS if s not in profile.left_out]
     else:
@@ -175,7 +201,8 @@ def run(profile: Profile, out_path: str, only: tuple[str, ...] | None = None, ke
             for size in profile.sizes():
                 wanted = _wanted_at(size, profile, scenarios)
                 if wanted:
-                    _run_stack(size, wanted, scenarios, profile, root, procs, scaling_points, log, keep)
+                    _run_stack(size, wanted, scenarios, profile, root, procs, scaling_points, log, keep,
+                               feed_key)
             ingest = scenarios.get("ingest")
             if ingest is not None and ingest.status == report.STATUS_OK and not ingest.runs:
                 # No stack carried the ingest measurement: a cell of its own.
@@ -196,6 +223,7 @@ def run(profile: Profile, out_path: str, only: tuple[str, ...] | None = None, ke
     ordered = [scenarios[n] for n in selected]
     document = {
         "profile": profile.name,
+        "feed_key": feed_key,
         "settings": {k: v for k, v in profile.__dict__.items()},
         "started_at": started_at,
         "seconds": round(time.monotonic() - began, 1),

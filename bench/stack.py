@@ -95,7 +95,7 @@ def write_ids(path: str, uuids: list[str]) -> str:
 
 class Stack:
     def __init__(self, root: str, servers: int, procs: Processes, projects: int = 20,
-                 seed: int = 0, log=print):
+                 seed: int = 0, log=print, feed_key: bool = False):
         self.servers = servers
         self.projects = projects
         self.seed = seed
@@ -117,6 +117,11 @@ class Stack:
         self.scheme = "http"
         self.settings: dict = {}
         self.timings: dict[str, float] = {}
+        # a sealed feed and control: one key file for the publisher and the appliance
+        self.key_file = os.path.join(self.dir, f"{CELL}.key") if feed_key else None
+        if self.key_file and not os.path.exists(self.key_file):
+            from replica.key_file import write_new_key_file
+            write_new_key_file(self.key_file)
 
     def sibling(self, name: str) -> "Stack":
         """Another appliance replicating the same cell from the same publisher, with its
@@ -154,7 +159,8 @@ class Stack:
     def start_publisher(self) -> None:
         self.publisher = self.procs.start(
             "publisher", [*appliance_argv(), "cell", "--db", self.cell_db, "--name", CELL,
-                          "--feed", self.feed_url, "--control", self.control_url],
+                          "--feed", self.feed_url, "--control", self.control_url]
+            + (["--key-file", self.key_file] if self.key_file else []),
             log_path=os.path.join(self.dir, "publisher.log"))
 
     def _write_config(self, workers: int) -> None:
@@ -164,7 +170,8 @@ class Stack:
                 f'workers = {workers}\ndata_dir = "{self.data_dir}"\nlog_level = "warning"\n'
                 f'{extra}\n'
                 f'[[cell]]\nname = "{CELL}"\nfeed = "{self.feed_url}"\n'
-                f'control = "{self.control_url}"\n')
+                f'control = "{self.control_url}"\n'
+                + (f'key_file = "{self.key_file}"\n' if self.key_file else ""))
         with open(self.config_path, "w") as f:
             f.write(text)
 

@@ -26,6 +26,10 @@ decoding it. Version 1 (entities as msgpack maps) is refused.
 Control (REQ/REP): a request is ``{"v": 2, "op": name, ...args}``, a reply is
 ``{"ok": True, ...}`` or ``{"ok": False, "error": code, "message": str}``; see
 ``CONTROL_OPS`` for each operation's arguments and reply.
+
+With a key file on both sides every message above travels sealed (``replica.sealing``:
+a frame that starts 0xc1 0x01, and 0xc1 is a byte msgpack never uses); this module sees
+only the plain messages.
 """
 
 from __future__ import annotations

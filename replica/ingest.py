@@ -14,6 +14,13 @@ Who may change what:
   committer post events (gap seen, store failed, epoch claimed) to the link's inbox
   and kick the driver;
 - nothing yields inside a transaction, so greenlets never interleave statements.
+
+A feed with a key file (``CellFeed.key_file``, ``sealing.py``): every feed message
+must open under one of its keys, bound to the feed's cell name, before it is decoded;
+one that does not is dead-lettered ``bad_signature`` and the feed goes on. Its control
+requests are sealed and their replies must open (``Requester``). A feed without one
+takes plain messages (a warning at start, status ``auth: none``) and dead-letters
+sealed ones: a cell and an appliance that disagree never apply anything.
 """
 
 from __future__ import annotations
@@ -35,9 +42,10 @@ import gevent.lock
 import msgpack
 import nanomsg
 
-from replica import drift, feed, resync, states
+from replica import drift, feed, resync, sealing, states
 from replica.ingest_control import (ControlTimeout, Job, JobBoard, RequestError, Requester,
                                     _recv, serve_control)
+from replica.key_file import sealer_for
 from replica.link_errors import GiveUp, Replay, Resync, Retry, classify
 from replica.position import Position
 from replica.states import Action, CellState, LinkEvent, TransitionError, transition
@@ -100,6 +108,7 @@ class CellFeed:
     name: str
     feed_url: str
     control_url: str
+    key_file: str | None = None     # None: unauthenticated
 
 
 @dataclass
@@ -156,7 +165,9 @@ class CellLink:
         self.gaps = self.replays = self.resyncs = self.dead_letters = 0
         self.resync_failures = 0
         self.error: str | None = None
-        self.control = Requester(feed_cfg.control_url, control_timeout)
+        # an unusable key file refuses this feed's messages, not ingest's start
+        self.sealer = sealer_for(feed_cfg.name, feed_cfg.key_file, tolerate_errors=True)
+        self.control = Requester(feed_cfg.control_url, control_timeout, sealer=self.sealer)
         self.kick = gevent.event.Event()
         # events posted by the SUB greenlet and the committer, applied by the driver:
         # (event, reason, data), one of each kind at most (an epoch claim: each, bounded)
@@ -279,6 +290,9 @@ class CellLink:
             "resyncs": self.resyncs, "resync_failures": self.resync_failures,
             "dead_letters": self.dead_letters, "error": self.error,
             "resync_reason": self.resync_reason,
+            "auth": "none" if self.sealer is None else sealing.ALGORITHM,
+            # the ids of the key file's keys, the one that seals first
+            "auth_keys": [] if self.sealer is None else self.sealer.key_ids(),
         }
 
     def edges_status(self) -> dict:
@@ -286,6 +300,14 @@ class CellLink:
         return {"last_event": self.last_event, "last_edge_at": self.last_edge_at,
                 "edges": {f"{state.value}/{event.value}": n
                           for (state, event), n in sorted(self.edge_counts.items())}}
+
+
+def open_feed_message(link: CellLink, frame: bytes) -> bytes:
+    """The plain message of a sealed feed message, or AuthError."""
+    if link.sealer is None:
+        raise sealing.AuthError("the cell seals its feed and no key file is configured "
+                                "for it here")
+    return link.sealer.open_feed(frame)
 
 
 def _default_renderer():
@@ -308,6 +330,10 @@ class Ingest:
             link = CellLink(cell, positions.get(cell.name), config.control_timeout)
             link.dead_letters = counts.get(cell.name, 0)
             self.links[cell.name] = link
+            if link.sealer is None:
+                log.warning("cell %s: no key file: its feed and control are not "
+                            "authenticated (anyone who reaches %s can feed this replica); "
+                            "see docs/feed-authentication.md", cell.name, cell.feed_url)
         self.dead_total = sum(counts.values())
         self.pending: list[Change] = []
         self.pending_dead: list[DeadLetter] = []
@@ -548,6 +574,14 @@ class Ingest:
 
     def on_message(self, link: CellLink, data: bytes) -> None:
         """One message from a feed. Never raises: what cannot be used is dead-lettered."""
+        sealed = data
+        if link.sealer is not None or sealing.is_sealed(data):
+            try:
+                data = open_feed_message(link, data)
+            except sealing.AuthError as exc:
+                self.dead_letter(link, link.name, "bad_signature", f"feed {link.name}: {exc}",
+                                 sealed)
+                return
         try:
             msg = feed.decode_message(data, entities=False)    # opened one by one in accept
         except feed.FeedError as exc:
@@ -1110,10 +1144,11 @@ def run_ingest(config: IngestConfig, stop=None, renderer=None) -> None:
 
 def _cell_arg(text: str) -> CellFeed:
     name, _, urls = text.partition("=")
-    feed_url, _, control_url = urls.partition(",")
+    feed_url, _, rest = urls.partition(",")
+    control_url, _, key_file = rest.partition(",")
     if not (name and feed_url and control_url):
-        raise argparse.ArgumentTypeError("expected NAME=FEED_URL,CONTROL_URL")
-    return CellFeed(name, feed_url, control_url)
+        raise argparse.ArgumentTypeError("expected NAME=FEED_URL,CONTROL_URL[,KEY_FILE]")
+    return CellFeed(name, feed_url, control_url, key_file or None)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -1122,7 +1157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--replica", required=True, help="replica database path")
     parser.add_argument("--control", required=True, help="ingest control URL (REP)")
     parser.add_argument("--cell", action="append", type=_cell_arg, default=[],
-                        help="NAME=FEED_URL,CONTROL_URL (repeat per feed)")
+                        help="NAME=FEED_URL,CONTROL_URL[,KEY_FILE] (repeat per feed)")
     parser.add_argument("--group-commit-ms", type=float, default=5.0)
     parser.add_argument("--group-commit-max", type=int, default=5000)
     parser.add_argument("--stale-after", type=float, default=5.0)

@@ -15,6 +15,11 @@ deadline, so a dead peer never hangs the caller, and the same code works in a
 gevent process (ingest, admin) and a plain one (CLI). After a timeout the REQ socket
 is closed and a new one made: a REQ socket with an unanswered request would pair a
 late reply with the next request.
+
+Towards a cell with a key file (``Requester(..., sealer=...)``, see ``sealing.py``)
+a request is sealed and its reply must open for that request: a reply that does not
+(a refusal from a cell that has no key or another one, an altered or replayed reply)
+is a failed request, ``feed.ControlError`` with error ``bad_signature``.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import msgpack
 import nanomsg
 from gevent.socket import wait_read, wait_write
 
-from replica import feed
+from replica import feed, sealing
 
 PROTOCOL_VERSION = 1
 REQUEST_TIMEOUT = 5.0
@@ -77,15 +82,29 @@ def _send(sock: nanomsg.Socket, data: bytes, deadline: float | None) -> None:
         wait_write(sock.send_fd, timeout=remaining, timeout_exc=ControlTimeout("could not send"))
 
 
+def _unsealed_says(frame: bytes) -> str:
+    """What an unsealed reply says (a cell's refusal), unauthenticated and cut short:
+    only to help whoever reads the error."""
+    if sealing.is_sealed(frame) or len(frame) > 4096:
+        return ""
+    try:
+        reply = msgpack.unpackb(frame, raw=False)
+        said = f"{reply.get('error')}: {reply.get('message')}"
+    except Exception:  # anything unpacking garbage raises: nothing to quote
+        return ""
+    return f" (unauthenticated reply: {said[:200]!r})"
+
+
 class Requester:
     """A REQ socket to one peer with timeouts; recreated after a timeout or error.
     One request at a time (a gevent lock serialises callers)."""
 
     def __init__(self, url: str, timeout: float = REQUEST_TIMEOUT,
-                 max_reply_bytes: int = MAX_REPLY_BYTES):
+                 max_reply_bytes: int = MAX_REPLY_BYTES, sealer: sealing.Sealer | None = None):
         from gevent.lock import Semaphore  # created here: a lock belongs to its process's hub
 
         self.url = url
+        self.sealer = sealer
         self.timeout = timeout
         self.max_reply_bytes = max_reply_bytes
         self._sock: nanomsg.Socket | None = None
@@ -126,20 +145,45 @@ class Requester:
         cell prepares the answer while the caller works. The socket stays reserved
         until the reply is taken."""
         wait = self.timeout if timeout is None else timeout
+        data, nonce = self.seal(op, feed.encode_request(op, **args))
         self._lock.acquire()
         try:
-            _send(self._socket(), feed.encode_request(op, **args), time.monotonic() + wait)
+            _send(self._socket(), data, time.monotonic() + wait)
         except BaseException:
             self.reset()
             self._lock.release()
             raise
-        return PendingReply(self, op, wait)
+        return PendingReply(self, op, wait, nonce)
 
     def request(self, op: str, timeout: float | None = None, **args) -> dict:
         """A cell control request (replica.feed.CONTROL_OPS); raises feed.ControlError
-        for an error reply, ControlTimeout when the cell does not answer."""
-        reply = self.call(feed.encode_request(op, **args), timeout)
-        return feed.decode_reply(op, reply)
+        for an error reply (or one that does not authenticate), ControlTimeout when the
+        cell does not answer."""
+        data, nonce = self.seal(op, feed.encode_request(op, **args))
+        return self.open_reply(op, self.call(data, timeout), nonce)
+
+    def seal(self, op: str, data: bytes) -> tuple[bytes, bytes]:
+        """(request as sent, its nonce): sealed with a key ring, else as it is."""
+        if self.sealer is None:
+            return data, b""
+        try:
+            return self.sealer.seal_request(data)
+        except sealing.AuthError as exc:      # the key file cannot be used (read)
+            raise feed.ControlError(op, "bad_key_file", str(exc)) from None
+
+    def open_reply(self, op: str, frame: bytes, nonce: bytes) -> dict:
+        """The reply to the request sealed with ``nonce``, decoded."""
+        if self.sealer is None:
+            if sealing.is_sealed(frame):
+                raise feed.ControlError(op, "bad_signature", "the cell seals its replies and "
+                                        "no key file is configured for it here")
+            return feed.decode_reply(op, frame)
+        try:
+            data = self.sealer.open_reply(frame, nonce)
+        except sealing.AuthError as exc:
+            raise feed.ControlError(op, "bad_signature",
+                                    f"{exc}{_unsealed_says(frame)}") from None
+        return feed.decode_reply(op, data)
 
     def close(self) -> None:
         with self._lock:
@@ -149,9 +193,10 @@ class Requester:
 class PendingReply:
     """A request in flight on a Requester (see ``Requester.begin``)."""
 
-    def __init__(self, requester: Requester, op: str, wait: float):
+    def __init__(self, requester: Requester, op: str, wait: float, nonce: bytes = b""):
         self.requester = requester
         self.op = op
+        self.nonce = nonce
         self.wait = wait       # counted from result(): the caller's own work is not the cell's
         self._open = True
 
@@ -166,7 +211,7 @@ class PendingReply:
             raise
         finally:
             self.requester._lock.release()
-        return feed.decode_reply(self.op, data)
+        return self.requester.open_reply(self.op, data, self.nonce)
 
     def cancel(self) -> None:
         """Give the request up: the socket is recreated so a late reply cannot pair

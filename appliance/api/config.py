@@ -20,7 +20,7 @@ class ApiConfig:
     upstream_url: str | None = None           # the cloud's nova-api: what is not replicated
     upstream_timeout: float = 25.0
     upstream_cafile: str | None = None
-    feeds: tuple = ()                         # (name, control URL): heads after a write
+    feeds: tuple = ()                 # (name, control URL[, key file]): heads after a write
     read_your_writes_wait: float = 5.0        # longest wait for X-Replica-Min-Position
     read_your_writes_window: float = 0.0      # a caller's reads wait for its last write
     recent_writes_path: str | None = None     # ... kept in this file (shared by workers)

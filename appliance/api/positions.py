@@ -76,15 +76,24 @@ def wait_for(wanted: dict[str, tuple[str, int]], positions, bound: float) -> boo
 class FeedHeads:
     """Asks every feed's publisher for its head (control socket ``hello``)."""
 
-    def __init__(self, feeds: tuple[tuple[str, str], ...], timeout: float = HEADS_TIMEOUT):
-        self.feeds = feeds               # (name, control URL)
+    def __init__(self, feeds: tuple[tuple, ...], timeout: float = HEADS_TIMEOUT):
+        self.feeds = feeds               # (name, control URL[, key file])
         self.timeout = timeout
         self._requesters = None
 
     def _clients(self):
         if self._requesters is None:     # made in the worker, after the fork
             from replica.ingest_control import Requester
-            self._requesters = {name: Requester(url, self.timeout) for name, url in self.feeds}
+            from replica.key_file import KeyFileError, sealer_for
+            self._requesters = {}
+            for name, url, *key_file in self.feeds:
+                try:
+                    sealer = sealer_for(name, key_file[0] if key_file else None)
+                except KeyFileError as exc:  # serve checked it at start; unusable now: left out
+                    from appliance import logs
+                    logs.error("feed_key_file_unusable", cell=name, detail=str(exc))
+                    continue
+                self._requesters[name] = Requester(url, self.timeout, sealer=sealer)
         return self._requesters
 
     def heads(self) -> dict[str, tuple[str, int]]:

@@ -89,7 +89,10 @@ function renderCells(status, history) {
     const [live, deleted] = serverCounts(cell);
     const points = (history.cells || {})[cell.cell] || [];
     return el("tr", {id: `cell-${cell.cell}`, "data-state": cell.state},
-      el("td", {class: "name"}, cell.cell),
+      el("td", {class: "name", title: cell.auth === "none"
+                  ? "feed and control not authenticated (no key_file)"
+                  : `feed and control sealed (${cell.auth || "?"})`},
+         cell.cell, cell.auth === "none" ? el("span", {class: "auth-none"}, " no key") : null),
       el("td", {class: "state"}, el("span", {class: `badge state-${cell.state}`}, cell.state)),
       el("td", {}, when(cell.state_since)),
       el("td", {title: cell.epoch || ""}, (cell.epoch || "-").slice(0, 8)),

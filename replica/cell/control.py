@@ -27,6 +27,11 @@ the next one while the requester applies it (``prefetch``); a replay that did no
 reach the head gets its successor prefetched the same way. At most MAX_SNAPSHOTS are open; when
 full, one idle for SNAPSHOT_EVICT_IDLE_SECONDS makes room (a requester that died
 mid-resync must not block its own retry for a minute).
+
+Authentication (``sealing.py``): with a key ring, a request must open under one of
+its keys and the reply is sealed for that request; a request that does not open gets
+a refusal that says nothing but "refused" (unsealed), and the server goes on. Without
+one, a sealed request is refused with a reply that says this cell has no key.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from dataclasses import dataclass, field
 
 import nanomsg
 
-from replica import feed
+from replica import feed, sealing
 from replica.cell import source as cell_source
 from replica.cell.source import CellSource, EntityReader, HeldView
 
@@ -52,6 +57,7 @@ PAGE_MAX_ITEMS = 2_000
 FETCH_MAX_KEYS = 1_000
 SNAPSHOT_IDLE_SECONDS = 60.0
 MAX_SNAPSHOTS = 4
+REFUSED_LOG_EVERY = 60.0         # at most one log line this often for refused requests
 SNAPSHOT_EVICT_IDLE_SECONDS = 5.0   # when full, a snapshot idle this long makes room
 POLL_SECONDS = 0.2               # how often the loop looks at stop and idle snapshots
 REPLAY_PREFETCH_SECONDS = 5.0    # a prefetched replay reply older than this is rebuilt
@@ -92,6 +98,7 @@ class Snapshot:
 class ControlStats:
     requests: int = 0
     errors: int = 0
+    refused: int = 0                 # requests that did not authenticate
     snapshots_opened: int = 0
     snapshots_expired: int = 0
 
@@ -157,8 +164,11 @@ class ControlServer:
     """Answers control requests on ``sock`` until ``stop`` is set."""
 
     def __init__(self, opener: cell_source.SourceOpener | str, cell: str, epoch: str,
-                 kinds: list[str], sock: nanomsg.Socket, stop: threading.Event):
+                 kinds: list[str], sock: nanomsg.Socket, stop: threading.Event,
+                 sealer: sealing.Sealer | None = None):
         self.opener = cell_source.opener_of(opener)
+        self.sealer = sealer
+        self._refused_logged_at = 0.0
         self.cell = cell
         self.epoch = epoch
         self.kinds = kinds
@@ -216,7 +226,7 @@ class ControlServer:
             if exc.errno == nanomsg.EAGAIN:
                 return
             raise
-        reply = self.handle(data)
+        reply = self.answer(data)
         try:
             self.sock.send(reply)
         except nanomsg.NanoMsgAPIError as exc:   # the requester went away
@@ -248,8 +258,31 @@ class ControlServer:
             except self.errors as exc:
                 log.warning("snapshot %s: prefetch failed: %s", snap.id, exc)
 
+    def answer(self, frame: bytes) -> bytes:
+        """One request as received in, its reply as sent out (sealed with a key ring);
+        never raises."""
+        if self.sealer is None:
+            if sealing.is_sealed(frame):
+                return self._refuse("a sealed request, and this cell has no key file",
+                                    "this cell has no key file; give it the appliance's "
+                                    "(appliance cell --key-file)")
+            return self.handle(frame)
+        try:
+            data, nonce = self.sealer.open_request(frame)
+        except sealing.AuthError as exc:
+            return self._refuse(str(exc), "request not authenticated")
+        return self.sealer.seal_reply(self.handle(data), nonce)
+
+    def _refuse(self, why: str, told: str) -> bytes:
+        self.stats.refused += 1
+        now = time.monotonic()
+        if now - self._refused_logged_at >= REFUSED_LOG_EVERY:
+            self._refused_logged_at = now
+            log.warning("control request refused (%d so far): %s", self.stats.refused, why)
+        return feed.encode_error("refused", told)
+
     def handle(self, data: bytes) -> bytes:
-        """One request in, one reply out; never raises."""
+        """One request in, one reply out (both plain); never raises."""
         self.stats.requests += 1
         op = "?"
         try:

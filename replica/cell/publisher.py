@@ -59,8 +59,9 @@ from dataclasses import dataclass
 
 import nanomsg
 
-from replica import feed
+from replica import feed, sealing
 from replica.cell import control
+from replica.key_file import sealer_for
 from replica.cell.source import CellSource, SourceOpener
 
 log = logging.getLogger("replica.cell.publisher")
@@ -92,6 +93,15 @@ class PublisherConfig:
     # A MariaDB/MySQL source (``binlog.Source``, see ``mysql_source.py``); None: ``db`` is
     # a SQLite cell database
     source: object | None = None
+    # The cell's key file (``key_file.py``): feed messages and control replies are
+    # sealed, control requests must open; None: neither (unauthenticated)
+    key_file: str | None = None
+    encrypt: bool = True             # False: authenticated only, readable on the wire
+
+
+def sealer_of(config: PublisherConfig) -> sealing.Sealer | None:
+    """The cell's sealer, from its key file (KeyFileError if the file is unusable)."""
+    return sealer_for(config.name, config.key_file, config.encrypt)
 
 
 @dataclass
@@ -131,6 +141,7 @@ class Publisher:
         self.stop = stop
         self.stats = PublisherStats()
         self.opener = source_opener(config)
+        self.sealer = sealer_of(config)      # before anything opens: a bad key file stops here
         self.open_error: str | None = None
         self.source: CellSource = self.opener(publishing=True)
         self._adopt()
@@ -219,6 +230,8 @@ class Publisher:
         self.source.close()
 
     def send(self, data: bytes) -> None:
+        if self.sealer is not None:
+            data = self.sealer.seal_feed(data)
         try:
             self.pub.send(data, nanomsg.DONTWAIT)
         except nanomsg.NanoMsgAPIError as exc:
@@ -489,8 +502,8 @@ def _control_main(opener: SourceOpener, config: PublisherConfig, epoch: str,
         return
     try:
         while not stop.is_set():
-            control.ControlServer(opener, config.name, epoch, kinds, sock,
-                                  _Halt(stop, channel)).run()   # closes its connections
+            control.ControlServer(opener, config.name, epoch, kinds, sock, _Halt(stop, channel),
+                                  sealer_of(config)).run()   # closes its connections
             message = _next_message(channel, stop)
             if message is None:
                 return
@@ -583,7 +596,8 @@ class ControlThread:
     def start(self) -> None:
         self.halt = threading.Event()
         server = control.ControlServer(self.opener, self.config.name, self.epoch,
-                                       self.kinds, self.sock, self.halt)
+                                       self.kinds, self.sock, self.halt,
+                                       sealer_of(self.config))
         self.thread = threading.Thread(target=server.run, name="cell-control", daemon=True)
         self.thread.start()
 
@@ -657,6 +671,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-db", help="Nova's API database (SQLite) beside the cell's")
     parser.add_argument("--service-down-time", type=float, default=0.0)
     parser.add_argument("--neutron-url")
+    parser.add_argument("--key-file", help="seal the feed and control with this key file")
+    parser.add_argument("--authenticate-only", action="store_true",
+                        help="with --key-file: authenticate, do not encrypt")
     parser.add_argument("--init", action="store_true", help="create the database / outbox first")
     parser.add_argument("--flavors", action="store_true", help="with --init: a flavor source")
     args = parser.parse_args(argv)
@@ -670,7 +687,9 @@ def main(argv: list[str] | None = None) -> int:
                                   control_process=not args.control_thread,
                                   api_db=args.api_db,
                                   service_down_time=args.service_down_time,
-                                  neutron_url=args.neutron_url))
+                                  neutron_url=args.neutron_url,
+                                  key_file=args.key_file,
+                                  encrypt=not args.authenticate_only))
     return 0
 
 

@@ -29,7 +29,9 @@ class CellsAppliance:
     """``start()`` runs the publishers and the appliance; ``stop()`` ends them all."""
 
     def __init__(self, directory, cells=("cell1", "cell2"), servers: int = 20,
-                 workers: int = 1, settings: str = "", admin_token: str | None = None):
+                 workers: int = 1, settings: str = "", admin_token: str | None = None,
+                 keyed: bool = False):
+        """``keyed``: each feed sealed with a key file of its own (both sides)."""
         self.dir = str(directory)
         self.admin_token = admin_token
         if admin_token:
@@ -41,7 +43,12 @@ class CellsAppliance:
         for index, name in enumerate(self.names):
             self.feeds[name] = {"db": os.path.join(self.dir, f"{name}.db"),
                                 "feed": f"ipc://{self.dir}/{name}.feed",
-                                "control": f"ipc://{self.dir}/{name}.ctl"}
+                                "control": f"ipc://{self.dir}/{name}.ctl",
+                                "key_file": None}
+            if keyed:
+                from replica.key_file import write_new_key_file
+                self.feeds[name]["key_file"] = os.path.join(self.dir, f"{name}.key")
+                write_new_key_file(self.feeds[name]["key_file"])
             _prepare_cell(self.feeds[name]["db"], name, servers, index + 1,
                           name == FLAVOR_SOURCE)
         self.config = os.path.join(self.dir, "appliance.toml")
@@ -52,6 +59,8 @@ class CellsAppliance:
             kind = "flavors" if name == FLAVOR_SOURCE else "servers"
             lines += ["[[cell]]", f'name = "{name}"', f'kind = "{kind}"',
                       f'feed = "{feed["feed"]}"', f'control = "{feed["control"]}"']
+            if feed["key_file"]:
+                lines.append(f'key_file = "{feed["key_file"]}"')
         with open(self.config, "w") as f:
             f.write("\n".join(lines) + "\n")
         self.publishers: dict[str, Running] = {}
@@ -61,7 +70,8 @@ class CellsAppliance:
         feed = self.feeds[name]
         running = start_process(
             [PYTHON, "-m", "appliance", "cell", "--db", feed["db"], "--name", name,
-             "--feed", feed["feed"], "--control", feed["control"]],
+             "--feed", feed["feed"], "--control", feed["control"]]
+            + (["--key-file", feed["key_file"]] if feed["key_file"] else []),
             {}, self.dir, log_name=f"{name}.publisher.log")
         self.publishers[name] = running
         wait_for(lambda: os.path.exists(feed["control"][len("ipc://"):]), 15,

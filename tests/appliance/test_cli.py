@@ -13,7 +13,7 @@ from tests.appliance.conftest import PYTHON
 
 SUBCOMMANDS = [["demo"], ["serve"], ["cell"], ["cell", "init"], ["cell", "populate"],
                ["cell", "simulate"], ["status"], ["resync"], ["verify"], ["version"],
-               ["config-doc"], ["completion"], []]
+               ["config-doc"], ["completion"], ["keygen"], []]
 
 
 def appliance(*args, timeout=30):
@@ -433,3 +433,76 @@ def test_serve_check_hides_the_keystone_password(tmp_path):
     secret.write_text("")
     result = appliance("serve", "--config", str(config), "--check")
     assert result.returncode == 2 and "password is empty" in result.stderr
+
+
+def test_keygen_writes_a_key_file_and_rotates_its_keys(tmp_path):
+    import os
+    import stat
+    from replica.key_file import read_key_file
+    path = str(tmp_path / "c1.key")
+    result = appliance("keygen", path)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    (old,) = read_key_file(path).ids
+    result = appliance("keygen", path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"appliance keygen: error: {path} exists; use --add to add a key to it"]
+    assert appliance("keygen", "--add", path).returncode == 0
+    new = read_key_file(path).ids[1]
+    assert read_key_file(path).sealing_id == old
+    assert appliance("keygen", "--promote", new, path).returncode == 0
+    assert read_key_file(path).sealing_id == new
+    assert appliance("keygen", "--remove", old, path).returncode == 0
+    assert read_key_file(path).ids == (new,)
+    result = appliance("keygen", "--remove", new, path)
+    assert result.returncode == 2 and "its only key" in result.stderr
+
+
+def test_a_bad_key_file_stops_the_cell_and_serve_with_one_line(tmp_path):
+    import os
+    key = tmp_path / "c1.key"
+    assert appliance("keygen", str(key)).returncode == 0
+    os.chmod(key, 0o644)
+    result = appliance("cell", "--db", str(tmp_path / "c1.db"), "--name", "c1",
+                       "--feed", f"ipc://{tmp_path}/f", "--control", f"ipc://{tmp_path}/c",
+                       "--key-file", str(key))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"appliance cell: error: key file {key}: mode 0644 lets group or others at it; "
+        f"run 'chmod 600 {key}'"]
+    config = CELLS.replace('control = "tcp://127.0.0.1:2"\n',
+                           f'control = "tcp://127.0.0.1:2"\nkey_file = "{key}"\n')
+    result = _check(tmp_path, config)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"appliance serve: error: cell c1: key file {key}: mode 0644 lets group or others "
+        f"at it; run 'chmod 600 {key}'"]
+    (tmp_path / "serve.toml").write_text(config)
+    result = appliance("serve", "--config", str(tmp_path / "serve.toml"))
+    assert result.returncode == 2
+    assert "run 'chmod 600" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_an_appliance_with_sealed_feeds_serves_and_says_so(tmp_path):
+    """``appliance serve`` with a key_file per [[cell]] and ``appliance cell --key-file``:
+    the cells load and go live, status says which key seals, serve --check asks each
+    cell's hello with its key."""
+    from appliance.cli import format_status
+    from tests.appliance.cells import CellsAppliance
+    running = CellsAppliance(tmp_path / "cells", cells=("cell1",), servers=5, keyed=True)
+    try:
+        running.start()
+        cells = running.status()["cells"]
+        assert {c["cell"]: c["auth"] for c in cells} == {"cell1": "aes-256-gcm",
+                                                         "flavors": "aes-256-gcm"}
+        assert all(len(c["auth_keys"]) == 1 and c["dead_letters"] == 0 for c in cells)
+        assert next(c for c in cells if c["cell"] == "cell1")["servers"] == 5
+        check = appliance("serve", "--config", running.config, "--check")
+        assert check.returncode == 0, check.stderr
+        assert "ok: cell cell1 answers" in check.stdout and ", sealed (key k" in check.stdout
+        assert "auth: none" not in format_status({"cells": cells})
+    finally:
+        running.stop()
+    assert "auth: none (feed and control not authenticated" in format_status(
+        {"cells": [{"cell": "c9", "state": "live", "auth": "none"}]})

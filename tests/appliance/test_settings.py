@@ -64,6 +64,23 @@ def test_environment_overrides_the_file(config_file):
     assert loaded.sources["workers"] == "APPLIANCE_WORKERS"
 
 
+def test_a_cell_names_its_key_file(tmp_path):
+    path = tmp_path / "a.toml"
+    path.write_text('[[cell]]\nname = "c1"\nfeed = "tcp://h:1"\ncontrol = "tcp://h:2"\n'
+                    'key_file = "/etc/appliance/c1.key"\n'
+                    '[[cell]]\nname = "c2"\nfeed = "tcp://h:3"\ncontrol = "tcp://h:4"\n')
+    loaded = load(str(path), environ={})
+    assert [c.key_file for c in loaded.cells] == ["/etc/appliance/c1.key", ""]
+    loaded = load(None, environ={"APPLIANCE_CELLS": "c9,tcp://h:1,tcp://h:2,servers,/k/c9.key;"
+                                                    "f,tcp://h:3,tcp://h:4,flavors"})
+    assert [(c.name, c.kind, c.key_file) for c in loaded.cells] == [
+        ("c9", "servers", "/k/c9.key"), ("f", "flavors", "")]
+    path.write_text('[[cell]]\nname = "c1"\nfeed = "tcp://h:1"\ncontrol = "tcp://h:2"\n'
+                    'key_file = 7\n')
+    with pytest.raises(SettingsError, match="key_file must be a path"):
+        load(str(path), environ={})
+
+
 def test_defaults():
     loaded = load(None, environ={})
     assert (loaded.listen_host, loaded.listen_port) == ("127.0.0.1", 8774)

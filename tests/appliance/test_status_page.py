@@ -104,6 +104,8 @@ def test_cells_resync_and_a_stale_cell_in_a_browser(browser, appliance):
     assert page.locator("#cell-cell1 .servers").inner_text() == "300"
     assert page.locator("#cell-flavors .servers").inner_text() == "-"
     assert int(page.locator("#cell-flavors .flavors").inner_text()) > 0
+    # These feeds have no key file: the page says so.
+    assert page.locator("#cell-cell1 .auth-none").inner_text().strip() == "no key"
     page.locator("#ready", has_text="ready").wait_for(timeout=WAIT_MS)
     # The lag chart fills from the listener's samples.
     page.locator("#cell-cell1 svg.spark polyline").wait_for(state="attached",

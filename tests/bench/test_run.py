@@ -42,7 +42,7 @@ EXPECTED_FIGURES = {
     "read": ("GET /servers/{id} w1 c2 vs constant body", "GET /servers/{id} w1 c2 vs normalized",
              "GET /servers/detail?limit=100 w1 c2 vs scatter-gather"),
     "scaling": ("GET /servers/{id} @ 120 servers", "GET /servers/{id} @ 240 servers"),
-    "ingest": ("ingest server upserts",),
+    "ingest": ("ingest server upserts", "ingest server upserts, sealed feed"),
     "lag": ("lag p50 at 100 events/s", "lag p99 at 100 events/s"),
     "resync": ("resync 240 servers", "resync 240 servers: failed reads meanwhile"),
     "footprint": ("replica on disk per server @ 240", "worker RSS @ 240 servers (max)"),

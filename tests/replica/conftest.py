@@ -174,8 +174,11 @@ class Cell:
     """One cell: its database in tmp_path and its publisher process."""
 
     def __init__(self, directory, name: str, procs, retention_events: int = 100_000,
-                 flavors: bool = False):
+                 flavors: bool = False, key_file: str | None = None,
+                 publisher_args: tuple = ()):
         self.dir = directory
+        self.key_file = key_file        # the publisher's; None: unauthenticated
+        self.publisher_args = list(publisher_args)
         self.name = name
         self.procs = procs
         self.db = str(directory / f"{name}.db")
@@ -190,7 +193,8 @@ class Cell:
         self.publisher = self.procs.start(
             [PYTHON, "-m", "replica.cell.publisher", "--db", self.db, "--name", self.name,
              "--feed", self.feed_url, "--control", self.control_url, "--heartbeat", "0.2",
-             "--retention-events", str(self.retention_events)],
+             "--retention-events", str(self.retention_events)]
+            + (["--key-file", self.key_file] if self.key_file else []) + self.publisher_args,
             str(self.dir / f"{self.name}.publisher.log"))
         wait_for(lambda: os.path.exists(self.control_url[len("ipc://"):]), 10,
                  what=f"publisher {self.name} control socket")
@@ -231,9 +235,10 @@ class Cell:
         finally:
             conn.close()
 
-    def feed(self):
+    def feed(self, key_file: str | None = None):
+        """Ingest's view of this cell (with ``key_file``: sealed)."""
         from replica.ingest import CellFeed
-        return CellFeed(self.name, self.feed_url, self.control_url)
+        return CellFeed(self.name, self.feed_url, self.control_url, key_file)
 
 
 class IngestProc:
@@ -254,7 +259,8 @@ class IngestProc:
         argv = [PYTHON, "-m", "replica.ingest", "--replica", self.replica,
                 "--control", self.control_url]
         for f in self.feeds:
-            argv += ["--cell", f"{f.name}={f.feed_url},{f.control_url}"]
+            argv += ["--cell", f"{f.name}={f.feed_url},{f.control_url}"
+                     + (f",{f.key_file}" if f.key_file else "")]
         for name, value in self.options.items():
             argv += [f"--{name}", str(value)]
         self.proc = self.procs.start(argv, str(self.dir / "ingest.log"))
