@@ -106,6 +106,39 @@ def _cpu_seconds(pid: int) -> dict[str, float]:
     return out
 
 
+def _start_profiles(directory: str | None, pid: int, rate: float,
+                    duration: float) -> list[subprocess.Popen]:
+    """py-spy (``pip install py-spy``) on the publisher and its children for one rate."""
+    if not directory:
+        return []
+    os.makedirs(directory, exist_ok=True)
+    spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    spies = []
+    for target in [pid] + _children(pid):
+        spies.append(subprocess.Popen(
+            [spy, "record", "-p", str(target), "-f", "raw", "-r", "200", "-d",
+             str(int(duration)), "-o", os.path.join(directory, f"rate-{int(rate)}.{target}.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return spies
+
+
+def _stop_profiles(spies: list[subprocess.Popen]) -> None:
+    for spy in spies:
+        try:
+            spy.wait(30)
+        except subprocess.TimeoutExpired:
+            spy.terminate()
+            spy.wait(10)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
 def _journal_head(path: str) -> int:
     import apsw
     conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
@@ -212,6 +245,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rates", default="200,1000", help="changes/s, comma separated")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per rate")
     parser.add_argument("--markers", type=int, default=2000, help="marker servers")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="record the publisher's processes with py-spy during each rate "
+                             "(collapsed stacks in DIR/rate-<N>.<pid>.txt)")
     args = parser.parse_args(argv)
 
     from replica.ingest_control import IngestClient
@@ -286,7 +322,9 @@ def main(argv=None) -> int:
             journal_path = f"{workdir}/state/cell1.journal"
             for rate in (float(r) for r in args.rates.split(",")):
                 cpu0, head0 = _cpu_seconds(publisher.pid), _journal_head(journal_path)
+                spies = _start_profiles(args.profile, publisher.pid, rate, args.duration)
                 samples = measure_lag(mariadb, replica, markers, rate, args.duration)
+                _stop_profiles(spies)
                 cpu1 = _cpu_seconds(publisher.pid)
                 split = {role: cpu1[role] - cpu0[role] for role in cpu1}
                 cpu = sum(split.values())

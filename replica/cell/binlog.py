@@ -7,8 +7,12 @@ it. Nova's databases are never written.
 Transactions: a MariaDB transaction in the binlog is a GTID event, its row events
 and an XID event (or a ``COMMIT`` query); a DDL statement is a standalone GTID
 event and one query. Rolled-back transactions never reach the binlog. The row
-events of one transaction are collected (however many rows) and journaled as one
-journal transaction when its end is read. A GTID event starts a new transaction
+events of one transaction are collected (however many rows) and journaled
+whole when its end is read; transactions that arrive together (the stream has
+the next one at hand already) are journaled as a group, in one journal commit
+with one commit wait (``Tailer._follow``): the journal never holds part of a
+source transaction, and its position is always the one after the last
+transaction it holds whole. A GTID event starts a new transaction
 and drops whatever half-read one came before it (a stream that reconnected starts
 again at the transaction after the journaled position).
 
@@ -74,6 +78,10 @@ RECONNECT_DELAYS_S = (0.2, 0.5, 1, 2, 5)
 REPLICA_SERVER_ID_MIN = 1 << 24   # the ids a reader announces, unless configured: far
 REPLICA_SERVER_ID_MAX = (1 << 31) - 1   # from the small ids servers are given
 LIVENESS_CHECK_S = 1.0         # how often the liveness watch looks at the clock
+# Whole source transactions that arrive together are journaled in one commit, up to:
+GROUP_MAX_TRANSACTIONS = 1000
+GROUP_MAX_ROWS = 20_000        # a larger single transaction is still one group of its own
+GROUP_MAX_SECONDS = 0.02       # the first one of a group waits no longer than this
 ER_MASTER_FATAL_ERROR_READING_BINLOG = 1236
 ER_BAD_DB_ERROR = 1049
 ER_LOCK_WAIT_TIMEOUT = 1205
@@ -294,9 +302,36 @@ def open_change_log(source: Source) -> journal_mod.JournalChangeLog:
     return journal_mod.JournalChangeLog(source.journal_path)
 
 
+@dataclass(frozen=True)
+class _Ended:
+    """A source transaction read whole from the stream, not journaled yet."""
+    gtid: str
+    changed: ChangedKeys
+    fingerprint: str
+
+
+def _received_more(stream: BinLogStreamReader) -> bool:
+    """Whether the stream's next bytes are already received (buffered or in the
+    socket), so that reading the next event would not wait. Looks without waiting:
+    the socket is non-blocking for the look. False when it cannot tell."""
+    conn = getattr(stream, "_stream_connection", None)
+    sock, rfile = getattr(conn, "_sock", None), getattr(conn, "_rfile", None)
+    if sock is None or rfile is None:
+        return False
+    timeout = sock.gettimeout()
+    try:
+        sock.settimeout(0.0)
+        return bool(rfile.peek(1))
+    except (OSError, ValueError):       # nothing yet (TLS says so by raising), closed
+        return False
+    finally:
+        sock.settimeout(timeout)
+
+
 @dataclass
 class TailerStats:
     transactions: int = 0
+    groups: int = 0                # journal commits of source transactions
     rows: int = 0
     keys: int = 0
     new_epochs: int = 0
@@ -350,16 +385,30 @@ class Tailer:
             journal.close()
 
     def _follow(self, journal: journal_mod.Journal, state: journal_mod.JournalState) -> None:
-        """Stream from the journal's position until stopped or the stream fails."""
+        """Stream from the journal's position until stopped or the stream fails.
+
+        Whole transactions that arrive together (the next event is already received
+        when one ends) are journaled as a group: one commit wait and one journal
+        commit for all of them (``_journal``). A group is journaled as soon as the
+        stream has nothing more at hand, and at the latest after GROUP_MAX_SECONDS
+        or GROUP_MAX_TRANSACTIONS / GROUP_MAX_ROWS; never half a transaction."""
         position = state.position
         lookups = Lookups(self.source.cell_url, self.source.api_url)
         stream = _stream(self.source.cell_url, self.source.schemas, position,
                          server_id=self.source.replica_server_id)
         gtid_event = changed = log_file = None
+        group: list[_Ended] = []
+        group_rows, group_began = 0, 0.0
         next_check = 0.0
         try:
             while not self.stop.is_set():
-                if changed is None and "server" in self.mapper.kinds \
+                if group and (len(group) >= GROUP_MAX_TRANSACTIONS
+                              or group_rows >= GROUP_MAX_ROWS
+                              or time.monotonic() - group_began >= GROUP_MAX_SECONDS
+                              or not _received_more(stream)):
+                    position = self._journal(journal, lookups, group, position)
+                    group, group_rows = [], 0
+                if changed is None and not group and "server" in self.mapper.kinds \
                         and time.monotonic() >= next_check:
                     self._check_liveness(journal, lookups)
                     next_check = time.monotonic() + LIVENESS_CHECK_S
@@ -379,31 +428,48 @@ class Tailer:
                 elif isinstance(event, ROW_EVENTS):
                     self.mapper.add(changed, event)
                 elif ends_transaction(event, gtid_event):
-                    position = self._journal(journal, lookups, gtid_event, changed, position,
-                                             fingerprint(gtid_event, log_file, event))
+                    if not group:
+                        group_began = time.monotonic()
+                    group.append(_Ended(gtid_event.gtid, changed,
+                                        fingerprint(gtid_event, log_file, event)))
+                    group_rows += changed.rows
                     gtid_event = changed = None
+            if group:                          # stopped: what was read whole is kept
+                self._journal(journal, lookups, group, position)
         finally:
             stream.close()
             lookups.close()
 
     def _journal(self, journal: journal_mod.Journal, lookups: Lookups,
-                 gtid_event: MariadbGtidEvent, changed: ChangedKeys, position: str,
-                 transaction: str) -> str:
-        if changed.probe is not None:
-            self._wait_committed(lookups, changed.probe)
-        for host, report in changed.service_reports:
-            if self.liveness.note(host, report):
-                changed.service_hosts.add(host)          # counted down, up again
-        keys = self.mapper.resolve(changed, lookups) if changed.keys or changed.rows else []
-        after = advance(position, gtid_event.gtid)
-        first, last = journal.append(keys, gtid_event.gtid, after, position, transaction)
-        self.stats.transactions += 1
-        self.stats.rows += changed.rows
+                 group: list["_Ended"], position: str) -> str:
+        """Journal whole source transactions (binlog order) in one journal commit,
+        after one commit wait on the last changed row among them: MariaDB (and MySQL
+        with ``binlog_order_commits``, its default) makes transactions visible in
+        InnoDB in their binlog order, so once the last one is visible, all are."""
+        probe = next((ended.changed.probe for ended in reversed(group)
+                      if ended.changed.probe is not None), None)
+        if probe is not None:
+            self._wait_committed(lookups, probe)
+        transactions = []
+        verify = position
+        for ended in group:
+            changed = ended.changed
+            for host, report in changed.service_reports:
+                if self.liveness.note(host, report):
+                    changed.service_hosts.add(host)          # counted down, up again
+            keys = self.mapper.resolve(changed, lookups) if changed.keys or changed.rows else []
+            transactions.append((keys, ended.gtid))
+            verify, position = position, advance(position, ended.gtid)
+            self.stats.rows += changed.rows
+        first, last = journal.append_transactions(transactions, position, verify,
+                                                  group[-1].fingerprint)
+        self.stats.transactions += len(group)
+        self.stats.groups += 1
         self.stats.keys += last - first + 1
-        self.stats.last_gtid = gtid_event.gtid
+        self.stats.last_gtid = group[-1].gtid
         if last >= first and self.on_commit is not None:
             self.on_commit(first, last)
-        return after
+        return position
 
     def _wait_committed(self, lookups: Lookups, probe: tuple) -> None:
         """Journal a transaction only once the server shows it to new snapshots (see
