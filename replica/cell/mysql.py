@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import urllib.parse
+import weakref
 from dataclasses import dataclass, replace
 
 import pymysql
@@ -204,6 +205,11 @@ class Rows:
     rows = __call__          # the entity builder's ``Rows`` protocol
 
 
+# Connections whose session isolation level read_view has set (a new connection,
+# after a reconnect, is set again).
+_REPEATABLE_READ: "weakref.WeakSet[pymysql.connections.Connection]" = weakref.WeakSet()
+
+
 @contextlib.contextmanager
 def read_view(*conns: pymysql.connections.Connection, at_entry: bool = True):
     """A consistent, read-only snapshot on each connection (REPEATABLE READ), rolled
@@ -225,7 +231,9 @@ def read_view(*conns: pymysql.connections.Connection, at_entry: bool = True):
     try:
         for conn in conns:
             with conn.cursor() as cursor:
-                cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                if conn not in _REPEATABLE_READ:     # once per connection, not per view
+                    cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    _REPEATABLE_READ.add(conn)
                 cursor.execute(start)
             opened.append(conn)
         yield conns
