@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 import pymysql
 import pymysql.converters
-from pymysql.constants import FIELD_TYPE
+from pymysql.constants import CLIENT, FIELD_TYPE
 
 DEFAULT_PORT = 3306
 CONNECT_TIMEOUT_S = 10
@@ -153,13 +153,15 @@ def connect(url: MySQLURL, read_timeout: float | None = None,
     """A plain autocommit connection (tuple rows) to ``url``'s database (to the
     server only, without ``select_database``: server facts need no database).
     ``portable``: for the entity builder's SQL, values and quoting as SQLite's
-    (``PORTABLE_CONVERSIONS``, ``ANSI_QUOTES``, ``PIPES_AS_CONCAT``)."""
+    (``PORTABLE_CONVERSIONS``, ``ANSI_QUOTES``, ``PIPES_AS_CONCAT``), and several
+    statements allowed in one query (``Rows.many``)."""
     settings = url.settings()
     if not select_database:
         settings.pop("database")
     if portable:
         settings["conv"] = PORTABLE_CONVERSIONS
         settings["init_command"] = PORTABLE_SQL_MODE
+        settings["client_flag"] = CLIENT.MULTI_STATEMENTS     # Rows.many: one round trip
     return pymysql.connect(**settings, autocommit=True, read_timeout=read_timeout)
 
 
@@ -203,6 +205,26 @@ class Rows:
             return list(cursor.fetchall())
 
     rows = __call__          # the entity builder's ``Rows`` protocol
+
+    def many(self, statements: list[tuple[str, tuple]]) -> list[list[tuple]]:
+        """Several SELECTs (``(sql, params)``) in one round trip to the server (the
+        connection is made ``portable``: it allows several statements in one query),
+        each one's rows in order: what calling ``rows`` on each would give."""
+        texts = []
+        with self.conn.cursor() as cursor:
+            for sql, params in statements:
+                statement = self._translated.get(sql)
+                if statement is None:
+                    statement = self._translated[sql] = translate(sql)
+                texts.append(cursor.mogrify(statement, tuple(params) if params else None))
+            cursor.execute(";\n".join(texts))
+            out = [list(cursor.fetchall())]
+            while cursor.nextset():
+                out.append(list(cursor.fetchall()))
+        if len(out) != len(statements):
+            raise pymysql.err.ProgrammingError(
+                f"{len(statements)} statements gave {len(out)} results")
+        return out
 
 
 # Connections whose session isolation level read_view has set (a new connection,
