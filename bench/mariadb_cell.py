@@ -48,6 +48,10 @@ SEED_SERVERS = 10
 COPIED_CHILDREN = (("instance_extra", "instance_uuid"), ("instance_info_caches", "instance_uuid"),
                    ("instance_system_metadata", "instance_uuid"))
 POLL_INTERVAL_S = 0.001
+# The budgets of issue 9 / DESIGN.md for a Nova cell on MariaDB.
+P50_BUDGET_MS = 10.0              # change to visible, p50 (at 200 and 1,000 changes/s)
+P99_BUDGET_MS = 100.0
+FIRST_SNAPSHOT_BUDGET_S = 30.0    # first snapshot of a 100,000-server cell
 MARKER_TIMEOUT_S = 15.0
 
 

@@ -37,6 +37,13 @@ REQUIRED_BINLOG_SETTINGS = {
     "binlog_row_image": "FULL",
     "binlog_row_metadata": "FULL",
 }
+MYSQL_REQUIRED_SETTINGS = {"gtid_mode": "ON"}     # MySQL: GTIDs are optional there
+MARIADB_IDENTITY = "server_id="                    # a MariaDB server's identity starts so
+
+
+def is_mariadb_identity(identity: str) -> bool:
+    """Whether a journal's server identity (``ServerFacts.identity``) is a MariaDB's."""
+    return identity.startswith(MARIADB_IDENTITY)
 
 
 class SourceConfigError(ValueError):
@@ -280,7 +287,17 @@ class ServerFacts:
         """What names the server in the journal: MySQL's server_uuid, else
         MariaDB's server_id (a new datadir keeps the id: the journal's last
         transaction is checked against the binlog as well, see binlog.py)."""
-        return self.server_uuid or f"server_id={self.server_id}"
+        return self.server_uuid or f"{MARIADB_IDENTITY}{self.server_id}"
+
+    @property
+    def position(self) -> str:
+        """Where the server's binlog is now, as the journal keeps positions: MariaDB's
+        ``@@gtid_binlog_pos``, MySQL's ``@@gtid_executed`` in canonical form
+        (``gtid_sets.py``)."""
+        if self.is_mariadb:
+            return self.gtid_binlog_pos
+        from replica.cell import gtid_sets
+        return gtid_sets.canonical(self.gtid_executed or "")
 
 
 def _variable(cursor, name: str):
@@ -295,6 +312,8 @@ def server_facts(conn: pymysql.connections.Connection) -> ServerFacts:
         version, server_id = cursor.fetchone()
         is_mariadb = "mariadb" in version.lower()
         settings = {name: _variable(cursor, name) for name in REQUIRED_BINLOG_SETTINGS}
+        if not is_mariadb:
+            settings.update({name: _variable(cursor, name) for name in MYSQL_REQUIRED_SETTINGS})
         server_uuid = None if is_mariadb else _variable(cursor, "server_uuid")
         gtid_binlog_pos = (_variable(cursor, "gtid_binlog_pos") or "") if is_mariadb else ""
         gtid_executed = None if is_mariadb else _variable(cursor, "gtid_executed")
@@ -305,8 +324,11 @@ def server_facts(conn: pymysql.connections.Connection) -> ServerFacts:
 
 def check_binlog_settings(facts: ServerFacts) -> None:
     """Raise SourceConfigError naming every binlog setting that is not as needed."""
+    required = dict(REQUIRED_BINLOG_SETTINGS)
+    if not facts.is_mariadb:
+        required.update(MYSQL_REQUIRED_SETTINGS)
     wrong = [f"{name}={facts.settings.get(name)!r} (needs {want})"
-             for name, want in REQUIRED_BINLOG_SETTINGS.items()
+             for name, want in required.items()
              if str(facts.settings.get(name) or "").upper() != want]
     if wrong:
         raise SourceConfigError("the server's binlog cannot feed the replica: " + ", ".join(wrong))
