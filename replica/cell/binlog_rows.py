@@ -110,30 +110,21 @@ def _encoding(column) -> str | None:
     return _ENCODINGS[name]
 
 
-def _bit(bitmap: bytes, position: int) -> bool:
-    return bool(bitmap[position >> 3] & (1 << (position & 7)))
+def _present(bitmap: bytes, count: int) -> tuple[int, ...]:
+    """The indexes of the columns a row image has (its columns-present bitmap)."""
+    return tuple(i for i in range(count) if bitmap[i >> 3] & (1 << (i & 7)))
 
 
-def _image(columns, layout, wanted: dict[int, str], present: bytes, data: bytes,
+def _image(columns, layout, wanted: dict[int, str], present: tuple[int, ...], data: bytes,
            at: int) -> tuple[dict, int]:
     """One row image from ``at``: (the wanted columns' values, where the next begins)."""
-    count = len(columns)
-    present_count = sum(1 for i in range(count) if _bit(present, i))
-    nulls = data[at:at + (present_count + 7) // 8]
-    at += (present_count + 7) // 8
-    values: dict = {}
-    null_index = 0
-    for i in range(count):
-        if not _bit(present, i):
-            if i in wanted:
-                values[wanted[i]] = None
-            continue
-        is_null = _bit(nulls, null_index)
-        null_index += 1
-        if is_null:
-            if i in wanted:
-                values[wanted[i]] = None
-            continue
+    size_of_nulls = (len(present) + 7) // 8
+    nulls = data[at:at + size_of_nulls]
+    at += size_of_nulls
+    values = dict.fromkeys(wanted.values())       # a column absent from the image: None
+    for j, i in enumerate(present):
+        if nulls[j >> 3] & (1 << (j & 7)):
+            continue                               # NULL: no bytes
         prefixed, size = layout[i]
         if prefixed:
             end = at + size + int.from_bytes(data[at:at + size], "little")
@@ -170,8 +161,8 @@ def column_images(event, names) -> list[tuple[dict | None, dict | None]] | None:
     except Unreadable:
         return None
     update = isinstance(event, UpdateRowsEvent)
-    first = event.columns_present_bitmap
-    second = event.columns_present_bitmap2 if update else None
+    first = _present(event.columns_present_bitmap, len(columns))
+    second = _present(event.columns_present_bitmap2, len(columns)) if update else None
     out: list[tuple[dict | None, dict | None]] = []
     at = 0
     try:
