@@ -1,18 +1,31 @@
 """A Nova cell on MariaDB published through the binlog (``appliance cell --source
-mysql://...``): first snapshot of a large cell and time to live, change-to-visible lag
-at fixed rates of Nova-shaped writes, and the publisher's CPU per change. Printed, not
-asserted.
+mysql://...``): first snapshot of a large cell and time to live, a resync of it with API
+reads running, change-to-visible lag at fixed rates of Nova-shaped writes, and the
+publisher's CPU per change. Printed, not asserted; ``python -m bench --only mariadb``
+runs it with the profile's sizes and puts its figures against the budgets.
 
     APPLIANCE_NOVA_VENV=/work/nova-env-try .venv/bin/python -m bench.mariadb_cell \\
-        --servers 100000 --rates 200,1000 --duration 20
+        --servers 100000 --rates 200,1000 --duration 20 [--baseline TREE] [--profile DIR]
 
 The parts are real: a private MariaDB (``tests/realnova/mariadb.py``: row binlog with
 GTIDs, datadir in /dev/shm), Nova's databases made by nova-manage, seed servers written
 by Nova's objects, the publisher as a process with the replica-grants-only user, and
-ingest as a process writing the replica the API reads. The large cell is made from the
-seed servers by INSERT ... SELECT (instances, instance_extra, instance_info_caches,
-instance_system_metadata: what the builder reads), before the publisher starts (its
-first attach takes a snapshot).
+the appliance (``appliance serve``: ingest and one API worker) writing the replica the
+API reads. The large cell is made from the seed servers by INSERT ... SELECT (instances,
+instance_extra, instance_info_caches, instance_system_metadata: what the builder reads),
+before the publisher starts (its first attach takes a snapshot).
+
+``--baseline TREE``: another source tree (``git archive REV | tar -x -C TREE``) whose
+publisher is measured first, on the same cell in the same run, then this tree's: before
+and after on the same machine load. The appliance side is this tree's in both.
+
+The writer alone: before any publisher runs, the writer commits at each rate with
+nothing waiting for its markers, so that a lag run's achieved rate can be told from the
+generator's own limit.
+
+Snapshot and resync: API reads (``GET /servers/detail?limit=100``, as the noauth admin)
+run meanwhile; before a cell has ever been live the appliance answers 503 "loading" by
+design (counted apart), any other error counts as a failed read.
 
 Lag: a writer commits ``UPDATE instances SET display_name = <marker>, updated_at = ...``
 (the statement ``instance.save()`` runs for a rename) at a fixed rate on marker servers
@@ -21,8 +34,6 @@ file (the committed bytes the API serves) and notes when each first shows. Both 
 on one clock in one process; the resolution is one poll. CPU per change: user + system
 time of the publisher, its binlog tailer and its control server over the run, divided
 by the changes journaled meanwhile.
-
-Not part of ``python -m bench`` (it needs MariaDB and Nova's side environment).
 """
 
 from __future__ import annotations
@@ -111,15 +122,17 @@ def _cpu_seconds(pid: int) -> dict[str, float]:
     return out
 
 
-def _start_profiles(directory: str | None, pid: int, rate: float,
-                    duration: float) -> list[subprocess.Popen]:
-    """py-spy (``pip install py-spy``) on the publisher and its children for one rate."""
+def _start_profiles(directory: str | None, pid: int, rate: float, duration: float,
+                    appliance: int | None = None) -> list[subprocess.Popen]:
+    """py-spy (``pip install py-spy``) on the publisher, its children and the
+    appliance's processes (ingest, workers) for one rate."""
     if not directory:
         return []
     os.makedirs(directory, exist_ok=True)
     spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
     spies = []
-    for target in [pid] + _children(pid):
+    others = _children(appliance) if appliance else []
+    for target in [pid] + _children(pid) + others:
         spies.append(subprocess.Popen(
             [spy, "record", "-p", str(target), "-f", "raw", "-r", "200", "-d",
              str(int(duration)), "-o", os.path.join(directory, f"rate-{int(rate)}.{target}.txt")],
@@ -433,7 +446,7 @@ def run_code(label: str, tree: str, mariadb, workdir: str, count: int, markers: 
         for rate in rates:
             cpu0, head0 = _cpu_seconds(publisher.pid), _journal_head(journal_path)
             spies = _start_profiles(profile_dir and os.path.join(profile_dir, label),
-                                    publisher.pid, rate, duration)
+                                    publisher.pid, rate, duration, procs[0].pid)
             samples = measure_lag(mariadb, replica, markers, rate, duration)
             _stop_profiles(spies)
             cpu1 = _cpu_seconds(publisher.pid)
