@@ -43,6 +43,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,7 @@ SEED_SERVERS = 10
 COPIED_CHILDREN = (("instance_extra", "instance_uuid"), ("instance_info_caches", "instance_uuid"),
                    ("instance_system_metadata", "instance_uuid"))
 POLL_INTERVAL_S = 0.001
+READ_INTERVAL_S = 0.05            # API reads during a snapshot: about 20 a second
 # The budgets of issue 9 / DESIGN.md for a Nova cell on MariaDB.
 P50_BUDGET_MS = 10.0              # change to visible, p50 (at 200 and 1,000 changes/s)
 P99_BUDGET_MS = 100.0
@@ -122,8 +124,9 @@ def _cpu_seconds(pid: int) -> dict[str, float]:
     return out
 
 
-def _start_profiles(directory: str | None, pid: int, rate: float, duration: float,
-                    appliance: int | None = None) -> list[subprocess.Popen]:
+def _start_profiles(directory: str | None, pid: int, rate: float | str,
+                    duration: float | None, appliance: int | None = None,
+                    ) -> list[subprocess.Popen]:
     """py-spy (``pip install py-spy``) on the publisher, its children and the
     appliance's processes (ingest, workers) for one rate."""
     if not directory:
@@ -133,14 +136,19 @@ def _start_profiles(directory: str | None, pid: int, rate: float, duration: floa
     spies = []
     others = _children(appliance) if appliance else []
     for target in [pid] + _children(pid) + others:
+        name = f"rate-{int(rate)}" if isinstance(rate, (int, float)) else rate
         spies.append(subprocess.Popen(
-            [spy, "record", "-p", str(target), "-f", "raw", "-r", "200", "-d",
-             str(int(duration)), "-o", os.path.join(directory, f"rate-{int(rate)}.{target}.txt")],
+            [spy, "record", "-p", str(target), "-f", "raw", "-r", "200",
+             *(["-d", str(int(duration))] if duration else []),
+             "-o", os.path.join(directory, f"{name}.{target}.txt")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     return spies
 
 
-def _stop_profiles(spies: list[subprocess.Popen]) -> None:
+def _stop_profiles(spies: list[subprocess.Popen], now: bool = False) -> None:
+    for spy in spies:
+        if now:
+            spy.send_signal(signal.SIGINT)      # py-spy writes what it has and ends
     for spy in spies:
         try:
             spy.wait(30)
@@ -321,7 +329,7 @@ class ApiReads:
                 self.failed += 1
                 if len(self.failures) < 10:
                     self.failures.append(str(status))
-            time.sleep(0.01)
+            time.sleep(READ_INTERVAL_S)
 
     def stop(self) -> dict:
         self.done.set()
@@ -407,6 +415,11 @@ def run_code(label: str, tree: str, mariadb, workdir: str, count: int, markers: 
             cwd=tree, env=env, stdout=open(f"{here}/publisher.log", "wb"),
             stderr=subprocess.STDOUT)
         procs.append(publisher)
+        if profile_dir:                 # once its tailer and control server are forked
+            _wait("the publisher's children", lambda: len(_children(publisher.pid)) >= 2, 60,
+                  procs)
+        spies = _start_profiles(profile_dir and os.path.join(profile_dir, label),
+                                publisher.pid, "snapshot", None, procs[0].pid)
 
         def live():
             cells = client.get_json(f"{admin}/status", timeout=5).get("cells", [])
@@ -416,6 +429,7 @@ def run_code(label: str, tree: str, mariadb, workdir: str, count: int, markers: 
             _wait("the cell live in the replica", live, 1800, procs)
         finally:
             read_result = reads.stop()
+            _stop_profiles(spies, now=True)
         out["first_snapshot_to_live_s"] = round(time.monotonic() - started, 1)
         out["reads_during_snapshot"] = read_result
         log(f"  [{label}] first snapshot: {count:,} servers live in the replica "
