@@ -549,12 +549,17 @@ def main(argv=None) -> int:
     parser.add_argument("--baseline", metavar="TREE",
                         help="another source tree (e.g. an older revision, exported with "
                              "git archive): its publisher is measured first on the same cell")
+    parser.add_argument("--baseline-last", action="store_true",
+                        help="measure the baseline after this tree (the machine's load drifts: "
+                             "run both orders)")
     parser.add_argument("--profile", metavar="DIR",
                         help="record the publisher's processes with py-spy during each rate "
                              "(collapsed stacks in DIR/<tree>/rate-<N>.<pid>.txt)")
     args = parser.parse_args(argv)
     trees = ([("baseline", os.path.abspath(args.baseline))] if args.baseline else []) + \
         [("this", ROOT)]
+    if args.baseline_last:
+        trees.reverse()
     result = run(args.servers, [float(r) for r in args.rates.split(",")], args.duration,
                  args.markers, trees, args.profile)
     print(json.dumps(result, indent=2))
