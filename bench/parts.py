@@ -59,11 +59,23 @@ def _edge() -> None:
     from appliance.api.upstream import Upstream  # noqa: F401
 
 
+def _mariadb() -> None:
+    """A MariaDB server program (Debian's package) and the side environment with Nova
+    (its databases are made by nova-manage): not part of the product either."""
+    from bench.side_env import nova_env
+    from tests.realnova.mariadb import MARIADBD_CANDIDATES, _find_program
+
+    _find_program(MARIADBD_CANDIDATES)
+    nova_env().program("nova-manage")
+    from replica.cell.binlog import Tailer  # noqa: F401
+
+
 CHECKS = {
     "simulator": _simulator, "entities": _entities, "publisher": _publisher,
     "render": _render, "writer": _writer, "ingest": _ingest, "api": _api,
     "supervisor": _supervisor, "edge endpoint": _edge, "tls": _tls,
     "side environment (Keystone)": _side_keystone,
+    "MariaDB and the side environment (Nova)": _mariadb,
 }
 
 _STACK = ("simulator", "entities", "publisher", "render", "writer", "ingest", "api", "supervisor")
@@ -75,6 +87,7 @@ NEEDS = {
     "footprint": _STACK,
     "ingest": ("simulator", "entities", "render", "writer"),
     "edge": (*_STACK, "edge endpoint", "tls", "side environment (Keystone)"),
+    "mariadb": (*_STACK, "MariaDB and the side environment (Nova)"),
 }
 
 

@@ -44,6 +44,11 @@ class Profile:
     edge_rounds: int = 2                     # reads: interleaved, the best run of each counts;
                                              # pass-through: sampled edge_rounds x duration
     edge_nova_api: bool = True               # also a real nova-api upstream (side environment)
+    # A Nova cell on MariaDB published through the binlog (bench/mariadb_cell.py).
+    mariadb_servers: int = 100_000
+    mariadb_rates: tuple[int, ...] = (200, 1000)
+    mariadb_duration_s: float = 20.0
+    mariadb_markers: int = 2000
     # Scenarios a run leaves out unless asked for by name (--only).
     left_out: tuple[str, ...] = ()
 
@@ -86,8 +91,11 @@ QUICK = Profile(
     lag_duration_s=4.0,
     resync_sizes=(10_000,),
     edge_duration_s=3.0,
-    # Keystone's set-up alone (db_sync, fernet keys, bootstrap) takes about half a minute.
-    left_out=("edge",),
+    mariadb_servers=10_000,
+    mariadb_duration_s=5.0,
+    # Keystone's set-up alone (db_sync, fernet keys, bootstrap) takes about half a minute;
+    # Nova's databases on MariaDB about as long.
+    left_out=("edge", "mariadb"),
 )
 
 PROFILES = {"full": FULL, "quick": QUICK}

@@ -10,13 +10,13 @@ import tempfile
 import time
 import traceback
 
-from bench import edge, ingest_rate, machine, parts, reads, replication, report
+from bench import edge, ingest_rate, machine, mariadb_cell, parts, reads, replication, report
 from bench.procs import Processes
 from bench.profiles import Profile, all_workers
 from bench.report import Scenario
 from bench.stack import Stack, cell_uuids, populate_cell, write_ids
 
-SCENARIOS = ("read", "scaling", "ingest", "lag", "resync", "footprint", "edge")
+SCENARIOS = ("read", "scaling", "ingest", "lag", "resync", "footprint", "edge", "mariadb")
 INGEST_ONLY_SERVERS = 10_000     # a cell for the ingest entities when no stack is built
 
 
@@ -173,6 +173,37 @@ def _ingest_sealed(sc: Scenario, cell_db: str, root: str, profile: Profile, log,
                          "upserts/s", budget=report.Budget(">=", 50_000), details=result))
 
 
+def _mariadb(sc: Scenario, profile: Profile, log) -> None:
+    result = mariadb_cell.run(profile.mariadb_servers, list(profile.mariadb_rates),
+                              profile.mariadb_duration_s, profile.mariadb_markers, log=log)
+    sc.runs.append({"kind": "mariadb", **result})
+    this = result["this"]
+    servers = result["servers"]
+    snapshot = this["reads_during_snapshot"]
+    sc.add(report.Figure(f"first snapshot of {servers:,} servers to live", this[
+        "first_snapshot_to_live_s"], "s", budget=report.Budget("<=", mariadb_cell.FIRST_SNAPSHOT_BUDGET_S)
+        if servers >= 100_000 else None, details=snapshot))
+    sc.add(report.Figure(f"resync of {servers:,} servers", this["resync_s"], "s",
+                         details={"state": this["resync_state"]}))
+    sc.add(report.Figure(f"resync of {servers:,} servers: failed reads meanwhile",
+                         this["reads_during_resync"]["failed"], "errors",
+                         budget=report.Budget("<=", 0),
+                         details=this["reads_during_resync"]))
+    for rate in profile.mariadb_rates:
+        lag = this[f"lag_at_{int(rate)}"]
+        alone = next(w for w in result["writer_alone"] if w["rate"] == rate)
+        sc.add(report.Figure(f"change to visible p50 at {int(rate)} changes/s", lag["p50_ms"],
+                             "ms", budget=report.Budget("<=", mariadb_cell.P50_BUDGET_MS),
+                             details={"achieved_rate": lag["achieved_rate"],
+                                      "writer_alone_rate": alone["achieved_rate"],
+                                      "lost": lag["lost"]}))
+        sc.add(report.Figure(f"change to visible p99 at {int(rate)} changes/s", lag["p99_ms"],
+                             "ms", budget=report.Budget("<=", mariadb_cell.P99_BUDGET_MS)))
+        sc.add(report.Figure(f"publisher CPU per change at {int(rate)} changes/s",
+                             lag["publisher_cpu_ms_per_change"], "ms",
+                             details=lag["cpu_ms_per_change"]))
+
+
 def run(profile: Profile, out_path: str, only: tuple[str, ...] | None = None, keep: bool = False,
         log=_log, feed_key: bool = False) -> dict:
     """``feed_key``: the stacks' publisher and appliance share a key file (sealed feed
@@ -213,6 +244,11 @@ def run(profile: Profile, out_path: str, only: tuple[str, ...] | None = None, ke
                     _ingest(ingest, path, root, profile, log)
                 log("\n== ingest rate")
                 _attempt(ingest, "ingest rate", alone, log)
+            mariadb = scenarios.get("mariadb")
+            if mariadb is not None and mariadb.status == report.STATUS_OK:
+                log("\n== a Nova cell on MariaDB, published through the binlog")
+                _attempt(mariadb, "mariadb cell",
+                         lambda: _mariadb(mariadb, profile, log), log)
     finally:
         if keep:
             log(f"data kept in {root}")

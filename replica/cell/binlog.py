@@ -7,8 +7,12 @@ it. Nova's databases are never written.
 Transactions: a MariaDB transaction in the binlog is a GTID event, its row events
 and an XID event (or a ``COMMIT`` query); a DDL statement is a standalone GTID
 event and one query. Rolled-back transactions never reach the binlog. The row
-events of one transaction are collected (however many rows) and journaled as one
-journal transaction when its end is read. A GTID event starts a new transaction
+events of one transaction are collected (however many rows) and journaled
+whole when its end is read; transactions that arrive together (the stream has
+the next one at hand already) are journaled as a group, in one journal commit
+with one commit wait (``Tailer._follow``): the journal never holds part of a
+source transaction, and its position is always the one after the last
+transaction it holds whole. A GTID event starts a new transaction
 and drops whatever half-read one came before it (a stream that reconnected starts
 again at the transaction after the journaled position).
 
@@ -37,8 +41,13 @@ back to 0, consuming from the server's CURRENT ``@@gtid_binlog_pos``) when:
 
 Otherwise the journal keeps its epoch and the stream resumes at its position.
 
-Not handled: MySQL's GTID sets (refused with a clear error: only MariaDB's
-GTIDs are implemented) and XA transactions (MariaDB binlogs ``XA PREPARE`` and
+MySQL: its GTID sets are handled in form (``gtid_sets.py``: the journal's
+position is the set consumed, the auto-position request sends it, ``is_behind``
+compares it with ``@@gtid_executed``, the identity is ``@@server_uuid``, and
+``gtid_mode=ON`` is required), but NOT tested against a real MySQL server (none
+is installed where this is developed and tested).
+
+Not handled: XA transactions (MariaDB binlogs ``XA PREPARE`` and
 ``XA COMMIT`` as two groups; the prepared group's rows would be dropped). Nova
 uses neither.
 """
@@ -58,9 +67,10 @@ from dataclasses import dataclass
 
 import pymysql
 from pymysqlreplication import BinLogStreamReader
-from pymysqlreplication.event import (HeartbeatLogEvent, MariadbGtidEvent, QueryEvent,
-                                      RotateEvent, XidEvent)
+from pymysqlreplication.event import (GtidEvent, HeartbeatLogEvent, MariadbGtidEvent,
+                                      QueryEvent, RotateEvent, XidEvent)
 
+from replica.cell import gtid_sets
 from replica.cell import journal as journal_mod
 from replica.cell import mysql
 from replica.cell.binlog_keys import (ROW_EVENTS, SERVICE_DOWN_TIME_S, WATCHED_TABLES,
@@ -74,12 +84,18 @@ RECONNECT_DELAYS_S = (0.2, 0.5, 1, 2, 5)
 REPLICA_SERVER_ID_MIN = 1 << 24   # the ids a reader announces, unless configured: far
 REPLICA_SERVER_ID_MAX = (1 << 31) - 1   # from the small ids servers are given
 LIVENESS_CHECK_S = 1.0         # how often the liveness watch looks at the clock
+# Whole source transactions that arrive together are journaled in one commit, up to:
+GROUP_MAX_TRANSACTIONS = 1000
+GROUP_MAX_ROWS = 20_000        # a larger single transaction is still one group of its own
+GROUP_MAX_SECONDS = 0.02       # the first one of a group waits no longer than this
 ER_MASTER_FATAL_ERROR_READING_BINLOG = 1236
 ER_BAD_DB_ERROR = 1049
 ER_LOCK_WAIT_TIMEOUT = 1205
 GTID_STANDALONE = 0x01         # MariaDB GTID event flag: no COMMIT/XID follows (DDL)
 
-BOUNDARY_EVENTS = [MariadbGtidEvent, QueryEvent, XidEvent, HeartbeatLogEvent, RotateEvent]
+BOUNDARY_EVENTS = [MariadbGtidEvent, GtidEvent, QueryEvent, XidEvent, HeartbeatLogEvent,
+                   RotateEvent]
+GTID_EVENTS = (MariadbGtidEvent, GtidEvent)      # MariaDB's, MySQL's
 STREAM_EVENTS = BOUNDARY_EVENTS + list(ROW_EVENTS)
 
 class BinlogError(RuntimeError):
@@ -106,7 +122,10 @@ def format_position(position: dict[int, tuple[int, int]]) -> str:
 
 
 def advance(text: str, gtid: str) -> str:
-    """The position after the transaction ``gtid`` (``domain-server-seq``)."""
+    """The position after the transaction ``gtid``: MariaDB's ``domain-server-seq``
+    in a MariaDB position, MySQL's ``uuid:n`` added to a GTID set."""
+    if gtid_sets.is_gtid_set(gtid):
+        return gtid_sets.add(text, gtid)
     position = parse_position(text)
     domain, server_id, seq_no = (int(x) for x in gtid.split("-"))
     position[domain] = (server_id, seq_no)
@@ -115,7 +134,10 @@ def advance(text: str, gtid: str) -> str:
 
 def is_behind(server: str, journal: str) -> bool:
     """True when the server's position lacks a domain of the journal's or has a
-    lower seq_no in one: it cannot have written what the journal consumed."""
+    lower seq_no in one: it cannot have written what the journal consumed. On
+    MySQL (GTID sets): when the journal's set is not within the server's."""
+    if gtid_sets.is_gtid_set(server) or gtid_sets.is_gtid_set(journal):
+        return not gtid_sets.contains(server, journal)
     have = parse_position(server)
     return any(domain not in have or have[domain][1] < seq_no
                for domain, (_server_id, seq_no) in parse_position(journal).items())
@@ -149,17 +171,28 @@ def _connect_once():
 
 
 def _stream(url: mysql.MySQLURL, schemas: list[str], position: str, server_id: int | None,
-            events=STREAM_EVENTS) -> BinLogStreamReader:
+            events=STREAM_EVENTS, is_mariadb: bool = True) -> BinLogStreamReader:
     """A blocking GTID stream from ``position``. Blocking always: MariaDB's
     non-blocking dump writes to a non-blocking socket and drops the connection
     as soon as the reader falls behind; the server's heartbeat (sent when idle)
     tells the reader that it has caught up."""
+    return BinLogStreamReader(**stream_arguments(url, schemas, position, server_id, events,
+                                                 is_mariadb))
+
+
+def stream_arguments(url: mysql.MySQLURL, schemas: list[str], position: str,
+                     server_id: int | None, events=STREAM_EVENTS,
+                     is_mariadb: bool = True) -> dict:
+    """The stream reader's arguments. The auto-position request is MariaDB's
+    (``@slave_connect_state``) for a MariaDB position, MySQL's COM_BINLOG_DUMP_GTID
+    with the GTID set for a MySQL one (untested against a real MySQL server)."""
     settings = url.settings()
     settings.pop("database")
     settings["read_timeout"] = STREAM_READ_TIMEOUT_S
-    return BinLogStreamReader(
+    return dict(
         connection_settings=settings, server_id=_replica_server_id(server_id),
-        is_mariadb=True, auto_position=position, resume_stream=True, blocking=True,
+        is_mariadb=is_mariadb, auto_position=position,
+        resume_stream=True, blocking=True,
         only_schemas=schemas, only_tables=WATCHED_TABLES, only_events=events,
         slave_heartbeat=HEARTBEAT_S,
         freeze_schema=True, enable_logging=False, pymysql_wrapper=_connect_once())
@@ -170,37 +203,45 @@ def _is_position_error(exc: BaseException) -> bool:
             and exc.args[0] == ER_MASTER_FATAL_ERROR_READING_BINLOG)
 
 
-def fingerprint(gtid_event: MariadbGtidEvent, log_file: str | None, end_event) -> str:
+def fingerprint(gtid_event, log_file: str | None, end_event) -> str:
     """What identifies a transaction in this server's binlog beyond its GTID: its
     timestamp, its binlog file and where its first and last events end there."""
     return (f"{gtid_event.gtid}@{gtid_event.timestamp}@{log_file}:"
             f"{gtid_event.packet.log_pos}-{end_event.packet.log_pos}")
 
 
-def ends_transaction(event, gtid_event: MariadbGtidEvent) -> bool:
-    """An XID event, a ``COMMIT`` query, or the one query of a standalone group (DDL)."""
+def ends_transaction(event, gtid_event, began: bool = False) -> bool:
+    """An XID event, a ``COMMIT`` query, or the one query of a standalone group
+    (DDL): MariaDB flags it in its GTID event; on MySQL it is a query that no
+    ``BEGIN`` query came before (``began``)."""
     if isinstance(event, XidEvent):
         return True
-    return isinstance(event, QueryEvent) and bool(
-        gtid_event.flags & GTID_STANDALONE or _is_commit(event))
+    if not isinstance(event, QueryEvent):
+        return False
+    if isinstance(gtid_event, MariadbGtidEvent):
+        return bool(gtid_event.flags & GTID_STANDALONE or _is_commit(event))
+    return _is_commit(event) or not (began or _is_begin(event))
 
 
 def _first_transaction_after(url: mysql.MySQLURL, schemas: list[str], position: str,
-                             server_id: int) -> str | None:
+                             server_id: int, is_mariadb: bool = True) -> str | None:
     """The fingerprint of the first transaction the server sends after
     ``position`` (None: none yet). Raises PositionLost when the server no longer
     has that position in its binlogs."""
     stream = _stream(url, schemas, position, server_id=server_id,
-                     events=BOUNDARY_EVENTS)     # rows are not decoded
+                     events=BOUNDARY_EVENTS, is_mariadb=is_mariadb)     # rows not decoded
     gtid_event = log_file = None
+    began = False
     try:
         for event in stream:
             if isinstance(event, HeartbeatLogEvent) and gtid_event is None:
                 return None                      # idle: nothing after the position
-            if isinstance(event, MariadbGtidEvent):
-                gtid_event, log_file = event, stream.log_file
-            elif gtid_event is not None and ends_transaction(event, gtid_event):
+            if isinstance(event, GTID_EVENTS):
+                gtid_event, log_file, began = event, stream.log_file, False
+            elif gtid_event is not None and ends_transaction(event, gtid_event, began):
                 return fingerprint(gtid_event, log_file, event)
+            elif isinstance(event, QueryEvent) and _is_begin(event):
+                began = True
         return None
     except pymysql.err.MySQLError as exc:
         if _is_position_error(exc):
@@ -232,17 +273,19 @@ def _why_new_epoch(source: Source, state, facts: mysql.ServerFacts) -> str | Non
         return "first attach"
     if state.server_identity != facts.identity():
         return f"another server ({facts.identity()}, journal has {state.server_identity})"
-    if is_behind(facts.gtid_binlog_pos, state.position):
-        return (f"the server's position {facts.gtid_binlog_pos!r} is behind the journal's "
+    if is_behind(facts.position, state.position):
+        return (f"the server's position {facts.position!r} is behind the journal's "
                 f"{state.position!r} (restored or another database)")
     probe = (source.cell_url, source.schemas)
     try:
-        first = _first_transaction_after(*probe, state.verify_position, source.replica_server_id)
+        first = _first_transaction_after(*probe, state.verify_position, source.replica_server_id,
+                                         facts.is_mariadb)
     except PositionLost:
         # The file holding the journal's last transaction is gone (binlog
         # expiry); what matters is whether the position after it is still there.
         try:
-            _first_transaction_after(*probe, state.position, source.replica_server_id)
+            _first_transaction_after(*probe, state.position, source.replica_server_id,
+                                     facts.is_mariadb)
         except PositionLost as exc:
             return f"binlog purged: {exc}"
         log.info("cell source %s: the journal's last transaction is no longer in the "
@@ -263,8 +306,9 @@ def reconcile(source: Source, journal: journal_mod.Journal,
     try:
         facts = mysql.server_facts(conn)
         if not facts.is_mariadb:
-            raise mysql.SourceConfigError(
-                f"{facts.version}: only MariaDB's binlog GTIDs are supported so far")
+            log.warning("cell source %s: %s is MySQL: its GTID sets are supported but "
+                        "untested against a real MySQL server", source.cell_url.redacted(),
+                        facts.version)
         mysql.check_binlog_settings(facts)
         state = journal.state()
         why = _why_new_epoch(source, state, facts)
@@ -273,7 +317,7 @@ def reconcile(source: Source, journal: journal_mod.Journal,
         # The server's current position, read now: every transaction committed
         # after it is journaled, and a snapshot served from this epoch (head read
         # first, then the read view) covers everything before it.
-        current = mysql.server_facts(conn).gtid_binlog_pos
+        current = mysql.server_facts(conn).position
         state = journal.new_epoch(facts.identity(), current, why)
         log.warning("cell source %s: new epoch %s at %r: %s", source.cell_url.redacted(),
                     state.epoch, current, why)
@@ -294,9 +338,36 @@ def open_change_log(source: Source) -> journal_mod.JournalChangeLog:
     return journal_mod.JournalChangeLog(source.journal_path)
 
 
+@dataclass(frozen=True)
+class _Ended:
+    """A source transaction read whole from the stream, not journaled yet."""
+    gtid: str
+    changed: ChangedKeys
+    fingerprint: str
+
+
+def _received_more(stream: BinLogStreamReader) -> bool:
+    """Whether the stream's next bytes are already received (buffered or in the
+    socket), so that reading the next event would not wait. Looks without waiting:
+    the socket is non-blocking for the look. False when it cannot tell."""
+    conn = getattr(stream, "_stream_connection", None)
+    sock, rfile = getattr(conn, "_sock", None), getattr(conn, "_rfile", None)
+    if sock is None or rfile is None:
+        return False
+    timeout = sock.gettimeout()
+    try:
+        sock.settimeout(0.0)
+        return bool(rfile.peek(1))
+    except (OSError, ValueError):       # nothing yet (TLS says so by raising), closed
+        return False
+    finally:
+        sock.settimeout(timeout)
+
+
 @dataclass
 class TailerStats:
     transactions: int = 0
+    groups: int = 0                # journal commits of source transactions
     rows: int = 0
     keys: int = 0
     new_epochs: int = 0
@@ -350,16 +421,32 @@ class Tailer:
             journal.close()
 
     def _follow(self, journal: journal_mod.Journal, state: journal_mod.JournalState) -> None:
-        """Stream from the journal's position until stopped or the stream fails."""
+        """Stream from the journal's position until stopped or the stream fails.
+
+        Whole transactions that arrive together (the next event is already received
+        when one ends) are journaled as a group: one commit wait and one journal
+        commit for all of them (``_journal``). A group is journaled as soon as the
+        stream has nothing more at hand, and at the latest after GROUP_MAX_SECONDS
+        or GROUP_MAX_TRANSACTIONS / GROUP_MAX_ROWS; never half a transaction."""
         position = state.position
         lookups = Lookups(self.source.cell_url, self.source.api_url)
         stream = _stream(self.source.cell_url, self.source.schemas, position,
-                         server_id=self.source.replica_server_id)
+                         server_id=self.source.replica_server_id,
+                         is_mariadb=mysql.is_mariadb_identity(state.server_identity))
         gtid_event = changed = log_file = None
+        began = False
+        group: list[_Ended] = []
+        group_rows, group_began = 0, 0.0
         next_check = 0.0
         try:
             while not self.stop.is_set():
-                if changed is None and "server" in self.mapper.kinds \
+                if group and (len(group) >= GROUP_MAX_TRANSACTIONS
+                              or group_rows >= GROUP_MAX_ROWS
+                              or time.monotonic() - group_began >= GROUP_MAX_SECONDS
+                              or not _received_more(stream)):
+                    position = self._journal(journal, lookups, group, position)
+                    group, group_rows = [], 0
+                if changed is None and not group and "server" in self.mapper.kinds \
                         and time.monotonic() >= next_check:
                     self._check_liveness(journal, lookups)
                     next_check = time.monotonic() + LIVENESS_CHECK_S
@@ -371,39 +458,58 @@ class Tailer:
                     raise
                 if event is None:
                     raise BinlogError("the server ended the binlog stream")
-                if isinstance(event, MariadbGtidEvent):
+                if isinstance(event, GTID_EVENTS):
                     gtid_event, changed = event, ChangedKeys()
-                    log_file = stream.log_file
+                    log_file, began = stream.log_file, False
                 elif changed is None:
                     continue                   # heartbeat, rotate: between transactions
                 elif isinstance(event, ROW_EVENTS):
                     self.mapper.add(changed, event)
-                elif ends_transaction(event, gtid_event):
-                    position = self._journal(journal, lookups, gtid_event, changed, position,
-                                             fingerprint(gtid_event, log_file, event))
+                elif ends_transaction(event, gtid_event, began):
+                    if not group:
+                        group_began = time.monotonic()
+                    group.append(_Ended(gtid_event.gtid, changed,
+                                        fingerprint(gtid_event, log_file, event)))
+                    group_rows += changed.rows
                     gtid_event = changed = None
+                elif isinstance(event, QueryEvent) and _is_begin(event):
+                    began = True               # MySQL: a transaction's first event
+            if group:                          # stopped: what was read whole is kept
+                self._journal(journal, lookups, group, position)
         finally:
             stream.close()
             lookups.close()
 
     def _journal(self, journal: journal_mod.Journal, lookups: Lookups,
-                 gtid_event: MariadbGtidEvent, changed: ChangedKeys, position: str,
-                 transaction: str) -> str:
-        if changed.probe is not None:
-            self._wait_committed(lookups, changed.probe)
-        for host, report in changed.service_reports:
-            if self.liveness.note(host, report):
-                changed.service_hosts.add(host)          # counted down, up again
-        keys = self.mapper.resolve(changed, lookups) if changed.keys or changed.rows else []
-        after = advance(position, gtid_event.gtid)
-        first, last = journal.append(keys, gtid_event.gtid, after, position, transaction)
-        self.stats.transactions += 1
-        self.stats.rows += changed.rows
+                 group: list["_Ended"], position: str) -> str:
+        """Journal whole source transactions (binlog order) in one journal commit,
+        after one commit wait on the last changed row among them: MariaDB (and MySQL
+        with ``binlog_order_commits``, its default) makes transactions visible in
+        InnoDB in their binlog order, so once the last one is visible, all are."""
+        probe = next((ended.changed.probe for ended in reversed(group)
+                      if ended.changed.probe is not None), None)
+        if probe is not None:
+            self._wait_committed(lookups, probe)
+        transactions = []
+        verify = position
+        for ended in group:
+            changed = ended.changed
+            for host, report in changed.service_reports:
+                if self.liveness.note(host, report):
+                    changed.service_hosts.add(host)          # counted down, up again
+            keys = self.mapper.resolve(changed, lookups) if changed.keys or changed.rows else []
+            transactions.append((keys, ended.gtid))
+            verify, position = position, advance(position, ended.gtid)
+            self.stats.rows += changed.rows
+        first, last = journal.append_transactions(transactions, position, verify,
+                                                  group[-1].fingerprint)
+        self.stats.transactions += len(group)
+        self.stats.groups += 1
         self.stats.keys += last - first + 1
-        self.stats.last_gtid = gtid_event.gtid
+        self.stats.last_gtid = group[-1].gtid
         if last >= first and self.on_commit is not None:
             self.on_commit(first, last)
-        return after
+        return position
 
     def _wait_committed(self, lookups: Lookups, probe: tuple) -> None:
         """Journal a transaction only once the server shows it to new snapshots (see
@@ -453,6 +559,13 @@ def _is_commit(event: QueryEvent) -> bool:
     if isinstance(query, bytes):
         query = query.decode("utf-8", "replace")
     return query.strip().upper() in ("COMMIT", "ROLLBACK")
+
+
+def _is_begin(event: QueryEvent) -> bool:
+    query = event.query
+    if isinstance(query, bytes):
+        query = query.decode("utf-8", "replace")
+    return query.strip().upper() == "BEGIN"
 
 
 def make_source(source_url: str, api_source_url: str | None, name: str, state_dir: str,

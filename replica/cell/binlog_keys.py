@@ -4,7 +4,9 @@ source; ``binlog.py`` reads the stream and journals what this module makes of it
 Direct keys (``KEY_MAP``): ``instances.uuid`` and the instance child tables'
 instance uuid columns give ``server`` keys, before and after image both (a row
 moved from one key to another changes both); ``flavors.flavorid`` gives
-``flavor`` keys. Fan-outs that need a lookup (``Lookups``: plain SELECTs on
+``flavor`` keys. Of these tables' rows only the key column (and, for the commit
+wait, the primary key) is read from the binlog (``binlog_rows.py``); the rows of
+the fan-out tables are decoded whole. Fan-outs that need a lookup (``Lookups``: plain SELECTs on
 connections of their own, made when the transaction is journaled, so the state
 then, at least as new as the transaction): a nova-compute ``services`` row whose
 host, disabled, forced_down or deleted changed, or whose report came more than
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from replica.cell import mysql
+from replica.cell.binlog_rows import column_images
 
 SERVICE_DOWN_TIME_S = 60       # Nova's service_down_time default
 COMMIT_WAIT_TIMEOUT_S = 10     # a locking read waits this long for a commit (then goes on)
@@ -191,7 +194,14 @@ class KeyMapper:
         mapped = KEY_MAP.get((role, table))
         if mapped is None and (role, table) not in FANOUT_TABLES:
             return                     # rows of other tables are not even decoded
-        images = _images(event)
+        images = None
+        if mapped is not None:         # only the key (and the probe's) columns are read
+            names = {mapped[1]}
+            if changed.probe is None:
+                names.update(_key_columns(event))
+            images = column_images(event, names)
+        if images is None:
+            images = _images(event)
         changed.rows += len(images)
         if changed.probe is None and images:
             changed.probe = _probe_of(event, images[0])
@@ -252,10 +262,15 @@ class KeyMapper:
         return keys
 
 
+def _key_columns(event) -> tuple[str, ...]:
+    """The event's table's primary key columns (none: an empty tuple)."""
+    key = getattr(event, "primary_key", None)
+    return (key,) if isinstance(key, str) and key else tuple(key or ())
+
+
 def _probe_of(event, images: tuple) -> tuple | None:
     """The primary key of a changed row (its after image, else its before image)."""
-    key = getattr(event, "primary_key", None)
-    columns = (key,) if isinstance(key, str) and key else tuple(key or ())
+    columns = _key_columns(event)
     image = images[1] if images[1] is not None else images[0]
     if not columns or image is None or any(column not in image for column in columns):
         return None

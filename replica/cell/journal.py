@@ -2,8 +2,9 @@
 publisher's own (``<state dir>/<cell>.journal``).
 
 The binlog tailer (``binlog.py``) appends the entity keys that one source
-transaction changed, in ONE SQLite transaction together with the GTID position
-the journal has then consumed. So the position is a value committed with the
+transaction changed (or several whole source transactions that arrived together),
+in ONE SQLite transaction together with the GTID position the journal has then
+consumed. So the position is a value committed with the
 changes it covers: after a crash the journal holds either all of a source
 transaction's keys and the position after it, or none of them and the position
 before it, and the tailer resumes from exactly there (nothing lost, nothing
@@ -152,33 +153,52 @@ class Journal:
         """Append one source transaction: its changed keys (each once, in first-seen
         order) and the position after it, in one SQLite transaction. Returns the
         (first, last) seqs given; (head + 1, head) when the transaction changed no key."""
-        return self._append(keys, gtid, ", position = ?, verify_position = ?, last_transaction = ?",
+        return self.append_transactions([(keys, gtid)], position, verify_position,
+                                        last_transaction)
+
+    def append_transactions(self, transactions: Iterable[tuple[Iterable[tuple[str, str]], str]],
+                            position: str, verify_position: str,
+                            last_transaction: str) -> tuple[int, int]:
+        """Append several whole source transactions, ``(keys, gtid)`` each in binlog
+        order, and the position after the last one, in ONE SQLite transaction (one
+        commit for a group of source transactions that arrived together). Each
+        transaction's keys are written once each, in first-seen order, with its own
+        GTID, exactly as ``append`` would write them one by one; ``verify_position``
+        and ``last_transaction`` are those of the last transaction. Returns the
+        (first, last) seqs given."""
+        return self._append([(gtid, list(dict.fromkeys(keys))) for keys, gtid in transactions],
+                            ", position = ?, verify_position = ?, last_transaction = ?",
                             (position, verify_position, last_transaction))
 
     def append_keys(self, keys: Iterable[tuple[str, str]]) -> tuple[int, int]:
         """Append keys that no source transaction changed (a service whose last
         report grew too old): the position stays as it is."""
-        return self._append(keys, None, "", ())
+        return self._append([(None, list(dict.fromkeys(keys)))], "", ())
 
-    def _append(self, keys: Iterable[tuple[str, str]], gtid: str | None,
+    def _append(self, groups: list[tuple[str | None, list[tuple[str, str]]]],
                 meta_assignments: str, meta_values: tuple) -> tuple[int, int]:
-        """Write the keys (each once, in first-seen order) after the head and move the
+        """Write each group's keys (gtid, unique keys) after the head and move the
         head past them, with the further ``journal_meta`` assignments (a fixed SQL
         fragment from this class, values bound), in one SQLite transaction."""
-        unique = list(dict.fromkeys(keys))
         head = self.head
         if head is None:
             raise JournalError(f"journal {self.path}: no epoch started")
         now = time.time()
+        rows = []
+        seq = head
+        for gtid, unique in groups:
+            for kind, key in unique:
+                seq += 1
+                rows.append((seq, kind, key, gtid, now))
         with self.conn:
-            self.conn.executemany(
-                "INSERT INTO journal (seq, kind, key, gtid, ts) VALUES (?, ?, ?, ?, ?)",
-                [(head + offset, kind, key, gtid, now)
-                 for offset, (kind, key) in enumerate(unique, start=1)])
+            if rows:
+                self.conn.executemany(
+                    "INSERT INTO journal (seq, kind, key, gtid, ts) VALUES (?, ?, ?, ?, ?)",
+                    rows)
             self.conn.execute("UPDATE journal_meta SET head = ?" + meta_assignments,
-                              (head + len(unique), *meta_values))
-        self.head = head + len(unique)
-        return head + 1, head + len(unique)
+                              (seq, *meta_values))
+        self.head = seq
+        return head + 1, seq
 
 
 class JournalChangeLog:

@@ -18,11 +18,12 @@ from __future__ import annotations
 import contextlib
 import os
 import urllib.parse
+import weakref
 from dataclasses import dataclass, replace
 
 import pymysql
 import pymysql.converters
-from pymysql.constants import FIELD_TYPE
+from pymysql.constants import CLIENT, FIELD_TYPE
 
 DEFAULT_PORT = 3306
 CONNECT_TIMEOUT_S = 10
@@ -36,6 +37,13 @@ REQUIRED_BINLOG_SETTINGS = {
     "binlog_row_image": "FULL",
     "binlog_row_metadata": "FULL",
 }
+MYSQL_REQUIRED_SETTINGS = {"gtid_mode": "ON"}     # MySQL: GTIDs are optional there
+MARIADB_IDENTITY = "server_id="                    # a MariaDB server's identity starts so
+
+
+def is_mariadb_identity(identity: str) -> bool:
+    """Whether a journal's server identity (``ServerFacts.identity``) is a MariaDB's."""
+    return identity.startswith(MARIADB_IDENTITY)
 
 
 class SourceConfigError(ValueError):
@@ -152,13 +160,15 @@ def connect(url: MySQLURL, read_timeout: float | None = None,
     """A plain autocommit connection (tuple rows) to ``url``'s database (to the
     server only, without ``select_database``: server facts need no database).
     ``portable``: for the entity builder's SQL, values and quoting as SQLite's
-    (``PORTABLE_CONVERSIONS``, ``ANSI_QUOTES``, ``PIPES_AS_CONCAT``)."""
+    (``PORTABLE_CONVERSIONS``, ``ANSI_QUOTES``, ``PIPES_AS_CONCAT``), and several
+    statements allowed in one query (``Rows.many``)."""
     settings = url.settings()
     if not select_database:
         settings.pop("database")
     if portable:
         settings["conv"] = PORTABLE_CONVERSIONS
         settings["init_command"] = PORTABLE_SQL_MODE
+        settings["client_flag"] = CLIENT.MULTI_STATEMENTS     # Rows.many: one round trip
     return pymysql.connect(**settings, autocommit=True, read_timeout=read_timeout)
 
 
@@ -203,6 +213,31 @@ class Rows:
 
     rows = __call__          # the entity builder's ``Rows`` protocol
 
+    def many(self, statements: list[tuple[str, tuple]]) -> list[list[tuple]]:
+        """Several SELECTs (``(sql, params)``) in one round trip to the server (the
+        connection is made ``portable``: it allows several statements in one query),
+        each one's rows in order: what calling ``rows`` on each would give."""
+        texts = []
+        with self.conn.cursor() as cursor:
+            for sql, params in statements:
+                statement = self._translated.get(sql)
+                if statement is None:
+                    statement = self._translated[sql] = translate(sql)
+                texts.append(cursor.mogrify(statement, tuple(params) if params else None))
+            cursor.execute(";\n".join(texts))
+            out = [list(cursor.fetchall())]
+            while cursor.nextset():
+                out.append(list(cursor.fetchall()))
+        if len(out) != len(statements):
+            raise pymysql.err.ProgrammingError(
+                f"{len(statements)} statements gave {len(out)} results")
+        return out
+
+
+# Connections whose session isolation level read_view has set (a new connection,
+# after a reconnect, is set again).
+_REPEATABLE_READ: "weakref.WeakSet[pymysql.connections.Connection]" = weakref.WeakSet()
+
 
 @contextlib.contextmanager
 def read_view(*conns: pymysql.connections.Connection, at_entry: bool = True):
@@ -225,7 +260,9 @@ def read_view(*conns: pymysql.connections.Connection, at_entry: bool = True):
     try:
         for conn in conns:
             with conn.cursor() as cursor:
-                cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                if conn not in _REPEATABLE_READ:     # once per connection, not per view
+                    cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    _REPEATABLE_READ.add(conn)
                 cursor.execute(start)
             opened.append(conn)
         yield conns
@@ -250,7 +287,17 @@ class ServerFacts:
         """What names the server in the journal: MySQL's server_uuid, else
         MariaDB's server_id (a new datadir keeps the id: the journal's last
         transaction is checked against the binlog as well, see binlog.py)."""
-        return self.server_uuid or f"server_id={self.server_id}"
+        return self.server_uuid or f"{MARIADB_IDENTITY}{self.server_id}"
+
+    @property
+    def position(self) -> str:
+        """Where the server's binlog is now, as the journal keeps positions: MariaDB's
+        ``@@gtid_binlog_pos``, MySQL's ``@@gtid_executed`` in canonical form
+        (``gtid_sets.py``)."""
+        if self.is_mariadb:
+            return self.gtid_binlog_pos
+        from replica.cell import gtid_sets
+        return gtid_sets.canonical(self.gtid_executed or "")
 
 
 def _variable(cursor, name: str):
@@ -265,6 +312,8 @@ def server_facts(conn: pymysql.connections.Connection) -> ServerFacts:
         version, server_id = cursor.fetchone()
         is_mariadb = "mariadb" in version.lower()
         settings = {name: _variable(cursor, name) for name in REQUIRED_BINLOG_SETTINGS}
+        if not is_mariadb:
+            settings.update({name: _variable(cursor, name) for name in MYSQL_REQUIRED_SETTINGS})
         server_uuid = None if is_mariadb else _variable(cursor, "server_uuid")
         gtid_binlog_pos = (_variable(cursor, "gtid_binlog_pos") or "") if is_mariadb else ""
         gtid_executed = None if is_mariadb else _variable(cursor, "gtid_executed")
@@ -275,8 +324,11 @@ def server_facts(conn: pymysql.connections.Connection) -> ServerFacts:
 
 def check_binlog_settings(facts: ServerFacts) -> None:
     """Raise SourceConfigError naming every binlog setting that is not as needed."""
+    required = dict(REQUIRED_BINLOG_SETTINGS)
+    if not facts.is_mariadb:
+        required.update(MYSQL_REQUIRED_SETTINGS)
     wrong = [f"{name}={facts.settings.get(name)!r} (needs {want})"
-             for name, want in REQUIRED_BINLOG_SETTINGS.items()
+             for name, want in required.items()
              if str(facts.settings.get(name) or "").upper() != want]
     if wrong:
         raise SourceConfigError("the server's binlog cannot feed the replica: " + ", ".join(wrong))

@@ -134,3 +134,60 @@ def test_server_entities_read_the_api_database_and_judge_liveness_on_mariadb(nov
     finally:
         cell.conn.close()
         api.conn.close()
+
+
+def test_child_queries_sent_together_build_the_same_entities(nova, written):
+    """The MariaDB source's rows adapter runs a page's child queries in one round trip
+    per database (``mysql.Rows.many``): the entities are the ones built statement by
+    statement, by keys (a batch) and by key range (a snapshot page)."""
+    from replica.cell import mysql
+
+    names = dict(zip(("api", "cell0", "cell1"), nova.database_names))
+    url = mysql.MySQLURL(user="root", password="", host=nova.mariadb.host,
+                         port=nova.mariadb.port, database=names["cell1"])
+    dbs = mysql.SourceDatabases(url, url.with_database(names["api"]))
+    try:
+        def one_by_one(rows):
+            return lambda sql, params=(): rows(sql, params)       # no ``many``
+
+        def reach(api):
+            return entity.Reach(_children(dbs.cell_rows, names["cell1"]), api=api,
+                                api_children=_children(dbs.api_rows, names["api"]),
+                                service_down_time=60, clock=lambda: 1e9)
+
+        together, apart = reach(dbs.api_rows), reach(one_by_one(dbs.api_rows))
+        keys = list(written) + ["00000000-0000-4000-8000-000000000000"]
+        with dbs.read_view():
+            sent = []
+            counting = _Counting(dbs.cell_rows, sent)
+            built = entity.build_servers(counting, keys, together)
+            assert sent == ["rows", "many"]          # instances, then every child at once
+            assert built == entity.build_servers(one_by_one(dbs.cell_rows), keys, apart)
+            assert built[written[1]]["server_groups"] == [written.group]
+            paged = entity.page_entities(dbs.cell_rows, ["server"], None, 100, together)
+            assert paged == entity.page_entities(one_by_one(dbs.cell_rows), ["server"], None,
+                                                 100, apart)
+            assert {key for _kind, key, _ent in paged[0]} >= set(written)
+    finally:
+        dbs.close()
+
+
+def _children(rows, database: str) -> frozenset:
+    return entity.children_available(lambda table, column: bool(rows(
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
+        "AND column_name = ?", (database, table, column))))
+
+
+class _Counting:
+    """A rows adapter that notes which of its calls each round trip was."""
+
+    def __init__(self, rows, sent: list):
+        self.inner, self.sent = rows, sent
+
+    def __call__(self, sql, params=()):
+        self.sent.append("rows")
+        return self.inner(sql, params)
+
+    def many(self, statements):
+        self.sent.append("many")
+        return self.inner.many(statements)

@@ -194,6 +194,45 @@ def test_a_10000_row_transaction_is_one_journal_transaction(source, cell):
         assert 0 in heads and heads <= {0, 10_000, 10_001}, sorted(heads)[:10]
 
 
+def test_transactions_that_arrive_together_are_journaled_whole_in_groups(nova, source, cell):
+    """A backlog read at once: fewer journal commits than source transactions, each
+    source transaction's keys with its own GTID exactly as one by one, the position
+    after the last one, and a restart that verifies the last one keeps the epoch."""
+    with tailing(source) as (_tailer, change_log):
+        cell.run("INSERT INTO instances (uuid, host) VALUES ('group-0', 'h')")
+        wait_head(change_log, 1)
+        epoch = change_log.epoch()
+    for number in range(1, 301):          # while no tailer runs: a backlog
+        if number % 100 == 0:             # a multi-row transaction among them
+            with cell.transaction():
+                cell.run("INSERT INTO instances (uuid, host) VALUES (%s, 'h')",
+                         (f"group-{number}",))
+                cell.run("INSERT INTO instance_metadata (instance_uuid, `key`) VALUES "
+                         "(%s, 'k'), ('group-1', 'k')", (f"group-{number}",))
+        else:
+            cell.run("INSERT INTO instances (uuid, host) VALUES (%s, 'h')", (f"group-{number}",))
+    with tailing(source) as (tailer, change_log):
+        wait_head(change_log, 304)
+        assert tailer.stats.transactions == 300 and tailer.stats.groups < 100, tailer.stats
+        rows = journal_rows(change_log)
+        assert [seq for seq, *_ in rows] == list(range(1, 305))
+        by_gtid: dict[str, list[str]] = {}
+        for _seq, _kind, key, gtid in rows[1:]:
+            by_gtid.setdefault(gtid, []).append(key)
+        assert len(by_gtid) == 300
+        assert sorted(keys for keys in by_gtid.values() if len(keys) > 1) == \
+            [[f"group-{n}", "group-1"] for n in (100, 200, 300)]
+        server_position = nova.scalar("SELECT @@gtid_binlog_pos")
+        assert change_log.state().position == server_position
+        assert change_log.state().verify_position == binlog.format_position(
+            {d: (s, n - 1) for d, (s, n) in binlog.parse_position(server_position).items()})
+    with tailing(source) as (tailer, change_log):
+        assert change_log.epoch() == epoch and tailer.stats.new_epochs == 0
+        cell.run("INSERT INTO instances (uuid, host) VALUES ('group-last', 'h')")
+        wait_head(change_log, 305)
+        assert events(change_log, 304) == [("server", "group-last")]
+
+
 def test_a_restart_after_a_large_last_transaction_keeps_the_epoch(source, cell):
     rows = [("large-last", f"k{number}") for number in range(10_000)]
     with tailing(source) as (_tailer, change_log):

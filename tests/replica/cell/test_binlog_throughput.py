@@ -33,7 +33,7 @@ def process_cpu(pid: int) -> float:
 class TailerThread:
     def __init__(self, source):
         self.stop = threading.Event()
-        self.journaled_at: dict[int, float] = {}     # last seq of a commit -> when
+        self.journaled_at: dict[int, float] = {}     # seq -> when its commit was made
         self.tailer = binlog.Tailer(source, self.stop, on_commit=self._committed)
         self.thread = threading.Thread(target=self.tailer.run, name="binlog-tailer")
 
@@ -43,8 +43,10 @@ class TailerThread:
             time.sleep(0.001)
         self.clock = time.pthread_getcpuclockid(self.thread.ident)
 
-    def _committed(self, _first: int, last: int) -> None:
-        self.journaled_at[last] = time.perf_counter()
+    def _committed(self, first: int, last: int) -> None:
+        now = time.perf_counter()          # one journal commit may hold several seqs
+        for seq in range(first, last + 1):
+            self.journaled_at[seq] = now
 
     def cpu(self) -> float:
         return time.clock_gettime(self.clock)

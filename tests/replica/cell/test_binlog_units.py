@@ -105,6 +105,28 @@ def test_journal_appends_gapless_seqs_with_the_position(tmp_path):
         reader.close()
 
 
+def test_journal_appends_a_group_of_transactions_in_one_commit(tmp_path):
+    path = str(tmp_path / "c.journal")
+    writer = journal.Journal(path)
+    reader = journal.JournalChangeLog(path)
+    try:
+        writer.new_epoch("server_id=1", "0-1-5", "first attach")
+        group = [([("server", "a"), ("server", "b"), ("server", "a")], "0-1-6"),
+                 ([], "0-1-7"),
+                 ([("server", "a")], "0-1-8")]
+        assert writer.append_transactions(group, "0-1-8", "0-1-7", "t8") == (1, 3)
+        assert reader.conn.execute("SELECT seq, key, gtid FROM journal ORDER BY seq").fetchall() \
+            == [(1, "a", "0-1-6"), (2, "b", "0-1-6"), (3, "a", "0-1-8")]
+        state = reader.state()
+        assert (state.head, state.position, state.verify_position, state.last_transaction) == \
+            (3, "0-1-8", "0-1-7", "t8")
+        assert writer.append_transactions([([], "0-1-9")], "0-1-9", "0-1-8", "t9") == (4, 3)
+        assert reader.state().position == "0-1-9" and reader.head() == 3
+    finally:
+        writer.close()
+        reader.close()
+
+
 def test_journal_prune_keeps_a_gapless_tail_and_the_head(tmp_path):
     path = str(tmp_path / "c.journal")
     writer = journal.Journal(path)
