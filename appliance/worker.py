@@ -27,7 +27,7 @@ import gevent.pool
 import gevent.pywsgi
 import gevent.socket
 
-from appliance import logs, metrics
+from appliance import logs, memory, metrics
 from appliance.access_log import AccessLog
 from appliance.settings import Settings
 
@@ -361,6 +361,7 @@ class Worker:
         # middleware on the way.
         server.observe = observe
         server.access_log = self.access_log = AccessLog.from_settings(self.settings, raw_app)
+        memory.tune_serving_process()
         server.start()
         self._mark_ready()
         logs.info("worker_ready", worker=self.number, listen=f"{self.host}:{self.port}")
