@@ -44,6 +44,11 @@ class Profile:
     edge_rounds: int = 2                     # reads: interleaved, the best run of each counts;
                                              # pass-through: sampled edge_rounds x duration
     edge_nova_api: bool = True               # also a real nova-api upstream (side environment)
+    # Real nova-api against the appliance on the same Nova databases (side environment):
+    # servers written by Nova's objects (about 15-50 a second), wrk at one connection count.
+    novaapi_servers: int = 2_000
+    novaapi_endpoints: tuple[str, ...] = ("show", "detail100", "detail1000")
+    novaapi_connections: int = 8
     # Scenarios a run leaves out unless asked for by name (--only).
     left_out: tuple[str, ...] = ()
 
@@ -86,8 +91,11 @@ QUICK = Profile(
     lag_duration_s=4.0,
     resync_sizes=(10_000,),
     edge_duration_s=3.0,
-    # Keystone's set-up alone (db_sync, fernet keys, bootstrap) takes about half a minute.
-    left_out=("edge",),
+    novaapi_servers=1_000,
+    novaapi_endpoints=("show", "detail1000"),
+    # Keystone's set-up alone (db_sync, fernet keys, bootstrap) takes about half a minute;
+    # writing servers with Nova's objects, a minute or more.
+    left_out=("edge", "novaapi"),
 )
 
 PROFILES = {"full": FULL, "quick": QUICK}

@@ -10,13 +10,13 @@ import tempfile
 import time
 import traceback
 
-from bench import edge, ingest_rate, machine, parts, reads, replication, report
+from bench import edge, ingest_rate, machine, novaapi, parts, reads, replication, report
 from bench.procs import Processes
 from bench.profiles import Profile, all_workers
 from bench.report import Scenario
 from bench.stack import Stack, cell_uuids, populate_cell, write_ids
 
-SCENARIOS = ("read", "scaling", "ingest", "lag", "resync", "footprint", "edge")
+SCENARIOS = ("read", "scaling", "ingest", "lag", "resync", "footprint", "edge", "novaapi")
 INGEST_ONLY_SERVERS = 10_000     # a cell for the ingest entities when no stack is built
 
 
@@ -186,6 +186,12 @@ def run(profile: Profile, out_path: str, only: tuple[str, ...] | None = None, ke
                     _ingest(ingest, path, root, profile, log)
                 log("\n== ingest rate")
                 _attempt(ingest, "ingest rate", alone, log)
+            nova = scenarios.get("novaapi")
+            if nova is not None and nova.status == report.STATUS_OK:
+                log(f"\n== real nova-api against the appliance on the same Nova databases "
+                    f"({profile.novaapi_servers:,} servers)")
+                _attempt(nova, "real nova-api", lambda: novaapi.run(nova, procs, profile, root,
+                                                                     log), log)
     finally:
         if keep:
             log(f"data kept in {root}")
