@@ -56,6 +56,7 @@ _SCHEME = ("http", "https")
 # read may answer from a snapshot up to a millisecond old.
 SNAPSHOT_HOLD_S = 0.001
 TAGS_MINOR = 26               # server tags exist from 2.26
+PARSED_QUERIES_KEPT = 1024    # server list queries kept parsed per worker
 LOADING_RECHECK_S = 0.0       # while loading, every request asks the store (one statement, as
                               # the read would): no worker says "loading" after another served
 LOADING_RETRY_AFTER = 2       # seconds, in the Retry-After of the "loading" fault
@@ -115,6 +116,8 @@ class ComputeApi:
                                  for m in range(microversion.MIN_MINOR,
                                                 microversion.MAX_MINOR + 1)}
         self._prefixes: dict[tuple[str, str | None], Prefixes] = {}
+        # (query string, minor, identity, detail) -> (ServerQuery, pairs, multi): read only
+        self._server_queries: dict[tuple, tuple] = {}
         self._roots: dict[tuple, str] = {}
         self._by_host: dict[str | None, Prefixes] = {}
         self._server_views = {(m, a, s): ServerView(m, a, s)
@@ -391,8 +394,18 @@ class ComputeApi:
         return (204 if name == "tag" else 200), result.body, result
 
     def _list_servers(self, read: _Read, detail: bool):
-        multi = read.query()
-        query = server_query(multi, read.minor, read.identity, detail, self.config.max_limit)
+        # The same list asked again (a dashboard, a poller): its parsed query is kept.
+        key = (read.environ.get("QUERY_STRING", ""), read.minor, read.identity, detail)
+        found = self._server_queries.get(key)
+        if found is None:
+            multi = read.query()
+            query = server_query(multi, read.minor, read.identity, detail,
+                                 self.config.max_limit)
+            if len(self._server_queries) >= PARSED_QUERIES_KEPT:
+                self._server_queries.clear()
+            self._server_queries[key] = (query, read.pairs, multi)
+        else:
+            query, read.pairs, read.multi = found
         view = self._server_views[(read.minor, read.identity.admin, False)] if detail else None
         result = self._reader.list_servers(query, view, read.prefixes)
         if query.marker is not None and not result.marker_found:
