@@ -57,6 +57,7 @@ _SCHEME = ("http", "https")
 SNAPSHOT_HOLD_S = 0.001
 TAGS_MINOR = 26               # server tags exist from 2.26
 PARSED_QUERIES_KEPT = 1024    # server list queries kept parsed per worker
+PIECES_FROM_BYTES = 64 << 10  # a bigger list page and its closing are sent as two pieces
 LOADING_RECHECK_S = 0.0       # while loading, every request asks the store (one statement, as
                               # the read would): no worker says "loading" after another served
 LOADING_RETRY_AFTER = 2       # seconds, in the Retry-After of the "loading" fault
@@ -424,20 +425,25 @@ class ComputeApi:
         return 200, self._close_list(read, result, collection, "flavors_links"), result
 
     def _close_list(self, read: _Read, result: ReadResult, collection: str,
-                    links_key: str) -> bytes:
-        """Close the list body, with Nova's next link when the page is full."""
+                    links_key: str) -> bytes | tuple[bytes, bytes]:
+        """Close the list body, with Nova's next link when the page is full. A big page
+        and its closing stay two pieces (sent one after the other, not copied)."""
         multi = read.multi or {}
         max_items = self.config.max_limit
         if "limit" in multi:
             max_items = min(int(multi["limit"][-1]), max_items)
         if not max_items or result.count != max_items or result.last_id is None:
-            return result.body + b"}"
-        params = dict(sorted(read.pairs or ()))
-        params["marker"] = result.last_id
-        self_prefix = _self_prefix(read.root, read.url_project)
-        href = f"{self_prefix}/{collection}?{urlencode(params)}"
-        links = json.dumps([{"rel": "next", "href": href}])
-        return result.body + b',"' + links_key.encode() + b'":' + links.encode() + b"}"
+            closing = b"}"
+        else:
+            params = dict(sorted(read.pairs or ()))
+            params["marker"] = result.last_id
+            self_prefix = _self_prefix(read.root, read.url_project)
+            href = f"{self_prefix}/{collection}?{urlencode(params)}"
+            links = json.dumps([{"rel": "next", "href": href}])
+            closing = b',"' + links_key.encode() + b'":' + links.encode() + b"}"
+        if len(result.body) > PIECES_FROM_BYTES:
+            return result.body, closing
+        return result.body + closing
 
     # -- links ---------------------------------------------------------------------------
 
@@ -481,9 +487,13 @@ class ComputeApi:
 
     # -- responses -----------------------------------------------------------------------
 
-    def _respond(self, start_response, environ, status: int, body: bytes,
-                 result: ReadResult | None, request_id: str, minor: int | None):
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+    def _respond(self, start_response, environ, status: int,
+                 body: bytes | tuple[bytes, ...], result: ReadResult | None,
+                 request_id: str, minor: int | None):
+        # ``body``: the bytes, or a tuple of pieces sent in turn (a big list page).
+        pieces = body if isinstance(body, tuple) else (body,)
+        length = sum(map(len, pieces))
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(length)),
                    ("x-openstack-request-id", request_id),
                    ("x-compute-request-id", request_id)]
         headers.append(_server_timing(result))
@@ -497,7 +507,7 @@ class ComputeApi:
         start_response(status_line(status), headers)
         if environ.get("REQUEST_METHOD") == "HEAD":
             return [b""]
-        return [body]
+        return list(pieces)
 
     def _fault(self, start_response, err: ApiError, request_id: str, environ,
                minor: int | None, result: ReadResult | None):

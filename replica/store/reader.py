@@ -8,7 +8,10 @@ no per-row Python. Flavor documents carry link tokens that ``replace()`` substit
 (flavor lists are short). The same statement also returns the replica position that
 answered (every feed's seq) and, for a list, whether the marker exists, so a request
 never needs a second statement. A list statement returns one row per document and a
-trailer row; the page is joined once in Python (``bytes.join``), not in SQLite.
+trailer row; the page is joined once in Python (``bytes.join``), not in SQLite. A reader
+keeps the pages it built (``PAGE_CACHE_BYTES``) with the replica's data version: the
+same statement asked again carries that version, and while nothing has been committed
+since, its LIMIT is 0: one statement that reads no item, and the kept page is answered.
 
 Filters: exact ones are ``IN`` lists on indexed or plain columns; a regex without
 metacharacters is ``instr()``; a real regex calls the registered ``regexp()`` (Python's
@@ -61,6 +64,10 @@ MATCH_TICK_S = 0.01               # how often the timer looks while a regex stat
 # snapshot's first statement reads it, the others answer the same position.
 POSITION_SQL = "(SELECT group_concat(cell || '=' || seq, ',') FROM positions)"
 POSITIONS_SQL = "SELECT cell, epoch, seq FROM positions"
+# Changes whenever another connection (ingest) has committed since this connection last
+# read: what a kept list page is checked against (Reader's page cache).
+DATA_VERSION_SQL = "(SELECT data_version FROM pragma_data_version)"
+PAGE_CACHE_BYTES = 4 << 20        # list pages a reader keeps, per process
 
 
 # The feeds that have been live once, newline-separated (schema step 4).
@@ -316,11 +323,15 @@ def _after_marker(sort: tuple[tuple[str, str], ...]) -> str:
 
 
 def _list_sql(table: str, key: str, doc: str, where: list[str],
-              sort: tuple[tuple[str, str], ...], has_marker: bool, marker_scope: str) -> str:
-    """One row per listed item, ``(id, document)`` in ``sort`` order, then one trailer
-    row ``(marker found, position)``: the worker joins the documents, so SQLite never
-    concatenates the page (a 1.6 MB page built inside SQLite cost three times as much as
-    the rows that hold it). The trailer comes even when the page is empty."""
+              sort: tuple[tuple[str, str], ...], has_marker: bool, marker_scope: str,
+              kept_version: str) -> str:
+    """One row per listed item, ``(id, document, NULL)`` in ``sort`` order, then one
+    trailer row ``(marker found, data version, position)``: the worker joins the
+    documents, so SQLite never concatenates the page (a 1.6 MB page built inside SQLite
+    cost three times as much as the rows that hold it). The trailer comes even when the
+    page is empty. ``kept_version`` (a parameter): the data version of the page the
+    reader keeps for this statement; while the replica is still at that version the
+    page's LIMIT is 0 and no item row is read."""
     order = ", ".join(f"{c} {d.upper()}" for c, d in sort)
     conditions = list(where)
     marker_cte = ""
@@ -330,11 +341,14 @@ def _list_sql(table: str, key: str, doc: str, where: list[str],
         conditions.append(_after_marker(sort))
     where_sql = " AND ".join(conditions) if conditions else "1"
     found = "(SELECT count(*) FROM m)" if has_marker else "1"
+    # The version test sits in LIMIT, evaluated once before the scan (in WHERE, SQLite
+    # would test it on every row of the index: a kept page scanned the whole table).
+    limit = f"CASE WHEN {DATA_VERSION_SQL} IS NOT {kept_version} THEN ?6 ELSE 0 END"
     # UNION ALL returns its arms in order, and the page arm its rows in ORDER BY order.
     return (
-        f"{marker_cte}SELECT * FROM (SELECT {key}, CAST({doc} AS BLOB) "
-        f"FROM {table} WHERE {where_sql} ORDER BY {order} LIMIT ?6) "
-        f"UNION ALL SELECT {found}, {POSITION_SQL}")
+        f"{marker_cte}SELECT *, NULL FROM (SELECT {key}, CAST({doc} AS BLOB) "
+        f"FROM {table} WHERE {where_sql} ORDER BY {order} LIMIT {limit}) "
+        f"UNION ALL SELECT {found}, {DATA_VERSION_SQL}, {POSITION_SQL}")
 
 
 class _Params:
@@ -350,6 +364,10 @@ class _Params:
     def __call__(self, value) -> str:
         self.values.append(value)
         return f"?{self.FIRST + len(self.values) - 1}"
+
+    def last(self) -> str:
+        """The parameter after the filters' (a list's kept data version)."""
+        return f"?{self.FIRST + len(self.values)}"
 
 
 def _in(column: str, values: tuple, p: _Params) -> str:
@@ -411,7 +429,7 @@ def build_server_list(query: ServerQuery, view: render.ServerView | None
     if query.marker is not None and query.marker_project is not None:
         marker_scope = f" AND project_id = {p(query.marker_project)}"
     sql = _list_sql("servers", "uuid", doc, where, query.sort, query.marker is not None,
-                    marker_scope)
+                    marker_scope, p.last())
     return sql, p.values
 
 
@@ -447,7 +465,7 @@ def build_flavor_list(query: FlavorQuery, view: render.FlavorView) -> tuple[str,
     marker_scope = "" if query.admin else " AND " + access
     sql = _list_sql("flavors", "flavorid", _with_prefixes(flavor_doc_expr(view)), where,
                     query.sort,
-                    query.marker is not None, marker_scope)
+                    query.marker is not None, marker_scope, p.last())
     return sql, p.values
 
 
@@ -552,6 +570,9 @@ class Reader:
         self._call_later = None
         self._held_until = 0.0         # monotonic end of the held transaction (0: none)
         self._position = None          # the held snapshot's position, once read
+        # (statement, parameters) -> (data version, ReadResult) of list pages, newest last
+        self._pages: dict[tuple, tuple[int, ReadResult]] = {}
+        self._pages_bytes = 0
         conn.create_scalar_function("regexp", _MATCH_CLOCK.regexp, 2, deterministic=True)
         conn.set_progress_handler(self._past_deadline, READ_DEADLINE_VM_STEPS)
 
@@ -688,13 +709,37 @@ class Reader:
 
     def _list(self, sql: str, extra: list, prefixes: Prefixes, marker: str | None,
               limit: int, project_id: str | None, matches: bool, opening: bytes) -> ReadResult:
-        params = [*_tokens(prefixes),
-                  marker, limit, project_id, *extra][:_parameter_count(sql)]
-        rows, ms = self._rows(sql, params, matches)
-        found, position = rows.pop()
-        body = b"".join((opening, b",".join([doc for _id, doc in rows]), b"]"))
-        return ReadResult(body, position or "", ms, count=len(rows),
-                          last_id=rows[-1][0] if rows else None, marker_found=bool(found))
+        params = [*_tokens(prefixes), marker, limit, project_id, *extra]
+        key = (sql, tuple(params))
+        kept = self._pages.get(key)
+        params.append(kept[0] if kept is not None else None)
+        rows, ms = self._rows(sql, params[:_parameter_count(sql)], matches)
+        found, version, position = rows.pop()
+        if kept is not None and kept[0] == version:
+            # Nothing committed since the page was built: the statement read no item.
+            page = kept[1]
+            return ReadResult(page.body, position or "", ms, count=page.count,
+                              last_id=page.last_id, marker_found=bool(found))
+        body = b"".join((opening, b",".join([doc for _id, doc, _ in rows]), b"]"))
+        result = ReadResult(body, position or "", ms, count=len(rows),
+                            last_id=rows[-1][0] if rows else None, marker_found=bool(found))
+        self._keep_page(key, version, result)
+        return result
+
+    def _keep_page(self, key: tuple, version: int, result: ReadResult) -> None:
+        """Keep a list page for the next same statement, within PAGE_CACHE_BYTES (the
+        oldest pages go first)."""
+        old = self._pages.pop(key, None)
+        if old is not None:
+            self._pages_bytes -= len(old[1].body)
+        size = len(result.body)
+        if size > PAGE_CACHE_BYTES // 2:
+            return
+        while self._pages and self._pages_bytes + size > PAGE_CACHE_BYTES:
+            oldest = next(iter(self._pages))
+            self._pages_bytes -= len(self._pages.pop(oldest)[1].body)
+        self._pages[key] = (version, result)
+        self._pages_bytes += size
 
 
     def cells_live_once(self) -> set[str]:
