@@ -24,7 +24,7 @@ import gc
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 32 << 20     # blocks under this come from the heap (glibc's max)
-TRIM_THRESHOLD_BYTES = 64 << 20     # freed heap top kept for reuse, up to this
+TRIM_THRESHOLD_BYTES = 16 << 20     # freed heap top kept for reuse, up to this
 GC_THRESHOLDS = (50_000, 20, 100)   # young generation: 700 allocations by default
 
 
