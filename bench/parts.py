@@ -49,6 +49,18 @@ def _side_keystone() -> None:
     env.program("gunicorn")
 
 
+def _side_nova() -> None:
+    """The side environment with Nova and gunicorn, and the test harness that drives it
+    (``tests/realnova``): the real nova-api baseline needs both."""
+    from bench.side_env import nova_env
+    from tests.realnova.nova_api import NovaAPI  # noqa: F401
+    from tests.realnova.novadb import NovaDeployment  # noqa: F401
+
+    env = nova_env()
+    env.program("nova-manage")
+    env.program("gunicorn")
+
+
 def _tls() -> None:
     from appliance.tls import server_context  # noqa: F401
     from cryptography import x509  # noqa: F401
@@ -76,6 +88,7 @@ CHECKS = {
     "supervisor": _supervisor, "edge endpoint": _edge, "tls": _tls,
     "side environment (Keystone)": _side_keystone,
     "MariaDB and the side environment (Nova)": _mariadb,
+    "side environment (Nova)": _side_nova,
 }
 
 _STACK = ("simulator", "entities", "publisher", "render", "writer", "ingest", "api", "supervisor")
@@ -88,6 +101,7 @@ NEEDS = {
     "ingest": ("simulator", "entities", "render", "writer"),
     "edge": (*_STACK, "edge endpoint", "tls", "side environment (Keystone)"),
     "mariadb": (*_STACK, "MariaDB and the side environment (Nova)"),
+    "novaapi": (*_STACK, "side environment (Nova)"),
 }
 
 

@@ -49,6 +49,11 @@ class Profile:
     mariadb_rates: tuple[int, ...] = (200, 1000)
     mariadb_duration_s: float = 20.0
     mariadb_markers: int = 2000
+    # Real nova-api against the appliance on the same Nova databases (side environment):
+    # servers written by Nova's objects (about 15-50 a second), wrk at one connection count.
+    novaapi_servers: int = 2_000
+    novaapi_endpoints: tuple[str, ...] = ("show", "detail100", "detail1000")
+    novaapi_connections: int = 8
     # Scenarios a run leaves out unless asked for by name (--only).
     left_out: tuple[str, ...] = ()
 
@@ -93,9 +98,12 @@ QUICK = Profile(
     edge_duration_s=3.0,
     mariadb_servers=10_000,
     mariadb_duration_s=5.0,
+    novaapi_servers=1_000,
+    novaapi_endpoints=("show", "detail1000"),
     # Keystone's set-up alone (db_sync, fernet keys, bootstrap) takes about half a minute;
-    # Nova's databases on MariaDB about as long.
-    left_out=("edge", "mariadb"),
+    # Nova's databases on MariaDB about as long; writing servers with Nova's objects, a
+    # minute or more.
+    left_out=("edge", "mariadb", "novaapi"),
 )
 
 PROFILES = {"full": FULL, "quick": QUICK}

@@ -10,13 +10,15 @@ import tempfile
 import time
 import traceback
 
-from bench import edge, ingest_rate, machine, mariadb_cell, parts, reads, replication, report
+from bench import (edge, ingest_rate, machine, mariadb_cell, novaapi, parts, reads, replication,
+                   report)
 from bench.procs import Processes
 from bench.profiles import Profile, all_workers
 from bench.report import Scenario
 from bench.stack import Stack, cell_uuids, populate_cell, write_ids
 
-SCENARIOS = ("read", "scaling", "ingest", "lag", "resync", "footprint", "edge", "mariadb")
+SCENARIOS = ("read", "scaling", "ingest", "lag", "resync", "footprint", "edge", "mariadb",
+             "novaapi")
 INGEST_ONLY_SERVERS = 10_000     # a cell for the ingest entities when no stack is built
 
 
@@ -249,6 +251,12 @@ def run(profile: Profile, out_path: str, only: tuple[str, ...] | None = None, ke
                 log("\n== a Nova cell on MariaDB, published through the binlog")
                 _attempt(mariadb, "mariadb cell",
                          lambda: _mariadb(mariadb, profile, log), log)
+            nova = scenarios.get("novaapi")
+            if nova is not None and nova.status == report.STATUS_OK:
+                log(f"\n== real nova-api against the appliance on the same Nova databases "
+                    f"({profile.novaapi_servers:,} servers)")
+                _attempt(nova, "real nova-api", lambda: novaapi.run(nova, procs, profile, root,
+                                                                     log), log)
     finally:
         if keep:
             log(f"data kept in {root}")

@@ -56,6 +56,8 @@ _SCHEME = ("http", "https")
 # read may answer from a snapshot up to a millisecond old.
 SNAPSHOT_HOLD_S = 0.001
 TAGS_MINOR = 26               # server tags exist from 2.26
+PARSED_QUERIES_KEPT = 1024    # server list queries kept parsed per worker
+PIECES_FROM_BYTES = 64 << 10  # a bigger list page and its closing are sent as two pieces
 LOADING_RECHECK_S = 0.0       # while loading, every request asks the store (one statement, as
                               # the read would): no worker says "loading" after another served
 LOADING_RETRY_AFTER = 2       # seconds, in the Retry-After of the "loading" fault
@@ -115,6 +117,8 @@ class ComputeApi:
                                  for m in range(microversion.MIN_MINOR,
                                                 microversion.MAX_MINOR + 1)}
         self._prefixes: dict[tuple[str, str | None], Prefixes] = {}
+        # (query string, minor, identity, detail) -> (ServerQuery, pairs, multi): read only
+        self._server_queries: dict[tuple, tuple] = {}
         self._roots: dict[tuple, str] = {}
         self._by_host: dict[str | None, Prefixes] = {}
         self._server_views = {(m, a, s): ServerView(m, a, s)
@@ -391,8 +395,18 @@ class ComputeApi:
         return (204 if name == "tag" else 200), result.body, result
 
     def _list_servers(self, read: _Read, detail: bool):
-        multi = read.query()
-        query = server_query(multi, read.minor, read.identity, detail, self.config.max_limit)
+        # The same list asked again (a dashboard, a poller): its parsed query is kept.
+        key = (read.environ.get("QUERY_STRING", ""), read.minor, read.identity, detail)
+        found = self._server_queries.get(key)
+        if found is None:
+            multi = read.query()
+            query = server_query(multi, read.minor, read.identity, detail,
+                                 self.config.max_limit)
+            if len(self._server_queries) >= PARSED_QUERIES_KEPT:
+                self._server_queries.clear()
+            self._server_queries[key] = (query, read.pairs, multi)
+        else:
+            query, read.pairs, read.multi = found
         view = self._server_views[(read.minor, read.identity.admin, False)] if detail else None
         result = self._reader.list_servers(query, view, read.prefixes)
         if query.marker is not None and not result.marker_found:
@@ -411,20 +425,25 @@ class ComputeApi:
         return 200, self._close_list(read, result, collection, "flavors_links"), result
 
     def _close_list(self, read: _Read, result: ReadResult, collection: str,
-                    links_key: str) -> bytes:
-        """Close the list body, with Nova's next link when the page is full."""
+                    links_key: str) -> bytes | tuple[bytes, bytes]:
+        """Close the list body, with Nova's next link when the page is full. A big page
+        and its closing stay two pieces (sent one after the other, not copied)."""
         multi = read.multi or {}
         max_items = self.config.max_limit
         if "limit" in multi:
             max_items = min(int(multi["limit"][-1]), max_items)
         if not max_items or result.count != max_items or result.last_id is None:
-            return result.body + b"}"
-        params = dict(sorted(read.pairs or ()))
-        params["marker"] = result.last_id
-        self_prefix = _self_prefix(read.root, read.url_project)
-        href = f"{self_prefix}/{collection}?{urlencode(params)}"
-        links = json.dumps([{"rel": "next", "href": href}])
-        return result.body + b',"' + links_key.encode() + b'":' + links.encode() + b"}"
+            closing = b"}"
+        else:
+            params = dict(sorted(read.pairs or ()))
+            params["marker"] = result.last_id
+            self_prefix = _self_prefix(read.root, read.url_project)
+            href = f"{self_prefix}/{collection}?{urlencode(params)}"
+            links = json.dumps([{"rel": "next", "href": href}])
+            closing = b',"' + links_key.encode() + b'":' + links.encode() + b"}"
+        if len(result.body) > PIECES_FROM_BYTES:
+            return result.body, closing
+        return result.body + closing
 
     # -- links ---------------------------------------------------------------------------
 
@@ -468,9 +487,13 @@ class ComputeApi:
 
     # -- responses -----------------------------------------------------------------------
 
-    def _respond(self, start_response, environ, status: int, body: bytes,
-                 result: ReadResult | None, request_id: str, minor: int | None):
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+    def _respond(self, start_response, environ, status: int,
+                 body: bytes | tuple[bytes, ...], result: ReadResult | None,
+                 request_id: str, minor: int | None):
+        # ``body``: the bytes, or a tuple of pieces sent in turn (a big list page).
+        pieces = body if isinstance(body, tuple) else (body,)
+        length = sum(map(len, pieces))
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(length)),
                    ("x-openstack-request-id", request_id),
                    ("x-compute-request-id", request_id)]
         headers.append(_server_timing(result))
@@ -484,7 +507,7 @@ class ComputeApi:
         start_response(status_line(status), headers)
         if environ.get("REQUEST_METHOD") == "HEAD":
             return [b""]
-        return [body]
+        return list(pieces)
 
     def _fault(self, start_response, err: ApiError, request_id: str, environ,
                minor: int | None, result: ReadResult | None):

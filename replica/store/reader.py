@@ -6,8 +6,12 @@ concatenates (``concat()``, one pass) the stored fragments it needs and builds t
 that hold links around the request's prefixes, all inside SQLite: no JSON function and
 no per-row Python. Flavor documents carry link tokens that ``replace()`` substitutes
 (flavor lists are short). The same statement also returns the replica position that
-answered (every feed's seq), the row count, the last id (for the next link) and whether
-the marker exists, so a request never needs a second statement.
+answered (every feed's seq) and, for a list, whether the marker exists, so a request
+never needs a second statement. A list statement returns one row per document and a
+trailer row; the page is joined once in Python (``bytes.join``), not in SQLite. A reader
+keeps the pages it built (``PAGE_CACHE_BYTES``) with the replica's data version: the
+same statement asked again carries that version, and while nothing has been committed
+since, its LIMIT is 0: one statement that reads no item, and the kept page is answered.
 
 Filters: exact ones are ``IN`` lists on indexed or plain columns; a regex without
 metacharacters is ``instr()``; a real regex calls the registered ``regexp()`` (Python's
@@ -60,6 +64,10 @@ MATCH_TICK_S = 0.01               # how often the timer looks while a regex stat
 # snapshot's first statement reads it, the others answer the same position.
 POSITION_SQL = "(SELECT group_concat(cell || '=' || seq, ',') FROM positions)"
 POSITIONS_SQL = "SELECT cell, epoch, seq FROM positions"
+# Changes whenever another connection (ingest) has committed since this connection last
+# read: what a kept list page is checked against (Reader's page cache).
+DATA_VERSION_SQL = "(SELECT data_version FROM pragma_data_version)"
+PAGE_CACHE_BYTES = 4 << 20        # list pages a reader keeps, per process
 
 
 # The feeds that have been live once, newline-separated (schema step 4).
@@ -316,28 +324,31 @@ def _after_marker(sort: tuple[tuple[str, str], ...]) -> str:
 
 def _list_sql(table: str, key: str, doc: str, where: list[str],
               sort: tuple[tuple[str, str], ...], has_marker: bool, marker_scope: str,
-              opening: str) -> str:
-    keys = ", ".join(f"{c} AS k{i}" for i, (c, _) in enumerate(sort))
+              kept_version: str) -> str:
+    """One row per listed item, ``(id, document, NULL)`` in ``sort`` order, then one
+    trailer row ``(marker found, data version, position)``: the worker joins the
+    documents, so SQLite never concatenates the page (a 1.6 MB page built inside SQLite
+    cost three times as much as the rows that hold it). The trailer comes even when the
+    page is empty. ``kept_version`` (a parameter): the data version of the page the
+    reader keeps for this statement; while the replica is still at that version the
+    page's LIMIT is 0 and no item row is read."""
     order = ", ".join(f"{c} {d.upper()}" for c, d in sort)
-    reverse = ", ".join(f"k{i} {'ASC' if d == 'desc' else 'DESC'}"
-                        for i, (_, d) in enumerate(sort))
     conditions = list(where)
     marker_cte = ""
     if has_marker:
         mcols = ", ".join(f"{c} AS m{i}" for i, (c, _) in enumerate(sort))
-        marker_cte = f"m AS (SELECT {mcols} FROM {table} WHERE {key} = ?5{marker_scope}), "
+        marker_cte = f"WITH m AS (SELECT {mcols} FROM {table} WHERE {key} = ?5{marker_scope}) "
         conditions.append(_after_marker(sort))
     where_sql = " AND ".join(conditions) if conditions else "1"
     found = "(SELECT count(*) FROM m)" if has_marker else "1"
-    # The page is materialized in ORDER BY order and group_concat reads it in that order
-    # (an ORDER BY inside group_concat would sort the documents again).
+    # The version test sits in LIMIT, evaluated once before the scan (in WHERE, SQLite
+    # would test it on every row of the index: a kept page scanned the whole table).
+    limit = f"CASE WHEN {DATA_VERSION_SQL} IS NOT {kept_version} THEN ?6 ELSE 0 END"
+    # UNION ALL returns its arms in order, and the page arm its rows in ORDER BY order.
     return (
-        f"WITH {marker_cte}page AS MATERIALIZED (SELECT {key} AS id, {doc} AS d, {keys} "
-        f"FROM {table} WHERE {where_sql} ORDER BY {order} LIMIT ?6) "
-        f"SELECT CAST('{opening}' || coalesce((SELECT group_concat(d, ',') FROM page), '') "
-        f"|| ']' AS BLOB), "
-        f"(SELECT count(*) FROM page), (SELECT id FROM page ORDER BY {reverse} LIMIT 1), "
-        f"{found}, {POSITION_SQL}")
+        f"{marker_cte}SELECT *, NULL FROM (SELECT {key}, CAST({doc} AS BLOB) "
+        f"FROM {table} WHERE {where_sql} ORDER BY {order} LIMIT {limit}) "
+        f"UNION ALL SELECT {found}, {DATA_VERSION_SQL}, {POSITION_SQL}")
 
 
 class _Params:
@@ -353,6 +364,10 @@ class _Params:
     def __call__(self, value) -> str:
         self.values.append(value)
         return f"?{self.FIRST + len(self.values) - 1}"
+
+    def last(self) -> str:
+        """The parameter after the filters' (a list's kept data version)."""
+        return f"?{self.FIRST + len(self.values)}"
 
 
 def _in(column: str, values: tuple, p: _Params) -> str:
@@ -414,7 +429,7 @@ def build_server_list(query: ServerQuery, view: render.ServerView | None
     if query.marker is not None and query.marker_project is not None:
         marker_scope = f" AND project_id = {p(query.marker_project)}"
     sql = _list_sql("servers", "uuid", doc, where, query.sort, query.marker is not None,
-                    marker_scope, '{"servers":[')
+                    marker_scope, p.last())
     return sql, p.values
 
 
@@ -450,7 +465,7 @@ def build_flavor_list(query: FlavorQuery, view: render.FlavorView) -> tuple[str,
     marker_scope = "" if query.admin else " AND " + access
     sql = _list_sql("flavors", "flavorid", _with_prefixes(flavor_doc_expr(view)), where,
                     query.sort,
-                    query.marker is not None, marker_scope, '{"flavors":[')
+                    query.marker is not None, marker_scope, p.last())
     return sql, p.values
 
 
@@ -555,6 +570,9 @@ class Reader:
         self._call_later = None
         self._held_until = 0.0         # monotonic end of the held transaction (0: none)
         self._position = None          # the held snapshot's position, once read
+        # (statement, parameters) -> (data version, ReadResult) of list pages, newest last
+        self._pages: dict[tuple, tuple[int, ReadResult]] = {}
+        self._pages_bytes = 0
         conn.create_scalar_function("regexp", _MATCH_CLOCK.regexp, 2, deterministic=True)
         conn.set_progress_handler(self._past_deadline, READ_DEADLINE_VM_STEPS)
 
@@ -594,7 +612,13 @@ class Reader:
         return time.monotonic() > self._deadline
 
     def _one_row(self, sql: str, params, matches: bool = False) -> tuple[tuple, float]:
-        """Run one statement to its end; ``matches``: it calls ``regexp()``."""
+        """Run a statement of one row to its end; ``matches``: it calls ``regexp()``."""
+        rows, ms = self._rows(sql, params, matches)
+        return rows[0], ms
+
+    def _rows(self, sql: str, params, matches: bool = False) -> tuple[list, float]:
+        """Run one statement to its end: its rows, the last of which ends with the
+        position; ``matches``: it calls ``regexp()``."""
         start = time.perf_counter()
         now = time.monotonic()
         self._deadline = now + DEADLINE_S
@@ -625,13 +649,12 @@ class Reader:
                 _MATCH_CLOCK.disarm()
         if not rows:
             raise RuntimeError("reader statement returned no row")
-        row = rows[0]
         if position is None:
             if self._held_until:
-                self._position = row[-1]
+                self._position = rows[-1][-1]
         else:
-            row = row[:-1] + (position,)
-        return row, (time.perf_counter() - start) * 1000.0
+            rows[-1] = rows[-1][:-1] + (position,)
+        return rows, (time.perf_counter() - start) * 1000.0
 
     def positions(self) -> dict[str, tuple[str, int]]:
         """Each feed's applied ``(epoch, seq)`` as of now (a fresh read transaction, not
@@ -656,7 +679,7 @@ class Reader:
         ``view`` None is the brief list (GET /servers)."""
         sql, extra = build_server_list(query, view)
         return self._list(sql, extra, prefixes, query.marker, query.limit, None,
-                          " REGEXP " in sql)
+                          " REGEXP " in sql, b'{"servers":[')
 
     def show_flavor(self, flavorid: str, view: render.FlavorView, prefixes: Prefixes,
                     project_id: str | None) -> ReadResult:
@@ -682,15 +705,41 @@ class Reader:
                      prefixes: Prefixes) -> ReadResult:
         sql, extra = build_flavor_list(query, view)
         return self._list(sql, extra, prefixes, query.marker, query.limit, query.project_id,
-                          " REGEXP " in sql)
+                          " REGEXP " in sql, b'{"flavors":[')
 
     def _list(self, sql: str, extra: list, prefixes: Prefixes, marker: str | None,
-              limit: int, project_id: str | None, matches: bool = False) -> ReadResult:
-        params = [*_tokens(prefixes),
-                  marker, limit, project_id, *extra][:_parameter_count(sql)]
-        (body, count, last_id, found, position), ms = self._one_row(sql, params, matches)
-        return ReadResult(body, position or "", ms, count=count, last_id=last_id,
-                          marker_found=bool(found))
+              limit: int, project_id: str | None, matches: bool, opening: bytes) -> ReadResult:
+        params = [*_tokens(prefixes), marker, limit, project_id, *extra]
+        key = (sql, tuple(params))
+        kept = self._pages.get(key)
+        params.append(kept[0] if kept is not None else None)
+        rows, ms = self._rows(sql, params[:_parameter_count(sql)], matches)
+        found, version, position = rows.pop()
+        if kept is not None and kept[0] == version:
+            # Nothing committed since the page was built: the statement read no item.
+            page = kept[1]
+            return ReadResult(page.body, position or "", ms, count=page.count,
+                              last_id=page.last_id, marker_found=bool(found))
+        body = b"".join((opening, b",".join([doc for _id, doc, _ in rows]), b"]"))
+        result = ReadResult(body, position or "", ms, count=len(rows),
+                            last_id=rows[-1][0] if rows else None, marker_found=bool(found))
+        self._keep_page(key, version, result)
+        return result
+
+    def _keep_page(self, key: tuple, version: int, result: ReadResult) -> None:
+        """Keep a list page for the next same statement, within PAGE_CACHE_BYTES (the
+        oldest pages go first)."""
+        old = self._pages.pop(key, None)
+        if old is not None:
+            self._pages_bytes -= len(old[1].body)
+        size = len(result.body)
+        if size > PAGE_CACHE_BYTES // 2:
+            return
+        while self._pages and self._pages_bytes + size > PAGE_CACHE_BYTES:
+            oldest = next(iter(self._pages))
+            self._pages_bytes -= len(self._pages.pop(oldest)[1].body)
+        self._pages[key] = (version, result)
+        self._pages_bytes += size
 
 
     def cells_live_once(self) -> set[str]:

@@ -131,3 +131,51 @@ def test_held_snapshots_are_shared_briefly_then_let_go(tmp_path):
     assert r.show_server(one, view, prefixes, None).position == "cell1=3"
     r.release()
     r.conn.close()
+
+
+def _rename_without_position(path: str, uuid: str, name: str) -> None:
+    """A commit that changes a row and no position (as a drift repair may)."""
+    from replica.store.connection import open_writer
+    conn = open_writer(path)
+    with conn:
+        conn.execute("UPDATE servers SET brief = ? WHERE uuid = ?",
+                     (json.dumps({"id": uuid, "name": name})[:-1], uuid))
+    conn.close()
+
+
+def test_a_list_page_is_kept_until_anything_is_committed(tmp_path):
+    path = str(tmp_path / "r.db")
+    servers = [E.server(n) for n in range(1, 4)]
+    E.fill_replica(path, [("cell1", s) for s in servers], [], {"cell1": 3})
+    r = Reader(open_reader(path))
+    query, prefixes = ServerQuery(project_id=None), Prefixes("s", "b")
+    first = r.list_servers(query, None, prefixes)
+    again = r.list_servers(query, None, prefixes)
+    # Nothing committed: the kept page, from one statement that read no item.
+    assert again.body is first.body and again.count == 3 and again.statements == 1
+    assert again.last_id == first.last_id and again.position == "cell1=3"
+    # Another page (other prefixes, another limit) is another statement's page.
+    other = r.list_servers(query, None, Prefixes("t", "c"))
+    assert other.body is not first.body and b'"href":"t/servers/' in other.body
+    _rename_without_position(path, servers[0]["uuid"], "renamed")
+    changed = r.list_servers(query, None, prefixes)
+    assert changed.body is not first.body
+    assert "renamed" in [s["name"] for s in json.loads(changed.body + b"}")["servers"]]
+    _bump_position(path, "cell1", 4)
+    moved = r.list_servers(query, None, prefixes)
+    assert moved.position == "cell1=4" and moved.body == changed.body
+    r.conn.close()
+
+
+def test_kept_pages_stay_within_their_budget(tmp_path, monkeypatch):
+    path = str(tmp_path / "r.db")
+    E.fill_replica(path, [("cell1", E.server(n)) for n in range(1, 6)], [], {"cell1": 5})
+    r = Reader(open_reader(path))
+    one_page = len(r.list_servers(ServerQuery(project_id=None, limit=5), None,
+                                  Prefixes("s", "b")).body)
+    monkeypatch.setattr(reader_mod, "PAGE_CACHE_BYTES", 3 * one_page)
+    for n in range(6):
+        r.list_servers(ServerQuery(project_id=None, limit=5), None, Prefixes(f"s{n}", "b"))
+        assert r._pages_bytes <= 3 * one_page + 16
+    assert 1 <= len(r._pages) <= 3
+    r.conn.close()

@@ -86,7 +86,10 @@ def test_ratios_and_budgets_are_filled(document):
     read = {f["name"]: f for f in document["scenarios"]["read"]["figures"]}
     show = read["GET /servers/{id} w1 c2 vs constant body"]
     assert _numeric(show["baseline"]) and _numeric(show["ratio"])
-    assert show["budget"] == ">= 0.7x" and show["passed"] in (True, False)
+    # The show budget holds at 1 and 8 connections; the tiny run makes 2.
+    assert show["budget"] is None
+    detail = read["GET /servers/detail?limit=100 w1 c2 vs constant body"]
+    assert detail["budget"] == ">= 0.5x" and detail["passed"] in (True, False)
     ingest = document["scenarios"]["ingest"]["figures"][0]
     assert ingest["budget"] == ">= 50000" and ingest["passed"] in (True, False)
 
