@@ -160,7 +160,7 @@ class ServerQuery:
     not_tags: tuple[str, ...] = ()
     not_tags_any: tuple[str, ...] = ()
     ips: tuple[str, ...] = ()              # substrings of an address (ip, ip6)
-    sort: tuple[tuple[str, str], ...] = (("created_at", "desc"), ("uuid", "desc"))
+    sort: tuple[tuple[str, str], ...] = (("created_at", "desc"), ("uuid", "asc"))
     limit: int = 1000
     marker: str | None = None
     marker_project: str | None = None      # the marker must be this project's (None: any)
@@ -302,6 +302,16 @@ def _after_marker(sort: tuple[tuple[str, str], ...]) -> str:
         op = "<" if dirs[0] == "desc" else ">"   # row values: one index range
         marks = ", ".join(f"(SELECT m{i} FROM m)" for i in range(len(cols)))
         return f"({', '.join(cols)}) {op} ({marks})"
+    if all(c in _NOT_NULL for c in cols):
+        # Mixed directions (Nova's default: created_at desc, uuid asc): the first column's
+        # bound gives the index range, the terms the rows within it.
+        first = f"{cols[0]} {'<=' if dirs[0] == 'desc' else '>='} (SELECT m0 FROM m)"
+        terms = []
+        for i, (col, direction) in enumerate(sort):
+            equal = [f"{cols[j]} = (SELECT m{j} FROM m)" for j in range(i)]
+            after = f"{col} {'<' if direction == 'desc' else '>'} (SELECT m{i} FROM m)"
+            terms.append("(" + " AND ".join(equal + [after]) + ")")
+        return f"({first} AND ({' OR '.join(terms)}))"
     terms = []
     for i, (col, direction) in enumerate(sort):
         mi = f"(SELECT m{i} FROM m)"

@@ -169,6 +169,16 @@ STEPS: tuple[str, ...] = (
         first_live_at REAL NOT NULL       -- unix time ingest first caught up with it
     );
     """,
+    # 6: Nova's default server order is created_at descending, then the uuid ascending
+    # (what decides between servers created in the same second on MariaDB): the indexes
+    # hold the uuid descending, so that a backward scan gives that order.
+    """
+    DROP INDEX servers_project_created;
+    DROP INDEX servers_created;
+    CREATE INDEX servers_project_created ON servers (project_id, deleted, created_at,
+                                                     uuid DESC);
+    CREATE INDEX servers_created ON servers (deleted, created_at, uuid DESC);
+    """,
 )
 
 

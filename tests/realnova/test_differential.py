@@ -3,8 +3,11 @@ real nova-api AND by the appliance (publishers over Nova's databases -> ingest -
 For every read route, microversion and role the two JSON bodies must be equal after
 normalising only the host part of links; error cases must be equal in status and body.
 
-SQLite here (Nova's databases as files made by nova-manage); MariaDB runs the same
-comparison once its source is in the publisher.
+Every test runs on both backends (``stack`` is parametrized): SQLite (Nova's databases as
+files made by nova-manage; the publishers read them through the outbox) and MariaDB (Nova's
+databases on a private server; ``appliance cell --source mysql://...`` publishers read the
+binlog with a replica-grants-only user). Both Nova stacks are built side by side once per
+module, sharing one Neutron stub.
 """
 
 from __future__ import annotations
@@ -13,16 +16,15 @@ import datetime
 import json
 import os
 import re
-import sqlite3
 import subprocess
-import sys
 
 import pytest
 
 from tests.appliance.conftest import PYTHON, get, start_process
 from tests.conftest import ROOT, free_port, wait_for
+from tests.realnova.mariadb import mariadb_fixture
 from tests.realnova.nova_api import neutron_stub_fixture
-from tests.realnova.stack import nova_stacks_fixture
+from tests.realnova.stack import BACKENDS, nova_stacks_fixture
 
 MICROVERSIONS = ("2.1", "2.47", "2.79", "2.96", "2.100", "2.104")
 SERVICE_DOWN_TIME = 60      # Nova's default, and the publisher's setting here
@@ -35,6 +37,8 @@ ROLES = {
 }
 
 neutron = neutron_stub_fixture(scope="module")
+mariadb = mariadb_fixture(scope="module")
+REPLICA_USER, REPLICA_PASSWORD = "replica", "replica-secret"
 
 
 def populate(stack):
@@ -96,12 +100,15 @@ def populate(stack):
     for server in servers.values():
         neutron.add_server(server)
     w.start_heartbeats(["compute-1"])
+    # compute-3 reports until its test stops it: both stacks are built side by side and
+    # the tests of one backend run after the other's, longer than service_down_time.
+    stack.edge_heartbeats = w.start_heartbeats(["compute-3"])
     data = {name: server["uuid"] for name, server in servers.items()}
     data["web_port"] = servers["web"]["ports"][0]["id"]
     return data
 
 
-stacks = nova_stacks_fixture(populate=populate, backends=("sqlite",), scope="module")
+stacks = nova_stacks_fixture(populate=populate, backends=BACKENDS, scope="module")
 
 
 def _cell_init(db: str, name: str, *extra: str) -> None:
@@ -111,31 +118,53 @@ def _cell_init(db: str, name: str, *extra: str) -> None:
 
 
 class ApplianceOverNova:
-    """Publishers over Nova's cell0, cell1 and API databases and an appliance fed by them."""
+    """Publishers over Nova's cell0, cell1 and API databases and an appliance fed by them:
+    on SQLite ``appliance cell --db`` over the files (outbox installed by ``cell init``), on
+    MariaDB ``appliance cell --source mysql://...`` (binlog, replica grants only). Both get
+    the same Nova options (API database, ``--service-down-time``, Neutron)."""
 
     def __init__(self, directory: str, deployment, neutron):
         self.dir = directory
-        paths = deployment.database_paths
-        _cell_init(paths["cell1"], "cell1")
-        _cell_init(paths["cell0"], "cell0")
-        _cell_init(paths["api"], "flavors", "--flavors")
-        self.feeds = {}
-        for name, db in (("cell0", paths["cell0"]), ("cell1", paths["cell1"]),
-                         ("flavors", paths["api"])):
-            self.feeds[name] = {"db": db, "feed": f"ipc://{directory}/{name}.feed",
-                                "control": f"ipc://{directory}/{name}.ctl"}
-        self.api_db = paths["api"]
+        self.deployment = deployment
         self.neutron = neutron
         self.port, self.admin_port = free_port(), free_port()
         self.running = []
+        self.feeds = {}
+        if deployment.backend == "sqlite":
+            paths = deployment.database_paths
+            _cell_init(paths["cell1"], "cell1")
+            _cell_init(paths["cell0"], "cell0")
+            _cell_init(paths["api"], "flavors", "--flavors")
+            for name, db in (("cell0", paths["cell0"]), ("cell1", paths["cell1"]),
+                             ("flavors", paths["api"])):
+                self.feeds[name] = {"argv": ["--db", db]}
+            api = ["--api-db", paths["api"]]
+        else:
+            mariadb = deployment.mariadb
+            api_db, cell0_db, cell1_db = deployment.database_names
+            mariadb.create_replica_user(REPLICA_USER, REPLICA_PASSWORD,
+                                        deployment.database_names)
+            password_file = os.path.join(directory, "db-password")
+            with open(password_file, "w") as f:
+                f.write(REPLICA_PASSWORD + "\n")
+            base = f"mysql://{REPLICA_USER}@{mariadb.host}:{mariadb.port}"
+            common = ["--password-file", password_file, "--state-dir", f"{directory}/state"]
+            for name, db in (("cell0", cell0_db), ("cell1", cell1_db)):
+                self.feeds[name] = {"argv": ["--source", f"{base}/{db}", *common]}
+            self.feeds["flavors"] = {"argv": ["--source", f"{base}/{api_db}", "--flavors",
+                                              *common]}
+            api = ["--api-source", f"{base}/{api_db}"]
+        for name, feed in self.feeds.items():
+            feed.update(feed=f"ipc://{directory}/{name}.feed",
+                        control=f"ipc://{directory}/{name}.ctl")
+            if name != "flavors":
+                feed["argv"] += [*api, "--service-down-time", str(SERVICE_DOWN_TIME),
+                                 "--neutron-url", self.neutron.url]
 
     def start(self):
         for name, feed in self.feeds.items():
-            argv = [PYTHON, "-m", "appliance", "cell", "--db", feed["db"], "--name", name,
+            argv = [PYTHON, "-m", "appliance", "cell", *feed["argv"], "--name", name,
                     "--feed", feed["feed"], "--control", feed["control"]]
-            if name != "flavors":
-                argv += ["--api-db", self.api_db, "--service-down-time",
-                         str(SERVICE_DOWN_TIME), "--neutron-url", self.neutron.url]
             self.running.append(start_process(argv, {}, self.dir,
                                               log_name=f"{name}.publisher.log"))
             wait_for(lambda: os.path.exists(feed["control"][len("ipc://"):]), 30,
@@ -178,9 +207,9 @@ class ApplianceOverNova:
             running.stop()
 
 
-@pytest.fixture(scope="module")
-def stack(stacks):
-    return stacks["sqlite"]
+@pytest.fixture(scope="module", params=BACKENDS)
+def stack(request, stacks):
+    return stacks[request.param]
 
 
 @pytest.fixture(scope="module")
@@ -399,6 +428,7 @@ def test_a_host_that_stops_reporting_turns_unknown_and_back(stack, appliance, sy
             "server"]["host_status"]
 
     assert host_status() == "UP"
+    stack.writer.stop_heartbeats(stack.edge_heartbeats)
     stack.writer.service_down(host="compute-3")
     wait_for(lambda: host_status() == "UNKNOWN", 30, interval=0.2, what="compute-3 UNKNOWN")
     _equal_eventually(stack, appliance, f"/v2.1/servers/{edge}")
@@ -422,12 +452,12 @@ def test_an_api_database_change_reaches_the_server(stack, appliance, synced):
     pinned = synced["pinned"]
     group = stack.writer.create_server_group(user_id="user-b", project_id="project-b",
                                              name="late")
-    conn = sqlite3.connect(stack.deployment.database_paths["api"])
-    with conn:
-        conn.execute("INSERT INTO instance_group_member (created_at, instance_uuid, group_id) "
-                     "VALUES (?, ?, ?)", (datetime.datetime.utcnow().isoformat(" "), pinned,
-                                          group["id"]))
-    conn.close()
+    mark = "%s" if stack.backend == "mariadb" else "?"
+    stack.deployment.query(
+        "api", "INSERT INTO instance_group_member (created_at, instance_uuid, group_id) "
+        f"VALUES ({mark}, {mark}, {mark})",
+        (datetime.datetime.utcnow().replace(microsecond=0).isoformat(" "), pinned,
+         group["id"]))
     wait_for(lambda: appliance.get(f"/v2.1/servers/{pinned}", ROLES["other"][1], "2.71")[1][
         "server"]["server_groups"] == [group["uuid"]], 30, interval=0.2,
         what="the server group in the appliance")
