@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 
 import orjson
@@ -191,7 +192,7 @@ def _base(e: dict, status: str, view: dict) -> dict:
     access_v6 = e["access_ip_v6"]
     host = e["host"]
     created = e["created_at"]
-    updated = e["updated_at"] or created
+    updated = e["updated_at"]
     d = {
         "accessIPv4": access_v4 if access_v4 is not None else "",
         "accessIPv6": access_v6 if access_v6 is not None else "",
@@ -204,8 +205,9 @@ def _base(e: dict, status: str, view: dict) -> dict:
         "status": status,
         "tenant_id": e["project_id"] or "",
         "user_id": e["user_id"] or "",
-        # Nova shows the request time when updated_at is unset; a stored view cannot,
-        # so it shows the creation time (updated_at is set on every real change).
+        # Nova shows the request time when updated_at is unset (a server buried in cell0
+        # by one insert): stored as null, which the read statement replaces with its own
+        # time (replica.store.reader, UPDATED_UNSET), as render_server_document does.
         "updated": updated[:19].replace(" ", "T") + "Z" if updated else None,
         "OS-DCF:diskConfig": "AUTO" if e["auto_disk_config"] else "MANUAL",
     }
@@ -410,6 +412,8 @@ def render_server_document(entity: dict, view: ServerView, self_prefix: str = SE
     doc: dict = {}
     for column in server_pieces_for(view):
         doc.update(SERVER_FRAGMENTS[column](entity))
+    if doc.get("updated", "") is None:
+        doc["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return substitute_links(doc, self_prefix, bookmark_prefix)
 
 

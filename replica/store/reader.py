@@ -199,13 +199,23 @@ _SERVER_LINK_SQL = {
                      "'\"}],\"properties\":' || image_props || '}', ',\"image\":\"\"')"),
 }
 SERVER_BRIEF_SQL = "concat(brief, " + _SERVER_LINK_SQL["d_links"] + ", '}')"
+# A server whose updated_at is unset (Nova buries a server in cell0 with one insert):
+# Nova shows the time of the request as "updated". Its d_base holds the member as null
+# (replica.render; "updated" lies between "user_id" and "OS-DCF:diskConfig", and no
+# other member of d_base can hold a null under that name: metadata values are
+# strings), replaced by the statement's own time; every other row is copied as it is.
+UPDATED_UNSET = ',"updated":null,'
+_SERVER_BASE_SQL = (f"CASE WHEN updated_at IS NULL THEN replace(d_base, '{UPDATED_UNSET}', "
+                    "',\"updated\":\"' || strftime('%Y-%m-%dT%H:%M:%SZ', 'now') || '\",') "
+                    "ELSE d_base END")
 
 
 @functools.lru_cache(maxsize=None)
 def server_doc_expr(view: render.ServerView) -> str:
     """The SQL of one server document for ``view``: stored fragments copied, link
-    fragments built, no JSON function and no replace()."""
-    parts = [_SERVER_LINK_SQL.get(p, p) for p in render.server_pieces_for(view)]
+    fragments built, no JSON function; replace() only for a server never updated."""
+    parts = [_SERVER_BASE_SQL if p == "d_base" else _SERVER_LINK_SQL.get(p, p)
+             for p in render.server_pieces_for(view)]
     # concat() builds the result in one pass; a chain of || copies it once per piece.
     return "concat(" + ", ".join(parts) + ", '}')"
 

@@ -253,7 +253,10 @@ class NovaWriter:
                     except NovaCommandError:
                         if self.process.poll() is not None:
                             return
-                        raise
+                        # As nova-compute's report_state: a failed report (SQLite's
+                        # "database is locked" while a publisher writes) waits for the
+                        # next interval; the service stays up unless reports keep failing.
+                        continue
                 stop.wait(interval)
 
         thread = threading.Thread(target=beat, name="nova-heartbeats", daemon=True)
