@@ -445,8 +445,11 @@ LINK_COLUMNS = ("flavor_ref", "image_ref_id", "image_props")
 # The ips view (GET /servers/{id}/ips) reads d_base's addresses, except while the server
 # is building: then the server view hides them and this column holds them (else NULL).
 IPS_COLUMNS = ("addresses_building",)
+# 0 for a server that is still a build request (its entity's instance_name is blank, as
+# Nova's Instance.name of an instance not yet in a database): no tags resource.
+CELL_COLUMNS = ("in_cell",)
 SERVER_COLUMNS: tuple[str, ...] = (SERVER_INDEXED + LINK_COLUMNS + ("brief",) + STORED_FRAGMENTS
-                                   + ("entity_hash", "bucket") + IPS_COLUMNS)
+                                   + ("entity_hash", "bucket") + IPS_COLUMNS + CELL_COLUMNS)
 
 _SPLIT = "\x00\x00"                      # between fragments in one encoder call
 _SPLIT_JSON = "," + _encode(_SPLIT) + ","
@@ -543,7 +546,7 @@ def server_row(cell: str, seq: int, entity: dict, entity_hash: int | None = None
         entity_hash = feed.entity_hash(e)
     building = _text(_networks(e, hide_building=False)[0]) if e["vm_state"] == "building" else None
     return indexed + links + (texts[0][:-1],) + stored + (entity_hash, feed.bucket_of(e["uuid"]),
-                                                         building)
+                                                         building, int(bool(e["instance_name"])))
 
 
 # ---------------------------------------------------------------------------

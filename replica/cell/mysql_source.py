@@ -110,11 +110,12 @@ class MysqlEntityReader:
 
     def __init__(self, cell_url: mysql.MySQLURL, api_url: mysql.MySQLURL | None,
                  kinds: tuple[str, ...], service_down_time: float = binlog_keys.SERVICE_DOWN_TIME_S,
-                 security_groups=None):
+                 security_groups=None, build_requests: bool = False):
         self.cell_url, self.api_url = cell_url, api_url
         self._kinds = sorted(kinds)
         self.service_down_time = service_down_time
         self.security_groups = security_groups      # neutron.SecurityGroupNames.names
+        self.build_requests = build_requests        # the API database: its build requests
         self.dbs: mysql.SourceDatabases | None = None
         self.children: frozenset[str] = entity.ALL_CHILDREN
 
@@ -122,7 +123,9 @@ class MysqlEntityReader:
         if self.dbs is None:
             dbs = mysql.SourceDatabases(self.cell_url, self.api_url)
             try:
-                if feed.KIND_SERVER in self._kinds:
+                if feed.KIND_SERVER in self._kinds and self.build_requests:
+                    self.children = entity.Reach(frozenset(), build_requests=True)
+                elif feed.KIND_SERVER in self._kinds:
                     extra = {"service_down_time": self.service_down_time}
                     if self.security_groups is not None:
                         extra["security_groups"] = self.security_groups
@@ -171,7 +174,7 @@ class MysqlEntityReader:
         return entity.build(self.cell_rows, kind, keys, self.children)
 
     def count(self, kinds: list[str]) -> int:
-        return entity.count_entities(self.cell_rows, kinds)
+        return entity.count_entities(self.cell_rows, kinds, self.children)
 
     def page_entities(self, kinds, after, limit):
         return entity.page_entities(self.cell_rows, kinds, after, limit, self.children)
@@ -194,7 +197,7 @@ def entity_reader(source: binlog.Source) -> MysqlEntityReader:
     if source.neutron_url and feed.KIND_SERVER in source.kinds:
         names = neutron.SecurityGroupNames(source.neutron_url, source.neutron_token).names
     return MysqlEntityReader(source.cell_url, api, source.kinds, source.service_down_time,
-                             names)
+                             names, build_requests=api is None and feed.KIND_FLAVOR in source.kinds)
 
 
 class MysqlCellSource(CellSource):
@@ -377,6 +380,8 @@ def make_source(source_url: str, api_source_url: str | None, name: str, state_di
         if api_source_url:
             raise mysql.SourceConfigError("a flavor source is the API database itself: "
                                           "--source mysql://.../nova_api, no --api-source")
+        # Its build requests are servers of its own feed (build_requests.py).
         return dataclasses.replace(source, api_url=source.cell_url,
-                                   kinds=(feed.KIND_FLAVOR,))
+                                   kinds=(feed.KIND_FLAVOR, feed.KIND_SERVER),
+                                   service_down_time=0.0)
     return dataclasses.replace(source, kinds=(feed.KIND_SERVER,), own_servers_only=True)

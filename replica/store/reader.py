@@ -285,9 +285,11 @@ SUBRESOURCE_SQL = {
     "extra_spec": _sub_sql("flavors", "flavorid", _FLAVOR_ACCESS,
                            f"(SELECT json_object(key, {_EACH_VALUE}) FROM "
                            f"json_each({_EXTRA_SPECS}) WHERE key = ?3)"),
-    "tags": _sub_sql("servers", "uuid", _SERVER_ACCESS, "'{\"tags\":' || tags || '}'"),
+    # A build request (in_cell = 0) has no tags resource in nova-api: 404.
+    "tags": _sub_sql("servers", "uuid", _SERVER_ACCESS + " AND in_cell = 1",
+                     "'{\"tags\":' || tags || '}'"),
     # '' when the tag exists (204), NULL when not.
-    "tag": _sub_sql("servers", "uuid", _SERVER_ACCESS,
+    "tag": _sub_sql("servers", "uuid", _SERVER_ACCESS + " AND in_cell = 1",
                     "(SELECT '' FROM json_each(servers.tags) WHERE value = ?3 LIMIT 1)"),
     "metadata": _sub_sql("servers", "uuid", _SERVER_ACCESS,
                          f"'{{\"metadata\":' || json_extract({_BASE}, '$.metadata') || '}}'"),

@@ -179,6 +179,11 @@ STEPS: tuple[str, ...] = (
                                                      uuid DESC);
     CREATE INDEX servers_created ON servers (deleted, created_at, uuid DESC);
     """,
+    # 7: a server that is still a build request (only in Nova's API database) has no tags
+    # resource in nova-api (404): in_cell = 0 for it. Rows written before are in a cell.
+    """
+    ALTER TABLE servers ADD COLUMN in_cell INTEGER NOT NULL DEFAULT 1;
+    """,
 )
 
 
