@@ -384,7 +384,7 @@ def cmd_cell(args, parser) -> int:
             try:
                 source = make_source(args.source, args.api_source, args.name, args.state_dir,
                                      args.password_file, flavors=args.flavors,
-                                     service_down_time=args.service_down_time or 0.0,
+                                     service_down_time=args.service_down_time,
                                      neutron_url=args.neutron_url,
                                      neutron_token=_read_token(args.neutron_token_file))
             except (mysql.SourceConfigError, OSError) as exc:
