@@ -496,6 +496,18 @@ def test_a_build_request_scheduled_into_the_cell_stays_one_server(stack, applian
     assert [s["id"] for s in listed].count(server["uuid"]) == 1
 
 
+def test_the_drift_check_finds_nothing_differing(appliance, synced):
+    """``appliance verify`` over every feed (the cells' servers, the API database's flavors
+    and build requests): the replica holds what the publishers would publish now."""
+    from appliance.admin import AdminClient
+    wait_for(appliance.caught_up, 60, interval=0.1, what="the replica caught up")
+    client = AdminClient(f"http://127.0.0.1:{appliance.admin_port}")
+    job = client.wait_job(client.verify()["id"], timeout=120)
+    assert job["state"] == "done", job
+    assert {cell: result["differing"] for cell, result in job["result"]["cells"].items()} \
+        == {"cell0": [], "cell1": [], "flavors": []}
+
+
 def test_no_event_was_refused(appliance, synced):
     """The API database's outbox also names servers (request specs, server groups, build
     requests): the flavor source publishes its build requests and no-op tombstones for
