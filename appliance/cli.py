@@ -156,11 +156,11 @@ def build_parser() -> Parser:
                       help="Nova's API database (SQLite) beside the cell database: server "
                            "groups and request specs are read there (install its outbox "
                            "with cell init --flavors so that its changes reach the servers)")
-    cell.add_argument("--service-down-time", type=float, default=0.0, metavar="SECONDS",
+    cell.add_argument("--service-down-time", type=float, default=None, metavar="SECONDS",
                       help="Nova's liveness rule for host_status: a compute service without "
                            "a heartbeat for this long is UNKNOWN (nova.conf's "
-                           "service_down_time, 60 in Nova); 0 (default): off, a service "
-                           "row counts as up")
+                           "service_down_time, 60 in Nova); 0: off, a service row counts "
+                           "as up. Default: 60 with --source, 0 with --db")
     cell.add_argument("--neutron-url", metavar="URL",
                       help="Neutron's API: servers' security group names are asked there "
                            "(as Nova shows them) and re-checked every few seconds; without "
@@ -444,6 +444,9 @@ def cmd_cell(args, parser) -> int:
                                     or args.flavors):
             parser.error("cell: --api-source, --password-file, --state-dir and --flavors "
                          "go with --source (a SQLite cell's kinds come from its tables)")
+        if args.source is not None and args.api_db:
+            parser.error("cell: --api-db goes with --db; with --source, Nova's API database "
+                         "is --api-source")
         from replica.cell.publisher import PublisherConfig, run_publisher
         from replica.key_file import KeyFileError, read_key_file
         if args.authenticate_only and not args.key_file:
@@ -463,7 +466,10 @@ def cmd_cell(args, parser) -> int:
             from replica.cell.mysql_source import make_source
             try:
                 source = make_source(args.source, args.api_source, args.name, args.state_dir,
-                                     args.password_file, flavors=args.flavors)
+                                     args.password_file, flavors=args.flavors,
+                                     service_down_time=args.service_down_time,
+                                     neutron_url=args.neutron_url,
+                                     neutron_token=_read_token(args.neutron_token_file))
             except (mysql.SourceConfigError, OSError) as exc:
                 print(f"appliance cell: error: {exc}", file=sys.stderr)
                 return 2
@@ -472,7 +478,7 @@ def cmd_cell(args, parser) -> int:
                                  control_url=args.control,
                                  retention_events=args.retention_events,
                                  api_db=args.api_db,
-                                 service_down_time=args.service_down_time,
+                                 service_down_time=args.service_down_time or 0.0,
                                  neutron_url=args.neutron_url,
                                  neutron_token=_read_token(args.neutron_token_file),
                                  source=source, key_file=args.key_file,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 
 import orjson
@@ -191,7 +192,7 @@ def _base(e: dict, status: str, view: dict) -> dict:
     access_v6 = e["access_ip_v6"]
     host = e["host"]
     created = e["created_at"]
-    updated = e["updated_at"] or created
+    updated = e["updated_at"]
     d = {
         "accessIPv4": access_v4 if access_v4 is not None else "",
         "accessIPv6": access_v6 if access_v6 is not None else "",
@@ -204,8 +205,9 @@ def _base(e: dict, status: str, view: dict) -> dict:
         "status": status,
         "tenant_id": e["project_id"] or "",
         "user_id": e["user_id"] or "",
-        # Nova shows the request time when updated_at is unset; a stored view cannot,
-        # so it shows the creation time (updated_at is set on every real change).
+        # Nova shows the request time when updated_at is unset (a server buried in cell0
+        # by one insert): stored as null, which the read statement replaces with its own
+        # time (replica.store.reader, UPDATED_UNSET), as render_server_document does.
         "updated": updated[:19].replace(" ", "T") + "Z" if updated else None,
         "OS-DCF:diskConfig": "AUTO" if e["auto_disk_config"] else "MANUAL",
     }
@@ -410,6 +412,8 @@ def render_server_document(entity: dict, view: ServerView, self_prefix: str = SE
     doc: dict = {}
     for column in server_pieces_for(view):
         doc.update(SERVER_FRAGMENTS[column](entity))
+    if doc.get("updated", "") is None:
+        doc["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return substitute_links(doc, self_prefix, bookmark_prefix)
 
 
@@ -441,8 +445,11 @@ LINK_COLUMNS = ("flavor_ref", "image_ref_id", "image_props")
 # The ips view (GET /servers/{id}/ips) reads d_base's addresses, except while the server
 # is building: then the server view hides them and this column holds them (else NULL).
 IPS_COLUMNS = ("addresses_building",)
+# 0 for a server that is still a build request (its entity's instance_name is blank, as
+# Nova's Instance.name of an instance not yet in a database): no tags resource.
+CELL_COLUMNS = ("in_cell",)
 SERVER_COLUMNS: tuple[str, ...] = (SERVER_INDEXED + LINK_COLUMNS + ("brief",) + STORED_FRAGMENTS
-                                   + ("entity_hash", "bucket") + IPS_COLUMNS)
+                                   + ("entity_hash", "bucket") + IPS_COLUMNS + CELL_COLUMNS)
 
 _SPLIT = "\x00\x00"                      # between fragments in one encoder call
 _SPLIT_JSON = "," + _encode(_SPLIT) + ","
@@ -539,7 +546,7 @@ def server_row(cell: str, seq: int, entity: dict, entity_hash: int | None = None
         entity_hash = feed.entity_hash(e)
     building = _text(_networks(e, hide_building=False)[0]) if e["vm_state"] == "building" else None
     return indexed + links + (texts[0][:-1],) + stored + (entity_hash, feed.bucket_of(e["uuid"]),
-                                                         building)
+                                                         building, int(bool(e["instance_name"])))
 
 
 # ---------------------------------------------------------------------------

@@ -130,24 +130,29 @@ def _sort(multi: dict, minor: int, identity: Identity) -> tuple[tuple[str, str],
         if key in ADMIN_SORT_KEYS and not identity.admin:
             raise ApiError(403, f"Only administrators can sort servers by {key}")
         kept_keys.append(key)
-    default_dir = kept_dirs[0] if kept_dirs else "desc"
     for d in kept_dirs:
         if d not in ("asc", "desc"):
             raise bad_request("Invalid input received: Unknown sort direction, must be "
                               "'desc' or 'asc'")
     if len(kept_dirs) > len(kept_keys):
         raise bad_request("Invalid input received: Sort direction size exceeds sort key size")
+    # Nova's order across cells (InstanceSortContext): no key left means its default,
+    # created_at then the cell's id, descending (the id is not replicated: the uuid
+    # decides); then the uuid ascending unless asked for, its "asc" appended to the
+    # directions, which pair with the keys in order; a key still without one gets the
+    # first direction (as Nova's database query pads them).
+    if not kept_keys:
+        kept_keys, kept_dirs = ["created_at"], ["desc"]
+    if "uuid" not in kept_keys:
+        kept_keys.append("uuid")
+        kept_dirs.append("asc")
     while len(kept_dirs) < len(kept_keys):
-        kept_dirs.append(default_dir)
+        kept_dirs.append(kept_dirs[0])
     sort = []
     for key, direction in zip(kept_keys, kept_dirs):
         column = SERVER_SORT_COLUMNS[key]
         if column not in (c for c, _ in sort):
             sort.append((column, direction))
-    # Nova's default keys (created_at, id); the uuid makes the order total.
-    for column in ("created_at", "uuid"):
-        if column not in (c for c, _ in sort):
-            sort.append((column, default_dir))
     return tuple(sort)
 
 

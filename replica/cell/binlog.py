@@ -72,7 +72,7 @@ from pymysqlreplication.event import (GtidEvent, HeartbeatLogEvent, MariadbGtidE
 
 from replica.cell import gtid_sets
 from replica.cell import journal as journal_mod
-from replica.cell import mysql
+from replica.cell import mysql, neutron, rechecks
 from replica.cell.binlog_keys import (ROW_EVENTS, SERVICE_DOWN_TIME_S, WATCHED_TABLES,
                                       ChangedKeys, KeyMapper, LivenessWatch, Lookups)
 
@@ -88,6 +88,7 @@ LIVENESS_CHECK_S = 1.0         # how often the liveness watch looks at the clock
 GROUP_MAX_TRANSACTIONS = 1000
 GROUP_MAX_ROWS = 20_000        # a larger single transaction is still one group of its own
 GROUP_MAX_SECONDS = 0.02       # the first one of a group waits no longer than this
+NEUTRON_RECHECK_S = 5.0        # how often Neutron's security group names are asked again
 ER_MASTER_FATAL_ERROR_READING_BINLOG = 1236
 ER_BAD_DB_ERROR = 1049
 ER_LOCK_WAIT_TIMEOUT = 1205
@@ -262,6 +263,9 @@ class Source:
     replica_server_id: int | None = None     # None: a random id per connection
     kinds: tuple = ("server", "flavor")
     own_servers_only: bool = False           # API rows: journal only this cell's servers
+    service_down_time: float = SERVICE_DOWN_TIME_S   # Nova's liveness rule; 0: off
+    neutron_url: str | None = None           # security group names from Neutron
+    neutron_token: str | None = None
 
     @property
     def schemas(self) -> list[str]:
@@ -385,8 +389,10 @@ class Tailer:
     on connection errors and applies the epoch rules at every (re)connection."""
 
     def __init__(self, source: Source, stop: threading.Event | None = None,
-                 on_commit=None, service_down_time: float = SERVICE_DOWN_TIME_S):
+                 on_commit=None, service_down_time: float | None = None):
         self.source = source
+        if service_down_time is None:
+            service_down_time = source.service_down_time
         self.stop = stop or threading.Event()
         self.on_commit = on_commit
         self.mapper = KeyMapper(source.cell_url.database,
@@ -395,6 +401,14 @@ class Tailer:
                                 own_servers_only=source.own_servers_only)
         self.stats = TailerStats()
         self.liveness = LivenessWatch(service_down_time)
+        self.security_groups = None         # rechecks.SecurityGroupWatch, made in _follow
+        self.next_neutron = 0.0
+        # Every host judged again from the services table: catches the turns to and from
+        # UNKNOWN that the rows' order cannot tell (a report set back in time, as by hand
+        # or a restored row); the other turns come with the row that makes them.
+        self.rejudge = rechecks.LivenessWatch(
+            lambda sql, params=(): self._lookups.cell(sql, params), service_down_time)
+        self._lookups: Lookups | None = None
 
     def run(self) -> None:
         journal = journal_mod.Journal(self.source.journal_path)
@@ -429,7 +443,7 @@ class Tailer:
         stream has nothing more at hand, and at the latest after GROUP_MAX_SECONDS
         or GROUP_MAX_TRANSACTIONS / GROUP_MAX_ROWS; never half a transaction."""
         position = state.position
-        lookups = Lookups(self.source.cell_url, self.source.api_url)
+        lookups = self._lookups = Lookups(self.source.cell_url, self.source.api_url)
         stream = _stream(self.source.cell_url, self.source.schemas, position,
                          server_id=self.source.replica_server_id,
                          is_mariadb=mysql.is_mariadb_identity(state.server_identity))
@@ -448,8 +462,11 @@ class Tailer:
                     group, group_rows = [], 0
                 if changed is None and not group and "server" in self.mapper.kinds \
                         and time.monotonic() >= next_check:
-                    self._check_liveness(journal, lookups)
+                    if self.liveness.down_time > 0:
+                        self._check_liveness(journal, lookups)
+                        self._rejudge_liveness(journal)
                     next_check = time.monotonic() + LIVENESS_CHECK_S
+                    self._recheck_security_groups(journal)
                 try:
                     event = stream.fetchone()
                 except pymysql.err.MySQLError as exc:
@@ -552,6 +569,44 @@ class Tailer:
             self.on_commit(first, last)
 
 
+    def _rejudge_liveness(self, journal: journal_mod.Journal) -> None:
+        """Journal the servers of the hosts whose status turned to or from UNKNOWN,
+        judged from the services table as the entity builder judges it."""
+        try:
+            keys = [("server", u) for u in self.rejudge.changed_servers("UNKNOWN")]
+        except pymysql.err.ProgrammingError:        # no services table (yet)
+            return
+        except pymysql.err.OperationalError as exc:
+            if exc.args and exc.args[0] == ER_BAD_DB_ERROR:   # no cell database (yet)
+                return
+            raise
+        if keys:
+            first, last = journal.append_keys(keys)
+            self.stats.keys += last - first + 1
+            if self.on_commit is not None:
+                self.on_commit(first, last)
+
+    def _recheck_security_groups(self, journal: journal_mod.Journal) -> None:
+        """Every NEUTRON_RECHECK_S, journal the live servers whose security group names
+        changed in Neutron (a change no Nova table records)."""
+        if self.source.neutron_url is None or time.monotonic() < self.next_neutron:
+            return
+        self.next_neutron = time.monotonic() + NEUTRON_RECHECK_S
+        if self.security_groups is None:
+            self.security_groups = rechecks.SecurityGroupWatch(
+                lambda sql, params=(): self._lookups.cell(sql, params),
+                neutron.SecurityGroupNames(self.source.neutron_url, self.source.neutron_token))
+        try:
+            keys = [("server", u) for u in self.security_groups.changed_servers()]
+        except pymysql.err.ProgrammingError:        # no instances table (yet)
+            return
+        if keys:
+            first, last = journal.append_keys(keys)
+            self.stats.keys += last - first + 1
+            if self.on_commit is not None:
+                self.on_commit(first, last)
+
+
 def _is_commit(event: QueryEvent) -> bool:
     """``COMMIT``, or the ``ROLLBACK`` that ends a transaction whose changes to a
     non-transactional table stayed (only such a rollback reaches the binlog)."""
@@ -570,15 +625,17 @@ def _is_begin(event: QueryEvent) -> bool:
 
 def make_source(source_url: str, api_source_url: str | None, name: str, state_dir: str,
                 password_file: str | None = None,
-                password_env: str = mysql.PASSWORD_ENV) -> Source:
+                password_env: str = mysql.PASSWORD_ENV, **options) -> Source:
     """The Source for ``appliance cell --source mysql://... --api-source mysql://...``:
     the journal is ``<state_dir>/<name>.journal``; a password missing from a URL
-    comes from ``password_file`` or the environment variable ``password_env``."""
+    comes from ``password_file`` or the environment variable ``password_env``;
+    ``options`` are further ``Source`` fields (``service_down_time``, ``neutron_url``,
+    ``neutron_token``)."""
     cell_url = mysql.parse_url(source_url, password_file, password_env)
     api_url = mysql.parse_url(api_source_url, password_file, password_env) \
         if api_source_url else None
     return Source(cell_url=cell_url, api_url=api_url,
-                  journal_path=os.path.join(state_dir, f"{name}.journal"))
+                  journal_path=os.path.join(state_dir, f"{name}.journal"), **options)
 
 
 def run_tailer(source: Source, stop: threading.Event | None = None) -> None:

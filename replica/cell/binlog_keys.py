@@ -98,7 +98,7 @@ def _service_matters(before: dict | None, after: dict | None, down_time: float) 
     if any(before.get(c) != after.get(c) for c in SERVICE_STATUS_COLUMNS):
         return True
     old, new = _report_time(before), _report_time(after)
-    if old == new:
+    if old == new or down_time <= 0:        # no liveness rule: a report changes nothing
         return False
     if not isinstance(old, datetime.datetime) or not isinstance(new, datetime.datetime):
         return True

@@ -485,7 +485,9 @@ class Reach(frozenset):
       host_status (a compute service whose last heartbeat, ``last_seen_up`` else
       ``created_at``, is older than that is ``UNKNOWN``), judged at ``clock()``;
     - ``security_groups``: ``f(live server uuids) -> {uuid: [names]}`` (Neutron's
-      answer, see ``neutron.py``); a uuid it leaves out keeps the cell's own.
+      answer, see ``neutron.py``); a uuid it leaves out keeps the cell's own;
+    - ``build_requests``: the database is Nova's API database, whose servers are its
+      build requests (``build_requests.py``), not instances.
     """
 
     api = None
@@ -493,6 +495,7 @@ class Reach(frozenset):
     service_down_time: float = 0.0
     security_groups = None
     clock = None
+    build_requests: bool = False
 
     def __new__(cls, children=ALL_CHILDREN, **extra):
         made = super().__new__(cls, children)
@@ -868,13 +871,31 @@ KIND_TABLES = {feed.KIND_FLAVOR: "flavors", feed.KIND_SERVER: "instances"}
 
 
 def kinds_in(tables: Iterable[str]) -> list[str]:
-    """The kinds a database with ``tables`` publishes, in snapshot order (sorted)."""
+    """The kinds a database with ``tables`` publishes, in snapshot order (sorted): Nova's
+    API database publishes its build requests as servers (``build_requests.py``)."""
     have = set(tables)
-    return sorted(kind for kind, table in KIND_TABLES.items() if table in have)
+    kinds = {kind for kind, table in KIND_TABLES.items() if table in have}
+    if has_build_requests(have):
+        kinds.add(feed.KIND_SERVER)
+    return sorted(kinds)
+
+
+def has_build_requests(tables: Iterable[str]) -> bool:
+    """Whether a database with ``tables`` is Nova's API database (build requests and
+    instance mappings, no instances)."""
+    have = set(tables)
+    return {"build_requests", "instance_mappings"} <= have and "instances" not in have
+
+
+def _of_build_requests(kind: str, children) -> bool:
+    return kind == feed.KIND_SERVER and getattr(children, "build_requests", False)
 
 
 def build(db, kind: str, keys: Iterable[str],
           children: frozenset[str] = ALL_CHILDREN) -> dict[str, dict | None]:
+    if _of_build_requests(kind, children):
+        from replica.cell import build_requests
+        return build_requests.build(rows_of(db), keys)
     if kind == feed.KIND_SERVER:
         return build_servers(db, keys, children)
     if kind == feed.KIND_FLAVOR:
@@ -882,13 +903,27 @@ def build(db, kind: str, keys: Iterable[str],
     raise ValueError(f"unknown kind {kind!r}")
 
 
-def count_entities(db, kinds: list[str]) -> int:
+def _key_query(kind: str, children) -> str:
+    if _of_build_requests(kind, children):
+        from replica.cell import build_requests
+        return build_requests.KEYS_SQL
+    return _KEY_QUERIES[kind]
+
+
+def count_entities(db, kinds: list[str], children: frozenset[str] = ALL_CHILDREN) -> int:
     rows = rows_of(db)
-    return sum(rows(_COUNT_QUERIES[kind], ())[0][0] for kind in kinds)
+    total = 0
+    for kind in kinds:
+        if _of_build_requests(kind, children):
+            from replica.cell import build_requests
+            total += rows(build_requests.COUNT_SQL, ())[0][0]
+        else:
+            total += rows(_COUNT_QUERIES[kind], ())[0][0]
+    return total
 
 
 def page_keys(db, kinds: list[str], after: tuple[str, str] | None,
-              limit: int) -> list[tuple[str, str]]:
+              limit: int, children: frozenset[str] = ALL_CHILDREN) -> list[tuple[str, str]]:
     """Up to ``limit`` (kind, key) pairs after the cursor, in (kind, key) order."""
     rows = rows_of(db)
     out: list[tuple[str, str]] = []
@@ -896,7 +931,7 @@ def page_keys(db, kinds: list[str], after: tuple[str, str] | None,
         if after is not None and kind < after[0]:
             continue
         start = after[1] if after is not None and kind == after[0] else ""
-        for (key,) in rows(_KEY_QUERIES[kind], (start, limit - len(out))):
+        for (key,) in rows(_key_query(kind, children), (start, limit - len(out))):
             out.append((kind, key))
         if len(out) >= limit:
             break
@@ -915,12 +950,12 @@ def page_entities(db, kinds: list[str], after: tuple[str, str] | None, limit: in
         if after is not None and kind < after[0]:
             continue
         start = after[1] if after is not None and kind == after[0] else ""
-        if kind == feed.KIND_SERVER:
+        if kind == feed.KIND_SERVER and not _of_build_requests(kind, children):
             built = _server_range(rows, start, limit - seen, children)
             items.extend((kind, key, ent) for key, ent in built)
             keys = [key for key, _ent in built]
         else:
-            keys = [key for (key,) in rows(_KEY_QUERIES[kind], (start, limit - seen))]
+            keys = [key for (key,) in rows(_key_query(kind, children), (start, limit - seen))]
             if keys:
                 entities = build(db, kind, keys, children)
                 items.extend((kind, key, entities[key]) for key in keys

@@ -38,7 +38,7 @@ import apsw
 import pymysql
 
 from replica import feed
-from replica.cell import binlog, binlog_keys, entity, journal, mysql, watcher
+from replica.cell import binlog, binlog_keys, entity, journal, mysql, neutron, watcher
 from replica.cell.source import CellSource, HeldView
 
 log = logging.getLogger("replica.cell.mysql_source")
@@ -109,9 +109,13 @@ class MysqlEntityReader:
     are made at the first read and again after one failed (a restarted server)."""
 
     def __init__(self, cell_url: mysql.MySQLURL, api_url: mysql.MySQLURL | None,
-                 kinds: tuple[str, ...]):
+                 kinds: tuple[str, ...], service_down_time: float = binlog_keys.SERVICE_DOWN_TIME_S,
+                 security_groups=None, build_requests: bool = False):
         self.cell_url, self.api_url = cell_url, api_url
         self._kinds = sorted(kinds)
+        self.service_down_time = service_down_time
+        self.security_groups = security_groups      # neutron.SecurityGroupNames.names
+        self.build_requests = build_requests        # the API database: its build requests
         self.dbs: mysql.SourceDatabases | None = None
         self.children: frozenset[str] = entity.ALL_CHILDREN
 
@@ -119,8 +123,12 @@ class MysqlEntityReader:
         if self.dbs is None:
             dbs = mysql.SourceDatabases(self.cell_url, self.api_url)
             try:
-                if feed.KIND_SERVER in self._kinds:
-                    extra = {"service_down_time": binlog_keys.SERVICE_DOWN_TIME_S}
+                if feed.KIND_SERVER in self._kinds and self.build_requests:
+                    self.children = entity.Reach(frozenset(), build_requests=True)
+                elif feed.KIND_SERVER in self._kinds:
+                    extra = {"service_down_time": self.service_down_time}
+                    if self.security_groups is not None:
+                        extra["security_groups"] = self.security_groups
                     if dbs.api_rows is not None:    # server groups, request specs
                         extra["api"] = dbs.api_rows
                         extra["api_children"] = _children_of(dbs.api_rows,
@@ -166,7 +174,7 @@ class MysqlEntityReader:
         return entity.build(self.cell_rows, kind, keys, self.children)
 
     def count(self, kinds: list[str]) -> int:
-        return entity.count_entities(self.cell_rows, kinds)
+        return entity.count_entities(self.cell_rows, kinds, self.children)
 
     def page_entities(self, kinds, after, limit):
         return entity.page_entities(self.cell_rows, kinds, after, limit, self.children)
@@ -185,7 +193,11 @@ def entity_reader(source: binlog.Source) -> MysqlEntityReader:
     """The entity reader of ``source``: a flavor source reads flavors from the API
     database (its ``cell_url``); a cell reads servers from the cell database."""
     api = source.api_url if source.api_url != source.cell_url else None
-    return MysqlEntityReader(source.cell_url, api, source.kinds)
+    names = None
+    if source.neutron_url and feed.KIND_SERVER in source.kinds:
+        names = neutron.SecurityGroupNames(source.neutron_url, source.neutron_token).names
+    return MysqlEntityReader(source.cell_url, api, source.kinds, source.service_down_time,
+                             names, build_requests=api is None and feed.KIND_FLAVOR in source.kinds)
 
 
 class MysqlCellSource(CellSource):
@@ -353,15 +365,23 @@ class MysqlOpener:
 
 
 def make_source(source_url: str, api_source_url: str | None, name: str, state_dir: str,
-                password_file: str | None = None, flavors: bool = False) -> binlog.Source:
+                password_file: str | None = None, flavors: bool = False,
+                **options) -> binlog.Source:
     """The binlog source of ``appliance cell --source mysql://...``: a cell publishes
     its servers (its API database read for what servers take from it); with
-    ``flavors`` the source URL is Nova's API database and it publishes flavors."""
-    source = binlog.make_source(source_url, api_source_url, name, state_dir, password_file)
+    ``flavors`` the source URL is Nova's API database and it publishes flavors.
+    ``options``: ``service_down_time`` (Nova's liveness rule for host_status, 0: off),
+    ``neutron_url`` and ``neutron_token`` (security group names asked of Neutron when
+    a server is built, and again every few seconds by the tailer)."""
+    options = {k: v for k, v in options.items() if v is not None}
+    source = binlog.make_source(source_url, api_source_url, name, state_dir, password_file,
+                                **options)
     if flavors:
         if api_source_url:
             raise mysql.SourceConfigError("a flavor source is the API database itself: "
                                           "--source mysql://.../nova_api, no --api-source")
+        # Its build requests are servers of its own feed (build_requests.py).
         return dataclasses.replace(source, api_url=source.cell_url,
-                                   kinds=(feed.KIND_FLAVOR,))
+                                   kinds=(feed.KIND_FLAVOR, feed.KIND_SERVER),
+                                   service_down_time=0.0)
     return dataclasses.replace(source, kinds=(feed.KIND_SERVER,), own_servers_only=True)

@@ -200,10 +200,14 @@ def cell_triggers() -> list[TriggerGroup]:
 
 
 # Nova's API database: the rows of its servers' entities that live there (server groups,
-# request specs). Their ``('server', uuid)`` changes are carried into the cell outbox by
-# the cell's publisher (``sqlite_source.ChangeCarrier``).
+# request specs, build requests and the instance mappings that end them). Their
+# ``('server', uuid)`` changes are carried into the cell outbox by the cell's publisher
+# (``sqlite_source.ChangeCarrier``); the API database's own publisher publishes its
+# build requests (``build_requests.py``).
 API_SERVER_TABLES = (("request_specs", "instance_uuid"),
-                     ("instance_group_member", "instance_uuid"))
+                     ("instance_group_member", "instance_uuid"),
+                     ("build_requests", "instance_uuid"),
+                     ("instance_mappings", "instance_uuid"))
 
 
 def api_server_triggers() -> list[TriggerGroup]:

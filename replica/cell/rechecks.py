@@ -42,15 +42,17 @@ class LivenessWatch:
                     entity.service_is_up(seen, created, now, self.down_time)))
                 for host, disabled, forced_down, seen, created in self.rows(_COMPUTE_SERVICES, ())}
 
-    def changed_servers(self) -> list[str]:
+    def changed_servers(self, involving: str | None = None) -> list[str]:
         """The live servers of the hosts whose status changed since the last call (none
-        on the first call: nothing to compare with; the entities were built meanwhile)."""
+        on the first call: nothing to compare with; the entities were built meanwhile);
+        with ``involving``, only the hosts whose status became or left that one."""
         statuses = self.judge()
         before, self.statuses = self.statuses, statuses
         if before is None:
             return []
         changed = sorted(h for h in set(before) | set(statuses)
-                         if before.get(h) != statuses.get(h))
+                         if before.get(h) != statuses.get(h) and (
+                             involving is None or involving in (before.get(h), statuses.get(h))))
         uuids: list[str] = []
         for host in changed:
             uuids += [u for (u,) in self.rows(_LIVE_ON_HOST, (host,))]

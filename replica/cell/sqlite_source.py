@@ -132,6 +132,8 @@ class SqliteEntityReader:
                 lambda table, column: column in api_tables.get(table, ()))
         if neutron is not None:
             extra["security_groups"] = neutron.names
+        if entity.has_build_requests(tables):
+            extra["build_requests"] = True
         self.children = entity.Reach(entity.children_available(
             lambda table, column: column in tables.get(table, ())), **extra)
 
@@ -148,7 +150,7 @@ class SqliteEntityReader:
         return entity.build(self.db, kind, keys, self.children)
 
     def count(self, kinds: list[str]) -> int:
-        return entity.count_entities(self.db, kinds)
+        return entity.count_entities(self.db, kinds, self.children)
 
     def page_entities(self, kinds, after, limit):
         return entity.page_entities(self.db, kinds, after, limit, self.children)

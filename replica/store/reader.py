@@ -168,7 +168,7 @@ class ServerQuery:
     not_tags: tuple[str, ...] = ()
     not_tags_any: tuple[str, ...] = ()
     ips: tuple[str, ...] = ()              # substrings of an address (ip, ip6)
-    sort: tuple[tuple[str, str], ...] = (("created_at", "desc"), ("uuid", "desc"))
+    sort: tuple[tuple[str, str], ...] = (("created_at", "desc"), ("uuid", "asc"))
     limit: int = 1000
     marker: str | None = None
     marker_project: str | None = None      # the marker must be this project's (None: any)
@@ -207,13 +207,23 @@ _SERVER_LINK_SQL = {
                      "'\"}],\"properties\":' || image_props || '}', ',\"image\":\"\"')"),
 }
 SERVER_BRIEF_SQL = "concat(brief, " + _SERVER_LINK_SQL["d_links"] + ", '}')"
+# A server whose updated_at is unset (Nova buries a server in cell0 with one insert):
+# Nova shows the time of the request as "updated". Its d_base holds the member as null
+# (replica.render; "updated" lies between "user_id" and "OS-DCF:diskConfig", and no
+# other member of d_base can hold a null under that name: metadata values are
+# strings), replaced by the statement's own time; every other row is copied as it is.
+UPDATED_UNSET = ',"updated":null,'
+_SERVER_BASE_SQL = (f"CASE WHEN updated_at IS NULL THEN replace(d_base, '{UPDATED_UNSET}', "
+                    "',\"updated\":\"' || strftime('%Y-%m-%dT%H:%M:%SZ', 'now') || '\",') "
+                    "ELSE d_base END")
 
 
 @functools.lru_cache(maxsize=None)
 def server_doc_expr(view: render.ServerView) -> str:
     """The SQL of one server document for ``view``: stored fragments copied, link
-    fragments built, no JSON function and no replace()."""
-    parts = [_SERVER_LINK_SQL.get(p, p) for p in render.server_pieces_for(view)]
+    fragments built, no JSON function; replace() only for a server never updated."""
+    parts = [_SERVER_BASE_SQL if p == "d_base" else _SERVER_LINK_SQL.get(p, p)
+             for p in render.server_pieces_for(view)]
     # concat() builds the result in one pass; a chain of || copies it once per piece.
     return "concat(" + ", ".join(parts) + ", '}')"
 
@@ -283,9 +293,11 @@ SUBRESOURCE_SQL = {
     "extra_spec": _sub_sql("flavors", "flavorid", _FLAVOR_ACCESS,
                            f"(SELECT json_object(key, {_EACH_VALUE}) FROM "
                            f"json_each({_EXTRA_SPECS}) WHERE key = ?3)"),
-    "tags": _sub_sql("servers", "uuid", _SERVER_ACCESS, "'{\"tags\":' || tags || '}'"),
+    # A build request (in_cell = 0) has no tags resource in nova-api: 404.
+    "tags": _sub_sql("servers", "uuid", _SERVER_ACCESS + " AND in_cell = 1",
+                     "'{\"tags\":' || tags || '}'"),
     # '' when the tag exists (204), NULL when not.
-    "tag": _sub_sql("servers", "uuid", _SERVER_ACCESS,
+    "tag": _sub_sql("servers", "uuid", _SERVER_ACCESS + " AND in_cell = 1",
                     "(SELECT '' FROM json_each(servers.tags) WHERE value = ?3 LIMIT 1)"),
     "metadata": _sub_sql("servers", "uuid", _SERVER_ACCESS,
                          f"'{{\"metadata\":' || json_extract({_BASE}, '$.metadata') || '}}'"),
@@ -310,6 +322,16 @@ def _after_marker(sort: tuple[tuple[str, str], ...]) -> str:
         op = "<" if dirs[0] == "desc" else ">"   # row values: one index range
         marks = ", ".join(f"(SELECT m{i} FROM m)" for i in range(len(cols)))
         return f"({', '.join(cols)}) {op} ({marks})"
+    if all(c in _NOT_NULL for c in cols):
+        # Mixed directions (Nova's default: created_at desc, uuid asc): the first column's
+        # bound gives the index range, the terms the rows within it.
+        first = f"{cols[0]} {'<=' if dirs[0] == 'desc' else '>='} (SELECT m0 FROM m)"
+        terms = []
+        for i, (col, direction) in enumerate(sort):
+            equal = [f"{cols[j]} = (SELECT m{j} FROM m)" for j in range(i)]
+            after = f"{col} {'<' if direction == 'desc' else '>'} (SELECT m{i} FROM m)"
+            terms.append("(" + " AND ".join(equal + [after]) + ")")
+        return f"({first} AND ({' OR '.join(terms)}))"
     terms = []
     for i, (col, direction) in enumerate(sort):
         mi = f"(SELECT m{i} FROM m)"

@@ -169,6 +169,21 @@ STEPS: tuple[str, ...] = (
         first_live_at REAL NOT NULL       -- unix time ingest first caught up with it
     );
     """,
+    # 6: Nova's default server order is created_at descending, then the uuid ascending
+    # (what decides between servers created in the same second on MariaDB): the indexes
+    # hold the uuid descending, so that a backward scan gives that order.
+    """
+    DROP INDEX servers_project_created;
+    DROP INDEX servers_created;
+    CREATE INDEX servers_project_created ON servers (project_id, deleted, created_at,
+                                                     uuid DESC);
+    CREATE INDEX servers_created ON servers (deleted, created_at, uuid DESC);
+    """,
+    # 7: a server that is still a build request (only in Nova's API database) has no tags
+    # resource in nova-api (404): in_cell = 0 for it. Rows written before are in a cell.
+    """
+    ALTER TABLE servers ADD COLUMN in_cell INTEGER NOT NULL DEFAULT 1;
+    """,
 )
 
 

@@ -179,3 +179,30 @@ def test_kept_pages_stay_within_their_budget(tmp_path, monkeypatch):
         assert r._pages_bytes <= 3 * one_page + 16
     assert 1 <= len(r._pages) <= 3
     r.conn.close()
+
+
+def test_servers_created_in_the_same_second_list_by_uuid_ascending(tmp_path):
+    """Nova's order across cells is created_at descending, then the uuid ascending (a
+    MariaDB cell's stamps have whole seconds, so ties are common); keyset paging over
+    the ties loses and repeats nothing."""
+    path = str(tmp_path / "ties.db")
+    servers = [("cell1" if n % 2 else "cell2",
+                E.server(n, created_at=E.stamp(1, n // 4, 0))) for n in range(12)]
+    E.fill_replica(path, servers, [], {"cell1": 1, "cell2": 1, "flavors": 1})
+    reader = Reader(open_reader(path))
+    try:
+        by_uuid = sorted((e for _cell, e in servers), key=lambda e: e["uuid"])
+        expected = [e["uuid"] for e in sorted(by_uuid, key=lambda e: e["created_at"],
+                                              reverse=True)]     # a stable sort
+        seen, marker = [], None
+        while True:
+            result = reader.list_servers(ServerQuery(project_id=E.PROJECT, limit=5,
+                                                     marker=marker), None, Prefixes("s", "b"))
+            page = [s["id"] for s in json.loads(result.body + b"}")["servers"]]
+            seen += page
+            if result.count < 5:
+                break
+            marker = result.last_id
+        assert seen == expected
+    finally:
+        reader.conn.close()

@@ -166,13 +166,16 @@ class NovaDeployment:
 
     def query(self, database: str, sql: str, params=()) -> list[tuple]:
         """Rows of ``sql`` on ``database`` ("api", "cell0" or "cell1"), read directly (root on
-        MariaDB); placeholders are ``%s`` on MariaDB and ``?`` on SQLite."""
+        MariaDB); placeholders are ``%s`` on MariaDB and ``?`` on SQLite. A statement that
+        writes is committed (a test's own change of a row)."""
         if self.backend == "mariadb":
             names = dict(zip(("api", "cell0", CELL_NAME), self.database_names))
             return self.mariadb.execute(sql, params or None, db=names[database])
         conn = sqlite3.connect(self.database_paths[database])
         try:
-            return conn.execute(sql, params).fetchall()
+            rows = conn.execute(sql, params).fetchall()
+            conn.commit()
+            return rows
         finally:
             conn.close()
 
@@ -250,13 +253,24 @@ class NovaWriter:
                     except NovaCommandError:
                         if self.process.poll() is not None:
                             return
-                        raise
+                        # As nova-compute's report_state: a failed report (SQLite's
+                        # "database is locked" while a publisher writes) waits for the
+                        # next interval; the service stays up unless reports keep failing.
+                        continue
                 stop.wait(interval)
 
         thread = threading.Thread(target=beat, name="nova-heartbeats", daemon=True)
         thread.start()
         self._heartbeats.append((stop, thread))
         return stop
+
+    def stop_heartbeats(self, stop: threading.Event, timeout: float = 30.0):
+        """Stop the reports that ``start_heartbeats`` returned ``stop`` for, and wait until
+        none is in flight (a report after this would undo a test's ``service_down``)."""
+        stop.set()
+        for event, thread in self._heartbeats:
+            if event is stop:
+                thread.join(timeout)
 
     def log_tail(self, size: int = 6000) -> str:
         return log_tail(self.log_path, size)

@@ -38,6 +38,7 @@ class MySQLRows:
 
 class Written(list):
     group = None
+    requested = None
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,10 @@ def written(nova):
                                        scheduler_hints={"team": "a"})["uuid"]
                    for i in range(3)]
         written.group = group["uuid"]
+        written.requested = writer.build_server(
+            user_id="u1", project_id="p1", flavor="2", name="queued", metadata={"q": "1"},
+            tags=["t2"], server_group=group["uuid"], scheduler_hints={"team": "q"},
+            stage="requested")["uuid"]
         writer.fault(uuid=servers[0])
         writer.delete(uuid=servers[2])
     written.extend(servers)
@@ -98,9 +103,10 @@ def test_server_entities_from_nova_on_mariadb(nova, written):
 def test_flavor_entities_from_nova_api_database_on_mariadb(nova, written):
     db = connect(nova, "api")
     try:
+        # Nova's API database publishes its flavors, and as servers its build requests.
         assert entity.kinds_in(name for (name,) in db.rows(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()")
-        ) == [feed.KIND_FLAVOR]
+        ) == [feed.KIND_FLAVOR, feed.KIND_SERVER]
         built = entity.build_flavors(db, ["2", "404"])
         assert built["404"] is None
         feed.validate_entity(feed.KIND_FLAVOR, "2", built["2"])
@@ -191,3 +197,26 @@ class _Counting:
     def many(self, statements):
         self.sent.append("many")
         return self.inner.many(statements)
+
+
+def test_build_request_entities_from_nova_api_database_on_mariadb(nova, written):
+    """A server still a build request, from Nova's API database alone: the serialized
+    Instance, its tags, server group and request spec; a server in a cell is not one."""
+    db = connect(nova, "api")
+    reach = entity.Reach(frozenset(), build_requests=True)
+    try:
+        assert entity.count_entities(db, [feed.KIND_SERVER], reach) == 1
+        built = entity.build(db, feed.KIND_SERVER, [written.requested, written[0]], reach)
+        assert built[written[0]] is None
+        server = built[written.requested]
+        feed.validate_entity(feed.KIND_SERVER, written.requested, server)
+        assert (server["display_name"], server["vm_state"], server["host"],
+                server["instance_name"], server["metadata"], server["tags"],
+                server["server_groups"], server["scheduler_hints"],
+                server["flavor"]["flavorid"]) == (
+            "queued", "building", None, "", {"q": "1"}, ["t2"], [written.group],
+            {"team": ["q"], "group": [written.group]}, "2")     # as RequestSpec keeps them
+        items, _after = entity.page_entities(db, [feed.KIND_SERVER], None, 10, reach)
+        assert [key for _kind, key, _e in items] == [written.requested]
+    finally:
+        db.conn.close()

@@ -271,3 +271,35 @@ def test_flavor_view_from_2_102():
     assert all(after[k] == before[k] for k in after)
     assert render.render_flavor_document(flavor, render.FlavorView(104, False)) == (
         render.render_flavor_document(flavor, render.FlavorView(101, False)))
+
+
+def test_a_server_never_updated_shows_the_request_time_as_updated(tmp_path):
+    """Nova prints the request's time as "updated" when updated_at is unset (a server
+    buried in cell0 by one insert): the stored document holds null, the read statement
+    its own time; the request-time rendering does the same. A metadata key "updated"
+    is left alone."""
+    import datetime
+    from replica.store.connection import open_reader
+    from replica.store.reader import Reader, ServerQuery
+    never = E.server(5, updated_at=None, metadata={"updated": "no"})
+    path = str(tmp_path / "replica.db")
+    E.fill_replica(path, [("c", never), ("c", E.server(6))], [E.flavor("1")], {"c": 1})
+
+    def near_now(stamp: str) -> bool:
+        moment = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
+        return abs((datetime.datetime.utcnow() - moment).total_seconds()) < 10
+
+    reader = Reader(open_reader(path))
+    try:
+        view = render.ServerView(100, True, True)
+        shown = json.loads(reader.show_server(never["uuid"], view, _prefixes(), None).body)
+        listed = json.loads(reader.list_servers(
+            ServerQuery(project_id=None, deleted=None), render.ServerView(100, True, False),
+            _prefixes()).body + b"}")["servers"]
+    finally:
+        reader.conn.close()
+    assert near_now(shown["updated"]) and shown["metadata"] == {"updated": "no"}
+    by_id = {s["id"]: s for s in listed}
+    assert near_now(by_id[never["uuid"]]["updated"])
+    assert by_id[E.server(6)["uuid"]]["updated"] == E.server(6)["updated_at"][:19] + "Z"
+    assert near_now(render.render_server_document(never, view)["updated"])

@@ -41,6 +41,29 @@ def test_a_source_from_command_line_values(tmp_path, monkeypatch):
     assert source.cell_url.password == source.api_url.password == "pw"
 
 
+def test_the_nova_options_of_a_mysql_source(tmp_path, monkeypatch):
+    """--service-down-time (Nova's 60 unless given; 0 turns it off), --neutron-url and its
+    token reach the source; the API database's source publishes flavors and its build
+    requests as servers, with no liveness rule."""
+    from replica.cell import mysql_source
+    monkeypatch.setenv(mysql.PASSWORD_ENV, "pw")
+    cell = "mysql://replica@db:3306/nova_cell1"
+    api = "mysql://replica@db:3306/nova_api"
+    source = mysql_source.make_source(cell, api, "cell1", str(tmp_path),
+                                      service_down_time=None, neutron_url=None)
+    assert source.service_down_time == 60 and source.neutron_url is None
+    assert source.kinds == ("server",) and source.own_servers_only
+    source = mysql_source.make_source(cell, api, "cell1", str(tmp_path), service_down_time=0,
+                                      neutron_url="http://neutron:9696", neutron_token="t")
+    assert (source.service_down_time, source.neutron_url, source.neutron_token) == (
+        0, "http://neutron:9696", "t")
+    flavors = mysql_source.make_source(api, None, "flavors", str(tmp_path), flavors=True,
+                                       service_down_time=None)
+    assert flavors.kinds == ("flavor", "server") and flavors.service_down_time == 0
+    reader = mysql_source.entity_reader(flavors)
+    assert reader.build_requests and reader.api_url is None
+
+
 def test_url_tls_options():
     url = mysql.parse_url("mysql://nova:pw@db/nova?ssl_ca=/etc/ca.pem&ssl_verify_identity=true")
     assert url.tls == (("ssl_ca", "/etc/ca.pem"), ("ssl_verify_identity", True))
