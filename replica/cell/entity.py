@@ -58,6 +58,7 @@ import gc
 import json
 import re
 import time
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Protocol
 
 import orjson
@@ -793,16 +794,39 @@ def build_flavors(db, flavorids: Iterable[str]) -> dict[str, dict | None]:
 # By kind, and page-wise iteration for snapshots and digests
 # ---------------------------------------------------------------------------
 
-_KEY_QUERIES = {
-    feed.KIND_FLAVOR: "SELECT flavorid FROM flavors WHERE flavorid > ? ORDER BY flavorid LIMIT ?",
-    feed.KIND_SERVER: "SELECT uuid FROM instances WHERE uuid > ? ORDER BY uuid LIMIT ?",
-}
-_COUNT_QUERIES = {
-    feed.KIND_FLAVOR: "SELECT count(*) FROM flavors",
-    feed.KIND_SERVER: "SELECT count(*) FROM instances",
-}
+@dataclass(frozen=True, slots=True)
+class SourceKind:
+    """How the cell side finds and builds the entities of one kind: the table whose
+    rows are its keys (a database that has it publishes the kind), the key column,
+    and the builder ``(db, keys, children) -> {key: entity or None}``.
+    ``build_range``, where a kind has one: ``(rows, after, limit, children) -> [(key,
+    entity)]``, a snapshot page built from a key range of the table in one pass
+    (servers), instead of listing the keys and building them."""
+
+    name: str
+    table: str
+    key_column: str
+    build: Callable[..., dict]
+    build_range: Callable[..., list] | None = None
+
+    @property
+    def key_sql(self) -> str:
+        return (f"SELECT {self.key_column} FROM {self.table} WHERE {self.key_column} > ? "
+                f"ORDER BY {self.key_column} LIMIT ?")
+
+    @property
+    def count_sql(self) -> str:
+        return f"SELECT count(*) FROM {self.table}"
+
+
+SOURCE_KINDS: dict[str, SourceKind] = {kind.name: kind for kind in (
+    SourceKind(feed.KIND_FLAVOR, "flavors", "flavorid",
+               lambda db, keys, children: build_flavors(db, keys)),
+    SourceKind(feed.KIND_SERVER, "instances", "uuid", build_servers,
+               build_range=_server_range),
+)}
 # The table a kind's entities are keyed by: a database holding it publishes the kind.
-KIND_TABLES = {feed.KIND_FLAVOR: "flavors", feed.KIND_SERVER: "instances"}
+KIND_TABLES = {name: kind.table for name, kind in SOURCE_KINDS.items()}
 
 
 def kinds_in(tables: Iterable[str]) -> list[str]:
@@ -813,16 +837,15 @@ def kinds_in(tables: Iterable[str]) -> list[str]:
 
 def build(db, kind: str, keys: Iterable[str],
           children: frozenset[str] = ALL_CHILDREN) -> dict[str, dict | None]:
-    if kind == feed.KIND_SERVER:
-        return build_servers(db, keys, children)
-    if kind == feed.KIND_FLAVOR:
-        return build_flavors(db, keys)
-    raise ValueError(f"unknown kind {kind!r}")
+    declared = SOURCE_KINDS.get(kind)
+    if declared is None:
+        raise ValueError(f"unknown kind {kind!r}")
+    return declared.build(db, keys, children)
 
 
 def count_entities(db, kinds: list[str]) -> int:
     rows = rows_of(db)
-    return sum(rows(_COUNT_QUERIES[kind], ())[0][0] for kind in kinds)
+    return sum(rows(SOURCE_KINDS[kind].count_sql, ())[0][0] for kind in kinds)
 
 
 def page_keys(db, kinds: list[str], after: tuple[str, str] | None,
@@ -834,7 +857,7 @@ def page_keys(db, kinds: list[str], after: tuple[str, str] | None,
         if after is not None and kind < after[0]:
             continue
         start = after[1] if after is not None and kind == after[0] else ""
-        for (key,) in rows(_KEY_QUERIES[kind], (start, limit - len(out))):
+        for (key,) in rows(SOURCE_KINDS[kind].key_sql, (start, limit - len(out))):
             out.append((kind, key))
         if len(out) >= limit:
             break
@@ -853,12 +876,13 @@ def page_entities(db, kinds: list[str], after: tuple[str, str] | None, limit: in
         if after is not None and kind < after[0]:
             continue
         start = after[1] if after is not None and kind == after[0] else ""
-        if kind == feed.KIND_SERVER:
-            built = _server_range(rows, start, limit - seen, children)
+        declared = SOURCE_KINDS[kind]
+        if declared.build_range is not None:
+            built = declared.build_range(rows, start, limit - seen, children)
             items.extend((kind, key, ent) for key, ent in built)
             keys = [key for key, _ent in built]
         else:
-            keys = [key for (key,) in rows(_KEY_QUERIES[kind], (start, limit - seen))]
+            keys = [key for (key,) in rows(declared.key_sql, (start, limit - seen))]
             if keys:
                 entities = build(db, kind, keys, children)
                 items.extend((kind, key, entities[key]) for key in keys
