@@ -53,6 +53,7 @@ DIGEST_BUCKETS = 256            # buckets of a drift check: first byte of the ke
 
 KIND_SERVER = "server"
 KIND_FLAVOR = "flavor"
+KIND_INSTANCE_ACTION = "instance_action"
 OP_UPSERT = "u"
 OP_DELETE = "d"
 
@@ -193,13 +194,51 @@ FLAVOR_FIELDS: dict[str, tuple] = {
     "projects": (list,),        # flavor_projects.project_id, sorted (private flavors)
     "created_at": _S,
 }
+# An instance action (Nova's cell tables instance_actions and instance_actions_events):
+# keyed by ``action_key`` (``instance_action_key``: the instance uuid and the action's
+# id in the cell, zero-padded so that keys sort as (instance, id)), with its events
+# in Nova's order (newest first).
+INSTANCE_ACTION_FIELDS: dict[str, tuple] = {
+    "action_key": _S,
+    "id": (int,),
+    "instance_uuid": _S,
+    "instance_project_id": _SN,  # the instance's project (hostId when the action has none)
+    "action": _SN,
+    "request_id": _SN,
+    "user_id": _SN,
+    "project_id": _SN,
+    "start_time": _SN,
+    "finish_time": _SN,
+    "message": _SN,
+    "created_at": _SN,
+    "updated_at": _SN,
+    "deleted": _B,
+    "events": (list,),          # of INSTANCE_ACTION_EVENT_FIELDS maps, newest first
+}
+
+INSTANCE_ACTION_EVENT_FIELDS: dict[str, tuple] = {
+    "event": _SN,
+    "start_time": _SN,
+    "finish_time": _SN,
+    "result": _SN,
+    "traceback": _SN,
+    "host": _SN,
+    "details": _SN,
+}
+
+
+def instance_action_key(instance_uuid: str, action_id: int) -> str:
+    """The feed key of an instance action."""
+    return f"{instance_uuid}/{action_id:020d}"
+
 
 @dataclass(frozen=True, slots=True)
 class FeedKind:
     """What the feed protocol knows of one kind of entity: its name on the wire (an
     event's ``k``), its fields and their types, the field that is its key, and whether
     the key is a uuid. ``nested``: fields holding a map whose own fields are checked
-    too (a server's flavor). The replica side's declaration of a kind
+    too (a server's flavor); ``lists``: fields holding a list of maps, each checked
+    (an instance action's events). The replica side's declaration of a kind
     (``replica.kinds``) adds its table, render and labels to this one."""
 
     name: str
@@ -207,12 +246,15 @@ class FeedKind:
     key_field: str
     uuid_key: bool = False
     nested: tuple[tuple[str, dict[str, tuple]], ...] = ()
+    lists: tuple[tuple[str, dict[str, tuple]], ...] = ()
 
 
 FEED_KINDS: dict[str, FeedKind] = {kind.name: kind for kind in (
     FeedKind(KIND_SERVER, SERVER_FIELDS, "uuid", uuid_key=True,
              nested=(("flavor", FLAVOR_OF_SERVER_FIELDS),)),
     FeedKind(KIND_FLAVOR, FLAVOR_FIELDS, "flavorid"),
+    FeedKind(KIND_INSTANCE_ACTION, INSTANCE_ACTION_FIELDS, "action_key",
+             lists=(("events", INSTANCE_ACTION_EVENT_FIELDS),)),
 )}
 KINDS = tuple(FEED_KINDS)
 ENTITY_FIELDS = {name: kind.fields for name, kind in FEED_KINDS.items()}
@@ -246,6 +288,7 @@ class _Signatures:
         self.key_field = kind.key_field
         self.values = operator.itemgetter(*kind.fields)
         self.good: set = set()
+        self.lists = bool(kind.lists)
         self.nested = tuple((name, operator.itemgetter(*fields), set())
                             for name, fields in kind.nested)
 
@@ -279,8 +322,16 @@ def validate_entity(kind: str, key: str, entity: Any) -> None:
                 if _signature(getter, entity[name]) not in good:
                     break
             else:
+                if known.lists:
+                    _check_lists(FEED_KINDS[kind], entity, f"{kind} {key}")
                 return
     _validate_entity(kind, key, entity)
+
+
+def _check_lists(declared: FeedKind, entity: dict, where: str) -> None:
+    for name, fields in declared.lists:
+        for i, item in enumerate(entity[name]):
+            _check_fields(item, fields, f"{where} {name}[{i}]")
 
 
 def _validate_entity(kind: str, key: str, entity: Any) -> None:
@@ -293,6 +344,7 @@ def _validate_entity(kind: str, key: str, entity: Any) -> None:
         raise FeedError("bad_entity", f"{where}: {declared.key_field} "
                                       + (f"{entity[declared.key_field]!r} " if declared.uuid_key
                                          else "") + "does not match the key")
+    _check_lists(declared, entity, where)
     known = _SIGNATURES[kind]
     for (name, fields), (_name, getter, good) in zip(declared.nested, known.nested):
         _check_fields(entity[name], fields, f"{where} {name}")

@@ -24,6 +24,8 @@ import bottle
 import gevent
 
 from appliance.api import microversion
+from appliance.api.action_params import (DELETED_SERVERS_MINOR, PAGING_MINOR,
+                                         action_query)
 from appliance.api.config import ApiConfig
 from appliance.api.faults import (ApiError, fault_body, not_found, not_replicated, read_only,
                                   status_line)
@@ -39,7 +41,7 @@ from appliance.api.server_params import server_query
 from appliance.api.token_store import TokenStore
 from appliance.api.upstream import Upstream
 from appliance.api.versions import version_document, versions_document
-from replica.render import FlavorView, ServerView
+from replica.render import FlavorView, InstanceActionView, ServerView
 from replica.store.reader import (Prefixes, ReadResult, ReadTimeout, RegexTooCostly,
                                   reader_for)
 
@@ -327,6 +329,8 @@ class ComputeApi:
                     return self._extra_specs(read, rest[1], key)
             elif rest[2] in _SERVER_SUBRESOURCES:
                 return self._server_subresource(read, rest[1], rest[2], key)
+            elif rest[2] == "os-instance-actions":
+                return self._instance_actions(read, rest[1], key)
         raise _NotRouted()
 
     # -- handlers ----------------------------------------------------------------------
@@ -389,6 +393,41 @@ class ComputeApi:
         if result.body is None:
             raise _NotFoundWith(missing.format(server=server_id, key=key), result)
         return (204 if name == "tag" else 200), result.body, result
+
+    def _instance_actions(self, read: _Read, server_id: str, request_id: str | None):
+        """GET /servers/{id}/os-instance-actions[/{request_id}]: Nova's instance actions
+        (policy: a project reader or an admin; the events' traceback and host for admins;
+        a deleted server's actions from 2.21)."""
+        identity, minor = read.identity, read.minor
+        if request_id is None:
+            query = action_query(read.query(), minor, self.config.max_limit)
+        else:
+            read.no_query()
+        if not is_uuid_like(server_id):
+            raise not_found(f"Instance {server_id} could not be found.")
+        project = None if identity.admin else identity.project_id
+        deleted = minor >= DELETED_SERVERS_MINOR
+        if request_id is not None:
+            result = self._reader.show_instance_action(
+                canonical_uuid(server_id), request_id,
+                InstanceActionView(minor, identity.admin), project, deleted)
+            if not result.count:
+                raise _NotFoundWith(f"Instance {server_id} could not be found.", result)
+            if result.body is None:
+                raise _NotFoundWith(f"Action {request_id} not found", result)
+            return 200, result.body, result
+        found, result = self._reader.list_instance_actions(
+            canonical_uuid(server_id), project, deleted, minor >= PAGING_MINOR, query.marker,
+            query.limit, query.changes_since, query.changes_before)
+        if not found:
+            raise _NotFoundWith(f"Instance {server_id} could not be found.", result)
+        if query.marker is not None and not result.marker_found:
+            # Nova names the marker after its lookup came back empty
+            raise _BadRequestWith("Marker None could not be found.", result)
+        if minor < PAGING_MINOR:
+            return 200, result.body + b"}", result
+        collection = f"servers/{server_id}/os-instance-actions"
+        return 200, self._close_list(read, result, collection, "links"), result
 
     def _list_servers(self, read: _Read, detail: bool):
         multi = read.query()
@@ -634,6 +673,8 @@ def _servers_rule(rest: list[str]) -> str:
         return "servers:index"
     if len(rest) == 2:
         return "servers:detail" if rest[1] == "detail" else "servers:show"
+    if rest[2] == "os-instance-actions":
+        return f"os-instance-actions:{'show' if len(rest) == 4 else 'list'}"
     kind = _SUBRESOURCE_RULES.get(rest[2], "servers")
     return f"{kind}:{'show' if len(rest) == 4 else 'index'}"
 

@@ -791,6 +791,79 @@ def build_flavors(db, flavorids: Iterable[str]) -> dict[str, dict | None]:
 
 
 # ---------------------------------------------------------------------------
+# Instance actions (cell tables instance_actions, instance_actions_events)
+# ---------------------------------------------------------------------------
+
+_ACTIONS_SQL = ("SELECT id, instance_uuid, action, request_id, user_id, project_id, "
+                "start_time, finish_time, message, created_at, updated_at, deleted "
+                "FROM instance_actions WHERE id IN {keys}")
+# Nova lists an action's events newest first (created_at, id descending); soft-deleted
+# ones are not shown.
+_ACTION_EVENTS_SQL = ("SELECT action_id, event, start_time, finish_time, result, traceback, "
+                      "host, details FROM instance_actions_events WHERE action_id IN {keys} "
+                      "AND deleted = 0 ORDER BY created_at DESC, id DESC")
+_ACTION_PROJECTS_SQL = "SELECT uuid, project_id FROM instances WHERE uuid IN {keys}"
+_ACTION_KEYS_SQL = ("SELECT instance_uuid, id FROM instance_actions WHERE instance_uuid > ? "
+                    "OR (instance_uuid = ? AND id > ?) ORDER BY instance_uuid, id LIMIT ?")
+
+
+def _action_id(key: str) -> tuple[str, int] | None:
+    """(instance uuid, action id) of an instance action key, None if it is not one."""
+    uuid, _, number = key.rpartition("/")
+    return (uuid, int(number)) if uuid and number.isdigit() else None
+
+
+def build_instance_actions(db, keys: Iterable[str],
+                           children: frozenset[str] = ALL_CHILDREN) -> dict[str, dict | None]:
+    """Instance action entities for ``keys`` (``feed.instance_action_key``), each with
+    its events; None for an action that is gone."""
+    rows = rows_of(db)
+    keys = list(dict.fromkeys(keys))
+    out: dict[str, dict | None] = {key: None for key in keys}
+    wanted = {parsed: key for key in keys if (parsed := _action_id(key)) is not None}
+    ids = sorted({action_id for _uuid, action_id in wanted})
+    for page in _pages(ids):
+        found = [r for r in _rows_in(rows, _ACTIONS_SQL, page) if (r[1], r[0]) in wanted]
+        if not found:
+            continue
+        events: dict[int, list] = {}
+        for (action_id, event, start, finish, result, traceback, host,
+             details) in _rows_in(rows, _ACTION_EVENTS_SQL, [r[0] for r in found]):
+            events.setdefault(action_id, []).append({
+                "event": event, "start_time": iso(start), "finish_time": iso(finish),
+                "result": result, "traceback": traceback, "host": host, "details": details})
+        projects = dict(_rows_in(rows, _ACTION_PROJECTS_SQL,
+                                 sorted({r[1] for r in found})))
+        for (action_id, uuid, action, request_id, user_id, project_id, start, finish,
+             message, created_at, updated_at, deleted) in found:
+            key = wanted[(uuid, action_id)]
+            out[key] = {
+                "action_key": key, "id": _int(action_id), "instance_uuid": uuid,
+                "instance_project_id": projects.get(uuid), "action": action,
+                "request_id": request_id, "user_id": user_id, "project_id": project_id,
+                "start_time": iso(start), "finish_time": iso(finish), "message": message,
+                "created_at": iso(created_at), "updated_at": iso(updated_at),
+                "deleted": bool(deleted), "events": events.get(action_id, []),
+            }
+    return out
+
+
+def _action_keys(rows: RowsFn, after: str, limit: int) -> list[str]:
+    """Up to ``limit`` instance action keys after ``after``, in key order (the key
+    sorts as (instance uuid, id): its id is zero-padded)."""
+    uuid, action_id = _action_id(after) or (after, -1)
+    return [feed.instance_action_key(u, _int(i)) for u, i in
+            rows(_ACTION_KEYS_SQL, (uuid, uuid, action_id, limit))]
+
+
+def _action_range(rows: RowsFn, after: str, limit: int,
+                  children: frozenset[str]) -> list[tuple[str, dict]]:
+    keys = _action_keys(rows, after, limit)
+    built = build_instance_actions(rows, keys, children)
+    return [(key, built[key]) for key in keys if built[key] is not None]
+
+
+# ---------------------------------------------------------------------------
 # By kind, and page-wise iteration for snapshots and digests
 # ---------------------------------------------------------------------------
 
@@ -808,6 +881,13 @@ class SourceKind:
     key_column: str
     build: Callable[..., dict]
     build_range: Callable[..., list] | None = None
+    # ``(rows, after, limit) -> [key]`` where the key is not a column of the table
+    keys_after: Callable[..., list] | None = None
+
+    def keys(self, rows: RowsFn, after: str, limit: int) -> list[str]:
+        if self.keys_after is not None:
+            return self.keys_after(rows, after, limit)
+        return [key for (key,) in rows(self.key_sql, (after, limit))]
 
     @property
     def key_sql(self) -> str:
@@ -822,6 +902,8 @@ class SourceKind:
 SOURCE_KINDS: dict[str, SourceKind] = {kind.name: kind for kind in (
     SourceKind(feed.KIND_FLAVOR, "flavors", "flavorid",
                lambda db, keys, children: build_flavors(db, keys)),
+    SourceKind(feed.KIND_INSTANCE_ACTION, "instance_actions", "id",
+               build_instance_actions, build_range=_action_range, keys_after=_action_keys),
     SourceKind(feed.KIND_SERVER, "instances", "uuid", build_servers,
                build_range=_server_range),
 )}
@@ -857,7 +939,7 @@ def page_keys(db, kinds: list[str], after: tuple[str, str] | None,
         if after is not None and kind < after[0]:
             continue
         start = after[1] if after is not None and kind == after[0] else ""
-        for (key,) in rows(SOURCE_KINDS[kind].key_sql, (start, limit - len(out))):
+        for key in SOURCE_KINDS[kind].keys(rows, start, limit - len(out)):
             out.append((kind, key))
         if len(out) >= limit:
             break
@@ -882,7 +964,7 @@ def page_entities(db, kinds: list[str], after: tuple[str, str] | None, limit: in
             items.extend((kind, key, ent) for key, ent in built)
             keys = [key for key, _ent in built]
         else:
-            keys = [key for (key,) in rows(declared.key_sql, (start, limit - seen))]
+            keys = declared.keys(rows, start, limit - seen)
             if keys:
                 entities = build(db, kind, keys, children)
                 items.extend((kind, key, entities[key]) for key in keys

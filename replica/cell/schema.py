@@ -224,6 +224,34 @@ CELL_TABLES: tuple[str, ...] = (
         CONSTRAINT uniq_services0host0binary0deleted UNIQUE (host, "binary", deleted)
     )""",
     "CREATE INDEX IF NOT EXISTS services_host_idx ON services (host)",
+    f"""
+    CREATE TABLE IF NOT EXISTS instance_actions (
+        id INTEGER PRIMARY KEY,{_STAMPS},
+        action VARCHAR(255),
+        instance_uuid VARCHAR(36) REFERENCES instances (uuid),
+        request_id VARCHAR(255),
+        user_id VARCHAR(255),
+        project_id VARCHAR(255),
+        start_time DATETIME,
+        finish_time DATETIME,
+        message VARCHAR(255)
+    )""",
+    "CREATE INDEX IF NOT EXISTS instance_uuid_idx ON instance_actions (instance_uuid)",
+    "CREATE INDEX IF NOT EXISTS request_id_idx ON instance_actions (request_id)",
+    f"""
+    CREATE TABLE IF NOT EXISTS instance_actions_events (
+        id INTEGER PRIMARY KEY,{_STAMPS},
+        event VARCHAR(255),
+        action_id INTEGER REFERENCES instance_actions (id),
+        start_time DATETIME,
+        finish_time DATETIME,
+        result VARCHAR(255),
+        traceback TEXT,
+        host VARCHAR(255),
+        details TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS instance_actions_events_action_id_idx"
+    " ON instance_actions_events (action_id)",
     # Nova's API database (server groups, request specs); see the module docstring.
     """
     CREATE TABLE IF NOT EXISTS instance_groups (

@@ -169,6 +169,35 @@ STEPS: tuple[str, ...] = (
         first_live_at REAL NOT NULL       -- unix time ingest first caught up with it
     );
     """,
+    # 6: instance actions with their events (replica.render.instance_action_row). Rows
+    # come with the cells' next events or resync: a cell publishing them before this
+    # build resynced nothing, as it published none.
+    """
+    CREATE TABLE instance_actions (
+        action_key TEXT PRIMARY KEY,      -- instance uuid / zero-padded action id
+        cell TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        instance_uuid TEXT NOT NULL,
+        action_id INTEGER NOT NULL,
+        request_id TEXT,
+        created_at TEXT,
+        updated_at TEXT,
+        deleted INTEGER NOT NULL,
+        a_v21 TEXT NOT NULL,              -- the action's members, no braces
+        a_updated TEXT NOT NULL,          -- ,"updated_at":... (2.58)
+        ev_user_v251 TEXT NOT NULL,       -- events arrays per audience and microversion
+        ev_user_v262 TEXT NOT NULL,
+        ev_admin_v21 TEXT NOT NULL,
+        ev_admin_v262 TEXT NOT NULL,
+        ev_admin_v284 TEXT NOT NULL,
+        entity_hash INTEGER NOT NULL,
+        bucket INTEGER NOT NULL
+    );
+    CREATE INDEX instance_actions_order ON instance_actions
+        (instance_uuid, deleted, created_at, action_id);
+    CREATE INDEX instance_actions_request ON instance_actions (instance_uuid, request_id);
+    CREATE INDEX instance_actions_cell_bucket ON instance_actions (cell, bucket);
+    """,
 )
 
 

@@ -115,13 +115,14 @@ class Writer:
     """The single writer's statements over one apsw connection (see open_writer)."""
 
     def __init__(self, conn: apsw.Connection, *kind_columns: Sequence[str]):
-        """``kind_columns``: the row columns of each kind, in ``replica.kinds.KINDS``
-        order (a render's column tuples); a kind not given has its render's columns."""
+        """``kind_columns``: the row columns of the kinds this writer writes, in
+        ``replica.kinds.KINDS`` order (a render's column tuples: the first kinds, as
+        many as are given); none given: every kind, with ``replica.render``'s columns."""
         self.conn = conn
-        if len(kind_columns) < len(KINDS):
+        if not kind_columns:
             from replica import render  # imported here, statically: the binary sees it
             declared = renderers(render)
-            kind_columns += tuple(declared[name][0] for name in list(KINDS)[len(kind_columns):])
+            kind_columns = tuple(declared[name][0] for name in KINDS)
         self.tables = {
             kind.name: Table(kind.table, kind.key_column, kind.owner_column, tuple(columns),
                              stable=tuple(c for c in kind.stable if c in columns))
