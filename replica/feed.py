@@ -54,6 +54,7 @@ DIGEST_BUCKETS = 256            # buckets of a drift check: first byte of the ke
 KIND_SERVER = "server"
 KIND_FLAVOR = "flavor"
 KIND_INSTANCE_ACTION = "instance_action"
+KIND_KEYPAIR = "keypair"
 OP_UPSERT = "u"
 OP_DELETE = "d"
 
@@ -231,6 +232,25 @@ def instance_action_key(instance_uuid: str, action_id: int) -> str:
     """The feed key of an instance action."""
     return f"{instance_uuid}/{action_id:020d}"
 
+# A key pair (Nova's API database table key_pairs): keyed by ``keypair_key`` (its user
+# and name: a name is unique per user).
+KEYPAIR_FIELDS: dict[str, tuple] = {
+    "keypair_key": _S,
+    "id": (int,),
+    "user_id": _S,
+    "name": _S,
+    "fingerprint": _SN,
+    "public_key": _SN,
+    "type": _S,                 # "ssh" | "x509"
+    "created_at": _SN,
+    "updated_at": _SN,
+}
+
+
+def keypair_key(user_id: str, name: str) -> str:
+    """The feed key of a key pair (a user id has no '/')."""
+    return f"{user_id}/{name}"
+
 
 @dataclass(frozen=True, slots=True)
 class FeedKind:
@@ -255,6 +275,7 @@ FEED_KINDS: dict[str, FeedKind] = {kind.name: kind for kind in (
     FeedKind(KIND_FLAVOR, FLAVOR_FIELDS, "flavorid"),
     FeedKind(KIND_INSTANCE_ACTION, INSTANCE_ACTION_FIELDS, "action_key",
              lists=(("events", INSTANCE_ACTION_EVENT_FIELDS),)),
+    FeedKind(KIND_KEYPAIR, KEYPAIR_FIELDS, "keypair_key"),
 )}
 KINDS = tuple(FEED_KINDS)
 ENTITY_FIELDS = {name: kind.fields for name, kind in FEED_KINDS.items()}

@@ -714,3 +714,39 @@ def instance_action_row(cell: str, seq: int, entity: dict,
             *(_encode(events[c]) for c in INSTANCE_ACTION_FRAGMENTS[2:]),
             feed.entity_hash(a) if entity_hash is None else entity_hash,
             feed.bucket_of(a["action_key"]))
+
+
+# ---------------------------------------------------------------------------
+# Key pairs (nova/api/openstack/compute/views/keypairs.py)
+# ---------------------------------------------------------------------------
+# Each document whole: the list entry ({"keypair": {...}}) and the show document's
+# inner object, without (2.1) and with (2.2) the type.
+
+KEYPAIR_FRAGMENTS = ("k_item_v21", "k_item_v22", "k_show_v21", "k_show_v22")
+KEYPAIR_COLUMNS: tuple[str, ...] = (
+    "keypair_key", "source", "seq", "user_id", "name") + KEYPAIR_FRAGMENTS + (
+    "entity_hash", "bucket")
+
+
+def render_keypair_document(entity: dict, minor: int, show: bool) -> dict:
+    k = entity
+    doc = {"name": k["name"], "public_key": k["public_key"], "fingerprint": k["fingerprint"]}
+    if show:
+        doc.update(user_id=k["user_id"], created_at=plain_time(k["created_at"]),
+                   deleted=False, deleted_at=None, id=k["id"],
+                   updated_at=plain_time(k["updated_at"]))
+    if minor >= 2:
+        doc["type"] = k["type"]
+    return doc if show else {"keypair": doc}
+
+
+def keypair_row(source: str, seq: int, entity: dict, entity_hash: int | None = None) -> tuple:
+    """The replica row of one key pair, in ``KEYPAIR_COLUMNS`` order."""
+    k = entity
+    return (k["keypair_key"], source, seq, k["user_id"], k["name"],
+            _encode(render_keypair_document(k, 1, False)),
+            _encode(render_keypair_document(k, 2, False)),
+            _encode(render_keypair_document(k, 1, True)),
+            _encode(render_keypair_document(k, 2, True)),
+            feed.entity_hash(k) if entity_hash is None else entity_hash,
+            feed.bucket_of(k["keypair_key"]))

@@ -30,6 +30,9 @@ from appliance.api.config import ApiConfig
 from appliance.api.faults import (ApiError, fault_body, not_found, not_replicated, read_only,
                                   status_line)
 from appliance.api.flavor_params import flavor_query
+from appliance.api.keypair_params import PAGING_MINOR as KEYPAIR_PAGING_MINOR
+from appliance.api.keypair_params import TYPE_MINOR as KEYPAIR_TYPE_MINOR
+from appliance.api.keypair_params import keypair_query
 from appliance.api.identity import NoAuth, TokenFile
 from appliance.api.keystone import KeystoneAuth
 from appliance.api.params import (CANONICAL_UUID, NO_PARAMETERS, STRICT_QUERY_MINOR,
@@ -47,7 +50,9 @@ from replica.store.reader import (Prefixes, ReadResult, ReadTimeout, RegexTooCos
 
 LOG = logging.getLogger(__name__)
 READ_METHODS = ("GET", "HEAD")
-COLLECTIONS = ("servers", "flavors")
+COLLECTIONS = ("servers", "flavors", "os-keypairs")
+# The feeds whose loading holds a collection's reads back (replica.kinds feed roles).
+_FEED_ROLE = {"servers": "servers", "flavors": "flavors", "os-keypairs": "flavors"}
 SHOW_SERVER = "/v2.1/servers/"
 DISCOVERY = ("/", "/v2.1", "/v2.1/")     # answered here, with or without an upstream
 MIN_POSITION = "HTTP_X_REPLICA_MIN_POSITION"      # a read waits for this position
@@ -285,8 +290,8 @@ class ComputeApi:
         try:
             minor = microversion.requested(environ)
             identity = self.auth.identify(environ)
-            if self._loading[rest[0]]:
-                self._refuse_while_loading(rest[0])
+            if self._loading[_FEED_ROLE[rest[0]]]:
+                self._refuse_while_loading(_FEED_ROLE[rest[0]])
             if url_project is not None and url_project != identity.project_id:
                 raise ApiError(400, f"Malformed request URL: URL's project_id "
                                     f"'{url_project}' doesn't match Context's project_id "
@@ -313,6 +318,10 @@ class ComputeApi:
 
     def _route(self, rest: list[str], read: _Read):
         collection = rest[0]
+        if collection == "os-keypairs":
+            if len(rest) > 2 or not self._published("flavors"):
+                raise _NotRouted()
+            return self._keypairs(read, _path_text(rest[1]) if len(rest) == 2 else None)
         if len(rest) == 1:
             return (self._list_servers(read, False) if collection == "servers"
                     else self._list_flavors(read, False))
@@ -329,7 +338,7 @@ class ComputeApi:
                     return self._extra_specs(read, rest[1], key)
             elif rest[2] in _SERVER_SUBRESOURCES:
                 return self._server_subresource(read, rest[1], rest[2], key)
-            elif rest[2] == "os-instance-actions":
+            elif rest[2] == "os-instance-actions" and self._published("servers"):
                 return self._instance_actions(read, rest[1], key)
         raise _NotRouted()
 
@@ -428,6 +437,33 @@ class ComputeApi:
             return 200, result.body + b"}", result
         collection = f"servers/{server_id}/os-instance-actions"
         return 200, self._close_list(read, result, collection, "links"), result
+
+    def _published(self, role: str) -> bool:
+        """Whether a feed of ``role`` is configured to publish a kind read here: without
+        one (an appliance that only passes through), the upstream answers."""
+        return self.upstream is None or bool(
+            self.config.server_feeds if role == "servers" else self.config.api_db_feeds)
+
+    def _keypairs(self, read: _Read, name: str | None):
+        """GET /os-keypairs[/{name}]: the caller's key pairs, or (an admin, 2.10+) those
+        of ``user_id``; Nova's policy: an admin or the key pairs' own user."""
+        identity, minor = read.identity, read.minor
+        query = keypair_query(read.query(), minor, self.config.max_limit, name is not None)
+        user_id = query.user_id or identity.user_id
+        if not identity.admin and user_id != identity.user_id:
+            raise _policy_refused(f"os-keypairs:{'show' if name else 'index'}")
+        with_type = minor >= KEYPAIR_TYPE_MINOR
+        if name is not None:
+            result = self._reader.show_keypair(user_id, name, with_type)
+            if result.body is None:
+                raise _NotFoundWith(f"Keypair {name} not found for user {user_id}", result)
+            return 200, result.body, result
+        result = self._reader.list_keypairs(user_id, with_type, query.marker, query.limit)
+        if query.marker is not None and not result.marker_found:
+            raise _BadRequestWith(f"Marker {query.marker} could not be found.", result)
+        if minor < KEYPAIR_PAGING_MINOR:
+            return 200, result.body + b"}", result
+        return 200, self._close_list(read, result, "os-keypairs", "keypairs_links"), result
 
     def _list_servers(self, read: _Read, detail: bool):
         multi = read.query()

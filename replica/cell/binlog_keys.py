@@ -12,7 +12,8 @@ host, disabled, forced_down or deleted changed, or whose report came more than
 every live instance on its host; a security group or a server group (API DB)
 changes its members; a flavor extra spec or project row changes its flavor. An
 ``instance_actions`` row gives its ``instance_action`` key (instance uuid and id), an
-``instance_actions_events`` row its action's (looked up by ``action_id``).
+``instance_actions_events`` row its action's (looked up by ``action_id``); a
+``key_pairs`` row (API database) its ``keypair`` key (user id and name).
 
 A compute service that stops reporting changes its servers' host_status with no
 write at all: ``LivenessWatch`` tells the tailer when a last report grows older
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from replica.cell import mysql
-from replica.feed import KIND_INSTANCE_ACTION, instance_action_key
+from replica.feed import KIND_INSTANCE_ACTION, KIND_KEYPAIR, instance_action_key, keypair_key
 
 SERVICE_DOWN_TIME_S = 60       # Nova's service_down_time default
 COMMIT_WAIT_TIMEOUT_S = 10     # a locking read waits this long for a commit (then goes on)
@@ -55,7 +56,7 @@ KEY_MAP = {
 FANOUT_TABLES = frozenset({
     ("cell", "services"), ("cell", "security_groups"), ("api", "instance_groups"),
     ("api", "instance_group_policy"), ("api", "flavor_extra_specs"), ("api", "flavor_projects"),
-    ("cell", "instance_actions"), ("cell", "instance_actions_events"),
+    ("cell", "instance_actions"), ("cell", "instance_actions_events"), ("api", "key_pairs"),
 })
 # The tables the stream decodes at all (the stream filters by table name).
 WATCHED_TABLES = sorted({table for _role, table in KEY_MAP} |
@@ -245,6 +246,12 @@ class KeyMapper:
                 changed.action_ids.update(image["action_id"] for image in (before, after)
                                           if image is not None
                                           and image.get("action_id") is not None)
+        elif KIND_KEYPAIR in self.kinds and role == "api" and table == "key_pairs":
+            for before, after in images:
+                for image in (before, after):
+                    if image is not None and image.get("user_id") is not None:
+                        changed.keys.append((KIND_KEYPAIR, keypair_key(
+                            str(image["user_id"]), str(image["name"]))))
         elif "flavor" in self.kinds and role == "api" and table in (
                 "flavor_extra_specs", "flavor_projects"):
             for before, after in images:

@@ -864,6 +864,44 @@ def _action_range(rows: RowsFn, after: str, limit: int,
 
 
 # ---------------------------------------------------------------------------
+# Key pairs (Nova's API database table key_pairs)
+# ---------------------------------------------------------------------------
+
+_KEYPAIRS_SQL = ("SELECT id, user_id, name, fingerprint, public_key, type, created_at, "
+                 "updated_at FROM key_pairs WHERE user_id IN {keys}")
+_KEYPAIR_KEYS_SQL = ("SELECT user_id, name FROM key_pairs WHERE user_id > ? OR "
+                     "(user_id = ? AND name > ?) ORDER BY user_id, name LIMIT ?")
+
+
+def build_keypairs(db, keys: Iterable[str],
+                   children: frozenset[str] = ALL_CHILDREN) -> dict[str, dict | None]:
+    """Key pair entities for ``keys`` (``feed.keypair_key``); None for one that is gone."""
+    rows = rows_of(db)
+    keys = list(dict.fromkeys(keys))
+    out: dict[str, dict | None] = {key: None for key in keys}
+    users = sorted({key.partition("/")[0] for key in keys})
+    for page in _pages(users):
+        for (kid, user_id, name, fingerprint, public_key, key_type, created_at,
+             updated_at) in _rows_in(rows, _KEYPAIRS_SQL, page):
+            key = feed.keypair_key(user_id, name)
+            if key in out:
+                out[key] = {
+                    "keypair_key": key, "id": _int(kid), "user_id": user_id, "name": name,
+                    "fingerprint": fingerprint, "public_key": public_key,
+                    "type": key_type or "ssh", "created_at": iso(created_at),
+                    "updated_at": iso(updated_at),
+                }
+    return out
+
+
+def _keypair_keys(rows: RowsFn, after: str, limit: int) -> list[str]:
+    """Up to ``limit`` key pair keys after ``after``, in (user, name) order."""
+    user_id, _, name = after.partition("/")
+    return [feed.keypair_key(u, n) for u, n in
+            rows(_KEYPAIR_KEYS_SQL, (user_id, user_id, name, limit))]
+
+
+# ---------------------------------------------------------------------------
 # By kind, and page-wise iteration for snapshots and digests
 # ---------------------------------------------------------------------------
 
@@ -883,6 +921,9 @@ class SourceKind:
     build_range: Callable[..., list] | None = None
     # ``(rows, after, limit) -> [key]`` where the key is not a column of the table
     keys_after: Callable[..., list] | None = None
+    # other tables the database must have to publish the kind (Nova's cell database has
+    # a legacy key_pairs table: key pairs are the API database's, beside its flavors)
+    requires: tuple[str, ...] = ()
 
     def keys(self, rows: RowsFn, after: str, limit: int) -> list[str]:
         if self.keys_after is not None:
@@ -904,6 +945,8 @@ SOURCE_KINDS: dict[str, SourceKind] = {kind.name: kind for kind in (
                lambda db, keys, children: build_flavors(db, keys)),
     SourceKind(feed.KIND_INSTANCE_ACTION, "instance_actions", "id",
                build_instance_actions, build_range=_action_range, keys_after=_action_keys),
+    SourceKind(feed.KIND_KEYPAIR, "key_pairs", "user_id", build_keypairs,
+               keys_after=_keypair_keys, requires=("flavors",)),
     SourceKind(feed.KIND_SERVER, "instances", "uuid", build_servers,
                build_range=_server_range),
 )}
@@ -914,7 +957,8 @@ KIND_TABLES = {name: kind.table for name, kind in SOURCE_KINDS.items()}
 def kinds_in(tables: Iterable[str]) -> list[str]:
     """The kinds a database with ``tables`` publishes, in snapshot order (sorted)."""
     have = set(tables)
-    return sorted(kind for kind, table in KIND_TABLES.items() if table in have)
+    return sorted(name for name, kind in SOURCE_KINDS.items()
+                  if kind.table in have and have.issuperset(kind.requires))
 
 
 def build(db, kind: str, keys: Iterable[str],

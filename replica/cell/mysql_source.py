@@ -363,6 +363,6 @@ def make_source(source_url: str, api_source_url: str | None, name: str, state_di
             raise mysql.SourceConfigError("a flavor source is the API database itself: "
                                           "--source mysql://.../nova_api, no --api-source")
         return dataclasses.replace(source, api_url=source.cell_url,
-                                   kinds=(feed.KIND_FLAVOR,))
+                                   kinds=(feed.KIND_FLAVOR, feed.KIND_KEYPAIR))
     return dataclasses.replace(source, kinds=(feed.KIND_INSTANCE_ACTION, feed.KIND_SERVER),
                                own_servers_only=True)

@@ -226,6 +226,25 @@ def _action_triggers() -> list[TriggerGroup]:
     return groups
 
 
+def _keypair_triggers() -> TriggerGroup:
+    """A key pair row (Nova's API database) enqueues its key (feed.keypair_key)."""
+    name = f"{OUTBOX}_key_pairs"
+
+    def key(ref: str) -> str:
+        return f"{ref}.user_id || '/' || {ref}.name"
+
+    return TriggerGroup({"key_pairs": ("user_id", "name"), "flavors": ("flavorid",)}, [
+        f"CREATE TRIGGER {name}_ins AFTER INSERT ON key_pairs BEGIN "
+        f"{_enqueue('keypair', key('NEW'))} END",
+        f"CREATE TRIGGER {name}_upd AFTER UPDATE ON key_pairs BEGIN "
+        f"{_enqueue('keypair', key('NEW'))} "
+        f"INSERT INTO {OUTBOX} (kind, key, ts) SELECT 'keypair', {key('OLD')}, {NOW} "
+        f"WHERE ({key('OLD')}) IS NOT ({key('NEW')}); END",
+        f"CREATE TRIGGER {name}_del AFTER DELETE ON key_pairs BEGIN "
+        f"{_enqueue('keypair', key('OLD'))} END",
+    ])
+
+
 def cell_triggers() -> list[TriggerGroup]:
     groups = [_keyed_triggers("instances", "uuid", "server")]
     for table, column in INSTANCE_CHILDREN:
@@ -265,6 +284,7 @@ def trigger_groups(conn: apsw.Connection) -> list[TriggerGroup]:
         groups += api_server_triggers()
     if "flavors" in columns:
         groups += _flavor_triggers()
+        groups.append(_keypair_triggers())
     return [group for group in groups if group.fits(columns)]
 
 

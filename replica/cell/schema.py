@@ -337,6 +337,19 @@ FLAVOR_TABLES: tuple[str, ...] = (
         project_id VARCHAR(255) NOT NULL,
         CONSTRAINT uniq_flavor_projects0flavor_id0project_id UNIQUE (flavor_id, project_id)
     )""",
+    # Nova's API database key pairs (per user; no soft delete there).
+    """
+    CREATE TABLE IF NOT EXISTS key_pairs (
+        created_at DATETIME,
+        updated_at DATETIME,
+        id INTEGER PRIMARY KEY,
+        name VARCHAR(255) NOT NULL,
+        user_id VARCHAR(255) NOT NULL,
+        fingerprint VARCHAR(255),
+        public_key TEXT,
+        type VARCHAR(5) NOT NULL DEFAULT 'ssh',
+        CONSTRAINT uniq_key_pairs0user_id0name UNIQUE (user_id, name)
+    )""",
 )
 
 

@@ -28,9 +28,12 @@ seed (``rows.project_ids``; ``seed=None`` derives them from 0, so ids are stable
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 import logging
 import random
+import struct
 import sys
 import threading
 import time
@@ -378,8 +381,29 @@ def seed_flavors(db: str) -> None:
                 conn.executemany("INSERT INTO flavor_projects (created_at, flavor_id, "
                                  "project_id) VALUES (?, ?, ?)",
                                  [(rows.FLAVOR_CREATED, f.id, p) for p in f.projects])
+            if schema.has_table(conn, "key_pairs"):
+                conn.executemany(
+                    "INSERT OR IGNORE INTO key_pairs (created_at, name, user_id, fingerprint, "
+                    "public_key, type) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(rows.FLAVOR_CREATED, name, user, *_public_key(user, name), "ssh")
+                     for user, name in DEMO_KEYPAIRS])
     finally:
         conn.close()
+
+
+# Key pairs the flavor source gets (Nova's API database holds them): the demo's admin
+# user's, and one of the first user of the "demo" project.
+DEMO_KEYPAIRS = (("admin", "ops-key"), ("admin", "deploy-key"),
+                 (rows.user_ids("demo")[0], "laptop"))
+
+
+def _public_key(user: str, name: str) -> tuple[str, str]:
+    """(fingerprint, public key) of a made-up ed25519 key, as Nova stores them (the MD5
+    fingerprint of the key's blob, colon-separated)."""
+    seed = hashlib.sha256(f"{user}/{name}".encode()).digest()
+    blob = struct.pack(">I", 11) + b"ssh-ed25519" + struct.pack(">I", 32) + seed
+    fingerprint = ":".join(f"{b:02x}" for b in hashlib.md5(blob).digest())
+    return fingerprint, f"ssh-ed25519 {base64.b64encode(blob).decode()} {name}@demo"
 
 
 class Churn:

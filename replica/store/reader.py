@@ -341,6 +341,35 @@ def list_instance_actions_sql(updated: bool) -> str:
         f"(?4 IS NULL OR EXISTS (SELECT 1 FROM m)), {POSITION_SQL}")
 
 
+# -- key pairs of one user ---------------------------------------------------------------
+# ?1 the user. Nova lists a user's key pairs by name; a marker is a name of theirs.
+
+def show_keypair_sql(with_type: bool) -> str:
+    """?2 the name. Returns (body or NULL, position)."""
+    column = "k_show_v22" if with_type else "k_show_v21"
+    return (f"SELECT (SELECT CAST('{{\"keypair\":' || {column} || '}}' AS BLOB) FROM keypairs "
+            f"WHERE user_id = ?1 AND name = ?2), {POSITION_SQL}")
+
+
+def list_keypairs_sql(with_type: bool) -> str:
+    """?2 the marker (a name, NULL: none), ?3 the limit (-1: none). Returns
+    ('{"keypairs":[...]' without its closing brace, count, last name, marker found,
+    position)."""
+    column = "k_item_v22" if with_type else "k_item_v21"
+    return (
+        f"WITH page AS MATERIALIZED (SELECT name AS id, {column} AS d FROM keypairs "
+        f"WHERE user_id = ?1 AND (?2 IS NULL OR name > ?2) ORDER BY name LIMIT ?3) "
+        f"SELECT CAST('{{\"keypairs\":[' || coalesce((SELECT group_concat(d, ',') FROM page), "
+        f"'') || ']' AS BLOB), (SELECT count(*) FROM page), "
+        f"(SELECT id FROM page ORDER BY id DESC LIMIT 1), "
+        f"(?2 IS NULL OR EXISTS (SELECT 1 FROM keypairs WHERE user_id = ?1 AND name = ?2)), "
+        f"{POSITION_SQL}")
+
+
+KEYPAIR_SQL = {(show, with_type): (show_keypair_sql if show else list_keypairs_sql)(with_type)
+               for show in (False, True) for with_type in (False, True)}
+
+
 def _after_marker(sort: tuple[tuple[str, str], ...]) -> str:
     """Rows strictly after the marker row (CTE ``m``, columns m0..mn) in ``sort`` order,
     with SQLite's NULL ordering (NULL sorts first ascending, last descending)."""
@@ -763,6 +792,20 @@ class Reader:
             list_instance_actions_sql(updated), params)
         return found, ReadResult(body, position or "", ms, count=count, last_id=last_id,
                                  marker_found=bool(marker_found))
+
+    def show_keypair(self, user_id: str, name: str, with_type: bool) -> ReadResult:
+        """One of a user's key pairs (``body`` None: the user has none of that name)."""
+        (body, position), ms = self._one_row(KEYPAIR_SQL[(True, with_type)],
+                                             (user_id, name))
+        return ReadResult(body, position or "", ms, count=int(body is not None))
+
+    def list_keypairs(self, user_id: str, with_type: bool, marker: str | None,
+                      limit: int | None) -> ReadResult:
+        """A user's key pairs by name: ``{"keypairs":[...]`` without its closing brace."""
+        (body, count, last_id, found, position), ms = self._one_row(
+            KEYPAIR_SQL[(False, with_type)], (user_id, marker, -1 if limit is None else limit))
+        return ReadResult(body, position or "", ms, count=count, last_id=last_id,
+                          marker_found=bool(found))
 
     def cells_live_once(self) -> set[str]:
         """The feeds ingest has caught up with at least once (ever, in this replica)."""

@@ -198,6 +198,24 @@ STEPS: tuple[str, ...] = (
     CREATE INDEX instance_actions_request ON instance_actions (instance_uuid, request_id);
     CREATE INDEX instance_actions_cell_bucket ON instance_actions (cell, bucket);
     """,
+    # 7: key pairs (replica.render.keypair_row), per user, from the API database's feed.
+    """
+    CREATE TABLE keypairs (
+        keypair_key TEXT PRIMARY KEY,     -- user id / name
+        source TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        user_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        k_item_v21 TEXT NOT NULL,         -- {"keypair":{...}} of a list
+        k_item_v22 TEXT NOT NULL,
+        k_show_v21 TEXT NOT NULL,         -- the show document's keypair object
+        k_show_v22 TEXT NOT NULL,
+        entity_hash INTEGER NOT NULL,
+        bucket INTEGER NOT NULL
+    );
+    CREATE INDEX keypairs_user_name ON keypairs (user_id, name);
+    CREATE INDEX keypairs_source_bucket ON keypairs (source, bucket);
+    """,
 )
 
 

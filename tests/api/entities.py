@@ -168,3 +168,26 @@ def fill_instance_actions(path: str, actions: list[tuple[str, dict]]) -> None:
                          render.instance_action_row(cell, seq, entity))
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
+
+
+def keypair(user_id: str, name: str, kid: int, **over) -> dict:
+    """A valid key pair entity of ``user_id``."""
+    k = {"keypair_key": feed.keypair_key(user_id, name), "id": kid, "user_id": user_id,
+         "name": name, "fingerprint": f"{kid:02x}:aa:bb", "public_key": f"ssh-rsa AAAA{kid} x",
+         "type": "ssh", "created_at": stamp(5, kid % 60), "updated_at": None}
+    k.update(over)
+    feed.validate_entity(feed.KIND_KEYPAIR, k["keypair_key"], k)
+    return k
+
+
+def fill_keypairs(path: str, keypairs: list[dict], source: str = "flavors") -> None:
+    """Rendered key pair rows straight into a replica file."""
+    conn = open_writer(path)
+    cols = render.KEYPAIR_COLUMNS
+    with conn:
+        for seq, entity in enumerate(keypairs, start=1):
+            conn.execute(f"INSERT OR REPLACE INTO keypairs ({', '.join(cols)}) "
+                         f"VALUES ({', '.join('?' * len(cols))})",
+                         render.keypair_row(source, seq, entity))
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()

@@ -491,3 +491,41 @@ def test_instance_action_errors_equal_nova_api(stack, appliance, synced, path):
     path = path.format(**synced)
     found = compare(stack, appliance, path, "member", "2.100")
     assert not found, "\n".join(found)
+
+
+# -- key pairs (GET /os-keypairs[/{name}]) -------------------------------------------------
+
+KEYPAIR_MICROVERSIONS = ("2.1", "2.2", "2.10", "2.35", "2.75", "2.104")
+
+
+@pytest.fixture(scope="module")
+def keypairs(stack, appliance, synced):
+    """More key pairs (an x509 one, a name with a space, another user's), caught up."""
+    stack.writer.create_keypair(user_id="user-a", name="cert a", key_type="x509")
+    stack.writer.create_keypair(user_id="user-a", name="b-key")
+    stack.writer.create_keypair(user_id="user-b", name="key-b")
+    wait_for(appliance.caught_up, 60, interval=0.1, what="the replica caught up")
+    wait_for(lambda: len(appliance.get("/v2.1/os-keypairs", ROLES["member"][1])[1].get(
+        "keypairs", [])) == 3, 30, interval=0.1, what="the new key pairs in the appliance")
+    return {"user-a": ["key-a", "cert a", "b-key"], "user-b": ["key-b"]}
+
+
+@pytest.mark.parametrize("microversion", KEYPAIR_MICROVERSIONS)
+@pytest.mark.parametrize("role", ["member", "other", "admin"])
+def test_keypairs_equal_nova_api(stack, appliance, keypairs, role, microversion):
+    minor = int(microversion.split(".")[1])
+    user = {"member": "user-a", "other": "user-b", "admin": "admin"}[role]
+    paths = ["/v2.1/os-keypairs", "/v2.1/os-keypairs/no-such-key"]
+    paths += [f"/v2.1/os-keypairs/{name.replace(' ', '%20')}"
+              for name in keypairs.get(user, [])]
+    if minor >= 35:
+        paths += ["/v2.1/os-keypairs?limit=1", "/v2.1/os-keypairs?limit=1&marker=b-key",
+                  "/v2.1/os-keypairs?marker=no-such-key"]
+    if role == "admin" and minor >= 10:
+        paths += ["/v2.1/os-keypairs?user_id=user-a", "/v2.1/os-keypairs/key-b?user_id=user-b"]
+    if role == "member" and minor >= 10:
+        paths += ["/v2.1/os-keypairs?user_id=user-b", "/v2.1/os-keypairs/key-b?user_id=user-b"]
+    found = []
+    for path in paths:
+        found += compare(stack, appliance, path, role, microversion)
+    assert not found, "\n".join(found)

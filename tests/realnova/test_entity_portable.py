@@ -100,7 +100,7 @@ def test_flavor_entities_from_nova_api_database_on_mariadb(nova, written):
     try:
         assert entity.kinds_in(name for (name,) in db.rows(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()")
-        ) == [feed.KIND_FLAVOR]
+        ) == [feed.KIND_FLAVOR, feed.KIND_KEYPAIR]
         built = entity.build_flavors(db, ["2", "404"])
         assert built["404"] is None
         feed.validate_entity(feed.KIND_FLAVOR, "2", built["2"])

@@ -294,10 +294,13 @@ def test_a_flavor_source_publishes_flavors(tmp_path, publishers, clients):
     pub = publishers(db, "flavors")
     ctl = clients(Control, pub.control_url)
     sub = clients(Subscriber, pub.feed_url)
-    assert ctl.call("hello")["kinds"] == ["flavor"]
+    assert ctl.call("hello")["kinds"] == ["flavor", "keypair"]   # Nova's API database
     snap = ctl.call("snapshot_begin")
     page = ctl.call("snapshot_page", snapshot=snap["snapshot"], after=None, limit=100)
-    assert page["done"] and [i[1] for i in page["items"]] == sorted(str(i) for i in range(1, 9))
+    assert page["done"] and [i[1] for i in page["items"] if i[0] == "flavor"] == sorted(
+        str(i) for i in range(1, 9))
+    assert [i[1] for i in page["items"] if i[0] == "keypair"] == sorted(
+        feed.keypair_key(user, name) for user, name in simulator.DEMO_KEYPAIRS)
     sub.heartbeat()
     conn = connection.open_cell(db)
     conn.execute("INSERT INTO flavor_extra_specs (key, value, flavor_id) VALUES ('k', 'v', 1)")
