@@ -19,6 +19,8 @@ from prometheus_client import (CollectorRegistry, Histogram, ProcessCollector, g
                                multiprocess, values)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from replica.kinds import KINDS
+
 # A read is well under a millisecond: the low buckets tell 100 us from 250 us.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025,
                    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -175,12 +177,10 @@ class IngestCollector:
             "seq": (GaugeMetricFamily("appliance_cell_seq", "Applied seq.", labels=["cell"]), 1),
             "head": (GaugeMetricFamily("appliance_cell_head_seq", "Head seq last announced.",
                                        labels=["cell"]), 1),
-            "servers": (GaugeMetricFamily("appliance_cell_servers",
-                                          "Servers of the cell in the replica (soft-deleted "
-                                          "ones included).", labels=["cell"]), 1),
-            "flavors": (GaugeMetricFamily("appliance_cell_flavors",
-                                          "Flavors of the feed in the replica.",
-                                          labels=["cell"]), 1),
+            # the rows of each kind the feed owns (replica.kinds)
+            **{kind.count_label: (GaugeMetricFamily(kind.metric_name, kind.count_help,
+                                                    labels=["cell"]), 1)
+               for kind in KINDS.values()},
             "last_event_at": (GaugeMetricFamily(
                 "appliance_cell_last_event_timestamp_seconds",
                 "Unix time the newest event of the cell was applied.", labels=["cell"]), 1),

@@ -61,8 +61,8 @@ def build_api_app(settings: Settings):
     from appliance.api import ApiConfig, make_app
     server_feeds = tuple(c.name for c in settings.cells if c.kind == "servers")
     # Without a declared flavor source, flavor reads wait for every feed.
-    flavor_feeds = tuple(c.name for c in settings.cells if c.kind == "flavors") or \
-        tuple(c.name for c in settings.cells)
+    api_db_feeds = tuple(c.name for c in settings.cells if c.kind == "flavors")
+    flavor_feeds = api_db_feeds or tuple(c.name for c in settings.cells)
     config = ApiConfig(replica_path=settings.replica, auth=settings.auth,
                        tokens_file=settings.tokens_file or None,
                        keystone=keystone_config(settings) if settings.auth == "keystone"
@@ -78,7 +78,7 @@ def build_api_app(settings: Settings):
                        noauth_default_token=settings.noauth_default_token,
                        public_url=settings.public_url or None,
                        max_limit=settings.max_limit, server_feeds=server_feeds,
-                       flavor_feeds=flavor_feeds)
+                       flavor_feeds=flavor_feeds, api_db_feeds=api_db_feeds)
     app = make_app(config)
     # Open this process's read-only replica connection now: a replica that cannot be
     # opened is a boot failure, not a 503 on the first request.

@@ -13,7 +13,8 @@ version) and ``t`` (message type)::
      "events": [{"s": seq, "k": kind, "o": op, "id": key, "e": entity-or-None}, ...]}
     {"v": 2, "t": "hb", "cell": str, "epoch": str, "head": int, "oldest": int, "ts": float}
 
-``kind`` is ``"server"`` (key: instance uuid) or ``"flavor"`` (key: flavorid).
+``kind`` is one of ``FEED_KINDS`` (``"server"``: key the instance uuid, ``"flavor"``:
+key the flavorid, ...).
 ``op`` is ``"u"`` (upsert: ``e`` is the whole entity) or ``"d"`` (tombstone: ``e`` is None).
 Seqs in a batch are consecutive and increase by exactly 1 per event within an epoch.
 
@@ -56,7 +57,8 @@ DIGEST_BUCKETS = 256            # buckets of a drift check: first byte of the ke
 
 KIND_SERVER = "server"
 KIND_FLAVOR = "flavor"
-KINDS = (KIND_SERVER, KIND_FLAVOR)
+KIND_INSTANCE_ACTION = "instance_action"
+KIND_KEYPAIR = "keypair"
 OP_UPSERT = "u"
 OP_DELETE = "d"
 
@@ -197,8 +199,90 @@ FLAVOR_FIELDS: dict[str, tuple] = {
     "projects": (list,),        # flavor_projects.project_id, sorted (private flavors)
     "created_at": _S,
 }
+# An instance action (Nova's cell tables instance_actions and instance_actions_events):
+# keyed by ``action_key`` (``instance_action_key``: the instance uuid and the action's
+# id in the cell, zero-padded so that keys sort as (instance, id)), with its events
+# in Nova's order (newest first).
+INSTANCE_ACTION_FIELDS: dict[str, tuple] = {
+    "action_key": _S,
+    "id": (int,),
+    "instance_uuid": _S,
+    "instance_project_id": _SN,  # the instance's project (hostId when the action has none)
+    "action": _SN,
+    "request_id": _SN,
+    "user_id": _SN,
+    "project_id": _SN,
+    "start_time": _SN,
+    "finish_time": _SN,
+    "message": _SN,
+    "created_at": _SN,
+    "updated_at": _SN,
+    "deleted": _B,
+    "events": (list,),          # of INSTANCE_ACTION_EVENT_FIELDS maps, newest first
+}
 
-ENTITY_FIELDS = {KIND_SERVER: SERVER_FIELDS, KIND_FLAVOR: FLAVOR_FIELDS}
+INSTANCE_ACTION_EVENT_FIELDS: dict[str, tuple] = {
+    "event": _SN,
+    "start_time": _SN,
+    "finish_time": _SN,
+    "result": _SN,
+    "traceback": _SN,
+    "host": _SN,
+    "details": _SN,
+}
+
+
+def instance_action_key(instance_uuid: str, action_id: int) -> str:
+    """The feed key of an instance action."""
+    return f"{instance_uuid}/{action_id:020d}"
+
+# A key pair (Nova's API database table key_pairs): keyed by ``keypair_key`` (its user
+# and name: a name is unique per user).
+KEYPAIR_FIELDS: dict[str, tuple] = {
+    "keypair_key": _S,
+    "id": (int,),
+    "user_id": _S,
+    "name": _S,
+    "fingerprint": _SN,
+    "public_key": _SN,
+    "type": _S,                 # "ssh" | "x509"
+    "created_at": _SN,
+    "updated_at": _SN,
+}
+
+
+def keypair_key(user_id: str, name: str) -> str:
+    """The feed key of a key pair (a user id has no '/')."""
+    return f"{user_id}/{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class FeedKind:
+    """What the feed protocol knows of one kind of entity: its name on the wire (an
+    event's ``k``), its fields and their types, the field that is its key, and whether
+    the key is a uuid. ``nested``: fields holding a map whose own fields are checked
+    too (a server's flavor); ``lists``: fields holding a list of maps, each checked
+    (an instance action's events). The replica side's declaration of a kind
+    (``replica.kinds``) adds its table, render and labels to this one."""
+
+    name: str
+    fields: dict[str, tuple]
+    key_field: str
+    uuid_key: bool = False
+    nested: tuple[tuple[str, dict[str, tuple]], ...] = ()
+    lists: tuple[tuple[str, dict[str, tuple]], ...] = ()
+
+
+FEED_KINDS: dict[str, FeedKind] = {kind.name: kind for kind in (
+    FeedKind(KIND_SERVER, SERVER_FIELDS, "uuid", uuid_key=True,
+             nested=(("flavor", FLAVOR_OF_SERVER_FIELDS),)),
+    FeedKind(KIND_FLAVOR, FLAVOR_FIELDS, "flavorid"),
+    FeedKind(KIND_INSTANCE_ACTION, INSTANCE_ACTION_FIELDS, "action_key",
+             lists=(("events", INSTANCE_ACTION_EVENT_FIELDS),)),
+    FeedKind(KIND_KEYPAIR, KEYPAIR_FIELDS, "keypair_key"),
+)}
+KINDS = tuple(FEED_KINDS)
+ENTITY_FIELDS = {name: kind.fields for name, kind in FEED_KINDS.items()}
 
 
 def _check_fields(entity: Any, fields: dict[str, tuple], where: str) -> None:
@@ -220,10 +304,21 @@ def _check_fields(entity: Any, fields: dict[str, tuple], where: str) -> None:
 # remembered: the next entity with the same signature passes without it. Decoded
 # entities of one cloud have few signatures (which nullable fields are None).
 _SIGNATURES_KEPT = 4096
-_VALUES = {kind: operator.itemgetter(*fields) for kind, fields in ENTITY_FIELDS.items()}
-_FLAVOR_OF_SERVER_VALUES = operator.itemgetter(*FLAVOR_OF_SERVER_FIELDS)
-_GOOD: dict[str, set] = {kind: set() for kind in ENTITY_FIELDS}
-_GOOD_FLAVOR_OF_SERVER: set = set()
+
+
+class _Signatures:
+    """The remembered good signatures of one kind (and of each of its nested maps)."""
+
+    def __init__(self, kind: FeedKind):
+        self.key_field = kind.key_field
+        self.values = operator.itemgetter(*kind.fields)
+        self.good: set = set()
+        self.lists = bool(kind.lists)
+        self.nested = tuple((name, operator.itemgetter(*fields), set())
+                            for name, fields in kind.nested)
+
+
+_SIGNATURES = {name: _Signatures(kind) for name, kind in FEED_KINDS.items()}
 
 
 def _signature(getter, entity) -> tuple | None:
@@ -244,33 +339,42 @@ def _remember(good: set, signature: tuple | None) -> None:
 
 def validate_entity(kind: str, key: str, entity: Any) -> None:
     """Raise FeedError unless ``entity`` is a well-formed entity of ``kind`` for ``key``."""
-    if kind == KIND_SERVER:
-        signature = _signature(_VALUES[KIND_SERVER], entity)
-        if signature in _GOOD[KIND_SERVER] and entity["uuid"] == key:
-            flavor_signature = _signature(_FLAVOR_OF_SERVER_VALUES, entity["flavor"])
-            if flavor_signature in _GOOD_FLAVOR_OF_SERVER:
+    known = _SIGNATURES.get(kind)
+    if known is not None:
+        signature = _signature(known.values, entity)
+        if signature in known.good and entity[known.key_field] == key:
+            for name, getter, good in known.nested:
+                if _signature(getter, entity[name]) not in good:
+                    break
+            else:
+                if known.lists:
+                    _check_lists(FEED_KINDS[kind], entity, f"{kind} {key}")
                 return
-    elif kind == KIND_FLAVOR:
-        signature = _signature(_VALUES[KIND_FLAVOR], entity)
-        if signature in _GOOD[KIND_FLAVOR] and entity["flavorid"] == key:
-            return
     _validate_entity(kind, key, entity)
 
 
+def _check_lists(declared: FeedKind, entity: dict, where: str) -> None:
+    for name, fields in declared.lists:
+        for i, item in enumerate(entity[name]):
+            _check_fields(item, fields, f"{where} {name}[{i}]")
+
+
 def _validate_entity(kind: str, key: str, entity: Any) -> None:
-    fields = ENTITY_FIELDS.get(kind)
-    if fields is None:
+    declared = FEED_KINDS.get(kind)
+    if declared is None:
         raise FeedError("bad_event", f"unknown kind {kind!r}")
     where = f"{kind} {key}"
-    _check_fields(entity, fields, where)
-    if kind == KIND_SERVER:
-        if entity["uuid"] != key:
-            raise FeedError("bad_entity", f"{where}: uuid {entity['uuid']!r} does not match the key")
-        _check_fields(entity["flavor"], FLAVOR_OF_SERVER_FIELDS, f"{where} flavor")
-        _remember(_GOOD_FLAVOR_OF_SERVER, _signature(_FLAVOR_OF_SERVER_VALUES, entity["flavor"]))
-    elif entity["flavorid"] != key:
-        raise FeedError("bad_entity", f"{where}: flavorid does not match the key")
-    _remember(_GOOD[kind], _signature(_VALUES[kind], entity))
+    _check_fields(entity, declared.fields, where)
+    if entity[declared.key_field] != key:
+        raise FeedError("bad_entity", f"{where}: {declared.key_field} "
+                                      + (f"{entity[declared.key_field]!r} " if declared.uuid_key
+                                         else "") + "does not match the key")
+    _check_lists(declared, entity, where)
+    known = _SIGNATURES[kind]
+    for (name, fields), (_name, getter, good) in zip(declared.nested, known.nested):
+        _check_fields(entity[name], fields, f"{where} {name}")
+        _remember(good, _signature(getter, entity[name]))
+    _remember(known.good, _signature(known.values, entity))
 
 
 _CANONICAL_UUID = re.compile(
@@ -278,23 +382,26 @@ _CANONICAL_UUID = re.compile(
 
 
 def _key_ok(kind: str, key: Any) -> bool:
-    """The common keys, quickly: a canonical uuid (server) or a short string (flavor).
+    """The common keys, quickly: a canonical uuid (uuid-keyed kinds) or a short string.
     False means "ask ``_check_key``", not "refused"."""
     if type(key) is not str:
         return False
-    if kind == KIND_SERVER:
+    declared = FEED_KINDS.get(kind)
+    if declared is None:
+        return False
+    if declared.uuid_key:
         return len(key) == 36 and _CANONICAL_UUID.match(key) is not None
-    return kind == KIND_FLAVOR and 0 < len(key) <= 255
+    return 0 < len(key) <= 255
 
 
 def _check_key(kind: str, key: Any) -> None:
     if not isinstance(key, str) or not key or len(key) > 255:
         raise FeedError("bad_event", f"bad {kind} key {key!r}")
-    if kind == KIND_SERVER:
+    if FEED_KINDS[kind].uuid_key:
         try:
             uuidlib.UUID(key)
         except ValueError:
-            raise FeedError("bad_event", f"server key {key!r} is not a uuid") from None
+            raise FeedError("bad_event", f"{kind} key {key!r} is not a uuid") from None
 
 
 # ---------------------------------------------------------------------------

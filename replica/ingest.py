@@ -42,7 +42,7 @@ import gevent.lock
 import msgpack
 import nanomsg
 
-from replica import drift, feed, resync, sealing, states
+from replica import drift, feed, kinds, resync, sealing, states
 from replica.ingest_control import (ControlTimeout, Job, JobBoard, RequestError, Requester,
                                     _recv, serve_control)
 from replica.key_file import sealer_for
@@ -284,8 +284,9 @@ class CellLink:
             "cell": self.name, "state": self.state.value, "state_since": self.state_since,
             "epoch": self.position.epoch if self.position else None, "seq": seq,
             "head": self.head, "oldest": self.oldest, "lag_events": max(self.head - seq, 0),
-            "lag_ms": lag_ms, "servers": counts.get(feed.KIND_SERVER, 0),
-            "flavors": counts.get(feed.KIND_FLAVOR, 0), "last_event_at": self.last_event_at,
+            "lag_ms": lag_ms,
+            **{label: counts.get(name, 0) for name, label in _COUNT_LABELS.items()},
+            "last_event_at": self.last_event_at,
             "live_once": self.live_once, "gaps": self.gaps, "replays": self.replays,
             "resyncs": self.resyncs, "resync_failures": self.resync_failures,
             "dead_letters": self.dead_letters, "error": self.error,
@@ -310,6 +311,9 @@ def open_feed_message(link: CellLink, frame: bytes) -> bytes:
     return link.sealer.open_feed(frame)
 
 
+_COUNT_LABELS = kinds.count_labels()
+
+
 def _default_renderer():
     from replica import render  # imported here, statically, so the frozen binary has it
     return render
@@ -322,7 +326,9 @@ class Ingest:
         self.config = config
         self.render = renderer or _default_renderer()
         self.conn = connection.open_writer(config.replica_path)
-        self.writer = Writer(self.conn, self.render.SERVER_COLUMNS, self.render.FLAVOR_COLUMNS)
+        renderers = kinds.renderers(self.render)
+        self._row_of = {name: row for name, (_columns, row) in renderers.items()}
+        self.writer = Writer(self.conn, *(renderers[name][0] for name in kinds.KINDS))
         positions = self.writer.load_positions()
         counts = self.writer.dead_letter_counts()
         self.links: dict[str, CellLink] = {}
@@ -388,9 +394,7 @@ class Ingest:
             return Change(kind, key, cell, None)
         if type(entity) is bytes:
             entity = feed.open_entity(kind, key, entity, f"{cell} seq {seq}")
-        if kind == feed.KIND_SERVER:
-            return Change(kind, key, cell, self.render.server_row(cell, seq, entity, entity_hash))
-        return Change(kind, key, cell, self.render.flavor_row(cell, seq, entity, entity_hash))
+        return Change(kind, key, cell, self._row_of[kind](cell, seq, entity, entity_hash))
 
     def accept(self, link: CellLink, events, payload: bytes = b"") -> str:
         """Queue the events of one batch or replay page that follow the position.

@@ -629,3 +629,131 @@ def flavor_row(source: str, seq: int, entity: dict, entity_hash: int | None = No
             _encode(sorted(f["projects"])), f["created_at"]) + fragments[:-1] + (
             feed.entity_hash(f) if entity_hash is None else entity_hash,
             feed.bucket_of(f["flavorid"]), fragments[-1])
+
+
+# ---------------------------------------------------------------------------
+# Instance actions (nova/api/openstack/compute/instance_actions.py)
+# ---------------------------------------------------------------------------
+# An action's members without braces: ``a_v21`` (2.1: action .. message), ``a_updated``
+# (',"updated_at":..' from 2.58); its events as JSON arrays, one per audience and
+# microversion range: the project's (2.51+, no traceback), with the hashed host id
+# (2.62+), and the admin's (the traceback; host and hostId from 2.62; details from 2.84).
+
+INSTANCE_ACTION_FRAGMENTS = ("a_v21", "a_updated", "ev_user_v251", "ev_user_v262",
+                             "ev_admin_v21", "ev_admin_v262", "ev_admin_v284")
+INSTANCE_ACTION_COLUMNS: tuple[str, ...] = (
+    "action_key", "cell", "seq", "instance_uuid", "action_id", "request_id", "created_at",
+    "updated_at", "deleted") + INSTANCE_ACTION_FRAGMENTS + ("entity_hash", "bucket")
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceActionView:
+    minor: int = 1
+    admin: bool = False
+
+
+def instance_action_events_column(view: InstanceActionView) -> str | None:
+    """The events column a show of ``view`` includes (None: no events)."""
+    v = view.minor
+    if view.admin:
+        return "ev_admin_v284" if v >= 84 else "ev_admin_v262" if v >= 62 else "ev_admin_v21"
+    if v < 51:
+        return None
+    return "ev_user_v262" if v >= 62 else "ev_user_v251"
+
+
+def _action_pairs(a: dict) -> list[tuple[str, object]]:
+    return [("action", a["action"]), ("instance_uuid", a["instance_uuid"]),
+            ("request_id", a["request_id"]), ("user_id", a["user_id"]),
+            ("project_id", a["project_id"]), ("start_time", plain_time(a["start_time"])),
+            ("message", a["message"])]
+
+
+def _event(e: dict, project_id: str, traceback: bool, host: bool, host_ident: bool,
+           details: bool) -> dict:
+    out = {"event": e["event"], "start_time": plain_time(e["start_time"]),
+           "finish_time": plain_time(e["finish_time"]), "result": e["result"]}
+    if traceback:
+        out["traceback"] = e["traceback"]
+    if host:
+        out["host"] = e["host"]
+    if host_ident:
+        out["hostId"] = host_id(project_id, e["host"])
+    if details:
+        out["details"] = e["details"]
+    return out
+
+
+def _action_events(a: dict) -> dict[str, list[dict]]:
+    project = a["project_id"] or a["instance_project_id"] or ""
+    events = a["events"]
+    return {
+        "ev_user_v251": [_event(e, project, False, False, False, False) for e in events],
+        "ev_user_v262": [_event(e, project, False, False, True, False) for e in events],
+        "ev_admin_v21": [_event(e, project, True, False, False, False) for e in events],
+        "ev_admin_v262": [_event(e, project, True, True, True, False) for e in events],
+        "ev_admin_v284": [_event(e, project, True, True, True, True) for e in events],
+    }
+
+
+def render_instance_action_document(entity: dict, view: InstanceActionView,
+                                    brief: bool = False) -> dict:
+    """One action as Nova shows it: in a list (``brief``) or alone, with its events."""
+    doc = dict(_action_pairs(entity))
+    if view.minor >= 58:
+        doc["updated_at"] = plain_time(entity["updated_at"])
+    if not brief:
+        column = instance_action_events_column(view)
+        if column is not None:
+            doc["events"] = _action_events(entity)[column]
+    return doc
+
+
+def instance_action_row(cell: str, seq: int, entity: dict,
+                        entity_hash: int | None = None) -> tuple:
+    """The replica row of one instance action, in ``INSTANCE_ACTION_COLUMNS`` order."""
+    a = entity
+    events = _action_events(a)
+    members = _encode(dict(_action_pairs(a)))[1:-1]
+    updated = "," + _encode({"updated_at": plain_time(a["updated_at"])})[1:-1]
+    return (a["action_key"], cell, seq, a["instance_uuid"], a["id"], a["request_id"],
+            a["created_at"], a["updated_at"], int(bool(a["deleted"])), members, updated,
+            *(_encode(events[c]) for c in INSTANCE_ACTION_FRAGMENTS[2:]),
+            feed.entity_hash(a) if entity_hash is None else entity_hash,
+            feed.bucket_of(a["action_key"]))
+
+
+# ---------------------------------------------------------------------------
+# Key pairs (nova/api/openstack/compute/views/keypairs.py)
+# ---------------------------------------------------------------------------
+# Each document whole: the list entry ({"keypair": {...}}) and the show document's
+# inner object, without (2.1) and with (2.2) the type.
+
+KEYPAIR_FRAGMENTS = ("k_item_v21", "k_item_v22", "k_show_v21", "k_show_v22")
+KEYPAIR_COLUMNS: tuple[str, ...] = (
+    "keypair_key", "source", "seq", "user_id", "name") + KEYPAIR_FRAGMENTS + (
+    "entity_hash", "bucket")
+
+
+def render_keypair_document(entity: dict, minor: int, show: bool) -> dict:
+    k = entity
+    doc = {"name": k["name"], "public_key": k["public_key"], "fingerprint": k["fingerprint"]}
+    if show:
+        doc.update(user_id=k["user_id"], created_at=plain_time(k["created_at"]),
+                   deleted=False, deleted_at=None, id=k["id"],
+                   updated_at=plain_time(k["updated_at"]))
+    if minor >= 2:
+        doc["type"] = k["type"]
+    return doc if show else {"keypair": doc}
+
+
+def keypair_row(source: str, seq: int, entity: dict, entity_hash: int | None = None) -> tuple:
+    """The replica row of one key pair, in ``KEYPAIR_COLUMNS`` order."""
+    k = entity
+    return (k["keypair_key"], source, seq, k["user_id"], k["name"],
+            _encode(render_keypair_document(k, 1, False)),
+            _encode(render_keypair_document(k, 2, False)),
+            _encode(render_keypair_document(k, 1, True)),
+            _encode(render_keypair_document(k, 2, True)),
+            feed.entity_hash(k) if entity_hash is None else entity_hash,
+            feed.bucket_of(k["keypair_key"]))

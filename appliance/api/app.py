@@ -24,10 +24,15 @@ import bottle
 import gevent
 
 from appliance.api import microversion
+from appliance.api.action_params import (DELETED_SERVERS_MINOR, PAGING_MINOR,
+                                         action_query)
 from appliance.api.config import ApiConfig
 from appliance.api.faults import (ApiError, fault_body, not_found, not_replicated, read_only,
                                   status_line)
 from appliance.api.flavor_params import flavor_query
+from appliance.api.keypair_params import PAGING_MINOR as KEYPAIR_PAGING_MINOR
+from appliance.api.keypair_params import TYPE_MINOR as KEYPAIR_TYPE_MINOR
+from appliance.api.keypair_params import keypair_query
 from appliance.api.identity import NoAuth, TokenFile
 from appliance.api.keystone import KeystoneAuth
 from appliance.api.params import (CANONICAL_UUID, NO_PARAMETERS, STRICT_QUERY_MINOR,
@@ -39,13 +44,15 @@ from appliance.api.server_params import server_query
 from appliance.api.token_store import TokenStore
 from appliance.api.upstream import Upstream
 from appliance.api.versions import version_document, versions_document
-from replica.render import FlavorView, ServerView
+from replica.render import FlavorView, InstanceActionView, ServerView
 from replica.store.reader import (Prefixes, ReadResult, ReadTimeout, RegexTooCostly,
                                   reader_for)
 
 LOG = logging.getLogger(__name__)
 READ_METHODS = ("GET", "HEAD")
-COLLECTIONS = ("servers", "flavors")
+COLLECTIONS = ("servers", "flavors", "os-keypairs")
+# The feeds whose loading holds a collection's reads back (replica.kinds feed roles).
+_FEED_ROLE = {"servers": "servers", "flavors": "flavors", "os-keypairs": "flavors"}
 SHOW_SERVER = "/v2.1/servers/"
 DISCOVERY = ("/", "/v2.1", "/v2.1/")     # answered here, with or without an upstream
 MIN_POSITION = "HTTP_X_REPLICA_MIN_POSITION"      # a read waits for this position
@@ -287,8 +294,8 @@ class ComputeApi:
         try:
             minor = microversion.requested(environ)
             identity = self.auth.identify(environ)
-            if self._loading[rest[0]]:
-                self._refuse_while_loading(rest[0])
+            if self._loading[_FEED_ROLE[rest[0]]]:
+                self._refuse_while_loading(_FEED_ROLE[rest[0]])
             if url_project is not None and url_project != identity.project_id:
                 raise ApiError(400, f"Malformed request URL: URL's project_id "
                                     f"'{url_project}' doesn't match Context's project_id "
@@ -315,6 +322,10 @@ class ComputeApi:
 
     def _route(self, rest: list[str], read: _Read):
         collection = rest[0]
+        if collection == "os-keypairs":
+            if len(rest) > 2 or not self._published("flavors"):
+                raise _NotRouted()
+            return self._keypairs(read, _path_text(rest[1]) if len(rest) == 2 else None)
         if len(rest) == 1:
             return (self._list_servers(read, False) if collection == "servers"
                     else self._list_flavors(read, False))
@@ -331,6 +342,8 @@ class ComputeApi:
                     return self._extra_specs(read, rest[1], key)
             elif rest[2] in _SERVER_SUBRESOURCES:
                 return self._server_subresource(read, rest[1], rest[2], key)
+            elif rest[2] == "os-instance-actions" and self._published("servers"):
+                return self._instance_actions(read, rest[1], key)
         raise _NotRouted()
 
     # -- handlers ----------------------------------------------------------------------
@@ -393,6 +406,68 @@ class ComputeApi:
         if result.body is None:
             raise _NotFoundWith(missing.format(server=server_id, key=key), result)
         return (204 if name == "tag" else 200), result.body, result
+
+    def _instance_actions(self, read: _Read, server_id: str, request_id: str | None):
+        """GET /servers/{id}/os-instance-actions[/{request_id}]: Nova's instance actions
+        (policy: a project reader or an admin; the events' traceback and host for admins;
+        a deleted server's actions from 2.21)."""
+        identity, minor = read.identity, read.minor
+        if request_id is None:
+            query = action_query(read.query(), minor, self.config.max_limit)
+        else:
+            read.no_query()
+        if not is_uuid_like(server_id):
+            raise not_found(f"Instance {server_id} could not be found.")
+        project = None if identity.admin else identity.project_id
+        deleted = minor >= DELETED_SERVERS_MINOR
+        if request_id is not None:
+            result = self._reader.show_instance_action(
+                canonical_uuid(server_id), request_id,
+                InstanceActionView(minor, identity.admin), project, deleted)
+            if not result.count:
+                raise _NotFoundWith(f"Instance {server_id} could not be found.", result)
+            if result.body is None:
+                raise _NotFoundWith(f"Action {request_id} not found", result)
+            return 200, result.body, result
+        found, result = self._reader.list_instance_actions(
+            canonical_uuid(server_id), project, deleted, minor >= PAGING_MINOR, query.marker,
+            query.limit, query.changes_since, query.changes_before)
+        if not found:
+            raise _NotFoundWith(f"Instance {server_id} could not be found.", result)
+        if query.marker is not None and not result.marker_found:
+            # Nova names the marker after its lookup came back empty
+            raise _BadRequestWith("Marker None could not be found.", result)
+        if minor < PAGING_MINOR:
+            return 200, result.body + b"}", result
+        collection = f"servers/{server_id}/os-instance-actions"
+        return 200, self._close_list(read, result, collection, "links"), result
+
+    def _published(self, role: str) -> bool:
+        """Whether a feed of ``role`` is configured to publish a kind read here: without
+        one (an appliance that only passes through), the upstream answers."""
+        return self.upstream is None or bool(
+            self.config.server_feeds if role == "servers" else self.config.api_db_feeds)
+
+    def _keypairs(self, read: _Read, name: str | None):
+        """GET /os-keypairs[/{name}]: the caller's key pairs, or (an admin, 2.10+) those
+        of ``user_id``; Nova's policy: an admin or the key pairs' own user."""
+        identity, minor = read.identity, read.minor
+        query = keypair_query(read.query(), minor, self.config.max_limit, name is not None)
+        user_id = query.user_id or identity.user_id
+        if not identity.admin and user_id != identity.user_id:
+            raise _policy_refused(f"os-keypairs:{'show' if name else 'index'}")
+        with_type = minor >= KEYPAIR_TYPE_MINOR
+        if name is not None:
+            result = self._reader.show_keypair(user_id, name, with_type)
+            if result.body is None:
+                raise _NotFoundWith(f"Keypair {name} not found for user {user_id}", result)
+            return 200, result.body, result
+        result = self._reader.list_keypairs(user_id, with_type, query.marker, query.limit)
+        if query.marker is not None and not result.marker_found:
+            raise _BadRequestWith(f"Marker {query.marker} could not be found.", result)
+        if minor < KEYPAIR_PAGING_MINOR:
+            return 200, result.body + b"}", result
+        return 200, self._close_list(read, result, "os-keypairs", "keypairs_links"), result
 
     def _list_servers(self, read: _Read, detail: bool):
         # The same list asked again (a dashboard, a poller): its parsed query is kept.
@@ -657,6 +732,8 @@ def _servers_rule(rest: list[str]) -> str:
         return "servers:index"
     if len(rest) == 2:
         return "servers:detail" if rest[1] == "detail" else "servers:show"
+    if rest[2] == "os-instance-actions":
+        return f"os-instance-actions:{'show' if len(rest) == 4 else 'list'}"
     kind = _SUBRESOURCE_RULES.get(rest[2], "servers")
     return f"{kind}:{'show' if len(rest) == 4 else 'index'}"
 

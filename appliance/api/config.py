@@ -30,6 +30,9 @@ class ApiConfig:
     # answer 503 "loading" instead of a list that looks empty. Empty: no waiting.
     server_feeds: tuple[str, ...] = ()
     flavor_feeds: tuple[str, ...] = ()
+    # Feeds declared as Nova's API database (kind "flavors"): with an upstream and none,
+    # what only that database holds (key pairs) is the upstream's to answer.
+    api_db_feeds: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.auth not in AUTH_MODES:

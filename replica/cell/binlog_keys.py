@@ -12,7 +12,10 @@ then, at least as new as the transaction): a nova-compute ``services`` row whose
 host, disabled, forced_down or deleted changed, or whose report came more than
 ``service_down_time`` after the one before (a service coming up again), changes
 every live instance on its host; a security group or a server group (API DB)
-changes its members; a flavor extra spec or project row changes its flavor.
+changes its members; a flavor extra spec or project row changes its flavor. An
+``instance_actions`` row gives its ``instance_action`` key (instance uuid and id), an
+``instance_actions_events`` row its action's (looked up by ``action_id``); a
+``key_pairs`` row (API database) its ``keypair`` key (user id and name).
 
 A compute service that stops reporting changes its servers' host_status with no
 write at all: ``LivenessWatch`` tells the tailer when a last report grows older
@@ -28,6 +31,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 
 from replica.cell import mysql
 from replica.cell.binlog_rows import column_images
+from replica.feed import KIND_INSTANCE_ACTION, KIND_KEYPAIR, instance_action_key, keypair_key
 
 SERVICE_DOWN_TIME_S = 60       # Nova's service_down_time default
 COMMIT_WAIT_TIMEOUT_S = 10     # a locking read waits this long for a commit (then goes on)
@@ -55,6 +59,7 @@ KEY_MAP = {
 FANOUT_TABLES = frozenset({
     ("cell", "services"), ("cell", "security_groups"), ("api", "instance_groups"),
     ("api", "instance_group_policy"), ("api", "flavor_extra_specs"), ("api", "flavor_projects"),
+    ("cell", "instance_actions"), ("cell", "instance_actions_events"), ("api", "key_pairs"),
 })
 # The tables the stream decodes at all (the stream filters by table name).
 WATCHED_TABLES = sorted({table for _role, table in KEY_MAP} |
@@ -70,6 +75,7 @@ class ChangedKeys:
     security_groups: set = field(default_factory=set)
     server_groups: set = field(default_factory=set)
     flavor_ids: set = field(default_factory=set)
+    action_ids: set = field(default_factory=set)             # instance actions' ids (events)
     service_reports: list = field(default_factory=list)    # [(host, last report or None)]
     api_servers: list = field(default_factory=list)        # server keys from API DB rows
     # one row the transaction changed, (schema, table, ((column, value), ...)) of its
@@ -237,6 +243,25 @@ class KeyMapper:
             for before, after in images:
                 changed.server_groups.update(image["group_id"] for image in (before, after)
                                              if image is not None)
+        elif KIND_INSTANCE_ACTION in self.kinds and role == "cell" \
+                and table == "instance_actions":
+            for before, after in images:
+                for image in (before, after):
+                    if image is not None and image.get("instance_uuid") is not None:
+                        changed.keys.append((KIND_INSTANCE_ACTION, instance_action_key(
+                            str(image["instance_uuid"]), int(image["id"]))))
+        elif KIND_INSTANCE_ACTION in self.kinds and role == "cell" \
+                and table == "instance_actions_events":
+            for before, after in images:
+                changed.action_ids.update(image["action_id"] for image in (before, after)
+                                          if image is not None
+                                          and image.get("action_id") is not None)
+        elif KIND_KEYPAIR in self.kinds and role == "api" and table == "key_pairs":
+            for before, after in images:
+                for image in (before, after):
+                    if image is not None and image.get("user_id") is not None:
+                        changed.keys.append((KIND_KEYPAIR, keypair_key(
+                            str(image["user_id"]), str(image["name"]))))
         elif "flavor" in self.kinds and role == "api" and table in (
                 "flavor_extra_specs", "flavor_projects"):
             for before, after in images:
@@ -259,6 +284,8 @@ class KeyMapper:
             keys += [("server", u) for u in lookups.server_group_members(changed.server_groups)]
         if changed.flavor_ids:
             keys += [("flavor", f) for f in lookups.flavorids(changed.flavor_ids)]
+        if changed.action_ids:
+            keys += [(KIND_INSTANCE_ACTION, k) for k in lookups.action_keys(changed.action_ids)]
         return keys
 
 
@@ -372,6 +399,18 @@ class Lookups:
         return [row[0] for row in self.api(
             f"SELECT instance_uuid FROM instance_group_member WHERE group_id IN ({_marks(ids)}) "
             "AND instance_uuid IS NOT NULL ORDER BY id", ids)]
+
+    def action_keys(self, ids) -> list[str]:
+        """The instance action keys of the actions ``ids`` (their events changed)."""
+        ids = sorted(ids)
+        out: list[str] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            out += [instance_action_key(str(uuid), int(action_id)) for action_id, uuid in
+                    self.cell(f"SELECT id, instance_uuid FROM instance_actions WHERE id IN "
+                              f"({_marks(chunk)}) AND instance_uuid IS NOT NULL ORDER BY id",
+                              chunk)]
+        return out
 
     def flavorids(self, ids) -> list[str]:
         if self.api is None:

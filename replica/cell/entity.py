@@ -58,6 +58,7 @@ import gc
 import json
 import re
 import time
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Protocol
 
 import orjson
@@ -855,26 +856,175 @@ def build_flavors(db, flavorids: Iterable[str]) -> dict[str, dict | None]:
 
 
 # ---------------------------------------------------------------------------
+# Instance actions (cell tables instance_actions, instance_actions_events)
+# ---------------------------------------------------------------------------
+
+_ACTIONS_SQL = ("SELECT id, instance_uuid, action, request_id, user_id, project_id, "
+                "start_time, finish_time, message, created_at, updated_at, deleted "
+                "FROM instance_actions WHERE id IN {keys}")
+# Nova lists an action's events newest first (created_at, id descending); soft-deleted
+# ones are not shown.
+_ACTION_EVENTS_SQL = ("SELECT action_id, event, start_time, finish_time, result, traceback, "
+                      "host, details FROM instance_actions_events WHERE action_id IN {keys} "
+                      "AND deleted = 0 ORDER BY created_at DESC, id DESC")
+_ACTION_PROJECTS_SQL = "SELECT uuid, project_id FROM instances WHERE uuid IN {keys}"
+_ACTION_KEYS_SQL = ("SELECT instance_uuid, id FROM instance_actions WHERE instance_uuid > ? "
+                    "OR (instance_uuid = ? AND id > ?) ORDER BY instance_uuid, id LIMIT ?")
+
+
+def _action_id(key: str) -> tuple[str, int] | None:
+    """(instance uuid, action id) of an instance action key, None if it is not one."""
+    uuid, _, number = key.rpartition("/")
+    return (uuid, int(number)) if uuid and number.isdigit() else None
+
+
+def build_instance_actions(db, keys: Iterable[str],
+                           children: frozenset[str] = ALL_CHILDREN) -> dict[str, dict | None]:
+    """Instance action entities for ``keys`` (``feed.instance_action_key``), each with
+    its events; None for an action that is gone."""
+    rows = rows_of(db)
+    keys = list(dict.fromkeys(keys))
+    out: dict[str, dict | None] = {key: None for key in keys}
+    wanted = {parsed: key for key in keys if (parsed := _action_id(key)) is not None}
+    ids = sorted({action_id for _uuid, action_id in wanted})
+    for page in _pages(ids):
+        found = [r for r in _rows_in(rows, _ACTIONS_SQL, page) if (r[1], r[0]) in wanted]
+        if not found:
+            continue
+        events: dict[int, list] = {}
+        for (action_id, event, start, finish, result, traceback, host,
+             details) in _rows_in(rows, _ACTION_EVENTS_SQL, [r[0] for r in found]):
+            events.setdefault(action_id, []).append({
+                "event": event, "start_time": iso(start), "finish_time": iso(finish),
+                "result": result, "traceback": traceback, "host": host, "details": details})
+        projects = dict(_rows_in(rows, _ACTION_PROJECTS_SQL,
+                                 sorted({r[1] for r in found})))
+        for (action_id, uuid, action, request_id, user_id, project_id, start, finish,
+             message, created_at, updated_at, deleted) in found:
+            key = wanted[(uuid, action_id)]
+            out[key] = {
+                "action_key": key, "id": _int(action_id), "instance_uuid": uuid,
+                "instance_project_id": projects.get(uuid), "action": action,
+                "request_id": request_id, "user_id": user_id, "project_id": project_id,
+                "start_time": iso(start), "finish_time": iso(finish), "message": message,
+                "created_at": iso(created_at), "updated_at": iso(updated_at),
+                "deleted": bool(deleted), "events": events.get(action_id, []),
+            }
+    return out
+
+
+def _action_keys(rows: RowsFn, after: str, limit: int) -> list[str]:
+    """Up to ``limit`` instance action keys after ``after``, in key order (the key
+    sorts as (instance uuid, id): its id is zero-padded)."""
+    uuid, action_id = _action_id(after) or (after, -1)
+    return [feed.instance_action_key(u, _int(i)) for u, i in
+            rows(_ACTION_KEYS_SQL, (uuid, uuid, action_id, limit))]
+
+
+def _action_range(rows: RowsFn, after: str, limit: int,
+                  children: frozenset[str]) -> list[tuple[str, dict]]:
+    keys = _action_keys(rows, after, limit)
+    built = build_instance_actions(rows, keys, children)
+    return [(key, built[key]) for key in keys if built[key] is not None]
+
+
+# ---------------------------------------------------------------------------
+# Key pairs (Nova's API database table key_pairs)
+# ---------------------------------------------------------------------------
+
+_KEYPAIRS_SQL = ("SELECT id, user_id, name, fingerprint, public_key, type, created_at, "
+                 "updated_at FROM key_pairs WHERE user_id IN {keys}")
+_KEYPAIR_KEYS_SQL = ("SELECT user_id, name FROM key_pairs WHERE user_id > ? OR "
+                     "(user_id = ? AND name > ?) ORDER BY user_id, name LIMIT ?")
+
+
+def build_keypairs(db, keys: Iterable[str],
+                   children: frozenset[str] = ALL_CHILDREN) -> dict[str, dict | None]:
+    """Key pair entities for ``keys`` (``feed.keypair_key``); None for one that is gone."""
+    rows = rows_of(db)
+    keys = list(dict.fromkeys(keys))
+    out: dict[str, dict | None] = {key: None for key in keys}
+    users = sorted({key.partition("/")[0] for key in keys})
+    for page in _pages(users):
+        for (kid, user_id, name, fingerprint, public_key, key_type, created_at,
+             updated_at) in _rows_in(rows, _KEYPAIRS_SQL, page):
+            key = feed.keypair_key(user_id, name)
+            if key in out:
+                out[key] = {
+                    "keypair_key": key, "id": _int(kid), "user_id": user_id, "name": name,
+                    "fingerprint": fingerprint, "public_key": public_key,
+                    "type": key_type or "ssh", "created_at": iso(created_at),
+                    "updated_at": iso(updated_at),
+                }
+    return out
+
+
+def _keypair_keys(rows: RowsFn, after: str, limit: int) -> list[str]:
+    """Up to ``limit`` key pair keys after ``after``, in (user, name) order."""
+    user_id, _, name = after.partition("/")
+    return [feed.keypair_key(u, n) for u, n in
+            rows(_KEYPAIR_KEYS_SQL, (user_id, user_id, name, limit))]
+
+
+# ---------------------------------------------------------------------------
 # By kind, and page-wise iteration for snapshots and digests
 # ---------------------------------------------------------------------------
 
-_KEY_QUERIES = {
-    feed.KIND_FLAVOR: "SELECT flavorid FROM flavors WHERE flavorid > ? ORDER BY flavorid LIMIT ?",
-    feed.KIND_SERVER: "SELECT uuid FROM instances WHERE uuid > ? ORDER BY uuid LIMIT ?",
-}
-_COUNT_QUERIES = {
-    feed.KIND_FLAVOR: "SELECT count(*) FROM flavors",
-    feed.KIND_SERVER: "SELECT count(*) FROM instances",
-}
+@dataclass(frozen=True, slots=True)
+class SourceKind:
+    """How the cell side finds and builds the entities of one kind: the table whose
+    rows are its keys (a database that has it publishes the kind), the key column,
+    and the builder ``(db, keys, children) -> {key: entity or None}``.
+    ``build_range``, where a kind has one: ``(rows, after, limit, children) -> [(key,
+    entity)]``, a snapshot page built from a key range of the table in one pass
+    (servers), instead of listing the keys and building them."""
+
+    name: str
+    table: str
+    key_column: str
+    build: Callable[..., dict]
+    build_range: Callable[..., list] | None = None
+    # ``(rows, after, limit) -> [key]`` where the key is not a column of the table
+    keys_after: Callable[..., list] | None = None
+    # other tables the database must have to publish the kind (Nova's cell database has
+    # a legacy key_pairs table: key pairs are the API database's, beside its flavors)
+    requires: tuple[str, ...] = ()
+
+    def keys(self, rows: RowsFn, after: str, limit: int) -> list[str]:
+        if self.keys_after is not None:
+            return self.keys_after(rows, after, limit)
+        return [key for (key,) in rows(self.key_sql, (after, limit))]
+
+    @property
+    def key_sql(self) -> str:
+        return (f"SELECT {self.key_column} FROM {self.table} WHERE {self.key_column} > ? "
+                f"ORDER BY {self.key_column} LIMIT ?")
+
+    @property
+    def count_sql(self) -> str:
+        return f"SELECT count(*) FROM {self.table}"
+
+
+SOURCE_KINDS: dict[str, SourceKind] = {kind.name: kind for kind in (
+    SourceKind(feed.KIND_FLAVOR, "flavors", "flavorid",
+               lambda db, keys, children: build_flavors(db, keys)),
+    SourceKind(feed.KIND_INSTANCE_ACTION, "instance_actions", "id",
+               build_instance_actions, build_range=_action_range, keys_after=_action_keys),
+    SourceKind(feed.KIND_KEYPAIR, "key_pairs", "user_id", build_keypairs,
+               keys_after=_keypair_keys, requires=("flavors",)),
+    SourceKind(feed.KIND_SERVER, "instances", "uuid", build_servers,
+               build_range=_server_range),
+)}
 # The table a kind's entities are keyed by: a database holding it publishes the kind.
-KIND_TABLES = {feed.KIND_FLAVOR: "flavors", feed.KIND_SERVER: "instances"}
+KIND_TABLES = {name: kind.table for name, kind in SOURCE_KINDS.items()}
 
 
 def kinds_in(tables: Iterable[str]) -> list[str]:
     """The kinds a database with ``tables`` publishes, in snapshot order (sorted): Nova's
     API database publishes its build requests as servers (``build_requests.py``)."""
     have = set(tables)
-    kinds = {kind for kind, table in KIND_TABLES.items() if table in have}
+    kinds = {name for name, kind in SOURCE_KINDS.items()
+             if kind.table in have and have.issuperset(kind.requires)}
     if has_build_requests(have):
         kinds.add(feed.KIND_SERVER)
     return sorted(kinds)
@@ -896,18 +1046,18 @@ def build(db, kind: str, keys: Iterable[str],
     if _of_build_requests(kind, children):
         from replica.cell import build_requests
         return build_requests.build(rows_of(db), keys)
-    if kind == feed.KIND_SERVER:
-        return build_servers(db, keys, children)
-    if kind == feed.KIND_FLAVOR:
-        return build_flavors(db, keys)
-    raise ValueError(f"unknown kind {kind!r}")
+    declared = SOURCE_KINDS.get(kind)
+    if declared is None:
+        raise ValueError(f"unknown kind {kind!r}")
+    return declared.build(db, keys, children)
 
 
-def _key_query(kind: str, children) -> str:
+def _keys_after(rows, kind: str, children, after: str, limit: int) -> list[str]:
+    """A kind's keys after ``after``, at most ``limit``, in key order."""
     if _of_build_requests(kind, children):
         from replica.cell import build_requests
-        return build_requests.KEYS_SQL
-    return _KEY_QUERIES[kind]
+        return [key for (key,) in rows(build_requests.KEYS_SQL, (after, limit))]
+    return SOURCE_KINDS[kind].keys(rows, after, limit)
 
 
 def count_entities(db, kinds: list[str], children: frozenset[str] = ALL_CHILDREN) -> int:
@@ -918,7 +1068,7 @@ def count_entities(db, kinds: list[str], children: frozenset[str] = ALL_CHILDREN
             from replica.cell import build_requests
             total += rows(build_requests.COUNT_SQL, ())[0][0]
         else:
-            total += rows(_COUNT_QUERIES[kind], ())[0][0]
+            total += rows(SOURCE_KINDS[kind].count_sql, ())[0][0]
     return total
 
 
@@ -931,7 +1081,7 @@ def page_keys(db, kinds: list[str], after: tuple[str, str] | None,
         if after is not None and kind < after[0]:
             continue
         start = after[1] if after is not None and kind == after[0] else ""
-        for (key,) in rows(_key_query(kind, children), (start, limit - len(out))):
+        for key in _keys_after(rows, kind, children, start, limit - len(out)):
             out.append((kind, key))
         if len(out) >= limit:
             break
@@ -950,12 +1100,13 @@ def page_entities(db, kinds: list[str], after: tuple[str, str] | None, limit: in
         if after is not None and kind < after[0]:
             continue
         start = after[1] if after is not None and kind == after[0] else ""
-        if kind == feed.KIND_SERVER and not _of_build_requests(kind, children):
-            built = _server_range(rows, start, limit - seen, children)
+        declared = SOURCE_KINDS[kind]
+        if declared.build_range is not None and not _of_build_requests(kind, children):
+            built = declared.build_range(rows, start, limit - seen, children)
             items.extend((kind, key, ent) for key, ent in built)
             keys = [key for key, _ent in built]
         else:
-            keys = [key for (key,) in rows(_key_query(kind, children), (start, limit - seen))]
+            keys = _keys_after(rows, kind, children, start, limit - seen)
             if keys:
                 entities = build(db, kind, keys, children)
                 items.extend((kind, key, entities[key]) for key in keys

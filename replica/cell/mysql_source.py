@@ -368,8 +368,9 @@ def make_source(source_url: str, api_source_url: str | None, name: str, state_di
                 password_file: str | None = None, flavors: bool = False,
                 **options) -> binlog.Source:
     """The binlog source of ``appliance cell --source mysql://...``: a cell publishes
-    its servers (its API database read for what servers take from it); with
-    ``flavors`` the source URL is Nova's API database and it publishes flavors.
+    its servers and their instance actions (its API database read for what servers take
+    from it); with ``flavors`` the source URL is Nova's API database and it publishes
+    flavors, key pairs and build requests.
     ``options``: ``service_down_time`` (Nova's liveness rule for host_status, 0: off),
     ``neutron_url`` and ``neutron_token`` (security group names asked of Neutron when
     a server is built, and again every few seconds by the tailer)."""
@@ -382,6 +383,7 @@ def make_source(source_url: str, api_source_url: str | None, name: str, state_di
                                           "--source mysql://.../nova_api, no --api-source")
         # Its build requests are servers of its own feed (build_requests.py).
         return dataclasses.replace(source, api_url=source.cell_url,
-                                   kinds=(feed.KIND_FLAVOR, feed.KIND_SERVER),
+                                   kinds=(feed.KIND_FLAVOR, feed.KIND_KEYPAIR, feed.KIND_SERVER),
                                    service_down_time=0.0)
-    return dataclasses.replace(source, kinds=(feed.KIND_SERVER,), own_servers_only=True)
+    return dataclasses.replace(source, kinds=(feed.KIND_INSTANCE_ACTION, feed.KIND_SERVER),
+                               own_servers_only=True)

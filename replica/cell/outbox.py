@@ -186,6 +186,65 @@ def _flavor_triggers() -> list[TriggerGroup]:
     return groups
 
 
+# An instance action's feed key (feed.instance_action_key) in SQL, from a row of
+# instance_actions (SQLite's printf: only SQLite cells have triggers).
+def _action_key(ref: str) -> str:
+    return f"{ref}.instance_uuid || '/' || printf('%020d', {ref}.id)"
+
+
+def _action_triggers() -> list[TriggerGroup]:
+    """An action's row, or one of its events, enqueues the action."""
+    kind = "instance_action"
+    name = f"{OUTBOX}_instance_actions"
+    groups = [TriggerGroup({"instance_actions": ("id", "instance_uuid")}, [
+        f"CREATE TRIGGER {name}_ins AFTER INSERT ON instance_actions BEGIN "
+        f"{_enqueue(kind, _action_key('NEW'))} END",
+        f"CREATE TRIGGER {name}_upd AFTER UPDATE ON instance_actions BEGIN "
+        f"{_enqueue(kind, _action_key('NEW'))} "
+        f"INSERT INTO {OUTBOX} (kind, key, ts) SELECT '{kind}', {_action_key('OLD')}, {NOW} "
+        f"WHERE OLD.instance_uuid IS NOT NULL AND ({_action_key('OLD')}) IS NOT "
+        f"({_action_key('NEW')}); END",
+        f"CREATE TRIGGER {name}_del AFTER DELETE ON instance_actions BEGIN "
+        f"{_enqueue(kind, _action_key('OLD'))} END",
+    ])]
+    of = (f"INSERT INTO {OUTBOX} (kind, key, ts) SELECT '{kind}', {_action_key('a')}, {NOW} "
+          "FROM instance_actions a WHERE a.id = {ref}.action_id AND a.instance_uuid IS NOT "
+          "NULL;")
+    events = f"{OUTBOX}_instance_actions_events"
+    groups.append(TriggerGroup({"instance_actions_events": ("action_id",),
+                                "instance_actions": ("id", "instance_uuid")}, [
+        f"CREATE TRIGGER {events}_ins AFTER INSERT ON instance_actions_events BEGIN "
+        f"{of.format(ref='NEW')} END",
+        f"CREATE TRIGGER {events}_upd AFTER UPDATE ON instance_actions_events BEGIN "
+        f"{of.format(ref='NEW')} "
+        f"INSERT INTO {OUTBOX} (kind, key, ts) SELECT '{kind}', {_action_key('a')}, {NOW} "
+        "FROM instance_actions a WHERE a.id = OLD.action_id AND OLD.action_id IS NOT "
+        "NEW.action_id AND a.instance_uuid IS NOT NULL; END",
+        f"CREATE TRIGGER {events}_del AFTER DELETE ON instance_actions_events BEGIN "
+        f"{of.format(ref='OLD')} END",
+    ]))
+    return groups
+
+
+def _keypair_triggers() -> TriggerGroup:
+    """A key pair row (Nova's API database) enqueues its key (feed.keypair_key)."""
+    name = f"{OUTBOX}_key_pairs"
+
+    def key(ref: str) -> str:
+        return f"{ref}.user_id || '/' || {ref}.name"
+
+    return TriggerGroup({"key_pairs": ("user_id", "name"), "flavors": ("flavorid",)}, [
+        f"CREATE TRIGGER {name}_ins AFTER INSERT ON key_pairs BEGIN "
+        f"{_enqueue('keypair', key('NEW'))} END",
+        f"CREATE TRIGGER {name}_upd AFTER UPDATE ON key_pairs BEGIN "
+        f"{_enqueue('keypair', key('NEW'))} "
+        f"INSERT INTO {OUTBOX} (kind, key, ts) SELECT 'keypair', {key('OLD')}, {NOW} "
+        f"WHERE ({key('OLD')}) IS NOT ({key('NEW')}); END",
+        f"CREATE TRIGGER {name}_del AFTER DELETE ON key_pairs BEGIN "
+        f"{_enqueue('keypair', key('OLD'))} END",
+    ])
+
+
 def cell_triggers() -> list[TriggerGroup]:
     groups = [_keyed_triggers("instances", "uuid", "server")]
     for table, column in INSTANCE_CHILDREN:
@@ -196,6 +255,7 @@ def cell_triggers() -> list[TriggerGroup]:
                                    "security_group_id", live=True))
     groups.append(_fanout_triggers("instance_groups", ("uuid",), "instance_group_member",
                                    "group_id", live=False))
+    groups += _action_triggers()
     return groups
 
 
@@ -228,6 +288,7 @@ def trigger_groups(conn: apsw.Connection) -> list[TriggerGroup]:
         groups += api_server_triggers()
     if "flavors" in columns:
         groups += _flavor_triggers()
+        groups.append(_keypair_triggers())
     return [group for group in groups if group.fits(columns)]
 
 

@@ -224,6 +224,34 @@ CELL_TABLES: tuple[str, ...] = (
         CONSTRAINT uniq_services0host0binary0deleted UNIQUE (host, "binary", deleted)
     )""",
     "CREATE INDEX IF NOT EXISTS services_host_idx ON services (host)",
+    f"""
+    CREATE TABLE IF NOT EXISTS instance_actions (
+        id INTEGER PRIMARY KEY,{_STAMPS},
+        action VARCHAR(255),
+        instance_uuid VARCHAR(36) REFERENCES instances (uuid),
+        request_id VARCHAR(255),
+        user_id VARCHAR(255),
+        project_id VARCHAR(255),
+        start_time DATETIME,
+        finish_time DATETIME,
+        message VARCHAR(255)
+    )""",
+    "CREATE INDEX IF NOT EXISTS instance_uuid_idx ON instance_actions (instance_uuid)",
+    "CREATE INDEX IF NOT EXISTS request_id_idx ON instance_actions (request_id)",
+    f"""
+    CREATE TABLE IF NOT EXISTS instance_actions_events (
+        id INTEGER PRIMARY KEY,{_STAMPS},
+        event VARCHAR(255),
+        action_id INTEGER REFERENCES instance_actions (id),
+        start_time DATETIME,
+        finish_time DATETIME,
+        result VARCHAR(255),
+        traceback TEXT,
+        host VARCHAR(255),
+        details TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS instance_actions_events_action_id_idx"
+    " ON instance_actions_events (action_id)",
     # Nova's API database (server groups, request specs); see the module docstring.
     """
     CREATE TABLE IF NOT EXISTS instance_groups (
@@ -308,6 +336,19 @@ FLAVOR_TABLES: tuple[str, ...] = (
         flavor_id INTEGER NOT NULL REFERENCES flavors (id),
         project_id VARCHAR(255) NOT NULL,
         CONSTRAINT uniq_flavor_projects0flavor_id0project_id UNIQUE (flavor_id, project_id)
+    )""",
+    # Nova's API database key pairs (per user; no soft delete there).
+    """
+    CREATE TABLE IF NOT EXISTS key_pairs (
+        created_at DATETIME,
+        updated_at DATETIME,
+        id INTEGER PRIMARY KEY,
+        name VARCHAR(255) NOT NULL,
+        user_id VARCHAR(255) NOT NULL,
+        fingerprint VARCHAR(255),
+        public_key TEXT,
+        type VARCHAR(5) NOT NULL DEFAULT 'ssh',
+        CONSTRAINT uniq_key_pairs0user_id0name UNIQUE (user_id, name)
     )""",
 )
 

@@ -28,12 +28,16 @@ seed (``rows.project_ids``; ``seed=None`` derives them from 0, so ids are stable
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 import logging
 import random
+import struct
 import sys
 import threading
 import time
+import uuid as uuidlib
 from collections import Counter
 from dataclasses import dataclass
 
@@ -85,6 +89,7 @@ INSTANCE_TABLES = (
     ("security_group_instance_association", "instance_uuid"),
     ("instance_faults", "instance_uuid"), ("tags", "resource_id"),
     ("instance_group_member", "instance_uuid"), ("request_specs", "instance_uuid"),
+    ("instance_actions", "instance_uuid"),
     ("instances", "uuid"),
 )
 LIVE_STATES = ("scheduling", "spawning", "active", "stopped", "resized", "error")
@@ -376,8 +381,29 @@ def seed_flavors(db: str) -> None:
                 conn.executemany("INSERT INTO flavor_projects (created_at, flavor_id, "
                                  "project_id) VALUES (?, ?, ?)",
                                  [(rows.FLAVOR_CREATED, f.id, p) for p in f.projects])
+            if schema.has_table(conn, "key_pairs"):
+                conn.executemany(
+                    "INSERT OR IGNORE INTO key_pairs (created_at, name, user_id, fingerprint, "
+                    "public_key, type) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(rows.FLAVOR_CREATED, name, user, *_public_key(user, name), "ssh")
+                     for user, name in DEMO_KEYPAIRS])
     finally:
         conn.close()
+
+
+# Key pairs the flavor source gets (Nova's API database holds them): the demo's admin
+# user's, and one of the first user of the "demo" project.
+DEMO_KEYPAIRS = (("admin", "ops-key"), ("admin", "deploy-key"),
+                 (rows.user_ids("demo")[0], "laptop"))
+
+
+def _public_key(user: str, name: str) -> tuple[str, str]:
+    """(fingerprint, public key) of a made-up ed25519 key, as Nova stores them (the MD5
+    fingerprint of the key's blob, colon-separated)."""
+    seed = hashlib.sha256(f"{user}/{name}".encode()).digest()
+    blob = struct.pack(">I", 11) + b"ssh-ed25519" + struct.pack(">I", 32) + seed
+    fingerprint = ":".join(f"{b:02x}" for b in hashlib.md5(blob).digest())
+    return fingerprint, f"ssh-ed25519 {base64.b64encode(blob).decode()} {name}@demo"
 
 
 class Churn:
@@ -399,6 +425,54 @@ class Churn:
         self.down_hosts = _Pool()
         self._load()
         self.operations = {name: getattr(self, name) for name in OPERATIONS}
+        self.tables = {name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        # a cell made before instance actions were replicated has no tables for them
+        self.actions = "instance_actions" in self.tables
+
+    def _action(self, uuid: str, action: str, event: str | None = None,
+                host: str | None = None, result: str = "Success") -> None:
+        """Record an instance action (and its first event) as Nova's API and compute
+        services do: InstanceAction.action_start, then the event's start and finish."""
+        if not self.actions:
+            return
+        stamp = rows.now()
+        found = self.conn.execute(
+            "SELECT project_id, user_id FROM instances WHERE uuid = ?", (uuid,)).fetchone()
+        if found is None:
+            raise Gone(uuid)       # another writer archived it meanwhile
+        project, user = found
+        request_id = f"req-{uuidlib.UUID(int=self.rng.getrandbits(128), version=4)}"
+        self.conn.execute(
+            "INSERT INTO instance_actions (created_at, updated_at, deleted, action, "
+            "instance_uuid, request_id, user_id, project_id, start_time) "
+            "VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?)",
+            (stamp, stamp if event else None, action, uuid, request_id, user, project, stamp))
+        if event:
+            self._event(self.conn.last_insert_rowid(), event, host, result)
+
+    def _event(self, action_id: int, event: str, host: str | None, result: str) -> None:
+        stamp = rows.now()
+        failed = result != "Success"
+        self.conn.execute(
+            "INSERT INTO instance_actions_events (created_at, deleted, event, action_id, "
+            "start_time, finish_time, result, traceback, host, details) "
+            "VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (stamp, event, action_id, stamp, stamp, result,
+             "Traceback (most recent call last):\n  ..." if failed else None, host,
+             "the build failed" if failed else None))
+        self.conn.execute("UPDATE instance_actions SET updated_at = ?, message = ? "
+                          "WHERE id = ?", (stamp, "Error" if failed else None, action_id))
+
+    def _create_event(self, uuid: str, event: str, host: str | None, result: str) -> None:
+        """An event of the server's create action (the build's later steps)."""
+        if not self.actions:
+            return
+        found = self.conn.execute("SELECT id FROM instance_actions WHERE instance_uuid = ? "
+                                  "AND action = 'create' ORDER BY id DESC LIMIT 1",
+                                  (uuid,)).fetchone()
+        if found is not None:
+            self._event(found[0], event, host, result)
 
     def _load(self) -> None:
         for uuid, vm_state, task_state, deleted, locked in self.conn.execute(
@@ -496,6 +570,7 @@ class Churn:
         server = self.writer.server("scheduling")
         with self.conn:
             _insert_servers(self.conn, [server])
+            self._action(server["uuid"], "create", "conductor_schedule_and_build_instances")
         self.pools["scheduling"].add(server["uuid"])
         return True
 
@@ -518,6 +593,8 @@ class Churn:
         with self.conn:
             self._update(uuid, vm_state="active", task_state=None, power_state=rows.RUNNING,
                          launched_at=rows.now(), root_device_name="/dev/vda")
+            self._create_event(uuid, "compute__do_build_and_run_instance",
+                               self._column(uuid, "host"), "Success")
         self._move(uuid, "spawning", "active")
         return True
 
@@ -526,6 +603,7 @@ class Churn:
         with self.conn:
             self._update(uuid, vm_state="error", task_state=None)
             self._fault(uuid, None, FAULTS[0])
+            self._create_event(uuid, "conductor_schedule_and_build_instances", None, "Error")
         self._move(uuid, "scheduling", "error")
         return True
 
@@ -533,6 +611,7 @@ class Churn:
         uuid = self.pools["active"].choice(self.rng)
         with self.conn:
             self._update(uuid, vm_state="stopped", task_state=None, power_state=rows.SHUTDOWN)
+            self._action(uuid, "stop", "compute_stop_instance", self._column(uuid, "host"))
         self._move(uuid, "active", "stopped")
         return True
 
@@ -540,6 +619,7 @@ class Churn:
         uuid = self.pools["stopped"].choice(self.rng)
         with self.conn:
             self._update(uuid, vm_state="active", task_state=None, power_state=rows.RUNNING)
+            self._action(uuid, "start", "compute_start_instance", self._column(uuid, "host"))
         self._move(uuid, "stopped", "active")
         return True
 
@@ -561,6 +641,7 @@ class Churn:
             self.conn.execute("UPDATE instance_extra SET flavor = ?, updated_at = ? "
                               "WHERE instance_uuid = ? AND deleted = 0",
                               (rows.extra_flavor(new, old, new), rows.now(), uuid))
+            self._action(uuid, "resize", "compute_finish_resize", host)
         self._move(uuid, "active", "resized")
         return True
 
@@ -572,6 +653,8 @@ class Churn:
             self.conn.execute("UPDATE instance_extra SET flavor = ?, updated_at = ? "
                               "WHERE instance_uuid = ? AND deleted = 0",
                               (rows.extra_flavor(flavor), rows.now(), uuid))
+            self._action(uuid, "confirmResize", "compute_confirm_resize",
+                         self._column(uuid, "host"))
         self._move(uuid, "resized", "active")
         return True
 
@@ -704,6 +787,7 @@ class Churn:
                 self.conn.execute(f"UPDATE {table} SET deleted = id, deleted_at = ? "
                                   "WHERE instance_uuid = ? AND deleted = 0", (stamp, uuid))
             self.conn.execute("DELETE FROM tags WHERE resource_id = ?", (uuid,))
+            self._action(uuid, "delete")
         self.pools[state].discard(uuid)
         self.pools["locked"].discard(uuid)
         self.pools["deleted"].add(uuid)
@@ -712,8 +796,13 @@ class Churn:
     def archive(self) -> bool:
         uuid = self.pools["deleted"].choice(self.rng)
         with self.conn:
+            if self.actions:       # an action's events go before it (archived together)
+                self.conn.execute("DELETE FROM instance_actions_events WHERE action_id IN "
+                                  "(SELECT id FROM instance_actions WHERE instance_uuid = ?)",
+                                  (uuid,))
             for table, column in INSTANCE_TABLES:
-                self.conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (uuid,))
+                if table in self.tables:
+                    self.conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (uuid,))
         self.pools["deleted"].discard(uuid)
         return True
 

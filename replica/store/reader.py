@@ -313,6 +313,83 @@ SUBRESOURCE_SQL = {
 }
 
 
+# -- instance actions of one server ----------------------------------------------------
+# ?1 the server's uuid, ?2 the caller's project (NULL: an admin), ?3 1 when a deleted
+# server's actions are shown (2.21+). Every statement returns first whether the server
+# is visible (Nova looks the instance up before the actions), so one statement answers
+# the 404s too. Nova orders actions newest first: (created_at, id) descending.
+
+_ACTION_SERVER = ("(SELECT count(*) FROM servers WHERE uuid = ?1 AND (?2 IS NULL OR "
+                  "project_id = ?2) AND (?3 OR deleted = 0))")
+_ACTION_ORDER = "ORDER BY created_at DESC, action_id DESC"
+
+
+@functools.lru_cache(maxsize=16)
+def show_instance_action_sql(view: render.InstanceActionView) -> str:
+    """?4 the request id. Returns (server visible, body or NULL, position)."""
+    events = render.instance_action_events_column(view)
+    body = "'{\"instanceAction\":{' || a_v21"
+    if view.minor >= 58:
+        body += " || a_updated"
+    if events is not None:
+        body += f" || ',\"events\":' || {events}"
+    body += " || '}}'"
+    return (f"SELECT {_ACTION_SERVER}, (SELECT CAST({body} AS BLOB) FROM instance_actions "
+            f"WHERE instance_uuid = ?1 AND request_id = ?4 AND deleted = 0 {_ACTION_ORDER} "
+            f"LIMIT 1), {POSITION_SQL}")
+
+
+@functools.lru_cache(maxsize=4)
+def list_instance_actions_sql(updated: bool) -> str:
+    """?4 the marker (a request id, NULL: none), ?5 the limit (-1: none), ?6 / ?7
+    changes-since / changes-before (stored stamps, NULL: none). Returns (server
+    visible, '{"instanceActions":[...]' (no closing brace), count, last request id,
+    marker found, position)."""
+    doc = "'{' || a_v21 || " + ("a_updated || " if updated else "") + "'}'"
+    return (
+        f"WITH m AS (SELECT created_at AS m0, action_id AS m1 FROM instance_actions "
+        f"WHERE instance_uuid = ?1 AND request_id = ?4 AND deleted = 0 {_ACTION_ORDER} "
+        f"LIMIT 1), "
+        f"page AS MATERIALIZED (SELECT request_id AS id, {doc} AS d, created_at AS k0, "
+        f"action_id AS k1 FROM instance_actions WHERE instance_uuid = ?1 AND deleted = 0 "
+        f"AND (?6 IS NULL OR updated_at >= ?6) AND (?7 IS NULL OR updated_at <= ?7) "
+        f"AND (?4 IS NULL OR created_at < (SELECT m0 FROM m) OR (created_at = "
+        f"(SELECT m0 FROM m) AND action_id < (SELECT m1 FROM m))) {_ACTION_ORDER} LIMIT ?5) "
+        f"SELECT {_ACTION_SERVER}, CAST('{{\"instanceActions\":[' || "
+        f"coalesce((SELECT group_concat(d, ',') FROM page), '') || ']' AS BLOB), "
+        f"(SELECT count(*) FROM page), (SELECT id FROM page ORDER BY k0 ASC, k1 ASC LIMIT 1), "
+        f"(?4 IS NULL OR EXISTS (SELECT 1 FROM m)), {POSITION_SQL}")
+
+
+# -- key pairs of one user ---------------------------------------------------------------
+# ?1 the user. Nova lists a user's key pairs by name; a marker is a name of theirs.
+
+def show_keypair_sql(with_type: bool) -> str:
+    """?2 the name. Returns (body or NULL, position)."""
+    column = "k_show_v22" if with_type else "k_show_v21"
+    return (f"SELECT (SELECT CAST('{{\"keypair\":' || {column} || '}}' AS BLOB) FROM keypairs "
+            f"WHERE user_id = ?1 AND name = ?2), {POSITION_SQL}")
+
+
+def list_keypairs_sql(with_type: bool) -> str:
+    """?2 the marker (a name, NULL: none), ?3 the limit (-1: none). Returns
+    ('{"keypairs":[...]' without its closing brace, count, last name, marker found,
+    position)."""
+    column = "k_item_v22" if with_type else "k_item_v21"
+    return (
+        f"WITH page AS MATERIALIZED (SELECT name AS id, {column} AS d FROM keypairs "
+        f"WHERE user_id = ?1 AND (?2 IS NULL OR name > ?2) ORDER BY name LIMIT ?3) "
+        f"SELECT CAST('{{\"keypairs\":[' || coalesce((SELECT group_concat(d, ',') FROM page), "
+        f"'') || ']' AS BLOB), (SELECT count(*) FROM page), "
+        f"(SELECT id FROM page ORDER BY id DESC LIMIT 1), "
+        f"(?2 IS NULL OR EXISTS (SELECT 1 FROM keypairs WHERE user_id = ?1 AND name = ?2)), "
+        f"{POSITION_SQL}")
+
+
+KEYPAIR_SQL = {(show, with_type): (show_keypair_sql if show else list_keypairs_sql)(with_type)
+               for show in (False, True) for with_type in (False, True)}
+
+
 def _after_marker(sort: tuple[tuple[str, str], ...]) -> str:
     """Rows strictly after the marker row (CTE ``m``, columns m0..mn) in ``sort`` order,
     with SQLite's NULL ordering (NULL sorts first ascending, last descending)."""
@@ -763,6 +840,43 @@ class Reader:
         self._pages[key] = (version, result)
         self._pages_bytes += size
 
+
+    def show_instance_action(self, server_id: str, request_id: str,
+                             view: render.InstanceActionView, project_id: str | None,
+                             deleted_servers: bool) -> ReadResult:
+        """One action of a server with its events as ``view`` shows them: ``count`` 0
+        when the server is missing (or not the caller's), ``body`` None when the action
+        is."""
+        params = (server_id, project_id, int(deleted_servers), request_id)
+        (found, body, position), ms = self._one_row(show_instance_action_sql(view), params)
+        return ReadResult(body, position or "", ms, count=found)
+
+    def list_instance_actions(self, server_id: str, project_id: str | None,
+                              deleted_servers: bool, updated: bool, marker: str | None,
+                              limit: int | None, changes_since: str | None,
+                              changes_before: str | None) -> tuple[int, ReadResult]:
+        """A server's actions, newest first: (server visible, the page), the page's body
+        ``{"instanceActions":[...]`` without its closing brace."""
+        params = (server_id, project_id, int(deleted_servers), marker,
+                  -1 if limit is None else limit, changes_since, changes_before)
+        (found, body, count, last_id, marker_found, position), ms = self._one_row(
+            list_instance_actions_sql(updated), params)
+        return found, ReadResult(body, position or "", ms, count=count, last_id=last_id,
+                                 marker_found=bool(marker_found))
+
+    def show_keypair(self, user_id: str, name: str, with_type: bool) -> ReadResult:
+        """One of a user's key pairs (``body`` None: the user has none of that name)."""
+        (body, position), ms = self._one_row(KEYPAIR_SQL[(True, with_type)],
+                                             (user_id, name))
+        return ReadResult(body, position or "", ms, count=int(body is not None))
+
+    def list_keypairs(self, user_id: str, with_type: bool, marker: str | None,
+                      limit: int | None) -> ReadResult:
+        """A user's key pairs by name: ``{"keypairs":[...]`` without its closing brace."""
+        (body, count, last_id, found, position), ms = self._one_row(
+            KEYPAIR_SQL[(False, with_type)], (user_id, marker, -1 if limit is None else limit))
+        return ReadResult(body, position or "", ms, count=count, last_id=last_id,
+                          marker_found=bool(found))
 
     def cells_live_once(self) -> set[str]:
         """The feeds ingest has caught up with at least once (ever, in this replica)."""

@@ -184,6 +184,53 @@ STEPS: tuple[str, ...] = (
     """
     ALTER TABLE servers ADD COLUMN in_cell INTEGER NOT NULL DEFAULT 1;
     """,
+    # 8: instance actions with their events (replica.render.instance_action_row). Rows
+    # come with the cells' next events or resync: a cell publishing them before this
+    # build resynced nothing, as it published none.
+    """
+    CREATE TABLE instance_actions (
+        action_key TEXT PRIMARY KEY,      -- instance uuid / zero-padded action id
+        cell TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        instance_uuid TEXT NOT NULL,
+        action_id INTEGER NOT NULL,
+        request_id TEXT,
+        created_at TEXT,
+        updated_at TEXT,
+        deleted INTEGER NOT NULL,
+        a_v21 TEXT NOT NULL,              -- the action's members, no braces
+        a_updated TEXT NOT NULL,          -- ,"updated_at":... (2.58)
+        ev_user_v251 TEXT NOT NULL,       -- events arrays per audience and microversion
+        ev_user_v262 TEXT NOT NULL,
+        ev_admin_v21 TEXT NOT NULL,
+        ev_admin_v262 TEXT NOT NULL,
+        ev_admin_v284 TEXT NOT NULL,
+        entity_hash INTEGER NOT NULL,
+        bucket INTEGER NOT NULL
+    );
+    CREATE INDEX instance_actions_order ON instance_actions
+        (instance_uuid, deleted, created_at, action_id);
+    CREATE INDEX instance_actions_request ON instance_actions (instance_uuid, request_id);
+    CREATE INDEX instance_actions_cell_bucket ON instance_actions (cell, bucket);
+    """,
+    # 9: key pairs (replica.render.keypair_row), per user, from the API database's feed.
+    """
+    CREATE TABLE keypairs (
+        keypair_key TEXT PRIMARY KEY,     -- user id / name
+        source TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        user_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        k_item_v21 TEXT NOT NULL,         -- {"keypair":{...}} of a list
+        k_item_v22 TEXT NOT NULL,
+        k_show_v21 TEXT NOT NULL,         -- the show document's keypair object
+        k_show_v22 TEXT NOT NULL,
+        entity_hash INTEGER NOT NULL,
+        bucket INTEGER NOT NULL
+    );
+    CREATE INDEX keypairs_user_name ON keypairs (user_id, name);
+    CREATE INDEX keypairs_source_bucket ON keypairs (source, bucket);
+    """,
 )
 
 

@@ -26,7 +26,8 @@ from typing import Iterable, Sequence
 
 import apsw
 
-from replica.feed import DIGEST_BUCKETS, KIND_FLAVOR, KIND_SERVER
+from replica.feed import DIGEST_BUCKETS
+from replica.kinds import KINDS, renderers
 from replica.position import Position
 
 DEAD_LETTER_PAYLOAD_BYTES = 512   # enough to recognise a message, bounded per row
@@ -35,9 +36,6 @@ DEAD_LETTER_MESSAGE_CHARS = 2000
 WRITER_CACHE_KIB = 131_072        # index pages of a 100,000-server cell stay in memory
 SWAP_CACHE_KIB_PER_ROW = 8        # during a swap: every staged row's pages stay in memory
 SWAP_CACHE_KIB_MAX = 1_048_576    # ... up to this; given back when the swap commits
-# Indexed server columns a new version of a server rarely changes (the owning cell, the
-# project, soft deletion, creation time, the key's bucket).
-SERVER_STABLE = ("cell", "project_id", "deleted", "created_at", "bucket")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,15 +114,19 @@ class DeadLetter:
 class Writer:
     """The single writer's statements over one apsw connection (see open_writer)."""
 
-    def __init__(self, conn: apsw.Connection, server_columns: Sequence[str],
-                 flavor_columns: Sequence[str]):
+    def __init__(self, conn: apsw.Connection, *kind_columns: Sequence[str]):
+        """``kind_columns``: the row columns of the kinds this writer writes, in
+        ``replica.kinds.KINDS`` order (a render's column tuples: the first kinds, as
+        many as are given); none given: every kind, with ``replica.render``'s columns."""
         self.conn = conn
+        if not kind_columns:
+            from replica import render  # imported here, statically: the binary sees it
+            declared = renderers(render)
+            kind_columns = tuple(declared[name][0] for name in KINDS)
         self.tables = {
-            # Of the servers' indexed columns only updated_at changes with most events.
-            KIND_SERVER: Table("servers", "uuid", "cell", tuple(server_columns),
-                               stable=tuple(c for c in SERVER_STABLE if c in server_columns)),
-            KIND_FLAVOR: Table("flavors", "flavorid", "source", tuple(flavor_columns)),
-        }
+            kind.name: Table(kind.table, kind.key_column, kind.owner_column, tuple(columns),
+                             stable=tuple(c for c in kind.stable if c in columns))
+            for kind, columns in zip(KINDS.values(), kind_columns)}
         for table in self.tables.values():
             for needed in (table.key, table.owner, "entity_hash", "bucket", "seq"):
                 if needed not in table.columns:

@@ -129,3 +129,65 @@ def fill_replica(path: str, servers: list[tuple[str, dict]], flavors: list[dict]
                          "VALUES (?, 'e', ?, 0)", (cell, seq))
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
+
+
+def action_event(name: str = "compute__do_build_and_run_instance", n: int = 0,
+                 **over) -> dict:
+    ev = {"event": name, "start_time": stamp(3, n, 1000 + n),
+          "finish_time": stamp(3, n + 1, 2000 + n), "result": "Success",
+          "traceback": None, "host": "compute-1", "details": None}
+    ev.update(over)
+    return ev
+
+
+def instance_action(server_entity: dict, action_id: int, action: str = "create",
+                    events: list | None = None, **over) -> dict:
+    """A valid instance action of ``server_entity`` (its cell-local ``action_id``)."""
+    a = {"action_key": feed.instance_action_key(server_entity["uuid"], action_id),
+         "id": action_id, "instance_uuid": server_entity["uuid"],
+         "instance_project_id": server_entity["project_id"], "action": action,
+         "request_id": f"req-{uuidlib.UUID(int=action_id)}",
+         "user_id": server_entity["user_id"], "project_id": server_entity["project_id"],
+         "start_time": stamp(3, action_id % 60, 0), "finish_time": None, "message": None,
+         "created_at": stamp(3, action_id % 60, 0), "updated_at": stamp(4, action_id % 60, 0),
+         "deleted": False,
+         "events": [action_event(n=action_id % 50)] if events is None else events}
+    a.update(over)
+    feed.validate_entity(feed.KIND_INSTANCE_ACTION, a["action_key"], a)
+    return a
+
+
+def fill_instance_actions(path: str, actions: list[tuple[str, dict]]) -> None:
+    """Rendered instance action rows straight into a replica file ((cell, entity))."""
+    conn = open_writer(path)
+    cols = render.INSTANCE_ACTION_COLUMNS
+    with conn:
+        for seq, (cell, entity) in enumerate(actions, start=1):
+            conn.execute(f"INSERT OR REPLACE INTO instance_actions ({', '.join(cols)}) "
+                         f"VALUES ({', '.join('?' * len(cols))})",
+                         render.instance_action_row(cell, seq, entity))
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+def keypair(user_id: str, name: str, kid: int, **over) -> dict:
+    """A valid key pair entity of ``user_id``."""
+    k = {"keypair_key": feed.keypair_key(user_id, name), "id": kid, "user_id": user_id,
+         "name": name, "fingerprint": f"{kid:02x}:aa:bb", "public_key": f"ssh-rsa AAAA{kid} x",
+         "type": "ssh", "created_at": stamp(5, kid % 60), "updated_at": None}
+    k.update(over)
+    feed.validate_entity(feed.KIND_KEYPAIR, k["keypair_key"], k)
+    return k
+
+
+def fill_keypairs(path: str, keypairs: list[dict], source: str = "flavors") -> None:
+    """Rendered key pair rows straight into a replica file."""
+    conn = open_writer(path)
+    cols = render.KEYPAIR_COLUMNS
+    with conn:
+        for seq, entity in enumerate(keypairs, start=1):
+            conn.execute(f"INSERT OR REPLACE INTO keypairs ({', '.join(cols)}) "
+                         f"VALUES ({', '.join('?' * len(cols))})",
+                         render.keypair_row(source, seq, entity))
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()

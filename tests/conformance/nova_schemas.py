@@ -47,6 +47,11 @@ CONTROLLERS = {
                         "ServerMetadataController"),
     "ips": ("nova/api/openstack/compute/ips.py", "IPsController"),
     "server_tags": ("nova/api/openstack/compute/server_tags.py", "ServerTagsController"),
+    # GET /servers/{id}/os-instance-actions[/{request_id}]
+    "instance_actions": ("nova/api/openstack/compute/instance_actions.py",
+                         "InstanceActionsController"),
+    # GET /os-keypairs[/{name}]
+    "keypairs": ("nova/api/openstack/compute/keypairs.py", "KeypairController"),
 }
 SCHEMA_MODULES = {
     "servers": "nova.api.openstack.compute.schemas.servers",
@@ -57,6 +62,8 @@ SCHEMA_MODULES = {
     "server_metadata": "nova.api.openstack.compute.schemas.server_metadata",
     "ips": "nova.api.openstack.compute.schemas.ips",
     "server_tags": "nova.api.openstack.compute.schemas.server_tags",
+    "instance_actions": "nova.api.openstack.compute.schemas.instance_actions",
+    "keypairs": "nova.api.openstack.compute.schemas.keypairs",
 }
 # The decorators that attach a schema to a method, per kind of schema.
 RESPONSE = "response_body_schema"
@@ -71,7 +78,9 @@ _REAL = ["nova.i18n", "nova.exception", "nova.api.validation.parameter_types",
          "nova.api.openstack.compute.schemas.flavors_extraspecs",
          "nova.api.openstack.compute.schemas.server_metadata",
          "nova.api.openstack.compute.schemas.ips",
-         "nova.api.openstack.compute.schemas.server_tags"]
+         "nova.api.openstack.compute.schemas.server_tags",
+         "nova.api.openstack.compute.schemas.instance_actions",
+         "nova.api.openstack.compute.schemas.keypairs"]
 # Modules whose literal top-level constants are all the schema modules need.
 _CONSTANTS_ONLY = ["nova.objects.instance", "nova.objects.tag"]
 _PACKAGES = ["nova", "nova.api", "nova.api.validation", "nova.api.openstack",

@@ -523,3 +523,90 @@ def test_no_event_was_refused(appliance, synced):
     cells = json.loads(body)["cells"]
     assert {c["cell"]: c["dead_letters"] for c in cells} == {
         "cell0": 0, "cell1": 0, "flavors": 0}
+
+
+# -- instance actions (GET /servers/{id}/os-instance-actions[/{request_id}]) ---------------
+
+ACTION_MICROVERSIONS = ("2.1", "2.21", "2.51", "2.58", "2.62", "2.84", "2.104")
+
+
+def _request_ids(deployment, uuid) -> list[str]:
+    return [r for cell in ("cell0", "cell1") for (r,) in deployment.query(
+        cell, "SELECT request_id FROM instance_actions WHERE instance_uuid = ? ORDER BY id",
+        (uuid,))]
+
+
+def _action_routes(stack, data, role, microversion):
+    visible = {"member": ("web", "stopped", "resizing", "failed"),
+               "other": ("scheduled", "buried", "soft", "pinned", "edge", "gone"),
+               "admin": ("web", "stopped", "resizing", "failed", "scheduled", "buried",
+                         "soft", "pinned", "edge", "gone")}[role]
+    paths = []
+    for name in visible:
+        base = f"/v2.1/servers/{data[name]}/os-instance-actions"
+        paths.append(base)
+        if int(microversion.split(".")[1]) >= 58:
+            paths += [base + "?limit=1", base + "?changes-since=2000-01-01T00:00:00Z"]
+        paths += [f"{base}/{request_id}"
+                  for request_id in _request_ids(stack.deployment, data[name])]
+        paths.append(f"{base}/req-no-such-request")
+    return paths
+
+
+@pytest.mark.parametrize("microversion", ACTION_MICROVERSIONS)
+@pytest.mark.parametrize("role", ["member", "other", "admin"])
+def test_instance_actions_equal_nova_api(stack, appliance, synced, role, microversion):
+    found = []
+    for path in _action_routes(stack, synced, role, microversion):
+        found += compare(stack, appliance, path, role, microversion)
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize("path", [
+    "/v2.1/servers/{web}/os-instance-actions?marker=req-no-such-request",
+    "/v2.1/servers/{web}/os-instance-actions?limit=-1",
+    "/v2.1/servers/{pinned}/os-instance-actions",      # another project's server
+    "/v2.1/servers/00000000-0000-0000-0000-000000000000/os-instance-actions",
+])
+def test_instance_action_errors_equal_nova_api(stack, appliance, synced, path):
+    path = path.format(**synced)
+    found = compare(stack, appliance, path, "member", "2.100")
+    assert not found, "\n".join(found)
+
+
+# -- key pairs (GET /os-keypairs[/{name}]) -------------------------------------------------
+
+KEYPAIR_MICROVERSIONS = ("2.1", "2.2", "2.10", "2.35", "2.75", "2.104")
+
+
+@pytest.fixture(scope="module")
+def keypairs(stack, appliance, synced):
+    """More key pairs (an x509 one, a name with a space, another user's), caught up."""
+    stack.writer.create_keypair(user_id="user-a", name="cert a", key_type="x509")
+    stack.writer.create_keypair(user_id="user-a", name="b-key")
+    stack.writer.create_keypair(user_id="user-b", name="key-b")
+    wait_for(appliance.caught_up, 60, interval=0.1, what="the replica caught up")
+    wait_for(lambda: len(appliance.get("/v2.1/os-keypairs", ROLES["member"][1])[1].get(
+        "keypairs", [])) == 3, 30, interval=0.1, what="the new key pairs in the appliance")
+    return {"user-a": ["key-a", "cert a", "b-key"], "user-b": ["key-b"]}
+
+
+@pytest.mark.parametrize("microversion", KEYPAIR_MICROVERSIONS)
+@pytest.mark.parametrize("role", ["member", "other", "admin"])
+def test_keypairs_equal_nova_api(stack, appliance, keypairs, role, microversion):
+    minor = int(microversion.split(".")[1])
+    user = {"member": "user-a", "other": "user-b", "admin": "admin"}[role]
+    paths = ["/v2.1/os-keypairs", "/v2.1/os-keypairs/no-such-key"]
+    paths += [f"/v2.1/os-keypairs/{name.replace(' ', '%20')}"
+              for name in keypairs.get(user, [])]
+    if minor >= 35:
+        paths += ["/v2.1/os-keypairs?limit=1", "/v2.1/os-keypairs?limit=1&marker=b-key",
+                  "/v2.1/os-keypairs?marker=no-such-key"]
+    if role == "admin" and minor >= 10:
+        paths += ["/v2.1/os-keypairs?user_id=user-a", "/v2.1/os-keypairs/key-b?user_id=user-b"]
+    if role == "member" and minor >= 10:
+        paths += ["/v2.1/os-keypairs?user_id=user-b", "/v2.1/os-keypairs/key-b?user_id=user-b"]
+    found = []
+    for path in paths:
+        found += compare(stack, appliance, path, role, microversion)
+    assert not found, "\n".join(found)

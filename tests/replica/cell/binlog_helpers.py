@@ -47,6 +47,14 @@ CELL_DDL = (
     """CREATE TABLE security_group_instance_association (
         id INT AUTO_INCREMENT PRIMARY KEY, deleted INT DEFAULT 0, security_group_id INT,
         instance_uuid VARCHAR(36)) ENGINE=InnoDB""",
+    """CREATE TABLE instance_actions (
+        id INT AUTO_INCREMENT PRIMARY KEY, created_at DATETIME, updated_at DATETIME,
+        deleted_at DATETIME, deleted INT DEFAULT 0, action VARCHAR(255),
+        instance_uuid VARCHAR(36), request_id VARCHAR(255)) ENGINE=InnoDB""",
+    """CREATE TABLE instance_actions_events (
+        id INT AUTO_INCREMENT PRIMARY KEY, created_at DATETIME, updated_at DATETIME,
+        deleted_at DATETIME, deleted INT DEFAULT 0, event VARCHAR(255), action_id INT,
+        result VARCHAR(255)) ENGINE=InnoDB""",
 )
 
 API_DDL = (
@@ -75,6 +83,11 @@ API_DDL = (
         id INT AUTO_INCREMENT PRIMARY KEY, created_at DATETIME, updated_at DATETIME,
         flavor_id INT NOT NULL, `key` VARCHAR(255) NOT NULL, value VARCHAR(255))
         ENGINE=InnoDB""",
+    """CREATE TABLE key_pairs (
+        id INT AUTO_INCREMENT PRIMARY KEY, created_at DATETIME, updated_at DATETIME,
+        name VARCHAR(255) NOT NULL, user_id VARCHAR(255) NOT NULL,
+        fingerprint VARCHAR(255), public_key MEDIUMTEXT, type VARCHAR(5) NOT NULL DEFAULT 'ssh',
+        UNIQUE KEY (user_id, name)) ENGINE=InnoDB""",
 )
 
 

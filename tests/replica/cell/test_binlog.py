@@ -4,11 +4,13 @@ whole or not at all, DDL mid-stream, stop and restart."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pymysql
 import pytest
 
+from replica import feed
 from replica.cell import binlog, journal, mysql
 
 from tests.realnova.mariadb import mariadb_fixture
@@ -90,6 +92,24 @@ def test_child_rows_change_their_servers_key(source, cell, api):
             ("server", "child-1"), ("server", "child-1"), ("server", "child-2"),
             ("server", "child-3"), ("server", "child-4"), ("server", "child-5"),
             ("flavor", "child-flavor"), ("flavor", "child-flavor")]
+
+
+def test_instance_action_and_key_pair_rows_give_their_keys(source, cell, api):
+    """An action row gives its key, an event its action's (looked up by action_id); a
+    key pair row (API database) its user and name."""
+    kinds = ("flavor", "instance_action", "keypair", "server")
+    with tailing(dataclasses.replace(source, kinds=kinds)) as (_tailer, change_log):
+        cell.run("INSERT INTO instance_actions (id, action, instance_uuid, request_id) "
+                 "VALUES (41, 'create', 'act-1', 'req-1')")
+        cell.run("INSERT INTO instance_actions_events (event, action_id, result) "
+                 "VALUES ('compute_build', 41, 'Success')")
+        api.run("INSERT INTO key_pairs (name, user_id, fingerprint, public_key) "
+                "VALUES ('k 1', 'u-1', 'f', 'ssh-rsa AAAA')")
+        api.run("DELETE FROM key_pairs WHERE user_id = 'u-1'")
+        wait_head(change_log, 4)
+        action = feed.instance_action_key("act-1", 41)
+        assert events(change_log) == [("instance_action", action), ("instance_action", action),
+                                      ("keypair", "u-1/k 1"), ("keypair", "u-1/k 1")]
 
 
 def test_a_compute_service_change_changes_every_live_instance_on_its_host(source, cell):

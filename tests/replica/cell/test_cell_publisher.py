@@ -15,12 +15,15 @@ from tests.conftest import wait_for
 from tests.replica.cell.conftest import Control, Subscriber, epoch_of, head_of
 
 
-def fresh(db: str, kinds=("server",)) -> tuple[int, dict]:
-    """(seq, {key: entity}) of the cell right now, in one read transaction."""
+def fresh(db: str, kinds=None) -> tuple[int, dict]:
+    """(seq, {key: entity}) of the cell right now, in one read transaction (``kinds``:
+    None, every kind the cell publishes: its servers and their instance actions)."""
     conn = connection.open_cell_reader(db)
     try:
         conn.execute("BEGIN")
         seq = outbox.outbox_head(conn)
+        if kinds is None:
+            kinds = entity.kinds_in(outbox.table_columns(conn))
         ents = {key: e for _k, key, e in entity.iter_entities(conn, list(kinds))}
         conn.execute("ROLLBACK")
         return seq, ents
@@ -53,7 +56,8 @@ def test_hello(populated, publishers, clients):
     conn = connection.open_cell_reader(populated)
     assert reply == {"ok": True, "cell": "c1", "epoch": outbox.epoch_of(conn),
                      "head": outbox.outbox_head(conn), "oldest": 1,
-                     "versions": list(feed.FEED_VERSIONS), "kinds": ["server"]}
+                     "versions": list(feed.FEED_VERSIONS),
+                     "kinds": ["instance_action", "server"]}
     conn.close()
 
 
@@ -194,7 +198,10 @@ def test_snapshot_is_consistent_while_writes_continue(populated, publishers, cli
             after = page["items"][-1][:2]
             wait_for(lambda: writer.ops > ops_at_begin, what="writes during the snapshot")
         assert writer.ops > ops_at_begin
-    assert [key for _kind, key, _e in items] == sorted(reference)
+    # in (kind, key) order: the instance actions (keys "<uuid>/<id>"), then the servers
+    kind_of = {key: "instance_action" if "/" in key else "server" for key in reference}
+    assert [(kind, key) for kind, key, _e in items] == sorted(
+        (kind_of[key], key) for key in reference)
     assert {key: e for _kind, key, e in items} == {
         key: feed.entity_bytes(e) for key, e in reference.items()}
     assert ctl.call("snapshot_end", snapshot=snap["snapshot"]) == {"ok": True}
@@ -287,10 +294,13 @@ def test_a_flavor_source_publishes_flavors(tmp_path, publishers, clients):
     pub = publishers(db, "flavors")
     ctl = clients(Control, pub.control_url)
     sub = clients(Subscriber, pub.feed_url)
-    assert ctl.call("hello")["kinds"] == ["flavor"]
+    assert ctl.call("hello")["kinds"] == ["flavor", "keypair"]   # Nova's API database
     snap = ctl.call("snapshot_begin")
     page = ctl.call("snapshot_page", snapshot=snap["snapshot"], after=None, limit=100)
-    assert page["done"] and [i[1] for i in page["items"]] == sorted(str(i) for i in range(1, 9))
+    assert page["done"] and [i[1] for i in page["items"] if i[0] == "flavor"] == sorted(
+        str(i) for i in range(1, 9))
+    assert [i[1] for i in page["items"] if i[0] == "keypair"] == sorted(
+        feed.keypair_key(user, name) for user, name in simulator.DEMO_KEYPAIRS)
     sub.heartbeat()
     conn = connection.open_cell(db)
     conn.execute("INSERT INTO flavor_extra_specs (key, value, flavor_id) VALUES ('k', 'v', 1)")
