@@ -363,8 +363,9 @@ def test_a_setting_that_cannot_work_stops_the_publisher_with_one_line(stack):
     finally:
         stack.mariadb.execute("SET GLOBAL binlog_row_image = 'FULL'")
     assert done.returncode == 2, done.stderr
-    assert done.stderr.strip().count("\n") == 0 and "binlog_row_image" in done.stderr, \
-        done.stderr
+    said = [line for line in done.stderr.strip().splitlines()
+            if "warning: no --key-file" not in line]      # this test's feed is not sealed
+    assert len(said) == 1 and "binlog_row_image" in said[0], done.stderr
     assert REPLICA_PASSWORD not in done.stderr
 
 

@@ -382,6 +382,12 @@ def test_a_read_view_starts_with_its_first_read_and_costs_nothing_where_nothing_
             assert databases.cell_rows(query, ("deferred",)) == seen[0] == [("deferred-1",)]
             assert seen[1] == []
         assert _statements_run(api_conn) - first == idle      # no START, no ROLLBACK
+        # the view's end was sent without waiting; the next command (any cursor) reads
+        # its reply first and gets its own rows
+        with databases.cell_conn.cursor() as cursor:
+            cursor.execute("SELECT @@in_transaction, 7")
+            assert cursor.fetchall() == ((0, 7),)
+        databases.cell_conn.ping(reconnect=False)
         with databases.read_view():
             with pytest.raises(pymysql.err.MySQLError):       # READ ONLY from the first
                 databases.cell_rows("DELETE FROM instances WHERE uuid = ?", ("deferred-1",))
