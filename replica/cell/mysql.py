@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 import pymysql
 import pymysql.converters
-from pymysql.constants import CLIENT, FIELD_TYPE
+from pymysql.constants import CLIENT, COMMAND, FIELD_TYPE
 
 DEFAULT_PORT = 3306
 CONNECT_TIMEOUT_S = 10
@@ -154,6 +154,25 @@ PORTABLE_SQL_MODE = ("SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql
                      "'ANSI_QUOTES', 'PIPES_AS_CONCAT')")
 
 
+class ReadViewConnection(pymysql.connections.Connection):
+    """A portable connection whose read views end without a wait: the ``ROLLBACK``
+    that ends one is sent at once (the server lets go of the view then) and its
+    reply is read before the connection's next command, whatever sends it (PyMySQL
+    sends every command through ``_execute_command``)."""
+
+    _end_unread = False
+
+    def end_without_waiting(self) -> None:
+        self._execute_command(COMMAND.COM_QUERY, "ROLLBACK")
+        self._end_unread = True
+
+    def _execute_command(self, command, sql):
+        if self._end_unread:
+            self._end_unread = False
+            self._read_ok_packet()         # the ROLLBACK's reply, already on its way
+        return super()._execute_command(command, sql)
+
+
 def connect(url: MySQLURL, read_timeout: float | None = None,
             select_database: bool = True, portable: bool = False,
             ) -> pymysql.connections.Connection:
@@ -169,6 +188,7 @@ def connect(url: MySQLURL, read_timeout: float | None = None,
         settings["conv"] = PORTABLE_CONVERSIONS
         settings["init_command"] = PORTABLE_SQL_MODE
         settings["client_flag"] = CLIENT.MULTI_STATEMENTS     # Rows.many: one round trip
+        return ReadViewConnection(**settings, autocommit=True, read_timeout=read_timeout)
     return pymysql.connect(**settings, autocommit=True, read_timeout=read_timeout)
 
 
@@ -208,7 +228,12 @@ class Rows:
         if statement is None:
             statement = self._translated[sql] = translate(sql)
         with self.conn.cursor() as cursor:
-            cursor.execute(statement, tuple(params) if params else None)
+            start = _DEFERRED_START.pop(self.conn, None)
+            if start is None:
+                cursor.execute(statement, tuple(params) if params else None)
+            else:                    # the read view's start, in the same round trip
+                self._execute_started(cursor, start, [
+                    cursor.mogrify(statement, tuple(params) if params else None)])
             return list(cursor.fetchall())
 
     rows = __call__          # the entity builder's ``Rows`` protocol
@@ -224,7 +249,11 @@ class Rows:
                 if statement is None:
                     statement = self._translated[sql] = translate(sql)
                 texts.append(cursor.mogrify(statement, tuple(params) if params else None))
-            cursor.execute(";\n".join(texts))
+            start = _DEFERRED_START.pop(self.conn, None)
+            if start is None:
+                cursor.execute(";\n".join(texts))
+            else:
+                self._execute_started(cursor, start, texts)
             out = [list(cursor.fetchall())]
             while cursor.nextset():
                 out.append(list(cursor.fetchall()))
@@ -233,10 +262,31 @@ class Rows:
                 f"{len(statements)} statements gave {len(out)} results")
         return out
 
+    def _execute_started(self, cursor, start: str, texts: list[str]) -> None:
+        """``texts`` (formatted statements) after the read view's deferred ``start``,
+        in one query; the cursor is left at the first statement's result. A
+        connection lost meanwhile (a restarted server) is connected again and the
+        query sent once more: nothing was read in this view on it yet, as when the
+        view was started on entry."""
+        try:
+            cursor.execute(";\n".join([start] + texts))
+        except (pymysql.err.OperationalError, pymysql.err.InterfaceError):
+            if self.conn.open:
+                raise                    # an error of the statements, not of the connection
+            self.conn.connect()
+            cursor.execute(";\n".join([_REPEATABLE_READ_SQL, start] + texts))
+            cursor.nextset()
+        cursor.nextset()                 # past the start's empty result
+
 
 # Connections whose session isolation level read_view has set (a new connection,
 # after a reconnect, is set again).
 _REPEATABLE_READ: "weakref.WeakSet[pymysql.connections.Connection]" = weakref.WeakSet()
+_REPEATABLE_READ_SQL = "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ"
+# Connections in a read view fixed at the first read whose START TRANSACTION is not
+# sent yet: ``Rows`` sends it with the first statement, in one round trip.
+_DEFERRED_START: "weakref.WeakKeyDictionary[pymysql.connections.Connection, str]" = \
+    weakref.WeakKeyDictionary()
 
 
 @contextlib.contextmanager
@@ -249,7 +299,12 @@ def read_view(*conns: pymysql.connections.Connection, at_entry: bool = True):
     TRANSACTION READ ONLY``, InnoDB fixes the state at the connection's first read
     in the block: what the seam's ``EntityReader.read_view()`` promises, so that a
     change log head read inside the block before any entity read still comes
-    first (the consistency rule).
+    first (the consistency rule). On a connection that allows several statements
+    in one query (``portable``) that start is not sent on entry but together with
+    the block's first statement through ``Rows`` (the state is fixed at that read
+    either way): one round trip fewer, and none at all, not even the rollback, on a
+    connection the block does not read. A portable connection's view ends without
+    waiting for the server's reply (``ReadViewConnection``).
 
     Each connection's snapshot is consistent in itself; two databases read through
     two connections are two snapshots taken one after the other (the consistency
@@ -261,15 +316,23 @@ def read_view(*conns: pymysql.connections.Connection, at_entry: bool = True):
         for conn in conns:
             with conn.cursor() as cursor:
                 if conn not in _REPEATABLE_READ:     # once per connection, not per view
-                    cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    cursor.execute(_REPEATABLE_READ_SQL)
                     _REPEATABLE_READ.add(conn)
-                cursor.execute(start)
-            opened.append(conn)
+                opened.append(conn)
+                if at_entry or not conn.client_flag & CLIENT.MULTI_STATEMENTS:
+                    cursor.execute(start)
+                else:
+                    _DEFERRED_START[conn] = start
         yield conns
     finally:
         for conn in opened:
+            if _DEFERRED_START.pop(conn, None) is not None:
+                continue                             # never started: nothing to end
             with contextlib.suppress(pymysql.Error):
-                conn.rollback()
+                if isinstance(conn, ReadViewConnection):
+                    conn.end_without_waiting()
+                else:
+                    conn.rollback()
 
 
 @dataclass(frozen=True)

@@ -378,6 +378,46 @@ def test_read_views_fixed_at_entry_or_at_the_first_read(nova, source, cell):
         databases.close()
 
 
+def _statements_run(conn) -> int:
+    """The statements this session has run (counting the one that asks)."""
+    with conn.cursor() as cursor:
+        cursor.execute("SHOW SESSION STATUS LIKE 'Questions'")
+        return int(cursor.fetchone()[1])
+
+
+def test_a_read_view_starts_with_its_first_read_and_costs_nothing_where_nothing_is_read(
+        nova, source, cell):
+    databases = mysql.SourceDatabases(source.cell_url, source.api_url)
+    query = "SELECT uuid FROM instances WHERE host = ? ORDER BY uuid"
+    try:
+        api_conn = databases.api_conn
+        with databases.read_view():
+            pass
+        idle = -_statements_run(api_conn) + _statements_run(api_conn)
+        first = _statements_run(api_conn)
+        with databases.read_view():                     # the API database is not read
+            cell.run("INSERT INTO instances (uuid, host) VALUES ('deferred-1', 'deferred')")
+            seen = databases.cell_rows.many([(query, ("deferred",)), (query, ("none",))])
+            cell.run("INSERT INTO instances (uuid, host) VALUES ('deferred-2', 'deferred')")
+            assert databases.cell_rows(query, ("deferred",)) == seen[0] == [("deferred-1",)]
+            assert seen[1] == []
+        assert _statements_run(api_conn) - first == idle      # no START, no ROLLBACK
+        # the view's end was sent without waiting; the next command (any cursor) reads
+        # its reply first and gets its own rows
+        with databases.cell_conn.cursor() as cursor:
+            cursor.execute("SELECT @@in_transaction, 7")
+            assert cursor.fetchall() == ((0, 7),)
+        databases.cell_conn.ping(reconnect=False)
+        with databases.read_view():
+            with pytest.raises(pymysql.err.MySQLError):       # READ ONLY from the first
+                databases.cell_rows("DELETE FROM instances WHERE uuid = ?", ("deferred-1",))
+            assert databases.cell_rows(query, ("deferred",)) == [("deferred-1",),
+                                                                 ("deferred-2",)]
+        assert len(databases.cell_rows(query, ("deferred",))) == 2
+    finally:
+        databases.close()
+
+
 def test_portable_rows_look_like_sqlite_rows(nova, source, cell):
     cell.run("INSERT INTO instances (uuid, host, created_at, updated_at) "
              "VALUES ('portable-1', 'p\\'s host', '2026-03-04 05:06:07', NULL)")
