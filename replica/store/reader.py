@@ -423,14 +423,16 @@ def _after_marker(sort: tuple[tuple[str, str], ...]) -> str:
 
 def _list_sql(table: str, key: str, doc: str, where: list[str],
               sort: tuple[tuple[str, str], ...], has_marker: bool, marker_scope: str,
-              kept_version: str) -> str:
-    """One row per listed item, ``(id, document, NULL)`` in ``sort`` order, then one
+              kept_version: str, volatile: str = "0") -> str:
+    """One row per listed item, ``(id, document, volatile)`` in ``sort`` order, then one
     trailer row ``(marker found, data version, position)``: the worker joins the
     documents, so SQLite never concatenates the page (a 1.6 MB page built inside SQLite
     cost three times as much as the rows that hold it). The trailer comes even when the
     page is empty. ``kept_version`` (a parameter): the data version of the page the
     reader keeps for this statement; while the replica is still at that version the
-    page's LIMIT is 0 and no item row is read."""
+    page's LIMIT is 0 and no item row is read. ``volatile``: an expression true for an
+    item whose document depends on the time of the request (a page holding one is not
+    kept)."""
     order = ", ".join(f"{c} {d.upper()}" for c, d in sort)
     conditions = list(where)
     marker_cte = ""
@@ -445,7 +447,7 @@ def _list_sql(table: str, key: str, doc: str, where: list[str],
     limit = f"CASE WHEN {DATA_VERSION_SQL} IS NOT {kept_version} THEN ?6 ELSE 0 END"
     # UNION ALL returns its arms in order, and the page arm its rows in ORDER BY order.
     return (
-        f"{marker_cte}SELECT *, NULL FROM (SELECT {key}, CAST({doc} AS BLOB) "
+        f"{marker_cte}SELECT * FROM (SELECT {key}, CAST({doc} AS BLOB), {volatile} "
         f"FROM {table} WHERE {where_sql} ORDER BY {order} LIMIT {limit}) "
         f"UNION ALL SELECT {found}, {DATA_VERSION_SQL}, {POSITION_SQL}")
 
@@ -527,8 +529,9 @@ def build_server_list(query: ServerQuery, view: render.ServerView | None
     marker_scope = ""
     if query.marker is not None and query.marker_project is not None:
         marker_scope = f" AND project_id = {p(query.marker_project)}"
+    # A detail page with a server never updated shows the time of the request.
     sql = _list_sql("servers", "uuid", doc, where, query.sort, query.marker is not None,
-                    marker_scope, p.last())
+                    marker_scope, p.last(), "0" if view is None else "updated_at IS NULL")
     return sql, p.values
 
 
@@ -822,7 +825,8 @@ class Reader:
         body = b"".join((opening, b",".join([doc for _id, doc, _ in rows]), b"]"))
         result = ReadResult(body, position or "", ms, count=len(rows),
                             last_id=rows[-1][0] if rows else None, marker_found=bool(found))
-        self._keep_page(key, version, result)
+        if not any(volatile for _id, _doc, volatile in rows):
+            self._keep_page(key, version, result)
         return result
 
     def _keep_page(self, key: tuple, version: int, result: ReadResult) -> None:

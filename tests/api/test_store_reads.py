@@ -206,3 +206,24 @@ def test_servers_created_in_the_same_second_list_by_uuid_ascending(tmp_path):
         assert seen == expected
     finally:
         reader.conn.close()
+
+
+def test_a_detail_page_with_a_server_never_updated_is_not_kept(tmp_path):
+    """Such a server's "updated" is the time of the request (as in nova-api): a kept page
+    would go on showing the time it was built."""
+    path = str(tmp_path / "r.db")
+    E.fill_replica(path, [("cell1", E.server(1, updated_at=None)), ("cell1", E.server(2))],
+                   [], {"cell1": 2})
+    r = Reader(open_reader(path))
+    try:
+        query, prefixes = ServerQuery(project_id=None), Prefixes("s", "b")
+        detail = r.list_servers(query, render.ServerView(), prefixes)
+        assert detail.count == 2 and not r._pages
+        brief = r.list_servers(query, None, prefixes)
+        assert brief.count == 2 and len(r._pages) == 1    # no "updated" in a brief list
+        # the newest server alone: updated, so its page is kept
+        one = r.list_servers(ServerQuery(project_id=None, limit=1), render.ServerView(),
+                             prefixes)
+        assert one.count == 1 and len(r._pages) == 2
+    finally:
+        r.conn.close()

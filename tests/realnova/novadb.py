@@ -166,11 +166,12 @@ class NovaDeployment:
 
     def query(self, database: str, sql: str, params=()) -> list[tuple]:
         """Rows of ``sql`` on ``database`` ("api", "cell0" or "cell1"), read directly (root on
-        MariaDB); placeholders are ``%s`` on MariaDB and ``?`` on SQLite. A statement that
+        MariaDB); placeholders are ``?`` on both (``%s`` also on MariaDB). A statement that
         writes is committed (a test's own change of a row)."""
         if self.backend == "mariadb":
             names = dict(zip(("api", "cell0", CELL_NAME), self.database_names))
-            return self.mariadb.execute(sql, params or None, db=names[database])
+            return self.mariadb.execute(sql.replace("?", "%s"), params or None,
+                                        db=names[database])
         conn = sqlite3.connect(self.database_paths[database])
         try:
             rows = conn.execute(sql, params).fetchall()

@@ -52,14 +52,14 @@ def test_the_nova_options_of_a_mysql_source(tmp_path, monkeypatch):
     source = mysql_source.make_source(cell, api, "cell1", str(tmp_path),
                                       service_down_time=None, neutron_url=None)
     assert source.service_down_time == 60 and source.neutron_url is None
-    assert source.kinds == ("server",) and source.own_servers_only
+    assert source.kinds == ("instance_action", "server") and source.own_servers_only
     source = mysql_source.make_source(cell, api, "cell1", str(tmp_path), service_down_time=0,
                                       neutron_url="http://neutron:9696", neutron_token="t")
     assert (source.service_down_time, source.neutron_url, source.neutron_token) == (
         0, "http://neutron:9696", "t")
     flavors = mysql_source.make_source(api, None, "flavors", str(tmp_path), flavors=True,
                                        service_down_time=None)
-    assert flavors.kinds == ("flavor", "server") and flavors.service_down_time == 0
+    assert flavors.kinds == ("flavor", "keypair", "server") and flavors.service_down_time == 0
     reader = mysql_source.entity_reader(flavors)
     assert reader.build_requests and reader.api_url is None
 
