@@ -47,7 +47,12 @@ from replica.store.reader import (Prefixes, ReadResult, ReadTimeout, RegexTooCos
 
 LOG = logging.getLogger(__name__)
 READ_METHODS = ("GET", "HEAD")
-COLLECTIONS = ("servers", "flavors")
+COLLECTIONS = ("servers", "flavors", "limits")
+# The feeds a collection's reads wait for (503 "loading" until each was live once).
+_LOADS_WITH = {"limits": "servers"}
+# GET /limits: its one parameter, and the microversion from which others are refused.
+LIMITS_PARAMETERS = frozenset({"tenant_id"})
+LIMITS_STRICT_QUERY_MINOR = 75
 SHOW_SERVER = "/v2.1/servers/"
 DISCOVERY = ("/", "/v2.1", "/v2.1/")     # answered here, with or without an upstream
 MIN_POSITION = "HTTP_X_REPLICA_MIN_POSITION"      # a read waits for this position
@@ -285,8 +290,9 @@ class ComputeApi:
         try:
             minor = microversion.requested(environ)
             identity = self.auth.identify(environ)
-            if self._loading[rest[0]]:
-                self._refuse_while_loading(rest[0])
+            loads_with = _LOADS_WITH.get(rest[0], rest[0])
+            if self._loading[loads_with]:
+                self._refuse_while_loading(loads_with)
             if url_project is not None and url_project != identity.project_id:
                 raise ApiError(400, f"Malformed request URL: URL's project_id "
                                     f"'{url_project}' doesn't match Context's project_id "
@@ -313,6 +319,10 @@ class ComputeApi:
 
     def _route(self, rest: list[str], read: _Read):
         collection = rest[0]
+        if collection == "limits":
+            if len(rest) == 1:
+                return self._limits(read)
+            raise _NotRouted()
         if len(rest) == 1:
             return (self._list_servers(read, False) if collection == "servers"
                     else self._list_flavors(read, False))
@@ -428,6 +438,21 @@ class ComputeApi:
             return 200, result.body + b"}", result
         collection = f"servers/{server_id}/os-instance-actions"
         return 200, self._close_list(read, result, collection, "links"), result
+
+    def _limits(self, read: _Read):
+        """GET /limits: the project's absolute limits and usage (policy: anyone; another
+        project's, ``tenant_id``, for admins only)."""
+        multi = read.query()
+        if read.minor >= LIMITS_STRICT_QUERY_MINOR:
+            additional_properties(multi, LIMITS_PARAMETERS, pattern_underscore=False)
+        identity = read.identity
+        project_id = identity.project_id
+        if "tenant_id" in multi:
+            if not identity.admin:
+                raise _policy_refused("limits:other_project")
+            project_id = multi["tenant_id"][-1]
+        result = self._reader.limits(project_id or "", read.minor)
+        return 200, result.body, result
 
     def _list_servers(self, read: _Read, detail: bool):
         multi = read.query()

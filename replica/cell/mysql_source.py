@@ -356,13 +356,14 @@ def make_source(source_url: str, api_source_url: str | None, name: str, state_di
                 password_file: str | None = None, flavors: bool = False) -> binlog.Source:
     """The binlog source of ``appliance cell --source mysql://...``: a cell publishes
     its servers and their instance actions (its API database read for what servers take from it); with
-    ``flavors`` the source URL is Nova's API database and it publishes flavors."""
+    ``flavors`` the source URL is Nova's API database and it publishes flavors and
+    quota limits."""
     source = binlog.make_source(source_url, api_source_url, name, state_dir, password_file)
     if flavors:
         if api_source_url:
             raise mysql.SourceConfigError("a flavor source is the API database itself: "
                                           "--source mysql://.../nova_api, no --api-source")
         return dataclasses.replace(source, api_url=source.cell_url,
-                                   kinds=(feed.KIND_FLAVOR,))
+                                   kinds=(feed.KIND_FLAVOR, feed.KIND_QUOTA))
     return dataclasses.replace(source, kinds=(feed.KIND_INSTANCE_ACTION, feed.KIND_SERVER),
                                own_servers_only=True)

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 
 import apsw
 
-from replica import render
+from replica import feed, render
 from replica.store.connection import READ_DEADLINE_VM_STEPS, open_reader
 
 DEADLINE_S = 0.5                  # a reader statement never holds a worker's hub longer
@@ -339,6 +339,28 @@ def list_instance_actions_sql(updated: bool) -> str:
         f"coalesce((SELECT group_concat(d, ',') FROM page), '') || ']' AS BLOB), "
         f"(SELECT count(*) FROM page), (SELECT id FROM page ORDER BY k0 ASC, k1 ASC LIMIT 1), "
         f"(?4 IS NULL OR EXISTS (SELECT 1 FROM m)), {POSITION_SQL}")
+
+
+@functools.lru_cache(maxsize=8)
+def limits_sql(minor: int) -> str:
+    """GET /limits of the project ?1 at 2.``minor``: each limit from the project's quota
+    row, else the defaults' row, else Nova's default; usages from the project's usage
+    row (instances, cores, ram) and its quota row (server groups), zero for the rest."""
+    names, used = render.limits_shown(minor)
+    counted = {"instances": "u.instances", "cores": "u.cores", "ram": "u.ram",
+               "server_groups": "p.server_groups_used"}
+    parts = [f"'\"{name}\":' || coalesce(p.{resource}, d.{resource}, "
+             f"{render.QUOTA_NOVA_DEFAULTS[resource]})" for name, resource in names]
+    parts += [f"'\"{name}\":' || " + (f"coalesce({counted[resource]}, 0)"
+                                       if resource in counted else "'0'")
+              for name, resource in used]
+    body = " || ',' || ".join(parts)
+    return (f"SELECT CAST('{{\"limits\":{{\"rate\":[],\"absolute\":{{' || {body} "
+            f"|| '}}}}}}' AS BLOB), "
+            f"{POSITION_SQL} FROM (SELECT ?1 AS project_id) AS q "
+            f"LEFT JOIN quotas AS d ON d.quota_key = '{feed.QUOTA_DEFAULT_KEY}' "
+            "LEFT JOIN quotas AS p ON p.quota_key = 'project/' || q.project_id "
+            "LEFT JOIN project_usage AS u ON u.project_id = q.project_id")
 
 
 def _after_marker(sort: tuple[tuple[str, str], ...]) -> str:
@@ -763,6 +785,11 @@ class Reader:
             list_instance_actions_sql(updated), params)
         return found, ReadResult(body, position or "", ms, count=count, last_id=last_id,
                                  marker_found=bool(marker_found))
+
+    def limits(self, project_id: str, minor: int) -> ReadResult:
+        """GET /limits of ``project_id`` at 2.``minor`` (the whole body)."""
+        (body, position), ms = self._one_row(limits_sql(minor), (project_id,))
+        return ReadResult(body, position or "", ms, count=1)
 
     def cells_live_once(self) -> set[str]:
         """The feeds ingest has caught up with at least once (ever, in this replica)."""

@@ -220,7 +220,7 @@ def test_flavor_entities(tmp_path):
                           "created_at": "2026-01-01T00:00:00.000000"}
     assert built["6"]["extra_specs"] == {"hw:cpu_policy": "dedicated", "hw:mem_page_size": "large"}
     assert (built["8"]["is_public"], built["8"]["projects"]) == (False, ["demo"])
-    assert sqlite_source.kinds_of(conn) == ["flavor"]
+    assert sqlite_source.kinds_of(conn) == ["flavor", "quota"]   # the API database also holds quotas
 
 
 def test_pages_are_ordered_by_kind_and_key_with_a_cursor(conn):
