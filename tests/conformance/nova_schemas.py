@@ -50,6 +50,8 @@ CONTROLLERS = {
     # GET /servers/{id}/os-instance-actions[/{request_id}]
     "instance_actions": ("nova/api/openstack/compute/instance_actions.py",
                          "InstanceActionsController"),
+    # GET /limits
+    "limits": ("nova/api/openstack/compute/limits.py", "LimitsController"),
 }
 SCHEMA_MODULES = {
     "servers": "nova.api.openstack.compute.schemas.servers",
@@ -61,6 +63,7 @@ SCHEMA_MODULES = {
     "ips": "nova.api.openstack.compute.schemas.ips",
     "server_tags": "nova.api.openstack.compute.schemas.server_tags",
     "instance_actions": "nova.api.openstack.compute.schemas.instance_actions",
+    "limits": "nova.api.openstack.compute.schemas.limits",
 }
 # The decorators that attach a schema to a method, per kind of schema.
 RESPONSE = "response_body_schema"
@@ -76,7 +79,8 @@ _REAL = ["nova.i18n", "nova.exception", "nova.api.validation.parameter_types",
          "nova.api.openstack.compute.schemas.server_metadata",
          "nova.api.openstack.compute.schemas.ips",
          "nova.api.openstack.compute.schemas.server_tags",
-         "nova.api.openstack.compute.schemas.instance_actions"]
+         "nova.api.openstack.compute.schemas.instance_actions",
+         "nova.api.openstack.compute.schemas.limits"]
 # Modules whose literal top-level constants are all the schema modules need.
 _CONSTANTS_ONLY = ["nova.objects.instance", "nova.objects.tag"]
 _PACKAGES = ["nova", "nova.api", "nova.api.validation", "nova.api.openstack",
