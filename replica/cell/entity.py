@@ -966,6 +966,8 @@ class SourceKind:
 
     # the statement counting its entities, where that is not the table's rows
     count_query: str | None = None
+    # a database that also holds this table does not publish the kind
+    unless_table: str | None = None
 
     @property
     def count_sql(self) -> str:
@@ -981,7 +983,9 @@ SOURCE_KINDS: dict[str, SourceKind] = {kind.name: kind for kind in (
                build_range=_server_range),
     SourceKind(feed.KIND_QUOTA, "quotas", "project_id",
                lambda db, keys, children: build_quotas(db, keys), keys_after=_quota_keys,
-               count_query=_QUOTA_COUNT_SQL),
+               count_query=_QUOTA_COUNT_SQL,
+               # Nova's cell databases keep the quota tables of old, unused
+               unless_table="instances"),
 )}
 # The table a kind's entities are keyed by: a database holding it publishes the kind.
 KIND_TABLES = {name: kind.table for name, kind in SOURCE_KINDS.items()}
@@ -990,7 +994,8 @@ KIND_TABLES = {name: kind.table for name, kind in SOURCE_KINDS.items()}
 def kinds_in(tables: Iterable[str]) -> list[str]:
     """The kinds a database with ``tables`` publishes, in snapshot order (sorted)."""
     have = set(tables)
-    return sorted(kind for kind, table in KIND_TABLES.items() if table in have)
+    return sorted(name for name, kind in SOURCE_KINDS.items()
+                  if kind.table in have and kind.unless_table not in have)
 
 
 def build(db, kind: str, keys: Iterable[str],

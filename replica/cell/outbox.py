@@ -292,7 +292,7 @@ def trigger_groups(conn: apsw.Connection) -> list[TriggerGroup]:
         groups += api_server_triggers()
     if "flavors" in columns:
         groups += _flavor_triggers()
-    if "quotas" in columns:
+    if "quotas" in columns and "instances" not in columns:     # a cell's are Nova's old ones
         groups += _quota_triggers()
     return [group for group in groups if group.fits(columns)]
 

@@ -54,6 +54,9 @@ def populate(stack):
     w.create_compute(host="compute-3")             # its liveness changes during the tests
     w.create_keypair(user_id="user-a", name="key-a")
     group = w.create_server_group(user_id="user-a", project_id="project-a", name="spread")
+    w.set_quotas(project_id="project-a", limits={"instances": 25, "ram": 65536,
+                                                  "metadata_items": 64})
+    w.set_quota_class(class_name="default", limits={"cores": 40, "key_pairs": 20})
     servers = {}
     servers["web"] = w.build_server(
         user_id="user-a", project_id="project-a", flavor="2", name="web-1", key_name="key-a",
@@ -491,3 +494,36 @@ def test_instance_action_errors_equal_nova_api(stack, appliance, synced, path):
     path = path.format(**synced)
     found = compare(stack, appliance, path, "member", "2.100")
     assert not found, "\n".join(found)
+
+
+# -- limits (GET /limits) -----------------------------------------------------------------
+
+LIMITS_MICROVERSIONS = ("2.1", "2.35", "2.36", "2.39", "2.57", "2.75", "2.104")
+
+
+@pytest.mark.parametrize("microversion", LIMITS_MICROVERSIONS)
+@pytest.mark.parametrize("role", ["member", "other", "admin"])
+def test_limits_equal_nova_api(stack, appliance, synced, role, microversion):
+    paths = ["/v2.1/limits"]
+    if role == "admin":
+        paths += [f"/v2.1/limits?tenant_id={project}"
+                  for project in ("project-a", "project-b", "project-q", "project-none")]
+    found = []
+    for path in paths:
+        found += compare(stack, appliance, path, role, microversion)
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize("path,microversion", [
+    ("/v2.1/limits?tenant_id=project-b", "2.1"),        # another project: admins only
+    ("/v2.1/limits?bogus=1", "2.75"),
+])
+def test_limits_errors_equal_nova_api(stack, appliance, synced, path, microversion):
+    found = compare(stack, appliance, path, "member", microversion)
+    assert not found, "\n".join(found)
+
+
+def test_a_quota_change_reaches_the_limits(stack, appliance, synced):
+    stack.writer.set_quotas(project_id="project-b", limits={"instances": 3})
+    stack.writer.set_quota_class(class_name="default", limits={"server_groups": 4})
+    _equal_eventually(stack, appliance, "/v2.1/limits", role="other", microversion="2.57")

@@ -317,3 +317,11 @@ def test_flavor_texts_of_other_types_are_extracted_as_sqlite_does(conn):
     assert build_one(conn)["flavor"]["memory_mb"] == 4096         # from the instance row
     conn.execute("UPDATE instance_extra SET flavor = 'not json'")
     assert build_one(conn)["flavor"]["name"] == ""
+
+
+def test_quota_limits_are_published_by_the_api_database_only():
+    """Nova's cell databases keep legacy quota tables: a database with instances does not
+    publish the quota kind; the API database (or a flavor source) does."""
+    assert "quota" not in entity.kinds_in(["instances", "quotas", "quota_classes"])
+    assert entity.kinds_in(["flavors", "quotas", "quota_classes", "instance_groups"]) == [
+        "flavor", "quota"]
