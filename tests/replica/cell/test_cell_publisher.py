@@ -298,7 +298,7 @@ def test_a_flavor_source_publishes_flavors(tmp_path, publishers, clients):
     snap = ctl.call("snapshot_begin")
     page = ctl.call("snapshot_page", snapshot=snap["snapshot"], after=None, limit=100)
     assert page["done"] and [i[1] for i in page["items"]] == sorted(
-        str(i) for i in range(1, 9)) + ["class/default"]      # the quota defaults
+        str(i) for i in range(1, 9)) + ["class/default", "project/demo"]   # quota limits
     sub.heartbeat()
     conn = connection.open_cell(db)
     conn.execute("INSERT INTO flavor_extra_specs (key, value, flavor_id) VALUES ('k', 'v', 1)")
@@ -308,12 +308,12 @@ def test_a_flavor_source_publishes_flavors(tmp_path, publishers, clients):
     assert (event.kind, event.key, event.entity["extra_specs"]) == ("flavor", "1", {"k": "v"})
     conn = connection.open_cell(db)
     conn.execute("INSERT INTO quotas (project_id, resource, hard_limit) "
-                 "VALUES ('demo', 'instances', 3)")
+                 "VALUES ('other', 'instances', 3)")
     conn.close()
     batches, _ = collect(sub, head_of(db))
     (event,) = [e for b in batches for e in b.events]
     assert (event.kind, event.key, event.entity["limits"]["instances"]) == (
-        "quota", "project/demo", 3)
+        "quota", "project/other", 3)
 
 
 def test_run_publisher_in_a_thread_stops_when_told(populated, tmp_path, clients):

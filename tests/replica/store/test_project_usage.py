@@ -88,3 +88,19 @@ def test_usage_equals_a_recount_after_random_churn(replica_path):
     assert _usage(conn) == _recount(conn)
     assert _usage(conn)                      # the churn left some live servers
     conn.close()
+
+
+def test_a_stable_column_change_is_written_beside_a_usage_change(replica_path):
+    """The usage triggers' writes count in SQLite's change count: a batch where one row's
+    stable column changes (its upsert leaves it) while another changes usage must still
+    write the first row."""
+    conn = open_writer(replica_path)
+    writer = Writer(conn)
+    a, b = E.server(1), E.server(2)
+    writer.apply([_up("c1", 1, a), _up("c1", 2, b)])
+    writer.apply([_up("c1", 3, dict(a, deleted=True, vm_state="deleted")),
+                  _up("c1", 4, dict(b, vm_state="soft-delete"))])
+    assert conn.execute("SELECT deleted, seq FROM servers WHERE uuid = ?",
+                        (a["uuid"],)).fetchall() == [(1, 3)]
+    assert _usage(conn) == _recount(conn) == []
+    conn.close()
