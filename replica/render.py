@@ -782,3 +782,17 @@ def quota_row(source: str, seq: int, entity: dict, entity_hash: int | None = Non
             + (entity["server_groups_used"],
                feed.entity_hash(entity) if entity_hash is None else entity_hash,
                feed.bucket_of(entity["quota_key"])))
+
+
+# GET /os-quota-sets/{project}[/detail|/defaults]: the resources shown (Nova's sorted
+# resource names), less those 2.36 and 2.57 drop.
+QUOTA_SET_DROPPED_V236 = ("fixed_ips", "floating_ips", "security_group_rules",
+                          "security_groups")
+QUOTA_SET_DROPPED_V257 = QUOTA_SET_DROPPED_V236 + (
+    "injected_files", "injected_file_content_bytes", "injected_file_path_bytes")
+
+
+def quota_set_resources(minor: int) -> list[str]:
+    dropped = (QUOTA_SET_DROPPED_V257 if minor >= 57 else
+               QUOTA_SET_DROPPED_V236 if minor >= 36 else ())
+    return [name for name in sorted(feed.QUOTA_RESOURCES) if name not in dropped]

@@ -47,12 +47,13 @@ from replica.store.reader import (Prefixes, ReadResult, ReadTimeout, RegexTooCos
 
 LOG = logging.getLogger(__name__)
 READ_METHODS = ("GET", "HEAD")
-COLLECTIONS = ("servers", "flavors", "limits")
+COLLECTIONS = ("servers", "flavors", "limits", "os-quota-sets")
 # The feeds a collection's reads wait for (503 "loading" until each was live once).
-_LOADS_WITH = {"limits": "servers"}
+_LOADS_WITH = {"limits": "servers", "os-quota-sets": "servers"}
 # GET /limits: its one parameter, and the microversion from which others are refused.
 LIMITS_PARAMETERS = frozenset({"tenant_id"})
 LIMITS_STRICT_QUERY_MINOR = 75
+QUOTA_SET_PARAMETERS = frozenset({"user_id"})      # show and detail, refused others from 2.75
 SHOW_SERVER = "/v2.1/servers/"
 DISCOVERY = ("/", "/v2.1", "/v2.1/")     # answered here, with or without an upstream
 MIN_POSITION = "HTTP_X_REPLICA_MIN_POSITION"      # a read waits for this position
@@ -323,6 +324,12 @@ class ComputeApi:
             if len(rest) == 1:
                 return self._limits(read)
             raise _NotRouted()
+        if collection == "os-quota-sets":
+            if len(rest) == 2:
+                return self._quota_set(read, _path_text(rest[1]), "show")
+            if len(rest) == 3 and rest[2] in ("detail", "defaults"):
+                return self._quota_set(read, _path_text(rest[1]), rest[2])
+            raise _NotRouted()
         if len(rest) == 1:
             return (self._list_servers(read, False) if collection == "servers"
                     else self._list_flavors(read, False))
@@ -452,6 +459,23 @@ class ComputeApi:
                 raise _policy_refused("limits:other_project")
             project_id = multi["tenant_id"][-1]
         result = self._reader.limits(project_id or "", read.minor)
+        return 200, result.body, result
+
+    def _quota_set(self, read: _Read, project_id: str, mode: str):
+        """GET /os-quota-sets/{project}[/detail|/defaults] (policy: the project's readers
+        and admins; the defaults for anyone). A user's quotas (``user_id``) are not
+        replicated: that read goes to the upstream."""
+        multi = read.query()
+        identity = read.identity
+        if mode != "defaults":
+            if read.minor >= LIMITS_STRICT_QUERY_MINOR:
+                additional_properties(multi, QUOTA_SET_PARAMETERS, pattern_underscore=False)
+            if not identity.admin and not (identity.reader
+                                           and identity.project_id == project_id):
+                raise _policy_refused(f"os-quota-sets:{mode}")
+            if "user_id" in multi:
+                raise _NotRouted()
+        result = self._reader.quota_set(project_id, read.minor, mode)
         return 200, result.body, result
 
     def _list_servers(self, read: _Read, detail: bool):

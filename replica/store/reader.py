@@ -363,6 +363,36 @@ def limits_sql(minor: int) -> str:
             "LEFT JOIN project_usage AS u ON u.project_id = q.project_id")
 
 
+# What a quota set's usage counts (QUOTA_SET_MODES' detail; zero for the rest).
+_COUNTED = {"instances": "u.instances", "cores": "u.cores", "ram": "u.ram",
+            "server_groups": "p.server_groups_used"}
+QUOTA_SET_MODES = ("show", "detail", "defaults")
+
+
+@functools.lru_cache(maxsize=16)
+def quota_set_sql(minor: int, mode: str) -> str:
+    """GET /os-quota-sets/{project ?1}: its limits (``show``), with their usage
+    (``detail``), or the defaults (``defaults``), at 2.``minor``."""
+    parts = []
+    for resource in render.quota_set_resources(minor):
+        default = render.QUOTA_NOVA_DEFAULTS[resource]
+        limit = (f"coalesce(d.{resource}, {default})" if mode == "defaults"
+                 else f"coalesce(p.{resource}, d.{resource}, {default})")
+        if mode == "detail":
+            used = (f"coalesce({_COUNTED[resource]}, 0)" if resource in _COUNTED else "'0'")
+            parts.append(f"'\"{resource}\":{{\"in_use\":' || {used} || ',\"limit\":' || "
+                         f"{limit} || ',\"reserved\":0}}'")
+        else:
+            parts.append(f"'\"{resource}\":' || {limit}")
+    body = " || ',' || ".join(parts)
+    return (f"SELECT CAST('{{\"quota_set\":{{\"id\":' || json_quote(q.project_id) || ',' "
+            f"|| {body} || '}}}}' AS BLOB), {POSITION_SQL} "
+            "FROM (SELECT ?1 AS project_id) AS q "
+            f"LEFT JOIN quotas AS d ON d.quota_key = '{feed.QUOTA_DEFAULT_KEY}' "
+            "LEFT JOIN quotas AS p ON p.quota_key = 'project/' || q.project_id "
+            "LEFT JOIN project_usage AS u ON u.project_id = q.project_id")
+
+
 def _after_marker(sort: tuple[tuple[str, str], ...]) -> str:
     """Rows strictly after the marker row (CTE ``m``, columns m0..mn) in ``sort`` order,
     with SQLite's NULL ordering (NULL sorts first ascending, last descending)."""
@@ -789,6 +819,11 @@ class Reader:
     def limits(self, project_id: str, minor: int) -> ReadResult:
         """GET /limits of ``project_id`` at 2.``minor`` (the whole body)."""
         (body, position), ms = self._one_row(limits_sql(minor), (project_id,))
+        return ReadResult(body, position or "", ms, count=1)
+
+    def quota_set(self, project_id: str, minor: int, mode: str) -> ReadResult:
+        """GET /os-quota-sets/{project_id}[/detail|/defaults] (``mode``: QUOTA_SET_MODES)."""
+        (body, position), ms = self._one_row(quota_set_sql(minor, mode), (project_id,))
         return ReadResult(body, position or "", ms, count=1)
 
     def cells_live_once(self) -> set[str]:
