@@ -49,7 +49,8 @@ LOG = logging.getLogger(__name__)
 READ_METHODS = ("GET", "HEAD")
 COLLECTIONS = ("servers", "flavors", "limits", "os-quota-sets")
 # The feeds a collection's reads wait for (503 "loading" until each was live once).
-_LOADS_WITH = {"limits": "servers", "os-quota-sets": "servers"}
+# (limits and quota sets: the servers' usage and the API database's quota limits)
+_LOADS_WITH = {"limits": ("servers", "flavors"), "os-quota-sets": ("servers", "flavors")}
 # GET /limits: its one parameter, and the microversion from which others are refused.
 LIMITS_PARAMETERS = frozenset({"tenant_id"})
 LIMITS_STRICT_QUERY_MINOR = 75
@@ -291,9 +292,14 @@ class ComputeApi:
         try:
             minor = microversion.requested(environ)
             identity = self.auth.identify(environ)
-            loads_with = _LOADS_WITH.get(rest[0], rest[0])
-            if self._loading[loads_with]:
-                self._refuse_while_loading(loads_with)
+            loads_with = _LOADS_WITH.get(rest[0])
+            if loads_with is None:
+                if self._loading[rest[0]]:
+                    self._refuse_while_loading(rest[0])
+            else:
+                for kind in loads_with:
+                    if self._loading[kind]:
+                        self._refuse_while_loading(kind)
             if url_project is not None and url_project != identity.project_id:
                 raise ApiError(400, f"Malformed request URL: URL's project_id "
                                     f"'{url_project}' doesn't match Context's project_id "
