@@ -183,6 +183,8 @@ def banner(settings: Settings, data_dir: str, kept: bool) -> str:
         f"--limit 1)\"",
         f"  {openstack} --os-auth-type none --os-endpoint {api}/v2.1 "
         f"--os-identity-api-version 3 keypair list",
+        f"  {openstack} --os-auth-type none --os-endpoint {api}/v2.1 "
+        f"--os-identity-api-version 3 limits show --absolute",
         f"  {app} status{flag}",
         f"  {app} resync --cell cell1{flag}",
         f"  {app} verify{flag}",

@@ -59,6 +59,7 @@ KIND_SERVER = "server"
 KIND_FLAVOR = "flavor"
 KIND_INSTANCE_ACTION = "instance_action"
 KIND_KEYPAIR = "keypair"
+KIND_QUOTA = "quota"
 OP_UPSERT = "u"
 OP_DELETE = "d"
 
@@ -256,6 +257,38 @@ def keypair_key(user_id: str, name: str) -> str:
     return f"{user_id}/{name}"
 
 
+# Nova's quota resources (nova.quota.QUOTAS), each a hard limit or None (not set).
+QUOTA_RESOURCES = ("instances", "cores", "ram", "metadata_items", "injected_files",
+                   "injected_file_content_bytes", "injected_file_path_bytes", "key_pairs",
+                   "server_groups", "server_group_members", "fixed_ips", "floating_ips",
+                   "security_groups", "security_group_rules")
+QUOTA_LIMIT_FIELDS: dict[str, tuple] = {name: _IN for name in QUOTA_RESOURCES}
+# Nova 34's [quota] option defaults (a resource without an option: -1, unlimited).
+QUOTA_NOVA_DEFAULTS: dict[str, int] = {
+    "instances": 10, "cores": 20, "ram": 50 * 1024, "metadata_items": 128,
+    "injected_files": 5, "injected_file_content_bytes": 10 * 1024,
+    "injected_file_path_bytes": 255, "key_pairs": 100, "server_groups": 10,
+    "server_group_members": 10, "fixed_ips": -1, "floating_ips": -1, "security_groups": -1,
+    "security_group_rules": -1,
+}
+# The quota limits of one project (Nova's API database ``quotas``: only the limits set
+# for it) or the defaults (``QUOTA_DEFAULT_KEY``: the quota class ``default`` over the
+# publisher's configured defaults, every limit set), and the project's server groups
+# (``instance_groups``), counted by the publisher.
+QUOTA_FIELDS: dict[str, tuple] = {
+    "quota_key": _S,
+    "project_id": _SN,          # None for the defaults
+    "limits": (dict,),          # see QUOTA_LIMIT_FIELDS
+    "server_groups_used": (int,),
+}
+QUOTA_DEFAULT_KEY = "class/default"
+
+
+def quota_key(project_id: str) -> str:
+    """The feed key of a project's quota limits."""
+    return f"project/{project_id}"
+
+
 @dataclass(frozen=True, slots=True)
 class FeedKind:
     """What the feed protocol knows of one kind of entity: its name on the wire (an
@@ -280,6 +313,7 @@ FEED_KINDS: dict[str, FeedKind] = {kind.name: kind for kind in (
     FeedKind(KIND_INSTANCE_ACTION, INSTANCE_ACTION_FIELDS, "action_key",
              lists=(("events", INSTANCE_ACTION_EVENT_FIELDS),)),
     FeedKind(KIND_KEYPAIR, KEYPAIR_FIELDS, "keypair_key"),
+    FeedKind(KIND_QUOTA, QUOTA_FIELDS, "quota_key", nested=(("limits", QUOTA_LIMIT_FIELDS),)),
 )}
 KINDS = tuple(FEED_KINDS)
 ENTITY_FIELDS = {name: kind.fields for name, kind in FEED_KINDS.items()}

@@ -757,3 +757,82 @@ def keypair_row(source: str, seq: int, entity: dict, entity_hash: int | None = N
             _encode(render_keypair_document(k, 2, True)),
             feed.entity_hash(k) if entity_hash is None else entity_hash,
             feed.bucket_of(k["keypair_key"]))
+# Quota limits (nova/quota.py; nova/api/openstack/compute/views/limits.py)
+# ---------------------------------------------------------------------------
+# A row holds the limits as plain columns (NULL: not set for the project): a read picks
+# each limit from the project's row, else the defaults' row, else Nova's own default
+# (``QUOTA_NOVA_DEFAULTS``, before any quota feed arrived), and adds the project's usage.
+
+QUOTA_COLUMNS: tuple[str, ...] = (("quota_key", "source", "seq", "project_id")
+                                  + feed.QUOTA_RESOURCES
+                                  + ("server_groups_used", "entity_hash", "bucket"))
+QUOTA_NOVA_DEFAULTS = feed.QUOTA_NOVA_DEFAULTS
+# GET /limits: each absolute limit's name and its resource, in Nova's view order, and
+# the microversion from which it is no longer shown (None: shown at every one).
+LIMIT_NAMES: tuple[tuple[str, str, int | None], ...] = (
+    ("maxTotalRAMSize", "ram", None),
+    ("maxTotalInstances", "instances", None),
+    ("maxTotalCores", "cores", None),
+    ("maxTotalKeypairs", "key_pairs", None),
+    ("maxTotalFloatingIps", "floating_ips", 36),
+    ("maxServerMeta", "metadata_items", None),
+    ("maxImageMeta", "metadata_items", 39),
+    ("maxPersonality", "injected_files", 57),
+    ("maxPersonalitySize", "injected_file_content_bytes", 57),
+    ("maxSecurityGroups", "security_groups", 36),
+    ("maxSecurityGroupRules", "security_group_rules", 36),
+    ("maxServerGroups", "server_groups", None),
+    ("maxServerGroupMembers", "server_group_members", None),
+)
+# ... and each usage's name and what it counts (a usage table column, the quota row's
+# server group count, or zero: Nova counts no other), with the same cut-off.
+USED_NAMES: tuple[tuple[str, str, int | None], ...] = (
+    ("totalRAMUsed", "ram", None),
+    ("totalCoresUsed", "cores", None),
+    ("totalInstancesUsed", "instances", None),
+    ("totalFloatingIpsUsed", "floating_ips", 36),
+    ("totalSecurityGroupsUsed", "security_groups", 36),
+    ("totalServerGroupsUsed", "server_groups", None),
+)
+
+
+def limits_shown(minor: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The (name, resource) of the absolute limits and of the usages GET /limits shows
+    at microversion 2.``minor``."""
+    def keep(names):
+        return [(name, resource) for name, resource, until in names
+                if until is None or minor < until]
+    return keep(LIMIT_NAMES), keep(USED_NAMES)
+
+
+def render_limits_document(limits: dict[str, int], usage: dict[str, int],
+                           minor: int) -> dict:
+    """GET /limits as Nova shows it, from complete limits and usages (tests' model)."""
+    names, used = limits_shown(minor)
+    absolute = {name: limits[resource] for name, resource in names}
+    absolute.update({name: usage.get(resource, 0) for name, resource in used})
+    return {"limits": {"rate": [], "absolute": absolute}}
+
+
+def quota_row(source: str, seq: int, entity: dict, entity_hash: int | None = None) -> tuple:
+    """The replica row of one quota limit set, in ``QUOTA_COLUMNS`` order."""
+    limits = entity["limits"]
+    return ((entity["quota_key"], source, seq, entity["project_id"])
+            + tuple(limits[name] for name in feed.QUOTA_RESOURCES)
+            + (entity["server_groups_used"],
+               feed.entity_hash(entity) if entity_hash is None else entity_hash,
+               feed.bucket_of(entity["quota_key"])))
+
+
+# GET /os-quota-sets/{project}[/detail|/defaults]: the resources shown (Nova's sorted
+# resource names), less those 2.36 and 2.57 drop.
+QUOTA_SET_DROPPED_V236 = ("fixed_ips", "floating_ips", "security_group_rules",
+                          "security_groups")
+QUOTA_SET_DROPPED_V257 = QUOTA_SET_DROPPED_V236 + (
+    "injected_files", "injected_file_content_bytes", "injected_file_path_bytes")
+
+
+def quota_set_resources(minor: int) -> list[str]:
+    dropped = (QUOTA_SET_DROPPED_V257 if minor >= 57 else
+               QUOTA_SET_DROPPED_V236 if minor >= 36 else ())
+    return [name for name in sorted(feed.QUOTA_RESOURCES) if name not in dropped]

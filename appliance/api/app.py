@@ -50,9 +50,16 @@ from replica.store.reader import (Prefixes, ReadResult, ReadTimeout, RegexTooCos
 
 LOG = logging.getLogger(__name__)
 READ_METHODS = ("GET", "HEAD")
-COLLECTIONS = ("servers", "flavors", "os-keypairs")
-# The feeds whose loading holds a collection's reads back (replica.kinds feed roles).
-_FEED_ROLE = {"servers": "servers", "flavors": "flavors", "os-keypairs": "flavors"}
+COLLECTIONS = ("servers", "flavors", "os-keypairs", "limits", "os-quota-sets")
+# The feeds whose loading holds a collection's reads back (replica.kinds feed roles;
+# limits and quota sets: the servers' usage and the API database's quota limits): 503
+# "loading" until each was live once.
+_LOADS_WITH = {"servers": ("servers",), "flavors": ("flavors",), "os-keypairs": ("flavors",),
+               "limits": ("servers", "flavors"), "os-quota-sets": ("servers", "flavors")}
+# GET /limits: its one parameter, and the microversion from which others are refused.
+LIMITS_PARAMETERS = frozenset({"tenant_id"})
+LIMITS_STRICT_QUERY_MINOR = 75
+QUOTA_SET_PARAMETERS = frozenset({"user_id"})      # show and detail, refused others from 2.75
 SHOW_SERVER = "/v2.1/servers/"
 DISCOVERY = ("/", "/v2.1", "/v2.1/")     # answered here, with or without an upstream
 MIN_POSITION = "HTTP_X_REPLICA_MIN_POSITION"      # a read waits for this position
@@ -294,8 +301,9 @@ class ComputeApi:
         try:
             minor = microversion.requested(environ)
             identity = self.auth.identify(environ)
-            if self._loading[_FEED_ROLE[rest[0]]]:
-                self._refuse_while_loading(_FEED_ROLE[rest[0]])
+            for role in _LOADS_WITH[rest[0]]:
+                if self._loading[role]:
+                    self._refuse_while_loading(role)
             if url_project is not None and url_project != identity.project_id:
                 raise ApiError(400, f"Malformed request URL: URL's project_id "
                                     f"'{url_project}' doesn't match Context's project_id "
@@ -326,6 +334,16 @@ class ComputeApi:
             if len(rest) > 2 or not self._published("flavors"):
                 raise _NotRouted()
             return self._keypairs(read, _path_text(rest[1]) if len(rest) == 2 else None)
+        if collection == "limits":
+            if len(rest) == 1:
+                return self._limits(read)
+            raise _NotRouted()
+        if collection == "os-quota-sets":
+            if len(rest) == 2:
+                return self._quota_set(read, _path_text(rest[1]), "show")
+            if len(rest) == 3 and rest[2] in ("detail", "defaults"):
+                return self._quota_set(read, _path_text(rest[1]), rest[2])
+            raise _NotRouted()
         if len(rest) == 1:
             return (self._list_servers(read, False) if collection == "servers"
                     else self._list_flavors(read, False))
@@ -468,6 +486,38 @@ class ComputeApi:
         if minor < KEYPAIR_PAGING_MINOR:
             return 200, result.body + b"}", result
         return 200, self._close_list(read, result, "os-keypairs", "keypairs_links"), result
+
+    def _limits(self, read: _Read):
+        """GET /limits: the project's absolute limits and usage (policy: anyone; another
+        project's, ``tenant_id``, for admins only)."""
+        multi = read.query()
+        if read.minor >= LIMITS_STRICT_QUERY_MINOR:
+            additional_properties(multi, LIMITS_PARAMETERS, pattern_underscore=False)
+        identity = read.identity
+        project_id = identity.project_id
+        if "tenant_id" in multi:
+            if not identity.admin:
+                raise _policy_refused("limits:other_project")
+            project_id = multi["tenant_id"][-1]
+        result = self._reader.limits(project_id or "", read.minor)
+        return 200, result.body, result
+
+    def _quota_set(self, read: _Read, project_id: str, mode: str):
+        """GET /os-quota-sets/{project}[/detail|/defaults] (policy: the project's readers
+        and admins; the defaults for anyone). A user's quotas (``user_id``) are not
+        replicated: that read goes to the upstream."""
+        multi = read.query()
+        identity = read.identity
+        if mode != "defaults":
+            if read.minor >= LIMITS_STRICT_QUERY_MINOR:
+                additional_properties(multi, QUOTA_SET_PARAMETERS, pattern_underscore=False)
+            if not identity.admin and not (identity.reader
+                                           and identity.project_id == project_id):
+                raise _policy_refused(f"os-quota-sets:{mode}")
+            if "user_id" in multi:
+                raise _NotRouted()
+        result = self._reader.quota_set(project_id, read.minor, mode)
+        return 200, result.body, result
 
     def _list_servers(self, read: _Read, detail: bool):
         # The same list asked again (a dashboard, a poller): its parsed query is kept.

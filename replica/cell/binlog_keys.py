@@ -12,7 +12,9 @@ then, at least as new as the transaction): a nova-compute ``services`` row whose
 host, disabled, forced_down or deleted changed, or whose report came more than
 ``service_down_time`` after the one before (a service coming up again), changes
 every live instance on its host; a security group or a server group (API DB)
-changes its members; a flavor extra spec or project row changes its flavor. An
+changes its members; a flavor extra spec or project row changes its flavor. A
+``quotas`` or ``instance_groups`` row changes its project's quota key, a
+``quota_classes`` row the defaults' (``quota`` kind, API database). An
 ``instance_actions`` row gives its ``instance_action`` key (instance uuid and id), an
 ``instance_actions_events`` row its action's (looked up by ``action_id``); a
 ``key_pairs`` row (API database) its ``keypair`` key (user id and name).
@@ -31,7 +33,8 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 
 from replica.cell import mysql
 from replica.cell.binlog_rows import column_images
-from replica.feed import KIND_INSTANCE_ACTION, KIND_KEYPAIR, instance_action_key, keypair_key
+from replica.feed import (KIND_INSTANCE_ACTION, KIND_KEYPAIR, KIND_QUOTA,
+                         QUOTA_DEFAULT_KEY, instance_action_key, keypair_key, quota_key)
 
 SERVICE_DOWN_TIME_S = 60       # Nova's service_down_time default
 COMMIT_WAIT_TIMEOUT_S = 10     # a locking read waits this long for a commit (then goes on)
@@ -60,6 +63,7 @@ FANOUT_TABLES = frozenset({
     ("cell", "services"), ("cell", "security_groups"), ("api", "instance_groups"),
     ("api", "instance_group_policy"), ("api", "flavor_extra_specs"), ("api", "flavor_projects"),
     ("cell", "instance_actions"), ("cell", "instance_actions_events"), ("api", "key_pairs"),
+    ("api", "quotas"), ("api", "quota_classes"),
 })
 # The tables the stream decodes at all (the stream filters by table name).
 WATCHED_TABLES = sorted({table for _role, table in KEY_MAP} |
@@ -267,6 +271,14 @@ class KeyMapper:
             for before, after in images:
                 changed.flavor_ids.update(image["flavor_id"] for image in (before, after)
                                           if image is not None)
+        if KIND_QUOTA in self.kinds and role == "api":
+            if table in ("quotas", "instance_groups"):
+                for before, after in images:
+                    changed.keys += [(KIND_QUOTA, quota_key(str(image["project_id"])))
+                                     for image in (before, after) if image is not None
+                                     and image.get("project_id") is not None]
+            elif table == "quota_classes":
+                changed.keys.append((KIND_QUOTA, QUOTA_DEFAULT_KEY))
 
     def resolve(self, changed: ChangedKeys, lookups: "Lookups") -> list[tuple[str, str]]:
         keys = list(changed.keys)

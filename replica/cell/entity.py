@@ -964,6 +964,73 @@ def _keypair_keys(rows: RowsFn, after: str, limit: int) -> list[str]:
     user_id, _, name = after.partition("/")
     return [feed.keypair_key(u, n) for u, n in
             rows(_KEYPAIR_KEYS_SQL, (user_id, user_id, name, limit))]
+# Quota limits (API database quotas, quota_classes, instance_groups)
+# ---------------------------------------------------------------------------
+
+_QUOTA_ROWS_SQL = ("SELECT project_id, resource, hard_limit FROM quotas "
+                   "WHERE project_id IN {keys} ORDER BY id")
+_QUOTA_GROUPS_SQL = ("SELECT project_id, count(*) FROM instance_groups "
+                     "WHERE project_id IN {keys} GROUP BY project_id")
+_QUOTA_DEFAULT_SQL = ("SELECT resource, hard_limit FROM quota_classes "
+                      "WHERE class_name = 'default' ORDER BY id")
+# The projects with a quota or a server group, after a project id, in order.
+_QUOTA_PROJECTS_SQL = ("SELECT project_id FROM quotas WHERE project_id > ? UNION "
+                       "SELECT project_id FROM instance_groups WHERE project_id > ? "
+                       "ORDER BY 1 LIMIT ?")
+_QUOTA_COUNT_SQL = ("SELECT 1 + count(*) FROM (SELECT project_id FROM quotas "
+                    "WHERE project_id IS NOT NULL UNION SELECT project_id "
+                    "FROM instance_groups WHERE project_id IS NOT NULL) AS projects")
+_PROJECT_PREFIX = feed.quota_key("")
+
+
+def build_quotas(db, keys: Iterable[str],
+                 defaults: dict[str, int] | None = None) -> dict[str, dict | None]:
+    """Quota limit set entities for ``keys``: a project's (its ``quotas`` rows, its
+    server group count; None when it has neither) or the defaults' (the quota class
+    ``default`` over ``defaults``, Nova's option defaults unless given)."""
+    rows = rows_of(db)
+    wanted = list(dict.fromkeys(keys))
+    out: dict[str, dict | None] = {key: None for key in wanted}
+    if feed.QUOTA_DEFAULT_KEY in out:
+        limits = dict(feed.QUOTA_NOVA_DEFAULTS if defaults is None else defaults)
+        for resource, hard_limit in rows(_QUOTA_DEFAULT_SQL, ()):
+            if resource in limits and hard_limit is not None:
+                limits[resource] = _int(hard_limit)
+        out[feed.QUOTA_DEFAULT_KEY] = {"quota_key": feed.QUOTA_DEFAULT_KEY,
+                                       "project_id": None, "limits": limits,
+                                       "server_groups_used": 0}
+    projects = [key[len(_PROJECT_PREFIX):] for key in wanted
+                if key.startswith(_PROJECT_PREFIX)]
+    for page in _pages(projects):
+        limits_of: dict[str, dict] = {}
+        for project_id, resource, hard_limit in _rows_in(rows, _QUOTA_ROWS_SQL, page):
+            limits = limits_of.setdefault(str(project_id),
+                                          dict.fromkeys(feed.QUOTA_RESOURCES))
+            if resource in limits:
+                limits[resource] = None if hard_limit is None else _int(hard_limit)
+        groups = {str(p): _int(n) for p, n in _rows_in(rows, _QUOTA_GROUPS_SQL, page)}
+        for project_id in page:
+            if project_id not in limits_of and not groups.get(project_id):
+                continue
+            key = feed.quota_key(project_id)
+            out[key] = {"quota_key": key, "project_id": project_id,
+                        "limits": limits_of.get(project_id,
+                                                dict.fromkeys(feed.QUOTA_RESOURCES)),
+                        "server_groups_used": groups.get(project_id, 0)}
+    return out
+
+
+def _quota_keys(rows: RowsFn, after: str, limit: int) -> list[str]:
+    """Up to ``limit`` quota keys after ``after``, in key order: the defaults'
+    ('class/...' sorts before 'project/...'), then the projects'."""
+    out = []
+    if after < feed.QUOTA_DEFAULT_KEY and limit > 0:
+        out.append(feed.QUOTA_DEFAULT_KEY)
+    start = after[len(_PROJECT_PREFIX):] if after.startswith(_PROJECT_PREFIX) else ""
+    if len(out) < limit:
+        out += [feed.quota_key(str(p)) for (p,) in
+                rows(_QUOTA_PROJECTS_SQL, (start, start, limit - len(out)))]
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -1000,9 +1067,14 @@ class SourceKind:
         return (f"SELECT {self.key_column} FROM {self.table} WHERE {self.key_column} > ? "
                 f"ORDER BY {self.key_column} LIMIT ?")
 
+    # the statement counting its entities, where that is not the table's rows
+    count_query: str | None = None
+    # a database that also holds this table does not publish the kind
+    unless_table: str | None = None
+
     @property
     def count_sql(self) -> str:
-        return f"SELECT count(*) FROM {self.table}"
+        return self.count_query or f"SELECT count(*) FROM {self.table}"
 
 
 SOURCE_KINDS: dict[str, SourceKind] = {kind.name: kind for kind in (
@@ -1014,6 +1086,11 @@ SOURCE_KINDS: dict[str, SourceKind] = {kind.name: kind for kind in (
                keys_after=_keypair_keys, requires=("flavors",)),
     SourceKind(feed.KIND_SERVER, "instances", "uuid", build_servers,
                build_range=_server_range),
+    SourceKind(feed.KIND_QUOTA, "quotas", "project_id",
+               lambda db, keys, children: build_quotas(db, keys), keys_after=_quota_keys,
+               count_query=_QUOTA_COUNT_SQL,
+               # Nova's cell databases keep the quota tables of old, unused
+               unless_table="instances"),
 )}
 # The table a kind's entities are keyed by: a database holding it publishes the kind.
 KIND_TABLES = {name: kind.table for name, kind in SOURCE_KINDS.items()}
@@ -1039,6 +1116,8 @@ def has_build_requests(tables: Iterable[str]) -> bool:
 
 def _of_build_requests(kind: str, children) -> bool:
     return kind == feed.KIND_SERVER and getattr(children, "build_requests", False)
+    return sorted(name for name, kind in SOURCE_KINDS.items()
+                  if kind.table in have and kind.unless_table not in have)
 
 
 def build(db, kind: str, keys: Iterable[str],

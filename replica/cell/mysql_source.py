@@ -370,7 +370,7 @@ def make_source(source_url: str, api_source_url: str | None, name: str, state_di
     """The binlog source of ``appliance cell --source mysql://...``: a cell publishes
     its servers and their instance actions (its API database read for what servers take
     from it); with ``flavors`` the source URL is Nova's API database and it publishes
-    flavors, key pairs and build requests.
+    flavors, key pairs, quota limits and build requests.
     ``options``: ``service_down_time`` (Nova's liveness rule for host_status, 0: off),
     ``neutron_url`` and ``neutron_token`` (security group names asked of Neutron when
     a server is built, and again every few seconds by the tailer)."""
@@ -383,7 +383,8 @@ def make_source(source_url: str, api_source_url: str | None, name: str, state_di
                                           "--source mysql://.../nova_api, no --api-source")
         # Its build requests are servers of its own feed (build_requests.py).
         return dataclasses.replace(source, api_url=source.cell_url,
-                                   kinds=(feed.KIND_FLAVOR, feed.KIND_KEYPAIR, feed.KIND_SERVER),
+                                   kinds=(feed.KIND_FLAVOR, feed.KIND_KEYPAIR, feed.KIND_QUOTA,
+                                          feed.KIND_SERVER),
                                    service_down_time=0.0)
     return dataclasses.replace(source, kinds=(feed.KIND_INSTANCE_ACTION, feed.KIND_SERVER),
                                own_servers_only=True)

@@ -38,6 +38,7 @@ import uuid as uuidlib
 
 import apsw
 
+from replica import feed
 from replica.cell import connection, schema
 
 # Named as Nova names its shadow tables: ``nova-manage db archive_deleted_rows``
@@ -186,6 +187,32 @@ def _flavor_triggers() -> list[TriggerGroup]:
     return groups
 
 
+def _quota_triggers() -> list[TriggerGroup]:
+    """A project's quota row or server group enqueues the project's quota key
+    (feed.quota_key); a quota class row, the defaults' key."""
+    kind, name = "quota", f"{OUTBOX}_quota"
+    groups = []
+    for table in ("quotas", "instance_groups"):
+        key = "'project/' || {ref}.project_id"
+        groups.append(TriggerGroup({table: ("project_id",), "quotas": ("project_id",)}, [
+            f"CREATE TRIGGER {name}_{table}_ins AFTER INSERT ON {table} BEGIN "
+            f"{_enqueue(kind, key.format(ref='NEW'))} END",
+            f"CREATE TRIGGER {name}_{table}_upd AFTER UPDATE ON {table} BEGIN "
+            f"{_enqueue(kind, key.format(ref='NEW'))} "
+            f"INSERT INTO {OUTBOX} (kind, key, ts) SELECT '{kind}', {key.format(ref='OLD')}, "
+            f"{NOW} WHERE OLD.project_id IS NOT NULL AND OLD.project_id IS NOT "
+            "NEW.project_id; END",
+            f"CREATE TRIGGER {name}_{table}_del AFTER DELETE ON {table} BEGIN "
+            f"{_enqueue(kind, key.format(ref='OLD'))} END",
+        ]))
+    default = f"'{feed.QUOTA_DEFAULT_KEY}'"
+    groups.append(TriggerGroup({"quota_classes": ("class_name",)}, [
+        f"CREATE TRIGGER {name}_classes_{op} AFTER {event} ON quota_classes BEGIN "
+        f"{_enqueue(kind, default)} END"
+        for op, event in (("ins", "INSERT"), ("upd", "UPDATE"), ("del", "DELETE"))]))
+    return groups
+
+
 # An instance action's feed key (feed.instance_action_key) in SQL, from a row of
 # instance_actions (SQLite's printf: only SQLite cells have triggers).
 def _action_key(ref: str) -> str:
@@ -289,6 +316,8 @@ def trigger_groups(conn: apsw.Connection) -> list[TriggerGroup]:
     if "flavors" in columns:
         groups += _flavor_triggers()
         groups.append(_keypair_triggers())
+    if "quotas" in columns and "instances" not in columns:     # a cell's are Nova's old ones
+        groups += _quota_triggers()
     return [group for group in groups if group.fits(columns)]
 
 

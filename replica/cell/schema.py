@@ -352,6 +352,32 @@ FLAVOR_TABLES: tuple[str, ...] = (
     )""",
 )
 
+# Nova's API database quota tables (a project's limits, the quota classes' limits), and
+# its server groups, which the projects' quota usage counts.
+QUOTA_TABLES: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS quotas (
+        id INTEGER PRIMARY KEY,
+        created_at DATETIME,
+        updated_at DATETIME,
+        project_id VARCHAR(255),
+        resource VARCHAR(255) NOT NULL,
+        hard_limit INTEGER,
+        CONSTRAINT uniq_quotas0project_id0resource UNIQUE (project_id, resource)
+    )""",
+    """
+    CREATE TABLE IF NOT EXISTS quota_classes (
+        id INTEGER PRIMARY KEY,
+        created_at DATETIME,
+        updated_at DATETIME,
+        class_name VARCHAR(255),
+        resource VARCHAR(255),
+        hard_limit INTEGER
+    )""",
+    "CREATE INDEX IF NOT EXISTS quota_classes_class_name_idx ON quota_classes (class_name)",
+) + tuple(ddl for ddl in CELL_TABLES if "CREATE TABLE IF NOT EXISTS instance_groups (" in ddl)
+FLAVOR_TABLES += QUOTA_TABLES
+
 
 def has_table(conn: apsw.Connection, name: str) -> bool:
     row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",

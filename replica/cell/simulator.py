@@ -13,7 +13,7 @@ Nova's DB API leaves them (see ``schema.py``).
   removed) and archive (rows removed, like ``nova-manage db archive_deleted_rows``),
   and services disabled / forced down / restored now and then; the population
   is kept near ``servers``. ``rate`` <= 0 runs as fast as the database allows.
-- ``seed_flavors`` fills a flavor source with Nova-like default flavors.
+- ``seed_flavors`` fills a flavor source with Nova-like default flavors (and quotas).
 
 Other writers on the same cell are tolerated: an instance removed under the
 simulator is forgotten (``gone``), lock timeouts and conflicts are counted
@@ -357,8 +357,14 @@ def populate(db: str, servers: int, projects: int, seed: int = 0, progress=None)
         conn.close()
 
 
+# The quota limits a flavor source is seeded with (Nova's API database ``quotas``):
+# room for the demo project's simulated servers.
+DEMO_QUOTAS = (("demo", "instances", 100), ("demo", "cores", 400), ("demo", "ram", 819200))
+
+
 def seed_flavors(db: str) -> None:
-    """Fill a flavor source with Nova-like default flavors (idempotent)."""
+    """Fill a flavor source with Nova-like default flavors and the demo project's quota
+    limits (idempotent)."""
     conn = connection.open_cell(db, create=True)
     try:
         if not schema.is_flavor_source(conn):
@@ -387,6 +393,11 @@ def seed_flavors(db: str) -> None:
                     "public_key, type) VALUES (?, ?, ?, ?, ?, ?)",
                     [(rows.FLAVOR_CREATED, name, user, *_public_key(user, name), "ssh")
                      for user, name in DEMO_KEYPAIRS])
+            if schema.has_table(conn, "quotas"):
+                conn.executemany("INSERT OR IGNORE INTO quotas (created_at, project_id, "
+                                 "resource, hard_limit) VALUES (?, ?, ?, ?)",
+                                 [(rows.FLAVOR_CREATED, project, resource, limit)
+                                  for project, resource, limit in DEMO_QUOTAS])
     finally:
         conn.close()
 

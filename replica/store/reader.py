@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 
 import apsw
 
-from replica import render
+from replica import feed, render
 from replica.store.connection import READ_DEADLINE_VM_STEPS, open_reader
 
 DEADLINE_S = 0.5                  # a reader statement never holds a worker's hub longer
@@ -388,6 +388,56 @@ def list_keypairs_sql(with_type: bool) -> str:
 
 KEYPAIR_SQL = {(show, with_type): (show_keypair_sql if show else list_keypairs_sql)(with_type)
                for show in (False, True) for with_type in (False, True)}
+@functools.lru_cache(maxsize=8)
+def limits_sql(minor: int) -> str:
+    """GET /limits of the project ?1 at 2.``minor``: each limit from the project's quota
+    row, else the defaults' row, else Nova's default; usages from the project's usage
+    row (instances, cores, ram) and its quota row (server groups), zero for the rest."""
+    names, used = render.limits_shown(minor)
+    counted = {"instances": "u.instances", "cores": "u.cores", "ram": "u.ram",
+               "server_groups": "p.server_groups_used"}
+    parts = [f"'\"{name}\":' || coalesce(p.{resource}, d.{resource}, "
+             f"{render.QUOTA_NOVA_DEFAULTS[resource]})" for name, resource in names]
+    parts += [f"'\"{name}\":' || " + (f"coalesce({counted[resource]}, 0)"
+                                       if resource in counted else "'0'")
+              for name, resource in used]
+    body = " || ',' || ".join(parts)
+    return (f"SELECT CAST('{{\"limits\":{{\"rate\":[],\"absolute\":{{' || {body} "
+            f"|| '}}}}}}' AS BLOB), "
+            f"{POSITION_SQL} FROM (SELECT ?1 AS project_id) AS q "
+            f"LEFT JOIN quotas AS d ON d.quota_key = '{feed.QUOTA_DEFAULT_KEY}' "
+            "LEFT JOIN quotas AS p ON p.quota_key = 'project/' || q.project_id "
+            "LEFT JOIN project_usage AS u ON u.project_id = q.project_id")
+
+
+# What a quota set's usage counts (QUOTA_SET_MODES' detail; zero for the rest).
+_COUNTED = {"instances": "u.instances", "cores": "u.cores", "ram": "u.ram",
+            "server_groups": "p.server_groups_used"}
+QUOTA_SET_MODES = ("show", "detail", "defaults")
+
+
+@functools.lru_cache(maxsize=16)
+def quota_set_sql(minor: int, mode: str) -> str:
+    """GET /os-quota-sets/{project ?1}: its limits (``show``), with their usage
+    (``detail``), or the defaults (``defaults``), at 2.``minor``."""
+    parts = []
+    for resource in render.quota_set_resources(minor):
+        default = render.QUOTA_NOVA_DEFAULTS[resource]
+        limit = (f"coalesce(d.{resource}, {default})" if mode == "defaults"
+                 else f"coalesce(p.{resource}, d.{resource}, {default})")
+        if mode == "detail":
+            used = (f"coalesce({_COUNTED[resource]}, 0)" if resource in _COUNTED else "'0'")
+            parts.append(f"'\"{resource}\":{{\"in_use\":' || {used} || ',\"limit\":' || "
+                         f"{limit} || ',\"reserved\":0}}'")
+        else:
+            parts.append(f"'\"{resource}\":' || {limit}")
+    body = " || ',' || ".join(parts)
+    return (f"SELECT CAST('{{\"quota_set\":{{\"id\":' || json_quote(q.project_id) || ',' "
+            f"|| {body} || '}}}}' AS BLOB), {POSITION_SQL} "
+            "FROM (SELECT ?1 AS project_id) AS q "
+            f"LEFT JOIN quotas AS d ON d.quota_key = '{feed.QUOTA_DEFAULT_KEY}' "
+            "LEFT JOIN quotas AS p ON p.quota_key = 'project/' || q.project_id "
+            "LEFT JOIN project_usage AS u ON u.project_id = q.project_id")
 
 
 def _after_marker(sort: tuple[tuple[str, str], ...]) -> str:
@@ -881,6 +931,15 @@ class Reader:
             KEYPAIR_SQL[(False, with_type)], (user_id, marker, -1 if limit is None else limit))
         return ReadResult(body, position or "", ms, count=count, last_id=last_id,
                           marker_found=bool(found))
+    def limits(self, project_id: str, minor: int) -> ReadResult:
+        """GET /limits of ``project_id`` at 2.``minor`` (the whole body)."""
+        (body, position), ms = self._one_row(limits_sql(minor), (project_id,))
+        return ReadResult(body, position or "", ms, count=1)
+
+    def quota_set(self, project_id: str, minor: int, mode: str) -> ReadResult:
+        """GET /os-quota-sets/{project_id}[/detail|/defaults] (``mode``: QUOTA_SET_MODES)."""
+        (body, position), ms = self._one_row(quota_set_sql(minor, mode), (project_id,))
+        return ReadResult(body, position or "", ms, count=1)
 
     def cells_live_once(self) -> set[str]:
         """The feeds ingest has caught up with at least once (ever, in this replica)."""

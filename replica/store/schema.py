@@ -231,6 +231,91 @@ STEPS: tuple[str, ...] = (
     CREATE INDEX keypairs_user_name ON keypairs (user_id, name);
     CREATE INDEX keypairs_source_bucket ON keypairs (source, bucket);
     """,
+    # 10 (limits: usage): each project's usage as Nova counts it for its quotas (live
+    # servers not soft-deleted: their count, vcpus and memory, from the embedded flavor
+    # of d_flavor_v247), kept by triggers on servers, so in the same transaction as the
+    # server rows whatever writes them (events, resync, repair). Filled from the rows
+    # already held.
+    """
+    CREATE TABLE project_usage (
+        project_id TEXT PRIMARY KEY,
+        instances INTEGER NOT NULL,
+        cores INTEGER NOT NULL,
+        ram INTEGER NOT NULL
+    );
+    INSERT INTO project_usage (project_id, instances, cores, ram)
+        SELECT project_id, count(*),
+               sum(coalesce(json_extract('{' || substr(d_flavor_v247, 2) || '}', '$.flavor.vcpus'), 0)),
+               sum(coalesce(json_extract('{' || substr(d_flavor_v247, 2) || '}', '$.flavor.ram'), 0))
+        FROM servers WHERE deleted = 0 AND vm_state IS NOT 'soft-delete'
+        GROUP BY project_id;
+    CREATE TRIGGER project_usage_insert AFTER INSERT ON servers
+        WHEN NEW.deleted = 0 AND NEW.vm_state IS NOT 'soft-delete'
+    BEGIN
+        INSERT INTO project_usage (project_id, instances, cores, ram) VALUES (
+            NEW.project_id, 1,
+            coalesce(json_extract('{' || substr(NEW.d_flavor_v247, 2) || '}', '$.flavor.vcpus'), 0),
+            coalesce(json_extract('{' || substr(NEW.d_flavor_v247, 2) || '}', '$.flavor.ram'), 0))
+        ON CONFLICT (project_id) DO UPDATE SET instances = instances + 1,
+            cores = cores + excluded.cores, ram = ram + excluded.ram;
+    END;
+    CREATE TRIGGER project_usage_delete AFTER DELETE ON servers
+        WHEN OLD.deleted = 0 AND OLD.vm_state IS NOT 'soft-delete'
+    BEGIN
+        UPDATE project_usage SET instances = instances - 1,
+            cores = cores - coalesce(json_extract('{' || substr(OLD.d_flavor_v247, 2) || '}', '$.flavor.vcpus'), 0),
+            ram = ram - coalesce(json_extract('{' || substr(OLD.d_flavor_v247, 2) || '}', '$.flavor.ram'), 0)
+        WHERE project_id = OLD.project_id;
+    END;
+    CREATE TRIGGER project_usage_update AFTER UPDATE ON servers
+        WHEN OLD.deleted IS NOT NEW.deleted OR OLD.vm_state IS NOT NEW.vm_state
+            OR OLD.project_id IS NOT NEW.project_id
+            OR OLD.d_flavor_v247 IS NOT NEW.d_flavor_v247
+    BEGIN
+        UPDATE project_usage SET instances = instances - 1,
+            cores = cores - coalesce(json_extract('{' || substr(OLD.d_flavor_v247, 2) || '}', '$.flavor.vcpus'), 0),
+            ram = ram - coalesce(json_extract('{' || substr(OLD.d_flavor_v247, 2) || '}', '$.flavor.ram'), 0)
+        WHERE project_id = OLD.project_id
+            AND OLD.deleted = 0 AND OLD.vm_state IS NOT 'soft-delete';
+        INSERT INTO project_usage (project_id, instances, cores, ram)
+            SELECT NEW.project_id, 1,
+                coalesce(json_extract('{' || substr(NEW.d_flavor_v247, 2) || '}', '$.flavor.vcpus'), 0),
+                coalesce(json_extract('{' || substr(NEW.d_flavor_v247, 2) || '}', '$.flavor.ram'), 0)
+            WHERE NEW.deleted = 0 AND NEW.vm_state IS NOT 'soft-delete'
+        ON CONFLICT (project_id) DO UPDATE SET instances = instances + 1,
+            cores = cores + excluded.cores, ram = ram + excluded.ram;
+    END;
+    """,
+    # 11 (limits and quota sets: quotas): Nova's quota limits from its API database
+    # (replica.render.quota_row): a project's own limits (quotas), or the defaults
+    # (key 'class/default': the publisher's configured defaults under the quota class
+    # 'default'), with the project's server group count. NULL: not set.
+    """
+    CREATE TABLE quotas (
+        quota_key TEXT PRIMARY KEY,       -- 'project/<id>' or 'class/default'
+        source TEXT NOT NULL,             -- the feed that publishes it
+        seq INTEGER NOT NULL,
+        project_id TEXT,
+        instances INTEGER,
+        cores INTEGER,
+        ram INTEGER,
+        metadata_items INTEGER,
+        injected_files INTEGER,
+        injected_file_content_bytes INTEGER,
+        injected_file_path_bytes INTEGER,
+        key_pairs INTEGER,
+        server_groups INTEGER,
+        server_group_members INTEGER,
+        fixed_ips INTEGER,
+        floating_ips INTEGER,
+        security_groups INTEGER,
+        security_group_rules INTEGER,
+        server_groups_used INTEGER NOT NULL,
+        entity_hash INTEGER NOT NULL,
+        bucket INTEGER NOT NULL
+    );
+    CREATE INDEX quotas_source_bucket ON quotas (source, bucket);
+    """,
 )
 
 

@@ -135,6 +135,13 @@ class Writer:
                             for kind, t in self.tables.items()}
         self._changed_sql = {kind: t.update_changed_sql() for kind, t in self.tables.items()
                              if t.stable}
+        # Tables with triggers (the servers' project usage, schema step 7): the rows the
+        # triggers write count in total_changes too, so a row its upsert left alone
+        # cannot be told by the count: the update of changed rows always runs.
+        triggered = {name for (name,) in conn.execute(
+            "SELECT DISTINCT tbl_name FROM sqlite_master WHERE type = 'trigger'")}
+        self._always_changed = {kind for kind, t in self.tables.items()
+                                if t.stable and t.name in triggered}
         self._delete_sql = {kind: f"DELETE FROM {t.name} WHERE {t.key} = ? AND {t.owner} = ?"
                             for kind, t in self.tables.items()}
         self._key_at = {kind: t.columns.index(t.key) for kind, t in self.tables.items()}
@@ -191,7 +198,8 @@ class Writer:
                 self.conn.executemany(self._upsert_sql[kind], upserts[kind])
                 # Each row inserted or overwritten counts one change: fewer means some
                 # rows' stable columns differ (soft deleted, another cell's now, ...).
-                if (kind in self._changed_sql
+                if kind in self._always_changed or (
+                        kind in self._changed_sql
                         and self.conn.total_changes() - before < len(upserts[kind])):
                     self.conn.executemany(self._changed_sql[kind], upserts[kind])
             if deletes[kind]:

@@ -189,5 +189,27 @@ def fill_keypairs(path: str, keypairs: list[dict], source: str = "flavors") -> N
             conn.execute(f"INSERT OR REPLACE INTO keypairs ({', '.join(cols)}) "
                          f"VALUES ({', '.join('?' * len(cols))})",
                          render.keypair_row(source, seq, entity))
+def quota(project_id: str | None = None, server_groups_used: int = 0, **limits) -> dict:
+    """A quota limit set: a project's (only ``limits`` set) or, ``project_id`` None,
+    the defaults (Nova's defaults under ``limits``)."""
+    base = (dict(render.QUOTA_NOVA_DEFAULTS) if project_id is None
+            else dict.fromkeys(feed.QUOTA_RESOURCES))
+    base.update(limits)
+    return {"quota_key": feed.QUOTA_DEFAULT_KEY if project_id is None
+            else feed.quota_key(project_id),
+            "project_id": project_id, "limits": base,
+            "server_groups_used": server_groups_used}
+
+
+def fill_quotas(path: str, quotas: list[dict]) -> None:
+    """Rendered quota rows straight into a replica file."""
+    conn = open_writer(path)
+    cols = render.QUOTA_COLUMNS
+    with conn:
+        for seq, entity in enumerate(quotas, start=1):
+            feed.validate_entity(feed.KIND_QUOTA, entity["quota_key"], entity)
+            conn.execute(f"INSERT OR REPLACE INTO quotas ({', '.join(cols)}) "
+                         f"VALUES ({', '.join('?' * len(cols))})",
+                         render.quota_row("flavors", seq, entity))
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()

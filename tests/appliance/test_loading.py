@@ -56,7 +56,8 @@ def test_reads_wait_for_every_cell_they_include(appliance):
     # cell2 was never live: any server read would answer without it.
     for path in ("/v2.1/servers", "/v2.1/servers/detail?all_tenants=1",
                  f"/v2.1/servers/{a_server_of(appliance, 'cell1')}",
-                 f"/v2.1/servers/{a_server_of(appliance, 'cell1')}/ips"):
+                 f"/v2.1/servers/{a_server_of(appliance, 'cell1')}/ips",
+                 "/v2.1/limits", "/v2.1/os-quota-sets/demo/detail"):
         status, body, headers = api(appliance, path)
         assert status == 503, (path, body)
         assert body == {"serviceUnavailable": {
@@ -79,6 +80,8 @@ def test_reads_wait_for_every_cell_they_include(appliance):
     body = wait_for(served, timeout=30, what="servers served once cell2 was live")
     assert len(body["servers"]) == 10
     assert api(appliance, f"/v2.1/servers/{a_server_of(appliance, 'cell2')}")[0] == 200
+    # the usage counts every cell's servers once each was live
+    assert api(appliance, "/v2.1/limits")[0] == 200
 
     # Live once is kept with the replica: a restart while cell2 is down still serves.
     appliance.stop_publisher("cell2")

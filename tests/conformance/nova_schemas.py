@@ -52,6 +52,10 @@ CONTROLLERS = {
                          "InstanceActionsController"),
     # GET /os-keypairs[/{name}]
     "keypairs": ("nova/api/openstack/compute/keypairs.py", "KeypairController"),
+    # GET /limits
+    "limits": ("nova/api/openstack/compute/limits.py", "LimitsController"),
+    # GET /os-quota-sets/{project}[/detail|/defaults]
+    "quota_sets": ("nova/api/openstack/compute/quota_sets.py", "QuotaSetsController"),
 }
 SCHEMA_MODULES = {
     "servers": "nova.api.openstack.compute.schemas.servers",
@@ -64,6 +68,8 @@ SCHEMA_MODULES = {
     "server_tags": "nova.api.openstack.compute.schemas.server_tags",
     "instance_actions": "nova.api.openstack.compute.schemas.instance_actions",
     "keypairs": "nova.api.openstack.compute.schemas.keypairs",
+    "limits": "nova.api.openstack.compute.schemas.limits",
+    "quota_sets": "nova.api.openstack.compute.schemas.quota_sets",
 }
 # The decorators that attach a schema to a method, per kind of schema.
 RESPONSE = "response_body_schema"
@@ -81,6 +87,8 @@ _REAL = ["nova.i18n", "nova.exception", "nova.api.validation.parameter_types",
          "nova.api.openstack.compute.schemas.server_tags",
          "nova.api.openstack.compute.schemas.instance_actions",
          "nova.api.openstack.compute.schemas.keypairs"]
+         "nova.api.openstack.compute.schemas.limits",
+         "nova.api.openstack.compute.schemas.quota_sets"]
 # Modules whose literal top-level constants are all the schema modules need.
 _CONSTANTS_ONLY = ["nova.objects.instance", "nova.objects.tag"]
 _PACKAGES = ["nova", "nova.api", "nova.api.validation", "nova.api.openstack",

@@ -59,6 +59,9 @@ def populate(stack):
     w.create_compute(host="compute-3")             # its liveness changes during the tests
     w.create_keypair(user_id="user-a", name="key-a")
     group = w.create_server_group(user_id="user-a", project_id="project-a", name="spread")
+    w.set_quotas(project_id="project-a", limits={"instances": 25, "ram": 65536,
+                                                  "metadata_items": 64})
+    w.set_quota_class(class_name="default", limits={"cores": 40, "key_pairs": 20})
     servers = {}
     servers["web"] = w.build_server(
         user_id="user-a", project_id="project-a", flavor="2", name="web-1", key_name="key-a",
@@ -606,7 +609,72 @@ def test_keypairs_equal_nova_api(stack, appliance, keypairs, role, microversion)
         paths += ["/v2.1/os-keypairs?user_id=user-a", "/v2.1/os-keypairs/key-b?user_id=user-b"]
     if role == "member" and minor >= 10:
         paths += ["/v2.1/os-keypairs?user_id=user-b", "/v2.1/os-keypairs/key-b?user_id=user-b"]
+# -- limits (GET /limits) -----------------------------------------------------------------
+
+LIMITS_MICROVERSIONS = ("2.1", "2.35", "2.36", "2.39", "2.57", "2.75", "2.104")
+
+
+@pytest.mark.parametrize("microversion", LIMITS_MICROVERSIONS)
+@pytest.mark.parametrize("role", ["member", "other", "admin"])
+def test_limits_equal_nova_api(stack, appliance, synced, role, microversion):
+    paths = ["/v2.1/limits"]
+    if role == "admin":
+        paths += [f"/v2.1/limits?tenant_id={project}"
+                  for project in ("project-a", "project-b", "project-q", "project-none")]
     found = []
     for path in paths:
         found += compare(stack, appliance, path, role, microversion)
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize("path,microversion", [
+    ("/v2.1/limits?tenant_id=project-b", "2.1"),        # another project: admins only
+    ("/v2.1/limits?bogus=1", "2.75"),
+])
+def test_limits_errors_equal_nova_api(stack, appliance, synced, path, microversion):
+    found = compare(stack, appliance, path, "member", microversion)
+    assert not found, "\n".join(found)
+
+
+def test_a_quota_change_reaches_the_limits(stack, appliance, synced):
+    stack.writer.set_quotas(project_id="project-b", limits={"instances": 3})
+    stack.writer.set_quota_class(class_name="default", limits={"server_groups": 4})
+    _equal_eventually(stack, appliance, "/v2.1/limits", role="other", microversion="2.57")
+
+
+# -- quota sets (GET /os-quota-sets/{project}[/detail|/defaults]) -------------------------
+# nova-api here has no Keystone endpoint, so it answers every quota set 400 ("unable to
+# find Keystone service endpoint": it checks that the project exists); its limits view
+# shows the same limits and usage, and the appliance's quota sets must agree with it.
+
+QUOTA_SET_OF_LIMITS = {"instances": ("maxTotalInstances", "totalInstancesUsed"),
+                       "cores": ("maxTotalCores", "totalCoresUsed"),
+                       "ram": ("maxTotalRAMSize", "totalRAMUsed"),
+                       "key_pairs": ("maxTotalKeypairs", None),
+                       "metadata_items": ("maxServerMeta", None),
+                       "server_groups": ("maxServerGroups", "totalServerGroupsUsed"),
+                       "server_group_members": ("maxServerGroupMembers", None),
+                       "injected_files": ("maxPersonality", None),
+                       "floating_ips": ("maxTotalFloatingIps", "totalFloatingIpsUsed")}
+
+
+@pytest.mark.parametrize("project", ["project-a", "project-b", "project-q", "project-none"])
+def test_quota_sets_agree_with_nova_limits(stack, appliance, synced, project):
+    nova_token, our_token = ROLES["admin"]
+    status, limits = stack.api.get(f"/v2.1/limits?tenant_id={project}", token=nova_token,
+                                   microversion="2.1")
+    assert status == 200, limits
+    absolute = limits["limits"]["absolute"]
+    status, detail = appliance.get(f"/v2.1/os-quota-sets/{project}/detail", our_token, "2.1")
+    assert status == 200, detail
+    found = []
+    for resource, (limit, used) in QUOTA_SET_OF_LIMITS.items():
+        ours = detail["quota_set"][resource]
+        if ours["limit"] != absolute[limit]:
+            found.append(f"{project} {resource}: limit {ours['limit']} != {absolute[limit]}")
+        if used is not None and ours["in_use"] != absolute[used]:
+            found.append(f"{project} {resource}: in_use {ours['in_use']} != {absolute[used]}")
+    status, show = appliance.get(f"/v2.1/os-quota-sets/{project}", our_token, "2.1")
+    assert status == 200 and show["quota_set"] == {
+        "id": project, **{r: v["limit"] for r, v in detail["quota_set"].items() if r != "id"}}
     assert not found, "\n".join(found)

@@ -236,6 +236,30 @@ def test_every_server_and_nova_writes_reach_the_replica(stack):
     assert stack.cell.proc.alive() and stack.flavors.proc.alive()
 
 
+def test_quota_limits_and_usage_reach_the_replica(stack):
+    """The flavor publisher's quota kind through the binlog (quotas, quota_classes,
+    instance_groups rows), and each project's usage kept at ingest equal to Nova's count."""
+    stack.converged()
+    w = stack.writer
+    w.set_quotas(project_id="proj-a", limits={"instances": 33})
+    w.set_quota_class(class_name="default", limits={"cores": 44})
+    w.create_server_group(user_id="u1", project_id="proj-a", name="quota-group")
+    (groups,), = stack.nova.query("api", "SELECT count(*) FROM instance_groups "
+                                         "WHERE project_id = 'proj-a'")
+    wait_for(lambda: read_rows(stack.replica, "SELECT instances, server_groups_used FROM "
+                               "quotas WHERE quota_key = 'project/proj-a'") == [(33, groups)],
+             30, what="proj-a's quota limits in the replica")
+    wait_for(lambda: read_rows(stack.replica, "SELECT cores FROM quotas "
+                               "WHERE quota_key = 'class/default'") == [(44,)],
+             30, what="the default quota class in the replica")
+    (nova,) = stack.nova.query(
+        "cell1", "SELECT count(*), sum(vcpus), sum(memory_mb) FROM instances WHERE "
+        "project_id = 'proj-a' AND deleted = 0 AND (vm_state IS NULL OR "
+        "vm_state != 'soft-delete')")
+    assert read_rows(stack.replica, "SELECT instances, cores, ram FROM project_usage "
+                     "WHERE project_id = 'proj-a'") == [tuple(int(v or 0) for v in nova)]
+
+
 def _churn(writer, uuids, stop: threading.Event, rounds: int = 40):
     for n in range(rounds):
         if stop.is_set():

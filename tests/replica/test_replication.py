@@ -363,8 +363,10 @@ def test_a_flavor_source_is_replicated_like_a_cell(make_cell, make_ingest, repli
     job = ing.client.wait_job(ing.client.verify("flavors"), timeout=60)
     assert job["state"] == "done" and job["result"]["cells"]["flavors"]["differing"] == []
     job = ing.client.wait_job(ing.client.resync("flavors"), timeout=60)
-    # the flavor source also publishes Nova's API database's key pairs
-    assert job["state"] == "done" and job["done"] == len(ids) + status["flavors"]["keypairs"]
+    # the flavor source also publishes Nova's API database's key pairs and quota limits
+    # (the defaults and the seeded project's)
+    assert job["state"] == "done" and job["done"] == (
+        len(ids) + status["flavors"]["keypairs"] + 2)
 
 
 def test_a_silent_cell_goes_stale_and_comes_back(make_cell, make_ingest, replica_path):

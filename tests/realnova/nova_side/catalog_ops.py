@@ -1,9 +1,10 @@
-"""Flavors, flavor access, key pairs and server groups: the API database's catalog, as
-nova-api's handlers write it."""
+"""Flavors, flavor access, key pairs, server groups and quota limits: the API database's
+catalog, as nova-api's handlers write it."""
 
 from __future__ import annotations
 
 from nova import crypto
+from nova import exception
 from nova import objects
 from nova.compute import flavors as compute_flavors
 
@@ -63,3 +64,19 @@ class CatalogOps:
                                       policy=policy, rules=rules or {})
         group.create()
         return {"uuid": group.uuid, "id": group.id}
+
+    def op_set_quotas(self, project_id, limits):
+        """What PUT /os-quota-sets/{project} writes (API database ``quotas``)."""
+        for resource, limit in limits.items():
+            try:
+                objects.Quotas.create_limit(self.admin, project_id, resource, limit)
+            except exception.QuotaExists:
+                objects.Quotas.update_limit(self.admin, project_id, resource, limit)
+
+    def op_set_quota_class(self, class_name, limits):
+        """What PUT /os-quota-class-sets/{class} writes (API database ``quota_classes``)."""
+        for resource, limit in limits.items():
+            try:
+                objects.Quotas.create_class(self.admin, class_name, resource, limit)
+            except exception.QuotaClassExists:
+                objects.Quotas.update_class(self.admin, class_name, resource, limit)

@@ -291,3 +291,27 @@ def test_the_commit_probe_takes_a_composite_primary_key():
                           primary_key=("resource_id", "tag")))
     assert changed.probe == ("nova_cell1", "tags", (("resource_id", "u"), ("tag", "t")))
     assert changed.keys == [("server", "u")]
+
+
+def test_the_api_database_feed_journals_quota_keys():
+    """A flavor source on MariaDB (the API database as both roles): a quotas or
+    instance_groups row gives its project's quota key, a quota_classes row the
+    defaults'; a cell's feed, without the kind, journals none of them."""
+    events = [_Written("nova_api", "quotas", [{"id": 1, "project_id": "p1",
+                                               "resource": "cores", "hard_limit": 4}]),
+              _Written("nova_api", "instance_groups", [{"id": 2, "project_id": "p2",
+                                                        "uuid": "g", "user_id": "u"}]),
+              _Written("nova_api", "quota_classes", [{"id": 3, "class_name": "default",
+                                                      "resource": "ram", "hard_limit": 1}])]
+    mapper = binlog_keys.KeyMapper("nova_api", "nova_api", kinds=("flavor", "quota"))
+    changed = binlog_keys.ChangedKeys()
+    for event in events:
+        mapper.add(changed, event)
+    assert mapper.resolve(changed, _Lookups([])) == [
+        ("quota", "project/p1"), ("quota", "project/p2"), ("quota", "class/default")]
+    cell = binlog_keys.KeyMapper("nova_cell1", "nova_api", kinds=("instance_action", "server"))
+    changed = binlog_keys.ChangedKeys()
+    for event in events[::2]:
+        cell.add(changed, event)
+    assert cell.resolve(changed, _Lookups([])) == []
+    assert {"quotas", "quota_classes", "instance_groups"} <= set(binlog_keys.WATCHED_TABLES)

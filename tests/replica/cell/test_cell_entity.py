@@ -220,7 +220,8 @@ def test_flavor_entities(tmp_path):
                           "created_at": "2026-01-01T00:00:00.000000"}
     assert built["6"]["extra_specs"] == {"hw:cpu_policy": "dedicated", "hw:mem_page_size": "large"}
     assert (built["8"]["is_public"], built["8"]["projects"]) == (False, ["demo"])
-    assert sqlite_source.kinds_of(conn) == ["flavor", "keypair"]   # Nova's API database
+    # Nova's API database: flavors, key pairs, quota limits
+    assert sqlite_source.kinds_of(conn) == ["flavor", "keypair", "quota"]
 
 
 def test_pages_are_ordered_by_kind_and_key_with_a_cursor(conn):
@@ -317,3 +318,11 @@ def test_flavor_texts_of_other_types_are_extracted_as_sqlite_does(conn):
     assert build_one(conn)["flavor"]["memory_mb"] == 4096         # from the instance row
     conn.execute("UPDATE instance_extra SET flavor = 'not json'")
     assert build_one(conn)["flavor"]["name"] == ""
+
+
+def test_quota_limits_are_published_by_the_api_database_only():
+    """Nova's cell databases keep legacy quota tables: a database with instances does not
+    publish the quota kind; the API database (or a flavor source) does."""
+    assert "quota" not in entity.kinds_in(["instances", "quotas", "quota_classes"])
+    assert entity.kinds_in(["flavors", "quotas", "quota_classes", "instance_groups"]) == [
+        "flavor", "quota"]

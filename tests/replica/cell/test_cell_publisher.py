@@ -294,13 +294,16 @@ def test_a_flavor_source_publishes_flavors(tmp_path, publishers, clients):
     pub = publishers(db, "flavors")
     ctl = clients(Control, pub.control_url)
     sub = clients(Subscriber, pub.feed_url)
-    assert ctl.call("hello")["kinds"] == ["flavor", "keypair"]   # Nova's API database
+    # Nova's API database
+    assert ctl.call("hello")["kinds"] == ["flavor", "keypair", "quota"]
     snap = ctl.call("snapshot_begin")
     page = ctl.call("snapshot_page", snapshot=snap["snapshot"], after=None, limit=100)
     assert page["done"] and [i[1] for i in page["items"] if i[0] == "flavor"] == sorted(
         str(i) for i in range(1, 9))
     assert [i[1] for i in page["items"] if i[0] == "keypair"] == sorted(
         feed.keypair_key(user, name) for user, name in simulator.DEMO_KEYPAIRS)
+    assert [i[1] for i in page["items"] if i[0] == "quota"] == [
+        "class/default", "project/demo"]                                  # quota limits
     sub.heartbeat()
     conn = connection.open_cell(db)
     conn.execute("INSERT INTO flavor_extra_specs (key, value, flavor_id) VALUES ('k', 'v', 1)")
@@ -308,6 +311,14 @@ def test_a_flavor_source_publishes_flavors(tmp_path, publishers, clients):
     batches, _ = collect(sub, head_of(db))
     (event,) = [e for b in batches for e in b.events]
     assert (event.kind, event.key, event.entity["extra_specs"]) == ("flavor", "1", {"k": "v"})
+    conn = connection.open_cell(db)
+    conn.execute("INSERT INTO quotas (project_id, resource, hard_limit) "
+                 "VALUES ('other', 'instances', 3)")
+    conn.close()
+    batches, _ = collect(sub, head_of(db))
+    (event,) = [e for b in batches for e in b.events]
+    assert (event.kind, event.key, event.entity["limits"]["instances"]) == (
+        "quota", "project/other", 3)
 
 
 def test_run_publisher_in_a_thread_stops_when_told(populated, tmp_path, clients):
