@@ -86,7 +86,7 @@ _REAL = ["nova.i18n", "nova.exception", "nova.api.validation.parameter_types",
          "nova.api.openstack.compute.schemas.ips",
          "nova.api.openstack.compute.schemas.server_tags",
          "nova.api.openstack.compute.schemas.instance_actions",
-         "nova.api.openstack.compute.schemas.keypairs"]
+         "nova.api.openstack.compute.schemas.keypairs",
          "nova.api.openstack.compute.schemas.limits",
          "nova.api.openstack.compute.schemas.quota_sets"]
 # Modules whose literal top-level constants are all the schema modules need.
