@@ -4,15 +4,13 @@ starts or ends and at both ends of the appliance's range, as an admin and as a m
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 import pytest
 
 from tests.api import entities as E
 from tests.api.conftest import start_server, stop_server
 from tests.conformance import nova_schemas as N
+from tests.conformance.checks import check_body, check_every_version, check_query
 from tests.conformance.replicas import ROLES
-from tests.conformance.test_nova_query_schemas import _comparable
 from tests.conformance.test_nova_schemas import MAX_VERSION, MIN_VERSION
 from tests.conftest import free_port
 
@@ -55,23 +53,11 @@ def _cases():
 
 @pytest.mark.parametrize("version, role, method, path", list(_cases()))
 def test_body_matches_nova_schema(actions_api, version, role, method, path):
-    v = N.format_version(version)
-    attached, schema = N.schema_for("instance_actions", method, version)
-    response = actions_api.get(path, token=ROLES[role], version=v)
-    where = f"GET {path} at {v} as {role}"
-    assert response.status == 200, f"{where}: {response.status} {response.body[:300]!r}"
-    assert response.statements == 1
-    problems = N.violations(schema, response.json())
-    if problems:
-        pytest.fail(f"{where}: the body breaks {attached.where}:\n  " + "\n  ".join(problems),
-                    pytrace=False)
+    check_body(actions_api, "instance_actions", method, version, path, role)
 
 
 def test_every_version_has_one_nova_schema_per_method():
-    for minor in range(MIN_VERSION[1], MAX_VERSION[1] + 1):
-        for resource, method in ENDPOINTS:
-            N.schema_for(resource, method, (2, minor))
-            N.schema_for(resource, method, (2, minor), N.QUERY)
+    check_every_version(ENDPOINTS, MIN_VERSION, MAX_VERSION)
 
 
 PROBES = [
@@ -96,27 +82,4 @@ def _query_cases():
 
 @pytest.mark.parametrize("version, method, path", list(_query_cases()))
 def test_query_parameters_as_nova_validates_them(actions_api, version, method, path):
-    v = N.format_version(version)
-    attached, schema = N.schema_for("instance_actions", method, version, N.QUERY)
-    failures = []
-    for probe in PROBES:
-        params: dict[str, list[str]] = {}
-        for name, value in probe:
-            params.setdefault(name, []).append(value)
-        refused = N.query_error(schema, params)
-        query = urlencode(probe)
-        response = actions_api.get(f"{path}?{query}", token=ROLES["member"], version=v)
-        where = f"GET {path}?{query} at {v} ({attached.where})"
-        if refused is not None:
-            expected = {"badRequest": {"code": 400, "message": _comparable(refused)}}
-            got = response.json() if response.status == 400 else None
-            if got is not None and isinstance(got.get("badRequest"), dict):
-                got["badRequest"]["message"] = _comparable(got["badRequest"].get("message"))
-            if got != expected:
-                failures.append(f"{where}: Nova answers 400 {refused!r}; the appliance "
-                                f"{response.status} {response.body[:200]!r}")
-        elif response.status != 200:
-            failures.append(f"{where}: Nova's schema accepts it; the appliance answered "
-                            f"{response.status} {response.body[:200]!r}")
-    if failures:
-        pytest.fail("\n".join(failures), pytrace=False)
+    check_query(actions_api, "instance_actions", method, version, path, PROBES, "member")

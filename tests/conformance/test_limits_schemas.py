@@ -4,15 +4,13 @@ appliance's range, as an admin and as a member, with and without quota rows."""
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 import pytest
 
 from tests.api import entities as E
 from tests.api.conftest import start_server, stop_server
 from tests.conformance import nova_schemas as N
+from tests.conformance.checks import check_body, check_every_version, check_query
 from tests.conformance.replicas import ROLES
-from tests.conformance.test_nova_query_schemas import _comparable
 from tests.conformance.test_nova_schemas import MAX_VERSION, MIN_VERSION
 from tests.conftest import free_port
 
@@ -46,22 +44,11 @@ def _cases():
 
 @pytest.mark.parametrize("version, role, path", list(_cases()))
 def test_body_matches_nova_schema(limits_api, version, role, path):
-    v = N.format_version(version)
-    attached, schema = N.schema_for("limits", "index", version)
-    response = limits_api.get(path, token=ROLES[role], version=v)
-    where = f"GET {path} at {v} as {role}"
-    assert response.status == 200, f"{where}: {response.status} {response.body[:300]!r}"
-    assert response.statements == 1
-    problems = N.violations(schema, response.json())
-    if problems:
-        pytest.fail(f"{where}: the body breaks {attached.where}:\n  " + "\n  ".join(problems),
-                    pytrace=False)
+    check_body(limits_api, "limits", "index", version, path, role)
 
 
 def test_every_version_has_one_nova_schema():
-    for minor in range(MIN_VERSION[1], MAX_VERSION[1] + 1):
-        N.schema_for("limits", "index", (2, minor))
-        N.schema_for("limits", "index", (2, minor), N.QUERY)
+    check_every_version(ENDPOINTS, MIN_VERSION, MAX_VERSION)
 
 
 PROBES = [
@@ -75,27 +62,4 @@ PROBES = [
                                      N.boundaries(ENDPOINTS, MIN_VERSION, MAX_VERSION,
                                                   N.QUERY)])
 def test_query_parameters_as_nova_validates_them(limits_api, version):
-    v = N.format_version(version)
-    attached, schema = N.schema_for("limits", "index", version, N.QUERY)
-    failures = []
-    for probe in PROBES:
-        params: dict[str, list[str]] = {}
-        for name, value in probe:
-            params.setdefault(name, []).append(value)
-        refused = N.query_error(schema, params)
-        query = urlencode(probe)
-        response = limits_api.get(f"/v2.1/limits?{query}", token=ROLES["admin"], version=v)
-        where = f"GET /v2.1/limits?{query} at {v} ({attached.where})"
-        if refused is not None:
-            expected = {"badRequest": {"code": 400, "message": _comparable(refused)}}
-            got = response.json() if response.status == 400 else None
-            if got is not None and isinstance(got.get("badRequest"), dict):
-                got["badRequest"]["message"] = _comparable(got["badRequest"].get("message"))
-            if got != expected:
-                failures.append(f"{where}: Nova answers 400 {refused!r}; the appliance "
-                                f"{response.status} {response.body[:200]!r}")
-        elif response.status != 200:
-            failures.append(f"{where}: Nova's schema accepts it; the appliance answered "
-                            f"{response.status} {response.body[:200]!r}")
-    if failures:
-        pytest.fail("\n".join(failures), pytrace=False)
+    check_query(limits_api, "limits", "index", version, "/v2.1/limits", PROBES, "admin")

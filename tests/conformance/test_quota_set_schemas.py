@@ -9,6 +9,7 @@ import pytest
 from tests.api import entities as E
 from tests.api.conftest import start_server, stop_server
 from tests.conformance import nova_schemas as N
+from tests.conformance.checks import check_body
 from tests.conformance.replicas import ROLES
 from tests.conformance.test_nova_schemas import MAX_VERSION, MIN_VERSION
 from tests.conftest import free_port
@@ -41,13 +42,4 @@ def _cases():
 
 @pytest.mark.parametrize("version, role, method, path", list(_cases()))
 def test_body_matches_nova_schema(quota_api, version, role, method, path):
-    v = N.format_version(version)
-    attached, schema = N.schema_for("quota_sets", method, version)
-    response = quota_api.get(path, token=ROLES[role], version=v)
-    where = f"GET {path} at {v} as {role}"
-    assert response.status == 200, f"{where}: {response.status} {response.body[:300]!r}"
-    assert response.statements == 1
-    problems = N.violations(schema, response.json())
-    if problems:
-        pytest.fail(f"{where}: the body breaks {attached.where}:\n  " + "\n  ".join(problems),
-                    pytrace=False)
+    check_body(quota_api, "quota_sets", method, version, path, role)
