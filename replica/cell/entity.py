@@ -1101,7 +1101,8 @@ def kinds_in(tables: Iterable[str]) -> list[str]:
     API database publishes its build requests as servers (``build_requests.py``)."""
     have = set(tables)
     kinds = {name for name, kind in SOURCE_KINDS.items()
-             if kind.table in have and have.issuperset(kind.requires)}
+             if kind.table in have and have.issuperset(kind.requires)
+             and kind.unless_table not in have}
     if has_build_requests(have):
         kinds.add(feed.KIND_SERVER)
     return sorted(kinds)

@@ -232,7 +232,8 @@ STEPS: tuple[str, ...] = (
     CREATE INDEX keypairs_source_bucket ON keypairs (source, bucket);
     """,
     # 10 (limits: usage): each project's usage as Nova counts it for its quotas (live
-    # servers not soft-deleted: their count, vcpus and memory, from the embedded flavor
+    # servers in a cell (not build requests: in_cell), not soft-deleted: their count,
+    # vcpus and memory, from the embedded flavor
     # of d_flavor_v247), kept by triggers on servers, so in the same transaction as the
     # server rows whatever writes them (events, resync, repair). Filled from the rows
     # already held.
@@ -247,10 +248,10 @@ STEPS: tuple[str, ...] = (
         SELECT project_id, count(*),
                sum(coalesce(json_extract('{' || substr(d_flavor_v247, 2) || '}', '$.flavor.vcpus'), 0)),
                sum(coalesce(json_extract('{' || substr(d_flavor_v247, 2) || '}', '$.flavor.ram'), 0))
-        FROM servers WHERE deleted = 0 AND vm_state IS NOT 'soft-delete'
+        FROM servers WHERE deleted = 0 AND vm_state IS NOT 'soft-delete' AND in_cell = 1
         GROUP BY project_id;
     CREATE TRIGGER project_usage_insert AFTER INSERT ON servers
-        WHEN NEW.deleted = 0 AND NEW.vm_state IS NOT 'soft-delete'
+        WHEN NEW.deleted = 0 AND NEW.vm_state IS NOT 'soft-delete' AND NEW.in_cell = 1
     BEGIN
         INSERT INTO project_usage (project_id, instances, cores, ram) VALUES (
             NEW.project_id, 1,
@@ -260,7 +261,7 @@ STEPS: tuple[str, ...] = (
             cores = cores + excluded.cores, ram = ram + excluded.ram;
     END;
     CREATE TRIGGER project_usage_delete AFTER DELETE ON servers
-        WHEN OLD.deleted = 0 AND OLD.vm_state IS NOT 'soft-delete'
+        WHEN OLD.deleted = 0 AND OLD.vm_state IS NOT 'soft-delete' AND OLD.in_cell = 1
     BEGIN
         UPDATE project_usage SET instances = instances - 1,
             cores = cores - coalesce(json_extract('{' || substr(OLD.d_flavor_v247, 2) || '}', '$.flavor.vcpus'), 0),
@@ -270,18 +271,18 @@ STEPS: tuple[str, ...] = (
     CREATE TRIGGER project_usage_update AFTER UPDATE ON servers
         WHEN OLD.deleted IS NOT NEW.deleted OR OLD.vm_state IS NOT NEW.vm_state
             OR OLD.project_id IS NOT NEW.project_id
-            OR OLD.d_flavor_v247 IS NOT NEW.d_flavor_v247
+            OR OLD.d_flavor_v247 IS NOT NEW.d_flavor_v247 OR OLD.in_cell IS NOT NEW.in_cell
     BEGIN
         UPDATE project_usage SET instances = instances - 1,
             cores = cores - coalesce(json_extract('{' || substr(OLD.d_flavor_v247, 2) || '}', '$.flavor.vcpus'), 0),
             ram = ram - coalesce(json_extract('{' || substr(OLD.d_flavor_v247, 2) || '}', '$.flavor.ram'), 0)
         WHERE project_id = OLD.project_id
-            AND OLD.deleted = 0 AND OLD.vm_state IS NOT 'soft-delete';
+            AND OLD.deleted = 0 AND OLD.vm_state IS NOT 'soft-delete' AND OLD.in_cell = 1;
         INSERT INTO project_usage (project_id, instances, cores, ram)
             SELECT NEW.project_id, 1,
                 coalesce(json_extract('{' || substr(NEW.d_flavor_v247, 2) || '}', '$.flavor.vcpus'), 0),
                 coalesce(json_extract('{' || substr(NEW.d_flavor_v247, 2) || '}', '$.flavor.ram'), 0)
-            WHERE NEW.deleted = 0 AND NEW.vm_state IS NOT 'soft-delete'
+            WHERE NEW.deleted = 0 AND NEW.vm_state IS NOT 'soft-delete' AND NEW.in_cell = 1
         ON CONFLICT (project_id) DO UPDATE SET instances = instances + 1,
             cores = cores + excluded.cores, ram = ram + excluded.ram;
     END;
