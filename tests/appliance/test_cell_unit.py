@@ -9,10 +9,9 @@ import shlex
 import shutil
 import subprocess
 
-import pytest
 
 from appliance import cli
-from tests.conftest import ROOT
+from tests.conftest import ROOT, missing_part
 
 UNIT = os.path.join(ROOT, "build", "appliance-cell@.service")
 
@@ -45,9 +44,7 @@ def test_the_unit_runs_a_publisher_command_the_cli_accepts():
 
 def test_the_unit_passes_systemd_analyze_verify(tmp_path):
     if not shutil.which("systemd-analyze"):
-        if os.environ.get("CI"):
-            pytest.fail("systemd-analyze is not installed")
-        pytest.skip("systemd-analyze is not installed")
+        missing_part("systemd-analyze is not installed")
     program = tmp_path / "appliance"
     program.write_text("#!/bin/sh\nexit 0\n")
     program.chmod(0o755)

@@ -11,10 +11,9 @@ import re
 import shutil
 import subprocess
 
-import pytest
 
 from tests.appliance.conftest import get
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, missing_part, wait_for
 
 MONITORING = os.path.join(ROOT, "docs", "monitoring")
 RULES = os.path.join(MONITORING, "appliance.rules.yml")
@@ -33,11 +32,7 @@ PROMQL_WORDS = {"sum", "rate", "irate", "increase", "histogram_quantile", "by", 
 def promtool() -> str:
     found = shutil.which("promtool")
     if found is None:
-        message = ("promtool is missing: build/bootstrap.sh installs Debian's prometheus "
-                   "package")
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_part("promtool is missing (Debian's prometheus package)")
     return found
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests.appliance.cells import CellsAppliance
 from tests.appliance.conftest import get
-from tests.conftest import wait_for
+from tests.conftest import missing_part
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
@@ -27,9 +27,7 @@ WAIT_MS = 30_000
 
 
 def _missing(what: str):
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} is missing: build/bootstrap.sh installs it")
-    pytest.skip(f"{what} is missing")
+    missing_part(f"{what} is missing")
 
 
 @pytest.fixture

@@ -10,10 +10,9 @@ import shutil
 import subprocess
 import tomllib
 
-import pytest
 
 from appliance import settings
-from tests.conftest import ROOT
+from tests.conftest import ROOT, missing_part
 
 EXAMPLE = os.path.join(ROOT, "build", "appliance.example.toml")
 UNIT = os.path.join(ROOT, "build", "appliance.service")
@@ -71,7 +70,7 @@ def test_unit_stops_gracefully_and_keeps_state_where_the_config_says():
 
 def test_unit_passes_systemd_analyze_verify(binary, tmp_path):
     if not shutil.which("systemd-analyze"):
-        pytest.skip("systemd-analyze is not installed")
+        missing_part("systemd-analyze is not installed")
     with open(UNIT) as f:
         text = f.read().replace("/usr/local/bin/appliance", binary)
     unit = tmp_path / "appliance.service"
