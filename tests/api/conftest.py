@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import contextlib
 import os
 import subprocess
 import sys
@@ -125,6 +126,16 @@ def start_server(replica: str, port: int, *extra: str, env: dict | None = None):
     return proc, api
 
 
+@contextlib.contextmanager
+def serving(replica: str, *extra: str, env: dict | None = None):
+    """The API over ``replica`` on a free port for the block's duration (its client)."""
+    proc, client = start_server(replica, free_port(), *extra, env=env)
+    try:
+        yield client
+    finally:
+        stop_server(proc)
+
+
 def stop_server(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -145,20 +156,13 @@ def replica_file(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def api(replica_file):
-    proc, client = start_server(replica_file, free_port())
-    try:
+    with serving(replica_file) as client:
         yield client
-    finally:
-        stop_server(proc)
 
 
 @pytest.fixture(scope="session")
 def anon_api(replica_file):
     """The API as a client without a token sees it: noauth's default identity is a
     member of the fixture's project (as openstack --os-auth-type none gets)."""
-    proc, client = start_server(replica_file, free_port(),
-                                env={"NOAUTH_DEFAULT": f"fake:{E.PROJECT}"})
-    try:
+    with serving(replica_file, env={"NOAUTH_DEFAULT": f"fake:{E.PROJECT}"}) as client:
         yield client
-    finally:
-        stop_server(proc)

@@ -11,8 +11,7 @@ import pytest
 
 from replica import render
 from tests.api import entities as E
-from tests.api.conftest import ADMIN, MEMBER, OTHER, start_server, stop_server
-from tests.conftest import free_port
+from tests.api.conftest import ADMIN, MEMBER, OTHER, serving
 
 SERVER = E.server(0)
 DELETED = E.server(11, deleted=True, vm_state="deleted", deleted_at=E.stamp(4))
@@ -37,11 +36,8 @@ def actions_api(tmp_path_factory):
     E.fill_instance_actions(path, [("cell2" if a is ACTIONS[4] else "cell1", a)
                                    for a in ACTIONS])
     # a client without a token (openstack --os-auth-type none) is a member of PROJECT
-    proc, client = start_server(path, free_port(), env={"NOAUTH_DEFAULT": MEMBER})
-    try:
+    with serving(path, env={"NOAUTH_DEFAULT": MEMBER}) as client:
         yield client
-    finally:
-        stop_server(proc)
 
 
 def _get(api, path, token=MEMBER, version="2.1"):

@@ -10,8 +10,7 @@ import pytest
 
 from replica import render
 from tests.api import entities as E
-from tests.api.conftest import ADMIN, MEMBER, OTHER, start_server, stop_server
-from tests.conftest import free_port
+from tests.api.conftest import ADMIN, MEMBER, OTHER, serving
 
 # MEMBER is user "fake", OTHER user "other", ADMIN user "admin"
 MINE = [E.keypair("fake", name, n, type="x509" if name == "b-cert" else "ssh")
@@ -24,11 +23,8 @@ def keypairs_api(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("keypairs") / "replica.db")
     E.fill_replica(path, [], [E.flavor()], {"cell1": 1, "flavors": 5})
     E.fill_keypairs(path, MINE + THEIRS)
-    proc, client = start_server(path, free_port(), env={"NOAUTH_DEFAULT": MEMBER})
-    try:
+    with serving(path, env={"NOAUTH_DEFAULT": MEMBER}) as client:
         yield client
-    finally:
-        stop_server(proc)
 
 
 def _get(api, path, token=MEMBER, version="2.1"):

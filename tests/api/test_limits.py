@@ -9,8 +9,7 @@ import pytest
 
 from replica import render
 from tests.api import entities as E
-from tests.api.conftest import ADMIN, MEMBER, OTHER, start_server, stop_server
-from tests.conftest import free_port
+from tests.api.conftest import ADMIN, MEMBER, OTHER, serving
 
 SERVERS = [
     ("cell1", E.server(0)),                                               # 1 vcpu, 512
@@ -32,11 +31,8 @@ def limits_api(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("limits") / "replica.db")
     E.fill_replica(path, SERVERS, [], {"cell1": 10, "cell2": 5, "flavors": 1})
     E.fill_quotas(path, [DEFAULTS, OWN])
-    proc, client = start_server(path, free_port(), env={"NOAUTH_DEFAULT": MEMBER})
-    try:
+    with serving(path, env={"NOAUTH_DEFAULT": MEMBER}) as client:
         yield client
-    finally:
-        stop_server(proc)
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +40,8 @@ def bare_api(tmp_path_factory):
     """A replica without any quota row: Nova's own defaults."""
     path = str(tmp_path_factory.mktemp("bare") / "replica.db")
     E.fill_replica(path, SERVERS[:1], [], {"cell1": 1})
-    proc, client = start_server(path, free_port())
-    try:
+    with serving(path) as client:
         yield client
-    finally:
-        stop_server(proc)
 
 
 def _limits(api, query="", token=MEMBER, version="2.1"):

@@ -8,8 +8,7 @@ import os
 import pytest
 
 from tests.api import entities as E
-from tests.api.conftest import start_server, stop_server
-from tests.conftest import free_port
+from tests.api.conftest import serving
 from tests.conformance.replicas import (Simulated, conformance_flavors, conformance_servers,
                                         simulated_entities)
 
@@ -19,11 +18,8 @@ def conformance_api(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("conformance") / "replica.db")
     E.fill_replica(path, conformance_servers(), conformance_flavors(),
                    {"cell1": 41, "cell2": 17, "flavors": 7})
-    proc, client = start_server(path, free_port())
-    try:
+    with serving(path) as client:
         yield client
-    finally:
-        stop_server(proc)
 
 
 @pytest.fixture(scope="session")
@@ -33,8 +29,5 @@ def simulated(tmp_path_factory):
     path = os.path.join(workdir, "replica.db")
     E.fill_replica(path, [("sim", e) for e in servers], flavors,
                    {"sim": len(servers), "flavors": len(flavors)})
-    proc, client = start_server(path, free_port())
-    try:
+    with serving(path) as client:
         yield Simulated(client, servers, flavors)
-    finally:
-        stop_server(proc)

@@ -7,12 +7,11 @@ from __future__ import annotations
 import pytest
 
 from tests.api import entities as E
-from tests.api.conftest import start_server, stop_server
+from tests.api.conftest import serving
 from tests.conformance import nova_schemas as N
 from tests.conformance.checks import check_body, check_every_version, check_query
 from tests.conformance.replicas import ROLES
 from tests.conformance.test_nova_schemas import MAX_VERSION, MIN_VERSION
-from tests.conftest import free_port
 
 SERVER = E.server(1)
 # A nova-manage action has no user or project; events of periodic tasks none either.
@@ -34,11 +33,8 @@ def actions_api(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("actions-conformance") / "replica.db")
     E.fill_replica(path, [("cell1", SERVER)], [], {"cell1": 3, "flavors": 1})
     E.fill_instance_actions(path, [("cell1", a) for a in ACTIONS])
-    proc, client = start_server(path, free_port())
-    try:
+    with serving(path) as client:
         yield client
-    finally:
-        stop_server(proc)
 
 
 def _cases():

@@ -9,12 +9,11 @@ from urllib.parse import quote
 import pytest
 
 from tests.api import entities as E
-from tests.api.conftest import start_server, stop_server
+from tests.api.conftest import serving
 from tests.conformance import nova_schemas as N
 from tests.conformance.checks import check_body, check_every_version, check_query
 from tests.conformance.replicas import ROLES
 from tests.conformance.test_nova_schemas import MAX_VERSION, MIN_VERSION
-from tests.conftest import free_port
 
 # ROLES: "admin" is user admin, "member" user fake (tests.api.conftest)
 KEYPAIRS = [E.keypair(user, name, n, type="x509" if name == "cert" else "ssh")
@@ -29,11 +28,8 @@ def keypairs_api(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("keypairs-conformance") / "replica.db")
     E.fill_replica(path, [], [E.flavor()], {"flavors": 5})
     E.fill_keypairs(path, KEYPAIRS)
-    proc, client = start_server(path, free_port())
-    try:
+    with serving(path) as client:
         yield client
-    finally:
-        stop_server(proc)
 
 
 def _cases():

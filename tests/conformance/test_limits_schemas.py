@@ -7,12 +7,11 @@ from __future__ import annotations
 import pytest
 
 from tests.api import entities as E
-from tests.api.conftest import start_server, stop_server
+from tests.api.conftest import serving
 from tests.conformance import nova_schemas as N
 from tests.conformance.checks import check_body, check_every_version, check_query
 from tests.conformance.replicas import ROLES
 from tests.conformance.test_nova_schemas import MAX_VERSION, MIN_VERSION
-from tests.conftest import free_port
 
 ENDPOINTS = [("limits", "index")]
 
@@ -24,11 +23,8 @@ def limits_api(tmp_path_factory):
                    [], {"cell1": 2, "flavors": 2})
     E.fill_quotas(path, [E.quota(None, cores=-1),
                          E.quota(E.PROJECT, server_groups_used=2, instances=4, key_pairs=0)])
-    proc, client = start_server(path, free_port())
-    try:
+    with serving(path) as client:
         yield client
-    finally:
-        stop_server(proc)
 
 
 def _cases():

@@ -7,12 +7,11 @@ from __future__ import annotations
 import pytest
 
 from tests.api import entities as E
-from tests.api.conftest import start_server, stop_server
+from tests.api.conftest import serving
 from tests.conformance import nova_schemas as N
 from tests.conformance.checks import check_body
 from tests.conformance.replicas import ROLES
 from tests.conformance.test_nova_schemas import MAX_VERSION, MIN_VERSION
-from tests.conftest import free_port
 
 METHODS = {"show": "", "detail": "/detail", "defaults": "/defaults"}
 ENDPOINTS = [("quota_sets", method) for method in METHODS]
@@ -24,11 +23,8 @@ def quota_api(tmp_path_factory):
     E.fill_replica(path, [("cell1", E.server(1))], [], {"cell1": 1, "flavors": 2})
     E.fill_quotas(path, [E.quota(None, cores=-1),
                          E.quota(E.PROJECT, server_groups_used=1, instances=4)])
-    proc, client = start_server(path, free_port())
-    try:
+    with serving(path) as client:
         yield client
-    finally:
-        stop_server(proc)
 
 
 def _cases():
