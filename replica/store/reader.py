@@ -550,18 +550,28 @@ def build_server_list(query: ServerQuery, view: render.ServerView | None
             where.append("deleted = 1")
         else:
             where.append("(deleted = 1 OR vm_state = 'soft-delete')")
+    # Nova filters its build requests in Python, differently from its instances (see
+    # BUILD_REQUEST_*): a build request (in_cell = 0) passes the time filters, and any
+    # regex filter on a field it has no value for. Written so that the time filters can
+    # still walk the updated_at index (a build request is never updated: NULL).
     if query.changes_since is not None:
-        where.append(f"updated_at >= {p(query.changes_since)}")
+        where.append(f"(updated_at >= {p(query.changes_since)} OR "
+                     f"(updated_at IS NULL AND in_cell = 0))")
     if query.changes_before is not None:
-        where.append(f"updated_at <= {p(query.changes_before)}")
+        where.append(f"(updated_at <= {p(query.changes_before)} OR "
+                     f"(updated_at IS NULL AND in_cell = 0))")
     for column, values in sorted(query.exact.items()):
         if column not in SERVER_FILTER_COLUMNS:
             raise ValueError(f"no such server filter column {column!r}")
-        where.append(_in(column, tuple(values), p))
+        condition = _in(column, tuple(values), p)
+        if column in BUILD_REQUEST_REGEX_COLUMNS:
+            condition = f"({condition} OR (in_cell = 0 AND {_falsy(column)}))"
+        where.append(condition)
     for column, pattern in sorted(query.regex.items()):
         if column not in SERVER_FILTER_COLUMNS:
             raise ValueError(f"no such server filter column {column!r}")
-        where.append(_regex_condition(column, pattern, p))
+        where.append(f"({_regex_condition(column, pattern, p)} OR "
+                     f"(in_cell = 0 AND {_falsy(column)}))")
     for tag in query.tags:
         where.append(_tags_exist((tag,), p))
     if query.tags_any:
@@ -574,6 +584,8 @@ def build_server_list(query: ServerQuery, view: render.ServerView | None
     for ip in query.ips:
         where.append(f"instr(ips, {p(ip)}) > 0")
     doc = SERVER_BRIEF_SQL if view is None else server_doc_expr(view)
+    if query.deleted is not False and "d_host_status" in doc:
+        doc = doc.replace("d_host_status", _host_status_as_listed(query.sort))
     # A member's marker must be one of the member's servers (deleted ones too): another
     # project's is "not found", or the page would show where it falls in the order.
     marker_scope = ""
@@ -583,6 +595,33 @@ def build_server_list(query: ServerQuery, view: render.ServerView | None
     sql = _list_sql("servers", "uuid", doc, where, query.sort, query.marker is not None,
                     marker_scope, p.last(), "0" if view is None else "updated_at IS NULL")
     return sql, p.values
+
+
+# Nova's BuildRequestList.get_by_filters matches a few fields exactly (project, user,
+# image, vm/task state, flavor, uuid, host, metadata, tags); every other filter is a regex
+# search that a build request passes when it has no value for the field (None, False,
+# 0, ""). Of the columns filtered exactly here, these are such regex filters there.
+BUILD_REQUEST_REGEX_COLUMNS = frozenset({"locked"})
+
+
+def _falsy(column: str) -> str:
+    """The column holds no value in Python's sense (None, False, 0, "")."""
+    return f"({column} IS NULL OR {column} = '' OR {column} = 0)"
+
+
+def _host_status_as_listed(sort: tuple[tuple[str, str], ...]) -> str:
+    """host_status in a list that may hold deleted servers, as nova-api shows it: it
+    works a host's status out once per page, from the first server listed on that host,
+    and a deleted server has no service to ask (its join to services requires deleted =
+    0): when that first server is a deleted one, every server of that host on the page
+    shows "". The window runs over the rows after the marker, in the page's order, so
+    the first of a host's rows on the page is the first it sees."""
+    order = ", ".join(f"{c} {d.upper()}" for c, d in sort)
+    return (f"CASE WHEN host IS NOT NULL AND first_value(deleted) OVER (PARTITION BY host "
+            f"ORDER BY {order}) != 0 THEN '{HOST_STATUS_NONE}' ELSE d_host_status END")
+
+
+HOST_STATUS_NONE = ',"host_status":""'
 
 
 def _regex_condition(column: str, pattern: str, p: _Params) -> str:

@@ -40,6 +40,9 @@ from tests.realnova.processes import log_tail, stop_process
 NOVA_SIDE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nova_side")
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
+# Neutron's extensions as the stub reports them: only what changes nova-api's reads
+# (ip-substring-filtering: the ip and ip6 filters of the server lists ask Neutron's ports)
+EXTENSIONS = ("ip-substring-filtering",)
 
 
 class NeutronStub:
@@ -104,8 +107,15 @@ class NeutronStub:
 
     def _list(self, collection: str, items, query: dict) -> dict:
         fields = query.pop("fields", None)
+        # Neutron's ip-substring-filtering: fixed_ips=ip_address_substr=X (nova-api's
+        # ip and ip6 filters); any other fixed_ips filter is not stubbed
+        substrings = [v.split("=", 1)[1] for v in query.pop("fixed_ips", [])
+                      if v.startswith("ip_address_substr=")]
         selected = []
         for item in items:
+            if substrings and not any(s in ip.get("ip_address", "") for s in substrings
+                                      for ip in item.get("fixed_ips", [])):
+                continue
             if all(str(item.get(key)) in values for key, values in query.items()):
                 selected.append({k: v for k, v in item.items() if not fields or k in fields})
         return {collection: selected}
@@ -118,6 +128,10 @@ class NeutronStub:
             ports = [dict(p) for p in self.ports.values()]
             groups = [dict(g) for g in self.security_groups.values()]
         route = parsed.path.rstrip("/")
+        if method == "GET" and route in ("/v2.0/extensions", "/v2.0/extensions.json"):
+            return 200, {"extensions": [{"alias": alias, "name": alias, "description": "",
+                                         "updated": "2017-11-28T00:00:00-00:00",
+                                         "links": []} for alias in EXTENSIONS]}
         if method == "GET" and route in ("/v2.0/ports", "/v2.0/ports.json"):
             return 200, self._list("ports", ports, query)
         if method == "GET" and route in ("/v2.0/security-groups",
