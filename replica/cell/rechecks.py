@@ -79,9 +79,14 @@ class SecurityGroupWatch:
             return []
         self.names.forget(set(self.names.known) - set(live))
         missing = [u for u in live if u not in self.names.known]
+        first_seen: list[str] = []
         if missing:
-            self.names.names(missing)
-        changed = self.names.recheck()
+            # What a new server's entity was built with is not known here (the builder
+            # asked Neutron on its own, maybe before the server's ports existed, and a
+            # port made after the server's last write touches no Nova table): one with
+            # security groups at first sight is published again, once.
+            first_seen = [u for u, names in self.names.names(missing).items() if names]
+        changed = sorted(set(self.names.recheck()) | set(first_seen))
         if changed:
             log.info("security groups changed for %d servers", len(changed))
-        return sorted(changed)
+        return changed

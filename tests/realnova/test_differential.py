@@ -34,6 +34,7 @@ SERVICE_DOWN_TIME = 60      # Nova's default, and the publisher's setting here
 ROLES = {
     "member": ("user-a:project-a", "user-a:project-a"),
     "other": ("user-b:project-b", "user-b:project-b"),
+    "varied": ("user-c:project-c", "user-c:project-c"),
     "admin": ("admin:project-admin:admin", "admin:project-admin"),
 }
 
@@ -509,6 +510,65 @@ def test_filtered_sorted_and_paged_lists_equal_nova_api(stack, appliance, filter
     found = []
     never_updated = servers_never_updated(stack.deployment)
     for path in _filter_paths(filter_servers, role):
+        found += compare(stack, appliance, path, role, microversion,
+                         never_updated=never_updated)
+    assert not found, "\n".join(found)
+
+
+# -- servers in every state and with every optional field --------------------------------
+
+VARIED_MICROVERSIONS = ("2.1", "2.3", "2.9", "2.16", "2.19", "2.26", "2.47", "2.63", "2.73",
+                        "2.90", "2.96", "2.98", "2.100", "2.104")
+
+
+@pytest.fixture(scope="module")
+def varied_servers(stack, appliance, synced):
+    """project-c's servers in the states and with the fields the first ones lack: every
+    optional create field and two networks, shelved-offloaded, suspended, rescued, locked
+    with a reason, migrating, an ERROR with a client fault; caught up."""
+    w = stack.writer
+    made = {}
+    made["rich"] = w.build_server(
+        user_id="user-c", project_id="project-c", flavor="2", name="rich-1",
+        description="every field", hostname="rich-host", config_drive="True",
+        user_data="IyEvYmluL3NoCmVjaG8gaGkK", access_ip_v4="192.0.2.10",
+        access_ip_v6="2001:db8::10", metadata={"x": "1", "y": ""}, tags=["z", "a"],
+        host="compute-1", networks=[
+            {"label": "private", "fixed": ["10.0.1.5", "fd00:1::5"],
+             "floating": ["172.24.4.50"]},
+            {"label": "storage", "fixed": ["192.168.50.7"]}])
+    for name, state in (("shelved", dict(vm_state="shelved_offloaded", power_state=4)),
+                        ("suspended", dict(vm_state="suspended", power_state=7)),
+                        ("rescued", dict(vm_state="rescued")),
+                        ("locked", dict(locked=True, locked_reason="maintenance window")),
+                        ("migrating", dict(task_state="migrating"))):
+        made[name] = w.build_server(user_id="user-c", project_id="project-c", flavor="3",
+                                    name=f"{name}-1", host="compute-1")
+        w.set_state(uuid=made[name]["uuid"], **state)
+    w.update(uuid=made["shelved"]["uuid"], host=None, node=None, compute_id=None)
+    made["client-fault"] = w.build_server(user_id="user-c", project_id="project-c",
+                                          flavor="2", name="fault-1", host="compute-1")
+    w.fault(uuid=made["client-fault"]["uuid"], code=404, message="Image not found",
+            details="not for members")
+    for server in made.values():
+        stack.neutron.add_server(server)
+    wait_for(appliance.caught_up, 60, interval=0.1, what="the replica caught up")
+    wait_for(lambda: [bool(s.get("security_groups")) for s in appliance.get(
+        "/v2.1/servers/detail", ROLES["varied"][1])[1].get("servers", [])] == [True] * 7,
+        60, interval=0.2, what="project-c's servers and their security groups")
+    return {name: server["uuid"] for name, server in made.items()}
+
+
+@pytest.mark.parametrize("microversion", VARIED_MICROVERSIONS)
+@pytest.mark.parametrize("role", ["varied", "admin"])
+def test_servers_in_every_state_equal_nova_api(stack, appliance, varied_servers, role,
+                                               microversion):
+    found = []
+    never_updated = servers_never_updated(stack.deployment)
+    paths = ["/v2.1/servers/detail", "/v2.1/servers"] if role == "varied" else [
+        "/v2.1/servers/detail?all_tenants=1&project_id=project-c"]
+    paths += _server_paths(varied_servers.values())
+    for path in paths:
         found += compare(stack, appliance, path, role, microversion,
                          never_updated=never_updated)
     assert not found, "\n".join(found)

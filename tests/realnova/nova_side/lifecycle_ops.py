@@ -41,9 +41,12 @@ class LifecycleOps:
         instance.save(expected_task_state=task_states.POWERING_ON)
 
     def op_set_state(self, uuid, vm_state=None, power_state=None, task_state="unchanged",
-                     locked=None):
-        """Any state at once (a server caught mid-task, paused, locked...)."""
+                     locked=None, locked_reason=None):
+        """Any state at once (a server caught mid-task, paused, locked (with the reason
+        the lock action keeps in system metadata)...)."""
         _cctxt, instance = self.instance(uuid)
+        if locked_reason is not None:
+            instance.system_metadata["locked_reason"] = locked_reason
         if vm_state is not None:
             instance.vm_state = vm_state
         if power_state is not None:
