@@ -324,3 +324,32 @@ def test_changes_since_lists_every_build_request(tmp_path):
         assert listed(changes_since=E.stamp(2), limit=1, marker=building) == [new]
     finally:
         reader.conn.close()
+
+
+@pytest.mark.parametrize("project", [E.PROJECT, None])
+def test_server_lists_walk_their_index(replica_file, project):
+    """The default order without a marker (the hot path) is one walk of the list index,
+    no sort; with a marker each part is a range of that index from the marker on."""
+    from replica.store.reader import build_server_list
+    index = "servers_project_created" if project else "servers_created"
+    conn = open_reader(replica_file)
+
+    def plan(query) -> list[str]:
+        sql, extra = build_server_list(query, render.ServerView())
+        params = ["s", "s/", "b", "b/", query.marker, query.limit, None, *extra, None]
+        return [row[-1] for row in conn.execute(
+            "EXPLAIN QUERY PLAN " + sql, params[:reader_mod._parameter_count(sql)])]
+
+    try:
+        steps = plan(ServerQuery(project_id=project))
+        walks = [s for s in steps if s.startswith("SEARCH servers USING")
+                 or s.startswith("SCAN servers")]
+        assert len(walks) == 1 and f"INDEX {index} (" in walks[0], steps
+        assert not any("TEMP B-TREE" in s for s in steps), steps
+        steps = plan(ServerQuery(project_id=project, marker=E.server(1)["uuid"]))
+        ranges = [s for s in steps if f"INDEX {index} (" in s]
+        assert len(ranges) == 2, steps
+        assert "in_cell=? AND created_at<?" in ranges[0], steps
+        assert not any("TEMP B-TREE" in s or s.startswith("SCAN servers") for s in steps), steps
+    finally:
+        conn.close()
