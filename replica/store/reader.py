@@ -519,13 +519,13 @@ def _server_list_sql(doc: str, where: list[str], in_cell_only: list[str],
 
     The default order without a marker or times is one walk of an index that holds
     ``in_cell`` descending before ``created_at`` (ORDER BY in_cell first; the hot
-    path). Otherwise two parts,
-    each its own ORDER BY ... LIMIT over that index with ``in_cell`` fixed (UNION ALL
-    returns them in order): the marker's group after the marker (without a marker: the
-    build requests), then the cells' servers from the first when the marker is a build
-    request (without a marker: always). Each part may fill the page: the reader keeps
-    the first ``limit`` rows. (A part is not free even when its LIMIT is 0: about
-    20 us, so the hot path has one.)"""
+    path). Otherwise two parts, each its own ORDER BY ... LIMIT over that index with
+    ``in_cell`` fixed (UNION ALL returns them in order): the marker's group after the
+    marker (without a marker: the build requests), then the cells' servers from the
+    first when the marker is a build request (without a marker: always). Each part may
+    fill the page: the reader keeps the first ``limit`` rows. (A part costs even when
+    its LIMIT is 0, measured 5 to 45 us on a 10,000-server replica: the hot path has
+    one.)"""
     order = ", ".join(f"{c} {d.upper()}" for c, d in sort)
     fresh = f"{DATA_VERSION_SQL} IS NOT {kept_version}"
     columns = f"uuid, CAST({doc} AS BLOB), {volatile}"
