@@ -152,6 +152,10 @@ class ReadResult:
     statements: int = 1
 
 
+# Nova's order without a sort key: newest first, then the uuid (replica schema step 6)
+DEFAULT_SERVER_SORT = (("created_at", "desc"), ("uuid", "asc"))
+
+
 @dataclass(slots=True)
 class ServerQuery:
     """A server listing, already validated and mapped to columns by the API."""
@@ -168,7 +172,7 @@ class ServerQuery:
     not_tags: tuple[str, ...] = ()
     not_tags_any: tuple[str, ...] = ()
     ips: tuple[str, ...] = ()              # substrings of an address (ip, ip6)
-    sort: tuple[tuple[str, str], ...] = (("created_at", "desc"), ("uuid", "asc"))
+    sort: tuple[tuple[str, str], ...] = DEFAULT_SERVER_SORT
     limit: int = 1000
     marker: str | None = None
     marker_project: str | None = None      # the marker must be this project's (None: any)
@@ -502,6 +506,62 @@ def _list_sql(table: str, key: str, doc: str, where: list[str],
         f"UNION ALL SELECT {found}, {DATA_VERSION_SQL}, {POSITION_SQL}")
 
 
+def _server_list_sql(doc: str, where: list[str], in_cell_only: list[str],
+                     sort: tuple[tuple[str, str], ...], has_marker: bool, marker_scope: str,
+                     kept_version: str, volatile: str) -> str:
+    """``_list_sql`` for servers in Nova's order (nova.compute.api.API.get_all): the
+    build requests (``in_cell`` = 0) first, sorted among themselves, then the cells'
+    servers, whatever the sort. ``in_cell_only``: conditions that only the cells'
+    servers must meet (Nova's build requests ignore changes-since and changes-before).
+    A marker that is a build request lists the build requests after it, then the cells'
+    servers from the first; a marker in a cell lists the cells' servers after it and no
+    build request.
+
+    The default order without a marker or times is one walk of an index that holds
+    ``in_cell`` descending before ``created_at`` (ORDER BY in_cell first; the hot
+    path). Otherwise two parts, each its own ORDER BY ... LIMIT over that index with
+    ``in_cell`` fixed (UNION ALL returns them in order): the marker's group after the
+    marker (without a marker: the build requests), then the cells' servers from the
+    first when the marker is a build request (without a marker: always). Each part may
+    fill the page: the reader keeps the first ``limit`` rows. (A part costs even when
+    its LIMIT is 0, measured 5 to 45 us on a 10,000-server replica: the hot path has
+    one.)"""
+    order = ", ".join(f"{c} {d.upper()}" for c, d in sort)
+    fresh = f"{DATA_VERSION_SQL} IS NOT {kept_version}"
+    columns = f"uuid, CAST({doc} AS BLOB), {volatile}"
+    in_cell = [*where, *in_cell_only, "in_cell = 1"]
+
+    def part(conditions: list[str], limit: str) -> str:
+        return (f"SELECT * FROM (SELECT {columns} FROM servers WHERE "
+                f"{' AND '.join(conditions)} ORDER BY {order} LIMIT {limit})")
+
+    limit = f"CASE WHEN {fresh} THEN ?6 ELSE 0 END"
+    if not has_marker and sort == DEFAULT_SERVER_SORT and not in_cell_only:
+        return (f"SELECT * FROM (SELECT {columns} FROM servers WHERE "
+                f"{' AND '.join(where) or '1'} ORDER BY in_cell ASC, {order} "
+                f"LIMIT {limit}) "
+                f"UNION ALL SELECT 1, {DATA_VERSION_SQL}, {POSITION_SQL}")
+    if has_marker:
+        mcols = ", ".join(f"{c} AS m{i}" for i, (c, _) in enumerate(sort))
+        marker_cte = (f"WITH m AS (SELECT in_cell AS mc, {mcols} FROM servers "
+                      f"WHERE uuid = ?5{marker_scope}) ")
+        found = "(SELECT count(*) FROM m)"
+        # The marker's own group: in_cell_only applies when that is the cells' (a
+        # build request meets those conditions as true).
+        own = [*where, "in_cell = (SELECT mc FROM m)", _after_marker(sort),
+               *(f"(in_cell = 0 OR {c})" for c in in_cell_only)]
+        parts = [part(own, limit),
+                 part(in_cell, f"CASE WHEN {fresh} AND (SELECT mc FROM m) = 0 "
+                               "THEN ?6 ELSE 0 END")]
+    else:
+        marker_cte, found = "", "1"
+        # (a build request is never deleted: with deleted = 0 the index is searched even
+        # when the list takes deleted servers too)
+        parts = [part([*where, "deleted = 0", "in_cell = 0"], limit), part(in_cell, limit)]
+    return (f"{marker_cte}{' UNION ALL '.join(parts)} "
+            f"UNION ALL SELECT {found}, {DATA_VERSION_SQL}, {POSITION_SQL}")
+
+
 class _Params:
     """Numbered parameters of the filters: ?1..?7 are fixed (tokens, prefixes, marker,
     limit, caller's project), the filters' start at ?8, so the order they appear in the
@@ -537,6 +597,7 @@ def build_server_list(query: ServerQuery, view: render.ServerView | None
     """The SQL and the filter parameters (?8...) of one server listing."""
     p = _Params()
     where: list[str] = []
+    in_cell_only: list[str] = []
     if query.nothing:
         where.append("0")
     if query.project_id is not None:
@@ -550,16 +611,13 @@ def build_server_list(query: ServerQuery, view: render.ServerView | None
             where.append("deleted = 1")
         else:
             where.append("(deleted = 1 OR vm_state = 'soft-delete')")
-    # Nova filters its build requests in Python, differently from its instances (see
-    # BUILD_REQUEST_*): a build request (in_cell = 0) passes the time filters, and any
-    # regex filter on a field it has no value for. Written so that the time filters can
-    # still walk the updated_at index (a build request is never updated: NULL).
+    # Nova filters its build requests in Python, differently from its instances: a build
+    # request (in_cell = 0) passes the time filters (in_cell_only), and any regex filter
+    # on a field it has no value for (BUILD_REQUEST_REGEX_COLUMNS, _falsy).
     if query.changes_since is not None:
-        where.append(f"(updated_at >= {p(query.changes_since)} OR "
-                     f"(updated_at IS NULL AND in_cell = 0))")
+        in_cell_only.append(f"updated_at >= {p(query.changes_since)}")
     if query.changes_before is not None:
-        where.append(f"(updated_at <= {p(query.changes_before)} OR "
-                     f"(updated_at IS NULL AND in_cell = 0))")
+        in_cell_only.append(f"updated_at <= {p(query.changes_before)}")
     for column, values in sorted(query.exact.items()):
         if column not in SERVER_FILTER_COLUMNS:
             raise ValueError(f"no such server filter column {column!r}")
@@ -592,8 +650,8 @@ def build_server_list(query: ServerQuery, view: render.ServerView | None
     if query.marker is not None and query.marker_project is not None:
         marker_scope = f" AND project_id = {p(query.marker_project)}"
     # A detail page with a server never updated shows the time of the request.
-    sql = _list_sql("servers", "uuid", doc, where, query.sort, query.marker is not None,
-                    marker_scope, p.last(), "0" if view is None else "updated_at IS NULL")
+    sql = _server_list_sql(doc, where, in_cell_only, query.sort, query.marker is not None,
+                           marker_scope, p.last(), "0" if view is None else "updated_at IS NULL")
     return sql, p.values
 
 
@@ -906,6 +964,7 @@ class Reader:
         params.append(kept[0] if kept is not None else None)
         rows, ms = self._rows(sql, params[:_parameter_count(sql)], matches)
         found, version, position = rows.pop()
+        del rows[limit:]          # a server list's parts may each fill the page
         if kept is not None and kept[0] == version:
             # Nothing committed since the page was built: the statement read no item.
             page = kept[1]

@@ -317,6 +317,17 @@ STEPS: tuple[str, ...] = (
     );
     CREATE INDEX quotas_source_bucket ON quotas (source, bucket);
     """,
+    # 12: Nova lists the build requests (in_cell = 0) before every cell's servers: the
+    # indexes hold in_cell right after the columns every list fixes, descending, so
+    # that a backward walk gives the build requests first, newest first, then the
+    # cells' servers (replica.store.reader._server_list_sql).
+    """
+    DROP INDEX servers_project_created;
+    DROP INDEX servers_created;
+    CREATE INDEX servers_project_created ON servers (project_id, deleted, in_cell DESC,
+                                                     created_at, uuid DESC);
+    CREATE INDEX servers_created ON servers (deleted, in_cell DESC, created_at, uuid DESC);
+    """,
 )
 
 

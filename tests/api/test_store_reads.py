@@ -227,3 +227,129 @@ def test_a_detail_page_with_a_server_never_updated_is_not_kept(tmp_path):
         assert one.count == 1 and len(r._pages) == 2
     finally:
         r.conn.close()
+
+
+def _build_request(n: int, **over) -> dict:
+    """A server that is still a build request (only in Nova's API database): no
+    instance name, no host, BUILD."""
+    return E.server(n, instance_name="", host=None, node=None, vm_state="building",
+                    power_state=0, launched_at=None, **over)
+
+
+def _pages(reader, query_of, limit: int) -> list[str]:
+    """Every server id, following the markers page by page."""
+    seen, marker = [], None
+    while True:
+        result = reader.list_servers(query_of(limit=limit, marker=marker), None,
+                                     Prefixes("s", "b"))
+        assert result.marker_found
+        page = [s["id"] for s in json.loads(result.body + b"}")["servers"]]
+        assert len(page) == result.count <= limit
+        seen += page
+        if result.count < limit:
+            return seen
+        marker = result.last_id
+
+
+@pytest.mark.parametrize("sort", [
+    (("created_at", "desc"), ("uuid", "asc")),
+    (("created_at", "asc"), ("uuid", "asc")),
+    (("display_name", "asc"), ("uuid", "asc")),
+    (("display_name", "desc"), ("uuid", "asc")),
+])
+def test_build_requests_are_listed_before_every_cells_servers(tmp_path, sort):
+    """Nova (compute.api.API.get_all) lists the build requests first, sorted among
+    themselves, then the cells' servers, whatever the sort; a marker that is a build
+    request goes on with the build requests after it and then the cells' servers, a
+    marker in a cell with the cells' servers after it; limits count both."""
+    path = str(tmp_path / "building.db")
+    # build requests neither the newest nor the oldest, names among the others'
+    cells = [("cell1" if n % 2 else "cell0",
+              E.server(n, created_at=E.stamp(1, 10 * n, 0), display_name=f"vm-{n * 2}"))
+             for n in range(1, 7)]
+    requested = [("flavors", _build_request(n, created_at=E.stamp(1, 10 * (n - 10) + 5, 0),
+                                            display_name=f"vm-{(n - 10) * 2 + 1}"))
+                 for n in range(11, 14)]
+    E.fill_replica(path, cells + requested, [], {"cell0": 1, "cell1": 1, "flavors": 1})
+
+    def ordered(group):
+        rows = [e for _cell, e in group]
+        for column, direction in reversed(sort):
+            rows.sort(key=lambda e: e[column], reverse=direction == "desc")
+        return [e["uuid"] for e in rows]
+
+    expected = ordered(requested) + ordered(cells)
+    reader = Reader(open_reader(path))
+    try:
+        def query_of(**paging):
+            return ServerQuery(project_id=E.PROJECT, sort=sort, **paging)
+
+        for limit in (1, 2, 3, 4, 1000):
+            assert _pages(reader, query_of, limit) == expected, limit
+        # the marker the last build request: the cells' servers from the first
+        after = reader.list_servers(query_of(limit=2, marker=expected[2]), None,
+                                    Prefixes("s", "b"))
+        assert [s["id"] for s in json.loads(after.body + b"}")["servers"]] == expected[3:5]
+        # the marker a cell's server: no build request follows it
+        last = reader.list_servers(query_of(limit=1000, marker=expected[4]), None,
+                                   Prefixes("s", "b"))
+        assert [s["id"] for s in json.loads(last.body + b"}")["servers"]] == expected[5:]
+        missing = reader.list_servers(query_of(limit=5, marker=E.server(99)["uuid"]), None,
+                                      Prefixes("s", "b"))
+        assert not missing.marker_found and missing.count == 0
+    finally:
+        reader.conn.close()
+
+
+def test_changes_since_lists_every_build_request(tmp_path):
+    """Nova's build requests ignore changes-since and changes-before (the filter names
+    no attribute of theirs): listed whatever the times asked for."""
+    path = str(tmp_path / "since.db")
+    E.fill_replica(path, [("cell1", E.server(1, updated_at=E.stamp(3))),
+                          ("cell1", E.server(2, updated_at=E.stamp(5))),
+                          ("flavors", _build_request(3, updated_at=None))],
+                   [], {"cell1": 2, "flavors": 1})
+    reader = Reader(open_reader(path))
+    try:
+        def listed(**times) -> list[str]:
+            query = ServerQuery(project_id=E.PROJECT, deleted=None, **times)
+            result = reader.list_servers(query, None, Prefixes("s", "b"))
+            return [s["id"] for s in json.loads(result.body + b"}")["servers"]]
+
+        building, old, new = (E.server(n)["uuid"] for n in (3, 1, 2))
+        assert listed(changes_since=E.stamp(4)) == [building, new]
+        assert listed(changes_since=E.stamp(9)) == [building]
+        assert listed(changes_before=E.stamp(4)) == [building, old]
+        assert listed(changes_since=E.stamp(2), limit=2) == [building, new]
+        assert listed(changes_since=E.stamp(2), limit=1, marker=building) == [new]
+    finally:
+        reader.conn.close()
+
+
+@pytest.mark.parametrize("project", [E.PROJECT, None])
+def test_server_lists_walk_their_index(replica_file, project):
+    """The default order without a marker (the hot path) is one walk of the list index,
+    no sort; with a marker each part is a range of that index from the marker on."""
+    from replica.store.reader import build_server_list
+    index = "servers_project_created" if project else "servers_created"
+    conn = open_reader(replica_file)
+
+    def plan(query) -> list[str]:
+        sql, extra = build_server_list(query, render.ServerView())
+        params = ["s", "s/", "b", "b/", query.marker, query.limit, None, *extra, None]
+        return [row[-1] for row in conn.execute(
+            "EXPLAIN QUERY PLAN " + sql, params[:reader_mod._parameter_count(sql)])]
+
+    try:
+        steps = plan(ServerQuery(project_id=project))
+        walks = [s for s in steps if s.startswith("SEARCH servers USING")
+                 or s.startswith("SCAN servers")]
+        assert len(walks) == 1 and f"INDEX {index} (" in walks[0], steps
+        assert not any("TEMP B-TREE" in s for s in steps), steps
+        steps = plan(ServerQuery(project_id=project, marker=E.server(1)["uuid"]))
+        ranges = [s for s in steps if f"INDEX {index} (" in s]
+        assert len(ranges) == 2, steps
+        assert "in_cell=? AND created_at<?" in ranges[0], steps
+        assert not any("TEMP B-TREE" in s or s.startswith("SCAN servers") for s in steps), steps
+    finally:
+        conn.close()
