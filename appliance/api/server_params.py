@@ -164,6 +164,11 @@ def server_query(multi: dict, minor: int, identity: Identity, detail: bool,
     if identity.admin:
         for key in PAGING_SORTING:
             search.pop(key, None)
+        # Nova strips the parameters its query schema does not name (below 2.75, where
+        # the schema lets them through; from 2.75 _validate refused them), and keeps
+        # those its patternProperties match (a leading underscore: refused below).
+        props = schema_properties(minor)
+        search = {k: v for k, v in search.items() if k in props or k.startswith("_")}
     else:
         allowed = member_filters(minor)
         search = {k: v for k, v in search.items() if k in allowed}

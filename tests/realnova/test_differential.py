@@ -272,6 +272,12 @@ def differences(nova, ours, where="") -> list[str]:
         for index, (a, b) in enumerate(zip(nova, ours)):
             out += differences(a, b, f"{where}[{index}]")
         return out
+    if isinstance(nova, list) and isinstance(ours, list) and all(
+            isinstance(item, dict) and "id" in item for item in nova + ours):
+        # lists of different lengths: which items each side has, by id and name
+        def listed(items):
+            return [(item["id"], item.get("name")) for item in items]
+        return [f"{where}: nova-api lists {listed(nova)} != appliance {listed(ours)}"]
     if nova != ours or type(nova) is not type(ours):
         return [f"{where}: nova-api {nova!r} != appliance {ours!r}"[:400]]
     return []
@@ -842,3 +848,4 @@ def test_quota_sets_agree_with_nova_limits(stack, appliance, synced, project):
     assert status == 200 and show["quota_set"] == {
         "id": project, **{r: v["limit"] for r, v in detail["quota_set"].items() if r != "id"}}
     assert not found, "\n".join(found)
+
