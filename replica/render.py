@@ -886,7 +886,9 @@ def render_hypervisor_document(entity: dict, minor: int, detail: bool) -> dict:
     if minor < 88:
         for name in HYPERVISOR_RESOURCES:
             doc[name] = h[name]
-        doc["cpu_info"] = _cpu_info_object(h["cpu_info"]) if minor >= 28 else h["cpu_info"]
+        # Nova's column is NOT NULL: a node without one shows "" (2.28: {})
+        doc["cpu_info"] = (_cpu_info_object(h["cpu_info"]) if minor >= 28
+                           else h["cpu_info"] or "")
     else:
         doc["uptime"] = h["uptime"]
     return doc

@@ -59,7 +59,8 @@ def hypervisor_query(multi: dict, minor: int, max_limit: int, show: bool) -> Hyp
         if not show and "hypervisor_hostname_pattern" in multi:
             value = multi["hypervisor_hostname_pattern"][0]
             if not value:
-                raise P.invalid_query("hypervisor_hostname_pattern", value, "'' is too short")
+                raise P.invalid_query("hypervisor_hostname_pattern", value,
+                                      "'' should be non-empty")
             if len(value) > 255:
                 raise P.invalid_query("hypervisor_hostname_pattern", value,
                                       f"'{value}' is too long")
