@@ -7,10 +7,14 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
+import os
+import subprocess
+
 import pytest
 
 from tests.api import entities as E
 from tests.api.conftest import ADMIN, MEMBER, serving
+from tests.conftest import VENV_BIN
 
 # cell1: compute nodes 1 and 2, and 3 whose host has no live nova-compute service (Nova
 # leaves it out); cell2: compute node 1 (the same integer id, another uuid)
@@ -29,7 +33,8 @@ def hypervisors_api(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("hypervisors") / "replica.db")
     E.fill_replica(path, SERVERS, [E.flavor()], {"cell1": 3, "cell2": 4, "flavors": 1})
     E.fill_hypervisors(path, NODES)
-    with serving(path, env={"NOAUTH_DEFAULT": MEMBER}) as client:
+    # the clients below send no token: the default one is an admin's
+    with serving(path, env={"NOAUTH_DEFAULT": ADMIN}) as client:
         yield client
 
 
@@ -169,3 +174,37 @@ def test_statistics_and_uptime_are_not_replicated(hypervisors_api):
         response = hypervisors_api.get(path, token=ADMIN)
         assert response.status == 404
         assert "read replica" in response.json()["itemNotFound"]["message"]
+
+
+def test_openstack_hypervisor_list(hypervisors_api):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    out = subprocess.run(
+        [os.path.join(VENV_BIN, "openstack"), "--os-auth-type", "none", "--os-endpoint",
+         f"http://127.0.0.1:{hypervisors_api.port}/v2.1", "--os-identity-api-version", "3",
+         "hypervisor", "list", "-f", "value", "-c", "ID", "-c", "Hypervisor Hostname",
+         "-c", "State"],
+        capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert [line.split() for line in out.stdout.strip().splitlines()] == [
+        [UUID["cell1", 1], "compute-1.example.org", "up"],
+        [UUID["cell1", 2], "compute-2.example.org", "down"],
+        [UUID["cell2", 1], "compute-9.example.org", "up"]]
+
+
+@pytest.mark.filterwarnings("ignore:::openstack.*")
+def test_openstacksdk_hypervisors(hypervisors_api):
+    import openstack
+    conn = openstack.connection.Connection(
+        auth_type="none",
+        compute_endpoint_override=f"http://127.0.0.1:{hypervisors_api.port}/v2.1")
+    try:
+        found = list(conn.compute.hypervisors(details=True))
+        assert [h.id for h in found] == [UUID["cell1", 1], UUID["cell1", 2], UUID["cell2", 1]]
+        assert found[0].name == "compute-1.example.org" and found[0].state == "up"
+        assert found[2].status == "disabled"
+        one = conn.compute.get_hypervisor(UUID["cell1", 1])
+        assert one.service_details["host"] == "compute-1"
+        assert [h.name for h in conn.compute.hypervisors(
+            hypervisor_hostname_pattern="compute-9")] == ["compute-9.example.org"]
+    finally:
+        conn.close()
