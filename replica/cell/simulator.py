@@ -204,7 +204,9 @@ def _ensure_compute_nodes(conn: apsw.Connection, hosts: list[str]) -> None:
             "current_workload, running_vms, cpu_info, disk_available_least, host_ip, stats, "
             "mapped) VALUES (?, ?, 0, ?, ?, 64, 262144, 1800, 0, 512, 0, 'QEMU', 8002000, ?, "
             "261632, 1800, 0, 0, ?, 1750, ?, '{}', 1)",
-            [(stamp, stamp, h, rows.new_uuid(random.Random(f"node/{h}")), f"{h}.demo.local",
+            # a compute node's uuid is unique in the whole deployment (the cells'
+            # simulated hosts have the same names)
+            [(stamp, stamp, h, str(uuidlib.uuid4()), f"{h}.demo.local",
               cpu_info, f"192.0.2.{10 + i % 240}") for i, h in enumerate(missing)])
 
 
