@@ -73,8 +73,10 @@ def hypervisor_query(multi: dict, minor: int, max_limit: int, show: bool) -> Hyp
     P.check_limit(multi)
     if query.pattern is not None:
         if "limit" in multi or multi.get("marker"):
-            raise bad_request("Paging over hypervisors with the hypervisor_hostname_pattern "
-                              "query parameter is not supported.")
+            # Nova gives its reason as webob's detail, not its explanation: what the
+            # fault says is webob's default explanation of a 400
+            raise bad_request("The server could not comply with the request since it is "
+                              "either malformed or otherwise incorrect.")
         return query
     query.limit = max_limit
     if "limit" in multi:
