@@ -60,6 +60,7 @@ KIND_FLAVOR = "flavor"
 KIND_INSTANCE_ACTION = "instance_action"
 KIND_KEYPAIR = "keypair"
 KIND_QUOTA = "quota"
+KIND_HYPERVISOR = "hypervisor"
 OP_UPSERT = "u"
 OP_DELETE = "d"
 
@@ -289,6 +290,41 @@ def quota_key(project_id: str) -> str:
     return f"project/{project_id}"
 
 
+# A hypervisor (a cell's ``compute_nodes`` row, not deleted) with the cell's live
+# ``nova-compute`` service of its host (``service_id`` None: none, and Nova's API skips
+# the node), keyed by the compute node's uuid. ``state`` is Nova's servicegroup rule as
+# the publisher judged it when it built the entity ("down": forced down, or with a
+# liveness rule no report within service_down_time; the publisher builds the entity
+# again when that changes). ``uptime``: the ``uptime`` of the node's stats, if any.
+HYPERVISOR_FIELDS: dict[str, tuple] = {
+    "uuid": _S,
+    "id": (int,),
+    "host": _SN,
+    "hypervisor_hostname": _SN,
+    "hypervisor_type": _SN,
+    "hypervisor_version": _IN,
+    "host_ip": _SN,
+    "vcpus": _IN,
+    "memory_mb": _IN,
+    "local_gb": _IN,
+    "vcpus_used": _IN,
+    "memory_mb_used": _IN,
+    "local_gb_used": _IN,
+    "free_ram_mb": _IN,
+    "free_disk_gb": _IN,
+    "current_workload": _IN,
+    "running_vms": _IN,
+    "disk_available_least": _IN,
+    "cpu_info": _SN,
+    "uptime": _SN,
+    "service_id": _IN,
+    "service_uuid": _SN,
+    "service_disabled": (bool,),
+    "service_disabled_reason": _SN,
+    "state": _S,                # "up" | "down"
+}
+
+
 @dataclass(frozen=True, slots=True)
 class FeedKind:
     """What the feed protocol knows of one kind of entity: its name on the wire (an
@@ -314,6 +350,7 @@ FEED_KINDS: dict[str, FeedKind] = {kind.name: kind for kind in (
              lists=(("events", INSTANCE_ACTION_EVENT_FIELDS),)),
     FeedKind(KIND_KEYPAIR, KEYPAIR_FIELDS, "keypair_key"),
     FeedKind(KIND_QUOTA, QUOTA_FIELDS, "quota_key", nested=(("limits", QUOTA_LIMIT_FIELDS),)),
+    FeedKind(KIND_HYPERVISOR, HYPERVISOR_FIELDS, "uuid", uuid_key=True),
 )}
 KINDS = tuple(FEED_KINDS)
 ENTITY_FIELDS = {name: kind.fields for name, kind in FEED_KINDS.items()}

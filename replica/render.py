@@ -836,3 +836,71 @@ def quota_set_resources(minor: int) -> list[str]:
     dropped = (QUOTA_SET_DROPPED_V257 if minor >= 57 else
                QUOTA_SET_DROPPED_V236 if minor >= 36 else ())
     return [name for name in sorted(feed.QUOTA_RESOURCES) if name not in dropped]
+
+
+# ---------------------------------------------------------------------------
+# Hypervisors (nova/api/openstack/compute/hypervisors.py _view_hypervisor)
+# ---------------------------------------------------------------------------
+# Each document whole, in Nova's key order, without "servers" (a read adds them from
+# the replica's servers before the closing brace): the basic view with the integer
+# id (before 2.53) and with the uuid (2.53), and the detail view of each of its
+# ranges: 2.1 (cpu_info as stored text), 2.28 (cpu_info parsed), 2.53 (uuids), 2.88
+# (no resource fields and no cpu_info; uptime).
+
+HYPERVISOR_FRAGMENTS = ("h_basic_v21", "h_basic_v253", "h_detail_v21", "h_detail_v228",
+                        "h_detail_v253", "h_detail_v288")
+HYPERVISOR_COLUMNS: tuple[str, ...] = (
+    "uuid", "cell", "seq", "node_id", "host", "hypervisor_hostname", "listed",
+    ) + HYPERVISOR_FRAGMENTS + ("entity_hash", "bucket")
+HYPERVISOR_RESOURCES = ("vcpus", "memory_mb", "local_gb", "vcpus_used", "memory_mb_used",
+                        "local_gb_used", "free_ram_mb", "free_disk_gb", "current_workload",
+                        "running_vms", "disk_available_least")
+# (first minor, detail) of each fragment
+_HYPERVISOR_VIEWS = {"h_basic_v21": (1, False), "h_basic_v253": (53, False),
+                     "h_detail_v21": (1, True), "h_detail_v228": (28, True),
+                     "h_detail_v253": (53, True), "h_detail_v288": (88, True)}
+
+
+def _cpu_info_object(text: str | None):
+    if not text:
+        return {}
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {}
+
+
+def render_hypervisor_document(entity: dict, minor: int, detail: bool) -> dict:
+    """One hypervisor as Nova's view renders it at ``minor`` (no "servers")."""
+    h = entity
+    uuids = minor >= 53
+    doc = {"id": h["uuid"] if uuids else h["id"],
+           "hypervisor_hostname": h["hypervisor_hostname"], "state": h["state"],
+           "status": "disabled" if h["service_disabled"] else "enabled"}
+    if not detail:
+        return doc
+    doc.update(hypervisor_type=h["hypervisor_type"],
+               hypervisor_version=h["hypervisor_version"], host_ip=h["host_ip"])
+    doc["service"] = {"id": h["service_uuid"] if uuids else h["service_id"],
+                      "host": h["host"], "disabled_reason": h["service_disabled_reason"]}
+    if minor < 88:
+        for name in HYPERVISOR_RESOURCES:
+            doc[name] = h[name]
+        # Nova's column is NOT NULL: a node without one shows "" (2.28: {})
+        doc["cpu_info"] = (_cpu_info_object(h["cpu_info"]) if minor >= 28
+                           else h["cpu_info"] or "")
+    else:
+        doc["uptime"] = h["uptime"]
+    return doc
+
+
+def hypervisor_row(cell: str, seq: int, entity: dict, entity_hash: int | None = None) -> tuple:
+    """The replica row of one hypervisor, in ``HYPERVISOR_COLUMNS`` order (``listed`` 0:
+    its host has no live nova-compute service, and Nova's API leaves it out)."""
+    h = entity
+    return (h["uuid"], cell, seq, h["id"], h["host"], h["hypervisor_hostname"],
+            int(h["service_id"] is not None),
+            *(_encode(render_hypervisor_document(h, *_HYPERVISOR_VIEWS[c]))
+              for c in HYPERVISOR_FRAGMENTS),
+            feed.entity_hash(h) if entity_hash is None else entity_hash,
+            feed.bucket_of(h["uuid"]))

@@ -30,6 +30,7 @@ from appliance.api.config import ApiConfig
 from appliance.api.faults import (ApiError, fault_body, not_found, not_replicated, read_only,
                                   status_line)
 from appliance.api.flavor_params import flavor_query
+from appliance.api import hypervisor_params as HV
 from appliance.api.keypair_params import PAGING_MINOR as KEYPAIR_PAGING_MINOR
 from appliance.api.keypair_params import TYPE_MINOR as KEYPAIR_TYPE_MINOR
 from appliance.api.keypair_params import keypair_query
@@ -50,12 +51,14 @@ from replica.store.reader import (Prefixes, ReadResult, ReadTimeout, RegexTooCos
 
 LOG = logging.getLogger(__name__)
 READ_METHODS = ("GET", "HEAD")
-COLLECTIONS = ("servers", "flavors", "os-keypairs", "limits", "os-quota-sets")
+COLLECTIONS = ("servers", "flavors", "os-keypairs", "limits", "os-quota-sets",
+               "os-hypervisors")
 # The feeds whose loading holds a collection's reads back (replica.kinds feed roles;
 # limits and quota sets: the servers' usage and the API database's quota limits): 503
 # "loading" until each was live once.
 _LOADS_WITH = {"servers": ("servers",), "flavors": ("flavors",), "os-keypairs": ("flavors",),
-               "limits": ("servers", "flavors"), "os-quota-sets": ("servers", "flavors")}
+               "limits": ("servers", "flavors"), "os-quota-sets": ("servers", "flavors"),
+               "os-hypervisors": ("servers",)}
 # GET /limits: its one parameter, and the microversion from which others are refused.
 LIMITS_PARAMETERS = frozenset({"tenant_id"})
 LIMITS_STRICT_QUERY_MINOR = 75
@@ -344,6 +347,8 @@ class ComputeApi:
             if len(rest) == 3 and rest[2] in ("detail", "defaults"):
                 return self._quota_set(read, _path_text(rest[1]), rest[2])
             raise _NotRouted()
+        if collection == "os-hypervisors":
+            return self._hypervisors(rest, read)
         if len(rest) == 1:
             return (self._list_servers(read, False) if collection == "servers"
                     else self._list_flavors(read, False))
@@ -518,6 +523,76 @@ class ComputeApi:
                 raise _NotRouted()
         result = self._reader.quota_set(project_id, read.minor, mode)
         return 200, result.body, result
+
+    def _hypervisors(self, rest: list[str], read: _Read):
+        """GET /os-hypervisors, /detail, /{id}, and before 2.53 /{pattern}/search and
+        /{pattern}/servers (admin only). Statistics and uptime (before 2.88) are not
+        replicated: an aggregate over every compute node, and a call to the compute
+        host; they go to the upstream."""
+        if not self._published("servers") or len(rest) > 3 or (
+                len(rest) == 2 and rest[1] == "statistics") or (
+                len(rest) == 3 and rest[2] == "uptime"):
+            raise _NotRouted()
+        minor, identity = read.minor, read.identity
+        if len(rest) == 3:
+            if rest[2] not in ("search", "servers") or minor >= HV.UUID_MINOR:
+                raise not_found()
+            if not identity.admin:
+                raise _policy_refused(f"os-hypervisors:{rest[2]}")
+            pattern = _path_text(rest[1])
+            matched, result = self._reader.list_hypervisors(
+                "h_basic_v21", False, None, None, pattern, rest[2] == "servers", False)
+            if not matched:
+                raise _NotFoundWith(f"No hypervisor matching '{pattern}' could be found.",
+                                    result)
+            return 200, result.body + b"}", result
+        detail = len(rest) == 2 and rest[1] == "detail"
+        show = len(rest) == 2 and not detail
+        query = HV.hypervisor_query(read.query(), minor, self.config.max_limit, show)
+        if not identity.admin:
+            raise _policy_refused("os-hypervisors:" + (
+                "show" if show else "list-detail" if detail else "list"))
+        uuids = minor >= HV.UUID_MINOR
+        if not detail and not show:
+            column = "h_basic_v253" if uuids else "h_basic_v21"
+        elif minor >= HV.NO_RESOURCES_MINOR:
+            column = "h_detail_v288"
+        elif uuids:
+            column = "h_detail_v253"
+        else:
+            column = ("h_detail_v228" if minor >= HV.CPU_INFO_OBJECT_MINOR
+                      else "h_detail_v21")
+        empty_servers = minor >= HV.EMPTY_SERVERS_MINOR
+        if show:
+            hypervisor_id = _path_text(rest[1])
+            if uuids:
+                if not is_uuid_like(hypervisor_id):
+                    raise ApiError(400, f"Invalid uuid {hypervisor_id}")
+                key = canonical_uuid(hypervisor_id)
+            else:
+                try:
+                    key = str(int(hypervisor_id))
+                except ValueError:
+                    raise not_found(f"Hypervisor with ID '{hypervisor_id}' could not be "
+                                    f"found.") from None
+            result = self._reader.show_hypervisor(column, uuids, key, query.with_servers,
+                                                  empty_servers)
+            if result.body is None:
+                raise _NotFoundWith(f"Hypervisor with ID '{hypervisor_id}' could not be "
+                                    f"found.", result)
+            return 200, result.body, result
+        matched, result = self._reader.list_hypervisors(
+            column, uuids, query.marker, query.limit, query.pattern, query.with_servers,
+            empty_servers)
+        if query.pattern is not None and not matched:
+            raise _NotFoundWith(f"No hypervisor matching '{query.pattern}' could be found.",
+                                result)
+        if query.marker is not None and not result.marker_found:
+            raise _BadRequestWith(f"marker [{query.marker}] not found", result)
+        if minor < HV.PAGING_MINOR or query.pattern is not None:
+            return 200, result.body + b"}", result
+        collection = "os-hypervisors/detail" if detail else "os-hypervisors"
+        return 200, self._close_list(read, result, collection, "hypervisors_links"), result
 
     def _list_servers(self, read: _Read, detail: bool):
         # The same list asked again (a dashboard, a poller): its parsed query is kept.

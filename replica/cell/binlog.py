@@ -560,6 +560,8 @@ class Tailer:
         if not hosts:
             return
         keys = [("server", uuid) for uuid in lookups.live_instances_on(hosts)]
+        if "hypervisor" in self.mapper.kinds:
+            keys += [("hypervisor", uuid) for uuid in lookups.compute_nodes_on(hosts)]
         self.stats.services_down += len(hosts)
         if not keys:
             return
@@ -574,6 +576,8 @@ class Tailer:
         judged from the services table as the entity builder judges it."""
         try:
             keys = [("server", u) for u in self.rejudge.changed_servers("UNKNOWN")]
+            if "hypervisor" in self.mapper.kinds:
+                keys += [("hypervisor", u) for u in self.rejudge.changed_nodes]
         except pymysql.err.ProgrammingError:        # no services table (yet)
             return
         except pymysql.err.OperationalError as exc:

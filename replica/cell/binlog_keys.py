@@ -33,8 +33,9 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 
 from replica.cell import mysql
 from replica.cell.binlog_rows import column_images
-from replica.feed import (KIND_INSTANCE_ACTION, KIND_KEYPAIR, KIND_QUOTA,
-                         QUOTA_DEFAULT_KEY, instance_action_key, keypair_key, quota_key)
+from replica.feed import (KIND_HYPERVISOR, KIND_INSTANCE_ACTION, KIND_KEYPAIR,
+                          KIND_QUOTA, QUOTA_DEFAULT_KEY, instance_action_key, keypair_key,
+                          quota_key)
 
 SERVICE_DOWN_TIME_S = 60       # Nova's service_down_time default
 COMMIT_WAIT_TIMEOUT_S = 10     # a locking read waits this long for a commit (then goes on)
@@ -57,6 +58,7 @@ KEY_MAP = {
     ("api", "request_specs"): ("server", "instance_uuid"),
     ("api", "instance_group_member"): ("server", "instance_uuid"),
     ("api", "flavors"): ("flavor", "flavorid"),
+    ("cell", "compute_nodes"): ("hypervisor", "uuid"),
 }
 # Tables whose rows change entities through a lookup (see KeyMapper.add).
 FANOUT_TABLES = frozenset({
@@ -76,6 +78,7 @@ class ChangedKeys:
     """What one source transaction changed: direct keys and pending fan-outs."""
     keys: list = field(default_factory=list)                 # [(kind, key)], in order
     service_hosts: set = field(default_factory=set)
+    node_hosts: set = field(default_factory=set)             # their hypervisors changed
     security_groups: set = field(default_factory=set)
     server_groups: set = field(default_factory=set)
     flavor_ids: set = field(default_factory=set)
@@ -234,6 +237,14 @@ class KeyMapper:
                     changed.service_hosts.update(
                         image["host"] for image in (before, after)
                         if image is not None and image.get("host"))
+                if KIND_HYPERVISOR in self.kinds and (
+                        _service_matters(before, after, self.service_down_time) or (
+                            before is not None and after is not None
+                            and after.get("binary") == "nova-compute"
+                            and before.get("disabled_reason") != after.get("disabled_reason"))):
+                    changed.node_hosts.update(
+                        image["host"] for image in (before, after)
+                        if image is not None and image.get("host"))
         elif "server" in self.kinds and role == "cell" and table == "security_groups":
             for before, after in images:
                 if before is None or after is None or any(
@@ -290,6 +301,9 @@ class KeyMapper:
             keys += [(kind, key) for kind, key in changed.api_servers if key in mine]
         if changed.service_hosts:
             keys += [("server", u) for u in lookups.live_instances_on(changed.service_hosts)]
+        if changed.node_hosts or (changed.service_hosts and KIND_HYPERVISOR in self.kinds):
+            keys += [(KIND_HYPERVISOR, u) for u in lookups.compute_nodes_on(
+                changed.node_hosts | changed.service_hosts)]
         if changed.security_groups:
             keys += [("server", u) for u in lookups.security_group_members(changed.security_groups)]
         if changed.server_groups:
@@ -381,6 +395,18 @@ class Lookups:
         return [row[0] for row in self.cell(
             f"SELECT uuid FROM instances WHERE host IN ({_marks(hosts)}) AND deleted = 0 "
             "ORDER BY id", hosts)]
+
+    def compute_nodes_on(self, hosts) -> list[str]:
+        """The live compute nodes (hypervisor keys) of ``hosts``."""
+        hosts = sorted(hosts)
+        if not hosts:
+            return []
+        try:
+            return [str(row[0]) for row in self.cell(
+                f"SELECT uuid FROM compute_nodes WHERE host IN ({_marks(hosts)}) "
+                "AND deleted = 0 AND uuid IS NOT NULL ORDER BY id", hosts)]
+        except mysql.pymysql.err.ProgrammingError:      # no compute_nodes table
+            return []
 
     def cell_instances(self, uuids) -> set[str]:
         """Which of ``uuids`` have an instances row in the cell database."""

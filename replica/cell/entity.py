@@ -1034,6 +1034,86 @@ def _quota_keys(rows: RowsFn, after: str, limit: int) -> list[str]:
 
 
 # ---------------------------------------------------------------------------
+# Hypervisors (a cell's compute_nodes, with the nova-compute service of their host)
+# ---------------------------------------------------------------------------
+
+_HYPERVISOR_RESOURCES = ("vcpus", "memory_mb", "local_gb", "vcpus_used", "memory_mb_used",
+                         "local_gb_used", "free_ram_mb", "free_disk_gb", "current_workload",
+                         "running_vms", "disk_available_least")
+_COMPUTE_NODES_SQL = (
+    "SELECT cn.uuid, cn.id, cn.host, cn.hypervisor_hostname, cn.hypervisor_type, "
+    "cn.hypervisor_version, cn.host_ip, "
+    + ", ".join(f"cn.{name}" for name in _HYPERVISOR_RESOURCES)
+    + ", cn.cpu_info, cn.stats FROM compute_nodes cn WHERE cn.deleted = 0 "
+    "AND cn.uuid IN {keys}")
+_NODE_SERVICES_SQL = ("SELECT sv.host, sv.id, sv.uuid, sv.disabled, sv.disabled_reason, "
+                      "sv.forced_down, sv.last_seen_up, sv.created_at FROM services sv "
+                      "WHERE sv.binary = 'nova-compute' AND sv.deleted = 0 "
+                      "AND sv.host IN {keys} ORDER BY sv.id")
+_COMPUTE_NODE_KEYS_SQL = ("SELECT uuid FROM compute_nodes WHERE uuid > ? AND deleted = 0 "
+                          "AND uuid IS NOT NULL ORDER BY uuid LIMIT ?")
+_COMPUTE_NODE_COUNT_SQL = ("SELECT count(*) FROM compute_nodes WHERE deleted = 0 "
+                           "AND uuid IS NOT NULL")
+
+
+def _uptime_of(stats_text) -> str | None:
+    stats = _loads(stats_text, {})
+    value = stats.get("uptime") if isinstance(stats, dict) else None
+    return None if value is None else str(value)
+
+
+def build_hypervisors(db, keys: Iterable[str],
+                      children: frozenset[str] = ALL_CHILDREN) -> dict[str, dict | None]:
+    """Hypervisor entities for compute node uuids ``keys`` (None: gone or deleted). The
+    service is the host's live nova-compute one (Nova's ``service_get_by_compute_host``);
+    its state follows Nova's servicegroup rule: down when forced down, or with
+    ``children.service_down_time`` above 0 when its last report is older than that."""
+    rows = rows_of(db)
+    keys = list(dict.fromkeys(keys))
+    out: dict[str, dict | None] = {key: None for key in keys}
+    down_time = getattr(children, "service_down_time", 0.0)
+    clock = getattr(children, "clock", None) or _utcnow
+    for page in _pages(keys):
+        nodes = _rows_in(rows, _COMPUTE_NODES_SQL, page)
+        hosts = sorted({str(node[2]) for node in nodes if node[2]})
+        services: dict[str, tuple] = {}
+        for service in (_rows_in(rows, _NODE_SERVICES_SQL, hosts) if hosts else ()):
+            services.setdefault(service[0], service)
+        now = clock()
+        for node in nodes:
+            uuid, node_id, host, hostname, hv_type, hv_version, host_ip = node[:7]
+            resources = node[7:7 + len(_HYPERVISOR_RESOURCES)]
+            cpu_info, stats = node[7 + len(_HYPERVISOR_RESOURCES):]
+            if uuid not in out:
+                continue
+            service = services.get(host)
+            entity = {
+                "uuid": uuid, "id": _int(node_id), "host": host,
+                "hypervisor_hostname": hostname, "hypervisor_type": hv_type,
+                "hypervisor_version": _to_int(hv_version),
+                "host_ip": None if host_ip is None else str(host_ip),
+                **{name: _to_int(value) for name, value in zip(_HYPERVISOR_RESOURCES, resources)},
+                "cpu_info": cpu_info, "uptime": _uptime_of(stats),
+                "service_id": None, "service_uuid": None, "service_disabled": False,
+                "service_disabled_reason": None, "state": "down",
+            }
+            if service is not None:
+                _host, sid, suuid, disabled, reason, forced_down, seen, created = service
+                up = not forced_down and (down_time <= 0 or service_is_up(
+                    seen, created, now, down_time))
+                entity.update(service_id=_int(sid), service_uuid=suuid,
+                              service_disabled=bool(disabled),
+                              service_disabled_reason=reason, state="up" if up else "down")
+            out[uuid] = entity
+    return out
+
+
+def _hypervisor_keys(rows: RowsFn, after: str, limit: int) -> list[str]:
+    """Up to ``limit`` live compute node uuids after ``after``, in order."""
+    return [str(key) for (key,) in rows(_COMPUTE_NODE_KEYS_SQL, (after, limit))]
+
+
+# ---------------------------------------------------------------------------
 # By kind, and page-wise iteration for snapshots and digests
 # ---------------------------------------------------------------------------
 
@@ -1091,6 +1171,8 @@ SOURCE_KINDS: dict[str, SourceKind] = {kind.name: kind for kind in (
                count_query=_QUOTA_COUNT_SQL,
                # Nova's cell databases keep the quota tables of old, unused
                unless_table="instances"),
+    SourceKind(feed.KIND_HYPERVISOR, "compute_nodes", "uuid", build_hypervisors,
+               keys_after=_hypervisor_keys, count_query=_COMPUTE_NODE_COUNT_SQL),
 )}
 # The table a kind's entities are keyed by: a database holding it publishes the kind.
 KIND_TABLES = {name: kind.table for name, kind in SOURCE_KINDS.items()}

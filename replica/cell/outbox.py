@@ -272,6 +272,38 @@ def _keypair_triggers() -> TriggerGroup:
     ])
 
 
+# Services columns a hypervisor shows (its state, status and service block).
+HYPERVISOR_SERVICE_COLUMNS = ("host", "binary", "disabled", "disabled_reason", "forced_down",
+                              "deleted")
+
+
+def _hypervisor_triggers() -> list[TriggerGroup]:
+    """A compute node row enqueues its hypervisor key (its uuid); a nova-compute
+    service change a hypervisor shows enqueues the compute nodes of its host."""
+    name = f"{OUTBOX}_compute_nodes_services"
+    quoted = [f'"{c}"' for c in HYPERVISOR_SERVICE_COLUMNS]
+    changed = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in quoted)
+    compute = "(OLD.\"binary\" = 'nova-compute' OR NEW.\"binary\" = 'nova-compute')"
+
+    def nodes_on(host: str, extra: str = "") -> str:
+        return (f"INSERT INTO {OUTBOX} (kind, key, ts) SELECT 'hypervisor', uuid, {NOW} "
+                f"FROM compute_nodes WHERE host = {host} AND uuid IS NOT NULL{extra} "
+                "ORDER BY id;")
+
+    return [_keyed_triggers("compute_nodes", "uuid", "hypervisor"),
+            TriggerGroup({"services": HYPERVISOR_SERVICE_COLUMNS,
+                          "compute_nodes": ("uuid", "host", "id")}, [
+        f"CREATE TRIGGER {name}_ins AFTER INSERT ON services "
+        f"WHEN NEW.\"binary\" = 'nova-compute' BEGIN {nodes_on('NEW.host')} END",
+        f"CREATE TRIGGER {name}_upd AFTER UPDATE OF "
+        f"{', '.join(quoted)} ON services WHEN {compute} AND ({changed}) BEGIN "
+        f"{nodes_on('NEW.host')} "
+        f"{nodes_on('OLD.host', ' AND OLD.host IS NOT NEW.host')} END",
+        f"CREATE TRIGGER {name}_del AFTER DELETE ON services "
+        f"WHEN OLD.\"binary\" = 'nova-compute' BEGIN {nodes_on('OLD.host')} END",
+    ])]
+
+
 def cell_triggers() -> list[TriggerGroup]:
     groups = [_keyed_triggers("instances", "uuid", "server")]
     for table, column in INSTANCE_CHILDREN:
@@ -283,6 +315,7 @@ def cell_triggers() -> list[TriggerGroup]:
     groups.append(_fanout_triggers("instance_groups", ("uuid",), "instance_group_member",
                                    "group_id", live=False))
     groups += _action_triggers()
+    groups += _hypervisor_triggers()
     return groups
 
 

@@ -24,6 +24,8 @@ _COMPUTE_SERVICES = ("SELECT sv.host, sv.disabled, sv.forced_down, sv.last_seen_
                      "AND sv.deleted = 0 ORDER BY sv.id")
 _LIVE_ON_HOST = "SELECT uuid FROM instances WHERE host = ? AND deleted = 0 ORDER BY id"
 _LIVE = "SELECT uuid FROM instances WHERE deleted = 0 ORDER BY uuid"
+_NODES_ON_HOST = ("SELECT uuid FROM compute_nodes WHERE host = ? AND deleted = 0 "
+                  "AND uuid IS NOT NULL ORDER BY id")
 
 
 class LivenessWatch:
@@ -34,6 +36,10 @@ class LivenessWatch:
         self.down_time = service_down_time
         self.clock = clock
         self.statuses: dict[str, str] | None = None
+        self.node_states: dict[str, bool] | None = None
+        # the compute nodes (hypervisor keys) of the hosts whose service went up or
+        # down (Nova's servicegroup rule) at the last changed_servers call
+        self.changed_nodes: list[str] = []
 
     def judge(self) -> dict[str, str]:
         now = self.clock()
@@ -42,10 +48,31 @@ class LivenessWatch:
                     entity.service_is_up(seen, created, now, self.down_time)))
                 for host, disabled, forced_down, seen, created in self.rows(_COMPUTE_SERVICES, ())}
 
+    def _judge_nodes(self) -> None:
+        """The hypervisors' state (up unless forced down or silent too long), judged
+        again: ``changed_nodes`` gets the compute nodes of the hosts that changed."""
+        now = self.clock()
+        states = {host: not forced_down and entity.service_is_up(seen, created, now,
+                                                                 self.down_time)
+                  for host, _disabled, forced_down, seen, created
+                  in self.rows(_COMPUTE_SERVICES, ())}
+        before, self.node_states = self.node_states, states
+        self.changed_nodes = []
+        if before is None:
+            return
+        for host in sorted(h for h in set(before) | set(states)
+                           if before.get(h) != states.get(h)):
+            try:
+                self.changed_nodes += [u for (u,) in self.rows(_NODES_ON_HOST, (host,))]
+            except Exception:       # a cell database without compute_nodes
+                log.debug("no compute nodes read for %s", host, exc_info=True)
+
     def changed_servers(self, involving: str | None = None) -> list[str]:
         """The live servers of the hosts whose status changed since the last call (none
         on the first call: nothing to compare with; the entities were built meanwhile);
-        with ``involving``, only the hosts whose status became or left that one."""
+        with ``involving``, only the hosts whose status became or left that one. The
+        hypervisors whose state changed are left in ``changed_nodes``."""
+        self._judge_nodes()
         statuses = self.judge()
         before, self.statuses = self.statuses, statuses
         if before is None:

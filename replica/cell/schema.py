@@ -224,6 +224,43 @@ CELL_TABLES: tuple[str, ...] = (
         CONSTRAINT uniq_services0host0binary0deleted UNIQUE (host, "binary", deleted)
     )""",
     "CREATE INDEX IF NOT EXISTS services_host_idx ON services (host)",
+    # Nova's compute nodes (the hypervisors), as nova/db/main/models.py declares them.
+    f"""
+    CREATE TABLE IF NOT EXISTS compute_nodes (
+        id INTEGER PRIMARY KEY,{_STAMPS},
+        service_id INTEGER,
+        host VARCHAR(255),
+        uuid VARCHAR(36),
+        vcpus INTEGER NOT NULL,
+        memory_mb INTEGER NOT NULL,
+        local_gb INTEGER NOT NULL,
+        vcpus_used INTEGER NOT NULL,
+        memory_mb_used INTEGER NOT NULL,
+        local_gb_used INTEGER NOT NULL,
+        hypervisor_type MEDIUMTEXT NOT NULL,
+        hypervisor_version INTEGER NOT NULL,
+        hypervisor_hostname VARCHAR(255),
+        free_ram_mb INTEGER,
+        free_disk_gb INTEGER,
+        current_workload INTEGER,
+        running_vms INTEGER,
+        cpu_info MEDIUMTEXT NOT NULL,
+        disk_available_least INTEGER,
+        host_ip VARCHAR(39),
+        supported_instances TEXT,
+        metrics TEXT,
+        pci_stats TEXT,
+        extra_resources TEXT,
+        stats TEXT DEFAULT '{{}}',
+        numa_topology TEXT,
+        ram_allocation_ratio FLOAT,
+        cpu_allocation_ratio FLOAT,
+        disk_allocation_ratio FLOAT,
+        mapped INTEGER DEFAULT 0,
+        CONSTRAINT uniq_compute_nodes0host0hypervisor_hostname0deleted
+            UNIQUE (host, hypervisor_hostname, deleted)
+    )""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS compute_nodes_uuid_idx ON compute_nodes (uuid)",
     f"""
     CREATE TABLE IF NOT EXISTS instance_actions (
         id INTEGER PRIMARY KEY,{_STAMPS},

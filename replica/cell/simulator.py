@@ -183,6 +183,33 @@ def _ensure_services(conn: apsw.Connection, hosts: list[str]) -> list[str]:
     return list(hosts)
 
 
+def _ensure_compute_nodes(conn: apsw.Connection, hosts: list[str]) -> None:
+    """A libvirt compute node for each of ``hosts`` that has none (the demo's
+    hypervisors), sized as a small two-socket server."""
+    if not schema.has_table(conn, "compute_nodes"):
+        return
+    have = {h for (h,) in conn.execute("SELECT host FROM compute_nodes WHERE deleted = 0")}
+    missing = [h for h in hosts if h not in have]
+    if not missing:
+        return
+    stamp = rows.now()
+    cpu_info = json.dumps({"arch": "x86_64", "model": "Cascadelake-Server", "vendor": "Intel",
+                           "topology": {"cells": 2, "sockets": 1, "cores": 16, "threads": 2},
+                           "features": ["avx512f", "vmx"]})
+    with conn:
+        conn.executemany(
+            "INSERT INTO compute_nodes (created_at, updated_at, deleted, host, uuid, vcpus, "
+            "memory_mb, local_gb, vcpus_used, memory_mb_used, local_gb_used, hypervisor_type, "
+            "hypervisor_version, hypervisor_hostname, free_ram_mb, free_disk_gb, "
+            "current_workload, running_vms, cpu_info, disk_available_least, host_ip, stats, "
+            "mapped) VALUES (?, ?, 0, ?, ?, 64, 262144, 1800, 0, 512, 0, 'QEMU', 8002000, ?, "
+            "261632, 1800, 0, 0, ?, 1750, ?, '{}', 1)",
+            # a compute node's uuid is unique in the whole deployment (the cells'
+            # simulated hosts have the same names)
+            [(stamp, stamp, h, str(uuidlib.uuid4()), f"{h}.demo.local",
+              cpu_info, f"192.0.2.{10 + i % 240}") for i, h in enumerate(missing)])
+
+
 def _security_groups(conn: apsw.Connection, projects: list[str]) -> dict[str, list[int]]:
     """Each project's "default" group (and a "web" group), created when missing."""
     groups: dict[str, list[int]] = {}
@@ -337,6 +364,7 @@ def populate(db: str, servers: int, projects: int, seed: int = 0, progress=None)
         rng = random.Random(f"populate-{seed}-{_instances_ever(conn)}")
         project_list = rows.project_ids(projects, seed)
         hosts = _ensure_services(conn, host_names(servers))
+        _ensure_compute_nodes(conn, hosts)
         writer = _Writer(rng, project_list, hosts, _security_groups(conn, project_list))
         writer.counter = existing
         has_outbox = schema.has_table(conn, outbox.OUTBOX)
@@ -429,6 +457,7 @@ class Churn:
         _ensure_cell(conn)
         self.projects = rows.project_ids(projects, seed)
         self.hosts = _ensure_services(conn, host_names(servers))
+        _ensure_compute_nodes(conn, self.hosts)
         self.writer = _Writer(rng, self.projects, self.hosts,
                               _security_groups(conn, self.projects))
         self.writer.counter = conn.execute("SELECT count(*) FROM instances").fetchone()[0]

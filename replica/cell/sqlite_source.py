@@ -502,13 +502,14 @@ class ChangeCarrier:
             self.next_neutron = now + NEUTRON_RECHECK_SECONDS
             self._recheck_neutron()
 
-    def _enqueue(self, uuids: list[str], carried: str | None = None) -> None:
+    def _enqueue(self, uuids: list[str], carried: str | None = None,
+                 kind: str = "server") -> None:
         if not uuids and carried is None:
             return
         with self.conn:
             self.conn.executemany(
-                f"INSERT INTO {outbox.OUTBOX} (kind, key, ts) VALUES ('server', ?, "
-                f"{outbox.NOW})", [(u,) for u in uuids])
+                f"INSERT INTO {outbox.OUTBOX} (kind, key, ts) VALUES (?, ?, "
+                f"{outbox.NOW})", [(kind, u) for u in uuids])
             if carried is not None:
                 self.conn.execute(f"INSERT INTO {outbox.META} (name, value) VALUES (?, ?) "
                                   "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -561,6 +562,7 @@ class ChangeCarrier:
 
     def _recheck_liveness(self) -> None:
         self._enqueue(self.liveness.changed_servers())
+        self._enqueue(self.liveness.changed_nodes, kind="hypervisor")
 
     def _recheck_neutron(self) -> None:
         self._enqueue(self.security_groups.changed_servers())

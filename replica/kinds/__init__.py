@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from replica.kinds.declaration import FEED_ROLES, Kind
 from replica.kinds.flavor import FLAVOR
+from replica.kinds.hypervisor import HYPERVISOR
 from replica.kinds.instance_action import INSTANCE_ACTION
 from replica.kinds.keypair import KEYPAIR
 from replica.kinds.quota import QUOTA
@@ -28,7 +29,7 @@ from replica.kinds.server import SERVER
 # In the order they were added: a new kind goes last (``Writer`` takes the kinds' row
 # columns positionally in this order).
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (SERVER, FLAVOR, INSTANCE_ACTION,
-                                                        KEYPAIR, QUOTA)}
+                                                        KEYPAIR, QUOTA, HYPERVISOR)}
 
 
 def kind_named(name: str) -> Kind:

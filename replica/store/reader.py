@@ -392,6 +392,76 @@ def list_keypairs_sql(with_type: bool) -> str:
 
 KEYPAIR_SQL = {(show, with_type): (show_keypair_sql if show else list_keypairs_sql)(with_type)
                for show in (False, True) for with_type in (False, True)}
+# -- hypervisors ---------------------------------------------------------------------------
+# Nova's order: cell, then compute node id. A stored document is a whole object without
+# "servers"; with servers asked for, the host's live servers ({"name", "uuid"}, the name
+# being Nova's instance name, read from the server's stored extended attributes) go in
+# before its closing brace. ?4 servers asked for, ?5 an empty list shown (2.75).
+
+HYPERVISOR_COLUMNS = frozenset(render.HYPERVISOR_FRAGMENTS)
+_INSTANCE_NAME_SQL = ("json_extract('{' || substr(s.d_ext_v21, 2) || '}', "
+                      "'$.\"OS-EXT-SRV-ATTR:instance_name\"')")
+
+
+def _hypervisor_item_sql(column: str, ref: str) -> str:
+    """The document of the row ``ref`` (its columns d, host, cell), with its servers."""
+    return (
+        f"CASE WHEN ?4 THEN (SELECT CASE WHEN count(*) = 0 THEN "
+        f"(CASE WHEN ?5 THEN substr({ref}.d, 1, length({ref}.d) - 1) || ',\"servers\":[]}}' "
+        f"ELSE {ref}.d END) ELSE substr({ref}.d, 1, length({ref}.d) - 1) || "
+        f"',\"servers\":[' || group_concat(item, ',') || ']}}' END FROM "
+        f"(SELECT json_object('name', {_INSTANCE_NAME_SQL}, 'uuid', s.uuid) AS item "
+        f"FROM servers s WHERE s.host = {ref}.host AND s.cell = {ref}.cell "
+        f"AND s.deleted = 0 ORDER BY {_INSTANCE_NAME_SQL}, s.uuid)) ELSE {ref}.d END")
+
+
+def _hypervisor_marker_sql(ref: str) -> str:
+    """?1 (a uuid, or an integer id) names the hypervisor ``ref``."""
+    return f"({ref}.uuid = ?1 OR (?6 = 0 AND CAST({ref}.node_id AS TEXT) = ?1))"
+
+
+@functools.lru_cache(maxsize=8)
+def list_hypervisors_sql(column: str) -> str:
+    """?1 the marker (NULL: none), ?2 the limit (-1: none), ?3 the hostname pattern
+    (NULL: any; Nova's LIKE '%pattern%'), ?6 ids are uuids (2.53). Returns
+    ('{"hypervisors":[...]' without its closing brace, count, last id, marker found,
+    a compute node matches the pattern, position)."""
+    if column not in HYPERVISOR_COLUMNS:
+        raise ValueError(column)
+    return (
+        f"WITH m AS (SELECT h.cell AS mc, h.node_id AS mn FROM hypervisors h "
+        f"WHERE ?1 IS NOT NULL AND {_hypervisor_marker_sql('h')} "
+        f"ORDER BY h.cell, h.node_id LIMIT 1), "
+        f"page AS MATERIALIZED (SELECT h.uuid, h.node_id, h.cell, h.host, h.{column} AS d "
+        f"FROM hypervisors h WHERE h.listed = 1 AND "
+        f"(?3 IS NULL OR h.hypervisor_hostname LIKE '%' || ?3 || '%') AND "
+        f"(?1 IS NULL OR (h.cell, h.node_id) > (SELECT mc, mn FROM m)) "
+        f"ORDER BY h.cell, h.node_id LIMIT ?2) "
+        f"SELECT CAST('{{\"hypervisors\":[' || coalesce((SELECT group_concat(doc, ',') FROM "
+        f"(SELECT {_hypervisor_item_sql(column, 'p')} AS doc FROM page p "
+        f"ORDER BY p.cell, p.node_id)), '') || ']' AS BLOB), (SELECT count(*) FROM page), "
+        f"(SELECT CASE WHEN ?6 THEN uuid ELSE node_id END FROM page "
+        f"ORDER BY cell DESC, node_id DESC LIMIT 1), "
+        f"(?1 IS NULL OR EXISTS (SELECT 1 FROM m)), "
+        f"(?3 IS NULL OR EXISTS (SELECT 1 FROM hypervisors h "
+        f"WHERE h.hypervisor_hostname LIKE '%' || ?3 || '%')), {POSITION_SQL}")
+
+
+@functools.lru_cache(maxsize=8)
+def show_hypervisor_sql(column: str) -> str:
+    """?1 the id (a uuid from 2.53, else an integer id: the first cell's node of that
+    id, as Nova looks cell by cell), ?6 ids are uuids. Returns (body or NULL, a compute
+    node has the id, position)."""
+    if column not in HYPERVISOR_COLUMNS:
+        raise ValueError(column)
+    return (
+        f"WITH one AS (SELECT h.host, h.cell, h.listed, h.{column} AS d FROM hypervisors h "
+        f"WHERE {_hypervisor_marker_sql('h')} ORDER BY h.cell, h.node_id LIMIT 1) "
+        f"SELECT (SELECT CAST('{{\"hypervisor\":' || {_hypervisor_item_sql(column, 'o')} "
+        f"|| '}}' AS BLOB) FROM one o WHERE o.listed = 1), EXISTS (SELECT 1 FROM one), "
+        f"{POSITION_SQL}")
+
+
 @functools.lru_cache(maxsize=8)
 def limits_sql(minor: int) -> str:
     """GET /limits of the project ?1 at 2.``minor``: each limit from the project's quota
@@ -1029,6 +1099,28 @@ class Reader:
             KEYPAIR_SQL[(False, with_type)], (user_id, marker, -1 if limit is None else limit))
         return ReadResult(body, position or "", ms, count=count, last_id=last_id,
                           marker_found=bool(found))
+    def list_hypervisors(self, column: str, uuids: bool, marker: str | None,
+                         limit: int | None, pattern: str | None, with_servers: bool,
+                         empty_servers: bool) -> tuple[bool, ReadResult]:
+        """A page of hypervisors (``column``: the stored view) as
+        ``{"hypervisors":[...]`` without its closing brace, and whether a compute
+        node matches ``pattern``."""
+        (body, count, last_id, found, matched, position), ms = self._one_row(
+            list_hypervisors_sql(column),
+            (marker, -1 if limit is None else limit, pattern, int(with_servers),
+             int(empty_servers), int(uuids)))
+        return bool(matched), ReadResult(
+            body, position or "", ms, count=count,
+            last_id=None if last_id is None else str(last_id), marker_found=bool(found))
+
+    def show_hypervisor(self, column: str, uuids: bool, hypervisor_id: str,
+                        with_servers: bool, empty_servers: bool) -> ReadResult:
+        """``{"hypervisor":{...}}`` (``body`` None: no such hypervisor, or no live
+        service on its host; ``count`` 1: a compute node has the id)."""
+        (body, exists, position), ms = self._one_row(
+            show_hypervisor_sql(column),
+            (hypervisor_id, None, None, int(with_servers), int(empty_servers), int(uuids)))
+        return ReadResult(body, position or "", ms, count=int(bool(exists)))
     def limits(self, project_id: str, minor: int) -> ReadResult:
         """GET /limits of ``project_id`` at 2.``minor`` (the whole body)."""
         (body, position), ms = self._one_row(limits_sql(minor), (project_id,))

@@ -328,6 +328,33 @@ STEPS: tuple[str, ...] = (
                                                      created_at, uuid DESC);
     CREATE INDEX servers_created ON servers (deleted, in_cell DESC, created_at, uuid DESC);
     """,
+    # 13 (hypervisors): a cell's compute nodes with their host's nova-compute service
+    # (replica.render.hypervisor_row), in Nova's order (cell, compute node id); listed
+    # 0: no live service on its host (Nova's API leaves the node out). The servers of a
+    # host (with_servers, /os-hypervisors/{pattern}/servers) are read from the servers
+    # table by host.
+    """
+    CREATE TABLE hypervisors (
+        uuid TEXT PRIMARY KEY,            -- compute_nodes.uuid
+        cell TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        node_id INTEGER NOT NULL,         -- compute_nodes.id (the id before 2.53)
+        host TEXT,
+        hypervisor_hostname TEXT,
+        listed INTEGER NOT NULL,
+        h_basic_v21 TEXT NOT NULL,        -- each a whole object without "servers"
+        h_basic_v253 TEXT NOT NULL,
+        h_detail_v21 TEXT NOT NULL,
+        h_detail_v228 TEXT NOT NULL,
+        h_detail_v253 TEXT NOT NULL,
+        h_detail_v288 TEXT NOT NULL,
+        entity_hash INTEGER NOT NULL,
+        bucket INTEGER NOT NULL
+    );
+    CREATE INDEX hypervisors_order ON hypervisors (cell, node_id);
+    CREATE INDEX hypervisors_cell_bucket ON hypervisors (cell, bucket);
+    CREATE INDEX servers_live_host ON servers (host, cell) WHERE deleted = 0;
+    """,
 )
 
 

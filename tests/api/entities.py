@@ -213,3 +213,36 @@ def fill_quotas(path: str, quotas: list[dict]) -> None:
                          render.quota_row("flavors", seq, entity))
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
+
+
+def hypervisor(n: int, host: str | None = None, **over) -> dict:
+    """A valid hypervisor entity: compute node ``n`` (its id) on ``host``, with a live,
+    enabled nova-compute service."""
+    host = host or f"compute-{n}"
+    h = {"uuid": str(uuidlib.UUID(int=0x5a1d0000_0000_4000_8000_000000000000 + n)), "id": n,
+         "host": host, "hypervisor_hostname": f"{host}.example.org",
+         "hypervisor_type": "QEMU", "hypervisor_version": 8002000, "host_ip": f"192.0.2.{n}",
+         "vcpus": 64, "memory_mb": 262144, "local_gb": 1800, "vcpus_used": 2 * n,
+         "memory_mb_used": 512 + 1024 * n, "local_gb_used": n, "free_ram_mb": 261632,
+         "free_disk_gb": 1800 - n, "current_workload": 0, "running_vms": n,
+         "disk_available_least": 1750,
+         "cpu_info": '{"arch": "x86_64", "model": "Cascadelake-Server", "vendor": "Intel"}',
+         "uptime": None, "service_id": 100 + n,
+         "service_uuid": str(uuidlib.UUID(int=0x5e470000_0000_4000_8000_000000000000 + n)),
+         "service_disabled": False, "service_disabled_reason": None, "state": "up"}
+    h.update(over)
+    feed.validate_entity(feed.KIND_HYPERVISOR, h["uuid"], h)
+    return h
+
+
+def fill_hypervisors(path: str, hypervisors: list[tuple[str, dict]]) -> None:
+    """Rendered hypervisor rows straight into a replica file ((cell, entity))."""
+    conn = open_writer(path)
+    cols = render.HYPERVISOR_COLUMNS
+    with conn:
+        for seq, (cell, entity) in enumerate(hypervisors, start=1):
+            conn.execute(f"INSERT OR REPLACE INTO hypervisors ({', '.join(cols)}) "
+                         f"VALUES ({', '.join('?' * len(cols))})",
+                         render.hypervisor_row(cell, seq, entity))
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()

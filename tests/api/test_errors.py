@@ -73,7 +73,7 @@ def fault(r):
     ("/v2.1/servers/nope", None, 404, "itemNotFound", "Instance nope could not be found."),
     ("/v2.1/flavors/nope", None, 404, "itemNotFound", "Flavor nope could not be found."),
     ("/v2.1/flavors/6", None, 404, "itemNotFound", "Flavor 6 could not be found."),
-    ("/v2.1/os-hypervisors", None, 404, "itemNotFound", NOT_REPLICATED),
+    ("/v2.1/os-simple-tenant-usage", None, 404, "itemNotFound", NOT_REPLICATED),
     ("/v2.1/servers/x/y/z", None, 404, "itemNotFound", NOT_REPLICATED),
     ("/nowhere", None, 404, "itemNotFound", "The resource could not be found."),
     ("/v2.1/servers", "2.a", 400, "badRequest",

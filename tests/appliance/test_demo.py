@@ -54,6 +54,15 @@ def test_demo_serves_and_stops_cleanly(tmp_path):
         assert result.returncode == 0, result.stderr
         listed = json.loads(result.stdout)
         assert listed and all(s["ID"] and s["Status"] for s in listed)
+        # ... and so does its hypervisor list (the demo's token is an admin's): every
+        # compute host of the two cells, up
+        command = [line.strip() for line in running.log().splitlines()
+                   if line.strip().endswith("hypervisor list")][0].split()
+        result = subprocess.run([os.path.join(ROOT, program), *command[1:], "-f", "json"],
+                                cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        hypervisors = json.loads(result.stdout)
+        assert len(hypervisors) >= 2 and {h["State"] for h in hypervisors} == {"up"}
 
         result = subprocess.run([PYTHON, "-m", "appliance", "status", "--json",
                                  "--admin-url", f"http://127.0.0.1:{admin_port}"],

@@ -56,6 +56,8 @@ CONTROLLERS = {
     "limits": ("nova/api/openstack/compute/limits.py", "LimitsController"),
     # GET /os-quota-sets/{project}[/detail|/defaults]
     "quota_sets": ("nova/api/openstack/compute/quota_sets.py", "QuotaSetsController"),
+    # GET /os-hypervisors[/detail|/{id}], before 2.53 /{pattern}/search and /servers
+    "hypervisors": ("nova/api/openstack/compute/hypervisors.py", "HypervisorsController"),
 }
 SCHEMA_MODULES = {
     "servers": "nova.api.openstack.compute.schemas.servers",
@@ -70,6 +72,7 @@ SCHEMA_MODULES = {
     "keypairs": "nova.api.openstack.compute.schemas.keypairs",
     "limits": "nova.api.openstack.compute.schemas.limits",
     "quota_sets": "nova.api.openstack.compute.schemas.quota_sets",
+    "hypervisors": "nova.api.openstack.compute.schemas.hypervisors",
 }
 # The decorators that attach a schema to a method, per kind of schema.
 RESPONSE = "response_body_schema"
@@ -88,7 +91,8 @@ _REAL = ["nova.i18n", "nova.exception", "nova.api.validation.parameter_types",
          "nova.api.openstack.compute.schemas.instance_actions",
          "nova.api.openstack.compute.schemas.keypairs",
          "nova.api.openstack.compute.schemas.limits",
-         "nova.api.openstack.compute.schemas.quota_sets"]
+         "nova.api.openstack.compute.schemas.quota_sets",
+         "nova.api.openstack.compute.schemas.hypervisors"]
 # Modules whose literal top-level constants are all the schema modules need.
 _CONSTANTS_ONLY = ["nova.objects.instance", "nova.objects.tag"]
 _PACKAGES = ["nova", "nova.api", "nova.api.validation", "nova.api.openstack",

@@ -92,6 +92,11 @@ TOKEN = {"X-Auth-Token": f"someone:{ALPHA}", "OpenStack-API-Version": "compute 2
     ("GET", f"/v2.1/{ALPHA}/os-keypairs", None),
     ("GET", f"/v2.1/servers/{E.server(0)['uuid']}/os-instance-actions", None),
     ("GET", "/v2.1/flavors/1/os-flavor-access", None),
+    # usage over a period and hypervisor statistics / uptime are not replicated
+    ("GET", "/v2.1/os-simple-tenant-usage?start=2026-11-01T00:00:00&detailed=1", None),
+    ("GET", f"/v2.1/os-simple-tenant-usage/{ALPHA}", None),
+    ("GET", "/v2.1/os-hypervisors/statistics", None),
+    ("GET", "/v2.1/os-hypervisors/1/uptime", None),
     ("GET", "/v2/servers", None),
 ])
 def test_not_replicated_goes_upstream_unchanged(passing, upstream, method, path, body):

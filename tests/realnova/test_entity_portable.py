@@ -221,3 +221,27 @@ def test_build_request_entities_from_nova_api_database_on_mariadb(nova, written)
         assert [key for _kind, key, _e in items] == [written.requested]
     finally:
         db.conn.close()
+
+
+def test_hypervisor_entities_from_nova_on_mariadb(nova, written):
+    """The compute node Nova's objects wrote, with its service, as a hypervisor entity;
+    its cell publishes hypervisors (the API database does not)."""
+    db = connect(nova, "cell1")
+    try:
+        assert feed.KIND_HYPERVISOR in entity.kinds_in(name for (name,) in db.rows(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()"))
+        (node_id, uuid, service_id), = db.rows(
+            "SELECT cn.id, cn.uuid, sv.id FROM compute_nodes cn JOIN services sv "
+            "ON sv.host = cn.host AND sv.binary = 'nova-compute' WHERE cn.host = 'compute-1'")
+        built = entity.build_hypervisors(db, [uuid, "00000000-0000-4000-8000-000000000000"])
+        assert built["00000000-0000-4000-8000-000000000000"] is None
+        node = built[uuid]
+        feed.validate_entity(feed.KIND_HYPERVISOR, uuid, node)
+        assert (node["id"], node["host"], node["hypervisor_hostname"], node["service_id"],
+                node["state"], node["service_disabled"]) == (
+            node_id, "compute-1", "compute-1", service_id, "up", False)
+        assert (node["vcpus"], node["hypervisor_type"], node["host_ip"]) == (
+            16, "QEMU", "192.0.2.10")
+        assert entity.count_entities(db, [feed.KIND_HYPERVISOR]) == 1
+    finally:
+        db.conn.close()

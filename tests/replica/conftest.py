@@ -223,6 +223,16 @@ class Cell:
         return run_simulator(SimulatorConfig(self.db, rate or 1_000_000, servers, 4, ops=ops,
                                              seed=seed), stop=stop)
 
+    def compute_nodes(self) -> int:
+        """How many live compute nodes (hypervisor entities) the cell has."""
+        from replica.cell import connection
+        conn = connection.open_cell_reader(self.db)
+        try:
+            return conn.execute("SELECT count(*) FROM compute_nodes WHERE deleted = 0"
+                                ).fetchone()[0]
+        finally:
+            conn.close()
+
     def entities(self) -> dict[str, dict]:
         """Every live server entity of the cell, built fresh from its tables."""
         from replica.cell import connection, entity

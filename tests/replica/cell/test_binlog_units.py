@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime
 
 import pytest
-from pymysqlreplication.row_event import WriteRowsEvent
+from pymysqlreplication.row_event import UpdateRowsEvent, WriteRowsEvent
 
 from replica.cell import binlog, binlog_keys, journal, mysql
 
@@ -52,7 +52,8 @@ def test_the_nova_options_of_a_mysql_source(tmp_path, monkeypatch):
     source = mysql_source.make_source(cell, api, "cell1", str(tmp_path),
                                       service_down_time=None, neutron_url=None)
     assert source.service_down_time == 60 and source.neutron_url is None
-    assert source.kinds == ("instance_action", "server") and source.own_servers_only
+    assert source.kinds == ("instance_action", "server", "hypervisor") and \
+        source.own_servers_only
     source = mysql_source.make_source(cell, api, "cell1", str(tmp_path), service_down_time=0,
                                       neutron_url="http://neutron:9696", neutron_token="t")
     assert (source.service_down_time, source.neutron_url, source.neutron_token) == (
@@ -223,7 +224,7 @@ def test_liveness_watch_says_once_which_services_went_down():
 
 class _UnreadableRows:
     """A rows event of a table the mapper must not decode."""
-    schema, table = "nova_cell1", "compute_nodes"
+    schema, table = "nova_cell1", "migrations"
 
     @property
     def rows(self):
@@ -235,8 +236,8 @@ def test_rows_of_unwatched_tables_are_not_decoded():
     changed = binlog_keys.ChangedKeys()
     mapper.add(changed, _UnreadableRows())
     assert changed == binlog_keys.ChangedKeys()
-    assert "compute_nodes" not in binlog_keys.WATCHED_TABLES
-    assert {"instances", "services", "flavors", "instance_mappings"} <= \
+    assert "migrations" not in binlog_keys.WATCHED_TABLES
+    assert {"instances", "services", "flavors", "instance_mappings", "compute_nodes"} <= \
         set(binlog_keys.WATCHED_TABLES)
 
 
@@ -316,3 +317,54 @@ def test_the_api_database_feed_journals_quota_keys():
         cell.add(changed, event)
     assert cell.resolve(changed, _Lookups([])) == []
     assert {"quotas", "quota_classes", "instance_groups"} <= set(binlog_keys.WATCHED_TABLES)
+
+
+class _Updated(UpdateRowsEvent):
+    """An update rows event as the stream gives it (before and after images)."""
+
+    def __init__(self, schema: str, table: str, pairs: list[tuple[dict, dict]]):
+        self.schema, self.table, self.primary_key = schema, table, "id"
+        self._pairs = pairs
+
+    @property
+    def rows(self):
+        return [{"before_values": b, "after_values": a} for b, a in self._pairs]
+
+
+class _NodeLookups(_Lookups):
+    def __init__(self, nodes: dict[str, list[str]]):
+        super().__init__([])
+        self.nodes = nodes
+
+    def live_instances_on(self, hosts):
+        return []
+
+    def compute_nodes_on(self, hosts):
+        return [uuid for host in sorted(hosts) for uuid in self.nodes.get(host, [])]
+
+
+def test_a_cell_journals_its_hypervisors():
+    """A compute_nodes row gives its hypervisor key (the node's uuid); a nova-compute
+    service change a hypervisor shows (disabled, its reason) gives its host's compute
+    nodes; a report that changes nothing gives none."""
+    service = {"id": 3, "host": "c1", "binary": "nova-compute", "disabled": 0,
+               "disabled_reason": None, "forced_down": 0, "deleted": 0,
+               "last_seen_up": datetime.datetime(2026, 11, 5, 0, 0, 0)}
+    reasoned = {**service, "disabled_reason": "fan"}
+    reported = {**service, "last_seen_up": datetime.datetime(2026, 11, 5, 0, 0, 10)}
+    mapper = binlog_keys.KeyMapper("nova_cell1", "nova_api",
+                                   kinds=("instance_action", "server", "hypervisor"))
+    lookups = _NodeLookups({"c1": ["node-a", "node-b"]})
+    changed = binlog_keys.ChangedKeys()
+    mapper.add(changed, _Written("nova_cell1", "compute_nodes",
+                                 [{"id": 1, "uuid": "node-z", "host": "c9"}]))
+    mapper.add(changed, _Updated("nova_cell1", "services", [(service, reasoned)]))
+    assert mapper.resolve(changed, lookups) == [
+        ("hypervisor", "node-z"), ("hypervisor", "node-a"), ("hypervisor", "node-b")]
+    changed = binlog_keys.ChangedKeys()
+    mapper.add(changed, _Updated("nova_cell1", "services", [(service, reported)]))
+    assert mapper.resolve(changed, lookups) == []
+    without = binlog_keys.KeyMapper("nova_cell1", "nova_api", kinds=("server",))
+    changed = binlog_keys.ChangedKeys()
+    without.add(changed, _Updated("nova_cell1", "services", [(service, reasoned)]))
+    assert without.resolve(changed, lookups) == []

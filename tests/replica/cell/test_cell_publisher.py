@@ -17,7 +17,8 @@ from tests.replica.cell.conftest import Control, Subscriber, epoch_of, head_of
 
 def fresh(db: str, kinds=None) -> tuple[int, dict]:
     """(seq, {key: entity}) of the cell right now, in one read transaction (``kinds``:
-    None, every kind the cell publishes: its servers and their instance actions)."""
+    None, every kind the cell publishes: its servers, their instance actions and its
+    hypervisors)."""
     conn = connection.open_cell_reader(db)
     try:
         conn.execute("BEGIN")
@@ -57,7 +58,7 @@ def test_hello(populated, publishers, clients):
     assert reply == {"ok": True, "cell": "c1", "epoch": outbox.epoch_of(conn),
                      "head": outbox.outbox_head(conn), "oldest": 1,
                      "versions": list(feed.FEED_VERSIONS),
-                     "kinds": ["instance_action", "server"]}
+                     "kinds": ["hypervisor", "instance_action", "server"]}
     conn.close()
 
 
@@ -198,8 +199,10 @@ def test_snapshot_is_consistent_while_writes_continue(populated, publishers, cli
             after = page["items"][-1][:2]
             wait_for(lambda: writer.ops > ops_at_begin, what="writes during the snapshot")
         assert writer.ops > ops_at_begin
-    # in (kind, key) order: the instance actions (keys "<uuid>/<id>"), then the servers
-    kind_of = {key: "instance_action" if "/" in key else "server" for key in reference}
+    # in (kind, key) order: the hypervisors, the instance actions (keys "<uuid>/<id>"),
+    # then the servers
+    kind_of = {key: "instance_action" if "/" in key else "hypervisor" if "hypervisor_hostname"
+               in e else "server" for key, e in reference.items()}
     assert [(kind, key) for kind, key, _e in items] == sorted(
         (kind_of[key], key) for key in reference)
     assert {key: e for _kind, key, e in items} == {
@@ -227,7 +230,7 @@ def test_digest_and_buckets_equal_a_recomputation(populated, publishers, clients
         seq, current = fresh(populated)
         expected = expected_digest(current)
         assert (digest["seq"], digest["buckets"]) == (seq, expected)
-        assert any(e["deleted"] for e in current.values())   # soft-deleted servers count
+        assert any(e.get("deleted") for e in current.values())  # soft-deleted servers count
     assert counts.get("archive") or counts.get("build")
     busiest = max(range(feed.DIGEST_BUCKETS), key=lambda b: expected[b][0])
     bucket = ctl.call("bucket", bucket=busiest)

@@ -112,7 +112,11 @@ def test_the_publisher_enqueues_the_servers_of_a_host_whose_liveness_changed(cel
         source.carrier.next_liveness = 0.0
         source.tick(True)
         events = source.changelog.events_after(head, 1000)
-        assert {key for _seq, _kind, key in events} == on_host
+        assert {key for _seq, kind, key in events if kind == "server"} == on_host
+        # and the host's hypervisor, whose state went down
+        assert {key for _seq, kind, key in events if kind == "hypervisor"} == {
+            u for (u,) in conn.execute("SELECT uuid FROM compute_nodes WHERE host = ?",
+                                       (host,))}
         with source.entities.read_view():
             built = source.entities.build("server", sorted(on_host))
         assert {e["host_status"] for e in built.values()} == {"UNKNOWN"}

@@ -1,0 +1,85 @@
+"""GET /os-hypervisors[/detail|/{id}] parameters (Nova's hypervisors controller and its
+query schemas): before 2.33 anything (ignored); 2.33 ``limit`` and ``marker`` (others
+ignored); from 2.53 only ``limit``, ``marker``, ``hypervisor_hostname_pattern`` and
+``with_servers`` (each once), and show only ``with_servers``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from appliance.api import params as P
+from appliance.api.faults import bad_request
+
+PAGING_MINOR = 33
+CPU_INFO_OBJECT_MINOR = 28
+UUID_MINOR = 53               # uuid ids, the query parameters; search and servers routes gone
+EMPTY_SERVERS_MINOR = 75      # with_servers: "servers": [] for a host without any
+NO_RESOURCES_MINOR = 88       # detail drops the resource fields and cpu_info, adds uptime
+INDEX_SCHEMA = frozenset(("limit", "marker", "hypervisor_hostname_pattern", "with_servers"))
+SHOW_SCHEMA = frozenset(("with_servers",))
+# parameter_types.boolean's enum, as jsonschema names it in its message
+NOVA_BOOLEAN = [True, "True", "TRUE", "true", "1", "ON", "On", "on", "YES", "Yes", "yes",
+                False, "False", "FALSE", "false", "0", "OFF", "Off", "off", "NO", "No", "no"]
+_FQDN = re.compile(r"^[a-zA-Z0-9-._]*$")
+
+
+@dataclass(slots=True)
+class HypervisorQuery:
+    limit: int | None = None          # None: every hypervisor
+    marker: str | None = None
+    pattern: str | None = None        # hypervisor_hostname_pattern (2.53)
+    with_servers: bool = False        # (2.53)
+
+
+def _single(multi: dict, name: str) -> None:
+    values = multi.get(name, ())
+    if len(values) > 1:
+        raise P.invalid_query(name, repr(values), f"{values!r} is too long")
+
+
+def _with_servers(multi: dict) -> bool:
+    if "with_servers" not in multi:
+        return False
+    _single(multi, "with_servers")
+    value = multi["with_servers"][0]
+    if value not in NOVA_BOOLEAN:
+        raise P.invalid_query("with_servers", value, f"'{value}' is not one of {NOVA_BOOLEAN!r}")
+    return P.bool_from_string(value, strict=True)
+
+
+def hypervisor_query(multi: dict, minor: int, max_limit: int, show: bool) -> HypervisorQuery:
+    query = HypervisorQuery()
+    if minor >= UUID_MINOR:
+        P.additional_properties(multi, SHOW_SCHEMA if show else INDEX_SCHEMA,
+                                pattern_underscore=False)
+        for name in multi:
+            _single(multi, name)
+        query.with_servers = _with_servers(multi)
+        if not show and "hypervisor_hostname_pattern" in multi:
+            value = multi["hypervisor_hostname_pattern"][0]
+            if not value:
+                raise P.invalid_query("hypervisor_hostname_pattern", value,
+                                      "'' should be non-empty")
+            if len(value) > 255:
+                raise P.invalid_query("hypervisor_hostname_pattern", value,
+                                      f"'{value}' is too long")
+            if not _FQDN.match(value):
+                raise P.invalid_query("hypervisor_hostname_pattern", value,
+                                      f"'{value}' does not match '^[a-zA-Z0-9-._]*$'")
+            query.pattern = value
+    if show or minor < PAGING_MINOR:
+        return query
+    P.check_limit(multi)
+    if query.pattern is not None:
+        if "limit" in multi or multi.get("marker"):
+            # Nova gives its reason as webob's detail, not its explanation: what the
+            # fault says is webob's default explanation of a 400
+            raise bad_request("The server could not comply with the request since it is "
+                              "either malformed or otherwise incorrect.")
+        return query
+    query.limit = max_limit
+    if "limit" in multi:
+        query.limit = min(max_limit, P.int_param(multi["limit"][-1], "limit"))
+    query.marker = multi["marker"][-1] if multi.get("marker") else None
+    return query
