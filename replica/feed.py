@@ -9,14 +9,25 @@ Wire format: one msgpack map per nanomsg message.
 Feed (PUB/SUB), the first two keys of every message are ``v`` (feed schema
 version) and ``t`` (message type)::
 
-    {"v": 2, "t": "batch", "cell": str, "epoch": str,
-     "events": [{"s": seq, "k": kind, "o": op, "id": key, "e": entity-or-None}, ...]}
+    {"v": 2, "t": "batch", "cell": str, "epoch": str, ["rv": str,]
+     "events": [{"s": seq, "k": kind, "o": op, "id": key, "e": entity-or-None[, "r": row]},
+                ...]}
     {"v": 2, "t": "hb", "cell": str, "epoch": str, "head": int, "oldest": int, "ts": float}
 
 ``kind`` is one of ``FEED_KINDS`` (``"server"``: key the instance uuid, ``"flavor"``:
 key the flavorid, ...).
 ``op`` is ``"u"`` (upsert: ``e`` is the whole entity) or ``"d"`` (tombstone: ``e`` is None).
 Seqs in a batch are consecutive and increase by exactly 1 per event within an epoch.
+
+Pre-rendered rows (optional, within version 2: a decoder that does not know them passes
+them by): a publisher may send with an upsert the replica row its entity renders to
+(``r``: the row's values in the render's column order, the row's cell, seq and entity
+hash those of the event), and in the batch the version of the render that made the rows
+(``rv``: ``replica.render.RENDER_VERSION``). An appliance whose render has that version
+stores the row as it came (after checks of its shape, key, cell, seq and hash), without
+decoding the entity or rendering it again: a change is rendered once, where it happens,
+not once per appliance. An appliance of another render version, and any event without
+a row, renders the entity itself. Replay pages and snapshots carry entities only.
 
 Entities on the wire: from version 2, an entity is its bytes (``entity_bytes``: compact
 JSON) in a msgpack bin, wherever it travels (batches, replay, snapshot pages, fetch).
@@ -82,6 +93,7 @@ class Event:
     key: str
     entity: dict | bytes | None      # bytes: its entity_bytes, already encoded
     entity_hash: int | None = None   # of the bytes it arrived as; None: not hashed yet
+    row: list | tuple | None = None  # the pre-rendered replica row sent with it, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +101,7 @@ class Batch:
     cell: str
     epoch: str
     events: tuple[Event, ...]
+    render_version: str | None = None   # of the events' pre-rendered rows (``rv``)
 
     @property
     def first_seq(self) -> int:
@@ -525,18 +538,27 @@ def _pack(obj: dict) -> bytes:
 
 
 def encode_event(e: Event) -> dict:
-    """One wire event (``e.entity`` may be its bytes already)."""
-    return {"s": e.seq, "k": e.kind, "o": e.op, "id": e.key,
+    """One wire event (``e.entity`` may be its bytes already; ``e.row``, if any, goes
+    with it as ``r``)."""
+    wire = {"s": e.seq, "k": e.kind, "o": e.op, "id": e.key,
             "e": None if e.entity is None else wire_entity(e.entity)}
+    if e.row is not None:
+        wire["r"] = e.row
+    return wire
 
 
 def encode_events(events: list[Event]) -> list[dict]:
     return [encode_event(e) for e in events]
 
 
-def encode_batch(cell: str, epoch: str, events: list[Event]) -> bytes:
-    return _pack({"v": FEED_VERSION, "t": "batch", "cell": cell, "epoch": epoch,
-                  "events": encode_events(events)})
+def encode_batch(cell: str, epoch: str, events: list[Event],
+                 render_version: str | None = None) -> bytes:
+    """A batch message; ``render_version``: of the rows some ``events`` carry."""
+    message = {"v": FEED_VERSION, "t": "batch", "cell": cell, "epoch": epoch}
+    if render_version is not None:
+        message["rv"] = render_version
+    message["events"] = encode_events(events)
+    return _pack(message)
 
 
 def encode_heartbeat(cell: str, epoch: str, head: int, oldest: int, ts: float) -> bytes:
@@ -593,6 +615,9 @@ def decode_events(raw: Any, where: str = "events", entities: bool = True) -> tup
             seq, kind, op, key = _event_head(item, i, where)
         entity = item.get("e")
         entity_hash = None
+        row = item.get("r")
+        if row is not None and (type(row) is not list or op != OP_UPSERT):
+            raise FeedError("bad_event", f"{where}[{i}]: row is not a list of an upsert")
         if op == OP_UPSERT:
             if type(entity) is not bytes:
                 raise _not_bytes(entity, f"{where}[{i}]")
@@ -609,7 +634,7 @@ def decode_events(raw: Any, where: str = "events", entities: bool = True) -> tup
         if seq < 1 or (events and seq != last + 1):
             raise FeedError("bad_event", f"{where}[{i}]: seq {seq} does not follow "
                                          f"{last if events else 0}")
-        events.append(Event(seq, kind, op, key, entity, entity_hash))
+        events.append(Event(seq, kind, op, key, entity, entity_hash, row))
         last = seq
     return tuple(events)
 
@@ -651,7 +676,11 @@ def _decode_message(data: bytes, max_bytes: int, entities: bool) -> Batch | Hear
     if not cell or not epoch:
         raise FeedError("malformed", "message: empty cell or epoch")
     if kind == "batch":
-        return Batch(cell, epoch, decode_events(obj.get("events"), entities=entities))
+        render_version = obj.get("rv")
+        if render_version is not None and type(render_version) is not str:
+            raise FeedError("malformed", "message: field 'rv' is not a string")
+        return Batch(cell, epoch, decode_events(obj.get("events"), entities=entities),
+                     render_version)
     if kind == "hb":
         head = _need(obj, "head", (int,), "heartbeat")
         oldest = _need(obj, "oldest", (int,), "heartbeat")
