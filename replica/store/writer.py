@@ -153,11 +153,13 @@ class Writer:
                              if t.stable}
         # Tables with triggers (the servers' project usage, schema step 7): the rows the
         # triggers write count in total_changes too, so a row its upsert left alone
-        # cannot be told by the count: the update of changed rows always runs.
+        # cannot be told by the count: their upsert returns the rows it wrote.
         triggered = {name for (name,) in conn.execute(
             "SELECT DISTINCT tbl_name FROM sqlite_master WHERE type = 'trigger'")}
-        self._always_changed = {kind for kind, t in self.tables.items()
+        self._triggered = {kind for kind, t in self.tables.items()
                                 if t.stable and t.name in triggered}
+        self._upsert_returning_sql = {kind: self._upsert_sql[kind] + " RETURNING 1"
+                                      for kind in self._triggered}
         self._delete_sql = {kind: f"DELETE FROM {t.name} WHERE {t.key} = ? AND {t.owner} = ?"
                             for kind, t in self.tables.items()}
         self._key_at = {kind: t.columns.index(t.key) for kind, t in self.tables.items()}
@@ -249,12 +251,17 @@ class Writer:
         for kind in self.tables:
             if upserts[kind]:
                 before = self.conn.total_changes()
-                self.conn.executemany(self._upsert_sql[kind], upserts[kind])
-                # Each row inserted or overwritten counts one change: fewer means some
-                # rows' stable columns differ (soft deleted, another cell's now, ...).
-                if kind in self._always_changed or (
-                        kind in self._changed_sql
-                        and self.conn.total_changes() - before < len(upserts[kind])):
+                if kind in self._triggered:
+                    # The triggers' rows count in total_changes too: the upsert names
+                    # each row it wrote instead (RETURNING), one pass over the rows.
+                    written = sum(1 for _ in self.conn.executemany(
+                        self._upsert_returning_sql[kind], upserts[kind]))
+                else:
+                    self.conn.executemany(self._upsert_sql[kind], upserts[kind])
+                    written = self.conn.total_changes() - before
+                # Each row inserted or overwritten counts one: fewer means some rows'
+                # stable columns differ (soft deleted, another cell's now, ...).
+                if kind in self._changed_sql and written < len(upserts[kind]):
                     self.conn.executemany(self._changed_sql[kind], upserts[kind])
             if deletes[kind]:
                 self.conn.executemany(self._delete_sql[kind], deletes[kind])
