@@ -27,7 +27,8 @@ hash those of the event), and in the batch the version of the render that made t
 stores the row as it came (after checks of its shape, key, cell, seq and hash), without
 decoding the entity or rendering it again: a change is rendered once, where it happens,
 not once per appliance. An appliance of another render version, and any event without
-a row, renders the entity itself. Replay pages and snapshots carry entities only.
+a row, renders the entity itself. Replay pages carry rows the same way (the reply's
+``rv``); snapshot pages and fetches carry entities only.
 
 Entities on the wire: from version 2, an entity is its bytes (``entity_bytes``: compact
 JSON) in a msgpack bin, wherever it travels (batches, replay, snapshot pages, fetch).
@@ -700,8 +701,9 @@ CONTROL_OPS = {
     # op: (request args, reply fields)
     "hello": ((), ("cell", "epoch", "head", "oldest", "versions", "kinds")),
     # events with seq in [from, from + limit), of the current epoch; error "epoch" if the
-    # epoch differs, "retention" if from < oldest (reply carries "oldest").
-    "replay": (("epoch", "from", "limit"), ("epoch", "head", "events")),
+    # epoch differs, "retention" if from < oldest (reply carries "oldest"). Events may
+    # carry pre-rendered rows, of the render version "rv" (optional, as in a batch).
+    "replay": (("epoch", "from", "limit"), ("epoch", "head", "events", "rv")),
     # opens a consistent read at seq S; pages are read from it; it expires when idle.
     "snapshot_begin": ((), ("snapshot", "epoch", "seq", "total")),
     # items: [[kind, key, entity], ...] ordered by (kind, key), after the given cursor.

@@ -876,7 +876,9 @@ class Ingest:
                 raise CellFault(f"replay refused: {exc}") from None
             if upto is not None:
                 events = tuple(e for e in events if e.seq <= upto)
-            outcome = self.accept(link, events)
+            rv = reply.get("rv")
+            outcome = self.accept(link, events, rendered=(
+                rv is not None and rv == self.render_version))
             if outcome == "held":
                 raise CellFault(f"replay from {pos.seq + 1} held: the replica store cannot "
                                 f"write ({self.store_error})")
