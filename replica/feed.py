@@ -9,14 +9,26 @@ Wire format: one msgpack map per nanomsg message.
 Feed (PUB/SUB), the first two keys of every message are ``v`` (feed schema
 version) and ``t`` (message type)::
 
-    {"v": 2, "t": "batch", "cell": str, "epoch": str,
-     "events": [{"s": seq, "k": kind, "o": op, "id": key, "e": entity-or-None}, ...]}
+    {"v": 2, "t": "batch", "cell": str, "epoch": str, ["rv": str,]
+     "events": [{"s": seq, "k": kind, "o": op, "id": key, "e": entity-or-None[, "r": row]},
+                ...]}
     {"v": 2, "t": "hb", "cell": str, "epoch": str, "head": int, "oldest": int, "ts": float}
 
 ``kind`` is one of ``FEED_KINDS`` (``"server"``: key the instance uuid, ``"flavor"``:
 key the flavorid, ...).
 ``op`` is ``"u"`` (upsert: ``e`` is the whole entity) or ``"d"`` (tombstone: ``e`` is None).
 Seqs in a batch are consecutive and increase by exactly 1 per event within an epoch.
+
+Pre-rendered rows (optional, within version 2: a decoder that does not know them passes
+them by): a publisher may send with an upsert the replica row its entity renders to
+(``r``: the row's values in the render's column order, the row's cell, seq and entity
+hash those of the event), and in the batch the version of the render that made the rows
+(``rv``: ``replica.render.RENDER_VERSION``). An appliance whose render has that version
+stores the row as it came (after checks of its shape, key, cell, seq and hash), without
+decoding the entity or rendering it again: a change is rendered once, where it happens,
+not once per appliance. An appliance of another render version, and any event without
+a row, renders the entity itself. Replay pages carry rows the same way (the reply's
+``rv``); snapshot pages and fetches carry entities only.
 
 Entities on the wire: from version 2, an entity is its bytes (``entity_bytes``: compact
 JSON) in a msgpack bin, wherever it travels (batches, replay, snapshot pages, fetch).
@@ -83,6 +95,7 @@ class Event:
     key: str
     entity: dict | bytes | None      # bytes: its entity_bytes, already encoded
     entity_hash: int | None = None   # of the bytes it arrived as; None: not hashed yet
+    row: list | tuple | None = None  # the pre-rendered replica row sent with it, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +103,7 @@ class Batch:
     cell: str
     epoch: str
     events: tuple[Event, ...]
+    render_version: str | None = None   # of the events' pre-rendered rows (``rv``)
 
     @property
     def first_seq(self) -> int:
@@ -562,18 +576,27 @@ def _pack(obj: dict) -> bytes:
 
 
 def encode_event(e: Event) -> dict:
-    """One wire event (``e.entity`` may be its bytes already)."""
-    return {"s": e.seq, "k": e.kind, "o": e.op, "id": e.key,
+    """One wire event (``e.entity`` may be its bytes already; ``e.row``, if any, goes
+    with it as ``r``)."""
+    wire = {"s": e.seq, "k": e.kind, "o": e.op, "id": e.key,
             "e": None if e.entity is None else wire_entity(e.entity)}
+    if e.row is not None:
+        wire["r"] = e.row
+    return wire
 
 
 def encode_events(events: list[Event]) -> list[dict]:
     return [encode_event(e) for e in events]
 
 
-def encode_batch(cell: str, epoch: str, events: list[Event]) -> bytes:
-    return _pack({"v": FEED_VERSION, "t": "batch", "cell": cell, "epoch": epoch,
-                  "events": encode_events(events)})
+def encode_batch(cell: str, epoch: str, events: list[Event],
+                 render_version: str | None = None) -> bytes:
+    """A batch message; ``render_version``: of the rows some ``events`` carry."""
+    message = {"v": FEED_VERSION, "t": "batch", "cell": cell, "epoch": epoch}
+    if render_version is not None:
+        message["rv"] = render_version
+    message["events"] = encode_events(events)
+    return _pack(message)
 
 
 def encode_heartbeat(cell: str, epoch: str, head: int, oldest: int, ts: float) -> bytes:
@@ -630,6 +653,9 @@ def decode_events(raw: Any, where: str = "events", entities: bool = True) -> tup
             seq, kind, op, key = _event_head(item, i, where)
         entity = item.get("e")
         entity_hash = None
+        row = item.get("r")
+        if row is not None and (type(row) is not list or op != OP_UPSERT):
+            raise FeedError("bad_event", f"{where}[{i}]: row is not a list of an upsert")
         if op == OP_UPSERT:
             if type(entity) is not bytes:
                 raise _not_bytes(entity, f"{where}[{i}]")
@@ -646,7 +672,7 @@ def decode_events(raw: Any, where: str = "events", entities: bool = True) -> tup
         if seq < 1 or (events and seq != last + 1):
             raise FeedError("bad_event", f"{where}[{i}]: seq {seq} does not follow "
                                          f"{last if events else 0}")
-        events.append(Event(seq, kind, op, key, entity, entity_hash))
+        events.append(Event(seq, kind, op, key, entity, entity_hash, row))
         last = seq
     return tuple(events)
 
@@ -688,7 +714,11 @@ def _decode_message(data: bytes, max_bytes: int, entities: bool) -> Batch | Hear
     if not cell or not epoch:
         raise FeedError("malformed", "message: empty cell or epoch")
     if kind == "batch":
-        return Batch(cell, epoch, decode_events(obj.get("events"), entities=entities))
+        render_version = obj.get("rv")
+        if render_version is not None and type(render_version) is not str:
+            raise FeedError("malformed", "message: field 'rv' is not a string")
+        return Batch(cell, epoch, decode_events(obj.get("events"), entities=entities),
+                     render_version)
     if kind == "hb":
         head = _need(obj, "head", (int,), "heartbeat")
         oldest = _need(obj, "oldest", (int,), "heartbeat")
@@ -708,8 +738,9 @@ CONTROL_OPS = {
     # op: (request args, reply fields)
     "hello": ((), ("cell", "epoch", "head", "oldest", "versions", "kinds")),
     # events with seq in [from, from + limit), of the current epoch; error "epoch" if the
-    # epoch differs, "retention" if from < oldest (reply carries "oldest").
-    "replay": (("epoch", "from", "limit"), ("epoch", "head", "events")),
+    # epoch differs, "retention" if from < oldest (reply carries "oldest"). Events may
+    # carry pre-rendered rows, of the render version "rv" (optional, as in a batch).
+    "replay": (("epoch", "from", "limit"), ("epoch", "head", "events", "rv")),
     # opens a consistent read at seq S; pages are read from it; it expires when idle.
     "snapshot_begin": ((), ("snapshot", "epoch", "seq", "total")),
     # items: [[kind, key, entity], ...] ordered by (kind, key), after the given cursor.

@@ -328,6 +328,8 @@ class Ingest:
         self.conn = connection.open_writer(config.replica_path)
         renderers = kinds.renderers(self.render)
         self._row_of = {name: row for name, (_columns, row) in renderers.items()}
+        # Rows a publisher rendered are stored as they came only if made by this render.
+        self.render_version = getattr(self.render, "RENDER_VERSION", None)
         self.writer = Writer(self.conn, *(renderers[name][0] for name in kinds.KINDS))
         positions = self.writer.load_positions()
         counts = self.writer.dead_letter_counts()
@@ -386,20 +388,34 @@ class Ingest:
     # -- accepting and committing ---------------------------------------------------
 
     def change_of(self, cell: str, seq: int, kind: str, key: str, entity: dict | None,
-                  entity_hash: int | None = None) -> Change:
+                  entity_hash: int | None = None, row: list | None = None) -> Change:
         """An event as a replica change (renders upserts; may raise on a bad entity).
         ``entity``: a dict, or its bytes as the feed carried them (decoded and validated
-        here); ``entity_hash``: of those bytes (None: computed)."""
+        here); ``entity_hash``: of those bytes (None: computed). ``row``: the row the
+        publisher rendered with this render's version: checked and taken as it is (the
+        entity is then neither decoded nor rendered), FeedError ``bad_row`` if unfit."""
         if entity is None:
             return Change(kind, key, cell, None)
+        if row is not None and entity_hash is not None:
+            problem = self.writer.row_problem(kind, key, cell, seq, entity_hash, row)
+            if problem is not None:
+                raise feed.FeedError("bad_row", f"{cell} seq {seq}: pre-rendered row: "
+                                                f"{problem}")
+            return Change(kind, key, cell, row)
         if type(entity) is bytes:
             entity = feed.open_entity(kind, key, entity, f"{cell} seq {seq}")
         return Change(kind, key, cell, self._row_of[kind](cell, seq, entity, entity_hash))
 
-    def accept(self, link: CellLink, events, payload: bytes = b"") -> str:
+    def rows_usable(self, batch: feed.Batch) -> bool:
+        """Whether the rows a batch carries were rendered by this render's version."""
+        return batch.render_version is not None and batch.render_version == self.render_version
+
+    def accept(self, link: CellLink, events, payload: bytes = b"",
+               rendered: bool = False) -> str:
         """Queue the events of one batch or replay page that follow the position.
         Returns "next", "duplicate", "gap", "refused" (dead-lettered, nothing queued) or
-        "held" (the store cannot write now, see commit)."""
+        "held" (the store cannot write now, see commit). ``rendered``: the events' rows,
+        where they carry one, were rendered by this render's version (see change_of)."""
         if self.store_failing_since is not None and time.monotonic() < self._store_retry_at:
             return "held"      # the store cannot write now: nothing moves until it can
         pos = link.position
@@ -415,7 +431,8 @@ class Ingest:
         try:
             with feed.gc_paused():      # rows are acyclic: see feed.gc_paused
                 changes = [self.change_of(link.name, e.seq, e.kind, e.key, e.entity,
-                                          e.entity_hash) for e in last.values()]
+                                          e.entity_hash, e.row if rendered else None)
+                           for e in last.values()]
                 for e in fresh:
                     # An earlier event of a key carries the same bytes as its last one
                     # (the publisher builds a key once per batch); other bytes are still
@@ -642,7 +659,7 @@ class Ingest:
             link.claim_epoch(batch.epoch, data)
             return
         link.head = max(link.head, batch.last_seq)
-        outcome = self.accept(link, batch.events, data)
+        outcome = self.accept(link, batch.events, data, rendered=self.rows_usable(batch))
         if outcome == "gap" and link.state is CellState.LIVE:
             link.post(LinkEvent.GAP_SEEN, f"batch from {batch.first_seq} after "
                                           f"{link.position.seq}")
@@ -859,7 +876,9 @@ class Ingest:
                 raise CellFault(f"replay refused: {exc}") from None
             if upto is not None:
                 events = tuple(e for e in events if e.seq <= upto)
-            outcome = self.accept(link, events)
+            rv = reply.get("rv")
+            outcome = self.accept(link, events, rendered=(
+                rv is not None and rv == self.render_version))
             if outcome == "held":
                 raise CellFault(f"replay from {pos.seq + 1} held: the replica store cannot "
                                 f"write ({self.store_error})")

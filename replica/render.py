@@ -26,6 +26,13 @@ import orjson
 
 from replica import feed
 
+# The version of every row function's output (``*_row``) and column tuple (``*_COLUMNS``).
+# A publisher sends it with the rows it rendered (``replica.feed``: ``rv``), and ingest
+# stores those rows as they came only if its own render has the same version: change
+# it whenever a row function's output or a column tuple changes (tests/replica/
+# test_render_version.py pins the rows of sample entities to it and fails until it is).
+RENDER_VERSION = "1"
+
 SELF_TOKEN = "\x01S"       # scheme://host/v2.1[/project]  (self links)
 BOOKMARK_TOKEN = "\x01B"   # scheme://host[/project]       (bookmark links)
 # The tokens as they appear inside encoded JSON text (what SQL replace() looks for).

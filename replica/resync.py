@@ -155,5 +155,5 @@ def apply_buffered(ingest, link) -> None:
     for batch in buffered:
         if batch.epoch != link.position.epoch:
             continue
-        if ingest.accept(link, batch.events) == "gap":
+        if ingest.accept(link, batch.events, rendered=ingest.rows_usable(batch)) == "gap":
             break

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 import nanomsg
 
 from replica import feed, sealing
+from replica.cell import prerender
 from replica.cell import source as cell_source
 from replica.cell.source import CellSource, EntityReader, HeldView
 
@@ -352,7 +353,8 @@ class ControlServer:
             with feed.gc_paused():
                 events = self._replay_events(rows)
                 last = events[-1]["s"] if events else None
-                reply = feed.encode_reply(epoch=self.epoch, head=head, events=events)
+                reply = feed.encode_reply(epoch=self.epoch, head=head, events=events,
+                                          rv=prerender.RENDER_VERSION)
                 del events, rows
         return reply, (last + 1 if last is not None and last < head else None)
 
@@ -361,9 +363,11 @@ class ControlServer:
         is full: the rest is not built at all (the requester asks again from there)."""
         wire, size = [], 0
         for start in range(0, len(rows), REPLAY_CHUNK):
-            events = built_events(self.source.entities, rows[start:start + REPLAY_CHUNK])
+            events = prerender.with_rows(
+                self.cell, built_events(self.source.entities, rows[start:start + REPLAY_CHUNK]))
             for event in events:
-                size += len(event.entity or b"") + len(event.key) + 32
+                size += (len(event.entity or b"") + prerender.row_bytes(event.row)
+                         + len(event.key) + 32)
                 if wire and size > REPLY_MAX_BYTES:
                     return wire
                 wire.append(feed.encode_event(event))

@@ -22,7 +22,8 @@ write), asks it whether there is news (SQLite: ``PRAGMA data_version``) and read
 every event after the last one it published, in one read view per batch (the
 change log first, then the entities). Each changed key is built once per batch; a
 key that appears twice in a batch carries the same (latest) entity in both events.
-A batch is capped by ``batch_max`` events and by bytes.
+A batch is capped by ``batch_max`` events and by bytes. The last upsert of each key
+in a batch carries its replica row, rendered here once (``prerender.py``).
 
 Restart: the publisher starts at the current head. Events committed while it was
 down are not re-sent live; the next heartbeat carries the head, the appliance sees
@@ -60,7 +61,7 @@ from dataclasses import dataclass
 import nanomsg
 
 from replica import feed, sealing
-from replica.cell import control
+from replica.cell import control, prerender
 from replica.key_file import sealer_for
 from replica.cell.source import CellSource, SourceOpener
 
@@ -258,13 +259,16 @@ class Publisher:
                 if not rows:
                     return sent
                 events = control.built_events(entities, rows)
-            data = feed.encode_batch(self.config.name, self.epoch, events)
+            events = prerender.with_rows(self.config.name, events)
+            data = feed.encode_batch(self.config.name, self.epoch, events,
+                                     prerender.RENDER_VERSION)
             if len(data) <= BATCH_MAX_BYTES:     # the usual case: encoded once, not sized
                 self.send(data)
                 self.stats.batches += 1
             else:
                 for chunk in self._chunks(events):
-                    self.send(feed.encode_batch(self.config.name, self.epoch, chunk))
+                    self.send(feed.encode_batch(self.config.name, self.epoch, chunk,
+                                                prerender.RENDER_VERSION))
                     self.stats.batches += 1
             self.stats.events += len(events)
             self.last = events[-1].seq
@@ -279,7 +283,8 @@ class Publisher:
         """Split a batch so that no message exceeds BATCH_MAX_BYTES."""
         chunk, total = [], 0
         for event in events:
-            size = len(event.entity or b"") + 64      # the entity's wire bytes
+            # the entity's wire bytes and its row's
+            size = len(event.entity or b"") + prerender.row_bytes(event.row) + 64
             if chunk and total + size > BATCH_MAX_BYTES:
                 yield chunk
                 chunk, total = [], 0

@@ -36,6 +36,8 @@ DEAD_LETTER_MESSAGE_CHARS = 2000
 WRITER_CACHE_KIB = 131_072        # index pages of a 100,000-server cell stay in memory
 SWAP_CACHE_KIB_PER_ROW = 8        # during a swap: every staged row's pages stay in memory
 SWAP_CACHE_KIB_MAX = 1_048_576    # ... up to this; given back when the swap commits
+ROW_VALUE_TYPES = (str, int, float, type(None))   # what a row rendered elsewhere may hold
+ROW_SIGNATURES_KEPT = 4096        # value-type tuples of rows that passed the full check
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,20 @@ class Table:
 
 
 @dataclass(frozen=True, slots=True)
+class _RowShape:
+    """What a row of one table must look like: where its key, owner, seq and hash are,
+    which columns may not be NULL, and the value-type tuples of rows already checked."""
+
+    columns: tuple[str, ...]
+    key_at: int
+    owner_at: int
+    seq_at: int
+    hash_at: int
+    not_null: frozenset
+    good: set
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
     """One entity change for the replica: ``row`` (render tuple) to upsert, None to delete."""
 
@@ -137,15 +153,18 @@ class Writer:
                              if t.stable}
         # Tables with triggers (the servers' project usage, schema step 7): the rows the
         # triggers write count in total_changes too, so a row its upsert left alone
-        # cannot be told by the count: the update of changed rows always runs.
+        # cannot be told by the count: their upsert returns the rows it wrote.
         triggered = {name for (name,) in conn.execute(
             "SELECT DISTINCT tbl_name FROM sqlite_master WHERE type = 'trigger'")}
-        self._always_changed = {kind for kind, t in self.tables.items()
+        self._triggered = {kind for kind, t in self.tables.items()
                                 if t.stable and t.name in triggered}
+        self._upsert_returning_sql = {kind: self._upsert_sql[kind] + " RETURNING 1"
+                                      for kind in self._triggered}
         self._delete_sql = {kind: f"DELETE FROM {t.name} WHERE {t.key} = ? AND {t.owner} = ?"
                             for kind, t in self.tables.items()}
         self._key_at = {kind: t.columns.index(t.key) for kind, t in self.tables.items()}
         self._hash_at = {kind: t.columns.index("entity_hash") for kind, t in self.tables.items()}
+        self._shapes = {kind: self._row_shape(t) for kind, t in self.tables.items()}
         self._staging_ready = False
         self._held: dict[str, dict[str, int]] = {}       # kind -> {key: entity_hash} now held
         self._held_cell: str | None = None               # ... by this cell
@@ -153,6 +172,43 @@ class Writer:
         self._staged_rows = 0
         # The writer's page cache decides upsert and swap speed (four indexes per row).
         conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
+
+    def _row_shape(self, table: Table) -> _RowShape:
+        not_null = frozenset(name for _cid, name, _type, notnull, _default, _pk
+                             in self.conn.execute(f"PRAGMA table_info({table.name})")
+                             if notnull)
+        at = table.columns.index
+        return _RowShape(table.columns, at(table.key), at(table.owner), at("seq"),
+                         at("entity_hash"), not_null, set())
+
+    # -- rows rendered elsewhere -------------------------------------------------------
+
+    def row_problem(self, kind: str, key: str, owner: str, seq: int, entity_hash: int,
+                    row: Sequence) -> str | None:
+        """What keeps ``row`` (a row rendered by the publisher, in this table's column
+        order) from being written as it is for the event (``kind``, ``key``, ``seq``,
+        the hash of its entity's bytes) of feed ``owner``; None: nothing. A value-type
+        tuple that passed once passes again without the per-column check."""
+        shape = self._shapes.get(kind)
+        if shape is None:
+            return f"no table for kind {kind!r}"
+        if len(row) != len(shape.columns):
+            return f"{len(row)} values for {len(shape.columns)} columns"
+        if (row[shape.key_at] != key or row[shape.owner_at] != owner
+                or row[shape.seq_at] != seq or row[shape.hash_at] != entity_hash):
+            return "its key, feed, seq or entity hash is not the event's"
+        signature = tuple(map(type, row))
+        if signature in shape.good:
+            return None
+        for column, value in zip(shape.columns, row):
+            if type(value) not in ROW_VALUE_TYPES:
+                return f"column {column} holds a {type(value).__name__}"
+            if value is None and column in shape.not_null:
+                return f"column {column} is null"
+        if len(shape.good) >= ROW_SIGNATURES_KEPT:
+            shape.good.clear()
+        shape.good.add(signature)
+        return None
 
     # -- positions ---------------------------------------------------------------
 
@@ -195,12 +251,17 @@ class Writer:
         for kind in self.tables:
             if upserts[kind]:
                 before = self.conn.total_changes()
-                self.conn.executemany(self._upsert_sql[kind], upserts[kind])
-                # Each row inserted or overwritten counts one change: fewer means some
-                # rows' stable columns differ (soft deleted, another cell's now, ...).
-                if kind in self._always_changed or (
-                        kind in self._changed_sql
-                        and self.conn.total_changes() - before < len(upserts[kind])):
+                if kind in self._triggered:
+                    # The triggers' rows count in total_changes too: the upsert names
+                    # each row it wrote instead (RETURNING), one pass over the rows.
+                    written = sum(1 for _ in self.conn.executemany(
+                        self._upsert_returning_sql[kind], upserts[kind]))
+                else:
+                    self.conn.executemany(self._upsert_sql[kind], upserts[kind])
+                    written = self.conn.total_changes() - before
+                # Each row inserted or overwritten counts one: fewer means some rows'
+                # stable columns differ (soft deleted, another cell's now, ...).
+                if kind in self._changed_sql and written < len(upserts[kind]):
                     self.conn.executemany(self._changed_sql[kind], upserts[kind])
             if deletes[kind]:
                 self.conn.executemany(self._delete_sql[kind], deletes[kind])
