@@ -131,7 +131,8 @@ class ComputeApi:
                                  for m in range(microversion.MIN_MINOR,
                                                 microversion.MAX_MINOR + 1)}
         self._prefixes: dict[tuple[str, str | None], Prefixes] = {}
-        # (query string, minor, identity, detail) -> (ServerQuery, pairs, multi): read only
+        # (query string, minor, identity, detail) -> (ServerQuery, pairs, multi, view,
+        # the store's ServerList statement): read only
         self._server_queries: dict[tuple, tuple] = {}
         # (that key, root, URL project, page count, last id) -> the page's closing bytes
         self._closings: dict[tuple, bytes] = {}

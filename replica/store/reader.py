@@ -841,7 +841,7 @@ class Reader:
         return ReadResult(body, position or "", ms, int(body is not None))
 
     def list_servers(self, query: ServerQuery, view: render.ServerView | None,
-                     prefixes: Prefixes, statement: "ServerList | None" = None
+                     prefixes: Prefixes, statement: ServerList | None = None
                      ) -> ReadResult:
         """``{"servers":[...]`` (without the closing brace: the caller adds the links);
         ``view`` None is the brief list (GET /servers). ``statement``: the listing's
