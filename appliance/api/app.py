@@ -47,7 +47,7 @@ from appliance.api.upstream import Upstream
 from appliance.api.versions import version_document, versions_document
 from replica.render import FlavorView, InstanceActionView, ServerView
 from replica.store.reader import (Prefixes, ReadResult, ReadTimeout, RegexTooCostly,
-                                  reader_for)
+                                  reader_for, server_list)
 
 LOG = logging.getLogger(__name__)
 READ_METHODS = ("GET", "HEAD")
@@ -134,8 +134,11 @@ class ComputeApi:
                                  for m in range(microversion.MIN_MINOR,
                                                 microversion.MAX_MINOR + 1)}
         self._prefixes: dict[tuple[str, str | None], Prefixes] = {}
-        # (query string, minor, identity, detail) -> (ServerQuery, pairs, multi): read only
+        # (query string, minor, identity, detail) -> (ServerQuery, pairs, multi, view,
+        # the store's ServerList statement): read only
         self._server_queries: dict[tuple, tuple] = {}
+        # (that key, root, URL project, page count, last id) -> the page's closing bytes
+        self._closings: dict[tuple, bytes] = {}
         self._roots: dict[tuple, str] = {}
         self._by_host: dict[str | None, Prefixes] = {}
         self._server_views = {(m, a, s): ServerView(m, a, s)
@@ -595,24 +598,35 @@ class ComputeApi:
         return 200, self._close_list(read, result, collection, "hypervisors_links"), result
 
     def _list_servers(self, read: _Read, detail: bool):
-        # The same list asked again (a dashboard, a poller): its parsed query is kept.
+        # The same list asked again (a dashboard, a poller): its parsed query and its
+        # statement are kept, and so is the closing of its page (the next link).
         key = (read.environ.get("QUERY_STRING", ""), read.minor, read.identity, detail)
         found = self._server_queries.get(key)
         if found is None:
             multi = read.query()
             query = server_query(multi, read.minor, read.identity, detail,
                                  self.config.max_limit)
+            view = (self._server_views[(read.minor, read.identity.admin, False)]
+                    if detail else None)
             if len(self._server_queries) >= PARSED_QUERIES_KEPT:
                 self._server_queries.clear()
-            self._server_queries[key] = (query, read.pairs, multi)
-        else:
-            query, read.pairs, read.multi = found
-        view = self._server_views[(read.minor, read.identity.admin, False)] if detail else None
-        result = self._reader.list_servers(query, view, read.prefixes)
+            found = self._server_queries[key] = (query, read.pairs, multi, view,
+                                                 server_list(query, view))
+        query, read.pairs, read.multi, view, statement = found
+        result = self._reader.list_servers(query, view, read.prefixes, statement)
         if query.marker is not None and not result.marker_found:
             raise _BadRequestWith(f"marker [{query.marker}] not found", result)
-        collection = "servers/detail" if detail else "servers"
-        return 200, self._close_list(read, result, collection, "servers_links"), result
+        closing_key = (key, read.root, read.url_project, result.count, result.last_id)
+        closing = self._closings.get(closing_key)
+        if closing is None:
+            collection = "servers/detail" if detail else "servers"
+            closing = self._list_closing(read, result, collection, "servers_links")
+            if len(self._closings) >= PARSED_QUERIES_KEPT:
+                self._closings.clear()
+            self._closings[closing_key] = closing
+        if len(result.body) > PIECES_FROM_BYTES:
+            return 200, (result.body, closing), result
+        return 200, result.body + closing, result
 
     def _list_flavors(self, read: _Read, detail: bool):
         multi = read.query()
@@ -627,7 +641,16 @@ class ComputeApi:
     def _close_list(self, read: _Read, result: ReadResult, collection: str,
                     links_key: str) -> bytes | tuple[bytes, bytes]:
         """Close the list body, with Nova's next link when the page is full. A big page
-        and its closing stay two pieces (sent one after the other, not copied)."""
+        and its closing stay two pieces (sent together, not copied)."""
+        closing = self._list_closing(read, result, collection, links_key)
+        if len(result.body) > PIECES_FROM_BYTES:
+            return result.body, closing
+        return result.body + closing
+
+    def _list_closing(self, read: _Read, result: ReadResult, collection: str,
+                      links_key: str) -> bytes:
+        """What closes a list body: ``}``, or Nova's next link and ``}`` when the page
+        is full."""
         multi = read.multi or {}
         max_items = self.config.max_limit
         if "limit" in multi:
@@ -641,9 +664,7 @@ class ComputeApi:
             href = f"{self_prefix}/{collection}?{urlencode(params)}"
             links = json.dumps([{"rel": "next", "href": href}])
             closing = b',"' + links_key.encode() + b'":' + links.encode() + b"}"
-        if len(result.body) > PIECES_FROM_BYTES:
-            return result.body, closing
-        return result.body + closing
+        return closing
 
     # -- links ---------------------------------------------------------------------------
 

@@ -752,6 +752,21 @@ def _host_status_as_listed(sort: tuple[tuple[str, str], ...]) -> str:
 HOST_STATUS_NONE = ',"host_status":""'
 
 
+@dataclass(frozen=True, slots=True)
+class ServerList:
+    """One server listing's statement, built once (``server_list``): a caller that asks
+    the same listing again keeps it and hands it back to ``Reader.list_servers``."""
+
+    sql: str
+    extra: tuple            # the filters' parameters (?8...)
+    matches: bool           # the statement calls regexp()
+
+
+def server_list(query: ServerQuery, view: render.ServerView | None) -> ServerList:
+    sql, extra = build_server_list(query, view)
+    return ServerList(sql, tuple(extra), " REGEXP " in sql)
+
+
 def _regex_condition(column: str, pattern: str, p: _Params) -> str:
     """Nova's regex filters (``column REGEXP pattern``, a search anywhere in the value)."""
     if _is_literal(pattern):
@@ -993,12 +1008,15 @@ class Reader:
         return ReadResult(body, position or "", ms, int(body is not None))
 
     def list_servers(self, query: ServerQuery, view: render.ServerView | None,
-                     prefixes: Prefixes) -> ReadResult:
+                     prefixes: Prefixes, statement: ServerList | None = None
+                     ) -> ReadResult:
         """``{"servers":[...]`` (without the closing brace: the caller adds the links);
-        ``view`` None is the brief list (GET /servers)."""
-        sql, extra = build_server_list(query, view)
-        return self._list(sql, extra, prefixes, query.marker, query.limit, None,
-                          " REGEXP " in sql, b'{"servers":[')
+        ``view`` None is the brief list (GET /servers). ``statement``: the listing's
+        ``server_list(query, view)``, kept by a caller that asks the same one again."""
+        if statement is None:
+            statement = server_list(query, view)
+        return self._list(statement.sql, statement.extra, prefixes, query.marker,
+                          query.limit, None, statement.matches, b'{"servers":[')
 
     def show_flavor(self, flavorid: str, view: render.FlavorView, prefixes: Prefixes,
                     project_id: str | None) -> ReadResult:

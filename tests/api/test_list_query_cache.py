@@ -49,3 +49,22 @@ def test_a_microversion_change_is_another_query(api):
     new = api.get("/v2.1/servers/detail?limit=1", token=MEMBER,
                   version="2.26").json()["servers"][0]
     assert "tags" not in old and "tags" in new
+
+
+def test_the_next_link_of_a_kept_query_follows_each_requests_host_and_url(api):
+    # The same list, asked again through another host name, through a proxy and with
+    # the project in the URL: each next link says how that request reached the API.
+    path = "/servers?limit=2"
+    plain = api.get("/v2.1" + path, token=MEMBER).json()
+    proxied = api.get("/v2.1" + path, token=MEMBER,
+                      headers={"X-Forwarded-Proto": "https",
+                               "X-Forwarded-Host": "api.example.com"}).json()
+    with_project = api.get(f"/v2.1/{E.PROJECT}" + path, token=MEMBER).json()
+    again = api.get("/v2.1" + path, token=MEMBER).json()
+    marker = plain["servers"][-1]["id"]
+    hrefs = [page["servers_links"][0]["href"] for page in (plain, proxied, with_project)]
+    assert hrefs[0].startswith("http://127.0.0.1:") and "/v2.1/servers?" in hrefs[0]
+    assert hrefs[1].startswith("https://api.example.com/v2.1/servers?")
+    assert f"/v2.1/{E.PROJECT}/servers?" in hrefs[2]
+    assert all(f"marker={marker}" in href for href in hrefs)
+    assert again == plain

@@ -1,0 +1,31 @@
+"""bench.read_ab on a tiny replica: two revisions (here this tree twice) and the
+constant server answer every request of every round. Speeds are not checked."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from tests.bench import needs_wrk
+
+from bench import read_ab
+from bench.procs import ROOT
+
+pytestmark = needs_wrk
+
+
+def test_read_ab_measures_both_revisions_and_the_constant_server(tmp_path, capsys):
+    args = argparse.Namespace(baseline=ROOT, baseline_rev=None, servers=150, workers=1,
+                              endpoints="show,list100", connections="2", duration=1.0,
+                              rounds=2)
+    measured = read_ab.run(args, str(tmp_path))
+    for key in ("show", "list100"):
+        for name in (read_ab.BEFORE, read_ab.AFTER, read_ab.CONSTANT):
+            runs = measured[(key, 2, name)]
+            assert len(runs) == 2
+            for result in runs:
+                assert result.requests > 0 and result.error_count == 0
+                assert not math.isnan(read_ab.cpu_us_per_request(result))
+    read_ab.summary(measured, args)
+    printed = capsys.readouterr().out
+    assert "GET /servers?limit=100 c2" in printed and "cpu/rq" in printed
