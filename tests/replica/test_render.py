@@ -126,7 +126,8 @@ ENTITIES = [
     E.server(4, deleted=True, vm_state="deleted", locked_by="admin", tags=["a", "b"],
              network_info=E.network_info("10.1.1.1", floating="8.8.8.8", ip6="fd00::1"),
              trusted_image_certificates=["cert-1"], server_groups=["g1"],
-             display_name='quote " and \\ and ünïcode'),
+             display_name='quote " and \\ and ünïcode',
+             host_status=""),        # as the publisher builds it: a deleted server has none
 ]
 
 
