@@ -40,6 +40,27 @@ _ADD_SQL = ("INSERT INTO project_usage (project_id, instances, cores, ram) VALUE
             "cores = cores + excluded.cores, ram = ram + excluded.ram")
 
 
+# The whole usage made again from the server rows (as schema step 12 fills it).
+RECOUNT_SQL = (
+    "DELETE FROM server_usage",
+    "INSERT INTO server_usage (uuid, cell, project_id, cores, ram) "
+    "SELECT uuid, cell, project_id, "
+    "coalesce(json_extract('{' || substr(d_flavor_v247, 2) || '}', '$.flavor.vcpus'), 0), "
+    "coalesce(json_extract('{' || substr(d_flavor_v247, 2) || '}', '$.flavor.ram'), 0) "
+    "FROM servers WHERE deleted = 0 AND vm_state IS NOT 'soft-delete' AND in_cell = 1",
+    "DELETE FROM project_usage",
+    "INSERT INTO project_usage (project_id, instances, cores, ram) "
+    "SELECT project_id, count(*), sum(cores), sum(ram) FROM server_usage GROUP BY project_id",
+)
+
+
+def recount(conn: apsw.Connection) -> None:
+    """Make the usage again from every server row (for rows written without the writer,
+    as tests' fixtures do), in the caller's transaction."""
+    for statement in RECOUNT_SQL:
+        conn.execute(statement)
+
+
 def flavor_size(fragment: str | None) -> tuple[int, int]:
     """(vcpus, memory MB) of a server's embedded flavor, from its 2.47 ``d_flavor_v247``
     fragment (``,"flavor":{"vcpus":N,"ram":M,...}``); (0, 0) without one."""
