@@ -167,6 +167,12 @@ def build_parser() -> Parser:
                            "it they come from the cell database")
     cell.add_argument("--neutron-token-file", metavar="FILE",
                       help="a file holding the token sent to Neutron (X-Auth-Token)")
+    cell.add_argument("--nova-conf", metavar="FILE",
+                      help="Nova's nova.conf: its [quota] defaults (instances, cores, ram, "
+                           "metadata_items, key_pairs, server_groups, ...) are every "
+                           "project's limits under the default quota class, as in Nova "
+                           "(the publisher of Nova's API database); without it, Nova's "
+                           "option defaults")
     cell.add_argument("--key-file", metavar="FILE",
                       help="seal the feed and control replies with this key file (appliance "
                            "keygen; the appliance's [[cell]] key_file is the same file); "
@@ -460,6 +466,14 @@ def cmd_cell(args, parser) -> int:
         else:
             print("appliance cell: warning: no --key-file: the feed and control are not "
                   "authenticated (anyone who reaches them can read the cell)", file=sys.stderr)
+        quota_defaults = None
+        if args.nova_conf:
+            from replica.cell.nova_conf import NovaConfError, quota_defaults as read_defaults
+            try:
+                quota_defaults = tuple(sorted(read_defaults(args.nova_conf).items()))
+            except NovaConfError as exc:
+                print(f"appliance cell: error: {exc}", file=sys.stderr)
+                return 2
         source = label = None
         if args.source is not None:
             from replica.cell import mysql
@@ -469,7 +483,8 @@ def cmd_cell(args, parser) -> int:
                                      args.password_file, flavors=args.flavors,
                                      service_down_time=args.service_down_time,
                                      neutron_url=args.neutron_url,
-                                     neutron_token=_read_token(args.neutron_token_file))
+                                     neutron_token=_read_token(args.neutron_token_file),
+                                     quota_defaults=quota_defaults)
             except (mysql.SourceConfigError, OSError) as exc:
                 print(f"appliance cell: error: {exc}", file=sys.stderr)
                 return 2
@@ -481,6 +496,7 @@ def cmd_cell(args, parser) -> int:
                                  service_down_time=args.service_down_time or 0.0,
                                  neutron_url=args.neutron_url,
                                  neutron_token=_read_token(args.neutron_token_file),
+                                 quota_defaults=quota_defaults,
                                  source=source, key_file=args.key_file,
                                  encrypt=not args.authenticate_only)
         try:

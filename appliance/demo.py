@@ -175,6 +175,7 @@ def banner(settings: Settings, data_dir: str, kept: bool) -> str:
         f"  curl -s -H 'X-Auth-Token: {TOKEN}' {api}/v2.1/servers",
         f"  curl -s -H 'X-Auth-Token: {TOKEN}' '{api}/v2.1/servers/detail?limit=2&all_tenants=1'",
         f"  curl -s -H 'X-Auth-Token: {TOKEN}' {api}/v2.1/flavors",
+        f"  curl -s -H 'X-Auth-Token: {TOKEN}' {api}/v2.1/os-quota-sets/demo/detail",
         f"  {openstack} --os-auth-type none --os-endpoint {api}/v2.1 "
         f"--os-identity-api-version 3 server list",
         f"  {openstack} --os-auth-type none --os-endpoint {api}/v2.1 "

@@ -8,10 +8,19 @@ With several cells (baseline 3, scatter-gather) a list asks every cell for a ful
 them by the sort keys and keeps ``limit``; a show finds the one cell that holds the id.
 
     python -m bench.normalized_server --port P --workers N --cell a.db [--cell b.db ...]
+        [--api-db flavors.db]
 
 Answers GET /v2.1/servers/{id}, /v2.1/servers and /v2.1/servers/detail with ``limit``,
 ``status`` and ``name`` (substring), every project (an admin's ``all_tenants``), newest
 first like Nova's default sort (created_at desc, id desc).
+
+With ``--api-db`` (Nova's API database tables, a flavor source) also the routes beyond
+servers the way Nova's API answers them, at request time (``bench/routes.py``): the
+flavors (list, detail, show: the page query, the flavor joins, rendering), and for the
+benchmarks' project (the noauth admin's, ``demo``) ``/limits`` and
+``/os-quota-sets/{project}[/detail|/defaults]``: the quota rows of the project and the
+default class over Nova's defaults, and the usage counted in every cell at request time
+(Nova counts instances, cores and ram with one aggregate per cell).
 """
 
 from __future__ import annotations
@@ -27,6 +36,12 @@ from bench import prefork
 API = "/v2.1"
 DEFAULT_LIMIT = 1000
 SHOW = re.compile(r"^/v2\.1/servers/([0-9a-fA-F-]{36})$")
+FLAVOR = re.compile(r"^/v2\.1/flavors/([^/]+)$")
+QUOTA_SET = re.compile(r"^/v2\.1/os-quota-sets/([^/]+?)(/detail|/defaults)?$")
+PROJECT = "demo"         # the noauth admin's project: the benchmarks' requests
+USAGE_SQL = ("SELECT count(*), coalesce(sum(vcpus), 0), coalesce(sum(memory_mb), 0) "
+             "FROM instances WHERE project_id = ? AND deleted = 0 "
+             "AND (vm_state IS NULL OR vm_state != 'soft-delete')")
 # Nova's status filter maps an API status to vm states (ACTIVE is vm_state active).
 STATUS_VM_STATES = {"ACTIVE": ("active",), "SHUTOFF": ("stopped",), "ERROR": ("error",),
                     "BUILD": ("building",), "PAUSED": ("paused",), "SUSPENDED": ("suspended",),
@@ -81,11 +96,91 @@ class Cells:
         return None
 
 
-def make_app(paths: list[str], minor: int = 1):
+class ApiDatabase:
+    """Nova's API database tables (a flavor source), opened in the worker."""
+
+    def __init__(self, path: str):
+        from replica.cell.connection import open_cell_reader
+        self.conn = open_cell_reader(path)
+
+    def flavors(self, detail: bool, host: str) -> dict:
+        from replica.cell.entity import build_flavors
+        from replica.render import FlavorView, render_flavor_document
+        with self.conn:
+            ids = [r[0] for r in self.conn.execute(
+                "SELECT flavorid FROM flavors WHERE disabled = 0 ORDER BY flavorid")]
+            entities = build_flavors(self.conn, ids)
+        view = FlavorView(minor=1, detail=detail)
+        return {"flavors": [render_flavor_document(entities[i], view, f"http://{host}{API}",
+                                                   f"http://{host}")
+                            for i in ids if entities.get(i) is not None]}
+
+    def flavor(self, flavorid: str, host: str) -> dict | None:
+        from replica.cell.entity import build_flavors
+        from replica.render import FlavorView, render_flavor_document
+        with self.conn:
+            entity = build_flavors(self.conn, [flavorid]).get(flavorid)
+        if entity is None:
+            return None
+        return {"flavor": render_flavor_document(entity, FlavorView(minor=1, detail=True),
+                                                 f"http://{host}{API}", f"http://{host}")}
+
+    def quotas(self, project_id: str) -> tuple[dict, dict, int]:
+        """(the project's limits, the defaults' limits, its server groups)."""
+        from replica import feed
+        from replica.cell.entity import build_quotas
+        keys = [feed.QUOTA_DEFAULT_KEY, feed.quota_key(project_id)]
+        with self.conn:
+            built = build_quotas(self.conn, keys)
+        defaults = built[keys[0]]["limits"]
+        own = built[keys[1]] or {"limits": {}, "server_groups_used": 0}
+        limits = {name: own["limits"].get(name) if own["limits"].get(name) is not None
+                  else value for name, value in defaults.items()}
+        return limits, defaults, own["server_groups_used"]
+
+
+def make_app(paths: list[str], minor: int = 1, api_db: str | None = None):
     # Request-time rendering: the pure renderer the replica's fragments are built from.
-    from replica.render import ServerView, render_server_brief, render_server_document
+    from replica.render import (ServerView, quota_set_resources, render_limits_document,
+                                render_server_brief, render_server_document)
 
     cells = Cells(paths)
+    api = ApiDatabase(api_db) if api_db else None
+
+    def usage(project_id: str, server_groups: int) -> dict:
+        counted = {"instances": 0, "cores": 0, "ram": 0, "server_groups": server_groups}
+        for conn in cells.conns:
+            with conn:
+                count, cores, ram = conn.execute(USAGE_SQL, (project_id,)).fetchone()
+            counted["instances"] += count
+            counted["cores"] += cores
+            counted["ram"] += ram
+        return counted
+
+    def beyond_servers(path: str, host: str):
+        """A route beyond servers (``--api-db``): its document, or None."""
+        if path in (f"{API}/flavors", f"{API}/flavors/detail"):
+            return api.flavors(path.endswith("/detail"), host)
+        match = FLAVOR.match(path)
+        if match:
+            return api.flavor(match.group(1), host)
+        if path == f"{API}/limits":
+            limits, _defaults, groups = api.quotas(PROJECT)
+            return render_limits_document(limits, usage(PROJECT, groups), minor)
+        match = QUOTA_SET.match(path)
+        if match:
+            project_id, mode = match.group(1), match.group(2)
+            limits, defaults, groups = api.quotas(project_id)
+            shown = quota_set_resources(minor)
+            if mode == "/defaults":
+                return {"quota_set": {"id": project_id, **{r: defaults[r] for r in shown}}}
+            if mode == "/detail":
+                used = usage(project_id, groups)
+                return {"quota_set": {"id": project_id, **{
+                    r: {"in_use": used.get(r, 0), "limit": limits[r], "reserved": 0}
+                    for r in shown}}}
+            return {"quota_set": {"id": project_id, **{r: limits[r] for r in shown}}}
+        return None
     show_view = ServerView(minor=minor, admin=True, show=True)
     list_view = ServerView(minor=minor, admin=True, show=False)
 
@@ -122,6 +217,10 @@ def make_app(paths: list[str], minor: int = 1):
                 document["servers_links"] = [{"rel": "next", "href": f"http://{host}{path}"
                                               f"?limit={limit}&marker={rows[-1][2]}"}]
             return respond(start_response, "200 OK", document)
+        if api is not None:
+            document = beyond_servers(path, host)
+            if document is not None:
+                return respond(start_response, "200 OK", document)
         return respond(start_response, "404 Not Found",
                        {"itemNotFound": {"code": 404, "message": "Not found."}})
 
@@ -134,8 +233,11 @@ def main(argv=None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cell", action="append", required=True, help="a cell database (repeat)")
+    parser.add_argument("--api-db", help="Nova's API database tables (a flavor source): "
+                                         "flavors, limits and quota sets too")
     args = parser.parse_args(argv)
-    prefork.serve(lambda: make_app(args.cell), args.host, args.port, args.workers)
+    prefork.serve(lambda: make_app(args.cell, api_db=args.api_db), args.host, args.port,
+                  args.workers)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,7 @@ _STACK = ("simulator", "entities", "publisher", "render", "writer", "ingest", "a
 NEEDS = {
     "read": _STACK,
     "scaling": _STACK,
+    "routes": _STACK,
     "lag": _STACK,
     "resync": _STACK,
     "footprint": _STACK,

@@ -25,6 +25,11 @@ class Profile:
     scaling_endpoints: tuple[str, ...] = ()
     scaling_connections: int = 8
     scaling_duration_s: float = 3.0
+    # Routes beyond servers (bench/routes.py): keys of its ROUTES (None: every one), each
+    # against its baselines at these connection counts (read stack, the read matrix's
+    # largest worker count), and at every scaling size.
+    route_keys: tuple[str, ...] | None = None
+    route_connections: tuple[int, ...] = (8,)
     # Replication.
     ingest_events: int = 20_000
     ingest_batch: int = 500
@@ -75,6 +80,7 @@ FULL = Profile(
     scaling_sizes=(1_000, 10_000, 100_000, 1_000_000),
     scaling_endpoints=("show", "list100", "detail100", "detail1000", "filtered"),
     scaling_duration_s=5.0,
+    route_connections=(1, 8, 64),
     ingest_events=200_000,
     lag_rates=(500, 2000, 10_000),
     lag_duration_s=20.0,

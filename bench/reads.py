@@ -111,7 +111,7 @@ def _wait_serving(url: str, proc) -> None:
 
 
 def _start_baseline(procs: Processes, kind: str, workers: int, workdir: str, *, bodies=None,
-                    cells=None):
+                    cells=None, api_db: str | None = None):
     port = free_port()
     if kind == CONSTANT:
         path = os.path.join(workdir, "bodies.json")
@@ -124,6 +124,8 @@ def _start_baseline(procs: Processes, kind: str, workers: int, workdir: str, *, 
         args = ["--port", str(port), "--workers", str(workers)]
         for cell in cells:
             args += ["--cell", cell]
+        if api_db:
+            args += ["--api-db", api_db]
         proc = procs.start_python(kind, "bench.normalized_server", args,
                                   log_path=os.path.join(workdir, f"{kind}.log"))
     base_url = f"http://127.0.0.1:{port}"

@@ -11,14 +11,14 @@ import time
 import traceback
 
 from bench import (edge, ingest_rate, machine, mariadb_cell, novaapi, parts, reads, replication,
-                   report)
+                   report, routes)
 from bench.procs import Processes
 from bench.profiles import Profile, all_workers
 from bench.report import Scenario
 from bench.stack import Stack, cell_uuids, populate_cell, write_ids
 
-SCENARIOS = ("read", "scaling", "ingest", "lag", "resync", "footprint", "edge", "mariadb",
-             "novaapi")
+SCENARIOS = ("read", "scaling", "routes", "ingest", "lag", "resync", "footprint", "edge",
+             "mariadb", "novaapi")
 INGEST_ONLY_SERVERS = 10_000     # a cell for the ingest entities when no stack is built
 
 
@@ -59,6 +59,8 @@ def _wanted_at(size: int, profile: Profile, scenarios: dict[str, Scenario]) -> l
         wanted += [n for n in ("read", "lag", "ingest", "edge") if n in scenarios]
     if size in profile.scaling_sizes and "scaling" in scenarios:
         wanted.append("scaling")
+    if (size == profile.read_servers or size in profile.scaling_sizes) and "routes" in scenarios:
+        wanted.append("routes")
     if size in profile.resync_sizes and "resync" in scenarios:
         wanted.append("resync")
     if wanted and "footprint" in scenarios:
@@ -83,7 +85,7 @@ def _scatter_cells(root: str, profile: Profile, log) -> tuple[list[str], str]:
 
 def _run_stack(size: int, wanted: list[str], scenarios: dict[str, Scenario], profile: Profile,
                root: str, procs: Processes, scaling_points: dict, log, keep: bool,
-               feed_key: bool = False) -> None:
+               feed_key: bool = False, route_points: dict | None = None) -> None:
     log(f"\n== replica of {size:,} servers: {', '.join(wanted)}"
         + (" (sealed feed and control)" if feed_key else ""))
     stack = Stack(root, size, procs, projects=profile.projects, log=log, feed_key=feed_key)
@@ -133,8 +135,20 @@ def _run_stack(size: int, wanted: list[str], scenarios: dict[str, Scenario], pro
         if "edge" in wanted:
             sc = scenarios["edge"]
             _attempt(sc, "edge endpoint", lambda: edge.run(sc, stack, procs, profile, log), log)
+        if "routes" in wanted:     # last: it adds the flavor source to the stack
+            sc = scenarios["routes"]
+
+            def beyond_servers():
+                measured = {}
+                if size == profile.read_servers:
+                    measured = routes.run_matrix(sc, stack, procs, profile, log)
+                if size in profile.scaling_sizes and route_points is not None:
+                    route_points[size] = routes.run_scaling_point(sc, stack, profile, log,
+                                                                  measured)
+            _attempt(sc, f"routes at {size:,}", beyond_servers, log)
     finally:
         stack.stop_appliance()
+        stack.stop_flavor_source()
         if stack.publisher is not None:
             procs.stop(stack.publisher)
         if not keep:   # a 1M-server stack is gigabytes: free it before the next one
@@ -248,13 +262,14 @@ def run(profile: Profile, out_path: str, only: tuple[str, ...] | None = None, ke
             log(f"  {name}: skipped: {sc.reason}")
     root = tempfile.mkdtemp(prefix="appliance-bench-")
     scaling_points: dict[int, dict] = {}
+    route_points: dict[int, dict] = {}
     try:
         with Processes() as procs:
             for size in profile.sizes():
                 wanted = _wanted_at(size, profile, scenarios)
                 if wanted:
                     _run_stack(size, wanted, scenarios, profile, root, procs, scaling_points, log, keep,
-                               feed_key)
+                               feed_key, route_points)
             ingest = scenarios.get("ingest")
             if ingest is not None and ingest.status == report.STATUS_OK and not ingest.runs:
                 # No stack carried the ingest measurement: a cell of its own.
@@ -283,6 +298,8 @@ def run(profile: Profile, out_path: str, only: tuple[str, ...] | None = None, ke
             shutil.rmtree(root, ignore_errors=True)
     if "scaling" in scenarios:
         reads.scaling_figures(scenarios["scaling"], scaling_points, profile)
+    if "routes" in scenarios:
+        routes.scaling_figures(scenarios["routes"], route_points, profile)
     ordered = [scenarios[n] for n in selected]
     document = {
         "profile": profile.name,

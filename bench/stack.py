@@ -19,6 +19,7 @@ from bench import client
 from bench.procs import Processes, children_of, cmdline, wait_until
 
 CELL = "c0"
+FLAVOR_SOURCE = "flavors"              # the feed of Nova's API database, when started
 READY_TIMEOUT_S = 60.0
 LIVE_TIMEOUT_PER_SERVER_S = 0.002      # replication time allowed per server, on top of READY
 IDS_LIMIT = 20_000                     # ids handed to wrk for random shows
@@ -117,6 +118,10 @@ class Stack:
         self.scheme = "http"
         self.settings: dict = {}
         self.timings: dict[str, float] = {}
+        # Nova's API database (flavors, key pairs, quota limits): start_flavor_source()
+        self.flavor_db = os.path.join(self.dir, f"{FLAVOR_SOURCE}.db")
+        self.flavor_publisher = None
+        self.flavor_urls: tuple[str, str] | None = None     # (feed, control)
         # a sealed feed and control: one key file for the publisher and the appliance
         self.key_file = os.path.join(self.dir, f"{CELL}.key") if feed_key else None
         if self.key_file and not os.path.exists(self.key_file):
@@ -163,6 +168,28 @@ class Stack:
             + (["--key-file", self.key_file] if self.key_file else []),
             log_path=os.path.join(self.dir, "publisher.log"))
 
+    def start_flavor_source(self) -> None:
+        """A flavor source beside the cell (Nova's API database: the simulator's flavors,
+        the demo project's quota limits, the admin's key pairs) and its publisher; the
+        appliance started next also replicates it."""
+        from replica.cell import outbox, simulator
+        if not os.path.exists(self.flavor_db):
+            outbox.init_cell_db(self.flavor_db, FLAVOR_SOURCE, flavors=True)
+            simulator.seed_flavors(self.flavor_db)
+        self.flavor_urls = (f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}")
+        self.flavor_publisher = self.procs.start(
+            "publisher-flavors",
+            [*appliance_argv(), "cell", "--db", self.flavor_db, "--name", FLAVOR_SOURCE,
+             "--feed", self.flavor_urls[0], "--control", self.flavor_urls[1]]
+            + (["--key-file", self.key_file] if self.key_file else []),
+            log_path=os.path.join(self.dir, "publisher-flavors.log"))
+
+    def stop_flavor_source(self) -> None:
+        if self.flavor_publisher is not None:
+            self.procs.stop(self.flavor_publisher)
+            self.flavor_publisher = None
+            self.flavor_urls = None
+
     def _write_config(self, workers: int) -> None:
         extra = "".join(f"{name} = {toml_value(value)}\n" for name, value in self.settings.items())
         text = (f'listen_host = "127.0.0.1"\nlisten_port = {self.port}\n'
@@ -172,6 +199,10 @@ class Stack:
                 f'[[cell]]\nname = "{CELL}"\nfeed = "{self.feed_url}"\n'
                 f'control = "{self.control_url}"\n'
                 + (f'key_file = "{self.key_file}"\n' if self.key_file else ""))
+        if self.flavor_urls is not None:
+            text += (f'\n[[cell]]\nname = "{FLAVOR_SOURCE}"\nkind = "flavors"\n'
+                     f'feed = "{self.flavor_urls[0]}"\ncontrol = "{self.flavor_urls[1]}"\n'
+                     + (f'key_file = "{self.key_file}"\n' if self.key_file else ""))
         with open(self.config_path, "w") as f:
             f.write(text)
 
@@ -218,6 +249,10 @@ class Stack:
 
         def live():
             cell = self.cell_status()
+            if self.flavor_urls is not None and not any(
+                    c.get("cell") == FLAVOR_SOURCE and c.get("state") == "live"
+                    for c in self.status().get("cells", [])):
+                return None
             if cell and cell.get("state") == "live" and cell.get("servers") == expected:
                 status, _h, _b = client.request(f"{self.base_url}/v2.1/", timeout=5)
                 return cell if status == 200 else None

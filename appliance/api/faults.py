@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from replica import kinds
+
 FAULT_NAMES = {
     400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound",
     405: "badMethod", 409: "conflictingRequest", 413: "overLimit", 415: "badMediaType",
@@ -50,11 +52,15 @@ def not_found(message: str = "The resource could not be found.") -> ApiError:
     return ApiError(404, message)
 
 
+# What the replica answers, from the kinds' declarations (a kind added is listed).
+NOT_REPLICATED = ("The resource could not be found. This endpoint is a read replica of the "
+                  f"Compute API: it answers reads of {kinds.reads_as()}; other resources "
+                  "are not replicated here (send them to the cloud's Compute API, or set "
+                  "upstream_url to pass them through).")
+
+
 def not_replicated() -> ApiError:
-    return ApiError(404, "The resource could not be found. This endpoint is a read replica "
-                         "of the Compute API: it answers reads of servers and flavors; "
-                         "other resources are not replicated here (send them to the "
-                         "cloud's Compute API, or set upstream_url to pass them through).")
+    return ApiError(404, NOT_REPLICATED)
 
 
 def read_only(method: str) -> ApiError:

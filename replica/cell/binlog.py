@@ -266,6 +266,7 @@ class Source:
     service_down_time: float = SERVICE_DOWN_TIME_S   # Nova's liveness rule; 0: off
     neutron_url: str | None = None           # security group names from Neutron
     neutron_token: str | None = None
+    quota_defaults: tuple | None = None      # nova.conf's [quota] defaults, (resource, limit)
 
     @property
     def schemas(self) -> list[str]:

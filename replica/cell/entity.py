@@ -488,7 +488,10 @@ class Reach(frozenset):
     - ``security_groups``: ``f(live server uuids) -> {uuid: [names]}`` (Neutron's
       answer, see ``neutron.py``); a uuid it leaves out keeps the cell's own;
     - ``build_requests``: the database is Nova's API database, whose servers are its
-      build requests (``build_requests.py``), not instances.
+      build requests (``build_requests.py``), not instances;
+    - ``quota_defaults``: ``(resource, limit)`` pairs, the ``[quota]`` defaults of the
+      operator's nova.conf (``nova_conf.py``) under the ``default`` quota class; None:
+      Nova's option defaults.
     """
 
     api = None
@@ -497,6 +500,7 @@ class Reach(frozenset):
     security_groups = None
     clock = None
     build_requests: bool = False
+    quota_defaults: tuple | None = None
 
     def __new__(cls, children=ALL_CHILDREN, **extra):
         made = super().__new__(cls, children)
@@ -983,6 +987,12 @@ _QUOTA_COUNT_SQL = ("SELECT 1 + count(*) FROM (SELECT project_id FROM quotas "
 _PROJECT_PREFIX = feed.quota_key("")
 
 
+def quota_defaults_of(children) -> dict[str, int] | None:
+    """The configured quota defaults a reader's ``Reach`` carries (None: Nova's)."""
+    pairs = getattr(children, "quota_defaults", None)
+    return None if pairs is None else dict(pairs)
+
+
 def build_quotas(db, keys: Iterable[str],
                  defaults: dict[str, int] | None = None) -> dict[str, dict | None]:
     """Quota limit set entities for ``keys``: a project's (its ``quotas`` rows, its
@@ -1167,7 +1177,8 @@ SOURCE_KINDS: dict[str, SourceKind] = {kind.name: kind for kind in (
     SourceKind(feed.KIND_SERVER, "instances", "uuid", build_servers,
                build_range=_server_range),
     SourceKind(feed.KIND_QUOTA, "quotas", "project_id",
-               lambda db, keys, children: build_quotas(db, keys), keys_after=_quota_keys,
+               lambda db, keys, children: build_quotas(db, keys, quota_defaults_of(children)),
+               keys_after=_quota_keys,
                count_query=_QUOTA_COUNT_SQL,
                # Nova's cell databases keep the quota tables of old, unused
                unless_table="instances"),

@@ -110,12 +110,14 @@ class MysqlEntityReader:
 
     def __init__(self, cell_url: mysql.MySQLURL, api_url: mysql.MySQLURL | None,
                  kinds: tuple[str, ...], service_down_time: float = binlog_keys.SERVICE_DOWN_TIME_S,
-                 security_groups=None, build_requests: bool = False):
+                 security_groups=None, build_requests: bool = False,
+                 quota_defaults: tuple | None = None):
         self.cell_url, self.api_url = cell_url, api_url
         self._kinds = sorted(kinds)
         self.service_down_time = service_down_time
         self.security_groups = security_groups      # neutron.SecurityGroupNames.names
         self.build_requests = build_requests        # the API database: its build requests
+        self.quota_defaults = quota_defaults        # nova.conf's, for the quota kind
         self.dbs: mysql.SourceDatabases | None = None
         self.children: frozenset[str] = entity.ALL_CHILDREN
 
@@ -135,6 +137,10 @@ class MysqlEntityReader:
                                                              self.api_url.database)
                     self.children = entity.Reach(
                         _children_of(dbs.cell_rows, self.cell_url.database), **extra)
+                if self.quota_defaults is not None:
+                    self.children = entity.Reach(
+                        self.children, **{**getattr(self.children, "__dict__", {}),
+                                          "quota_defaults": self.quota_defaults})
             except BaseException:
                 dbs.close()
                 raise
@@ -197,7 +203,8 @@ def entity_reader(source: binlog.Source) -> MysqlEntityReader:
     if source.neutron_url and feed.KIND_SERVER in source.kinds:
         names = neutron.SecurityGroupNames(source.neutron_url, source.neutron_token).names
     return MysqlEntityReader(source.cell_url, api, source.kinds, source.service_down_time,
-                             names, build_requests=api is None and feed.KIND_FLAVOR in source.kinds)
+                             names, build_requests=api is None and feed.KIND_FLAVOR in source.kinds,
+                             quota_defaults=source.quota_defaults)
 
 
 class MysqlCellSource(CellSource):

@@ -91,6 +91,9 @@ class PublisherConfig:
     service_down_time: float = 0.0   # Nova's liveness rule for host_status; 0: off
     neutron_url: str | None = None   # security group names from Neutron
     neutron_token: str | None = None
+    # The [quota] defaults of the operator's nova.conf, (resource, limit) pairs (SQLite
+    # source; a MariaDB source carries its own); None: Nova's option defaults
+    quota_defaults: tuple | None = None
     # A MariaDB/MySQL source (``binlog.Source``, see ``mysql_source.py``); None: ``db`` is
     # a SQLite cell database
     source: object | None = None
@@ -124,7 +127,8 @@ def source_opener(config: PublisherConfig) -> SourceOpener:
         return MysqlOpener(config.source, config.name)
     from replica.cell.sqlite_source import ServerOptions, SqliteOpener
     return SqliteOpener(config.db, config.name, ServerOptions(
-        config.api_db, config.service_down_time, config.neutron_url, config.neutron_token))
+        config.api_db, config.service_down_time, config.neutron_url, config.neutron_token,
+        config.quota_defaults))
 
 
 def check_nanomsg() -> None:

@@ -111,6 +111,7 @@ class ServerOptions:
     service_down_time: float = 0.0          # 0: no liveness rule (a service row is UP)
     neutron_url: str | None = None          # security group names from Neutron
     neutron_token: str | None = None
+    quota_defaults: tuple | None = None     # (resource, limit) pairs from nova.conf
 
 
 class SqliteEntityReader:
@@ -124,7 +125,8 @@ class SqliteEntityReader:
         self.db = SqliteRows(conn)
         tables = _tables_and_columns(conn)
         self._kinds = entity.kinds_in(tables)
-        extra: dict = {"service_down_time": options.service_down_time}
+        extra: dict = {"service_down_time": options.service_down_time,
+                       "quota_defaults": options.quota_defaults}
         if api is not None:
             api_tables = _tables_and_columns(api)
             extra["api"] = SqliteRows(api).rows

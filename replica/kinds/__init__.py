@@ -48,6 +48,12 @@ def count_labels() -> dict[str, str]:
     return {kind.name: kind.count_label for kind in KINDS.values()}
 
 
+def reads_as() -> str:
+    """What the API answers from the replica, in words: "a, b and c" over ``KINDS``."""
+    names = [name for kind in KINDS.values() for name in kind.reads_as]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def renderers(renderer) -> dict[str, tuple[tuple[str, ...], object]]:
     """{kind name: (row columns, row function)} of ``renderer`` (``replica.render`` or a
     stand-in with the same names); a kind the stand-in does not render is rendered by
@@ -62,4 +68,4 @@ def renderers(renderer) -> dict[str, tuple[tuple[str, ...], object]]:
 
 
 __all__ = ["FEED_ROLES", "KINDS", "Kind", "count_labels", "kind_named", "kinds_of_role",
-           "renderers"]
+           "reads_as", "renderers"]

@@ -27,6 +27,14 @@ class Kind:
     # Indexed columns an entity's new version almost never changes: an upsert leaves
     # them out of its SET (see replica.store.writer.Table).
     stable: tuple[str, ...] = ()
+    # What the API answers from it, for people (the "not replicated" fault lists them);
+    # empty: its count label, words apart
+    reads: tuple[str, ...] = ()
+
+    @property
+    def reads_as(self) -> tuple[str, ...]:
+        """What the API answers from this kind, in words (e.g. ("instance actions",))."""
+        return self.reads or (self.count_label.replace("_", " "),)
 
     @property
     def name(self) -> str:

@@ -9,4 +9,4 @@ QUOTA = Kind(
     feed=FEED_KINDS[KIND_QUOTA], table="quotas", key_column="quota_key",
     owner_column="source", render_columns="QUOTA_COLUMNS", render_row="quota_row",
     count_label="quotas", count_help="Quota limit sets of the feed in the replica.",
-    feed_role="flavors")
+    feed_role="flavors", reads=("limits", "quota sets"))

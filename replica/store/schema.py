@@ -355,6 +355,31 @@ STEPS: tuple[str, ...] = (
     CREATE INDEX hypervisors_cell_bucket ON hypervisors (cell, bucket);
     CREATE INDEX servers_live_host ON servers (host, cell) WHERE deleted = 0;
     """,
+    # 14 (limits: usage kept by the writer): the usage triggers of step 10 cost more than
+    # the server upsert they ride on; the writer keeps the usage in its batch instead
+    # (replica/store/usage.py), from one small row per counted server. Filled from the
+    # rows already held, and the sums made again from them.
+    """
+    DROP TRIGGER project_usage_insert;
+    DROP TRIGGER project_usage_delete;
+    DROP TRIGGER project_usage_update;
+    CREATE TABLE server_usage (
+        uuid TEXT PRIMARY KEY,
+        cell TEXT NOT NULL,
+        project_id TEXT NOT NULL,
+        cores INTEGER NOT NULL,
+        ram INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO server_usage (uuid, cell, project_id, cores, ram)
+        SELECT uuid, cell, project_id,
+               coalesce(json_extract('{' || substr(d_flavor_v247, 2) || '}', '$.flavor.vcpus'), 0),
+               coalesce(json_extract('{' || substr(d_flavor_v247, 2) || '}', '$.flavor.ram'), 0)
+        FROM servers WHERE deleted = 0 AND vm_state IS NOT 'soft-delete' AND in_cell = 1;
+    DELETE FROM project_usage;
+    INSERT INTO project_usage (project_id, instances, cores, ram)
+        SELECT project_id, count(*), sum(cores), sum(ram) FROM server_usage
+        GROUP BY project_id;
+    """,
 )
 
 

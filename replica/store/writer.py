@@ -29,6 +29,7 @@ import apsw
 from replica.feed import DIGEST_BUCKETS
 from replica.kinds import KINDS, renderers
 from replica.position import Position
+from replica.store.usage import UsageKeeper
 
 DEAD_LETTER_PAYLOAD_BYTES = 512   # enough to recognise a message, bounded per row
 DEAD_LETTER_KEEP = 10_000         # the table keeps the newest rows only
@@ -165,6 +166,12 @@ class Writer:
         self._key_at = {kind: t.columns.index(t.key) for kind, t in self.tables.items()}
         self._hash_at = {kind: t.columns.index("entity_hash") for kind, t in self.tables.items()}
         self._shapes = {kind: self._row_shape(t) for kind, t in self.tables.items()}
+        # Each project's usage follows the server rows (replica/store/usage.py).
+        servers = next((kind for kind, t in self.tables.items() if t.name == "servers"), None)
+        self._usage_kind = servers if servers is not None and UsageKeeper.applies_to(
+            self.tables[servers].columns) else None
+        self._usage = (UsageKeeper(self.tables[servers].columns)
+                       if self._usage_kind is not None else None)
         self._staging_ready = False
         self._held: dict[str, dict[str, int]] = {}       # kind -> {key: entity_hash} now held
         self._held_cell: str | None = None               # ... by this cell
@@ -248,6 +255,9 @@ class Writer:
                 deletes[change.kind].append((change.key, change.cell))
             else:
                 upserts[change.kind].append(change.row)
+        if self._usage_kind is not None:
+            kind = self._usage_kind
+            self._usage.apply(self.conn, self._usage.usage_rows(upserts[kind]), deletes[kind])
         for kind in self.tables:
             if upserts[kind]:
                 before = self.conn.total_changes()
@@ -412,6 +422,8 @@ class Writer:
                             f"SELECT {table.key} FROM {table.name} WHERE {table.owner} = ?",
                             (cell,))]
                     gone = [(key, cell) for key in held if key not in keys]
+                    if kind == self._usage_kind:
+                        self._usage.apply_staged(self.conn, self._staging(table), gone)
                     if gone:
                         self.conn.executemany(self._delete_sql[kind], gone)
                     self.conn.execute(table.upsert_from_sql(self._staging(table)))

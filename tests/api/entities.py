@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid as uuidlib
 
 from replica import feed, render
+from replica.store import usage
 from replica.store.connection import open_writer
 
 PROJECT = "6f70656e737461636b20342065766572"
@@ -127,6 +128,7 @@ def fill_replica(path: str, servers: list[tuple[str, dict]], flavors: list[dict]
         for cell, seq in (positions or {}).items():
             conn.execute("INSERT OR REPLACE INTO positions (cell, epoch, seq, applied_at) "
                          "VALUES (?, 'e', ?, 0)", (cell, seq))
+        usage.recount(conn)     # rows written past the writer: their projects' usage
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
 

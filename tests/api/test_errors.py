@@ -155,3 +155,24 @@ def test_fault_carries_version_headers(api):
     assert r.headers["openstack-api-version"] == "compute 2.60"
     assert r.headers["x-openstack-request-id"].startswith("req-")
     assert r.headers["server-timing"].startswith("db;")
+
+
+def test_the_not_replicated_fault_lists_every_kind_read():
+    """The list comes from the kinds' declarations: each kind's reads are named, and a
+    kind added to the registry is listed without touching the message."""
+    import dataclasses
+
+    from replica import kinds
+    for kind in kinds.KINDS.values():
+        for name in kind.reads_as:
+            assert name in NOT_REPLICATED, name
+    assert "answers reads of servers, flavors, " in NOT_REPLICATED
+    assert "limits and quota sets;" in NOT_REPLICATED
+    extra = dataclasses.replace(kinds.KINDS["flavor"], count_label="server_groups")
+    saved = dict(kinds.KINDS)
+    try:
+        kinds.KINDS["server_group"] = extra
+        assert kinds.reads_as().endswith("limits, quota sets and server groups")
+    finally:
+        kinds.KINDS.clear()
+        kinds.KINDS.update(saved)

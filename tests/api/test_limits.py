@@ -173,3 +173,30 @@ def test_quota_set_strict_query_from_2_75(limits_api):
     assert _quota_set(limits_api, E.PROJECT + "?foo=1", version="2.75").status == 400
     # a user's quotas are not replicated: without an upstream, not answered here
     assert _quota_set(limits_api, E.PROJECT + "?user_id=fake").status != 200
+
+
+@pytest.mark.filterwarnings("ignore:::openstack.*")
+def test_sdk_and_novaclient_quota_sets_without_keystone(limits_api):
+    """openstacksdk's get_quota_set and novaclient's quotas.get need no identity API (the
+    CLI's quota show does: tests/edge/test_quota_clients.py)."""
+    import openstack
+    from keystoneauth1 import session as ks_session
+    from keystoneauth1.noauth import NoAuth
+    from novaclient import client as nova_client
+
+    endpoint = f"http://127.0.0.1:{limits_api.port}/v2.1"
+    conn = openstack.connection.Connection(auth_type="none",
+                                           compute_endpoint_override=endpoint)
+    try:
+        shown = conn.compute.get_quota_set(E.PROJECT)
+        assert shown.instances == 7 and shown.ram == 4096
+        assert conn.compute.get_quota_set(E.PROJECT, usage=True).usage["ram"] == 3072
+        assert conn.compute.get_quota_set_defaults(E.PROJECT).instances == 40
+    finally:
+        conn.close()
+    nova = nova_client.Client("2.1", session=ks_session.Session(auth=NoAuth()),
+                              endpoint_override=endpoint)
+    assert nova.quotas.get(E.PROJECT).instances == 7
+    assert nova.quotas.get(E.PROJECT, detail=True).cores == {
+        "in_use": 4, "limit": -1, "reserved": 0}
+    assert nova.quotas.defaults(E.PROJECT).instances == 40

@@ -55,6 +55,9 @@ def fill(path: str, projects: dict[str, str]) -> None:
     flavors = [E.flavor("1", "m1.tiny"), E.flavor("2", "m1.small", memory_mb=2048),
                E.flavor("5", "alpha-only", is_public=False, projects=[projects["alpha"]])]
     E.fill_replica(path, rows, flavors, {"cell1": 10, "cell2": 20, "flavors": 3})
+    E.fill_quotas(path, [E.quota(None, instances=20),
+                         E.quota(projects["alpha"], server_groups_used=2, instances=6,
+                                 ram=8192)])
 
 
 def answers(scheme: str, port: int) -> bool:

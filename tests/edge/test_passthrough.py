@@ -97,6 +97,9 @@ TOKEN = {"X-Auth-Token": f"someone:{ALPHA}", "OpenStack-API-Version": "compute 2
     ("GET", f"/v2.1/os-simple-tenant-usage/{ALPHA}", None),
     ("GET", "/v2.1/os-hypervisors/statistics", None),
     ("GET", "/v2.1/os-hypervisors/1/uptime", None),
+    # a user's quotas (project_user_quotas) are not replicated
+    ("GET", f"/v2.1/os-quota-sets/{ALPHA}?user_id=someone", None),
+    ("GET", f"/v2.1/os-quota-sets/{ALPHA}/detail?user_id=someone", None),
     ("GET", "/v2/servers", None),
 ])
 def test_not_replicated_goes_upstream_unchanged(passing, upstream, method, path, body):
@@ -129,7 +132,9 @@ def test_replicated_reads_never_touch_the_upstream(passing, upstream):
                  f"/v2.1/servers/{server}", f"/v2.1/servers/{server}/ips",
                  f"/v2.1/{ALPHA}/servers", "/v2.1/flavors", "/v2.1/flavors/detail",
                  "/v2.1/flavors/1", "/v2.1/flavors/1/os-extra_specs",
-                 f"/v2.1/servers/{E.server(999)['uuid']}"):
+                 f"/v2.1/servers/{E.server(999)['uuid']}", "/v2.1/limits",
+                 f"/v2.1/os-quota-sets/{ALPHA}", f"/v2.1/os-quota-sets/{ALPHA}/detail",
+                 f"/v2.1/os-quota-sets/{ALPHA}/defaults"):
         status, _, _ = call(passing.port, "GET", path, headers=TOKEN)
         assert status in (200, 404), path
     assert len(upstream.requests()) == before

@@ -8,6 +8,9 @@ environment's ``etc/nova/api-paste.ini``) under gunicorn on a free loopback port
 - Neutron is :class:`NeutronStub`, a small HTTP server answering the two calls nova-api makes
   to show servers' security groups (``GET /v2.0/ports?device_id=...`` and
   ``GET /v2.0/security-groups?id=...``) from the ports the writer reported.
+- Keystone's identity API is :class:`IdentityStub` (``[keystone] endpoint_override``), which
+  answers the one call nova-api makes to it: ``GET /v3/projects/{id}``, Nova's check that a
+  project exists before a quota set is read; every project exists (the tokens are noauth's).
 
     neutron = NeutronStub().start()
     api = NovaAPI(deployment, neutron).start()
@@ -187,6 +190,59 @@ class NeutronStub:
             self._server = None
 
 
+class IdentityStub:
+    """Keystone's ``GET /v3/projects/{id}`` for nova-api's project check (nova's
+    ``verify_project_id``, before a quota set is shown): every project exists. Records the
+    project ids asked for."""
+
+    def __init__(self):
+        self.asked: list[str] = []
+        self._server: http.server.ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.url = None
+
+    def start(self) -> "IdentityStub":
+        stub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                route = urllib.parse.urlsplit(self.path).path.rstrip("/")
+                status, body = 404, {"error": {"code": 404, "title": "Not Found",
+                                               "message": "Could not find the resource."}}
+                if route.startswith("/v3/projects/"):
+                    project_id = urllib.parse.unquote(route[len("/v3/projects/"):])
+                    stub.asked.append(project_id)
+                    status, body = 200, {"project": {
+                        "id": project_id, "name": project_id, "domain_id": "default",
+                        "enabled": True, "is_domain": False, "parent_id": "default"}}
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="identity-stub", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(10)
+            self._server = None
+
+
 class NovaAPIError(RuntimeError):
     pass
 
@@ -205,6 +261,7 @@ class NovaAPI:
         self.paste_file = os.path.join(self.workdir, "api-paste.ini")
         self.log_path = os.path.join(self.workdir, "nova-api.log")
         self.process: subprocess.Popen | None = None
+        self.identity: IdentityStub | None = None
         self.url = f"http://127.0.0.1:{self.port}"
 
     def __str__(self):
@@ -228,10 +285,13 @@ class NovaAPI:
 
     def start(self) -> "NovaAPI":
         self.write_paste_config()
+        self.identity = IdentityStub().start()
         self.deployment.write_config(
             DEFAULT={"host": "nova-api-test"},
             neutron={"endpoint_override": self.neutron.url, "region_name": "RegionOne",
                      "http_retries": "0", "timeout": "30"},
+            keystone={"endpoint_override": self.identity.url + "/v3",
+                      "region_name": "RegionOne"},
             wsgi={"api_paste_config": self.paste_file},
         )
         config_dir = os.path.dirname(self.deployment.config_file)
@@ -303,6 +363,9 @@ class NovaAPI:
         return log_tail(self.log_path, size)
 
     def stop(self):
+        if self.identity is not None:
+            self.identity.stop()
+            self.identity = None
         if self.process is None:
             return
         stop_process(self.process, signal.SIGINT, STOP_TIMEOUT)     # gunicorn's quick shutdown

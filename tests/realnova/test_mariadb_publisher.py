@@ -36,6 +36,7 @@ REPLICA_USER = "replica"
 REPLICA_PASSWORD = "replica-secret"
 BEFORE = 40                 # servers Nova wrote before the publisher started
 CONVERGE_S = 90
+NOVA_CONF_GROUP_MEMBERS = 17  # the flavor publisher's nova.conf [quota] server_group_members
 
 
 class Publisher:
@@ -53,7 +54,12 @@ class Publisher:
         if api_database:
             self.argv += ["--api-source", f"{base}/{api_database}"]
         if flavors:
-            self.argv.append("--flavors")
+            # the operator's nova.conf beside it: its [quota] defaults under the class's
+            nova_conf = os.path.join(workdir, "nova.conf")
+            with open(nova_conf, "w") as f:
+                f.write(f"[quota]\nserver_group_members = {NOVA_CONF_GROUP_MEMBERS}\n"
+                        f"cores = 3\n")
+            self.argv += ["--flavors", "--nova-conf", nova_conf]
         self.feed = CellFeed(name, f"ipc://{workdir}/{name}.feed", f"ipc://{workdir}/{name}.ctl")
         self.journal_path = f"{workdir}/state/{name}.journal"
         self.proc: Proc | None = None
@@ -249,8 +255,10 @@ def test_quota_limits_and_usage_reach_the_replica(stack):
     wait_for(lambda: read_rows(stack.replica, "SELECT instances, server_groups_used FROM "
                                "quotas WHERE quota_key = 'project/proj-a'") == [(33, groups)],
              30, what="proj-a's quota limits in the replica")
-    wait_for(lambda: read_rows(stack.replica, "SELECT cores FROM quotas "
-                               "WHERE quota_key = 'class/default'") == [(44,)],
+    # the class's row over nova.conf's cores = 3; nova.conf's server_group_members
+    wait_for(lambda: read_rows(stack.replica, "SELECT cores, server_group_members FROM "
+                               "quotas WHERE quota_key = 'class/default'")
+             == [(44, NOVA_CONF_GROUP_MEMBERS)],
              30, what="the default quota class in the replica")
     (nova,) = stack.nova.query(
         "cell1", "SELECT count(*), sum(vcpus), sum(memory_mb) FROM instances WHERE "

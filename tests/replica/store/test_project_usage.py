@@ -1,7 +1,8 @@
-"""The per-project usage (schema step 7) follows the server rows in the writer's own
-transactions, whatever writes them: event upserts, soft deletion and soft-delete, a
-resize, a project change, tombstones, a resync's swap. It always equals a recount of
-the rows as Nova counts them (live, not soft-deleted: count, vcpus, memory)."""
+"""The per-project usage (schema steps 10 and 12, replica/store/usage.py) follows the
+server rows in the writer's own transactions, whatever writes them: event upserts, soft
+deletion and soft-delete, a resize, a project change, tombstones, a resync's swap, a key
+that moves to another cell. It always equals a recount of the rows as Nova counts them
+(live, not soft-deleted: count, vcpus, memory)."""
 
 from __future__ import annotations
 
@@ -94,9 +95,8 @@ def test_usage_equals_a_recount_after_random_churn(replica_path):
 
 
 def test_a_stable_column_change_is_written_beside_a_usage_change(replica_path):
-    """The usage triggers' writes count in SQLite's change count: a batch where one row's
-    stable column changes (its upsert leaves it) while another changes usage must still
-    write the first row."""
+    """A batch where one row's stable column changes (its upsert leaves it) while another
+    changes usage still writes the first row."""
     conn = open_writer(replica_path)
     writer = Writer(conn)
     a, b = E.server(1), E.server(2)
@@ -107,3 +107,70 @@ def test_a_stable_column_change_is_written_beside_a_usage_change(replica_path):
                         (a["uuid"],)).fetchall() == [(1, 3)]
     assert _usage(conn) == _recount(conn) == []
     conn.close()
+
+
+def test_usage_follows_a_key_between_cells(replica_path):
+    """A server whose row another cell's feed takes over counts once; a tombstone from a
+    cell that no longer owns the row removes nothing (the row stays, so does its usage);
+    several changes of one key in one batch count as the last."""
+    conn = open_writer(replica_path)
+    writer = Writer(conn)
+    a = E.server(1)
+    writer.apply([_up("c1", 1, a)])
+    writer.apply([_up("c2", 1, dict(a, flavor=E.flavor_of_server(vcpus=4, memory_mb=4096)))])
+    assert _usage(conn) == [(E.PROJECT, 1, 4, 4096)] == _recount(conn)
+    writer.apply([_gone("c1", a["uuid"])])
+    assert _usage(conn) == [(E.PROJECT, 1, 4, 4096)] == _recount(conn)
+    b = E.server(2)
+    writer.apply([_up("c1", 2, b), _up("c1", 3, dict(b, vm_state="soft-delete")),
+                  _up("c1", 4, dict(b, project_id=E.OTHER_PROJECT))])
+    assert _usage(conn) == _recount(conn) == sorted(
+        [(E.PROJECT, 1, 4, 4096), (E.OTHER_PROJECT, 1, 1, 512)])
+    writer.apply([_gone("c2", a["uuid"]), _gone("c1", b["uuid"])])
+    assert _usage(conn) == _recount(conn) == []
+    assert conn.execute("SELECT count(*) FROM server_usage").fetchall() == [(0,)]
+    conn.close()
+
+
+def test_a_replica_of_the_trigger_schema_keeps_its_usage(tmp_path):
+    """A replica made before step 14 (usage kept by triggers) is migrated: the triggers
+    go, the usage is made again from the rows held, and the writer keeps it from then."""
+    import apsw
+
+    from replica.store import schema
+    path = str(tmp_path / "old.db")
+    conn = apsw.Connection(path)
+    for number, ddl in enumerate(schema.STEPS[:11], start=1):
+        with conn:
+            conn.execute(ddl)
+            conn.execute(f"PRAGMA user_version = {number}")
+    servers = [E.server(n, project_id=[E.PROJECT, E.OTHER_PROJECT][n % 2]) for n in range(6)]
+    columns = render.SERVER_COLUMNS
+    with conn:       # the rows as an older writer wrote them: its triggers kept the usage
+        conn.executemany(f"INSERT INTO servers ({', '.join(columns)}) VALUES "
+                         f"({', '.join('?' * len(columns))})",
+                         [render.server_row("c1", n + 1, s) for n, s in enumerate(servers)])
+        conn.execute("UPDATE servers SET vm_state = 'soft-delete' WHERE uuid = ?",
+                     (servers[0]["uuid"],))
+    before = _usage(conn)
+    assert before == _recount(conn) and before
+    conn.close()
+    conn = open_writer(path)                   # migrates
+    assert schema.user_version(conn) == len(schema.STEPS)
+    assert conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND "
+                        "name LIKE 'project_usage%'").fetchall() == [(0,)]
+    assert _usage(conn) == before
+    writer = Writer(conn)
+    writer.apply([_gone("c1", servers[1]["uuid"]), _up("c1", 10, dict(servers[0]))])
+    assert _usage(conn) == _recount(conn)
+    conn.close()
+
+
+def test_flavor_size_of_the_fragment():
+    from replica.store.usage import flavor_size
+    row = render.server_row("c1", 1, E.server(1, flavor=E.flavor_of_server(
+        vcpus=3, memory_mb=3072, extra_specs={"vcpus": "9", "ram": "1"})))
+    assert flavor_size(row[render.SERVER_COLUMNS.index("d_flavor_v247")]) == (3, 3072)
+    assert flavor_size(None) == flavor_size("") == (0, 0)
+    # another spelling of the same fragment: read as JSON
+    assert flavor_size(',"flavor": {"ram": 64, "vcpus": 2}') == (2, 64)

@@ -1,0 +1,215 @@
+"""The read routes beyond servers, one by one: each against the constant-body server
+(the same body, the same workers) and, where it answers the route, the normalized way
+(``bench/normalized_server.py --api-db``), in the same run; and each at every replica
+size of the scaling run, against the smallest.
+
+The routes are one table, ``ROUTES``: a route is one line (its path, the kind of entity
+that answers it, its budget against the constant body). A route whose kind this build
+does not have (``replica.kinds.KINDS``) is left out; a kind published by the feed of
+Nova's API database (its ``feed_role``) makes the stack start its flavor source
+(``Stack.start_flavor_source``: the simulator's flavors, the demo project's quota
+limits, the admin's key pairs) and replicate it too.
+
+Requests are the noauth admin's (``admin:demo``: no token), at microversion 2.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+from bench import client
+from bench.endpoints import API, Endpoint
+from bench.procs import Processes, children_of, wait_until
+from bench.profiles import all_workers
+from bench.reads import (APPLIANCE, CONSTANT, NORMALIZED, SCALING_VS_SMALLEST, TAIL_CONNECTIONS,
+                         TAIL_VS_CONSTANT, Target, _record, _run_one, _start_baseline, measure)
+from bench.report import Budget, Figure, Scenario
+from bench.stack import Stack
+
+# The budgets against the constant body, as for the server routes: a route answering one
+# document (one row) as GET /servers/{id}, a list as GET /servers?limit=100.
+ONE = 0.85
+LIST = 0.5
+BUDGET_CONNECTIONS = (1, 8)         # as the show's: the budget holds at these
+READY_S = 60.0                      # every route answering 200 (a kind's feed live)
+
+
+@dataclass(frozen=True)
+class Route:
+    key: str
+    label: str
+    path: str
+    kind: str                   # the kind whose replica rows answer it (replica.kinds)
+    vs_constant: float          # its budget against the constant body (ONE or LIST)
+    normalized: bool = False    # the normalized baseline answers it too
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint(self.key, self.label, self.path)
+
+
+ROUTES = (
+    Route("flavors", "GET /flavors", f"{API}/flavors", "flavor", LIST, True),
+    Route("flavors_detail", "GET /flavors/detail", f"{API}/flavors/detail", "flavor", LIST,
+          True),
+    Route("flavor", "GET /flavors/{id}", f"{API}/flavors/2", "flavor", ONE, True),
+    Route("extra_specs", "GET /flavors/{id}/os-extra_specs", f"{API}/flavors/2/os-extra_specs",
+          "flavor", ONE),
+    Route("keypairs", "GET /os-keypairs", f"{API}/os-keypairs", "keypair", LIST),
+    Route("limits", "GET /limits", f"{API}/limits", "quota", ONE, True),
+    Route("quota_set", "GET /os-quota-sets/{project}", f"{API}/os-quota-sets/demo", "quota",
+          ONE, True),
+    Route("quota_detail", "GET /os-quota-sets/{project}/detail",
+          f"{API}/os-quota-sets/demo/detail", "quota", ONE, True),
+    Route("quota_defaults", "GET /os-quota-sets/{project}/defaults",
+          f"{API}/os-quota-sets/demo/defaults", "quota", ONE),
+)
+
+
+def routes_here(keys: tuple[str, ...] | None = None) -> list[Route]:
+    """The routes of ``keys`` (every one when None) whose kind this build has."""
+    from replica import kinds
+    return [r for r in ROUTES if r.kind in kinds.KINDS and (keys is None or r.key in keys)]
+
+
+def _needs_flavor_source(routes: list[Route]) -> bool:
+    from replica import kinds
+    return any(kinds.KINDS[r.kind].feed_role == "flavors" for r in routes)
+
+
+def _answers(base_url: str, route: Route) -> bytes:
+    status, _headers, body = client.request(base_url + route.path, timeout=60)
+    if status != 200:
+        raise RuntimeError(f"GET {base_url}{route.path}: HTTP {status}: {body[:200]!r}")
+    return body
+
+
+def _ready(stack: Stack, routes: list[Route]) -> dict[str, bytes]:
+    """Every route answering 200 (the quota reads answer 503 until their feeds were
+    live once); returns each route's body."""
+    def all_answer():
+        for route in routes:
+            status, _h, _b = client.request(stack.base_url + route.path, timeout=10)
+            if status != 200:
+                return None
+        return True
+    wait_until(all_answer, READY_S, "every route answering 200", interval=0.2,
+               proc=stack.appliance)
+    return {route.path: _answers(stack.base_url, route) for route in routes}
+
+
+def prepare(stack: Stack, routes: list[Route], workers: int) -> dict[str, bytes]:
+    """The stack serving ``routes`` with ``workers`` workers: its flavor source started
+    when a route needs it (the appliance restarted to replicate it). Returns the bodies."""
+    if _needs_flavor_source(routes) and stack.flavor_publisher is None:
+        stack.start_flavor_source()
+        stack.start_appliance(workers)
+    elif stack.appliance is None or stack.workers != workers:
+        stack.start_appliance(workers)
+    return _ready(stack, routes)
+
+
+def run_matrix(sc: Scenario, stack: Stack, procs: Processes, profile, log=print) -> dict:
+    """Each route against the constant body and the normalized way, same run, every
+    connection count of ``profile.route_connections``, with the read matrix's largest
+    worker count. Returns the appliance's runs by (route key, workers, connections)."""
+    routes = routes_here(profile.route_keys)
+    workers = max(profile.read_workers)
+    log(f"  routes beyond servers, {workers} worker(s), {stack.servers:,} servers: "
+        f"{', '.join(r.key for r in routes)}")
+    bodies = prepare(stack, routes, workers)
+    workdir = os.path.join(stack.dir, "routes")
+    os.makedirs(workdir, exist_ok=True)
+    ids_file = stack.ids_file()
+    targets = [Target(APPLIANCE, stack.base_url, ids_file, stack.worker_pids)]
+    with contextlib.ExitStack() as baselines:
+        constant_bodies = {"*": "{}", **{path: body.decode() for path, body in bodies.items()}}
+        for kind, how in ((CONSTANT, dict(bodies=constant_bodies)),
+                          (NORMALIZED, dict(cells=[stack.cell_db], api_db=stack.flavor_db))):
+            proc, url = _start_baseline(procs, kind, workers, workdir, **how)
+            baselines.callback(procs.stop, proc)
+            targets.append(Target(kind, url, ids_file, lambda p=proc: children_of(p.pid)))
+        normalized_url = targets[-1].url
+        for route in routes:
+            if route.normalized:
+                _answers(normalized_url, route)
+        measured: dict = {t.name: {} for t in targets}
+        for route in routes:
+            for conns in profile.route_connections:
+                for target in targets:
+                    if target.name == NORMALIZED and not route.normalized:
+                        continue
+                    measured[target.name][(route.key, conns)] = _run_one(
+                        sc, target, route.endpoint, conns, profile.read_duration_s, workers,
+                        stack.servers, log)
+    _figures(sc, measured, routes, profile, workers, bodies)
+    return {(key, workers, conns): result
+            for (key, conns), result in measured[APPLIANCE].items()}
+
+
+def _figures(sc: Scenario, measured: dict, routes: list[Route], profile, workers: int,
+             bodies: dict[str, bytes]) -> None:
+    for route in routes:
+        for conns in profile.route_connections:
+            key = (route.key, conns)
+            mine = measured[APPLIANCE][key]
+            name = f"{route.label} w{workers} c{conns}"
+            details = {"p50_ms": mine.p50_ms, "p99_ms": mine.p99_ms, "p999_ms": mine.p999_ms,
+                       "errors": mine.error_count, "body_bytes": len(bodies[route.path])}
+            budget = (Budget(">=", route.vs_constant, "ratio")
+                      if conns in BUDGET_CONNECTIONS else None)
+            sc.add(Figure(f"{name} vs constant body", mine.requests_per_s, "req/s",
+                          measured[CONSTANT][key].requests_per_s, "constant", budget, details))
+            if key in measured[NORMALIZED]:
+                sc.add(Figure(f"{name} vs normalized", mine.requests_per_s, "req/s",
+                              measured[NORMALIZED][key].requests_per_s, "normalized"))
+            sc.add(Figure(f"{name} p99 vs constant body", mine.p99_ms, "ms",
+                          measured[CONSTANT][key].p99_ms, "constant",
+                          TAIL_VS_CONSTANT if conns == TAIL_CONNECTIONS else None))
+
+
+def run_scaling_point(sc: Scenario, stack: Stack, profile, log=print,
+                      measured: dict | None = None) -> dict:
+    """Each route on this stack with every worker, at the scaling connection count; a run
+    the matrix already made here (``measured``) is not repeated."""
+    routes = routes_here(profile.route_keys)
+    workers = all_workers()
+    conns = profile.scaling_connections
+    out = {}
+    ready = False
+    for route in routes:
+        done = (measured or {}).get((route.key, workers, conns))
+        if done is not None:
+            out[route.key] = done
+            continue
+        if not ready:
+            prepare(stack, routes, workers)
+            ready = True
+        result = measure(stack.base_url, route.endpoint, conns, profile.scaling_duration_s,
+                         stack.ids_file(), stack.worker_pids)
+        _record(sc, APPLIANCE, route.endpoint, workers, stack.servers, result)
+        log(f"    routes {stack.servers:>9,} {route.label:<40} {result.requests_per_s:>9,.0f} "
+            f"req/s  p99 {result.p99_ms:7.2f} ms  errors {result.error_count}")
+        out[route.key] = result
+    return out
+
+
+def scaling_figures(sc: Scenario, points: dict[int, dict], profile) -> None:
+    """Each route at each replica size, against the smallest size measured."""
+    if not points:
+        return
+    sizes = sorted(points)
+    smallest = sizes[0]
+    for route in routes_here(profile.route_keys):
+        for size in sizes:
+            result = points[size].get(route.key)
+            first = points[smallest].get(route.key)
+            if result is None or first is None:
+                continue
+            sc.add(Figure(f"{route.label} @ {size:,} servers", result.requests_per_s, "req/s",
+                          first.requests_per_s, f"@{smallest:,}",
+                          SCALING_VS_SMALLEST if size == sizes[-1] != smallest else None,
+                          details={"p50_ms": result.p50_ms, "p99_ms": result.p99_ms,
+                                   "errors": result.error_count}))

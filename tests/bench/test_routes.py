@@ -1,0 +1,91 @@
+"""The routes beyond servers (bench/routes.py) on a tiny size: every route of the table
+against the constant body and, where it answers it, the normalized way, then at two
+replica sizes; the figures are there and numeric, the normalized way answers what the
+appliance answers. Speeds are not checked."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from tests.bench import needs_wrk
+
+from bench import profiles, routes, runner
+
+pytestmark = needs_wrk
+
+TINY_ROUTES = profiles.QUICK.shrunk(
+    name="tiny-routes", read_servers=240, read_workers=(1,), read_duration_s=1.0,
+    scaling_sizes=(120, 240), scaling_connections=2, scaling_duration_s=1.0,
+    route_keys=("flavors_detail", "flavor", "keypairs", "limits", "quota_detail"),
+    route_connections=(2,), projects=4)
+
+
+def _numeric(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@pytest.fixture(scope="module")
+def document(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "latest.json"
+    runner.run(TINY_ROUTES, str(out), only=("routes",), log=lambda text: None)
+    return json.loads(out.read_text())
+
+
+def test_every_route_against_its_baselines(document):
+    scenario = document["scenarios"]["routes"]
+    assert scenario["status"] == "ok", scenario["reason"]
+    figures = {f["name"]: f for f in scenario["figures"]}
+    for route in routes.routes_here(TINY_ROUTES.route_keys):
+        constant = figures[f"{route.label} w1 c2 vs constant body"]
+        assert _numeric(constant["value"]) and _numeric(constant["ratio"])
+        assert constant["budget"] is None          # budgets hold at 1 and 8 connections
+        assert (f"{route.label} w1 c2 vs normalized" in figures) == route.normalized
+        for size in (120, 240):
+            assert _numeric(figures[f"{route.label} @ {size} servers"]["value"])
+    runs = [r for r in scenario["runs"] if r["kind"] == "wrk"]
+    assert {r["server"] for r in runs} == {"appliance", "constant", "normalized"}
+    for run in runs:
+        assert run["requests"] > 0 and run["error_count"] == 0, run
+
+
+def test_the_table_is_one_line_per_route_of_a_known_kind():
+    from replica import kinds
+    assert len({r.key for r in routes.ROUTES}) == len(routes.ROUTES)
+    for route in routes.ROUTES:
+        assert route.path.startswith("/v2.1/") and route.vs_constant in (routes.ONE,
+                                                                         routes.LIST)
+    # every kind the replica answers reads of beyond servers has a route
+    assert {r.kind for r in routes.routes_here()} >= {
+        name for name in kinds.KINDS if name not in ("server", "instance_action")}
+
+
+def test_the_normalized_way_answers_as_the_appliance(tmp_path):
+    """The normalized baseline's limits and quota set equal the appliance's answer for
+    the same data (the baseline measures the same work, done at request time)."""
+    from bench.normalized_server import make_app
+    from replica.cell import outbox, simulator
+    from replica.cell.simulator import populate
+    cell = str(tmp_path / "c0.db")
+    outbox.init_cell_db(cell, "c0")
+    populate(cell, 30, 2, seed=1)
+    api = str(tmp_path / "flavors.db")
+    outbox.init_cell_db(api, "flavors", flavors=True)
+    simulator.seed_flavors(api)
+    app = make_app([cell], api_db=api)
+
+    def get(path):
+        seen = {}
+        body = b"".join(app({"PATH_INFO": path, "HTTP_HOST": "h"},
+                            lambda status, headers: seen.update(status=status)))
+        assert seen["status"] == "200 OK", (path, body)
+        return json.loads(body)
+    limits = get("/v2.1/limits")["limits"]["absolute"]
+    detail = get("/v2.1/os-quota-sets/demo/detail")["quota_set"]
+    assert limits["maxTotalInstances"] == detail["instances"]["limit"] == 100   # DEMO_QUOTAS
+    assert limits["totalInstancesUsed"] == detail["instances"]["in_use"] > 0
+    assert get("/v2.1/os-quota-sets/demo/defaults")["quota_set"]["instances"] == 10
+    assert get("/v2.1/flavors/2")["flavor"]["name"] == "m1.small"
+    assert len(get("/v2.1/flavors/detail")["flavors"]) >= 7
