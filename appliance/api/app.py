@@ -358,6 +358,8 @@ class ComputeApi:
             if collection == "flavors":
                 if rest[2] == "os-extra_specs":
                     return self._extra_specs(read, rest[1], key)
+                if rest[2] == "os-flavor-access" and key is None:
+                    return self._flavor_access(read, rest[1])
             elif rest[2] in _SERVER_SUBRESOURCES:
                 return self._server_subresource(read, rest[1], rest[2], key)
             elif rest[2] == "os-instance-actions" and self._published("servers"):
@@ -401,6 +403,20 @@ class ComputeApi:
         if result.body is None:
             raise _NotFoundWith(f"Flavor {flavorid} has no extra specs with key {key}.",
                                 result)
+        return 200, result.body, result
+
+    def _flavor_access(self, read: _Read, flavorid: str):
+        """GET /flavors/{id}/os-flavor-access (Nova's flavor_access index; policy: admins):
+        the projects a private flavor is shared with."""
+        read.no_query()         # Nova checks the query before the policy
+        if not read.identity.admin:
+            raise _policy_refused("os-flavor-access")
+        flavorid = _path_text(flavorid)
+        result = self._reader.subresource("flavor_access", flavorid, None)
+        if not result.count:
+            raise _NotFoundWith(f"Flavor {flavorid} could not be found.", result)
+        if result.body is None:
+            raise _NotFoundWith("Access list not available for public flavors.", result)
         return 200, result.body, result
 
     def _server_subresource(self, read: _Read, server_id: str, kind: str, key: str | None):

@@ -293,6 +293,13 @@ SUBRESOURCE_SQL = {
     "extra_spec": _sub_sql("flavors", "flavorid", _FLAVOR_ACCESS,
                            f"(SELECT json_object(key, {_EACH_VALUE}) FROM "
                            f"json_each({_EXTRA_SPECS}) WHERE key = ?3)"),
+    # GET /flavors/{id}/os-flavor-access (admins only: any flavor): the projects of a
+    # private flavor; NULL for a public one (Nova: no access list).
+    "flavor_access": _sub_sql("flavors", "flavorid", "?2 IS NULL",
+                              "CASE WHEN is_public = 0 THEN '{\"flavor_access\":' || "
+                              "(SELECT json_group_array(json_object('flavor_id', flavorid, "
+                              "'tenant_id', value)) FROM json_each(flavors.projects)) || '}' "
+                              "END"),
     # A build request (in_cell = 0) has no tags resource in nova-api: 404.
     "tags": _sub_sql("servers", "uuid", _SERVER_ACCESS + " AND in_cell = 1",
                      "'{\"tags\":' || tags || '}'"),

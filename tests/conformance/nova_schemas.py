@@ -56,6 +56,11 @@ CONTROLLERS = {
     "limits": ("nova/api/openstack/compute/limits.py", "LimitsController"),
     # GET /os-quota-sets/{project}[/detail|/defaults]
     "quota_sets": ("nova/api/openstack/compute/quota_sets.py", "QuotaSetsController"),
+    # Admin reads: GET /flavors/{id}/os-flavor-access, /os-services, /os-aggregates[/{id}]
+    "flavor_access": ("nova/api/openstack/compute/flavor_access.py",
+                      "FlavorAccessController"),
+    "services": ("nova/api/openstack/compute/services.py", "ServiceController"),
+    "aggregates": ("nova/api/openstack/compute/aggregates.py", "AggregateController"),
 }
 SCHEMA_MODULES = {
     "servers": "nova.api.openstack.compute.schemas.servers",
@@ -70,6 +75,9 @@ SCHEMA_MODULES = {
     "keypairs": "nova.api.openstack.compute.schemas.keypairs",
     "limits": "nova.api.openstack.compute.schemas.limits",
     "quota_sets": "nova.api.openstack.compute.schemas.quota_sets",
+    "flavor_access": "nova.api.openstack.compute.schemas.flavor_access",
+    "services": "nova.api.openstack.compute.schemas.services",
+    "aggregates": "nova.api.openstack.compute.schemas.aggregates",
 }
 # The decorators that attach a schema to a method, per kind of schema.
 RESPONSE = "response_body_schema"
@@ -88,7 +96,10 @@ _REAL = ["nova.i18n", "nova.exception", "nova.api.validation.parameter_types",
          "nova.api.openstack.compute.schemas.instance_actions",
          "nova.api.openstack.compute.schemas.keypairs",
          "nova.api.openstack.compute.schemas.limits",
-         "nova.api.openstack.compute.schemas.quota_sets"]
+         "nova.api.openstack.compute.schemas.quota_sets",
+         "nova.api.openstack.compute.schemas.flavor_access",
+         "nova.api.openstack.compute.schemas.services",
+         "nova.api.openstack.compute.schemas.aggregates"]
 # Modules whose literal top-level constants are all the schema modules need.
 _CONSTANTS_ONLY = ["nova.objects.instance", "nova.objects.tag"]
 _PACKAGES = ["nova", "nova.api", "nova.api.validation", "nova.api.openstack",

@@ -678,3 +678,30 @@ def test_quota_sets_agree_with_nova_limits(stack, appliance, synced, project):
     assert status == 200 and show["quota_set"] == {
         "id": project, **{r: v["limit"] for r, v in detail["quota_set"].items() if r != "id"}}
     assert not found, "\n".join(found)
+
+
+# -- flavor access (GET /flavors/{id}/os-flavor-access, admins) -----------------------------
+
+ADMIN_READ_MICROVERSIONS = ("2.1", "2.101", "2.102", "2.104")
+
+
+@pytest.fixture(scope="module")
+def shared_flavor(stack, appliance, synced):
+    """The private flavor shared with a second project (a flavor_projects row only)."""
+    stack.writer.add_flavor_access(flavorid="private-1", project_id="project-c")
+    wait_for(lambda: len(appliance.get("/v2.1/flavors/private-1/os-flavor-access",
+                                       ROLES["admin"][1])[1].get("flavor_access", [])) == 2,
+             30, interval=0.1, what="the new flavor access in the appliance")
+    return "private-1"
+
+
+@pytest.mark.parametrize("microversion", ADMIN_READ_MICROVERSIONS)
+@pytest.mark.parametrize("role", ["member", "other", "admin"])
+def test_flavor_access_equals_nova_api(stack, appliance, shared_flavor, role, microversion):
+    found = []
+    for path in (f"/v2.1/flavors/{shared_flavor}/os-flavor-access",
+                 "/v2.1/flavors/2/os-flavor-access",            # public: no access list
+                 "/v2.1/flavors/no-such-flavor/os-flavor-access",
+                 f"/v2.1/flavors/{shared_flavor}/os-flavor-access?bogus=1"):
+        found += compare(stack, appliance, path, role, microversion)
+    assert not found, "\n".join(found)

@@ -1,0 +1,46 @@
+"""Admin reads against Nova's own response and query schemas (nova_schemas.NOVA_VERSION),
+at every microversion where one of them starts or ends and at both ends of the
+appliance's range: GET /flavors/{id}/os-flavor-access."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.api import entities as E
+from tests.api.conftest import serving
+from tests.conformance import nova_schemas as N
+from tests.conformance.checks import check_body, check_every_version, check_query
+from tests.conformance.test_nova_schemas import MAX_VERSION, MIN_VERSION
+
+FLAVORS = [E.flavor("1"),
+           E.flavor("shared", "shared", is_public=False, projects=[E.PROJECT, E.OTHER_PROJECT]),
+           E.flavor("unshared", "unshared", is_public=False, projects=[])]
+FLAVOR_ACCESS = [("flavor_access", "index")]
+PROBES = [[("bogus", "1")], [("limit", "1")]]
+
+
+@pytest.fixture(scope="module")
+def admin_api(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("admin-conformance") / "replica.db")
+    E.fill_replica(path, [], FLAVORS, {"cell1": 1, "flavors": 5})
+    with serving(path) as client:
+        yield client
+
+
+@pytest.mark.parametrize("version", N.boundaries(FLAVOR_ACCESS, MIN_VERSION, MAX_VERSION),
+                         ids=N.format_version)
+@pytest.mark.parametrize("flavorid", ["shared", "unshared"])
+def test_flavor_access_body_matches_nova_schema(admin_api, version, flavorid):
+    check_body(admin_api, "flavor_access", "index", version,
+               f"/v2.1/flavors/{flavorid}/os-flavor-access", "admin")
+
+
+@pytest.mark.parametrize("version", N.boundaries(FLAVOR_ACCESS, MIN_VERSION, MAX_VERSION,
+                                                 N.QUERY), ids=N.format_version)
+def test_flavor_access_query_as_nova_validates_it(admin_api, version):
+    check_query(admin_api, "flavor_access", "index", version,
+                "/v2.1/flavors/shared/os-flavor-access", PROBES, "admin")
+
+
+def test_every_version_has_one_nova_schema_per_method():
+    check_every_version(FLAVOR_ACCESS, MIN_VERSION, MAX_VERSION)
