@@ -60,6 +60,7 @@ KIND_FLAVOR = "flavor"
 KIND_INSTANCE_ACTION = "instance_action"
 KIND_KEYPAIR = "keypair"
 KIND_QUOTA = "quota"
+KIND_SERVICE = "service"
 OP_UPSERT = "u"
 OP_DELETE = "d"
 
@@ -289,6 +290,26 @@ def quota_key(project_id: str) -> str:
     return f"project/{project_id}"
 
 
+# A service (a cell database's ``services`` row, not soft-deleted), keyed by its uuid:
+# what GET /os-services shows. ``heartbeat`` is Nova's last report (``last_seen_up``,
+# else ``created_at``) and ``down_after`` the publisher's ``service_down_time``
+# (seconds; 0: no liveness rule, up unless forced down): the replica judges up or down
+# against its own clock when it is read, so time passing needs no event.
+SERVICE_FIELDS: dict[str, tuple] = {
+    "uuid": _S,
+    "id": (int,),
+    "host": _SN,
+    "binary": _SN,
+    "topic": _SN,
+    "disabled": _B,
+    "disabled_reason": _SN,
+    "forced_down": _B,
+    "heartbeat": _SN,
+    "down_after": (int,),
+    "updated_at": _SN,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class FeedKind:
     """What the feed protocol knows of one kind of entity: its name on the wire (an
@@ -314,6 +335,7 @@ FEED_KINDS: dict[str, FeedKind] = {kind.name: kind for kind in (
              lists=(("events", INSTANCE_ACTION_EVENT_FIELDS),)),
     FeedKind(KIND_KEYPAIR, KEYPAIR_FIELDS, "keypair_key"),
     FeedKind(KIND_QUOTA, QUOTA_FIELDS, "quota_key", nested=(("limits", QUOTA_LIMIT_FIELDS),)),
+    FeedKind(KIND_SERVICE, SERVICE_FIELDS, "uuid"),
 )}
 KINDS = tuple(FEED_KINDS)
 ENTITY_FIELDS = {name: kind.fields for name, kind in FEED_KINDS.items()}

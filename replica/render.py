@@ -836,3 +836,34 @@ def quota_set_resources(minor: int) -> list[str]:
     dropped = (QUOTA_SET_DROPPED_V257 if minor >= 57 else
                QUOTA_SET_DROPPED_V236 if minor >= 36 else ())
     return [name for name in sorted(feed.QUOTA_RESOURCES) if name not in dropped]
+
+
+# ---------------------------------------------------------------------------
+# Services (nova/api/openstack/compute/services.py, _get_service_detail)
+# ---------------------------------------------------------------------------
+# A service's document in Nova's key order: binary, host, id, zone, status, state,
+# updated_at, disabled_reason and, from 2.11, forced_down. The id (the row's id, from
+# 2.53 its uuid), the zone (the host's aggregates') and the state (the heartbeat's age
+# against the replica's clock) are put in when it is read (replica.store.reader).
+
+SERVICE_UUID_ID_MINOR = 53
+SERVICE_FORCED_DOWN_MINOR = 11
+SERVICE_FRAGMENTS = ("s_head", "s_id_v21", "s_id_v253", "s_status", "s_tail", "s_forced")
+SERVICE_COLUMNS: tuple[str, ...] = (
+    "uuid", "cell", "seq", "id", "host", "binary", "topic", "forced_down", "heartbeat",
+    "down_after") + SERVICE_FRAGMENTS + ("entity_hash", "bucket")
+
+
+def service_row(cell: str, seq: int, entity: dict, entity_hash: int | None = None) -> tuple:
+    """The replica row of one service, in ``SERVICE_COLUMNS`` order."""
+    s = entity
+    return (s["uuid"], cell, seq, s["id"], s["host"], s["binary"], s["topic"],
+            int(s["forced_down"]), s["heartbeat"], s["down_after"],
+            '{"binary":' + _encode(s["binary"]) + ',"host":' + _encode(s["host"]),
+            ',"id":' + _encode(s["id"]), ',"id":' + _encode(s["uuid"]),
+            ',"status":' + ('"disabled"' if s["disabled"] else '"enabled"'),
+            ',"updated_at":' + _encode(plain_time(s["updated_at"]))
+            + ',"disabled_reason":' + _encode(s["disabled_reason"]),
+            ',"forced_down":' + _encode(s["forced_down"]),
+            feed.entity_hash(s) if entity_hash is None else entity_hash,
+            feed.bucket_of(s["uuid"]))

@@ -44,22 +44,27 @@ from appliance.api.server_params import server_query
 from appliance.api.token_store import TokenStore
 from appliance.api.upstream import Upstream
 from appliance.api.versions import version_document, versions_document
+from replica import render
 from replica.render import FlavorView, InstanceActionView, ServerView
 from replica.store.reader import (Prefixes, ReadResult, ReadTimeout, RegexTooCostly,
                                   reader_for)
 
 LOG = logging.getLogger(__name__)
 READ_METHODS = ("GET", "HEAD")
-COLLECTIONS = ("servers", "flavors", "os-keypairs", "limits", "os-quota-sets")
+COLLECTIONS = ("servers", "flavors", "os-keypairs", "limits", "os-quota-sets", "os-services")
 # The feeds whose loading holds a collection's reads back (replica.kinds feed roles;
 # limits and quota sets: the servers' usage and the API database's quota limits): 503
 # "loading" until each was live once.
 _LOADS_WITH = {"servers": ("servers",), "flavors": ("flavors",), "os-keypairs": ("flavors",),
-               "limits": ("servers", "flavors"), "os-quota-sets": ("servers", "flavors")}
+               "limits": ("servers", "flavors"), "os-quota-sets": ("servers", "flavors"),
+               "os-services": ("servers",)}
 # GET /limits: its one parameter, and the microversion from which others are refused.
 LIMITS_PARAMETERS = frozenset({"tenant_id"})
 LIMITS_STRICT_QUERY_MINOR = 75
 QUOTA_SET_PARAMETERS = frozenset({"user_id"})      # show and detail, refused others from 2.75
+# GET /os-services: its filters, from 2.75 the only parameters; 2.11 forced_down, 2.53 uuids.
+SERVICES_PARAMETERS = frozenset({"host", "binary"})
+SERVICES_STRICT_QUERY_MINOR = 75
 SHOW_SERVER = "/v2.1/servers/"
 DISCOVERY = ("/", "/v2.1", "/v2.1/")     # answered here, with or without an upstream
 MIN_POSITION = "HTTP_X_REPLICA_MIN_POSITION"      # a read waits for this position
@@ -344,6 +349,10 @@ class ComputeApi:
             if len(rest) == 3 and rest[2] in ("detail", "defaults"):
                 return self._quota_set(read, _path_text(rest[1]), rest[2])
             raise _NotRouted()
+        if collection == "os-services":
+            if len(rest) == 1 and self._published("servers"):
+                return self._services(read)
+            raise _NotRouted()
         if len(rest) == 1:
             return (self._list_servers(read, False) if collection == "servers"
                     else self._list_flavors(read, False))
@@ -533,6 +542,21 @@ class ComputeApi:
             if "user_id" in multi:
                 raise _NotRouted()
         result = self._reader.quota_set(project_id, read.minor, mode)
+        return 200, result.body, result
+
+    def _services(self, read: _Read):
+        """GET /os-services (Nova's services index; policy: admins): every cell's
+        services, ``host=`` and ``binary=`` keep those that match (empty: any)."""
+        multi = read.query()
+        if read.minor >= SERVICES_STRICT_QUERY_MINOR:
+            additional_properties(multi, SERVICES_PARAMETERS, pattern_underscore=False)
+        if not read.identity.admin:
+            raise _policy_refused("os-services:list")
+        host = multi["host"][-1] if multi.get("host") else None
+        binary = multi["binary"][-1] if multi.get("binary") else None
+        result = self._reader.list_services(
+            host or None, binary or None, read.minor >= render.SERVICE_UUID_ID_MINOR,
+            read.minor >= render.SERVICE_FORCED_DOWN_MINOR)
         return 200, result.body, result
 
     def _list_servers(self, read: _Read, detail: bool):

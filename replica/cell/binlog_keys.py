@@ -33,7 +33,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 
 from replica.cell import mysql
 from replica.cell.binlog_rows import column_images
-from replica.feed import (KIND_INSTANCE_ACTION, KIND_KEYPAIR, KIND_QUOTA,
+from replica.feed import (KIND_INSTANCE_ACTION, KIND_KEYPAIR, KIND_QUOTA, KIND_SERVICE,
                          QUOTA_DEFAULT_KEY, instance_action_key, keypair_key, quota_key)
 
 SERVICE_DOWN_TIME_S = 60       # Nova's service_down_time default
@@ -227,6 +227,11 @@ class KeyMapper:
                         if image is not None and image.get(column) is not None:
                             into.append((kind, str(image[column])))
             return
+        if KIND_SERVICE in self.kinds and role == "cell" and table == "services":
+            for before, after in images:
+                for image in (before, after):
+                    if image is not None and image.get("uuid"):
+                        changed.keys.append((KIND_SERVICE, str(image["uuid"])))
         if "server" in self.kinds and role == "cell" and table == "services":
             for before, after in images:
                 _note_report(changed, before, after)

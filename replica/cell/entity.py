@@ -1034,6 +1034,43 @@ def _quota_keys(rows: RowsFn, after: str, limit: int) -> list[str]:
 
 
 # ---------------------------------------------------------------------------
+# Services (a cell database's services rows, GET /os-services)
+# ---------------------------------------------------------------------------
+
+_SERVICES_BY_UUID_SQL = ('SELECT uuid, id, host, "binary", topic, disabled, disabled_reason, '
+                         "forced_down, last_seen_up, created_at, updated_at FROM services "
+                         "WHERE deleted = 0 AND uuid IN {keys}")
+_SERVICE_KEYS_SQL = ("SELECT uuid FROM services WHERE deleted = 0 AND uuid > ? "
+                     "ORDER BY uuid LIMIT ?")
+_SERVICE_COUNT_SQL = "SELECT count(*) FROM services WHERE deleted = 0 AND uuid IS NOT NULL"
+
+
+def build_services(db, keys: Iterable[str],
+                   children: frozenset[str] = ALL_CHILDREN) -> dict[str, dict | None]:
+    """Service entities for ``keys`` (uuids); None for one that is gone (deleted). The
+    reach's ``service_down_time`` (0: no liveness rule) travels with each one."""
+    rows = rows_of(db)
+    keys = list(dict.fromkeys(keys))
+    out: dict[str, dict | None] = {key: None for key in keys}
+    down_after = int(getattr(children, "service_down_time", 0.0) or 0)
+    for page in _pages(keys):
+        for (uuid, sid, host, binary, topic, disabled, reason, forced_down, seen, created,
+             updated) in _rows_in(rows, _SERVICES_BY_UUID_SQL, page):
+            if uuid in out:
+                out[uuid] = {
+                    "uuid": uuid, "id": _int(sid), "host": host, "binary": binary,
+                    "topic": topic, "disabled": bool(disabled), "disabled_reason": reason,
+                    "forced_down": bool(forced_down), "heartbeat": iso(seen or created),
+                    "down_after": down_after, "updated_at": iso(updated),
+                }
+    return out
+
+
+def _service_keys(rows: RowsFn, after: str, limit: int) -> list[str]:
+    return [str(key) for (key,) in rows(_SERVICE_KEYS_SQL, (after, limit))]
+
+
+# ---------------------------------------------------------------------------
 # By kind, and page-wise iteration for snapshots and digests
 # ---------------------------------------------------------------------------
 
@@ -1091,6 +1128,8 @@ SOURCE_KINDS: dict[str, SourceKind] = {kind.name: kind for kind in (
                count_query=_QUOTA_COUNT_SQL,
                # Nova's cell databases keep the quota tables of old, unused
                unless_table="instances"),
+    SourceKind(feed.KIND_SERVICE, "services", "uuid", build_services,
+               keys_after=_service_keys, count_query=_SERVICE_COUNT_SQL),
 )}
 # The table a kind's entities are keyed by: a database holding it publishes the kind.
 KIND_TABLES = {name: kind.table for name, kind in SOURCE_KINDS.items()}

@@ -386,5 +386,6 @@ def make_source(source_url: str, api_source_url: str | None, name: str, state_di
                                    kinds=(feed.KIND_FLAVOR, feed.KIND_KEYPAIR, feed.KIND_QUOTA,
                                           feed.KIND_SERVER),
                                    service_down_time=0.0)
-    return dataclasses.replace(source, kinds=(feed.KIND_INSTANCE_ACTION, feed.KIND_SERVER),
+    return dataclasses.replace(source, kinds=(feed.KIND_INSTANCE_ACTION, feed.KIND_SERVER,
+                                              feed.KIND_SERVICE),
                                own_servers_only=True)

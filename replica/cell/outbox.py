@@ -272,6 +272,22 @@ def _keypair_triggers() -> TriggerGroup:
     ])
 
 
+def _service_row_triggers() -> TriggerGroup:
+    """A services row enqueues its service (feed key: the uuid); every report of a
+    service writes its row, and so its updated_at reaches the replica."""
+    name = f"{OUTBOX}_service_rows"
+    return TriggerGroup({"services": ("uuid",)}, [
+        f"CREATE TRIGGER {name}_ins AFTER INSERT ON services BEGIN "
+        f"{_enqueue('service', 'NEW.uuid')} END",
+        f"CREATE TRIGGER {name}_upd AFTER UPDATE ON services BEGIN "
+        f"{_enqueue('service', 'NEW.uuid')} "
+        f"INSERT INTO {OUTBOX} (kind, key, ts) SELECT 'service', OLD.uuid, {NOW} "
+        f"WHERE OLD.uuid IS NOT NULL AND OLD.uuid IS NOT NEW.uuid; END",
+        f"CREATE TRIGGER {name}_del AFTER DELETE ON services BEGIN "
+        f"{_enqueue('service', 'OLD.uuid')} END",
+    ])
+
+
 def cell_triggers() -> list[TriggerGroup]:
     groups = [_keyed_triggers("instances", "uuid", "server")]
     for table, column in INSTANCE_CHILDREN:
@@ -283,6 +299,7 @@ def cell_triggers() -> list[TriggerGroup]:
     groups.append(_fanout_triggers("instance_groups", ("uuid",), "instance_group_member",
                                    "group_id", live=False))
     groups += _action_triggers()
+    groups.append(_service_row_triggers())
     return groups
 
 

@@ -179,7 +179,9 @@ def _ensure_services(conn: apsw.Connection, hosts: list[str]) -> list[str]:
             "INSERT INTO services (created_at, updated_at, deleted, uuid, host, \"binary\", "
             "topic, report_count, disabled, forced_down, version, last_seen_up) "
             "VALUES (?, ?, 0, ?, ?, 'nova-compute', 'compute', 0, 0, 0, 66, ?)",
-            [(stamp, stamp, rows.new_uuid(random.Random(h)), h, stamp) for h in hosts])
+            # a service's uuid is unique in the whole cloud: drawn per database and host
+            [(stamp, stamp, rows.new_uuid(random.Random(f"{conn.filename}/{h}")), h, stamp)
+             for h in hosts])
     return list(hosts)
 
 

@@ -24,11 +24,12 @@ from replica.kinds.instance_action import INSTANCE_ACTION
 from replica.kinds.keypair import KEYPAIR
 from replica.kinds.quota import QUOTA
 from replica.kinds.server import SERVER
+from replica.kinds.service import SERVICE
 
 # In the order they were added: a new kind goes last (``Writer`` takes the kinds' row
 # columns positionally in this order).
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (SERVER, FLAVOR, INSTANCE_ACTION,
-                                                        KEYPAIR, QUOTA)}
+                                                        KEYPAIR, QUOTA, SERVICE)}
 
 
 def kind_named(name: str) -> Kind:

@@ -447,6 +447,38 @@ def quota_set_sql(minor: int, mode: str) -> str:
             "LEFT JOIN project_usage AS u ON u.project_id = q.project_id")
 
 
+# -- services (GET /os-services) -----------------------------------------------------------
+# Nova leaves out its API services (never reporting, always "down"), lists each cell's
+# services in row order, and judges a service up when it is not forced down and its last
+# report is at most service_down_time old (either way: the clocks may disagree) by
+# nova-api's clock; here, by the replica's, when the statement runs.
+
+SERVICE_API_BINARIES = ("nova-osapi_compute", "nova-metadata")
+# Nova's default_availability_zone and internal_service_availability_zone options.
+DEFAULT_ZONE = "nova"
+INTERNAL_ZONE = "internal"
+_SERVICE_UP = ("(forced_down = 0 AND heartbeat IS NOT NULL AND (down_after <= 0 OR "
+               "abs(julianday('now') - julianday(heartbeat)) * 86400.0 <= down_after))")
+# A compute service's zone: its host's aggregates' (none: the default); others: internal.
+_SERVICE_ZONE = (f"CASE WHEN topic = 'compute' THEN '{DEFAULT_ZONE}' "
+                 f"ELSE '{INTERNAL_ZONE}' END")
+
+
+@functools.lru_cache(maxsize=8)
+def list_services_sql(uuid_ids: bool, forced_down: bool) -> str:
+    """?1 the host, ?2 the binary (NULL: any). Returns (the whole body, position)."""
+    doc = (f"s_head || {'s_id_v253' if uuid_ids else 's_id_v21'} || ',\"zone\":' || "
+           f"json_quote({_SERVICE_ZONE}) || s_status || ',\"state\":' || "
+           f"CASE WHEN {_SERVICE_UP} THEN '\"up\"' ELSE '\"down\"' END || s_tail"
+           f"{' || s_forced' if forced_down else ''} || '}}'")
+    api = ", ".join(f"'{b}'" for b in SERVICE_API_BINARIES)
+    return (f"WITH page AS MATERIALIZED (SELECT {doc} AS d FROM services "
+            f"WHERE coalesce(\"binary\", '') NOT IN ({api}) AND (?1 IS NULL OR host = ?1) "
+            f"AND (?2 IS NULL OR \"binary\" = ?2) ORDER BY cell, id) "
+            f"SELECT CAST('{{\"services\":[' || coalesce((SELECT group_concat(d, ',') "
+            f"FROM page), '') || ']}}' AS BLOB), {POSITION_SQL}")
+
+
 def _after_marker(sort: tuple[tuple[str, str], ...]) -> str:
     """Rows strictly after the marker row (CTE ``m``, columns m0..mn) in ``sort`` order,
     with SQLite's NULL ordering (NULL sorts first ascending, last descending)."""
@@ -946,6 +978,13 @@ class Reader:
     def quota_set(self, project_id: str, minor: int, mode: str) -> ReadResult:
         """GET /os-quota-sets/{project_id}[/detail|/defaults] (``mode``: QUOTA_SET_MODES)."""
         (body, position), ms = self._one_row(quota_set_sql(minor, mode), (project_id,))
+        return ReadResult(body, position or "", ms, count=1)
+
+    def list_services(self, host: str | None, binary: str | None, uuid_ids: bool,
+                      forced_down: bool) -> ReadResult:
+        """GET /os-services: every cell's services (``host``, ``binary``: only those)."""
+        (body, position), ms = self._one_row(list_services_sql(uuid_ids, forced_down),
+                                             (host, binary))
         return ReadResult(body, position or "", ms, count=1)
 
     def cells_live_once(self) -> set[str]:

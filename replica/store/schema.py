@@ -317,6 +317,32 @@ STEPS: tuple[str, ...] = (
     );
     CREATE INDEX quotas_source_bucket ON quotas (source, bucket);
     """,
+    # 12 (services: the service kind): each cell's services (replica.render.service_row),
+    # GET /os-services; up or down is judged when read, from heartbeat and down_after.
+    """
+    CREATE TABLE services (
+        uuid TEXT PRIMARY KEY,
+        cell TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        id INTEGER NOT NULL,              -- the row's id in its cell (the id below 2.53)
+        host TEXT,
+        "binary" TEXT,
+        topic TEXT,
+        forced_down INTEGER NOT NULL,
+        heartbeat TEXT,                   -- last_seen_up, else created_at
+        down_after INTEGER NOT NULL,      -- seconds (service_down_time); 0: no liveness rule
+        s_head TEXT NOT NULL,             -- '{"binary":..,"host":..' (open)
+        s_id_v21 TEXT NOT NULL,           -- ',"id":<id>'
+        s_id_v253 TEXT NOT NULL,          -- ',"id":"<uuid>"'
+        s_status TEXT NOT NULL,           -- ',"status":"enabled"|"disabled"'
+        s_tail TEXT NOT NULL,             -- ',"updated_at":..,"disabled_reason":..'
+        s_forced TEXT NOT NULL,           -- ',"forced_down":..' (2.11)
+        entity_hash INTEGER NOT NULL,
+        bucket INTEGER NOT NULL
+    );
+    CREATE INDEX services_cell_id ON services (cell, id);
+    CREATE INDEX services_cell_bucket ON services (cell, bucket);
+    """,
 )
 
 

@@ -3,6 +3,7 @@ function that fills a replica file with their rendered rows by plain INSERTs."""
 
 from __future__ import annotations
 
+import datetime
 import uuid as uuidlib
 
 from replica import feed, render
@@ -212,4 +213,33 @@ def fill_quotas(path: str, quotas: list[dict]) -> None:
                          f"VALUES ({', '.join('?' * len(cols))})",
                          render.quota_row("flavors", seq, entity))
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+def service(sid: int, host: str, binary: str = "nova-compute", **over) -> dict:
+    """A valid service entity (a compute service unless ``binary`` says otherwise),
+    reporting now unless ``heartbeat`` says otherwise."""
+    now = datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%S.%f")
+    s = {"uuid": str(uuidlib.uuid5(uuidlib.NAMESPACE_DNS, f"{host}/{binary}")), "id": sid,
+         "host": host, "binary": binary,
+         "topic": "compute" if binary == "nova-compute" else binary.removeprefix("nova-"),
+         "disabled": False, "disabled_reason": None, "forced_down": False,
+         "heartbeat": now, "down_after": 60, "updated_at": now}
+    s.update(over)
+    feed.validate_entity(feed.KIND_SERVICE, s["uuid"], s)
+    return s
+
+
+def fill_kind(path: str, kind: str, owner: str, entities: list[dict]) -> None:
+    """Rendered rows of one kind (``replica.kinds``) straight into a replica file."""
+    from replica.kinds import kind_named
+    declared = kind_named(kind)
+    cols = getattr(render, declared.render_columns)
+    row = getattr(render, declared.render_row)
+    quoted = ", ".join(f'"{c}"' for c in cols)
+    conn = open_writer(path)
+    with conn:
+        for seq, entity in enumerate(entities, start=1):
+            conn.execute(f"INSERT OR REPLACE INTO {declared.table} ({quoted}) "
+                         f"VALUES ({', '.join('?' * len(cols))})", row(owner, seq, entity))
     conn.close()

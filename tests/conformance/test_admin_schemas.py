@@ -1,6 +1,6 @@
 """Admin reads against Nova's own response and query schemas (nova_schemas.NOVA_VERSION),
 at every microversion where one of them starts or ends and at both ends of the
-appliance's range: GET /flavors/{id}/os-flavor-access."""
+appliance's range: GET /flavors/{id}/os-flavor-access, /os-services."""
 
 from __future__ import annotations
 
@@ -17,12 +17,20 @@ FLAVORS = [E.flavor("1"),
            E.flavor("unshared", "unshared", is_public=False, projects=[])]
 FLAVOR_ACCESS = [("flavor_access", "index")]
 PROBES = [[("bogus", "1")], [("limit", "1")]]
+SERVICES = [E.service(1, "compute-1"),
+            E.service(2, "compute-2", disabled=True, disabled_reason="maintenance",
+                      forced_down=True, updated_at=None),
+            E.service(3, "control-1", "nova-conductor", heartbeat="2026-01-01T00:00:00.000000")]
+SERVICES_INDEX = [("services", "index")]
+SERVICE_PROBES = [[("bogus", "1")], [("host", "compute-1")], [("binary", "nova-compute")],
+                  [("host", "")], [("host", "a"), ("host", "b")]]
 
 
 @pytest.fixture(scope="module")
 def admin_api(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("admin-conformance") / "replica.db")
     E.fill_replica(path, [], FLAVORS, {"cell1": 1, "flavors": 5})
+    E.fill_kind(path, "service", "cell1", SERVICES)
     with serving(path) as client:
         yield client
 
@@ -44,3 +52,21 @@ def test_flavor_access_query_as_nova_validates_it(admin_api, version):
 
 def test_every_version_has_one_nova_schema_per_method():
     check_every_version(FLAVOR_ACCESS, MIN_VERSION, MAX_VERSION)
+
+
+@pytest.mark.parametrize("version", N.boundaries(SERVICES_INDEX, MIN_VERSION, MAX_VERSION),
+                         ids=N.format_version)
+@pytest.mark.parametrize("query", ["", "?host=compute-2", "?binary=nova-conductor"])
+def test_services_body_matches_nova_schema(admin_api, version, query):
+    check_body(admin_api, "services", "index", version, f"/v2.1/os-services{query}", "admin")
+
+
+@pytest.mark.parametrize("version", N.boundaries(SERVICES_INDEX, MIN_VERSION, MAX_VERSION,
+                                                 N.QUERY), ids=N.format_version)
+def test_services_query_as_nova_validates_it(admin_api, version):
+    check_query(admin_api, "services", "index", version, "/v2.1/os-services", SERVICE_PROBES,
+                "admin")
+
+
+def test_services_every_version_has_one_nova_schema():
+    check_every_version(SERVICES_INDEX, MIN_VERSION, MAX_VERSION)

@@ -52,7 +52,7 @@ def test_the_nova_options_of_a_mysql_source(tmp_path, monkeypatch):
     source = mysql_source.make_source(cell, api, "cell1", str(tmp_path),
                                       service_down_time=None, neutron_url=None)
     assert source.service_down_time == 60 and source.neutron_url is None
-    assert source.kinds == ("instance_action", "server") and source.own_servers_only
+    assert source.kinds == ("instance_action", "server", "service") and source.own_servers_only
     source = mysql_source.make_source(cell, api, "cell1", str(tmp_path), service_down_time=0,
                                       neutron_url="http://neutron:9696", neutron_token="t")
     assert (source.service_down_time, source.neutron_url, source.neutron_token) == (

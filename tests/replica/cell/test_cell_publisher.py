@@ -57,7 +57,7 @@ def test_hello(populated, publishers, clients):
     assert reply == {"ok": True, "cell": "c1", "epoch": outbox.epoch_of(conn),
                      "head": outbox.outbox_head(conn), "oldest": 1,
                      "versions": list(feed.FEED_VERSIONS),
-                     "kinds": ["instance_action", "server"]}
+                     "kinds": ["instance_action", "server", "service"]}
     conn.close()
 
 
@@ -198,8 +198,10 @@ def test_snapshot_is_consistent_while_writes_continue(populated, publishers, cli
             after = page["items"][-1][:2]
             wait_for(lambda: writer.ops > ops_at_begin, what="writes during the snapshot")
         assert writer.ops > ops_at_begin
-    # in (kind, key) order: the instance actions (keys "<uuid>/<id>"), then the servers
-    kind_of = {key: "instance_action" if "/" in key else "server" for key in reference}
+    # in (kind, key) order: the instance actions (keys "<uuid>/<id>"), the servers, then
+    # the services (their entities have "binary")
+    kind_of = {key: "instance_action" if "/" in key else
+               "service" if "binary" in e else "server" for key, e in reference.items()}
     assert [(kind, key) for kind, key, _e in items] == sorted(
         (kind_of[key], key) for key in reference)
     assert {key: e for _kind, key, e in items} == {
