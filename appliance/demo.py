@@ -184,6 +184,10 @@ def banner(settings: Settings, data_dir: str, kept: bool) -> str:
         f"  {openstack} --os-auth-type none --os-endpoint {api}/v2.1 "
         f"--os-identity-api-version 3 keypair list",
         f"  {openstack} --os-auth-type none --os-endpoint {api}/v2.1 "
+        f"--os-identity-api-version 3 compute service list",
+        f"  {openstack} --os-auth-type none --os-endpoint {api}/v2.1 "
+        f"--os-identity-api-version 3 aggregate list",
+        f"  {openstack} --os-auth-type none --os-endpoint {api}/v2.1 "
         f"--os-identity-api-version 3 limits show --absolute",
         f"  {app} status{flag}",
         f"  {app} resync --cell cell1{flag}",

@@ -61,6 +61,7 @@ KIND_INSTANCE_ACTION = "instance_action"
 KIND_KEYPAIR = "keypair"
 KIND_QUOTA = "quota"
 KIND_SERVICE = "service"
+KIND_AGGREGATE = "aggregate"
 OP_UPSERT = "u"
 OP_DELETE = "d"
 
@@ -310,6 +311,21 @@ SERVICE_FIELDS: dict[str, tuple] = {
 }
 
 
+# A host aggregate (Nova's API database ``aggregates`` with its ``aggregate_hosts`` and
+# ``aggregate_metadata``), keyed by ``aggregate_key`` (its id as text); the hosts in
+# row order, the metadata as a map of strings.
+AGGREGATE_FIELDS: dict[str, tuple] = {
+    "aggregate_key": _S,
+    "id": (int,),
+    "uuid": _S,
+    "name": _SN,
+    "hosts": (list,),
+    "metadata": (dict,),
+    "created_at": _SN,
+    "updated_at": _SN,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class FeedKind:
     """What the feed protocol knows of one kind of entity: its name on the wire (an
@@ -336,6 +352,7 @@ FEED_KINDS: dict[str, FeedKind] = {kind.name: kind for kind in (
     FeedKind(KIND_KEYPAIR, KEYPAIR_FIELDS, "keypair_key"),
     FeedKind(KIND_QUOTA, QUOTA_FIELDS, "quota_key", nested=(("limits", QUOTA_LIMIT_FIELDS),)),
     FeedKind(KIND_SERVICE, SERVICE_FIELDS, "uuid"),
+    FeedKind(KIND_AGGREGATE, AGGREGATE_FIELDS, "aggregate_key"),
 )}
 KINDS = tuple(FEED_KINDS)
 ENTITY_FIELDS = {name: kind.fields for name, kind in FEED_KINDS.items()}

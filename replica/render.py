@@ -867,3 +867,38 @@ def service_row(cell: str, seq: int, entity: dict, entity_hash: int | None = Non
             ',"forced_down":' + _encode(s["forced_down"]),
             feed.entity_hash(s) if entity_hash is None else entity_hash,
             feed.bucket_of(s["uuid"]))
+
+
+# ---------------------------------------------------------------------------
+# Host aggregates (nova/api/openstack/compute/aggregates.py, _marshall_aggregate)
+# ---------------------------------------------------------------------------
+# The whole aggregate object in Nova's key order (the object's fields, then its
+# availability_zone), without (2.1) and with (2.41) the uuid.
+
+AGGREGATE_UUID_MINOR = 41
+AGGREGATE_COLUMNS: tuple[str, ...] = (
+    "aggregate_key", "source", "seq", "id", "uuid", "hosts", "availability_zone",
+    "a_doc_v21", "a_doc_v241", "entity_hash", "bucket")
+
+
+def render_aggregate_document(entity: dict, minor: int) -> dict:
+    a = entity
+    doc = {"id": a["id"]}
+    if minor >= AGGREGATE_UUID_MINOR:
+        doc["uuid"] = a["uuid"]
+    doc.update(name=a["name"], hosts=list(a["hosts"]), metadata=dict(a["metadata"]),
+               created_at=plain_time(a["created_at"]), updated_at=plain_time(a["updated_at"]),
+               deleted_at=None, deleted=False,
+               availability_zone=a["metadata"].get("availability_zone"))
+    return doc
+
+
+def aggregate_row(source: str, seq: int, entity: dict, entity_hash: int | None = None) -> tuple:
+    """The replica row of one host aggregate, in ``AGGREGATE_COLUMNS`` order."""
+    a = entity
+    return (a["aggregate_key"], source, seq, a["id"], a["uuid"], _encode(list(a["hosts"])),
+            a["metadata"].get("availability_zone"),
+            _encode(render_aggregate_document(a, 1)),
+            _encode(render_aggregate_document(a, AGGREGATE_UUID_MINOR)),
+            feed.entity_hash(a) if entity_hash is None else entity_hash,
+            feed.bucket_of(a["aggregate_key"]))

@@ -51,13 +51,14 @@ from replica.store.reader import (Prefixes, ReadResult, ReadTimeout, RegexTooCos
 
 LOG = logging.getLogger(__name__)
 READ_METHODS = ("GET", "HEAD")
-COLLECTIONS = ("servers", "flavors", "os-keypairs", "limits", "os-quota-sets", "os-services")
+COLLECTIONS = ("servers", "flavors", "os-keypairs", "limits", "os-quota-sets", "os-services",
+               "os-aggregates")
 # The feeds whose loading holds a collection's reads back (replica.kinds feed roles;
 # limits and quota sets: the servers' usage and the API database's quota limits): 503
 # "loading" until each was live once.
 _LOADS_WITH = {"servers": ("servers",), "flavors": ("flavors",), "os-keypairs": ("flavors",),
                "limits": ("servers", "flavors"), "os-quota-sets": ("servers", "flavors"),
-               "os-services": ("servers",)}
+               "os-services": ("servers", "flavors"), "os-aggregates": ("flavors",)}
 # GET /limits: its one parameter, and the microversion from which others are refused.
 LIMITS_PARAMETERS = frozenset({"tenant_id"})
 LIMITS_STRICT_QUERY_MINOR = 75
@@ -349,6 +350,10 @@ class ComputeApi:
             if len(rest) == 3 and rest[2] in ("detail", "defaults"):
                 return self._quota_set(read, _path_text(rest[1]), rest[2])
             raise _NotRouted()
+        if collection == "os-aggregates":
+            if len(rest) <= 2 and self._published("flavors"):
+                return self._aggregates(read, rest[1] if len(rest) == 2 else None)
+            raise _NotRouted()
         if collection == "os-services":
             if len(rest) == 1 and self._published("servers"):
                 return self._services(read)
@@ -557,6 +562,28 @@ class ComputeApi:
         result = self._reader.list_services(
             host or None, binary or None, read.minor >= render.SERVICE_UUID_ID_MINOR,
             read.minor >= render.SERVICE_FORCED_DOWN_MINOR)
+        return 200, result.body, result
+
+    def _aggregates(self, read: _Read, aggregate_id: str | None):
+        """GET /os-aggregates[/{id}] (Nova's aggregates index and show; policy: admins):
+        2.41 adds the uuid; an id that is no integer is a 400, an unknown one a 404."""
+        read.no_query()
+        if not read.identity.admin:
+            raise _policy_refused(f"os-aggregates:{'index' if aggregate_id is None else 'show'}")
+        with_uuid = read.minor >= render.AGGREGATE_UUID_MINOR
+        if aggregate_id is None:
+            result = self._reader.list_aggregates(with_uuid)
+            return 200, result.body, result
+        aggregate_id = _path_text(aggregate_id)
+        try:
+            number = int(aggregate_id)
+        except ValueError:
+            raise ApiError(400, "Invalid input received: id must be an integer") from None
+        if not -(1 << 63) <= number < (1 << 63):
+            raise not_found(f"Aggregate {aggregate_id} could not be found.")
+        result = self._reader.show_aggregate(number, with_uuid)
+        if result.body is None:
+            raise _NotFoundWith(f"Aggregate {aggregate_id} could not be found.", result)
         return 200, result.body, result
 
     def _list_servers(self, read: _Read, detail: bool):

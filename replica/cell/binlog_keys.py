@@ -57,6 +57,9 @@ KEY_MAP = {
     ("api", "request_specs"): ("server", "instance_uuid"),
     ("api", "instance_group_member"): ("server", "instance_uuid"),
     ("api", "flavors"): ("flavor", "flavorid"),
+    ("api", "aggregates"): ("aggregate", "id"),
+    ("api", "aggregate_hosts"): ("aggregate", "aggregate_id"),
+    ("api", "aggregate_metadata"): ("aggregate", "aggregate_id"),
 }
 # Tables whose rows change entities through a lookup (see KeyMapper.add).
 FANOUT_TABLES = frozenset({

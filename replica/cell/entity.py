@@ -1071,6 +1071,51 @@ def _service_keys(rows: RowsFn, after: str, limit: int) -> list[str]:
 
 
 # ---------------------------------------------------------------------------
+# Host aggregates (Nova's API database aggregates, aggregate_hosts, aggregate_metadata)
+# ---------------------------------------------------------------------------
+
+_AGGREGATES_SQL = ("SELECT id, uuid, name, created_at, updated_at FROM aggregates "
+                   "WHERE id IN {keys}")
+_AGGREGATE_HOSTS_SQL = ("SELECT aggregate_id, host FROM aggregate_hosts "
+                        "WHERE aggregate_id IN {keys} ORDER BY id")
+_AGGREGATE_METADATA_SQL = ("SELECT aggregate_id, \"key\", value FROM aggregate_metadata "
+                           "WHERE aggregate_id IN {keys} ORDER BY id")
+_AGGREGATE_IDS_SQL = "SELECT id FROM aggregates"
+
+
+def build_aggregates(db, keys: Iterable[str],
+                     children: frozenset[str] = ALL_CHILDREN) -> dict[str, dict | None]:
+    """Host aggregate entities for ``keys`` (their ids as text); None for one that is
+    gone. Hosts and metadata in row order, as Nova loads them."""
+    rows = rows_of(db)
+    keys = list(dict.fromkeys(keys))
+    out: dict[str, dict | None] = {key: None for key in keys}
+    ids = sorted({int(key) for key in keys if key.isdigit()})
+    for page in _pages(ids):
+        found: dict[int, dict] = {}
+        for aid, uuid, name, created_at, updated_at in _rows_in(rows, _AGGREGATES_SQL, page):
+            key = str(int(aid))
+            if key in out:
+                found[int(aid)] = out[key] = {
+                    "aggregate_key": key, "id": int(aid), "uuid": uuid, "name": name,
+                    "hosts": [], "metadata": {}, "created_at": iso(created_at),
+                    "updated_at": iso(updated_at)}
+        if found:
+            present = sorted(found)
+            for aid, host in _rows_in(rows, _AGGREGATE_HOSTS_SQL, present):
+                found[int(aid)]["hosts"].append(host)
+            for aid, key, value in _rows_in(rows, _AGGREGATE_METADATA_SQL, present):
+                found[int(aid)]["metadata"][key] = value
+    return out
+
+
+def _aggregate_keys(rows: RowsFn, after: str, limit: int) -> list[str]:
+    """Aggregate keys (ids as text) in text order: few rows, sorted here."""
+    keys = sorted(str(int(aid)) for (aid,) in rows(_AGGREGATE_IDS_SQL, ()))
+    return [key for key in keys if key > after][:limit]
+
+
+# ---------------------------------------------------------------------------
 # By kind, and page-wise iteration for snapshots and digests
 # ---------------------------------------------------------------------------
 
@@ -1130,6 +1175,9 @@ SOURCE_KINDS: dict[str, SourceKind] = {kind.name: kind for kind in (
                unless_table="instances"),
     SourceKind(feed.KIND_SERVICE, "services", "uuid", build_services,
                keys_after=_service_keys, count_query=_SERVICE_COUNT_SQL),
+    # Nova's API database (beside its flavors)
+    SourceKind(feed.KIND_AGGREGATE, "aggregates", "id", build_aggregates,
+               keys_after=_aggregate_keys, requires=("flavors",)),
 )}
 # The table a kind's entities are keyed by: a database holding it publishes the kind.
 KIND_TABLES = {name: kind.table for name, kind in SOURCE_KINDS.items()}

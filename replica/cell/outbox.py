@@ -288,6 +288,14 @@ def _service_row_triggers() -> TriggerGroup:
     ])
 
 
+def _aggregate_triggers() -> list[TriggerGroup]:
+    """An aggregate's row, or one of its hosts or metadata, enqueues the aggregate (feed
+    key: its id as text)."""
+    return [_keyed_triggers("aggregates", "id", "aggregate"),
+            _keyed_triggers("aggregate_hosts", "aggregate_id", "aggregate"),
+            _keyed_triggers("aggregate_metadata", "aggregate_id", "aggregate")]
+
+
 def cell_triggers() -> list[TriggerGroup]:
     groups = [_keyed_triggers("instances", "uuid", "server")]
     for table, column in INSTANCE_CHILDREN:
@@ -333,6 +341,7 @@ def trigger_groups(conn: apsw.Connection) -> list[TriggerGroup]:
     if "flavors" in columns:
         groups += _flavor_triggers()
         groups.append(_keypair_triggers())
+        groups += _aggregate_triggers()
     if "quotas" in columns and "instances" not in columns:     # a cell's are Nova's old ones
         groups += _quota_triggers()
     return [group for group in groups if group.fits(columns)]

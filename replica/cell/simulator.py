@@ -400,8 +400,34 @@ def seed_flavors(db: str) -> None:
                                  "resource, hard_limit) VALUES (?, ?, ?, ?)",
                                  [(rows.FLAVOR_CREATED, project, resource, limit)
                                   for project, resource, limit in DEMO_QUOTAS])
+            if schema.has_table(conn, "aggregates"):
+                _seed_aggregates(conn)
     finally:
         conn.close()
+
+
+# Host aggregates the flavor source gets (Nova's API database holds them): the zone
+# host_zone() gives some hosts, and an aggregate without a zone.
+DEMO_AGGREGATES = (
+    ("az-west", {"availability_zone": "az-west"},
+     [f"compute-{i:04d}" for i in range(MAX_HOSTS) if host_zone(f"compute-{i:04d}") == "az-west"]),
+    ("gpu-hosts", {"gpu": "true"}, ["compute-0000", "compute-0001"]),
+)
+
+
+def _seed_aggregates(conn: apsw.Connection) -> None:
+    for name, metadata, hosts in DEMO_AGGREGATES:
+        if conn.execute("SELECT 1 FROM aggregates WHERE name = ?", (name,)).fetchone():
+            continue
+        conn.execute("INSERT INTO aggregates (created_at, uuid, name) VALUES (?, ?, ?)",
+                     (rows.FLAVOR_CREATED, rows.new_uuid(random.Random(f"aggregate/{name}")),
+                      name))
+        (aid,) = conn.execute("SELECT id FROM aggregates WHERE name = ?", (name,)).fetchone()
+        conn.executemany("INSERT INTO aggregate_hosts (created_at, host, aggregate_id) "
+                         "VALUES (?, ?, ?)", [(rows.FLAVOR_CREATED, h, aid) for h in hosts])
+        conn.executemany("INSERT INTO aggregate_metadata (created_at, aggregate_id, \"key\", "
+                         "value) VALUES (?, ?, ?, ?)",
+                         [(rows.FLAVOR_CREATED, aid, k, v) for k, v in metadata.items()])
 
 
 # Key pairs the flavor source gets (Nova's API database holds them): the demo's admin

@@ -460,7 +460,9 @@ INTERNAL_ZONE = "internal"
 _SERVICE_UP = ("(forced_down = 0 AND heartbeat IS NOT NULL AND (down_after <= 0 OR "
                "abs(julianday('now') - julianday(heartbeat)) * 86400.0 <= down_after))")
 # A compute service's zone: its host's aggregates' (none: the default); others: internal.
-_SERVICE_ZONE = (f"CASE WHEN topic = 'compute' THEN '{DEFAULT_ZONE}' "
+_SERVICE_ZONE = (f"CASE WHEN topic = 'compute' THEN coalesce((SELECT group_concat(zone, ',') "
+                 f"FROM (SELECT DISTINCT zone FROM aggregate_zones z "
+                 f"WHERE z.host = services.host ORDER BY zone)), '{DEFAULT_ZONE}') "
                  f"ELSE '{INTERNAL_ZONE}' END")
 
 
@@ -477,6 +479,24 @@ def list_services_sql(uuid_ids: bool, forced_down: bool) -> str:
             f"AND (?2 IS NULL OR \"binary\" = ?2) ORDER BY cell, id) "
             f"SELECT CAST('{{\"services\":[' || coalesce((SELECT group_concat(d, ',') "
             f"FROM page), '') || ']}}' AS BLOB), {POSITION_SQL}")
+
+
+# -- host aggregates (GET /os-aggregates[/{id}]) -------------------------------------------
+# Nova lists them in row (id) order; a show finds one by its id.
+
+def aggregates_sql(with_uuid: bool, show: bool) -> str:
+    """List: the whole body. Show (?1 the id): the body or NULL. Then the position."""
+    column = "a_doc_v241" if with_uuid else "a_doc_v21"
+    if show:
+        return (f"SELECT (SELECT CAST('{{\"aggregate\":' || {column} || '}}' AS BLOB) "
+                f"FROM aggregates WHERE id = ?1), {POSITION_SQL}")
+    return (f"WITH page AS MATERIALIZED (SELECT {column} AS d FROM aggregates ORDER BY id) "
+            f"SELECT CAST('{{\"aggregates\":[' || coalesce((SELECT group_concat(d, ',') "
+            f"FROM page), '') || ']}}' AS BLOB), {POSITION_SQL}")
+
+
+AGGREGATE_SQL = {(with_uuid, show): aggregates_sql(with_uuid, show)
+                 for with_uuid in (False, True) for show in (False, True)}
 
 
 def _after_marker(sort: tuple[tuple[str, str], ...]) -> str:
@@ -986,6 +1006,17 @@ class Reader:
         (body, position), ms = self._one_row(list_services_sql(uuid_ids, forced_down),
                                              (host, binary))
         return ReadResult(body, position or "", ms, count=1)
+
+    def list_aggregates(self, with_uuid: bool) -> ReadResult:
+        """GET /os-aggregates: every host aggregate, by id (the whole body)."""
+        (body, position), ms = self._one_row(AGGREGATE_SQL[(with_uuid, False)], ())
+        return ReadResult(body, position or "", ms, count=1)
+
+    def show_aggregate(self, aggregate_id: int, with_uuid: bool) -> ReadResult:
+        """GET /os-aggregates/{id} (``body`` None: no such aggregate)."""
+        (body, position), ms = self._one_row(AGGREGATE_SQL[(with_uuid, True)],
+                                             (aggregate_id,))
+        return ReadResult(body, position or "", ms, count=int(body is not None))
 
     def cells_live_once(self) -> set[str]:
         """The feeds ingest has caught up with at least once (ever, in this replica)."""

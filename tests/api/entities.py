@@ -224,7 +224,7 @@ def service(sid: int, host: str, binary: str = "nova-compute", **over) -> dict:
          "host": host, "binary": binary,
          "topic": "compute" if binary == "nova-compute" else binary.removeprefix("nova-"),
          "disabled": False, "disabled_reason": None, "forced_down": False,
-         "heartbeat": now, "down_after": 60, "updated_at": now}
+         "heartbeat": now, "down_after": 3600, "updated_at": now}
     s.update(over)
     feed.validate_entity(feed.KIND_SERVICE, s["uuid"], s)
     return s
@@ -240,6 +240,22 @@ def fill_kind(path: str, kind: str, owner: str, entities: list[dict]) -> None:
     conn = open_writer(path)
     with conn:
         for seq, entity in enumerate(entities, start=1):
-            conn.execute(f"INSERT OR REPLACE INTO {declared.table} ({quoted}) "
-                         f"VALUES ({', '.join('?' * len(cols))})", row(owner, seq, entity))
+            # an upsert, as the writer's (a table's triggers see an update)
+            conn.execute(f"INSERT INTO {declared.table} ({quoted}) "
+                         f"VALUES ({', '.join('?' * len(cols))}) "
+                         f"ON CONFLICT ({declared.key_column}) DO UPDATE SET "
+                         + ", ".join(f'"{c}" = excluded."{c}"' for c in cols),
+                         row(owner, seq, entity))
     conn.close()
+
+
+def aggregate(aid: int, name: str, hosts: list[str], metadata: dict | None = None,
+              **over) -> dict:
+    """A valid host aggregate entity."""
+    a = {"aggregate_key": str(aid), "id": aid,
+         "uuid": str(uuidlib.uuid5(uuidlib.NAMESPACE_DNS, f"aggregate/{name}")), "name": name,
+         "hosts": list(hosts), "metadata": dict(metadata or {}), "created_at": stamp(2, aid),
+         "updated_at": None}
+    a.update(over)
+    feed.validate_entity(feed.KIND_AGGREGATE, a["aggregate_key"], a)
+    return a

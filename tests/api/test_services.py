@@ -21,13 +21,13 @@ def _ago(seconds: float) -> str:
 SERVICES = {
     "cell1": [E.service(1, "compute-1"),
               E.service(2, "compute-2", disabled=True, disabled_reason="maintenance"),
-              E.service(3, "compute-3", heartbeat=_ago(3600), updated_at=_ago(3600)),
+              E.service(3, "compute-3", heartbeat=_ago(86400), updated_at=_ago(86400)),
               E.service(4, "compute-4", forced_down=True),
               E.service(5, "control-1", "nova-conductor"),
               E.service(6, "control-1", "nova-osapi_compute"),
               E.service(7, "control-1", "nova-metadata")],
     "cell2": [E.service(1, "compute-9", updated_at=None),
-              E.service(2, "compute-8", heartbeat=_ago(3600), down_after=0)],
+              E.service(2, "compute-8", heartbeat=_ago(86400), down_after=0)],
 }
 
 

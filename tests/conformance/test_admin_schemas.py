@@ -1,6 +1,6 @@
 """Admin reads against Nova's own response and query schemas (nova_schemas.NOVA_VERSION),
 at every microversion where one of them starts or ends and at both ends of the
-appliance's range: GET /flavors/{id}/os-flavor-access, /os-services."""
+appliance's range: GET /flavors/{id}/os-flavor-access, /os-services, /os-aggregates[/{id}]."""
 
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ SERVICES = [E.service(1, "compute-1"),
                       forced_down=True, updated_at=None),
             E.service(3, "control-1", "nova-conductor", heartbeat="2026-01-01T00:00:00.000000")]
 SERVICES_INDEX = [("services", "index")]
+AGGREGATES = [E.aggregate(1, "zoned", ["compute-1"], {"availability_zone": "west"}),
+              E.aggregate(2, "bare", [], {}, updated_at=E.stamp(4))]
+AGGREGATE_METHODS = [("aggregates", "index"), ("aggregates", "show")]
 SERVICE_PROBES = [[("bogus", "1")], [("host", "compute-1")], [("binary", "nova-compute")],
                   [("host", "")], [("host", "a"), ("host", "b")]]
 
@@ -31,6 +34,7 @@ def admin_api(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("admin-conformance") / "replica.db")
     E.fill_replica(path, [], FLAVORS, {"cell1": 1, "flavors": 5})
     E.fill_kind(path, "service", "cell1", SERVICES)
+    E.fill_kind(path, "aggregate", "flavors", AGGREGATES)
     with serving(path) as client:
         yield client
 
@@ -70,3 +74,24 @@ def test_services_query_as_nova_validates_it(admin_api, version):
 
 def test_services_every_version_has_one_nova_schema():
     check_every_version(SERVICES_INDEX, MIN_VERSION, MAX_VERSION)
+
+
+@pytest.mark.parametrize("version", N.boundaries(AGGREGATE_METHODS, MIN_VERSION, MAX_VERSION),
+                         ids=N.format_version)
+@pytest.mark.parametrize("method, path", [("index", "/v2.1/os-aggregates"),
+                                          ("show", "/v2.1/os-aggregates/1"),
+                                          ("show", "/v2.1/os-aggregates/2")])
+def test_aggregates_body_matches_nova_schema(admin_api, version, method, path):
+    check_body(admin_api, "aggregates", method, version, path, "admin")
+
+
+@pytest.mark.parametrize("version", N.boundaries(AGGREGATE_METHODS, MIN_VERSION, MAX_VERSION,
+                                                 N.QUERY), ids=N.format_version)
+@pytest.mark.parametrize("method, path", [("index", "/v2.1/os-aggregates"),
+                                          ("show", "/v2.1/os-aggregates/1")])
+def test_aggregates_query_as_nova_validates_it(admin_api, version, method, path):
+    check_query(admin_api, "aggregates", method, version, path, PROBES, "admin")
+
+
+def test_aggregates_every_version_has_one_nova_schema():
+    check_every_version(AGGREGATE_METHODS, MIN_VERSION, MAX_VERSION)

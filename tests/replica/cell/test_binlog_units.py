@@ -59,7 +59,7 @@ def test_the_nova_options_of_a_mysql_source(tmp_path, monkeypatch):
         0, "http://neutron:9696", "t")
     flavors = mysql_source.make_source(api, None, "flavors", str(tmp_path), flavors=True,
                                        service_down_time=None)
-    assert flavors.kinds == ("flavor", "keypair", "quota", "server") \
+    assert flavors.kinds == ("flavor", "keypair", "quota", "server", "aggregate") \
         and flavors.service_down_time == 0
     reader = mysql_source.entity_reader(flavors)
     assert reader.build_requests and reader.api_url is None
