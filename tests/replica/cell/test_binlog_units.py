@@ -316,3 +316,35 @@ def test_the_api_database_feed_journals_quota_keys():
         cell.add(changed, event)
     assert cell.resolve(changed, _Lookups([])) == []
     assert {"quotas", "quota_classes", "instance_groups"} <= set(binlog_keys.WATCHED_TABLES)
+
+
+def test_service_and_aggregate_rows_journal_their_keys():
+    """A cell's services row gives its service key (the uuid, before and after); an
+    aggregates, aggregate_hosts or aggregate_metadata row of the API database its
+    aggregate's key (the id as text), for the feed that publishes the kind only."""
+    service = _Written("nova_cell1", "services", [{"id": 4, "uuid": "s-1", "host": "h",
+                                                   "binary": "nova-compute"}])
+    cell = binlog_keys.KeyMapper("nova_cell1", "nova_api", kinds=("service",))
+    changed = binlog_keys.ChangedKeys()
+    cell.add(changed, service)
+    assert cell.resolve(changed, _Lookups([])) == [("service", "s-1")]
+    events = [_Written("nova_api", "aggregates", [{"id": 7, "uuid": "a", "name": "n"}]),
+              _Written("nova_api", "aggregate_hosts", [{"id": 1, "host": "h",
+                                                        "aggregate_id": 8}]),
+              _Written("nova_api", "aggregate_metadata", [{"id": 2, "key": "k", "value": "v",
+                                                           "aggregate_id": 9}])]
+    api = binlog_keys.KeyMapper("nova_api", "nova_api", kinds=("aggregate", "flavor"))
+    changed = binlog_keys.ChangedKeys()
+    for event in events:
+        api.add(changed, event)
+    assert api.resolve(changed, _Lookups([])) == [
+        ("aggregate", "7"), ("aggregate", "8"), ("aggregate", "9")]
+    for mapper, event in ((binlog_keys.KeyMapper("nova_api", "nova_api", kinds=("flavor",)),
+                           events[0]),
+                          (binlog_keys.KeyMapper("nova_cell1", "nova_api", kinds=()),
+                           service)):
+        changed = binlog_keys.ChangedKeys()
+        mapper.add(changed, event)
+        assert mapper.resolve(changed, _Lookups([])) == []
+    assert {"services", "aggregates", "aggregate_hosts", "aggregate_metadata"} <= set(
+        binlog_keys.WATCHED_TABLES)
