@@ -32,15 +32,6 @@ def live_cell(make_cell, make_ingest, servers: int, seed: int, cell_options=None
     return c1, ing
 
 
-def _services_of(db: str) -> int:
-    """The live services of a cell database (entities of the cell's feed too)."""
-    conn = apsw.Connection(db)
-    try:
-        return conn.execute("SELECT count(*) FROM services WHERE deleted = 0").fetchall()[0][0]
-    finally:
-        conn.close()
-
-
 def remove_files(db: str, suffixes: tuple[str, ...]) -> None:
     for suffix in suffixes:
         if os.path.exists(db + suffix):
@@ -137,7 +128,7 @@ def test_replaced_cell_database_is_detected_and_resynced(make_cell, make_ingest,
     seen = []
     job = ing.client.wait_job(ing.client.resync("c1"), progress=seen.append, timeout=60)
     assert job["state"] == "done" and job["error"] is None, job
-    services = _services_of(c1.db)
+    services = c1.services()
     assert services > 0 and job["done"] == job["total"] == 120 + services   # and its services
     assert seen[-1] == job
     assert ing.wait_caught_up([c1])["c1"]["resyncs"] == status["c1"]["resyncs"] + 1
@@ -416,7 +407,7 @@ def test_resync_of_every_cell_at_once_swaps_each_of_them(make_cell, make_ingest,
     job = ing.client.wait_job(ing.client.resync(None), timeout=60)
     assert job["state"] == "done" and job["error"] is None, job
     assert job["done"] == job["total"] == 60 + 70 + 80 + sum(
-        _services_of(cell.db) for cell in cells)
+        cell.services() for cell in cells)
     after = ing.wait_caught_up(cells)
     for cell in cells:
         assert after[cell.name]["resyncs"] == before[cell.name]["resyncs"] + 1
