@@ -76,8 +76,9 @@ def test_openstacksdk(admin_api):
         auth_type="none", compute_endpoint_override=f"http://127.0.0.1:{admin_api.port}/v2.1")
     try:
         services = list(conn.compute.services())
-        assert [(s.binary, s.host, s.availability_zone, s.state) for s in services] == [  # noqa
-            ("nova-compute", "compute-1", "west", "up"), ("nova-compute", "compute-2", "nova", "up"),
+        assert [(s.binary, s.host, s.availability_zone, s.state) for s in services] == [
+            ("nova-compute", "compute-1", "west", "up"),
+            ("nova-compute", "compute-2", "nova", "up"),
             ("nova-conductor", "control-1", "internal", "up")]
         aggregates = list(conn.compute.aggregates())
         assert [(a.name, a.availability_zone, a.hosts) for a in aggregates] == [
