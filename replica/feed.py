@@ -73,6 +73,8 @@ KIND_INSTANCE_ACTION = "instance_action"
 KIND_KEYPAIR = "keypair"
 KIND_QUOTA = "quota"
 KIND_HYPERVISOR = "hypervisor"
+KIND_SERVICE = "service"
+KIND_AGGREGATE = "aggregate"
 OP_UPSERT = "u"
 OP_DELETE = "d"
 
@@ -339,6 +341,41 @@ HYPERVISOR_FIELDS: dict[str, tuple] = {
 }
 
 
+# A service (a cell database's ``services`` row, not soft-deleted), keyed by its uuid:
+# what GET /os-services shows. ``heartbeat`` is Nova's last report (``last_seen_up``,
+# else ``created_at``) and ``down_after`` the publisher's ``service_down_time``
+# (seconds; 0: no liveness rule, up unless forced down): the replica judges up or down
+# against its own clock when it is read, so time passing needs no event.
+SERVICE_FIELDS: dict[str, tuple] = {
+    "uuid": _S,
+    "id": (int,),
+    "host": _SN,
+    "binary": _SN,
+    "topic": _SN,
+    "disabled": _B,
+    "disabled_reason": _SN,
+    "forced_down": _B,
+    "heartbeat": _SN,
+    "down_after": (int,),
+    "updated_at": _SN,
+}
+
+
+# A host aggregate (Nova's API database ``aggregates`` with its ``aggregate_hosts`` and
+# ``aggregate_metadata``), keyed by ``aggregate_key`` (its id as text); the hosts in
+# row order, the metadata as a map of strings.
+AGGREGATE_FIELDS: dict[str, tuple] = {
+    "aggregate_key": _S,
+    "id": (int,),
+    "uuid": _S,
+    "name": _SN,
+    "hosts": (list,),
+    "metadata": (dict,),
+    "created_at": _SN,
+    "updated_at": _SN,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class FeedKind:
     """What the feed protocol knows of one kind of entity: its name on the wire (an
@@ -365,6 +402,8 @@ FEED_KINDS: dict[str, FeedKind] = {kind.name: kind for kind in (
     FeedKind(KIND_KEYPAIR, KEYPAIR_FIELDS, "keypair_key"),
     FeedKind(KIND_QUOTA, QUOTA_FIELDS, "quota_key", nested=(("limits", QUOTA_LIMIT_FIELDS),)),
     FeedKind(KIND_HYPERVISOR, HYPERVISOR_FIELDS, "uuid", uuid_key=True),
+    FeedKind(KIND_SERVICE, SERVICE_FIELDS, "uuid"),
+    FeedKind(KIND_AGGREGATE, AGGREGATE_FIELDS, "aggregate_key"),
 )}
 KINDS = tuple(FEED_KINDS)
 ENTITY_FIELDS = {name: kind.fields for name, kind in FEED_KINDS.items()}

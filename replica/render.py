@@ -911,3 +911,69 @@ def hypervisor_row(cell: str, seq: int, entity: dict, entity_hash: int | None = 
               for c in HYPERVISOR_FRAGMENTS),
             feed.entity_hash(h) if entity_hash is None else entity_hash,
             feed.bucket_of(h["uuid"]))
+
+
+# ---------------------------------------------------------------------------
+# Services (nova/api/openstack/compute/services.py, _get_service_detail)
+# ---------------------------------------------------------------------------
+# A service's document in Nova's key order: binary, host, id, zone, status, state,
+# updated_at, disabled_reason and, from 2.11, forced_down. The id (the row's id, from
+# 2.53 its uuid), the zone (the host's aggregates') and the state (the heartbeat's age
+# against the replica's clock) are put in when it is read (replica.store.reader).
+
+SERVICE_UUID_ID_MINOR = 53
+SERVICE_FORCED_DOWN_MINOR = 11
+SERVICE_FRAGMENTS = ("s_head", "s_id_v21", "s_id_v253", "s_status", "s_tail", "s_forced")
+SERVICE_COLUMNS: tuple[str, ...] = (
+    "uuid", "cell", "seq", "id", "host", "binary", "topic", "forced_down", "heartbeat",
+    "down_after") + SERVICE_FRAGMENTS + ("entity_hash", "bucket")
+
+
+def service_row(cell: str, seq: int, entity: dict, entity_hash: int | None = None) -> tuple:
+    """The replica row of one service, in ``SERVICE_COLUMNS`` order."""
+    s = entity
+    return (s["uuid"], cell, seq, s["id"], s["host"], s["binary"], s["topic"],
+            int(s["forced_down"]), s["heartbeat"], s["down_after"],
+            '{"binary":' + _encode(s["binary"]) + ',"host":' + _encode(s["host"]),
+            ',"id":' + _encode(s["id"]), ',"id":' + _encode(s["uuid"]),
+            ',"status":' + ('"disabled"' if s["disabled"] else '"enabled"'),
+            ',"updated_at":' + _encode(plain_time(s["updated_at"]))
+            + ',"disabled_reason":' + _encode(s["disabled_reason"]),
+            ',"forced_down":' + _encode(s["forced_down"]),
+            feed.entity_hash(s) if entity_hash is None else entity_hash,
+            feed.bucket_of(s["uuid"]))
+
+
+# ---------------------------------------------------------------------------
+# Host aggregates (nova/api/openstack/compute/aggregates.py, _marshall_aggregate)
+# ---------------------------------------------------------------------------
+# The whole aggregate object in Nova's key order (the object's fields, then its
+# availability_zone), without (2.1) and with (2.41) the uuid.
+
+AGGREGATE_UUID_MINOR = 41
+AGGREGATE_COLUMNS: tuple[str, ...] = (
+    "aggregate_key", "source", "seq", "id", "uuid", "hosts", "availability_zone",
+    "a_doc_v21", "a_doc_v241", "entity_hash", "bucket")
+
+
+def render_aggregate_document(entity: dict, minor: int) -> dict:
+    a = entity
+    doc = {"id": a["id"]}
+    if minor >= AGGREGATE_UUID_MINOR:
+        doc["uuid"] = a["uuid"]
+    doc.update(name=a["name"], hosts=list(a["hosts"]), metadata=dict(a["metadata"]),
+               created_at=plain_time(a["created_at"]), updated_at=plain_time(a["updated_at"]),
+               deleted_at=None, deleted=False,
+               availability_zone=a["metadata"].get("availability_zone"))
+    return doc
+
+
+def aggregate_row(source: str, seq: int, entity: dict, entity_hash: int | None = None) -> tuple:
+    """The replica row of one host aggregate, in ``AGGREGATE_COLUMNS`` order."""
+    a = entity
+    return (a["aggregate_key"], source, seq, a["id"], a["uuid"], _encode(list(a["hosts"])),
+            a["metadata"].get("availability_zone"),
+            _encode(render_aggregate_document(a, 1)),
+            _encode(render_aggregate_document(a, AGGREGATE_UUID_MINOR)),
+            feed.entity_hash(a) if entity_hash is None else entity_hash,
+            feed.bucket_of(a["aggregate_key"]))

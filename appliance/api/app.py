@@ -45,6 +45,7 @@ from appliance.api.server_params import server_query
 from appliance.api.token_store import TokenStore
 from appliance.api.upstream import Upstream
 from appliance.api.versions import version_document, versions_document
+from replica import render
 from replica.render import FlavorView, InstanceActionView, ServerView
 from replica.store.reader import (Prefixes, ReadResult, ReadTimeout, RegexTooCostly,
                                   reader_for, server_list)
@@ -52,17 +53,21 @@ from replica.store.reader import (Prefixes, ReadResult, ReadTimeout, RegexTooCos
 LOG = logging.getLogger(__name__)
 READ_METHODS = ("GET", "HEAD")
 COLLECTIONS = ("servers", "flavors", "os-keypairs", "limits", "os-quota-sets",
-               "os-hypervisors")
+               "os-hypervisors", "os-services", "os-aggregates")
 # The feeds whose loading holds a collection's reads back (replica.kinds feed roles;
 # limits and quota sets: the servers' usage and the API database's quota limits): 503
 # "loading" until each was live once.
 _LOADS_WITH = {"servers": ("servers",), "flavors": ("flavors",), "os-keypairs": ("flavors",),
                "limits": ("servers", "flavors"), "os-quota-sets": ("servers", "flavors"),
-               "os-hypervisors": ("servers",)}
+               "os-hypervisors": ("servers",), "os-services": ("servers", "flavors"),
+               "os-aggregates": ("flavors",)}
 # GET /limits: its one parameter, and the microversion from which others are refused.
 LIMITS_PARAMETERS = frozenset({"tenant_id"})
 LIMITS_STRICT_QUERY_MINOR = 75
 QUOTA_SET_PARAMETERS = frozenset({"user_id"})      # show and detail, refused others from 2.75
+# GET /os-services: its filters, from 2.75 the only parameters; 2.11 forced_down, 2.53 uuids.
+SERVICES_PARAMETERS = frozenset({"host", "binary"})
+SERVICES_STRICT_QUERY_MINOR = 75
 SHOW_SERVER = "/v2.1/servers/"
 DISCOVERY = ("/", "/v2.1", "/v2.1/")     # answered here, with or without an upstream
 MIN_POSITION = "HTTP_X_REPLICA_MIN_POSITION"      # a read waits for this position
@@ -352,6 +357,14 @@ class ComputeApi:
             raise _NotRouted()
         if collection == "os-hypervisors":
             return self._hypervisors(rest, read)
+        if collection == "os-aggregates":
+            if len(rest) <= 2 and self._published("flavors"):
+                return self._aggregates(read, rest[1] if len(rest) == 2 else None)
+            raise _NotRouted()
+        if collection == "os-services":
+            if len(rest) == 1 and self._published("servers"):
+                return self._services(read)
+            raise _NotRouted()
         if len(rest) == 1:
             return (self._list_servers(read, False) if collection == "servers"
                     else self._list_flavors(read, False))
@@ -366,6 +379,8 @@ class ComputeApi:
             if collection == "flavors":
                 if rest[2] == "os-extra_specs":
                     return self._extra_specs(read, rest[1], key)
+                if rest[2] == "os-flavor-access" and key is None:
+                    return self._flavor_access(read, rest[1])
             elif rest[2] in _SERVER_SUBRESOURCES:
                 return self._server_subresource(read, rest[1], rest[2], key)
             elif rest[2] == "os-instance-actions" and self._published("servers"):
@@ -409,6 +424,20 @@ class ComputeApi:
         if result.body is None:
             raise _NotFoundWith(f"Flavor {flavorid} has no extra specs with key {key}.",
                                 result)
+        return 200, result.body, result
+
+    def _flavor_access(self, read: _Read, flavorid: str):
+        """GET /flavors/{id}/os-flavor-access (Nova's flavor_access index; policy: admins):
+        the projects a private flavor is shared with."""
+        read.no_query()         # Nova checks the query before the policy
+        if not read.identity.admin:
+            raise _policy_refused("os-flavor-access")
+        flavorid = _path_text(flavorid)
+        result = self._reader.subresource("flavor_access", flavorid, None)
+        if not result.count:
+            raise _NotFoundWith(f"Flavor {flavorid} could not be found.", result)
+        if result.body is None:
+            raise _NotFoundWith("Access list not available for public flavors.", result)
         return 200, result.body, result
 
     def _server_subresource(self, read: _Read, server_id: str, kind: str, key: str | None):
@@ -596,6 +625,43 @@ class ComputeApi:
             return 200, result.body + b"}", result
         collection = "os-hypervisors/detail" if detail else "os-hypervisors"
         return 200, self._close_list(read, result, collection, "hypervisors_links"), result
+
+    def _services(self, read: _Read):
+        """GET /os-services (Nova's services index; policy: admins): every cell's
+        services, ``host=`` and ``binary=`` keep those that match (empty: any)."""
+        multi = read.query()
+        if read.minor >= SERVICES_STRICT_QUERY_MINOR:
+            additional_properties(multi, SERVICES_PARAMETERS, pattern_underscore=False)
+        if not read.identity.admin:
+            raise _policy_refused("os-services:list")
+        host = multi["host"][-1] if multi.get("host") else None
+        binary = multi["binary"][-1] if multi.get("binary") else None
+        result = self._reader.list_services(
+            host or None, binary or None, read.minor >= render.SERVICE_UUID_ID_MINOR,
+            read.minor >= render.SERVICE_FORCED_DOWN_MINOR)
+        return 200, result.body, result
+
+    def _aggregates(self, read: _Read, aggregate_id: str | None):
+        """GET /os-aggregates[/{id}] (Nova's aggregates index and show; policy: admins):
+        2.41 adds the uuid; an id that is no integer is a 400, an unknown one a 404."""
+        read.no_query()
+        if not read.identity.admin:
+            raise _policy_refused(f"os-aggregates:{'index' if aggregate_id is None else 'show'}")
+        with_uuid = read.minor >= render.AGGREGATE_UUID_MINOR
+        if aggregate_id is None:
+            result = self._reader.list_aggregates(with_uuid)
+            return 200, result.body, result
+        aggregate_id = _path_text(aggregate_id)
+        try:
+            number = int(aggregate_id)
+        except ValueError:
+            raise ApiError(400, "Invalid input received: id must be an integer") from None
+        if not -(1 << 63) <= number < (1 << 63):
+            raise not_found(f"Aggregate {aggregate_id} could not be found.")
+        result = self._reader.show_aggregate(number, with_uuid)
+        if result.body is None:
+            raise _NotFoundWith(f"Aggregate {aggregate_id} could not be found.", result)
+        return 200, result.body, result
 
     def _list_servers(self, read: _Read, detail: bool):
         # The same list asked again (a dashboard, a poller): its parsed query and its

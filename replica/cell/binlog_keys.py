@@ -34,8 +34,8 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 from replica.cell import mysql
 from replica.cell.binlog_rows import column_images
 from replica.feed import (KIND_HYPERVISOR, KIND_INSTANCE_ACTION, KIND_KEYPAIR,
-                          KIND_QUOTA, QUOTA_DEFAULT_KEY, instance_action_key, keypair_key,
-                          quota_key)
+                          KIND_QUOTA, KIND_SERVICE, QUOTA_DEFAULT_KEY, instance_action_key,
+                          keypair_key, quota_key)
 
 SERVICE_DOWN_TIME_S = 60       # Nova's service_down_time default
 COMMIT_WAIT_TIMEOUT_S = 10     # a locking read waits this long for a commit (then goes on)
@@ -59,6 +59,9 @@ KEY_MAP = {
     ("api", "instance_group_member"): ("server", "instance_uuid"),
     ("api", "flavors"): ("flavor", "flavorid"),
     ("cell", "compute_nodes"): ("hypervisor", "uuid"),
+    ("api", "aggregates"): ("aggregate", "id"),
+    ("api", "aggregate_hosts"): ("aggregate", "aggregate_id"),
+    ("api", "aggregate_metadata"): ("aggregate", "aggregate_id"),
 }
 # Tables whose rows change entities through a lookup (see KeyMapper.add).
 FANOUT_TABLES = frozenset({
@@ -230,6 +233,11 @@ class KeyMapper:
                         if image is not None and image.get(column) is not None:
                             into.append((kind, str(image[column])))
             return
+        if KIND_SERVICE in self.kinds and role == "cell" and table == "services":
+            for before, after in images:
+                for image in (before, after):
+                    if image is not None and image.get("uuid"):
+                        changed.keys.append((KIND_SERVICE, str(image["uuid"])))
         if "server" in self.kinds and role == "cell" and table == "services":
             for before, after in images:
                 _note_report(changed, before, after)

@@ -1124,6 +1124,88 @@ def _hypervisor_keys(rows: RowsFn, after: str, limit: int) -> list[str]:
 
 
 # ---------------------------------------------------------------------------
+# Services (a cell database's services rows, GET /os-services)
+# ---------------------------------------------------------------------------
+
+_SERVICES_BY_UUID_SQL = ('SELECT uuid, id, host, "binary", topic, disabled, disabled_reason, '
+                         "forced_down, last_seen_up, created_at, updated_at FROM services "
+                         "WHERE deleted = 0 AND uuid IN {keys}")
+_SERVICE_KEYS_SQL = ("SELECT uuid FROM services WHERE deleted = 0 AND uuid > ? "
+                     "ORDER BY uuid LIMIT ?")
+_SERVICE_COUNT_SQL = "SELECT count(*) FROM services WHERE deleted = 0 AND uuid IS NOT NULL"
+
+
+def build_services(db, keys: Iterable[str],
+                   children: frozenset[str] = ALL_CHILDREN) -> dict[str, dict | None]:
+    """Service entities for ``keys`` (uuids); None for one that is gone (deleted). The
+    reach's ``service_down_time`` (0: no liveness rule) travels with each one."""
+    rows = rows_of(db)
+    keys = list(dict.fromkeys(keys))
+    out: dict[str, dict | None] = {key: None for key in keys}
+    down_after = int(getattr(children, "service_down_time", 0.0) or 0)
+    for page in _pages(keys):
+        for (uuid, sid, host, binary, topic, disabled, reason, forced_down, seen, created,
+             updated) in _rows_in(rows, _SERVICES_BY_UUID_SQL, page):
+            if uuid in out:
+                out[uuid] = {
+                    "uuid": uuid, "id": _int(sid), "host": host, "binary": binary,
+                    "topic": topic, "disabled": bool(disabled), "disabled_reason": reason,
+                    "forced_down": bool(forced_down), "heartbeat": iso(seen or created),
+                    "down_after": down_after, "updated_at": iso(updated),
+                }
+    return out
+
+
+def _service_keys(rows: RowsFn, after: str, limit: int) -> list[str]:
+    return [str(key) for (key,) in rows(_SERVICE_KEYS_SQL, (after, limit))]
+
+
+# ---------------------------------------------------------------------------
+# Host aggregates (Nova's API database aggregates, aggregate_hosts, aggregate_metadata)
+# ---------------------------------------------------------------------------
+
+_AGGREGATES_SQL = ("SELECT id, uuid, name, created_at, updated_at FROM aggregates "
+                   "WHERE id IN {keys}")
+_AGGREGATE_HOSTS_SQL = ("SELECT aggregate_id, host FROM aggregate_hosts "
+                        "WHERE aggregate_id IN {keys} ORDER BY id")
+_AGGREGATE_METADATA_SQL = ("SELECT aggregate_id, \"key\", value FROM aggregate_metadata "
+                           "WHERE aggregate_id IN {keys} ORDER BY id")
+_AGGREGATE_IDS_SQL = "SELECT id FROM aggregates"
+
+
+def build_aggregates(db, keys: Iterable[str],
+                     children: frozenset[str] = ALL_CHILDREN) -> dict[str, dict | None]:
+    """Host aggregate entities for ``keys`` (their ids as text); None for one that is
+    gone. Hosts and metadata in row order, as Nova loads them."""
+    rows = rows_of(db)
+    keys = list(dict.fromkeys(keys))
+    out: dict[str, dict | None] = {key: None for key in keys}
+    ids = sorted({int(key) for key in keys if key.isdigit()})
+    for page in _pages(ids):
+        found: dict[int, dict] = {}
+        for aid, uuid, name, created_at, updated_at in _rows_in(rows, _AGGREGATES_SQL, page):
+            key = str(int(aid))
+            if key in out:
+                found[int(aid)] = out[key] = {
+                    "aggregate_key": key, "id": int(aid), "uuid": uuid, "name": name,
+                    "hosts": [], "metadata": {}, "created_at": iso(created_at),
+                    "updated_at": iso(updated_at)}
+        if found:
+            present = sorted(found)
+            for aid, host in _rows_in(rows, _AGGREGATE_HOSTS_SQL, present):
+                found[int(aid)]["hosts"].append(host)
+            for aid, key, value in _rows_in(rows, _AGGREGATE_METADATA_SQL, present):
+                found[int(aid)]["metadata"][key] = value
+    return out
+
+
+def _aggregate_keys(rows: RowsFn, after: str, limit: int) -> list[str]:
+    """Aggregate keys (ids as text) in text order: few rows, sorted here."""
+    keys = sorted(str(int(aid)) for (aid,) in rows(_AGGREGATE_IDS_SQL, ()))
+    return [key for key in keys if key > after][:limit]
+
+
+# ---------------------------------------------------------------------------
 # By kind, and page-wise iteration for snapshots and digests
 # ---------------------------------------------------------------------------
 
@@ -1184,6 +1266,11 @@ SOURCE_KINDS: dict[str, SourceKind] = {kind.name: kind for kind in (
                unless_table="instances"),
     SourceKind(feed.KIND_HYPERVISOR, "compute_nodes", "uuid", build_hypervisors,
                keys_after=_hypervisor_keys, count_query=_COMPUTE_NODE_COUNT_SQL),
+    SourceKind(feed.KIND_SERVICE, "services", "uuid", build_services,
+               keys_after=_service_keys, count_query=_SERVICE_COUNT_SQL),
+    # Nova's API database (beside its flavors)
+    SourceKind(feed.KIND_AGGREGATE, "aggregates", "id", build_aggregates,
+               keys_after=_aggregate_keys, requires=("flavors",)),
 )}
 # The table a kind's entities are keyed by: a database holding it publishes the kind.
 KIND_TABLES = {name: kind.table for name, kind in SOURCE_KINDS.items()}

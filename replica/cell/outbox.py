@@ -302,6 +302,28 @@ def _hypervisor_triggers() -> list[TriggerGroup]:
         f"CREATE TRIGGER {name}_del AFTER DELETE ON services "
         f"WHEN OLD.\"binary\" = 'nova-compute' BEGIN {nodes_on('OLD.host')} END",
     ])]
+def _service_row_triggers() -> TriggerGroup:
+    """A services row enqueues its service (feed key: the uuid); every report of a
+    service writes its row, and so its updated_at reaches the replica."""
+    name = f"{OUTBOX}_service_rows"
+    return TriggerGroup({"services": ("uuid",)}, [
+        f"CREATE TRIGGER {name}_ins AFTER INSERT ON services BEGIN "
+        f"{_enqueue('service', 'NEW.uuid')} END",
+        f"CREATE TRIGGER {name}_upd AFTER UPDATE ON services BEGIN "
+        f"{_enqueue('service', 'NEW.uuid')} "
+        f"INSERT INTO {OUTBOX} (kind, key, ts) SELECT 'service', OLD.uuid, {NOW} "
+        f"WHERE OLD.uuid IS NOT NULL AND OLD.uuid IS NOT NEW.uuid; END",
+        f"CREATE TRIGGER {name}_del AFTER DELETE ON services BEGIN "
+        f"{_enqueue('service', 'OLD.uuid')} END",
+    ])
+
+
+def _aggregate_triggers() -> list[TriggerGroup]:
+    """An aggregate's row, or one of its hosts or metadata, enqueues the aggregate (feed
+    key: its id as text)."""
+    return [_keyed_triggers("aggregates", "id", "aggregate"),
+            _keyed_triggers("aggregate_hosts", "aggregate_id", "aggregate"),
+            _keyed_triggers("aggregate_metadata", "aggregate_id", "aggregate")]
 
 
 def cell_triggers() -> list[TriggerGroup]:
@@ -316,6 +338,7 @@ def cell_triggers() -> list[TriggerGroup]:
                                    "group_id", live=False))
     groups += _action_triggers()
     groups += _hypervisor_triggers()
+    groups.append(_service_row_triggers())
     return groups
 
 
@@ -349,6 +372,7 @@ def trigger_groups(conn: apsw.Connection) -> list[TriggerGroup]:
     if "flavors" in columns:
         groups += _flavor_triggers()
         groups.append(_keypair_triggers())
+        groups += _aggregate_triggers()
     if "quotas" in columns and "instances" not in columns:     # a cell's are Nova's old ones
         groups += _quota_triggers()
     return [group for group in groups if group.fits(columns)]

@@ -179,7 +179,9 @@ def _ensure_services(conn: apsw.Connection, hosts: list[str]) -> list[str]:
             "INSERT INTO services (created_at, updated_at, deleted, uuid, host, \"binary\", "
             "topic, report_count, disabled, forced_down, version, last_seen_up) "
             "VALUES (?, ?, 0, ?, ?, 'nova-compute', 'compute', 0, 0, 0, 66, ?)",
-            [(stamp, stamp, rows.new_uuid(random.Random(h)), h, stamp) for h in hosts])
+            # a service's uuid is unique in the whole cloud: drawn per database and host
+            [(stamp, stamp, rows.new_uuid(random.Random(f"{conn.filename}/{h}")), h, stamp)
+             for h in hosts])
     return list(hosts)
 
 
@@ -426,8 +428,34 @@ def seed_flavors(db: str) -> None:
                                  "resource, hard_limit) VALUES (?, ?, ?, ?)",
                                  [(rows.FLAVOR_CREATED, project, resource, limit)
                                   for project, resource, limit in DEMO_QUOTAS])
+            if schema.has_table(conn, "aggregates"):
+                _seed_aggregates(conn)
     finally:
         conn.close()
+
+
+# Host aggregates the flavor source gets (Nova's API database holds them): the zone
+# host_zone() gives some hosts, and an aggregate without a zone.
+DEMO_AGGREGATES = (
+    ("az-west", {"availability_zone": "az-west"},
+     [f"compute-{i:04d}" for i in range(MAX_HOSTS) if host_zone(f"compute-{i:04d}") == "az-west"]),
+    ("gpu-hosts", {"gpu": "true"}, ["compute-0000", "compute-0001"]),
+)
+
+
+def _seed_aggregates(conn: apsw.Connection) -> None:
+    for name, metadata, hosts in DEMO_AGGREGATES:
+        if conn.execute("SELECT 1 FROM aggregates WHERE name = ?", (name,)).fetchone():
+            continue
+        conn.execute("INSERT INTO aggregates (created_at, uuid, name) VALUES (?, ?, ?)",
+                     (rows.FLAVOR_CREATED, rows.new_uuid(random.Random(f"aggregate/{name}")),
+                      name))
+        (aid,) = conn.execute("SELECT id FROM aggregates WHERE name = ?", (name,)).fetchone()
+        conn.executemany("INSERT INTO aggregate_hosts (created_at, host, aggregate_id) "
+                         "VALUES (?, ?, ?)", [(rows.FLAVOR_CREATED, h, aid) for h in hosts])
+        conn.executemany("INSERT INTO aggregate_metadata (created_at, aggregate_id, \"key\", "
+                         "value) VALUES (?, ?, ?, ?)",
+                         [(rows.FLAVOR_CREATED, aid, k, v) for k, v in metadata.items()])
 
 
 # Key pairs the flavor source gets (Nova's API database holds them): the demo's admin

@@ -18,6 +18,7 @@ its reads and routes.
 
 from __future__ import annotations
 
+from replica.kinds.aggregate import AGGREGATE
 from replica.kinds.declaration import FEED_ROLES, Kind
 from replica.kinds.flavor import FLAVOR
 from replica.kinds.hypervisor import HYPERVISOR
@@ -25,11 +26,13 @@ from replica.kinds.instance_action import INSTANCE_ACTION
 from replica.kinds.keypair import KEYPAIR
 from replica.kinds.quota import QUOTA
 from replica.kinds.server import SERVER
+from replica.kinds.service import SERVICE
 
 # In the order they were added: a new kind goes last (``Writer`` takes the kinds' row
 # columns positionally in this order).
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (SERVER, FLAVOR, INSTANCE_ACTION,
-                                                        KEYPAIR, QUOTA, HYPERVISOR)}
+                                                        KEYPAIR, QUOTA, HYPERVISOR, SERVICE,
+                                                        AGGREGATE)}
 
 
 def kind_named(name: str) -> Kind:

@@ -297,6 +297,13 @@ SUBRESOURCE_SQL = {
     "extra_spec": _sub_sql("flavors", "flavorid", _FLAVOR_ACCESS,
                            f"(SELECT json_object(key, {_EACH_VALUE}) FROM "
                            f"json_each({_EXTRA_SPECS}) WHERE key = ?3)"),
+    # GET /flavors/{id}/os-flavor-access (admins only: any flavor): the projects of a
+    # private flavor; NULL for a public one (Nova: no access list).
+    "flavor_access": _sub_sql("flavors", "flavorid", "?2 IS NULL",
+                              "CASE WHEN is_public = 0 THEN '{\"flavor_access\":' || "
+                              "(SELECT json_group_array(json_object('flavor_id', flavorid, "
+                              "'tenant_id', value)) FROM json_each(flavors.projects)) || '}' "
+                              "END"),
     # A build request (in_cell = 0) has no tags resource in nova-api: 404.
     "tags": _sub_sql("servers", "uuid", _SERVER_ACCESS + " AND in_cell = 1",
                      "'{\"tags\":' || tags || '}'"),
@@ -512,6 +519,58 @@ def quota_set_sql(minor: int, mode: str) -> str:
             f"LEFT JOIN quotas AS d ON d.quota_key = '{feed.QUOTA_DEFAULT_KEY}' "
             "LEFT JOIN quotas AS p ON p.quota_key = 'project/' || q.project_id "
             "LEFT JOIN project_usage AS u ON u.project_id = q.project_id")
+
+
+# -- services (GET /os-services) -----------------------------------------------------------
+# Nova leaves out its API services (never reporting, always "down"), lists each cell's
+# services in row order, and judges a service up when it is not forced down and its last
+# report is at most service_down_time old (either way: the clocks may disagree) by
+# nova-api's clock; here, by the replica's, when the statement runs.
+
+SERVICE_API_BINARIES = ("nova-osapi_compute", "nova-metadata")
+# Nova's default_availability_zone and internal_service_availability_zone options.
+DEFAULT_ZONE = "nova"
+INTERNAL_ZONE = "internal"
+_SERVICE_UP = ("(forced_down = 0 AND heartbeat IS NOT NULL AND (down_after <= 0 OR "
+               "abs(julianday('now') - julianday(heartbeat)) * 86400.0 <= down_after))")
+# A compute service's zone: its host's aggregates' (none: the default); others: internal.
+_SERVICE_ZONE = (f"CASE WHEN topic = 'compute' THEN coalesce((SELECT group_concat(zone, ',') "
+                 f"FROM (SELECT DISTINCT zone FROM aggregate_zones z "
+                 f"WHERE z.host = services.host ORDER BY zone)), '{DEFAULT_ZONE}') "
+                 f"ELSE '{INTERNAL_ZONE}' END")
+
+
+@functools.lru_cache(maxsize=8)
+def list_services_sql(uuid_ids: bool, forced_down: bool) -> str:
+    """?1 the host, ?2 the binary (NULL: any). Returns (the whole body, position)."""
+    doc = (f"s_head || {'s_id_v253' if uuid_ids else 's_id_v21'} || ',\"zone\":' || "
+           f"json_quote({_SERVICE_ZONE}) || s_status || ',\"state\":' || "
+           f"CASE WHEN {_SERVICE_UP} THEN '\"up\"' ELSE '\"down\"' END || s_tail"
+           f"{' || s_forced' if forced_down else ''} || '}}'")
+    api = ", ".join(f"'{b}'" for b in SERVICE_API_BINARIES)
+    return (f"WITH page AS MATERIALIZED (SELECT {doc} AS d FROM services "
+            f"WHERE coalesce(\"binary\", '') NOT IN ({api}) AND (?1 IS NULL OR host = ?1) "
+            f"AND (?2 IS NULL OR \"binary\" = ?2) ORDER BY cell, id) "
+            f"SELECT CAST('{{\"services\":[' || coalesce((SELECT group_concat(d, ',') "
+            f"FROM page), '') || ']}}' AS BLOB), {POSITION_SQL}")
+
+
+# -- host aggregates (GET /os-aggregates[/{id}]) -------------------------------------------
+# Nova lists them in row (id) order; a show finds one by its id.
+
+def aggregates_sql(with_uuid: bool, show: bool) -> str:
+    """List: the whole body. Show (?1 the id): the body or NULL. Then the position."""
+    column = "a_doc_v241" if with_uuid else "a_doc_v21"
+    if show:
+        return (f"SELECT (SELECT CAST('{{\"aggregate\":' || {column} || '}}' AS BLOB) "
+                f"FROM aggregates WHERE id = ?1), {POSITION_SQL}")
+    return (f"WITH page AS MATERIALIZED (SELECT {column} AS d FROM aggregates ORDER BY id) "
+            f"SELECT CAST('{{\"aggregates\":[' || coalesce((SELECT group_concat(d, ',') "
+            f"FROM page), '') || ']}}' AS BLOB), {POSITION_SQL}")
+
+
+AGGREGATE_SQL = {(with_uuid, show): aggregates_sql(with_uuid, show)
+                 for with_uuid in (False, True) for show in (False, True)}
 
 
 def _after_marker(sort: tuple[tuple[str, str], ...]) -> str:
@@ -1148,6 +1207,24 @@ class Reader:
         """GET /os-quota-sets/{project_id}[/detail|/defaults] (``mode``: QUOTA_SET_MODES)."""
         (body, position), ms = self._one_row(quota_set_sql(minor, mode), (project_id,))
         return ReadResult(body, position or "", ms, count=1)
+
+    def list_services(self, host: str | None, binary: str | None, uuid_ids: bool,
+                      forced_down: bool) -> ReadResult:
+        """GET /os-services: every cell's services (``host``, ``binary``: only those)."""
+        (body, position), ms = self._one_row(list_services_sql(uuid_ids, forced_down),
+                                             (host, binary))
+        return ReadResult(body, position or "", ms, count=1)
+
+    def list_aggregates(self, with_uuid: bool) -> ReadResult:
+        """GET /os-aggregates: every host aggregate, by id (the whole body)."""
+        (body, position), ms = self._one_row(AGGREGATE_SQL[(with_uuid, False)], ())
+        return ReadResult(body, position or "", ms, count=1)
+
+    def show_aggregate(self, aggregate_id: int, with_uuid: bool) -> ReadResult:
+        """GET /os-aggregates/{id} (``body`` None: no such aggregate)."""
+        (body, position), ms = self._one_row(AGGREGATE_SQL[(with_uuid, True)],
+                                             (aggregate_id,))
+        return ReadResult(body, position or "", ms, count=int(body is not None))
 
     def cells_live_once(self) -> set[str]:
         """The feeds ingest has caught up with at least once (ever, in this replica)."""

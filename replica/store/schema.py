@@ -380,6 +380,80 @@ STEPS: tuple[str, ...] = (
         SELECT project_id, count(*), sum(cores), sum(ram) FROM server_usage
         GROUP BY project_id;
     """,
+    # 15 (services: the service kind): each cell's services (replica.render.service_row),
+    # GET /os-services; up or down is judged when read, from heartbeat and down_after.
+    """
+    CREATE TABLE services (
+        uuid TEXT PRIMARY KEY,
+        cell TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        id INTEGER NOT NULL,              -- the row's id in its cell (the id below 2.53)
+        host TEXT,
+        "binary" TEXT,
+        topic TEXT,
+        forced_down INTEGER NOT NULL,
+        heartbeat TEXT,                   -- last_seen_up, else created_at
+        down_after INTEGER NOT NULL,      -- seconds (service_down_time); 0: no liveness rule
+        s_head TEXT NOT NULL,             -- '{"binary":..,"host":..' (open)
+        s_id_v21 TEXT NOT NULL,           -- ',"id":<id>'
+        s_id_v253 TEXT NOT NULL,          -- ',"id":"<uuid>"'
+        s_status TEXT NOT NULL,           -- ',"status":"enabled"|"disabled"'
+        s_tail TEXT NOT NULL,             -- ',"updated_at":..,"disabled_reason":..'
+        s_forced TEXT NOT NULL,           -- ',"forced_down":..' (2.11)
+        entity_hash INTEGER NOT NULL,
+        bucket INTEGER NOT NULL
+    );
+    CREATE INDEX services_cell_id ON services (cell, id);
+    CREATE INDEX services_cell_bucket ON services (cell, bucket);
+    """,
+    # 16 (host aggregates: the aggregate kind): Nova's host aggregates
+    # (replica.render.aggregate_row), GET /os-aggregates[/{id}]; and each host's zones
+    # (aggregate_zones: the hosts of aggregates with an availability_zone), kept by
+    # triggers on aggregates in the writer's transaction, for the services' zone.
+    """
+    CREATE TABLE aggregates (
+        aggregate_key TEXT PRIMARY KEY,   -- the aggregate's id as text
+        source TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        id INTEGER NOT NULL,
+        uuid TEXT NOT NULL,
+        hosts TEXT NOT NULL,              -- JSON array of host names
+        availability_zone TEXT,
+        a_doc_v21 TEXT NOT NULL,          -- the aggregate object
+        a_doc_v241 TEXT NOT NULL,         -- ... with its uuid
+        entity_hash INTEGER NOT NULL,
+        bucket INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX aggregates_id ON aggregates (id);
+    CREATE INDEX aggregates_source_bucket ON aggregates (source, bucket);
+    CREATE TABLE aggregate_zones (
+        host TEXT NOT NULL,
+        zone TEXT NOT NULL,
+        aggregate_key TEXT NOT NULL
+    );
+    CREATE INDEX aggregate_zones_host ON aggregate_zones (host, zone);
+    CREATE INDEX aggregate_zones_aggregate ON aggregate_zones (aggregate_key);
+    CREATE TRIGGER aggregate_zones_insert AFTER INSERT ON aggregates
+        WHEN NEW.availability_zone IS NOT NULL
+    BEGIN
+        INSERT INTO aggregate_zones (host, zone, aggregate_key)
+            SELECT value, NEW.availability_zone, NEW.aggregate_key FROM json_each(NEW.hosts);
+    END;
+    CREATE TRIGGER aggregate_zones_delete AFTER DELETE ON aggregates
+    BEGIN
+        DELETE FROM aggregate_zones WHERE aggregate_key = OLD.aggregate_key;
+    END;
+    CREATE TRIGGER aggregate_zones_update AFTER UPDATE ON aggregates
+        WHEN OLD.hosts IS NOT NEW.hosts
+            OR OLD.availability_zone IS NOT NEW.availability_zone
+            OR OLD.aggregate_key IS NOT NEW.aggregate_key
+    BEGIN
+        DELETE FROM aggregate_zones WHERE aggregate_key = OLD.aggregate_key;
+        INSERT INTO aggregate_zones (host, zone, aggregate_key)
+            SELECT value, NEW.availability_zone, NEW.aggregate_key FROM json_each(NEW.hosts)
+            WHERE NEW.availability_zone IS NOT NULL;
+    END;
+    """,
 )
 
 

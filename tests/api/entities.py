@@ -3,6 +3,7 @@ function that fills a replica file with their rendered rows by plain INSERTs."""
 
 from __future__ import annotations
 
+import datetime
 import uuid as uuidlib
 
 from replica import feed, render
@@ -248,3 +249,48 @@ def fill_hypervisors(path: str, hypervisors: list[tuple[str, dict]]) -> None:
                          render.hypervisor_row(cell, seq, entity))
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
+
+
+def service(sid: int, host: str, binary: str = "nova-compute", **over) -> dict:
+    """A valid service entity (a compute service unless ``binary`` says otherwise),
+    reporting now unless ``heartbeat`` says otherwise."""
+    now = datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%S.%f")
+    s = {"uuid": str(uuidlib.uuid5(uuidlib.NAMESPACE_DNS, f"{host}/{binary}")), "id": sid,
+         "host": host, "binary": binary,
+         "topic": "compute" if binary == "nova-compute" else binary.removeprefix("nova-"),
+         "disabled": False, "disabled_reason": None, "forced_down": False,
+         "heartbeat": now, "down_after": 3600, "updated_at": now}
+    s.update(over)
+    feed.validate_entity(feed.KIND_SERVICE, s["uuid"], s)
+    return s
+
+
+def fill_kind(path: str, kind: str, owner: str, entities: list[dict]) -> None:
+    """Rendered rows of one kind (``replica.kinds``) straight into a replica file."""
+    from replica.kinds import kind_named
+    declared = kind_named(kind)
+    cols = getattr(render, declared.render_columns)
+    row = getattr(render, declared.render_row)
+    quoted = ", ".join(f'"{c}"' for c in cols)
+    conn = open_writer(path)
+    with conn:
+        for seq, entity in enumerate(entities, start=1):
+            # an upsert, as the writer's (a table's triggers see an update)
+            conn.execute(f"INSERT INTO {declared.table} ({quoted}) "
+                         f"VALUES ({', '.join('?' * len(cols))}) "
+                         f"ON CONFLICT ({declared.key_column}) DO UPDATE SET "
+                         + ", ".join(f'"{c}" = excluded."{c}"' for c in cols),
+                         row(owner, seq, entity))
+    conn.close()
+
+
+def aggregate(aid: int, name: str, hosts: list[str], metadata: dict | None = None,
+              **over) -> dict:
+    """A valid host aggregate entity."""
+    a = {"aggregate_key": str(aid), "id": aid,
+         "uuid": str(uuidlib.uuid5(uuidlib.NAMESPACE_DNS, f"aggregate/{name}")), "name": name,
+         "hosts": list(hosts), "metadata": dict(metadata or {}), "created_at": stamp(2, aid),
+         "updated_at": None}
+    a.update(over)
+    feed.validate_entity(feed.KIND_AGGREGATE, a["aggregate_key"], a)
+    return a

@@ -58,6 +58,11 @@ CONTROLLERS = {
     "quota_sets": ("nova/api/openstack/compute/quota_sets.py", "QuotaSetsController"),
     # GET /os-hypervisors[/detail|/{id}], before 2.53 /{pattern}/search and /servers
     "hypervisors": ("nova/api/openstack/compute/hypervisors.py", "HypervisorsController"),
+    # Admin reads: GET /flavors/{id}/os-flavor-access, /os-services, /os-aggregates[/{id}]
+    "flavor_access": ("nova/api/openstack/compute/flavor_access.py",
+                      "FlavorAccessController"),
+    "services": ("nova/api/openstack/compute/services.py", "ServiceController"),
+    "aggregates": ("nova/api/openstack/compute/aggregates.py", "AggregateController"),
 }
 SCHEMA_MODULES = {
     "servers": "nova.api.openstack.compute.schemas.servers",
@@ -73,6 +78,9 @@ SCHEMA_MODULES = {
     "limits": "nova.api.openstack.compute.schemas.limits",
     "quota_sets": "nova.api.openstack.compute.schemas.quota_sets",
     "hypervisors": "nova.api.openstack.compute.schemas.hypervisors",
+    "flavor_access": "nova.api.openstack.compute.schemas.flavor_access",
+    "services": "nova.api.openstack.compute.schemas.services",
+    "aggregates": "nova.api.openstack.compute.schemas.aggregates",
 }
 # The decorators that attach a schema to a method, per kind of schema.
 RESPONSE = "response_body_schema"
@@ -92,7 +100,10 @@ _REAL = ["nova.i18n", "nova.exception", "nova.api.validation.parameter_types",
          "nova.api.openstack.compute.schemas.keypairs",
          "nova.api.openstack.compute.schemas.limits",
          "nova.api.openstack.compute.schemas.quota_sets",
-         "nova.api.openstack.compute.schemas.hypervisors"]
+         "nova.api.openstack.compute.schemas.hypervisors",
+         "nova.api.openstack.compute.schemas.flavor_access",
+         "nova.api.openstack.compute.schemas.services",
+         "nova.api.openstack.compute.schemas.aggregates"]
 # Modules whose literal top-level constants are all the schema modules need.
 _CONSTANTS_ONLY = ["nova.objects.instance", "nova.objects.tag"]
 _PACKAGES = ["nova", "nova.api", "nova.api.validation", "nova.api.openstack",

@@ -967,3 +967,109 @@ def test_a_quota_change_reaches_the_quota_sets(stack, appliance, synced):
                       microversion="2.57")
     _equal_eventually(stack, appliance, "/v2.1/os-quota-sets/project-q/defaults",
                       microversion="2.1")
+
+
+# -- flavor access (GET /flavors/{id}/os-flavor-access, admins) -----------------------------
+
+ADMIN_READ_MICROVERSIONS = ("2.1", "2.101", "2.102", "2.104")
+
+
+@pytest.fixture(scope="module")
+def shared_flavor(stack, appliance, synced):
+    """The private flavor shared with a second project (a flavor_projects row only)."""
+    stack.writer.add_flavor_access(flavorid="private-1", project_id="project-c")
+    wait_for(lambda: len(appliance.get("/v2.1/flavors/private-1/os-flavor-access",
+                                       ROLES["admin"][1])[1].get("flavor_access", [])) == 2,
+             30, interval=0.1, what="the new flavor access in the appliance")
+    return "private-1"
+
+
+@pytest.mark.parametrize("microversion", ADMIN_READ_MICROVERSIONS)
+@pytest.mark.parametrize("role", ["member", "other", "admin"])
+def test_flavor_access_equals_nova_api(stack, appliance, shared_flavor, role, microversion):
+    found = []
+    for path in (f"/v2.1/flavors/{shared_flavor}/os-flavor-access",
+                 "/v2.1/flavors/2/os-flavor-access",            # public: no access list
+                 "/v2.1/flavors/no-such-flavor/os-flavor-access",
+                 f"/v2.1/flavors/{shared_flavor}/os-flavor-access?bogus=1"):
+        found += compare(stack, appliance, path, role, microversion)
+    assert not found, "\n".join(found)
+
+
+# -- services and host aggregates (GET /os-services, /os-aggregates[/{id}], admins) ---------
+
+SERVICE_MICROVERSIONS = ("2.1", "2.10", "2.11", "2.52", "2.53", "2.74", "2.75", "2.104")
+AGGREGATE_MICROVERSIONS = ("2.1", "2.40", "2.41", "2.101", "2.102", "2.104")
+
+
+@pytest.fixture(scope="module")
+def admin_catalog(stack, appliance, synced):
+    """Services beside the computes (a conductor; the API's own record, which Nova does
+    not list) and an aggregate without a zone, on top of populate's zone-1 aggregate."""
+    w = stack.writer
+    w.create_service(host="control-1", binary="nova-conductor")
+    w.create_service(host="control-1", binary="nova-osapi_compute", topic="osapi_compute")
+    gpu = w.create_aggregate(name="gpu-hosts", hosts=["compute-2", "compute-3"],
+                             metadata={"gpu": "true"})
+    admin = ROLES["admin"][1]
+    wait_for(lambda: len(appliance.get("/v2.1/os-aggregates", admin)[1].get(
+        "aggregates", [])) == 2 and any(s["binary"] == "nova-conductor" for s in appliance.get(
+            "/v2.1/os-services", admin)[1].get("services", [])),
+        30, interval=0.1, what="the new services and aggregate in the appliance")
+    return {"gpu": gpu["id"]}
+
+
+def _equal_now_or_soon(stack, appliance, path, role, microversion) -> list[str]:
+    """A compute service reports every 10 s (its updated_at moves): the two are read
+    again until a pair of reads falls between two reports."""
+    found = []
+
+    def equal():
+        found[:] = compare(stack, appliance, path, role, microversion)
+        return not found
+
+    deadline = time.monotonic() + 15
+    while not equal() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
+
+
+@pytest.mark.parametrize("microversion", SERVICE_MICROVERSIONS)
+@pytest.mark.parametrize("role", ["member", "admin"])
+def test_services_equal_nova_api(stack, appliance, admin_catalog, role, microversion):
+    paths = ["/v2.1/os-services", "/v2.1/os-services?host=compute-1",
+             "/v2.1/os-services?binary=nova-conductor", "/v2.1/os-services?host=nowhere",
+             "/v2.1/os-services?binary=nova-osapi_compute", "/v2.1/os-services?host=",
+             "/v2.1/os-services?bogus=1"]
+    found = []
+    for path in paths:
+        found += _equal_now_or_soon(stack, appliance, path, role, microversion)
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize("microversion", AGGREGATE_MICROVERSIONS)
+@pytest.mark.parametrize("role", ["member", "admin"])
+def test_aggregates_equal_nova_api(stack, appliance, admin_catalog, role, microversion):
+    paths = ["/v2.1/os-aggregates", f"/v2.1/os-aggregates/{admin_catalog['gpu']}",
+             "/v2.1/os-aggregates/1", "/v2.1/os-aggregates/999", "/v2.1/os-aggregates/x",
+             "/v2.1/os-aggregates?bogus=1"]
+    found = []
+    for path in paths:
+        found += compare(stack, appliance, path, role, microversion)
+    assert not found, "\n".join(found)
+
+
+def test_an_aggregate_change_reaches_services_and_aggregates(stack, appliance, admin_catalog):
+    """A host joins a zone, an aggregate's metadata changes, a host leaves: rows of the API
+    database only; the services' zones follow."""
+    gpu = admin_catalog["gpu"]
+    zone = stack.writer.create_aggregate(name="az-zone-2", hosts=["compute-3"],
+                                         metadata={"availability_zone": "zone-2"})
+    stack.writer.aggregate_set_metadata(aggregate_id=gpu, metadata={"gpu": "a100"})
+    stack.writer.aggregate_remove_host(aggregate_id=gpu, host="compute-2")
+    _equal_eventually(stack, appliance, "/v2.1/os-aggregates", microversion="2.41")
+    _equal_eventually(stack, appliance, f"/v2.1/os-aggregates/{zone['id']}")
+    zones = {s["host"]: s["zone"] for s in appliance.get(
+        "/v2.1/os-services?binary=nova-compute", ROLES["admin"][1])[1]["services"]}
+    assert zones["compute-3"] == "zone-2" and zones["compute-1"] == "zone-1"
+    assert not _equal_now_or_soon(stack, appliance, "/v2.1/os-services", "admin", "2.53")

@@ -245,6 +245,16 @@ class Cell:
         finally:
             conn.close()
 
+    def services(self) -> int:
+        """The cell's live services (entities of its feed beside its servers)."""
+        from replica.cell import connection
+        conn = connection.open_cell_reader(self.db)
+        try:
+            return conn.execute("SELECT count(*) FROM services WHERE deleted = 0"
+                                ).fetchone()[0]
+        finally:
+            conn.close()
+
     def feed(self, key_file: str | None = None):
         """Ingest's view of this cell (with ``key_file``: sealed)."""
         from replica.ingest import CellFeed

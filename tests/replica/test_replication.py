@@ -128,7 +128,8 @@ def test_replaced_cell_database_is_detected_and_resynced(make_cell, make_ingest,
     seen = []
     job = ing.client.wait_job(ing.client.resync("c1"), progress=seen.append, timeout=60)
     assert job["state"] == "done" and job["error"] is None, job
-    assert job["done"] == job["total"] == 120 + c1.compute_nodes()    # and hypervisors
+    services = c1.services()
+    assert services > 0 and job["done"] == job["total"] == 120 + c1.compute_nodes() + services
     assert seen[-1] == job
     assert ing.wait_caught_up([c1])["c1"]["resyncs"] == status["c1"]["resyncs"] + 1
     assert_converged(replica_path, c1)
@@ -405,7 +406,8 @@ def test_resync_of_every_cell_at_once_swaps_each_of_them(make_cell, make_ingest,
     before = ing.wait_caught_up(cells)
     job = ing.client.wait_job(ing.client.resync(None), timeout=60)
     assert job["state"] == "done" and job["error"] is None, job
-    assert job["done"] == job["total"] == 60 + 70 + 80 + sum(c.compute_nodes() for c in cells)
+    assert job["done"] == job["total"] == 60 + 70 + 80 + sum(
+        cell.compute_nodes() + cell.services() for cell in cells)
     after = ing.wait_caught_up(cells)
     for cell in cells:
         assert after[cell.name]["resyncs"] == before[cell.name]["resyncs"] + 1

@@ -92,3 +92,31 @@ class HostOps:
         service.disabled = disabled
         service.disabled_reason = reason if disabled else None
         service.save()
+
+    def op_create_service(self, host, binary, topic=None, cell=None):
+        """A service other than nova-compute starting on ``host`` (nova-conductor,
+        nova-scheduler; nova-osapi_compute as the API records itself)."""
+        with nova_context.target_cell(self.admin, self.cell(cell)) as cctxt:
+            service = objects.Service(cctxt, host=host, binary=binary,
+                                      topic=topic or binary.removeprefix("nova-"),
+                                      report_count=0, disabled=False)
+            service.create()
+        return {"service_id": service.id, "uuid": service.uuid}
+
+    def op_create_aggregate(self, name, hosts=(), metadata=None):
+        """POST /os-aggregates, then add_host and set_metadata, as the aggregates API
+        does them (Nova's API database)."""
+        aggregate = objects.Aggregate(self.admin, name=name, metadata=dict(metadata or {}))
+        aggregate.create()
+        for host in hosts:
+            aggregate.add_host(host)
+        return {"id": aggregate.id, "uuid": aggregate.uuid}
+
+    def op_aggregate_add_host(self, aggregate_id, host):
+        objects.Aggregate.get_by_id(self.admin, aggregate_id).add_host(host)
+
+    def op_aggregate_remove_host(self, aggregate_id, host):
+        objects.Aggregate.get_by_id(self.admin, aggregate_id).delete_host(host)
+
+    def op_aggregate_set_metadata(self, aggregate_id, metadata):
+        objects.Aggregate.get_by_id(self.admin, aggregate_id).update_metadata(metadata)

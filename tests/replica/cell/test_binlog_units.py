@@ -52,7 +52,7 @@ def test_the_nova_options_of_a_mysql_source(tmp_path, monkeypatch):
     source = mysql_source.make_source(cell, api, "cell1", str(tmp_path),
                                       service_down_time=None, neutron_url=None)
     assert source.service_down_time == 60 and source.neutron_url is None
-    assert source.kinds == ("instance_action", "server", "hypervisor") and \
+    assert source.kinds == ("instance_action", "server", "hypervisor", "service") and \
         source.own_servers_only
     source = mysql_source.make_source(cell, api, "cell1", str(tmp_path), service_down_time=0,
                                       neutron_url="http://neutron:9696", neutron_token="t")
@@ -60,7 +60,7 @@ def test_the_nova_options_of_a_mysql_source(tmp_path, monkeypatch):
         0, "http://neutron:9696", "t")
     flavors = mysql_source.make_source(api, None, "flavors", str(tmp_path), flavors=True,
                                        service_down_time=None)
-    assert flavors.kinds == ("flavor", "keypair", "quota", "server") \
+    assert flavors.kinds == ("flavor", "keypair", "quota", "server", "aggregate") \
         and flavors.service_down_time == 0
     reader = mysql_source.entity_reader(flavors)
     assert reader.build_requests and reader.api_url is None
@@ -368,3 +368,35 @@ def test_a_cell_journals_its_hypervisors():
     changed = binlog_keys.ChangedKeys()
     without.add(changed, _Updated("nova_cell1", "services", [(service, reasoned)]))
     assert without.resolve(changed, lookups) == []
+
+
+def test_service_and_aggregate_rows_journal_their_keys():
+    """A cell's services row gives its service key (the uuid, before and after); an
+    aggregates, aggregate_hosts or aggregate_metadata row of the API database its
+    aggregate's key (the id as text), for the feed that publishes the kind only."""
+    service = _Written("nova_cell1", "services", [{"id": 4, "uuid": "s-1", "host": "h",
+                                                   "binary": "nova-compute"}])
+    cell = binlog_keys.KeyMapper("nova_cell1", "nova_api", kinds=("service",))
+    changed = binlog_keys.ChangedKeys()
+    cell.add(changed, service)
+    assert cell.resolve(changed, _Lookups([])) == [("service", "s-1")]
+    events = [_Written("nova_api", "aggregates", [{"id": 7, "uuid": "a", "name": "n"}]),
+              _Written("nova_api", "aggregate_hosts", [{"id": 1, "host": "h",
+                                                        "aggregate_id": 8}]),
+              _Written("nova_api", "aggregate_metadata", [{"id": 2, "key": "k", "value": "v",
+                                                           "aggregate_id": 9}])]
+    api = binlog_keys.KeyMapper("nova_api", "nova_api", kinds=("aggregate", "flavor"))
+    changed = binlog_keys.ChangedKeys()
+    for event in events:
+        api.add(changed, event)
+    assert api.resolve(changed, _Lookups([])) == [
+        ("aggregate", "7"), ("aggregate", "8"), ("aggregate", "9")]
+    for mapper, event in ((binlog_keys.KeyMapper("nova_api", "nova_api", kinds=("flavor",)),
+                           events[0]),
+                          (binlog_keys.KeyMapper("nova_cell1", "nova_api", kinds=()),
+                           service)):
+        changed = binlog_keys.ChangedKeys()
+        mapper.add(changed, event)
+        assert mapper.resolve(changed, _Lookups([])) == []
+    assert {"services", "aggregates", "aggregate_hosts", "aggregate_metadata"} <= set(
+        binlog_keys.WATCHED_TABLES)

@@ -47,7 +47,9 @@ def test_handle_answers_and_refuses_without_raising(cell_db):
     server.open()
     hello = feed.decode_reply("hello", server.handle(feed.encode_request("hello")))
     nodes = conn.execute("SELECT count(*) FROM compute_nodes").fetchone()[0]
-    assert (hello["head"], hello["oldest"]) == (5 + nodes, 1)      # and its hypervisors
+    services = conn.execute("SELECT count(*) FROM services").fetchone()[0]
+    # its services, its servers, and its hypervisors
+    assert (hello["head"], hello["oldest"]) == (services + 5 + nodes, 1)
     assert feed._unpack(server.handle(b"\x00\x01"), 1 << 20)["ok"] is False
     server.source.close()     # a database error becomes an "internal" error reply
     reply = feed._unpack(server.handle(feed.encode_request("hello")), 1 << 20)

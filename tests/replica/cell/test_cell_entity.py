@@ -220,8 +220,8 @@ def test_flavor_entities(tmp_path):
                           "created_at": "2026-01-01T00:00:00.000000"}
     assert built["6"]["extra_specs"] == {"hw:cpu_policy": "dedicated", "hw:mem_page_size": "large"}
     assert (built["8"]["is_public"], built["8"]["projects"]) == (False, ["demo"])
-    # Nova's API database: flavors, key pairs, quota limits
-    assert sqlite_source.kinds_of(conn) == ["flavor", "keypair", "quota"]
+    # Nova's API database: host aggregates, flavors, key pairs, quota limits
+    assert sqlite_source.kinds_of(conn) == ["aggregate", "flavor", "keypair", "quota"]
 
 
 def test_pages_are_ordered_by_kind_and_key_with_a_cursor(conn):

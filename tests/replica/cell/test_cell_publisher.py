@@ -58,7 +58,7 @@ def test_hello(populated, publishers, clients):
     assert reply == {"ok": True, "cell": "c1", "epoch": outbox.epoch_of(conn),
                      "head": outbox.outbox_head(conn), "oldest": 1,
                      "versions": list(feed.FEED_VERSIONS),
-                     "kinds": ["hypervisor", "instance_action", "server"]}
+                     "kinds": ["hypervisor", "instance_action", "server", "service"]}
     conn.close()
 
 
@@ -200,9 +200,9 @@ def test_snapshot_is_consistent_while_writes_continue(populated, publishers, cli
             wait_for(lambda: writer.ops > ops_at_begin, what="writes during the snapshot")
         assert writer.ops > ops_at_begin
     # in (kind, key) order: the hypervisors, the instance actions (keys "<uuid>/<id>"),
-    # then the servers
+    # the servers, then the services (their entities have "binary")
     kind_of = {key: "instance_action" if "/" in key else "hypervisor" if "hypervisor_hostname"
-               in e else "server" for key, e in reference.items()}
+               in e else "service" if "binary" in e else "server" for key, e in reference.items()}
     assert [(kind, key) for kind, key, _e in items] == sorted(
         (kind_of[key], key) for key in reference)
     assert {key: e for _kind, key, e in items} == {
@@ -298,7 +298,7 @@ def test_a_flavor_source_publishes_flavors(tmp_path, publishers, clients):
     ctl = clients(Control, pub.control_url)
     sub = clients(Subscriber, pub.feed_url)
     # Nova's API database
-    assert ctl.call("hello")["kinds"] == ["flavor", "keypair", "quota"]
+    assert ctl.call("hello")["kinds"] == ["aggregate", "flavor", "keypair", "quota"]
     snap = ctl.call("snapshot_begin")
     page = ctl.call("snapshot_page", snapshot=snap["snapshot"], after=None, limit=100)
     assert page["done"] and [i[1] for i in page["items"] if i[0] == "flavor"] == sorted(
@@ -307,6 +307,7 @@ def test_a_flavor_source_publishes_flavors(tmp_path, publishers, clients):
         feed.keypair_key(user, name) for user, name in simulator.DEMO_KEYPAIRS)
     assert [i[1] for i in page["items"] if i[0] == "quota"] == [
         "class/default", "project/demo"]                                  # quota limits
+    assert [i[1] for i in page["items"] if i[0] == "aggregate"] == ["1", "2"]   # aggregates
     sub.heartbeat()
     conn = connection.open_cell(db)
     conn.execute("INSERT INTO flavor_extra_specs (key, value, flavor_id) VALUES ('k', 'v', 1)")
@@ -322,6 +323,13 @@ def test_a_flavor_source_publishes_flavors(tmp_path, publishers, clients):
     (event,) = [e for b in batches for e in b.events]
     assert (event.kind, event.key, event.entity["limits"]["instances"]) == (
         "quota", "project/other", 3)
+    conn = connection.open_cell(db)                      # a host joins an aggregate
+    conn.execute("INSERT INTO aggregate_hosts (host, aggregate_id) VALUES ('compute-x', 2)")
+    conn.close()
+    batches, _ = collect(sub, head_of(db))
+    (event,) = [e for b in batches for e in b.events]
+    assert (event.kind, event.key, event.entity["hosts"]) == (
+        "aggregate", "2", ["compute-0000", "compute-0001", "compute-x"])
 
 
 def test_run_publisher_in_a_thread_stops_when_told(populated, tmp_path, clients):
