@@ -165,6 +165,14 @@ def _instances_ever(conn: apsw.Connection) -> int:
     return int(row[0]) if row else 0
 
 
+def _cell_name(conn: apsw.Connection) -> str:
+    """The name the cell's outbox was installed with ("" without one)."""
+    if not schema.has_table(conn, outbox.META):
+        return ""
+    row = conn.execute(f"SELECT value FROM {outbox.META} WHERE name = 'cell'").fetchone()
+    return str(row[0]) if row else ""
+
+
 def _ensure_services(conn: apsw.Connection, hosts: list[str]) -> list[str]:
     """Compute services for ``hosts`` unless the cell has some already; returns
     the hosts of the cell's live nova-compute services."""
@@ -174,12 +182,16 @@ def _ensure_services(conn: apsw.Connection, hosts: list[str]) -> list[str]:
     if existing:
         return existing
     stamp = rows.now()
+    # A service's uuid is unique in the cloud (cells name their hosts alike here): drawn
+    # from the cell's name and the host.
+    cell = _cell_name(conn)
     with conn:
         conn.executemany(
             "INSERT INTO services (created_at, updated_at, deleted, uuid, host, \"binary\", "
             "topic, report_count, disabled, forced_down, version, last_seen_up) "
             "VALUES (?, ?, 0, ?, ?, 'nova-compute', 'compute', 0, 0, 0, 66, ?)",
-            [(stamp, stamp, rows.new_uuid(random.Random(h)), h, stamp) for h in hosts])
+            [(stamp, stamp, rows.new_uuid(random.Random(f"{cell}/{h}" if cell else h)), h,
+              stamp) for h in hosts])
     return list(hosts)
 
 
@@ -393,6 +405,10 @@ def seed_flavors(db: str) -> None:
                     "public_key, type) VALUES (?, ?, ?, ?, ?, ?)",
                     [(rows.FLAVOR_CREATED, name, user, *_public_key(user, name), "ssh")
                      for user, name in DEMO_KEYPAIRS])
+            if schema.has_table(conn, "aggregates"):
+                _seed_aggregates(conn)
+            if schema.has_table(conn, "instance_group_policy"):
+                _seed_server_groups(conn)
             if schema.has_table(conn, "quotas"):
                 conn.executemany("INSERT OR IGNORE INTO quotas (created_at, project_id, "
                                  "resource, hard_limit) VALUES (?, ?, ?, ?)",
@@ -400,6 +416,52 @@ def seed_flavors(db: str) -> None:
                                   for project, resource, limit in DEMO_QUOTAS])
     finally:
         conn.close()
+
+
+# Aggregates the flavor source gets (Nova's API database holds them): the hosts of
+# ``host_zone``'s "az-west" in a zone of that name; the others are in no aggregate with
+# a zone (so in Nova's default zone, "nova"); and one aggregate that is not a zone.
+DEMO_AGGREGATES = (("west-racks", "az-west", lambda host: host_zone(host) == "az-west"),
+                   ("gpu-hosts", None, lambda host: host.endswith("7")))
+
+
+def _seed_aggregates(conn: apsw.Connection) -> None:
+    hosts = [f"compute-{i:04d}" for i in range(MAX_HOSTS)]
+    for name, zone, member in DEMO_AGGREGATES:
+        if conn.execute("SELECT 1 FROM aggregates WHERE name = ?", (name,)).fetchone():
+            continue
+        conn.execute("INSERT INTO aggregates (created_at, uuid, name) VALUES (?, ?, ?)",
+                     (rows.FLAVOR_CREATED, str(uuidlib.uuid5(uuidlib.NAMESPACE_DNS, name)), name))
+        (aggregate_id,) = conn.execute("SELECT id FROM aggregates WHERE name = ?",
+                                       (name,)).fetchone()
+        conn.executemany("INSERT INTO aggregate_hosts (created_at, host, aggregate_id) "
+                         "VALUES (?, ?, ?)", [(rows.FLAVOR_CREATED, host, aggregate_id)
+                                              for host in hosts if member(host)])
+        if zone is not None:
+            conn.execute("INSERT INTO aggregate_metadata (created_at, key, value, "
+                         "aggregate_id) VALUES (?, 'availability_zone', ?, ?)",
+                         (rows.FLAVOR_CREATED, zone, aggregate_id))
+
+
+# Server groups the flavor source gets (Nova's API database holds them): the demo
+# project's, without members (its servers are the cells').
+DEMO_SERVER_GROUPS = (("web-spread", "anti-affinity", None),
+                      ("db-pack", "soft-affinity", None),
+                      ("batch", "anti-affinity", '{"max_server_per_host": 3}'))
+
+
+def _seed_server_groups(conn: apsw.Connection) -> None:
+    user = rows.user_ids("demo")[0]
+    for name, policy, rules in DEMO_SERVER_GROUPS:
+        uuid = str(uuidlib.uuid5(uuidlib.NAMESPACE_DNS, f"server-group-{name}"))
+        if conn.execute("SELECT 1 FROM instance_groups WHERE uuid = ?", (uuid,)).fetchone():
+            continue
+        conn.execute("INSERT INTO instance_groups (created_at, user_id, project_id, uuid, "
+                     "name) VALUES (?, ?, 'demo', ?, ?)",
+                     (rows.FLAVOR_CREATED, user, uuid, name))
+        conn.execute("INSERT INTO instance_group_policy (created_at, policy, group_id, rules) "
+                     "SELECT ?, ?, id, ? FROM instance_groups WHERE uuid = ?",
+                     (rows.FLAVOR_CREATED, policy, rules, uuid))
 
 
 # Key pairs the flavor source gets (Nova's API database holds them): the demo's admin

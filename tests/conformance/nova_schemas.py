@@ -56,6 +56,11 @@ CONTROLLERS = {
     "limits": ("nova/api/openstack/compute/limits.py", "LimitsController"),
     # GET /os-quota-sets/{project}[/detail|/defaults]
     "quota_sets": ("nova/api/openstack/compute/quota_sets.py", "QuotaSetsController"),
+    # GET /os-availability-zone[/detail]
+    "availability_zone": ("nova/api/openstack/compute/availability_zone.py",
+                          "AvailabilityZoneController"),
+    # GET /os-server-groups[/{id}]
+    "server_groups": ("nova/api/openstack/compute/server_groups.py", "ServerGroupController"),
 }
 SCHEMA_MODULES = {
     "servers": "nova.api.openstack.compute.schemas.servers",
@@ -70,6 +75,8 @@ SCHEMA_MODULES = {
     "keypairs": "nova.api.openstack.compute.schemas.keypairs",
     "limits": "nova.api.openstack.compute.schemas.limits",
     "quota_sets": "nova.api.openstack.compute.schemas.quota_sets",
+    "availability_zone": "nova.api.openstack.compute.schemas.availability_zone",
+    "server_groups": "nova.api.openstack.compute.schemas.server_groups",
 }
 # The decorators that attach a schema to a method, per kind of schema.
 RESPONSE = "response_body_schema"
@@ -88,7 +95,9 @@ _REAL = ["nova.i18n", "nova.exception", "nova.api.validation.parameter_types",
          "nova.api.openstack.compute.schemas.instance_actions",
          "nova.api.openstack.compute.schemas.keypairs",
          "nova.api.openstack.compute.schemas.limits",
-         "nova.api.openstack.compute.schemas.quota_sets"]
+         "nova.api.openstack.compute.schemas.quota_sets",
+         "nova.api.openstack.compute.schemas.availability_zone",
+         "nova.api.openstack.compute.schemas.server_groups"]
 # Modules whose literal top-level constants are all the schema modules need.
 _CONSTANTS_ONLY = ["nova.objects.instance", "nova.objects.tag"]
 _PACKAGES = ["nova", "nova.api", "nova.api.validation", "nova.api.openstack",

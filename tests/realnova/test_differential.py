@@ -678,3 +678,77 @@ def test_quota_sets_agree_with_nova_limits(stack, appliance, synced, project):
     assert status == 200 and show["quota_set"] == {
         "id": project, **{r: v["limit"] for r, v in detail["quota_set"].items() if r != "id"}}
     assert not found, "\n".join(found)
+
+
+# -- availability zones (GET /os-availability-zone[/detail]) ------------------------------
+# compute-1 in zone-1 (an aggregate), compute-2 (down) and compute-3 in Nova's default
+# zone; the services of cell0 and cell1. Reports move updated_at and liveness: equal
+# once both read the same state.
+
+ZONE_MICROVERSIONS = ("2.1", "2.101", "2.102", "2.104")
+
+
+@pytest.mark.parametrize("microversion", ZONE_MICROVERSIONS)
+@pytest.mark.parametrize("role", ["member", "admin"])
+def test_availability_zones_equal_nova_api(stack, appliance, synced, role, microversion):
+    for path in ("/v2.1/os-availability-zone", "/v2.1/os-availability-zone/detail",
+                 "/v2.1/os-availability-zone?bogus=1"):
+        _equal_eventually(stack, appliance, path, role, microversion)
+
+
+def test_zone_changes_reach_the_availability_zones(stack, appliance, synced):
+    """A service disabled (its zone's only one: the zone is unavailable), a host put
+    into another zone (an aggregate of the API database), and back."""
+    w = stack.writer
+    w.create_compute(host="compute-z", az="zone-2")
+    _equal_eventually(stack, appliance, "/v2.1/os-availability-zone/detail")
+    w.service_disable(host="compute-z")
+    _equal_eventually(stack, appliance, "/v2.1/os-availability-zone")
+    _equal_eventually(stack, appliance, "/v2.1/os-availability-zone/detail")
+    w.service_disable(host="compute-z", disabled=False)
+    w.create_compute(host="compute-y", az="zone-1")
+    _equal_eventually(stack, appliance, "/v2.1/os-availability-zone/detail")
+
+
+# -- server groups (GET /os-server-groups[/{id}]) ------------------------------------------
+# project-a's "spread" (a member: web-1) and more groups of every policy, one with rules,
+# one of project-b's.
+
+SERVER_GROUP_MICROVERSIONS = ("2.1", "2.13", "2.15", "2.64", "2.74", "2.75", "2.101",
+                              "2.102", "2.104")
+
+
+@pytest.fixture(scope="module")
+def server_groups(stack, appliance, synced):
+    w = stack.writer
+    w.create_server_group(user_id="user-a", project_id="project-a", name="pack",
+                          policy="affinity")
+    w.create_server_group(user_id="user-a", project_id="project-a", name="two per host",
+                          policy="anti-affinity", rules={"max_server_per_host": 2})
+    w.create_server_group(user_id="user-b", project_id="project-b", name="theirs",
+                          policy="soft-anti-affinity")
+    wait_for(appliance.caught_up, 60, interval=0.1, what="the replica caught up")
+    status, every = stack.api.get("/v2.1/os-server-groups?all_projects=1",
+                                  token=ROLES["admin"][0], microversion="2.13")
+    assert status == 200, every
+    wait_for(lambda: len(appliance.get("/v2.1/os-server-groups?all_projects=1",
+                                       ROLES["admin"][1])[1].get("server_groups", []))
+             == len(every["server_groups"]), 30, interval=0.1,
+             what="the new server groups in the appliance")
+    return {g["name"]: g["id"] for g in every["server_groups"]}
+
+
+@pytest.mark.parametrize("microversion", SERVER_GROUP_MICROVERSIONS)
+@pytest.mark.parametrize("role", ["member", "other", "admin"])
+def test_server_groups_equal_nova_api(stack, appliance, server_groups, role, microversion):
+    paths = ["/v2.1/os-server-groups", "/v2.1/os-server-groups?limit=1",
+             "/v2.1/os-server-groups?limit=2&offset=1", "/v2.1/os-server-groups?offset=9",
+             "/v2.1/os-server-groups?all_projects=1", "/v2.1/os-server-groups?limit=-1",
+             "/v2.1/os-server-groups?bogus=1",
+             "/v2.1/os-server-groups/00000000-0000-4000-8000-000000000000"]
+    paths += [f"/v2.1/os-server-groups/{uuid}" for uuid in server_groups.values()]
+    paths += [f"/v2.1/os-server-groups/{server_groups['spread']}?bogus=1"]
+    found = []
+    for path in paths:
+        found += compare(stack, appliance, path, role, microversion)
+    assert not found, "\n".join(found)

@@ -91,7 +91,8 @@ def test_nova_writes_archive_and_the_outbox_records_them(nova):
     assert cell_keys.count(("server", server)) >= 5       # build, save, metadata, delete
     assert ("server", nova.before) in cell_keys          # the host's service was disabled
     # and the instance actions Nova recorded for it (and archived with it)
-    assert {kind for kind, _key in cell_keys} == {"instance_action", "server"}
+    # (and the service's row as availability zones read it)
+    assert {kind for kind, _key in cell_keys} == {"instance_action", "server", "zone_service"}
     assert any(kind == "instance_action" and key.startswith(f"{server}/")
                for kind, key in cell_keys)
     assert ("flavor", "2") in outbox_keys(paths["api"])
@@ -99,7 +100,7 @@ def test_nova_writes_archive_and_the_outbox_records_them(nova):
     # the entities build from Nova's cell database (no API database tables in it)
     source = sqlite_source.SqliteCellSource.open(paths["cell1"], "cell1")
     try:
-        assert source.kinds == ["instance_action", "server"]
+        assert source.kinds == ["instance_action", "server", "zone_service"]
         with source.entities.read_view():
             built = source.entities.build("server", [nova.before, server])
         assert built[server] is None                     # archived: a tombstone

@@ -128,7 +128,8 @@ def test_replaced_cell_database_is_detected_and_resynced(make_cell, make_ingest,
     seen = []
     job = ing.client.wait_job(ing.client.resync("c1"), progress=seen.append, timeout=60)
     assert job["state"] == "done" and job["error"] is None, job
-    assert job["done"] == job["total"] == 120
+    # the cell's servers and its compute services (120 servers: 4 hosts)
+    assert job["done"] == job["total"] == 120 + status["c1"]["zone_services"] == 124
     assert seen[-1] == job
     assert ing.wait_caught_up([c1])["c1"]["resyncs"] == status["c1"]["resyncs"] + 1
     assert_converged(replica_path, c1)
@@ -363,10 +364,11 @@ def test_a_flavor_source_is_replicated_like_a_cell(make_cell, make_ingest, repli
     job = ing.client.wait_job(ing.client.verify("flavors"), timeout=60)
     assert job["state"] == "done" and job["result"]["cells"]["flavors"]["differing"] == []
     job = ing.client.wait_job(ing.client.resync("flavors"), timeout=60)
-    # the flavor source also publishes Nova's API database's key pairs and quota limits
-    # (the defaults and the seeded project's)
+    # the flavor source also publishes Nova's API database's key pairs, quota limits
+    # (the defaults and the seeded project's), aggregates and server groups
     assert job["state"] == "done" and job["done"] == (
-        len(ids) + status["flavors"]["keypairs"] + 2)
+        len(ids) + status["flavors"]["keypairs"] + 2 + status["flavors"]["zone_aggregates"]
+        + status["flavors"]["server_groups"])
 
 
 def test_a_silent_cell_goes_stale_and_comes_back(make_cell, make_ingest, replica_path):
@@ -405,7 +407,8 @@ def test_resync_of_every_cell_at_once_swaps_each_of_them(make_cell, make_ingest,
     before = ing.wait_caught_up(cells)
     job = ing.client.wait_job(ing.client.resync(None), timeout=60)
     assert job["state"] == "done" and job["error"] is None, job
-    assert job["done"] == job["total"] == 60 + 70 + 80
+    # servers, and each cell's compute services (2, 2 and 3 hosts)
+    assert job["done"] == job["total"] == 60 + 70 + 80 + 2 + 2 + 3
     after = ing.wait_caught_up(cells)
     for cell in cells:
         assert after[cell.name]["resyncs"] == before[cell.name]["resyncs"] + 1

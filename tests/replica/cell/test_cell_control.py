@@ -46,7 +46,8 @@ def test_handle_answers_and_refuses_without_raising(cell_db):
                                    threading.Event())
     server.open()
     hello = feed.decode_reply("hello", server.handle(feed.encode_request("hello")))
-    assert (hello["head"], hello["oldest"]) == (5, 1)
+    # the 5 servers and the cell's 2 compute services
+    assert (hello["head"], hello["oldest"]) == (7, 1)
     assert feed._unpack(server.handle(b"\x00\x01"), 1 << 20)["ok"] is False
     server.source.close()     # a database error becomes an "internal" error reply
     reply = feed._unpack(server.handle(feed.encode_request("hello")), 1 << 20)

@@ -57,7 +57,7 @@ def test_hello(populated, publishers, clients):
     assert reply == {"ok": True, "cell": "c1", "epoch": outbox.epoch_of(conn),
                      "head": outbox.outbox_head(conn), "oldest": 1,
                      "versions": list(feed.FEED_VERSIONS),
-                     "kinds": ["instance_action", "server"]}
+                     "kinds": ["instance_action", "server", "zone_service"]}
     conn.close()
 
 
@@ -198,8 +198,11 @@ def test_snapshot_is_consistent_while_writes_continue(populated, publishers, cli
             after = page["items"][-1][:2]
             wait_for(lambda: writer.ops > ops_at_begin, what="writes during the snapshot")
         assert writer.ops > ops_at_begin
-    # in (kind, key) order: the instance actions (keys "<uuid>/<id>"), then the servers
-    kind_of = {key: "instance_action" if "/" in key else "server" for key in reference}
+    # in (kind, key) order: the instance actions (keys "<uuid>/<id>"), the servers, then
+    # the compute services
+    services = fresh(populated, ["zone_service"])[1]
+    kind_of = {key: "zone_service" if key in services else
+               "instance_action" if "/" in key else "server" for key in reference}
     assert [(kind, key) for kind, key, _e in items] == sorted(
         (kind_of[key], key) for key in reference)
     assert {key: e for _kind, key, e in items} == {
@@ -295,7 +298,8 @@ def test_a_flavor_source_publishes_flavors(tmp_path, publishers, clients):
     ctl = clients(Control, pub.control_url)
     sub = clients(Subscriber, pub.feed_url)
     # Nova's API database
-    assert ctl.call("hello")["kinds"] == ["flavor", "keypair", "quota"]
+    assert ctl.call("hello")["kinds"] == ["flavor", "keypair", "quota", "server_group",
+                                          "zone_aggregate"]
     snap = ctl.call("snapshot_begin")
     page = ctl.call("snapshot_page", snapshot=snap["snapshot"], after=None, limit=100)
     assert page["done"] and [i[1] for i in page["items"] if i[0] == "flavor"] == sorted(
