@@ -1120,6 +1120,18 @@ _SERVER_GROUP_MEMBERS_SQL = ("SELECT group_id, instance_uuid FROM instance_group
                              "WHERE group_id IN {keys} ORDER BY id")
 
 
+def _group_rules(text) -> dict:
+    """A group's rules as Nova's InstanceGroup.rules gives them: only
+    max_server_per_host, as an integer."""
+    parsed = _loads(text, {}) if text else {}
+    if not isinstance(parsed, dict) or "max_server_per_host" not in parsed:
+        return {}
+    try:
+        return {"max_server_per_host": int(str(parsed["max_server_per_host"]))}
+    except ValueError:
+        return {}
+
+
 def build_server_groups(db, keys: Iterable[str],
                         children: frozenset[str] = ALL_CHILDREN) -> dict[str, dict | None]:
     """Server group entities for ``keys`` (group uuids): the first policy row's policy and
@@ -1141,12 +1153,11 @@ def build_server_groups(db, keys: Iterable[str],
         for gid, (uuid, name, project_id, user_id) in found.items():
             if uuid in out:
                 policy, rules = policies.get(gid, (None, None))
-                parsed = _loads(rules, {}) if rules else {}
                 out[uuid] = {"group_key": uuid, "id": gid, "name": _str_or_none(name),
                              "project_id": _str_or_none(project_id),
                              "user_id": _str_or_none(user_id),
                              "policy": _str_or_none(policy),
-                             "rules": parsed if isinstance(parsed, dict) else {},
+                             "rules": _group_rules(rules),
                              "members": members.get(gid, [])}
     return out
 

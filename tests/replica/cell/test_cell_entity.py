@@ -394,6 +394,12 @@ def test_server_group_entities(tmp_path):
     assert (web["name"], web["project_id"], web["policy"], web["rules"], web["members"]) == (
         "web-spread", "demo", "anti-affinity", {}, [])
     assert batch["rules"] == {"max_server_per_host": 3}
+    with conn:      # as Nova stores them (strings) and reads them (only this rule, an int)
+        conn.execute("UPDATE instance_group_policy SET rules = ? WHERE group_id = "
+                     "(SELECT id FROM instance_groups WHERE uuid = ?)",
+                     ('{"max_server_per_host": "4", "other": "x"}', keys[2]))
+    assert entity.build_server_groups(conn, keys[2:])[keys[2]]["rules"] == {
+        "max_server_per_host": 4}
     # a member row enqueues its group's key, and is in the group's members
     head = outbox.outbox_head(conn)
     with conn:
