@@ -354,8 +354,9 @@ class ComputeApi:
                 raise _NotRouted()
             return self._server_groups(read, _path_text(rest[1]) if len(rest) == 2 else None)
         if collection == "os-availability-zone":
+            # the cells' services and the API database's aggregates: both feeds
             if len(rest) > 2 or (len(rest) == 2 and rest[1] != "detail") \
-                    or not self._published("servers"):
+                    or not (self._published("servers") and self._published("flavors")):
                 raise _NotRouted()
             return self._availability_zones(read, len(rest) == 2)
         if len(rest) == 1:
