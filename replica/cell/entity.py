@@ -1224,7 +1224,9 @@ SOURCE_KINDS: dict[str, SourceKind] = {kind.name: kind for kind in (
                keys_after=_zone_service_keys, count_query=_ZONE_SERVICE_COUNT_SQL,
                requires=("instances",)),
     SourceKind(feed.KIND_ZONE_AGGREGATE, "aggregates", "uuid", build_zone_aggregates,
-               requires=("aggregate_hosts", "aggregate_metadata")),
+               requires=("aggregate_hosts", "aggregate_metadata"),
+               # Nova's cell databases keep the aggregate tables of old, unused
+               unless_table="instances"),
     # the API database's (this project's cell schema holds server groups too, for the
     # servers' entities: those are not published)
     SourceKind(feed.KIND_SERVER_GROUP, "instance_groups", "uuid", build_server_groups,

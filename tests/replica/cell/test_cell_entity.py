@@ -375,6 +375,8 @@ def test_quota_limits_are_published_by_the_api_database_only():
     """Nova's cell databases keep legacy quota tables: a database with instances does not
     publish the quota kind; the API database (or a flavor source) does."""
     assert "quota" not in entity.kinds_in(["instances", "quotas", "quota_classes"])
+    assert "zone_aggregate" not in entity.kinds_in(["instances", "services", "aggregates",
+                                                    "aggregate_hosts", "aggregate_metadata"])
     assert entity.kinds_in(["flavors", "quotas", "quota_classes", "instance_groups"]) == [
         "flavor", "quota"]
 
