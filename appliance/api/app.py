@@ -564,7 +564,9 @@ class ComputeApi:
             additional_properties(multi, frozenset(), pattern_underscore=False)
         if detail and not read.identity.admin:
             raise _policy_refused("os-availability-zone:detail")
-        result = self._reader.availability_zones(detail)
+        result = self._reader.availability_zones(
+            detail, self.config.default_availability_zone,
+            self.config.internal_service_availability_zone)
         return 200, result.body, result
 
     def _list_servers(self, read: _Read, detail: bool):

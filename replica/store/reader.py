@@ -722,7 +722,7 @@ _MATCH_CLOCK = _MatchClock()
 # lists the enabled services (not the API ones) of each available zone by host, each
 # alive when not forced down and its last heartbeat is within its publisher's
 # service_down_time of now.
-DEFAULT_AVAILABILITY_ZONE = "nova"          # Nova's default_availability_zone
+DEFAULT_AVAILABILITY_ZONE = "nova"          # Nova's default_availability_zone (a setting)
 INTERNAL_AVAILABILITY_ZONE = "internal"     # Nova's internal_service_availability_zone
 _API_SERVICES = "('nova-osapi_compute', 'nova-metadata')"
 _ZONES_WITH = (
@@ -1043,11 +1043,12 @@ class Reader:
         (body, position), ms = self._one_row(quota_set_sql(minor, mode), (project_id,))
         return ReadResult(body, position or "", ms, count=1)
 
-    def availability_zones(self, detail: bool) -> ReadResult:
-        """GET /os-availability-zone[/detail] (the whole body)."""
-        (body, position), ms = self._one_row(
-            AVAILABILITY_ZONES_SQL[detail],
-            (DEFAULT_AVAILABILITY_ZONE, INTERNAL_AVAILABILITY_ZONE))
+    def availability_zones(self, detail: bool, default_zone: str = DEFAULT_AVAILABILITY_ZONE,
+                           internal_zone: str = INTERNAL_AVAILABILITY_ZONE) -> ReadResult:
+        """GET /os-availability-zone[/detail] (the whole body), with Nova's default and
+        internal zone names."""
+        (body, position), ms = self._one_row(AVAILABILITY_ZONES_SQL[detail],
+                                             (default_zone, internal_zone))
         return ReadResult(body, position or "", ms, count=1)
 
     def show_server_group(self, group_id: str, project_id: str | None,

@@ -97,3 +97,14 @@ def test_empty_replica_lists_no_zone(tmp_path):
             "availabilityZoneInfo": []}
         assert _get(client, "/v2.1/os-availability-zone/detail", ADMIN).json() == {
             "availabilityZoneInfo": []}
+
+
+def test_the_default_zone_is_a_setting(tmp_path):
+    """Nova's default_availability_zone, as the setting of the same name gives it."""
+    path = str(tmp_path / "replica.db")
+    E.fill_replica(path, [], [E.flavor()], {"cell1": 1, "flavors": 1})
+    E.fill_zones(path, SERVICES[:1] + SERVICES[2:3], AGGREGATES[:1])
+    with serving(path, env={"NOAUTH_DEFAULT": MEMBER,
+                            "DEFAULT_AVAILABILITY_ZONE": "az-default"}) as client:
+        assert [z["zoneName"] for z in _get(client, "/v2.1/os-availability-zone").json()[
+            "availabilityZoneInfo"]] == ["az-default", "az-east"]
