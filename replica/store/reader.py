@@ -763,12 +763,13 @@ AVAILABILITY_ZONES_SQL = {detail: availability_zones_sql(detail) for detail in (
 
 
 # -- server groups ------------------------------------------------------------------------
-# A group's members as Nova shows them: those whose server is not deleted (a build
-# request counts), in member row order; the rest of its document is pre-rendered.
+# A group's members as Nova shows them: those whose server is neither deleted nor
+# soft-deleted (Nova's instance filter deleted=False leaves both out; a build request
+# counts), in member row order; the rest of its document is pre-rendered.
 
 _GROUP_MEMBERS = ("(SELECT json_group_array(m.value) FROM json_each(g.members) AS m "
                   "WHERE EXISTS (SELECT 1 FROM servers AS s WHERE s.uuid = m.value "
-                  "AND s.deleted = 0))")
+                  "AND s.deleted = 0 AND s.vm_state IS NOT 'soft-delete'))")
 
 
 def _server_group_doc(minor: int) -> str:

@@ -1,5 +1,6 @@
 """GET /os-server-groups and /os-server-groups/{id}: a project's groups from the replica,
-one statement each: members as Nova shows them (servers not deleted), policies and
+one statement each: members as Nova shows them (servers neither deleted nor
+soft-deleted), policies and
 metadata before 2.64, policy and rules from it, project and user from 2.13; limit and
 offset; all_projects for admins; another project's group is not found (except by an
 admin)."""
@@ -51,7 +52,7 @@ def test_list_is_the_projects_own_by_id(groups_api):
     first = body["server_groups"][0]
     assert first == {"id": MINE[0]["group_key"], "name": "group-1",
                      "policies": ["anti-affinity"], "metadata": {},
-                     "members": [LIVE["uuid"], SOFT["uuid"]]}
+                     "members": [LIVE["uuid"]]}
     assert body["server_groups"][3]["policies"] == []
     other = _get(groups_api, "/v2.1/os-server-groups", OTHER).json()
     assert _ids(other) == [THEIRS[0]["group_key"]]
@@ -89,8 +90,7 @@ def test_limit_offset_and_all_projects(groups_api):
 def test_show(groups_api):
     mine = MINE[0]["group_key"]
     got = _get(groups_api, f"/v2.1/os-server-groups/{mine}", version="2.64").json()
-    assert got == {"server_group": render.render_server_group(
-        MINE[0], 64, [LIVE["uuid"], SOFT["uuid"]])}
+    assert got == {"server_group": render.render_server_group(MINE[0], 64, [LIVE["uuid"]])}
     theirs = THEIRS[0]["group_key"]
     missing = _get(groups_api, f"/v2.1/os-server-groups/{theirs}")
     assert missing.status == 404
