@@ -321,7 +321,7 @@ ZONE_AGGREGATE_FIELDS: dict[str, tuple] = {
 
 # A server group (Nova's API database ``instance_groups`` with its policy row and member
 # rows), keyed by its uuid. Members are every member row's instance uuid, in row order:
-# the API shows those whose server is not deleted, judged when read.
+# the API shows those whose server is neither deleted nor soft-deleted, judged when read.
 SERVER_GROUP_FIELDS: dict[str, tuple] = {
     "group_key": _S,            # instance_groups.uuid
     "id": (int,),

@@ -889,8 +889,8 @@ def zone_aggregate_row(source: str, seq: int, entity: dict,
 
 # ---------------------------------------------------------------------------
 # Server groups (nova/api/openstack/compute/server_groups.py): a group's document in
-# pieces around its members, which the read fills in (the members whose server is not
-# deleted, as Nova shows them): the head before 2.64 (policies, metadata) and from it
+# pieces around its members, which the read fills in (the members whose server is
+# neither deleted nor soft-deleted, as Nova shows them): the head before 2.64 (policies, metadata) and from it
 # (policy, rules), and the tail from 2.13 (project and user).
 # ---------------------------------------------------------------------------
 
