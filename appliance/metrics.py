@@ -30,7 +30,7 @@ CELL_STATES = ("connecting", "catching_up", "live", "resyncing", "stale")
 ENDPOINT_WORDS = frozenset({"v2", "v2.1", "servers", "detail", "flavors", "os-extra_specs",
                             "ips", "metadata", "tags", "limits", "extensions",
                             "os-availability-zone", "os-instance-actions", "flavors",
-                            "os-flavor-access"})
+                            "os-flavor-access", "os-server-groups"})
 
 ENDPOINT_CACHE = 4096           # paths remembered with their endpoint label
 

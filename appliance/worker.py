@@ -80,6 +80,9 @@ def build_api_app(settings: Settings):
                        noauth_default_token=settings.noauth_default_token,
                        public_url=settings.public_url or None,
                        max_limit=settings.max_limit, server_feeds=server_feeds,
+                       default_availability_zone=settings.default_availability_zone,
+                       internal_service_availability_zone=(
+                           settings.internal_service_availability_zone),
                        flavor_feeds=flavor_feeds, api_db_feeds=api_db_feeds)
     app = make_app(config)
     # Open this process's read-only replica connection now: a replica that cannot be

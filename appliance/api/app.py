@@ -41,6 +41,7 @@ from appliance.api.params import (CANONICAL_UUID, NO_PARAMETERS, STRICT_QUERY_MI
                                   parse_query)
 from appliance.api.positions import FeedHeads, format_position, parse_position, wait_for
 from appliance.api.recent_writes import RecentWrites
+from appliance.api.server_group_params import check_show_query, server_group_query
 from appliance.api.server_params import server_query
 from appliance.api.token_store import TokenStore
 from appliance.api.upstream import Upstream
@@ -53,18 +54,22 @@ from replica.store.reader import (Prefixes, ReadResult, ReadTimeout, RegexTooCos
 LOG = logging.getLogger(__name__)
 READ_METHODS = ("GET", "HEAD")
 COLLECTIONS = ("servers", "flavors", "os-keypairs", "limits", "os-quota-sets",
-               "os-hypervisors", "os-services", "os-aggregates")
+               "os-hypervisors", "os-services", "os-aggregates", "os-availability-zone",
+               "os-server-groups")
 # The feeds whose loading holds a collection's reads back (replica.kinds feed roles;
 # limits and quota sets: the servers' usage and the API database's quota limits): 503
 # "loading" until each was live once.
 _LOADS_WITH = {"servers": ("servers",), "flavors": ("flavors",), "os-keypairs": ("flavors",),
                "limits": ("servers", "flavors"), "os-quota-sets": ("servers", "flavors"),
                "os-hypervisors": ("servers",), "os-services": ("servers", "flavors"),
-               "os-aggregates": ("flavors",)}
+               "os-aggregates": ("flavors",),
+               "os-availability-zone": ("servers", "flavors"),
+               "os-server-groups": ("servers", "flavors")}
 # GET /limits: its one parameter, and the microversion from which others are refused.
 LIMITS_PARAMETERS = frozenset({"tenant_id"})
 LIMITS_STRICT_QUERY_MINOR = 75
 QUOTA_SET_PARAMETERS = frozenset({"user_id"})      # show and detail, refused others from 2.75
+ZONES_STRICT_QUERY_MINOR = 102     # /os-availability-zone[/detail] refuse any parameter
 # GET /os-services: its filters, from 2.75 the only parameters; 2.11 forced_down, 2.53 uuids.
 SERVICES_PARAMETERS = frozenset({"host", "binary"})
 SERVICES_STRICT_QUERY_MINOR = 75
@@ -365,6 +370,16 @@ class ComputeApi:
             if len(rest) == 1 and self._published("servers"):
                 return self._services(read)
             raise _NotRouted()
+        if collection == "os-server-groups":
+            if len(rest) > 2 or not self._published("flavors"):
+                raise _NotRouted()
+            return self._server_groups(read, _path_text(rest[1]) if len(rest) == 2 else None)
+        if collection == "os-availability-zone":
+            # the cells' services and the API database's aggregates: both feeds
+            if len(rest) > 2 or (len(rest) == 2 and rest[1] != "detail") \
+                    or not (self._published("servers") and self._published("flavors")):
+                raise _NotRouted()
+            return self._availability_zones(read, len(rest) == 2)
         if len(rest) == 1:
             return (self._list_servers(read, False) if collection == "servers"
                     else self._list_flavors(read, False))
@@ -661,6 +676,41 @@ class ComputeApi:
         result = self._reader.show_aggregate(number, with_uuid)
         if result.body is None:
             raise _NotFoundWith(f"Aggregate {aggregate_id} could not be found.", result)
+        return 200, result.body, result
+
+    def _server_groups(self, read: _Read, group_id: str | None):
+        """GET /os-server-groups[/{id}] (policy: the project's readers and admins; a
+        group of another project is not found, except by an admin; every project's
+        groups with all_projects, for admins only: others get their own)."""
+        identity, minor = read.identity, read.minor
+        multi = read.query()
+        if group_id is not None:
+            check_show_query(multi, minor)
+            project = None if identity.admin else identity.project_id
+            result = self._reader.show_server_group(group_id, project, minor)
+            if result.body is None:
+                raise _NotFoundWith(f"Instance group {group_id} could not be found.", result)
+            if not identity.admin and not identity.reader:
+                raise _policy_refused("os-server-groups:show")
+            return 200, result.body, result
+        query = server_group_query(multi, minor, self.config.max_limit)
+        if not identity.admin and not identity.reader:
+            raise _policy_refused("os-server-groups:index")
+        project = None if identity.admin and query.all_projects else identity.project_id
+        result = self._reader.list_server_groups(project, query.limit, query.offset, minor)
+        return 200, result.body, result
+
+    def _availability_zones(self, read: _Read, detail: bool):
+        """GET /os-availability-zone[/detail] (policy: the list for anyone, the detail
+        for admins)."""
+        multi = read.query()
+        if read.minor >= ZONES_STRICT_QUERY_MINOR:
+            additional_properties(multi, frozenset(), pattern_underscore=False)
+        if detail and not read.identity.admin:
+            raise _policy_refused("os-availability-zone:detail")
+        result = self._reader.availability_zones(
+            detail, self.config.default_availability_zone,
+            self.config.internal_service_availability_zone)
         return 200, result.body, result
 
     def _list_servers(self, read: _Read, detail: bool):

@@ -26,6 +26,8 @@ class ApiConfig:
     recent_writes_path: str | None = None     # ... kept in this file (shared by workers)
     public_url: str | None = None             # link prefix; else from Host / X-Forwarded-*
     max_limit: int = 1000                     # Nova's [api] max_limit
+    default_availability_zone: str = "nova"             # Nova's options of the same names
+    internal_service_availability_zone: str = "internal"
     # Feeds a server (a flavor) read includes: until each has been live once, such reads
     # answer 503 "loading" instead of a list that looks empty. Empty: no waiting.
     server_feeds: tuple[str, ...] = ()

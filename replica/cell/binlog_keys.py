@@ -17,7 +17,13 @@ changes its members; a flavor extra spec or project row changes its flavor. A
 ``quota_classes`` row the defaults' (``quota`` kind, API database). An
 ``instance_actions`` row gives its ``instance_action`` key (instance uuid and id), an
 ``instance_actions_events`` row its action's (looked up by ``action_id``); a
-``key_pairs`` row (API database) its ``keypair`` key (user id and name).
+``key_pairs`` row (API database) its ``keypair`` key (user id and name). A
+``services`` row gives its ``zone_service`` key (its uuid: every report too, the
+zone detail shows it), an ``aggregates`` row (API database) its ``zone_aggregate``
+key (its uuid), an ``aggregate_hosts`` or ``aggregate_metadata`` row its aggregate's
+(looked up by ``aggregate_id``). An ``instance_groups`` row (API database) gives its
+``server_group`` key (its uuid), an ``instance_group_policy`` or
+``instance_group_member`` row its group's (looked up by ``group_id``).
 
 A compute service that stops reporting changes its servers' host_status with no
 write at all: ``LivenessWatch`` tells the tailer when a last report grows older
@@ -33,8 +39,9 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 
 from replica.cell import mysql
 from replica.cell.binlog_rows import column_images
-from replica.feed import (KIND_HYPERVISOR, KIND_INSTANCE_ACTION, KIND_KEYPAIR,
-                          KIND_QUOTA, KIND_SERVICE, QUOTA_DEFAULT_KEY, instance_action_key,
+from replica.feed import (KIND_HYPERVISOR, KIND_INSTANCE_ACTION, KIND_KEYPAIR, KIND_QUOTA,
+                          KIND_SERVER_GROUP, KIND_SERVICE, KIND_ZONE_AGGREGATE,
+                          KIND_ZONE_SERVICE, QUOTA_DEFAULT_KEY, instance_action_key,
                           keypair_key, quota_key)
 
 SERVICE_DOWN_TIME_S = 60       # Nova's service_down_time default
@@ -69,6 +76,7 @@ FANOUT_TABLES = frozenset({
     ("api", "instance_group_policy"), ("api", "flavor_extra_specs"), ("api", "flavor_projects"),
     ("cell", "instance_actions"), ("cell", "instance_actions_events"), ("api", "key_pairs"),
     ("api", "quotas"), ("api", "quota_classes"),
+    ("api", "aggregates"), ("api", "aggregate_hosts"), ("api", "aggregate_metadata"),
 })
 # The tables the stream decodes at all (the stream filters by table name).
 WATCHED_TABLES = sorted({table for _role, table in KEY_MAP} |
@@ -86,6 +94,8 @@ class ChangedKeys:
     server_groups: set = field(default_factory=set)
     flavor_ids: set = field(default_factory=set)
     action_ids: set = field(default_factory=set)             # instance actions' ids (events)
+    aggregate_ids: set = field(default_factory=set)          # aggregates' ids (hosts, metadata)
+    group_ids: set = field(default_factory=set)              # server groups' ids (policy, members)
     service_reports: list = field(default_factory=list)    # [(host, last report or None)]
     api_servers: list = field(default_factory=list)        # server keys from API DB rows
     # one row the transaction changed, (schema, table, ((column, value), ...)) of its
@@ -211,8 +221,12 @@ class KeyMapper:
         if mapped is None and (role, table) not in FANOUT_TABLES:
             return                     # rows of other tables are not even decoded
         images = None
+        grouped = (KIND_SERVER_GROUP in self.kinds and role == "api"
+                   and table == "instance_group_member")
         if mapped is not None:         # only the key (and the probe's) columns are read
             names = {mapped[1]}
+            if grouped:
+                names.add("group_id")
             if changed.probe is None:
                 names.update(_key_columns(event))
             images = column_images(event, names)
@@ -221,6 +235,11 @@ class KeyMapper:
         changed.rows += len(images)
         if changed.probe is None and images:
             changed.probe = _probe_of(event, images[0])
+        if grouped:
+            for before, after in images:
+                changed.group_ids.update(image["group_id"] for image in (before, after)
+                                         if image is not None
+                                         and image.get("group_id") is not None)
         if mapped is not None:
             kind, column = mapped
             if kind in self.kinds:
@@ -290,6 +309,33 @@ class KeyMapper:
             for before, after in images:
                 changed.flavor_ids.update(image["flavor_id"] for image in (before, after)
                                           if image is not None)
+        if KIND_SERVER_GROUP in self.kinds and role == "api":
+            if table == "instance_groups":
+                for before, after in images:
+                    changed.keys += [(KIND_SERVER_GROUP, str(image["uuid"]))
+                                     for image in (before, after)
+                                     if image is not None and image.get("uuid") is not None]
+            elif table == "instance_group_policy":
+                for before, after in images:
+                    changed.group_ids.update(image["group_id"] for image in (before, after)
+                                             if image is not None
+                                             and image.get("group_id") is not None)
+        if KIND_ZONE_SERVICE in self.kinds and role == "cell" and table == "services":
+            for before, after in images:
+                changed.keys += [(KIND_ZONE_SERVICE, str(image["uuid"]))
+                                 for image in (before, after)
+                                 if image is not None and image.get("uuid") is not None]
+        if KIND_ZONE_AGGREGATE in self.kinds and role == "api":
+            if table == "aggregates":
+                for before, after in images:
+                    changed.keys += [(KIND_ZONE_AGGREGATE, str(image["uuid"]))
+                                     for image in (before, after)
+                                     if image is not None and image.get("uuid") is not None]
+            elif table in ("aggregate_hosts", "aggregate_metadata"):
+                for before, after in images:
+                    changed.aggregate_ids.update(image["aggregate_id"] for image in (before, after)
+                                                 if image is not None
+                                                 and image.get("aggregate_id") is not None)
         if KIND_QUOTA in self.kinds and role == "api":
             if table in ("quotas", "instance_groups"):
                 for before, after in images:
@@ -320,6 +366,11 @@ class KeyMapper:
             keys += [("flavor", f) for f in lookups.flavorids(changed.flavor_ids)]
         if changed.action_ids:
             keys += [(KIND_INSTANCE_ACTION, k) for k in lookups.action_keys(changed.action_ids)]
+        if changed.group_ids:
+            keys += [(KIND_SERVER_GROUP, k) for k in lookups.group_uuids(changed.group_ids)]
+        if changed.aggregate_ids:
+            keys += [(KIND_ZONE_AGGREGATE, k)
+                     for k in lookups.aggregate_uuids(changed.aggregate_ids)]
         return keys
 
 
@@ -457,6 +508,25 @@ class Lookups:
                               f"({_marks(chunk)}) AND instance_uuid IS NOT NULL ORDER BY id",
                               chunk)]
         return out
+
+    def group_uuids(self, ids) -> list[str]:
+        """The uuids of the server groups ``ids`` (their policy or members changed); one
+        deleted meanwhile is published gone by its own row."""
+        if self.api is None:
+            return []
+        ids = sorted(ids)
+        return [str(row[0]) for row in self.api(
+            f"SELECT uuid FROM instance_groups WHERE id IN ({_marks(ids)}) ORDER BY id", ids)]
+
+    def aggregate_uuids(self, ids) -> list[str]:
+        """The uuids of the aggregates ``ids`` (their hosts or metadata changed); one
+        deleted meanwhile is published gone by its own row."""
+        if self.api is None:
+            return []
+        ids = sorted(ids)
+        return [str(row[0]) for row in self.api(
+            f"SELECT uuid FROM aggregates WHERE id IN ({_marks(ids)}) AND uuid IS NOT NULL "
+            "ORDER BY id", ids)]
 
     def flavorids(self, ids) -> list[str]:
         if self.api is None:

@@ -391,8 +391,10 @@ def make_source(source_url: str, api_source_url: str | None, name: str, state_di
         # Its build requests are servers of its own feed (build_requests.py).
         return dataclasses.replace(source, api_url=source.cell_url,
                                    kinds=(feed.KIND_FLAVOR, feed.KIND_KEYPAIR, feed.KIND_QUOTA,
-                                          feed.KIND_SERVER, feed.KIND_AGGREGATE),
+                                          feed.KIND_SERVER, feed.KIND_AGGREGATE,
+                                          feed.KIND_SERVER_GROUP, feed.KIND_ZONE_AGGREGATE),
                                    service_down_time=0.0)
     return dataclasses.replace(source, kinds=(feed.KIND_INSTANCE_ACTION, feed.KIND_SERVER,
-                                              feed.KIND_HYPERVISOR, feed.KIND_SERVICE),
+                                              feed.KIND_HYPERVISOR, feed.KIND_SERVICE,
+                                              feed.KIND_ZONE_SERVICE),
                                own_servers_only=True)

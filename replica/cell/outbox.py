@@ -326,6 +326,76 @@ def _aggregate_triggers() -> list[TriggerGroup]:
             _keyed_triggers("aggregate_metadata", "aggregate_id", "aggregate")]
 
 
+def _zone_service_triggers() -> TriggerGroup:
+    """A services row enqueues its zone_service key (its uuid): every change, a
+    heartbeat too (the zone detail shows its updated_at and judges its liveness)."""
+    name = f"{OUTBOX}_zone_services"
+    return TriggerGroup({"services": ("uuid",)}, [
+        f"CREATE TRIGGER {name}_ins AFTER INSERT ON services BEGIN "
+        f"{_enqueue('zone_service', 'NEW.uuid')} END",
+        f"CREATE TRIGGER {name}_upd AFTER UPDATE ON services BEGIN "
+        f"{_enqueue('zone_service', 'NEW.uuid')} "
+        f"INSERT INTO {OUTBOX} (kind, key, ts) SELECT 'zone_service', OLD.uuid, {NOW} "
+        f"WHERE OLD.uuid IS NOT NULL AND OLD.uuid IS NOT NEW.uuid; END",
+        f"CREATE TRIGGER {name}_del AFTER DELETE ON services BEGIN "
+        f"{_enqueue('zone_service', 'OLD.uuid')} END",
+    ])
+
+
+def _zone_aggregate_triggers() -> list[TriggerGroup]:
+    """An aggregate (Nova's API database), its hosts and its metadata enqueue the
+    aggregate's zone_aggregate key (its uuid)."""
+    groups = [_keyed_triggers("aggregates", "uuid", "zone_aggregate")]
+    of = ("INSERT INTO {o} (kind, key, ts) SELECT 'zone_aggregate', uuid, {now} "
+          "FROM aggregates WHERE id = {ref}.aggregate_id AND uuid IS NOT NULL;")
+    for table in ("aggregate_hosts", "aggregate_metadata"):
+        name = f"{OUTBOX}_{table}"
+        groups.append(TriggerGroup({table: ("aggregate_id",), "aggregates": ("id", "uuid")}, [
+            f"CREATE TRIGGER {name}_ins AFTER INSERT ON {table} BEGIN "
+            f"{of.format(o=OUTBOX, now=NOW, ref='NEW')} END",
+            f"CREATE TRIGGER {name}_upd AFTER UPDATE ON {table} BEGIN "
+            f"{of.format(o=OUTBOX, now=NOW, ref='NEW')} "
+            f"INSERT INTO {OUTBOX} (kind, key, ts) SELECT 'zone_aggregate', uuid, {NOW} "
+            "FROM aggregates WHERE id = OLD.aggregate_id AND uuid IS NOT NULL "
+            "AND OLD.aggregate_id IS NOT NEW.aggregate_id; END",
+            f"CREATE TRIGGER {name}_del AFTER DELETE ON {table} BEGIN "
+            f"{of.format(o=OUTBOX, now=NOW, ref='OLD')} END",
+        ]))
+    return groups
+
+
+def _server_group_triggers() -> list[TriggerGroup]:
+    """A server group (Nova's API database), its policy rows and its member rows enqueue
+    the group's server_group key (its uuid)."""
+    name = f"{OUTBOX}_server_group"
+    groups = [TriggerGroup({"instance_groups": ("uuid",)}, [
+        f"CREATE TRIGGER {name}_ins AFTER INSERT ON instance_groups BEGIN "
+        f"{_enqueue('server_group', 'NEW.uuid')} END",
+        f"CREATE TRIGGER {name}_upd AFTER UPDATE ON instance_groups BEGIN "
+        f"{_enqueue('server_group', 'NEW.uuid')} "
+        f"INSERT INTO {OUTBOX} (kind, key, ts) SELECT 'server_group', OLD.uuid, {NOW} "
+        f"WHERE OLD.uuid IS NOT NULL AND OLD.uuid IS NOT NEW.uuid; END",
+        f"CREATE TRIGGER {name}_del AFTER DELETE ON instance_groups BEGIN "
+        f"{_enqueue('server_group', 'OLD.uuid')} END",
+    ])]
+    of = ("INSERT INTO {o} (kind, key, ts) SELECT 'server_group', uuid, {now} "
+          "FROM instance_groups WHERE id = {ref}.group_id;")
+    for table in ("instance_group_policy", "instance_group_member"):
+        each = f"{name}_{table}"
+        groups.append(TriggerGroup({table: ("group_id",), "instance_groups": ("id", "uuid")}, [
+            f"CREATE TRIGGER {each}_ins AFTER INSERT ON {table} BEGIN "
+            f"{of.format(o=OUTBOX, now=NOW, ref='NEW')} END",
+            f"CREATE TRIGGER {each}_upd AFTER UPDATE ON {table} BEGIN "
+            f"{of.format(o=OUTBOX, now=NOW, ref='NEW')} "
+            f"INSERT INTO {OUTBOX} (kind, key, ts) SELECT 'server_group', uuid, {NOW} "
+            "FROM instance_groups WHERE id = OLD.group_id AND OLD.group_id IS NOT NEW.group_id; "
+            "END",
+            f"CREATE TRIGGER {each}_del AFTER DELETE ON {table} BEGIN "
+            f"{of.format(o=OUTBOX, now=NOW, ref='OLD')} END",
+        ]))
+    return groups
+
+
 def cell_triggers() -> list[TriggerGroup]:
     groups = [_keyed_triggers("instances", "uuid", "server")]
     for table, column in INSTANCE_CHILDREN:
@@ -337,6 +407,7 @@ def cell_triggers() -> list[TriggerGroup]:
     groups.append(_fanout_triggers("instance_groups", ("uuid",), "instance_group_member",
                                    "group_id", live=False))
     groups += _action_triggers()
+    groups.append(_zone_service_triggers())
     groups += _hypervisor_triggers()
     groups.append(_service_row_triggers())
     return groups
@@ -375,6 +446,10 @@ def trigger_groups(conn: apsw.Connection) -> list[TriggerGroup]:
         groups += _aggregate_triggers()
     if "quotas" in columns and "instances" not in columns:     # a cell's are Nova's old ones
         groups += _quota_triggers()
+    if "aggregates" in columns and "instances" not in columns:
+        groups += _zone_aggregate_triggers()
+    if "instance_groups" in columns and "flavors" in columns:     # the API database's
+        groups += _server_group_triggers()
     return [group for group in groups if group.fits(columns)]
 
 

@@ -374,6 +374,38 @@ FLAVOR_TABLES: tuple[str, ...] = (
         project_id VARCHAR(255) NOT NULL,
         CONSTRAINT uniq_flavor_projects0flavor_id0project_id UNIQUE (flavor_id, project_id)
     )""",
+    # Nova's API database aggregates (availability zones: the availability_zone
+    # metadata; no soft delete there).
+    """
+    CREATE TABLE IF NOT EXISTS aggregates (
+        created_at DATETIME,
+        updated_at DATETIME,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        uuid VARCHAR(36),
+        name VARCHAR(255),
+        CONSTRAINT uniq_aggregate0name UNIQUE (name)
+    )""",
+    "CREATE INDEX IF NOT EXISTS aggregate_uuid_idx ON aggregates (uuid)",
+    """
+    CREATE TABLE IF NOT EXISTS aggregate_hosts (
+        created_at DATETIME,
+        updated_at DATETIME,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        host VARCHAR(255),
+        aggregate_id INTEGER NOT NULL REFERENCES aggregates (id),
+        CONSTRAINT uniq_aggregate_hosts0host0aggregate_id UNIQUE (host, aggregate_id)
+    )""",
+    """
+    CREATE TABLE IF NOT EXISTS aggregate_metadata (
+        created_at DATETIME,
+        updated_at DATETIME,
+        id INTEGER PRIMARY KEY,
+        key VARCHAR(255) NOT NULL,
+        value VARCHAR(255) NOT NULL,
+        aggregate_id INTEGER NOT NULL REFERENCES aggregates (id),
+        CONSTRAINT uniq_aggregate_metadata0aggregate_id0key UNIQUE (aggregate_id, key)
+    )""",
+    "CREATE INDEX IF NOT EXISTS aggregate_metadata_key_idx ON aggregate_metadata (key)",
     # Nova's API database key pairs (per user; no soft delete there).
     """
     CREATE TABLE IF NOT EXISTS key_pairs (
@@ -414,6 +446,10 @@ QUOTA_TABLES: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS quota_classes_class_name_idx ON quota_classes (class_name)",
 ) + tuple(ddl for ddl in CELL_TABLES if "CREATE TABLE IF NOT EXISTS instance_groups (" in ddl)
 FLAVOR_TABLES += QUOTA_TABLES
+# ... and the server groups' policies and members (the server_group kind).
+FLAVOR_TABLES += tuple(ddl for ddl in CELL_TABLES if any(
+    f"CREATE TABLE IF NOT EXISTS {table} (" in ddl
+    for table in ("instance_group_policy", "instance_group_member")))
 # Nova's API database host aggregates (the zones of compute hosts).
 AGGREGATE_TABLES: tuple[str, ...] = (
     """

@@ -165,6 +165,14 @@ def _instances_ever(conn: apsw.Connection) -> int:
     return int(row[0]) if row else 0
 
 
+def _cell_name(conn: apsw.Connection) -> str:
+    """The name the cell's outbox was installed with ("" without one)."""
+    if not schema.has_table(conn, outbox.META):
+        return ""
+    row = conn.execute(f"SELECT value FROM {outbox.META} WHERE name = 'cell'").fetchone()
+    return str(row[0]) if row else ""
+
+
 def _ensure_services(conn: apsw.Connection, hosts: list[str]) -> list[str]:
     """Compute services for ``hosts`` unless the cell has some already; returns
     the hosts of the cell's live nova-compute services."""
@@ -423,39 +431,64 @@ def seed_flavors(db: str) -> None:
                     "public_key, type) VALUES (?, ?, ?, ?, ?, ?)",
                     [(rows.FLAVOR_CREATED, name, user, *_public_key(user, name), "ssh")
                      for user, name in DEMO_KEYPAIRS])
+            if schema.has_table(conn, "aggregates"):
+                _seed_aggregates(conn)
+            if schema.has_table(conn, "instance_group_policy"):
+                _seed_server_groups(conn)
             if schema.has_table(conn, "quotas"):
                 conn.executemany("INSERT OR IGNORE INTO quotas (created_at, project_id, "
                                  "resource, hard_limit) VALUES (?, ?, ?, ?)",
                                  [(rows.FLAVOR_CREATED, project, resource, limit)
                                   for project, resource, limit in DEMO_QUOTAS])
-            if schema.has_table(conn, "aggregates"):
-                _seed_aggregates(conn)
     finally:
         conn.close()
 
 
-# Host aggregates the flavor source gets (Nova's API database holds them): the zone
-# host_zone() gives some hosts, and an aggregate without a zone.
-DEMO_AGGREGATES = (
-    ("az-west", {"availability_zone": "az-west"},
-     [f"compute-{i:04d}" for i in range(MAX_HOSTS) if host_zone(f"compute-{i:04d}") == "az-west"]),
-    ("gpu-hosts", {"gpu": "true"}, ["compute-0000", "compute-0001"]),
-)
+# Aggregates the flavor source gets (Nova's API database holds them): the hosts of
+# ``host_zone``'s "az-west" in a zone of that name; the others are in no aggregate with
+# a zone (so in Nova's default zone, "nova"); and one aggregate that is not a zone
+# (metadata of its own).
+DEMO_AGGREGATES = (("west-racks", {"availability_zone": "az-west"},
+                    lambda host: host_zone(host) == "az-west"),
+                   ("gpu-hosts", {"gpu": "true"}, lambda host: host.endswith("7")))
 
 
 def _seed_aggregates(conn: apsw.Connection) -> None:
-    for name, metadata, hosts in DEMO_AGGREGATES:
+    hosts = [f"compute-{i:04d}" for i in range(MAX_HOSTS)]
+    for name, metadata, member in DEMO_AGGREGATES:
         if conn.execute("SELECT 1 FROM aggregates WHERE name = ?", (name,)).fetchone():
             continue
         conn.execute("INSERT INTO aggregates (created_at, uuid, name) VALUES (?, ?, ?)",
-                     (rows.FLAVOR_CREATED, rows.new_uuid(random.Random(f"aggregate/{name}")),
-                      name))
-        (aid,) = conn.execute("SELECT id FROM aggregates WHERE name = ?", (name,)).fetchone()
+                     (rows.FLAVOR_CREATED, str(uuidlib.uuid5(uuidlib.NAMESPACE_DNS, name)), name))
+        (aggregate_id,) = conn.execute("SELECT id FROM aggregates WHERE name = ?",
+                                       (name,)).fetchone()
         conn.executemany("INSERT INTO aggregate_hosts (created_at, host, aggregate_id) "
-                         "VALUES (?, ?, ?)", [(rows.FLAVOR_CREATED, h, aid) for h in hosts])
-        conn.executemany("INSERT INTO aggregate_metadata (created_at, aggregate_id, \"key\", "
-                         "value) VALUES (?, ?, ?, ?)",
-                         [(rows.FLAVOR_CREATED, aid, k, v) for k, v in metadata.items()])
+                         "VALUES (?, ?, ?)", [(rows.FLAVOR_CREATED, host, aggregate_id)
+                                              for host in hosts if member(host)])
+        conn.executemany("INSERT INTO aggregate_metadata (created_at, \"key\", value, "
+                         "aggregate_id) VALUES (?, ?, ?, ?)",
+                         [(rows.FLAVOR_CREATED, k, v, aggregate_id) for k, v in metadata.items()])
+
+
+# Server groups the flavor source gets (Nova's API database holds them): the demo
+# project's, without members (its servers are the cells').
+DEMO_SERVER_GROUPS = (("web-spread", "anti-affinity", None),
+                      ("db-pack", "soft-affinity", None),
+                      ("batch", "anti-affinity", '{"max_server_per_host": 3}'))
+
+
+def _seed_server_groups(conn: apsw.Connection) -> None:
+    user = rows.user_ids("demo")[0]
+    for name, policy, rules in DEMO_SERVER_GROUPS:
+        uuid = str(uuidlib.uuid5(uuidlib.NAMESPACE_DNS, f"server-group-{name}"))
+        if conn.execute("SELECT 1 FROM instance_groups WHERE uuid = ?", (uuid,)).fetchone():
+            continue
+        conn.execute("INSERT INTO instance_groups (created_at, user_id, project_id, uuid, "
+                     "name) VALUES (?, ?, 'demo', ?, ?)",
+                     (rows.FLAVOR_CREATED, user, uuid, name))
+        conn.execute("INSERT INTO instance_group_policy (created_at, policy, group_id, rules) "
+                     "SELECT ?, ?, id, ? FROM instance_groups WHERE uuid = ?",
+                     (rows.FLAVOR_CREATED, policy, rules, uuid))
 
 
 # Key pairs the flavor source gets (Nova's API database holds them): the demo's admin

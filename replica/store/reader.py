@@ -945,6 +945,109 @@ _MATCH_CLOCK = _MatchClock()
 # The reader
 # ---------------------------------------------------------------------------
 
+# -- availability zones -------------------------------------------------------------------
+# Why the zones are put together here, at read time, and not rendered by a publisher: a
+# zone is what two databases say together (a cell's services, and the API database's
+# aggregates that give a compute host its zone), and its detail says whether each
+# service is alive, which changes with the clock and no row. Rendered by a publisher,
+# an aggregate's change would have to re-render the zones of every cell, and a service
+# that stops reporting would need a publisher watching the clock; here each fact
+# travels in the feed of the database that holds it (zone_service, zone_aggregate),
+# and one statement over those two small tables (a row per service, per aggregate)
+# renders the zones as Nova computes them at the moment of the request
+# (nova/availability_zones.py, nova/api/openstack/compute/availability_zone.py):
+# a compute service is in its host's aggregates' zones (joined with ','), else the
+# default zone (?1); any other service is in the internal zone (?2); a zone is
+# available when one of its services is enabled; the list shows the available zones,
+# then the others, each by name; it hides the internal zone, the detail does not and
+# lists the enabled services (not the API ones) of each available zone by host, each
+# alive when not forced down and its last heartbeat is within its publisher's
+# service_down_time of now.
+DEFAULT_AVAILABILITY_ZONE = "nova"          # Nova's default_availability_zone (a setting)
+INTERNAL_AVAILABILITY_ZONE = "internal"     # Nova's internal_service_availability_zone
+_API_SERVICES = "('nova-osapi_compute', 'nova-metadata')"
+_ZONES_WITH = (
+    "WITH zone_of AS MATERIALIZED (SELECT h.value AS host, group_concat(DISTINCT a.zone) "
+    "AS zone FROM zone_aggregates AS a, json_each(a.hosts) AS h WHERE a.zone IS NOT NULL "
+    "GROUP BY h.value), "
+    "svc AS MATERIALIZED (SELECT s.host, s.binary, s.disabled, s.forced_down, s.heartbeat, "
+    "s.down_time, s.d_updated_at, CASE WHEN s.is_compute THEN coalesce(z.zone, ?1) "
+    "ELSE ?2 END AS zone FROM zone_services AS s LEFT JOIN zone_of AS z ON z.host = s.host), "
+    "zones AS MATERIALIZED (SELECT zone, min(disabled) AS off FROM svc GROUP BY zone)")
+_ZONE_HEAD = ("'{\"zoneName\":' || json_quote(z.zone) || ',\"zoneState\":{\"available\":' "
+              "|| iif(z.off, 'false', 'true') || '},\"hosts\":' || ")
+_ALIVE = ("iif(forced_down = 0 AND (down_time = 0 OR abs(unixepoch('subsec') - heartbeat) "
+          "<= down_time), 'true', 'false')")
+
+
+def availability_zones_sql(detail: bool) -> str:
+    """GET /os-availability-zone[/detail]: ?1 the default zone, ?2 the internal one.
+    Returns (body, position)."""
+    if not detail:
+        return (f"{_ZONES_WITH} SELECT CAST('{{\"availabilityZoneInfo\":[' || coalesce(("
+                f"SELECT group_concat({_ZONE_HEAD} 'null}}', ',' ORDER BY z.off, z.zone) "
+                f"FROM zones AS z WHERE z.zone IS NOT ?2), '') || ']}}' AS BLOB), "
+                f"{POSITION_SQL}")
+    hosts = (f", hosts AS MATERIALIZED (SELECT zone, json_quote(coalesce(host, '')) || ':{{' "
+             f"|| group_concat(json_quote(coalesce(binary, '')) || ':{{\"available\":' || "
+             f"{_ALIVE} || ',\"active\":true,\"updated_at\":' || d_updated_at || '}}', "
+             f"',') || '}}' AS doc FROM svc WHERE disabled = 0 AND coalesce(binary, '') "
+             f"NOT IN {_API_SERVICES} GROUP BY zone, host)")
+    return (f"{_ZONES_WITH}{hosts} SELECT CAST('{{\"availabilityZoneInfo\":[' || coalesce(("
+            f"SELECT group_concat({_ZONE_HEAD} iif(z.off, 'null', '{{' || coalesce((SELECT "
+            f"group_concat(h.doc, ',') FROM hosts AS h WHERE h.zone = z.zone), '') || '}}') "
+            f"|| '}}', ',' ORDER BY z.off, z.zone) FROM zones AS z), '') || ']}}' AS BLOB), "
+            f"{POSITION_SQL}")
+
+
+AVAILABILITY_ZONES_SQL = {detail: availability_zones_sql(detail) for detail in (False, True)}
+
+
+# -- server groups ------------------------------------------------------------------------
+# A group's members as Nova shows them: those whose server is neither deleted nor
+# soft-deleted (Nova's instance filter deleted=False leaves both out; a build request
+# counts), in member row order; the rest of its document is pre-rendered.
+
+_GROUP_MEMBERS = ("(SELECT json_group_array(m.value) FROM json_each(g.members) AS m "
+                  "WHERE EXISTS (SELECT 1 FROM servers AS s WHERE s.uuid = m.value "
+                  "AND s.deleted = 0 AND s.vm_state IS NOT 'soft-delete'))")
+
+
+def _server_group_doc(minor: int) -> str:
+    head = "g.sg_head_v264" if minor >= 64 else "g.sg_head_v21"
+    tail = "g.sg_tail_v213" if minor >= 13 else "'}'"
+    return f"{head} || ',\"members\":' || {_GROUP_MEMBERS} || {tail}"
+
+
+def show_server_group_sql(minor: int) -> str:
+    """?1 the group's uuid, ?2 the caller's project (NULL: an admin's, any). Returns
+    (body or NULL, position)."""
+    return (f"SELECT (SELECT CAST('{{\"server_group\":' || {_server_group_doc(minor)} || '}}' "
+            f"AS BLOB) FROM server_groups AS g WHERE g.group_key = ?1 AND (?2 IS NULL OR "
+            f"g.project_id = ?2)), {POSITION_SQL}")
+
+
+def list_server_groups_sql(minor: int) -> str:
+    """?1 the project (NULL: every project's), ?2 the limit, ?3 the offset. Returns
+    (body, count, position)."""
+    return (f"WITH page AS MATERIALIZED (SELECT g.id AS n, {_server_group_doc(minor)} AS d "
+            f"FROM server_groups AS g WHERE (?1 IS NULL OR g.project_id = ?1) ORDER BY g.id "
+            f"LIMIT ?2 OFFSET ?3) "
+            f"SELECT CAST('{{\"server_groups\":[' || coalesce((SELECT group_concat(d, ',' "
+            f"ORDER BY n) FROM page), '') || ']}}' AS BLOB), (SELECT count(*) FROM page), "
+            f"{POSITION_SQL}")
+
+
+SERVER_GROUP_MINORS = (1, 13, 64)       # where a group's document changes
+SERVER_GROUP_SQL = {(show, minor): (show_server_group_sql if show else
+                                    list_server_groups_sql)(minor)
+                    for show in (False, True) for minor in SERVER_GROUP_MINORS}
+
+
+def _server_group_minor(minor: int) -> int:
+    return max(m for m in SERVER_GROUP_MINORS if m <= minor)
+
+
 class Reader:
     """The API's named queries over one read-only connection.
 
@@ -1225,6 +1328,28 @@ class Reader:
         (body, position), ms = self._one_row(AGGREGATE_SQL[(with_uuid, True)],
                                              (aggregate_id,))
         return ReadResult(body, position or "", ms, count=int(body is not None))
+
+    def availability_zones(self, detail: bool, default_zone: str = DEFAULT_AVAILABILITY_ZONE,
+                           internal_zone: str = INTERNAL_AVAILABILITY_ZONE) -> ReadResult:
+        """GET /os-availability-zone[/detail] (the whole body), with Nova's default and
+        internal zone names."""
+        (body, position), ms = self._one_row(AVAILABILITY_ZONES_SQL[detail],
+                                             (default_zone, internal_zone))
+        return ReadResult(body, position or "", ms, count=1)
+
+    def show_server_group(self, group_id: str, project_id: str | None,
+                          minor: int) -> ReadResult:
+        """One server group (``body`` None: none of that uuid, or another project's)."""
+        (body, position), ms = self._one_row(
+            SERVER_GROUP_SQL[(True, _server_group_minor(minor))], (group_id, project_id))
+        return ReadResult(body, position or "", ms, count=int(body is not None))
+
+    def list_server_groups(self, project_id: str | None, limit: int, offset: int,
+                           minor: int) -> ReadResult:
+        """A project's server groups (``project_id`` None: every project's) by id."""
+        (body, count, position), ms = self._one_row(
+            SERVER_GROUP_SQL[(False, _server_group_minor(minor))], (project_id, limit, offset))
+        return ReadResult(body, position or "", ms, count=count)
 
     def cells_live_once(self) -> set[str]:
         """The feeds ingest has caught up with at least once (ever, in this replica)."""

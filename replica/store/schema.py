@@ -454,6 +454,60 @@ STEPS: tuple[str, ...] = (
             WHERE NEW.availability_zone IS NOT NULL;
     END;
     """,
+    # 17 (availability zones: services): each cell's services as zones need them
+    # (replica.render.zone_service_row); a zone is read from them and zone_aggregates.
+    """
+    CREATE TABLE zone_services (
+        service_key TEXT PRIMARY KEY,     -- the service's uuid
+        cell TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        host TEXT,
+        binary TEXT,
+        is_compute INTEGER NOT NULL,      -- topic 'compute': zoned by its host's aggregates
+        disabled INTEGER NOT NULL,
+        forced_down INTEGER NOT NULL,
+        heartbeat REAL,                   -- last heartbeat, Unix seconds (NULL: none)
+        down_time INTEGER NOT NULL,       -- the publisher's service_down_time (0: not judged)
+        d_updated_at TEXT NOT NULL,       -- "updated_at" as JSON
+        entity_hash INTEGER NOT NULL,
+        bucket INTEGER NOT NULL
+    );
+    CREATE INDEX zone_services_cell_bucket ON zone_services (cell, bucket);
+    """,
+    # 18 (availability zones: aggregates): the API database's aggregates with their zone
+    # and hosts (replica.render.zone_aggregate_row).
+    """
+    CREATE TABLE zone_aggregates (
+        aggregate_key TEXT PRIMARY KEY,   -- the aggregate's uuid
+        source TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        zone TEXT,                        -- its availability_zone metadata (NULL: none)
+        hosts TEXT NOT NULL,              -- JSON array of host names
+        entity_hash INTEGER NOT NULL,
+        bucket INTEGER NOT NULL
+    );
+    CREATE INDEX zone_aggregates_source_bucket ON zone_aggregates (source, bucket);
+    """,
+    # 19 (server groups): the API database's server groups (replica.render.server_group_row):
+    # their documents around the members, which a read filters (not deleted servers).
+    """
+    CREATE TABLE server_groups (
+        group_key TEXT PRIMARY KEY,       -- the group's uuid
+        source TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        id INTEGER NOT NULL,              -- Nova's id: the list's order
+        project_id TEXT,
+        members TEXT NOT NULL,            -- JSON array of instance uuids, by member row
+        sg_head_v21 TEXT NOT NULL,        -- '{"id":..,"name":..,"policies":[..],"metadata":{}'
+        sg_head_v264 TEXT NOT NULL,       -- '{"id":..,"name":..,"policy":..,"rules":{..}'
+        sg_tail_v213 TEXT NOT NULL,       -- ',"project_id":..,"user_id":..}'
+        entity_hash INTEGER NOT NULL,
+        bucket INTEGER NOT NULL
+    );
+    CREATE INDEX server_groups_project ON server_groups (project_id, id);
+    CREATE INDEX server_groups_order ON server_groups (id);
+    CREATE INDEX server_groups_source_bucket ON server_groups (source, bucket);
+    """,
 )
 
 

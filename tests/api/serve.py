@@ -32,7 +32,9 @@ def main() -> None:
     config = ApiConfig(replica_path=replica, auth="tokens" if tokens else "noauth",
                        tokens_file=tokens, max_limit=int(os.environ.get("MAX_LIMIT", "1000")),
                        noauth_default_token=os.environ.get("NOAUTH_DEFAULT", "admin:demo"),
-                       public_url=os.environ.get("PUBLIC_URL") or None)
+                       public_url=os.environ.get("PUBLIC_URL") or None,
+                       default_availability_zone=os.environ.get("DEFAULT_AVAILABILITY_ZONE",
+                                                                "nova"))
     app = make_app(config)
     signal.signal(signal.SIGHUP, lambda *_: app.reload())
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

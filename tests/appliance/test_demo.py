@@ -64,6 +64,27 @@ def test_demo_serves_and_stops_cleanly(tmp_path):
         hypervisors = json.loads(result.stdout)
         assert len(hypervisors) >= 2 and {h["State"] for h in hypervisors} == {"up"}
 
+        # ... and so does its availability zone list: Nova's default zone for the cells'
+        # compute hosts (the seeded aggregate's az-west has compute-0002 and more: the
+        # cells here have two hosts each; the simulator disables one now and then).
+        printed = [line.strip() for line in running.log().splitlines()
+                   if " availability zone list" in line]
+        command = printed[0].split()
+        result = subprocess.run([os.path.join(ROOT, program), *command[1:], "-f", "json"],
+                                cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        zones = {z["Zone Name"]: z["Zone Status"] for z in json.loads(result.stdout)}
+        assert set(zones) == {"nova"}, zones
+        # ... and its server group list (the demo project's, seeded in the API database)
+        printed = [line.strip() for line in running.log().splitlines()
+                   if line.strip().endswith(" server group list")]
+        command = printed[0].split()
+        result = subprocess.run([os.path.join(ROOT, program), *command[1:], "-f", "json"],
+                                cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert [g["Name"] for g in json.loads(result.stdout)] == [
+            "web-spread", "db-pack", "batch"]
+
         result = subprocess.run([PYTHON, "-m", "appliance", "status", "--json",
                                  "--admin-url", f"http://127.0.0.1:{admin_port}"],
                                 cwd=ROOT, capture_output=True, text=True, timeout=30)

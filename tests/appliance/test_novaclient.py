@@ -122,13 +122,13 @@ def test_novaclient_lists_services_aggregates_and_flavor_access(demo):
     assert services and [s.id for s in services] == [s["id"] for s in raw]
     assert {s.binary for s in services} == {"nova-compute"}
     assert all(s.state == "up" and s.status == "enabled" for s in services)
-    # the demo's few hosts are in no zone's aggregate (az-west holds every third host)
+    # the demo's few hosts are in no zone's aggregate (west-racks holds every third host)
     assert {s.zone for s in services} == {"nova"}
     assert [s.host for s in nova.services.list(host="compute-0001")] == ["compute-0001"] * len(
         [s for s in raw if s["host"] == "compute-0001"])
     aggregates = nova.aggregates.list()
     assert [(a.name, a.availability_zone) for a in aggregates] == [
-        ("az-west", "az-west"), ("gpu-hosts", None)]
+        ("west-racks", "az-west"), ("gpu-hosts", None)]
     assert nova.aggregates.get(aggregates[1].id).metadata == {"gpu": "true"}
     access = nova.flavor_access.list(flavor=nova.flavors.get("8"))
     assert [(a.flavor_id, a.tenant_id) for a in access] == [("8", "demo")]

@@ -56,6 +56,11 @@ CONTROLLERS = {
     "limits": ("nova/api/openstack/compute/limits.py", "LimitsController"),
     # GET /os-quota-sets/{project}[/detail|/defaults]
     "quota_sets": ("nova/api/openstack/compute/quota_sets.py", "QuotaSetsController"),
+    # GET /os-availability-zone[/detail]
+    "availability_zone": ("nova/api/openstack/compute/availability_zone.py",
+                          "AvailabilityZoneController"),
+    # GET /os-server-groups[/{id}]
+    "server_groups": ("nova/api/openstack/compute/server_groups.py", "ServerGroupController"),
     # GET /os-hypervisors[/detail|/{id}], before 2.53 /{pattern}/search and /servers
     "hypervisors": ("nova/api/openstack/compute/hypervisors.py", "HypervisorsController"),
     # Admin reads: GET /flavors/{id}/os-flavor-access, /os-services, /os-aggregates[/{id}]
@@ -70,6 +75,8 @@ SCHEMA_MODULES = {
     "versions": "nova.api.openstack.compute.schemas.versions",
     "versionsV21": "nova.api.openstack.compute.schemas.versions",
     "flavors_extraspecs": "nova.api.openstack.compute.schemas.flavors_extraspecs",
+    "availability_zone": "nova.api.openstack.compute.schemas.availability_zone",
+    "server_groups": "nova.api.openstack.compute.schemas.server_groups",
     "server_metadata": "nova.api.openstack.compute.schemas.server_metadata",
     "ips": "nova.api.openstack.compute.schemas.ips",
     "server_tags": "nova.api.openstack.compute.schemas.server_tags",
@@ -103,7 +110,9 @@ _REAL = ["nova.i18n", "nova.exception", "nova.api.validation.parameter_types",
          "nova.api.openstack.compute.schemas.hypervisors",
          "nova.api.openstack.compute.schemas.flavor_access",
          "nova.api.openstack.compute.schemas.services",
-         "nova.api.openstack.compute.schemas.aggregates"]
+         "nova.api.openstack.compute.schemas.aggregates",
+         "nova.api.openstack.compute.schemas.availability_zone",
+         "nova.api.openstack.compute.schemas.server_groups"]
 # Modules whose literal top-level constants are all the schema modules need.
 _CONSTANTS_ONLY = ["nova.objects.instance", "nova.objects.tag"]
 _PACKAGES = ["nova", "nova.api", "nova.api.validation", "nova.api.openstack",

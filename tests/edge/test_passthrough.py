@@ -90,6 +90,8 @@ TOKEN = {"X-Auth-Token": f"someone:{ALPHA}", "OpenStack-API-Version": "compute 2
     ("PUT", f"/v2.1/servers/{E.server(0)['uuid']}/metadata", b'{"metadata": {}}'),
     ("GET", "/v2.1/os-keypairs?user_id=u1", None),
     ("GET", f"/v2.1/{ALPHA}/os-keypairs", None),
+    ("GET", "/v2.1/os-server-groups?all_projects=1", None),
+    ("GET", "/v2.1/os-availability-zone/detail", None),
     ("GET", f"/v2.1/servers/{E.server(0)['uuid']}/os-instance-actions", None),
     # usage over a period and hypervisor statistics / uptime are not replicated
     ("GET", "/v2.1/os-simple-tenant-usage?start=2026-11-01T00:00:00&detailed=1", None),

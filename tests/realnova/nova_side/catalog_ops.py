@@ -57,12 +57,15 @@ class CatalogOps:
         return {"id": keypair.id, "fingerprint": keypair.fingerprint}
 
     def op_create_server_group(self, user_id, project_id, name, policy="anti-affinity",
-                               rules=None):
-        """What POST /os-server-groups writes (API database)."""
-        group = objects.InstanceGroup(self.user_context(user_id, project_id),
-                                      user_id=user_id, project_id=project_id, name=name,
+                               rules=None, members=()):
+        """What POST /os-server-groups writes (API database); ``members``: instance uuids
+        added as the scheduler adds a server it places in the group."""
+        ctxt = self.user_context(user_id, project_id)
+        group = objects.InstanceGroup(ctxt, user_id=user_id, project_id=project_id, name=name,
                                       policy=policy, rules=rules or {})
         group.create()
+        if members:
+            objects.InstanceGroup.add_members(ctxt, group.uuid, list(members))
         return {"uuid": group.uuid, "id": group.id}
 
     def op_set_quotas(self, project_id, limits):
