@@ -837,101 +837,6 @@ def quota_row(source: str, seq: int, entity: dict, entity_hash: int | None = Non
 QUOTA_SET_DROPPED_V236 = ("fixed_ips", "floating_ips", "security_group_rules",
                           "security_groups")
 QUOTA_SET_DROPPED_V257 = QUOTA_SET_DROPPED_V236 + (
-
-
-# ---------------------------------------------------------------------------
-# Availability zones (nova/api/openstack/compute/availability_zone.py): the facts,
-# rendered where they are one's own (a service's detail members, a zone's name);
-# the zones are put together by the read (replica.store.reader).
-# ---------------------------------------------------------------------------
-
-ZONE_SERVICE_COLUMNS: tuple[str, ...] = (
-    "service_key", "cell", "seq", "host", "binary", "is_compute", "disabled", "forced_down",
-    "heartbeat", "down_time", "d_updated_at", "entity_hash", "bucket")
-
-
-def zone_service_row(cell: str, seq: int, entity: dict, entity_hash: int | None = None) -> tuple:
-    """The replica row of one service, in ``ZONE_SERVICE_COLUMNS`` order: its last
-    heartbeat as Unix seconds (judged against the clock when read, as Nova does)."""
-    s = entity
-    heartbeat = _unix_seconds(s["heartbeat_at"])
-    return (s["service_key"], cell, seq, s["host"], s["binary"], int(s["topic"] == "compute"),
-            int(s["disabled"]), int(s["forced_down"]), heartbeat, s["down_time"],
-            _encode(plain_time(s["updated_at"])),
-            feed.entity_hash(s) if entity_hash is None else entity_hash,
-            feed.bucket_of(s["service_key"]))
-
-
-def _unix_seconds(stamp: str | None) -> float | None:
-    if not stamp:
-        return None
-    try:
-        moment = datetime.datetime.fromisoformat(stamp.replace(" ", "T"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return moment.timestamp()
-
-
-ZONE_AGGREGATE_COLUMNS: tuple[str, ...] = (
-    "aggregate_key", "source", "seq", "zone", "hosts", "entity_hash", "bucket")
-
-
-def zone_aggregate_row(source: str, seq: int, entity: dict,
-                       entity_hash: int | None = None) -> tuple:
-    """The replica row of one aggregate: its zone and its hosts (a JSON array)."""
-    a = entity
-    return (a["aggregate_key"], source, seq, a["zone"], _encode(sorted(a["hosts"])),
-            feed.entity_hash(a) if entity_hash is None else entity_hash,
-            feed.bucket_of(a["aggregate_key"]))
-
-
-# ---------------------------------------------------------------------------
-# Server groups (nova/api/openstack/compute/server_groups.py): a group's document in
-# pieces around its members, which the read fills in (the members whose server is
-# neither deleted nor soft-deleted, as Nova shows them): the head before 2.64 (policies, metadata) and from it
-# (policy, rules), and the tail from 2.13 (project and user).
-# ---------------------------------------------------------------------------
-
-SERVER_GROUP_COLUMNS: tuple[str, ...] = (
-    "group_key", "source", "seq", "id", "project_id", "members", "sg_head_v21", "sg_head_v264",
-    "sg_tail_v213", "entity_hash", "bucket")
-
-
-def server_group_head(entity: dict, minor: int) -> str:
-    """The group's document up to its members: '{"id":...,"name":...,...'."""
-    g = entity
-    doc = {"id": g["group_key"], "name": g["name"]}
-    if minor >= 64:
-        doc.update(policy=g["policy"], rules=g["rules"])
-    else:
-        doc.update(policies=[g["policy"]] if g["policy"] else [], metadata={})
-    return _encode(doc)[:-1]
-
-
-def server_group_tail(entity: dict, minor: int) -> str:
-    """The group's document after its members: '}' or ',"project_id":..,"user_id":..}'."""
-    if minor < 13:
-        return "}"
-    return "," + _encode({"project_id": entity["project_id"],
-                          "user_id": entity["user_id"]})[1:]
-
-
-def render_server_group(entity: dict, minor: int, members: list[str]) -> dict:
-    """A group as Nova shows it with ``members`` (tests' model)."""
-    return json.loads(server_group_head(entity, minor) + ',"members":' + _encode(members)
-                      + server_group_tail(entity, minor))
-
-
-def server_group_row(source: str, seq: int, entity: dict,
-                     entity_hash: int | None = None) -> tuple:
-    """The replica row of one server group, in ``SERVER_GROUP_COLUMNS`` order."""
-    g = entity
-    return (g["group_key"], source, seq, g["id"], g["project_id"], _encode(g["members"]),
-            server_group_head(g, 1), server_group_head(g, 64), server_group_tail(g, 13),
-            feed.entity_hash(g) if entity_hash is None else entity_hash,
-            feed.bucket_of(g["group_key"]))
     "injected_files", "injected_file_content_bytes", "injected_file_path_bytes")
 
 
@@ -1073,3 +978,98 @@ def aggregate_row(source: str, seq: int, entity: dict, entity_hash: int | None =
             _encode(render_aggregate_document(a, AGGREGATE_UUID_MINOR)),
             feed.entity_hash(a) if entity_hash is None else entity_hash,
             feed.bucket_of(a["aggregate_key"]))
+
+
+# ---------------------------------------------------------------------------
+# Availability zones (nova/api/openstack/compute/availability_zone.py): the facts,
+# rendered where they are one's own (a service's detail members, a zone's name);
+# the zones are put together by the read (replica.store.reader).
+# ---------------------------------------------------------------------------
+
+ZONE_SERVICE_COLUMNS: tuple[str, ...] = (
+    "service_key", "cell", "seq", "host", "binary", "is_compute", "disabled", "forced_down",
+    "heartbeat", "down_time", "d_updated_at", "entity_hash", "bucket")
+
+
+def zone_service_row(cell: str, seq: int, entity: dict, entity_hash: int | None = None) -> tuple:
+    """The replica row of one service, in ``ZONE_SERVICE_COLUMNS`` order: its last
+    heartbeat as Unix seconds (judged against the clock when read, as Nova does)."""
+    s = entity
+    heartbeat = _unix_seconds(s["heartbeat_at"])
+    return (s["service_key"], cell, seq, s["host"], s["binary"], int(s["topic"] == "compute"),
+            int(s["disabled"]), int(s["forced_down"]), heartbeat, s["down_time"],
+            _encode(plain_time(s["updated_at"])),
+            feed.entity_hash(s) if entity_hash is None else entity_hash,
+            feed.bucket_of(s["service_key"]))
+
+
+def _unix_seconds(stamp: str | None) -> float | None:
+    if not stamp:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(stamp.replace(" ", "T"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp()
+
+
+ZONE_AGGREGATE_COLUMNS: tuple[str, ...] = (
+    "aggregate_key", "source", "seq", "zone", "hosts", "entity_hash", "bucket")
+
+
+def zone_aggregate_row(source: str, seq: int, entity: dict,
+                       entity_hash: int | None = None) -> tuple:
+    """The replica row of one aggregate: its zone and its hosts (a JSON array)."""
+    a = entity
+    return (a["aggregate_key"], source, seq, a["zone"], _encode(sorted(a["hosts"])),
+            feed.entity_hash(a) if entity_hash is None else entity_hash,
+            feed.bucket_of(a["aggregate_key"]))
+
+
+# ---------------------------------------------------------------------------
+# Server groups (nova/api/openstack/compute/server_groups.py): a group's document in
+# pieces around its members, which the read fills in (the members whose server is
+# neither deleted nor soft-deleted, as Nova shows them): the head before 2.64 (policies, metadata) and from it
+# (policy, rules), and the tail from 2.13 (project and user).
+# ---------------------------------------------------------------------------
+
+SERVER_GROUP_COLUMNS: tuple[str, ...] = (
+    "group_key", "source", "seq", "id", "project_id", "members", "sg_head_v21", "sg_head_v264",
+    "sg_tail_v213", "entity_hash", "bucket")
+
+
+def server_group_head(entity: dict, minor: int) -> str:
+    """The group's document up to its members: '{"id":...,"name":...,...'."""
+    g = entity
+    doc = {"id": g["group_key"], "name": g["name"]}
+    if minor >= 64:
+        doc.update(policy=g["policy"], rules=g["rules"])
+    else:
+        doc.update(policies=[g["policy"]] if g["policy"] else [], metadata={})
+    return _encode(doc)[:-1]
+
+
+def server_group_tail(entity: dict, minor: int) -> str:
+    """The group's document after its members: '}' or ',"project_id":..,"user_id":..}'."""
+    if minor < 13:
+        return "}"
+    return "," + _encode({"project_id": entity["project_id"],
+                          "user_id": entity["user_id"]})[1:]
+
+
+def render_server_group(entity: dict, minor: int, members: list[str]) -> dict:
+    """A group as Nova shows it with ``members`` (tests' model)."""
+    return json.loads(server_group_head(entity, minor) + ',"members":' + _encode(members)
+                      + server_group_tail(entity, minor))
+
+
+def server_group_row(source: str, seq: int, entity: dict,
+                     entity_hash: int | None = None) -> tuple:
+    """The replica row of one server group, in ``SERVER_GROUP_COLUMNS`` order."""
+    g = entity
+    return (g["group_key"], source, seq, g["id"], g["project_id"], _encode(g["members"]),
+            server_group_head(g, 1), server_group_head(g, 64), server_group_tail(g, 13),
+            feed.entity_hash(g) if entity_hash is None else entity_hash,
+            feed.bucket_of(g["group_key"]))

@@ -251,7 +251,7 @@ class KeyMapper:
                     for image in (before, after):
                         if image is not None and image.get(column) is not None:
                             into.append((kind, str(image[column])))
-            return
+            # (no return: another kind may key the same table, e.g. zone_aggregate)
         if KIND_SERVICE in self.kinds and role == "cell" and table == "services":
             for before, after in images:
                 for image in (before, after):

@@ -1392,6 +1392,14 @@ SOURCE_KINDS: dict[str, SourceKind] = {kind.name: kind for kind in (
                keys_after=_quota_keys,
                count_query=_QUOTA_COUNT_SQL,
                # Nova's cell databases keep the quota tables of old, unused
+               unless_table="instances"),
+    SourceKind(feed.KIND_HYPERVISOR, "compute_nodes", "uuid", build_hypervisors,
+               keys_after=_hypervisor_keys, count_query=_COMPUTE_NODE_COUNT_SQL),
+    SourceKind(feed.KIND_SERVICE, "services", "uuid", build_services,
+               keys_after=_service_keys, count_query=_SERVICE_COUNT_SQL),
+    # Nova's API database (beside its flavors)
+    SourceKind(feed.KIND_AGGREGATE, "aggregates", "id", build_aggregates,
+               keys_after=_aggregate_keys, requires=("flavors",)),
     SourceKind(feed.KIND_ZONE_SERVICE, "services", "uuid", build_zone_services,
                keys_after=_zone_service_keys, count_query=_ZONE_SERVICE_COUNT_SQL,
                requires=("instances",)),
@@ -1403,14 +1411,6 @@ SOURCE_KINDS: dict[str, SourceKind] = {kind.name: kind for kind in (
     # servers' entities: those are not published)
     SourceKind(feed.KIND_SERVER_GROUP, "instance_groups", "uuid", build_server_groups,
                requires=("flavors", "instance_group_policy", "instance_group_member")),
-               unless_table="instances"),
-    SourceKind(feed.KIND_HYPERVISOR, "compute_nodes", "uuid", build_hypervisors,
-               keys_after=_hypervisor_keys, count_query=_COMPUTE_NODE_COUNT_SQL),
-    SourceKind(feed.KIND_SERVICE, "services", "uuid", build_services,
-               keys_after=_service_keys, count_query=_SERVICE_COUNT_SQL),
-    # Nova's API database (beside its flavors)
-    SourceKind(feed.KIND_AGGREGATE, "aggregates", "id", build_aggregates,
-               keys_after=_aggregate_keys, requires=("flavors",)),
 )}
 # The table a kind's entities are keyed by: a database holding it publishes the kind.
 KIND_TABLES = {name: kind.table for name, kind in SOURCE_KINDS.items()}

@@ -109,9 +109,11 @@ def _enqueue(kind: str, key_expr: str) -> str:
             f"WHERE {key_expr} IS NOT NULL;")
 
 
-def _keyed_triggers(table: str, column: str, kind: str) -> TriggerGroup:
-    """Insert / update / delete of a row enqueues the key the row names."""
-    name = f"{OUTBOX}_{table}"
+def _keyed_triggers(table: str, column: str, kind: str,
+                    name: str | None = None) -> TriggerGroup:
+    """Insert / update / delete of a row enqueues the key the row names (``name``: the
+    triggers' names, when another kind keys the same table too)."""
+    name = name or f"{OUTBOX}_{table}"
     return TriggerGroup({table: (column,)}, [
         f"CREATE TRIGGER {name}_ins AFTER INSERT ON {table} BEGIN "
         f"{_enqueue(kind, f'NEW.{column}')} END",
@@ -345,11 +347,12 @@ def _zone_service_triggers() -> TriggerGroup:
 def _zone_aggregate_triggers() -> list[TriggerGroup]:
     """An aggregate (Nova's API database), its hosts and its metadata enqueue the
     aggregate's zone_aggregate key (its uuid)."""
-    groups = [_keyed_triggers("aggregates", "uuid", "zone_aggregate")]
+    groups = [_keyed_triggers("aggregates", "uuid", "zone_aggregate",
+                              f"{OUTBOX}_zone_aggregates")]
     of = ("INSERT INTO {o} (kind, key, ts) SELECT 'zone_aggregate', uuid, {now} "
           "FROM aggregates WHERE id = {ref}.aggregate_id AND uuid IS NOT NULL;")
     for table in ("aggregate_hosts", "aggregate_metadata"):
-        name = f"{OUTBOX}_{table}"
+        name = f"{OUTBOX}_zone_{table}"       # the aggregate kind's are {OUTBOX}_{table}
         groups.append(TriggerGroup({table: ("aggregate_id",), "aggregates": ("id", "uuid")}, [
             f"CREATE TRIGGER {name}_ins AFTER INSERT ON {table} BEGIN "
             f"{of.format(o=OUTBOX, now=NOW, ref='NEW')} END",

@@ -213,74 +213,6 @@ def fill_quotas(path: str, quotas: list[dict]) -> None:
             feed.validate_entity(feed.KIND_QUOTA, entity["quota_key"], entity)
             conn.execute(f"INSERT OR REPLACE INTO quotas ({', '.join(cols)}) "
                          f"VALUES ({', '.join('?' * len(cols))})",
-
-
-def zone_service(n: int, host: str, binary: str = "nova-compute", **over) -> dict:
-    """A valid service entity (for availability zones), reporting now by default."""
-    s = {"service_key": str(uuidlib.UUID(int=0x5e5 << 64 | n)), "host": host,
-         "binary": binary, "topic": "compute" if binary == "nova-compute" else binary[5:],
-         "disabled": False, "forced_down": False,
-         "heartbeat_at": _now_stamp(), "updated_at": stamp(6, n % 60), "down_time": 60}
-    s.update(over)
-    feed.validate_entity(feed.KIND_ZONE_SERVICE, s["service_key"], s)
-    return s
-
-
-def _now_stamp() -> str:
-    import datetime
-    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None).isoformat(
-        timespec="microseconds")
-
-
-def zone_aggregate(n: int, zone: str | None, hosts: list[str], **over) -> dict:
-    a = {"aggregate_key": str(uuidlib.UUID(int=0xa66 << 64 | n)), "id": n,
-         "name": f"agg{n}", "zone": zone, "hosts": sorted(hosts)}
-    a.update(over)
-    feed.validate_entity(feed.KIND_ZONE_AGGREGATE, a["aggregate_key"], a)
-    return a
-
-
-def fill_zones(path: str, services: list[tuple[str, dict]], aggregates: list[dict]) -> None:
-    """Rendered service ((cell, entity)) and aggregate rows straight into a replica file."""
-    conn = open_writer(path)
-    with conn:
-        for seq, (cell, entity) in enumerate(services, start=1):
-            cols = render.ZONE_SERVICE_COLUMNS
-            conn.execute(f"INSERT OR REPLACE INTO zone_services ({', '.join(cols)}) "
-                         f"VALUES ({', '.join('?' * len(cols))})",
-                         render.zone_service_row(cell, seq, entity))
-        for seq, entity in enumerate(aggregates, start=1):
-            cols = render.ZONE_AGGREGATE_COLUMNS
-            conn.execute(f"INSERT OR REPLACE INTO zone_aggregates ({', '.join(cols)}) "
-                         f"VALUES ({', '.join('?' * len(cols))})",
-                         render.zone_aggregate_row("flavors", seq, entity))
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
-
-
-def server_group(n: int, project_id: str = PROJECT, user_id: str = "fake",
-                 policy: str | None = "anti-affinity", members: list[str] | None = None,
-                 **over) -> dict:
-    """A valid server group entity (Nova's id ``n``)."""
-    g = {"group_key": str(uuidlib.UUID(int=0x96 << 64 | n)), "id": n, "name": f"group-{n}",
-         "project_id": project_id, "user_id": user_id, "policy": policy, "rules": {},
-         "members": members or []}
-    g.update(over)
-    feed.validate_entity(feed.KIND_SERVER_GROUP, g["group_key"], g)
-    return g
-
-
-def fill_server_groups(path: str, groups: list[dict]) -> None:
-    """Rendered server group rows straight into a replica file."""
-    conn = open_writer(path)
-    cols = render.SERVER_GROUP_COLUMNS
-    with conn:
-        for seq, entity in enumerate(groups, start=1):
-            conn.execute(f"INSERT OR REPLACE INTO server_groups ({', '.join(cols)}) "
-                         f"VALUES ({', '.join('?' * len(cols))})",
-                         render.server_group_row("flavors", seq, entity))
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
                          render.quota_row("flavors", seq, entity))
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
@@ -362,3 +294,71 @@ def aggregate(aid: int, name: str, hosts: list[str], metadata: dict | None = Non
     a.update(over)
     feed.validate_entity(feed.KIND_AGGREGATE, a["aggregate_key"], a)
     return a
+
+
+def zone_service(n: int, host: str, binary: str = "nova-compute", **over) -> dict:
+    """A valid service entity (for availability zones), reporting now by default."""
+    s = {"service_key": str(uuidlib.UUID(int=0x5e5 << 64 | n)), "host": host,
+         "binary": binary, "topic": "compute" if binary == "nova-compute" else binary[5:],
+         "disabled": False, "forced_down": False,
+         "heartbeat_at": _now_stamp(), "updated_at": stamp(6, n % 60), "down_time": 60}
+    s.update(over)
+    feed.validate_entity(feed.KIND_ZONE_SERVICE, s["service_key"], s)
+    return s
+
+
+def _now_stamp() -> str:
+    import datetime
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None).isoformat(
+        timespec="microseconds")
+
+
+def zone_aggregate(n: int, zone: str | None, hosts: list[str], **over) -> dict:
+    a = {"aggregate_key": str(uuidlib.UUID(int=0xa66 << 64 | n)), "id": n,
+         "name": f"agg{n}", "zone": zone, "hosts": sorted(hosts)}
+    a.update(over)
+    feed.validate_entity(feed.KIND_ZONE_AGGREGATE, a["aggregate_key"], a)
+    return a
+
+
+def fill_zones(path: str, services: list[tuple[str, dict]], aggregates: list[dict]) -> None:
+    """Rendered service ((cell, entity)) and aggregate rows straight into a replica file."""
+    conn = open_writer(path)
+    with conn:
+        for seq, (cell, entity) in enumerate(services, start=1):
+            cols = render.ZONE_SERVICE_COLUMNS
+            conn.execute(f"INSERT OR REPLACE INTO zone_services ({', '.join(cols)}) "
+                         f"VALUES ({', '.join('?' * len(cols))})",
+                         render.zone_service_row(cell, seq, entity))
+        for seq, entity in enumerate(aggregates, start=1):
+            cols = render.ZONE_AGGREGATE_COLUMNS
+            conn.execute(f"INSERT OR REPLACE INTO zone_aggregates ({', '.join(cols)}) "
+                         f"VALUES ({', '.join('?' * len(cols))})",
+                         render.zone_aggregate_row("flavors", seq, entity))
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+def server_group(n: int, project_id: str = PROJECT, user_id: str = "fake",
+                 policy: str | None = "anti-affinity", members: list[str] | None = None,
+                 **over) -> dict:
+    """A valid server group entity (Nova's id ``n``)."""
+    g = {"group_key": str(uuidlib.UUID(int=0x96 << 64 | n)), "id": n, "name": f"group-{n}",
+         "project_id": project_id, "user_id": user_id, "policy": policy, "rules": {},
+         "members": members or []}
+    g.update(over)
+    feed.validate_entity(feed.KIND_SERVER_GROUP, g["group_key"], g)
+    return g
+
+
+def fill_server_groups(path: str, groups: list[dict]) -> None:
+    """Rendered server group rows straight into a replica file."""
+    conn = open_writer(path)
+    cols = render.SERVER_GROUP_COLUMNS
+    with conn:
+        for seq, entity in enumerate(groups, start=1):
+            conn.execute(f"INSERT OR REPLACE INTO server_groups ({', '.join(cols)}) "
+                         f"VALUES ({', '.join('?' * len(cols))})",
+                         render.server_group_row("flavors", seq, entity))
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()

@@ -678,128 +678,6 @@ def test_a_build_request_scheduled_into_the_cell_stays_one_server(stack, applian
 
 def test_the_drift_check_finds_nothing_differing(appliance, synced):
     """``appliance verify`` over every feed (the cells' servers, the API database's flavors
-
-
-# -- availability zones (GET /os-availability-zone[/detail]) ------------------------------
-# compute-1 in zone-1 (an aggregate), compute-2 (down) and compute-3 in Nova's default
-# zone; the services of cell0 and cell1. Reports move updated_at and liveness: equal
-# once both read the same state.
-
-ZONE_MICROVERSIONS = ("2.1", "2.101", "2.102", "2.104")
-
-
-@pytest.mark.parametrize("microversion", ZONE_MICROVERSIONS)
-@pytest.mark.parametrize("role", ["member", "admin"])
-def test_availability_zones_equal_nova_api(stack, appliance, synced, role, microversion):
-    for path in ("/v2.1/os-availability-zone", "/v2.1/os-availability-zone/detail",
-                 "/v2.1/os-availability-zone?bogus=1"):
-        _equal_eventually(stack, appliance, path, role, microversion)
-
-
-def test_zone_changes_reach_the_availability_zones(stack, appliance, synced):
-    """A service disabled (its zone's only one: the zone is unavailable), a host put
-    into another zone (an aggregate of the API database), and back."""
-    w = stack.writer
-    w.create_compute(host="compute-z", az="zone-2")
-    _equal_eventually(stack, appliance, "/v2.1/os-availability-zone/detail")
-    w.service_disable(host="compute-z")
-    _equal_eventually(stack, appliance, "/v2.1/os-availability-zone")
-    _equal_eventually(stack, appliance, "/v2.1/os-availability-zone/detail")
-    w.service_disable(host="compute-z", disabled=False)
-    w.create_compute(host="compute-y", az="zone-1")
-    _equal_eventually(stack, appliance, "/v2.1/os-availability-zone/detail")
-
-
-# -- server groups (GET /os-server-groups[/{id}]) ------------------------------------------
-# project-a's "spread" (a member: web-1) and more groups of every policy, one with rules,
-# one of project-b's.
-
-SERVER_GROUP_MICROVERSIONS = ("2.1", "2.13", "2.15", "2.64", "2.74", "2.75", "2.101",
-                              "2.102", "2.104")
-
-
-@pytest.fixture(scope="module")
-def server_groups(stack, appliance, synced):
-    w = stack.writer
-    w.create_server_group(user_id="user-a", project_id="project-a", name="pack",
-                          policy="affinity")
-    w.create_server_group(user_id="user-a", project_id="project-a", name="two per host",
-                          policy="anti-affinity", rules={"max_server_per_host": 2})
-    w.create_server_group(user_id="user-b", project_id="project-b", name="theirs",
-                          policy="soft-anti-affinity")
-    # members of every kind: live, soft-deleted (not shown), deleted (not), buried in
-    # cell0, a build request (shown) of another project, one that never existed (not)
-    data = stack.data
-    w.create_server_group(user_id="user-b", project_id="project-b", name="mixed",
-                          members=[data["pinned"], data["soft"], data["gone"], data["buried"],
-                                   data["requested"], "00000000-0000-4000-8000-00000000dead"])
-    wait_for(appliance.caught_up, 60, interval=0.1, what="the replica caught up")
-    status, every = stack.api.get("/v2.1/os-server-groups?all_projects=1",
-                                  token=ROLES["admin"][0], microversion="2.13")
-    assert status == 200, every
-    wait_for(lambda: len(appliance.get("/v2.1/os-server-groups?all_projects=1",
-                                       ROLES["admin"][1])[1].get("server_groups", []))
-             == len(every["server_groups"]), 30, interval=0.1,
-             what="the new server groups in the appliance")
-    return {g["name"]: g["id"] for g in every["server_groups"]}
-
-
-@pytest.mark.parametrize("microversion", SERVER_GROUP_MICROVERSIONS)
-@pytest.mark.parametrize("role", ["member", "other", "admin"])
-def test_server_groups_equal_nova_api(stack, appliance, server_groups, role, microversion):
-    paths = ["/v2.1/os-server-groups", "/v2.1/os-server-groups?limit=1",
-             "/v2.1/os-server-groups?limit=2&offset=1", "/v2.1/os-server-groups?offset=9",
-             "/v2.1/os-server-groups?all_projects=1", "/v2.1/os-server-groups?limit=-1",
-             "/v2.1/os-server-groups?bogus=1",
-             "/v2.1/os-server-groups/00000000-0000-4000-8000-000000000000"]
-    paths += [f"/v2.1/os-server-groups/{uuid}" for uuid in server_groups.values()]
-    paths += [f"/v2.1/os-server-groups/{server_groups['spread']}?bogus=1"]
-    found = []
-    for path in paths:
-        found += _compare_groups(stack, appliance, path, role, microversion)
-    assert not found, "\n".join(found)
-
-
-def _members_sorted(body):
-    """Nova lists a group's members in no set order (index: a set's): sorted here."""
-    groups = body.get("server_groups", [body.get("server_group")]) if isinstance(
-        body, dict) else []
-    for group in groups:
-        if isinstance(group, dict) and isinstance(group.get("members"), list):
-            group["members"].sort()
-    return body
-
-
-def _compare_groups(stack, appliance, path, role, microversion) -> list[str]:
-    """compare() with each group's members sorted on both sides."""
-    nova_token, our_token = ROLES[role]
-    nova_status, nova_body = stack.api.get(path, token=nova_token, microversion=microversion)
-    our_status, our_body = appliance.get(path, our_token, microversion)
-    if nova_status != our_status:
-        return [f"{role} {microversion} GET {path}: status nova-api {nova_status} != "
-                f"appliance {our_status} ({str(nova_body)[:200]} / {str(our_body)[:200]})"]
-    return [f"{role} {microversion} GET {path}: {d}" for d in differences(
-        _members_sorted(normalised(nova_body)), _members_sorted(normalised(our_body)))]
-
-
-@pytest.mark.parametrize("microversion", ["2.1", "2.64"])
-@pytest.mark.parametrize("role", ["other", "admin"])
-def test_server_group_members_equal_nova_api(stack, appliance, server_groups, role,
-                                             microversion):
-    """The members Nova shows: neither deleted nor soft-deleted (in cell0 and build
-    requests are), in any order."""
-    found = []
-    for path in ("/v2.1/os-server-groups?all_projects=1",
-                 f"/v2.1/os-server-groups/{server_groups['mixed']}"):
-        found += _compare_groups(stack, appliance, path, role, microversion)
-    assert not found, "\n".join(found)
-    status, mixed = appliance.get(f"/v2.1/os-server-groups/{server_groups['mixed']}",
-                                  ROLES[role][1], microversion)
-    # (earlier tests of the module may have moved some of them on: nova-api decides)
-    data = stack.data
-    members = set(mixed["server_group"]["members"]) if status == 200 else set()
-    assert members and members <= {data["pinned"], data["soft"], data["buried"],
-                                   data["requested"]}, mixed
     and build requests): the replica holds what the publishers would publish now."""
     from appliance.admin import AdminClient
     wait_for(appliance.caught_up, 60, interval=0.1, what="the replica caught up")
@@ -1195,3 +1073,125 @@ def test_an_aggregate_change_reaches_services_and_aggregates(stack, appliance, a
         "/v2.1/os-services?binary=nova-compute", ROLES["admin"][1])[1]["services"]}
     assert zones["compute-3"] == "zone-2" and zones["compute-1"] == "zone-1"
     assert not _equal_now_or_soon(stack, appliance, "/v2.1/os-services", "admin", "2.53")
+
+
+# -- availability zones (GET /os-availability-zone[/detail]) ------------------------------
+# compute-1 in zone-1 (an aggregate), compute-2 (down) and compute-3 in Nova's default
+# zone; the services of cell0 and cell1. Reports move updated_at and liveness: equal
+# once both read the same state.
+
+ZONE_MICROVERSIONS = ("2.1", "2.101", "2.102", "2.104")
+
+
+@pytest.mark.parametrize("microversion", ZONE_MICROVERSIONS)
+@pytest.mark.parametrize("role", ["member", "admin"])
+def test_availability_zones_equal_nova_api(stack, appliance, synced, role, microversion):
+    for path in ("/v2.1/os-availability-zone", "/v2.1/os-availability-zone/detail",
+                 "/v2.1/os-availability-zone?bogus=1"):
+        _equal_eventually(stack, appliance, path, role, microversion)
+
+
+def test_zone_changes_reach_the_availability_zones(stack, appliance, synced):
+    """A service disabled (its zone's only one: the zone is unavailable), a host put
+    into another zone (an aggregate of the API database), and back."""
+    w = stack.writer
+    w.create_compute(host="compute-z", az="zone-2")
+    _equal_eventually(stack, appliance, "/v2.1/os-availability-zone/detail")
+    w.service_disable(host="compute-z")
+    _equal_eventually(stack, appliance, "/v2.1/os-availability-zone")
+    _equal_eventually(stack, appliance, "/v2.1/os-availability-zone/detail")
+    w.service_disable(host="compute-z", disabled=False)
+    w.create_compute(host="compute-y", az="zone-1")
+    _equal_eventually(stack, appliance, "/v2.1/os-availability-zone/detail")
+
+
+# -- server groups (GET /os-server-groups[/{id}]) ------------------------------------------
+# project-a's "spread" (a member: web-1) and more groups of every policy, one with rules,
+# one of project-b's.
+
+SERVER_GROUP_MICROVERSIONS = ("2.1", "2.13", "2.15", "2.64", "2.74", "2.75", "2.101",
+                              "2.102", "2.104")
+
+
+@pytest.fixture(scope="module")
+def server_groups(stack, appliance, synced):
+    w = stack.writer
+    w.create_server_group(user_id="user-a", project_id="project-a", name="pack",
+                          policy="affinity")
+    w.create_server_group(user_id="user-a", project_id="project-a", name="two per host",
+                          policy="anti-affinity", rules={"max_server_per_host": 2})
+    w.create_server_group(user_id="user-b", project_id="project-b", name="theirs",
+                          policy="soft-anti-affinity")
+    # members of every kind: live, soft-deleted (not shown), deleted (not), buried in
+    # cell0, a build request (shown) of another project, one that never existed (not)
+    data = stack.data
+    w.create_server_group(user_id="user-b", project_id="project-b", name="mixed",
+                          members=[data["pinned"], data["soft"], data["gone"], data["buried"],
+                                   data["requested"], "00000000-0000-4000-8000-00000000dead"])
+    wait_for(appliance.caught_up, 60, interval=0.1, what="the replica caught up")
+    status, every = stack.api.get("/v2.1/os-server-groups?all_projects=1",
+                                  token=ROLES["admin"][0], microversion="2.13")
+    assert status == 200, every
+    wait_for(lambda: len(appliance.get("/v2.1/os-server-groups?all_projects=1",
+                                       ROLES["admin"][1])[1].get("server_groups", []))
+             == len(every["server_groups"]), 30, interval=0.1,
+             what="the new server groups in the appliance")
+    return {g["name"]: g["id"] for g in every["server_groups"]}
+
+
+@pytest.mark.parametrize("microversion", SERVER_GROUP_MICROVERSIONS)
+@pytest.mark.parametrize("role", ["member", "other", "admin"])
+def test_server_groups_equal_nova_api(stack, appliance, server_groups, role, microversion):
+    paths = ["/v2.1/os-server-groups", "/v2.1/os-server-groups?limit=1",
+             "/v2.1/os-server-groups?limit=2&offset=1", "/v2.1/os-server-groups?offset=9",
+             "/v2.1/os-server-groups?all_projects=1", "/v2.1/os-server-groups?limit=-1",
+             "/v2.1/os-server-groups?bogus=1",
+             "/v2.1/os-server-groups/00000000-0000-4000-8000-000000000000"]
+    paths += [f"/v2.1/os-server-groups/{uuid}" for uuid in server_groups.values()]
+    paths += [f"/v2.1/os-server-groups/{server_groups['spread']}?bogus=1"]
+    found = []
+    for path in paths:
+        found += _compare_groups(stack, appliance, path, role, microversion)
+    assert not found, "\n".join(found)
+
+
+def _members_sorted(body):
+    """Nova lists a group's members in no set order (index: a set's): sorted here."""
+    groups = body.get("server_groups", [body.get("server_group")]) if isinstance(
+        body, dict) else []
+    for group in groups:
+        if isinstance(group, dict) and isinstance(group.get("members"), list):
+            group["members"].sort()
+    return body
+
+
+def _compare_groups(stack, appliance, path, role, microversion) -> list[str]:
+    """compare() with each group's members sorted on both sides."""
+    nova_token, our_token = ROLES[role]
+    nova_status, nova_body = stack.api.get(path, token=nova_token, microversion=microversion)
+    our_status, our_body = appliance.get(path, our_token, microversion)
+    if nova_status != our_status:
+        return [f"{role} {microversion} GET {path}: status nova-api {nova_status} != "
+                f"appliance {our_status} ({str(nova_body)[:200]} / {str(our_body)[:200]})"]
+    return [f"{role} {microversion} GET {path}: {d}" for d in differences(
+        _members_sorted(normalised(nova_body)), _members_sorted(normalised(our_body)))]
+
+
+@pytest.mark.parametrize("microversion", ["2.1", "2.64"])
+@pytest.mark.parametrize("role", ["other", "admin"])
+def test_server_group_members_equal_nova_api(stack, appliance, server_groups, role,
+                                             microversion):
+    """The members Nova shows: neither deleted nor soft-deleted (in cell0 and build
+    requests are), in any order."""
+    found = []
+    for path in ("/v2.1/os-server-groups?all_projects=1",
+                 f"/v2.1/os-server-groups/{server_groups['mixed']}"):
+        found += _compare_groups(stack, appliance, path, role, microversion)
+    assert not found, "\n".join(found)
+    status, mixed = appliance.get(f"/v2.1/os-server-groups/{server_groups['mixed']}",
+                                  ROLES[role][1], microversion)
+    # (earlier tests of the module may have moved some of them on: nova-api decides)
+    data = stack.data
+    members = set(mixed["server_group"]["members"]) if status == 200 else set()
+    assert members and members <= {data["pinned"], data["soft"], data["buried"],
+                                   data["requested"]}, mixed
