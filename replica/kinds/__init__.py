@@ -57,7 +57,8 @@ def count_labels() -> dict[str, str]:
 
 def reads_as() -> str:
     """What the API answers from the replica, in words: "a, b and c" over ``KINDS``."""
-    names = [name for kind in KINDS.values() for name in kind.reads_as]
+    # (two kinds may make one read: availability zones are services and aggregates)
+    names = list(dict.fromkeys(name for kind in KINDS.values() for name in kind.reads_as))
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 

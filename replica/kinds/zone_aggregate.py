@@ -10,4 +10,4 @@ ZONE_AGGREGATE = Kind(
     key_column="aggregate_key", owner_column="source", render_columns="ZONE_AGGREGATE_COLUMNS",
     render_row="zone_aggregate_row", count_label="zone_aggregates",
     count_help="Aggregates of the feed in the replica (for availability zones).",
-    feed_role="flavors")
+    feed_role="flavors", reads=("availability zones",))

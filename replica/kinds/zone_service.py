@@ -9,4 +9,4 @@ ZONE_SERVICE = Kind(
     feed=FEED_KINDS[KIND_ZONE_SERVICE], table="zone_services", key_column="service_key",
     owner_column="cell", render_columns="ZONE_SERVICE_COLUMNS", render_row="zone_service_row",
     count_label="zone_services", count_help="Services of the cell in the replica (for "
-    "availability zones).", feed_role="servers")
+    "availability zones).", feed_role="servers", reads=("availability zones",))

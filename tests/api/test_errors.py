@@ -167,7 +167,8 @@ def test_the_not_replicated_fault_lists_every_kind_read():
         for name in kind.reads_as:
             assert name in NOT_REPLICATED, name
     assert "answers reads of servers, flavors, " in NOT_REPLICATED
-    assert "limits and quota sets;" in NOT_REPLICATED
+    assert "limits, quota sets, " in NOT_REPLICATED
+    assert NOT_REPLICATED.count("availability zones") == 1     # two kinds, one read
     extra = dataclasses.replace(kinds.KINDS["flavor"], count_label="server_groups")
     saved = dict(kinds.KINDS)
     try:

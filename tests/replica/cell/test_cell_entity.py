@@ -243,8 +243,8 @@ def test_zone_aggregate_entities(tmp_path):
     head = outbox.outbox_head(conn)
     with conn:
         conn.execute("DELETE FROM aggregate_hosts WHERE host = 'compute-0002'")
-    assert [(kind, key) for _seq, kind, key in outbox.read_events(conn, head, 10)] == [
-        ("zone_aggregate", west["aggregate_key"])]
+    assert [(kind, key) for _seq, kind, key in outbox.read_events(conn, head, 10)
+            if kind == "zone_aggregate"] == [("zone_aggregate", west["aggregate_key"])]
     assert "compute-0002" not in entity.build_zone_aggregates(conn, keys)[keys[1]]["hosts"]
 
 
