@@ -451,11 +451,19 @@ _SERVICES_LIVENESS_SQL = ("SELECT sv.host, sv.disabled, sv.forced_down, sv.last_
                           "WHERE sv.binary = 'nova-compute' AND sv.host IN {keys} "
                           "ORDER BY sv.deleted = 0, sv.id")
 # The same, for the hosts of the instances whose uuids are ``{keys}`` (no host list
-# read first: sent with the instances' query, see ``_read_page``).
-_OF_INSTANCES = ("(SELECT i.host FROM instances i WHERE i.uuid IN {keys} "
-                 "AND i.host <> '')")
-_SERVICES_OF_SQL = _SERVICES_SQL.replace("{keys}", _OF_INSTANCES)
-_SERVICES_LIVENESS_OF_SQL = _SERVICES_LIVENESS_SQL.replace("{keys}", _OF_INSTANCES)
+# read first: sent with the instances' query, see ``_read_page``; MariaDB/MySQL only).
+# The hosts are a derived table (materialized: the instances are read by uuid first);
+# an ``IN (subquery)`` may be run from the services side instead, scanning a host's
+# instances for one of the keys.
+_SERVICES_OF_SQL = ("SELECT sv.host, sv.disabled, sv.forced_down FROM services sv "
+                    "JOIN (SELECT DISTINCT i.host FROM instances i WHERE i.uuid IN {keys} "
+                    "AND i.host <> '') h ON h.host = sv.host "
+                    "WHERE sv.binary = 'nova-compute' ORDER BY sv.deleted = 0, sv.id")
+_SERVICES_LIVENESS_OF_SQL = ("SELECT sv.host, sv.disabled, sv.forced_down, sv.last_seen_up, "
+                             "sv.created_at FROM services sv "
+                             "JOIN (SELECT DISTINCT i.host FROM instances i "
+                             "WHERE i.uuid IN {keys} AND i.host <> '') h ON h.host = sv.host "
+                             "WHERE sv.binary = 'nova-compute' ORDER BY sv.deleted = 0, sv.id")
 
 # What each part of a server entity needs from the database: (table, column) pairs.
 # A database without one of them (Nova's cell database has no request_specs, and its
