@@ -23,6 +23,10 @@ The writer alone: before any publisher runs, the writer commits at each rate wit
 nothing waiting for its markers, so that a lag run's achieved rate can be told from the
 generator's own limit.
 
+``--builds``: before the publishers, the publisher's batch build alone (a read view and
+``control.built_events``, batches of 1 and 100 servers) timed in a process per tree, one
+batch of each tree in turn: the comparison least moved by the machine's load.
+
 Snapshot and resync: API reads (``GET /servers/detail?limit=100``, as the noauth admin)
 run meanwhile; before a cell has ever been live the appliance answers 503 "loading" by
 design (counted apart), any other error counts as a failed read.
