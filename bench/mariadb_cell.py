@@ -23,6 +23,10 @@ The writer alone: before any publisher runs, the writer commits at each rate wit
 nothing waiting for its markers, so that a lag run's achieved rate can be told from the
 generator's own limit.
 
+``--builds``: before the publishers, the publisher's batch build alone (a read view and
+``control.built_events``, batches of 1 and 100 servers) timed in a process per tree, one
+batch of each tree in turn: the comparison least moved by the machine's load.
+
 Snapshot and resync: API reads (``GET /servers/detail?limit=100``, as the noauth admin)
 run meanwhile; before a cell has ever been live the appliance answers 503 "loading" by
 design (counted apart), any other error counts as a failed read.
@@ -485,9 +489,87 @@ def run_code(label: str, tree: str, mariadb, workdir: str, count: int, markers: 
     return out
 
 
+# The publisher's batch build alone, in a process of the tree measured (its own code),
+# told on stdin how many batches of how many keys to build: one line of JSON per round.
+BUILD_TIMER = r"""
+import json, random, sys, time
+from replica.cell import control, mysql_source
+source = mysql_source.make_source(sys.argv[1], sys.argv[2], "cell1", sys.argv[3])
+entities = mysql_source.entity_reader(source)
+uuids = open(sys.argv[4]).read().split()
+rng = random.Random(11)
+for line in sys.stdin:
+    batches, keys = (int(x) for x in line.split())
+    walls = []
+    cpu = time.process_time()
+    for _ in range(batches):
+        rows = [(n, "server", key) for n, key in enumerate(rng.sample(uuids, keys), 1)]
+        began = time.perf_counter()
+        with entities.read_view():
+            events = control.built_events(entities, rows)
+            walls.append((time.perf_counter() - began) * 1000)     # to the events built
+        assert len(events) == keys and all(e.entity for e in events)
+    print(json.dumps({"walls_ms": walls, "cpu_s": time.process_time() - cpu}), flush=True)
+"""
+
+
+def measure_builds(trees: list[tuple[str, str]], mariadb, workdir: str, uuids: list[str],
+                   sizes=(1, 100), batches: int = 200, rounds: int = 5, log=log) -> dict:
+    """The publisher's batch build (one read view, ``control.built_events``: what it does
+    per batch) timed alone for each tree, one batch of each tree in turn on the same
+    database (the machine's load drifts, a few milliseconds apart less so): per batch
+    size, p50/p99 wall time and CPU time per batch (``batches * rounds`` batches)."""
+    base = f"mysql://{REPLICA_USER}@{mariadb.host}:{mariadb.port}"
+    keys_file = os.path.join(workdir, "build-keys.txt")
+    with open(keys_file, "w") as f:
+        f.write("\n".join(uuids))
+    timers = {}
+    out: dict = {}
+    try:
+        for label, tree in trees:
+            timers[label] = subprocess.Popen(
+                [sys.executable, "-c", BUILD_TIMER, f"{base}/nova_cell1", f"{base}/nova_api",
+                 os.path.join(workdir, f"build-{label}"), keys_file],
+                cwd=tree, env={**os.environ, "PYTHONPATH": tree,
+                               "APPLIANCE_MYSQL_PASSWORD": REPLICA_PASSWORD},
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for size in sizes:
+            walls = {label: [] for label in timers}
+            cpu = {label: 0.0 for label in timers}
+            for _batch in range(batches * rounds):     # one batch of each tree in turn
+                for label, timer in timers.items():
+                    timer.stdin.write(f"1 {size}\n")
+                    timer.stdin.flush()
+                    reply = timer.stdout.readline()
+                    if not reply:
+                        raise RuntimeError(f"the build timer of {label} exited "
+                                           f"({timer.wait(10)})")
+                    got = json.loads(reply)
+                    walls[label] += got["walls_ms"]
+                    cpu[label] += got["cpu_s"]
+            for label in timers:
+                ordered = sorted(walls[label])
+                figures = {"p50_ms": round(ordered[len(ordered) // 2], 3),
+                           "p99_ms": round(ordered[int(len(ordered) * 0.99)], 3),
+                           "cpu_ms": round(cpu[label] * 1000 / len(ordered), 3)}
+                out.setdefault(label, {})[f"batch_of_{size}"] = figures
+                log(f"  [{label}] build of a batch of {size} server(s): wall p50 "
+                    f"{figures['p50_ms']:.2f} ms, p99 {figures['p99_ms']:.2f} ms, CPU "
+                    f"{figures['cpu_ms']:.2f} ms ({len(ordered)} batches)")
+    finally:
+        for timer in timers.values():
+            timer.stdin.close()
+            try:
+                timer.wait(30)
+            except subprocess.TimeoutExpired:
+                timer.kill()
+                timer.wait(10)
+    return out
+
+
 def run(servers: int, rates: list[float], duration: float, markers: int = 2000,
         trees: list[tuple[str, str]] | None = None, profile_dir: str | None = None,
-        log=log) -> dict:
+        log=log, builds: bool = False, only_builds: bool = False) -> dict:
     """The whole measurement (see the module docstring); ``trees``: (label, source tree)
     of each publisher code measured in turn on the same cell (default: this tree)."""
     from tests.realnova.mariadb import running_mariadb
@@ -529,7 +611,9 @@ def run(servers: int, rates: list[float], duration: float, markers: int = 2000,
                     log(f"writer alone: {int(alone['rate'])} changes/s asked, "
                         f"{alone['achieved_rate']} reached, commit p50 "
                         f"{alone['commit_p50_ms']} ms")
-                for label, tree in trees:
+                if builds or only_builds:
+                    result["builds"] = measure_builds(trees, mariadb, workdir, uuids, log=log)
+                for label, tree in ([] if only_builds else trees):
                     result[label] = run_code(label, tree, mariadb, workdir, count, uuids,
                                              rates, duration, profile_dir, log)
             finally:
@@ -555,13 +639,19 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", metavar="DIR",
                         help="record the publisher's processes with py-spy during each rate "
                              "(collapsed stacks in DIR/<tree>/rate-<N>.<pid>.txt)")
+    parser.add_argument("--builds", action="store_true",
+                        help="first time the publisher's batch build alone (batches of 1 and "
+                             "100 servers), the trees taken in turn")
+    parser.add_argument("--only-builds", action="store_true",
+                        help="that, and no publisher runs")
     args = parser.parse_args(argv)
     trees = ([("baseline", os.path.abspath(args.baseline))] if args.baseline else []) + \
         [("this", ROOT)]
     if args.baseline_last:
         trees.reverse()
     result = run(args.servers, [float(r) for r in args.rates.split(",")], args.duration,
-                 args.markers, trees, args.profile)
+                 args.markers, trees, args.profile, builds=args.builds,
+                 only_builds=args.only_builds)
     print(json.dumps(result, indent=2))
     return 0
 

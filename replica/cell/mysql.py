@@ -242,24 +242,80 @@ class Rows:
         """Several SELECTs (``(sql, params)``) in one round trip to the server (the
         connection is made ``portable``: it allows several statements in one query),
         each one's rows in order: what calling ``rows`` on each would give."""
+        return self._receive(self._send(statements))
+
+    def many_together(self, statements: list[tuple[str, tuple]], other: "Rows",
+                      other_statements: list[tuple[str, tuple]],
+                      ) -> tuple[list[list[tuple]], list[list[tuple]]]:
+        """``many`` on this connection and ``other``'s at once: both queries are sent
+        before either reply is read, so the two servers (or the two sessions of one)
+        work on them together and the caller waits for one round trip, not two. Each
+        connection's results, read view and recovery are those of its own ``many``."""
+        mine = self._send(statements)
+        try:
+            theirs = other._send(other_statements)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._receive(mine)      # this connection's reply, read off the wire
+            raise
+        try:
+            first = self._receive(mine)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                other._receive(theirs)
+            raise
+        return first, other._receive(theirs)
+
+    def _send(self, statements: list[tuple[str, tuple]]) -> "_SentQuery":
+        """Send ``statements`` as one query (with the read view's deferred start, if
+        any) without reading the reply. A connection lost before the view's first
+        read is noted, and connected again when the reply is read (``_receive``)."""
         texts = []
-        with self.conn.cursor() as cursor:
-            for sql, params in statements:
-                statement = self._translated.get(sql)
-                if statement is None:
-                    statement = self._translated[sql] = translate(sql)
-                texts.append(cursor.mogrify(statement, tuple(params) if params else None))
-            start = _DEFERRED_START.pop(self.conn, None)
-            if start is None:
-                cursor.execute(";\n".join(texts))
-            else:
-                self._execute_started(cursor, start, texts)
+        cursor = self.conn.cursor()
+        for sql, params in statements:
+            statement = self._translated.get(sql)
+            if statement is None:
+                statement = self._translated[sql] = translate(sql)
+            texts.append(cursor.mogrify(statement, tuple(params) if params else None))
+        start = _DEFERRED_START.pop(self.conn, None)
+        query = ";\n".join(texts if start is None else [start] + texts)
+        sent = _SentQuery(cursor, texts, start, query, len(statements))
+        try:
+            self.conn._execute_command(COMMAND.COM_QUERY, query.encode(self.conn.encoding))
+        except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
+            if self.conn.open or start is None:
+                cursor.close()
+                raise
+            sent.lost = exc
+        return sent
+
+    def _receive(self, sent: "_SentQuery") -> list[list[tuple]]:
+        """The rows of each statement of a query ``_send`` sent, in order."""
+        cursor = sent.cursor
+        with cursor:
+            try:
+                if sent.lost is not None:
+                    raise sent.lost
+                cursor._executed = sent.query
+                cursor._clear_result()
+                self.conn._affected_rows = self.conn._read_query_result()
+                cursor._do_get_result()
+            except (pymysql.err.OperationalError, pymysql.err.InterfaceError):
+                if self.conn.open or sent.start is None:
+                    raise                # an error of the statements, not of the connection
+                # Lost before the view's first read: nothing was read in it on this
+                # connection, so connect again and send the query once more.
+                self.conn.connect()
+                cursor.execute(";\n".join([_REPEATABLE_READ_SQL, sent.start] + sent.texts))
+                cursor.nextset()
+            if sent.start is not None:
+                cursor.nextset()         # past the start's empty result
             out = [list(cursor.fetchall())]
             while cursor.nextset():
                 out.append(list(cursor.fetchall()))
-        if len(out) != len(statements):
+        if len(out) != sent.count:
             raise pymysql.err.ProgrammingError(
-                f"{len(statements)} statements gave {len(out)} results")
+                f"{sent.count} statements gave {len(out)} results")
         return out
 
     def _execute_started(self, cursor, start: str, texts: list[str]) -> None:
@@ -277,6 +333,17 @@ class Rows:
             cursor.execute(";\n".join([_REPEATABLE_READ_SQL, start] + texts))
             cursor.nextset()
         cursor.nextset()                 # past the start's empty result
+
+
+@dataclass
+class _SentQuery:
+    """A query ``Rows._send`` sent whose reply is not read yet."""
+    cursor: object
+    texts: list
+    start: str | None            # the read view's deferred start, sent first
+    query: str
+    count: int                   # statements, without the start
+    lost: BaseException | None = None     # the connection was lost when sending
 
 
 # Connections whose session isolation level read_view has set (a new connection,

@@ -258,22 +258,24 @@ class Publisher:
         for _round in range(PUBLISH_ROUND_BATCHES):
             if self.stop.is_set():
                 break
+            # The batch goes out before its read view ends: ending it is a command to
+            # the database (MariaDB: a ROLLBACK per connection), not to be waited for.
             with entities.read_view():
                 rows = changelog.events_after(self.last, self.config.batch_max)
                 if not rows:
                     return sent
                 events = control.built_events(entities, rows)
-            events = prerender.with_rows(self.config.name, events)
-            data = feed.encode_batch(self.config.name, self.epoch, events,
-                                     prerender.RENDER_VERSION)
-            if len(data) <= BATCH_MAX_BYTES:     # the usual case: encoded once, not sized
-                self.send(data)
-                self.stats.batches += 1
-            else:
-                for chunk in self._chunks(events):
-                    self.send(feed.encode_batch(self.config.name, self.epoch, chunk,
-                                                prerender.RENDER_VERSION))
+                events = prerender.with_rows(self.config.name, events)
+                data = feed.encode_batch(self.config.name, self.epoch, events,
+                                         prerender.RENDER_VERSION)
+                if len(data) <= BATCH_MAX_BYTES:     # the usual case: encoded once, not sized
+                    self.send(data)
                     self.stats.batches += 1
+                else:
+                    for chunk in self._chunks(events):
+                        self.send(feed.encode_batch(self.config.name, self.epoch, chunk,
+                                                    prerender.RENDER_VERSION))
+                        self.stats.batches += 1
             self.stats.events += len(events)
             self.last = events[-1].seq
             sent += len(events)

@@ -196,7 +196,7 @@ def test_child_queries_sent_together_build_the_same_entities(nova, written):
             sent = []
             counting = _Counting(dbs.cell_rows, sent)
             built = entity.build_servers(counting, keys, together)
-            assert sent == ["rows", "many"]          # instances, then every child at once
+            assert sent == ["many"]          # the instances and every child at once
             assert built == entity.build_servers(one_by_one(dbs.cell_rows), keys, apart)
             assert built[written[1]]["server_groups"] == [written.group]
             paged = entity.page_entities(dbs.cell_rows, ["server"], None, 100, together)

@@ -418,6 +418,41 @@ def test_a_read_view_starts_with_its_first_read_and_costs_nothing_where_nothing_
         databases.close()
 
 
+def test_queries_sent_together_on_two_connections_read_as_sent_apart(nova, source, cell):
+    """``Rows.many_together``: both queries sent before either reply is read; each
+    connection's rows, its read view started with its first read, and a connection
+    lost before that read connected again, as ``many`` on each would have them."""
+    databases = mysql.SourceDatabases(source.cell_url, source.api_url)
+    cell_query = "SELECT uuid FROM instances WHERE host = ? ORDER BY uuid"
+    api_query = "SELECT ?, COUNT(*) FROM information_schema.tables WHERE table_schema = ?"
+    api_db = source.api_url.database
+    try:
+        cell.run("INSERT INTO instances (uuid, host) VALUES ('together-1', 'together')")
+        apart = (databases.cell_rows.many([(cell_query, ("together",)),
+                                           (cell_query, ("none",))]),
+                 databases.api_rows.many([(api_query, ("api", api_db))]))
+        with databases.read_view():
+            # the API connection's session is killed while idle: it is connected again
+            killed = databases.api_conn.thread_id()
+            cell.run("KILL %s", (killed,))
+            together = databases.cell_rows.many_together(
+                [(cell_query, ("together",)), (cell_query, ("none",))],
+                databases.api_rows, [(api_query, ("api", api_db))])
+            assert together == apart and together[0][0] == [("together-1",)]
+            assert databases.api_conn.thread_id() != killed
+            cell.run("INSERT INTO instances (uuid, host) VALUES ('together-2', 'together')")
+            assert databases.cell_rows(cell_query, ("together",)) == [("together-1",)]
+        assert len(databases.cell_rows(cell_query, ("together",))) == 2
+        with pytest.raises(pymysql.err.MySQLError):    # an error of the statements
+            databases.cell_rows.many_together([("SELECT nonesuch FROM instances", ())],
+                                              databases.api_rows, [(api_query, ("a", api_db))])
+        # both connections are left clean: their next queries get their own rows
+        assert databases.api_rows(api_query, ("b", api_db))[0][0] == "b"
+        assert len(databases.cell_rows(cell_query, ("together",))) == 2
+    finally:
+        databases.close()
+
+
 def test_portable_rows_look_like_sqlite_rows(nova, source, cell):
     cell.run("INSERT INTO instances (uuid, host, created_at, updated_at) "
              "VALUES ('portable-1', 'p\\'s host', '2026-03-04 05:06:07', NULL)")
