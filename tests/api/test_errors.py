@@ -169,11 +169,11 @@ def test_the_not_replicated_fault_lists_every_kind_read():
     assert "answers reads of servers, flavors, " in NOT_REPLICATED
     assert "limits, quota sets, " in NOT_REPLICATED
     assert NOT_REPLICATED.count("availability zones") == 1     # two kinds, one read
-    extra = dataclasses.replace(kinds.KINDS["flavor"], count_label="server_groups")
+    extra = dataclasses.replace(kinds.KINDS["flavor"], count_label="new_things")
     saved = dict(kinds.KINDS)
     try:
-        kinds.KINDS["server_group"] = extra
-        assert kinds.reads_as().endswith("limits, quota sets and server groups")
+        kinds.KINDS["new_thing"] = extra
+        assert kinds.reads_as().endswith("availability zones, server groups and new things")
     finally:
         kinds.KINDS.clear()
         kinds.KINDS.update(saved)
