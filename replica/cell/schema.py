@@ -450,38 +450,6 @@ FLAVOR_TABLES += QUOTA_TABLES
 FLAVOR_TABLES += tuple(ddl for ddl in CELL_TABLES if any(
     f"CREATE TABLE IF NOT EXISTS {table} (" in ddl
     for table in ("instance_group_policy", "instance_group_member")))
-# Nova's API database host aggregates (the zones of compute hosts).
-AGGREGATE_TABLES: tuple[str, ...] = (
-    """
-    CREATE TABLE IF NOT EXISTS aggregates (
-        created_at DATETIME,
-        updated_at DATETIME,
-        id INTEGER PRIMARY KEY,
-        uuid VARCHAR(36),
-        name VARCHAR(255),
-        CONSTRAINT uniq_aggregate0name UNIQUE (name)
-    )""",
-    """
-    CREATE TABLE IF NOT EXISTS aggregate_hosts (
-        created_at DATETIME,
-        updated_at DATETIME,
-        id INTEGER PRIMARY KEY,
-        host VARCHAR(255),
-        aggregate_id INTEGER NOT NULL REFERENCES aggregates (id),
-        CONSTRAINT uniq_aggregate_hosts0host0aggregate_id UNIQUE (host, aggregate_id)
-    )""",
-    """
-    CREATE TABLE IF NOT EXISTS aggregate_metadata (
-        created_at DATETIME,
-        updated_at DATETIME,
-        id INTEGER PRIMARY KEY,
-        aggregate_id INTEGER NOT NULL REFERENCES aggregates (id),
-        "key" VARCHAR(255) NOT NULL,
-        value VARCHAR(255) NOT NULL,
-        CONSTRAINT uniq_aggregate_metadata0aggregate_id0key UNIQUE (aggregate_id, "key")
-    )""",
-)
-FLAVOR_TABLES += AGGREGATE_TABLES
 
 
 def has_table(conn: apsw.Connection, name: str) -> bool:
