@@ -799,13 +799,15 @@ def _falsy(column: str) -> str:
 def _host_status_as_listed(sort: tuple[tuple[str, str], ...]) -> str:
     """host_status in a list that may hold deleted servers, as nova-api shows it: it
     works a host's status out once per page, from the first server listed on that host,
-    and a deleted server has no service to ask (its join to services requires deleted =
-    0): when that first server is a deleted one, every server of that host on the page
-    shows "". The window runs over the rows after the marker, in the page's order, so
-    the first of a host's rows on the page is the first it sees."""
+    and gives every server of that host on the page the same; a deleted server has no
+    service to ask (its join to services requires deleted = 0), so when the first is a
+    deleted one the host's servers show "", and when it is a live one its status shows on
+    the deleted ones too. The window runs over the rows after the marker, in the page's
+    order, so the first of a host's rows on the page is the first it sees."""
     order = ", ".join(f"{c} {d.upper()}" for c, d in sort)
-    return (f"CASE WHEN host IS NOT NULL AND first_value(deleted) OVER (PARTITION BY host "
-            f"ORDER BY {order}) != 0 THEN '{HOST_STATUS_NONE}' ELSE d_host_status END")
+    return (f"CASE WHEN host IS NULL THEN d_host_status ELSE first_value(CASE WHEN "
+            f"deleted != 0 THEN '{HOST_STATUS_NONE}' ELSE d_host_status END) OVER (PARTITION "
+            f"BY host ORDER BY {order}) END")
 
 
 HOST_STATUS_NONE = ',"host_status":""'

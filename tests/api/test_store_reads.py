@@ -353,3 +353,37 @@ def test_server_lists_walk_their_index(replica_file, project):
         assert not any("TEMP B-TREE" in s or s.startswith("SCAN servers") for s in steps), steps
     finally:
         conn.close()
+
+
+def test_a_host_status_in_a_list_with_deleted_servers_is_the_first_of_its_host(tmp_path):
+    """nova-api works a host's status out once per page, from the first server listed on
+    that host; a deleted server has no service to ask: when it comes first, its host's
+    servers on the page show "", and when a live one comes first, its status shows on
+    the deleted ones too (seen on both of Nova's database backends)."""
+    path = str(tmp_path / "hosts.db")
+    servers = [
+        E.server(1, host="h1", host_status="UP"),                        # oldest
+        E.server(2, host="h1", host_status="", deleted=True, vm_state="deleted"),
+        E.server(3, host="h2", host_status="UP"),
+        E.server(4, host="h2", host_status="", deleted=True, vm_state="deleted"),
+        E.server(5, host="h2", host_status="UP"),                        # newest
+    ]
+    E.fill_replica(path, [("cell1", e) for e in servers], [], {"cell1": 1, "flavors": 1})
+    reader = Reader(open_reader(path))
+    view = render.ServerView(100, True, False)
+    try:
+        def statuses(**query):
+            result = reader.list_servers(ServerQuery(project_id=None, **query), view,
+                                         Prefixes("s", "b"))
+            return [(s["name"], s["host_status"])
+                    for s in json.loads(result.body + b"}")["servers"]]
+
+        # newest first: h2's first is live (server-5), h1's first is deleted (server-2)
+        assert statuses(deleted=None) == [
+            ("server-5", "UP"), ("server-4", "UP"), ("server-3", "UP"),
+            ("server-2", ""), ("server-1", "")]
+        assert statuses(deleted=True) == [("server-4", ""), ("server-2", "")]
+        # without deleted servers nothing changes: each shows its own
+        assert statuses() == [("server-5", "UP"), ("server-3", "UP"), ("server-1", "UP")]
+    finally:
+        reader.conn.close()
