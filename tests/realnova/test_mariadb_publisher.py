@@ -55,7 +55,8 @@ class Publisher:
             self.argv += ["--api-source", f"{base}/{api_database}"]
         if flavors:
             # the operator's nova.conf beside it: its [quota] defaults under the class's
-            nova_conf = os.path.join(workdir, "nova.conf")
+            # (a file of its own: the deployment's nova.conf in workdir is nova-manage's)
+            nova_conf = os.path.join(workdir, f"{name}-nova.conf")
             with open(nova_conf, "w") as f:
                 f.write(f"[quota]\nserver_group_members = {NOVA_CONF_GROUP_MEMBERS}\n"
                         f"cores = 3\n")

@@ -366,10 +366,11 @@ def test_a_flavor_source_is_replicated_like_a_cell(make_cell, make_ingest, repli
     assert job["state"] == "done" and job["result"]["cells"]["flavors"]["differing"] == []
     job = ing.client.wait_job(ing.client.resync("flavors"), timeout=60)
     # the flavor source also publishes Nova's API database's key pairs, quota limits
-    # (the defaults and the seeded project's), aggregates and server groups
+    # (the defaults and the seeded project's), aggregates (as os-aggregates and as zones
+    # read them) and server groups
     assert job["state"] == "done" and job["done"] == (
-        len(ids) + status["flavors"]["keypairs"] + 2 + status["flavors"]["zone_aggregates"]
-        + status["flavors"]["server_groups"])
+        len(ids) + status["flavors"]["keypairs"] + 2 + status["flavors"]["aggregates"]
+        + status["flavors"]["zone_aggregates"] + status["flavors"]["server_groups"])
 
 
 def test_a_silent_cell_goes_stale_and_comes_back(make_cell, make_ingest, replica_path):
