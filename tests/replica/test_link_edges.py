@@ -245,6 +245,35 @@ def test_claims_held_when_a_replay_finds_the_new_epoch_are_not_dead_lettered(ing
     assert not link.epoch_claims and asked == ["replay"]
 
 
+def test_claims_held_while_connecting_to_a_cell_at_a_new_epoch_are_not_dead_lettered(
+        ingest, monkeypatch):
+    """Ingest starts again after the cell moved to a new epoch: its messages are held
+    while connecting, the hello sends the link to a snapshot of that epoch."""
+    link = ingest.links["c1"]
+    assert link.state is S.CONNECTING and link.position.epoch == "E"
+    link.claim_epoch("NEW", b"heartbeat")
+    asked = []
+
+    def cell(link_, op, **kw):
+        asked.append(op)
+        return {"epoch": "NEW", "head": 4, "oldest": 1, "cell": "c1",
+                "versions": [feed.FEED_VERSION]}
+
+    monkeypatch.setattr(ingest, "request", cell)
+    monkeypatch.setattr(resync, "resync_cell", _snapshot_at("NEW", 4))
+    with pytest.raises(link_errors.Resync, match="epoch"):
+        ingest._step(link)
+    assert link.held_claims == [("NEW", b"heartbeat")]
+    _apply(ingest, link, E.POSITION_UNUSABLE)     # what the driver's loop does with it
+    ingest._step(link)
+    assert link.state is S.CATCHING_UP and link.position.epoch == "NEW"
+    monkeypatch.setattr(ingest, "_catch_up_page", lambda link: None)
+    ingest._step(link)
+    ingest.commit()
+    assert ingest.writer.dead_letters() == [] and not link.epoch_claims
+    assert asked == ["hello"]
+
+
 @pytest.mark.parametrize("exc,cls", [
     (ControlTimeout("no reply"), link_errors.Retry),
     (feed.ControlError("snapshot_begin", "epoch", "reopening"), link_errors.Retry),
