@@ -780,6 +780,7 @@ class Ingest:
         while link.inbox:
             event, reason, data = link.inbox.popleft()
             self.apply(link, event, reason, data)
+        self._drop_claims_of_own_epoch(link)
         if (link.held_claims and link.state in (S.CATCHING_UP, S.LIVE, S.STALE)
                 and time.monotonic() - link.claims_judged_at >= CLAIMS_JUDGED_EVERY):
             self._judge_epoch_claims(link)
@@ -826,6 +827,22 @@ class Ingest:
         if pos.seq > head:
             raise Resync(f"replica at {pos.seq} ahead of the cell's head {head}")
         self.apply(link, LinkEvent.HELLO_OK, "hello")
+
+    def _drop_claims_of_own_epoch(self, link: CellLink) -> None:
+        """Claims of the epoch the link is at now claim nothing any more: they came in
+        while the link moved to that epoch (during the hello that confirmed it, or held
+        while a replay found the old one gone, through the snapshot). The snapshot and
+        the replay after it cover their events; judged against the hello they would be
+        taken for strays (``foreign_epoch``)."""
+        if not link.held_claims or link.position is None:
+            return
+        epoch = link.position.epoch
+        kept = [claim for claim in link.held_claims if claim[0] != epoch]
+        if len(kept) < len(link.held_claims):
+            log.info("cell %s: %d feed messages of epoch %s came before the link moved to "
+                     "it: the snapshot and the replay cover them", link.name,
+                     len(link.held_claims) - len(kept), epoch[:8])
+            link.held_claims = kept
 
     def _judge_epoch_claims(self, link: CellLink) -> None:
         """Feed messages said the cell is at another epoch: the cell's hello decides.

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from replica import feed, link_errors, states
+from replica import feed, link_errors, resync, states
 from replica import ingest as ingest_module
 from replica.ingest import CellFeed, Ingest, IngestConfig
 from replica.ingest_control import ControlTimeout
@@ -165,6 +165,113 @@ def test_claims_the_hello_confirms_start_a_resync(ingest, monkeypatch):
     assert link.state is S.RESYNCING and link.resync_reason == "new epoch"
     assert link.new_epoch_flag
     assert not link.epoch_claims and ingest.writer.dead_letters() == []
+
+
+def _snapshot_at(epoch: str, seq: int):
+    """A stand-in for resync.resync_cell: the swap moves the link to (epoch, seq)."""
+    def snapshot(ing, link, progress=None):
+        link.buffer, link.buffered_events = [], 0
+        link.position = Position(link.name, epoch, seq)
+        return link.position
+    return snapshot
+
+
+def test_claims_of_the_epoch_a_resync_moved_to_are_not_dead_lettered(ingest, monkeypatch):
+    """The race: the cell's hello confirms a new epoch while more feed messages of that
+    epoch arrive; they wait through the snapshot, which moves the link to that very
+    epoch. Judged afterwards against the hello they are no strays (the snapshot and the
+    replay cover them); a message of a third epoch held alongside still is one."""
+    link = ingest.links["c1"]
+    for step in _paths_from_connecting()[S.LIVE]:
+        _apply(ingest, link, step)
+    link.claim_epoch("NEW", b"heartbeat that started it")
+    hellos = []
+
+    def hello(link_, op, **kw):
+        assert op == "hello"
+        hellos.append(op)
+        if len(hellos) == 1:        # the feed goes on while the cell answers
+            link_.claim_epoch("NEW", b"batch during the hello")
+            link_.claim_epoch("ROGUE", b"a stray")
+        return {"epoch": "NEW"}
+
+    monkeypatch.setattr(ingest, "request", hello)
+    monkeypatch.setattr(resync, "resync_cell", _snapshot_at("NEW", 7))
+    monkeypatch.setattr(ingest, "_catch_up_page", lambda link: None)   # no cell here
+    ingest._step(link)              # the hello confirms; the snapshot is swapped in
+    assert link.state is S.CATCHING_UP and link.position == Position("c1", "NEW", 7)
+    assert len(link.inbox) == 2 and link.edge_counts[(S.LIVE, E.EPOCH_CHANGED)] == 1
+    link.claims_judged_at = 0.0     # the next hello is due
+    ingest._step(link)
+    ingest.commit()
+    letters = ingest.writer.dead_letters()
+    assert [d["reason"] for d in letters] == ["foreign_epoch"]
+    assert "'ROGUE'" in letters[0]["message"] and link.dead_letters == 1
+    assert not link.epoch_claims and link.state is S.CATCHING_UP and len(hellos) == 2
+
+
+def test_claims_held_when_a_replay_finds_the_new_epoch_are_not_dead_lettered(ingest,
+                                                                              monkeypatch):
+    """The same race by the other door: claims wait (a hello for claims was asked just
+    before) while the replay finds the position's epoch gone; the resync that follows
+    moves the link to the claimed epoch, and no hello is needed for them at all."""
+    link = ingest.links["c1"]
+    for step in _paths_from_connecting()[S.CATCHING_UP]:
+        _apply(ingest, link, step)
+    link.claim_epoch("NEW", b"heartbeat")
+    link.claims_judged_at = time.monotonic()      # a hello just now: the next one waits
+
+    asked = []
+
+    def cell(link_, op, **kw):
+        asked.append(op)
+        if op == "replay":
+            raise feed.ControlError("replay", "epoch", "the cell is at another epoch")
+        return {"epoch": "NEW"}
+
+    monkeypatch.setattr(ingest, "request", cell)
+    monkeypatch.setattr(resync, "resync_cell", _snapshot_at("NEW", 3))
+    with pytest.raises(link_errors.Resync):
+        ingest._step(link)
+    assert link.held_claims == [("NEW", b"heartbeat")]
+    _apply(ingest, link, E.POSITION_UNUSABLE)     # what the driver's loop does with it
+    ingest._step(link)                            # the snapshot swapped in
+    assert link.state is S.CATCHING_UP and link.position.epoch == "NEW"
+    link.claims_judged_at = 0.0
+    monkeypatch.setattr(ingest, "_catch_up_page", lambda link: None)
+    ingest._step(link)
+    ingest.commit()
+    assert ingest.writer.dead_letters() == [] and link.dead_letters == 0
+    assert not link.epoch_claims and asked == ["replay"]
+
+
+def test_claims_held_while_connecting_to_a_cell_at_a_new_epoch_are_not_dead_lettered(
+        ingest, monkeypatch):
+    """Ingest starts again after the cell moved to a new epoch: its messages are held
+    while connecting, the hello sends the link to a snapshot of that epoch."""
+    link = ingest.links["c1"]
+    assert link.state is S.CONNECTING and link.position.epoch == "E"
+    link.claim_epoch("NEW", b"heartbeat")
+    asked = []
+
+    def cell(link_, op, **kw):
+        asked.append(op)
+        return {"epoch": "NEW", "head": 4, "oldest": 1, "cell": "c1",
+                "versions": [feed.FEED_VERSION]}
+
+    monkeypatch.setattr(ingest, "request", cell)
+    monkeypatch.setattr(resync, "resync_cell", _snapshot_at("NEW", 4))
+    with pytest.raises(link_errors.Resync, match="epoch"):
+        ingest._step(link)
+    assert link.held_claims == [("NEW", b"heartbeat")]
+    _apply(ingest, link, E.POSITION_UNUSABLE)     # what the driver's loop does with it
+    ingest._step(link)
+    assert link.state is S.CATCHING_UP and link.position.epoch == "NEW"
+    monkeypatch.setattr(ingest, "_catch_up_page", lambda link: None)
+    ingest._step(link)
+    ingest.commit()
+    assert ingest.writer.dead_letters() == [] and not link.epoch_claims
+    assert asked == ["hello"]
 
 
 @pytest.mark.parametrize("exc,cls", [
