@@ -28,9 +28,10 @@ their policies and members, the members kept that are live servers in some cell)
 ``/os-services`` (every cell's services, each compute service's zone from the host
 aggregates' metadata, its state from its heartbeat), ``/os-aggregates`` and one
 aggregate, ``/os-hypervisors``, ``/detail`` and one hypervisor (every cell's compute
-nodes with their host's compute service), all at 2.1. Availability zones, extra specs,
-key pairs and the quota defaults have no normalized way here (``bench/routes.py``
-compares them with the constant body only).
+nodes with their host's compute service), ``/os-availability-zone`` and ``/detail`` (every
+cell's services with their zones, grouped), all at 2.1. Extra specs, key pairs and the
+quota defaults have no normalized way here (``bench/routes.py`` compares them with the
+constant body only).
 """
 
 from __future__ import annotations
@@ -126,20 +127,16 @@ def _service_up(forced_down: bool, heartbeat: str | None, now: float) -> bool:
     return abs(now - seen.timestamp()) <= SERVICE_DOWN_TIME_S
 
 
-def services_document(cells: "Cells", host_zones: dict[str, str]) -> dict:
-    """GET /os-services at 2.1: every cell's services (row order), each with its zone and
-    its state judged now."""
+def _services(cells: "Cells", host_zones: dict[str, str]) -> list[tuple[dict, str, bool]]:
+    """Every cell's services in row order: (the entity, its zone, up now)."""
     import time
     from replica.cell.entity import build_services
-    from replica.render import plain_time
     now = time.time()
     out = []
     for conn in cells.conns:
         with conn:
             keys = [u for (u,) in conn.execute(
-                "SELECT uuid FROM services WHERE deleted = 0 AND uuid IS NOT NULL "
-                f"AND coalesce(\"binary\", '') NOT IN ({', '.join('?' * len(API_BINARIES))}) "
-                "ORDER BY id", API_BINARIES)]
+                "SELECT uuid FROM services WHERE deleted = 0 AND uuid IS NOT NULL ORDER BY id")]
             built = build_services(conn, keys)
         for key in keys:
             s = built.get(key)
@@ -147,13 +144,45 @@ def services_document(cells: "Cells", host_zones: dict[str, str]) -> dict:
                 continue
             zone = (host_zones.get(s["host"], DEFAULT_ZONE) if s["topic"] == "compute"
                     else INTERNAL_ZONE)
-            out.append({"binary": s["binary"], "host": s["host"], "id": s["id"], "zone": zone,
-                        "status": "disabled" if s["disabled"] else "enabled",
-                        "state": "up" if _service_up(s["forced_down"], s["heartbeat"], now)
-                        else "down",
-                        "updated_at": plain_time(s["updated_at"]),
-                        "disabled_reason": s["disabled_reason"]})
-    return {"services": out}
+            out.append((s, zone, _service_up(s["forced_down"], s["heartbeat"], now)))
+    return out
+
+
+def services_document(cells: "Cells", host_zones: dict[str, str]) -> dict:
+    """GET /os-services at 2.1: every cell's services but the API's (row order), each with
+    its zone and its state judged now."""
+    from replica.render import plain_time
+    return {"services": [
+        {"binary": s["binary"], "host": s["host"], "id": s["id"], "zone": zone,
+         "status": "disabled" if s["disabled"] else "enabled", "state": "up" if up else "down",
+         "updated_at": plain_time(s["updated_at"]), "disabled_reason": s["disabled_reason"]}
+        for s, zone, up in _services(cells, host_zones) if s["binary"] not in API_BINARIES]}
+
+
+def zones_document(cells: "Cells", host_zones: dict[str, str], detail: bool) -> dict:
+    """GET /os-availability-zone[/detail]: the zones of enabled services (sorted), then
+    those of disabled services only; the list hides the internal zone, the detail gives
+    each available zone's hosts and their enabled services but the API's."""
+    from replica.render import plain_time
+    services = _services(cells, host_zones)
+    available = sorted({zone for s, zone, _up in services if not s["disabled"]})
+    unavailable = sorted({zone for s, zone, _up in services if s["disabled"]} - set(available))
+    if not detail:
+        return {"availabilityZoneInfo": [
+            {"zoneName": zone, "zoneState": {"available": state}, "hosts": None}
+            for zones, state in ((available, True), (unavailable, False))
+            for zone in zones if zone != INTERNAL_ZONE]}
+    hosts: dict[str, dict] = {}
+    for s, zone, up in services:
+        if s["disabled"] or s["binary"] in API_BINARIES:
+            continue
+        hosts.setdefault(zone, {}).setdefault(s["host"], {})[s["binary"]] = {
+            "available": up, "active": True, "updated_at": plain_time(s["updated_at"])}
+    return {"availabilityZoneInfo": [
+        {"zoneName": zone, "zoneState": {"available": True}, "hosts": hosts.get(zone, {})}
+        for zone in available] + [
+        {"zoneName": zone, "zoneState": {"available": False}, "hosts": None}
+        for zone in unavailable]}
 
 
 def hypervisors(cells: "Cells", node_id: int | None = None) -> list[dict]:
@@ -331,6 +360,8 @@ def make_app(paths: list[str], minor: int = 1, api_db: str | None = None):
                 found[0], minor, live_members(cells, found[0]["members"]))} if found else None
         if path == f"{API}/os-services":
             return services_document(cells, api.host_zones())
+        if path in (f"{API}/os-availability-zone", f"{API}/os-availability-zone/detail"):
+            return zones_document(cells, api.host_zones(), path.endswith("/detail"))
         if path == f"{API}/os-aggregates":
             return {"aggregates": [render_aggregate_document(a, minor)
                                    for a in api.aggregates()]}

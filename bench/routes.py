@@ -4,11 +4,13 @@
 size of the scaling run, against the smallest.
 
 The routes are one table, ``ROUTES``: a route is one line (its path, the kind of entity
-that answers it, its budget against the constant body). A route whose kind this build
-does not have (``replica.kinds.KINDS``) is left out; a kind published by the feed of
-Nova's API database (its ``feed_role``) makes the stack start its flavor source
-(``Stack.start_flavor_source``: the simulator's flavors, the demo project's quota
-limits, the admin's key pairs) and replicate it too.
+that answers it and any other kind its read joins, its budget against the constant body,
+whether the normalized way answers it, whether it is admin-only). A route whose kinds
+this build does not all have (``replica.kinds.KINDS``) is left out; a kind published by
+the feed of Nova's API database (its ``feed_role``) makes the stack start its flavor
+source (``Stack.start_flavor_source``: the simulator's flavors, the demo project's quota
+limits, the admin's key pairs, aggregates and server groups) and replicate it too. The
+cell's simulator population has the services and compute nodes (hypervisors).
 
 Requests are the noauth admin's, at microversion 2.1: the member routes without a
 token (the appliance's ``noauth_default_token``, ``admin:demo``), the admin-only routes
@@ -90,9 +92,9 @@ ROUTES = (
     Route("flavor_access", "GET /flavors/{id}/os-flavor-access",
           f"{API}/flavors/{PRIVATE_FLAVOR}/os-flavor-access", "flavor", ONE, True, admin=True),
     Route("zones", "GET /os-availability-zone", f"{API}/os-availability-zone", "zone_service",
-          LIST, also=("zone_aggregate",)),
+          LIST, True, also=("zone_aggregate",)),
     Route("zones_detail", "GET /os-availability-zone/detail",
-          f"{API}/os-availability-zone/detail", "zone_service", LIST, admin=True,
+          f"{API}/os-availability-zone/detail", "zone_service", LIST, True, admin=True,
           also=("zone_aggregate",)),
     Route("server_groups", "GET /os-server-groups", f"{API}/os-server-groups", "server_group",
           LIST, True),

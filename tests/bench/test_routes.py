@@ -92,9 +92,11 @@ def test_the_normalized_way_answers_every_route_as_the_appliance(tmp_path):
             assert json.loads(body) == json.loads(bodies[route.path]), route.path
             compared.append(route.key)
     assert {"services", "hypervisors_detail", "hypervisor", "aggregates", "server_groups",
-            "flavor_access"} <= set(compared)
+            "flavor_access", "zones", "zones_detail"} <= set(compared)
     assert json.loads(bodies[routes.ROUTES[0].path])["flavors"]
-    assert len(json.loads(bodies[f"/v2.1/os-hypervisors/detail"])["hypervisors"]) >= 2
+    assert len(json.loads(bodies["/v2.1/os-hypervisors/detail"])["hypervisors"]) >= 2
+    zones = json.loads(bodies["/v2.1/os-availability-zone/detail"])["availabilityZoneInfo"]
+    assert {zone["zoneName"] for zone in zones} >= {"nova", "az-west"}
 
 
 def test_the_normalized_way_answers_as_the_appliance(tmp_path):
