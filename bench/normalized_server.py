@@ -351,8 +351,9 @@ def make_app(paths: list[str], minor: int = 1, api_db: str | None = None):
         if match:
             return api.flavor_access(match.group(1))
         if path == f"{API}/os-server-groups":
-            return {"server_groups": [render_server_group(g, minor, live_members(cells, g["members"]))
-                                      for g in api.server_groups(PROJECT)]}
+            return {"server_groups": [
+                render_server_group(g, minor, live_members(cells, g["members"]))
+                for g in api.server_groups(PROJECT)]}
         match = SERVER_GROUP.match(path)
         if match:
             found = api.server_groups(PROJECT, match.group(1))
