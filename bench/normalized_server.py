@@ -20,7 +20,18 @@ flavors (list, detail, show: the page query, the flavor joins, rendering), and f
 benchmarks' project (the noauth admin's, ``demo``) ``/limits`` and
 ``/os-quota-sets/{project}[/detail|/defaults]``: the quota rows of the project and the
 default class over Nova's defaults, and the usage counted in every cell at request time
-(Nova counts instances, cores and ram with one aggregate per cell).
+(Nova counts instances, cores and ram with one aggregate per cell). The admin routes and
+server groups the same way, each from its tables at request time with the cell side's
+builders (``replica.cell.entity``) and ``replica.render``'s documents: a private flavor's
+access list, ``/os-server-groups`` and one group (the demo project's: the group rows,
+their policies and members, the members kept that are live servers in some cell),
+``/os-services`` (every cell's services, each compute service's zone from the host
+aggregates' metadata, its state from its heartbeat), ``/os-aggregates`` and one
+aggregate, ``/os-hypervisors``, ``/detail`` and one hypervisor (every cell's compute
+nodes with their host's compute service), ``/os-availability-zone`` and ``/detail`` (every
+cell's services with their zones, grouped), all at 2.1. Extra specs, key pairs and the
+quota defaults have no normalized way here (``bench/routes.py`` compares them with the
+constant body only).
 """
 
 from __future__ import annotations
@@ -38,6 +49,16 @@ DEFAULT_LIMIT = 1000
 SHOW = re.compile(r"^/v2\.1/servers/([0-9a-fA-F-]{36})$")
 FLAVOR = re.compile(r"^/v2\.1/flavors/([^/]+)$")
 QUOTA_SET = re.compile(r"^/v2\.1/os-quota-sets/([^/]+?)(/detail|/defaults)?$")
+FLAVOR_ACCESS = re.compile(r"^/v2\.1/flavors/([^/]+)/os-flavor-access$")
+SERVER_GROUP = re.compile(r"^/v2\.1/os-server-groups/([^/]+)$")
+AGGREGATE = re.compile(r"^/v2\.1/os-aggregates/([0-9]+)$")
+HYPERVISOR = re.compile(r"^/v2\.1/os-hypervisors/([0-9]+)$")
+DEFAULT_ZONE = "nova"            # Nova's default_availability_zone
+INTERNAL_ZONE = "internal"       # Nova's internal_service_availability_zone
+SERVICE_DOWN_TIME_S = 60         # Nova's service_down_time
+API_BINARIES = ("nova-osapi_compute", "nova-metadata")      # not listed by os-services
+LIVE_MEMBERS_SQL = ("SELECT uuid FROM instances WHERE deleted = 0 AND uuid IN ({marks}) "
+                    "AND (vm_state IS NULL OR vm_state != 'soft-delete')")
 PROJECT = "demo"         # the noauth admin's project: the benchmarks' requests
 USAGE_SQL = ("SELECT count(*), coalesce(sum(vcpus), 0), coalesce(sum(memory_mb), 0) "
              "FROM instances WHERE project_id = ? AND deleted = 0 "
@@ -96,6 +117,105 @@ class Cells:
         return None
 
 
+def _service_up(forced_down: bool, heartbeat: str | None, now: float) -> bool:
+    import datetime
+    if forced_down or not heartbeat:
+        return False
+    seen = datetime.datetime.fromisoformat(heartbeat.replace("Z", "+00:00").replace(" ", "T"))
+    if seen.tzinfo is None:
+        seen = seen.replace(tzinfo=datetime.timezone.utc)
+    return abs(now - seen.timestamp()) <= SERVICE_DOWN_TIME_S
+
+
+def _services(cells: "Cells", host_zones: dict[str, str]) -> list[tuple[dict, str, bool]]:
+    """Every cell's services in row order: (the entity, its zone, up now)."""
+    import time
+    from replica.cell.entity import build_services
+    now = time.time()
+    out = []
+    for conn in cells.conns:
+        with conn:
+            keys = [u for (u,) in conn.execute(
+                "SELECT uuid FROM services WHERE deleted = 0 AND uuid IS NOT NULL ORDER BY id")]
+            built = build_services(conn, keys)
+        for key in keys:
+            s = built.get(key)
+            if s is None:
+                continue
+            zone = (host_zones.get(s["host"], DEFAULT_ZONE) if s["topic"] == "compute"
+                    else INTERNAL_ZONE)
+            out.append((s, zone, _service_up(s["forced_down"], s["heartbeat"], now)))
+    return out
+
+
+def services_document(cells: "Cells", host_zones: dict[str, str]) -> dict:
+    """GET /os-services at 2.1: every cell's services but the API's (row order), each with
+    its zone and its state judged now."""
+    from replica.render import plain_time
+    return {"services": [
+        {"binary": s["binary"], "host": s["host"], "id": s["id"], "zone": zone,
+         "status": "disabled" if s["disabled"] else "enabled", "state": "up" if up else "down",
+         "updated_at": plain_time(s["updated_at"]), "disabled_reason": s["disabled_reason"]}
+        for s, zone, up in _services(cells, host_zones) if s["binary"] not in API_BINARIES]}
+
+
+def zones_document(cells: "Cells", host_zones: dict[str, str], detail: bool) -> dict:
+    """GET /os-availability-zone[/detail]: the zones of enabled services (sorted), then
+    those of disabled services only; the list hides the internal zone, the detail gives
+    each available zone's hosts and their enabled services but the API's."""
+    from replica.render import plain_time
+    services = _services(cells, host_zones)
+    available = sorted({zone for s, zone, _up in services if not s["disabled"]})
+    unavailable = sorted({zone for s, zone, _up in services if s["disabled"]} - set(available))
+    if not detail:
+        return {"availabilityZoneInfo": [
+            {"zoneName": zone, "zoneState": {"available": state}, "hosts": None}
+            for zones, state in ((available, True), (unavailable, False))
+            for zone in zones if zone != INTERNAL_ZONE]}
+    hosts: dict[str, dict] = {}
+    for s, zone, up in services:
+        if s["disabled"] or s["binary"] in API_BINARIES:
+            continue
+        hosts.setdefault(zone, {}).setdefault(s["host"], {})[s["binary"]] = {
+            "available": up, "active": True, "updated_at": plain_time(s["updated_at"])}
+    return {"availabilityZoneInfo": [
+        {"zoneName": zone, "zoneState": {"available": True}, "hosts": hosts.get(zone, {})}
+        for zone in available] + [
+        {"zoneName": zone, "zoneState": {"available": False}, "hosts": None}
+        for zone in unavailable]}
+
+
+def hypervisors(cells: "Cells", node_id: int | None = None) -> list[dict]:
+    """Every cell's listed hypervisor entities (a compute node whose host has a live
+    compute service), by id (``node_id``: that one only)."""
+    from replica.cell.entity import build_hypervisors
+    out = []
+    for conn in cells.conns:
+        with conn:
+            sql = "SELECT uuid FROM compute_nodes WHERE deleted = 0"
+            args: tuple = ()
+            if node_id is not None:
+                sql += " AND id = ?"
+                args = (node_id,)
+            keys = [u for (u,) in conn.execute(sql + " ORDER BY id", args)]
+            built = build_hypervisors(conn, keys)
+        out += [built[k] for k in keys
+                if built.get(k) is not None and built[k]["service_id"] is not None]
+    return out
+
+
+def live_members(cells: "Cells", uuids: list[str]) -> list[str]:
+    """The members that are live servers in some cell, in the group's order."""
+    if not uuids:
+        return []
+    live: set[str] = set()
+    sql = LIVE_MEMBERS_SQL.format(marks=", ".join("?" * len(uuids)))
+    for conn in cells.conns:
+        with conn:
+            live.update(u for (u,) in conn.execute(sql, uuids))
+    return [u for u in uuids if u in live]
+
+
 class ApiDatabase:
     """Nova's API database tables (a flavor source), opened in the worker."""
 
@@ -138,11 +258,58 @@ class ApiDatabase:
                   else value for name, value in defaults.items()}
         return limits, defaults, own["server_groups_used"]
 
+    def flavor_access(self, flavorid: str) -> dict | None:
+        """A private flavor's access list (None: no such flavor, or a public one)."""
+        from replica.cell.entity import build_flavors
+        with self.conn:
+            entity = build_flavors(self.conn, [flavorid]).get(flavorid)
+        if entity is None or entity["is_public"]:
+            return None
+        return {"flavor_access": [{"flavor_id": flavorid, "tenant_id": project}
+                                  for project in entity["projects"]]}
+
+    def server_groups(self, project_id: str, group: str | None = None) -> list[dict]:
+        """The project's server group entities in row order (``group``: that one only)."""
+        from replica.cell.entity import build_server_groups
+        with self.conn:
+            if group is None:
+                keys = [u for (u,) in self.conn.execute(
+                    "SELECT uuid FROM instance_groups WHERE project_id = ? ORDER BY id",
+                    (project_id,))]
+            else:
+                keys = [group]
+            built = build_server_groups(self.conn, keys)
+        return [built[k] for k in keys if built.get(k) is not None]
+
+    def aggregates(self, aggregate_id: int | None = None) -> list[dict]:
+        """Host aggregate entities by id (``aggregate_id``: that one only)."""
+        from replica.cell.entity import build_aggregates
+        with self.conn:
+            if aggregate_id is None:
+                keys = [str(a) for (a,) in self.conn.execute(
+                    "SELECT id FROM aggregates ORDER BY id")]
+            else:
+                keys = [str(aggregate_id)]
+            built = build_aggregates(self.conn, keys)
+        return [built[k] for k in keys if built.get(k) is not None]
+
+    def host_zones(self) -> dict[str, str]:
+        """{host: its zones, as Nova joins them} from the aggregates' metadata."""
+        zones: dict[str, set] = {}
+        with self.conn:
+            for host, zone in self.conn.execute(
+                    "SELECT h.host, m.value FROM aggregate_hosts h JOIN aggregate_metadata m "
+                    "ON m.aggregate_id = h.aggregate_id WHERE m.\"key\" = 'availability_zone'"):
+                zones.setdefault(host, set()).add(zone)
+        return {host: ",".join(sorted(names)) for host, names in zones.items()}
+
 
 def make_app(paths: list[str], minor: int = 1, api_db: str | None = None):
     # Request-time rendering: the pure renderer the replica's fragments are built from.
-    from replica.render import (ServerView, quota_set_resources, render_limits_document,
-                                render_server_brief, render_server_document)
+    from replica.render import (ServerView, quota_set_resources, render_aggregate_document,
+                                render_hypervisor_document, render_limits_document,
+                                render_server_brief, render_server_document,
+                                render_server_group)
 
     cells = Cells(paths)
     api = ApiDatabase(api_db) if api_db else None
@@ -180,6 +347,38 @@ def make_app(paths: list[str], minor: int = 1, api_db: str | None = None):
                     r: {"in_use": used.get(r, 0), "limit": limits[r], "reserved": 0}
                     for r in shown}}}
             return {"quota_set": {"id": project_id, **{r: limits[r] for r in shown}}}
+        match = FLAVOR_ACCESS.match(path)
+        if match:
+            return api.flavor_access(match.group(1))
+        if path == f"{API}/os-server-groups":
+            return {"server_groups": [
+                render_server_group(g, minor, live_members(cells, g["members"]))
+                for g in api.server_groups(PROJECT)]}
+        match = SERVER_GROUP.match(path)
+        if match:
+            found = api.server_groups(PROJECT, match.group(1))
+            return {"server_group": render_server_group(
+                found[0], minor, live_members(cells, found[0]["members"]))} if found else None
+        if path == f"{API}/os-services":
+            return services_document(cells, api.host_zones())
+        if path in (f"{API}/os-availability-zone", f"{API}/os-availability-zone/detail"):
+            return zones_document(cells, api.host_zones(), path.endswith("/detail"))
+        if path == f"{API}/os-aggregates":
+            return {"aggregates": [render_aggregate_document(a, minor)
+                                   for a in api.aggregates()]}
+        match = AGGREGATE.match(path)
+        if match:
+            found = api.aggregates(int(match.group(1)))
+            return {"aggregate": render_aggregate_document(found[0], minor)} if found else None
+        if path in (f"{API}/os-hypervisors", f"{API}/os-hypervisors/detail"):
+            detail = path.endswith("/detail")
+            return {"hypervisors": [render_hypervisor_document(h, minor, detail)
+                                    for h in hypervisors(cells)]}
+        match = HYPERVISOR.match(path)
+        if match:
+            found = hypervisors(cells, int(match.group(1)))
+            return {"hypervisor": render_hypervisor_document(found[0], minor, True)} \
+                if found else None
         return None
     show_view = ServerView(minor=minor, admin=True, show=True)
     list_view = ServerView(minor=minor, admin=True, show=False)

@@ -4,19 +4,25 @@
 size of the scaling run, against the smallest.
 
 The routes are one table, ``ROUTES``: a route is one line (its path, the kind of entity
-that answers it, its budget against the constant body). A route whose kind this build
-does not have (``replica.kinds.KINDS``) is left out; a kind published by the feed of
-Nova's API database (its ``feed_role``) makes the stack start its flavor source
-(``Stack.start_flavor_source``: the simulator's flavors, the demo project's quota
-limits, the admin's key pairs) and replicate it too.
+that answers it and any other kind its read joins, its budget against the constant body,
+whether the normalized way answers it, whether it is admin-only). A route whose kinds
+this build does not all have (``replica.kinds.KINDS``) is left out; a kind published by
+the feed of Nova's API database (its ``feed_role``) makes the stack start its flavor
+source (``Stack.start_flavor_source``: the simulator's flavors, the demo project's quota
+limits, the admin's key pairs, aggregates and server groups) and replicate it too. The
+cell's simulator population has the services and compute nodes (hypervisors).
 
-Requests are the noauth admin's (``admin:demo``: no token), at microversion 2.1.
+Requests are the noauth admin's, at microversion 2.1: the member routes without a
+token (the appliance's ``noauth_default_token``, ``admin:demo``), the admin-only routes
+(``admin``) with the admin's token ``X-Auth-Token: admin:demo``, sent to every server
+the route goes to. Instance actions have no route here: the populated cells have none.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from dataclasses import dataclass
 
 from bench import client
@@ -24,7 +30,7 @@ from bench.endpoints import API, Endpoint
 from bench.procs import Processes, children_of, wait_until
 from bench.profiles import all_workers
 from bench.reads import (APPLIANCE, CONSTANT, NORMALIZED, SCALING_VS_SMALLEST, TAIL_CONNECTIONS,
-                         TAIL_VS_CONSTANT, Target, _record, _run_one, _start_baseline, measure)
+                         TAIL_VS_CONSTANT, Target, _record, _start_baseline, measure)
 from bench.report import Budget, Figure, Scenario
 from bench.stack import Stack
 
@@ -34,6 +40,14 @@ ONE = 0.85
 LIST = 0.5
 BUDGET_CONNECTIONS = (1, 8)         # as the show's: the budget holds at these
 READY_S = 60.0                      # every route answering 200 (a kind's feed live)
+ADMIN_TOKEN = {"X-Auth-Token": "admin:demo"}     # noauth: the user "admin" is an admin
+# The simulator's data the routes of one entity read (replica.cell.simulator): the
+# private flavor shared with "demo", the first aggregate, the first compute node, and
+# the demo project's first server group.
+PRIVATE_FLAVOR = "8"
+AGGREGATE_ID = 1
+HYPERVISOR_ID = 1
+SERVER_GROUP = str(uuid.uuid5(uuid.NAMESPACE_DNS, "server-group-web-spread"))
 
 
 @dataclass(frozen=True)
@@ -44,10 +58,20 @@ class Route:
     kind: str                   # the kind whose replica rows answer it (replica.kinds)
     vs_constant: float          # its budget against the constant body (ONE or LIST)
     normalized: bool = False    # the normalized baseline answers it too
+    admin: bool = False         # admin-only: asked with the admin's token
+    also: tuple[str, ...] = ()  # other kinds its one read joins (availability zones)
 
     @property
     def endpoint(self) -> Endpoint:
         return Endpoint(self.key, self.label, self.path)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return (self.kind, *self.also)
+
+    @property
+    def headers(self) -> dict | None:
+        return ADMIN_TOKEN if self.admin else None
 
 
 ROUTES = (
@@ -65,22 +89,47 @@ ROUTES = (
           f"{API}/os-quota-sets/demo/detail", "quota", ONE, True),
     Route("quota_defaults", "GET /os-quota-sets/{project}/defaults",
           f"{API}/os-quota-sets/demo/defaults", "quota", ONE),
+    Route("flavor_access", "GET /flavors/{id}/os-flavor-access",
+          f"{API}/flavors/{PRIVATE_FLAVOR}/os-flavor-access", "flavor", ONE, True, admin=True),
+    Route("zones", "GET /os-availability-zone", f"{API}/os-availability-zone", "zone_service",
+          LIST, True, also=("zone_aggregate",)),
+    Route("zones_detail", "GET /os-availability-zone/detail",
+          f"{API}/os-availability-zone/detail", "zone_service", LIST, True, admin=True,
+          also=("zone_aggregate",)),
+    Route("server_groups", "GET /os-server-groups", f"{API}/os-server-groups", "server_group",
+          LIST, True),
+    Route("server_group", "GET /os-server-groups/{id}", f"{API}/os-server-groups/{SERVER_GROUP}",
+          "server_group", ONE, True),
+    Route("services", "GET /os-services", f"{API}/os-services", "service", LIST, True,
+          admin=True),
+    Route("aggregates", "GET /os-aggregates", f"{API}/os-aggregates", "aggregate", LIST, True,
+          admin=True),
+    Route("aggregate", "GET /os-aggregates/{id}", f"{API}/os-aggregates/{AGGREGATE_ID}",
+          "aggregate", ONE, True, admin=True),
+    Route("hypervisors", "GET /os-hypervisors", f"{API}/os-hypervisors", "hypervisor", LIST,
+          True, admin=True),
+    Route("hypervisors_detail", "GET /os-hypervisors/detail", f"{API}/os-hypervisors/detail",
+          "hypervisor", LIST, True, admin=True),
+    Route("hypervisor", "GET /os-hypervisors/{id}", f"{API}/os-hypervisors/{HYPERVISOR_ID}",
+          "hypervisor", ONE, True, admin=True),
 )
 
 
 def routes_here(keys: tuple[str, ...] | None = None) -> list[Route]:
     """The routes of ``keys`` (every one when None) whose kind this build has."""
     from replica import kinds
-    return [r for r in ROUTES if r.kind in kinds.KINDS and (keys is None or r.key in keys)]
+    return [r for r in ROUTES if all(k in kinds.KINDS for k in r.kinds)
+            and (keys is None or r.key in keys)]
 
 
 def _needs_flavor_source(routes: list[Route]) -> bool:
     from replica import kinds
-    return any(kinds.KINDS[r.kind].feed_role == "flavors" for r in routes)
+    return any(kinds.KINDS[k].feed_role == "flavors" for r in routes for k in r.kinds)
 
 
 def _answers(base_url: str, route: Route) -> bytes:
-    status, _headers, body = client.request(base_url + route.path, timeout=60)
+    status, _headers, body = client.request(base_url + route.path, headers=route.headers,
+                                            timeout=60)
     if status != 200:
         raise RuntimeError(f"GET {base_url}{route.path}: HTTP {status}: {body[:200]!r}")
     return body
@@ -91,7 +140,8 @@ def _ready(stack: Stack, routes: list[Route]) -> dict[str, bytes]:
     live once); returns each route's body."""
     def all_answer():
         for route in routes:
-            status, _h, _b = client.request(stack.base_url + route.path, timeout=10)
+            status, _h, _b = client.request(stack.base_url + route.path,
+                                            headers=route.headers, timeout=10)
             if status != 200:
                 return None
         return True
@@ -141,12 +191,25 @@ def run_matrix(sc: Scenario, stack: Stack, procs: Processes, profile, log=print)
                 for target in targets:
                     if target.name == NORMALIZED and not route.normalized:
                         continue
-                    measured[target.name][(route.key, conns)] = _run_one(
-                        sc, target, route.endpoint, conns, profile.read_duration_s, workers,
+                    measured[target.name][(route.key, conns)] = _run_route(
+                        sc, target, route, conns, profile.read_duration_s, workers,
                         stack.servers, log)
     _figures(sc, measured, routes, profile, workers, bodies)
     return {(key, workers, conns): result
             for (key, conns), result in measured[APPLIANCE].items()}
+
+
+def _run_route(sc: Scenario, target: Target, route: Route, conns: int, duration_s: float,
+               workers: int, size: int, log):
+    """One wrk run of ``route`` on ``target`` (with the route's token), recorded."""
+    result = measure(target.url, route.endpoint, conns, duration_s, target.ids_file,
+                     target.pids, headers=route.headers)
+    _record(sc, target.name, route.endpoint, workers, size, result)
+    log(f"    {target.name:<10} {route.label:<40} w{workers} c{conns:<3} "
+        f"{result.requests_per_s:>9,.0f} req/s  p99 {result.p99_ms:7.2f} ms"
+        f"  errors {result.error_count}  wrk cpu {result.wrk_cpu_pct:.0f}%"
+        f"  server cpu {result.server_cpu_pct or 0:.0f}%")
+    return result
 
 
 def _figures(sc: Scenario, measured: dict, routes: list[Route], profile, workers: int,
@@ -188,7 +251,7 @@ def run_scaling_point(sc: Scenario, stack: Stack, profile, log=print,
             prepare(stack, routes, workers)
             ready = True
         result = measure(stack.base_url, route.endpoint, conns, profile.scaling_duration_s,
-                         stack.ids_file(), stack.worker_pids)
+                         stack.ids_file(), stack.worker_pids, headers=route.headers)
         _record(sc, APPLIANCE, route.endpoint, workers, stack.servers, result)
         log(f"    routes {stack.servers:>9,} {route.label:<40} {result.requests_per_s:>9,.0f} "
             f"req/s  p99 {result.p99_ms:7.2f} ms  errors {result.error_count}")

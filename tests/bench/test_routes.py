@@ -19,7 +19,8 @@ pytestmark = needs_wrk
 TINY_ROUTES = profiles.QUICK.shrunk(
     name="tiny-routes", read_servers=240, read_workers=(1,), read_duration_s=1.0,
     scaling_sizes=(120, 240), scaling_connections=2, scaling_duration_s=1.0,
-    route_keys=("flavors_detail", "flavor", "keypairs", "limits", "quota_detail"),
+    route_keys=("flavors_detail", "flavor", "keypairs", "limits", "quota_detail", "zones_detail",
+                "server_group", "services", "hypervisors_detail"),
     route_connections=(2,), projects=4)
 
 
@@ -58,8 +59,44 @@ def test_the_table_is_one_line_per_route_of_a_known_kind():
         assert route.path.startswith("/v2.1/") and route.vs_constant in (routes.ONE,
                                                                          routes.LIST)
     # every kind the replica answers reads of beyond servers has a route
-    assert {r.kind for r in routes.routes_here()} >= {
+    assert {k for r in routes.routes_here() for k in r.kinds} >= {
         name for name in kinds.KINDS if name not in ("server", "instance_action")}
+    # the admin-only routes are asked with the admin's token
+    admin = {r.key for r in routes.ROUTES if r.admin}
+    assert admin == {"flavor_access", "zones_detail", "services", "aggregates", "aggregate",
+                     "hypervisors", "hypervisors_detail", "hypervisor"}
+    assert all(r.headers == routes.ADMIN_TOKEN for r in routes.ROUTES if r.admin)
+
+
+def test_the_normalized_way_answers_every_route_as_the_appliance(tmp_path):
+    """On one stack: every route the normalized way answers gives the same document as
+    the appliance (the same data, the same links' host), computed at request time."""
+    from bench.normalized_server import make_app
+    from bench.procs import Processes
+    from bench.stack import Stack
+    with Processes() as procs:
+        stack = Stack(str(tmp_path), 240, procs, projects=4, log=lambda text: None)
+        stack.populate()
+        stack.start_publisher()
+        table = routes.routes_here()
+        bodies = routes.prepare(stack, table, 1)
+        app = make_app([stack.cell_db], api_db=stack.flavor_db)
+        compared = []
+        for route in table:
+            if not route.normalized:
+                continue
+            seen = {}
+            body = b"".join(app({"PATH_INFO": route.path, "HTTP_HOST": f"127.0.0.1:{stack.port}"},
+                                lambda status, headers: seen.update(status=status)))
+            assert seen["status"] == "200 OK", (route.path, body)
+            assert json.loads(body) == json.loads(bodies[route.path]), route.path
+            compared.append(route.key)
+    assert {"services", "hypervisors_detail", "hypervisor", "aggregates", "server_groups",
+            "flavor_access", "zones", "zones_detail"} <= set(compared)
+    assert json.loads(bodies[routes.ROUTES[0].path])["flavors"]
+    assert len(json.loads(bodies["/v2.1/os-hypervisors/detail"])["hypervisors"]) >= 2
+    zones = json.loads(bodies["/v2.1/os-availability-zone/detail"])["availabilityZoneInfo"]
+    assert {zone["zoneName"] for zone in zones} >= {"nova", "az-west"}
 
 
 def test_the_normalized_way_answers_as_the_appliance(tmp_path):
