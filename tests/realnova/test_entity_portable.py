@@ -66,8 +66,14 @@ def written(nova):
     return written
 
 
-def connect(nova, which: str):
+def connect(nova, which: str, portable: bool = False):
+    """``portable``: in the SQL mode and with the conversions the publisher's entity
+    reads use (replica.cell.mysql.connect)."""
     names = dict(zip(("api", "cell0", "cell1"), nova.database_names))
+    if portable:
+        from replica.cell import mysql
+        return MySQLRows(nova.mariadb.connect(names[which], conv=mysql.PORTABLE_CONVERSIONS,
+                                              init_command=mysql.PORTABLE_SQL_MODE))
     return MySQLRows(nova.mariadb.connect(names[which]))
 
 
@@ -121,7 +127,7 @@ def test_flavor_entities_from_nova_api_database_on_mariadb(nova, written):
 def test_zone_and_server_group_entities_on_mariadb(nova, written):
     """The availability zones' facts (a cell's services, the API database's aggregates)
     and server groups build from Nova's own MariaDB schemas."""
-    api, cell = connect(nova, "api"), connect(nova, "cell1")
+    api, cell = connect(nova, "api", portable=True), connect(nova, "cell1", portable=True)
     try:
         (aggregate,) = [str(i) for (i,) in api.rows("SELECT id FROM aggregates")]
         built = entity.build_aggregates(api, [aggregate])[aggregate]
