@@ -185,11 +185,11 @@ def banner(settings: Settings, data_dir: str, kept: bool) -> str:
         f"  {openstack} --os-auth-type none --os-endpoint {api}/v2.1 "
         f"--os-identity-api-version 3 keypair list",
         f"  {openstack} --os-auth-type none --os-endpoint {api}/v2.1 "
+        f"--os-identity-api-version 3 compute service list",
+        f"  {openstack} --os-auth-type none --os-endpoint {api}/v2.1 "
         f"--os-identity-api-version 3 availability zone list --compute",
         f"  {openstack} --os-auth-type none --os-endpoint {api}/v2.1 "
         f"--os-identity-api-version 3 server group list",
-        f"  {openstack} --os-auth-type none --os-endpoint {api}/v2.1 "
-        f"--os-identity-api-version 3 compute service list",
         f"  {openstack} --os-auth-type none --os-endpoint {api}/v2.1 "
         f"--os-identity-api-version 3 aggregate list",
         f"  {openstack} --os-auth-type none --os-endpoint {api}/v2.1 "

@@ -60,8 +60,6 @@ from typing import Any
 
 import msgpack
 import orjson
-KIND_ZONE_SERVICE = "zone_service"
-KIND_ZONE_AGGREGATE = "zone_aggregate"
 KIND_SERVER_GROUP = "server_group"
 
 FEED_VERSION = 2                # the version this code sends
@@ -379,33 +377,6 @@ AGGREGATE_FIELDS: dict[str, tuple] = {
 }
 
 
-# Availability zones are not an entity of their own in Nova: a zone is what the
-# services of the cells and the aggregates of the API database say together (see
-# ``replica.store.reader.availability_zones_sql`` for why they are put together at
-# read time). A cell publishes its services (Nova's cell table ``services``, keyed by
-# the service's uuid), as far as zones need them.
-ZONE_SERVICE_FIELDS: dict[str, tuple] = {
-    "service_key": _S,          # services.uuid
-    "host": _SN,
-    "binary": _SN,
-    "topic": _SN,               # "compute": its zone is its host's aggregates'
-    "disabled": _B,
-    "forced_down": _B,
-    "heartbeat_at": _SN,        # last_seen_up, else created_at (Nova's liveness rule)
-    "updated_at": _SN,          # shown by the zone detail
-    "down_time": (int,),        # the publisher's service_down_time (0: not judged)
-}
-# ... and the API database publishes its aggregates' zones (``aggregates``, their
-# ``availability_zone`` metadata and hosts), keyed by the aggregate's uuid.
-ZONE_AGGREGATE_FIELDS: dict[str, tuple] = {
-    "aggregate_key": _S,        # aggregates.uuid
-    "id": (int,),
-    "name": _SN,
-    "zone": _SN,                # its availability_zone metadata (None: not a zone)
-    "hosts": (list,),           # aggregate_hosts.host, sorted
-}
-
-
 # A server group (Nova's API database ``instance_groups`` with its policy row and member
 # rows), keyed by its uuid. Members are every member row's instance uuid, in row order:
 # the API shows those whose server is neither deleted nor soft-deleted, judged when read.
@@ -446,8 +417,6 @@ FEED_KINDS: dict[str, FeedKind] = {kind.name: kind for kind in (
              lists=(("events", INSTANCE_ACTION_EVENT_FIELDS),)),
     FeedKind(KIND_KEYPAIR, KEYPAIR_FIELDS, "keypair_key"),
     FeedKind(KIND_QUOTA, QUOTA_FIELDS, "quota_key", nested=(("limits", QUOTA_LIMIT_FIELDS),)),
-    FeedKind(KIND_ZONE_SERVICE, ZONE_SERVICE_FIELDS, "service_key"),
-    FeedKind(KIND_ZONE_AGGREGATE, ZONE_AGGREGATE_FIELDS, "aggregate_key"),
     FeedKind(KIND_SERVER_GROUP, SERVER_GROUP_FIELDS, "group_key"),
     FeedKind(KIND_HYPERVISOR, HYPERVISOR_FIELDS, "uuid", uuid_key=True),
     FeedKind(KIND_SERVICE, SERVICE_FIELDS, "uuid"),

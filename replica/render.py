@@ -17,7 +17,6 @@ U+0001 followed by S or B would show a link prefix there, nothing worse.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import time
@@ -920,26 +919,30 @@ def hypervisor_row(cell: str, seq: int, entity: dict, entity_hash: int | None = 
 # A service's document in Nova's key order: binary, host, id, zone, status, state,
 # updated_at, disabled_reason and, from 2.11, forced_down. The id (the row's id, from
 # 2.53 its uuid), the zone (the host's aggregates') and the state (the heartbeat's age
-# against the replica's clock) are put in when it is read (replica.store.reader).
+# against the replica's clock) are put in when it is read (replica.store.reader). The
+# availability zones' detail reads the same row: disabled, topic (compute: zoned by
+# its host's aggregates), the liveness columns, and s_updated_at (the updated_at value
+# as JSON: Nova's zone detail shows the service's updated_at as os-services does).
 
 SERVICE_UUID_ID_MINOR = 53
 SERVICE_FORCED_DOWN_MINOR = 11
-SERVICE_FRAGMENTS = ("s_head", "s_id_v21", "s_id_v253", "s_status", "s_tail", "s_forced")
+SERVICE_FRAGMENTS = ("s_head", "s_id_v21", "s_id_v253", "s_status", "s_updated_at", "s_tail",
+                     "s_forced")
 SERVICE_COLUMNS: tuple[str, ...] = (
-    "uuid", "cell", "seq", "id", "host", "binary", "topic", "forced_down", "heartbeat",
-    "down_after") + SERVICE_FRAGMENTS + ("entity_hash", "bucket")
+    "uuid", "cell", "seq", "id", "host", "binary", "topic", "disabled", "forced_down",
+    "heartbeat", "down_after") + SERVICE_FRAGMENTS + ("entity_hash", "bucket")
 
 
 def service_row(cell: str, seq: int, entity: dict, entity_hash: int | None = None) -> tuple:
     """The replica row of one service, in ``SERVICE_COLUMNS`` order."""
     s = entity
     return (s["uuid"], cell, seq, s["id"], s["host"], s["binary"], s["topic"],
-            int(s["forced_down"]), s["heartbeat"], s["down_after"],
+            int(s["disabled"]), int(s["forced_down"]), s["heartbeat"], s["down_after"],
             '{"binary":' + _encode(s["binary"]) + ',"host":' + _encode(s["host"]),
             ',"id":' + _encode(s["id"]), ',"id":' + _encode(s["uuid"]),
             ',"status":' + ('"disabled"' if s["disabled"] else '"enabled"'),
-            ',"updated_at":' + _encode(plain_time(s["updated_at"]))
-            + ',"disabled_reason":' + _encode(s["disabled_reason"]),
+            _encode(plain_time(s["updated_at"])),
+            ',"disabled_reason":' + _encode(s["disabled_reason"]),
             ',"forced_down":' + _encode(s["forced_down"]),
             feed.entity_hash(s) if entity_hash is None else entity_hash,
             feed.bucket_of(s["uuid"]))
@@ -976,54 +979,6 @@ def aggregate_row(source: str, seq: int, entity: dict, entity_hash: int | None =
             a["metadata"].get("availability_zone"),
             _encode(render_aggregate_document(a, 1)),
             _encode(render_aggregate_document(a, AGGREGATE_UUID_MINOR)),
-            feed.entity_hash(a) if entity_hash is None else entity_hash,
-            feed.bucket_of(a["aggregate_key"]))
-
-
-# ---------------------------------------------------------------------------
-# Availability zones (nova/api/openstack/compute/availability_zone.py): the facts,
-# rendered where they are one's own (a service's detail members, a zone's name);
-# the zones are put together by the read (replica.store.reader).
-# ---------------------------------------------------------------------------
-
-ZONE_SERVICE_COLUMNS: tuple[str, ...] = (
-    "service_key", "cell", "seq", "host", "binary", "is_compute", "disabled", "forced_down",
-    "heartbeat", "down_time", "d_updated_at", "entity_hash", "bucket")
-
-
-def zone_service_row(cell: str, seq: int, entity: dict, entity_hash: int | None = None) -> tuple:
-    """The replica row of one service, in ``ZONE_SERVICE_COLUMNS`` order: its last
-    heartbeat as Unix seconds (judged against the clock when read, as Nova does)."""
-    s = entity
-    heartbeat = _unix_seconds(s["heartbeat_at"])
-    return (s["service_key"], cell, seq, s["host"], s["binary"], int(s["topic"] == "compute"),
-            int(s["disabled"]), int(s["forced_down"]), heartbeat, s["down_time"],
-            _encode(plain_time(s["updated_at"])),
-            feed.entity_hash(s) if entity_hash is None else entity_hash,
-            feed.bucket_of(s["service_key"]))
-
-
-def _unix_seconds(stamp: str | None) -> float | None:
-    if not stamp:
-        return None
-    try:
-        moment = datetime.datetime.fromisoformat(stamp.replace(" ", "T"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return moment.timestamp()
-
-
-ZONE_AGGREGATE_COLUMNS: tuple[str, ...] = (
-    "aggregate_key", "source", "seq", "zone", "hosts", "entity_hash", "bucket")
-
-
-def zone_aggregate_row(source: str, seq: int, entity: dict,
-                       entity_hash: int | None = None) -> tuple:
-    """The replica row of one aggregate: its zone and its hosts (a JSON array)."""
-    a = entity
-    return (a["aggregate_key"], source, seq, a["zone"], _encode(sorted(a["hosts"])),
             feed.entity_hash(a) if entity_hash is None else entity_hash,
             feed.bucket_of(a["aggregate_key"]))
 

@@ -18,10 +18,10 @@ changes its members; a flavor extra spec or project row changes its flavor. A
 ``instance_actions`` row gives its ``instance_action`` key (instance uuid and id), an
 ``instance_actions_events`` row its action's (looked up by ``action_id``); a
 ``key_pairs`` row (API database) its ``keypair`` key (user id and name). A
-``services`` row gives its ``zone_service`` key (its uuid: every report too, the
-zone detail shows it), an ``aggregates`` row (API database) its ``zone_aggregate``
-key (its uuid), an ``aggregate_hosts`` or ``aggregate_metadata`` row its aggregate's
-(looked up by ``aggregate_id``). An ``instance_groups`` row (API database) gives its
+``services`` row gives its ``service`` key (its uuid: every report too, os-services
+and the zone detail show it); an ``aggregates``, ``aggregate_hosts`` or
+``aggregate_metadata`` row (API database) its ``aggregate`` key (the aggregate's id).
+An ``instance_groups`` row (API database) gives its
 ``server_group`` key (its uuid), an ``instance_group_policy`` or
 ``instance_group_member`` row its group's (looked up by ``group_id``).
 
@@ -40,9 +40,8 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 from replica.cell import mysql
 from replica.cell.binlog_rows import column_images
 from replica.feed import (KIND_HYPERVISOR, KIND_INSTANCE_ACTION, KIND_KEYPAIR, KIND_QUOTA,
-                          KIND_SERVER_GROUP, KIND_SERVICE, KIND_ZONE_AGGREGATE,
-                          KIND_ZONE_SERVICE, QUOTA_DEFAULT_KEY, instance_action_key,
-                          keypair_key, quota_key)
+                          KIND_SERVER_GROUP, KIND_SERVICE, QUOTA_DEFAULT_KEY,
+                          instance_action_key, keypair_key, quota_key)
 
 SERVICE_DOWN_TIME_S = 60       # Nova's service_down_time default
 COMMIT_WAIT_TIMEOUT_S = 10     # a locking read waits this long for a commit (then goes on)
@@ -94,7 +93,6 @@ class ChangedKeys:
     server_groups: set = field(default_factory=set)
     flavor_ids: set = field(default_factory=set)
     action_ids: set = field(default_factory=set)             # instance actions' ids (events)
-    aggregate_ids: set = field(default_factory=set)          # aggregates' ids (hosts, metadata)
     group_ids: set = field(default_factory=set)              # server groups' ids (policy, members)
     service_reports: list = field(default_factory=list)    # [(host, last report or None)]
     api_servers: list = field(default_factory=list)        # server keys from API DB rows
@@ -251,7 +249,7 @@ class KeyMapper:
                     for image in (before, after):
                         if image is not None and image.get(column) is not None:
                             into.append((kind, str(image[column])))
-            # (no return: another kind may key the same table, e.g. zone_aggregate)
+            # (no return: another kind may key the same table, e.g. service)
         if KIND_SERVICE in self.kinds and role == "cell" and table == "services":
             for before, after in images:
                 for image in (before, after):
@@ -320,22 +318,6 @@ class KeyMapper:
                     changed.group_ids.update(image["group_id"] for image in (before, after)
                                              if image is not None
                                              and image.get("group_id") is not None)
-        if KIND_ZONE_SERVICE in self.kinds and role == "cell" and table == "services":
-            for before, after in images:
-                changed.keys += [(KIND_ZONE_SERVICE, str(image["uuid"]))
-                                 for image in (before, after)
-                                 if image is not None and image.get("uuid") is not None]
-        if KIND_ZONE_AGGREGATE in self.kinds and role == "api":
-            if table == "aggregates":
-                for before, after in images:
-                    changed.keys += [(KIND_ZONE_AGGREGATE, str(image["uuid"]))
-                                     for image in (before, after)
-                                     if image is not None and image.get("uuid") is not None]
-            elif table in ("aggregate_hosts", "aggregate_metadata"):
-                for before, after in images:
-                    changed.aggregate_ids.update(image["aggregate_id"] for image in (before, after)
-                                                 if image is not None
-                                                 and image.get("aggregate_id") is not None)
         if KIND_QUOTA in self.kinds and role == "api":
             if table in ("quotas", "instance_groups"):
                 for before, after in images:
@@ -368,9 +350,6 @@ class KeyMapper:
             keys += [(KIND_INSTANCE_ACTION, k) for k in lookups.action_keys(changed.action_ids)]
         if changed.group_ids:
             keys += [(KIND_SERVER_GROUP, k) for k in lookups.group_uuids(changed.group_ids)]
-        if changed.aggregate_ids:
-            keys += [(KIND_ZONE_AGGREGATE, k)
-                     for k in lookups.aggregate_uuids(changed.aggregate_ids)]
         return keys
 
 
@@ -517,16 +496,6 @@ class Lookups:
         ids = sorted(ids)
         return [str(row[0]) for row in self.api(
             f"SELECT uuid FROM instance_groups WHERE id IN ({_marks(ids)}) ORDER BY id", ids)]
-
-    def aggregate_uuids(self, ids) -> list[str]:
-        """The uuids of the aggregates ``ids`` (their hosts or metadata changed); one
-        deleted meanwhile is published gone by its own row."""
-        if self.api is None:
-            return []
-        ids = sorted(ids)
-        return [str(row[0]) for row in self.api(
-            f"SELECT uuid FROM aggregates WHERE id IN ({_marks(ids)}) AND uuid IS NOT NULL "
-            "ORDER BY id", ids)]
 
     def flavorids(self, ids) -> list[str]:
         if self.api is None:

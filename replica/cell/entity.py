@@ -1271,80 +1271,6 @@ def _aggregate_keys(rows: RowsFn, after: str, limit: int) -> list[str]:
 
 
 # ---------------------------------------------------------------------------
-# Availability zones: a cell's services, the API database's aggregates (the zones
-# themselves are put together by the appliance's read, see replica.store.reader)
-# ---------------------------------------------------------------------------
-
-_ZONE_SERVICES_SQL = ("SELECT sv.uuid, sv.host, sv.binary, sv.topic, sv.disabled, "
-                      "sv.forced_down, sv.last_seen_up, sv.created_at, sv.updated_at "
-                      "FROM services sv WHERE sv.deleted = 0 AND sv.uuid IN {keys}")
-_ZONE_SERVICE_KEYS_SQL = ("SELECT uuid FROM services WHERE uuid > ? AND deleted = 0 "
-                          "ORDER BY uuid LIMIT ?")
-_ZONE_SERVICE_COUNT_SQL = ("SELECT count(*) FROM services WHERE deleted = 0 "
-                           "AND uuid IS NOT NULL")
-
-
-def build_zone_services(db, keys: Iterable[str],
-                        children: frozenset[str] = ALL_CHILDREN) -> dict[str, dict | None]:
-    """Service entities for ``keys`` (service uuids); None for one deleted or gone. The
-    heartbeat is Nova's liveness rule's (``last_seen_up``, else ``created_at``), judged
-    by the appliance when read against ``Reach.service_down_time`` (0: not judged)."""
-    rows = rows_of(db)
-    keys = list(dict.fromkeys(keys))
-    out: dict[str, dict | None] = {key: None for key in keys}
-    down_time = int(getattr(children, "service_down_time", 0) or 0)
-    for page in _pages(keys):
-        for (uuid, host, binary, topic, disabled, forced_down, last_seen_up, created_at,
-             updated_at) in _rows_in(rows, _ZONE_SERVICES_SQL, page):
-            key = str(uuid)
-            if key in out:
-                out[key] = {
-                    "service_key": key, "host": _str_or_none(host),
-                    "binary": _str_or_none(binary), "topic": _str_or_none(topic),
-                    "disabled": bool(disabled), "forced_down": bool(forced_down),
-                    "heartbeat_at": iso(last_seen_up) or iso(created_at),
-                    "updated_at": iso(updated_at), "down_time": down_time,
-                }
-    return out
-
-
-def _zone_service_keys(rows: RowsFn, after: str, limit: int) -> list[str]:
-    return [str(key) for (key,) in rows(_ZONE_SERVICE_KEYS_SQL, (after, limit))]
-
-
-_ZONE_AGGREGATES_SQL = "SELECT id, uuid, name FROM aggregates WHERE uuid IN {keys}"
-_ZONE_AGGREGATE_ZONES_SQL = ("SELECT am.aggregate_id, am.value FROM aggregate_metadata am "
-                             "WHERE am.key = 'availability_zone' AND am.aggregate_id IN {keys}")
-_ZONE_AGGREGATE_HOSTS_SQL = ("SELECT ah.aggregate_id, ah.host FROM aggregate_hosts ah "
-                             "WHERE ah.aggregate_id IN {keys}")
-
-
-def build_zone_aggregates(db, keys: Iterable[str],
-                          children: frozenset[str] = ALL_CHILDREN) -> dict[str, dict | None]:
-    """Aggregate entities for ``keys`` (aggregate uuids): their zone (the
-    ``availability_zone`` metadata) and hosts; None for one that is gone."""
-    rows = rows_of(db)
-    keys = list(dict.fromkeys(keys))
-    out: dict[str, dict | None] = {key: None for key in keys}
-    for page in _pages(keys):
-        found = {int(aid): (str(uuid), name)
-                 for aid, uuid, name in _rows_in(rows, _ZONE_AGGREGATES_SQL, page)}
-        ids = sorted(found)
-        zones = {int(aid): value for aid, value in _rows_in(rows, _ZONE_AGGREGATE_ZONES_SQL, ids)}
-        hosts: dict[int, list[str]] = {}
-        for aid, host in _rows_in(rows, _ZONE_AGGREGATE_HOSTS_SQL, ids):
-            if host is not None:
-                hosts.setdefault(int(aid), []).append(str(host))
-        for aid, (uuid, name) in found.items():
-            if uuid in out:
-                zone = zones.get(aid)
-                out[uuid] = {"aggregate_key": uuid, "id": aid, "name": _str_or_none(name),
-                             "zone": None if zone is None else str(zone),
-                             "hosts": sorted(set(hosts.get(aid, ())))}
-    return out
-
-
-# ---------------------------------------------------------------------------
 # Server groups (Nova's API database instance_groups, instance_group_policy,
 # instance_group_member)
 # ---------------------------------------------------------------------------
@@ -1465,13 +1391,6 @@ SOURCE_KINDS: dict[str, SourceKind] = {kind.name: kind for kind in (
     # Nova's API database (beside its flavors)
     SourceKind(feed.KIND_AGGREGATE, "aggregates", "id", build_aggregates,
                keys_after=_aggregate_keys, requires=("flavors",)),
-    SourceKind(feed.KIND_ZONE_SERVICE, "services", "uuid", build_zone_services,
-               keys_after=_zone_service_keys, count_query=_ZONE_SERVICE_COUNT_SQL,
-               requires=("instances",)),
-    SourceKind(feed.KIND_ZONE_AGGREGATE, "aggregates", "uuid", build_zone_aggregates,
-               requires=("aggregate_hosts", "aggregate_metadata"),
-               # Nova's cell databases keep the aggregate tables of old, unused
-               unless_table="instances"),
     # the API database's (this project's cell schema holds server groups too, for the
     # servers' entities: those are not published)
     SourceKind(feed.KIND_SERVER_GROUP, "instance_groups", "uuid", build_server_groups,

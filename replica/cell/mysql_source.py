@@ -392,9 +392,8 @@ def make_source(source_url: str, api_source_url: str | None, name: str, state_di
         return dataclasses.replace(source, api_url=source.cell_url,
                                    kinds=(feed.KIND_FLAVOR, feed.KIND_KEYPAIR, feed.KIND_QUOTA,
                                           feed.KIND_SERVER, feed.KIND_AGGREGATE,
-                                          feed.KIND_SERVER_GROUP, feed.KIND_ZONE_AGGREGATE),
+                                          feed.KIND_SERVER_GROUP),
                                    service_down_time=0.0)
     return dataclasses.replace(source, kinds=(feed.KIND_INSTANCE_ACTION, feed.KIND_SERVER,
-                                              feed.KIND_HYPERVISOR, feed.KIND_SERVICE,
-                                              feed.KIND_ZONE_SERVICE),
+                                              feed.KIND_HYPERVISOR, feed.KIND_SERVICE),
                                own_servers_only=True)

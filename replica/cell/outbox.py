@@ -306,7 +306,8 @@ def _hypervisor_triggers() -> list[TriggerGroup]:
     ])]
 def _service_row_triggers() -> TriggerGroup:
     """A services row enqueues its service (feed key: the uuid); every report of a
-    service writes its row, and so its updated_at reaches the replica."""
+    service writes its row, and so its updated_at reaches the replica (os-services and
+    the availability zones' detail show it)."""
     name = f"{OUTBOX}_service_rows"
     return TriggerGroup({"services": ("uuid",)}, [
         f"CREATE TRIGGER {name}_ins AFTER INSERT ON services BEGIN "
@@ -326,45 +327,6 @@ def _aggregate_triggers() -> list[TriggerGroup]:
     return [_keyed_triggers("aggregates", "id", "aggregate"),
             _keyed_triggers("aggregate_hosts", "aggregate_id", "aggregate"),
             _keyed_triggers("aggregate_metadata", "aggregate_id", "aggregate")]
-
-
-def _zone_service_triggers() -> TriggerGroup:
-    """A services row enqueues its zone_service key (its uuid): every change, a
-    heartbeat too (the zone detail shows its updated_at and judges its liveness)."""
-    name = f"{OUTBOX}_zone_services"
-    return TriggerGroup({"services": ("uuid",)}, [
-        f"CREATE TRIGGER {name}_ins AFTER INSERT ON services BEGIN "
-        f"{_enqueue('zone_service', 'NEW.uuid')} END",
-        f"CREATE TRIGGER {name}_upd AFTER UPDATE ON services BEGIN "
-        f"{_enqueue('zone_service', 'NEW.uuid')} "
-        f"INSERT INTO {OUTBOX} (kind, key, ts) SELECT 'zone_service', OLD.uuid, {NOW} "
-        f"WHERE OLD.uuid IS NOT NULL AND OLD.uuid IS NOT NEW.uuid; END",
-        f"CREATE TRIGGER {name}_del AFTER DELETE ON services BEGIN "
-        f"{_enqueue('zone_service', 'OLD.uuid')} END",
-    ])
-
-
-def _zone_aggregate_triggers() -> list[TriggerGroup]:
-    """An aggregate (Nova's API database), its hosts and its metadata enqueue the
-    aggregate's zone_aggregate key (its uuid)."""
-    groups = [_keyed_triggers("aggregates", "uuid", "zone_aggregate",
-                              f"{OUTBOX}_zone_aggregates")]
-    of = ("INSERT INTO {o} (kind, key, ts) SELECT 'zone_aggregate', uuid, {now} "
-          "FROM aggregates WHERE id = {ref}.aggregate_id AND uuid IS NOT NULL;")
-    for table in ("aggregate_hosts", "aggregate_metadata"):
-        name = f"{OUTBOX}_zone_{table}"       # the aggregate kind's are {OUTBOX}_{table}
-        groups.append(TriggerGroup({table: ("aggregate_id",), "aggregates": ("id", "uuid")}, [
-            f"CREATE TRIGGER {name}_ins AFTER INSERT ON {table} BEGIN "
-            f"{of.format(o=OUTBOX, now=NOW, ref='NEW')} END",
-            f"CREATE TRIGGER {name}_upd AFTER UPDATE ON {table} BEGIN "
-            f"{of.format(o=OUTBOX, now=NOW, ref='NEW')} "
-            f"INSERT INTO {OUTBOX} (kind, key, ts) SELECT 'zone_aggregate', uuid, {NOW} "
-            "FROM aggregates WHERE id = OLD.aggregate_id AND uuid IS NOT NULL "
-            "AND OLD.aggregate_id IS NOT NEW.aggregate_id; END",
-            f"CREATE TRIGGER {name}_del AFTER DELETE ON {table} BEGIN "
-            f"{of.format(o=OUTBOX, now=NOW, ref='OLD')} END",
-        ]))
-    return groups
 
 
 def _server_group_triggers() -> list[TriggerGroup]:
@@ -410,7 +372,6 @@ def cell_triggers() -> list[TriggerGroup]:
     groups.append(_fanout_triggers("instance_groups", ("uuid",), "instance_group_member",
                                    "group_id", live=False))
     groups += _action_triggers()
-    groups.append(_zone_service_triggers())
     groups += _hypervisor_triggers()
     groups.append(_service_row_triggers())
     return groups
@@ -449,8 +410,6 @@ def trigger_groups(conn: apsw.Connection) -> list[TriggerGroup]:
         groups += _aggregate_triggers()
     if "quotas" in columns and "instances" not in columns:     # a cell's are Nova's old ones
         groups += _quota_triggers()
-    if "aggregates" in columns and "instances" not in columns:
-        groups += _zone_aggregate_triggers()
     if "instance_groups" in columns and "flavors" in columns:     # the API database's
         groups += _server_group_triggers()
     return [group for group in groups if group.fits(columns)]

@@ -28,15 +28,12 @@ from replica.kinds.quota import QUOTA
 from replica.kinds.server import SERVER
 from replica.kinds.server_group import SERVER_GROUP
 from replica.kinds.service import SERVICE
-from replica.kinds.zone_aggregate import ZONE_AGGREGATE
-from replica.kinds.zone_service import ZONE_SERVICE
 
 # In the order they were added: a new kind goes last (``Writer`` takes the kinds' row
 # columns positionally in this order).
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (SERVER, FLAVOR, INSTANCE_ACTION,
                                                         KEYPAIR, QUOTA, HYPERVISOR, SERVICE,
-                                                        AGGREGATE, ZONE_SERVICE,
-                                                        ZONE_AGGREGATE, SERVER_GROUP)}
+                                                        AGGREGATE, SERVER_GROUP)}
 
 
 def kind_named(name: str) -> Kind:

@@ -545,7 +545,8 @@ def list_services_sql(uuid_ids: bool, forced_down: bool) -> str:
     """?1 the host, ?2 the binary (NULL: any). Returns (the whole body, position)."""
     doc = (f"s_head || {'s_id_v253' if uuid_ids else 's_id_v21'} || ',\"zone\":' || "
            f"json_quote({_SERVICE_ZONE}) || s_status || ',\"state\":' || "
-           f"CASE WHEN {_SERVICE_UP} THEN '\"up\"' ELSE '\"down\"' END || s_tail"
+           f"CASE WHEN {_SERVICE_UP} THEN '\"up\"' ELSE '\"down\"' END || "
+           f"',\"updated_at\":' || s_updated_at || s_tail"
            f"{' || s_forced' if forced_down else ''} || '}}'")
     api = ", ".join(f"'{b}'" for b in SERVICE_API_BINARIES)
     return (f"WITH page AS MATERIALIZED (SELECT {doc} AS d FROM services "
@@ -954,32 +955,32 @@ _MATCH_CLOCK = _MatchClock()
 # service is alive, which changes with the clock and no row. Rendered by a publisher,
 # an aggregate's change would have to re-render the zones of every cell, and a service
 # that stops reporting would need a publisher watching the clock; here each fact
-# travels in the feed of the database that holds it (zone_service, zone_aggregate),
-# and one statement over those two small tables (a row per service, per aggregate)
-# renders the zones as Nova computes them at the moment of the request
+# travels in the feed of the database that holds it (the service and aggregate kinds),
+# and one statement over the small tables os-services and os-aggregates read
+# (``services``, one row per service; ``aggregate_zones``, one per zoned host of an
+# aggregate) renders the zones as Nova computes them at the moment of the request
 # (nova/availability_zones.py, nova/api/openstack/compute/availability_zone.py):
 # a compute service is in its host's aggregates' zones (joined with ','), else the
 # default zone (?1); any other service is in the internal zone (?2); a zone is
 # available when one of its services is enabled; the list shows the available zones,
 # then the others, each by name; it hides the internal zone, the detail does not and
 # lists the enabled services (not the API ones) of each available zone by host, each
-# alive when not forced down and its last heartbeat is within its publisher's
-# service_down_time of now.
+# alive as os-services judges it up (not forced down, its last heartbeat within its
+# publisher's service_down_time of now).
 DEFAULT_AVAILABILITY_ZONE = "nova"          # Nova's default_availability_zone (a setting)
 INTERNAL_AVAILABILITY_ZONE = "internal"     # Nova's internal_service_availability_zone
 _API_SERVICES = "('nova-osapi_compute', 'nova-metadata')"
 _ZONES_WITH = (
-    "WITH zone_of AS MATERIALIZED (SELECT h.value AS host, group_concat(DISTINCT a.zone) "
-    "AS zone FROM zone_aggregates AS a, json_each(a.hosts) AS h WHERE a.zone IS NOT NULL "
-    "GROUP BY h.value), "
-    "svc AS MATERIALIZED (SELECT s.host, s.binary, s.disabled, s.forced_down, s.heartbeat, "
-    "s.down_time, s.d_updated_at, CASE WHEN s.is_compute THEN coalesce(z.zone, ?1) "
-    "ELSE ?2 END AS zone FROM zone_services AS s LEFT JOIN zone_of AS z ON z.host = s.host), "
+    "WITH zone_of AS MATERIALIZED (SELECT host, group_concat(zone, ',') AS zone FROM "
+    "(SELECT DISTINCT host, zone FROM aggregate_zones ORDER BY host, zone) GROUP BY host), "
+    "svc AS MATERIALIZED (SELECT s.host, s.\"binary\" AS binary, s.disabled, "
+    f"{_SERVICE_UP} AS alive, s.s_updated_at, CASE WHEN s.topic = 'compute' "
+    "THEN coalesce(z.zone, ?1) ELSE ?2 END AS zone FROM services AS s "
+    "LEFT JOIN zone_of AS z ON z.host = s.host), "
     "zones AS MATERIALIZED (SELECT zone, min(disabled) AS off FROM svc GROUP BY zone)")
 _ZONE_HEAD = ("'{\"zoneName\":' || json_quote(z.zone) || ',\"zoneState\":{\"available\":' "
               "|| iif(z.off, 'false', 'true') || '},\"hosts\":' || ")
-_ALIVE = ("iif(forced_down = 0 AND (down_time = 0 OR abs(unixepoch('subsec') - heartbeat) "
-          "<= down_time), 'true', 'false')")
+_ALIVE = "iif(alive, 'true', 'false')"
 
 
 def availability_zones_sql(detail: bool) -> str:
@@ -992,7 +993,7 @@ def availability_zones_sql(detail: bool) -> str:
                 f"{POSITION_SQL}")
     hosts = (f", hosts AS MATERIALIZED (SELECT zone, json_quote(coalesce(host, '')) || ':{{' "
              f"|| group_concat(json_quote(coalesce(binary, '')) || ':{{\"available\":' || "
-             f"{_ALIVE} || ',\"active\":true,\"updated_at\":' || d_updated_at || '}}', "
+             f"{_ALIVE} || ',\"active\":true,\"updated_at\":' || s_updated_at || '}}', "
              f"',') || '}}' AS doc FROM svc WHERE disabled = 0 AND coalesce(binary, '') "
              f"NOT IN {_API_SERVICES} GROUP BY zone, host)")
     return (f"{_ZONES_WITH}{hosts} SELECT CAST('{{\"availabilityZoneInfo\":[' || coalesce(("

@@ -381,7 +381,8 @@ STEPS: tuple[str, ...] = (
         GROUP BY project_id;
     """,
     # 15 (services: the service kind): each cell's services (replica.render.service_row),
-    # GET /os-services; up or down is judged when read, from heartbeat and down_after.
+    # GET /os-services and (with aggregate_zones) GET /os-availability-zone; up or down
+    # is judged when read, from heartbeat and down_after.
     """
     CREATE TABLE services (
         uuid TEXT PRIMARY KEY,
@@ -390,7 +391,8 @@ STEPS: tuple[str, ...] = (
         id INTEGER NOT NULL,              -- the row's id in its cell (the id below 2.53)
         host TEXT,
         "binary" TEXT,
-        topic TEXT,
+        topic TEXT,                       -- 'compute': zoned by its host's aggregates
+        disabled INTEGER NOT NULL,
         forced_down INTEGER NOT NULL,
         heartbeat TEXT,                   -- last_seen_up, else created_at
         down_after INTEGER NOT NULL,      -- seconds (service_down_time); 0: no liveness rule
@@ -398,7 +400,8 @@ STEPS: tuple[str, ...] = (
         s_id_v21 TEXT NOT NULL,           -- ',"id":<id>'
         s_id_v253 TEXT NOT NULL,          -- ',"id":"<uuid>"'
         s_status TEXT NOT NULL,           -- ',"status":"enabled"|"disabled"'
-        s_tail TEXT NOT NULL,             -- ',"updated_at":..,"disabled_reason":..'
+        s_updated_at TEXT NOT NULL,       -- its updated_at as JSON (os-services, zone detail)
+        s_tail TEXT NOT NULL,             -- ',"disabled_reason":..'
         s_forced TEXT NOT NULL,           -- ',"forced_down":..' (2.11)
         entity_hash INTEGER NOT NULL,
         bucket INTEGER NOT NULL
@@ -409,7 +412,8 @@ STEPS: tuple[str, ...] = (
     # 16 (host aggregates: the aggregate kind): Nova's host aggregates
     # (replica.render.aggregate_row), GET /os-aggregates[/{id}]; and each host's zones
     # (aggregate_zones: the hosts of aggregates with an availability_zone), kept by
-    # triggers on aggregates in the writer's transaction, for the services' zone.
+    # triggers on aggregates in the writer's transaction, for the services' zone (in
+    # GET /os-services and GET /os-availability-zone).
     """
     CREATE TABLE aggregates (
         aggregate_key TEXT PRIMARY KEY,   -- the aggregate's id as text
@@ -454,41 +458,7 @@ STEPS: tuple[str, ...] = (
             WHERE NEW.availability_zone IS NOT NULL;
     END;
     """,
-    # 17 (availability zones: services): each cell's services as zones need them
-    # (replica.render.zone_service_row); a zone is read from them and zone_aggregates.
-    """
-    CREATE TABLE zone_services (
-        service_key TEXT PRIMARY KEY,     -- the service's uuid
-        cell TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        host TEXT,
-        binary TEXT,
-        is_compute INTEGER NOT NULL,      -- topic 'compute': zoned by its host's aggregates
-        disabled INTEGER NOT NULL,
-        forced_down INTEGER NOT NULL,
-        heartbeat REAL,                   -- last heartbeat, Unix seconds (NULL: none)
-        down_time INTEGER NOT NULL,       -- the publisher's service_down_time (0: not judged)
-        d_updated_at TEXT NOT NULL,       -- "updated_at" as JSON
-        entity_hash INTEGER NOT NULL,
-        bucket INTEGER NOT NULL
-    );
-    CREATE INDEX zone_services_cell_bucket ON zone_services (cell, bucket);
-    """,
-    # 18 (availability zones: aggregates): the API database's aggregates with their zone
-    # and hosts (replica.render.zone_aggregate_row).
-    """
-    CREATE TABLE zone_aggregates (
-        aggregate_key TEXT PRIMARY KEY,   -- the aggregate's uuid
-        source TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        zone TEXT,                        -- its availability_zone metadata (NULL: none)
-        hosts TEXT NOT NULL,              -- JSON array of host names
-        entity_hash INTEGER NOT NULL,
-        bucket INTEGER NOT NULL
-    );
-    CREATE INDEX zone_aggregates_source_bucket ON zone_aggregates (source, bucket);
-    """,
-    # 19 (server groups): the API database's server groups (replica.render.server_group_row):
+    # 17 (server groups): the API database's server groups (replica.render.server_group_row):
     # their documents around the members, which a read filters (not deleted servers).
     """
     CREATE TABLE server_groups (

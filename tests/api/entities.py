@@ -296,47 +296,23 @@ def aggregate(aid: int, name: str, hosts: list[str], metadata: dict | None = Non
     return a
 
 
-def zone_service(n: int, host: str, binary: str = "nova-compute", **over) -> dict:
-    """A valid service entity (for availability zones), reporting now by default."""
-    s = {"service_key": str(uuidlib.UUID(int=0x5e5 << 64 | n)), "host": host,
-         "binary": binary, "topic": "compute" if binary == "nova-compute" else binary[5:],
-         "disabled": False, "forced_down": False,
-         "heartbeat_at": _now_stamp(), "updated_at": stamp(6, n % 60), "down_time": 60}
-    s.update(over)
-    feed.validate_entity(feed.KIND_ZONE_SERVICE, s["service_key"], s)
-    return s
-
-
-def _now_stamp() -> str:
-    import datetime
-    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None).isoformat(
-        timespec="microseconds")
-
-
-def zone_aggregate(n: int, zone: str | None, hosts: list[str], **over) -> dict:
-    a = {"aggregate_key": str(uuidlib.UUID(int=0xa66 << 64 | n)), "id": n,
-         "name": f"agg{n}", "zone": zone, "hosts": sorted(hosts)}
-    a.update(over)
-    feed.validate_entity(feed.KIND_ZONE_AGGREGATE, a["aggregate_key"], a)
-    return a
+def zoned_aggregate(aid: int, zone: str | None, hosts: list[str], **over) -> dict:
+    """A valid host aggregate entity named ``agg<aid>``, an availability zone when
+    ``zone`` is given (its ``availability_zone`` metadata)."""
+    return aggregate(aid, f"agg{aid}", hosts, {"availability_zone": zone} if zone else {},
+                     **over)
 
 
 def fill_zones(path: str, services: list[tuple[str, dict]], aggregates: list[dict]) -> None:
-    """Rendered service ((cell, entity)) and aggregate rows straight into a replica file."""
-    conn = open_writer(path)
-    with conn:
-        for seq, (cell, entity) in enumerate(services, start=1):
-            cols = render.ZONE_SERVICE_COLUMNS
-            conn.execute(f"INSERT OR REPLACE INTO zone_services ({', '.join(cols)}) "
-                         f"VALUES ({', '.join('?' * len(cols))})",
-                         render.zone_service_row(cell, seq, entity))
-        for seq, entity in enumerate(aggregates, start=1):
-            cols = render.ZONE_AGGREGATE_COLUMNS
-            conn.execute(f"INSERT OR REPLACE INTO zone_aggregates ({', '.join(cols)}) "
-                         f"VALUES ({', '.join('?' * len(cols))})",
-                         render.zone_aggregate_row("flavors", seq, entity))
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
+    """Rendered service ((cell, entity)) and aggregate rows straight into a replica file:
+    the rows the availability zones are read from."""
+    by_cell: dict[str, list[dict]] = {}
+    for cell, entity in services:
+        by_cell.setdefault(cell, []).append(entity)
+    for cell, entities in by_cell.items():
+        fill_kind(path, "service", cell, entities)
+    if aggregates:
+        fill_kind(path, "aggregate", "flavors", aggregates)
 
 
 def server_group(n: int, project_id: str = PROJECT, user_id: str = "fake",

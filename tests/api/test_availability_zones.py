@@ -14,19 +14,19 @@ from tests.api.conftest import ADMIN, MEMBER, serving
 
 LONG_AGO = "2026-01-01T00:00:00.000000"
 SERVICES = [
-    ("cell1", E.zone_service(1, "compute-1")),                            # az-east
-    ("cell1", E.zone_service(2, "compute-2", forced_down=True)),          # az-east
-    ("cell1", E.zone_service(3, "compute-3")),                            # nova
-    ("cell2", E.zone_service(4, "compute-4", heartbeat_at=LONG_AGO)),     # az-west
-    ("cell2", E.zone_service(5, "compute-5", disabled=True)),             # az-dark
-    ("cell1", E.zone_service(6, "control-1", "nova-scheduler")),          # internal
-    ("cell1", E.zone_service(7, "control-1", "nova-conductor", updated_at=None)),
-    ("cell1", E.zone_service(8, "control-1", "nova-osapi_compute")),      # internal, hidden
+    ("cell1", E.service(1, "compute-1")),                            # az-east
+    ("cell1", E.service(2, "compute-2", forced_down=True)),          # az-east
+    ("cell1", E.service(3, "compute-3")),                            # nova
+    ("cell2", E.service(4, "compute-4", heartbeat=LONG_AGO)),     # az-west
+    ("cell2", E.service(5, "compute-5", disabled=True)),             # az-dark
+    ("cell1", E.service(6, "control-1", "nova-scheduler")),          # internal
+    ("cell1", E.service(7, "control-1", "nova-conductor", updated_at=None)),
+    ("cell1", E.service(8, "control-1", "nova-osapi_compute")),      # internal, hidden
 ]
-AGGREGATES = [E.zone_aggregate(1, "az-east", ["compute-1", "compute-2"]),
-              E.zone_aggregate(2, "az-west", ["compute-4"]),
-              E.zone_aggregate(3, "az-dark", ["compute-5"]),
-              E.zone_aggregate(4, None, ["compute-3", "compute-4"])]      # no zone
+AGGREGATES = [E.zoned_aggregate(1, "az-east", ["compute-1", "compute-2"]),
+              E.zoned_aggregate(2, "az-west", ["compute-4"]),
+              E.zoned_aggregate(3, "az-dark", ["compute-5"]),
+              E.zoned_aggregate(4, None, ["compute-3", "compute-4"])]      # no zone
 
 
 @pytest.fixture(scope="module")

@@ -58,11 +58,11 @@ def zones_api(tmp_path_factory):
     from tests.api.conftest import serving
     path = str(tmp_path_factory.mktemp("clients-zones") / "replica.db")
     E.fill_replica(path, [], [E.flavor()], {"cell1": 1, "flavors": 1})
-    E.fill_zones(path, [("cell1", E.zone_service(1, "compute-1")),
-                        ("cell1", E.zone_service(2, "compute-2")),
-                        ("cell1", E.zone_service(3, "compute-3", disabled=True))],
-                 [E.zone_aggregate(1, "az-east", ["compute-1"]),
-                  E.zone_aggregate(2, "az-dark", ["compute-3"])])
+    E.fill_zones(path, [("cell1", E.service(1, "compute-1")),
+                        ("cell1", E.service(2, "compute-2")),
+                        ("cell1", E.service(3, "compute-3", disabled=True))],
+                 [E.zoned_aggregate(1, "az-east", ["compute-1"]),
+                  E.zoned_aggregate(2, "az-dark", ["compute-3"])])
     E.fill_server_groups(path, GROUPS)
     with serving(path, env={"NOAUTH_DEFAULT": f"fake:{E.PROJECT}"}) as client:
         yield client

@@ -173,7 +173,7 @@ def test_the_not_replicated_fault_lists_every_kind_read():
     saved = dict(kinds.KINDS)
     try:
         kinds.KINDS["new_thing"] = extra
-        assert kinds.reads_as().endswith("availability zones, server groups and new things")
+        assert kinds.reads_as().endswith("aggregates, server groups and new things")
     finally:
         kinds.KINDS.clear()
         kinds.KINDS.update(saved)

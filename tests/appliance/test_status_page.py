@@ -119,10 +119,9 @@ def test_cells_resync_and_a_stale_cell_in_a_browser(browser, appliance):
     assert "resync cell1" in job.inner_text()
     page.locator("#jobs li[data-state=done]").wait_for(timeout=WAIT_MS)
     # every entity of the cell: its servers, instance actions, hypervisors and services
-    # (as os-services and as availability zones read them)
     cell = {c["cell"]: c for c in appliance.status()["cells"]}["cell1"]
     total = sum(cell[label] for label in ("servers", "instance_actions", "hypervisors",
-                                          "services", "zone_services"))
+                                          "services"))
     assert total > 300
     assert job.locator(".count").inner_text() == f"{total}/{total}"
     assert job.locator("progress").get_attribute("value") == str(total)

@@ -23,14 +23,14 @@ def zones_api(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("zones-conformance") / "replica.db")
     E.fill_replica(path, [], [E.flavor()], {"cell1": 1, "cell2": 1, "flavors": 1})
     E.fill_zones(path, [
-        ("cell1", E.zone_service(1, "compute-1")),
-        ("cell1", E.zone_service(2, "compute-2", forced_down=True, updated_at=None)),
-        ("cell2", E.zone_service(3, "compute-3", heartbeat_at="2026-01-01T00:00:00.000000")),
-        ("cell2", E.zone_service(4, "compute-4", disabled=True)),
-        ("cell1", E.zone_service(5, "control-1", "nova-scheduler")),
-        ("cell1", E.zone_service(6, "control-1", "nova-osapi_compute"))],
-        [E.zone_aggregate(1, "az-east", ["compute-1", "compute-2"]),
-         E.zone_aggregate(2, "az-dark", ["compute-4"])])
+        ("cell1", E.service(1, "compute-1")),
+        ("cell1", E.service(2, "compute-2", forced_down=True, updated_at=None)),
+        ("cell2", E.service(3, "compute-3", heartbeat="2026-01-01T00:00:00.000000")),
+        ("cell2", E.service(4, "compute-4", disabled=True)),
+        ("cell1", E.service(5, "control-1", "nova-scheduler")),
+        ("cell1", E.service(6, "control-1", "nova-osapi_compute"))],
+        [E.zoned_aggregate(1, "az-east", ["compute-1", "compute-2"]),
+         E.zoned_aggregate(2, "az-dark", ["compute-4"])])
     with serving(path) as client:
         yield client
 

@@ -66,8 +66,14 @@ def written(nova):
     return written
 
 
-def connect(nova, which: str):
+def connect(nova, which: str, portable: bool = False):
+    """``portable``: in the SQL mode and with the conversions the publisher's entity
+    reads use (replica.cell.mysql.connect)."""
     names = dict(zip(("api", "cell0", "cell1"), nova.database_names))
+    if portable:
+        from replica.cell import mysql
+        return MySQLRows(nova.mariadb.connect(names[which], conv=mysql.PORTABLE_CONVERSIONS,
+                                              init_command=mysql.PORTABLE_SQL_MODE))
     return MySQLRows(nova.mariadb.connect(names[which]))
 
 
@@ -104,11 +110,11 @@ def test_flavor_entities_from_nova_api_database_on_mariadb(nova, written):
     db = connect(nova, "api")
     try:
         # Nova's API database publishes its aggregates, flavors, key pairs, quota limits,
-        # server groups, aggregates' zones and, as servers, its build requests.
+        # server groups and, as servers, its build requests.
         assert entity.kinds_in(name for (name,) in db.rows(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()")
         ) == [feed.KIND_AGGREGATE, feed.KIND_FLAVOR, feed.KIND_KEYPAIR, feed.KIND_QUOTA,
-              feed.KIND_SERVER, feed.KIND_SERVER_GROUP, feed.KIND_ZONE_AGGREGATE]
+              feed.KIND_SERVER, feed.KIND_SERVER_GROUP]
         built = entity.build_flavors(db, ["2", "404"])
         assert built["404"] is None
         feed.validate_entity(feed.KIND_FLAVOR, "2", built["2"])
@@ -121,24 +127,25 @@ def test_flavor_entities_from_nova_api_database_on_mariadb(nova, written):
 def test_zone_and_server_group_entities_on_mariadb(nova, written):
     """The availability zones' facts (a cell's services, the API database's aggregates)
     and server groups build from Nova's own MariaDB schemas."""
-    api, cell = connect(nova, "api"), connect(nova, "cell1")
+    api, cell = connect(nova, "api", portable=True), connect(nova, "cell1", portable=True)
     try:
-        (aggregate,) = [u for (u,) in api.rows("SELECT uuid FROM aggregates")]
-        built = entity.build_zone_aggregates(api, [aggregate])[aggregate]
-        feed.validate_entity(feed.KIND_ZONE_AGGREGATE, aggregate, built)
-        assert (built["zone"], built["hosts"]) == ("zone-1", ["compute-1"])
+        (aggregate,) = [str(i) for (i,) in api.rows("SELECT id FROM aggregates")]
+        built = entity.build_aggregates(api, [aggregate])[aggregate]
+        feed.validate_entity(feed.KIND_AGGREGATE, aggregate, built)
+        assert (built["metadata"]["availability_zone"], built["hosts"]) == (
+            "zone-1", ["compute-1"])
         group = entity.build_server_groups(api, [written.group])[written.group]
         feed.validate_entity(feed.KIND_SERVER_GROUP, written.group, group)
         assert (group["name"], group["project_id"], group["policy"]) == (
             "g", "p1", "anti-affinity")
         assert set(written) | {written.requested} <= set(group["members"])
-        keys = entity.SOURCE_KINDS[feed.KIND_ZONE_SERVICE].keys(cell.rows, "", 10)
-        services = entity.build_zone_services(cell, keys, entity.Reach(service_down_time=60))
+        keys = entity.SOURCE_KINDS[feed.KIND_SERVICE].keys(cell.rows, "", 10)
+        services = entity.build_services(cell, keys, entity.Reach(service_down_time=60))
         (compute,) = [s for s in services.values() if s["host"] == "compute-1"]
-        feed.validate_entity(feed.KIND_ZONE_SERVICE, compute["service_key"], compute)
-        assert (compute["binary"], compute["topic"], compute["down_time"]) == (
+        feed.validate_entity(feed.KIND_SERVICE, compute["uuid"], compute)
+        assert (compute["binary"], compute["topic"], compute["down_after"]) == (
             "nova-compute", "compute", 60)
-        assert feed.KIND_ZONE_SERVICE in entity.kinds_in(name for (name,) in cell.rows(
+        assert feed.KIND_SERVICE in entity.kinds_in(name for (name,) in cell.rows(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()"))
     finally:
         api.conn.close()

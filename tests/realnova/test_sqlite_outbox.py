@@ -93,7 +93,7 @@ def test_nova_writes_archive_and_the_outbox_records_them(nova):
     # and the instance actions Nova recorded for it (and archived with it), and the
     # hypervisor of the host whose service was disabled
     assert {kind for kind, _key in cell_keys} == {"hypervisor", "instance_action", "server",
-                                                "service", "zone_service"}
+                                                "service"}
     assert {key for kind, key in cell_keys if kind == "hypervisor"} == {
         uuid for (uuid,) in nova.query("cell1", "SELECT uuid FROM compute_nodes "
                                                 "WHERE host = 'compute-1'")}
@@ -104,8 +104,7 @@ def test_nova_writes_archive_and_the_outbox_records_them(nova):
     # the entities build from Nova's cell database (no API database tables in it)
     source = sqlite_source.SqliteCellSource.open(paths["cell1"], "cell1")
     try:
-        assert source.kinds == ["hypervisor", "instance_action", "server", "service",
-                                "zone_service"]
+        assert source.kinds == ["hypervisor", "instance_action", "server", "service"]
         with source.entities.read_view():
             built = source.entities.build("server", [nova.before, server])
         assert built[server] is None                     # archived: a tombstone

@@ -186,7 +186,7 @@ def test_status_has_every_documented_field(ingest):
     assert set(status["cells"][0]) == {
         "cell", "state", "state_since", "epoch", "seq", "head", "oldest", "lag_events",
         "lag_ms", "servers", "flavors", "instance_actions", "keypairs", "quotas", "hypervisors",
-        "services", "aggregates", "zone_services", "zone_aggregates", "server_groups",
+        "services", "aggregates", "server_groups",
         "last_event_at", "live_once", "gaps", "replays", "resyncs", "resync_failures",
         "dead_letters", "error", "resync_reason", "auth", "auth_keys"}
     assert status["cells"][0]["state"] == "live"

@@ -130,7 +130,7 @@ def test_replaced_cell_database_is_detected_and_resynced(make_cell, make_ingest,
     assert job["state"] == "done" and job["error"] is None, job
     services = c1.services()
     assert services > 0 and job["done"] == job["total"] == (
-        120 + c1.compute_nodes() + 2 * services)      # services: os-services and zones
+        120 + c1.compute_nodes() + services)
     assert seen[-1] == job
     assert ing.wait_caught_up([c1])["c1"]["resyncs"] == status["c1"]["resyncs"] + 1
     assert_converged(replica_path, c1)
@@ -366,11 +366,10 @@ def test_a_flavor_source_is_replicated_like_a_cell(make_cell, make_ingest, repli
     assert job["state"] == "done" and job["result"]["cells"]["flavors"]["differing"] == []
     job = ing.client.wait_job(ing.client.resync("flavors"), timeout=60)
     # the flavor source also publishes Nova's API database's key pairs, quota limits
-    # (the defaults and the seeded project's), aggregates (as os-aggregates and as zones
-    # read them) and server groups
+    # (the defaults and the seeded project's), aggregates and server groups
     assert job["state"] == "done" and job["done"] == (
         len(ids) + status["flavors"]["keypairs"] + 2 + status["flavors"]["aggregates"]
-        + status["flavors"]["zone_aggregates"] + status["flavors"]["server_groups"])
+        + status["flavors"]["server_groups"])
 
 
 def test_a_silent_cell_goes_stale_and_comes_back(make_cell, make_ingest, replica_path):
@@ -410,7 +409,7 @@ def test_resync_of_every_cell_at_once_swaps_each_of_them(make_cell, make_ingest,
     job = ing.client.wait_job(ing.client.resync(None), timeout=60)
     assert job["state"] == "done" and job["error"] is None, job
     assert job["done"] == job["total"] == 60 + 70 + 80 + sum(
-        cell.compute_nodes() + 2 * cell.services() for cell in cells)
+        cell.compute_nodes() + cell.services() for cell in cells)
     after = ing.wait_caught_up(cells)
     for cell in cells:
         assert after[cell.name]["resyncs"] == before[cell.name]["resyncs"] + 1

@@ -1,7 +1,7 @@
 """Availability zones' facts travel in the feed of the database that holds them: a
-cell's services (zone_service) and the API database's aggregates (zone_aggregate) are
-published, ingested as rows, verified, and a change of either reaches the zones the
-replica's one statement renders."""
+cell's services (the service kind) and the API database's aggregates (the aggregate
+kind) are published, ingested as rows, verified, and a change of either reaches the
+zones the replica's one statement renders."""
 
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ def test_zones_follow_services_and_aggregates(make_cell, make_ingest, replica_pa
     ing = make_ingest([api_db.feed(), cell.feed()])
     ing.start()
     status = ing.wait_caught_up([api_db, cell])
-    assert status["cell1"]["zone_services"] == 4
-    assert status["flavors"]["zone_aggregates"] == 2
+    assert status["cell1"]["services"] == 4
+    assert status["flavors"]["aggregates"] == 2
     # compute-0002 is in the demo's az-west, the others in no zone (Nova's "nova")
     wait_for(lambda: _zones(replica_path) == [("az-west", True), ("nova", True)], 10,
              what="the zones")
@@ -66,7 +66,7 @@ def test_zones_follow_services_and_aggregates(make_cell, make_ingest, replica_pa
         api.execute("DELETE FROM aggregate_metadata")
         api.execute("DELETE FROM aggregate_hosts")
         api.execute("DELETE FROM aggregates")
-    wait_for(lambda: _count(replica_path, "zone_aggregates") == 0, 10,
+    wait_for(lambda: _count(replica_path, "aggregates") == 0, 10,
              what="the aggregates gone")
     assert _zones(replica_path) == [("nova", True)]
     cells.close()

@@ -52,8 +52,8 @@ def test_the_nova_options_of_a_mysql_source(tmp_path, monkeypatch):
     source = mysql_source.make_source(cell, api, "cell1", str(tmp_path),
                                       service_down_time=None, neutron_url=None)
     assert source.service_down_time == 60 and source.neutron_url is None
-    assert source.kinds == ("instance_action", "server", "hypervisor", "service",
-                            "zone_service") and source.own_servers_only
+    assert source.kinds == ("instance_action", "server", "hypervisor",
+                            "service") and source.own_servers_only
     source = mysql_source.make_source(cell, api, "cell1", str(tmp_path), service_down_time=0,
                                       neutron_url="http://neutron:9696", neutron_token="t")
     assert (source.service_down_time, source.neutron_url, source.neutron_token) == (
@@ -61,7 +61,7 @@ def test_the_nova_options_of_a_mysql_source(tmp_path, monkeypatch):
     flavors = mysql_source.make_source(api, None, "flavors", str(tmp_path), flavors=True,
                                        service_down_time=None)
     assert flavors.kinds == ("flavor", "keypair", "quota", "server", "aggregate",
-                             "server_group", "zone_aggregate") \
+                             "server_group") \
         and flavors.service_down_time == 0
     reader = mysql_source.entity_reader(flavors)
     assert reader.build_requests and reader.api_url is None
@@ -317,47 +317,6 @@ def test_the_api_database_feed_journals_quota_keys():
     for event in events[::2]:
         cell.add(changed, event)
     assert cell.resolve(changed, _Lookups([])) == []
-
-
-def test_zone_keys_from_services_and_aggregates():
-    """A cell's services row gives its zone_service key (its uuid); on the API database's
-    feed an aggregates row gives its zone_aggregate key, a host or metadata row its
-    aggregate's, looked up by aggregate_id; feeds without the kinds journal none."""
-    service = _Written("nova_cell1", "services", [{"id": 1, "uuid": "s-1", "host": "h",
-                                                   "binary": "nova-scheduler",
-                                                   "topic": "scheduler", "deleted": 0}])
-    cell = binlog_keys.KeyMapper("nova_cell1", "nova_api",
-                                 kinds=("instance_action", "server", "zone_service"))
-    changed = binlog_keys.ChangedKeys()
-    cell.add(changed, service)
-    assert cell.resolve(changed, _Lookups([])) == [("zone_service", "s-1")]
-
-    class Aggregates(_Lookups):
-        def aggregate_uuids(self, ids):
-            self.asked.append(set(ids))
-            return [f"agg-{i}" for i in sorted(ids)]
-
-    events = [_Written("nova_api", "aggregates", [{"id": 5, "uuid": "agg-5", "name": "a"}]),
-              _Written("nova_api", "aggregate_hosts", [{"id": 1, "host": "h",
-                                                        "aggregate_id": 6}]),
-              _Written("nova_api", "aggregate_metadata", [{"id": 1, "key": "availability_zone",
-                                                           "value": "z", "aggregate_id": 7}])]
-    api = binlog_keys.KeyMapper("nova_api", "nova_api",
-                                kinds=("flavor", "keypair", "quota", "server", "zone_aggregate"))
-    changed = binlog_keys.ChangedKeys()
-    for event in events:
-        api.add(changed, event)
-    lookups = Aggregates([])
-    assert api.resolve(changed, lookups) == [("zone_aggregate", "agg-5"),
-                                             ("zone_aggregate", "agg-6"),
-                                             ("zone_aggregate", "agg-7")]
-    assert lookups.asked == [{6, 7}]
-    changed = binlog_keys.ChangedKeys()
-    for event in events:
-        cell.add(changed, event)
-    assert cell.resolve(changed, _Lookups([])) == []
-    assert {"aggregates", "aggregate_hosts", "aggregate_metadata", "services"} <= set(
-        binlog_keys.WATCHED_TABLES)
 
 
 def test_server_group_keys_from_groups_policies_and_members():

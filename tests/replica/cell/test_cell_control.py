@@ -48,9 +48,8 @@ def test_handle_answers_and_refuses_without_raising(cell_db):
     hello = feed.decode_reply("hello", server.handle(feed.encode_request("hello")))
     nodes = conn.execute("SELECT count(*) FROM compute_nodes").fetchone()[0]
     services = conn.execute("SELECT count(*) FROM services").fetchone()[0]
-    # its servers, its hypervisors, its services (as os-services and as availability
-    # zones read them)
-    assert (hello["head"], hello["oldest"]) == (5 + nodes + 2 * services, 1)
+    # its servers, its hypervisors, its services
+    assert (hello["head"], hello["oldest"]) == (5 + nodes + services, 1)
     assert feed._unpack(server.handle(b"\x00\x01"), 1 << 20)["ok"] is False
     server.source.close()     # a database error becomes an "internal" error reply
     reply = feed._unpack(server.handle(feed.encode_request("hello")), 1 << 20)

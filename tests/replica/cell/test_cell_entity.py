@@ -222,21 +222,22 @@ def test_flavor_entities(tmp_path):
     assert (built["8"]["is_public"], built["8"]["projects"]) == (False, ["demo"])
     # Nova's API database: host aggregates, flavors, key pairs, quota limits
     assert sqlite_source.kinds_of(conn) == ["aggregate", "flavor", "keypair", "quota",
-                                            "server_group", "zone_aggregate"]
+                                            "server_group"]
 
-def test_zone_aggregate_entities(tmp_path):
+
+def test_aggregate_entities(tmp_path):
     db = str(tmp_path / "flavors.db")
     outbox.init_cell_db(db, "flavors", flavors=True)
     simulator.seed_flavors(db)
     conn = connection.open_cell(db)
-    keys = [key for (key,) in conn.execute("SELECT uuid FROM aggregates ORDER BY name")]
-    built = entity.build_zone_aggregates(conn, keys + ["gone"])
-    assert built["gone"] is None
+    keys = [str(key) for (key,) in conn.execute("SELECT id FROM aggregates ORDER BY name")]
+    built = entity.build_aggregates(conn, keys + ["404"])
+    assert built["404"] is None
     gpu, west = (built[key] for key in keys)
     for key in keys:
-        feed.validate_entity(feed.KIND_ZONE_AGGREGATE, key, built[key])
-    assert (gpu["name"], gpu["zone"]) == ("gpu-hosts", None)
-    assert (west["name"], west["zone"]) == ("west-racks", "az-west")
+        feed.validate_entity(feed.KIND_AGGREGATE, key, built[key])
+    assert (gpu["name"], gpu["metadata"].get("availability_zone")) == ("gpu-hosts", None)
+    assert (west["name"], west["metadata"]["availability_zone"]) == ("west-racks", "az-west")
     assert west["hosts"][:2] == ["compute-0002", "compute-0005"]
     assert all(simulator.host_zone(host) == "az-west" for host in west["hosts"])
     # a host leaving the aggregate enqueues the aggregate's key
@@ -244,34 +245,35 @@ def test_zone_aggregate_entities(tmp_path):
     with conn:
         conn.execute("DELETE FROM aggregate_hosts WHERE host = 'compute-0002'")
     assert [(kind, key) for _seq, kind, key in outbox.read_events(conn, head, 10)
-            if kind == "zone_aggregate"] == [("zone_aggregate", west["aggregate_key"])]
-    assert "compute-0002" not in entity.build_zone_aggregates(conn, keys)[keys[1]]["hosts"]
+            if kind == "aggregate"] == [("aggregate", west["aggregate_key"])]
+    assert "compute-0002" not in entity.build_aggregates(conn, keys)[keys[1]]["hosts"]
 
 
-def test_zone_service_entities(tmp_path):
+def test_service_entities(tmp_path):
     db = str(tmp_path / "cell.db")
     outbox.init_cell_db(db, "cell1")
     simulator.populate(db, 50, 2, seed=1)
     conn = connection.open_cell(db)
-    assert "zone_service" in sqlite_source.kinds_of(conn)
+    assert "service" in sqlite_source.kinds_of(conn)
     keys = [key for (key,) in conn.execute("SELECT uuid FROM services WHERE deleted = 0 "
                                            "ORDER BY host")]
-    built = entity.build_zone_services(conn, keys, entity.Reach(service_down_time=60))
+    built = entity.build_services(conn, keys, entity.Reach(service_down_time=60))
     first = built[keys[0]]
-    feed.validate_entity(feed.KIND_ZONE_SERVICE, keys[0], first)
+    feed.validate_entity(feed.KIND_SERVICE, keys[0], first)
     assert (first["host"], first["binary"], first["topic"]) == (
         "compute-0000", "nova-compute", "compute")
-    assert first["down_time"] == 60 and first["heartbeat_at"] is not None
-    assert entity.build_zone_services(conn, keys[:1])[keys[0]]["down_time"] == 0
-    # a heartbeat enqueues the service's key; a deleted service is gone
+    assert first["down_after"] == 60 and first["heartbeat"] is not None
+    assert entity.build_services(conn, keys[:1])[keys[0]]["down_after"] == 0
+    # a heartbeat enqueues the service's key (os-services and the zone detail show its
+    # updated_at); a deleted service is gone
     head = outbox.outbox_head(conn)
     with conn:
         conn.execute("UPDATE services SET last_seen_up = updated_at, report_count = 1 "
                      "WHERE uuid = ?", (keys[0],))
         conn.execute("UPDATE services SET deleted = id WHERE uuid = ?", (keys[1],))
     assert [(kind, key) for _seq, kind, key in outbox.read_events(conn, head, 10)
-            if kind == "zone_service"] == [("zone_service", keys[0]), ("zone_service", keys[1])]
-    assert entity.build_zone_services(conn, keys[1:2])[keys[1]] is None
+            if kind == "service"] == [("service", keys[0]), ("service", keys[1])]
+    assert entity.build_services(conn, keys[1:2])[keys[1]] is None
 
 
 def test_pages_are_ordered_by_kind_and_key_with_a_cursor(conn):
@@ -374,8 +376,6 @@ def test_quota_limits_are_published_by_the_api_database_only():
     """Nova's cell databases keep legacy quota tables: a database with instances does not
     publish the quota kind; the API database (or a flavor source) does."""
     assert "quota" not in entity.kinds_in(["instances", "quotas", "quota_classes"])
-    assert "zone_aggregate" not in entity.kinds_in(["instances", "services", "aggregates",
-                                                    "aggregate_hosts", "aggregate_metadata"])
     assert entity.kinds_in(["flavors", "quotas", "quota_classes", "instance_groups"]) == [
         "flavor", "quota"]
 

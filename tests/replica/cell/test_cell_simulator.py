@@ -74,19 +74,17 @@ def test_populate_fills_n_active_servers_with_one_event_each(cell_db):
     uuids = {u for (u,) in conn.execute("SELECT uuid FROM instances")}
     nodes = {u for (u,) in conn.execute("SELECT uuid FROM compute_nodes")}
     services = {u for (u,) in conn.execute("SELECT uuid FROM services")}
-    # one event per server, besides one per compute node and two per service (as
-    # os-services and as availability zones read it)
+    # one event per server, besides one per compute node and one per service
     assert [s for s, _k, _key in events] == list(range(
-        1, 2501 + len(nodes) + 2 * len(services)))
+        1, 2501 + len(nodes) + len(services)))
     assert {key for _s, kind, key in events if kind == "server"} == uuids
     assert {key for _s, kind, key in events if kind == "hypervisor"} == nodes
     assert {key for _s, kind, key in events if kind == "service"} == services
-    assert {key for _s, kind, key in events if kind == "zone_service"} == services
     # the triggers are back after the bulk load
     conn.close()
     conn = connection.open_cell(cell_db)
     conn.execute("UPDATE instances SET display_name = 'x' WHERE id = 1")
-    assert outbox.outbox_head(conn) == 2501 + len(nodes) + 2 * len(services)
+    assert outbox.outbox_head(conn) == 2501 + len(nodes) + len(services)
     variety = conn.execute("SELECT count(DISTINCT instance_type_id), count(DISTINCT image_ref), "
                            "count(DISTINCT host) FROM instances").fetchone()
     assert variety[0] >= 5 and variety[1] >= 5 and variety[2] >= 10
