@@ -1421,8 +1421,6 @@ def has_build_requests(tables: Iterable[str]) -> bool:
 
 def _of_build_requests(kind: str, children) -> bool:
     return kind == feed.KIND_SERVER and getattr(children, "build_requests", False)
-    return sorted(name for name, kind in SOURCE_KINDS.items()
-                  if kind.table in have and kind.unless_table not in have)
 
 
 def build(db, kind: str, keys: Iterable[str],
