@@ -332,12 +332,13 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest page a list request returns (Nova's osapi_max_limit).",
             _to_int, _positive),
     Setting("default_availability_zone", "str", "nova",
-            "Nova's default_availability_zone: the zone GET /os-availability-zone shows "
-            "for a compute host in no aggregate with an availability_zone.",
+            "Nova's default_availability_zone: the zone GET /os-availability-zone and "
+            "GET /os-services show for a compute host in no aggregate with an "
+            "availability_zone.",
             _to_str, _nonempty),
     Setting("internal_service_availability_zone", "str", "internal",
             "Nova's internal_service_availability_zone: the zone of the services other "
-            "than nova-compute (shown by GET /os-availability-zone/detail only).",
+            "than nova-compute (GET /os-availability-zone/detail and GET /os-services).",
             _to_str, _nonempty),
     Setting("cells", "cells", (),
             "The feeds to replicate: a TOML array of [[cell]] tables with name, feed and "

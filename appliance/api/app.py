@@ -653,7 +653,9 @@ class ComputeApi:
         binary = multi["binary"][-1] if multi.get("binary") else None
         result = self._reader.list_services(
             host or None, binary or None, read.minor >= render.SERVICE_UUID_ID_MINOR,
-            read.minor >= render.SERVICE_FORCED_DOWN_MINOR)
+            read.minor >= render.SERVICE_FORCED_DOWN_MINOR,
+            self.config.default_availability_zone,
+            self.config.internal_service_availability_zone)
         return 200, result.body, result
 
     def _aggregates(self, read: _Read, aggregate_id: str | None):

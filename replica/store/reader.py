@@ -528,21 +528,19 @@ def quota_set_sql(minor: int, mode: str) -> str:
 # nova-api's clock; here, by the replica's, when the statement runs.
 
 SERVICE_API_BINARIES = ("nova-osapi_compute", "nova-metadata")
-# Nova's default_availability_zone and internal_service_availability_zone options.
-DEFAULT_ZONE = "nova"
-INTERNAL_ZONE = "internal"
 _SERVICE_UP = ("(forced_down = 0 AND heartbeat IS NOT NULL AND (down_after <= 0 OR "
                "abs(julianday('now') - julianday(heartbeat)) * 86400.0 <= down_after))")
-# A compute service's zone: its host's aggregates' (none: the default); others: internal.
-_SERVICE_ZONE = (f"CASE WHEN topic = 'compute' THEN coalesce((SELECT group_concat(zone, ',') "
-                 f"FROM (SELECT DISTINCT zone FROM aggregate_zones z "
-                 f"WHERE z.host = services.host ORDER BY zone)), '{DEFAULT_ZONE}') "
-                 f"ELSE '{INTERNAL_ZONE}' END")
+# A compute service's zone: its host's aggregates' (none: the default zone, ?3); others:
+# the internal zone (?4).
+_SERVICE_ZONE = ("CASE WHEN topic = 'compute' THEN coalesce((SELECT group_concat(zone, ',') "
+                 "FROM (SELECT DISTINCT zone FROM aggregate_zones z "
+                 "WHERE z.host = services.host ORDER BY zone)), ?3) ELSE ?4 END")
 
 
 @functools.lru_cache(maxsize=8)
 def list_services_sql(uuid_ids: bool, forced_down: bool) -> str:
-    """?1 the host, ?2 the binary (NULL: any). Returns (the whole body, position)."""
+    """?1 the host, ?2 the binary (NULL: any), ?3 and ?4 Nova's default and internal
+    zone names. Returns (the whole body, position)."""
     doc = (f"s_head || {'s_id_v253' if uuid_ids else 's_id_v21'} || ',\"zone\":' || "
            f"json_quote({_SERVICE_ZONE}) || s_status || ',\"state\":' || "
            f"CASE WHEN {_SERVICE_UP} THEN '\"up\"' ELSE '\"down\"' END || "
@@ -1315,10 +1313,11 @@ class Reader:
         return ReadResult(body, position or "", ms, count=1)
 
     def list_services(self, host: str | None, binary: str | None, uuid_ids: bool,
-                      forced_down: bool) -> ReadResult:
+                      forced_down: bool, default_zone: str = DEFAULT_AVAILABILITY_ZONE,
+                      internal_zone: str = INTERNAL_AVAILABILITY_ZONE) -> ReadResult:
         """GET /os-services: every cell's services (``host``, ``binary``: only those)."""
         (body, position), ms = self._one_row(list_services_sql(uuid_ids, forced_down),
-                                             (host, binary))
+                                             (host, binary, default_zone, internal_zone))
         return ReadResult(body, position or "", ms, count=1)
 
     def list_aggregates(self, with_uuid: bool) -> ReadResult:

@@ -100,7 +100,8 @@ def test_empty_replica_lists_no_zone(tmp_path):
 
 
 def test_the_default_zone_is_a_setting(tmp_path):
-    """Nova's default_availability_zone, as the setting of the same name gives it."""
+    """Nova's default_availability_zone, as the setting of the same name gives it, in
+    the availability zones and in os-services."""
     path = str(tmp_path / "replica.db")
     E.fill_replica(path, [], [E.flavor()], {"cell1": 1, "flavors": 1})
     E.fill_zones(path, SERVICES[:1] + SERVICES[2:3], AGGREGATES[:1])
@@ -108,3 +109,7 @@ def test_the_default_zone_is_a_setting(tmp_path):
                             "DEFAULT_AVAILABILITY_ZONE": "az-default"}) as client:
         assert [z["zoneName"] for z in _get(client, "/v2.1/os-availability-zone").json()[
             "availabilityZoneInfo"]] == ["az-default", "az-east"]
+        # and os-services names the same zone for a compute host in no zoned aggregate
+        zones = {s["host"]: s["zone"] for s in _get(client, "/v2.1/os-services", ADMIN).json()[
+            "services"] if s["binary"] == "nova-compute"}
+        assert "az-default" in zones.values() and "nova" not in zones.values()
