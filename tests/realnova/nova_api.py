@@ -48,18 +48,72 @@ STOP_TIMEOUT = 30.0
 EXTENSIONS = ("ip-substring-filtering",)
 
 
-class NeutronStub:
+class JsonStub:
+    """A small JSON HTTP server on a free loopback port for a service nova-api calls:
+    ``answer(method, path) -> (status, body)`` says what it answers. ``start()`` returns
+    the stub (``url`` set); ``stop()`` shuts it down."""
+
+    name = "stub"
+
+    def __init__(self):
+        self._server: http.server.ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.url = None
+
+    def answer(self, method: str, path: str) -> tuple[int, dict]:
+        raise NotImplementedError
+
+    def start(self):
+        stub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _reply(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                status, body = stub.answer(self.command, self.path)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _reply
+
+            def log_message(self, *args):
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name=self.name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(10)
+            self._server = None
+
+
+class NeutronStub(JsonStub):
     """Ports and security groups as Neutron's API lists them, for nova-api (and anything
     else that asks Neutron for a server's security groups). Thread-safe; records requests."""
 
+    name = "neutron-stub"
+
     def __init__(self):
+        super().__init__()
         self.ports: dict[str, dict] = {}
         self.security_groups: dict[str, dict] = {}
         self.requests: list[str] = []
         self._lock = threading.Lock()
-        self._server: http.server.ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.url = None
 
     # -- data ----------------------------------------------------------------------------
 
@@ -151,96 +205,27 @@ class NeutronStub:
         return 404, {"NeutronError": {"type": "HTTPNotFound", "detail": "",
                                       "message": f"The resource could not be found: {path}"}}
 
-    def start(self) -> "NeutronStub":
-        stub = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _reply(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
-                status, body = stub.answer(self.command, self.path)
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_DELETE = _reply
-
-            def log_message(self, *args):
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="neutron-stub", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self):
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(10)
-            self._server = None
-
-
-class IdentityStub:
+class IdentityStub(JsonStub):
     """Keystone's ``GET /v3/projects/{id}`` for nova-api's project check (nova's
     ``verify_project_id``, before a quota set is shown): every project exists. Records the
     project ids asked for."""
 
+    name = "identity-stub"
+
     def __init__(self):
+        super().__init__()
         self.asked: list[str] = []
-        self._server: http.server.ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.url = None
 
-    def start(self) -> "IdentityStub":
-        stub = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self):
-                route = urllib.parse.urlsplit(self.path).path.rstrip("/")
-                status, body = 404, {"error": {"code": 404, "title": "Not Found",
-                                               "message": "Could not find the resource."}}
-                if route.startswith("/v3/projects/"):
-                    project_id = urllib.parse.unquote(route[len("/v3/projects/"):])
-                    stub.asked.append(project_id)
-                    status, body = 200, {"project": {
-                        "id": project_id, "name": project_id, "domain_id": "default",
-                        "enabled": True, "is_domain": False, "parent_id": "default"}}
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="identity-stub", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self):
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(10)
-            self._server = None
+    def answer(self, method: str, path: str) -> tuple[int, dict]:
+        route = urllib.parse.urlsplit(path).path.rstrip("/")
+        if method == "GET" and route.startswith("/v3/projects/"):
+            project_id = urllib.parse.unquote(route[len("/v3/projects/"):])
+            self.asked.append(project_id)
+            return 200, {"project": {
+                "id": project_id, "name": project_id, "domain_id": "default",
+                "enabled": True, "is_domain": False, "parent_id": "default"}}
+        return 404, {"error": {"code": 404, "title": "Not Found",
+                               "message": "Could not find the resource."}}
 
 
 class NovaAPIError(RuntimeError):
