@@ -166,6 +166,41 @@ def read_rows(replica: str, sql: str, args=()) -> list[tuple]:
         conn.close()
 
 
+def built_entities(db: str, kind: str) -> dict[str, dict]:
+    """``kind``'s entities as the cell side builds them from the database ``db`` now."""
+    from replica.cell import connection as cell_connection
+    from replica.cell import entity
+    conn = cell_connection.open_cell_reader(db)
+    try:
+        return {key: e for _kind, key, e in entity.iter_entities(conn, [kind], page=2)}
+    finally:
+        conn.close()
+
+
+def replica_holds_source(replica: str, source, kind: str) -> bool:
+    """The replica's rows of ``kind`` owned by ``source`` (a cell or flavor source with
+    ``db`` and ``name``) are the rows a fresh build and render of its database gives,
+    the seq aside."""
+    from replica import render
+    from replica.kinds import KINDS
+    declared = KINDS[kind]
+    columns = getattr(render, declared.render_columns)
+    row_of = getattr(render, declared.render_row)
+    built = built_entities(source.db, kind)
+    key_at, seq_at = columns.index(declared.key_column), columns.index("seq")
+    stored = {row[key_at]: list(row) for row in read_rows(
+        replica, f"SELECT {', '.join(columns)} FROM {declared.table} "
+                 f"WHERE {declared.owner_column} = ?", (source.name,))}
+    if set(stored) != set(built):
+        return False
+    for key, ent in built.items():
+        fresh = list(row_of(source.name, 0, ent))
+        fresh[seq_at] = stored[key][seq_at] = None
+        if stored[key] != fresh:
+            return False
+    return True
+
+
 # ---------------------------------------------------------------------------
 # Cells (database + publisher process), ingest (process), convergence checks
 # ---------------------------------------------------------------------------

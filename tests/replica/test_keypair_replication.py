@@ -6,36 +6,18 @@ from __future__ import annotations
 
 from replica import feed, render
 from replica.cell import connection as cell_connection
-from replica.cell import entity
 from replica.cell.simulator import DEMO_KEYPAIRS, seed_flavors
 from tests.conftest import wait_for
-from tests.replica.conftest import read_rows
+from tests.replica.conftest import built_entities, read_rows, replica_holds_source
 
-COLUMNS = render.KEYPAIR_COLUMNS
 
 
 def _built(db: str) -> dict[str, dict]:
-    conn = cell_connection.open_cell_reader(db)
-    try:
-        return {key: e for _kind, key, e in entity.iter_entities(conn, [feed.KIND_KEYPAIR],
-                                                                  page=2)}
-    finally:
-        conn.close()
+    return built_entities(db, feed.KIND_KEYPAIR)
 
 
 def _converged(replica: str, source) -> bool:
-    built = _built(source.db)
-    stored = {row[0]: list(row) for row in read_rows(
-        replica, f"SELECT {', '.join(COLUMNS)} FROM keypairs WHERE source = ?", (source.name,))}
-    if set(stored) != set(built):
-        return False
-    seq_at = COLUMNS.index("seq")
-    for key, ent in built.items():
-        fresh = list(render.keypair_row(source.name, 0, ent))
-        fresh[seq_at] = stored[key][seq_at] = None
-        if stored[key] != fresh:
-            return False
-    return True
+    return replica_holds_source(replica, source, feed.KIND_KEYPAIR)
 
 
 def test_keypairs_are_replicated_with_the_flavor_source(make_cell, make_ingest,
