@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from replica import feed, render
+from replica import feed
 from replica.cell import connection as cell_connection
 from tests.conftest import wait_for
 from tests.replica.conftest import built_entities, read_rows, replica_holds_source

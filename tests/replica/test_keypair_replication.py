@@ -4,7 +4,7 @@ replica."""
 
 from __future__ import annotations
 
-from replica import feed, render
+from replica import feed
 from replica.cell import connection as cell_connection
 from replica.cell.simulator import DEMO_KEYPAIRS, seed_flavors
 from tests.conftest import wait_for
