@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for
 from tests.realnova.mariadb import START_TIMEOUT, MariaDB, MariaDBError, scratch_dir
 
 PROVIDER_CANDIDATES = ("/usr/lib/galera/libgalera_smm.so", "/usr/lib/libgalera_smm.so")
@@ -104,15 +103,11 @@ class GaleraNode(MariaDB):
         self.wait_synced()
 
     def wait_synced(self, timeout: float = SYNC_TIMEOUT):
-        deadline = time.monotonic() + timeout
-        state = None
-        while time.monotonic() < deadline:
-            state = self.status("wsrep_local_state_comment")
-            if state == "Synced":
-                return
-            time.sleep(0.1)
-        raise MariaDBError(f"node{self.node} not Synced within {timeout}s ({state}):\n"
-                           + self.error_log_tail())
+        try:
+            wait_for(lambda: self.status("wsrep_local_state_comment") == "Synced", timeout,
+                     interval=0.1, what=f"node{self.node} Synced")
+        except AssertionError as exc:
+            raise MariaDBError(f"{exc}:\n{self.error_log_tail()}") from None
 
     def status(self, name: str) -> str | None:
         rows = self.execute("SHOW GLOBAL STATUS LIKE %s", (name,))
@@ -143,11 +138,8 @@ def galera_cluster(nodes: int = 2):
             # restarted later, the first node rejoins the others (not a new cluster)
             first.peers = [n.group_address for n in started[1:]]
             first.bootstrap = False
-            deadline = time.monotonic() + START_TIMEOUT
-            while first.cluster_size() != nodes:
-                if time.monotonic() > deadline:
-                    raise MariaDBError(f"cluster size {first.cluster_size()}, not {nodes}")
-                time.sleep(0.1)
+            wait_for(lambda: first.cluster_size() == nodes, START_TIMEOUT, interval=0.1,
+                     what=f"a cluster of {nodes} nodes")
             yield started
         finally:
             for node in reversed(started):
