@@ -255,7 +255,7 @@ def test_digest_and_buckets_equal_a_recomputation(populated, publishers, clients
 def test_fetch(populated, publishers, clients):
     pub = publishers(populated)
     ctl = clients(Control, pub.control_url)
-    _seq, current = fresh(populated)
+    _seq, current = fresh(populated, ["server"])      # the servers only: a fetch is per kind
     some = sorted(current)[:3]
     reply = ctl.call("fetch", kind="server", keys=some + ["00000000-0000-4000-8000-000000000000"])
     assert reply["entities"] == {**{k: feed.entity_bytes(current[k]) for k in some},
