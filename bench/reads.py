@@ -264,12 +264,17 @@ def run_scaling_point(sc: Scenario, stack: Stack, profile, workers: int, log=pri
 
 def scaling_figures(sc: Scenario, points: dict[int, dict], profile) -> None:
     """Each read figure at each size, against the smallest size measured."""
+    add_scaling_figures(sc, points, {key: ENDPOINTS[key].label for key in profile.scaling_endpoints})
+
+
+def add_scaling_figures(sc: Scenario, points: dict[int, dict], labels: dict[str, str]) -> None:
+    """Requests/s and p99 of each measured key (``labels``: key -> label) at each replica
+    size, against the smallest size; the budget applies at the largest size."""
     if not points:
         return
     sizes = sorted(points)
     smallest = sizes[0]
-    for key in profile.scaling_endpoints:
-        label = ENDPOINTS[key].label
+    for key, label in labels.items():
         for size in sizes:
             result = points[size].get(key)
             first = points[smallest].get(key)

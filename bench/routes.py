@@ -29,8 +29,9 @@ from bench import client
 from bench.endpoints import API, Endpoint
 from bench.procs import Processes, children_of, wait_until
 from bench.profiles import all_workers
-from bench.reads import (APPLIANCE, CONSTANT, NORMALIZED, SCALING_VS_SMALLEST, TAIL_CONNECTIONS,
-                         TAIL_VS_CONSTANT, Target, _record, _start_baseline, measure)
+from bench.reads import (APPLIANCE, CONSTANT, NORMALIZED, TAIL_CONNECTIONS,
+                         TAIL_VS_CONSTANT, Target, _record, _start_baseline, add_scaling_figures,
+                         measure)
 from bench.report import Budget, Figure, Scenario
 from bench.stack import Stack
 
@@ -261,18 +262,5 @@ def run_scaling_point(sc: Scenario, stack: Stack, profile, log=print,
 
 def scaling_figures(sc: Scenario, points: dict[int, dict], profile) -> None:
     """Each route at each replica size, against the smallest size measured."""
-    if not points:
-        return
-    sizes = sorted(points)
-    smallest = sizes[0]
-    for route in routes_here(profile.route_keys):
-        for size in sizes:
-            result = points[size].get(route.key)
-            first = points[smallest].get(route.key)
-            if result is None or first is None:
-                continue
-            sc.add(Figure(f"{route.label} @ {size:,} servers", result.requests_per_s, "req/s",
-                          first.requests_per_s, f"@{smallest:,}",
-                          SCALING_VS_SMALLEST if size == sizes[-1] != smallest else None,
-                          details={"p50_ms": result.p50_ms, "p99_ms": result.p99_ms,
-                                   "errors": result.error_count}))
+    add_scaling_figures(sc, points, {route.key: route.label
+                                     for route in routes_here(profile.route_keys)})
