@@ -302,6 +302,26 @@ def _why_new_epoch(source: Source, state, facts: mysql.ServerFacts) -> str | Non
     return None
 
 
+def check_api_database_reachable(source: Source, conn) -> None:
+    """The API database's changes reach the publisher through the cell server's binlog
+    only: an ``--api-source`` on another server whose database the cell's server does
+    not hold (not the same server, not a Galera node or replica of it) would leave
+    server groups, request specs and build requests unpublished without a word."""
+    api = source.api_url
+    if api is None or (api.host, api.port) == (source.cell_url.host, source.cell_url.port):
+        return
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
+                       (api.database,))
+        if cursor.fetchone() is None:
+            raise mysql.SourceConfigError(
+                f"--api-source {api.redacted()}: the cell's server "
+                f"{source.cell_url.host}:{source.cell_url.port} has no database "
+                f"{api.database!r}, so its binlog cannot carry the API database's changes; "
+                "give --api-source a URL of the cell's own server (or of a node of its "
+                "Galera cluster that holds both databases)")
+
+
 def reconcile(source: Source, journal: journal_mod.Journal,
               ) -> tuple[journal_mod.JournalState, str | None]:
     """Check the journal against the server (the epoch rules in the module
@@ -315,6 +335,7 @@ def reconcile(source: Source, journal: journal_mod.Journal,
                         "untested against a real MySQL server", source.cell_url.redacted(),
                         facts.version)
         mysql.check_binlog_settings(facts)
+        check_api_database_reachable(source, conn)
         state = journal.state()
         why = _why_new_epoch(source, state, facts)
         if why is None:

@@ -217,3 +217,25 @@ def test_a_tailer_killed_mid_stream_loses_and_doubles_nothing(nova, workdir):
     finally:
         writer.close()
         process.stop()
+
+
+def test_an_api_database_the_cells_server_does_not_hold_is_refused(nova, workdir):
+    """An ``--api-source`` on another server: the cell's binlog cannot carry its changes,
+    so the publisher refuses to start rather than miss them. Named by another host
+    string, the same server (which holds the API database) is accepted."""
+    import dataclasses
+    from replica.cell import mysql
+    source = source_for(nova, str(workdir / "cell1.journal"))
+    other_host = "localhost" if source.cell_url.host != "localhost" else "127.0.0.1"
+    same_server = dataclasses.replace(
+        source, api_url=dataclasses.replace(source.api_url, host=other_host))
+    conn = mysql.connect(source.cell_url, select_database=False)
+    try:
+        binlog.check_api_database_reachable(same_server, conn)
+        elsewhere = dataclasses.replace(
+            source, api_url=dataclasses.replace(source.api_url, host=other_host,
+                                                database="nova_api_elsewhere"))
+        with pytest.raises(mysql.SourceConfigError, match="has no database 'nova_api_elsewhere'"):
+            binlog.check_api_database_reachable(elsewhere, conn)
+    finally:
+        conn.close()
