@@ -92,6 +92,7 @@ NEUTRON_RECHECK_S = 5.0        # how often Neutron's security group names are as
 ER_MASTER_FATAL_ERROR_READING_BINLOG = 1236
 ER_BAD_DB_ERROR = 1049
 ER_LOCK_WAIT_TIMEOUT = 1205
+SETTLE_EVERY_S = 5.0    # how often an unsettled group's row is tried again (see Tailer._settle)
 GTID_STANDALONE = 0x01         # MariaDB GTID event flag: no COMMIT/XID follows (DDL)
 
 BOUNDARY_EVENTS = [MariadbGtidEvent, GtidEvent, QueryEvent, XidEvent, HeartbeatLogEvent,
@@ -431,6 +432,11 @@ class Tailer:
         self.rejudge = rechecks.LivenessWatch(
             lambda sql, params=(): self._lookups.cell(sql, params), service_down_time)
         self._lookups: Lookups | None = None
+        # Groups journaled although their commit wait timed out: (probe, keys). Their
+        # entities may have been built before the transaction was visible; once the
+        # probe's row can be read with a lock, their keys are journaled again.
+        self.unsettled: list[tuple[tuple, list]] = []
+        self.next_settle = 0.0
 
     def run(self) -> None:
         journal = journal_mod.Journal(self.source.journal_path)
@@ -482,6 +488,10 @@ class Tailer:
                               or not _received_more(stream)):
                     position = self._journal(journal, lookups, group, position)
                     group, group_rows = [], 0
+                if changed is None and not group and self.unsettled \
+                        and time.monotonic() >= self.next_settle:
+                    self._settle(journal, lookups)
+                    self.next_settle = time.monotonic() + SETTLE_EVERY_S
                 if changed is None and not group and "server" in self.mapper.kinds \
                         and time.monotonic() >= next_check:
                     if self.liveness.down_time > 0:
@@ -527,8 +537,7 @@ class Tailer:
         InnoDB in their binlog order, so once the last one is visible, all are."""
         probe = next((ended.changed.probe for ended in reversed(group)
                       if ended.changed.probe is not None), None)
-        if probe is not None:
-            self._wait_committed(lookups, probe)
+        settled = probe is None or self._wait_committed(lookups, probe)
         transactions = []
         verify = position
         for ended in group:
@@ -542,6 +551,8 @@ class Tailer:
             self.stats.rows += changed.rows
         first, last = journal.append_transactions(transactions, position, verify,
                                                   group[-1].fingerprint)
+        if not settled:
+            self.unsettled.append((probe, [key for keys, _gtid in transactions for key in keys]))
         self.stats.transactions += len(group)
         self.stats.groups += 1
         self.stats.keys += last - first + 1
@@ -550,21 +561,38 @@ class Tailer:
             self.on_commit(first, last)
         return position
 
-    def _wait_committed(self, lookups: Lookups, probe: tuple) -> None:
+    def _wait_committed(self, lookups: Lookups, probe: tuple) -> bool:
         """Journal a transaction only once the server shows it to new snapshots (see
-        ``Lookups.wait_committed``); a row that stays locked longer than the wait is
-        logged and the keys journaled anyway."""
+        ``Lookups.wait_committed``). A row that stays locked longer than the wait (a
+        slow commit, or a later transaction holding it) is logged and the keys are
+        journaled anyway, but kept as unsettled (False): ``_settle`` journals them
+        again once the row can be read, so an entity built too early is built again."""
         try:
             lookups.wait_committed(probe)
         except pymysql.err.OperationalError as exc:
             if not exc.args or exc.args[0] != ER_LOCK_WAIT_TIMEOUT:
                 raise
             log.warning("cell source %s: %s.%s %r still locked after its transaction was "
-                        "binlogged; journaled anyway", self.source.cell_url.redacted(),
-                        probe[0], probe[1], probe[2])
+                        "binlogged; journaled now and again once it is readable",
+                        self.source.cell_url.redacted(), probe[0], probe[1], probe[2])
+            return False
         except pymysql.err.ProgrammingError as exc:     # a table dropped since
             log.info("cell source %s: commit wait on %s.%s: %s",
                      self.source.cell_url.redacted(), probe[0], probe[1], exc)
+        return True
+
+    def _settle(self, journal: journal_mod.Journal, lookups: Lookups) -> None:
+        """Journal again the keys of the oldest unsettled group once its row is
+        readable (one wait per call, between transactions)."""
+        probe, keys = self.unsettled[0]
+        if not self._wait_committed(lookups, probe):
+            return
+        self.unsettled.pop(0)
+        if keys:
+            first, last = journal.append_keys(keys)
+            self.stats.keys += last - first + 1
+            if self.on_commit is not None:
+                self.on_commit(first, last)
 
     def _check_liveness(self, journal: journal_mod.Journal, lookups: Lookups) -> None:
         """Journal the servers of hosts whose compute service just went down."""

@@ -13,6 +13,7 @@ module, sharing one Neutron stub.
 from __future__ import annotations
 
 import ast
+import contextlib
 import datetime
 import json
 import os
@@ -224,6 +225,26 @@ class ApplianceOverNova:
     def stop(self):
         for running in reversed(self.running):
             running.stop()
+
+    def wait_for(self, condition, what: str, timeout: float = 30):
+        """``wait_for`` whose failure also shows the warnings and errors the publishers
+        and the appliance logged (what a timeout alone cannot tell)."""
+        try:
+            return wait_for(condition, timeout, interval=0.2, what=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.logged_warnings()}") from None
+
+    def logged_warnings(self, most: int = 15) -> str:
+        """The last lines of each log that say something went wrong (a publisher's
+        log says little else: all of it)."""
+        lines = []
+        for running in self.running:
+            with contextlib.suppress(OSError), open(running.log_path, errors="replace") as f:
+                name = os.path.basename(running.log_path)
+                said = [line.rstrip() for line in f if name.endswith(".publisher.log")
+                        or re.search(r"warn|error|traceback", line, re.IGNORECASE)]
+            lines += [f"{name}: {line}" for line in said[-most:]]
+        return "\n".join(lines) or "(nothing logged)"
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -612,9 +633,9 @@ def test_servers_in_every_state_equal_nova_api(stack, appliance, varied_servers,
 
 def _equal_eventually(stack, appliance, path, role="admin", microversion="2.100"):
     never_updated = servers_never_updated(stack.deployment)
-    found = wait_for(lambda: not compare(stack, appliance, path, role, microversion,
-                                         never_updated=never_updated), 30, interval=0.2,
-                     what=f"{path} equal to nova-api's")
+    found = appliance.wait_for(lambda: not compare(stack, appliance, path, role, microversion,
+                                                   never_updated=never_updated),
+                               f"{path} equal to nova-api's")
     assert found
 
 
@@ -657,9 +678,9 @@ def test_an_api_database_change_reaches_the_server(stack, appliance, synced):
         f"VALUES ({mark}, {mark}, {mark})",
         (datetime.datetime.utcnow().replace(microsecond=0).isoformat(" "), pinned,
          group["id"]))
-    wait_for(lambda: appliance.get(f"/v2.1/servers/{pinned}", ROLES["other"][1], "2.71")[1][
-        "server"]["server_groups"] == [group["uuid"]], 30, interval=0.2,
-        what="the server group in the appliance")
+    appliance.wait_for(lambda: appliance.get(f"/v2.1/servers/{pinned}", ROLES["other"][1],
+                                             "2.71")[1]["server"]["server_groups"]
+                       == [group["uuid"]], "the server group in the appliance")
     _equal_eventually(stack, appliance, f"/v2.1/servers/{pinned}", "other", "2.100")
 
 
@@ -685,7 +706,7 @@ def test_the_drift_check_finds_nothing_differing(appliance, synced):
     job = client.wait_job(client.verify()["id"], timeout=120)
     assert job["state"] == "done", job
     assert {cell: result["differing"] for cell, result in job["result"]["cells"].items()} \
-        == {"cell0": [], "cell1": [], "flavors": []}
+        == {"cell0": [], "cell1": [], "flavors": []}, appliance.logged_warnings()
 
 
 def test_no_event_was_refused(appliance, synced):

@@ -489,3 +489,29 @@ def test_the_tailer_follows_a_server_restart(nova, source, cell, how):
         assert events(change_log) == [("server", f"srv-{how}-1"), ("server", f"srv-{how}-2")]
         assert tailer.stats.new_epochs == 0 and tailer.stats.reconnects >= 1
     cell.conn = nova.connect(CELL_DB)
+
+
+def test_a_group_whose_row_stays_locked_is_journaled_again_once_readable(
+        nova, source, cell, monkeypatch):
+    """The commit wait's locking read times out (here: another transaction holds the
+    changed row): the keys are journaled anyway and kept as unsettled; once the row
+    can be read they are journaled again, so an entity built too early is rebuilt."""
+    from replica.cell import binlog_keys
+    monkeypatch.setattr(binlog_keys, "COMMIT_WAIT_TIMEOUT_S", 1)
+    monkeypatch.setattr(binlog, "SETTLE_EVERY_S", 0.1)
+    binlog.open_change_log(source).close()            # the journal's position: before the write
+    cell.run("INSERT INTO instances (uuid, host) VALUES ('settle-1', 'h1')")
+    holder = Writer(nova, CELL_DB)
+    try:
+        holder.conn.begin()
+        holder.run("SELECT id FROM instances WHERE uuid = 'settle-1' FOR UPDATE")
+        with tailing(source) as (tailer, change_log):
+            wait_head(change_log, 1)
+            assert events(change_log) == [("server", "settle-1")]
+            assert [keys for _probe, keys in tailer.unsettled] == [[("server", "settle-1")]]
+            holder.conn.rollback()                     # the row can be read now
+            wait_head(change_log, 2)
+            assert events(change_log) == [("server", "settle-1"), ("server", "settle-1")]
+            assert tailer.unsettled == []
+    finally:
+        holder.close()
