@@ -128,6 +128,21 @@ def _cpu_seconds(pid: int) -> dict[str, float]:
     return out
 
 
+def _tree_cpu_seconds(pid: int) -> float:
+    """User + system seconds of a process and its descendants that are running."""
+    total, pending = 0.0, [pid]
+    while pending:
+        p = pending.pop()
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        pending += _children(p)
+    return total
+
+
 def _start_profiles(directory: str | None, pid: int, rate: float | str,
                     duration: float | None, appliance: int | None = None,
                     ) -> list[subprocess.Popen]:
@@ -411,6 +426,7 @@ def run_code(label: str, tree: str, mariadb, workdir: str, count: int, markers: 
               == 200, 60, procs)
         reads = ApiReads(api)
         reads.start()
+        appliance_cpu0 = _tree_cpu_seconds(procs[0].pid)
         started = time.monotonic()
         publisher = subprocess.Popen(
             [sys.executable, "-m", "appliance", "cell", "--source", f"{base}/nova_cell1",
@@ -436,10 +452,13 @@ def run_code(label: str, tree: str, mariadb, workdir: str, count: int, markers: 
             _stop_profiles(spies, now=True)
         out["first_snapshot_to_live_s"] = round(time.monotonic() - started, 1)
         out["reads_during_snapshot"] = read_result
+        out["first_snapshot_cpu_s"] = {
+            **{role: round(v, 2) for role, v in _cpu_seconds(publisher.pid).items()},
+            "appliance": round(_tree_cpu_seconds(procs[0].pid) - appliance_cpu0, 2)}
         log(f"  [{label}] first snapshot: {count:,} servers live in the replica "
             f"{out['first_snapshot_to_live_s']:.1f} s after the publisher started; "
             f"API reads meanwhile {read_result['reads']} ({read_result['loading']} 'loading'), "
-            f"failed {read_result['failed']}")
+            f"failed {read_result['failed']}; CPU s {out['first_snapshot_cpu_s']}")
 
         reads = ApiReads(api)          # a resync of the same cell: the old rows served
         reads.start()
@@ -454,10 +473,17 @@ def run_code(label: str, tree: str, mariadb, workdir: str, count: int, markers: 
         finally:
             read_result = reads.stop()
         out["resync_s"] = round(time.monotonic() - started, 1)
+        out["resync_cpu_s"] = {
+            "publisher": round(sum(_cpu_seconds(publisher.pid).values()) - sum(
+                out["first_snapshot_cpu_s"][role] for role in ("publisher", "tailer", "control")),
+                2),
+            "appliance": round(_tree_cpu_seconds(procs[0].pid) - appliance_cpu0
+                               - out["first_snapshot_cpu_s"]["appliance"], 2)}
         out["resync_state"] = final.get("state")
         out["reads_during_resync"] = read_result
         log(f"  [{label}] resync: {final.get('state')} in {out['resync_s']:.1f} s; API reads "
-            f"meanwhile {read_result['reads']}, failed {read_result['failed']}")
+            f"meanwhile {read_result['reads']}, failed {read_result['failed']}; CPU s "
+            f"{out['resync_cpu_s']}")
 
         replica = os.path.join(data_dir, "replica.db")
         journal_path = f"{here}/state/cell1.journal"

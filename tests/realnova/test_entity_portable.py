@@ -4,6 +4,7 @@ through a ``rows(sql, params)`` function over PyMySQL."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
@@ -210,6 +211,9 @@ def test_child_queries_sent_together_build_the_same_entities(nova, written):
             assert paged == entity.page_entities(one_by_one(dbs.cell_rows), ["server"], None,
                                                  100, apart)
             assert {key for _kind, key, _ent in paged[0]} >= set(written)
+            # the first page learnt the instances' column types; now they come packed
+            assert entity.page_entities(dbs.cell_rows, ["server"], None, 100, together) == paged
+            assert list(dbs.cell_rows._packable.values()) == [(7, 8, 9, 10, 11)]
     finally:
         dbs.close()
 
@@ -280,3 +284,78 @@ def test_hypervisor_entities_from_nova_on_mariadb(nova, written):
         assert entity.count_entities(db, [feed.KIND_HYPERVISOR]) == 1
     finally:
         db.conn.close()
+
+
+ODD_TEXTS = ["", "plain", "quote \" and \\ backslash", "tab\tnew\nline\x01\x1f", "ünïcødé ✓ 🙂",
+             "x" * 250, "y" * 251, "z" * 252, "w" * 65_535, "v" * 70_000, None]
+
+
+@pytest.fixture(scope="module")
+def odd_table(mariadb):
+    """A table whose columns cover what the rows reader and ``Rows.packed`` must give back
+    as PyMySQL's own reader does: every length encoding, NULLs, escapes, unicode,
+    integers at their limits, date-times (zero ones too), and types JSON does not carry
+    exactly (binary, decimal, float)."""
+    mariadb.create_database("portable_odd")
+    mariadb.execute("SET SESSION sql_mode = ''", db="portable_odd")
+    mariadb.execute(
+        "CREATE TABLE portable_odd.odd (id INT PRIMARY KEY, t MEDIUMTEXT, v VARCHAR(255), "
+        "e ENUM('a', 'b'), b TINYINT(1), big BIGINT, ub BIGINT UNSIGNED, at DATETIME, "
+        "bin VARBINARY(16), dec_ DECIMAL(10, 3), f DOUBLE)")
+    rows = []
+    for i, text in enumerate(ODD_TEXTS):
+        rows.append((i, text, (text or "")[:255] or None, "ab"[i % 2] if i % 3 else None,
+                     i % 2, -2 ** 63 + i if i % 2 else 2 ** 63 - 1 - i, 2 ** 64 - 1 - i,
+                     None if i % 4 == 0 else ("0000-00-00 00:00:00" if i % 4 == 1
+                                              else f"2026-12-0{i % 9 + 1} 10:11:12"),
+                     bytes([i, 0, 255]), "12.345", 0.1 * i))
+    with contextlib.closing(mariadb.connect("portable_odd")) as conn, conn.cursor() as cur:
+        cur.execute("SET SESSION sql_mode = ''")
+        cur.executemany("INSERT INTO odd VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        rows)
+    yield "portable_odd"
+    mariadb.drop_database("portable_odd")
+
+
+def test_rows_reader_and_packed_rows_give_pymysqls_values(mariadb, odd_table):
+    """The publisher's connections read result rows with their own loop
+    (``mysql._RowsResult``) and a snapshot page's instances as JSON arrays
+    (``Rows.packed``): both give exactly the rows PyMySQL's reader gives, and a
+    statement with a column JSON would change is read plainly."""
+    from replica.cell import mysql
+
+    url = mysql.MySQLURL(user="root", password="", host=mariadb.host, port=mariadb.port,
+                         database=odd_table)
+    plain = mariadb.connect(odd_table, conv=mysql.PORTABLE_CONVERSIONS,
+                            init_command=mysql.PORTABLE_SQL_MODE)
+    ours = mysql.connect(url, portable=True)
+    assert isinstance(ours, mysql.ReadViewConnection)
+    rows = mysql.Rows(ours)
+    try:
+        def theirs(sql):
+            with plain.cursor() as cur:
+                cur.execute(sql)
+                return list(cur.fetchall())
+        everything = "SELECT * FROM odd ORDER BY id"
+        expected = theirs(everything)
+        assert len(expected) == len(ODD_TEXTS) and expected[8][1] == "w" * 65_535
+        assert rows(everything) == expected
+        assert rows.many([(everything, ()), ("SELECT 1, NULL, 'a'", ())]) == [
+            expected, theirs("SELECT 1, NULL, 'a'")]
+
+        exact = ("id", "t", "v", "e", "b", "big", "ub", "at")
+        rest = "FROM odd WHERE id >= ? ORDER BY id"
+        want = theirs(f"SELECT {', '.join(exact)} FROM odd WHERE id >= 0 ORDER BY id")
+        assert rows.packed(exact, rest, (0,)) == want        # learns the types
+        assert rows._packable[f"SELECT {', '.join(exact)} {rest}"] == (7,)
+        assert rows.packed(exact, rest, (0,)) == want        # as JSON arrays
+        assert rows.packed(exact, rest, (5,)) == want[5:]
+        for inexact in ("bin", "dec_", "f"):
+            columns = ("id", inexact)
+            want = theirs(f"SELECT id, {inexact} FROM odd WHERE id >= 0 ORDER BY id")
+            assert rows.packed(columns, rest, (0,)) == want
+            assert rows._packable[f"SELECT id, {inexact} {rest}"] is False
+            assert rows.packed(columns, rest, (0,)) == want
+    finally:
+        plain.close()
+        ours.close()
