@@ -128,19 +128,38 @@ def _cpu_seconds(pid: int) -> dict[str, float]:
     return out
 
 
-def _tree_cpu_seconds(pid: int) -> float:
-    """User + system seconds of a process and its descendants that are running."""
-    total, pending = 0.0, [pid]
-    while pending:
-        p = pending.pop()
+def _process_cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _all_cpu_seconds(publisher: int | None, appliance: int, database: int) -> dict[str, float]:
+    """User + system seconds so far of each part a snapshot runs in: the publisher's
+    processes (``_cpu_seconds``), the appliance's ingest and the rest of the appliance
+    (supervisor, API worker, admin: the reads meanwhile and the status polls), and
+    MariaDB."""
+    out = dict(_cpu_seconds(publisher)) if publisher else {}
+    out["ingest"] = out["appliance_other"] = 0.0
+    for pid in [appliance] + _children(appliance):
         try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                title = f.read()
         except OSError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        pending += _children(p)
-    return total
+        role = "ingest" if title.startswith(b"appliance: ingest") else "appliance_other"
+        out[role] += _process_cpu_seconds(pid)
+    out["mariadb"] = _process_cpu_seconds(database)
+    return out
+
+
+def _cpu_between(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    spent = {role: round(after[role] - before.get(role, 0.0), 2) for role in after}
+    spent["total"] = round(sum(spent.values()), 2)
+    return spent
 
 
 def _start_profiles(directory: str | None, pid: int, rate: float | str,
@@ -426,7 +445,7 @@ def run_code(label: str, tree: str, mariadb, workdir: str, count: int, markers: 
               == 200, 60, procs)
         reads = ApiReads(api)
         reads.start()
-        appliance_cpu0 = _tree_cpu_seconds(procs[0].pid)
+        cpu_before = _all_cpu_seconds(None, procs[0].pid, mariadb.process.pid)
         started = time.monotonic()
         publisher = subprocess.Popen(
             [sys.executable, "-m", "appliance", "cell", "--source", f"{base}/nova_cell1",
@@ -452,9 +471,8 @@ def run_code(label: str, tree: str, mariadb, workdir: str, count: int, markers: 
             _stop_profiles(spies, now=True)
         out["first_snapshot_to_live_s"] = round(time.monotonic() - started, 1)
         out["reads_during_snapshot"] = read_result
-        out["first_snapshot_cpu_s"] = {
-            **{role: round(v, 2) for role, v in _cpu_seconds(publisher.pid).items()},
-            "appliance": round(_tree_cpu_seconds(procs[0].pid) - appliance_cpu0, 2)}
+        cpu_live = _all_cpu_seconds(publisher.pid, procs[0].pid, mariadb.process.pid)
+        out["first_snapshot_cpu_s"] = _cpu_between(cpu_before, cpu_live)
         log(f"  [{label}] first snapshot: {count:,} servers live in the replica "
             f"{out['first_snapshot_to_live_s']:.1f} s after the publisher started; "
             f"API reads meanwhile {read_result['reads']} ({read_result['loading']} 'loading'), "
@@ -473,12 +491,8 @@ def run_code(label: str, tree: str, mariadb, workdir: str, count: int, markers: 
         finally:
             read_result = reads.stop()
         out["resync_s"] = round(time.monotonic() - started, 1)
-        out["resync_cpu_s"] = {
-            "publisher": round(sum(_cpu_seconds(publisher.pid).values()) - sum(
-                out["first_snapshot_cpu_s"][role] for role in ("publisher", "tailer", "control")),
-                2),
-            "appliance": round(_tree_cpu_seconds(procs[0].pid) - appliance_cpu0
-                               - out["first_snapshot_cpu_s"]["appliance"], 2)}
+        out["resync_cpu_s"] = _cpu_between(
+            cpu_live, _all_cpu_seconds(publisher.pid, procs[0].pid, mariadb.process.pid))
         out["resync_state"] = final.get("state")
         out["reads_during_resync"] = read_result
         log(f"  [{label}] resync: {final.get('state')} in {out['resync_s']:.1f} s; API reads "
