@@ -863,14 +863,8 @@ def _server_range(rows: RowsFn, after: str, limit: int,
     out: list[tuple[str, dict]] = []
     while len(out) < limit:
         want = min(PAGE_RANGE, limit - len(out))
-        packed = getattr(rows, "packed", None)      # MariaDB/MySQL: a JSON array a row
-        if packed is not None:
-            found = [_clean(row) for row in packed(
-                _INSTANCE_COLUMNS, "FROM instances WHERE uuid > ? ORDER BY uuid LIMIT ?",
-                (after, want))]
-        else:
-            found = [_clean(row) for row in rows(
-                f"{_INSTANCE_SQL}WHERE uuid > ? ORDER BY uuid LIMIT ?", (after, want))]
+        found = [_clean(row) for row in rows(
+            f"{_INSTANCE_SQL}WHERE uuid > ? ORDER BY uuid LIMIT ?", (after, want))]
         if not found:
             break
         last = found[-1][1]

@@ -21,7 +21,6 @@ import urllib.parse
 import weakref
 from dataclasses import dataclass, replace
 
-import orjson
 import pymysql
 import pymysql.converters
 from pymysql.constants import CLIENT, COMMAND, FIELD_TYPE
@@ -340,8 +339,6 @@ class Rows:
     def __init__(self, conn: pymysql.connections.Connection):
         self.conn = conn
         self._translated: dict[str, str] = {}
-        # statement -> the positions of its DATETIME columns, or False: not packable
-        self._packable: dict[str, tuple[int, ...] | bool] = {}
 
     def __call__(self, sql: str, params=()) -> list[tuple]:
         statement = self._translated.get(sql)
@@ -357,30 +354,6 @@ class Rows:
             return list(cursor.fetchall())
 
     rows = __call__          # the entity builder's ``Rows`` protocol
-
-    def packed(self, columns: tuple[str, ...], rest: str, params=()) -> list[tuple]:
-        """What ``rows(f"SELECT {columns} {rest}", params)`` gives, read as one JSON
-        array per row (``SELECT JSON_ARRAY(columns) rest``, parsed by orjson): PyMySQL
-        parses one value per row instead of one per column. Only where JSON carries
-        every column's values exactly (integers, text; DATETIME and TIMESTAMP as the
-        portable text); otherwise, and for the first call of a statement (which learns
-        its column types), the plain statement."""
-        plain = f"SELECT {', '.join(columns)} {rest}"
-        datetimes = self._packable.get(plain)
-        if datetimes is None:
-            found = self(plain, params)
-            self._packable[plain] = _packable_datetimes(self.conn._result)
-            return found
-        if datetimes is False:
-            return self(plain, params)
-        out = []
-        for (text,) in self(f"SELECT JSON_ARRAY({', '.join(columns)}) {rest}", params):
-            values = orjson.loads(text)
-            for i in datetimes:
-                if values[i] is not None:
-                    values[i] = _sqlite_datetime(values[i])
-            out.append(tuple(values))
-        return out
 
     def many(self, statements: list[tuple[str, tuple]]) -> list[list[tuple]]:
         """Several SELECTs (``(sql, params)``) in one round trip to the server (the
@@ -477,35 +450,6 @@ class Rows:
             cursor.execute(";\n".join([_REPEATABLE_READ_SQL, start] + texts))
             cursor.nextset()
         cursor.nextset()                 # past the start's empty result
-
-
-# Column types whose values a JSON array gives back as PyMySQL gives them (text that
-# is not binary, integers), and the date-times (``_sqlite_datetime`` of JSON's text).
-_JSON_INTEGER_TYPES = frozenset({FIELD_TYPE.TINY, FIELD_TYPE.SHORT, FIELD_TYPE.LONG,
-                                 FIELD_TYPE.INT24, FIELD_TYPE.LONGLONG})
-_JSON_TEXT_TYPES = frozenset({
-    FIELD_TYPE.VARCHAR, FIELD_TYPE.VAR_STRING, FIELD_TYPE.STRING, FIELD_TYPE.TINY_BLOB,
-    FIELD_TYPE.MEDIUM_BLOB, FIELD_TYPE.LONG_BLOB, FIELD_TYPE.BLOB})
-_JSON_DATETIME_TYPES = frozenset({FIELD_TYPE.DATETIME, FIELD_TYPE.TIMESTAMP})
-_BINARY_CHARSET = 63
-
-
-def _packable_datetimes(result) -> tuple[int, ...] | bool:
-    """For ``Rows.packed``: the positions of the DATETIME columns of ``result``, or
-    False when a column's values would not come back the same through JSON."""
-    fields = getattr(result, "fields", None) or ()
-    if not fields:
-        return False
-    datetimes = []
-    for i, field in enumerate(fields):
-        if field.type_code in _JSON_DATETIME_TYPES:
-            datetimes.append(i)
-        elif field.type_code in _JSON_TEXT_TYPES:
-            if field.charsetnr == _BINARY_CHARSET:     # bytes, not text
-                return False
-        elif field.type_code not in _JSON_INTEGER_TYPES:
-            return False
-    return tuple(datetimes)
 
 
 @dataclass

@@ -211,9 +211,6 @@ def test_child_queries_sent_together_build_the_same_entities(nova, written):
             assert paged == entity.page_entities(one_by_one(dbs.cell_rows), ["server"], None,
                                                  100, apart)
             assert {key for _kind, key, _ent in paged[0]} >= set(written)
-            # the first page learnt the instances' column types; now they come packed
-            assert entity.page_entities(dbs.cell_rows, ["server"], None, 100, together) == paged
-            assert list(dbs.cell_rows._packable.values()) == [(7, 8, 9, 10, 11)]
     finally:
         dbs.close()
 
@@ -292,10 +289,9 @@ ODD_TEXTS = ["", "plain", "quote \" and \\ backslash", "tab\tnew\nline\x01\x1f",
 
 @pytest.fixture(scope="module")
 def odd_table(mariadb):
-    """A table whose columns cover what the rows reader and ``Rows.packed`` must give back
-    as PyMySQL's own reader does: every length encoding, NULLs, escapes, unicode,
-    integers at their limits, date-times (zero ones too), and types JSON does not carry
-    exactly (binary, decimal, float)."""
+    """A table whose columns cover what the rows reader must give back as PyMySQL's own
+    reader does: every length encoding, NULLs, escapes, unicode, integers at their
+    limits, date-times (zero ones too), binary, decimal and float."""
     mariadb.create_database("portable_odd")
     mariadb.execute("SET SESSION sql_mode = ''", db="portable_odd")
     mariadb.execute(
@@ -317,11 +313,10 @@ def odd_table(mariadb):
     mariadb.drop_database("portable_odd")
 
 
-def test_rows_reader_and_packed_rows_give_pymysqls_values(mariadb, odd_table):
+def test_rows_reader_gives_pymysqls_values(mariadb, odd_table):
     """The publisher's connections read result rows with their own loop
-    (``mysql._RowsResult``) and a snapshot page's instances as JSON arrays
-    (``Rows.packed``): both give exactly the rows PyMySQL's reader gives, and a
-    statement with a column JSON would change is read plainly."""
+    (``mysql._RowsResult``): it gives exactly the rows PyMySQL's reader gives, one
+    statement or several in one query."""
     from replica.cell import mysql
 
     url = mysql.MySQLURL(user="root", password="", host=mariadb.host, port=mariadb.port,
@@ -339,23 +334,12 @@ def test_rows_reader_and_packed_rows_give_pymysqls_values(mariadb, odd_table):
         everything = "SELECT * FROM odd ORDER BY id"
         expected = theirs(everything)
         assert len(expected) == len(ODD_TEXTS) and expected[8][1] == "w" * 65_535
+        assert {type(value).__name__ for row in expected for value in row} == {
+            "int", "str", "bytes", "float", "Decimal", "NoneType"}
         assert rows(everything) == expected
         assert rows.many([(everything, ()), ("SELECT 1, NULL, 'a'", ())]) == [
             expected, theirs("SELECT 1, NULL, 'a'")]
-
-        exact = ("id", "t", "v", "e", "b", "big", "ub", "at")
-        rest = "FROM odd WHERE id >= ? ORDER BY id"
-        want = theirs(f"SELECT {', '.join(exact)} FROM odd WHERE id >= 0 ORDER BY id")
-        assert rows.packed(exact, rest, (0,)) == want        # learns the types
-        assert rows._packable[f"SELECT {', '.join(exact)} {rest}"] == (7,)
-        assert rows.packed(exact, rest, (0,)) == want        # as JSON arrays
-        assert rows.packed(exact, rest, (5,)) == want[5:]
-        for inexact in ("bin", "dec_", "f"):
-            columns = ("id", inexact)
-            want = theirs(f"SELECT id, {inexact} FROM odd WHERE id >= 0 ORDER BY id")
-            assert rows.packed(columns, rest, (0,)) == want
-            assert rows._packable[f"SELECT id, {inexact} {rest}"] is False
-            assert rows.packed(columns, rest, (0,)) == want
+        assert rows("SELECT * FROM odd WHERE id > ? ORDER BY id", (100,)) == []
     finally:
         plain.close()
         ours.close()
