@@ -37,7 +37,9 @@ Lag: a writer commits ``UPDATE instances SET display_name = <marker>, updated_at
 file (the committed bytes the API serves) and notes when each first shows. Both times
 on one clock in one process; the resolution is one poll. CPU per change: user + system
 time of the publisher, its binlog tailer and its control server over the run, divided
-by the changes journaled meanwhile.
+by the changes journaled meanwhile. First snapshot and resync: the CPU seconds each part
+spent meanwhile (the publisher's processes, the appliance's ingest and the rest of the
+appliance, MariaDB).
 """
 
 from __future__ import annotations
