@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 import pymysql
 import pymysql.converters
-from pymysql.constants import CLIENT, COMMAND, FIELD_TYPE
+from pymysql.constants import CLIENT, COMMAND, CR, FIELD_TYPE
 from pymysql.protocol import MysqlPacket
 
 DEFAULT_PORT = 3306
@@ -200,6 +200,16 @@ def _row_of(data: bytes, columns: tuple) -> tuple:
     return tuple(row)
 
 
+def _wrong_sequence(conn, number: int) -> None:
+    """A packet out of sequence, raised as PyMySQL's ``_read_packet`` raises it."""
+    conn._force_close()
+    if number == 0:                    # MariaDB's error packet when it shuts down
+        raise pymysql.err.OperationalError(CR.CR_SERVER_LOST,
+                                           "Lost connection to MySQL server during query")
+    raise pymysql.err.InternalError(
+        f"Packet sequence number wrong - got {number} expected {conn._next_seq_id}")
+
+
 class _RowsResult(pymysql.connections.MySQLResult):
     """PyMySQL's buffered result with its rows read in a tight loop (``_row_of``):
     PyMySQL parses each value through three method calls, most of the publisher's
@@ -221,13 +231,7 @@ class _RowsResult(pymysql.connections.MySQLResult):
             header = read(4)
             length = header[0] | header[1] << 8 | header[2] << 16
             if header[3] != conn._next_seq_id:
-                conn._force_close()
-                if header[3] == 0:
-                    raise pymysql.err.OperationalError(
-                        2013, "Lost connection to MySQL server during query")
-                raise pymysql.err.InternalError(
-                    f"Packet sequence number wrong - got {header[3]} expected "
-                    f"{conn._next_seq_id}")
+                _wrong_sequence(conn, header[3])
             conn._next_seq_id = (conn._next_seq_id + 1) % 256
             data = read(length)
             if length == _MAX_PACKET_LEN:          # a row of 16 MiB or more: the rest
@@ -249,10 +253,7 @@ class _RowsResult(pymysql.connections.MySQLResult):
             header = conn._read_bytes(4)
             length = header[0] | header[1] << 8 | header[2] << 16
             if header[3] != conn._next_seq_id:
-                conn._force_close()
-                raise pymysql.err.InternalError(
-                    f"Packet sequence number wrong - got {header[3]} expected "
-                    f"{conn._next_seq_id}")
+                _wrong_sequence(conn, header[3])
             conn._next_seq_id = (conn._next_seq_id + 1) % 256
             parts.append(conn._read_bytes(length))
             if length < _MAX_PACKET_LEN:
