@@ -37,7 +37,9 @@ Lag: a writer commits ``UPDATE instances SET display_name = <marker>, updated_at
 file (the committed bytes the API serves) and notes when each first shows. Both times
 on one clock in one process; the resolution is one poll. CPU per change: user + system
 time of the publisher, its binlog tailer and its control server over the run, divided
-by the changes journaled meanwhile.
+by the changes journaled meanwhile. First snapshot and resync: the CPU seconds each part
+spent meanwhile (the publisher's processes, the appliance's ingest and the rest of the
+appliance, MariaDB).
 """
 
 from __future__ import annotations
@@ -126,6 +128,40 @@ def _cpu_seconds(pid: int) -> dict[str, float]:
                 "tailer" if cmdline.startswith(b"appliance cell: binlog tailer") else "control")
         out[role] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return out
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _all_cpu_seconds(publisher: int | None, appliance: int, database: int) -> dict[str, float]:
+    """User + system seconds so far of each part a snapshot runs in: the publisher's
+    processes (``_cpu_seconds``), the appliance's ingest and the rest of the appliance
+    (supervisor, API worker, admin: the reads meanwhile and the status polls), and
+    MariaDB."""
+    out = dict(_cpu_seconds(publisher)) if publisher else {}
+    out["ingest"] = out["appliance_other"] = 0.0
+    for pid in [appliance] + _children(appliance):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                title = f.read()
+        except OSError:
+            continue
+        role = "ingest" if title.startswith(b"appliance: ingest") else "appliance_other"
+        out[role] += _process_cpu_seconds(pid)
+    out["mariadb"] = _process_cpu_seconds(database)
+    return out
+
+
+def _cpu_between(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    spent = {role: round(after[role] - before.get(role, 0.0), 2) for role in after}
+    spent["total"] = round(sum(spent.values()), 2)
+    return spent
 
 
 def _start_profiles(directory: str | None, pid: int, rate: float | str,
@@ -411,6 +447,7 @@ def run_code(label: str, tree: str, mariadb, workdir: str, count: int, markers: 
               == 200, 60, procs)
         reads = ApiReads(api)
         reads.start()
+        cpu_before = _all_cpu_seconds(None, procs[0].pid, mariadb.process.pid)
         started = time.monotonic()
         publisher = subprocess.Popen(
             [sys.executable, "-m", "appliance", "cell", "--source", f"{base}/nova_cell1",
@@ -436,10 +473,12 @@ def run_code(label: str, tree: str, mariadb, workdir: str, count: int, markers: 
             _stop_profiles(spies, now=True)
         out["first_snapshot_to_live_s"] = round(time.monotonic() - started, 1)
         out["reads_during_snapshot"] = read_result
+        cpu_live = _all_cpu_seconds(publisher.pid, procs[0].pid, mariadb.process.pid)
+        out["first_snapshot_cpu_s"] = _cpu_between(cpu_before, cpu_live)
         log(f"  [{label}] first snapshot: {count:,} servers live in the replica "
             f"{out['first_snapshot_to_live_s']:.1f} s after the publisher started; "
             f"API reads meanwhile {read_result['reads']} ({read_result['loading']} 'loading'), "
-            f"failed {read_result['failed']}")
+            f"failed {read_result['failed']}; CPU s {out['first_snapshot_cpu_s']}")
 
         reads = ApiReads(api)          # a resync of the same cell: the old rows served
         reads.start()
@@ -454,10 +493,13 @@ def run_code(label: str, tree: str, mariadb, workdir: str, count: int, markers: 
         finally:
             read_result = reads.stop()
         out["resync_s"] = round(time.monotonic() - started, 1)
+        out["resync_cpu_s"] = _cpu_between(
+            cpu_live, _all_cpu_seconds(publisher.pid, procs[0].pid, mariadb.process.pid))
         out["resync_state"] = final.get("state")
         out["reads_during_resync"] = read_result
         log(f"  [{label}] resync: {final.get('state')} in {out['resync_s']:.1f} s; API reads "
-            f"meanwhile {read_result['reads']}, failed {read_result['failed']}")
+            f"meanwhile {read_result['reads']}, failed {read_result['failed']}; CPU s "
+            f"{out['resync_cpu_s']}")
 
         replica = os.path.join(data_dir, "replica.db")
         journal_path = f"{here}/state/cell1.journal"

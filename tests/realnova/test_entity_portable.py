@@ -4,6 +4,7 @@ through a ``rows(sql, params)`` function over PyMySQL."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
@@ -280,3 +281,65 @@ def test_hypervisor_entities_from_nova_on_mariadb(nova, written):
         assert entity.count_entities(db, [feed.KIND_HYPERVISOR]) == 1
     finally:
         db.conn.close()
+
+
+ODD_TEXTS = ["", "plain", "quote \" and \\ backslash", "tab\tnew\nline\x01\x1f", "ünïcødé ✓ 🙂",
+             "x" * 250, "y" * 251, "z" * 252, "w" * 65_535, "v" * 70_000, None]
+
+
+@pytest.fixture(scope="module")
+def odd_table(mariadb):
+    """A table whose columns cover what the rows reader must give back as PyMySQL's own
+    reader does: every length encoding, NULLs, escapes, unicode, integers at their
+    limits, date-times (zero ones too), binary, decimal and float."""
+    mariadb.create_database("portable_odd")
+    mariadb.execute("SET SESSION sql_mode = ''", db="portable_odd")
+    mariadb.execute(
+        "CREATE TABLE portable_odd.odd (id INT PRIMARY KEY, t MEDIUMTEXT, v VARCHAR(255), "
+        "e ENUM('a', 'b'), b TINYINT(1), big BIGINT, ub BIGINT UNSIGNED, at DATETIME, "
+        "bin VARBINARY(16), dec_ DECIMAL(10, 3), f DOUBLE)")
+    rows = []
+    for i, text in enumerate(ODD_TEXTS):
+        rows.append((i, text, (text or "")[:255] or None, "ab"[i % 2] if i % 3 else None,
+                     i % 2, -2 ** 63 + i if i % 2 else 2 ** 63 - 1 - i, 2 ** 64 - 1 - i,
+                     None if i % 4 == 0 else ("0000-00-00 00:00:00" if i % 4 == 1
+                                              else f"2026-12-0{i % 9 + 1} 10:11:12"),
+                     bytes([i, 0, 255]), "12.345", 0.1 * i))
+    with contextlib.closing(mariadb.connect("portable_odd")) as conn, conn.cursor() as cur:
+        cur.execute("SET SESSION sql_mode = ''")
+        cur.executemany("INSERT INTO odd VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        rows)
+    yield "portable_odd"
+    mariadb.drop_database("portable_odd")
+
+
+def test_rows_reader_gives_pymysqls_values(mariadb, odd_table):
+    """The publisher's connections read result rows with their own loop
+    (``mysql._RowsResult``): it gives exactly the rows PyMySQL's reader gives, one
+    statement or several in one query."""
+    from replica.cell import mysql
+
+    url = mysql.MySQLURL(user="root", password="", host=mariadb.host, port=mariadb.port,
+                         database=odd_table)
+    plain = mariadb.connect(odd_table, conv=mysql.PORTABLE_CONVERSIONS,
+                            init_command=mysql.PORTABLE_SQL_MODE)
+    ours = mysql.connect(url, portable=True)
+    assert isinstance(ours, mysql.ReadViewConnection)
+    rows = mysql.Rows(ours)
+    try:
+        def theirs(sql):
+            with plain.cursor() as cur:
+                cur.execute(sql)
+                return list(cur.fetchall())
+        everything = "SELECT * FROM odd ORDER BY id"
+        expected = theirs(everything)
+        assert len(expected) == len(ODD_TEXTS) and expected[8][1] == "w" * 65_535
+        assert {type(value).__name__ for row in expected for value in row} == {
+            "int", "str", "bytes", "float", "Decimal", "NoneType"}
+        assert rows(everything) == expected
+        assert rows.many([(everything, ()), ("SELECT 1, NULL, 'a'", ())]) == [
+            expected, theirs("SELECT 1, NULL, 'a'")]
+        assert rows("SELECT * FROM odd WHERE id > ? ORDER BY id", (100,)) == []
+    finally:
+        plain.close()
+        ours.close()
