@@ -908,9 +908,13 @@ class Ingest:
         return head
 
     def _catch_up_page(self, link: CellLink) -> None:
+        # The replica is ahead of the cell when it was past the head the reply reports
+        # as it asked: live batches applied while the reply was on its way (a reply is
+        # the state at its head, read a little earlier) are no sign of a rewound cell.
+        asked_at = link.position.seq
         head = self.replay_page(link)
-        if link.position.seq > head:
-            raise Resync(f"replica ahead of the cell's head {head}")
+        if asked_at > head:
+            raise Resync(f"replica at {asked_at} ahead of the cell's head {head}")
         link.error = None
         if link.position.seq >= head:
             self.commit()

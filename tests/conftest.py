@@ -30,6 +30,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def ipc_listening(url: str) -> bool:
+    """Something accepts connections at the ``ipc://`` address ``url`` now. The socket
+    file alone says nothing: a process killed with SIGKILL leaves its file behind."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(url[len("ipc://"):])
+        except OSError:
+            return False
+    return True
+
+
 def wait_for(condition, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
     """Poll ``condition`` until it returns a truthy value; return that value.
     Exceptions raised by the condition count as "not yet"."""

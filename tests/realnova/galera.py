@@ -1,5 +1,5 @@
-"""A private two-node MariaDB Galera cluster for tests: Debian's ``mariadbd`` with the
-``galera-4`` provider, each node on its own datadir, free loopback ports (SQL, group
+"""A private MariaDB Galera cluster of two or more nodes for tests: Debian's ``mariadbd``
+with the ``galera-4`` provider, each node on its own datadir, free loopback ports (SQL, group
 communication, incremental state transfer, state snapshot transfer) and the settings
 docs/cell-source-mariadb.md gives for a publisher on Galera: the row binlog on every node
 with ``log_slave_updates`` (so a node's binlog holds the writes made on the others),
@@ -9,22 +9,35 @@ cluster, a distinct ``gtid_domain_id`` per node.
 The first node bootstraps the cluster; a joiner receives a full state snapshot over
 rsync (Debian's ``wsrep_sst_rsync``), so the nodes hold the same data and the same GTIDs.
 
-    with galera_cluster() as (first, second):
-        first.execute("CREATE DATABASE x")        # replicated to second
+    with galera_cluster(3) as (first, second, third):
+        first.execute("CREATE DATABASE x")        # replicated to the others
+
+    cluster = galera_fixture(3)                   # in a test module: one cluster for it
+
+``galera_stack`` puts a Nova deployment, its publishers and ingest on a cluster: Nova
+writing through one node, the publishers reading another's binlog.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import free_port, wait_for
 from tests.realnova.mariadb import START_TIMEOUT, MariaDB, MariaDBError, scratch_dir
+from tests.realnova.novadb import NovaDeployment
+from tests.realnova.test_mariadb_publisher import (
+    REPLICA_PASSWORD, REPLICA_USER, Publisher, _Procs, _Stack)
+from tests.replica.conftest import IngestProc
 
 PROVIDER_CANDIDATES = ("/usr/lib/galera/libgalera_smm.so", "/usr/lib/libgalera_smm.so")
 CLUSTER_SERVER_ID = 1           # one server_id for the cluster: the same GTIDs on every node
 CLUSTER_GTID_DOMAIN = 0         # wsrep_gtid_domain_id: the cluster's replicated writes
 SYNC_TIMEOUT = 120.0            # seconds for a joiner's state transfer
+BEFORE = 20                     # servers Nova writes before the publishers start
 RUN_AS = "nobody"               # the nodes' user when the tests run as root
 RUN_AS_OPTION = f"--user={RUN_AS}"
 
@@ -144,3 +157,55 @@ def galera_cluster(nodes: int = 2):
         finally:
             for node in reversed(started):
                 node.remove()
+
+
+def galera_fixture(nodes: int, scope: str = "module", name: str | None = None):
+    """A pytest fixture yielding the started nodes of one cluster of ``nodes`` (a list,
+    the first bootstrapped it), all removed at teardown. In a test module::
+
+        cluster = galera_fixture(3)
+    """
+    @pytest.fixture(scope=scope, name=name)
+    def _cluster():
+        with galera_cluster(nodes) as started:
+            yield started
+    return _cluster
+
+
+@contextlib.contextmanager
+def galera_stack(writing: GaleraNode, publishing: GaleraNode, prefix: str):
+    """Nova made by nova-manage through ``writing`` with BEFORE servers; the cell and
+    flavor publishers reading ``publishing``'s binlog; ingest on both feeds. Yields the
+    stack (``test_mariadb_publisher._Stack``, its ``workdir`` set); everything it
+    started is stopped at exit."""
+    writing.create_replica_user(REPLICA_USER, REPLICA_PASSWORD, ["nova_cell1", "nova_api"])
+    with scratch_dir(prefix) as workdir:
+        nova = NovaDeployment.on_mariadb(writing, workdir).create()
+        writer = nova.writer().__enter__()
+        publishers: list[Publisher] = []
+        stack = None
+        try:
+            writer.create_flavor(name="m1.small", vcpus=1, memory_mb=2048, root_gb=20,
+                                 flavorid="2")
+            writer.create_compute(host="compute-1", az="zone-1")
+            writer.build_servers(count=BEFORE, name_prefix="before", user_id="u1",
+                                 project_id="proj-a", flavor="2", metadata={"k": "v"})
+            cell = Publisher(workdir, publishing, "cell1", "nova_cell1", "nova_api")
+            flavors = Publisher(workdir, publishing, "flavors", "nova_api", flavors=True)
+            publishers += [cell, flavors]
+            cell.start()
+            flavors.start()
+            ingest = IngestProc(Path(workdir), _Procs(), f"{workdir}/replica.db",
+                                [cell.feed, flavors.feed], **{"stale-after": 10.0})
+            ingest.start()
+            stack = _Stack(nova, writer, cell, flavors, ingest, f"{workdir}/replica.db",
+                           publishing)
+            stack.workdir = workdir
+            yield stack
+        finally:
+            for proc in _Procs.started:
+                proc.stop()
+            # the tests may have moved the publishers (new Publisher objects)
+            for publisher in publishers + ([stack.cell, stack.flavors] if stack else []):
+                publisher.stop()
+            writer.__exit__(None, None, None)

@@ -13,20 +13,10 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import wait_for
-from tests.realnova.galera import galera_cluster
-from tests.realnova.mariadb import scratch_dir
-from tests.realnova.novadb import NovaDeployment
-from tests.realnova.test_mariadb_publisher import (
-    REPLICA_PASSWORD, REPLICA_USER, Publisher, _Procs, _Stack)
-from tests.replica.conftest import IngestProc
+from tests.realnova.galera import galera_fixture, galera_stack
+from tests.realnova.test_mariadb_publisher import Publisher
 
-BEFORE = 20                 # servers Nova wrote before the publishers started
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with galera_cluster(2) as nodes:
-        yield nodes
+cluster = galera_fixture(2)
 
 
 @pytest.fixture(scope="module")
@@ -34,38 +24,8 @@ def stack(cluster):
     """Nova writing through the second node; the cell and flavor publishers reading the
     first node's binlog; ingest on both feeds."""
     publishing, writing = cluster
-    writing.create_replica_user(REPLICA_USER, REPLICA_PASSWORD, ["nova_cell1", "nova_api"])
-    with scratch_dir("galera-publisher") as workdir:
-        nova = NovaDeployment.on_mariadb(writing, workdir).create()
-        writer = nova.writer().__enter__()
-        publishers = []
-        try:
-            writer.create_flavor(name="m1.small", vcpus=1, memory_mb=2048, root_gb=20,
-                                 flavorid="2")
-            writer.create_compute(host="compute-1", az="zone-1")
-            writer.build_servers(count=BEFORE, name_prefix="before", user_id="u1",
-                                 project_id="proj-a", flavor="2", metadata={"k": "v"})
-            cell = Publisher(workdir, publishing, "cell1", "nova_cell1", "nova_api")
-            flavors = Publisher(workdir, publishing, "flavors", "nova_api", flavors=True)
-            publishers += [cell, flavors]
-            cell.start()
-            flavors.start()
-            from pathlib import Path
-            ingest = IngestProc(Path(workdir), _Procs(), f"{workdir}/replica.db",
-                                [cell.feed, flavors.feed], **{"stale-after": 10.0})
-            ingest.start()
-            stack = _Stack(nova, writer, cell, flavors, ingest, f"{workdir}/replica.db",
-                           publishing)
-            stack.workdir = workdir
-            yield stack
-        finally:
-            for proc in _Procs.started:
-                proc.stop()
-            for publisher in publishers + [getattr(locals().get("stack"), "cell", None),
-                                           getattr(locals().get("stack"), "flavors", None)]:
-                if publisher is not None:
-                    publisher.stop()
-            writer.__exit__(None, None, None)
+    with galera_stack(writing, publishing, "galera-publisher") as stack:
+        yield stack
 
 
 def test_writes_made_through_another_node_reach_the_replica(stack, cluster):

@@ -25,7 +25,7 @@ import pytest
 from replica.cell import journal
 from replica.ingest import CellFeed
 
-from tests.conftest import ROOT, free_port, wait_for
+from tests.conftest import ROOT, free_port, ipc_listening, wait_for
 from tests.realnova.mariadb import mariadb_fixture, scratch_dir
 from tests.realnova.novadb import NovaDeployment
 from tests.replica.conftest import IngestProc, Proc, read_rows
@@ -71,8 +71,9 @@ class Publisher:
             self.proc = Proc(self.argv, f"{self.workdir}/{self.name}.log")
         finally:
             del os.environ["APPLIANCE_MYSQL_PASSWORD"]
-        wait_for(lambda: os.path.exists(f"{self.workdir}/{self.name}.ctl") or
-                 not self.proc.alive(), 30, what=f"{self.name} control socket")
+        # listening, not only there: a publisher killed with SIGKILL leaves its file
+        wait_for(lambda: ipc_listening(self.feed.control_url) or not self.proc.alive(), 30,
+                 what=f"{self.name} control socket")
         assert self.proc.alive(), self.proc.output()[-3000:]
 
     def stop(self) -> None:

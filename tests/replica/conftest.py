@@ -16,7 +16,7 @@ from bench.relay import Relay
 from replica import feed
 from replica.store.connection import open_writer
 
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, ipc_listening, wait_for
 
 PYTHON = sys.executable
 
@@ -231,7 +231,7 @@ class Cell:
              "--retention-events", str(self.retention_events)]
             + (["--key-file", self.key_file] if self.key_file else []) + self.publisher_args,
             str(self.dir / f"{self.name}.publisher.log"))
-        wait_for(lambda: os.path.exists(self.control_url[len("ipc://"):]), 10,
+        wait_for(lambda: ipc_listening(self.control_url), 30,
                  what=f"publisher {self.name} control socket")
         return self.publisher
 

@@ -111,6 +111,40 @@ def test_an_automatic_resync_waits_out_the_interval(ingest, monkeypatch):
     assert link.status({})["resync_reason"] == "new epoch" and link.resyncs == 0
 
 
+def _replay_reply(head: int, replayed: list) -> dict:
+    return {"epoch": "E", "head": head, "events": feed.encode_events(replayed), "rv": None}
+
+
+def test_live_batches_applied_while_a_replay_reply_travels_are_not_a_rewound_cell(
+        ingest, monkeypatch):
+    """A replay reply is the cell's state at its head, read a little earlier (the cell
+    may even have built it ahead of the request): live batches the feed delivered
+    meanwhile put the replica past that head, and the link goes live, no resync."""
+    link = ingest.links["c1"]
+    link.set_state(CellState.CATCHING_UP)
+    replayed, live = events(1, 3), events(4, 2)
+
+    def replay_while_the_feed_delivers(link_, op, timeout=None, **args):
+        assert (op, args["from"]) == ("replay", 1)
+        ingest.on_message(link, feed.encode_batch("c1", "E", replayed + live))
+        return _replay_reply(3, replayed)
+
+    monkeypatch.setattr(ingest, "request", replay_while_the_feed_delivers)
+    ingest._catch_up_page(link)
+    assert link.state is CellState.LIVE and link.position.seq == 5
+
+
+def test_a_replica_past_the_head_when_it_asks_resyncs(ingest, monkeypatch):
+    from replica.link_errors import Resync
+    link = ingest.links["c1"]
+    ingest.on_message(link, feed.encode_batch("c1", "E", events(1, 5)))
+    link.set_state(CellState.CATCHING_UP)
+    monkeypatch.setattr(ingest, "request",
+                        lambda link_, op, timeout=None, **args: _replay_reply(3, []))
+    with pytest.raises(Resync, match="replica at 5 ahead of the cell's head 3"):
+        ingest._catch_up_page(link)
+
+
 def test_a_seq_past_sqlites_integers_is_dead_lettered(ingest):
     link = ingest.links["c1"]
     ingest.on_message(link, feed.encode_batch("c1", "E", events(2 ** 64 - 1, 1)))

@@ -85,7 +85,8 @@ def test_a_full_store_is_a_state_with_a_metric_and_few_log_lines(replica_path, c
                 ing.commit()
             return ing.status()["store_failing_since"] is None
 
-        wait_for(recovered, 5, what="writes again")
+        # the next try comes after the back-off, which may have reached its maximum
+        wait_for(recovered, ingest_module.STORE_RETRY_MAX + 10, what="writes again")
         status = ing.status()
         assert status["disk_full"] is False and status["cells"][0]["seq"] > 3
         assert _metrics(status)[("appliance_ingest_disk_full", ())] == 0.0

@@ -12,7 +12,7 @@ import pytest
 
 from replica.cell import connection, outbox, simulator
 
-from tests.conftest import wait_for
+from tests.conftest import ipc_listening, wait_for
 from tests.replica.cell.conftest import Control, epoch_of, head_of
 from tests.replica.conftest import PYTHON, assert_converged, assert_positions_consistent
 
@@ -25,8 +25,7 @@ def start_publisher(cell, control_thread: bool):
     if control_thread:
         argv.append("--control-thread")
     cell.publisher = cell.procs.start(argv, str(cell.dir / f"{cell.name}.publisher.log"))
-    wait_for(lambda: os.path.exists(cell.control_url[len("ipc://"):]), 10,
-             what="publisher control socket")
+    wait_for(lambda: ipc_listening(cell.control_url), 30, what="publisher control socket")
     return cell.publisher
 
 
