@@ -20,6 +20,7 @@ twice the insert itself), the usage triggers about 25 us; see bench/README.md (i
 from __future__ import annotations
 
 import json
+from operator import itemgetter
 from typing import Iterable, Sequence
 
 import apsw
@@ -27,6 +28,7 @@ import apsw
 # The server row columns a contribution depends on, in this order.
 USAGE_COLUMNS = ("uuid", "cell", "project_id", "deleted", "vm_state", "in_cell",
                  "d_flavor_v247")
+SIZES_KEPT = 4096                         # flavor fragments whose sizes are kept
 _FLAVOR_HEAD = ',"flavor":{"vcpus":'      # render's 2.47 flavor fragment begins so
 _RAM_HEAD = '"ram":'
 _OLD_SQL = ("SELECT uuid, cell, project_id, cores, ram FROM server_usage "
@@ -87,6 +89,10 @@ class UsageKeeper:
     def __init__(self, columns: Sequence[str]):
         self.at = tuple(columns.index(name) for name in USAGE_COLUMNS)
         self.width = len(columns)
+        self._pick = itemgetter(*self.at)
+        # (vcpus, memory) of the flavor fragments seen: a cloud has few flavors, and a
+        # fragment is the same text for every server of one flavor
+        self._sizes: dict[str, tuple[int, int]] = {}
 
     @staticmethod
     def applies_to(columns: Sequence[str]) -> bool:
@@ -95,8 +101,8 @@ class UsageKeeper:
     def usage_rows(self, rows: Iterable[tuple]) -> list[tuple]:
         """The ``USAGE_COLUMNS`` of full server rows (a row of another width is left to
         the server statement, which refuses it and rolls the batch back)."""
-        at, width = self.at, self.width
-        return [tuple(row[i] for i in at) for row in rows if len(row) == width]
+        pick, width = self._pick, self.width
+        return [pick(row) for row in rows if len(row) == width]
 
     def apply(self, conn: apsw.Connection, upserts: Sequence[tuple],
               deletes: Sequence[tuple[str, str]]) -> None:
@@ -121,7 +127,12 @@ class UsageKeeper:
         for uuid, cell, project, deleted, vm_state, in_cell, fragment in upserts:
             was = old.get(uuid)
             if not deleted and vm_state != "soft-delete" and in_cell == 1:
-                cores, ram = flavor_size(fragment)
+                size = self._sizes.get(fragment)
+                if size is None:
+                    if len(self._sizes) >= SIZES_KEPT:
+                        self._sizes.clear()
+                    size = self._sizes[fragment] = flavor_size(fragment)
+                cores, ram = size
                 now = (cell, project, cores, ram)
                 if now == was:
                     continue
