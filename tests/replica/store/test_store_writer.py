@@ -53,6 +53,7 @@ def test_last_change_of_a_key_wins_and_tombstones_delete(setup):
     {"deleted": True},                                            # soft delete
     {"project_id": "moved"},
     {"created_at": "2026-12-01T00:00:00.000000", "display_name": "both"},
+    {"instance_name": ""},                                        # in_cell 1 -> 0
 ])
 def test_an_upsert_writes_every_column_whichever_columns_changed(setup, change):
     writer, render, _ = setup
