@@ -265,9 +265,11 @@ class Stack:
         return cell_counts(self.cell_db)["live"]
 
     def ids_file(self) -> str:
+        """The ids wrk draws its shows from: live servers of the cell as it is now (a
+        churn before, as the lag scenario's, deletes some), written anew on each call."""
         path = os.path.join(self.dir, "ids.txt")
-        if not os.path.exists(path):
-            write_ids(path, cell_uuids(self.cell_db, IDS_LIMIT))
+        write_ids(path + ".new", cell_uuids(self.cell_db, IDS_LIMIT))
+        os.replace(path + ".new", path)
         return path
 
     def processes(self) -> list[dict]:
