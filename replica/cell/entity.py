@@ -43,6 +43,13 @@ an interval and enqueues the servers of a host whose status changed
 (``sqlite_source``). When a host has several service rows (a deleted one and a
 re-registered one), the live one wins.
 
+A server's availability zone follows Nova's ``get_instance_availability_zone``: with a
+host, the zone of the host's first aggregate with ``availability_zone`` metadata in the
+API database, else the default zone (``Reach.default_zone``); without a host, the
+instance's own ``availability_zone``. (Read only where the API database is reached; an
+aggregate change touches no cell row: ``rechecks.ZoneWatch`` finds the servers of the
+hosts whose zone changed.)
+
 Nova's API database (server groups, request specs) is reached through a second
 ``rows`` function (``Reach.api``), by the servers' uuids: no SQL spans the two
 databases, so the same code reads SQLite files and MariaDB schemas. Without it, the
@@ -68,6 +75,7 @@ from replica import feed
 PAGE = 500                      # uuids per round of queries
 PAGE_RANGE = 1000               # instances per round of a snapshot page (key range)
 INSTANCE_NAME_TEMPLATE = "instance-%08x"
+DEFAULT_AVAILABILITY_ZONE = "nova"      # Nova's default_availability_zone
 
 _INSTANCE_COLUMNS = (
     "id", "uuid", "project_id", "user_id", "display_name", "display_description", "hostname",
@@ -482,6 +490,8 @@ CHILD_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     "specs": (("request_specs", "instance_uuid"),),
     "services": (("services", "host"),),
     "liveness": (("services", "last_seen_up"), ("services", "created_at")),
+    # the hosts' zones (API database: aggregates with availability_zone metadata)
+    "zones": (("aggregate_hosts", "host"), ("aggregate_metadata", "key")),
 }
 # Parts that come from Nova's API database when the reader has one (``Reach.api``).
 API_CHILDREN = frozenset({"server_groups", "specs"})
@@ -505,7 +515,9 @@ class Reach(frozenset):
       build requests (``build_requests.py``), not instances;
     - ``quota_defaults``: ``(resource, limit)`` pairs, the ``[quota]`` defaults of the
       operator's nova.conf (``nova_conf.py``) under the ``default`` quota class; None:
-      Nova's option defaults.
+      Nova's option defaults;
+    - ``default_zone``: Nova's ``default_availability_zone``, the zone of a host in no
+      zoned aggregate (with ``api`` holding the aggregates).
     """
 
     api = None
@@ -515,6 +527,7 @@ class Reach(frozenset):
     clock = None
     build_requests: bool = False
     quota_defaults: tuple | None = None
+    default_zone: str = DEFAULT_AVAILABILITY_ZONE
 
     def __new__(cls, children=ALL_CHILDREN, **extra):
         made = super().__new__(cls, children)
@@ -555,6 +568,33 @@ def _child_template(name: str) -> str:
     for column in _COLUMNS_NAMED:
         sql = sql.replace("{%s}" % column, _BY_KEYS.replace("{col}", column))
     return sql
+
+
+# A host's zone: its first aggregate (by id) with availability_zone metadata
+# (nova.availability_zones.get_host_availability_zone). API database.
+_HOST_ZONES_SQL = ("SELECT ah.host, am.value FROM aggregate_hosts ah "
+                   "JOIN aggregate_metadata am ON am.aggregate_id = ah.aggregate_id "
+                   "WHERE am.key = 'availability_zone' AND ah.host IN {keys} "
+                   "ORDER BY ah.aggregate_id, ah.id")
+_ALL_HOST_ZONES_SQL = ("SELECT ah.host, am.value FROM aggregate_hosts ah "
+                       "JOIN aggregate_metadata am ON am.aggregate_id = ah.aggregate_id "
+                       "WHERE am.key = 'availability_zone' ORDER BY ah.aggregate_id, ah.id")
+
+
+def host_zones(api: RowsFn, hosts: list | None = None) -> dict[str, str]:
+    """``{host: zone}`` of the hosts in a zoned aggregate (of ``hosts``, or all), from
+    Nova's API database; a host in none is left out (the default zone)."""
+    found = (_rows_in(api, _HOST_ZONES_SQL, hosts) if hosts is not None
+             else api(_ALL_HOST_ZONES_SQL, ()))
+    zones: dict[str, str] = {}
+    for host, zone in found:
+        zones.setdefault(host, zone)
+    return zones
+
+
+def _zones_reached(children) -> bool:
+    return (getattr(children, "api", None) is not None
+            and "zones" in getattr(children, "api_children", ()))
 
 
 def _rows_in(rows: RowsFn, template: str, keys: list) -> list:
@@ -715,6 +755,9 @@ def _build_entities(rows: RowsFn, inst_rows: list[tuple], by_keys: bool, args: t
     specs: dict[str, object] = {}
     for uuid, spec in child("specs"):
         specs[uuid] = spec
+    zoned = _zones_reached(children)
+    zones = host_zones(api, hosts) if zoned and hosts else {}
+    default_zone = getattr(children, "default_zone", DEFAULT_AVAILABILITY_ZONE)
 
     # The lists and dicts collected above are never empty, so ``get(uuid) or []``
     # builds an empty default only when the instance has no rows.
@@ -750,7 +793,8 @@ def _build_entities(rows: RowsFn, inst_rows: list[tuple], by_keys: bool, args: t
             "progress": progress,
             "host": host,
             "node": node,
-            "availability_zone": availability_zone,
+            "availability_zone": (zones.get(host, default_zone) if zoned and host
+                                  else availability_zone),
             "launch_index": launch_index,
             "reservation_id": reservation_id,
             "kernel_id": kernel_id,

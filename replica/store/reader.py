@@ -310,11 +310,17 @@ SUBRESOURCE_SQL = {
     # '' when the tag exists (204), NULL when not.
     "tag": _sub_sql("servers", "uuid", _SERVER_ACCESS + " AND in_cell = 1",
                     "(SELECT '' FROM json_each(servers.tags) WHERE value = ?3 LIMIT 1)"),
+    # nova-api reads a server's metadata from the cell database without targeting the
+    # server's cell (compute API get_instance_metadata): a build request, in no cell
+    # yet, has none there: {} and no key (its own metadata shows in the server view).
     "metadata": _sub_sql("servers", "uuid", _SERVER_ACCESS,
-                         f"'{{\"metadata\":' || json_extract({_BASE}, '$.metadata') || '}}'"),
+                         "CASE WHEN in_cell = 0 THEN '{\"metadata\":{}}' ELSE "
+                         f"'{{\"metadata\":' || json_extract({_BASE}, '$.metadata') || '}}' "
+                         "END"),
     "meta": _sub_sql("servers", "uuid", _SERVER_ACCESS,
                      f"(SELECT '{{\"meta\":' || json_object(key, {_EACH_VALUE}) || '}}' "
-                     f"FROM json_each({_BASE}, '$.metadata') WHERE key = ?3)"),
+                     f"FROM json_each({_BASE}, '$.metadata') WHERE key = ?3 "
+                     "AND servers.in_cell = 1)"),
     "ips": _sub_sql("servers", "uuid", _SERVER_ACCESS,
                     f"'{{\"addresses\":' || (SELECT json_group_object(n.key, {_NETWORK_IPS}) "
                     f"FROM json_each({_ADDRESSES}) AS n) || '}}'"),

@@ -216,6 +216,8 @@ class ApplianceOverNova:
         if microversion:
             headers["OpenStack-API-Version"] = f"compute {microversion}"
         status, body, _ = get(self.port, path, timeout=30, headers=headers)
+        if not body:
+            return status, None         # as NovaAPI.get gives an empty body
         try:
             return status, json.loads(body)
         except ValueError:
