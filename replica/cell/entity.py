@@ -33,6 +33,11 @@ follows Nova's ORM relationships (``nova/db/main/models.py``):
 - security groups, tags and the compute service (host_status): only while the
   instance is not deleted (Nova's relationship joins on ``Instance.deleted == 0``).
 
+A hidden instance (``instances.hidden``, not deleted: the copy a cross-cell resize keeps
+in the other cell, which nova-api leaves out of every list and never shows, its instance
+mapping naming the cell of the visible copy) has no entity: the publisher sends a
+tombstone, which removes the row only when this cell owns it.
+
 host_status follows Nova's ``get_instance_host_status``: no host or no
 ``nova-compute`` service row -> ``""``; ``forced_down`` -> ``DOWN``; ``disabled`` ->
 ``MAINTENANCE``; otherwise ``UP``, or with ``Reach.service_down_time`` set, Nova's
@@ -448,9 +453,12 @@ _CHILD_SQL = {
                      "JOIN instance_groups g ON g.id = m.group_id WHERE {m.instance_uuid} "
                      "ORDER BY m.instance_uuid, m.id",
     "specs": "SELECT instance_uuid, spec FROM request_specs WHERE {instance_uuid}",
+    # hidden instances (the source copy of a cross-cell resize): no entity
+    "hidden": "SELECT hi.uuid FROM instances hi WHERE {hi.uuid} AND hi.hidden = 1 "
+              "AND hi.deleted = 0",
 }
 _COLUMNS_NAMED = ("instance_uuid", "resource_id", "a.instance_uuid", "m.instance_uuid",
-                  "sm.instance_uuid", "md.instance_uuid")
+                  "sm.instance_uuid", "md.instance_uuid", "hi.uuid")
 _SERVICES_SQL = ("SELECT sv.host, sv.disabled, sv.forced_down FROM services sv "
                  "WHERE sv.binary = 'nova-compute' AND sv.host IN {keys} "
                  "ORDER BY sv.deleted = 0, sv.id")
@@ -490,6 +498,7 @@ CHILD_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     "specs": (("request_specs", "instance_uuid"),),
     "services": (("services", "host"),),
     "liveness": (("services", "last_seen_up"), ("services", "created_at")),
+    "hidden": (("instances", "hidden"),),
     # the hosts' zones (API database: aggregates with availability_zone metadata)
     "zones": (("aggregate_hosts", "host"), ("aggregate_metadata", "key")),
 }
@@ -626,7 +635,7 @@ def _build_rows(rows: RowsFn, inst_rows: list[tuple], by_keys: bool, args: tuple
 
 # The child queries of a page, in the order they are sent together (``_prefetch``).
 _CELL_CHILDREN = ("extra", "sysmeta", "caches", "metadata", "tags", "volumes", "groups",
-                  "faults", "server_groups", "specs")
+                  "faults", "server_groups", "specs", "hidden")
 
 
 def _in_statements(template: str, keys: list) -> list[tuple[str, tuple]]:
@@ -755,6 +764,7 @@ def _build_entities(rows: RowsFn, inst_rows: list[tuple], by_keys: bool, args: t
     specs: dict[str, object] = {}
     for uuid, spec in child("specs"):
         specs[uuid] = spec
+    hidden = {uuid for (uuid,) in child("hidden")}
     zoned = _zones_reached(children)
     zones = host_zones(api, hosts) if zoned and hosts else {}
     default_zone = getattr(children, "default_zone", DEFAULT_AVAILABILITY_ZONE)
@@ -770,6 +780,8 @@ def _build_entities(rows: RowsFn, inst_rows: list[tuple], by_keys: bool, args: t
          user_data, key_name, config_drive, access_ip_v4, access_ip_v6,
          auto_disk_config, locked, locked_by, image_ref, memory_mb, vcpus, root_gb,
          ephemeral_gb) in inst_rows:
+        if uuid in hidden:
+            continue
         live = not deleted
         flavor_text, certs = extra.get(uuid, no_extra)
         hints, pinned_az = _spec_of(specs.get(uuid))
@@ -913,7 +925,7 @@ def _server_range(rows: RowsFn, after: str, limit: int,
             break
         last = found[-1][1]
         built = _build_rows(rows, found, False, (after, last), children)
-        out.extend((row[1], built[row[1]]) for row in found)
+        out.extend((row[1], built.get(row[1])) for row in found)    # None: hidden
         after = last
         if len(found) < want:
             break
@@ -1529,7 +1541,7 @@ def page_entities(db, kinds: list[str], after: tuple[str, str] | None, limit: in
         declared = SOURCE_KINDS[kind]
         if declared.build_range is not None and not _of_build_requests(kind, children):
             built = declared.build_range(rows, start, limit - seen, children)
-            items.extend((kind, key, ent) for key, ent in built)
+            items.extend((kind, key, ent) for key, ent in built if ent is not None)
             keys = [key for key, _ent in built]
         else:
             keys = _keys_after(rows, kind, children, start, limit - seen)

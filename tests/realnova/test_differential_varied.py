@@ -23,8 +23,13 @@ from tests.realnova.test_differential import (ROLES, ApplianceOverNova, _equal_e
 
 MICROVERSIONS = ("2.1", "2.3", "2.16", "2.26", "2.47", "2.63", "2.69", "2.73", "2.79",
                  "2.90", "2.96", "2.98", "2.100", "2.104")
-# the routes under a server change little with the microversion: a few of them
-SUBRESOURCE_MICROVERSIONS = ("2.1", "2.26", "2.79", "2.104")
+# Every microversion: the server lists (each server's whole view) and flavors/detail.
+# The routes that change little with the microversion (a server's own routes, the
+# other lists, flavors, key pairs): at these.
+SUBRESOURCE_MICROVERSIONS = ("2.1", "2.79", "2.104")
+# A server shown by itself (its view as in the lists, host_status as Nova asks it
+# per server, and build requests): at these too.
+SHOW_MICROVERSIONS = SUBRESOURCE_MICROVERSIONS + ("2.3", "2.16", "2.47", "2.73", "2.98")
 ROLE_NAMES = ("member", "admin")
 
 neutron = neutron_stub_fixture(scope="module")
@@ -90,8 +95,11 @@ def populate(stack):
          "floating": ["172.24.4.77", "172.24.4.78"]},
         {"label": "v6-only", "fixed": ["2001:db8:1::10", "2001:db8:1::11"]},
         {"label": "public net", "fixed": ["203.0.113.9"]},
-        {"label": "private", "fixed": ["10.1.0.6"]}])
+        {"label": "private", "fixed": ["10.1.0.6"]},
+        {"label": "réseau", "fixed": ["198.51.100.77"]}])
     made["no-network"] = build("no-network", networks=[])
+    made["quoted"] = build('quote" back\\slash\ttab </script>', description="line\nbreak",
+                           metadata={'q"k': 'v\\"'}, tags=["a", "semi;colon"])
     made["fault-500"] = build("fault-500")
     w.fault(uuid=made["fault-500"]["uuid"], code=500, message="Kaputt: ünexpected",
             details="Traceback (most recent call last):\n  File \"x\"\nÜ")
@@ -108,7 +116,13 @@ def populate(stack):
                         ("shelved", dict(vm_state="shelved", power_state=4)),
                         ("stopped-starting", dict(vm_state="stopped", power_state=4,
                                                   task_state="powering-on")),
-                        ("resize-prep", dict(task_state="resize_prep"))):
+                        ("resize-prep", dict(task_state="resize_prep")),
+                        ("deleting", dict(task_state="deleting")),
+                        ("error-deleting", dict(vm_state="error", task_state="deleting")),
+                        ("rescued-unrescuing", dict(vm_state="rescued",
+                                                    task_state="unrescuing")),
+                        ("building-networking", dict(vm_state="building",
+                                                     task_state="networking"))):
         made[name] = build(f"state-{name}")
         w.set_state(uuid=made[name]["uuid"], **state)
     made["cell0"] = w.build_server(user_id="user-a", project_id="project-a", flavor="11",
@@ -189,7 +203,7 @@ def _quoted(text: str) -> str:
 
 
 def _server_paths(stack, uuid: str, microversion: str) -> list[str]:
-    paths = [f"/v2.1/servers/{uuid}"]
+    paths = [f"/v2.1/servers/{uuid}"] if microversion in SHOW_MICROVERSIONS else []
     if microversion not in SUBRESOURCE_MICROVERSIONS:
         return paths
     base = f"/v2.1/servers/{uuid}"
@@ -212,13 +226,17 @@ def _server_paths(stack, uuid: str, microversion: str) -> list[str]:
     return paths
 
 
-def _list_paths(role: str) -> list[str]:
+def _list_paths(role: str, microversion: str) -> list[str]:
     every = "?all_tenants=1&" if role == "admin" else "?"
+    if microversion not in SUBRESOURCE_MICROVERSIONS:
+        return ["/v2.1/servers/detail",
+                f"/v2.1/servers/detail{every}changes-since=2000-01-01T00:00:00Z",
+                "/v2.1/flavors/detail"]
     paths = ["/v2.1/servers", "/v2.1/servers/detail",
              f"/v2.1/servers/detail{every}deleted=true",
              f"/v2.1/servers/detail{every}changes-since=2000-01-01T00:00:00Z",
              f"/v2.1/servers{every}changes-since=2000-01-01T00:00:00Z",
-             f"/v2.1/servers/detail{every}sort_key=display_name&sort_dir=asc",
+             f"/v2.1/servers/detail{every}name=STATE",
              "/v2.1/flavors/detail", "/v2.1/flavors/detail?is_public=none",
              "/v2.1/flavors", "/v2.1/flavors/11", "/v2.1/flavors/12", "/v2.1/flavors/0",
              "/v2.1/flavors/doomed", "/v2.1/flavors/11/os-extra_specs",
@@ -239,7 +257,7 @@ def _list_paths(role: str) -> list[str]:
 @pytest.mark.parametrize("role", ROLE_NAMES)
 def test_varied_servers_equal_nova_api(stack, appliance, varied, role, microversion):
     never_updated = servers_never_updated(stack.deployment)
-    paths = _list_paths(role)
+    paths = _list_paths(role, microversion)
     for uuid in varied.values():
         paths += _server_paths(stack, uuid, microversion)
     found = []
@@ -250,38 +268,68 @@ def test_varied_servers_equal_nova_api(stack, appliance, varied, role, microvers
 
 
 def test_a_host_moved_to_another_zone_moves_its_servers(stack, appliance, varied):
-    """Nova shows a server's zone as its host's zone now (an aggregate of the API
-    database, no cell row changes): compute-2 joins a zone, then leaves it."""
+    """A server's zone is its host's zone now (an aggregate of the API database; no cell
+    row changes): compute-2 joins a zone, then leaves it. (nova-api answers from a
+    per-process cache of the hosts' zones, kept an hour, which an aggregate change made
+    through nova-api refreshes in that process only: compared once the zone is back.)"""
     w = stack.writer
-    paths = [f"/v2.1/servers/{varied['locked-plain']}", f"/v2.1/servers/{varied['null-az']}",
-             "/v2.1/servers/detail?all_tenants=1"]
-    zone = w.create_aggregate(name="late-zone", hosts=["compute-2"],
+    on_compute_2 = f"/v2.1/servers/{varied['locked-plain']}"
+
+    def zone():
+        return appliance.get(on_compute_2, ROLES["admin"][1], "2.1")[1]["server"][
+            "OS-EXT-AZ:availability_zone"]
+
+    assert zone() == "nova"
+    late = w.create_aggregate(name="late-zone", hosts=["compute-2"],
                               metadata={"availability_zone": "zone-late"})
-    for path in paths:
-        _equal_eventually(stack, appliance, path)
-    shown = appliance.get(paths[0], ROLES["admin"][1], "2.1")[1]["server"]
-    assert shown["OS-EXT-AZ:availability_zone"] == "zone-late"
-    w.aggregate_remove_host(aggregate_id=zone["id"], host="compute-2")
-    for path in paths:
+    wait_for(lambda: zone() == "zone-late", 30, interval=0.2, what="compute-2's new zone")
+    w.aggregate_remove_host(aggregate_id=late["id"], host="compute-2")
+    wait_for(lambda: zone() == "nova", 30, interval=0.2, what="compute-2 back in nova")
+    for path in (on_compute_2, "/v2.1/servers/detail?all_tenants=1"):
         _equal_eventually(stack, appliance, path)
 
 
-@pytest.mark.xfail(strict=True, reason="known difference: nova-api leaves hidden instances "
-                   "(Instance.hidden, the source copy of a cross-cell resize) out of every "
-                   "list; the replica has no hidden flag and lists them")
 def test_hidden_servers_are_left_out_of_lists(stack, appliance, varied):
-    """Last in the module: the hidden server stays in the data."""
+    """A hidden instance (the copy a cross-cell resize keeps in the other cell) is in
+    none of nova-api's lists; the publisher gives it no entity. (nova-api shows one by
+    its id through the instance mapping, which names the visible copy's cell; a lone
+    hidden copy, as made here, is a state Nova never leaves a server in: not compared.)
+    Last in the module: the hidden server stays in the data."""
     w = stack.writer
     hidden = w.build_server(user_id="user-a", project_id="project-a", flavor="10",
                             name="hidden", host="compute-1")
     stack.neutron.add_server(hidden)
+    path = f"/v2.1/servers/{hidden['uuid']}"
+    wait_for(lambda: appliance.get(path, ROLES["admin"][1])[1]["server"]["security_groups"],
+             60, interval=0.2, what="the server and its security groups in the appliance")
     w.update(uuid=hidden["uuid"], hidden=True)
-    wait_for(lambda: appliance.get(f"/v2.1/servers/{hidden['uuid']}", ROLES["admin"][1])[
-        1]["server"]["security_groups"], 60, interval=0.2,
-        what="the hidden server and its security groups in the appliance")
+    wait_for(lambda: appliance.get(path, ROLES["admin"][1])[0] == 404, 30, interval=0.2,
+             what="the hidden server gone from the appliance")
     found = []
-    for path in (f"/v2.1/servers/{hidden['uuid']}", "/v2.1/servers",
-                 "/v2.1/servers/detail?all_tenants=1"):
-        found += compare(stack, appliance, path, "admin", "2.104",
+    for role, list_path in (("admin", "/v2.1/servers/detail?all_tenants=1"),
+                            ("admin", "/v2.1/servers?all_tenants=1&changes-since="
+                                      "2000-01-01T00:00:00Z"),
+                            ("member", "/v2.1/servers"), ("member", "/v2.1/servers/detail")):
+        found += compare(stack, appliance, list_path, role, "2.104",
                          never_updated=servers_never_updated(stack.deployment))
     assert not found, "\n".join(found)
+
+
+NAME_SORTS = ("/v2.1/servers/detail?sort_key=display_name&sort_dir=asc",
+              "/v2.1/servers?sort_key=display_name&sort_dir=desc&limit=5")
+
+
+def test_name_sorts_equal_nova_api_on_sqlite_only(stack, appliance, varied):
+    """nova-api sorts by display_name in the database: on MariaDB/MySQL with the
+    column's collation (Nova's tables: utf8 general_ci: case and accents ignored,
+    'Ü' sorts as 'U'), on SQLite by code point, as the appliance does for every
+    source. A known difference on MariaDB: when this fails there, it is fixed (make
+    the test expect equality on both)."""
+    found = []
+    for path in NAME_SORTS:
+        found += compare(stack, appliance, path, "member", "2.104",
+                         never_updated=servers_never_updated(stack.deployment))
+    if stack.backend == "mariadb":
+        assert found, "the name sort now equals nova-api's on MariaDB"
+    else:
+        assert not found, "\n".join(found)
