@@ -191,6 +191,9 @@ class ApplianceOverNova:
         config = os.path.join(self.dir, "appliance.toml")
         lines = [f"listen_port = {self.port}", f"admin_port = {self.admin_port}",
                  "workers = 1", f'data_dir = "{self.dir}/data"', "graceful_timeout = 10"]
+        if self.deployment.backend == "mariadb":
+            # Nova's MariaDB tables sort and match text under utf8_general_ci
+            lines.append('nova_database_collation = "utf8_general_ci"')
         for name, feed in self.feeds.items():
             kind = "flavors" if name == "flavors" else "servers"
             lines += ["[[cell]]", f'name = "{name}"', f'kind = "{kind}"',
