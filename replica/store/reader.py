@@ -757,6 +757,12 @@ def build_server_list(query: ServerQuery, view: render.ServerView | None
         if column not in SERVER_FILTER_COLUMNS:
             raise ValueError(f"no such server filter column {column!r}")
         condition = _in(column, tuple(values), p)
+        if _nova_collation != "binary" and column in COLLATED_EXACT_COLUMNS and values:
+            # the cells' servers under the collation, build requests exactly (nova-api
+            # matches those in Python)
+            collated = condition.replace(f"{column} IN", f"{column} COLLATE {GENERAL_CI} IN",
+                                         1)
+            condition = f"(CASE WHEN in_cell = 0 THEN {condition} ELSE {collated} END)"
         if column in BUILD_REQUEST_REGEX_COLUMNS:
             condition = f"({condition} OR (in_cell = 0 AND {_falsy(column)}))"
         where.append(condition)
@@ -849,6 +855,9 @@ COLLATED_SORT_COLUMNS = frozenset({
     "display_name", "display_description", "hostname", "host", "node", "key_name",
     "availability_zone", "kernel_id", "ramdisk_id", "root_device_name", "access_ip_v4",
     "access_ip_v6", "config_drive", "vm_state", "task_state", "locked_by"})
+# Nova's exact filters compared in the cell database (so under its collation there).
+COLLATED_EXACT_COLUMNS = frozenset({"host", "project_id", "user_id", "image_ref",
+                                    "vm_state", "task_state", "uuid"})
 _nova_collation = "binary"
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.api import entities as E
-from tests.api.conftest import start_server, stop_server
+from tests.api.conftest import ADMIN, start_server, stop_server
 from tests.conftest import free_port
 
 NAMES = ["beta", "Alpha", "Ünder", "alpha-2", "zeta", "Web-1", "web-2"]
@@ -23,8 +23,8 @@ def replica(tmp_path_factory):
     return path
 
 
-def names(api, query: str) -> list[str]:
-    r = api.get(f"/v2.1/servers{query}")
+def names(api, query: str, **kw) -> list[str]:
+    r = api.get(f"/v2.1/servers{query}", **kw)
     assert r.status == 200, r.body
     return [s["name"] for s in r.json()["servers"]]
 
@@ -46,5 +46,8 @@ def test_sorts_and_filters_follow_the_collation(replica, collation, ascending, w
             ascending[ascending.index("beta") + 1:]
         assert sorted(names(api, "?name=web")) == web
         assert sorted(names(api, "?name=^w.b")) == web
+        # an exact filter: under the collation too (E.server's host is "compute-1")
+        assert len(names(api, "?all_tenants=1&host=COMPUTE-1", token=ADMIN)) == (
+            0 if collation == "binary" else len(NAMES))
     finally:
         stop_server(proc)

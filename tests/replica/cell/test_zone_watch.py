@@ -51,3 +51,35 @@ def test_the_watch_returns_the_live_servers_of_the_hosts_whose_zone_changed():
     api_conn.execute("DELETE FROM aggregate_hosts WHERE host = 'h2'")
     assert watch.changed_servers() == ["b"]
     assert watch.changed_servers() == []
+
+
+def test_a_servers_zone_is_its_hosts_with_the_api_database_reached():
+    """With a host: the host's zone (else the default zone), whatever the instance's
+    column says; without a host: the column. Without the API database: the column."""
+    api_conn = api_db()
+    cell = sqlite3.connect(":memory:")
+    cell.executescript("""
+        CREATE TABLE instances (id INTEGER PRIMARY KEY, uuid TEXT, project_id TEXT,
+            user_id TEXT, display_name TEXT, display_description TEXT, hostname TEXT,
+            created_at TEXT, updated_at TEXT, launched_at TEXT, terminated_at TEXT,
+            deleted_at TEXT, deleted INT, vm_state TEXT, task_state TEXT, power_state INT,
+            progress INT, host TEXT, node TEXT, availability_zone TEXT, launch_index INT,
+            reservation_id TEXT, kernel_id TEXT, ramdisk_id TEXT, root_device_name TEXT,
+            user_data TEXT, key_name TEXT, config_drive TEXT, access_ip_v4 TEXT,
+            access_ip_v6 TEXT, auto_disk_config INT, locked INT, locked_by TEXT,
+            image_ref TEXT, memory_mb INT, vcpus INT, root_gb INT, ephemeral_gb INT);
+    """)
+    for uuid, host, zone in (("a", "h1", "stale"), ("b", "h2", None), ("c", None, "asked")):
+        cell.execute("INSERT INTO instances (uuid, created_at, deleted, host, "
+                     "availability_zone, memory_mb, vcpus, root_gb, ephemeral_gb) "
+                     "VALUES (?, '2026-12-01 00:00:00', 0, ?, ?, 1, 1, 1, 0)",
+                     (uuid, host, zone))
+    cell_rows = rows_of(cell)
+    reach = entity.Reach(frozenset(), api=rows_of(api_conn), api_children=frozenset({"zones"}),
+                         default_zone="az-default")
+    built = entity.build_servers(cell_rows, ["a", "b", "c"], reach)
+    assert {u: e["availability_zone"] for u, e in built.items()} == {
+        "a": "zone-1", "b": "az-default", "c": "asked"}
+    built = entity.build_servers(cell_rows, ["a", "b", "c"], entity.Reach(frozenset()))
+    assert {u: e["availability_zone"] for u, e in built.items()} == {
+        "a": "stale", "b": None, "c": "asked"}
