@@ -26,10 +26,11 @@ MICROVERSIONS = ("2.1", "2.3", "2.16", "2.26", "2.47", "2.63", "2.69", "2.73", "
 # Every microversion: the server lists (each server's whole view) and flavors/detail.
 # The routes that change little with the microversion (a server's own routes, the
 # other lists, flavors, key pairs): at these.
-SUBRESOURCE_MICROVERSIONS = ("2.1", "2.79", "2.104")
+SUBRESOURCE_MICROVERSIONS = ("2.1", "2.104")
 # A server shown by itself (its view as in the lists, host_status as Nova asks it
 # per server, and build requests): at these too.
-SHOW_MICROVERSIONS = SUBRESOURCE_MICROVERSIONS + ("2.3", "2.16", "2.47", "2.73", "2.98")
+SHOW_MICROVERSIONS = SUBRESOURCE_MICROVERSIONS + ("2.3", "2.16", "2.47", "2.73", "2.79",
+                                                  "2.98")
 ROLE_NAMES = ("member", "admin")
 
 neutron = neutron_stub_fixture(scope="module")
