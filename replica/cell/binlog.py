@@ -89,7 +89,6 @@ GROUP_MAX_TRANSACTIONS = 1000
 GROUP_MAX_ROWS = 20_000        # a larger single transaction is still one group of its own
 GROUP_MAX_SECONDS = 0.02       # the first one of a group waits no longer than this
 NEUTRON_RECHECK_S = 5.0        # how often Neutron's security group names are asked again
-ZONES_RECHECK_S = 2.0          # how often the hosts' availability zones are read again
 ER_MASTER_FATAL_ERROR_READING_BINLOG = 1236
 ER_BAD_DB_ERROR = 1049
 ER_LOCK_WAIT_TIMEOUT = 1205
@@ -405,8 +404,6 @@ class Tailer:
         self.liveness = LivenessWatch(service_down_time)
         self.security_groups = None         # rechecks.SecurityGroupWatch, made in _follow
         self.next_neutron = 0.0
-        self.zones = None                   # rechecks.ZoneWatch, made at first use
-        self.next_zones = 0.0
         # Every host judged again from the services table: catches the turns to and from
         # UNKNOWN that the rows' order cannot tell (a report set back in time, as by hand
         # or a restored row); the other turns come with the row that makes them.
@@ -448,6 +445,7 @@ class Tailer:
         or GROUP_MAX_TRANSACTIONS / GROUP_MAX_ROWS; never half a transaction."""
         position = state.position
         lookups = self._lookups = Lookups(self.source.cell_url, self.source.api_url)
+        self.mapper.look_at_zones(lookups)
         stream = _stream(self.source.cell_url, self.source.schemas, position,
                          server_id=self.source.replica_server_id,
                          is_mariadb=mysql.is_mariadb_identity(state.server_identity))
@@ -471,7 +469,6 @@ class Tailer:
                         self._rejudge_liveness(journal)
                     next_check = time.monotonic() + LIVENESS_CHECK_S
                     self._recheck_security_groups(journal)
-                    self._recheck_zones(journal, lookups)
                 try:
                     event = stream.fetchone()
                 except pymysql.err.MySQLError as exc:
@@ -587,30 +584,6 @@ class Tailer:
             return
         except pymysql.err.OperationalError as exc:
             if exc.args and exc.args[0] == ER_BAD_DB_ERROR:   # no cell database (yet)
-                return
-            raise
-        if keys:
-            first, last = journal.append_keys(keys)
-            self.stats.keys += last - first + 1
-            if self.on_commit is not None:
-                self.on_commit(first, last)
-
-    def _recheck_zones(self, journal: journal_mod.Journal, lookups: Lookups) -> None:
-        """Every ZONES_RECHECK_S, journal the live servers of the hosts whose
-        availability zone changed (aggregates of Nova's API database: no cell row)."""
-        if self.source.api_url is None or time.monotonic() < self.next_zones:
-            return
-        self.next_zones = time.monotonic() + ZONES_RECHECK_S
-        if self.zones is None:
-            self.zones = rechecks.ZoneWatch(
-                lambda sql, params=(): lookups.cell(sql, params),
-                lambda sql, params=(): lookups.api(sql, params))
-        try:
-            keys = [("server", u) for u in self.zones.changed_servers()]
-        except pymysql.err.ProgrammingError:        # no aggregates or instances (yet)
-            return
-        except pymysql.err.OperationalError as exc:
-            if exc.args and exc.args[0] == ER_BAD_DB_ERROR:   # no database (yet)
                 return
             raise
         if keys:
