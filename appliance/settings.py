@@ -341,8 +341,8 @@ SETTINGS: tuple[Setting, ...] = (
             "sorts (sort_key=display_name, hostname, ...) and regex filters (name, ...) "
             "follow: 'binary' (SQLite: by code point, case-sensitive) or "
             "'utf8_general_ci' (MariaDB/MySQL, Nova's tables: case and accents ignored "
-            "in order, case in the filters). Build requests are sorted and filtered by "
-            "code point either way, as nova-api does.",
+            "in order, case in the filters). Build requests are filtered by code point "
+            "either way, as nova-api does.",
             _to_str, _choice(("binary", "utf8_general_ci"))),
     Setting("internal_service_availability_zone", "str", "internal",
             "Nova's internal_service_availability_zone: the zone of the services other "

@@ -847,8 +847,8 @@ def server_list(query: ServerQuery, view: render.ServerView | None) -> ServerLis
 # accents ignored in order and equality, trailing spaces too; a REGEXP ignores case),
 # on SQLite by code point. ``set_nova_collation`` (the nova_database_collation setting)
 # picks the one the appliance follows: "binary" (SQLite, the default) or
-# "utf8_general_ci". Build requests are filtered and sorted by nova-api in Python, so by
-# code point whatever the database.
+# "utf8_general_ci". Build requests are filtered by nova-api in Python, so by code point
+# whatever the database (it sorts them in Python too; here they sort under the collation).
 NOVA_COLLATIONS = ("binary", "utf8_general_ci")
 GENERAL_CI = "nova_general_ci"          # the SQLite collation that approximates it
 COLLATED_SORT_COLUMNS = frozenset({
