@@ -336,6 +336,14 @@ SETTINGS: tuple[Setting, ...] = (
             "GET /os-services show for a compute host in no aggregate with an "
             "availability_zone.",
             _to_str, _nonempty),
+    Setting("nova_database_collation", "str", "binary",
+            "How Nova's cell databases order and match text, which nova-api's server "
+            "sorts (sort_key=display_name, hostname, ...) and regex filters (name, ...) "
+            "follow: 'binary' (SQLite: by code point, case-sensitive) or "
+            "'utf8_general_ci' (MariaDB/MySQL, Nova's tables: case and accents ignored "
+            "in order, case in the filters). Build requests are filtered by code point "
+            "either way, as nova-api does.",
+            _to_str, _choice(("binary", "utf8_general_ci"))),
     Setting("internal_service_availability_zone", "str", "internal",
             "Nova's internal_service_availability_zone: the zone of the services other "
             "than nova-compute (GET /os-availability-zone/detail and GET /os-services).",

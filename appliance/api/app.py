@@ -27,8 +27,8 @@ from appliance.api import microversion
 from appliance.api.action_params import (DELETED_SERVERS_MINOR, PAGING_MINOR,
                                          action_query)
 from appliance.api.config import ApiConfig
-from appliance.api.faults import (ApiError, fault_body, not_found, not_replicated, read_only,
-                                  status_line)
+from appliance.api.faults import (ApiError, NoSuchRoute, fault_body, not_found, not_replicated,
+                                  read_only, status_line)
 from appliance.api.flavor_params import flavor_query
 from appliance.api import hypervisor_params as HV
 from appliance.api.keypair_params import PAGING_MINOR as KEYPAIR_PAGING_MINOR
@@ -92,6 +92,8 @@ LOADING_MESSAGE = ("The replica is still loading: not every cell has been replic
                    "Retry the request shortly.")
 # /servers/{id}/<kind>: (the reader's sub-resource of the collection, of one item) and
 # Nova's message when the item is missing.
+# The sub-resources whose last path segment is a key: nova-api routes no deeper path.
+_KEYED_SUBRESOURCES = ("tags", "metadata", "ips", "os-extra_specs", "os-instance-actions")
 _SERVER_SUBRESOURCES = {
     "tags": (("tags", None), ("tag", "Server {server} has no tag '{key}'")),
     "metadata": (("metadata", None), ("meta", "Metadata item was not found")),
@@ -334,11 +336,11 @@ class ComputeApi:
             read = _Read(environ, minor, identity, url_project, root,
                          self._prefixes_for(root, url_project))
             status, body, result = self._route(rest, read)
-        except _NotRouted:
+        except _NotRouted as unrouted:
             if self.upstream is not None:
                 return self._pass(environ, start_response, request_id)
-            return self._fault(start_response, not_replicated(), request_id, environ,
-                               minor, None)
+            err = NoSuchRoute() if isinstance(unrouted, _NoNovaRoute) else not_replicated()
+            return self._fault(start_response, err, request_id, environ, minor, None)
         except ApiError as err:
             return self._fault(start_response, err, request_id, environ, minor, None)
         return self._respond(start_response, environ, status, body, result, request_id,
@@ -389,8 +391,13 @@ class ComputeApi:
                         else self._list_flavors(read, True))
             return (self._show_server(read, rest[1]) if collection == "servers"
                     else self._show_flavor(read, rest[1]))
+        if len(rest) > 4 and rest[2] in _KEYED_SUBRESOURCES:
+            raise _NoNovaRoute()        # a key holding '/': no route of nova-api's
         if len(rest) <= 4:
-            key = _path_text(rest[3]) if len(rest) == 4 else None
+            # Nova looks the key of a metadata item, tag, network or extra spec up as
+            # WSGI gives it (PATH_INFO's bytes as latin-1, not decoded as UTF-8): a key
+            # beyond ASCII is not found, and its 404 names it so; the same here.
+            key = rest[3] if len(rest) == 4 else None
             if collection == "flavors":
                 if rest[2] == "os-extra_specs":
                     return self._extra_specs(read, rest[1], key)
@@ -853,7 +860,7 @@ class ComputeApi:
         if isinstance(err, _WithResult):
             result = err.result
         body = err.body()
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+        headers = [("Content-Type", err.content_type), ("Content-Length", str(len(body))),
                    ("x-openstack-request-id", request_id),
                    ("x-compute-request-id", request_id), _server_timing(result)]
         if result is not None:
@@ -934,6 +941,10 @@ class _WithResult(ApiError):
 
 class _NotRouted(Exception):
     """A path under /servers or /flavors that is no replicated read."""
+
+
+class _NoNovaRoute(_NotRouted):
+    """A path under /servers or /flavors that nova-api routes nowhere either."""
 
 
 class _NotFoundWith(_WithResult):

@@ -25,6 +25,8 @@ READ_ONLY_ALLOW = "GET, HEAD"
 class ApiError(Exception):
     """An HTTP error the API answers as a Nova fault."""
 
+    content_type = "application/json"
+
     def __init__(self, status: int, message: str, headers: tuple = ()):
         super().__init__(message)
         self.status = status
@@ -50,6 +52,19 @@ def bad_request(message: str) -> ApiError:
 
 def not_found(message: str = "The resource could not be found.") -> ApiError:
     return ApiError(404, message)
+
+
+class NoSuchRoute(ApiError):
+    """A path nova-api's router matches no route for (e.g. a metadata key holding a
+    ``/``): its router's plain-text 404 (webob's HTTPNotFound), not a Nova fault."""
+
+    content_type = "text/plain; charset=UTF-8"
+
+    def __init__(self):
+        super().__init__(404, "The resource could not be found.")
+
+    def body(self) -> bytes:
+        return b"404 Not Found\n\nThe resource could not be found.\n\n   "
 
 
 # What the replica answers, from the kinds' declarations (a kind added is listed).

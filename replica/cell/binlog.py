@@ -472,6 +472,7 @@ class Tailer:
         or GROUP_MAX_TRANSACTIONS / GROUP_MAX_ROWS; never half a transaction."""
         position = state.position
         lookups = self._lookups = Lookups(self.source.cell_url, self.source.api_url)
+        self.mapper.look_at_zones(lookups)
         stream = _stream(self.source.cell_url, self.source.schemas, position,
                          server_id=self.source.replica_server_id,
                          is_mariadb=mysql.is_mariadb_identity(state.server_identity))

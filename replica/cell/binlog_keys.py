@@ -35,6 +35,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass, field
 
+import pymysql
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from replica.cell import mysql
@@ -96,6 +97,7 @@ class ChangedKeys:
     group_ids: set = field(default_factory=set)              # server groups' ids (policy, members)
     service_reports: list = field(default_factory=list)    # [(host, last report or None)]
     api_servers: list = field(default_factory=list)        # server keys from API DB rows
+    zones: bool = False         # the hosts' zones may have changed (API aggregates)
     # one row the transaction changed, (schema, table, ((column, value), ...)) of its
     # primary key: read with a lock before journaling (see Lookups.wait_committed)
     probe: tuple | None = None
@@ -209,12 +211,15 @@ class KeyMapper:
             self.roles[api_db] = "api"
         self.kinds = frozenset(kinds)
         self.service_down_time = service_down_time
+        self.zone_watch = None      # rechecks.ZoneWatch over the lookups, at first use
 
     def add(self, changed: ChangedKeys, event) -> None:
         role = self.roles.get(event.schema)
         if role is None:
             return
         table = event.table
+        if "server" in self.kinds and role == "api" and table in _ZONE_TABLES:
+            changed.zones = True
         mapped = KEY_MAP.get((role, table))
         if mapped is None and (role, table) not in FANOUT_TABLES:
             return                     # rows of other tables are not even decoded
@@ -327,6 +332,28 @@ class KeyMapper:
             elif table == "quota_classes":
                 changed.keys.append((KIND_QUOTA, QUOTA_DEFAULT_KEY))
 
+    def zones_of(self, lookups: "Lookups"):
+        """The hosts' zones as last read (``rechecks.ZoneWatch``): read again after each
+        transaction that touches the aggregates, so a host's servers are journaled with
+        the transaction that moved the host into or out of a zone."""
+        if self.zone_watch is None:
+            from replica.cell.rechecks import ZoneWatch
+            self.zone_watch = ZoneWatch(lambda sql, params=(): lookups.cell(sql, params),
+                                        lambda sql, params=(): lookups.api(sql, params))
+        return self.zone_watch
+
+    def look_at_zones(self, lookups: "Lookups") -> None:
+        """Read the hosts' zones once (what entities built from now on show), so that the
+        first aggregate change is compared with them; quiet while there is no API
+        database (yet)."""
+        self.zone_watch = None      # (a new connection: read through it)
+        if "server" not in self.kinds or lookups.api is None:
+            return
+        try:
+            self.zones_of(lookups).changed_servers()
+        except (pymysql.err.ProgrammingError, pymysql.err.OperationalError):
+            self.zone_watch = None
+
     def resolve(self, changed: ChangedKeys, lookups: "Lookups") -> list[tuple[str, str]]:
         keys = list(changed.keys)
         if changed.api_servers:
@@ -337,6 +364,8 @@ class KeyMapper:
             keys += [(kind, key) for kind, key in changed.api_servers if key in mine]
         if changed.service_hosts:
             keys += [("server", u) for u in lookups.live_instances_on(changed.service_hosts)]
+        if changed.zones:
+            keys += [("server", u) for u in self.zones_of(lookups).changed_servers()]
         if changed.node_hosts or (changed.service_hosts and KIND_HYPERVISOR in self.kinds):
             keys += [(KIND_HYPERVISOR, u) for u in lookups.compute_nodes_on(
                 changed.node_hosts | changed.service_hosts)]
@@ -351,6 +380,10 @@ class KeyMapper:
         if changed.group_ids:
             keys += [(KIND_SERVER_GROUP, k) for k in lookups.group_uuids(changed.group_ids)]
         return keys
+
+
+# API database tables whose rows place hosts into zones.
+_ZONE_TABLES = ("aggregate_hosts", "aggregate_metadata", "aggregates")
 
 
 def _key_columns(event) -> tuple[str, ...]:

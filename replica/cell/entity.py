@@ -33,6 +33,11 @@ follows Nova's ORM relationships (``nova/db/main/models.py``):
 - security groups, tags and the compute service (host_status): only while the
   instance is not deleted (Nova's relationship joins on ``Instance.deleted == 0``).
 
+A hidden instance (``instances.hidden``, not deleted: the copy a cross-cell resize keeps
+in the other cell, which nova-api leaves out of every list and never shows, its instance
+mapping naming the cell of the visible copy) has no entity: the publisher sends a
+tombstone, which removes the row only when this cell owns it.
+
 host_status follows Nova's ``get_instance_host_status``: no host or no
 ``nova-compute`` service row -> ``""``; ``forced_down`` -> ``DOWN``; ``disabled`` ->
 ``MAINTENANCE``; otherwise ``UP``, or with ``Reach.service_down_time`` set, Nova's
@@ -42,6 +47,13 @@ else ``UNKNOWN``). Time passing touches no row: the publisher re-checks the host
 an interval and enqueues the servers of a host whose status changed
 (``sqlite_source``). When a host has several service rows (a deleted one and a
 re-registered one), the live one wins.
+
+A server's availability zone follows Nova's ``get_instance_availability_zone``: with a
+host, the zone of the host's first aggregate with ``availability_zone`` metadata in the
+API database, else the default zone (``Reach.default_zone``); without a host, the
+instance's own ``availability_zone``. (Read only where the API database is reached; an
+aggregate change touches no cell row: ``rechecks.ZoneWatch`` finds the servers of the
+hosts whose zone changed.)
 
 Nova's API database (server groups, request specs) is reached through a second
 ``rows`` function (``Reach.api``), by the servers' uuids: no SQL spans the two
@@ -68,6 +80,7 @@ from replica import feed
 PAGE = 500                      # uuids per round of queries
 PAGE_RANGE = 1000               # instances per round of a snapshot page (key range)
 INSTANCE_NAME_TEMPLATE = "instance-%08x"
+DEFAULT_AVAILABILITY_ZONE = "nova"      # Nova's default_availability_zone
 
 _INSTANCE_COLUMNS = (
     "id", "uuid", "project_id", "user_id", "display_name", "display_description", "hostname",
@@ -440,9 +453,12 @@ _CHILD_SQL = {
                      "JOIN instance_groups g ON g.id = m.group_id WHERE {m.instance_uuid} "
                      "ORDER BY m.instance_uuid, m.id",
     "specs": "SELECT instance_uuid, spec FROM request_specs WHERE {instance_uuid}",
+    # hidden instances (the source copy of a cross-cell resize): no entity
+    "hidden": "SELECT hi.uuid FROM instances hi WHERE {hi.uuid} AND hi.hidden = 1 "
+              "AND hi.deleted = 0",
 }
 _COLUMNS_NAMED = ("instance_uuid", "resource_id", "a.instance_uuid", "m.instance_uuid",
-                  "sm.instance_uuid", "md.instance_uuid")
+                  "sm.instance_uuid", "md.instance_uuid", "hi.uuid")
 _SERVICES_SQL = ("SELECT sv.host, sv.disabled, sv.forced_down FROM services sv "
                  "WHERE sv.binary = 'nova-compute' AND sv.host IN {keys} "
                  "ORDER BY sv.deleted = 0, sv.id")
@@ -482,6 +498,9 @@ CHILD_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
     "specs": (("request_specs", "instance_uuid"),),
     "services": (("services", "host"),),
     "liveness": (("services", "last_seen_up"), ("services", "created_at")),
+    "hidden": (("instances", "hidden"),),
+    # the hosts' zones (API database: aggregates with availability_zone metadata)
+    "zones": (("aggregate_hosts", "host"), ("aggregate_metadata", "key")),
 }
 # Parts that come from Nova's API database when the reader has one (``Reach.api``).
 API_CHILDREN = frozenset({"server_groups", "specs"})
@@ -505,7 +524,9 @@ class Reach(frozenset):
       build requests (``build_requests.py``), not instances;
     - ``quota_defaults``: ``(resource, limit)`` pairs, the ``[quota]`` defaults of the
       operator's nova.conf (``nova_conf.py``) under the ``default`` quota class; None:
-      Nova's option defaults.
+      Nova's option defaults;
+    - ``default_zone``: Nova's ``default_availability_zone``, the zone of a host in no
+      zoned aggregate (with ``api`` holding the aggregates).
     """
 
     api = None
@@ -515,6 +536,7 @@ class Reach(frozenset):
     clock = None
     build_requests: bool = False
     quota_defaults: tuple | None = None
+    default_zone: str = DEFAULT_AVAILABILITY_ZONE
 
     def __new__(cls, children=ALL_CHILDREN, **extra):
         made = super().__new__(cls, children)
@@ -557,6 +579,33 @@ def _child_template(name: str) -> str:
     return sql
 
 
+# A host's zone: its first aggregate (by id) with availability_zone metadata
+# (nova.availability_zones.get_host_availability_zone). API database.
+_HOST_ZONES_SQL = ("SELECT ah.host, am.value FROM aggregate_hosts ah "
+                   "JOIN aggregate_metadata am ON am.aggregate_id = ah.aggregate_id "
+                   "WHERE am.key = 'availability_zone' AND ah.host IN {keys} "
+                   "ORDER BY ah.aggregate_id, ah.id")
+_ALL_HOST_ZONES_SQL = ("SELECT ah.host, am.value FROM aggregate_hosts ah "
+                       "JOIN aggregate_metadata am ON am.aggregate_id = ah.aggregate_id "
+                       "WHERE am.key = 'availability_zone' ORDER BY ah.aggregate_id, ah.id")
+
+
+def host_zones(api: RowsFn, hosts: list | None = None) -> dict[str, str]:
+    """``{host: zone}`` of the hosts in a zoned aggregate (of ``hosts``, or all), from
+    Nova's API database; a host in none is left out (the default zone)."""
+    found = (_rows_in(api, _HOST_ZONES_SQL, hosts) if hosts is not None
+             else api(_ALL_HOST_ZONES_SQL, ()))
+    zones: dict[str, str] = {}
+    for host, zone in found:
+        zones.setdefault(host, zone)
+    return zones
+
+
+def _zones_reached(children) -> bool:
+    return (getattr(children, "api", None) is not None
+            and "zones" in getattr(children, "api_children", ()))
+
+
 def _rows_in(rows: RowsFn, template: str, keys: list) -> list:
     """``template`` run with its ``{keys}`` list bound to ``keys`` (padded; a long
     list in several statements, whose rows come one statement after another)."""
@@ -586,7 +635,7 @@ def _build_rows(rows: RowsFn, inst_rows: list[tuple], by_keys: bool, args: tuple
 
 # The child queries of a page, in the order they are sent together (``_prefetch``).
 _CELL_CHILDREN = ("extra", "sysmeta", "caches", "metadata", "tags", "volumes", "groups",
-                  "faults", "server_groups", "specs")
+                  "faults", "server_groups", "specs", "hidden")
 
 
 def _in_statements(template: str, keys: list) -> list[tuple[str, tuple]]:
@@ -715,6 +764,10 @@ def _build_entities(rows: RowsFn, inst_rows: list[tuple], by_keys: bool, args: t
     specs: dict[str, object] = {}
     for uuid, spec in child("specs"):
         specs[uuid] = spec
+    hidden = {uuid for (uuid,) in child("hidden")}
+    zoned = _zones_reached(children)
+    zones = host_zones(api, hosts) if zoned and hosts else {}
+    default_zone = getattr(children, "default_zone", DEFAULT_AVAILABILITY_ZONE)
 
     # The lists and dicts collected above are never empty, so ``get(uuid) or []``
     # builds an empty default only when the instance has no rows.
@@ -727,6 +780,8 @@ def _build_entities(rows: RowsFn, inst_rows: list[tuple], by_keys: bool, args: t
          user_data, key_name, config_drive, access_ip_v4, access_ip_v6,
          auto_disk_config, locked, locked_by, image_ref, memory_mb, vcpus, root_gb,
          ephemeral_gb) in inst_rows:
+        if uuid in hidden:
+            continue
         live = not deleted
         flavor_text, certs = extra.get(uuid, no_extra)
         hints, pinned_az = _spec_of(specs.get(uuid))
@@ -750,7 +805,8 @@ def _build_entities(rows: RowsFn, inst_rows: list[tuple], by_keys: bool, args: t
             "progress": progress,
             "host": host,
             "node": node,
-            "availability_zone": availability_zone,
+            "availability_zone": (zones.get(host, default_zone) if zoned and host
+                                  else availability_zone),
             "launch_index": launch_index,
             "reservation_id": reservation_id,
             "kernel_id": kernel_id,
@@ -869,7 +925,7 @@ def _server_range(rows: RowsFn, after: str, limit: int,
             break
         last = found[-1][1]
         built = _build_rows(rows, found, False, (after, last), children)
-        out.extend((row[1], built[row[1]]) for row in found)
+        out.extend((row[1], built.get(row[1])) for row in found)    # None: hidden
         after = last
         if len(found) < want:
             break
@@ -1485,7 +1541,7 @@ def page_entities(db, kinds: list[str], after: tuple[str, str] | None, limit: in
         declared = SOURCE_KINDS[kind]
         if declared.build_range is not None and not _of_build_requests(kind, children):
             built = declared.build_range(rows, start, limit - seen, children)
-            items.extend((kind, key, ent) for key, ent in built)
+            items.extend((kind, key, ent) for key, ent in built if ent is not None)
             keys = [key for key, _ent in built]
         else:
             keys = _keys_after(rows, kind, children, start, limit - seen)

@@ -3,7 +3,9 @@
 - ``LivenessWatch``: Nova's liveness rule depends on the clock; every host's status is
   judged again and the servers of the hosts whose status changed are returned;
 - ``SecurityGroupWatch``: Neutron's security group names of the live servers are asked
-  again and the servers whose names changed are returned.
+  again and the servers whose names changed are returned;
+- ``ZoneWatch``: the hosts' availability zones (aggregates of Nova's API database) are
+  read again and the live servers of the hosts whose zone changed are returned.
 
 Both read the cell database through a ``rows(sql, params)`` function with portable SQL
 (SQLite and MariaDB), so any source can run them on an interval and put what they return
@@ -117,3 +119,30 @@ class SecurityGroupWatch:
         if changed:
             log.info("security groups changed for %d servers", len(changed))
         return changed
+
+
+class ZoneWatch:
+    """The zone of every host (``entity.host_zones``), read again on each
+    ``changed_servers``: a host put into or out of a zoned aggregate, or an aggregate's
+    zone renamed, changes the availability zone Nova shows for the host's servers."""
+
+    def __init__(self, rows: entity.RowsFn, api: entity.RowsFn):
+        self.rows = rows
+        self.api = api
+        self.zones: dict[str, str] | None = None
+
+    def changed_servers(self) -> list[str]:
+        """The live servers of the hosts whose zone changed since the last call (none on
+        the first call: the entities were built meanwhile)."""
+        zones = entity.host_zones(self.api)
+        before, self.zones = self.zones, zones
+        if before is None:
+            return []
+        changed = sorted(h for h in set(before) | set(zones) if before.get(h) != zones.get(h))
+        uuids: list[str] = []
+        for host in changed:
+            uuids += [u for (u,) in self.rows(_LIVE_ON_HOST, (host,))]
+        if changed:
+            log.info("availability zone changed on %s: %d servers", ", ".join(changed),
+                     len(uuids))
+        return uuids

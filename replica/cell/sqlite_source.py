@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import apsw
 
 from replica.cell import connection, entity, outbox, watcher
-from replica.cell.rechecks import LivenessWatch, SecurityGroupWatch
+from replica.cell.rechecks import LivenessWatch, SecurityGroupWatch, ZoneWatch
 from replica.cell.source import CellSource, HeldView
 
 log = logging.getLogger("replica.cell.sqlite_source")
@@ -462,6 +462,7 @@ class SqlitePublishingSource(SqliteCellSource):
 CARRIED = "api_outbox"            # META row: the API outbox position carried so far
 LIVENESS_RECHECK_SECONDS = 2.0     # hosts' liveness judged again this often
 NEUTRON_RECHECK_SECONDS = 5.0      # security group names asked again this often
+ZONES_RECHECK_SECONDS = 2.0        # the hosts' availability zones read again this often
 
 
 class ChangeCarrier:
@@ -480,6 +481,9 @@ class ChangeCarrier:
       Nova's rule; the servers of a host whose status changed are enqueued.
     - Neutron: every NEUTRON_RECHECK_SECONDS the security group names of the live
       servers are asked again; the servers whose names changed are enqueued.
+    - zones: every ZONES_RECHECK_SECONDS the hosts' availability zones are read from
+      the API database's aggregates; the servers of a host whose zone changed are
+      enqueued.
     """
 
     def __init__(self, conn, api, options: ServerOptions, neutron, path: str):
@@ -492,6 +496,8 @@ class ChangeCarrier:
         self.liveness = LivenessWatch(rows, options.service_down_time)
         self.next_neutron = 0.0
         self.security_groups = SecurityGroupWatch(rows, neutron) if neutron else None
+        self.next_zones = 0.0
+        self.zones = ZoneWatch(rows, SqliteRows(api).rows) if api is not None else None
 
     def tick(self, look_now: bool) -> None:
         now = time.monotonic()
@@ -503,6 +509,9 @@ class ChangeCarrier:
         if self.neutron is not None and now >= self.next_neutron:
             self.next_neutron = now + NEUTRON_RECHECK_SECONDS
             self._recheck_neutron()
+        if self.zones is not None and now >= self.next_zones:
+            self.next_zones = now + ZONES_RECHECK_SECONDS
+            self._recheck_zones()
 
     def _enqueue(self, uuids: list[str], carried: str | None = None,
                  kind: str = "server") -> None:
@@ -568,6 +577,14 @@ class ChangeCarrier:
 
     def _recheck_neutron(self) -> None:
         self._enqueue(self.security_groups.changed_servers())
+
+    def _recheck_zones(self) -> None:
+        try:
+            changed = self.zones.changed_servers()
+        except apsw.SQLError:           # an API database without aggregates
+            self.zones = None
+            return
+        self._enqueue(changed)
 
 
 @dataclass

@@ -47,6 +47,7 @@ import os
 import re
 import signal
 import time
+import unicodedata
 from dataclasses import dataclass, field
 
 import apsw
@@ -310,11 +311,17 @@ SUBRESOURCE_SQL = {
     # '' when the tag exists (204), NULL when not.
     "tag": _sub_sql("servers", "uuid", _SERVER_ACCESS + " AND in_cell = 1",
                     "(SELECT '' FROM json_each(servers.tags) WHERE value = ?3 LIMIT 1)"),
+    # nova-api reads a server's metadata from the cell database without targeting the
+    # server's cell (compute API get_instance_metadata): a build request, in no cell
+    # yet, has none there: {} and no key (its own metadata shows in the server view).
     "metadata": _sub_sql("servers", "uuid", _SERVER_ACCESS,
-                         f"'{{\"metadata\":' || json_extract({_BASE}, '$.metadata') || '}}'"),
+                         "CASE WHEN in_cell = 0 THEN '{\"metadata\":{}}' ELSE "
+                         f"'{{\"metadata\":' || json_extract({_BASE}, '$.metadata') || '}}' "
+                         "END"),
     "meta": _sub_sql("servers", "uuid", _SERVER_ACCESS,
                      f"(SELECT '{{\"meta\":' || json_object(key, {_EACH_VALUE}) || '}}' "
-                     f"FROM json_each({_BASE}, '$.metadata') WHERE key = ?3)"),
+                     f"FROM json_each({_BASE}, '$.metadata') WHERE key = ?3 "
+                     "AND servers.in_cell = 1)"),
     "ips": _sub_sql("servers", "uuid", _SERVER_ACCESS,
                     f"'{{\"addresses\":' || (SELECT json_group_object(n.key, {_NETWORK_IPS}) "
                     f"FROM json_each({_ADDRESSES}) AS n) || '}}'"),
@@ -750,13 +757,19 @@ def build_server_list(query: ServerQuery, view: render.ServerView | None
         if column not in SERVER_FILTER_COLUMNS:
             raise ValueError(f"no such server filter column {column!r}")
         condition = _in(column, tuple(values), p)
+        if _nova_collation != "binary" and column in COLLATED_EXACT_COLUMNS and values:
+            # the cells' servers under the collation, build requests exactly (nova-api
+            # matches those in Python)
+            collated = condition.replace(f"{column} IN", f"{column} COLLATE {GENERAL_CI} IN",
+                                         1)
+            condition = f"(CASE WHEN in_cell = 0 THEN {condition} ELSE {collated} END)"
         if column in BUILD_REQUEST_REGEX_COLUMNS:
             condition = f"({condition} OR (in_cell = 0 AND {_falsy(column)}))"
         where.append(condition)
     for column, pattern in sorted(query.regex.items()):
         if column not in SERVER_FILTER_COLUMNS:
             raise ValueError(f"no such server filter column {column!r}")
-        where.append(f"({_regex_condition(column, pattern, p)} OR "
+        where.append(f"({_regex_condition(column, pattern, p, servers=True)} OR "
                      f"(in_cell = 0 AND {_falsy(column)}))")
     for tag in query.tags:
         where.append(_tags_exist((tag,), p))
@@ -770,15 +783,16 @@ def build_server_list(query: ServerQuery, view: render.ServerView | None
     for ip in query.ips:
         where.append(f"instr(ips, {p(ip)}) > 0")
     doc = SERVER_BRIEF_SQL if view is None else server_doc_expr(view)
+    sort = _collated_sort(query.sort)
     if query.deleted is not False and "d_host_status" in doc:
-        doc = doc.replace("d_host_status", _host_status_as_listed(query.sort))
+        doc = doc.replace("d_host_status", _host_status_as_listed(sort))
     # A member's marker must be one of the member's servers (deleted ones too): another
     # project's is "not found", or the page would show where it falls in the order.
     marker_scope = ""
     if query.marker is not None and query.marker_project is not None:
         marker_scope = f" AND project_id = {p(query.marker_project)}"
     # A detail page with a server never updated shows the time of the request.
-    sql = _server_list_sql(doc, where, in_cell_only, query.sort, query.marker is not None,
+    sql = _server_list_sql(doc, where, in_cell_only, sort, query.marker is not None,
                            marker_scope, p.last(), "0" if view is None else "updated_at IS NULL")
     return sql, p.values
 
@@ -824,11 +838,65 @@ class ServerList:
 
 def server_list(query: ServerQuery, view: render.ServerView | None) -> ServerList:
     sql, extra = build_server_list(query, view)
-    return ServerList(sql, tuple(extra), " REGEXP " in sql)
+    return ServerList(sql, tuple(extra), " REGEXP " in sql or "regexp_ci(" in sql)
 
 
-def _regex_condition(column: str, pattern: str, p: _Params) -> str:
-    """Nova's regex filters (``column REGEXP pattern``, a search anywhere in the value)."""
+# -- Nova's database collation ----------------------------------------------------------
+# nova-api sorts and filters servers in its cell databases: on MariaDB/MySQL under the
+# text columns' collation (Nova's tables are utf8 with utf8_general_ci: case and
+# accents ignored in order and equality, trailing spaces too; a REGEXP ignores case),
+# on SQLite by code point. ``set_nova_collation`` (the nova_database_collation setting)
+# picks the one the appliance follows: "binary" (SQLite, the default) or
+# "utf8_general_ci". Build requests are filtered by nova-api in Python, so by code point
+# whatever the database (it sorts them in Python too; here they sort under the collation).
+NOVA_COLLATIONS = ("binary", "utf8_general_ci")
+GENERAL_CI = "nova_general_ci"          # the SQLite collation that approximates it
+COLLATED_SORT_COLUMNS = frozenset({
+    "display_name", "display_description", "hostname", "host", "node", "key_name",
+    "availability_zone", "kernel_id", "ramdisk_id", "root_device_name", "access_ip_v4",
+    "access_ip_v6", "config_drive", "vm_state", "task_state", "locked_by"})
+# Nova's exact filters compared in the cell database (so under its collation there).
+COLLATED_EXACT_COLUMNS = frozenset({"host", "project_id", "user_id", "image_ref",
+                                    "vm_state", "task_state", "uuid"})
+_nova_collation = "binary"
+
+
+def set_nova_collation(name: str) -> None:
+    """Follow Nova's database collation ``name`` (one of ``NOVA_COLLATIONS``) in server
+    sorts and regex filters, from now on (a worker sets it once, at start)."""
+    global _nova_collation
+    if name not in NOVA_COLLATIONS:
+        raise ValueError(f"unknown Nova database collation {name!r}")
+    _nova_collation = name
+
+
+@functools.lru_cache(maxsize=65536)
+def general_ci_key(text: str) -> str:
+    """A text's weight under utf8_general_ci, approximated: accents dropped (NFD, no
+    combining marks), upper case, trailing spaces ignored (PAD SPACE)."""
+    decomposed = unicodedata.normalize("NFD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).upper().rstrip(" ")
+
+
+def general_ci_compare(a: str, b: str) -> int:
+    ka, kb = general_ci_key(a), general_ci_key(b)
+    return (ka > kb) - (ka < kb)
+
+
+def _collated_sort(sort: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    if _nova_collation == "binary":
+        return sort
+    return tuple((f"{c} COLLATE {GENERAL_CI}" if c in COLLATED_SORT_COLUMNS else c, d)
+                 for c, d in sort)
+
+
+def _regex_condition(column: str, pattern: str, p: _Params, servers: bool = False) -> str:
+    """Nova's regex filters (``column REGEXP pattern``, a search anywhere in the value);
+    ``servers``: on a server column (Nova's database collation: the cells' servers
+    ignore case under utf8_general_ci, build requests do not)."""
+    if servers and _nova_collation != "binary":
+        return (f"CASE WHEN in_cell = 0 THEN CAST({column} AS TEXT) REGEXP {p(pattern)} "
+                f"ELSE regexp_ci({p(pattern)}, CAST({column} AS TEXT)) END")
     if _is_literal(pattern):
         # A pattern without metacharacters is a substring test: instr() runs in C.
         return f"instr(CAST({column} AS TEXT), {p(pattern)}) > 0"
@@ -877,8 +945,8 @@ def _is_literal(pattern: str) -> bool:
 
 
 @functools.lru_cache(maxsize=REGEX_CACHE)
-def _compiled(pattern: str) -> re.Pattern:
-    return re.compile(pattern)
+def _compiled(pattern: str, flags: int = 0) -> re.Pattern:
+    return re.compile(pattern, flags)
 
 
 class _MatchClock:
@@ -920,7 +988,12 @@ class _MatchClock:
             if now > self.deadline:
                 raise _Overtime(False)
 
-    def regexp(self, pattern, value) -> bool:
+    def regexp_ci(self, pattern, value) -> bool:
+        """``regexp`` ignoring case (MariaDB's REGEXP under a case-insensitive
+        collation)."""
+        return self.regexp(pattern, value, re.IGNORECASE)
+
+    def regexp(self, pattern, value, flags: int = 0) -> bool:
         """SQLite's ``X REGEXP Y`` is ``regexp(Y, X)``: ``re.search`` as oslo.db does."""
         if value is None or pattern is None:
             return False
@@ -928,7 +1001,7 @@ class _MatchClock:
         if now > self.deadline:
             raise _Overtime(False)
         try:
-            compiled = _compiled(pattern)
+            compiled = _compiled(pattern, flags)
         except (re.error, OverflowError, RecursionError):
             return False   # the API refuses these before a statement runs
         self.match_started = now
@@ -1071,6 +1144,9 @@ class Reader:
         self._pages: dict[tuple, tuple[int, ReadResult]] = {}
         self._pages_bytes = 0
         conn.create_scalar_function("regexp", _MATCH_CLOCK.regexp, 2, deterministic=True)
+        conn.create_scalar_function("regexp_ci", _MATCH_CLOCK.regexp_ci, 2,
+                                    deterministic=True)
+        conn.create_collation(GENERAL_CI, general_ci_compare)
         conn.set_progress_handler(self._past_deadline, READ_DEADLINE_VM_STEPS)
 
     def hold_snapshots(self, seconds: float, call_later) -> None:

@@ -35,6 +35,8 @@ def main() -> None:
                        public_url=os.environ.get("PUBLIC_URL") or None,
                        default_availability_zone=os.environ.get("DEFAULT_AVAILABILITY_ZONE",
                                                                 "nova"))
+    from replica.store.reader import set_nova_collation
+    set_nova_collation(os.environ.get("NOVA_DATABASE_COLLATION", "binary"))
     app = make_app(config)
     signal.signal(signal.SIGHUP, lambda *_: app.reload())
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

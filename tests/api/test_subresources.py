@@ -201,22 +201,41 @@ def test_writes_are_read_only(api, method, path):
 
 
 def test_non_ascii_keys(tmp_path):
+    """As nova-api: a key is looked up as WSGI gives the path (its bytes as latin-1, not
+    decoded as UTF-8), so a key beyond ASCII is not found; ASCII ones are."""
     path = str(tmp_path / "replica.db")
     server = E.server(1, metadata={"clé": "valeur", "quote\"d": "x"}, tags=["été"])
     E.fill_replica(path, [("cell1", server)],
-                   [E.flavor("7", "f", extra_specs={"ключ": "значение"})], {"cell1": 1})
+                   [E.flavor("7", "f", extra_specs={"ключ": "значение", "a:b": "c"})],
+                   {"cell1": 1})
     proc, api = start_server(path, free_port())
     try:
         r = api.get("/v2.1/flavors/7/os-extra_specs/%D0%BA%D0%BB%D1%8E%D1%87")
-        assert r.json() == {"ключ": "значение"}
+        assert r.status == 404
+        assert fault(r)[1] == ("Flavor 7 has no extra specs with key "
+                               + "ключ".encode().decode("latin-1") + ".")
+        assert api.get("/v2.1/flavors/7/os-extra_specs/a:b").json() == {"a:b": "c"}
         uid = server["uuid"]
-        assert api.get(f"/v2.1/servers/{uid}/metadata/cl%C3%A9").json() == {
-            "meta": {"clé": "valeur"}}
+        r = api.get(f"/v2.1/servers/{uid}/metadata/cl%C3%A9")
+        assert r.status == 404 and fault(r)[1] == "Metadata item was not found"
         assert api.get(f"/v2.1/servers/{uid}/metadata/quote%22d").json() == {
             "meta": {"quote\"d": "x"}}
-        assert api.get(f"/v2.1/servers/{uid}/tags/%C3%A9t%C3%A9", version="2.26").status == 204
+        r = api.get(f"/v2.1/servers/{uid}/tags/%C3%A9t%C3%A9", version="2.26")
+        assert r.status == 404 and fault(r)[1] == f"Server {uid} has no tag 'Ã©tÃ©'"
+        assert api.get(f"/v2.1/servers/{uid}/tags", version="2.26").json() == {
+            "tags": ["été"]}
     finally:
         stop_server(proc)
+
+
+@pytest.mark.parametrize("tail", ["metadata/a/b", "metadata/a%2Fb", "tags/a/b", "ips/net/x"])
+def test_a_key_with_a_slash_is_no_route_as_in_nova(api, tail):
+    """nova-api's router matches no route for a deeper path (a key holding '/', which
+    the WSGI server decodes from %2F): its plain-text 404."""
+    r = api.get(f"/v2.1/servers/{TAGGED}/{tail}", version="2.26")
+    assert r.status == 404
+    assert r.headers["content-type"] == "text/plain; charset=UTF-8"
+    assert r.body == b"404 Not Found\n\nThe resource could not be found.\n\n   "
 
 
 def test_each_statement_finds_its_parent_by_primary_key(replica_file):

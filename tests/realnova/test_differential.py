@@ -192,6 +192,9 @@ class ApplianceOverNova:
         config = os.path.join(self.dir, "appliance.toml")
         lines = [f"listen_port = {self.port}", f"admin_port = {self.admin_port}",
                  "workers = 1", f'data_dir = "{self.dir}/data"', "graceful_timeout = 10"]
+        if self.deployment.backend == "mariadb":
+            # Nova's MariaDB tables sort and match text under utf8_general_ci
+            lines.append('nova_database_collation = "utf8_general_ci"')
         for name, feed in self.feeds.items():
             kind = "flavors" if name == "flavors" else "servers"
             lines += ["[[cell]]", f'name = "{name}"', f'kind = "{kind}"',
@@ -217,6 +220,8 @@ class ApplianceOverNova:
         if microversion:
             headers["OpenStack-API-Version"] = f"compute {microversion}"
         status, body, _ = get(self.port, path, timeout=30, headers=headers)
+        if not body:
+            return status, None         # as NovaAPI.get gives an empty body
         try:
             return status, json.loads(body)
         except ValueError:

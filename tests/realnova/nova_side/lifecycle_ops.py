@@ -144,6 +144,13 @@ class LifecycleOps:
             setattr(instance, names.get(key, key), value)
         instance.save()
 
+    def op_set_trusted_certs(self, uuid, ids):
+        """The trusted image certificate ids a create (2.63) or rebuild keeps in
+        instance_extra; ``None`` clears them."""
+        _cctxt, instance = self.instance(uuid, ["trusted_certs"])
+        instance.trusted_certs = None if ids is None else objects.TrustedCerts(ids=list(ids))
+        instance.save()
+
     def op_set_network_info(self, uuid, networks, index=0):
         """The info cache refreshed from Neutron (e.g. a floating IP associated)."""
         _cctxt, instance = self.instance(uuid)

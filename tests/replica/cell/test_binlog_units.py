@@ -432,3 +432,39 @@ def test_service_and_aggregate_rows_journal_their_keys():
         assert mapper.resolve(changed, _Lookups([])) == []
     assert {"services", "aggregates", "aggregate_hosts", "aggregate_metadata"} <= set(
         binlog_keys.WATCHED_TABLES)
+
+
+class _ZoneLookups:
+    """Lookups over an API database's zoned hosts and a cell's live servers (dicts)."""
+
+    def __init__(self, zones: dict, servers: dict):
+        self.zones, self.servers = zones, servers
+
+    def api(self, sql, params=()):
+        return sorted(self.zones.items())
+
+    def cell(self, sql, params=()):
+        return [(u,) for u, host in sorted(self.servers.items()) if host == params[0]]
+
+
+def test_a_transaction_on_the_aggregates_journals_the_servers_of_hosts_that_changed_zone():
+    lookups = _ZoneLookups({"h1": "zone-1"}, {"s1": "h1", "s2": "h2", "s3": "h2"})
+    mapper = binlog_keys.KeyMapper("nova_cell1", "nova_api", kinds=("server",))
+    mapper.look_at_zones(lookups)                   # the zones entities are built with
+    lookups.zones["h2"] = "zone-1"                  # h2 joins zone-1's aggregate
+    changed = binlog_keys.ChangedKeys()
+    mapper.add(changed, _Written("nova_api", "aggregate_hosts",
+                                 [{"id": 5, "host": "h2", "aggregate_id": 1}]))
+    assert changed.zones
+    assert mapper.resolve(changed, lookups) == [("server", "s2"), ("server", "s3")]
+    # nothing else changed: another aggregate transaction journals nothing
+    changed = binlog_keys.ChangedKeys()
+    mapper.add(changed, _Written("nova_api", "aggregate_metadata",
+                                 [{"id": 9, "aggregate_id": 1, "key": "gpu", "value": "1"}]))
+    assert mapper.resolve(changed, lookups) == []
+    # a flavor source (no server kind) does not look at zones
+    flavors = binlog_keys.KeyMapper("nova_api", "nova_api", kinds=("flavor",))
+    changed = binlog_keys.ChangedKeys()
+    flavors.add(changed, _Written("nova_api", "aggregate_hosts",
+                                  [{"id": 6, "host": "h3", "aggregate_id": 1}]))
+    assert not changed.zones

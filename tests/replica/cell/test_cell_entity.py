@@ -168,6 +168,20 @@ def test_a_hard_deleted_server_builds_to_none(conn):
     assert entity.build_servers(conn, [U1, U2]) == {U1: None, U2: None}
 
 
+def test_a_hidden_server_builds_to_none_and_is_in_no_snapshot_page(conn):
+    """The copy a cross-cell resize keeps hidden in the other cell: nova-api lists it
+    nowhere and shows the visible copy (its instance mapping names that cell)."""
+    write_server(conn, U1, iid=1)
+    write_server(conn, U2, iid=2)
+    conn.execute("UPDATE instances SET hidden = 1 WHERE uuid = ?", (U2,))
+    assert entity.build_servers(conn, [U1, U2])[U2] is None
+    assert build_one(conn, U1) is not None
+    items, _after = entity.page_entities(conn, ["server"], None, 10)
+    assert [key for _kind, key, _e in items] == [U1]
+    conn.execute("UPDATE instances SET deleted = 2 WHERE uuid = ?", (U2,))
+    assert entity.build_servers(conn, [U2])[U2]["deleted"] is True   # deleted: as before
+
+
 def test_a_row_mid_build_without_extra_or_cache_still_validates(conn):
     conn.execute("INSERT INTO instances (uuid, deleted, memory_mb, vcpus, root_gb, ephemeral_gb, "
                  "vm_state, task_state, created_at) VALUES (?, 0, 512, 1, 1, 0, 'building', "
