@@ -252,19 +252,29 @@ class ApplianceOverNova:
         return "\n".join(lines) or "(nothing logged)"
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def stack(request, stacks):
-    return stacks[request.param]
+def stack_fixture():
+    """The module's ``stack`` fixture: its ``stacks`` for each backend in turn."""
+    @pytest.fixture(scope="module", params=BACKENDS)
+    def stack(request, stacks):
+        return stacks[request.param]
+    return stack
 
 
-@pytest.fixture(scope="module")
-def appliance(stack, tmp_path_factory):
-    running = ApplianceOverNova(str(tmp_path_factory.mktemp("appliance-over-nova")),
-                                stack.deployment, stack.neutron)
-    try:
-        yield running.start()
-    finally:
-        running.stop()
+def appliance_fixture(directory: str):
+    """The module's ``appliance`` fixture: publishers and an appliance over ``stack``."""
+    @pytest.fixture(scope="module")
+    def appliance(stack, tmp_path_factory):
+        running = ApplianceOverNova(str(tmp_path_factory.mktemp(directory)),
+                                    stack.deployment, stack.neutron)
+        try:
+            yield running.start()
+        finally:
+            running.stop()
+    return appliance
+
+
+stack = stack_fixture()
+appliance = appliance_fixture("appliance-over-nova")
 
 
 _HOST = re.compile(r"^https?://[^/]+")

@@ -18,8 +18,8 @@ from tests.conftest import wait_for
 from tests.realnova.mariadb import mariadb_fixture
 from tests.realnova.nova_api import neutron_stub_fixture
 from tests.realnova.stack import BACKENDS, nova_stacks_fixture
-from tests.realnova.test_differential import (ROLES, ApplianceOverNova, _equal_eventually,
-                                              compare, servers_never_updated)
+from tests.realnova.test_differential import (ROLES, _equal_eventually, appliance_fixture,
+                                              compare, servers_never_updated, stack_fixture)
 
 MICROVERSIONS = ("2.1", "2.3", "2.16", "2.26", "2.47", "2.63", "2.69", "2.73", "2.79",
                  "2.90", "2.96", "2.98", "2.100", "2.104")
@@ -167,19 +167,8 @@ def populate(stack):
 stacks = nova_stacks_fixture(populate=populate, backends=BACKENDS, scope="module")
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def stack(request, stacks):
-    return stacks[request.param]
-
-
-@pytest.fixture(scope="module")
-def appliance(stack, tmp_path_factory):
-    running = ApplianceOverNova(str(tmp_path_factory.mktemp("appliance-varied")),
-                                stack.deployment, stack.neutron)
-    try:
-        yield running.start()
-    finally:
-        running.stop()
+stack = stack_fixture()
+appliance = appliance_fixture("appliance-varied")
 
 
 @pytest.fixture(scope="module")
