@@ -455,6 +455,12 @@ def cmd_cell(args, parser) -> int:
                          "is --api-source")
         from replica.cell.publisher import PublisherConfig, run_publisher
         from replica.key_file import KeyFileError, read_key_file
+        from appliance.settings import ipc_path_problem
+        for flag in ("feed", "control"):
+            problem = ipc_path_problem(getattr(args, flag))
+            if problem is not None:
+                print(f"appliance cell: error: --{flag} {problem}", file=sys.stderr)
+                return 2
         if args.authenticate_only and not args.key_file:
             parser.error("cell: --authenticate-only goes with --key-file")
         if args.key_file:

@@ -30,10 +30,11 @@ READY_POLL = 0.5
 TOKEN = "admin:demo"            # noauth: user admin (an admin) in project demo
 
 
-def layout(data_dir: str, cells: int) -> dict:
-    """Where everything lives (documented in docs/demo.md)."""
+def layout(data_dir: str, cells: int, sockets: str | None = None) -> dict:
+    """Where everything lives (documented in docs/demo.md); ``sockets``: the socket
+    directory, when not ``data_dir/sockets`` (see ``socket_dir``)."""
     names = [f"cell{n}" for n in range(1, cells + 1)] + [FLAVOR_SOURCE]
-    sockets = os.path.join(data_dir, "sockets")
+    sockets = sockets or os.path.join(data_dir, "sockets")
     return {
         "cells_dir": os.path.join(data_dir, "cells"),
         "sockets": sockets,
@@ -45,6 +46,18 @@ def layout(data_dir: str, cells: int) -> dict:
                          "key_file": os.path.join(data_dir, "keys", f"{name}.key")}
                   for name in names},
     }
+
+
+def socket_dir(data_dir: str, cells: int) -> str | None:
+    """None when the feeds' sockets fit in ``data_dir/sockets``; else a new short
+    directory under /tmp (a Unix socket's path is at most 107 bytes, and a data
+    directory deep in a long TMPDIR would pass it)."""
+    from appliance.settings import ipc_path_problem
+    where = layout(data_dir, cells)
+    if not any(ipc_path_problem(feed[end]) for feed in where["feeds"].values()
+               for end in ("feed", "control")):
+        return None
+    return tempfile.mkdtemp(prefix="appliance-demo-", dir="/tmp")
 
 
 # Children bodies: module-level functions, called after the fork with a stop event.
@@ -96,8 +109,8 @@ def _init_flavors(db: str) -> None:
     seed_flavors(db)
 
 
-def prepare(data_dir: str, cells: int, servers: int, say) -> dict:
-    where = layout(data_dir, cells)
+def prepare(data_dir: str, cells: int, servers: int, say, sockets: str | None = None) -> dict:
+    where = layout(data_dir, cells, sockets)
     for path in (where["cells_dir"], where["sockets"], where["logs"]):
         os.makedirs(path, exist_ok=True)
     os.makedirs(where["keys"], mode=0o700, exist_ok=True)
@@ -248,8 +261,10 @@ def run(args) -> int:
     data_dir = os.path.abspath(args.data_dir) if kept else tempfile.mkdtemp(
         prefix="appliance-demo-")
     code = 1
+    sockets = None
     try:
-        where = layout(data_dir, args.cells)
+        sockets = socket_dir(data_dir, args.cells)
+        where = layout(data_dir, args.cells, sockets)
         cells = [{"name": name, "feed": feed["feed"], "control": feed["control"],
                   "kind": "flavors" if name == FLAVOR_SOURCE else "servers",
                   "key_file": feed["key_file"]}
@@ -266,7 +281,7 @@ def run(args) -> int:
             reserve(host, port, what).sock.close()  # a busy port fails before any setup
         say(f"appliance demo: {args.cells} cells, {args.servers} servers, "
             f"{args.rate:g} changes/s per cell, data in {data_dir}")
-        where = prepare(data_dir, args.cells, args.servers, say)
+        where = prepare(data_dir, args.cells, args.servers, say, sockets)
         log_path = os.path.join(where["logs"], "appliance.log")
         saved_stderr = _log_to(log_path)
         logs.configure(settings.log_level, settings.log_format)
@@ -297,6 +312,8 @@ def run(args) -> int:
     finally:
         if not kept:
             shutil.rmtree(data_dir, ignore_errors=True)
+        if sockets is not None:
+            shutil.rmtree(sockets, ignore_errors=True)
     return code
 
 

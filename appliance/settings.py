@@ -27,6 +27,7 @@ from typing import Any, Callable
 ENV_PREFIX = "APPLIANCE_"
 CELL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 URL_SCHEMES = ("tcp://", "ipc://")
+INGEST_CONTROL_SOCKET = "ingest.ctl"      # in data_dir
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("kv", "json")
 AUTH_MODES = ("noauth", "tokens", "keystone")
@@ -95,11 +96,38 @@ def _to_bool(raw: Any) -> bool:
     raise ValueError("expected true or false")
 
 
+# A Unix socket's path fits in sockaddr_un.sun_path (108 bytes with its NUL); nanomsg
+# aborts the process on a longer ipc:// path, so it is refused before any socket is made.
+IPC_PATH_MAX_BYTES = 107
+
+
+def ipc_path_problem(url: str) -> str | None:
+    """Why an ``ipc://`` address cannot be used (None: it can, or it is not ipc)."""
+    if not url.startswith("ipc://"):
+        return None
+    size = len(url[len("ipc://"):].encode())
+    if size > IPC_PATH_MAX_BYTES:
+        return (f"{url!r}: its path is {size} bytes, longer than the {IPC_PATH_MAX_BYTES} "
+                "a Unix socket path may have; use a shorter path (or tcp://)")
+    return None
+
+
 def _check_url(url: Any, what: str) -> str:
     if not isinstance(url, str) or not url.startswith(URL_SCHEMES) or len(url) < 7:
         raise ValueError(f"{what} must be a nanomsg address like tcp://host:port or "
                          f"ipc:///path, got {url!r}")
+    problem = ipc_path_problem(url)
+    if problem is not None:
+        raise ValueError(f"{what} {problem}")
     return url
+
+
+def _data_dir(value: str) -> None:
+    _nonempty(value)
+    control = "ipc://" + os.path.join(os.path.abspath(value), INGEST_CONTROL_SOCKET)
+    problem = ipc_path_problem(control)
+    if problem is not None:
+        raise ValueError(f"holds ingest's control socket, and {problem}")
 
 
 def _to_cells(raw: Any) -> tuple[Cell, ...]:
@@ -246,7 +274,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Concurrent connections per worker.", _to_int, _positive),
     Setting("data_dir", "path", "./appliance-data",
             "Directory for the replica, control sockets, process table, metrics and "
-            "heartbeats. Created if missing.", _to_str, _nonempty),
+            "heartbeats. Created if missing.", _to_str, _data_dir),
     Setting("replica_path", "path", "",
             "The replica database. Empty means replica.db in data_dir.", _to_str),
     Setting("auth", "str", "noauth",
@@ -404,7 +432,7 @@ class Settings:
 
     @property
     def ingest_control_url(self) -> str:
-        return "ipc://" + os.path.join(os.path.abspath(self.data_dir), "ingest.ctl")
+        return "ipc://" + os.path.join(os.path.abspath(self.data_dir), INGEST_CONTROL_SOCKET)
 
     @property
     def admin_url(self) -> str:

@@ -504,3 +504,16 @@ def test_an_appliance_with_sealed_feeds_serves_and_says_so(tmp_path):
         running.stop()
     assert "auth: none (feed and control not authenticated" in format_status(
         {"cells": [{"cell": "c9", "state": "live", "auth": "none"}]})
+
+
+def test_a_socket_path_too_long_for_unix_stops_the_cell_with_one_line(tmp_path):
+    """nanomsg would abort the process on an ipc:// path longer than a Unix socket's
+    107 bytes: the publisher refuses it first, saying what to do."""
+    long_feed = "ipc://" + str(tmp_path / ("f" * 110))
+    result = appliance("cell", "--db", str(tmp_path / "x.db"), "--name", "c", "--feed",
+                       long_feed, "--control", "ipc://" + str(tmp_path / "c"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("appliance cell: error: --feed ")
+    assert "longer than the 107" in lines[-1] and "shorter path" in lines[-1]
+

@@ -142,3 +142,23 @@ def test_demo_serves_and_stops_cleanly(tmp_path):
         assert not os.path.exists(data_dir)
     finally:
         running.stop()
+
+
+def test_the_demo_puts_its_sockets_in_a_short_directory_when_its_own_is_too_long(tmp_path):
+    """A data directory deep in a long TMPDIR would give socket paths past the 107 bytes
+    of a Unix socket; the demo then makes a short socket directory under /tmp."""
+    import shutil
+    from appliance import demo
+    assert demo.socket_dir(str(tmp_path / "short"), 2) is None
+    deep = str(tmp_path / ("d" * 100))
+    sockets = demo.socket_dir(deep, 2)
+    try:
+        assert sockets is not None and sockets.startswith("/tmp/appliance-demo-")
+        where = demo.layout(deep, 2, sockets)
+        assert all(feed["feed"].startswith(f"ipc://{sockets}/")
+                   for feed in where["feeds"].values())
+        assert all(len(feed[end]) - len("ipc://") <= 107 for feed in where["feeds"].values()
+                   for end in ("feed", "control"))
+    finally:
+        if sockets:
+            shutil.rmtree(sockets, ignore_errors=True)

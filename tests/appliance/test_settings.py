@@ -107,6 +107,9 @@ def test_defaults():
       "APPLIANCE_KEYSTONE_USER": "appliance", "APPLIANCE_KEYSTONE_PASSWORD": "x",
       "APPLIANCE_KEYSTONE_TIMEOUT": "30"}, ["shorter than worker_timeout"]),
     ({"APPLIANCE_CELLS": "a,http://x,tcp://y:1"}, ["nanomsg address"]),
+    ({"APPLIANCE_CELLS": "a,ipc:///" + "f" * 107 + ",tcp://y:1"},
+     ["cell 'a' feed", "108 bytes", "longer than the 107"]),
+    ({"APPLIANCE_DATA_DIR": "/" + "d" * 100}, ["data_dir", "ingest.ctl", "longer than the 107"]),
     ({"APPLIANCE_CELLS": "a,tcp://x:1,tcp://y:1;a,tcp://x:2,tcp://y:2"}, ["unique"]),
 ])
 def test_bad_values_are_refused_in_one_line(environ, words):
