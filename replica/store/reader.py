@@ -716,10 +716,11 @@ class _Params:
         return f"?{self.FIRST + len(self.values)}"
 
 
-def _in(column: str, values: tuple, p: _Params) -> str:
+def _in(column: str, values: tuple, p: _Params, collate: str | None = None) -> str:
     if not values:
         return "0"
-    return f"{column} IN ({', '.join(p(v) for v in values)})"
+    collated = f" COLLATE {collate}" if collate else ""
+    return f"{column}{collated} IN ({', '.join(p(v) for v in values)})"
 
 
 def _tags_exist(values: tuple[str, ...], p: _Params) -> str:
@@ -760,8 +761,7 @@ def build_server_list(query: ServerQuery, view: render.ServerView | None
         if _nova_collation != "binary" and column in COLLATED_EXACT_COLUMNS and values:
             # the cells' servers under the collation, build requests exactly (nova-api
             # matches those in Python)
-            collated = condition.replace(f"{column} IN", f"{column} COLLATE {GENERAL_CI} IN",
-                                         1)
+            collated = _in(column, tuple(values), p, GENERAL_CI)
             condition = f"(CASE WHEN in_cell = 0 THEN {condition} ELSE {collated} END)"
         if column in BUILD_REQUEST_REGEX_COLUMNS:
             condition = f"({condition} OR (in_cell = 0 AND {_falsy(column)}))"
