@@ -581,13 +581,11 @@ def _child_template(name: str) -> str:
 
 # A host's zone: its first aggregate (by id) with availability_zone metadata
 # (nova.availability_zones.get_host_availability_zone). API database.
-_HOST_ZONES_SQL = ("SELECT ah.host, am.value FROM aggregate_hosts ah "
-                   "JOIN aggregate_metadata am ON am.aggregate_id = ah.aggregate_id "
-                   "WHERE am.key = 'availability_zone' AND ah.host IN {keys} "
-                   "ORDER BY ah.aggregate_id, ah.id")
-_ALL_HOST_ZONES_SQL = ("SELECT ah.host, am.value FROM aggregate_hosts ah "
-                       "JOIN aggregate_metadata am ON am.aggregate_id = ah.aggregate_id "
-                       "WHERE am.key = 'availability_zone' ORDER BY ah.aggregate_id, ah.id")
+_HOST_ZONES_OF = ("SELECT ah.host, am.value FROM aggregate_hosts ah "
+                  "JOIN aggregate_metadata am ON am.aggregate_id = ah.aggregate_id "
+                  "WHERE am.key = 'availability_zone'{hosts} ORDER BY ah.aggregate_id, ah.id")
+_HOST_ZONES_SQL = _HOST_ZONES_OF.format(hosts=" AND ah.host IN {keys}")
+_ALL_HOST_ZONES_SQL = _HOST_ZONES_OF.format(hosts="")
 
 
 def host_zones(api: RowsFn, hosts: list | None = None) -> dict[str, str]:
