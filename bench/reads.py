@@ -63,8 +63,8 @@ def _cpu(pids: list[int]) -> float:
 
 def measure(base_url: str, endpoint: Endpoint, connections: int, duration_s: float,
             ids_file: str, pids=None, headers: dict | None = None) -> WrkResult:
-    """One wrk run on an idle server; again and longer when it completed too few requests
-    to say anything (a slow baseline), up to MAX_DURATION_S. ``pids()`` names the server's
+    """One wrk run on an idle server, which is left idle again; again and longer when it
+    completed too few requests to say anything (a slow baseline), up to MAX_DURATION_S. ``pids()`` names the server's
     processes, whose CPU use during the run is recorded next to wrk's. ``headers`` go with
     every request (a token)."""
     while True:
@@ -80,6 +80,10 @@ def measure(base_url: str, endpoint: Endpoint, connections: int, duration_s: flo
         if serving:
             spent = time.monotonic() - began
             result.server_cpu_pct = round(100 * (_cpu(serving) - cpu_before) / spent, 1)
+        # The requests still in flight when wrk stopped are served after it: wait for
+        # them here, or a slow baseline's backlog (seconds of a normalized detail page at
+        # 64 connections) takes the cores from the next server's run.
+        settle(base_url)
         if result.requests >= MIN_REQUESTS or duration_s >= MAX_DURATION_S:
             return result
         rate = result.requests / result.duration_s if result.requests else 0.0
