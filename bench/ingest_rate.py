@@ -137,6 +137,7 @@ def measure(cell_path: str, workdir: str, events: int, batch: int,
             key_file: str | None = None, rendered: bool = True) -> dict:
     """``rendered``: the publisher sends pre-rendered rows (as it does); False: entities
     only (as a publisher of another render version: the appliance renders)."""
+    from appliance import memory
     from replica.ingest import CellFeed, Ingest, IngestConfig
     from replica.position import Position
     from replica.states import CellState
@@ -170,13 +171,21 @@ def measure(cell_path: str, workdir: str, events: int, batch: int,
         link = ingest.links[CELL]
         link.position = Position(CELL, EPOCH, 0)   # as after a hello: apply from seq 1
         link.set_state(CellState.CATCHING_UP, "benchmark")
+        # The ingest process runs with a serving process's memory tuning
+        # (appliance.children.IngestChild): the same here, for the timed part only.
+        thresholds = gc.get_threshold()
+        memory.tune_serving_process()
         began = time.perf_counter()
         cpu_began = time.process_time()
-        for data in messages:
-            ingest.on_message(link, data)
-        ingest.commit()
-        seconds = time.perf_counter() - began
-        cpu_s = time.process_time() - cpu_began
+        try:
+            for data in messages:
+                ingest.on_message(link, data)
+            ingest.commit()
+        finally:
+            seconds = time.perf_counter() - began
+            cpu_s = time.process_time() - cpu_began
+            gc.unfreeze()
+            gc.set_threshold(*thresholds)
         applied = ingest.events_applied
         groups = ingest.batches_committed
         dead = ingest.dead_total
