@@ -1140,8 +1140,9 @@ class Reader:
         self._call_later = None
         self._held_until = 0.0         # monotonic end of the held transaction (0: none)
         self._position = None          # the held snapshot's position, once read
-        # (statement, parameters) -> (data version, ReadResult) of list pages, newest last
-        self._pages: dict[tuple, tuple[int, ReadResult]] = {}
+        # (statement, parameters) -> (data_version pragma, ReadResult, pager's data
+        # version) of list pages, newest last
+        self._pages: dict[tuple, tuple[int, ReadResult, int]] = {}
         self._pages_bytes = 0
         conn.create_scalar_function("regexp", _MATCH_CLOCK.regexp, 2, deterministic=True)
         conn.create_scalar_function("regexp_ci", _MATCH_CLOCK.regexp_ci, 2,
@@ -1288,6 +1289,16 @@ class Reader:
         params = [*_tokens(prefixes), marker, limit, project_id, *extra]
         key = (sql, tuple(params))
         kept = self._pages.get(key)
+        if kept is not None and self._position is not None \
+                and time.monotonic() < self._held_until \
+                and kept[2] == self.conn.data_version():
+            # A statement has read in the held snapshot, and the page was built from the
+            # same data (the pager's version, which moves with every commit that the
+            # snapshot sees): the page is what a statement would return, so none runs.
+            page = kept[1]
+            return ReadResult(page.body, self._position, 0.0, count=page.count,
+                              last_id=page.last_id, marker_found=page.marker_found,
+                              statements=0)
         params.append(kept[0] if kept is not None else None)
         rows, ms = self._rows(sql, params[:_parameter_count(sql)], matches)
         found, version, position = rows.pop()
@@ -1306,7 +1317,9 @@ class Reader:
 
     def _keep_page(self, key: tuple, version: int, result: ReadResult) -> None:
         """Keep a list page for the next same statement, within PAGE_CACHE_BYTES (the
-        oldest pages go first)."""
+        oldest pages go first), with the data versions of the statement that built it:
+        SQLite's ``data_version`` pragma (what a statement compares) and the pager's
+        (``Connection.data_version``, read in Python after that statement)."""
         old = self._pages.pop(key, None)
         if old is not None:
             self._pages_bytes -= len(old[1].body)
@@ -1316,7 +1329,7 @@ class Reader:
         while self._pages and self._pages_bytes + size > PAGE_CACHE_BYTES:
             oldest = next(iter(self._pages))
             self._pages_bytes -= len(self._pages.pop(oldest)[1].body)
-        self._pages[key] = (version, result)
+        self._pages[key] = (version, result, self.conn.data_version())
         self._pages_bytes += size
 
 

@@ -167,6 +167,49 @@ def test_a_list_page_is_kept_until_anything_is_committed(tmp_path):
     r.conn.close()
 
 
+def test_in_a_held_snapshot_a_kept_page_is_served_without_a_statement(tmp_path):
+    """Once a statement has read in the held snapshot, a page kept from the same data
+    (the pager's data version) is served as it is: no statement. A commit is seen by
+    the next snapshot's statement, and the page is built again from it."""
+    path = str(tmp_path / "r.db")
+    servers = [E.server(n) for n in range(1, 4)]
+    E.fill_replica(path, [("cell1", s) for s in servers], [], {"cell1": 3})
+    r = Reader(open_reader(path))
+    timers = []
+    r.hold_snapshots(60.0, lambda delay, fn: timers.append((delay, fn)))
+    query, prefixes = ServerQuery(project_id=None), Prefixes("s", "b")
+    first = r.list_servers(query, None, prefixes)
+    assert first.statements == 1 and first.position == "cell1=3"
+    again = r.list_servers(query, None, prefixes)
+    assert again.statements == 0 and again.body is first.body
+    assert (again.count, again.last_id, again.position, again.marker_found) == (
+        3, first.last_id, "cell1=3", True)
+    marked = r.list_servers(ServerQuery(project_id=None, marker="nope"), None, prefixes)
+    marked_again = r.list_servers(ServerQuery(project_id=None, marker="nope"), None,
+                                  prefixes)
+    assert marked_again.statements == 0 and not marked_again.marker_found
+    _rename_without_position(path, servers[0]["uuid"], "renamed")
+    # The held snapshot does not see the commit: its page still holds.
+    assert r.list_servers(query, None, prefixes).body is first.body
+    r._held_until = 1.0                      # as if the hold had run out
+    changed = r.list_servers(query, None, prefixes)
+    assert changed.statements == 1 and changed.body is not first.body
+    assert "renamed" in [s["name"] for s in json.loads(changed.body + b"}")["servers"]]
+    assert r.list_servers(query, None, prefixes).statements == 0
+    # A page kept in an earlier snapshot is served in a later one only while nothing
+    # was committed in between.
+    r.release()
+    other = r.show_server(servers[1]["uuid"], render.ServerView(), prefixes, None)
+    assert other.body and r.list_servers(query, None, prefixes).statements == 0
+    r.release()
+    _bump_position(path, "cell1", 4)
+    r.show_server(servers[1]["uuid"], render.ServerView(), prefixes, None)
+    moved = r.list_servers(query, None, prefixes)
+    assert moved.statements == 1 and moved.position == "cell1=4"
+    r.release()
+    r.conn.close()
+
+
 def test_kept_pages_stay_within_their_budget(tmp_path, monkeypatch):
     path = str(tmp_path / "r.db")
     E.fill_replica(path, [("cell1", E.server(n)) for n in range(1, 6)], [], {"cell1": 5})
