@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import time
 
 import pytest
 
 from replica.store.connection import open_reader, open_writer
+from replica.store import reader as reader_mod
 from replica.store.reader import Reader
 from tests.api import entities as E
 
@@ -245,3 +247,36 @@ def test_forced_down_and_ruleless_services_never_expire_the_answer(replica, read
 def _julian_day(naive_utc: datetime.datetime) -> float:
     unix = naive_utc.replace(tzinfo=datetime.timezone.utc).timestamp()
     return unix / 86400.0 + 2440587.5
+
+
+def test_kept_answers_stay_within_their_budget(replica, reader, monkeypatch):
+    _fill_every_kind(replica, 20)
+    one = len(reader.list_keypairs("u1", False, None, None).body)
+    monkeypatch.setattr(reader_mod, "KEPT_ANSWER_BYTES", 3 * one)
+    for limit in range(1, 30):
+        reader.list_keypairs("u1", False, None, 20 + limit)
+        assert reader._answers_bytes <= 3 * one
+    assert 1 <= len(reader._answers) <= 3
+    # an answer over half the budget is not kept
+    monkeypatch.setattr(reader_mod, "KEPT_ANSWER_BYTES", one)
+    reader._answers.clear()
+    reader._answers_bytes = 0
+    reader.list_keypairs("u1", False, None, None)
+    assert not reader._answers
+
+
+def test_no_statement_limits_by_a_bare_parameter():
+    """``LIMIT ?2`` makes SQLite prepare the statement again on every run (~0.25 ms);
+    ``LIMIT +?2`` does not."""
+    from replica import render
+    statements = [reader_mod.list_hypervisors_sql(c) for c in reader_mod.HYPERVISOR_COLUMNS]
+    statements += [*reader_mod.KEYPAIR_SQL.values(), *reader_mod.SERVER_GROUP_SQL.values(),
+                   *reader_mod.AGGREGATE_SQL.values(),
+                   *reader_mod.AVAILABILITY_ZONES_SQL.values(),
+                   reader_mod.list_services_sql(False, False),
+                   reader_mod.list_instance_actions_sql(True),
+                   reader_mod.show_instance_action_sql(render.InstanceActionView(1)),
+                   reader_mod.server_list(reader_mod.ServerQuery(limit=5), None).sql]
+    for statement in statements:
+        sql = getattr(statement, "sql", statement)
+        assert not re.search(r"\b(LIMIT|OFFSET) \?\d", sql), sql
