@@ -77,7 +77,10 @@ PAGE_CACHE_BYTES = 4 << 20        # list pages a reader keeps, per process
 # A LIMIT or OFFSET that is a bare parameter (``LIMIT ?2``) cost, with apsw's SQLite
 # 3.54, about what preparing the statement again costs, on every run and with the same
 # values (measured: 0.25 ms for a hypervisor page of 3 rows, 20 times the run itself);
-# ``LIMIT +?2`` (an expression) does not.
+# ``LIMIT +?2`` (an expression) does not. So did an equality of an indexed column with a
+# bare parameter in a list in that index's order (``user_id = ?1 ... ORDER BY name``
+# over an index on (user_id, name): 45 us a run); ``user_id = +?1`` keeps the plan and
+# not the cost.
 
 
 # The feeds that have been live once, newline-separated (schema step 4).
@@ -448,7 +451,7 @@ def list_keypairs_sql(with_type: bool) -> KeptStatement:
     column = "k_item_v22" if with_type else "k_item_v21"
     return kept_statement(
         f"page AS MATERIALIZED (SELECT name AS id, {column} AS d FROM keypairs "
-        f"WHERE user_id = ?1 AND (?2 IS NULL OR name > ?2) ORDER BY name LIMIT +?3)",
+        f"WHERE user_id = +?1 AND (?2 IS NULL OR name > ?2) ORDER BY name LIMIT +?3)",
         ("CAST('{\"keypairs\":[' || coalesce((SELECT group_concat(d, ',') FROM page), '') "
          "|| ']' AS BLOB)", "(SELECT count(*) FROM page)",
          "(SELECT id FROM page ORDER BY id DESC LIMIT 1)",
@@ -811,7 +814,9 @@ def build_server_list(query: ServerQuery, view: render.ServerView | None
     if query.nothing:
         where.append("0")
     if query.project_id is not None:
-        where.append(f"project_id = {p(query.project_id)}")
+        # ``+?``: see the note on bare parameters at the top (a kept page of a project's
+        # servers: 29 us against 6 us; sorted by name, 106 us against 9 us; same plan)
+        where.append(f"project_id = +{p(query.project_id)}")
     if query.deleted is False:
         where.append("deleted = 0")
         if not query.soft_deleted:

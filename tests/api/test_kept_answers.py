@@ -265,9 +265,9 @@ def test_kept_answers_stay_within_their_budget(replica, reader, monkeypatch):
     assert not reader._answers
 
 
-def test_no_statement_limits_by_a_bare_parameter():
-    """``LIMIT ?2`` makes SQLite prepare the statement again on every run (~0.25 ms);
-    ``LIMIT +?2`` does not."""
+def test_no_list_statement_limits_or_scopes_by_a_bare_parameter():
+    """``LIMIT ?2``, or ``user_id = ?1`` in a list ordered by an index on user_id, cost
+    about a prepare on every run (see replica.store.reader); ``+?N`` does not."""
     from replica import render
     statements = [reader_mod.list_hypervisors_sql(c) for c in reader_mod.HYPERVISOR_COLUMNS]
     statements += [*reader_mod.KEYPAIR_SQL.values(), *reader_mod.SERVER_GROUP_SQL.values(),
@@ -280,3 +280,7 @@ def test_no_statement_limits_by_a_bare_parameter():
     for statement in statements:
         sql = getattr(statement, "sql", statement)
         assert not re.search(r"\b(LIMIT|OFFSET) \?\d", sql), sql
+    # nor an equality with a bare parameter on the index a list is ordered by
+    assert "user_id = +?1" in reader_mod.KEYPAIR_SQL[(False, True)].sql
+    project_list = reader_mod.server_list(reader_mod.ServerQuery(project_id="p"), None).sql
+    assert re.search(r"project_id = \+\?\d", project_list), project_list
