@@ -110,9 +110,9 @@ FLIP_MARGIN_DAYS = 0.002 / 86400.0
 @dataclass(frozen=True, slots=True)
 class KeptStatement:
     """One read whose answer a ``Reader`` keeps (``kept_statement``): ``sql`` returns one
-    row ``(fresh, *answer, valid until, data version, position)``; its own parameters
-    are ?1..?``params``, then the kept answer's data version and, when ``timed``, the
-    julian day it is valid until (NULL: none kept)."""
+    row ``(fresh, *answer, valid until, built at, data version, position)``; its own
+    parameters are ?1..?``params``, then the kept answer's data version and, when
+    ``timed``, the julian days it is valid until and was built at (NULL: none kept)."""
 
     sql: str
     params: int
@@ -124,16 +124,21 @@ def kept_statement(ctes: str, answer: tuple[str, ...], params: int,
     """``WITH ctes SELECT *answer`` as a ``KeptStatement``. ``valid_until``: an
     expression (evaluated only when the answer is built) of the julian day before which
     the answer stays right without a commit, NULL for ever; None: it does not depend on
-    the clock."""
+    the clock. A timed answer is also built again when the clock reads before the moment
+    it was built (set back)."""
     fresh = f"dv IS NOT ?{params + 1}"
+    built_at = "NULL"
     if valid_until is not None:
-        fresh += f" OR coalesce(julianday('now') >= ?{params + 2}, 0)"
+        fresh += (f" OR coalesce(julianday('now') >= ?{params + 2}, 0)"
+                  f" OR coalesce(julianday('now') < ?{params + 3}, 0)")
+        built_at = "julianday('now')"
     columns = ", ".join(f"CASE WHEN k.fresh THEN {c} END" for c in answer)
     return KeptStatement(
         f"WITH {ctes}, kept AS MATERIALIZED (SELECT dv, ({fresh}) AS fresh FROM "
         f"(SELECT data_version AS dv FROM pragma_data_version)) "
         f"SELECT k.fresh, {columns}, CASE WHEN k.fresh THEN {valid_until or 'NULL'} END, "
-        f"k.dv, {POSITION_SQL} FROM kept AS k", params, valid_until is not None)
+        f"CASE WHEN k.fresh THEN {built_at} END, k.dv, {POSITION_SQL} FROM kept AS k",
+        params, valid_until is not None)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -1225,8 +1230,9 @@ class Reader:
         # (statement, parameters) -> (data version, ReadResult) of list pages, newest last
         self._pages: dict[tuple, tuple[int, ReadResult]] = {}
         self._pages_bytes = 0
-        # (statement, parameters) -> (data version, valid until, answer) of whole answers
-        self._answers: dict[tuple, tuple[int, float | None, tuple]] = {}
+        # (statement, parameters) -> (data version, valid until, built at, answer) of
+        # whole answers (KeptStatement)
+        self._answers: dict[tuple, tuple[int, float | None, float | None, tuple]] = {}
         self._answers_bytes = 0
         conn.create_scalar_function("regexp", _MATCH_CLOCK.regexp, 2, deterministic=True)
         conn.create_scalar_function("regexp_ci", _MATCH_CLOCK.regexp_ci, 2,
@@ -1281,31 +1287,28 @@ class Reader:
         built nothing); otherwise the one it built is kept in its place."""
         key = (statement.sql, params)
         kept = self._answers.get(key)
-        if kept is None:
-            extra = (None, None)
-        else:
-            extra = kept[:2]
-        row, ms = self._one_row(statement.sql, params + extra[:1 + statement.timed])
-        fresh, *answer, valid_until, version, position = row
+        extra = (None, None, None) if kept is None else kept[:3]
+        row, ms = self._one_row(statement.sql,
+                                params + extra[:3 if statement.timed else 1])
+        fresh, *answer, valid_until, built_at, version, position = row
         if not fresh and kept is not None:
-            return (*kept[2], position), ms
-        self._keep_answer(key, version, valid_until, tuple(answer))
+            return (*kept[3], position), ms
+        self._keep_answer(key, (version, valid_until, built_at), tuple(answer))
         return (*answer, position), ms
 
-    def _keep_answer(self, key: tuple, version: int, valid_until: float | None,
-                     answer: tuple) -> None:
-        """Keep a whole answer for the next same statement, within KEPT_ANSWER_BYTES
-        (the oldest go first)."""
+    def _keep_answer(self, key: tuple, checks: tuple, answer: tuple) -> None:
+        """Keep a whole answer with its checks (data version, valid until, built at) for
+        the next same statement, within KEPT_ANSWER_BYTES (the oldest go first)."""
         old = self._answers.pop(key, None)
         if old is not None:
-            self._answers_bytes -= _answer_size(old[2])
+            self._answers_bytes -= _answer_size(old[3])
         size = _answer_size(answer)
         if size > KEPT_ANSWER_BYTES // 2:
             return
         while self._answers and self._answers_bytes + size > KEPT_ANSWER_BYTES:
             oldest = next(iter(self._answers))
-            self._answers_bytes -= _answer_size(self._answers.pop(oldest)[2])
-        self._answers[key] = (version, valid_until, answer)
+            self._answers_bytes -= _answer_size(self._answers.pop(oldest)[3])
+        self._answers[key] = (*checks, answer)
         self._answers_bytes += size
 
     def _rows(self, sql: str, params, matches: bool = False) -> tuple[list, float]:

@@ -284,3 +284,20 @@ def test_no_list_statement_limits_or_scopes_by_a_bare_parameter():
     assert "user_id = +?1" in reader_mod.KEYPAIR_SQL[(False, True)].sql
     project_list = reader_mod.server_list(reader_mod.ServerQuery(project_id="p"), None).sql
     assert re.search(r"project_id = \+\?\d", project_list), project_list
+
+
+def test_a_clock_set_back_builds_a_timed_answer_again(replica, reader):
+    """A timed answer is right from the moment it was built: a clock that reads before
+    that moment (set back) may see a row on the other side of its flip."""
+    E.fill_zones(replica, [("cell1", E.service(1, "compute-1", heartbeat=_stamp(_utc(-5)),
+                                               down_after=1))], [])
+    first = reader.list_services(None, None, False, False).body
+    assert _states(first) == {"compute-1": "down"}
+    assert reader.list_services(None, None, False, False).body is first
+    (key, (version, valid_until, built_at, answer)), = reader._answers.items()
+    assert valid_until is None and built_at is not None
+    # as if it had been built a minute from now, and the clock had then been set back
+    reader._answers[key] = (version, valid_until, built_at + 60 / 86400.0, answer)
+    again = reader.list_services(None, None, False, False).body
+    assert again is not first and again == first
+    assert reader._answers[key][2] <= built_at + 1 / 86400.0
