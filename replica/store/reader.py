@@ -1129,9 +1129,9 @@ _ZONES_WITH = (
     "zone_of AS MATERIALIZED (SELECT host, group_concat(zone, ',') AS zone FROM "
     "(SELECT DISTINCT host, zone FROM aggregate_zones ORDER BY host, zone) GROUP BY host), "
     "svc AS MATERIALIZED (SELECT s.host, s.\"binary\" AS binary, s.disabled, "
-    f"{_SERVICE_UP} AS alive, {_SERVICE_FLIP} AS flip, s.s_updated_at, CASE WHEN s.topic = 'compute' "
-    "THEN coalesce(z.zone, ?1) ELSE ?2 END AS zone FROM services AS s "
-    "LEFT JOIN zone_of AS z ON z.host = s.host), "
+    f"{_SERVICE_UP} AS alive, {_SERVICE_FLIP} AS flip, s.s_updated_at, "
+    "CASE WHEN s.topic = 'compute' THEN coalesce(z.zone, ?1) ELSE ?2 END AS zone "
+    "FROM services AS s LEFT JOIN zone_of AS z ON z.host = s.host), "
     "zones AS MATERIALIZED (SELECT zone, min(disabled) AS off FROM svc GROUP BY zone)")
 _ZONE_HEAD = ("'{\"zoneName\":' || json_quote(z.zone) || ',\"zoneState\":{\"available\":' "
               "|| iif(z.off, 'false', 'true') || '},\"hosts\":' || ")
