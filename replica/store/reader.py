@@ -74,13 +74,6 @@ POSITIONS_SQL = "SELECT cell, epoch, seq FROM positions"
 # read: what a kept list page is checked against (Reader's page cache).
 DATA_VERSION_SQL = "(SELECT data_version FROM pragma_data_version)"
 PAGE_CACHE_BYTES = 4 << 20        # list pages a reader keeps, per process
-# A LIMIT or OFFSET that is a bare parameter (``LIMIT ?2``) cost, with apsw's SQLite
-# 3.54, about what preparing the statement again costs, on every run and with the same
-# values (measured: 0.25 ms for a hypervisor page of 3 rows, 20 times the run itself);
-# ``LIMIT +?2`` (an expression) does not. So did an equality of an indexed column with a
-# bare parameter in a list in that index's order (``user_id = ?1 ... ORDER BY name``
-# over an index on (user_id, name): 45 us a run); ``user_id = +?1`` keeps the plan and
-# not the cost.
 
 
 # The feeds that have been live once, newline-separated (schema step 4).
@@ -433,7 +426,7 @@ def list_instance_actions_sql(updated: bool) -> str:
         f"action_id AS k1 FROM instance_actions WHERE instance_uuid = ?1 AND deleted = 0 "
         f"AND (?6 IS NULL OR updated_at >= ?6) AND (?7 IS NULL OR updated_at <= ?7) "
         f"AND (?4 IS NULL OR created_at < (SELECT m0 FROM m) OR (created_at = "
-        f"(SELECT m0 FROM m) AND action_id < (SELECT m1 FROM m))) {_ACTION_ORDER} LIMIT +?5) "
+        f"(SELECT m0 FROM m) AND action_id < (SELECT m1 FROM m))) {_ACTION_ORDER} LIMIT ?5) "
         f"SELECT {_ACTION_SERVER}, CAST('{{\"instanceActions\":[' || "
         f"coalesce((SELECT group_concat(d, ',') FROM page), '') || ']' AS BLOB), "
         f"(SELECT count(*) FROM page), (SELECT id FROM page ORDER BY k0 ASC, k1 ASC LIMIT 1), "
@@ -456,7 +449,7 @@ def list_keypairs_sql(with_type: bool) -> KeptStatement:
     column = "k_item_v22" if with_type else "k_item_v21"
     return kept_statement(
         f"page AS MATERIALIZED (SELECT name AS id, {column} AS d FROM keypairs "
-        f"WHERE user_id = +?1 AND (?2 IS NULL OR name > ?2) ORDER BY name LIMIT +?3)",
+        f"WHERE user_id = ?1 AND (?2 IS NULL OR name > ?2) ORDER BY name LIMIT ?3)",
         ("CAST('{\"keypairs\":[' || coalesce((SELECT group_concat(d, ',') FROM page), '') "
          "|| ']' AS BLOB)", "(SELECT count(*) FROM page)",
          "(SELECT id FROM page ORDER BY id DESC LIMIT 1)",
@@ -511,7 +504,7 @@ def list_hypervisors_sql(column: str) -> KeptStatement:
         f"FROM hypervisors h WHERE h.listed = 1 AND "
         f"(?3 IS NULL OR h.hypervisor_hostname LIKE '%' || ?3 || '%') AND "
         f"(?1 IS NULL OR (h.cell, h.node_id) > (SELECT mc, mn FROM m)) "
-        f"ORDER BY h.cell, h.node_id LIMIT +?2)",
+        f"ORDER BY h.cell, h.node_id LIMIT ?2)",
         (f"CAST('{{\"hypervisors\":[' || coalesce((SELECT group_concat(doc, ',') FROM "
          f"(SELECT {_hypervisor_item_sql(column, 'p')} AS doc FROM page p "
          f"ORDER BY p.cell, p.node_id)), '') || ']' AS BLOB)", "(SELECT count(*) FROM page)",
@@ -819,9 +812,7 @@ def build_server_list(query: ServerQuery, view: render.ServerView | None
     if query.nothing:
         where.append("0")
     if query.project_id is not None:
-        # ``+?``: see the note on bare parameters at the top (a kept page of a project's
-        # servers: 29 us against 6 us; sorted by name, 106 us against 9 us; same plan)
-        where.append(f"project_id = +{p(query.project_id)}")
+        where.append(f"project_id = {p(query.project_id)}")
     if query.deleted is False:
         where.append("deleted = 0")
         if not query.soft_deleted:
@@ -1194,7 +1185,7 @@ def list_server_groups_sql(minor: int) -> KeptStatement:
     return kept_statement(
         f"page AS MATERIALIZED (SELECT g.id AS n, {_server_group_doc(minor)} AS d "
         f"FROM server_groups AS g WHERE (?1 IS NULL OR g.project_id = ?1) ORDER BY g.id "
-        f"LIMIT +?2 OFFSET +?3)",
+        f"LIMIT ?2 OFFSET ?3)",
         ("CAST('{\"server_groups\":[' || coalesce((SELECT group_concat(d, ',' ORDER BY n) "
          "FROM page), '') || ']}' AS BLOB)", "(SELECT count(*) FROM page)"), 3)
 
