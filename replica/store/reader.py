@@ -74,13 +74,6 @@ POSITIONS_SQL = "SELECT cell, epoch, seq FROM positions"
 # read: what a kept list page is checked against (Reader's page cache).
 DATA_VERSION_SQL = "(SELECT data_version FROM pragma_data_version)"
 PAGE_CACHE_BYTES = 4 << 20        # list pages a reader keeps, per process
-# A LIMIT or OFFSET that is a bare parameter (``LIMIT ?2``) cost, with apsw's SQLite
-# 3.54, about what preparing the statement again costs, on every run and with the same
-# values (measured: 0.25 ms for a hypervisor page of 3 rows, 20 times the run itself);
-# ``LIMIT +?2`` (an expression) does not. So did an equality of an indexed column with a
-# bare parameter in a list in that index's order (``user_id = ?1 ... ORDER BY name``
-# over an index on (user_id, name): 45 us a run); ``user_id = +?1`` keeps the plan and
-# not the cost.
 
 
 # The feeds that have been live once, newline-separated (schema step 4).
@@ -110,9 +103,9 @@ FLIP_MARGIN_DAYS = 0.002 / 86400.0
 @dataclass(frozen=True, slots=True)
 class KeptStatement:
     """One read whose answer a ``Reader`` keeps (``kept_statement``): ``sql`` returns one
-    row ``(fresh, *answer, valid until, data version, position)``; its own parameters
-    are ?1..?``params``, then the kept answer's data version and, when ``timed``, the
-    julian day it is valid until (NULL: none kept)."""
+    row ``(fresh, *answer, valid until, built at, data version, position)``; its own
+    parameters are ?1..?``params``, then the kept answer's data version and, when
+    ``timed``, the julian days it is valid until and was built at (NULL: none kept)."""
 
     sql: str
     params: int
@@ -124,16 +117,21 @@ def kept_statement(ctes: str, answer: tuple[str, ...], params: int,
     """``WITH ctes SELECT *answer`` as a ``KeptStatement``. ``valid_until``: an
     expression (evaluated only when the answer is built) of the julian day before which
     the answer stays right without a commit, NULL for ever; None: it does not depend on
-    the clock."""
+    the clock. A timed answer is also built again when the clock reads before the moment
+    it was built (set back)."""
     fresh = f"dv IS NOT ?{params + 1}"
+    built_at = "NULL"
     if valid_until is not None:
-        fresh += f" OR coalesce(julianday('now') >= ?{params + 2}, 0)"
+        fresh += (f" OR coalesce(julianday('now') >= ?{params + 2}, 0)"
+                  f" OR coalesce(julianday('now') < ?{params + 3}, 0)")
+        built_at = "julianday('now')"
     columns = ", ".join(f"CASE WHEN k.fresh THEN {c} END" for c in answer)
     return KeptStatement(
         f"WITH {ctes}, kept AS MATERIALIZED (SELECT dv, ({fresh}) AS fresh FROM "
         f"(SELECT data_version AS dv FROM pragma_data_version)) "
         f"SELECT k.fresh, {columns}, CASE WHEN k.fresh THEN {valid_until or 'NULL'} END, "
-        f"k.dv, {POSITION_SQL} FROM kept AS k", params, valid_until is not None)
+        f"CASE WHEN k.fresh THEN {built_at} END, k.dv, {POSITION_SQL} FROM kept AS k",
+        params, valid_until is not None)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -428,7 +426,7 @@ def list_instance_actions_sql(updated: bool) -> str:
         f"action_id AS k1 FROM instance_actions WHERE instance_uuid = ?1 AND deleted = 0 "
         f"AND (?6 IS NULL OR updated_at >= ?6) AND (?7 IS NULL OR updated_at <= ?7) "
         f"AND (?4 IS NULL OR created_at < (SELECT m0 FROM m) OR (created_at = "
-        f"(SELECT m0 FROM m) AND action_id < (SELECT m1 FROM m))) {_ACTION_ORDER} LIMIT +?5) "
+        f"(SELECT m0 FROM m) AND action_id < (SELECT m1 FROM m))) {_ACTION_ORDER} LIMIT ?5) "
         f"SELECT {_ACTION_SERVER}, CAST('{{\"instanceActions\":[' || "
         f"coalesce((SELECT group_concat(d, ',') FROM page), '') || ']' AS BLOB), "
         f"(SELECT count(*) FROM page), (SELECT id FROM page ORDER BY k0 ASC, k1 ASC LIMIT 1), "
@@ -451,7 +449,7 @@ def list_keypairs_sql(with_type: bool) -> KeptStatement:
     column = "k_item_v22" if with_type else "k_item_v21"
     return kept_statement(
         f"page AS MATERIALIZED (SELECT name AS id, {column} AS d FROM keypairs "
-        f"WHERE user_id = +?1 AND (?2 IS NULL OR name > ?2) ORDER BY name LIMIT +?3)",
+        f"WHERE user_id = ?1 AND (?2 IS NULL OR name > ?2) ORDER BY name LIMIT ?3)",
         ("CAST('{\"keypairs\":[' || coalesce((SELECT group_concat(d, ',') FROM page), '') "
          "|| ']' AS BLOB)", "(SELECT count(*) FROM page)",
          "(SELECT id FROM page ORDER BY id DESC LIMIT 1)",
@@ -506,7 +504,7 @@ def list_hypervisors_sql(column: str) -> KeptStatement:
         f"FROM hypervisors h WHERE h.listed = 1 AND "
         f"(?3 IS NULL OR h.hypervisor_hostname LIKE '%' || ?3 || '%') AND "
         f"(?1 IS NULL OR (h.cell, h.node_id) > (SELECT mc, mn FROM m)) "
-        f"ORDER BY h.cell, h.node_id LIMIT +?2)",
+        f"ORDER BY h.cell, h.node_id LIMIT ?2)",
         (f"CAST('{{\"hypervisors\":[' || coalesce((SELECT group_concat(doc, ',') FROM "
          f"(SELECT {_hypervisor_item_sql(column, 'p')} AS doc FROM page p "
          f"ORDER BY p.cell, p.node_id)), '') || ']' AS BLOB)", "(SELECT count(*) FROM page)",
@@ -814,9 +812,7 @@ def build_server_list(query: ServerQuery, view: render.ServerView | None
     if query.nothing:
         where.append("0")
     if query.project_id is not None:
-        # ``+?``: see the note on bare parameters at the top (a kept page of a project's
-        # servers: 29 us against 6 us; sorted by name, 106 us against 9 us; same plan)
-        where.append(f"project_id = +{p(query.project_id)}")
+        where.append(f"project_id = {p(query.project_id)}")
     if query.deleted is False:
         where.append("deleted = 0")
         if not query.soft_deleted:
@@ -1124,9 +1120,9 @@ _ZONES_WITH = (
     "zone_of AS MATERIALIZED (SELECT host, group_concat(zone, ',') AS zone FROM "
     "(SELECT DISTINCT host, zone FROM aggregate_zones ORDER BY host, zone) GROUP BY host), "
     "svc AS MATERIALIZED (SELECT s.host, s.\"binary\" AS binary, s.disabled, "
-    f"{_SERVICE_UP} AS alive, {_SERVICE_FLIP} AS flip, s.s_updated_at, CASE WHEN s.topic = 'compute' "
-    "THEN coalesce(z.zone, ?1) ELSE ?2 END AS zone FROM services AS s "
-    "LEFT JOIN zone_of AS z ON z.host = s.host), "
+    f"{_SERVICE_UP} AS alive, {_SERVICE_FLIP} AS flip, s.s_updated_at, "
+    "CASE WHEN s.topic = 'compute' THEN coalesce(z.zone, ?1) ELSE ?2 END AS zone "
+    "FROM services AS s LEFT JOIN zone_of AS z ON z.host = s.host), "
     "zones AS MATERIALIZED (SELECT zone, min(disabled) AS off FROM svc GROUP BY zone)")
 _ZONE_HEAD = ("'{\"zoneName\":' || json_quote(z.zone) || ',\"zoneState\":{\"available\":' "
               "|| iif(z.off, 'false', 'true') || '},\"hosts\":' || ")
@@ -1189,7 +1185,7 @@ def list_server_groups_sql(minor: int) -> KeptStatement:
     return kept_statement(
         f"page AS MATERIALIZED (SELECT g.id AS n, {_server_group_doc(minor)} AS d "
         f"FROM server_groups AS g WHERE (?1 IS NULL OR g.project_id = ?1) ORDER BY g.id "
-        f"LIMIT +?2 OFFSET +?3)",
+        f"LIMIT ?2 OFFSET ?3)",
         ("CAST('{\"server_groups\":[' || coalesce((SELECT group_concat(d, ',' ORDER BY n) "
          "FROM page), '') || ']}' AS BLOB)", "(SELECT count(*) FROM page)"), 3)
 
@@ -1226,8 +1222,9 @@ class Reader:
         # version) of list pages, newest last
         self._pages: dict[tuple, tuple[int, ReadResult, int]] = {}
         self._pages_bytes = 0
-        # (statement, parameters) -> (data version, valid until, answer) of whole answers
-        self._answers: dict[tuple, tuple[int, float | None, tuple]] = {}
+        # (statement, parameters) -> (data version, valid until, built at, answer) of
+        # whole answers (KeptStatement)
+        self._answers: dict[tuple, tuple[int, float | None, float | None, tuple]] = {}
         self._answers_bytes = 0
         conn.create_scalar_function("regexp", _MATCH_CLOCK.regexp, 2, deterministic=True)
         conn.create_scalar_function("regexp_ci", _MATCH_CLOCK.regexp_ci, 2,
@@ -1282,31 +1279,28 @@ class Reader:
         built nothing); otherwise the one it built is kept in its place."""
         key = (statement.sql, params)
         kept = self._answers.get(key)
-        if kept is None:
-            extra = (None, None)
-        else:
-            extra = kept[:2]
-        row, ms = self._one_row(statement.sql, params + extra[:1 + statement.timed])
-        fresh, *answer, valid_until, version, position = row
+        extra = (None, None, None) if kept is None else kept[:3]
+        row, ms = self._one_row(statement.sql,
+                                params + extra[:3 if statement.timed else 1])
+        fresh, *answer, valid_until, built_at, version, position = row
         if not fresh and kept is not None:
-            return (*kept[2], position), ms
-        self._keep_answer(key, version, valid_until, tuple(answer))
+            return (*kept[3], position), ms
+        self._keep_answer(key, (version, valid_until, built_at), tuple(answer))
         return (*answer, position), ms
 
-    def _keep_answer(self, key: tuple, version: int, valid_until: float | None,
-                     answer: tuple) -> None:
-        """Keep a whole answer for the next same statement, within KEPT_ANSWER_BYTES
-        (the oldest go first)."""
+    def _keep_answer(self, key: tuple, checks: tuple, answer: tuple) -> None:
+        """Keep a whole answer with its checks (data version, valid until, built at) for
+        the next same statement, within KEPT_ANSWER_BYTES (the oldest go first)."""
         old = self._answers.pop(key, None)
         if old is not None:
-            self._answers_bytes -= _answer_size(old[2])
+            self._answers_bytes -= _answer_size(old[3])
         size = _answer_size(answer)
         if size > KEPT_ANSWER_BYTES // 2:
             return
         while self._answers and self._answers_bytes + size > KEPT_ANSWER_BYTES:
             oldest = next(iter(self._answers))
-            self._answers_bytes -= _answer_size(self._answers.pop(oldest)[2])
-        self._answers[key] = (version, valid_until, answer)
+            self._answers_bytes -= _answer_size(self._answers.pop(oldest)[3])
+        self._answers[key] = (*checks, answer)
         self._answers_bytes += size
 
     def _rows(self, sql: str, params, matches: bool = False) -> tuple[list, float]:
