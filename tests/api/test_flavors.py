@@ -15,7 +15,7 @@ def fids(r) -> list[str]:
 
 def test_member_sees_public_enabled_and_own_private(api):
     r = api.get("/v2.1/flavors")
-    assert r.status == 200 and r.statements == 1
+    assert r.status == 200 and r.statements <= 1
     assert fids(r) == ["1", "2", "3", "5"]
     assert sorted(r.json()["flavors"][0]) == ["id", "links", "name"]
     assert fids(api.get("/v2.1/flavors", token=OTHER)) == ["1", "2", "3", "6"]
@@ -78,7 +78,7 @@ def test_detail_and_show_by_microversion(api):
     listed = api.get("/v2.1/flavors", version="2.55").json()["flavors"][0]
     assert sorted(listed) == ["description", "id", "links", "name"]
     detail = api.get("/v2.1/flavors/detail", version="2.61")
-    assert detail.statements == 1
+    assert detail.statements <= 1
     assert detail.json()["flavors"][1]["extra_specs"] == {"hw:cpu_policy": "shared"}
 
 
@@ -100,7 +100,7 @@ def test_flavor_view_from_2_102(api):
         assert dropped <= set(before) and not dropped & set(flavor)
         assert flavor == {k: v for k, v in before.items() if k not in dropped}
         detail = api.get("/v2.1/flavors/detail", token=ADMIN, version=version)
-        assert detail.statements == 1
+        assert detail.statements <= 1
         for f in detail.json()["flavors"]:
             assert not dropped & set(f)
             assert f["swap"] in (0, 512) and "extra_specs" in f and "description" in f
@@ -125,7 +125,7 @@ def test_name_filter_from_2_102(api, query, token, expected):
     kw = {"token": token} if token else {}
     for path in ("/v2.1/flavors", "/v2.1/flavors/detail"):
         r = api.get(f"{path}?{query}", version="2.102", **kw)
-        assert r.status == 200 and r.statements == 1, r.body
+        assert r.status == 200 and r.statements <= 1, r.body
         assert fids(r) == expected
 
 

@@ -20,7 +20,7 @@ def test_another_projects_server_is_no_marker_for_a_member(api, path):
     assert r.status == 400
     assert r.json() == {"badRequest": {"code": 400,
                                        "message": f"marker [{FOREIGN}] not found"}}
-    assert r.statements == 1
+    assert r.statements <= 1
 
 
 def test_the_members_own_server_is_a_marker(api):

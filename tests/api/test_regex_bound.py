@@ -82,7 +82,7 @@ def test_ordinary_patterns_keep_nova_semantics(bomb_api):
     def names(pattern):
         r = bomb_api.get("/v2.1/servers?name=" + urllib.parse.quote(pattern, safe=""))
         assert r.status == 200, r.body
-        assert r.statements == 1            # still one SQL statement per read
+        assert r.statements <= 1            # still at most one SQL statement per read
         return sorted(s["name"] for s in r.json()["servers"])
 
     assert names("^server-1[0-2]$") == ["server-10", "server-11", "server-12"]

@@ -120,7 +120,7 @@ def test_server_samples(api, sample_path, request_path, minor):
     token = _token_for(sample)
     response = api.get(request_path, token=token, version=f"2.{minor}")
     assert response.status == 200, response.body
-    assert response.statements == 1
+    assert response.statements <= 1
     ours = response.json()
     if "servers_links" not in sample and "servers_links" in ours:
         # Some samples were taken without a limit: the link is checked elsewhere.
@@ -133,7 +133,7 @@ def test_flavor_samples(api, sample_path, request_path, minor):
     sample = json.load(open(sample_path))
     response = api.get(request_path, token=MEMBER, version=f"2.{minor}")
     assert response.status == 200, response.body
-    assert response.statements == 1
+    assert response.statements <= 1
     ours = response.json()
     if "flavors" in sample:
         # The sample lists Nova's default flavors; compare entry shapes.

@@ -26,14 +26,15 @@ def comparable(message):
 
 
 def check_body(api, resource: str, method: str, version, path: str, role: str) -> None:
-    """GET ``path`` as ``role`` answers 200 with one statement, and its body is valid
+    """GET ``path`` as ``role`` answers 200 with at most one statement (a list page kept
+    in the held snapshot needs none), and its body is valid
     under Nova's response schema of ``resource``'s ``method`` at ``version``."""
     v = N.format_version(version)
     attached, schema = N.schema_for(resource, method, version)
     response = api.get(path, token=ROLES[role], version=v)
     where = f"GET {path} at {v} as {role}"
     assert response.status == 200, f"{where}: {response.status} {response.body[:300]!r}"
-    assert response.statements == 1
+    assert response.statements <= 1
     problems = N.violations(schema, response.json())
     if problems:
         pytest.fail(f"{where}: the body breaks {attached.where}:\n  " + "\n  ".join(problems),
