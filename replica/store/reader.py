@@ -1220,12 +1220,10 @@ class Reader:
         self._position = None          # the held snapshot's position, once read
         # (statement, parameters) -> (data_version pragma, ReadResult, pager's data
         # version) of list pages, newest last
-        self._pages: dict[tuple, tuple[int, ReadResult, int]] = {}
-        self._pages_bytes = 0
+        self._pages = _KeptBytes(lambda kept: len(kept[1].body))
         # (statement, parameters) -> (data version, valid until, built at, answer) of
         # whole answers (KeptStatement)
-        self._answers: dict[tuple, tuple[int, float | None, float | None, tuple]] = {}
-        self._answers_bytes = 0
+        self._answers = _KeptBytes(lambda kept: _answer_size(kept[3]))
         conn.create_scalar_function("regexp", _MATCH_CLOCK.regexp, 2, deterministic=True)
         conn.create_scalar_function("regexp_ci", _MATCH_CLOCK.regexp_ci, 2,
                                     deterministic=True)
@@ -1285,23 +1283,9 @@ class Reader:
         fresh, *answer, valid_until, built_at, version, position = row
         if not fresh and kept is not None:
             return (*kept[3], position), ms
-        self._keep_answer(key, (version, valid_until, built_at), tuple(answer))
+        self._answers.keep(key, (version, valid_until, built_at, tuple(answer)),
+                           KEPT_ANSWER_BYTES)
         return (*answer, position), ms
-
-    def _keep_answer(self, key: tuple, checks: tuple, answer: tuple) -> None:
-        """Keep a whole answer with its checks (data version, valid until, built at) for
-        the next same statement, within KEPT_ANSWER_BYTES (the oldest go first)."""
-        old = self._answers.pop(key, None)
-        if old is not None:
-            self._answers_bytes -= _answer_size(old[3])
-        size = _answer_size(answer)
-        if size > KEPT_ANSWER_BYTES // 2:
-            return
-        while self._answers and self._answers_bytes + size > KEPT_ANSWER_BYTES:
-            oldest = next(iter(self._answers))
-            self._answers_bytes -= _answer_size(self._answers.pop(oldest)[3])
-        self._answers[key] = (*checks, answer)
-        self._answers_bytes += size
 
     def _rows(self, sql: str, params, matches: bool = False) -> tuple[list, float]:
         """Run one statement to its end: its rows, the last of which ends with the
@@ -1425,26 +1409,11 @@ class Reader:
         result = ReadResult(body, position or "", ms, count=len(rows),
                             last_id=rows[-1][0] if rows else None, marker_found=bool(found))
         if not any(volatile for _id, _doc, volatile in rows):
-            self._keep_page(key, version, result)
+            # with the pager's data version too (read after the statement that built
+            # it), for the answer without a statement above
+            self._pages.keep(key, (version, result, self.conn.data_version()),
+                             PAGE_CACHE_BYTES)
         return result
-
-    def _keep_page(self, key: tuple, version: int, result: ReadResult) -> None:
-        """Keep a list page for the next same statement, within PAGE_CACHE_BYTES (the
-        oldest pages go first), with the data versions of the statement that built it:
-        SQLite's ``data_version`` pragma (what a statement compares) and the pager's
-        (``Connection.data_version``, read in Python after that statement)."""
-        old = self._pages.pop(key, None)
-        if old is not None:
-            self._pages_bytes -= len(old[1].body)
-        size = len(result.body)
-        if size > PAGE_CACHE_BYTES // 2:
-            return
-        while self._pages and self._pages_bytes + size > PAGE_CACHE_BYTES:
-            oldest = next(iter(self._pages))
-            self._pages_bytes -= len(self._pages.pop(oldest)[1].body)
-        self._pages[key] = (version, result, self.conn.data_version())
-        self._pages_bytes += size
-
 
     def show_instance_action(self, server_id: str, request_id: str,
                              view: render.InstanceActionView, project_id: str | None,
@@ -1565,6 +1534,29 @@ class Reader:
         the (deleted, ...) index over the deleted rows only."""
         (found, _position), _ms = self._one_row(DELETED_SERVERS_SQL, ())
         return json.loads(found) if found else {}
+
+
+class _KeptBytes(dict):
+    """What a reader keeps by (statement, parameters), newest last, within a byte
+    budget: the oldest go first, and one entry may take at most half of the budget.
+    ``size_of(entry)``: the bytes an entry holds."""
+
+    def __init__(self, size_of):
+        super().__init__()
+        self.size_of = size_of
+        self.bytes = 0
+
+    def keep(self, key, entry, budget: int) -> None:
+        old = self.pop(key, None)
+        if old is not None:
+            self.bytes -= self.size_of(old)
+        size = self.size_of(entry)
+        if size > budget // 2:
+            return
+        while self and self.bytes + size > budget:
+            self.bytes -= self.size_of(self.pop(next(iter(self))))
+        self[key] = entry
+        self.bytes += size
 
 
 def _answer_size(answer: tuple) -> int:

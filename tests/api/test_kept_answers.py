@@ -255,12 +255,12 @@ def test_kept_answers_stay_within_their_budget(replica, reader, monkeypatch):
     monkeypatch.setattr(reader_mod, "KEPT_ANSWER_BYTES", 3 * one)
     for limit in range(1, 30):
         reader.list_keypairs("u1", False, None, 20 + limit)
-        assert reader._answers_bytes <= 3 * one
+        assert reader._answers.bytes <= 3 * one
     assert 1 <= len(reader._answers) <= 3
     # an answer over half the budget is not kept
     monkeypatch.setattr(reader_mod, "KEPT_ANSWER_BYTES", one)
     reader._answers.clear()
-    reader._answers_bytes = 0
+    reader._answers.bytes = 0
     reader.list_keypairs("u1", False, None, None)
     assert not reader._answers
 

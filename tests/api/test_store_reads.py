@@ -219,7 +219,7 @@ def test_kept_pages_stay_within_their_budget(tmp_path, monkeypatch):
     monkeypatch.setattr(reader_mod, "PAGE_CACHE_BYTES", 3 * one_page)
     for n in range(6):
         r.list_servers(ServerQuery(project_id=None, limit=5), None, Prefixes(f"s{n}", "b"))
-        assert r._pages_bytes <= 3 * one_page + 16
+        assert r._pages.bytes <= 3 * one_page + 16
     assert 1 <= len(r._pages) <= 3
     r.conn.close()
 
