@@ -64,9 +64,9 @@ def _cpu(pids: list[int]) -> float:
 def measure(base_url: str, endpoint: Endpoint, connections: int, duration_s: float,
             ids_file: str, pids=None, headers: dict | None = None) -> WrkResult:
     """One wrk run on an idle server, which is left idle again; again and longer when it
-    completed too few requests to say anything (a slow baseline), up to MAX_DURATION_S. ``pids()`` names the server's
-    processes, whose CPU use during the run is recorded next to wrk's. ``headers`` go with
-    every request (a token)."""
+    completed too few requests to say anything (a slow baseline), up to MAX_DURATION_S.
+    ``pids()`` names the server's processes, whose CPU use during the run is recorded
+    next to wrk's. ``headers`` go with every request (a token)."""
     while True:
         settle(base_url)
         serving = pids() if pids else []
