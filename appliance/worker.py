@@ -215,7 +215,7 @@ class Handler(_WSGIHandler):
             # soon as it reads an answer finds it already waiting here, so without the
             # turn one connection held the worker while the others' requests queued
             # (measured under load, p99 at 8 and 64 connections against the constant
-            # server's: 1.2-22 x before, 0.07-1.7 x after, at the same CPU per request).
+            # server's: 1.2-22 x before, 0.07-0.7 x after; bench/README.md).
             # The wait is a timer, not sleep(0): gevent runs a callback added while it
             # runs callbacks in the same batch, without polling the sockets in between,
             # so sleep(0) most often gave no other connection a turn at all.
