@@ -5,6 +5,9 @@ loses and doubles nothing."""
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
+import logging
 import os
 import pathlib
 import shutil
@@ -175,6 +178,39 @@ def test_a_restored_database_starts_a_new_epoch(workdir):
         server.remove()
 
 
+@contextlib.contextmanager
+def _tailer_report(workdir: pathlib.Path, process, change_log):
+    """While inside: the tailer process's log lines go to a file and its stacks can be
+    dumped (SIGUSR1, as the child inherits both from this process). Yields a function
+    that says how the tailer is: alive or its exit code, the journal's head, its stacks
+    and its log."""
+    log_path, stacks_path = workdir / "tailer.log", workdir / "tailer-stacks.txt"
+    handler = logging.FileHandler(log_path)
+    level = binlog.log.level
+    binlog.log.addHandler(handler)
+    binlog.log.setLevel(logging.INFO)
+    stacks = open(stacks_path, "w")
+    faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)
+
+    def report() -> str:
+        if process.alive():
+            os.kill(process.proc.pid, signal.SIGUSR1)
+            wait_for(lambda: stacks_path.stat().st_size > 0, timeout=5,
+                     what="the tailer's stacks")
+        handler.flush()
+        return (f"tailer alive {process.alive()}, exit code {process.exitcode()}, "
+                f"journal head {change_log.head()}; its stacks:\n{stacks_path.read_text()}"
+                f"\nits log:\n{log_path.read_text()}")
+    try:
+        yield report
+    finally:
+        faulthandler.unregister(signal.SIGUSR1)
+        stacks.close()
+        binlog.log.removeHandler(handler)
+        binlog.log.setLevel(level)
+        handler.close()
+
+
 def test_a_tailer_killed_mid_stream_loses_and_doubles_nothing(nova, workdir):
     source = source_for(nova, str(workdir / "cell1.journal"))
     binlog.open_change_log(source).close()
@@ -203,8 +239,14 @@ def test_a_tailer_killed_mid_stream_loses_and_doubles_nothing(nova, workdir):
             writer.run("INSERT INTO instances (uuid, host) VALUES (%s, 'k')", (uuid,))
         expected = small + large + after
         process = binlog.TailerProcess(source)
-        process.start()
-        wait_head(reader, len(expected), timeout=120)
+        with _tailer_report(workdir, process, reader) as report:
+            process.start()
+            try:
+                wait_for(lambda: reader.head() >= len(expected) or not process.alive(),
+                         timeout=120, what=f"journal head {len(expected)}")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; {report()}") from None
+            assert reader.head() >= len(expected), report()
         proc = process.proc
         process.stop()                                        # SIGTERM: a clean stop
         assert proc.exitcode == 0
