@@ -1558,6 +1558,10 @@ class _KeptBytes(dict):
         self[key] = entry
         self.bytes += size
 
+    def clear(self) -> None:
+        super().clear()
+        self.bytes = 0
+
 
 def _answer_size(answer: tuple) -> int:
     return sum(len(v) for v in answer if isinstance(v, (bytes, str)))

@@ -263,7 +263,7 @@ def test_kept_answers_stay_within_their_budget(replica, reader, monkeypatch):
     # an answer over half the budget is not kept
     monkeypatch.setattr(reader_mod, "KEPT_ANSWER_BYTES", one)
     reader._answers.clear()
-    reader._answers.bytes = 0
+    assert reader._answers.bytes == 0
     reader.list_keypairs("u1", False, None, None)
     assert not reader._answers
 
