@@ -586,6 +586,11 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+# A backlog ingest's own checkpoints leave in passing is not worth a line (see
+# replica.store.connection.WAL_RESTART_BYTES); a first load's or a big resync's is.
+WAL_BACKLOG_SHOWN_BYTES = 64 << 20
+
+
 def format_status(status: dict) -> str:
     out = []
     cells = status.get("cells") or []
@@ -596,6 +601,10 @@ def format_status(status: dict) -> str:
         what = "disk full" if ingest.get("disk_full") else "commits failing"
         out.append(f"replica store: {what} since {_when(ingest['store_failing_since'])}, "
                    f"writes held ({ingest.get('store_error')})")
+    backlog = ingest.get("wal_backlog_bytes") or 0
+    if backlog > WAL_BACKLOG_SHOWN_BYTES:
+        out.append(f"replica store: {backlog / 2**20:,.0f} MiB of the write-ahead log not "
+                   "copied back into the replica file yet (reads are slower until it is)")
     out.append(table(
         ["CELL", "STATE", "SINCE", "EPOCH", "SEQ", "HEAD", "LAG MS", "LAG EV", "SERVERS",
          "DELETED", "FLAVORS", "LAST EVENT", "DEAD"],

@@ -162,6 +162,17 @@ class IngestCollector:
             family = GaugeMetricFamily(name, doc)
             family.add_metric([], 1.0 if value else 0.0)
             yield family
+        for name, doc, key in (
+                ("appliance_ingest_wal_bytes",
+                 "Size of the replica's write-ahead log after the last commit.", "wal_bytes"),
+                ("appliance_ingest_wal_backlog_bytes",
+                 "Bytes of the write-ahead log not yet copied back into the replica file; "
+                 "reads are slower while it is large (after a first load or a big resync).",
+                 "wal_backlog_bytes")):
+            if key in self.status:
+                family = GaugeMetricFamily(name, doc)
+                family.add_metric([], self.status[key])
+                yield family
         batches = CounterMetricFamily("appliance_ingest_batches_committed",
                                       "Transactions committed by ingest.")
         batches.add_metric([], self.status.get("batches_committed", 0))

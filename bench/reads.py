@@ -271,9 +271,11 @@ def scaling_figures(sc: Scenario, points: dict[int, dict], profile) -> None:
     add_scaling_figures(sc, points, {key: ENDPOINTS[key].label for key in profile.scaling_endpoints})
 
 
-def add_scaling_figures(sc: Scenario, points: dict[int, dict], labels: dict[str, str]) -> None:
+def add_scaling_figures(sc: Scenario, points: dict[int, dict], labels: dict[str, str],
+                        unbudgeted: frozenset[str] | set[str] = frozenset()) -> None:
     """Requests/s and p99 of each measured key (``labels``: key -> label) at each replica
-    size, against the smallest size; the budget applies at the largest size."""
+    size, against the smallest size; the budget applies at the largest size, but for
+    the keys in ``unbudgeted``."""
     if not points:
         return
     sizes = sorted(points)
@@ -286,7 +288,8 @@ def add_scaling_figures(sc: Scenario, points: dict[int, dict], labels: dict[str,
                 continue
             sc.add(Figure(f"{label} @ {size:,} servers", result.requests_per_s, "req/s",
                           first.requests_per_s, f"@{smallest:,}",
-                          SCALING_VS_SMALLEST if size == sizes[-1] != smallest else None,
+                          SCALING_VS_SMALLEST if size == sizes[-1] != smallest
+                          and key not in unbudgeted else None,
                           details={"p50_ms": result.p50_ms, "p99_ms": result.p99_ms,
                                    "p999_ms": result.p999_ms, "errors": result.error_count}))
             sc.add(Figure(f"{label} @ {size:,} servers p99", result.p99_ms, "ms",

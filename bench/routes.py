@@ -41,6 +41,9 @@ ONE = 0.85
 LIST = 0.5
 BUDGET_CONNECTIONS = (1, 8)         # as the show's: the budget holds at these
 READY_S = 60.0                      # every route answering 200 (a kind's feed live)
+# keys of a scaling point's extra results: the constant body's run, the answer's size
+AT_CONSTANT = "@constant"
+BODY_BYTES = "@body_bytes"
 ADMIN_TOKEN = {"X-Auth-Token": "admin:demo"}     # noauth: the user "admin" is an admin
 # The simulator's data the routes of one entity read (replica.cell.simulator): the
 # private flavor shared with "demo", the first aggregate, the first compute node, and
@@ -61,6 +64,12 @@ class Route:
     normalized: bool = False    # the normalized baseline answers it too
     admin: bool = False         # admin-only: asked with the admin's token
     also: tuple[str, ...] = ()  # other kinds its one read joins (availability zones)
+    # Its answer holds an item per host of the cloud (services, compute nodes, zones with
+    # their hosts), and a larger cell has more hosts (the simulator: one per 40 servers,
+    # up to 1,000): the answer at 1,000,000 servers is 38 times the one at 1,000, so at
+    # each scaling size it is held to the list budget against the constant body of its
+    # own answer at that size, and its rate against the smallest size is shown, unbudgeted.
+    per_host: bool = False
 
     @property
     def endpoint(self) -> Endpoint:
@@ -96,21 +105,21 @@ ROUTES = (
           LIST, True, also=("aggregate",)),
     Route("zones_detail", "GET /os-availability-zone/detail",
           f"{API}/os-availability-zone/detail", "service", LIST, True, admin=True,
-          also=("aggregate",)),
+          also=("aggregate",), per_host=True),
     Route("server_groups", "GET /os-server-groups", f"{API}/os-server-groups", "server_group",
           LIST, True),
     Route("server_group", "GET /os-server-groups/{id}", f"{API}/os-server-groups/{SERVER_GROUP}",
           "server_group", ONE, True),
     Route("services", "GET /os-services", f"{API}/os-services", "service", LIST, True,
-          admin=True),
+          admin=True, per_host=True),
     Route("aggregates", "GET /os-aggregates", f"{API}/os-aggregates", "aggregate", LIST, True,
           admin=True),
     Route("aggregate", "GET /os-aggregates/{id}", f"{API}/os-aggregates/{AGGREGATE_ID}",
           "aggregate", ONE, True, admin=True),
     Route("hypervisors", "GET /os-hypervisors", f"{API}/os-hypervisors", "hypervisor", LIST,
-          True, admin=True),
+          True, admin=True, per_host=True),
     Route("hypervisors_detail", "GET /os-hypervisors/detail", f"{API}/os-hypervisors/detail",
-          "hypervisor", LIST, True, admin=True),
+          "hypervisor", LIST, True, admin=True, per_host=True),
     Route("hypervisor", "GET /os-hypervisors/{id}", f"{API}/os-hypervisors/{HYPERVISOR_ID}",
           "hypervisor", ONE, True, admin=True),
 )
@@ -237,30 +246,66 @@ def _figures(sc: Scenario, measured: dict, routes: list[Route], profile, workers
 def run_scaling_point(sc: Scenario, stack: Stack, profile, log=print,
                       measured: dict | None = None) -> dict:
     """Each route on this stack with every worker, at the scaling connection count; a run
-    the matrix already made here (``measured``) is not repeated."""
+    the matrix already made here (``measured``) is not repeated. A route whose answer
+    grows with the cloud (``per_host``) also goes to the constant body of its answer
+    here (key ``route.key + AT_CONSTANT``)."""
     routes = routes_here(profile.route_keys)
     workers = all_workers()
     conns = profile.scaling_connections
     out = {}
-    ready = False
+    bodies = None
     for route in routes:
         done = (measured or {}).get((route.key, workers, conns))
         if done is not None:
             out[route.key] = done
             continue
-        if not ready:
-            prepare(stack, routes, workers)
-            ready = True
+        if bodies is None:
+            bodies = prepare(stack, routes, workers)
         result = measure(stack.base_url, route.endpoint, conns, profile.scaling_duration_s,
                          stack.ids_file(), stack.worker_pids, headers=route.headers)
         _record(sc, APPLIANCE, route.endpoint, workers, stack.servers, result)
         log(f"    routes {stack.servers:>9,} {route.label:<40} {result.requests_per_s:>9,.0f} "
             f"req/s  p99 {result.p99_ms:7.2f} ms  errors {result.error_count}")
         out[route.key] = result
+    growing = [route for route in routes if route.per_host]
+    if growing:
+        if bodies is None:
+            bodies = prepare(stack, routes, workers)
+        workdir = os.path.join(stack.dir, "routes-scaling")
+        os.makedirs(workdir, exist_ok=True)
+        proc, url = _start_baseline(stack.procs, CONSTANT, workers, workdir, bodies={
+            "*": "{}", **{r.path: bodies[r.path].decode() for r in growing}})
+        try:
+            for route in growing:
+                result = measure(url, route.endpoint, conns, profile.scaling_duration_s,
+                                 None, lambda: children_of(proc.pid), headers=route.headers)
+                _record(sc, CONSTANT, route.endpoint, workers, stack.servers, result)
+                log(f"    routes {stack.servers:>9,} {route.label + ' (constant)':<40} "
+                    f"{result.requests_per_s:>9,.0f} req/s  p99 {result.p99_ms:7.2f} ms")
+                out[route.key + AT_CONSTANT] = result
+                out[route.key + BODY_BYTES] = len(bodies[route.path])
+        finally:
+            stack.procs.stop(proc)
     return out
 
 
 def scaling_figures(sc: Scenario, points: dict[int, dict], profile) -> None:
-    """Each route at each replica size, against the smallest size measured."""
-    add_scaling_figures(sc, points, {route.key: route.label
-                                     for route in routes_here(profile.route_keys)})
+    """Each route at each replica size, against the smallest size measured (the budget
+    at the largest size); a route whose answer grows with the cloud against the constant
+    body of its answer at each size instead (the list budget)."""
+    routes = routes_here(profile.route_keys)
+    add_scaling_figures(sc, points, {r.key: r.label for r in routes},
+                        unbudgeted={r.key for r in routes if r.per_host})
+    for route in routes:
+        if not route.per_host:
+            continue
+        for size in sorted(points):
+            mine = points[size].get(route.key)
+            constant = points[size].get(route.key + AT_CONSTANT)
+            if mine is None or constant is None:
+                continue
+            sc.add(Figure(f"{route.label} @ {size:,} servers vs constant body",
+                          mine.requests_per_s, "req/s", constant.requests_per_s, "constant",
+                          Budget(">=", route.vs_constant, "ratio"),
+                          {"body_bytes": points[size].get(route.key + BODY_BYTES),
+                           "p99_ms": mine.p99_ms, "errors": mine.error_count}))

@@ -369,6 +369,11 @@ class Ingest:
         self._frame_bytes = (self.conn.execute("PRAGMA page_size").fetchall()[0][0]
                              + connection.WAL_FRAME_HEADER_BYTES)
         self.wal_pages = 0
+        # Frames of the WAL as it is now that a checkpoint has copied back into the
+        # database file. A reader looks every page it reads up in the WAL's index first,
+        # and a checkpoint takes a core while it copies: after a first load of a large
+        # cell (a WAL of gigabytes) reads are slower until the backlog is copied.
+        self.wal_copied = 0
         self._wal_big = gevent.event.Event()
         self._writes_open = gevent.event.Event()
         self._writes_open.set()
@@ -470,6 +475,8 @@ class Ingest:
         self._wake.set()
 
     def _after_commit(self, conn: apsw.Connection, db: str, pages: int) -> int:
+        if pages < self.wal_pages:
+            self.wal_copied = 0      # the WAL started over with this commit
         self.wal_pages = pages
         if pages * self._frame_bytes > connection.WAL_RESTART_BYTES:
             self._wal_big.set()
@@ -1044,8 +1051,15 @@ class Ingest:
                           for link in self.links.values()],
                 "dead_letters": self.dead_total, "events_applied": self.events_applied,
                 "batches_committed": self.batches_committed, "pid": os.getpid(),
+                "wal_bytes": self.wal_pages * self._frame_bytes,
+                "wal_backlog_bytes": self.wal_backlog_bytes,
                 "store_failing_since": self.store_failing_since,
                 "store_error": self.store_error, "disk_full": self.disk_full}
+
+    @property
+    def wal_backlog_bytes(self) -> int:
+        """Bytes committed to the WAL that no checkpoint has copied back yet."""
+        return max(self.wal_pages - self.wal_copied, 0) * self._frame_bytes
 
     def _handlers(self) -> dict:
         def resync_op(args):
@@ -1093,6 +1107,7 @@ class Ingest:
                 if isinstance(result, apsw.Error):
                     log.debug("checkpoint: %r", result)
                     continue
+                self.wal_copied = min(max(result[1], 0), self.wal_pages)
                 left = self.wal_pages - max(result[1], 0)   # written during the copy
                 if self.wal_pages * self._frame_bytes <= connection.WAL_RESTART_BYTES:
                     continue
@@ -1122,7 +1137,7 @@ class Ingest:
             log.debug("WAL restart checkpoint (writes held %.3fs): %r", held, result)
             return False
         self.wal_restarts += 1
-        self.wal_pages = 0
+        self.wal_pages = self.wal_copied = 0
         log.debug("WAL restart checkpoint: %d frames, writes held %.3fs", result[0], held)
         return True
 

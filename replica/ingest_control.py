@@ -5,7 +5,7 @@ Wire: one msgpack map per message. A request is ``{"v": 1, "op": name, ...args}`
 a reply is ``{"ok": True, ...}`` or ``{"ok": False, "error": code, "message": str}``
 (the convention of the cell control socket, see replica.feed). Ingest's ops:
 
-- ``status`` -> ``{"cells": [...], "dead_letters", "events_applied", "batches_committed", "pid"}``
+- ``status`` -> ``{"cells": [...], "dead_letters", "events_applied", "batches_committed", "pid", "wal_bytes", "wal_backlog_bytes", ...}``
 - ``resync`` ``{"cell": name | None}`` -> ``{"job": id}``
 - ``verify`` ``{"cell": name | None, "repair": bool}`` -> ``{"job": id}``
 - ``job`` ``{"job": id}`` -> the job (see ``Job.to_dict``)

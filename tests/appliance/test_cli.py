@@ -380,6 +380,14 @@ def test_status_says_when_the_store_cannot_write_and_why_a_cell_resyncs():
     assert "c1: resyncing (epoch 1234abcd -> 5678ef00)" in text
 
 
+def test_status_says_when_reads_are_slower_while_the_wal_is_copied_back():
+    from appliance.cli import format_status
+    status = {"cells": [], "processes": [], "ingest": {"wal_backlog_bytes": 3 << 30}}
+    assert "3,072 MiB of the write-ahead log not copied back" in format_status(status)
+    status["ingest"]["wal_backlog_bytes"] = 1 << 20
+    assert "write-ahead log" not in format_status(status)
+
+
 def test_noauth_on_a_public_address_is_refused(tmp_path):
     config = tmp_path / "a.toml"
     config.write_text('listen_host = "0.0.0.0"\n')

@@ -171,6 +171,7 @@ def test_ingest_figures_in_base_units():
     registry = CollectorRegistry()
     registry.register(IngestCollector({
         "events_applied": 7, "dead_letters": 1, "batches_committed": 2,
+        "wal_bytes": 65_600, "wal_backlog_bytes": 16_400,
         "cells": [{"cell": "c1", "state": "stale", "lag_ms": 1500.0, "lag_events": 3,
                    "seq": 10, "head": 13, "servers": 5, "flavors": 0, "live_once": True,
                    "last_event_at": 1700000000.5, "state_since": 1700000001.0, "gaps": 1,
@@ -183,5 +184,7 @@ def test_ingest_figures_in_base_units():
                  'appliance_cell_resync_failures_total{cell="c1"} 1.0',
                  'appliance_cell_state{cell="c1",state="stale"} 1.0',
                  'appliance_cell_state{cell="c1",state="live"} 0.0',
-                 "appliance_ingest_dead_letters_total 1.0"):
+                 "appliance_ingest_dead_letters_total 1.0",
+                 "appliance_ingest_wal_bytes 65600.0",
+                 "appliance_ingest_wal_backlog_bytes 16400.0"):
         assert line in text.splitlines(), line

@@ -46,6 +46,16 @@ def test_every_route_against_its_baselines(document):
         assert (f"{route.label} w1 c2 vs normalized" in figures) == route.normalized
         for size in (120, 240):
             assert _numeric(figures[f"{route.label} @ {size} servers"]["value"])
+        # an answer that grows with the cloud is held against the constant body of itself
+        # at each size, not against its smaller self
+        largest = figures[f"{route.label} @ 240 servers"]
+        assert (largest["budget"] is None) == route.per_host
+        for size in (120, 240):
+            grown = figures.get(f"{route.label} @ {size} servers vs constant body")
+            assert (grown is not None) == route.per_host
+            if grown is not None:
+                assert _numeric(grown["ratio"]) and grown["budget"] is not None
+                assert grown["details"]["body_bytes"] > 0
     runs = [r for r in scenario["runs"] if r["kind"] == "wrk"]
     assert {r["server"] for r in runs} == {"appliance", "constant", "normalized"}
     for run in runs:
@@ -66,6 +76,9 @@ def test_the_table_is_one_line_per_route_of_a_known_kind():
     assert admin == {"flavor_access", "zones_detail", "services", "aggregates", "aggregate",
                      "hypervisors", "hypervisors_detail", "hypervisor"}
     assert all(r.headers == routes.ADMIN_TOKEN for r in routes.ROUTES if r.admin)
+    # the answers with an item per host of the cloud
+    assert {r.key for r in routes.ROUTES if r.per_host} == {
+        "zones_detail", "services", "hypervisors", "hypervisors_detail"}
 
 
 def test_the_normalized_way_answers_every_route_as_the_appliance(tmp_path):

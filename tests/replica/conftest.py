@@ -95,6 +95,23 @@ class StandInRender:
             "bucket": feed.bucket_of(entity["flavorid"])})
 
 
+def live_ingest(replica_path: str):
+    """An Ingest (not started) of one cell "c1" already live at epoch "E", seq 0, on
+    ``replica_path``: for tests that drive accept / commit / the checkpointer by hand."""
+    from replica.ingest import CellFeed, Ingest, IngestConfig
+    from replica.position import Position
+    from replica.states import CellState
+    config = IngestConfig(replica_path, [CellFeed("c1", "ipc:///nonexistent/f",
+                                                  "ipc:///nonexistent/c")],
+                          "ipc:///nonexistent/i")
+    ing = Ingest(config, renderer=StandInRender(replica_path))
+    link = ing.links["c1"]
+    link.position = Position("c1", "E", 0)
+    link.set_state(CellState.CATCHING_UP)
+    link.set_state(CellState.LIVE)
+    return ing
+
+
 @pytest.fixture
 def replica_path(tmp_path):
     return str(tmp_path / "replica.db")

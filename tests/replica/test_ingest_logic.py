@@ -5,23 +5,15 @@ import msgpack
 import pytest
 
 from replica import feed
-from replica.ingest import CellFeed, Ingest, IngestConfig
 from replica.position import Position
 from replica.states import CellState
 
-from tests.replica.conftest import StandInRender, make_server
+from tests.replica.conftest import live_ingest, make_server
 
 
 @pytest.fixture
 def ingest(replica_path):
-    config = IngestConfig(replica_path, [CellFeed("c1", "ipc:///nonexistent/f",
-                                                  "ipc:///nonexistent/c")],
-                          "ipc:///nonexistent/i")
-    ing = Ingest(config, renderer=StandInRender(replica_path))
-    link = ing.links["c1"]
-    link.position = Position("c1", "E", 0)
-    link.set_state(CellState.CATCHING_UP)
-    link.set_state(CellState.LIVE)
+    ing = live_ingest(replica_path)
     yield ing
     ing.conn.close()
 
@@ -216,7 +208,8 @@ def test_group_commit_max_commits_inline(ingest):
 def test_status_has_every_documented_field(ingest):
     status = ingest.status()
     assert set(status) == {"cells", "dead_letters", "events_applied", "batches_committed", "pid",
-                           "store_failing_since", "store_error", "disk_full"}
+                           "wal_bytes", "wal_backlog_bytes", "store_failing_since",
+                           "store_error", "disk_full"}
     assert set(status["cells"][0]) == {
         "cell", "state", "state_since", "epoch", "seq", "head", "oldest", "lag_events",
         "lag_ms", "servers", "flavors", "instance_actions", "keypairs", "quotas", "hypervisors",

@@ -11,12 +11,9 @@ import time
 import gevent
 
 from replica import feed, ingest as ingest_module
-from replica.ingest import CellFeed, Ingest, IngestConfig
-from replica.position import Position
-from replica.states import CellState
 from replica.store import connection
 
-from tests.replica.conftest import StandInRender, make_server
+from tests.replica.conftest import live_ingest, make_server
 
 RESTART_BYTES = 2 << 20        # small, so that the test is short
 SERVERS = 300
@@ -46,14 +43,8 @@ def _read_until(path: str, keys: list[str], stop: threading.Event, seen: list,
 def test_the_wal_stays_bounded_under_steady_churn_with_readers(replica_path, monkeypatch):
     monkeypatch.setattr(connection, "WAL_RESTART_BYTES", RESTART_BYTES, raising=False)
     monkeypatch.setattr(ingest_module, "CHECKPOINT_INTERVAL", 0.2)
-    config = IngestConfig(replica_path, [CellFeed("c1", "ipc:///nonexistent/f",
-                                                  "ipc:///nonexistent/c")],
-                          "ipc:///nonexistent/i")
-    ing = Ingest(config, renderer=StandInRender(replica_path))
+    ing = live_ingest(replica_path)
     link = ing.links["c1"]
-    link.position = Position("c1", "E", 0)
-    link.set_state(CellState.CATCHING_UP)
-    link.set_state(CellState.LIVE)
     keys = [make_server()["uuid"] for _ in range(SERVERS)]
     seq = 0
 
@@ -95,3 +86,37 @@ def test_the_wal_stays_bounded_under_steady_churn_with_readers(replica_path, mon
     assert ing.writer is not None and seq > 10 * SERVERS
     assert ing.wal_restarts >= 2
     assert ing.wal_restart_pause_max < 0.5
+
+
+def test_the_wal_backlog_is_what_no_checkpoint_has_copied_back_yet(replica_path, monkeypatch):
+    # After a first load of a large cell the WAL holds gigabytes that a checkpoint copies
+    # back while reads go on, slower: status says how much is left.
+    monkeypatch.setattr(ingest_module, "CHECKPOINT_INTERVAL", 0.05)
+    ing = live_ingest(replica_path)
+    link = ing.links["c1"]
+    reader = connection.open_reader(replica_path)
+    checkpointer = None
+    try:
+        ing.commit()                                      # the WAL exists
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM servers").fetchall()   # holds this snapshot
+        events = [feed.Event(seq, feed.KIND_SERVER, feed.OP_UPSERT, server["uuid"], server)
+                  for seq, server in enumerate((make_server() for _ in range(SERVERS)), 1)]
+        assert ing.accept(link, events) == "next"
+        ing.commit()
+        assert ing.status()["wal_backlog_bytes"] > 0
+        checkpointer = gevent.spawn(ing._checkpointer)
+        gevent.sleep(0.5)     # ten checkpoints: none may copy what the reader could need
+        held = ing.status()
+        assert 0 < held["wal_backlog_bytes"] <= held["wal_bytes"]
+        reader.execute("COMMIT")
+        deadline = time.monotonic() + 10
+        while ing.status()["wal_backlog_bytes"] and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        status = ing.status()
+        assert status["wal_backlog_bytes"] == 0 < status["wal_bytes"]
+    finally:
+        if checkpointer is not None:
+            checkpointer.kill()
+        reader.close()
+        ing.conn.close()
