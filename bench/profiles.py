@@ -30,6 +30,12 @@ class Profile:
     # largest worker count), and at every scaling size.
     route_keys: tuple[str, ...] | None = None
     route_connections: tuple[int, ...] = (8,)
+    # At the connection counts its budget holds at, a route goes to the appliance and to
+    # the constant body in turn this many times (runs of route_round_duration_s), and
+    # the round with the median ratio counts: one run each swings by a fifth from minute
+    # to minute on a shared machine, the median of interleaved rounds much less.
+    route_rounds: int = 1
+    route_round_duration_s: float = 3.0
     # Replication.
     ingest_events: int = 20_000
     ingest_batch: int = 500
@@ -81,6 +87,7 @@ FULL = Profile(
     scaling_endpoints=("show", "list100", "detail100", "detail1000", "filtered"),
     scaling_duration_s=5.0,
     route_connections=(1, 8, 64),
+    route_rounds=3,
     ingest_events=200_000,
     lag_rates=(500, 2000, 10_000),
     lag_duration_s=20.0,

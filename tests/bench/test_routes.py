@@ -43,6 +43,7 @@ def test_every_route_against_its_baselines(document):
         constant = figures[f"{route.label} w1 c2 vs constant body"]
         assert _numeric(constant["value"]) and _numeric(constant["ratio"])
         assert constant["budget"] is None          # budgets hold at 1 and 8 connections
+        assert len(constant["details"]["round_ratios"]) == 1    # one round off budget
         assert (f"{route.label} w1 c2 vs normalized" in figures) == route.normalized
         for size in (120, 240):
             assert _numeric(figures[f"{route.label} @ {size} servers"]["value"])
@@ -139,3 +140,16 @@ def test_the_normalized_way_answers_as_the_appliance(tmp_path):
     assert get("/v2.1/os-quota-sets/demo/defaults")["quota_set"]["instances"] == 10
     assert get("/v2.1/flavors/2")["flavor"]["name"] == "m1.small"
     assert len(get("/v2.1/flavors/detail")["flavors"]) >= 7
+
+
+def test_the_round_with_the_median_ratio_counts():
+    from types import SimpleNamespace
+
+    def round_of(mine, constant):
+        return {routes.APPLIANCE: SimpleNamespace(requests_per_s=mine),
+                routes.CONSTANT: SimpleNamespace(requests_per_s=constant)}
+
+    tries = [round_of(700, 1000), round_of(1100, 1000), round_of(950, 1000)]
+    assert routes._median_round(tries) is tries[2]
+    assert routes._median_round(tries[:1]) is tries[0]
+    assert routes.BUDGET_CONNECTIONS == (1, 8) and profiles.FULL.route_rounds == 3
