@@ -111,7 +111,8 @@ def collect_status(settings: Settings, processes_path: str) -> dict:
             cell["servers_live"] = max(cell["servers"] - cell["servers_deleted"], 0)
     result["ingest"] = {k: status.get(k) for k in
                         ("pid", "events_applied", "batches_committed", "dead_letters",
-                         "wal_bytes", "wal_backlog_bytes", "store_failing_since", "store_error", "disk_full")}
+                         "wal_bytes", "wal_backlog_bytes", "store_failing_since",
+                         "store_error", "disk_full")}
     return result
 
 

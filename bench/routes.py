@@ -199,19 +199,7 @@ def run_matrix(sc: Scenario, stack: Stack, procs: Processes, profile, log=print)
         ratios: dict = {}
         for route in routes:
             for conns in profile.route_connections:
-                rounds, duration_s = ((profile.route_rounds, profile.route_round_duration_s)
-                                      if conns in BUDGET_CONNECTIONS
-                                      and profile.route_rounds > 1
-                                      else (1, profile.read_duration_s))
-                tries = []
-                for n in range(rounds):
-                    runs = {}
-                    for target in targets:
-                        if target.name == NORMALIZED and (not route.normalized or n > 0):
-                            continue        # slow, and no budget: once
-                        runs[target.name] = _run_route(sc, target, route, conns, duration_s,
-                                                       workers, stack.servers, log)
-                    tries.append(runs)
+                tries = _rounds(sc, targets, route, conns, profile, workers, stack.servers, log)
                 chosen = _median_round(tries)
                 for name in measured:
                     result = chosen.get(name) or tries[0].get(name)
@@ -221,6 +209,20 @@ def run_matrix(sc: Scenario, stack: Stack, procs: Processes, profile, log=print)
     _figures(sc, measured, routes, profile, workers, bodies, ratios)
     return {(key, workers, conns): result
             for (key, conns), result in measured[APPLIANCE].items()}
+
+
+def _rounds(sc: Scenario, targets: list[Target], route: Route, conns: int, profile,
+            workers: int, size: int, log) -> list[dict]:
+    """The rounds of ``route`` at ``conns`` (target name -> run): several interleaved
+    where its budget holds (``profile.route_rounds``), else one; the normalized way,
+    slow and without a budget, in the first only."""
+    rounds, duration_s = ((profile.route_rounds, profile.route_round_duration_s)
+                          if conns in BUDGET_CONNECTIONS and profile.route_rounds > 1
+                          else (1, profile.read_duration_s))
+    return [{target.name: _run_route(sc, target, route, conns, duration_s, workers, size, log)
+             for target in targets
+             if target.name != NORMALIZED or (route.normalized and n == 0)}
+            for n in range(rounds)]
 
 
 def _ratio(runs: dict) -> float:

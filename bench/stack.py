@@ -16,6 +16,7 @@ import sys
 import time
 
 from bench import client
+from replica.store.connection import WAL_RESTART_BYTES
 from bench.procs import Processes, children_of, cmdline, wait_until
 
 CELL = "c0"
@@ -23,7 +24,6 @@ FLAVOR_SOURCE = "flavors"              # the feed of Nova's API database, when s
 READY_TIMEOUT_S = 60.0
 LIVE_TIMEOUT_PER_SERVER_S = 0.002      # replication time allowed per server, on top of READY
 SETTLE_TIMEOUT_S = 300.0                # the WAL of a first load copied back (1M: ~15 s)
-SETTLED_WAL_BACKLOG_BYTES = 16 << 20   # what ingest's own checkpoints leave in passing
 IDS_LIMIT = 20_000                     # ids handed to wrk for random shows
 
 
@@ -275,7 +275,8 @@ class Stack:
 
         def settled():
             backlog = self.status().get("ingest", {}).get("wal_backlog_bytes")
-            return backlog is None or backlog <= SETTLED_WAL_BACKLOG_BYTES
+            # at most what ingest's own checkpoints leave in passing
+            return backlog is None or backlog <= WAL_RESTART_BYTES
 
         wait_until(settled, timeout, "the replica's WAL copied back", interval=0.2,
                    proc=self.appliance)

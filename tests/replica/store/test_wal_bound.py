@@ -97,22 +97,22 @@ def test_the_wal_backlog_is_what_no_checkpoint_has_copied_back_yet(replica_path,
     reader = connection.open_reader(replica_path)
     checkpointer = None
     try:
-        ing.commit()                                      # the WAL exists
-        reader.execute("BEGIN")
-        reader.execute("SELECT count(*) FROM servers").fetchall()   # holds this snapshot
         events = [feed.Event(seq, feed.KIND_SERVER, feed.OP_UPSERT, server["uuid"], server)
                   for seq, server in enumerate((make_server() for _ in range(SERVERS)), 1)]
-        assert ing.accept(link, events) == "next"
+        assert ing.accept(link, events[:1]) == "next"
+        ing.commit()                           # the WAL holds frames the reader sees
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM servers").fetchall()   # holds this snapshot
+        assert ing.accept(link, events[1:]) == "next"
         ing.commit()
         assert ing.status()["wal_backlog_bytes"] > 0
         checkpointer = gevent.spawn(ing._checkpointer)
-        gevent.sleep(0.5)     # ten checkpoints: none may copy what the reader could need
+        # a checkpoint has copied what the reader's snapshot allows, and no more
+        _wait_in_hub(lambda: ing.wal_copied > 0, "a checkpoint")
         held = ing.status()
         assert 0 < held["wal_backlog_bytes"] <= held["wal_bytes"]
         reader.execute("COMMIT")
-        deadline = time.monotonic() + 10
-        while ing.status()["wal_backlog_bytes"] and time.monotonic() < deadline:
-            gevent.sleep(0.05)
+        _wait_in_hub(lambda: ing.status()["wal_backlog_bytes"] == 0, "the backlog copied")
         status = ing.status()
         assert status["wal_backlog_bytes"] == 0 < status["wal_bytes"]
     finally:
@@ -120,3 +120,11 @@ def test_the_wal_backlog_is_what_no_checkpoint_has_copied_back_yet(replica_path,
             checkpointer.kill()
         reader.close()
         ing.conn.close()
+
+
+def _wait_in_hub(condition, what: str, timeout: float = 10.0) -> None:
+    """Until ``condition()``, letting the hub run the checkpointer meanwhile."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        gevent.sleep(0.02)
