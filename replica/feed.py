@@ -90,7 +90,10 @@ class FeedError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, which made
+# building the events of a batch about 1 us per event of ingest's time. Nothing changes
+# an event once it is built.
+@dataclass(slots=True)
 class Event:
     seq: int
     kind: str

@@ -24,6 +24,7 @@ from operator import itemgetter
 from typing import Iterable, Sequence
 
 import apsw
+import orjson
 
 # The server row columns a contribution depends on, in this order.
 USAGE_COLUMNS = ("uuid", "cell", "project_id", "deleted", "vm_state", "in_cell",
@@ -112,7 +113,8 @@ class UsageKeeper:
         if not upserts and not deletes:
             return
         keys = [row[0] for row in upserts] + [key for key, _cell in deletes]
-        old = {row[0]: row[1:] for row in conn.execute(_OLD_SQL, (json.dumps(keys),))}
+        old = {row[0]: row[1:]
+               for row in conn.execute(_OLD_SQL, (orjson.dumps(keys).decode(),))}
         if not old and not upserts:
             return
         totals: dict[str, list[int]] = {}

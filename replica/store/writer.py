@@ -11,7 +11,10 @@ Invariants kept by this module:
   the cell until that commit, then the new ones.
 
 Speed: an upsert is ``INSERT .. ON CONFLICT DO UPDATE`` (the row keeps its rowid and
-its place; INSERT OR REPLACE would delete it from every index and insert it again).
+its place; INSERT OR REPLACE would delete it from every index and insert it again). On a
+table with stable columns the rows of a group whose keys the table already holds (one
+lookup for the group) are written with a plain ``UPDATE`` instead: the upsert's insert
+attempt, which fails on the key, is what it saves (a server row 14-16 -> 11-12 us).
 A resync stages only the rows that differ from what the cell holds (``stage_begin``
 loads the cell's entity hashes; ``held_hash`` lets the caller skip rendering an entity
 that is already right), and the swap is one set-based statement per table, with a
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import apsw
+import orjson
 
 from replica.feed import DIGEST_BUCKETS
 from replica.kinds import KINDS, renderers
@@ -79,6 +83,21 @@ class Table:
         return (self.insert_sql(self.name)
                 + f" ON CONFLICT ({self.key}) DO UPDATE SET {sets} WHERE {same}")
 
+    def update_same_sql(self) -> str:
+        """Overwrite the row of a key when its ``stable`` columns are unchanged, leaving
+        those columns out of the SET (as ``upsert_stable_sql`` does for a key held
+        already; numbered parameters: the same tuples as the upsert's)."""
+        at = {c: i + 1 for i, c in enumerate(self.columns)}
+        sets = ", ".join(f"{c} = ?{at[c]}" for c in self.columns
+                         if c != self.key and c not in self.stable)
+        same = " AND ".join(f"{c} IS ?{at[c]}" for c in self.stable)
+        return f"UPDATE {self.name} SET {sets} WHERE {self.key} = ?{at[self.key]} AND {same}"
+
+    def held_keys_sql(self) -> str:
+        """Which of the keys in a JSON array the table holds a row for."""
+        return (f"SELECT j.value FROM json_each(?) j WHERE EXISTS "
+                f"(SELECT 1 FROM {self.name} t WHERE t.{self.key} = j.value)")
+
     def update_changed_sql(self) -> str:
         """Every column of the row of a key whose stable columns differ from the given
         ones (numbered parameters: the same tuples as the upsert's)."""
@@ -109,7 +128,7 @@ class _RowShape:
     good: set
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)      # not frozen: built once per upsert (see feed.Event)
 class Change:
     """One entity change for the replica: ``row`` (render tuple) to upsert, None to delete."""
 
@@ -152,6 +171,10 @@ class Writer:
                             for kind, t in self.tables.items()}
         self._changed_sql = {kind: t.update_changed_sql() for kind, t in self.tables.items()
                              if t.stable}
+        self._same_sql = {kind: t.update_same_sql() for kind, t in self.tables.items()
+                          if t.stable}
+        self._held_sql = {kind: t.held_keys_sql() for kind, t in self.tables.items()
+                          if t.stable}
         # Tables with triggers (the servers' project usage, schema step 7): the rows the
         # triggers write count in total_changes too, so a row its upsert left alone
         # cannot be told by the count: their upsert returns the rows it wrote.
@@ -260,22 +283,36 @@ class Writer:
             self._usage.apply(self.conn, self._usage.usage_rows(upserts[kind]), deletes[kind])
         for kind in self.tables:
             if upserts[kind]:
-                before = self.conn.total_changes()
-                if kind in self._triggered:
-                    # The triggers' rows count in total_changes too: the upsert names
-                    # each row it wrote instead (RETURNING), one pass over the rows.
-                    written = sum(1 for _ in self.conn.executemany(
-                        self._upsert_returning_sql[kind], upserts[kind]))
-                else:
-                    self.conn.executemany(self._upsert_sql[kind], upserts[kind])
-                    written = self.conn.total_changes() - before
-                # Each row inserted or overwritten counts one: fewer means some rows'
-                # stable columns differ (soft deleted, another cell's now, ...).
-                if kind in self._changed_sql and written < len(upserts[kind]):
-                    self.conn.executemany(self._changed_sql[kind], upserts[kind])
+                self._write_upserts(kind, upserts[kind])
             if deletes[kind]:
                 self.conn.executemany(self._delete_sql[kind], deletes[kind])
         return count
+
+    def _write_upserts(self, kind: str, rows: list[tuple]) -> None:
+        if kind in self._triggered:
+            # The triggers' rows count in total_changes too: the upsert names each row
+            # it wrote instead (RETURNING), one pass over the rows.
+            written = sum(1 for _ in self.conn.executemany(
+                self._upsert_returning_sql[kind], rows))
+        elif kind in self._same_sql:
+            key_at = self._key_at[kind]
+            keys = orjson.dumps([row[key_at] for row in rows]).decode()
+            held = {key for (key,) in self.conn.execute(self._held_sql[kind], (keys,))}
+            known = [row for row in rows if row[key_at] in held]
+            new = [row for row in rows if row[key_at] not in held] if held else rows
+            before = self.conn.total_changes()
+            if known:
+                self.conn.executemany(self._same_sql[kind], known)
+            if new:
+                self.conn.executemany(self._upsert_sql[kind], new)
+            written = self.conn.total_changes() - before
+        else:
+            self.conn.executemany(self._upsert_sql[kind], rows)
+            return
+        # Each row inserted or overwritten counts one: fewer means some rows' stable
+        # columns differ (soft deleted, another cell's now, ...).
+        if written < len(rows):
+            self.conn.executemany(self._changed_sql[kind], rows)
 
     def apply(self, changes: Sequence[Change], positions: Sequence[Position] = (),
               dead_letters: Sequence[DeadLetter] = ()) -> int:

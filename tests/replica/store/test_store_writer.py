@@ -70,6 +70,26 @@ def test_an_upsert_writes_every_column_whichever_columns_changed(setup, change):
     assert untouched == [render.server_row("c1", 2, other)]
 
 
+def test_one_group_of_held_keys_changed_or_not_and_new_keys_writes_each_row(setup):
+    # Held keys are updated in place, the others inserted; a held row whose stable
+    # columns differ (here soft-deleted, and moved to another project) is rewritten
+    # whole, in the same group as the rest.
+    writer, render, _ = setup
+    same, deleted, moved, other = (make_server() for _ in range(4))
+    writer.apply([_upsert(render, "c1", i + 1, s)
+                  for i, s in enumerate((same, deleted, moved, other))])
+    fresh = [make_server() for _ in range(2)]
+    group = [dict(same, display_name="renamed"), dict(deleted, deleted=True),
+             dict(moved, project_id="elsewhere"), *fresh]
+    writer.apply([_upsert(render, "c1", 10 + i, s) for i, s in enumerate(group)])
+    names = ", ".join(render.SERVER_COLUMNS)
+    rows = {row[0]: row for row in writer.conn.execute(f"SELECT {names} FROM servers")}
+    assert len(rows) == 6
+    for i, s in enumerate(group):
+        assert rows[s["uuid"]] == render.server_row("c1", 10 + i, s)
+    assert rows[other["uuid"]] == render.server_row("c1", 4, other)
+
+
 def test_a_key_another_cell_writes_moves_to_that_cell(setup):
     writer, render, _ = setup
     s = make_server()
