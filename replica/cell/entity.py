@@ -453,9 +453,13 @@ _CHILD_SQL = {
                      "JOIN instance_groups g ON g.id = m.group_id WHERE {m.instance_uuid} "
                      "ORDER BY m.instance_uuid, m.id",
     "specs": "SELECT instance_uuid, spec FROM request_specs WHERE {instance_uuid}",
-    # hidden instances (the source copy of a cross-cell resize): no entity
-    "hidden": "SELECT hi.uuid FROM instances hi WHERE {hi.uuid} AND hi.hidden = 1 "
-              "AND hi.deleted = 0",
+    # hidden instances (the source copy of a cross-cell resize): no entity. The unary
+    # "+" keeps SQLite's planner off Nova's (deleted, created_at) index: by the key range
+    # it read every live instance for each page of a snapshot (a snapshot's time grew
+    # with the square of the cell's size: 58 us of CPU a server at 10,000, 204 us at
+    # 250,000); by the key index it reads the page's own rows.
+    "hidden": "SELECT hi.uuid FROM instances hi WHERE {hi.uuid} AND +hi.hidden = 1 "
+              "AND +hi.deleted = 0",
 }
 _COLUMNS_NAMED = ("instance_uuid", "resource_id", "a.instance_uuid", "m.instance_uuid",
                   "sm.instance_uuid", "md.instance_uuid", "hi.uuid")
