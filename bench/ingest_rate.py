@@ -12,6 +12,12 @@ rendered into its replica row (``replica.render``), and group-committed with the
 position (``Ingest.commit`` -> ``Writer.apply``) into a fresh replica database. Only the
 socket is left out: PUB/SUB delivery is what the lag scenario measures.
 
+With ``held`` the replica already holds that many other servers when the timed part
+begins (rows rendered from the cell's entities under new uuids, owned by another feed):
+what an update costs depends on the replica's size (on a 10,000-server replica a group
+of 5,000 updates dirties its pages several rows at a time, on a large one each update a
+page of its own), and a cloud's replica is not empty.
+
 With ``key_file`` the messages are sealed as a publisher with that key file seals them
 (timed apart, as the encoding is) and ingest's feed has the same key file: each
 message is opened (authenticated and decrypted) before it is decoded. The runner
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import time
 
 CELL = "bench"
@@ -63,25 +70,63 @@ def _messages(entities: list[dict], events: int, batch: int, rendered: bool) -> 
     return messages
 
 
-def _fresh(path: str) -> None:
+HELD_FEED = "held"          # the owner of the servers a replica holds before the run
+HELD_GROUP = 5000
+
+
+def _fresh(path: str, template: str | None = None) -> None:
+    """No replica at ``path``, or a copy of the replica ``template``."""
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(path + suffix):
             os.remove(path + suffix)
+    if template is not None:
+        shutil.copyfile(template, path)
 
 
-def _breakdown(messages: list[bytes], path: str, sealer=None) -> dict:
+def _held_replica(path: str, entities: list[dict], held: int) -> None:
+    """A new replica at ``path`` holding ``held`` servers of another feed, rendered from
+    ``entities`` under new uuids, its WAL copied back into the file."""
+    _fresh(path)
+    import random
+    import uuid
+
+    from replica import feed, render
+    from replica.store import connection
+    from replica.store.writer import Change, Writer
+
+    pick = random.Random(held)
+    conn = connection.open_writer(path)
+    try:
+        writer = Writer(conn, render.SERVER_COLUMNS, render.FLAVOR_COLUMNS)
+        for start in range(0, held, HELD_GROUP):
+            group = []
+            for n in range(start, min(held, start + HELD_GROUP)):
+                key = str(uuid.UUID(int=pick.getrandbits(128), version=4))
+                entity = dict(entities[n % len(entities)], uuid=key)
+                group.append(Change(feed.KIND_SERVER, key, HELD_FEED,
+                                    render.server_row(HELD_FEED, n + 1, entity)))
+            writer.apply(group)
+            connection.checkpoint_passive(conn)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+
+
+def _breakdown(messages: list[bytes], path: str, sealer=None, template: str | None = None
+               ) -> dict:
     """CPU microseconds per upsert of each stage, run apart after the timed run with
     the functions ingest calls, the way it calls them (a message's envelope decoded,
     then entity by entity: opened, i.e. decoded and validated, and rendered, or its
     pre-rendered row checked; rows written in groups): where the time goes, not a
     second figure. The render is the difference between a pass that opens and renders
     and one that only opens. With a ``sealer`` the messages are sealed and ``unseal``
-    is opening each one (authenticate and decrypt) before its envelope is decoded."""
+    is opening each one (authenticate and decrypt) before its envelope is decoded.
+    ``template``: the replica to start from (see ``_held_replica``), else a new one."""
     from replica import feed, render
     from replica.store import connection
     from replica.store.writer import Change, Writer
 
-    _fresh(path)
+    _fresh(path, template)
     conn = connection.open_writer(path)
     envelope = opened = opened_rendered = written = unsealed = checked = 0.0
     upserts = 0
@@ -134,9 +179,10 @@ def _breakdown(messages: list[bytes], path: str, sealer=None) -> dict:
 
 
 def measure(cell_path: str, workdir: str, events: int, batch: int,
-            key_file: str | None = None, rendered: bool = True) -> dict:
+            key_file: str | None = None, rendered: bool = True, held: int = 0) -> dict:
     """``rendered``: the publisher sends pre-rendered rows (as it does); False: entities
-    only (as a publisher of another render version: the appliance renders)."""
+    only (as a publisher of another render version: the appliance renders). ``held``:
+    servers of another feed the replica holds before the run (see the module's doc)."""
     from appliance import memory
     from replica.ingest import CellFeed, Ingest, IngestConfig
     from replica.position import Position
@@ -156,13 +202,20 @@ def measure(cell_path: str, workdir: str, events: int, batch: int,
         began = time.process_time()     # CPU time: what sealing costs the publisher
         messages = [sealer.seal_feed(data) for data in messages]
         seal_s = time.process_time() - began
+    template = None
+    held_s = 0.0
+    if held:
+        template = os.path.join(workdir, f"ingest-held-{held}.db")
+        began = time.perf_counter()
+        _held_replica(template, entities, held)
+        held_s = time.perf_counter() - began
     # The entities are this harness's, not ingest's: freed, so that the collector's
     # passes during the timed part walk only what a running ingest process holds.
     del entities
     gc.collect()
 
     path = os.path.join(workdir, "ingest-rate.db")
-    _fresh(path)
+    _fresh(path, template)
     config = IngestConfig(replica_path=path, control_url=f"ipc://{workdir}/ingest-rate.ctl",
                           cells=[CellFeed(CELL, f"ipc://{workdir}/unused.feed",
                                           f"ipc://{workdir}/unused.ctl", key_file)])
@@ -189,13 +242,16 @@ def measure(cell_path: str, workdir: str, events: int, batch: int,
         applied = ingest.events_applied
         groups = ingest.batches_committed
         dead = ingest.dead_total
-        rows = ingest.conn.execute("SELECT count(*) FROM servers").fetchall()[0][0]
+        rows = ingest.conn.execute("SELECT count(*) FROM servers WHERE cell = ?",
+                                   (CELL,)).fetchall()[0][0]
         position = ingest.writer.load_positions().get(CELL)
     finally:
         ingest.close()
     if applied != events or dead:
         raise RuntimeError(f"ingest applied {applied} of {events} events ({dead} dead letters)")
-    breakdown = _breakdown(messages, path, sealer if key_file else None)
+    breakdown = _breakdown(messages, path, sealer if key_file else None, template)
+    if template is not None:
+        _fresh(template)
     return {"events": applied, "cpu_us_per_upsert": breakdown, "distinct_servers": rows, "messages": len(messages),
             "batch_events": batch, "group_commits": groups,
             "group_commit_max": config.group_commit_max, "position_seq": position.seq if position else None,
@@ -206,4 +262,5 @@ def measure(cell_path: str, workdir: str, events: int, batch: int,
             "encode_s": encode_s, "encode_per_s": events / encode_s if encode_s else None,
             "sealed": bool(key_file), "rendered": rendered, "seal_cpu_s": seal_s,
             "seal_us_per_event": seal_s / events * 1e6 if key_file else None,
-            "message_bytes_mean": sum(map(len, messages)) / len(messages)}
+            "message_bytes_mean": sum(map(len, messages)) / len(messages),
+            "held_servers": held, "held_load_s": held_s}

@@ -39,6 +39,9 @@ class Profile:
     # Replication.
     ingest_events: int = 20_000
     ingest_batch: int = 500
+    # The ingest rate again on a replica already holding this many other servers (0: not
+    # measured): an update's cost grows with the replica (bench/README.md, ingest).
+    ingest_held: int = 0
     lag_rates: tuple[int, ...] = (2000,)
     lag_duration_s: float = 5.0
     lag_markers_per_s: float = 50.0
@@ -89,6 +92,7 @@ FULL = Profile(
     route_connections=(1, 8, 64),
     route_rounds=3,
     ingest_events=200_000,
+    ingest_held=200_000,
     lag_rates=(500, 2000, 10_000),
     lag_duration_s=20.0,
     resync_sizes=(10_000, 100_000),

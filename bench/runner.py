@@ -176,6 +176,26 @@ def _ingest(sc: Scenario, cell_db: str, root: str, profile: Profile, log) -> Non
     sc.add(report.Figure("feed encode with rows (cell side, for reference)",
                          result["encode_per_s"], "events/s"))
     _ingest_sealed(sc, cell_db, root, profile, log, result)
+    if profile.ingest_held:
+        _ingest_held(sc, cell_db, root, profile, log, result)
+
+
+def _ingest_held(sc: Scenario, cell_db: str, root: str, profile: Profile, log,
+                 fresh: dict) -> None:
+    """The same run (pre-rendered rows) on a replica that already holds
+    ``profile.ingest_held`` other servers: the ratio is what the replica's size costs."""
+    result = ingest_rate.measure(cell_db, root, profile.ingest_events, profile.ingest_batch,
+                                 held=profile.ingest_held)
+    _log_ingest(log, f"pre-rendered rows, replica already holding {profile.ingest_held:,} "
+                     f"servers (loaded in {result['held_load_s']:.0f} s)", result)
+    sc.runs.append({"kind": "ingest_held", **result})
+    name = f"ingest server upserts, replica already holding {profile.ingest_held:,} servers"
+    sc.add(report.Figure(name, result["upserts_per_s"], "upserts/s",
+                         baseline=fresh["upserts_per_s"], baseline_name="on a new replica",
+                         details=result))
+    sc.add(report.Figure(f"{name}, per CPU second", result["upserts_per_cpu_s"], "upserts/s",
+                         baseline=fresh["upserts_per_cpu_s"], baseline_name="on a new replica",
+                         details=result))
 
 
 def _log_ingest(log, label: str, result: dict) -> None:
