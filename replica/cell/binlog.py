@@ -71,6 +71,7 @@ from pymysqlreplication.event import (GtidEvent, HeartbeatLogEvent, MariadbGtidE
                                       QueryEvent, RotateEvent, XidEvent)
 
 from replica.cell import gtid_sets
+from replica.cell.child_process import start_forked
 from replica.cell import journal as journal_mod
 from replica.cell import mysql, neutron, rechecks
 from replica.cell.binlog_keys import (ROW_EVENTS, SERVICE_DOWN_TIME_S, WATCHED_TABLES,
@@ -704,6 +705,7 @@ def run_tailer(source: Source, stop: threading.Event | None = None) -> None:
 
 
 PR_SET_PDEATHSIG = 1
+
 TAILER_STOP_S = 10
 
 
@@ -746,7 +748,7 @@ class TailerProcess:
         context = multiprocessing.get_context("fork")
         self.proc = context.Process(target=_tailer_main, args=(self.source,),
                                     name="binlog-tailer", daemon=True)
-        self.proc.start()
+        start_forked(self.proc)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.is_alive()

@@ -62,6 +62,7 @@ import nanomsg
 
 from replica import feed, sealing
 from replica.cell import control, prerender
+from replica.cell.child_process import start_forked
 from replica.key_file import sealer_for
 from replica.cell.source import CellSource, SourceOpener
 
@@ -544,7 +545,7 @@ class ControlProcess:
         self.proc = context.Process(target=_control_main,
                                     args=self.args + (theirs, os.getpid()),
                                     name="cell-control", daemon=True)
-        self.proc.start()
+        start_forked(self.proc)
         theirs.close()
         self.channel = ours
 
