@@ -705,7 +705,6 @@ def run_tailer(source: Source, stop: threading.Event | None = None) -> None:
 
 
 PR_SET_PDEATHSIG = 1
-
 TAILER_STOP_S = 10
 
 
