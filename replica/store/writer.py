@@ -24,6 +24,7 @@ bigger page cache for the duration of that transaction.
 from __future__ import annotations
 
 import time
+from operator import itemgetter
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -296,10 +297,15 @@ class Writer:
                 self._upsert_returning_sql[kind], rows))
         elif kind in self._same_sql:
             key_at = self._key_at[kind]
-            keys = orjson.dumps([row[key_at] for row in rows]).decode()
+            keys = orjson.dumps(list(map(itemgetter(key_at), rows))).decode()
             held = {key for (key,) in self.conn.execute(self._held_sql[kind], (keys,))}
-            known = [row for row in rows if row[key_at] in held]
-            new = [row for row in rows if row[key_at] not in held] if held else rows
+            if len(held) == len(rows):      # the keys of a group are distinct: all held
+                known, new = rows, ()
+            elif held:
+                known = [row for row in rows if row[key_at] in held]
+                new = [row for row in rows if row[key_at] not in held]
+            else:
+                known, new = (), rows
             before = self.conn.total_changes()
             if known:
                 self.conn.executemany(self._same_sql[kind], known)

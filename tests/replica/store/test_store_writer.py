@@ -90,6 +90,20 @@ def test_one_group_of_held_keys_changed_or_not_and_new_keys_writes_each_row(setu
     assert rows[other["uuid"]] == render.server_row("c1", 4, other)
 
 
+def test_a_group_of_held_keys_only_writes_each_row_stable_columns_changed_or_not(setup):
+    # Every key of the group is held (the usual group of a live feed): the same in-place
+    # update, and the rows whose stable columns differ rewritten whole.
+    writer, render, _ = setup
+    servers = [make_server() for _ in range(4)]
+    writer.apply([_upsert(render, "c1", i + 1, s) for i, s in enumerate(servers)])
+    group = [dict(servers[0], display_name="renamed"), dict(servers[1], deleted=True),
+             dict(servers[2], project_id="elsewhere"), servers[3]]
+    writer.apply([_upsert(render, "c1", 10 + i, s) for i, s in enumerate(group)])
+    names = ", ".join(render.SERVER_COLUMNS)
+    rows = {row[0]: row for row in writer.conn.execute(f"SELECT {names} FROM servers")}
+    assert rows == {s["uuid"]: render.server_row("c1", 10 + i, s) for i, s in enumerate(group)}
+
+
 def test_a_key_another_cell_writes_moves_to_that_cell(setup):
     writer, render, _ = setup
     s = make_server()
