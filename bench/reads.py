@@ -266,31 +266,43 @@ def run_scaling_point(sc: Scenario, stack: Stack, profile, workers: int, log=pri
     return out
 
 
-def scaling_figures(sc: Scenario, points: dict[int, dict], profile) -> None:
-    """Each read figure at each size, against the smallest size measured."""
-    add_scaling_figures(sc, points, {key: ENDPOINTS[key].label for key in profile.scaling_endpoints})
+def scaling_figures(sc: Scenario, points: dict[int, dict], profile,
+                    again: dict[int, dict] | None = None) -> None:
+    """Each read figure at each size, against the smallest size measured (``again``: the
+    smallest measured once more after the largest, see bench.runner._smallest_again)."""
+    add_scaling_figures(sc, points, {key: ENDPOINTS[key].label for key in profile.scaling_endpoints},
+                        again=again)
 
 
 def add_scaling_figures(sc: Scenario, points: dict[int, dict], labels: dict[str, str],
-                        unbudgeted: frozenset[str] | set[str] = frozenset()) -> None:
+                        unbudgeted: frozenset[str] | set[str] = frozenset(),
+                        again: dict[int, dict] | None = None) -> None:
     """Requests/s and p99 of each measured key (``labels``: key -> label) at each replica
     size, against the smallest size; the budget applies at the largest size, but for
-    the keys in ``unbudgeted``."""
+    the keys in ``unbudgeted``. The largest size is held against ``again`` (the smallest
+    size measured right after it, in the same minutes) where that has the key, else
+    against the smallest size's first measurement, made tens of minutes earlier."""
     if not points:
         return
     sizes = sorted(points)
     smallest = sizes[0]
+    later = (again or {}).get(smallest, {})
     for key, label in labels.items():
         for size in sizes:
             result = points[size].get(key)
             first = points[smallest].get(key)
             if result is None or first is None:
                 continue
+            largest = size == sizes[-1] != smallest
+            base, base_label = first, f"@{smallest:,}"
+            details = {"p50_ms": result.p50_ms, "p99_ms": result.p99_ms,
+                       "p999_ms": result.p999_ms, "errors": result.error_count}
+            if largest and later.get(key) is not None:
+                base, base_label = later[key], f"@{smallest:,} after"
+                details["first_at_smallest_req_s"] = first.requests_per_s
             sc.add(Figure(f"{label} @ {size:,} servers", result.requests_per_s, "req/s",
-                          first.requests_per_s, f"@{smallest:,}",
-                          SCALING_VS_SMALLEST if size == sizes[-1] != smallest
-                          and key not in unbudgeted else None,
-                          details={"p50_ms": result.p50_ms, "p99_ms": result.p99_ms,
-                                   "p999_ms": result.p999_ms, "errors": result.error_count}))
+                          base.requests_per_s, base_label,
+                          SCALING_VS_SMALLEST if largest and key not in unbudgeted else None,
+                          details=details))
             sc.add(Figure(f"{label} @ {size:,} servers p99", result.p99_ms, "ms",
-                          first.p99_ms, f"@{smallest:,}"))
+                          base.p99_ms, base_label))

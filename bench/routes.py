@@ -316,13 +316,15 @@ def run_scaling_point(sc: Scenario, stack: Stack, profile, log=print,
     return out
 
 
-def scaling_figures(sc: Scenario, points: dict[int, dict], profile) -> None:
+def scaling_figures(sc: Scenario, points: dict[int, dict], profile,
+                    again: dict[int, dict] | None = None) -> None:
     """Each route at each replica size, against the smallest size measured (the budget
-    at the largest size); a route whose answer grows with the cloud against the constant
-    body of its answer at each size instead (the list budget)."""
+    at the largest size, against ``again``: the smallest measured once more after the
+    largest); a route whose answer grows with the cloud against the constant body of
+    its answer at each size instead (the list budget)."""
     routes = routes_here(profile.route_keys)
     add_scaling_figures(sc, points, {r.key: r.label for r in routes},
-                        unbudgeted={r.key for r in routes if r.per_host})
+                        unbudgeted={r.key for r in routes if r.per_host}, again=again)
     for route in routes:
         if not route.per_host:
             continue

@@ -85,8 +85,11 @@ def _scatter_cells(root: str, profile: Profile, log) -> tuple[list[str], str]:
 
 def _run_stack(size: int, wanted: list[str], scenarios: dict[str, Scenario], profile: Profile,
                root: str, procs: Processes, scaling_points: dict, log, keep: bool,
-               feed_key: bool = False, route_points: dict | None = None) -> None:
-    log(f"\n== replica of {size:,} servers: {', '.join(wanted)}"
+               feed_key: bool = False, route_points: dict | None = None,
+               again: bool = False) -> None:
+    """``again``: the smallest scaling size once more, right after the largest (see
+    ``_smallest_again``): its scaling points only, no route matrix."""
+    log(f"\n== replica of {size:,} servers{' again' if again else ''}: {', '.join(wanted)}"
         + (" (sealed feed and control)" if feed_key else ""))
     stack = Stack(root, size, procs, projects=profile.projects, log=log, feed_key=feed_key)
     workers = all_workers()
@@ -107,7 +110,7 @@ def _run_stack(size: int, wanted: list[str], scenarios: dict[str, Scenario], pro
         log(f"  stack up in {setup_s:.1f} s ({stack.timings})")
         for name in wanted:
             scenarios[name].runs.append({"kind": "stack", "servers": size, "setup_s": setup_s,
-                                         **stack.timings})
+                                         "again": again, **stack.timings})
         read_runs: dict = {}
         if "read" in wanted:
             sc = scenarios["read"]
@@ -140,7 +143,7 @@ def _run_stack(size: int, wanted: list[str], scenarios: dict[str, Scenario], pro
 
             def beyond_servers():
                 measured = {}
-                if size == profile.read_servers:
+                if size == profile.read_servers and not again:
                     measured = routes.run_matrix(sc, stack, procs, profile, log)
                 if size in profile.scaling_sizes and route_points is not None:
                     route_points[size] = routes.run_scaling_point(sc, stack, profile, log,
@@ -153,6 +156,24 @@ def _run_stack(size: int, wanted: list[str], scenarios: dict[str, Scenario], pro
             procs.stop(stack.publisher)
         if not keep:   # a 1M-server stack is gigabytes: free it before the next one
             shutil.rmtree(stack.dir, ignore_errors=True)
+
+
+def _smallest_again(scenarios: dict[str, Scenario], profile: Profile, root: str,
+                    procs: Processes, scaling_again: dict, route_again: dict, log, keep: bool,
+                    feed_key: bool) -> None:
+    """The smallest scaling size measured once more, right after the largest one, so
+    that the largest size is held against reads made in the same minutes: the first
+    measurement of the smallest size is the run's first, and on a shared machine the
+    speed drifts in the tens of minutes the larger stacks take to build."""
+    sizes = sorted(profile.scaling_sizes)
+    if len(sizes) < 2:
+        return
+    wanted = [name for name in ("scaling", "routes")
+              if name in scenarios and scenarios[name].status == report.STATUS_OK]
+    if not wanted:
+        return
+    _run_stack(sizes[0], wanted, scenarios, profile, os.path.join(root, "again"), procs,
+               scaling_again, log, keep, feed_key, route_again, again=True)
 
 
 def _ingest(sc: Scenario, cell_db: str, root: str, profile: Profile, log) -> None:
@@ -283,6 +304,8 @@ def run(profile: Profile, out_path: str, only: tuple[str, ...] | None = None, ke
     root = tempfile.mkdtemp(prefix="appliance-bench-")
     scaling_points: dict[int, dict] = {}
     route_points: dict[int, dict] = {}
+    scaling_again: dict[int, dict] = {}     # the smallest size, measured after the largest
+    route_again: dict[int, dict] = {}
     try:
         with Processes() as procs:
             for size in profile.sizes():
@@ -290,6 +313,9 @@ def run(profile: Profile, out_path: str, only: tuple[str, ...] | None = None, ke
                 if wanted:
                     _run_stack(size, wanted, scenarios, profile, root, procs, scaling_points, log, keep,
                                feed_key, route_points)
+                if size == max(profile.scaling_sizes, default=None):
+                    _smallest_again(scenarios, profile, root, procs, scaling_again, route_again,
+                                    log, keep, feed_key)
             ingest = scenarios.get("ingest")
             if ingest is not None and ingest.status == report.STATUS_OK and not ingest.runs:
                 # No stack carried the ingest measurement: a cell of its own.
@@ -317,9 +343,9 @@ def run(profile: Profile, out_path: str, only: tuple[str, ...] | None = None, ke
         else:
             shutil.rmtree(root, ignore_errors=True)
     if "scaling" in scenarios:
-        reads.scaling_figures(scenarios["scaling"], scaling_points, profile)
+        reads.scaling_figures(scenarios["scaling"], scaling_points, profile, scaling_again)
     if "routes" in scenarios:
-        routes.scaling_figures(scenarios["routes"], route_points, profile)
+        routes.scaling_figures(scenarios["routes"], route_points, profile, route_again)
     ordered = [scenarios[n] for n in selected]
     document = {
         "profile": profile.name,
