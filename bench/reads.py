@@ -242,51 +242,62 @@ def _figures(sc: Scenario, measured: dict, endpoints, profile, workers: int, cel
 
 
 def run_scaling_point(sc: Scenario, stack: Stack, profile, workers: int, log=print,
-                      measured: dict | None = None) -> dict:
+                      measured: dict | None = None, pair: Stack | None = None,
+                      pair_out: dict | None = None) -> dict:
     """The scaling endpoints on this stack, at one worker count and connection count.
-    A run the read matrix already made on this stack (``measured``) is not repeated."""
+    A run the read matrix already made on this stack (``measured``) is not repeated.
+    With ``pair`` (a stack of the smallest size), each endpoint goes to it right after
+    this stack, its result into ``pair_out``."""
     endpoints = [ENDPOINTS[k] for k in profile.scaling_endpoints]
-    ids_file = stack.ids_file()
-    show_id = _first_line(ids_file)
     out = {}
     for endpoint in endpoints:
         done = (measured or {}).get((endpoint.key, workers, profile.scaling_connections))
         if done is not None:
             out[endpoint.key] = done
-            continue
-        if stack.workers != workers or stack.appliance is None:
-            stack.start_appliance(workers)
-        check(stack.base_url, endpoint, show_id, stack.live_servers())
-        result = measure(stack.base_url, endpoint, profile.scaling_connections,
-                         profile.scaling_duration_s, ids_file, stack.worker_pids)
-        _record(sc, APPLIANCE, endpoint, workers, stack.servers, result)
-        log(f"    scaling {stack.servers:>9,} {endpoint.label:<40} {result.requests_per_s:>9,.0f} req/s"
-            f"  p99 {result.p99_ms:7.2f} ms  errors {result.error_count}")
-        out[endpoint.key] = result
+        else:
+            out[endpoint.key] = _scaling_run(sc, stack, endpoint, profile, workers, log)
+        if pair is not None and pair_out is not None:
+            pair_out[endpoint.key] = _scaling_run(sc, pair, endpoint, profile, workers, log,
+                                                  " (beside)")
     return out
 
 
+def _scaling_run(sc: Scenario, stack: Stack, endpoint, profile, workers: int, log,
+                 note: str = ""):
+    if stack.workers != workers or stack.appliance is None:
+        stack.start_appliance(workers)
+    ids_file = stack.ids_file()
+    check(stack.base_url, endpoint, _first_line(ids_file), stack.live_servers())
+    result = measure(stack.base_url, endpoint, profile.scaling_connections,
+                     profile.scaling_duration_s, ids_file, stack.worker_pids)
+    _record(sc, APPLIANCE, endpoint, workers, stack.servers, result)
+    log(f"    scaling {stack.servers:>9,} {endpoint.label + note:<40} {result.requests_per_s:>9,.0f} req/s"
+        f"  p99 {result.p99_ms:7.2f} ms  errors {result.error_count}")
+    return result
+
+
 def scaling_figures(sc: Scenario, points: dict[int, dict], profile,
-                    again: dict[int, dict] | None = None) -> None:
-    """Each read figure at each size, against the smallest size measured (``again``: the
-    smallest measured once more after the largest, see bench.runner._smallest_again)."""
+                    beside: dict | None = None) -> None:
+    """Each read figure at each size, against the smallest size measured (``beside``: the
+    smallest size's runs made back to back with the largest's, see
+    bench.runner._start_pair)."""
     add_scaling_figures(sc, points, {key: ENDPOINTS[key].label for key in profile.scaling_endpoints},
-                        again=again)
+                        beside=beside)
 
 
 def add_scaling_figures(sc: Scenario, points: dict[int, dict], labels: dict[str, str],
                         unbudgeted: frozenset[str] | set[str] = frozenset(),
-                        again: dict[int, dict] | None = None) -> None:
+                        beside: dict | None = None) -> None:
     """Requests/s and p99 of each measured key (``labels``: key -> label) at each replica
     size, against the smallest size; the budget applies at the largest size, but for
-    the keys in ``unbudgeted``. The largest size is held against ``again`` (the smallest
-    size measured right after it, in the same minutes) where that has the key, else
-    against the smallest size's first measurement, made tens of minutes earlier."""
+    the keys in ``unbudgeted``. The largest size is held against ``beside`` (key ->
+    the smallest size's run made right after the largest's) where that has the key,
+    else against the smallest size's first measurement, made tens of minutes earlier."""
     if not points:
         return
     sizes = sorted(points)
     smallest = sizes[0]
-    later = (again or {}).get(smallest, {})
+    later = beside or {}
     for key, label in labels.items():
         for size in sizes:
             result = points[size].get(key)
@@ -298,7 +309,7 @@ def add_scaling_figures(sc: Scenario, points: dict[int, dict], labels: dict[str,
             details = {"p50_ms": result.p50_ms, "p99_ms": result.p99_ms,
                        "p999_ms": result.p999_ms, "errors": result.error_count}
             if largest and later.get(key) is not None:
-                base, base_label = later[key], f"@{smallest:,} after"
+                base, base_label = later[key], f"@{smallest:,} beside"
                 details["first_at_smallest_req_s"] = first.requests_per_s
             sc.add(Figure(f"{label} @ {size:,} servers", result.requests_per_s, "req/s",
                           base.requests_per_s, base_label,

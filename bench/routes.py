@@ -271,29 +271,31 @@ def _figures(sc: Scenario, measured: dict, routes: list[Route], profile, workers
 
 
 def run_scaling_point(sc: Scenario, stack: Stack, profile, log=print,
-                      measured: dict | None = None) -> dict:
+                      measured: dict | None = None, pair: Stack | None = None,
+                      pair_out: dict | None = None) -> dict:
     """Each route on this stack with every worker, at the scaling connection count; a run
     the matrix already made here (``measured``) is not repeated. A route whose answer
     grows with the cloud (``per_host``) also goes to the constant body of its answer
-    here (key ``route.key + AT_CONSTANT``)."""
+    here (key ``route.key + AT_CONSTANT``). With ``pair`` (a stack of the smallest size),
+    each route whose figure has a budget goes to it right after this stack, its result
+    into ``pair_out``."""
     routes = routes_here(profile.route_keys)
     workers = all_workers()
     conns = profile.scaling_connections
     out = {}
     bodies = None
+    if pair is not None:
+        prepare(pair, routes, workers)
     for route in routes:
         done = (measured or {}).get((route.key, workers, conns))
         if done is not None:
             out[route.key] = done
-            continue
-        if bodies is None:
-            bodies = prepare(stack, routes, workers)
-        result = measure(stack.base_url, route.endpoint, conns, profile.scaling_duration_s,
-                         stack.ids_file(), stack.worker_pids, headers=route.headers)
-        _record(sc, APPLIANCE, route.endpoint, workers, stack.servers, result)
-        log(f"    routes {stack.servers:>9,} {route.label:<40} {result.requests_per_s:>9,.0f} "
-            f"req/s  p99 {result.p99_ms:7.2f} ms  errors {result.error_count}")
-        out[route.key] = result
+        else:
+            if bodies is None:
+                bodies = prepare(stack, routes, workers)
+            out[route.key] = _scaling_run(sc, stack, route, conns, profile, log)
+        if pair is not None and pair_out is not None and not route.per_host:
+            pair_out[route.key] = _scaling_run(sc, pair, route, conns, profile, log, " (beside)")
     growing = [route for route in routes if route.per_host]
     if growing:
         if bodies is None:
@@ -316,15 +318,26 @@ def run_scaling_point(sc: Scenario, stack: Stack, profile, log=print,
     return out
 
 
+def _scaling_run(sc: Scenario, stack: Stack, route: Route, conns: int, profile, log,
+                 note: str = ""):
+    workers = all_workers()
+    result = measure(stack.base_url, route.endpoint, conns, profile.scaling_duration_s,
+                     stack.ids_file(), stack.worker_pids, headers=route.headers)
+    _record(sc, APPLIANCE, route.endpoint, workers, stack.servers, result)
+    log(f"    routes {stack.servers:>9,} {route.label + note:<40} {result.requests_per_s:>9,.0f} "
+        f"req/s  p99 {result.p99_ms:7.2f} ms  errors {result.error_count}")
+    return result
+
+
 def scaling_figures(sc: Scenario, points: dict[int, dict], profile,
-                    again: dict[int, dict] | None = None) -> None:
+                    beside: dict | None = None) -> None:
     """Each route at each replica size, against the smallest size measured (the budget
-    at the largest size, against ``again``: the smallest measured once more after the
-    largest); a route whose answer grows with the cloud against the constant body of
-    its answer at each size instead (the list budget)."""
+    at the largest size, against ``beside``: the smallest size's runs made back to back
+    with the largest's); a route whose answer grows with the cloud against the constant
+    body of its answer at each size instead (the list budget)."""
     routes = routes_here(profile.route_keys)
     add_scaling_figures(sc, points, {r.key: r.label for r in routes},
-                        unbudgeted={r.key for r in routes if r.per_host}, again=again)
+                        unbudgeted={r.key for r in routes if r.per_host}, beside=beside)
     for route in routes:
         if not route.per_host:
             continue

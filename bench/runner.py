@@ -86,13 +86,15 @@ def _scatter_cells(root: str, profile: Profile, log) -> tuple[list[str], str]:
 def _run_stack(size: int, wanted: list[str], scenarios: dict[str, Scenario], profile: Profile,
                root: str, procs: Processes, scaling_points: dict, log, keep: bool,
                feed_key: bool = False, route_points: dict | None = None,
-               again: bool = False) -> None:
-    """``again``: the smallest scaling size once more, right after the largest (see
-    ``_smallest_again``): its scaling points only, no route matrix."""
-    log(f"\n== replica of {size:,} servers{' again' if again else ''}: {', '.join(wanted)}"
+               pair_points: dict | None = None) -> None:
+    """``pair_points``: at the largest scaling size, a stack of the smallest size runs
+    beside this one and each scaling request and route goes to one then the other, back
+    to back (see ``_start_pair``); its runs go into ``pair_points["scaling"|"routes"]``."""
+    log(f"\n== replica of {size:,} servers: {', '.join(wanted)}"
         + (" (sealed feed and control)" if feed_key else ""))
     stack = Stack(root, size, procs, projects=profile.projects, log=log, feed_key=feed_key)
     workers = all_workers()
+    pair = None
     try:
         started = time.monotonic()
         try:
@@ -110,7 +112,7 @@ def _run_stack(size: int, wanted: list[str], scenarios: dict[str, Scenario], pro
         log(f"  stack up in {setup_s:.1f} s ({stack.timings})")
         for name in wanted:
             scenarios[name].runs.append({"kind": "stack", "servers": size, "setup_s": setup_s,
-                                         "again": again, **stack.timings})
+                                         **stack.timings})
         read_runs: dict = {}
         if "read" in wanted:
             sc = scenarios["read"]
@@ -121,8 +123,13 @@ def _run_stack(size: int, wanted: list[str], scenarios: dict[str, Scenario], pro
             _attempt(sc, "read matrix", read, log)
         if "scaling" in wanted:
             sc = scenarios["scaling"]
+            if pair_points is not None:
+                pair = _start_pair(root, "scaling", profile, procs, log, feed_key, workers)
+            pair_out = pair_points.setdefault("scaling", {}) if pair is not None else None
             _attempt(sc, f"scaling at {size:,}", lambda: scaling_points.__setitem__(
-                size, reads.run_scaling_point(sc, stack, profile, workers, log, read_runs)), log)
+                size, reads.run_scaling_point(sc, stack, profile, workers, log, read_runs,
+                                              pair, pair_out)), log)
+            pair = _stop_stack(pair, procs, keep)    # not beside what follows
         if "resync" in wanted:
             sc = scenarios["resync"]
             _attempt(sc, f"resync at {size:,}", lambda: replication.measure_resync(sc, stack, profile, log), log)
@@ -142,38 +149,55 @@ def _run_stack(size: int, wanted: list[str], scenarios: dict[str, Scenario], pro
             sc = scenarios["routes"]
 
             def beyond_servers():
+                nonlocal pair
                 measured = {}
-                if size == profile.read_servers and not again:
+                if size == profile.read_servers:
                     measured = routes.run_matrix(sc, stack, procs, profile, log)
                 if size in profile.scaling_sizes and route_points is not None:
-                    route_points[size] = routes.run_scaling_point(sc, stack, profile, log,
-                                                                  measured)
+                    if pair_points is not None:
+                        pair = _start_pair(root, "routes", profile, procs, log, feed_key,
+                                           workers)
+                    route_points[size] = routes.run_scaling_point(
+                        sc, stack, profile, log, measured, pair,
+                        pair_points.setdefault("routes", {}) if pair is not None else None)
             _attempt(sc, f"routes at {size:,}", beyond_servers, log)
     finally:
-        stack.stop_appliance()
-        stack.stop_flavor_source()
-        if stack.publisher is not None:
-            procs.stop(stack.publisher)
-        if not keep:   # a 1M-server stack is gigabytes: free it before the next one
-            shutil.rmtree(stack.dir, ignore_errors=True)
+        _stop_stack(pair, procs, keep)
+        _stop_stack(stack, procs, keep)
 
 
-def _smallest_again(scenarios: dict[str, Scenario], profile: Profile, root: str,
-                    procs: Processes, scaling_again: dict, route_again: dict, log, keep: bool,
-                    feed_key: bool) -> None:
-    """The smallest scaling size measured once more, right after the largest one, so
-    that the largest size is held against reads made in the same minutes: the first
-    measurement of the smallest size is the run's first, and on a shared machine the
-    speed drifts in the tens of minutes the larger stacks take to build."""
-    sizes = sorted(profile.scaling_sizes)
-    if len(sizes) < 2:
-        return
-    wanted = [name for name in ("scaling", "routes")
-              if name in scenarios and scenarios[name].status == report.STATUS_OK]
-    if not wanted:
-        return
-    _run_stack(sizes[0], wanted, scenarios, profile, os.path.join(root, "again"), procs,
-               scaling_again, log, keep, feed_key, route_again, again=True)
+def _stop_stack(stack: Stack | None, procs: Processes, keep: bool) -> None:
+    """Every process of ``stack`` stopped, its files removed (unless ``keep``)."""
+    if stack is None:
+        return None
+    stack.stop_appliance()
+    stack.stop_flavor_source()
+    if stack.publisher is not None:
+        procs.stop(stack.publisher)
+    if not keep:   # a 1M-server stack is gigabytes: free it before the next one
+        shutil.rmtree(stack.dir, ignore_errors=True)
+    return None
+
+
+def _start_pair(root: str, purpose: str, profile: Profile, procs: Processes, log,
+                feed_key: bool, workers: int) -> Stack | None:
+    """A stack of the smallest scaling size, up beside the largest one, so that the
+    largest size is held against reads made seconds apart, not against the run's first
+    measurement: the larger stacks take tens of minutes to build, and on a shared machine
+    the speed drifts over such spans. None (said in the log) if it did not come up: the
+    largest is then held against the first measurement."""
+    smallest = min(profile.scaling_sizes)
+    pair = Stack(os.path.join(root, f"pair-{purpose}"), smallest, procs,
+                 projects=profile.projects, log=log, feed_key=feed_key)
+    try:
+        pair.populate()
+        pair.start_publisher()
+        pair.start_appliance(workers)
+    except Exception as exc:
+        log(f"  ! the {smallest:,}-server stack beside it did not come up: {exc}")
+        return _stop_stack(pair, procs, keep=False)
+    log(f"  a {smallest:,}-server stack beside it, measured back to back with it")
+    return pair
 
 
 def _ingest(sc: Scenario, cell_db: str, root: str, profile: Profile, log) -> None:
@@ -304,18 +328,16 @@ def run(profile: Profile, out_path: str, only: tuple[str, ...] | None = None, ke
     root = tempfile.mkdtemp(prefix="appliance-bench-")
     scaling_points: dict[int, dict] = {}
     route_points: dict[int, dict] = {}
-    scaling_again: dict[int, dict] = {}     # the smallest size, measured after the largest
-    route_again: dict[int, dict] = {}
+    pair_points: dict[str, dict] = {}    # the smallest size, beside the largest (_start_pair)
     try:
         with Processes() as procs:
             for size in profile.sizes():
                 wanted = _wanted_at(size, profile, scenarios)
                 if wanted:
+                    paired = (len(profile.scaling_sizes) > 1 and size == max(profile.scaling_sizes)
+                              and {"scaling", "routes"} & set(wanted))
                     _run_stack(size, wanted, scenarios, profile, root, procs, scaling_points, log, keep,
-                               feed_key, route_points)
-                if size == max(profile.scaling_sizes, default=None):
-                    _smallest_again(scenarios, profile, root, procs, scaling_again, route_again,
-                                    log, keep, feed_key)
+                               feed_key, route_points, pair_points if paired else None)
             ingest = scenarios.get("ingest")
             if ingest is not None and ingest.status == report.STATUS_OK and not ingest.runs:
                 # No stack carried the ingest measurement: a cell of its own.
@@ -343,9 +365,11 @@ def run(profile: Profile, out_path: str, only: tuple[str, ...] | None = None, ke
         else:
             shutil.rmtree(root, ignore_errors=True)
     if "scaling" in scenarios:
-        reads.scaling_figures(scenarios["scaling"], scaling_points, profile, scaling_again)
+        reads.scaling_figures(scenarios["scaling"], scaling_points, profile,
+                              pair_points.get("scaling"))
     if "routes" in scenarios:
-        routes.scaling_figures(scenarios["routes"], route_points, profile, route_again)
+        routes.scaling_figures(scenarios["routes"], route_points, profile,
+                               pair_points.get("routes"))
     ordered = [scenarios[n] for n in selected]
     document = {
         "profile": profile.name,

@@ -51,6 +51,8 @@ def test_every_route_against_its_baselines(document):
         # at each size, not against its smaller self
         largest = figures[f"{route.label} @ 240 servers"]
         assert (largest["budget"] is None) == route.per_host
+        # ... and the others against the smallest size measured beside the largest
+        assert largest["baseline_name"] == ("@120" if route.per_host else "@120 beside")
         for size in (120, 240):
             grown = figures.get(f"{route.label} @ {size} servers vs constant body")
             assert (grown is not None) == route.per_host
