@@ -247,11 +247,13 @@ def run_scaling_point(sc: Scenario, stack: Stack, profile, workers: int, log=pri
     """The scaling endpoints on this stack, at one worker count and connection count.
     A run the read matrix already made on this stack (``measured``) is not repeated.
     With ``pair`` (a stack of the smallest size), each endpoint goes to it right after
-    this stack, its result into ``pair_out``."""
+    this stack, its result into ``pair_out`` (then every endpoint is measured here, so
+    that each pair of runs is back to back)."""
     endpoints = [ENDPOINTS[k] for k in profile.scaling_endpoints]
+    reuse = measured if pair is None else None
     out = {}
     for endpoint in endpoints:
-        done = (measured or {}).get((endpoint.key, workers, profile.scaling_connections))
+        done = (reuse or {}).get((endpoint.key, workers, profile.scaling_connections))
         if done is not None:
             out[endpoint.key] = done
         else:

@@ -278,16 +278,18 @@ def run_scaling_point(sc: Scenario, stack: Stack, profile, log=print,
     grows with the cloud (``per_host``) also goes to the constant body of its answer
     here (key ``route.key + AT_CONSTANT``). With ``pair`` (a stack of the smallest size),
     each route whose figure has a budget goes to it right after this stack, its result
-    into ``pair_out``."""
+    into ``pair_out`` (then every route is measured here, so that each pair of runs is
+    back to back)."""
     routes = routes_here(profile.route_keys)
     workers = all_workers()
     conns = profile.scaling_connections
+    reuse = measured if pair is None else None
     out = {}
     bodies = None
     if pair is not None:
         prepare(pair, routes, workers)
     for route in routes:
-        done = (measured or {}).get((route.key, workers, conns))
+        done = (reuse or {}).get((route.key, workers, conns))
         if done is not None:
             out[route.key] = done
         else:

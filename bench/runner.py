@@ -129,7 +129,8 @@ def _run_stack(size: int, wanted: list[str], scenarios: dict[str, Scenario], pro
             _attempt(sc, f"scaling at {size:,}", lambda: scaling_points.__setitem__(
                 size, reads.run_scaling_point(sc, stack, profile, workers, log, read_runs,
                                               pair, pair_out)), log)
-            pair = _stop_stack(pair, procs, keep)    # not beside what follows
+            _stop_stack(pair, procs, keep)    # not beside what follows
+            pair = None
         if "resync" in wanted:
             sc = scenarios["resync"]
             _attempt(sc, f"resync at {size:,}", lambda: replication.measure_resync(sc, stack, profile, log), log)
@@ -169,14 +170,13 @@ def _run_stack(size: int, wanted: list[str], scenarios: dict[str, Scenario], pro
 def _stop_stack(stack: Stack | None, procs: Processes, keep: bool) -> None:
     """Every process of ``stack`` stopped, its files removed (unless ``keep``)."""
     if stack is None:
-        return None
+        return
     stack.stop_appliance()
     stack.stop_flavor_source()
     if stack.publisher is not None:
         procs.stop(stack.publisher)
     if not keep:   # a 1M-server stack is gigabytes: free it before the next one
         shutil.rmtree(stack.dir, ignore_errors=True)
-    return None
 
 
 def _start_pair(root: str, purpose: str, profile: Profile, procs: Processes, log,
@@ -195,7 +195,8 @@ def _start_pair(root: str, purpose: str, profile: Profile, procs: Processes, log
         pair.start_appliance(workers)
     except Exception as exc:
         log(f"  ! the {smallest:,}-server stack beside it did not come up: {exc}")
-        return _stop_stack(pair, procs, keep=False)
+        _stop_stack(pair, procs, keep=False)
+        return None
     log(f"  a {smallest:,}-server stack beside it, measured back to back with it")
     return pair
 

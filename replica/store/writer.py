@@ -24,8 +24,8 @@ bigger page cache for the duration of that transaction.
 from __future__ import annotations
 
 import time
-from operator import itemgetter
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Iterable, Sequence
 
 import apsw
