@@ -356,6 +356,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("public_url", "str", "",
             "Base URL used in links (version discovery, servers_links). Empty means "
             "the request's own host.", _to_str, _url_or_empty),
+    Setting("reader_map_bytes", "int", 0,
+            "Bytes of the replica file each API worker maps into memory (SQLite's "
+            "mmap_size) instead of reading its pages through its own cache. 0: none. On "
+            "a large replica it makes reads cheaper (rows spread over a large file are "
+            "used where they lie instead of being copied), but every mapped page a "
+            "worker touches counts in its RSS (the OS's shared page cache, not the "
+            "worker's own memory): up to the replica's size per worker. E.g. 4294967296 "
+            "(4 GiB) maps a 1,000,000-server replica whole.", _to_int, _non_negative),
     Setting("max_limit", "int", 1000,
             "Largest page a list request returns (Nova's osapi_max_limit).",
             _to_int, _positive),

@@ -87,8 +87,10 @@ def build_api_app(settings: Settings):
     app = make_app(config)
     # Open this process's read-only replica connection now: a replica that cannot be
     # opened is a boot failure, not a 503 on the first request.
+    from replica.store.connection import set_reader_map_bytes
     from replica.store.reader import reader_for, set_nova_collation
     set_nova_collation(settings.nova_database_collation)
+    set_reader_map_bytes(settings.reader_map_bytes)
     reader_for(settings.replica)
     return app
 

@@ -4,10 +4,12 @@ beside them, request by request, in rounds whose order alternates.
 
     python -m bench.read_ab --baseline-rev REV [--servers 10000] [--workers 1]
         [--endpoints show,list100,detail100,detail1000] [--connections 1,64]
-        [--duration 3] [--rounds 3]
+        [--duration 3] [--rounds 3] [--after-setting NAME=VALUE ...]
 
 ``--baseline-rev`` is a git revision of this repository (exported with ``git archive``
-into the run's directory; ``--baseline TREE`` takes a directory instead). Both
+into the run's directory; ``--baseline TREE`` takes a directory instead, this tree's own
+to compare a setting: ``--after-setting NAME=VALUE``, which only the "after" appliance
+gets, as an integer when it reads as one, else as a string). Both
 appliances replicate the same cell from the same publisher and are started the same
 way (``appliance serve``, the installed entry point) with the revision's sources first
 on ``PYTHONPATH``. Each round runs every (request, connections) on the three servers
@@ -73,6 +75,17 @@ def _same_page(a: bytes, a_port: int, b: bytes, b_port: int) -> bool:
     return a.replace(str(a_port).encode(), b"PORT") == b.replace(str(b_port).encode(), b"PORT")
 
 
+def after_settings(pairs: list[str]) -> dict:
+    """``NAME=VALUE`` items as settings for the config file (integers as integers)."""
+    settings = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--after-setting {pair!r}: expected NAME=VALUE")
+        settings[name] = int(value) if value.lstrip("-").isdigit() else value
+    return settings
+
+
 def run(args, root: str, log=print) -> dict:
     endpoints = [ENDPOINTS[k] for k in args.endpoints.split(",")]
     connections = [int(c) for c in args.connections.split(",")]
@@ -83,10 +96,11 @@ def run(args, root: str, log=print) -> dict:
         stack.populate()
         stack.start_publisher()
         apps = {}
-        for name, tree in ((BEFORE, baseline), (AFTER, ROOT)):
+        for name, tree, settings in ((BEFORE, baseline, None),
+                                     (AFTER, ROOT, after_settings(args.after_setting))):
             apps[name] = stack.sibling(name)
             with _python_path(tree):
-                apps[name].start_appliance(args.workers)
+                apps[name].start_appliance(args.workers, settings)
         ids_file = stack.ids_file()
         show_id = reads._first_line(ids_file)
         live = stack.live_servers()
@@ -152,6 +166,9 @@ def main(argv=None) -> int:
     parser.add_argument("--connections", default="1,64")
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--after-setting", action="append", default=[],
+                        metavar="NAME=VALUE",
+                        help="a setting of the 'after' appliance only (repeatable)")
     parser.add_argument("--keep", action="store_true", help="keep the run's directory")
     args = parser.parse_args(argv)
     root = tempfile.mkdtemp(prefix="appliance-read-ab-")

@@ -15,6 +15,7 @@ PAGE_SIZE = 16384              # bytes per database page, for new replica files
 BUSY_TIMEOUT_MS = 5000
 READ_DEADLINE_VM_STEPS = 1000  # progress handler granularity for reader deadlines
 READER_CACHE_KIB = 16384       # a reader's page cache (SQLite's default: 2 MiB)
+_reader_map_bytes = 0          # bytes of the replica a reader maps (set_reader_map_bytes)
 
 
 def _page_size(conn: apsw.Connection) -> None:
@@ -80,14 +81,36 @@ def _plans_without_values(conn: apsw.Connection) -> None:
     conn.config(apsw.SQLITE_DBCONFIG_ENABLE_QPSG, 1)
 
 
+def set_reader_map_bytes(size: int) -> None:
+    """Readers opened from now on in this process map up to ``size`` bytes of the
+    replica (0: none, as by default; a worker sets it once, at start, from the
+    ``reader_map_bytes`` setting)."""
+    global _reader_map_bytes
+    if size < 0:
+        raise ValueError(f"reader map size {size} is negative")
+    _reader_map_bytes = size
+
+
+def _reader_map(conn: apsw.Connection) -> None:
+    # Off by default: see READER_SETUP. On a large replica a read reaches rows spread
+    # over the whole file, and a mapped page is used where it lies instead of being
+    # copied into the reader's cache by a pread (a random GET /servers/{id} on a
+    # 200,000-server replica, in process: 16.5-17.6 us of CPU unmapped, 12.2-12.4 us
+    # mapped, which is what it costs on 10,000 servers unmapped).
+    if _reader_map_bytes:
+        conn.execute(f"PRAGMA mmap_size={_reader_map_bytes}")
+
+
 WRITER_SETUP = (_busy, _page_size, _wal, _normal_sync, _no_auto_checkpoint, _wal_size_limit,
                 _mmap, _foreign_keys)
-# Readers do not map the file. A mapping counts every replica page a worker has ever
-# touched in its RSS (99 MiB per worker at 100,000 servers after the read benchmarks,
-# against 33 MiB without), and reads were no faster through it (GET /servers/{id} 0.74 x
-# the constant body either way, detail?limit=100 within 5 %): a reader's page cache
-# and the OS's serve the same pages.
-READER_SETUP = (_busy, _reader_cache, _plans_without_values)
+# Readers do not map the file unless told to (the reader_map_bytes setting). A mapping
+# counts every replica page a worker has ever touched in its RSS (99 MiB per worker at
+# 100,000 servers after the read benchmarks, against 33 MiB without; the budget is 60),
+# though those pages are the OS's shared page cache, not the worker's own memory. On
+# 10,000-100,000 servers reads were no faster through it (GET /servers/{id} 0.74 x the
+# constant body either way, detail?limit=100 within 5 %); on larger replicas they are
+# (see _reader_map).
+READER_SETUP = (_busy, _reader_cache, _plans_without_values, _reader_map)
 
 
 def open_writer(path: str) -> apsw.Connection:

@@ -21,18 +21,25 @@ def token_line(token: str, project: str, roles=("member",)) -> str:
                        "roles": list(roles)}) + "\n"
 
 
-@pytest.fixture
-def served(tmp_path):
+def _serve(tmp_path, extra: str = ""):
+    """`appliance serve` with two workers, a tokens file and ``extra`` TOML lines."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     tokens = tmp_path / "tokens"
     tokens.write_text(token_line("first-token", "p1"))
     port, admin_port = free_port(), free_port()
     config = tmp_path / "appliance.toml"
     config.write_text(f'listen_port = {port}\nadmin_port = {admin_port}\nworkers = 2\n'
                       f'data_dir = "{tmp_path / "data"}"\nauth = "tokens"\n'
-                      f'tokens_file = "{tokens}"\ngraceful_timeout = 10\n')
+                      f'tokens_file = "{tokens}"\ngraceful_timeout = 10\n' + extra)
     running = start_process([PYTHON, "-m", "appliance", "serve", "--config", str(config)],
                             {}, tmp_path / "data", port=port, admin_port=admin_port)
     running.tokens = tokens
+    return running
+
+
+@pytest.fixture
+def served(tmp_path):
+    running = _serve(tmp_path)
     try:
         wait_running(running, 2)
         yield running
@@ -93,3 +100,27 @@ def test_dead_ingest_and_admin_are_restarted(served):
     conn_status, body, _ = _post(served.admin_port, "/resync?cell=nosuch")
     assert conn_status in (400, 404) and "nosuch" in json.loads(body)["error"]["message"]
     assert not any(alive(pid) for pid in by_role.values())
+
+
+def _mapped_replicas(pid: int, data_dir: str) -> list[str]:
+    """The lines of a process's memory map that map the replica file."""
+    replica = os.path.join(data_dir, "replica.db")
+    with open(f"/proc/{pid}/maps") as f:
+        return [line for line in f if line.rstrip().endswith(replica)]
+
+
+def test_workers_map_the_replica_only_when_reader_map_bytes_says_so(tmp_path):
+    unmapped = _serve(tmp_path / "default")
+    mapped = _serve(tmp_path / "mapped", "reader_map_bytes = 67108864\n")
+    try:
+        for running in (unmapped, mapped):
+            wait_running(running, 2)
+            for _ in range(4):   # fresh connections: both workers are likely to read
+                assert servers(running.port, "first-token")[0] == 200
+        for pid in worker_pids(unmapped.data_dir):
+            assert _mapped_replicas(pid, unmapped.data_dir) == []
+        assert any(_mapped_replicas(pid, mapped.data_dir)
+                   for pid in worker_pids(mapped.data_dir))
+    finally:
+        unmapped.stop()
+        mapped.stop()

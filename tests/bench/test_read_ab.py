@@ -4,7 +4,11 @@ constant server answer every request of every round. Speeds are not checked."""
 from __future__ import annotations
 
 import argparse
+import glob
 import math
+import os
+
+import pytest
 
 from tests.bench import needs_wrk
 
@@ -17,7 +21,7 @@ pytestmark = needs_wrk
 def test_read_ab_measures_both_revisions_and_the_constant_server(tmp_path, capsys):
     args = argparse.Namespace(baseline=ROOT, baseline_rev=None, servers=150, workers=1,
                               endpoints="show,list100", connections="2", duration=1.0,
-                              rounds=2)
+                              rounds=2, after_setting=["reader_map_bytes=67108864"])
     measured = read_ab.run(args, str(tmp_path))
     for key in ("show", "list100"):
         for name in (read_ab.BEFORE, read_ab.AFTER, read_ab.CONSTANT):
@@ -29,3 +33,15 @@ def test_read_ab_measures_both_revisions_and_the_constant_server(tmp_path, capsy
     read_ab.summary(measured, args)
     printed = capsys.readouterr().out
     assert "GET /servers?limit=100 c2" in printed and "cpu/rq" in printed
+    configs = {os.path.basename(os.path.dirname(path)): open(path).read()
+               for path in glob.glob(os.path.join(str(tmp_path), "**", "appliance.toml"),
+                                     recursive=True)}
+    assert "reader_map_bytes = 67108864" in configs[read_ab.AFTER]
+    assert "reader_map_bytes" not in configs[read_ab.BEFORE]
+
+
+def test_after_settings_are_typed_and_checked():
+    assert read_ab.after_settings(["reader_map_bytes=4096", "access_log=off"]) == {
+        "reader_map_bytes": 4096, "access_log": "off"}
+    with pytest.raises(SystemExit, match="NAME=VALUE"):
+        read_ab.after_settings(["reader_map_bytes"])
