@@ -275,11 +275,11 @@ def run_scaling_point(sc: Scenario, stack: Stack, profile, log=print,
                       pair_out: dict | None = None) -> dict:
     """Each route on this stack with every worker, at the scaling connection count; a run
     the matrix already made here (``measured``) is not repeated. A route whose answer
-    grows with the cloud (``per_host``) also goes to the constant body of its answer
-    here (key ``route.key + AT_CONSTANT``). With ``pair`` (a stack of the smallest size),
-    each route whose figure has a budget goes to it right after this stack, its result
-    into ``pair_out`` (then every route is measured here, so that each pair of runs is
-    back to back)."""
+    grows with the cloud (``per_host``) goes, right after this stack, to the constant
+    body of its answer here (key ``route.key + AT_CONSTANT``; both measured afresh, back
+    to back). With ``pair`` (a stack of the smallest size), each route whose figure has
+    a budget goes to it right after this stack, its result into ``pair_out`` (then every
+    route is measured here, so that each pair of runs is back to back)."""
     routes = routes_here(profile.route_keys)
     workers = all_workers()
     conns = profile.scaling_connections
@@ -288,35 +288,38 @@ def run_scaling_point(sc: Scenario, stack: Stack, profile, log=print,
     bodies = None
     if pair is not None:
         prepare(pair, routes, workers)
-    for route in routes:
-        done = (reuse or {}).get((route.key, workers, conns))
-        if done is not None:
-            out[route.key] = done
-        else:
-            if bodies is None:
-                bodies = prepare(stack, routes, workers)
-            out[route.key] = _scaling_run(sc, stack, route, conns, profile, log)
-        if pair is not None and pair_out is not None and not route.per_host:
-            pair_out[route.key] = _scaling_run(sc, pair, route, conns, profile, log, " (beside)")
     growing = [route for route in routes if route.per_host]
+    constant = url = None
     if growing:
-        if bodies is None:
-            bodies = prepare(stack, routes, workers)
+        bodies = prepare(stack, routes, workers)
         workdir = os.path.join(stack.dir, "routes-scaling")
         os.makedirs(workdir, exist_ok=True)
-        proc, url = _start_baseline(stack.procs, CONSTANT, workers, workdir, bodies={
+        constant, url = _start_baseline(stack.procs, CONSTANT, workers, workdir, bodies={
             "*": "{}", **{r.path: bodies[r.path].decode() for r in growing}})
-        try:
-            for route in growing:
+    try:
+        for route in routes:
+            done = None if route.per_host else (reuse or {}).get((route.key, workers, conns))
+            if done is not None:
+                out[route.key] = done
+            else:
+                if bodies is None:
+                    bodies = prepare(stack, routes, workers)
+                out[route.key] = _scaling_run(sc, stack, route, conns, profile, log)
+            if route.per_host:
                 result = measure(url, route.endpoint, conns, profile.scaling_duration_s,
-                                 None, lambda: children_of(proc.pid), headers=route.headers)
+                                 None, lambda: children_of(constant.pid),
+                                 headers=route.headers)
                 _record(sc, CONSTANT, route.endpoint, workers, stack.servers, result)
                 log(f"    routes {stack.servers:>9,} {route.label + ' (constant)':<40} "
                     f"{result.requests_per_s:>9,.0f} req/s  p99 {result.p99_ms:7.2f} ms")
                 out[route.key + AT_CONSTANT] = result
                 out[route.key + BODY_BYTES] = len(bodies[route.path])
-        finally:
-            stack.procs.stop(proc)
+            elif pair is not None and pair_out is not None:
+                pair_out[route.key] = _scaling_run(sc, pair, route, conns, profile, log,
+                                                   " (beside)")
+    finally:
+        if constant is not None:
+            stack.procs.stop(constant)
     return out
 
 

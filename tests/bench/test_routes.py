@@ -61,6 +61,16 @@ def test_every_route_against_its_baselines(document):
                 assert grown["details"]["body_bytes"] > 0
     runs = [r for r in scenario["runs"] if r["kind"] == "wrk"]
     assert {r["server"] for r in runs} == {"appliance", "constant", "normalized"}
+    # at each scaling size an answer that grows with the cloud goes to the constant body
+    # of itself right after the appliance (back to back, as the pair stack's runs)
+    per_host = {r.endpoint.key for r in routes.routes_here(TINY_ROUTES.route_keys)
+                if r.per_host}
+    for size in (120, 240):
+        for route_key in per_host:
+            at = max(i for i, r in enumerate(runs) if r.get("servers") == size
+                     and r["endpoint"] == route_key and r["server"] == "appliance")
+            assert runs[at + 1]["server"] == "constant" \
+                and runs[at + 1]["endpoint"] == route_key, (size, route_key)
     for run in runs:
         assert run["requests"] > 0 and run["error_count"] == 0, run
 
