@@ -157,13 +157,19 @@ class IngestChild:
     name = "ingest"
     title = "appliance: ingest"
 
-    def run(self) -> None:
-        from replica.ingest import CellFeed, IngestConfig, run_ingest
-        stop = stop_event_on_sigterm()
+    def config(self):
+        """The ingest's configuration, from the settings."""
+        from replica.ingest import CellFeed, IngestConfig
         cells = [CellFeed(c.name, c.feed, c.control, c.key_file or None)
                  for c in self.settings.cells]
-        config = IngestConfig(replica_path=self.settings.replica, cells=cells,
-                              control_url=self.settings.ingest_control_url)
+        return IngestConfig(replica_path=self.settings.replica, cells=cells,
+                            control_url=self.settings.ingest_control_url,
+                            group_commit_ms=self.settings.group_commit_ms)
+
+    def run(self) -> None:
+        from replica.ingest import run_ingest
+        stop = stop_event_on_sigterm()
+        config = self.config()
         # As in an API worker: a batch of 500 server rows is thousands of young
         # containers, each freed by reference counting (the collector's passes over
         # them cost about 8 % of an upsert), and a 3 MB feed message each time a fresh

@@ -93,10 +93,11 @@ def set_reader_map_bytes(size: int) -> None:
 
 def _reader_map(conn: apsw.Connection) -> None:
     # Off by default: see READER_SETUP. On a large replica a read reaches rows spread
-    # over the whole file, and a mapped page is used where it lies instead of being
-    # copied into the reader's cache by a pread (a random GET /servers/{id} on a
-    # 200,000-server replica, in process: 16.5-17.6 us of CPU unmapped, 12.2-12.4 us
-    # mapped, which is what it costs on 10,000 servers unmapped).
+    # over the whole file; a mapped page is used where it lies instead of being copied
+    # into the reader's cache by a pread, but the first touch of each of its 4 KiB pages
+    # by a worker is a page fault. Measured (bench/README.md, reader_map_bytes): on
+    # 1,000,000 servers a show got about 10 % cheaper mapped, detail?limit=1000 about
+    # 10 % dearer (a thousand rows' pages, mostly new to the worker, each faulted in).
     if _reader_map_bytes:
         conn.execute(f"PRAGMA mmap_size={_reader_map_bytes}")
 
@@ -106,10 +107,9 @@ WRITER_SETUP = (_busy, _page_size, _wal, _normal_sync, _no_auto_checkpoint, _wal
 # Readers do not map the file unless told to (the reader_map_bytes setting). A mapping
 # counts every replica page a worker has ever touched in its RSS (99 MiB per worker at
 # 100,000 servers after the read benchmarks, against 33 MiB without; the budget is 60),
-# though those pages are the OS's shared page cache, not the worker's own memory. On
-# 10,000-100,000 servers reads were no faster through it (GET /servers/{id} 0.74 x the
-# constant body either way, detail?limit=100 within 5 %); on larger replicas they are
-# (see _reader_map).
+# though those pages are the OS's shared page cache, not the worker's own memory; and
+# reads were no faster through it at 10,000-100,000 servers (GET /servers/{id} 0.74 x
+# the constant body either way, detail?limit=100 within 5 %).
 READER_SETUP = (_busy, _reader_cache, _plans_without_values, _reader_map)
 
 

@@ -111,6 +111,9 @@ def test_defaults():
      ["cell 'a' feed", "108 bytes", "longer than the 107"]),
     ({"APPLIANCE_DATA_DIR": "/" + "d" * 100}, ["data_dir", "ingest.ctl", "longer than the 107"]),
     ({"APPLIANCE_CELLS": "a,tcp://x:1,tcp://y:1;a,tcp://x:2,tcp://y:2"}, ["unique"]),
+    ({"APPLIANCE_READER_MAP_BYTES": "-1"}, ["reader_map_bytes", "0 or more"]),
+    ({"APPLIANCE_GROUP_COMMIT_MS": "soon"}, ["group_commit_ms", "number"]),
+    ({"APPLIANCE_GROUP_COMMIT_MS": "-2"}, ["group_commit_ms", "0 or more"]),
 ])
 def test_bad_values_are_refused_in_one_line(environ, words):
     with pytest.raises(SettingsError) as caught:
@@ -119,6 +122,13 @@ def test_bad_values_are_refused_in_one_line(environ, words):
     assert "\n" not in message
     for word in words:
         assert word in message
+
+
+def test_ingest_runs_with_the_group_commit_window_of_the_settings():
+    from appliance.children import IngestChild
+    assert IngestChild(load(None, environ={})).config().group_commit_ms == 5.0
+    loaded = load(None, environ={"APPLIANCE_GROUP_COMMIT_MS": "0.5"})
+    assert IngestChild(loaded).config().group_commit_ms == 0.5
 
 
 def test_unknown_environment_variables_are_reported_not_refused():
