@@ -97,7 +97,7 @@ def _reader_map(conn: apsw.Connection) -> None:
     # into the reader's cache by a pread, but the first touch of each of its 4 KiB pages
     # by a worker is a page fault. Measured (bench/README.md, reader_map_bytes): on
     # 1,000,000 servers a show got about 10 % cheaper mapped, detail?limit=1000 about
-    # 10 % dearer (a thousand rows' pages, mostly new to the worker, each faulted in).
+    # 10 % dearer (likely: a thousand rows' pages, mostly new to the worker, faulted in).
     if _reader_map_bytes:
         conn.execute(f"PRAGMA mmap_size={_reader_map_bytes}")
 
