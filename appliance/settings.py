@@ -404,7 +404,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Milliseconds ingest lets more changes join a commit after the first one "
             "arrives. Lower: changes show sooner (on average about half of it sooner), "
             "at the cost of more, smaller commits under load; 0 commits as soon as "
-            "ingest has taken in what has arrived.", _to_float, _non_negative),
+            "ingest has taken in what has arrived. Read when ingest starts (a SIGHUP "
+            "reload keeps the running value).", _to_float, _non_negative),
     Setting("readyz_max_lag_ms", "float", 5000.0,
             "/readyz answers 503 while any cell lags more than this many milliseconds.",
             _to_float, _positive),

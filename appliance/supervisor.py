@@ -63,6 +63,10 @@ from replica.store.connection import open_writer
 
 LOOP_TIMEOUT = 0.5              # seconds the loop sleeps when nothing happens
 BUSY_LOOP_TIMEOUT = 0.05        # ... while a child boots or a reload is under way
+# Settings a reload does not apply (the listeners, the replica and its feeds, and what
+# ingest reads when it starts: it is not restarted by a reload); a change is logged.
+RESTART_SETTINGS = ("listen_host", "listen_port", "admin_host", "admin_port", "data_dir",
+                    "replica_path", "cells", "group_commit_ms")
 ABORT_GRACE = 2.0               # seconds between SIGABRT and SIGKILL of a silent worker
 KILL_GRACE = 2.0                # seconds after graceful_timeout before SIGKILL on stop
 BOOT_GRACE = 1.0                # a non-worker child alive this long counts as booted
@@ -350,14 +354,12 @@ class Supervisor:
             except SettingsError as exc:
                 logs.error("reload_refused", reason=str(exc))
                 return
-            for name in ("listen_host", "listen_port", "admin_host", "admin_port",
-                         "data_dir", "replica_path", "cells"):
+            for name in RESTART_SETTINGS:
                 if getattr(fresh, name) != getattr(self.settings, name):
                     logs.warning("reload_needs_restart", setting=name)
             self.settings = self.settings.replace(
                 **{k: v for k, v in fresh.values.items()
-                   if k not in ("listen_host", "listen_port", "admin_host", "admin_port",
-                                "data_dir", "replica_path", "cells", "workers")})
+                   if k not in RESTART_SETTINGS and k != "workers"})
         self.reload_pending = [c.slot for c in self._live() if c.slot.startswith("worker ")]
         self.reload_pending = sorted(set(self.reload_pending))
         logs.info("reload_started", workers=len(self.reload_pending))

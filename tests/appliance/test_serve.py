@@ -124,3 +124,24 @@ def test_workers_map_the_replica_only_when_reader_map_bytes_says_so(tmp_path):
     finally:
         unmapped.stop()
         mapped.stop()
+
+
+def test_a_reload_keeps_the_group_commit_window_and_says_so(tmp_path):
+    running = _serve(tmp_path, "group_commit_ms = 5\n")
+    try:
+        wait_running(running, 2)
+        config = tmp_path / "appliance.toml"
+        config.write_text(config.read_text().replace("group_commit_ms = 5",
+                                                     "group_commit_ms = 0"))
+        ingest = [p["pid"] for p in read_table(running.data_dir)["processes"]
+                  if p["role"] == "ingest"]
+        running.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload_finished" in running.log(), timeout=30,
+                 what="reload finished")
+        running.remember_children()
+        log = running.log()
+        assert "reload_needs_restart" in log and "group_commit_ms" in log, log[-2000:]
+        assert [p["pid"] for p in read_table(running.data_dir)["processes"]
+                if p["role"] == "ingest"] == ingest
+    finally:
+        running.stop()
