@@ -246,9 +246,9 @@ def run_scaling_point(sc: Scenario, stack: Stack, profile, workers: int, log=pri
                       pair_out: dict | None = None) -> dict:
     """The scaling endpoints on this stack, at one worker count and connection count.
     A run the read matrix already made on this stack (``measured``) is not repeated.
-    With ``pair`` (a stack of the smallest size), each endpoint goes to it right after
-    this stack, its result into ``pair_out`` (then every endpoint is measured here, so
-    that each pair of runs is back to back)."""
+    With ``pair`` (a stack of the smallest size) and ``pair_out``, each endpoint goes to
+    the pair right after this stack, its result into ``pair_out`` (then every endpoint
+    is measured here, so that each pair of runs is back to back)."""
     endpoints = [ENDPOINTS[k] for k in profile.scaling_endpoints]
     reuse = measured if pair is None else None
     out = {}
@@ -258,7 +258,7 @@ def run_scaling_point(sc: Scenario, stack: Stack, profile, workers: int, log=pri
             out[endpoint.key] = done
         else:
             out[endpoint.key] = _scaling_run(sc, stack, endpoint, profile, workers, log)
-        if pair is not None and pair_out is not None:
+        if pair is not None:
             pair_out[endpoint.key] = _scaling_run(sc, pair, endpoint, profile, workers, log,
                                                   " (beside)")
     return out

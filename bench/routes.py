@@ -277,59 +277,55 @@ def run_scaling_point(sc: Scenario, stack: Stack, profile, log=print,
     the matrix already made here (``measured``) is not repeated. A route whose answer
     grows with the cloud (``per_host``) goes, right after this stack, to the constant
     body of its answer here (key ``route.key + AT_CONSTANT``; both measured afresh, back
-    to back). With ``pair`` (a stack of the smallest size), each route whose figure has
-    a budget goes to it right after this stack, its result into ``pair_out`` (then every
-    route is measured here, so that each pair of runs is back to back)."""
+    to back). With ``pair`` (a stack of the smallest size) and ``pair_out``, each route
+    whose figure has a budget goes to the pair right after this stack, its result into
+    ``pair_out`` (then every route is measured here, so that each pair of runs is back
+    to back)."""
     routes = routes_here(profile.route_keys)
     workers = all_workers()
     conns = profile.scaling_connections
     reuse = measured if pair is None else None
-    out = {}
-    bodies = None
+    bodies = prepare(stack, routes, workers)
     if pair is not None:
         prepare(pair, routes, workers)
     growing = [route for route in routes if route.per_host]
     constant = url = None
     if growing:
-        bodies = prepare(stack, routes, workers)
         workdir = os.path.join(stack.dir, "routes-scaling")
         os.makedirs(workdir, exist_ok=True)
         constant, url = _start_baseline(stack.procs, CONSTANT, workers, workdir, bodies={
             "*": "{}", **{r.path: bodies[r.path].decode() for r in growing}})
+    out = {}
     try:
         for route in routes:
             done = None if route.per_host else (reuse or {}).get((route.key, workers, conns))
-            if done is not None:
-                out[route.key] = done
-            else:
-                if bodies is None:
-                    bodies = prepare(stack, routes, workers)
-                out[route.key] = _scaling_run(sc, stack, route, conns, profile, log)
+            if done is None:
+                done = _scaling_run(sc, stack.base_url, stack.ids_file(), stack.worker_pids,
+                                    route, stack.servers, profile, log)
+            out[route.key] = done
             if route.per_host:
-                result = measure(url, route.endpoint, conns, profile.scaling_duration_s,
-                                 None, lambda: children_of(constant.pid),
-                                 headers=route.headers)
-                _record(sc, CONSTANT, route.endpoint, workers, stack.servers, result)
-                log(f"    routes {stack.servers:>9,} {route.label + ' (constant)':<40} "
-                    f"{result.requests_per_s:>9,.0f} req/s  p99 {result.p99_ms:7.2f} ms")
-                out[route.key + AT_CONSTANT] = result
+                out[route.key + AT_CONSTANT] = _scaling_run(
+                    sc, url, None, lambda: children_of(constant.pid), route, stack.servers,
+                    profile, log, " (constant)", CONSTANT)
                 out[route.key + BODY_BYTES] = len(bodies[route.path])
-            elif pair is not None and pair_out is not None:
-                pair_out[route.key] = _scaling_run(sc, pair, route, conns, profile, log,
-                                                   " (beside)")
+            elif pair is not None:
+                pair_out[route.key] = _scaling_run(sc, pair.base_url, pair.ids_file(),
+                                                   pair.worker_pids, route, pair.servers,
+                                                   profile, log, " (beside)")
     finally:
         if constant is not None:
             stack.procs.stop(constant)
     return out
 
 
-def _scaling_run(sc: Scenario, stack: Stack, route: Route, conns: int, profile, log,
-                 note: str = ""):
-    workers = all_workers()
-    result = measure(stack.base_url, route.endpoint, conns, profile.scaling_duration_s,
-                     stack.ids_file(), stack.worker_pids, headers=route.headers)
-    _record(sc, APPLIANCE, route.endpoint, workers, stack.servers, result)
-    log(f"    routes {stack.servers:>9,} {route.label + note:<40} {result.requests_per_s:>9,.0f} "
+def _scaling_run(sc: Scenario, url: str, ids_file: str | None, pids, route: Route, size: int,
+                 profile, log, note: str = "", server: str = APPLIANCE):
+    """One scaling run of ``route`` on the server at ``url`` (the processes ``pids``
+    lists), recorded as ``server``'s at ``size`` servers."""
+    result = measure(url, route.endpoint, profile.scaling_connections,
+                     profile.scaling_duration_s, ids_file, pids, headers=route.headers)
+    _record(sc, server, route.endpoint, all_workers(), size, result)
+    log(f"    routes {size:>9,} {route.label + note:<40} {result.requests_per_s:>9,.0f} "
         f"req/s  p99 {result.p99_ms:7.2f} ms  errors {result.error_count}")
     return result
 
