@@ -193,10 +193,12 @@ class Stack:
             self.flavor_urls = None
 
     def _write_config(self, workers: int) -> None:
-        extra = "".join(f"{name} = {toml_value(value)}\n" for name, value in self.settings.items())
+        # The stack logs warnings only, unless its settings say otherwise.
+        settings = {"log_level": "warning", **self.settings}
+        extra = "".join(f"{name} = {toml_value(value)}\n" for name, value in settings.items())
         text = (f'listen_host = "127.0.0.1"\nlisten_port = {self.port}\n'
                 f'admin_host = "127.0.0.1"\nadmin_port = {self.admin_port}\n'
-                f'workers = {workers}\ndata_dir = "{self.data_dir}"\nlog_level = "warning"\n'
+                f'workers = {workers}\ndata_dir = "{self.data_dir}"\n'
                 f'{extra}\n'
                 f'[[cell]]\nname = "{CELL}"\nfeed = "{self.feed_url}"\n'
                 f'control = "{self.control_url}"\n'
