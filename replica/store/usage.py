@@ -109,7 +109,9 @@ class UsageKeeper:
               deletes: Sequence[tuple[str, str]]) -> None:
         """Before (or after) writing the server rows: ``upserts`` are rows of
         ``USAGE_COLUMNS`` (each server row after the write), ``deletes`` (key, cell)
-        pairs (a row goes only if that cell owns it). One change per key."""
+        pairs (a row goes only if that cell owns it). One upsert per key; a key also
+        deleted by another cell than its upsert's keeps the upsert (the row is the
+        upsert's: the delete of the other cell's row finds none)."""
         if not upserts and not deletes:
             return
         keys = [row[0] for row in upserts] + [key for key, _cell in deletes]
@@ -145,9 +147,10 @@ class UsageKeeper:
             elif was is not None:
                 add(was[1], -1, was[2], was[3])
                 drop.append((uuid,))
+        upserted = {row[0] for row in upserts} if deletes and upserts else ()
         for key, cell in deletes:
             was = old.get(key)
-            if was is not None and was[0] == cell:
+            if was is not None and was[0] == cell and key not in upserted:
                 add(was[1], -1, was[2], was[3])
                 drop.append((key,))
         if drop:

@@ -265,16 +265,32 @@ class Writer:
 
     def _write_changes(self, changes: Iterable[Change]) -> int:
         # Only the last change of an entity in a group matters (each carries the whole
-        # entity); after collapsing, upserts and deletes touch distinct keys, so their
-        # relative order no longer matters and each runs as one executemany.
+        # entity); after collapsing, upserts touch distinct keys, so the upserts and
+        # the deletes each run as one executemany, the deletes after the upserts.
+        #
+        # But a delete only removes its own feed's row (DELETE ... AND owner): one from
+        # another feed than the key's last change must not replace that change. A
+        # server's upsert from its cell and the API database feed's tombstone of the
+        # same server (it is no build request) arrive in one group when one API
+        # database row changes both: collapsed by key alone, the upsert was lost. Such
+        # a delete is kept apart and runs after the upserts, where it removes nothing
+        # the other feed wrote.
         last: dict[tuple[str, str], Change] = {}
+        apart: dict[tuple[str, str, str], Change] = {}
         count = 0
         for change in changes:
-            last[(change.kind, change.key)] = change   # a later change replaces the value
+            entity = (change.kind, change.key)
+            held = last.get(entity)
+            if change.row is None and held is not None and held.cell != change.cell:
+                apart[(change.kind, change.key, change.cell)] = change
+            else:
+                last[entity] = change       # a later change replaces the value
+                if apart:
+                    apart.pop((change.kind, change.key, change.cell), None)
             count += 1
         upserts: dict[str, list[tuple]] = {kind: [] for kind in self.tables}
         deletes: dict[str, list[tuple[str, str]]] = {kind: [] for kind in self.tables}
-        for change in last.values():
+        for change in (*last.values(), *apart.values()):
             if change.row is None:
                 deletes[change.kind].append((change.key, change.cell))
             else:

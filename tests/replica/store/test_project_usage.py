@@ -174,3 +174,30 @@ def test_flavor_size_of_the_fragment():
     assert flavor_size(None) == flavor_size("") == (0, 0)
     # another spelling of the same fragment: read as JSON
     assert flavor_size(',"flavor": {"ram": 64, "vcpus": 2}') == (2, 64)
+
+
+def test_another_feeds_tombstone_in_the_same_group_keeps_the_upsert_and_its_usage(
+        replica_path):
+    """A server's cell feed upserts it and, in the same group, the API database's feed
+    says it holds no such server (no build request): the cell's row and its usage stay,
+    whichever comes first; the other feed's own row of a key still goes."""
+    conn = open_writer(replica_path)
+    writer = Writer(conn)
+    a, b = E.server(1), E.server(2)
+    writer.apply([_up("c1", 1, a), _up("api", 1, b)])
+    writer.apply([_up("c1", 2, dict(a, display_name="grouped")), _gone("api", a["uuid"]),
+                  _up("c1", 3, b), _gone("api", b["uuid"])])
+    rows = conn.execute("SELECT uuid, cell, seq, display_name FROM servers "
+                        "ORDER BY seq").fetchall()
+    assert [(cell, seq, name) for _uuid, cell, seq, name in rows] == [
+        ("c1", 2, "grouped"), ("c1", 3, b["display_name"])]
+    assert _usage(conn) == [(E.PROJECT, 2, 2, 1024)] == _recount(conn)
+    # the other order: the other feed's tombstone first, then the cell's upsert
+    writer.apply([_gone("api", a["uuid"]), _up("c1", 4, dict(a, display_name="again"))])
+    assert conn.execute("SELECT seq, display_name FROM servers WHERE uuid = ?",
+                        (a["uuid"],)).fetchall() == [(4, "again")]
+    # a feed's own tombstone after its upsert in one group still deletes
+    writer.apply([_up("c1", 5, a), _gone("api", a["uuid"]), _gone("c1", a["uuid"])])
+    assert conn.execute("SELECT count(*) FROM servers WHERE uuid = ?",
+                        (a["uuid"],)).fetchall() == [(0,)]
+    assert _usage(conn) == [(E.PROJECT, 1, 1, 512)] == _recount(conn)
