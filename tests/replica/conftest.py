@@ -95,20 +95,23 @@ class StandInRender:
             "bucket": feed.bucket_of(entity["flavorid"])})
 
 
-def live_ingest(replica_path: str):
-    """An Ingest (not started) of one cell "c1" already live at epoch "E", seq 0, on
-    ``replica_path``: for tests that drive accept / commit / the checkpointer by hand."""
+def live_ingest(replica_path: str, cells: tuple[str, ...] = ("c1",)):
+    """An Ingest (not started) of cells (one, "c1", unless told) each already live at
+    epoch "E", seq 0, on ``replica_path``: for tests that drive accept / commit / the
+    checkpointer by hand."""
     from replica.ingest import CellFeed, Ingest, IngestConfig
     from replica.position import Position
     from replica.states import CellState
-    config = IngestConfig(replica_path, [CellFeed("c1", "ipc:///nonexistent/f",
-                                                  "ipc:///nonexistent/c")],
+    config = IngestConfig(replica_path, [CellFeed(cell, f"ipc:///nonexistent/{cell}.f",
+                                                  f"ipc:///nonexistent/{cell}.c")
+                                         for cell in cells],
                           "ipc:///nonexistent/i")
     ing = Ingest(config, renderer=StandInRender(replica_path))
-    link = ing.links["c1"]
-    link.position = Position("c1", "E", 0)
-    link.set_state(CellState.CATCHING_UP)
-    link.set_state(CellState.LIVE)
+    for cell in cells:
+        link = ing.links[cell]
+        link.position = Position(cell, "E", 0)
+        link.set_state(CellState.CATCHING_UP)
+        link.set_state(CellState.LIVE)
     return ing
 
 

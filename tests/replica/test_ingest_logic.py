@@ -38,6 +38,30 @@ def test_next_events_are_group_committed_with_the_position(ingest):
     assert (ingest.events_applied, ingest.batches_committed) == (5, 1)
 
 
+def test_another_feeds_tombstone_in_the_same_group_does_not_undo_a_cells_upsert(
+        replica_path):
+    """A server's cell publishes it, and within the same group commit the API database's
+    feed publishes its tombstone (no build request of that server): the cell's change
+    is what the replica holds."""
+    ing = live_ingest(replica_path, cells=("c1", "api"))
+    try:
+        server = make_server()
+        ing.on_message(ing.links["c1"], feed.encode_batch("c1", "E", [
+            feed.Event(1, feed.KIND_SERVER, feed.OP_UPSERT, server["uuid"], server)]))
+        ing.commit()
+        renamed = dict(server, display_name="renamed")
+        ing.on_message(ing.links["c1"], feed.encode_batch("c1", "E", [
+            feed.Event(2, feed.KIND_SERVER, feed.OP_UPSERT, server["uuid"], renamed)]))
+        ing.on_message(ing.links["api"], feed.encode_batch("api", "E", [
+            feed.Event(1, feed.KIND_SERVER, feed.OP_DELETE, server["uuid"], None)]))
+        ing.commit()
+        assert rows(ing, "SELECT cell, seq, display_name FROM servers") == [
+            ("c1", 2, "renamed")]
+        assert ing.writer.load_positions()["api"] == Position("api", "E", 1)
+    finally:
+        ing.conn.close()
+
+
 def test_an_entity_several_times_in_a_batch_is_rendered_once_at_its_last_seq(ingest):
     link = ingest.links["c1"]
     one, other = make_server(), make_server()
