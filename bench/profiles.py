@@ -25,6 +25,10 @@ class Profile:
     scaling_endpoints: tuple[str, ...] = ()
     scaling_connections: int = 8
     scaling_duration_s: float = 3.0
+    # The largest size goes to a stack of the smallest beside it this many times, each
+    # request to one then the other in interleaved rounds; the median round counts
+    # (bench/pairs.py).
+    pair_rounds: int = 1
     # Routes beyond servers (bench/routes.py): keys of its ROUTES (None: every one), each
     # against its baselines at these connection counts (read stack, the read matrix's
     # largest worker count), and at every scaling size.
@@ -89,6 +93,7 @@ FULL = Profile(
     scaling_sizes=(1_000, 10_000, 100_000, 1_000_000),
     scaling_endpoints=("show", "list100", "detail100", "detail1000", "filtered"),
     scaling_duration_s=5.0,
+    pair_rounds=3,
     route_connections=(1, 8, 64),
     route_rounds=3,
     ingest_events=200_000,

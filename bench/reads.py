@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from bench import client
 from bench.endpoints import ENDPOINTS, SHOW_PREFIX, Endpoint
+from bench.pairs import ROUND_RATIOS, interleaved
 from bench.procs import Processes, children_of, cpu_seconds, wait_until
 from bench.report import Budget, Figure, Scenario
 from bench.stack import Stack, free_port
@@ -247,20 +248,26 @@ def run_scaling_point(sc: Scenario, stack: Stack, profile, workers: int, log=pri
     """The scaling endpoints on this stack, at one worker count and connection count.
     A run the read matrix already made on this stack (``measured``) is not repeated.
     With ``pair`` (a stack of the smallest size) and ``pair_out``, each endpoint goes to
-    the pair right after this stack, its result into ``pair_out`` (then every endpoint
-    is measured here, so that each pair of runs is back to back)."""
+    this stack and to the pair in ``profile.pair_rounds`` interleaved rounds
+    (``bench.pairs.interleaved``; then every endpoint is measured here, so that each pair
+    of runs is back to back): the median round's runs go into ``out`` and ``pair_out``,
+    the rounds' ratios into ``pair_out[key + ROUND_RATIOS]``."""
     endpoints = [ENDPOINTS[k] for k in profile.scaling_endpoints]
     reuse = measured if pair is None else None
     out = {}
     for endpoint in endpoints:
+        if pair is not None:
+            out[endpoint.key], pair_out[endpoint.key], pair_out[endpoint.key + ROUND_RATIOS] = \
+                interleaved(lambda: _scaling_run(sc, stack, endpoint, profile, workers, log),
+                            lambda: _scaling_run(sc, pair, endpoint, profile, workers, log,
+                                                 " (beside)"),
+                            profile.pair_rounds)
+            continue
         done = (reuse or {}).get((endpoint.key, workers, profile.scaling_connections))
         if done is not None:
             out[endpoint.key] = done
         else:
             out[endpoint.key] = _scaling_run(sc, stack, endpoint, profile, workers, log)
-        if pair is not None:
-            pair_out[endpoint.key] = _scaling_run(sc, pair, endpoint, profile, workers, log,
-                                                  " (beside)")
     return out
 
 
@@ -313,6 +320,8 @@ def add_scaling_figures(sc: Scenario, points: dict[int, dict], labels: dict[str,
             if largest and later.get(key) is not None:
                 base, base_label = later[key], f"@{smallest:,} beside"
                 details["first_at_smallest_req_s"] = first.requests_per_s
+                if later.get(key + ROUND_RATIOS) is not None:
+                    details["round_ratios"] = later[key + ROUND_RATIOS]
             sc.add(Figure(f"{label} @ {size:,} servers", result.requests_per_s, "req/s",
                           base.requests_per_s, base_label,
                           SCALING_VS_SMALLEST if largest and key not in unbudgeted else None,

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from bench import client
 from bench.endpoints import API, Endpoint
+from bench.pairs import ROUND_RATIOS, interleaved
 from bench.procs import Processes, children_of, wait_until
 from bench.profiles import all_workers
 from bench.reads import (APPLIANCE, CONSTANT, NORMALIZED, TAIL_CONNECTIONS,
@@ -278,9 +279,10 @@ def run_scaling_point(sc: Scenario, stack: Stack, profile, log=print,
     grows with the cloud (``per_host``) goes, right after this stack, to the constant
     body of its answer here (key ``route.key + AT_CONSTANT``; both measured afresh, back
     to back). With ``pair`` (a stack of the smallest size) and ``pair_out``, each route
-    whose figure has a budget goes to the pair right after this stack, its result into
-    ``pair_out`` (then every route is measured here, so that each pair of runs is back
-    to back)."""
+    whose figure has a budget goes to this stack and to the pair in ``profile.pair_rounds``
+    interleaved rounds (``bench.pairs.interleaved``; then every route is measured here,
+    so that each pair of runs is back to back): the median round's runs go into ``out``
+    and ``pair_out``, the rounds' ratios into ``pair_out[key + ROUND_RATIOS]``."""
     routes = routes_here(profile.route_keys)
     workers = all_workers()
     conns = profile.scaling_connections
@@ -298,20 +300,22 @@ def run_scaling_point(sc: Scenario, stack: Stack, profile, log=print,
     out = {}
     try:
         for route in routes:
-            done = None if route.per_host else (reuse or {}).get((route.key, workers, conns))
-            if done is None:
-                done = _scaling_run(sc, stack.base_url, stack.ids_file(), stack.worker_pids,
+            def here():
+                return _scaling_run(sc, stack.base_url, stack.ids_file(), stack.worker_pids,
                                     route, stack.servers, profile, log)
-            out[route.key] = done
+            if pair is not None and not route.per_host:
+                out[route.key], pair_out[route.key], pair_out[route.key + ROUND_RATIOS] = \
+                    interleaved(here, lambda: _scaling_run(
+                        sc, pair.base_url, pair.ids_file(), pair.worker_pids, route,
+                        pair.servers, profile, log, " (beside)"), profile.pair_rounds)
+                continue
+            done = None if route.per_host else (reuse or {}).get((route.key, workers, conns))
+            out[route.key] = done if done is not None else here()
             if route.per_host:
                 out[route.key + AT_CONSTANT] = _scaling_run(
                     sc, url, None, lambda: children_of(constant.pid), route, stack.servers,
                     profile, log, " (constant)", CONSTANT)
                 out[route.key + BODY_BYTES] = len(bodies[route.path])
-            elif pair is not None:
-                pair_out[route.key] = _scaling_run(sc, pair.base_url, pair.ids_file(),
-                                                   pair.worker_pids, route, pair.servers,
-                                                   profile, log, " (beside)")
     finally:
         if constant is not None:
             stack.procs.stop(constant)

@@ -27,6 +27,7 @@ TINY = profiles.QUICK.shrunk(
     scaling_endpoints=("show",),
     scaling_connections=2,
     scaling_duration_s=1.0,
+    pair_rounds=2,
     ingest_events=1000,
     ingest_batch=200,
     lag_rates=(100,),
@@ -128,4 +129,8 @@ def test_the_largest_size_is_held_against_the_smallest_measured_beside_it(docume
     assert figures["GET /servers/{id} @ 120 servers"]["baseline_name"] == "@120"
     shows = [r["servers"] for r in scaling["runs"]
              if r["kind"] == "wrk" and r["endpoint"] == "show" and r["workers"] == 2]
-    assert shows == [120, 240, 120]
+    # the first measurement, then two interleaved rounds: large first, then small first
+    assert shows == [120, 240, 120, 120, 240]
+    ratios = largest["details"]["round_ratios"]
+    assert len(ratios) == 2 and all(_numeric(r) and r > 0 for r in ratios)
+    assert min(ratios) <= largest["ratio"] <= max(ratios)

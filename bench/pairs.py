@@ -1,0 +1,42 @@
+"""The largest replica against the smallest, measured beside it in interleaved rounds.
+
+One pair of short runs (the large stack, then the small one beside it) swings by a tenth
+from one pair to the next on a shared machine, as much as the budget allows (0.95 x).
+Each request therefore goes to both stacks ``rounds`` times, in turn and in alternating
+order (large first, then small first, ...), so that a drift of the machine during a
+round favours neither, and the round whose ratio (large / small) is the median counts;
+every round's ratio goes into the figure's details.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, TypeVar
+
+Run = TypeVar("Run")
+# The key under which a request's round ratios are kept beside its run in the smallest
+# size's results (``pair_out[key + ROUND_RATIOS]``).
+ROUND_RATIOS = "#round_ratios"
+
+
+def _ratio(large, small) -> float:
+    return large.requests_per_s / max(small.requests_per_s, 1e-9)
+
+
+def interleaved(run_large: Callable[[], Run], run_small: Callable[[], Run], rounds: int
+                ) -> tuple[Run, Run, list[float]]:
+    """``(large run, small run, round ratios)``: the runs of the median round of
+    ``rounds`` (at least one), large first in the even rounds, small first in the odd
+    (counted from 0)."""
+    tries = []
+    for n in range(max(1, rounds)):
+        if n % 2 == 0:
+            large = run_large()
+            small = run_small()
+        else:
+            small = run_small()
+            large = run_large()
+        tries.append((large, small))
+    ratios = [round(_ratio(*pair), 3) for pair in tries]
+    # of an even number of rounds, the lower of the two middle ones
+    large, small = sorted(tries, key=lambda pair: _ratio(*pair))[(len(tries) - 1) // 2]
+    return large, small, ratios
