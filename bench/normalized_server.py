@@ -42,6 +42,8 @@ import json
 import re
 from urllib.parse import parse_qs
 
+import apsw
+
 from bench import prefork
 
 API = "/v2.1"
@@ -70,7 +72,11 @@ STATUS_VM_STATES = {"ACTIVE": ("active",), "SHUTOFF": ("stopped",), "ERROR": ("e
                     "SHELVED_OFFLOADED": ("shelved_offloaded",), "SHELVED": ("shelved",)}
 
 
-def _page_sql(status: str | None, name: str | None) -> tuple[str, list]:
+def _page_sql(status: str | None, name: str | None, detail: bool = True) -> tuple[str, list]:
+    """The page query. A brief list reads every column of the page's instances, as
+    Nova's does (``GET /servers`` loads whole Instance objects, without the joins
+    the detail view asks for); the detail list reads the keys, then the entities
+    (``build_servers``)."""
     where, args = ["deleted = 0"], []
     if status:
         states = STATUS_VM_STATES.get(status.upper(), (status.lower(),))
@@ -79,9 +85,17 @@ def _page_sql(status: str | None, name: str | None) -> tuple[str, list]:
     if name:
         where.append("display_name LIKE ?")
         args.append(f"%{name}%")
-    sql = (f"SELECT created_at, id, uuid, display_name FROM instances WHERE {' AND '.join(where)} "
+    columns = "created_at, id, uuid, display_name" + ("" if detail else ", instances.*")
+    sql = (f"SELECT {columns} FROM instances WHERE {' AND '.join(where)} "
            "ORDER BY created_at DESC, id DESC LIMIT ?")
     return sql, args
+
+
+def _column_names(cursor) -> list[str]:
+    try:
+        return [d[0] for d in cursor.getdescription()]
+    except apsw.ExecutionCompleteError:     # no row
+        return []
 
 
 class Cells:
@@ -94,12 +108,17 @@ class Cells:
     def page(self, limit: int, status: str | None, name: str | None, detail: bool):
         """Per cell: its page of rows with their entities (the joins), then merged."""
         from replica.cell.entity import build_servers
-        sql, args = _page_sql(status, name)
+        sql, args = _page_sql(status, name, detail)
         per_cell = []
         for conn in self.conns:
             with conn:  # one read transaction per cell: a consistent page
-                rows = conn.execute(sql, (*args, limit)).fetchall()
-                entities = build_servers(conn, [r[2] for r in rows]) if detail else {}
+                cursor = conn.execute(sql, (*args, limit))
+                names = _column_names(cursor)[4:]
+                rows = cursor.fetchall()
+                if detail:
+                    entities = build_servers(conn, [r[2] for r in rows])
+                else:       # one object per instance, of all its columns (brief list)
+                    entities = {r[2]: dict(zip(names, r[4:])) for r in rows}
             per_cell.append([(r[0], r[1], r[2], r[3], entities.get(r[2])) for r in rows])
         if len(per_cell) == 1:
             merged = per_cell[0]
@@ -409,8 +428,8 @@ def make_app(paths: list[str], minor: int = 1, api_db: str | None = None):
                 servers = [render_server_document(e, list_view, f"http://{host}{API}", f"http://{host}")
                            for _c, _i, _u, _n, e in rows if e is not None]
             else:
-                servers = [render_server_brief({"uuid": u, "display_name": n}, f"http://{host}{API}",
-                                               f"http://{host}") for _c, _i, u, n, _e in rows]
+                servers = [render_server_brief(e, f"http://{host}{API}", f"http://{host}")
+                           for _c, _i, _u, _n, e in rows]
             document = {"servers": servers}
             if len(rows) == limit:
                 document["servers_links"] = [{"rel": "next", "href": f"http://{host}{path}"

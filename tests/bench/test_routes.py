@@ -165,3 +165,33 @@ def test_the_round_with_the_median_ratio_counts():
     assert routes._median_round(tries) is tries[2]
     assert routes._median_round(tries[:1]) is tries[0]
     assert routes.BUDGET_CONNECTIONS == (1, 8) and profiles.FULL.route_rounds == 3
+
+
+def test_the_normalized_brief_list_loads_whole_instances(tmp_path):
+    """GET /servers the normalized way reads every column of the page's instances (as
+    Nova loads whole Instance objects for it), and answers each one's id, name and
+    links, newest first."""
+    from bench.normalized_server import _page_sql, make_app
+    from replica.cell import outbox
+    from replica.cell.connection import open_cell_reader
+    from replica.cell.simulator import populate
+    cell = str(tmp_path / "c0.db")
+    outbox.init_cell_db(cell, "c0")
+    populate(cell, 30, 2, seed=1)
+    assert "instances.*" in _page_sql(None, None, detail=False)[0]
+    assert "instances.*" not in _page_sql(None, None, detail=True)[0]
+    app = make_app([cell])
+    seen = {}
+    body = b"".join(app({"PATH_INFO": "/v2.1/servers", "QUERY_STRING": "limit=10",
+                         "HTTP_HOST": "h"}, lambda status, headers: seen.update(status=status)))
+    assert seen["status"] == "200 OK", body
+    servers = json.loads(body)["servers"]
+    expected = open_cell_reader(cell).execute(
+        "SELECT uuid, display_name FROM instances WHERE deleted = 0 "
+        "ORDER BY created_at DESC, id DESC LIMIT 10").fetchall()
+    assert [(s["id"], s["name"]) for s in servers] == [tuple(row) for row in expected]
+    assert servers[0]["links"][0] == {"rel": "self",
+                                      "href": f"http://h/v2.1/servers/{expected[0][0]}"}
+    empty = b"".join(app({"PATH_INFO": "/v2.1/servers", "QUERY_STRING": "limit=5&name=nothing-so",
+                          "HTTP_HOST": "h"}, lambda status, headers: None))
+    assert json.loads(empty) == {"servers": []}
