@@ -18,8 +18,15 @@ Run = TypeVar("Run")
 ROUND_RATIOS = "#round_ratios"
 
 
-def _ratio(large, small) -> float:
-    return large.requests_per_s / max(small.requests_per_s, 1e-9)
+def rate_ratio(run, base) -> float:
+    """``run``'s requests per second over ``base``'s."""
+    return run.requests_per_s / max(base.requests_per_s, 1e-9)
+
+
+def median_round(tries: list, ratio: Callable) -> object:
+    """The item of ``tries`` whose ``ratio(item)`` is the median; of an even number, the
+    lower of the two middle ones."""
+    return sorted(tries, key=ratio)[(len(tries) - 1) // 2]
 
 
 def interleaved(run_large: Callable[[], Run], run_small: Callable[[], Run], rounds: int
@@ -36,7 +43,5 @@ def interleaved(run_large: Callable[[], Run], run_small: Callable[[], Run], roun
             small = run_small()
             large = run_large()
         tries.append((large, small))
-    ratios = [round(_ratio(*pair), 3) for pair in tries]
-    # of an even number of rounds, the lower of the two middle ones
-    large, small = sorted(tries, key=lambda pair: _ratio(*pair))[(len(tries) - 1) // 2]
-    return large, small, ratios
+    large, small = median_round(tries, lambda pair: rate_ratio(*pair))
+    return large, small, [round(rate_ratio(*pair), 3) for pair in tries]

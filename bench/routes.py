@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from bench import client
 from bench.endpoints import API, Endpoint
-from bench.pairs import ROUND_RATIOS, interleaved
+from bench.pairs import ROUND_RATIOS, interleaved, median_round, rate_ratio
 from bench.procs import Processes, children_of, wait_until
 from bench.profiles import all_workers
 from bench.reads import (APPLIANCE, CONSTANT, NORMALIZED, TAIL_CONNECTIONS,
@@ -228,12 +228,12 @@ def _rounds(sc: Scenario, targets: list[Target], route: Route, conns: int, profi
 
 def _ratio(runs: dict) -> float:
     """The appliance's rate over the constant body's in one round."""
-    return runs[APPLIANCE].requests_per_s / max(runs[CONSTANT].requests_per_s, 1e-9)
+    return rate_ratio(runs[APPLIANCE], runs[CONSTANT])
 
 
 def _median_round(tries: list[dict]) -> dict:
     """The round (target name -> run) whose appliance / constant ratio is the median."""
-    return sorted(tries, key=_ratio)[len(tries) // 2]
+    return median_round(tries, _ratio)
 
 
 def _run_route(sc: Scenario, target: Target, route: Route, conns: int, duration_s: float,
