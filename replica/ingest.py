@@ -103,6 +103,16 @@ def _checkpoint_quietly(conn: apsw.Connection, checkpoint=connection.checkpoint_
         return exc
 
 
+def _flush_quietly(path: str) -> OSError | None:
+    """``connection.flush_to_disk`` in gevent's thread pool; its error is returned (a
+    full or failing disk: the RESTART that follows reports it as it always did)."""
+    try:
+        connection.flush_to_disk(path)
+    except OSError as exc:
+        return exc
+    return None
+
+
 @dataclass(frozen=True)
 class CellFeed:
     name: str
@@ -1099,6 +1109,7 @@ class Ingest:
         pool = gevent.get_hub().threadpool
         conn = pool.apply(apsw.Connection, (self.config.replica_path,))
         conn.set_busy_timeout(CHECKPOINT_BUSY_MS)
+        connection.grow_in_chunks(conn)
         try:
             while True:
                 self._wal_big.wait(CHECKPOINT_INTERVAL)
@@ -1114,6 +1125,7 @@ class Ingest:
                 if left * self._frame_bytes > connection.WAL_RESTART_BYTES:
                     self._wal_big.set()    # too much to copy with writes held: again
                     continue
+                pool.apply(_flush_quietly, (self.config.replica_path,))
                 if not self._restart_wal(pool, conn):
                     gevent.sleep(RESTART_RETRY)
                     self._wal_big.set()

@@ -3,6 +3,9 @@ read-only readers. Open connections in the process that uses them, after any for
 
 from __future__ import annotations
 
+import ctypes
+import os
+
 import apsw
 
 from replica.store import schema
@@ -10,6 +13,7 @@ from replica.store import schema
 MMAP_BYTES = 1 << 30           # the writer maps up to 1 GiB of the database
 WAL_SIZE_LIMIT_BYTES = 64 << 20   # the WAL file is cut back to this when it starts over
 WAL_RESTART_BYTES = 16 << 20      # a WAL holding more is made to start over (ingest)
+DB_CHUNK_BYTES = 8 << 20          # the checkpointer grows the database file this much at once
 WAL_FRAME_HEADER_BYTES = 24       # each page in the WAL is preceded by this header
 PAGE_SIZE = 16384              # bytes per database page, for new replica files
 BUSY_TIMEOUT_MS = 5000
@@ -139,6 +143,33 @@ def checkpoint_passive(conn: apsw.Connection) -> tuple[int, int]:
     # nothing at all and says (-1, -1).
     conn.execute("PRAGMA schema_version").fetchall()
     return conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+
+
+def grow_in_chunks(conn: apsw.Connection, chunk_bytes: int = DB_CHUNK_BYTES) -> None:
+    """Let the checkpoints of ``conn`` grow (and cut back) its database file only in
+    steps of ``chunk_bytes`` (SQLITE_FCNTL_CHUNK_SIZE). A checkpoint that copies the
+    whole WAL sets the file's size and syncs it; a new size each time made that sync
+    commit the filesystem's journal too, with ingest's writes held."""
+    size = ctypes.c_int(chunk_bytes)
+    conn.file_control("main", apsw.SQLITE_FCNTL_CHUNK_SIZE, ctypes.addressof(size))
+
+
+def flush_to_disk(path: str) -> None:
+    """fdatasync the replica file at ``path`` and its WAL, without any lock, while
+    writes go on. A passive checkpoint that leaves frames behind does not sync the
+    database file; the RESTART that copies the last ones does, so with ingest's writes
+    held it waited for the disk to take everything the passive ones had copied since
+    the last RESTART (seen with strace in the lag scenario: that fdatasync was most of
+    each hold). Flushed just before, the RESTART's own syncs have little left."""
+    for name in (path, path + "-wal"):
+        try:
+            fd = os.open(name, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
 
 
 def checkpoint_restart(conn: apsw.Connection) -> tuple[int, int]:

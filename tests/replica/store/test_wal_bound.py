@@ -43,6 +43,18 @@ def _read_until(path: str, keys: list[str], stop: threading.Event, seen: list,
 def test_the_wal_stays_bounded_under_steady_churn_with_readers(replica_path, monkeypatch):
     monkeypatch.setattr(connection, "WAL_RESTART_BYTES", RESTART_BYTES, raising=False)
     monkeypatch.setattr(ingest_module, "CHECKPOINT_INTERVAL", 0.2)
+    steps: list[str] = []     # the checkpointer's flushes and RESTARTs, in order
+
+    def recorded(name, fn):
+        def step(*args):
+            steps.append(name)
+            return fn(*args)
+        return step
+
+    monkeypatch.setattr(connection, "flush_to_disk",
+                        recorded("flush", connection.flush_to_disk))
+    monkeypatch.setattr(connection, "checkpoint_restart",
+                        recorded("restart", connection.checkpoint_restart))
     ing = live_ingest(replica_path)
     link = ing.links["c1"]
     keys = [make_server()["uuid"] for _ in range(SERVERS)]
@@ -86,6 +98,36 @@ def test_the_wal_stays_bounded_under_steady_churn_with_readers(replica_path, mon
     assert ing.writer is not None and seq > 10 * SERVERS
     assert ing.wal_restarts >= 2
     assert ing.wal_restart_pause_max < 0.5
+    # Each RESTART (writes held) comes right after a flush of what the passive
+    # checkpoints copied (writes going on), so the hold does not wait for the disk.
+    assert steps.count("restart") >= 2
+    assert all(steps[i - 1] == "flush" for i, step in enumerate(steps) if step == "restart")
+
+
+def test_a_flush_syncs_the_database_and_its_wal(replica_path, monkeypatch):
+    writer = connection.open_writer(replica_path)
+    try:
+        with writer:
+            writer.execute("CREATE TABLE t (v TEXT)")
+            writer.execute("INSERT INTO t VALUES ('x')")
+        synced = []
+        real = os.fdatasync
+
+        def fdatasync(fd):
+            synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+            real(fd)
+
+        monkeypatch.setattr(connection.os, "fdatasync", fdatasync)
+        connection.flush_to_disk(replica_path)
+        real_path = os.path.realpath(replica_path)
+        assert synced == [real_path, real_path + "-wal"]
+    finally:
+        writer.close()
+    synced.clear()
+    if os.path.exists(replica_path + "-wal"):     # closed cleanly: SQLite removes it
+        os.remove(replica_path + "-wal")
+    connection.flush_to_disk(replica_path)       # no WAL (closed cleanly): the file alone
+    assert synced == [os.path.realpath(replica_path)]
 
 
 def test_the_wal_backlog_is_what_no_checkpoint_has_copied_back_yet(replica_path, monkeypatch):
@@ -128,3 +170,27 @@ def _wait_in_hub(condition, what: str, timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         gevent.sleep(0.02)
+
+
+def test_the_checkpointer_grows_the_database_file_in_chunks(replica_path):
+    # A file whose size changes at every full checkpoint makes that checkpoint's sync
+    # commit the filesystem's journal too, with ingest's writes held.
+    writer = connection.open_writer(replica_path)
+    checkpointer = connection.open_writer(replica_path)
+    chunk = 1 << 20
+    connection.grow_in_chunks(checkpointer, chunk)
+    try:
+        with writer:
+            writer.execute("CREATE TABLE t (v TEXT)")
+        sizes = set()
+        for _ in range(3):
+            with writer:
+                writer.executemany("INSERT INTO t VALUES (?)", [("x" * 1000,)] * 300)
+            connection.checkpoint_restart(checkpointer)
+            sizes.add(os.path.getsize(replica_path))
+        assert all(size % chunk == 0 for size in sizes), sizes
+        used = writer.execute("PRAGMA page_count").fetchone()[0] * connection.PAGE_SIZE
+        assert os.path.getsize(replica_path) == -(-used // chunk) * chunk
+    finally:
+        checkpointer.close()
+        writer.close()
