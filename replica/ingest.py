@@ -92,25 +92,14 @@ def _recv_now(sock: nanomsg.Socket) -> bytes | None:
         return None
 
 
-def _checkpoint_quietly(conn: apsw.Connection, checkpoint=connection.checkpoint_passive
-                        ) -> tuple[int, int] | apsw.Error:
-    """A checkpoint, in gevent's thread pool: its (frames, copied) or its error, which is
-    returned, not raised (the pool prints a traceback for every exception raised in it;
-    on a full disk that was one a second)."""
+def _quietly(step, *args):
+    """``step(*args)`` in gevent's thread pool (a checkpoint, a flush to disk): its
+    result, or its error, which is returned, not raised (the pool prints a traceback
+    for every exception raised in it; on a full disk that was one a second)."""
     try:
-        return checkpoint(conn)
-    except apsw.Error as exc:
+        return step(*args)
+    except (apsw.Error, OSError) as exc:
         return exc
-
-
-def _flush_quietly(path: str) -> OSError | None:
-    """``connection.flush_to_disk`` in gevent's thread pool; its error is returned (a
-    full or failing disk: the RESTART that follows reports it as it always did)."""
-    try:
-        connection.flush_to_disk(path)
-    except OSError as exc:
-        return exc
-    return None
 
 
 @dataclass(frozen=True)
@@ -1114,7 +1103,7 @@ class Ingest:
             while True:
                 self._wal_big.wait(CHECKPOINT_INTERVAL)
                 self._wal_big.clear()
-                result = pool.apply(_checkpoint_quietly, (conn,))
+                result = pool.apply(_quietly, (connection.checkpoint_passive, conn))
                 if isinstance(result, apsw.Error):
                     log.debug("checkpoint: %r", result)
                     continue
@@ -1125,7 +1114,10 @@ class Ingest:
                 if left * self._frame_bytes > connection.WAL_RESTART_BYTES:
                     self._wal_big.set()    # too much to copy with writes held: again
                     continue
-                pool.apply(_flush_quietly, (self.config.replica_path,))
+                flushed = pool.apply(_quietly, (connection.flush_to_disk,
+                                                self.config.replica_path))
+                if flushed is not None:      # the RESTART that follows reports it too
+                    log.debug("flush before the WAL restart: %r", flushed)
                 if not self._restart_wal(pool, conn):
                     gevent.sleep(RESTART_RETRY)
                     self._wal_big.set()
@@ -1140,7 +1132,7 @@ class Ingest:
         self._writes_open.clear()
         began = time.monotonic()
         try:
-            result = pool.apply(_checkpoint_quietly, (conn, connection.checkpoint_restart))
+            result = pool.apply(_quietly, (connection.checkpoint_restart, conn))
         finally:
             self._writes_open.set()
         held = time.monotonic() - began
