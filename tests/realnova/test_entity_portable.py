@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import time
 
+import pymysql
 import pytest
 
 from replica import feed
@@ -340,6 +341,19 @@ def test_rows_reader_gives_pymysqls_values(mariadb, odd_table):
         assert rows.many([(everything, ()), ("SELECT 1, NULL, 'a'", ())]) == [
             expected, theirs("SELECT 1, NULL, 'a'")]
         assert rows("SELECT * FROM odd WHERE id > ? ORDER BY id", (100,)) == []
+        # Column definitions are read once per distinct packet: a query sent again,
+        # and the same columns under other names, still give PyMySQL's descriptions.
+        renamed = "SELECT id AS t, t AS id, at, at AS at2 FROM odd ORDER BY id"
+        for sql in (everything, everything, renamed, renamed):
+            with plain.cursor() as cur, ours.cursor() as mine:
+                cur.execute(sql)
+                mine.execute(sql)
+                assert mine.description == cur.description
+                assert mine.fetchall() == cur.fetchall()
+        assert rows(renamed) == theirs(renamed)
+        with pytest.raises(pymysql.err.OperationalError, match="no_such_column"):
+            rows("SELECT no_such_column FROM odd")
+        assert rows("SELECT 1") == [(1,)]      # the connection goes on after an error
     finally:
         plain.close()
         ours.close()
