@@ -400,12 +400,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("graceful_timeout", "float", 30.0,
             "Seconds in-flight requests get to finish on SIGTERM or SIGHUP before their "
             "worker is killed.", _to_float, _positive),
-    Setting("group_commit_ms", "float", 5.0,
+    Setting("group_commit_ms", "float", 0.0,
             "Milliseconds ingest lets more changes join a commit after the first one "
-            "arrives. Lower: changes show sooner (on average about half of it sooner), "
-            "at the cost of more, smaller commits under load; 0 commits as soon as "
-            "ingest has taken in what has arrived. Read when ingest starts (a SIGHUP "
-            "reload keeps the running value).", _to_float, _non_negative),
+            "arrives while the feed keeps sending (an idle feed's changes are committed "
+            "at once). 0 commits as soon as ingest has taken in what has arrived: "
+            "changes show soonest. Higher: fewer, larger commits under a steady flow, "
+            "changes shown later. Read when ingest starts (a SIGHUP reload keeps the "
+            "running value).", _to_float, _non_negative),
     Setting("readyz_max_lag_ms", "float", 5000.0,
             "/readyz answers 503 while any cell lags more than this many milliseconds.",
             _to_float, _positive),

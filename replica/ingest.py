@@ -115,7 +115,7 @@ class IngestConfig:
     replica_path: str
     cells: list[CellFeed]
     control_url: str
-    group_commit_ms: float = 5.0
+    group_commit_ms: float = 0.0
     group_commit_max: int = 5000
     stale_after: float = 5.0
     replay_limit: int = 5000
@@ -1221,10 +1221,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--control", required=True, help="ingest control URL (REP)")
     parser.add_argument("--cell", action="append", type=_cell_arg, default=[],
                         help="NAME=FEED_URL,CONTROL_URL[,KEY_FILE] (repeat per feed)")
-    parser.add_argument("--group-commit-ms", type=float, default=5.0)
-    parser.add_argument("--group-commit-max", type=int, default=5000)
-    parser.add_argument("--stale-after", type=float, default=5.0)
-    parser.add_argument("--replay-limit", type=int, default=5000)
+    parser.add_argument("--group-commit-ms", type=float, default=IngestConfig.group_commit_ms)
+    parser.add_argument("--group-commit-max", type=int,
+                        default=IngestConfig.group_commit_max)
+    parser.add_argument("--stale-after", type=float, default=IngestConfig.stale_after)
+    parser.add_argument("--replay-limit", type=int, default=IngestConfig.replay_limit)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s ingest %(levelname)s %(message)s")

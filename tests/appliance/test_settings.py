@@ -126,7 +126,7 @@ def test_bad_values_are_refused_in_one_line(environ, words):
 
 def test_ingest_runs_with_the_group_commit_window_of_the_settings():
     from appliance.children import IngestChild
-    assert IngestChild(load(None, environ={})).config().group_commit_ms == 5.0
+    assert IngestChild(load(None, environ={})).config().group_commit_ms == 0.0
     loaded = load(None, environ={"APPLIANCE_GROUP_COMMIT_MS": "0.5"})
     assert IngestChild(loaded).config().group_commit_ms == 0.5
 
