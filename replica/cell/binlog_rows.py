@@ -110,28 +110,61 @@ def _encoding(column) -> str | None:
     return _ENCODINGS[name]
 
 
+# How to read an image, by the table's columns (python-mysql-replication keeps one
+# column list per table id: the stream's ``freeze_schema``), the columns wanted and
+# the image's columns-present bitmap: a plan per distinct case, not per event.
+# Bounded: emptied when full.
+_PLANS: dict[tuple, tuple] = {}
+_PLANS_MAX = 512
+
+
 def _present(bitmap: bytes, count: int) -> tuple[int, ...]:
     """The indexes of the columns a row image has (its columns-present bitmap)."""
     return tuple(i for i in range(count) if bitmap[i >> 3] & (1 << (i & 7)))
 
 
-def _image(columns, layout, wanted: dict[int, str], present: tuple[int, ...], data: bytes,
-           at: int) -> tuple[dict, int]:
+def _plan(columns, names: frozenset, bitmap: bytes) -> tuple | None:
+    """(the wanted column names, the steps over an image with the present columns
+    ``bitmap`` names), or None when a wanted column is missing or unreadable. A step:
+    (null bit mask, prefixed, size, the name to read it as or None). Raises
+    Unreadable."""
+    key = (id(columns), names, bitmap)
+    plan = _PLANS.get(key)
+    if plan is not None and plan[0] is columns:
+        return plan[1]
+    wanted = {i: column.name for i, column in enumerate(columns) if column.name in names}
+    if len(set(wanted.values())) != len(names) \
+            or any(columns[i].type not in _READABLE for i in wanted):
+        made = None                    # a column the table map does not name, or unread
+    else:
+        layout = _layout(columns)
+        steps = tuple((1 << j, *layout[i], wanted.get(i), columns[i])
+                      for j, i in enumerate(_present(bitmap, len(columns))))
+        made = (tuple(wanted.values()), steps)
+    if len(_PLANS) >= _PLANS_MAX:
+        _PLANS.clear()
+    _PLANS[key] = (columns, made)      # the columns kept: their id names them alone
+    return made
+
+
+def _image(plan: tuple, data: bytes, at: int) -> tuple[dict, int]:
     """One row image from ``at``: (the wanted columns' values, where the next begins)."""
-    size_of_nulls = (len(present) + 7) // 8
-    nulls = data[at:at + size_of_nulls]
+    names, steps = plan
+    size_of_nulls = (len(steps) + 7) // 8
+    nulls = int.from_bytes(data[at:at + size_of_nulls], "little")
     at += size_of_nulls
-    values = dict.fromkeys(wanted.values())       # a column absent from the image: None
-    for j, i in enumerate(present):
-        if nulls[j >> 3] & (1 << (j & 7)):
-            continue                               # NULL: no bytes
-        prefixed, size = layout[i]
-        if prefixed:
-            end = at + size + int.from_bytes(data[at:at + size], "little")
-        else:
+    values = dict.fromkeys(names)                 # a column absent from the image: None
+    for bit, prefixed, size, name, column in steps:
+        if nulls & bit:
+            continue                              # NULL: no bytes
+        if not prefixed:
             end = at + size
-        if i in wanted:
-            values[wanted[i]] = _value(columns[i], data, at, end)
+        elif size == 1:
+            end = at + 1 + data[at]
+        else:
+            end = at + size + int.from_bytes(data[at:at + size], "little")
+        if name is not None:
+            values[name] = _value(column, data, at, end)
         at = end
     if at > len(data):
         raise Unreadable("row image runs past the event")
@@ -149,33 +182,30 @@ def column_images(event, names) -> list[tuple[dict | None, dict | None]] | None:
     if getattr(event, "_RowsEvent__rows", None) is not None:
         return None                    # decoded already: its bytes are consumed
     columns = event.columns
-    wanted = {i: column.name for i, column in enumerate(columns) if column.name in names}
-    if len(set(wanted.values())) != len(set(names)):
-        return None                    # a column the table map does not name
-    if any(columns[i].type not in _READABLE for i in wanted):
-        return None
+    names = frozenset(names)
+    update = isinstance(event, UpdateRowsEvent)
     try:
-        layout = _layout(columns)
+        first = _plan(columns, names, event.columns_present_bitmap)
+        if first is None:
+            return None
+        second = _plan(columns, names, event.columns_present_bitmap2) if update else None
         packet = event.packet
         data = packet.read(event.event_size - packet.read_bytes)
     except Unreadable:
         return None
-    update = isinstance(event, UpdateRowsEvent)
-    first = _present(event.columns_present_bitmap, len(columns))
-    second = _present(event.columns_present_bitmap2, len(columns)) if update else None
     out: list[tuple[dict | None, dict | None]] = []
     at = 0
     try:
         while at < len(data):
-            image, at = _image(columns, layout, wanted, first, data, at)
+            image, at = _image(first, data, at)
             if update:
-                after, at = _image(columns, layout, wanted, second, data, at)
+                after, at = _image(second, data, at)
                 out.append((image, after))
             elif isinstance(event, WriteRowsEvent):
                 out.append((None, image))
             else:
                 out.append((image, None))
-    except Unreadable as exc:
+    except (Unreadable, IndexError) as exc:     # IndexError: a length past the event
         raise ValueError(f"{event.schema}.{event.table}: cannot read its row images "
                          f"({exc}); the event's bytes are consumed") from None
     return out

@@ -119,3 +119,35 @@ def test_a_column_it_cannot_read_leaves_the_event_to_the_full_decoding(mariadb):
         assert [row["values"]["v"] for row in event.rows] == [1]   # bytes left unread
     finally:
         stream.close()
+
+
+def test_a_table_changed_between_events_is_read_with_its_new_columns(mariadb):
+    """The way to read a table's images is kept per column list of the stream's table
+    map: after ALTER TABLE (a new table map) the new layout is read, not the old
+    plan's, though the images name the same columns present."""
+    mariadb.create_database(DB)
+    mariadb.execute("CREATE TABLE IF NOT EXISTS altered (id INT AUTO_INCREMENT PRIMARY KEY, "
+                    "a VARCHAR(20), uuid VARCHAR(36))", db=DB)
+    start = mariadb.scalar("SELECT @@gtid_binlog_pos")
+    mariadb.execute("INSERT INTO altered (a, uuid) VALUES ('x', 'before-alter')", db=DB)
+    mariadb.execute("INSERT INTO altered (a, uuid) VALUES (NULL, 'with-null')", db=DB)
+    # the same number of columns (the same present bitmaps), another layout: ``a``'s
+    # length now takes two bytes
+    mariadb.execute("ALTER TABLE altered MODIFY a VARCHAR(300)", db=DB)
+    mariadb.execute("INSERT INTO altered (a, uuid) VALUES (REPEAT('w', 280), 'after-alter')",
+                    db=DB)
+    mariadb.execute("UPDATE altered SET a = 'z' WHERE uuid = 'after-alter'", db=DB)
+    settings = {"host": mariadb.host, "port": mariadb.port, "user": "root", "passwd": ""}
+    stream = _stream(settings, start)
+    try:
+        got = []
+        for event in _until_caught_up(stream):
+            if isinstance(event, ROW_EVENTS) and event.table == "altered":
+                images = column_images(event, {"id", "uuid"})
+                assert images is not None
+                got += [(None if image is None else image["uuid"]) for row in images
+                        for image in row]
+    finally:
+        stream.close()
+    assert got == [None, "before-alter", None, "with-null", None, "after-alter",
+                   "after-alter", "after-alter"]
