@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from bench import client
 from bench.endpoints import ENDPOINTS, SHOW_PREFIX, Endpoint
-from bench.pairs import ROUND_RATIOS, interleaved
+from bench.pairs import PAIR_WARM_UP_S, ROUND_RATIOS, interleaved
 from bench.procs import Processes, children_of, cpu_seconds, wait_until
 from bench.report import Budget, Figure, Scenario
 from bench.stack import Stack, free_port
@@ -26,7 +26,6 @@ from bench.wrk import WrkResult, run_wrk
 APPLIANCE, CONSTANT, NORMALIZED, SCATTER = "appliance", "constant", "normalized", "scatter"
 # The budgets (DESIGN.md, issue 14): against the constant body per request, against the
 # normalized way, and the tail at many connections against the constant server's.
-PAIR_WARM_UP_S = 1.0   # an unrecorded run on each stack of a pair before its rounds
 VS_CONSTANT = {"show": Budget(">=", 0.85, "ratio"), "list100": Budget(">=", 0.5, "ratio"),
                "detail100": Budget(">=", 0.5, "ratio"), "detail1000": Budget(">=", 0.3, "ratio")}
 SHOW_BUDGET_CONNECTIONS = (1, 8)    # the show budget holds at these connection counts
@@ -258,18 +257,14 @@ def run_scaling_point(sc: Scenario, stack: Stack, profile, workers: int, log=pri
     out = {}
     for endpoint in endpoints:
         if pair is not None:
-            # Both stacks served the request a moment ago before the rounds start: the
-            # small stack has served it before (its size's own run), the large one has
-            # not, and a first run on it measured its cold caches (show at 1,000,000
-            # servers: 0.81 x in the first round, 0.98 / 0.95 x in the next two).
-            for warmed in (stack, pair):
-                _scaling_run(sc, warmed, endpoint, profile, workers, log, " (warm-up)",
-                             PAIR_WARM_UP_S)
             out[endpoint.key], pair_out[endpoint.key], pair_out[endpoint.key + ROUND_RATIOS] = \
                 interleaved(lambda: _scaling_run(sc, stack, endpoint, profile, workers, log),
                             lambda: _scaling_run(sc, pair, endpoint, profile, workers, log,
                                                  " (beside)"),
-                            profile.pair_rounds)
+                            profile.pair_rounds,
+                            lambda: [_scaling_run(sc, warmed, endpoint, profile, workers, log,
+                                                  " (warm-up)", PAIR_WARM_UP_S)
+                                     for warmed in (stack, pair)])
             continue
         done = (reuse or {}).get((endpoint.key, workers, profile.scaling_connections))
         if done is not None:
@@ -288,7 +283,8 @@ def _scaling_run(sc: Scenario, stack: Stack, endpoint, profile, workers: int, lo
     ids_file = stack.ids_file()
     check(stack.base_url, endpoint, _first_line(ids_file), stack.live_servers())
     result = measure(stack.base_url, endpoint, profile.scaling_connections,
-                     warm_up_s or profile.scaling_duration_s, ids_file, stack.worker_pids)
+                     profile.scaling_duration_s if warm_up_s is None else warm_up_s, ids_file,
+                     stack.worker_pids)
     if warm_up_s is None:
         _record(sc, APPLIANCE, endpoint, workers, stack.servers, result)
     log(f"    scaling {stack.servers:>9,} {endpoint.label + note:<40} {result.requests_per_s:>9,.0f} req/s"

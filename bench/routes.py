@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from bench import client
 from bench.endpoints import API, Endpoint
-from bench.pairs import ROUND_RATIOS, interleaved, median_round, rate_ratio
+from bench.pairs import PAIR_WARM_UP_S, ROUND_RATIOS, interleaved, median_round, rate_ratio
 from bench.procs import Processes, children_of, wait_until
 from bench.profiles import all_workers
 from bench.reads import (APPLIANCE, CONSTANT, NORMALIZED, TAIL_CONNECTIONS,
@@ -307,7 +307,12 @@ def run_scaling_point(sc: Scenario, stack: Stack, profile, log=print,
                 out[route.key], pair_out[route.key], pair_out[route.key + ROUND_RATIOS] = \
                     interleaved(here, lambda: _scaling_run(
                         sc, pair.base_url, pair.ids_file(), pair.worker_pids, route,
-                        pair.servers, profile, log, " (beside)"), profile.pair_rounds)
+                        pair.servers, profile, log, " (beside)"), profile.pair_rounds,
+                        lambda: [_scaling_run(sc, warmed.base_url, warmed.ids_file(),
+                                              warmed.worker_pids, route, warmed.servers,
+                                              profile, log, " (warm-up)",
+                                              warm_up_s=PAIR_WARM_UP_S)
+                                 for warmed in (stack, pair)])
                 continue
             done = None if route.per_host else (reuse or {}).get((route.key, workers, conns))
             out[route.key] = done if done is not None else here()
@@ -323,12 +328,16 @@ def run_scaling_point(sc: Scenario, stack: Stack, profile, log=print,
 
 
 def _scaling_run(sc: Scenario, url: str, ids_file: str | None, pids, route: Route, size: int,
-                 profile, log, note: str = "", server: str = APPLIANCE):
+                 profile, log, note: str = "", server: str = APPLIANCE,
+                 warm_up_s: float | None = None):
     """One scaling run of ``route`` on the server at ``url`` (the processes ``pids``
-    lists), recorded as ``server``'s at ``size`` servers."""
+    lists), recorded as ``server``'s at ``size`` servers; with ``warm_up_s``, a run of
+    that length that is only logged."""
     result = measure(url, route.endpoint, profile.scaling_connections,
-                     profile.scaling_duration_s, ids_file, pids, headers=route.headers)
-    _record(sc, server, route.endpoint, all_workers(), size, result)
+                     profile.scaling_duration_s if warm_up_s is None else warm_up_s,
+                     ids_file, pids, headers=route.headers)
+    if warm_up_s is None:
+        _record(sc, server, route.endpoint, all_workers(), size, result)
     log(f"    routes {size:>9,} {route.label + note:<40} {result.requests_per_s:>9,.0f} "
         f"req/s  p99 {result.p99_ms:7.2f} ms  errors {result.error_count}")
     return result

@@ -36,3 +36,12 @@ def test_of_two_rounds_the_lower_counts_and_one_round_is_one_pair():
     order: list = []
     interleaved(_runner(order, "large", [1]), _runner(order, "small", [1]), 0)
     assert order == ["large", "small"]
+
+
+def test_the_warm_up_runs_once_before_the_rounds_and_is_not_a_round():
+    order: list = []
+    large, small, ratios = interleaved(_runner(order, "large", [90, 100]),
+                                       _runner(order, "small", [100, 100]), 2,
+                                       lambda: order.append("warm-up"))
+    assert order == ["warm-up", "large", "small", "small", "large"]
+    assert ratios == [0.9, 1.0] and (large.requests_per_s, small.requests_per_s) == (90, 100)
