@@ -166,23 +166,6 @@ def _run_one(sc: Scenario, target: Target, endpoint: Endpoint, conns: int, durat
     return result
 
 
-def _warm_up(target: Target, endpoint: Endpoint, connections: int) -> None:
-    """A run of ``PAIR_WARM_UP_S`` that is not recorded. Without it the matrix's first
-    timed run on a server met an empty page cache in its workers, and the constant
-    server has none to fill: on e2e31eb (2026-12-07, `--only read,lag`) the first run,
-    show at 1 connection, came out at 0.73 x the constant body, while later in the same
-    run show was at 0.95 x at 1 connection with 2 workers. Every target is warmed the
-    same way."""
-    settle(target.url)
-    if endpoint.is_show:
-        run_wrk(target.url, ids_prefix=SHOW_PREFIX, ids_file=target.ids_file,
-                connections=connections, duration_s=PAIR_WARM_UP_S)
-    else:
-        run_wrk(target.url, endpoint.path, connections=connections,
-                duration_s=PAIR_WARM_UP_S)
-    settle(target.url)
-
-
 def run_matrix(sc: Scenario, stack: Stack, procs: Processes, profile, scatter_dbs: list[str],
                scatter_ids: str, log=print) -> dict:
     """Returns the appliance's runs by (endpoint, workers, connections).
@@ -214,9 +197,6 @@ def run_matrix(sc: Scenario, stack: Stack, procs: Processes, profile, scatter_db
                     for endpoint in endpoints:   # the baseline answers the same requests
                         check(url, endpoint, _first_line(ids), live)
                 targets.append(Target(kind, url, ids, lambda p=proc: children_of(p.pid)))
-            for endpoint in endpoints:
-                for target in targets:
-                    _warm_up(target, endpoint, profile.read_connections[0])
             measured: dict = {t.name: {} for t in targets}
             for endpoint in endpoints:
                 for conns in profile.read_connections:
