@@ -45,3 +45,12 @@ def test_after_settings_are_typed_and_checked():
         "reader_map_bytes": 4096, "access_log": "off"}
     with pytest.raises(SystemExit, match="NAME=VALUE"):
         read_ab.after_settings(["reader_map_bytes"])
+
+
+def test_same_page_replaces_only_the_links_port():
+    uuid = b"d76c54be-bbae-43b2-bdc3-3532917cdca8"     # holds "53291"
+    page_a = b'{"id":"%s","links":[{"href":"http://127.0.0.1:53291/v2.1/servers/%s"}]}' % (uuid, uuid)
+    page_b = b'{"id":"%s","links":[{"href":"http://127.0.0.1:38975/v2.1/servers/%s"}]}' % (uuid, uuid)
+    assert read_ab._same_page(page_a, 53291, page_b, 38975)
+    other = page_b.replace(uuid, b"d76c54be-bbae-43b2-bdc3-000000000000")
+    assert not read_ab._same_page(page_a, 53291, other, 38975)
