@@ -113,6 +113,8 @@ def test_silent_worker_is_aborted_and_replaced(trivial):
     finally:
         if alive(worker):
             os.kill(worker, signal.SIGKILL)
+    # Its listener closes as it dies: a connection made during the close can be refused.
+    wait_for(lambda: not alive(worker), timeout=10, what="the silent worker gone")
     assert "worker_timeout" in running.log()
     status, body, _ = get(running.port)
     assert status == 200 and int(body) != worker
