@@ -73,7 +73,7 @@ def cpu_us_per_request(result) -> float:
 def _same_page(a: bytes, a_port: int, b: bytes, b_port: int) -> bool:
     # Links hold the port each appliance answered on, as ":<port>/": the bare digits
     # may also be part of a server's uuid (seen: port 53291 in ...-3532917cdca8).
-    return (a.replace(b":%d/" % a_port, b":PORT/") == b.replace(b":%d/" % b_port, b":PORT/"))
+    return a.replace(b":%d/" % a_port, b":PORT/") == b.replace(b":%d/" % b_port, b":PORT/")
 
 
 def after_settings(pairs: list[str]) -> dict:
