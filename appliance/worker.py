@@ -181,6 +181,13 @@ class Handler(_WSGIHandler):
         finally:
             idle.discard(self)
 
+    def get_environ(self):
+        environ = _WSGIHandler.get_environ(self)
+        # The request target as the client sent it (PATH_INFO is percent-decoded): the
+        # pass-through forwards it unchanged (appliance.api.upstream.request_target).
+        environ["RAW_URI"] = self.path
+        return environ
+
     def MessageClass(self, fp, *args):
         # http.client's limits: 64 KiB a header line, 100 header lines.
         try:

@@ -2,36 +2,44 @@
 
 The request leaves as it came (method, path, query, body, the caller's headers with its
 token) less the hop-by-hop headers, with ``X-Forwarded-For/-Host/-Proto`` added; the
-answer comes back as it is (status, headers less hop-by-hop, body streamed in chunks as
-it arrives). The caller's token is not checked here: nova-api checks it, with its own
-policy. Upstream failures become Nova-style faults: 504 when no answer came within
-``upstream_timeout`` seconds, 502 when the upstream could not be reached or broke the
-exchange. Everything runs on the worker's event loop (``outbound.py``).
+answer comes back as it is (status, headers less hop-by-hop, body as it arrives: what
+came with the head leaves with it, the rest is streamed). The caller's token is not
+checked here: nova-api checks it, with its own policy. Upstream failures become
+Nova-style faults: 504 when no answer came within ``upstream_timeout`` seconds, 502 when
+the upstream could not be reached or broke the exchange. Everything runs on the
+worker's event loop (``outbound.py``).
 """
 
 from __future__ import annotations
 
 import http.client
+from urllib.parse import quote
 
 import gevent
 
 from appliance.api.faults import ApiError
-from appliance.api.outbound import Endpoint, OutboundError
+from appliance.api.outbound import (CONTROL_IN_VALUE, HTTP_TOKEN, REQUEST_TARGET, Endpoint,
+                                     OutboundError)
 
 CHUNK = 65536
 MAX_BODY = 1 << 20              # request bodies larger than this get 413 (Nova's is 112 KiB)
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate",
                         "proxy-authorization", "te", "trailer", "trailers",
                         "transfer-encoding", "upgrade", "host", "content-length"})
+# Every printable ASCII character but the blank: what a request target keeps as it is.
+_PRINTABLE = "".join(map(chr, range(0x21, 0x7f)))
+_PATH_SAFE = _PRINTABLE.replace("%", "").replace("?", "").replace("#", "")
 
 
 def request_headers(environ: dict) -> dict[str, str]:
-    """The caller's headers as they are to be sent upstream."""
+    """The caller's headers as they are to be sent upstream. One whose name is no HTTP
+    token or whose value holds a control character is not forwarded."""
     headers = {}
     for key, value in environ.items():
         if key.startswith("HTTP_"):
             name = key[5:].replace("_", "-").title()
-            if name.lower() not in HOP_BY_HOP:
+            if name.lower() not in HOP_BY_HOP and HTTP_TOKEN.match(name) \
+                    and not CONTROL_IN_VALUE.search(value):
                 headers[name] = value
     if environ.get("CONTENT_TYPE"):
         headers["Content-Type"] = environ["CONTENT_TYPE"]
@@ -43,6 +51,24 @@ def request_headers(environ: dict) -> dict[str, str]:
         headers["X-Forwarded-Host"] = environ["HTTP_HOST"]
     headers.setdefault("X-Forwarded-Proto", environ.get("wsgi.url_scheme", "http"))
     return headers
+
+
+def request_target(environ: dict) -> str:
+    """The path and query the caller sent, as it sent them (``RAW_URI``, from the
+    worker's handler: ``PATH_INFO`` is decoded, and ``%2F`` in it would be a new path
+    segment upstream), with any byte that is no printable ASCII percent-encoded."""
+    target = environ.get("RAW_URI")
+    if not target or not target.startswith("/"):
+        # No raw target (another WSGI server): the decoded path encoded again.
+        target = quote(environ.get("SCRIPT_NAME", "").rstrip("/")
+                       + (environ.get("PATH_INFO") or "/"), safe=_PATH_SAFE,
+                       encoding="latin-1")
+        query = environ.get("QUERY_STRING")
+        return f"{target}?{quote(query, safe=_PRINTABLE, encoding='latin-1')}" if query \
+            else target
+    if REQUEST_TARGET.match(target):
+        return target
+    return quote(target, safe=_PRINTABLE, encoding="latin-1")
 
 
 def read_body(environ: dict) -> bytes | None:
@@ -72,19 +98,16 @@ class Upstream:
         """Send the caller's request upstream; return ``(status line, headers, body
         iterable)``. Raises ApiError (502, 504) when the upstream does not answer."""
         method = environ.get("REQUEST_METHOD", "GET")
-        path = environ.get("PATH_INFO") or "/"
-        path = environ.get("SCRIPT_NAME", "").rstrip("/") + path
-        query = environ.get("QUERY_STRING")
-        if query:
-            path = f"{path}?{query}"
         body = read_body(environ)
         try:
-            conn, response = self.endpoint.open(method, path, request_headers(environ),
-                                                body)
+            conn, response = self.endpoint.open(method, request_target(environ),
+                                                request_headers(environ), body)
+        except ValueError:
+            raise ApiError(400, "The request line is not one the cloud's Compute API "
+                                "could be sent.") from None
         except OutboundError as exc:
             if exc.timed_out:
-                raise ApiError(504, f"The cloud's Compute API did not answer within "
-                                    f"{self.timeout:g} seconds.") from None
+                raise self._late() from None
             raise ApiError(502, "The cloud's Compute API could not be reached.") from None
         headers = [(k, v) for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP]
         length = response.getheader("Content-Length")
@@ -95,20 +118,43 @@ class Upstream:
             response.read()
             self.endpoint.release(conn, response)
             return status, headers, [b""]
-        return status, headers, _Streamed(self.endpoint, conn, response)
+        # What of the body has come with the head (most often all of it: nova-api's
+        # answers are small) goes out with the head in one send, as a replicated read's
+        # does; the rest is streamed as it arrives.
+        try:
+            first = response.read1(CHUNK)
+            if not first and response.length:       # closed before its Content-Length
+                raise http.client.IncompleteRead(first, response.length)
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            if isinstance(exc, TimeoutError):
+                raise self._late() from None
+            raise ApiError(502, "The cloud's Compute API broke off its answer.") from None
+        if response.length == 0 or not first:
+            self.endpoint.release(conn, response)
+            return status, headers, [first]
+        return status, headers, _Streamed(self.endpoint, conn, response, first)
+
+    def _late(self) -> ApiError:
+        return ApiError(504, f"The cloud's Compute API did not answer within "
+                             f"{self.timeout:g} seconds.")
 
 
 class _Streamed:
     """The answer's body, chunk by chunk as it arrives; the connection goes back to the
     pool once it was read to the end, and is closed if the caller went away first."""
 
-    def __init__(self, endpoint: Endpoint, conn, response: http.client.HTTPResponse):
+    def __init__(self, endpoint: Endpoint, conn, response: http.client.HTTPResponse,
+                 first: bytes = b""):
         self.endpoint = endpoint
         self.conn = conn
         self.response = response
+        self.first = first
         self.done = False
 
     def __iter__(self):
+        if self.first:
+            yield self.first
         try:
             while True:
                 chunk = self.response.read1(CHUNK)

@@ -4,7 +4,8 @@
 
 Every request is appended to RECORD_FILE as one JSON line (method, path, headers, body).
 Answers: paths containing ``/hang`` never answer; ``/stream`` sends one chunk, waits
-for the file ``RECORD_FILE.go`` to exist, then sends the rest (chunked); anything else
+for the file ``RECORD_FILE.go`` to exist, then sends the rest (chunked; ending in
+``-sized``: with a Content-Length); ``/cut`` sends a head and no body; anything else
 gets 202 for a write and 200 for a read, with a JSON body that echoes the request and
 headers a client would look at. With CELL_DB, ``POST /v2.1/servers/{id}/action`` with
 ``os-stop`` / ``os-start`` changes the server in that cell database before answering,
@@ -36,15 +37,29 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(3600)
             return
         if "/stream" in self.path:
+            first, second = b'{"first": "part",', b' "second": "part"}'
+            sized = self.path.endswith("-sized")
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
-            self.send_header("Transfer-Encoding", "chunked")
+            if sized:
+                self.send_header("Content-Length", str(len(first) + len(second)))
+            else:
+                self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            self._chunk(b'{"first": "part",')
+            self.wfile.write(first) if sized else self._chunk(first)
+            self.wfile.flush()
             while not os.path.exists(self.server.record + ".go"):
                 time.sleep(0.01)
-            self._chunk(b' "second": "part"}')
-            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.write(second) if sized else self._chunk(second)
+            if not sized:
+                self.wfile.write(b"0\r\n\r\n")
+            return
+        if "/cut" in self.path:     # a head promising more body than ever comes
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.flush()
+            self.close_connection = True
             return
         answer = json.dumps({"upstream": True, "method": self.command, "path": self.path,
                              "body": record["body"]}).encode()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -126,6 +127,54 @@ def test_not_replicated_goes_upstream_unchanged(passing, upstream, method, path,
     assert sent["headers"]["x-forwarded-host"] == f"127.0.0.1:{passing.port}"
 
 
+def _raw(port: int, request: bytes) -> tuple[int, bytes]:
+    """Send bytes as they are (what http.client would refuse to); the answer's status
+    and body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()
+        return answer.status, answer.read()
+
+
+@pytest.mark.parametrize("target", [
+    "/v2.1/os-keypairs/caf%C3%A9",          # a name in UTF-8
+    "/v2.1/os-keypairs/a%2Fb",              # an escaped slash is no path separator
+    "/v2.1/os-keypairs/a%20b?x=%C3%A9&y=1", # an escaped blank; a query with escapes
+    "/v2.1/os-keypairs/100%25",
+])
+def test_the_target_goes_upstream_as_it_was_sent(passing, upstream, target):
+    before = len(upstream.requests())
+    status, _, answer = call(passing.port, "GET", target, headers=TOKEN)
+    assert status == 200, answer
+    assert json.loads(answer)["path"] == target
+    assert [r["path"] for r in upstream.requests()[before:]] == [target]
+
+
+def test_raw_bytes_in_the_target_go_upstream_escaped(passing, upstream):
+    before = len(upstream.requests())
+    status, answer = _raw(passing.port, b"GET /v2.1/os-keypairs/caf\xc3\xa9 HTTP/1.1\r\n"
+                                        b"Host: x\r\nX-Auth-Token: " + TOKEN["X-Auth-Token"].encode()
+                          + b"\r\nConnection: close\r\n\r\n")
+    assert status == 200, answer
+    assert [r["path"] for r in upstream.requests()[before:]] == ["/v2.1/os-keypairs/caf%C3%A9"]
+
+
+@pytest.mark.parametrize("header", [b"X-Bad: a\x01b", b"X-Nul: a\x00b", b"X(Bad): 1",
+                                    b"X-Caf\xe9: 1"])
+def test_a_header_that_cannot_be_forwarded_is_left_out(passing, upstream, header):
+    before = len(upstream.requests())
+    status, answer = _raw(passing.port, b"GET /v2.1/os-keypairs HTTP/1.1\r\nHost: x\r\n"
+                                        b"X-Auth-Token: " + TOKEN["X-Auth-Token"].encode()
+                          + b"\r\n" + header + b"\r\nConnection: close\r\n\r\n")
+    assert status < 500, answer
+    if status == 200:
+        sent = upstream.requests()[before:]
+        assert len(sent) == 1
+        assert header.split(b":")[0].decode("latin-1").lower() not in sent[0]["headers"]
+        assert sent[0]["headers"]["x-auth-token"] == TOKEN["X-Auth-Token"]
+
+
 def test_replicated_reads_never_touch_the_upstream(passing, upstream):
     before = len(upstream.requests())
     server = E.server(0)["uuid"]
@@ -142,11 +191,13 @@ def test_replicated_reads_never_touch_the_upstream(passing, upstream):
     assert len(upstream.requests()) == before
 
 
-def test_the_answer_is_streamed(passing, upstream):
-    """The first chunk reaches the client before the upstream sends the second."""
+@pytest.mark.parametrize("path", ["/v2.1/stream", "/v2.1/stream-sized"])
+def test_the_answer_is_streamed(passing, upstream, path):
+    """The first chunk reaches the client before the upstream sends the second, with a
+    chunked answer and with one of known length."""
     conn = http.client.HTTPConnection("127.0.0.1", passing.port, timeout=5)
     try:
-        conn.request("GET", "/v2.1/stream", headers=TOKEN)
+        conn.request("GET", path, headers=TOKEN)
         r = conn.getresponse()
         assert r.status == 200
         assert r.read1(100) == b'{"first": "part",'
@@ -157,6 +208,14 @@ def test_the_answer_is_streamed(passing, upstream):
         if os.path.exists(upstream.path + ".go"):
             os.unlink(upstream.path + ".go")
     assert rest == b' "second": "part"}'
+
+
+def test_an_answer_cut_short_gives_502(passing, upstream):
+    status, _, body = call(passing.port, "GET", "/v2.1/cut", headers=TOKEN)
+    assert status == 502
+    assert json.loads(body) == {"computeFault": {
+        "code": 502, "message": "The cloud's Compute API broke off its answer."}}
+    assert call(passing.port, "GET", "/v2.1/os-keypairs", headers=TOKEN)[0] == 200
 
 
 def test_a_hanging_upstream_gives_504_while_replicated_reads_answer(passing, upstream):
