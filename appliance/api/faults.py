@@ -15,7 +15,9 @@ FAULT_NAMES = {
 REASONS = {
     200: "OK", 204: "No Content",
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 406: "Not Acceptable", 414: "Request-URI Too Long",
+    405: "Method Not Allowed", 406: "Not Acceptable", 409: "Conflict",
+    413: "Request Entity Too Large", 414: "Request-URI Too Long",
+    415: "Unsupported Media Type", 429: "Too Many Requests",
     500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway",
     503: "Service Unavailable", 504: "Gateway Timeout",
 }

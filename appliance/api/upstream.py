@@ -80,13 +80,24 @@ def read_body(environ: dict) -> bytes | None:
             raise ApiError(400, "Invalid Content-Length.") from None
         if size > MAX_BODY:
             raise ApiError(413, "Request is too large.")
-        return environ["wsgi.input"].read(size) if size else b""
+        return _read(environ, size) if size else b""
     if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
-        body = environ["wsgi.input"].read(MAX_BODY + 1)
+        body = _read(environ, MAX_BODY + 1)
         if len(body) > MAX_BODY:
             raise ApiError(413, "Request is too large.")
         return body
     return None
+
+
+def _read(environ: dict, size: int) -> bytes:
+    # The server's input raises OSError for a body that ends before its length or
+    # breaks its chunked framing: the caller's request is at fault, not the appliance.
+    try:
+        return environ["wsgi.input"].read(size)
+    except OSError as exc:
+        reason = exc.args[0] if exc.args and isinstance(exc.args[0], str) else "broken"
+        raise ApiError(400, f"The request body could not be read ({reason[:200]}).") \
+            from None
 
 
 class Upstream:

@@ -175,6 +175,27 @@ def test_a_header_that_cannot_be_forwarded_is_left_out(passing, upstream, header
         assert sent[0]["headers"]["x-auth-token"] == TOKEN["X-Auth-Token"]
 
 
+@pytest.mark.parametrize("framing, status", [
+    (b"Content-Length: 10\r\n\r\n{}", 400),                       # ends before its length
+    (b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n", 400),   # no chunk size
+    (b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n", 400),          # no last chunk
+    (b"Content-Length: abc\r\n\r\n{}", 400),
+    (b"Content-Length: 99999999999\r\n\r\n{}", 413),
+])
+def test_a_body_that_cannot_be_read_is_the_callers_error(passing, upstream, framing, status):
+    before = len(upstream.requests())
+    with socket.create_connection(("127.0.0.1", passing.port), timeout=10) as sock:
+        sock.sendall(b"POST /v2.1/servers HTTP/1.1\r\nHost: x\r\nX-Auth-Token: "
+                     + TOKEN["X-Auth-Token"].encode() + b"\r\nConnection: close\r\n"
+                     + framing)
+        sock.shutdown(socket.SHUT_WR)      # the body ends here, whatever it promised
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()
+        assert answer.status == status, answer.read()
+        assert answer.reason != "Error"
+    assert len(upstream.requests()) == before
+
+
 def test_replicated_reads_never_touch_the_upstream(passing, upstream):
     before = len(upstream.requests())
     server = E.server(0)["uuid"]
