@@ -114,8 +114,8 @@ class Upstream:
             conn, response = self.endpoint.open(method, request_target(environ),
                                                 request_headers(environ), body)
         except ValueError:
-            raise ApiError(400, "The request line is not one the cloud's Compute API "
-                                "could be sent.") from None
+            raise ApiError(400, "The request cannot be passed on to the cloud's Compute "
+                                "API: its method or target is not valid HTTP.") from None
         except OutboundError as exc:
             if exc.timed_out:
                 raise self._late() from None

@@ -160,6 +160,15 @@ def test_raw_bytes_in_the_target_go_upstream_escaped(passing, upstream):
     assert [r["path"] for r in upstream.requests()[before:]] == ["/v2.1/os-keypairs/caf%C3%A9"]
 
 
+def test_a_method_that_is_no_http_token_is_refused(passing, upstream):
+    before = len(upstream.requests())
+    status, answer = _raw(passing.port, b"G(T /v2.1/os-keypairs HTTP/1.1\r\nHost: x\r\n"
+                                        b"X-Auth-Token: " + TOKEN["X-Auth-Token"].encode()
+                          + b"\r\nConnection: close\r\n\r\n")
+    assert status == 400, answer
+    assert len(upstream.requests()) == before
+
+
 @pytest.mark.parametrize("header", [b"X-Bad: a\x01b", b"X-Nul: a\x00b", b"X(Bad): 1",
                                     b"X-Caf\xe9: 1"])
 def test_a_header_that_cannot_be_forwarded_is_left_out(passing, upstream, header):
