@@ -127,11 +127,13 @@ def test_not_replicated_goes_upstream_unchanged(passing, upstream, method, path,
     assert sent["headers"]["x-forwarded-host"] == f"127.0.0.1:{passing.port}"
 
 
-def _raw(port: int, request: bytes) -> tuple[int, bytes]:
-    """Send bytes as they are (what http.client would refuse to); the answer's status
-    and body."""
+def _raw(port: int, request_line: bytes, header: bytes = b"") -> tuple[int, bytes]:
+    """Send a request line and one more header line as they are (what http.client would
+    refuse to), with the token; the answer's status and body."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(request)
+        sock.sendall(request_line + b"\r\nHost: x\r\nX-Auth-Token: "
+                     + TOKEN["X-Auth-Token"].encode() + b"\r\n"
+                     + (header + b"\r\n" if header else b"") + b"Connection: close\r\n\r\n")
         answer = http.client.HTTPResponse(sock)
         answer.begin()
         return answer.status, answer.read()
@@ -153,18 +155,14 @@ def test_the_target_goes_upstream_as_it_was_sent(passing, upstream, target):
 
 def test_raw_bytes_in_the_target_go_upstream_escaped(passing, upstream):
     before = len(upstream.requests())
-    status, answer = _raw(passing.port, b"GET /v2.1/os-keypairs/caf\xc3\xa9 HTTP/1.1\r\n"
-                                        b"Host: x\r\nX-Auth-Token: " + TOKEN["X-Auth-Token"].encode()
-                          + b"\r\nConnection: close\r\n\r\n")
+    status, answer = _raw(passing.port, b"GET /v2.1/os-keypairs/caf\xc3\xa9 HTTP/1.1")
     assert status == 200, answer
     assert [r["path"] for r in upstream.requests()[before:]] == ["/v2.1/os-keypairs/caf%C3%A9"]
 
 
 def test_a_method_that_is_no_http_token_is_refused(passing, upstream):
     before = len(upstream.requests())
-    status, answer = _raw(passing.port, b"G(T /v2.1/os-keypairs HTTP/1.1\r\nHost: x\r\n"
-                                        b"X-Auth-Token: " + TOKEN["X-Auth-Token"].encode()
-                          + b"\r\nConnection: close\r\n\r\n")
+    status, answer = _raw(passing.port, b"G(T /v2.1/os-keypairs HTTP/1.1")
     assert status == 400, answer
     assert len(upstream.requests()) == before
 
@@ -173,9 +171,7 @@ def test_a_method_that_is_no_http_token_is_refused(passing, upstream):
                                     b"X-Caf\xe9: 1"])
 def test_a_header_that_cannot_be_forwarded_is_left_out(passing, upstream, header):
     before = len(upstream.requests())
-    status, answer = _raw(passing.port, b"GET /v2.1/os-keypairs HTTP/1.1\r\nHost: x\r\n"
-                                        b"X-Auth-Token: " + TOKEN["X-Auth-Token"].encode()
-                          + b"\r\n" + header + b"\r\nConnection: close\r\n\r\n")
+    status, answer = _raw(passing.port, b"GET /v2.1/os-keypairs HTTP/1.1", header)
     assert status < 500, answer
     if status == 200:
         sent = upstream.requests()[before:]
