@@ -172,12 +172,11 @@ def test_a_method_that_is_no_http_token_is_refused(passing, upstream):
 def test_a_header_that_cannot_be_forwarded_is_left_out(passing, upstream, header):
     before = len(upstream.requests())
     status, answer = _raw(passing.port, b"GET /v2.1/os-keypairs HTTP/1.1", header)
-    assert status < 500, answer
-    if status == 200:
-        sent = upstream.requests()[before:]
-        assert len(sent) == 1
-        assert header.split(b":")[0].decode("latin-1").lower() not in sent[0]["headers"]
-        assert sent[0]["headers"]["x-auth-token"] == TOKEN["X-Auth-Token"]
+    assert status == 200, answer      # the request goes on, without that header
+    sent = upstream.requests()[before:]
+    assert len(sent) == 1
+    assert header.split(b":")[0].decode("latin-1").lower() not in sent[0]["headers"]
+    assert sent[0]["headers"]["x-auth-token"] == TOKEN["X-Auth-Token"]
 
 
 @pytest.mark.parametrize("framing, status", [
