@@ -49,6 +49,8 @@ LINGER_BYTES = 8 << 20
 ONE_SEND_BYTES = 64 << 10
 HEADERS_TOO_LARGE_RESPONSE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
                               b"Connection: close\r\nContent-Length: 0\r\n\r\n")
+NOT_IMPLEMENTED_RESPONSE = (b"HTTP/1.1 501 Not Implemented\r\n"
+                            b"Connection: close\r\nContent-Length: 0\r\n\r\n")
 TOKEN_STORE = "keystone-tokens.db"    # in data_dir: validated tokens, shared by workers
 RECENT_WRITES = "recent-writes.db"    # in data_dir: each caller's last write position
 
@@ -164,6 +166,48 @@ class _HeadersTooLarge(ValueError):
     """Request headers over http.client's limits: answered 431."""
 
 
+class _UnknownCoding(ValueError):
+    """A request body in a transfer coding other than chunked: answered 501."""
+
+
+_DIGITS = re.compile(r"[0-9]+\Z")
+_FRAMING_NAME_LENGTHS = (len("content-length"), len("transfer-encoding"))
+_ABSOLUTE_FORM = re.compile(r"https?://(?:[^/?#\s@]*@)?([^/?#\s@]+)", re.IGNORECASE)
+
+
+def check_framing(headers, version: str) -> None:
+    """Refuse a request whose body's length could be read two ways (RFC 9112 6): several
+    differing Content-Lengths, one that is not plain digits (Python's int() takes
+    "+5", " 5" and "5_0"), both Transfer-Encoding and Content-Length, chunked not the
+    last coding or given twice, Transfer-Encoding in HTTP/1.0. gevent would pick one
+    reading; a proxy in front may have picked the other, and the rest of the body
+    would be read here as the next request. ValueError (400); _UnknownCoding (501)."""
+    lengths = []
+    encodings = []
+    for name, value in headers._headers:       # the header lines, in order, as sent
+        if len(name) in _FRAMING_NAME_LENGTHS:
+            key = name.lower()
+            if key == "content-length":
+                lengths.append(value)
+            elif key == "transfer-encoding":
+                encodings.append(value)
+    if lengths and (len(set(lengths)) != 1 or not _DIGITS.match(lengths[0].strip())):
+        raise ValueError(f"invalid Content-Length: {', '.join(lengths)[:80]!r}")
+    if not encodings:
+        return
+    if version != "HTTP/1.1":
+        raise ValueError(f"Transfer-Encoding in an {version[:12]} request")
+    if lengths:
+        raise ValueError("both Transfer-Encoding and Content-Length")
+    if len(encodings) == 1 and encodings[0].strip().lower() == "chunked":
+        return         # what gevent's input reads as chunked, and nothing else
+    codings = [c.strip().lower() for value in encodings for c in value.split(",")]
+    if codings[-1] == "chunked" and codings.count("chunked") == 1 and all(codings):
+        raise _UnknownCoding(f"transfer coding not supported: {codings[0][:40]!r}")
+    raise ValueError(f"chunked is not the one last transfer coding: "
+                     f"{', '.join(encodings)[:80]!r}")
+
+
 class Handler(_WSGIHandler):
     """Knows whether it is waiting for the next request on a kept-alive connection, so a
     draining worker can close exactly those; records every response's latency (from the
@@ -182,7 +226,18 @@ class Handler(_WSGIHandler):
             idle.discard(self)
 
     def get_environ(self):
+        authority = None
+        if not self.path.startswith("/"):
+            # The absolute form ("GET http://host/v2.1/servers"), which a server must
+            # take too (RFC 9112 3.2.2): its host is the request's Host.
+            absolute = _ABSOLUTE_FORM.match(self.path)
+            if absolute:
+                authority = absolute.group(1)
+                rest = self.path[absolute.end():]
+                self.path = rest if rest.startswith("/") else "/" + rest
         environ = _WSGIHandler.get_environ(self)
+        if authority:
+            environ["HTTP_HOST"] = authority
         # The request target as the client sent it (PATH_INFO is percent-decoded): the
         # pass-through forwards it unchanged (appliance.api.upstream.request_target).
         environ["RAW_URI"] = self.path
@@ -191,11 +246,13 @@ class Handler(_WSGIHandler):
     def MessageClass(self, fp, *args):
         # http.client's limits: 64 KiB a header line, 100 header lines.
         try:
-            return request_headers(fp)
+            headers = request_headers(fp)
         except http.client.LineTooLong:
             raise _HeadersTooLarge("a header line is longer than 64 KiB") from None
         except http.client.HTTPException as exc:       # more than 100 header lines
             raise _HeadersTooLarge(str(exc)) from None
+        check_framing(headers, self.request_version)
+        return headers
 
     def _handle_client_error(self, ex):
         # The client's error: one log line, never a traceback.
@@ -203,6 +260,8 @@ class Handler(_WSGIHandler):
                   else "", error=str(ex)[:200])
         if isinstance(ex, _HeadersTooLarge):
             return ("431", HEADERS_TOO_LARGE_RESPONSE)
+        if isinstance(ex, _UnknownCoding):
+            return ("501", NOT_IMPLEMENTED_RESPONSE)
         return ("400", gevent.pywsgi._BAD_REQUEST_RESPONSE)
 
     def handle_error(self, t, v, tb):

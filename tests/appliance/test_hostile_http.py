@@ -171,6 +171,62 @@ def test_a_malformed_chunked_body_is_no_traceback(served):
     assert "Traceback" not in served.log()
 
 
+NEXT_REQUEST = b"GET /v2.1/flavors HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize("framing, status", [
+    (b"Content-Length: 2\r\nContent-Length: 40", 400),     # two lengths
+    (b"Content-Length: 2, 40", 400),
+    (b"Content-Length: +2", 400),                           # what int() would take
+    (b"Content-Length: 2_0", 400),
+    (b"Content-Length: 2\r\nTransfer-Encoding: chunked", 400),   # both
+    (b"Transfer-Encoding: chunked\r\nContent-Length: 2", 400),
+    (b"Transfer-Encoding: chunked, identity", 400),        # chunked is not last
+    (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked", 400),
+    (b"Transfer-Encoding: xchunked", 400),
+    (b"Transfer-Encoding: gzip, chunked", 501),             # a coding not supported
+])
+def test_a_body_whose_length_can_be_read_two_ways_is_refused(served, framing, status):
+    """The answer is the refusal alone and the connection closes: what follows is never
+    read as a request of its own."""
+    request = (b"POST /v2.1/os-keypairs HTTP/1.1\r\nHost: x\r\nX-Auth-Token: "
+               + MEMBER.encode() + b"\r\n" + framing + b"\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+               + NEXT_REQUEST)
+    answer = raw_exchange(served.port, request)
+    assert status_of(answer) == status, answer[:300]
+    assert answer.count(b"HTTP/1.1 ") == 1, answer[:600]
+    assert b"Connection: close" in answer
+
+
+def test_transfer_encoding_in_an_http10_request_is_refused(served):
+    request = (b"POST /v2.1/os-keypairs HTTP/1.0\r\nHost: x\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+    assert status_of(raw_exchange(served.port, request)) == 400
+
+
+@pytest.mark.parametrize("framing, body", [
+    (b"Content-Length: 2\r\nContent-Length: 2", b"{}"),      # the same length twice
+    (b"Transfer-Encoding: Chunked ", b"2\r\n{}\r\n0\r\n\r\n"),
+])
+def test_a_body_with_one_reading_is_read_and_the_next_request_answered(served, framing,
+                                                                      body):
+    request = (b"POST /v2.1/os-keypairs HTTP/1.1\r\nHost: x\r\nX-Auth-Token: "
+               + MEMBER.encode() + b"\r\n" + framing + b"\r\n\r\n" + body
+               + NEXT_REQUEST.replace(b"\r\n\r\n", b"\r\nX-Auth-Token: "
+                                      + MEMBER.encode() + b"\r\n\r\n"))
+    answers = raw_exchange(served.port, request).split(b"HTTP/1.1 ")[1:]
+    assert len(answers) == 2, answers
+    assert 400 <= int(answers[0][:3]) < 500                    # the keypair body is bad
+    assert answers[1].startswith(b"200 "), answers[1][:300]    # the flavors
+
+
+def test_a_read_in_the_absolute_form_is_answered_with_its_host(served):
+    answer = raw_exchange(served.port, b"GET http://edge.example:9/v2.1/ HTTP/1.1\r\n"
+                          b"Host: x\r\nX-Auth-Token: " + MEMBER.encode() + b"\r\n\r\n")
+    assert status_of(answer) == 200, answer[:300]
+    assert b'"href": "http://edge.example:9/v2.1/"' in answer, answer
+
+
 def test_zz_nothing_above_left_a_traceback(served):
     log = served.log()
     at = log.find("Traceback")

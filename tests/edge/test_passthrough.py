@@ -153,6 +153,18 @@ def test_the_target_goes_upstream_as_it_was_sent(passing, upstream, target):
     assert [r["path"] for r in upstream.requests()[before:]] == [target]
 
 
+@pytest.mark.parametrize("target", [b"http://edge.example:8774/v2.1/os-keypairs/a%2Fb",
+                                    b"HTTP://edge.example:8774/v2.1/os-keypairs/a%2Fb"])
+def test_an_absolute_target_goes_upstream_as_its_path(passing, upstream, target):
+    """RFC 9112 3.2.2: a server takes the absolute form; its host is the request's."""
+    before = len(upstream.requests())
+    status, answer = _raw(passing.port, b"GET " + target + b" HTTP/1.1")
+    assert status == 200, answer
+    sent = upstream.requests()[before:]
+    assert [r["path"] for r in sent] == ["/v2.1/os-keypairs/a%2Fb"]
+    assert sent[0]["headers"]["x-forwarded-host"] == "edge.example:8774"
+
+
 def test_raw_bytes_in_the_target_go_upstream_escaped(passing, upstream):
     before = len(upstream.requests())
     status, answer = _raw(passing.port, b"GET /v2.1/os-keypairs/caf\xc3\xa9 HTTP/1.1")
