@@ -100,12 +100,15 @@ def _run(sc: Scenario, target: Target, endpoint: Endpoint, connections: int,
 def _rounds(sc: Scenario, targets: list[Target], endpoints: list[Endpoint], connections: int,
             profile, ids_file: str, servers: int, better, log) -> dict:
     """Every (endpoint, target) run ``profile.edge_rounds`` times, the targets of one
-    endpoint back to back; returns the best run of each by ``better(a, b)``."""
+    endpoint back to back, each round starting one target further on (none always runs
+    first, after the previous endpoint's heaviest load); returns the best run of each by
+    ``better(a, b)``."""
     best: dict = {}
     for number in range(profile.edge_rounds):
         log(f"  round {number + 1}/{profile.edge_rounds}")
+        turn = number % len(targets)
         for endpoint in endpoints:
-            for target in targets:
+            for target in targets[turn:] + targets[:turn]:
                 result = _run(sc, target, endpoint, connections, profile.edge_duration_s,
                               ids_file, servers, log)
                 key = (endpoint.key, target.name)

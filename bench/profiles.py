@@ -59,7 +59,7 @@ class Profile:
     edge_endpoints: tuple[str, ...] = ("show", "detail100")
     edge_connections: int = 8
     edge_duration_s: float = 5.0
-    edge_rounds: int = 2                     # reads: interleaved, the best run of each counts;
+    edge_rounds: int = 3                     # reads: interleaved, the best run of each counts;
                                              # pass-through: sampled edge_rounds x duration
     edge_nova_api: bool = True               # also a real nova-api upstream (side environment)
     # A Nova cell on MariaDB published through the binlog (bench/mariadb_cell.py).
