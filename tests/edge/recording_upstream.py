@@ -5,7 +5,8 @@
 Every request is appended to RECORD_FILE as one JSON line (method, path, headers, body).
 Answers: paths containing ``/hang`` never answer; ``/stream`` sends one chunk, waits
 for the file ``RECORD_FILE.go`` to exist, then sends the rest (chunked; ending in
-``-sized``: with a Content-Length); ``/cut`` sends a head and no body; anything else
+``-sized``: with a Content-Length); ``/cut`` sends a head and no body; ``/stall/N`` a
+head and N bytes of its body, then nothing while the connection stays open; anything else
 gets 202 for a write and 200 for a read, with a JSON body that echoes the request and
 headers a client would look at. With CELL_DB, ``POST /v2.1/servers/{id}/action`` with
 ``os-stop`` / ``os-start`` changes the server in that cell database before answering,
@@ -53,6 +54,15 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(second) if sized else self._chunk(second)
             if not sized:
                 self.wfile.write(b"0\r\n\r\n")
+            return
+        if "/stall" in self.path:   # a head, then ``/stall/N``: N bytes of body, then nothing
+            sent = int(self.path.rsplit("/", 1)[1])
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b"x" * sent)
+            self.wfile.flush()
+            time.sleep(3600)
             return
         if "/cut" in self.path:     # a head promising more body than ever comes
             self.send_response(200)

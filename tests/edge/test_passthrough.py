@@ -255,6 +255,31 @@ def test_an_answer_cut_short_gives_502(passing, upstream):
     assert call(passing.port, "GET", "/v2.1/os-keypairs", headers=TOKEN)[0] == 200
 
 
+def test_an_answer_whose_body_never_comes_gives_504(passing, upstream):
+    started = time.monotonic()
+    status, _, body = call(passing.port, "GET", "/v2.1/stall/0", headers=TOKEN)
+    assert status == 504, body
+    assert json.loads(body)["computeFault"]["code"] == 504
+    assert UPSTREAM_TIMEOUT - 0.1 < time.monotonic() - started < UPSTREAM_TIMEOUT + 1.5
+
+
+def test_an_answer_that_stalls_midway_is_cut_off_at_the_deadline(passing, upstream):
+    """Its head has gone out: the caller sees the body end short, as from nova-api
+    itself, and the worker is not held past the deadline."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", passing.port), timeout=10) as sock:
+        sock.sendall(b"GET /v2.1/stall/10 HTTP/1.1\r\nHost: x\r\nX-Auth-Token: "
+                     + TOKEN["X-Auth-Token"].encode() + b"\r\n\r\n")
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()
+        assert answer.status == 200
+        with pytest.raises(http.client.IncompleteRead) as cut:
+            answer.read()
+        assert cut.value.partial == b"x" * 10
+    assert time.monotonic() - started < UPSTREAM_TIMEOUT + 1.5
+    assert call(passing.port, "GET", "/v2.1/os-keypairs", headers=TOKEN)[0] == 200
+
+
 def test_a_hanging_upstream_gives_504_while_replicated_reads_answer(passing, upstream):
     results = []
 
