@@ -178,7 +178,7 @@ _ABSOLUTE_FORM = re.compile(r"https?://(?:[^/?#\s@]*@)?([^/?#\s@]+)", re.IGNOREC
 def check_framing(headers, version: str) -> None:
     """Refuse a request whose body's length could be read two ways (RFC 9112 6): several
     differing Content-Lengths, one that is not plain digits (Python's int() takes
-    "+5", " 5" and "5_0"), both Transfer-Encoding and Content-Length, chunked not the
+    "+5" and "5_0"), both Transfer-Encoding and Content-Length, chunked not the
     last coding or given twice, Transfer-Encoding in HTTP/1.0. gevent would pick one
     reading; a proxy in front may have picked the other, and the rest of the body
     would be read here as the next request. ValueError (400); _UnknownCoding (501)."""
