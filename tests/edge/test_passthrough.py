@@ -127,15 +127,22 @@ def test_not_replicated_goes_upstream_unchanged(passing, upstream, method, path,
     assert sent["headers"]["x-forwarded-host"] == f"127.0.0.1:{passing.port}"
 
 
-def _raw(port: int, request_line: bytes, header: bytes = b"") -> tuple[int, bytes]:
+def _raw_answer(sock: socket.socket, request_line: bytes,
+                header: bytes = b"") -> http.client.HTTPResponse:
     """Send a request line and one more header line as they are (what http.client would
-    refuse to), with the token; the answer's status and body."""
+    refuse to), with the token; the answer with its head read."""
+    sock.sendall(request_line + b"\r\nHost: x\r\nX-Auth-Token: "
+                 + TOKEN["X-Auth-Token"].encode() + b"\r\n"
+                 + (header + b"\r\n" if header else b"") + b"Connection: close\r\n\r\n")
+    answer = http.client.HTTPResponse(sock)
+    answer.begin()
+    return answer
+
+
+def _raw(port: int, request_line: bytes, header: bytes = b"") -> tuple[int, bytes]:
+    """``_raw_answer`` on a new connection; the answer's status and body."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(request_line + b"\r\nHost: x\r\nX-Auth-Token: "
-                     + TOKEN["X-Auth-Token"].encode() + b"\r\n"
-                     + (header + b"\r\n" if header else b"") + b"Connection: close\r\n\r\n")
-        answer = http.client.HTTPResponse(sock)
-        answer.begin()
+        answer = _raw_answer(sock, request_line, header)
         return answer.status, answer.read()
 
 
@@ -268,10 +275,7 @@ def test_an_answer_that_stalls_midway_is_cut_off_at_the_deadline(passing, upstre
     itself, and the worker is not held past the deadline."""
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", passing.port), timeout=10) as sock:
-        sock.sendall(b"GET /v2.1/stall/10 HTTP/1.1\r\nHost: x\r\nX-Auth-Token: "
-                     + TOKEN["X-Auth-Token"].encode() + b"\r\n\r\n")
-        answer = http.client.HTTPResponse(sock)
-        answer.begin()
+        answer = _raw_answer(sock, b"GET /v2.1/stall/10 HTTP/1.1")
         assert answer.status == 200
         with pytest.raises(http.client.IncompleteRead) as cut:
             answer.read()
