@@ -10,8 +10,9 @@ bootstrap:
 demo: bootstrap
 	.venv/bin/appliance demo
 
+# Two test processes (pytest-xdist), each test module whole on one of them.
 test: bootstrap
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 binary: bootstrap
 	bash build/build-binary.sh

@@ -60,6 +60,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.lag import LagSamples  # noqa: E402
+from bench.ports import free_port  # noqa: E402
 
 REPLICA_USER, REPLICA_PASSWORD = "replica", "replica-secret"
 SEED_SERVERS = 10
@@ -378,13 +379,6 @@ class ApiReads:
                 "failures": self.failures}
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _wait(what: str, check, timeout: float, procs: list[subprocess.Popen]):
     deadline = time.monotonic() + timeout
     while True:
@@ -425,7 +419,7 @@ def run_code(label: str, tree: str, mariadb, workdir: str, count: int, markers: 
     os.makedirs(here)
     env = {**os.environ, "PYTHONPATH": tree, "APPLIANCE_MYSQL_PASSWORD": REPLICA_PASSWORD}
     feed, ctl = f"ipc://{here}/cell1.feed", f"ipc://{here}/cell1.ctl"
-    port, admin_port = _free_port(), _free_port()
+    port, admin_port = free_port(), free_port()
     data_dir = os.path.join(here, "data")
     with open(os.path.join(here, "appliance.toml"), "w") as f:
         f.write(f'listen_host = "127.0.0.1"\nlisten_port = {port}\nadmin_host = "127.0.0.1"\n'

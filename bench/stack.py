@@ -11,12 +11,12 @@ from __future__ import annotations
 import copy
 import json
 import os
-import socket
 import sys
 import time
 
 from bench import client
 from replica.store.connection import WAL_RESTART_BYTES
+from bench.ports import free_port  # noqa: F401 (imported from here by others)
 from bench.procs import Processes, children_of, cmdline, wait_until
 
 CELL = "c0"
@@ -25,12 +25,6 @@ READY_TIMEOUT_S = 60.0
 LIVE_TIMEOUT_PER_SERVER_S = 0.002      # replication time allowed per server, on top of READY
 SETTLE_TIMEOUT_S = 300.0                # the WAL of a first load copied back (1M: ~15 s)
 IDS_LIMIT = 20_000                     # ids handed to wrk for random shows
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def appliance_argv() -> list[str]:

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from bench.ports import free_port  # noqa: F401 (the tests import it from here)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 APPLIANCE = os.path.join(VENV_BIN, "appliance")
@@ -23,11 +25,6 @@ def missing_part(message: str):
     pytest.skip(message)
 
 
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ipc_listening(url: str) -> bool:
