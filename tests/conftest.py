@@ -25,8 +25,6 @@ def missing_part(message: str):
     pytest.skip(message)
 
 
-
-
 def ipc_listening(url: str) -> bool:
     """Something accepts connections at the ``ipc://`` address ``url`` now. The socket
     file alone says nothing: a process killed with SIGKILL leaves its file behind."""
