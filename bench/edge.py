@@ -33,7 +33,8 @@ from bench.procs import Processes, children_of, wait_until
 from bench.profiles import all_workers
 from bench.reads import measure
 from bench.report import Budget, Figure, Scenario
-from bench.stack import Stack, free_port
+from bench.ports import free_port
+from bench.stack import Stack
 from bench.wrk import WrkResult
 
 KEYSTONE_VS_NOAUTH = Budget(">=", 0.9, "ratio")

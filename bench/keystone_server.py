@@ -23,7 +23,7 @@ import requests
 
 from bench.procs import wait_until
 from bench.side_env import nova_env
-from bench.stack import free_port
+from bench.ports import free_port
 
 ADMIN_PASSWORD = "admin-secret"
 PASSWORD = "user-secret"

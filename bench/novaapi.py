@@ -24,7 +24,8 @@ from bench.procs import Processes, children_of, wait_until
 from bench.profiles import all_workers
 from bench.reads import _record, measure
 from bench.report import Budget, Figure, Scenario
-from bench.stack import appliance_argv, free_port, toml_value, write_ids
+from bench.ports import free_port
+from bench.stack import appliance_argv, toml_value, write_ids
 
 NOVA_WORKERS = 2                 # gunicorn workers, one thread each (a sync worker)
 NOVA_TOKEN = "admin:project-admin:admin"    # the harness's token stand-in: an admin

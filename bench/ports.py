@@ -20,13 +20,15 @@ WORKER_PORTS_MAX_WORKERS = 4   # 10,000-29,999: below the ephemeral range
 _handed: set[int] = set()      # ports this process gave out (not given twice)
 
 
-def _bindable(port: int) -> bool:
+def _bound(port: int) -> int | None:
+    """The loopback port a bind to ``port`` got (0: the kernel's pick), released at once;
+    None if something holds it."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
-            return False
-    return True
+            return None
+        return s.getsockname()[1]
 
 
 def free_port() -> int:
@@ -34,14 +36,15 @@ def free_port() -> int:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     number = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else None
     if number is None or number >= WORKER_PORTS_MAX_WORKERS:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
+        port = _bound(0)
+        if port is None:
+            raise OSError("no free loopback port")
+        return port
     first = WORKER_PORTS_FROM + number * WORKER_PORTS_SPAN
     candidates = [p for p in range(first, first + WORKER_PORTS_SPAN) if p not in _handed]
     random.shuffle(candidates)
     for port in candidates:
-        if _bindable(port):
+        if _bound(port) is not None:
             _handed.add(port)
             return port
     raise OSError(f"no free loopback port in {first}-{first + WORKER_PORTS_SPAN - 1}")

@@ -20,7 +20,8 @@ from bench.endpoints import ENDPOINTS, SHOW_PREFIX, Endpoint
 from bench.pairs import PAIR_WARM_UP_S, ROUND_RATIOS, interleaved
 from bench.procs import Processes, children_of, cpu_seconds, wait_until
 from bench.report import Budget, Figure, Scenario
-from bench.stack import Stack, free_port
+from bench.ports import free_port
+from bench.stack import Stack
 from bench.wrk import WrkResult, run_wrk
 
 APPLIANCE, CONSTANT, NORMALIZED, SCATTER = "appliance", "constant", "normalized", "scatter"

@@ -37,7 +37,8 @@ import time
 from bench import client, machine
 from bench.procs import Processes, children_of, wait_until
 from bench.relay import Relay
-from bench.stack import appliance_argv, free_port, populate_cell
+from bench.ports import free_port
+from bench.stack import appliance_argv, populate_cell
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                            "soak-latest.json")

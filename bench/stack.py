@@ -16,7 +16,7 @@ import time
 
 from bench import client
 from replica.store.connection import WAL_RESTART_BYTES
-from bench.ports import free_port  # noqa: F401 (imported from here by others)
+from bench.ports import free_port
 from bench.procs import Processes, children_of, cmdline, wait_until
 
 CELL = "c0"
