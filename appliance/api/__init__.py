@@ -42,8 +42,21 @@ Choices where Nova leaves room or a replica differs, decided once here:
   schema is strict at the requested version: server and flavor listings from 2.75;
   server show, flavor show, extra specs, metadata and ips from 2.102. Server tags and the
   version documents never refuse them (Nova 34 attaches lenient schemas there).
-- ``ip`` / ``ip6`` match a substring of any fixed or floating address (Nova delegates to
-  Neutron's ``ip_address_substr``).
+- ``ip`` / ``ip6`` match a substring of a fixed address, and a server matching either
+  is listed (Nova asks Neutron's ``ip_address_substr`` for the ports of each; a floating
+  address is no port's). When no server of the caller's (any, for an admin) matches,
+  the list is empty and a marker is not looked up, as Nova returns before it does.
+- An empty ``marker`` is no marker; an empty value of a regex filter is refused (400,
+  "'' is not a 'regex'"), before the policy is checked, as Nova's query schema does.
+- Sort directions Nova's database refuses answer 400, except where Nova sorts no build
+  request first (``ip`` or ``ip6`` without a marker, a ``limit`` of 0, deleted
+  servers): there its cells' queries fail, each cell is left out, and the list is [].
+- Where the caller's project id stands anywhere in the URL (``?project_id=<own>``), the
+  links name it, as when the path does (Nova tests ``project_id in request.url``); a
+  next link carries only the parameters the query schema names (Nova drops the others).
+- Known difference: a list sorted only by keys Nova ignores (``id``, ``memory_mb``, ...)
+  comes in Nova's default order with servers created in the same second ordered by uuid;
+  Nova orders those by its own instance id, which is not replicated.
 - ``GET /v2.1`` answers the version document directly (Nova redirects to ``/v2.1/``).
 - keystoneauth's "none" plugin sends the token ``notused``: it counts as no token, so
   ``--os-auth-type none`` gets the ``noauth_default_token`` identity.

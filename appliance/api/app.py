@@ -30,7 +30,9 @@ from appliance.api.config import ApiConfig
 from appliance.api.faults import (ApiError, NoSuchRoute, fault_body, not_found, not_replicated,
                                   read_only, status_line)
 from appliance.api.flavor_params import flavor_query
+from appliance.api.flavor_params import schema_names as flavor_schema_names
 from appliance.api import hypervisor_params as HV
+from appliance.api.keypair_params import INDEX_SCHEMA as KEYPAIR_INDEX_SCHEMA
 from appliance.api.keypair_params import PAGING_MINOR as KEYPAIR_PAGING_MINOR
 from appliance.api.keypair_params import TYPE_MINOR as KEYPAIR_TYPE_MINOR
 from appliance.api.keypair_params import keypair_query
@@ -42,7 +44,7 @@ from appliance.api.params import (CANONICAL_UUID, NO_PARAMETERS, STRICT_QUERY_MI
 from appliance.api.positions import FeedHeads, format_position, parse_position, wait_for
 from appliance.api.recent_writes import RecentWrites
 from appliance.api.server_group_params import check_show_query, server_group_query
-from appliance.api.server_params import server_query
+from appliance.api.server_params import schema_properties, server_query
 from appliance.api.token_store import TokenStore
 from appliance.api.upstream import Upstream
 from appliance.api.versions import version_document, versions_document
@@ -227,6 +229,8 @@ class ComputeApi:
         if self.recent is not None and self.recent.active():
             self._wait_for_own_write(environ, identity)
         host = environ.get("HTTP_HOST")
+        if _names_project(identity.project_id, host, environ["PATH_INFO"], environ):
+            return self._dispatch(environ, start_response, request_id)
         forwarded = self._forwarded(environ)
         prefixes = None if forwarded else self._by_host.get(host)
         if prefixes is None:
@@ -333,6 +337,9 @@ class ComputeApi:
             elif self.recent is not None and self.recent.active():
                 self._wait_for_own_write(environ, identity)
             root = self._root(environ)
+            if url_project is None and _names_project(identity.project_id, root, path,
+                                                      environ):
+                url_project = identity.project_id
             read = _Read(environ, minor, identity, url_project, root,
                          self._prefixes_for(root, url_project))
             status, body, result = self._route(rest, read)
@@ -544,7 +551,8 @@ class ComputeApi:
             raise _BadRequestWith(f"Marker {query.marker} could not be found.", result)
         if minor < KEYPAIR_PAGING_MINOR:
             return 200, result.body + b"}", result
-        return 200, self._close_list(read, result, "os-keypairs", "keypairs_links"), result
+        return 200, self._close_list(read, result, "os-keypairs", "keypairs_links",
+                                     KEYPAIR_INDEX_SCHEMA), result
 
     def _limits(self, read: _Read):
         """GET /limits: the project's absolute limits and usage (policy: anyone; another
@@ -646,7 +654,9 @@ class ComputeApi:
         if minor < HV.PAGING_MINOR or query.pattern is not None:
             return 200, result.body + b"}", result
         collection = "os-hypervisors/detail" if detail else "os-hypervisors"
-        return 200, self._close_list(read, result, collection, "hypervisors_links"), result
+        named = HV.INDEX_SCHEMA if minor >= HV.UUID_MINOR else HV.PAGING_SCHEMA
+        return 200, self._close_list(read, result, collection, "hypervisors_links",
+                                     named), result
 
     def _services(self, read: _Read):
         """GET /os-services (Nova's services index; policy: admins): every cell's
@@ -739,13 +749,17 @@ class ComputeApi:
                                                  server_list(query, view))
         query, read.pairs, read.multi, view, statement = found
         result = self._reader.list_servers(query, view, read.prefixes, statement)
-        if query.marker is not None and not result.marker_found:
+        if query.refusal is not None:
+            if result.marker_found:       # here: the flavor asked for was found
+                raise _BadRequestWith(query.refusal, result)
+        elif query.marker is not None and not result.marker_found:
             raise _BadRequestWith(f"marker [{query.marker}] not found", result)
         closing_key = (key, read.root, read.url_project, result.count, result.last_id)
         closing = self._closings.get(closing_key)
         if closing is None:
             collection = "servers/detail" if detail else "servers"
-            closing = self._list_closing(read, result, collection, "servers_links")
+            closing = self._list_closing(read, result, collection, "servers_links",
+                                         schema_properties(read.minor))
             if len(self._closings) >= PARSED_QUERIES_KEPT:
                 self._closings.clear()
             self._closings[closing_key] = closing
@@ -761,21 +775,24 @@ class ComputeApi:
         if query.marker is not None and not result.marker_found:
             raise _BadRequestWith(f"marker [{query.marker}] not found", result)
         collection = "flavors/detail" if detail else "flavors"
-        return 200, self._close_list(read, result, collection, "flavors_links"), result
+        return 200, self._close_list(read, result, collection, "flavors_links",
+                                     flavor_schema_names(read.minor)), result
 
     def _close_list(self, read: _Read, result: ReadResult, collection: str,
-                    links_key: str) -> bytes | tuple[bytes, bytes]:
+                    links_key: str, named: frozenset | None = None
+                    ) -> bytes | tuple[bytes, bytes]:
         """Close the list body, with Nova's next link when the page is full. A big page
         and its closing stay two pieces (sent together, not copied)."""
-        closing = self._list_closing(read, result, collection, links_key)
+        closing = self._list_closing(read, result, collection, links_key, named)
         if len(result.body) > PIECES_FROM_BYTES:
             return result.body, closing
         return result.body + closing
 
     def _list_closing(self, read: _Read, result: ReadResult, collection: str,
-                      links_key: str) -> bytes:
+                      links_key: str, named: frozenset | None = None) -> bytes:
         """What closes a list body: ``}``, or Nova's next link and ``}`` when the page
-        is full."""
+        is full. ``named``: the parameters the route's query schema names (Nova takes
+        the others out of the request, so its next link lacks them); None: all."""
         multi = read.multi or {}
         max_items = self.config.max_limit
         if "limit" in multi:
@@ -783,7 +800,8 @@ class ComputeApi:
         if not max_items or result.count != max_items or result.last_id is None:
             closing = b"}"
         else:
-            params = dict(sorted(read.pairs or ()))
+            params = dict(sorted(pair for pair in read.pairs or ()
+                                 if named is None or pair[0] in named))
             params["marker"] = result.last_id
             self_prefix = _self_prefix(read.root, read.url_project)
             href = f"{self_prefix}/{collection}?{urlencode(params)}"
@@ -1019,6 +1037,15 @@ def _path_text(segment: str) -> str:
         return segment.encode("latin-1").decode("utf-8")
     except (UnicodeEncodeError, UnicodeDecodeError):
         return segment
+
+
+def _names_project(project: str | None, root: str | None, path: str, environ) -> bool:
+    """Whether the caller's project id stands anywhere in the request's URL (``root``:
+    its scheme and host, or the host alone). Nova's links then name the project, as if
+    the path did (its view builders test ``project_id in request.url``): a query such
+    as ``?project_id=<own>`` gives links under ``/v2.1/<project>/``."""
+    return bool(project) and (project in environ.get("QUERY_STRING", "") or project in path
+                              or (root is not None and project in root))
 
 
 def _self_prefix(root: str, url_project: str | None) -> str:

@@ -19,6 +19,12 @@ SCHEMA_V2102 = SCHEMA | {"name"}
 NAME_FILTER_MINOR = 102       # the name filter (a regex) and no rxtx_factor sort key
 
 
+def schema_names(minor: int) -> frozenset:
+    """The parameters Nova's flavor list query schema names at ``minor`` (below 2.75 it
+    drops the others from the request, and so from its next link)."""
+    return SCHEMA_V2102 if minor >= NAME_FILTER_MINOR else SCHEMA
+
+
 def _parse_is_public(value: str | None) -> bool | None:
     if value is None:
         return True
@@ -48,8 +54,7 @@ def flavor_query(multi: dict, minor: int, identity: Identity, max_limit: int) ->
     P.check_enum(multi, "sort_key", SORT_KEYS_V2102 if v2102 else SORT_KEYS)
     P.check_enum(multi, "sort_dir", SORT_DIRS)
     if minor >= 75:
-        P.additional_properties(multi, SCHEMA_V2102 if v2102 else SCHEMA,
-                                pattern_underscore=False)
+        P.additional_properties(multi, schema_names(minor), pattern_underscore=False)
     sort_key = (multi.get("sort_key") or [""])[-1] or "flavorid"
     sort_dir = (multi.get("sort_dir") or [""])[-1] or "asc"
     column = FLAVOR_SORT_COLUMNS[sort_key]

@@ -17,6 +17,7 @@ UUID_MINOR = 53               # uuid ids, the query parameters; search and serve
 EMPTY_SERVERS_MINOR = 75      # with_servers: "servers": [] for a host without any
 NO_RESOURCES_MINOR = 88       # detail drops the resource fields and cpu_info, adds uptime
 INDEX_SCHEMA = frozenset(("limit", "marker", "hypervisor_hostname_pattern", "with_servers"))
+PAGING_SCHEMA = frozenset(("limit", "marker"))      # 2.33 - 2.52
 SHOW_SCHEMA = frozenset(("with_servers",))
 # parameter_types.boolean's enum, as jsonschema names it in its message
 NOVA_BOOLEAN = [True, "True", "TRUE", "true", "1", "ON", "On", "on", "YES", "Yes", "yes",

@@ -59,7 +59,8 @@ def additional_properties(multi: dict, allowed: frozenset, pattern_underscore: b
 def check_limit(multi: dict) -> None:
     for value in multi.get("limit", ()):
         if not value:
-            raise invalid_query("limit", value, "'' is too short")
+            # jsonschema's minLength message for a minimum of one (Nova 34's jsonschema)
+            raise invalid_query("limit", value, "'' should be non-empty")
         if not _DIGITS.match(value):
             raise invalid_query("limit", value, f"'{value}' does not match '^[0-9]*$'")
 
@@ -72,6 +73,8 @@ def check_enum(multi: dict, name: str, allowed) -> None:
 
 @functools.lru_cache(maxsize=256)
 def _regex_ok(pattern: str) -> bool:
+    if not pattern:
+        return False        # Nova's format check: an empty pattern matches nothing useful
     try:
         re.compile(pattern)
         return True
@@ -132,8 +135,9 @@ def bool_from_string(value: str, strict: bool = False, default: bool = False) ->
     if lowered in FALSE_STRINGS:
         return False
     if strict:
-        raise bad_request(f"Invalid input received: Unrecognized value '{value}', "
-                          f"acceptable values are: {_ACCEPTABLE}")
+        # Nova raises InvalidInput with oslo's message as its whole text (no "Invalid
+        # input received: " before it), for all_tenants and locked alike.
+        raise bad_request(f"Unrecognized value '{value}', acceptable values are: {_ACCEPTABLE}")
     return default
 
 

@@ -41,8 +41,20 @@ PLAIN_PARAMS = (
     "user_id", "project_id", "tenant_id", "launch_index", "image_ref", "image", "vm_state",
     "task_state", "host", "uuid", "sort_key", "sort_dir", "all_tenants", "soft_deleted",
     "deleted", "status", "changes-since", "limit", "marker")
-SCHEMA_V21 = frozenset(REGEX_PARAMS + PLAIN_PARAMS + JOINED_TABLE_PARAMS)
-SCHEMA_V275 = SCHEMA_V21 | frozenset(TAG_FILTERS + ("changes-before", "locked"))
+# The properties in the order of Nova's schemas (index_query, then what 2.26, 2.66 and
+# 2.73 add): jsonschema checks them in this order and reports the first that fails.
+SCHEMA_ORDER_V21 = (
+    "user_id", "project_id", "tenant_id", "launch_index", "image_ref", "image", "kernel_id",
+    "ramdisk_id", "hostname", "key_name", "power_state", "vm_state", "task_state", "host",
+    "node", "flavor", "reservation_id", "launched_at", "terminated_at", "availability_zone",
+    "name", "display_name", "description", "display_description", "locked_by", "uuid",
+    "root_device_name", "config_drive", "access_ip_v4", "access_ip_v6", "auto_disk_config",
+    "progress", "sort_key", "sort_dir", "all_tenants", "soft_deleted", "deleted", "status",
+    "changes-since", "ip", "ip6", "created_at", *JOINED_TABLE_PARAMS, "limit", "marker")
+SCHEMA_V21 = frozenset(SCHEMA_ORDER_V21)
+if SCHEMA_V21 != frozenset(REGEX_PARAMS + PLAIN_PARAMS + JOINED_TABLE_PARAMS):
+    raise AssertionError("SCHEMA_ORDER_V21 does not name the schema's properties")
+_FORMAT_REGEX = frozenset(REGEX_PARAMS + TAG_FILTERS)    # format-checked: 'regex'
 
 # Filter -> column: exact matches (Nova's exact_match_filter_names), then regexes.
 EXACT_COLUMNS = {"project_id": "project_id", "tenant_id": "project_id",
@@ -84,15 +96,20 @@ def member_filters(minor: int) -> frozenset:
     return frozenset(opts)
 
 
-def schema_properties(minor: int) -> frozenset:
-    props = set(SCHEMA_V21)
+def schema_order(minor: int) -> tuple[str, ...]:
+    """The properties of Nova's query schema at ``minor``, in the schema's order."""
+    order = SCHEMA_ORDER_V21
     if minor >= 26:
-        props.update(TAG_FILTERS)
+        order += TAG_FILTERS
     if minor >= 66:
-        props.add("changes-before")
+        order += ("changes-before",)
     if minor >= 73:
-        props.add("locked")
-    return frozenset(props)
+        order += ("locked",)
+    return order
+
+
+def schema_properties(minor: int) -> frozenset:
+    return frozenset(schema_order(minor))
 
 
 def valid_sort_keys(minor: int) -> tuple[str, ...]:
@@ -106,13 +123,28 @@ def valid_sort_keys(minor: int) -> tuple[str, ...]:
 def _validate(multi: dict, minor: int) -> None:
     """Nova's query schema for GET /servers at this microversion: the properties' checks,
     then additionalProperties (from 2.75), in jsonschema's order."""
-    props = schema_properties(minor)
-    P.check_limit(multi)
-    P.check_enum(multi, "sort_key", valid_sort_keys(minor))
-    P.check_datetime(multi, [n for n in ("changes-since", "changes-before") if n in props])
-    P.check_regex(multi, [n for n in REGEX_PARAMS + TAG_FILTERS if n in props])
+    for name in schema_order(minor):
+        if name not in multi:
+            continue
+        if name == "limit":
+            P.check_limit(multi)
+        elif name == "sort_key":
+            P.check_enum(multi, name, valid_sort_keys(minor))
+        elif name in ("changes-since", "changes-before"):
+            P.check_datetime(multi, (name,))
+        elif name in _FORMAT_REGEX:
+            P.check_regex(multi, (name,))
     if minor >= 75:
-        P.additional_properties(multi, props, pattern_underscore=True)
+        P.additional_properties(multi, schema_properties(minor), pattern_underscore=True)
+
+
+
+class _BadSortDirections(Exception):
+    """The sort directions Nova's database layer refuses (process_sort_params)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
 
 
 def _sort(multi: dict, minor: int, identity: Identity) -> tuple[tuple[str, str], ...]:
@@ -132,10 +164,11 @@ def _sort(multi: dict, minor: int, identity: Identity) -> tuple[tuple[str, str],
         kept_keys.append(key)
     for d in kept_dirs:
         if d not in ("asc", "desc"):
-            raise bad_request("Invalid input received: Unknown sort direction, must be "
-                              "'desc' or 'asc'")
+            raise _BadSortDirections("Invalid input received: Unknown sort direction, must "
+                                     "be 'desc' or 'asc'")
     if len(kept_dirs) > len(kept_keys):
-        raise bad_request("Invalid input received: Sort direction size exceeds sort key size")
+        raise _BadSortDirections("Invalid input received: Sort direction size exceeds sort "
+                                 "key size")
     # Nova's order across cells (InstanceSortContext): no key left means its default,
     # created_at then the cell's id, descending (the id is not replicated: the uuid
     # decides); then the uuid ascending unless asked for, its "asc" appended to the
@@ -183,7 +216,9 @@ def server_query(multi: dict, minor: int, identity: Identity, detail: bool,
         if not vm_states and not task_states:
             if minor >= 38:
                 raise bad_request("Invalid status value")
+            # Nova answers [] there and then: no other parameter is looked at.
             query.nothing = True
+            return query
         search["vm_state"] = tuple(vm_states)
         if "default" not in task_states:
             search["task_state"] = tuple(task_states)
@@ -247,8 +282,9 @@ def server_query(multi: dict, minor: int, identity: Identity, detail: bool,
         column = REGEX_COLUMNS.get(name)
         if column is not None:
             query.regex[column] = value
-    ips = tuple(search[k] for k in ("ip", "ip6") if k in search and search[k])
-    query.ips = ips
+    # Nova asks Neutron for the ports with a fixed address holding each of ip and ip6
+    # (ip_address_substr) and lists the servers of either answer.
+    query.ips = tuple(search[k] for k in ("ip", "ip6") if k in search and search[k])
 
     limit = max_limit
     if "limit" in multi:
@@ -256,10 +292,24 @@ def server_query(multi: dict, minor: int, identity: Identity, detail: bool,
     query.limit = limit
     if limit == 0:
         query.nothing = True
-    query.marker = multi["marker"][-1] if "marker" in multi else None
+    # An empty marker is no marker (Nova's listings test it for truth).
+    query.marker = (multi["marker"][-1] or None) if "marker" in multi else None
     # Nova looks an admin's marker up elevated; anyone else's is their project's only.
     query.marker_project = None if identity.admin else identity.project_id
-    query.sort = _sort(multi, minor, identity)
+    try:
+        query.sort = _sort(multi, minor, identity)
+    except _BadSortDirections as bad:
+        # Nova's database layer refuses such directions. Its build requests are sorted
+        # first, in nova-api, and their refusal is the 400; where it asks none (ip or ip6
+        # without a marker, a limit of 0, deleted servers), only the cells' queries
+        # refuse them, and a cell's failure leaves that cell out of the list: [].
+        if not query.nothing and query.deleted is not True and (
+                not query.ips or "marker" in multi):
+            if "flavor_id" not in query.exact:
+                raise bad_request(bad.message) from None
+            query.refusal = bad.message         # unless the flavor is not found: []
+        else:
+            query.nothing = True
     return query
 
 

@@ -230,8 +230,13 @@ class ServerQuery:
     sort: tuple[tuple[str, str], ...] = DEFAULT_SERVER_SORT
     limit: int = 1000
     marker: str | None = None
-    marker_project: str | None = None      # the marker must be this project's (None: any)
+    # the caller's project unless an admin: a marker must be one of its servers (None: any)
+    marker_project: str | None = None
     nothing: bool = False                  # a filter that matches nothing (Nova: [])
+    # An error Nova gives only when the flavor filter names a flavor the caller can see
+    # (else it answers [] before it gets there): the statement lists nothing and its
+    # trailer says, in place of the marker's, whether that flavor exists.
+    refusal: str | None = None
 
 
 @dataclass(slots=True)
@@ -718,7 +723,8 @@ def _list_sql(table: str, key: str, doc: str, where: list[str],
 
 def _server_list_sql(doc: str, where: list[str], in_cell_only: list[str],
                      sort: tuple[tuple[str, str], ...], has_marker: bool, marker_scope: str,
-                     kept_version: str, volatile: str) -> str:
+                     kept_version: str, volatile: str, marker_checked: str | None = None,
+                     found_as: str | None = None) -> str:
     """``_list_sql`` for servers in Nova's order (nova.compute.api.API.get_all): the
     build requests (``in_cell`` = 0) first, sorted among themselves, then the cells'
     servers, whatever the sort. ``in_cell_only``: conditions that only the cells'
@@ -750,12 +756,18 @@ def _server_list_sql(doc: str, where: list[str], in_cell_only: list[str],
         return (f"SELECT * FROM (SELECT {columns} FROM servers WHERE "
                 f"{' AND '.join(where) or '1'} ORDER BY in_cell ASC, {order} "
                 f"LIMIT {limit}) "
-                f"UNION ALL SELECT 1, {DATA_VERSION_SQL}, {POSITION_SQL}")
+                f"UNION ALL SELECT {found_as or 1}, {DATA_VERSION_SQL}, {POSITION_SQL}")
     if has_marker:
         mcols = ", ".join(f"{c} AS m{i}" for i, (c, _) in enumerate(sort))
+        # Nova looks a marker up among the build requests that pass the filters (a
+        # build request filtered out is looked for in the cells, where it is not found),
+        # and in the cells whatever the filters.
+        build_request = " AND ".join(where) or "1"
         marker_cte = (f"WITH m AS (SELECT in_cell AS mc, {mcols} FROM servers "
-                      f"WHERE uuid = ?5{marker_scope}) ")
+                      f"WHERE uuid = ?5{marker_scope} AND (in_cell = 1 OR ({build_request}))) ")
         found = "(SELECT count(*) FROM m)"
+        if marker_checked is not None:      # the marker is looked up only when this holds
+            found = f"(CASE WHEN {marker_checked} THEN {found} ELSE 1 END)"
         # The marker's own group: in_cell_only applies when that is the cells' (a
         # build request meets those conditions as true).
         own = [*where, "in_cell = (SELECT mc FROM m)", _after_marker(sort),
@@ -764,7 +776,7 @@ def _server_list_sql(doc: str, where: list[str], in_cell_only: list[str],
                  part(in_cell, f"CASE WHEN {fresh} AND (SELECT mc FROM m) = 0 "
                                "THEN ?6 ELSE 0 END")]
     else:
-        marker_cte, found = "", "1"
+        marker_cte, found = "", found_as or "1"
         # (a build request is never deleted: with deleted = 0 the index is searched even
         # when the list takes deleted servers too)
         parts = [part([*where, "deleted = 0", "in_cell = 0"], limit), part(in_cell, limit)]
@@ -855,8 +867,31 @@ def build_server_list(query: ServerQuery, view: render.ServerView | None
                      + ")")
     if query.not_tags_any:
         where.append("NOT " + _tags_exist(query.not_tags_any, p))
-    for ip in query.ips:
-        where.append(f"instr(ips, {p(ip)}) > 0")
+    marker_checked = []           # what must hold for Nova to look the marker up
+    flavors = query.exact.get("flavor_id")
+    if flavors:
+        # Nova first looks the flavor up (the caller's flavors: public ones and those
+        # its project has access to; any, for an admin): one it cannot find answers [],
+        # whatever else was asked, the servers of a deleted flavor too.
+        access = ("" if query.marker_project is None else
+                  f" AND (is_public = 1 OR EXISTS (SELECT 1 FROM json_each(flavors.projects) "
+                  f"WHERE value = {p(query.marker_project)}))")
+        flavor_found = (f"EXISTS (SELECT 1 FROM flavors WHERE flavorid = {p(flavors[-1])}"
+                        f"{access})")
+        where.append(flavor_found)
+        marker_checked.append(flavor_found)
+    if query.ips:
+        # Either substring in one of the server's addresses. An address has no space: a
+        # pattern with one would only match across two of them in the column.
+        found = [f"instr(ips, {p(ip)}) > 0" for ip in query.ips if " " not in ip]
+        matched = f"({' OR '.join(found)})" if found else "0"
+        where.append(matched)
+        # Nova asks Neutron first: when no port of the caller's (any, for an admin) has
+        # such an address, it answers [] without looking the marker up.
+        scope = ("" if query.marker_project is None
+                 else f" AND project_id = {p(query.marker_project)}")
+        marker_checked.append(f"EXISTS (SELECT 1 FROM servers WHERE {matched} AND "
+                              f"deleted = 0 AND in_cell = 1{scope})")
     doc = SERVER_BRIEF_SQL if view is None else server_doc_expr(view)
     sort = _collated_sort(query.sort)
     if query.deleted is not False and "d_host_status" in doc:
@@ -867,8 +902,14 @@ def build_server_list(query: ServerQuery, view: render.ServerView | None
     if query.marker is not None and query.marker_project is not None:
         marker_scope = f" AND project_id = {p(query.marker_project)}"
     # A detail page with a server never updated shows the time of the request.
-    sql = _server_list_sql(doc, where, in_cell_only, sort, query.marker is not None,
-                           marker_scope, p.last(), "0" if view is None else "updated_at IS NULL")
+    found_as = None
+    if query.refusal is not None:
+        found_as = flavor_found if flavors else "1"
+        where.append("0")
+    has_marker = query.marker is not None and query.refusal is None
+    sql = _server_list_sql(doc, where, in_cell_only, sort, has_marker, marker_scope, p.last(),
+                           "0" if view is None else "updated_at IS NULL",
+                           " AND ".join(marker_checked) or None, found_as)
     return sql, p.values
 
 

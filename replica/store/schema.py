@@ -55,7 +55,7 @@ STEPS: tuple[str, ...] = (
         ramdisk_id TEXT,
         root_device_name TEXT,
         auto_disk_config INTEGER,
-        ips TEXT NOT NULL,                -- every fixed and floating address, space separated
+        ips TEXT NOT NULL,                -- every fixed address (step 18), space separated
         tags TEXT NOT NULL,               -- JSON array of tags
         flavor_ref TEXT NOT NULL,         -- flavorid as written inside a JSON string
         image_ref_id TEXT,                -- image id as written inside a JSON string; NULL: none
@@ -477,6 +477,20 @@ STEPS: tuple[str, ...] = (
     CREATE INDEX server_groups_project ON server_groups (project_id, id);
     CREATE INDEX server_groups_order ON server_groups (id);
     CREATE INDEX server_groups_source_bucket ON server_groups (source, bucket);
+    """,
+    # 18: the ip / ip6 filters match fixed addresses only (render version 3): the rows
+    # whose addresses hold a floating one keep their fixed ones, read back out of the
+    # addresses view they store (a building server's from addresses_building; one
+    # written before step 3 holds none and keeps its ips until it changes).
+    """
+    UPDATE servers SET ips = coalesce((
+        SELECT group_concat(json_extract(a.value, '$.addr'), ' ')
+        FROM json_each(coalesce(addresses_building,
+                                json_extract(d_base || '}', '$.addresses'))) AS n,
+             json_each(n.value) AS a
+        WHERE json_extract(a.value, '$."OS-EXT-IPS:type"') = 'fixed'), '')
+    WHERE instr(coalesce(addresses_building, d_base), '"OS-EXT-IPS:type":"floating"') > 0
+      AND NOT (vm_state = 'building' AND addresses_building IS NULL);
     """,
 )
 

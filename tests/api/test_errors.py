@@ -23,7 +23,7 @@ def fault(r):
     ("/v2.1/servers/detail?limit=-1", None, 400, "badRequest",
      "Invalid input for query parameters limit. Value: -1. '-1' does not match '^[0-9]*$'"),
     ("/v2.1/servers?limit=", None, 400, "badRequest",
-     "Invalid input for query parameters limit. Value: . '' is too short"),
+     "Invalid input for query parameters limit. Value: . '' should be non-empty"),
     ("/v2.1/flavors?limit=1.5", None, 400, "badRequest",
      "Invalid input for query parameters limit. Value: 1.5. '1.5' does not match '^[0-9]*$'"),
     ("/v2.1/servers?marker=00000000-0000-0000-0000-000000000000", None, 400, "badRequest",
@@ -47,7 +47,7 @@ def fault(r):
     ("/v2.1/servers?name=[", None, 400, "badRequest",
      "Invalid input for query parameters name. Value: [. '[' is not a 'regex'"),
     ("/v2.1/servers?locked=maybe", "2.73", 400, "badRequest",
-     "Invalid input received: Unrecognized value 'maybe', acceptable values are: '0', '1', "
+     "Unrecognized value 'maybe', acceptable values are: '0', '1', "
      "'f', 'false', 'n', 'no', 'off', 'on', 't', 'true', 'y', 'yes'"),
     # GET /servers' schema has patternProperties ('^_'): jsonschema names the regexes;
     # the unexpected names come sorted.

@@ -15,6 +15,7 @@ from replica.kinds import KINDS, renderers
 PINNED = {
     "1": 3172072911,
     "2": 3729412021,        # hypervisors, services (zones too), aggregates, server groups
+    "3": 1991610219,        # a server's ips: its fixed addresses only
 }
 
 

@@ -60,3 +60,32 @@ def test_step_4_fills_the_2_102_flavor_view_of_existing_rows(tmp_path, flavor):
     schema.migrate(conn)
     (filled,), = conn.execute("SELECT f_detail_v2102 FROM flavors").fetchall()
     assert filled == row[-1]        # what the render writes for new rows, byte for byte
+
+
+def test_step_18_keeps_the_fixed_addresses_of_existing_rows(tmp_path):
+    """The ip / ip6 filters match fixed addresses only (render version 3): step 18 takes
+    the floating ones out of the rows written before, as the render now writes them."""
+    conn = _at_step(str(tmp_path / "r.db"), 17)
+    servers = [
+        E.server(1, network_info=E.network_info("10.1.1.1", floating="8.8.8.8",
+                                                ip6="fd00::1")),
+        E.server(2, vm_state="building", task_state="spawning",
+                 network_info=E.network_info("10.1.1.2", floating="8.8.8.9")),
+        E.server(3, network_info=E.network_info("10.1.1.3", ip6="fd00::3")),
+        E.server(4, network_info=[]),
+    ]
+    at = render.SERVER_COLUMNS.index("ips")
+    marks = ", ".join("?" * len(render.SERVER_COLUMNS))
+    wanted = {}
+    for server in servers:
+        row = list(render.server_row("c1", 1, server))
+        wanted[server["uuid"]] = row[at]
+        floating = [ip["address"] for vif in server["network_info"]
+                    for subnet in vif["network"]["subnets"] for fixed in subnet["ips"]
+                    for ip in fixed["floating_ips"]]
+        row[at] = " ".join([*row[at].split(), *floating])     # as render version 2 wrote
+        conn.execute(f"INSERT INTO servers ({', '.join(render.SERVER_COLUMNS)}) "
+                     f"VALUES ({marks})", row)
+    assert wanted[servers[0]["uuid"]] == "10.1.1.1 fd00::1"
+    schema.migrate(conn)
+    assert dict(conn.execute("SELECT uuid, ips FROM servers").fetchall()) == wanted
