@@ -13,8 +13,11 @@ PAGING_MINOR = 58             # limit, marker, changes-since, updated_at, links
 CHANGES_BEFORE_MINOR = 66
 DELETED_SERVERS_MINOR = 21    # the actions of a deleted server are shown from 2.21
 EVENTS_MINOR = 51             # a project's reader sees the events (without traceback)
-SCHEMA_V258 = frozenset(("limit", "marker", "changes-since"))
-SCHEMA_V266 = SCHEMA_V258 | {"changes-before"}
+# The schemas' properties in their order (jsonschema checks them so, then the others)
+ORDER_V258 = ("limit", "marker", "changes-since")
+ORDER_V266 = ORDER_V258 + ("changes-before",)
+SCHEMA_V258 = frozenset(ORDER_V258)
+SCHEMA_V266 = frozenset(ORDER_V266)
 
 
 @dataclass(slots=True)
@@ -35,12 +38,14 @@ def action_query(multi: dict, minor: int, max_limit: int) -> ActionQuery:
     query = ActionQuery()
     if minor < PAGING_MINOR:
         return query          # Nova's schema accepts and ignores any parameter
-    allowed = SCHEMA_V266 if minor >= CHANGES_BEFORE_MINOR else SCHEMA_V258
-    P.additional_properties(multi, allowed, pattern_underscore=False)
-    for name in allowed:
-        _single(multi, name)
-    P.check_limit(multi)
-    P.check_datetime(multi, [n for n in ("changes-since", "changes-before") if n in multi])
+    order = ORDER_V266 if minor >= CHANGES_BEFORE_MINOR else ORDER_V258
+    for name in order:
+        if name == "limit":
+            P.check_limit(multi)
+        elif name in ("changes-since", "changes-before"):
+            P.check_datetime(multi, (name,))
+        _single(multi, name)            # each a single_param: its items, then maxItems
+    P.additional_properties(multi, frozenset(order), pattern_underscore=False)
     since = before = None
     if "changes-since" in multi:
         since = P.parse_isotime(multi["changes-since"][-1])

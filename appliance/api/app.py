@@ -27,8 +27,8 @@ from appliance.api import microversion
 from appliance.api.action_params import (DELETED_SERVERS_MINOR, PAGING_MINOR,
                                          action_query)
 from appliance.api.config import ApiConfig
-from appliance.api.faults import (ApiError, NoSuchRoute, fault_body, not_found, not_replicated,
-                                  read_only, status_line)
+from appliance.api.faults import (ApiError, NoSuchRoute, bad_request, fault_body, not_found,
+                                  not_replicated, read_only, status_line)
 from appliance.api.flavor_params import flavor_query
 from appliance.api.flavor_params import schema_names as flavor_schema_names
 from appliance.api import hypervisor_params as HV
@@ -518,8 +518,9 @@ class ComputeApi:
             query.limit, query.changes_since, query.changes_before)
         if not found:
             raise _NotFoundWith(f"Instance {server_id} could not be found.", result)
-        if query.marker is not None and not result.marker_found:
-            # Nova names the marker after its lookup came back empty
+        if query.marker is not None and not result.marker_found and query.limit != 0:
+            # Nova names the marker after its lookup came back empty (a limit of 0
+            # answers [] before the lookup)
             raise _BadRequestWith("Marker None could not be found.", result)
         if minor < PAGING_MINOR:
             return 200, result.body + b"}", result
@@ -614,6 +615,8 @@ class ComputeApi:
         if not identity.admin:
             raise _policy_refused("os-hypervisors:" + (
                 "show" if show else "list-detail" if detail else "list"))
+        if query.refusal is not None:
+            raise bad_request(query.refusal)
         uuids = minor >= HV.UUID_MINOR
         if not detail and not show:
             column = "h_basic_v253" if uuids else "h_basic_v21"

@@ -9,16 +9,18 @@ import re
 from dataclasses import dataclass
 
 from appliance.api import params as P
-from appliance.api.faults import bad_request
 
 PAGING_MINOR = 33
 CPU_INFO_OBJECT_MINOR = 28
 UUID_MINOR = 53               # uuid ids, the query parameters; search and servers routes gone
 EMPTY_SERVERS_MINOR = 75      # with_servers: "servers": [] for a host without any
 NO_RESOURCES_MINOR = 88       # detail drops the resource fields and cpu_info, adds uptime
-INDEX_SCHEMA = frozenset(("limit", "marker", "hypervisor_hostname_pattern", "with_servers"))
+# The 2.53 schemas' properties in their order (jsonschema checks them so, then the others)
+INDEX_ORDER = ("limit", "marker", "hypervisor_hostname_pattern", "with_servers")
+SHOW_ORDER = ("with_servers",)
+INDEX_SCHEMA = frozenset(INDEX_ORDER)
 PAGING_SCHEMA = frozenset(("limit", "marker"))      # 2.33 - 2.52
-SHOW_SCHEMA = frozenset(("with_servers",))
+SHOW_SCHEMA = frozenset(SHOW_ORDER)
 # parameter_types.boolean's enum, as jsonschema names it in its message
 NOVA_BOOLEAN = [True, "True", "TRUE", "true", "1", "ON", "On", "on", "YES", "Yes", "yes",
                 False, "False", "FALSE", "false", "0", "OFF", "Off", "off", "NO", "No", "no"]
@@ -31,6 +33,7 @@ class HypervisorQuery:
     marker: str | None = None
     pattern: str | None = None        # hypervisor_hostname_pattern (2.53)
     with_servers: bool = False        # (2.53)
+    refusal: str | None = None        # a 400 Nova gives after its policy check
 
 
 def _single(multi: dict, name: str) -> None:
@@ -39,36 +42,37 @@ def _single(multi: dict, name: str) -> None:
         raise P.invalid_query(name, repr(values), f"{values!r} is too long")
 
 
-def _with_servers(multi: dict) -> bool:
-    if "with_servers" not in multi:
-        return False
-    _single(multi, "with_servers")
-    value = multi["with_servers"][0]
-    if value not in NOVA_BOOLEAN:
-        raise P.invalid_query("with_servers", value, f"'{value}' is not one of {NOVA_BOOLEAN!r}")
-    return P.bool_from_string(value, strict=True)
+def _check_values(multi: dict, name: str) -> None:
+    """One 2.53 property's values against its item schema (single_param: the items, then
+    maxItems, which ``_single`` checks)."""
+    for value in multi[name]:
+        if name == "limit":
+            P.check_limit({"limit": [value]})
+        elif name == "with_servers" and value not in NOVA_BOOLEAN:
+            raise P.invalid_query(name, value, f"'{value}' is not one of {NOVA_BOOLEAN!r}")
+        elif name == "hypervisor_hostname_pattern":
+            if not value:
+                raise P.invalid_query(name, value, "'' should be non-empty")
+            if len(value) > 255:
+                raise P.invalid_query(name, value, f"'{value}' is too long")
+            if not _FQDN.match(value):
+                raise P.invalid_query(name, value,
+                                      f"'{value}' does not match '^[a-zA-Z0-9-._]*$'")
 
 
 def hypervisor_query(multi: dict, minor: int, max_limit: int, show: bool) -> HypervisorQuery:
     query = HypervisorQuery()
     if minor >= UUID_MINOR:
+        for name in SHOW_ORDER if show else INDEX_ORDER:
+            if name in multi:
+                _check_values(multi, name)
+                _single(multi, name)
         P.additional_properties(multi, SHOW_SCHEMA if show else INDEX_SCHEMA,
                                 pattern_underscore=False)
-        for name in multi:
-            _single(multi, name)
-        query.with_servers = _with_servers(multi)
+        if "with_servers" in multi:
+            query.with_servers = P.bool_from_string(multi["with_servers"][0], strict=True)
         if not show and "hypervisor_hostname_pattern" in multi:
-            value = multi["hypervisor_hostname_pattern"][0]
-            if not value:
-                raise P.invalid_query("hypervisor_hostname_pattern", value,
-                                      "'' should be non-empty")
-            if len(value) > 255:
-                raise P.invalid_query("hypervisor_hostname_pattern", value,
-                                      f"'{value}' is too long")
-            if not _FQDN.match(value):
-                raise P.invalid_query("hypervisor_hostname_pattern", value,
-                                      f"'{value}' does not match '^[a-zA-Z0-9-._]*$'")
-            query.pattern = value
+            query.pattern = multi["hypervisor_hostname_pattern"][0]
     if show or minor < PAGING_MINOR:
         return query
     P.check_limit(multi)
@@ -76,8 +80,8 @@ def hypervisor_query(multi: dict, minor: int, max_limit: int, show: bool) -> Hyp
         if "limit" in multi or multi.get("marker"):
             # Nova gives its reason as webob's detail, not its explanation: what the
             # fault says is webob's default explanation of a 400
-            raise bad_request("The server could not comply with the request since it is "
-                              "either malformed or otherwise incorrect.")
+            query.refusal = ("The server could not comply with the request since it is "
+                             "either malformed or otherwise incorrect.")
         return query
     query.limit = max_limit
     if "limit" in multi:

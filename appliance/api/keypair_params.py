@@ -26,13 +26,15 @@ class KeypairQuery:
 
 def keypair_query(multi: dict, minor: int, max_limit: int, show: bool) -> KeypairQuery:
     query = KeypairQuery()
+    paged = not show and minor >= PAGING_MINOR
+    if paged:
+        P.check_limit(multi)        # the schema's properties first, then the others
     if minor >= STRICT_MINOR:
         P.additional_properties(multi, SHOW_SCHEMA if show else INDEX_SCHEMA,
                                 pattern_underscore=False)
     if minor >= USER_ID_MINOR and "user_id" in multi:
         query.user_id = multi["user_id"][0]
-    if not show and minor >= PAGING_MINOR:
-        P.check_limit(multi)
+    if paged:
         query.limit = max_limit
         if "limit" in multi:
             query.limit = min(max_limit, P.int_param(multi["limit"][-1], "limit"))

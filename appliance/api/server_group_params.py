@@ -35,10 +35,10 @@ def _non_negative(multi: dict, name: str) -> int | None:
 
 def server_group_query(multi: dict, minor: int, max_limit: int) -> ServerGroupQuery:
     """The list's query."""
+    limit = _non_negative(multi, "limit")       # the schema's properties, in its order,
+    offset = _non_negative(multi, "offset")     # then the others
     if minor >= INDEX_STRICT_MINOR:
         P.additional_properties(multi, INDEX_SCHEMA, pattern_underscore=False)
-    limit = _non_negative(multi, "limit")
-    offset = _non_negative(multi, "offset")
     return ServerGroupQuery(all_projects="all_projects" in multi,
                             limit=min(max_limit, limit or max_limit), offset=offset or 0)
 

@@ -487,8 +487,12 @@ def _hypervisor_item_sql(column: str, ref: str) -> str:
         f"AND s.deleted = 0 ORDER BY {_INSTANCE_NAME_SQL}, s.uuid)) ELSE {ref}.d END")
 
 
-def _hypervisor_marker_sql(ref: str) -> str:
-    """?1 (a uuid, or an integer id) names the hypervisor ``ref``."""
+def _hypervisor_marker_sql(ref: str, any_kind: bool = False) -> str:
+    """?1 (a uuid, or an integer id before 2.53: ?6 false) names the hypervisor ``ref``;
+    ``any_kind``: either at any microversion, as Nova takes a list's marker (a uuid-like
+    one is looked up by uuid, any other as an id)."""
+    if any_kind:
+        return f"({ref}.uuid = ?1 OR CAST({ref}.node_id AS TEXT) = ?1)"
     return f"({ref}.uuid = ?1 OR (?6 = 0 AND CAST({ref}.node_id AS TEXT) = ?1))"
 
 
@@ -503,7 +507,7 @@ def list_hypervisors_sql(column: str) -> KeptStatement:
         raise ValueError(column)
     return kept_statement(
         f"m AS (SELECT h.cell AS mc, h.node_id AS mn FROM hypervisors h "
-        f"WHERE ?1 IS NOT NULL AND {_hypervisor_marker_sql('h')} "
+        f"WHERE ?1 IS NOT NULL AND {_hypervisor_marker_sql('h', any_kind=True)} "
         f"ORDER BY h.cell, h.node_id LIMIT 1), "
         f"page AS MATERIALIZED (SELECT h.uuid, h.node_id, h.cell, h.host, h.{column} AS d "
         f"FROM hypervisors h WHERE h.listed = 1 AND "

@@ -210,3 +210,23 @@ def test_openstacksdk_hypervisors(hypervisors_api):
             hypervisor_hostname_pattern="compute-9")] == ["compute-9.example.org"]
     finally:
         conn.close()
+
+
+def test_a_hypervisor_marker_may_be_an_id_after_2_53(hypervisors_api):
+    """Nova looks a uuid-like marker up by uuid and any other by id, at any microversion."""
+    by_id = hypervisors_api.get("/v2.1/os-hypervisors", token=ADMIN, version="2.33").json()["hypervisors"]
+    by_uuid = hypervisors_api.get("/v2.1/os-hypervisors", token=ADMIN, version="2.53").json()["hypervisors"]
+    assert len(by_id) >= 2 and [h["hypervisor_hostname"] for h in by_id] == [
+        h["hypervisor_hostname"] for h in by_uuid]
+    after_id = hypervisors_api.get(f"/v2.1/os-hypervisors?marker={by_id[0]['id']}", token=ADMIN,
+                       version="2.53")
+    after_uuid = hypervisors_api.get(f"/v2.1/os-hypervisors?marker={by_uuid[0]['id']}", token=ADMIN,
+                         version="2.53")
+    assert after_id.status == after_uuid.status == 200
+    assert after_id.json() == after_uuid.json() == {"hypervisors": by_uuid[1:]}
+
+
+def test_the_hypervisor_policy_comes_before_paging_with_a_pattern(hypervisors_api):
+    path = "/v2.1/os-hypervisors?hypervisor_hostname_pattern=compute&limit=1"
+    assert hypervisors_api.get(path, token=MEMBER, version="2.53").status == 403
+    assert hypervisors_api.get(path, token=ADMIN, version="2.53").status == 400

@@ -81,6 +81,9 @@ def test_paging_errors(actions_api):
     assert bad.status == 400
     assert bad.json() == {"badRequest": {"code": 400,
                                          "message": "Marker None could not be found."}}
+    # a limit of 0 answers [] before Nova looks the marker up
+    nothing = _get(actions_api, BASE + "?marker=req-nope&limit=0", version="2.58")
+    assert nothing.status == 200 and nothing.json()["instanceActions"] == []
     assert _get(actions_api, BASE + "?limit=-1", version="2.58").status == 400
     assert _get(actions_api, BASE + "?foo=1", version="2.58").status == 400
     assert _get(actions_api, BASE + "?changes-before=2026-01-01T00:00:00Z",

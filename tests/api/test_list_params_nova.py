@@ -125,3 +125,19 @@ def test_the_next_link_keeps_the_parameters_the_schema_names(api):
                                               "marker": [ids(r)[-1]]}
     flavors = api.get("/v2.1/flavors?limit=1&foo=bar").json()["flavors_links"][0]["href"]
     assert set(parse_qs(urlsplit(flavors).query)) == {"limit", "marker"}
+
+
+@pytest.mark.parametrize("path,version", [
+    ("/v2.1/os-keypairs", "2.75"),
+    ("/v2.1/os-hypervisors", "2.53"),
+    (f"/v2.1/servers/{sid(0)}/os-instance-actions", "2.58"),
+    ("/v2.1/os-server-groups", "2.75"),
+    ("/v2.1/servers", "2.75"),
+    ("/v2.1/flavors", "2.75"),
+])
+def test_a_bad_property_is_reported_before_an_unknown_parameter(api, path, version):
+    r = api.get(f"{path}?foo=1&limit=x", token=ADMIN, version=version)
+    assert r.status == 400
+    assert message(r) == ("Invalid input for query parameters limit. Value: x. "
+                          "'x' does not match '^[0-9]*$'")
+

@@ -926,6 +926,32 @@ def test_instance_action_errors_equal_nova_api(stack, appliance, synced, path):
     assert not found, "\n".join(found)
 
 
+ACTION_QUERY_VALUES = {
+    "limit": ("0", "1", "2", "-1", "x", ""),
+    "marker": ("{first}", "{last}", "req-no-such-request", ""),
+    "changes-since": ("2000-01-01T00:00:00Z", "2999-01-01T00:00:00Z", "garbage", ""),
+    "changes-before": ("2999-01-01T00:00:00Z", "2000-01-01T00:00:00Z", "garbage"),
+    "foo": ("bar",),
+}
+
+
+def test_random_instance_action_queries_equal_nova_api(stack, appliance, synced):
+    """A server's action list with its parameters drawn at random (seeded), as the
+    server's project member and the admin."""
+    count = int(os.environ.get("APPLIANCE_DIFF_QUERIES", DEFAULT_QUERIES))
+    seed = int(os.environ.get("APPLIANCE_DIFF_SEED", DEFAULT_SEED))
+    requests = _request_ids(stack.deployment, synced["web"])
+    assert len(requests) >= 2, requests
+    found = []
+    for microversion, path in random_queries(
+            {"first": requests[0], "last": requests[-1]}, count, seed, ACTION_QUERY_VALUES,
+            (f"/v2.1/servers/{synced['web']}/os-instance-actions",), ACTION_MICROVERSIONS,
+            repeatable=("limit", "marker")):
+        for role in ("member", "admin"):
+            found += compare(stack, appliance, path, role, microversion)
+    assert not found, "\n".join(found)
+
+
 # -- key pairs (GET /os-keypairs[/{name}]) -------------------------------------------------
 
 KEYPAIR_MICROVERSIONS = ("2.1", "2.2", "2.10", "2.35", "2.75", "2.104")
@@ -958,6 +984,28 @@ def test_keypairs_equal_nova_api(stack, appliance, keypairs, role, microversion)
         paths += ["/v2.1/os-keypairs?user_id=user-a", "/v2.1/os-keypairs/key-b?user_id=user-b"]
     if role == "member" and minor >= 10:
         paths += ["/v2.1/os-keypairs?user_id=user-b", "/v2.1/os-keypairs/key-b?user_id=user-b"]
+KEYPAIR_QUERY_VALUES = {
+    "user_id": ("user-a", "user-b", "admin", "", "no-such-user"),
+    "limit": ("0", "1", "2", "-1", "x", ""),
+    "marker": ("key-a", "cert a", "b-key", "key-b", "no-such-key", ""),
+    "foo": ("bar",),
+}
+
+
+def test_random_keypair_queries_equal_nova_api(stack, appliance, keypairs):
+    """The key pair list's parameters, drawn at random (seeded), as two users and the
+    admin, at the microversions that change them."""
+    count = int(os.environ.get("APPLIANCE_DIFF_QUERIES", DEFAULT_QUERIES))
+    seed = int(os.environ.get("APPLIANCE_DIFF_SEED", DEFAULT_SEED))
+    found = []
+    for microversion, path in random_queries({}, count, seed, KEYPAIR_QUERY_VALUES,
+                                             ("/v2.1/os-keypairs",), KEYPAIR_MICROVERSIONS,
+                                             repeatable=()):
+        for role in ("member", "other", "admin"):
+            found += compare(stack, appliance, path, role, microversion)
+    assert not found, "\n".join(found)
+
+
 # -- limits (GET /limits) -----------------------------------------------------------------
 
 LIMITS_MICROVERSIONS = ("2.1", "2.35", "2.36", "2.39", "2.57", "2.75", "2.104")
@@ -1090,6 +1138,37 @@ def test_hypervisors_equal_nova_api(stack, appliance, synced, microversion):
                      10, interval=0.2, what=f"{path} equal")
         except AssertionError:
             found += compare(stack, appliance, path, "admin", microversion)
+    assert not found, "\n".join(found)
+
+
+HYPERVISOR_QUERY_VALUES = {
+    "limit": ("0", "1", "2", "-1", "x", ""),
+    "marker": ("{first_id}", "{first_uuid}", "999999", "no-such", ""),
+    "hypervisor_hostname_pattern": ("compute", "compute-1", "nothing", "", "a b", "x" * 256),
+    "with_servers": ("true", "false", "1", "maybe", ""),
+    "foo": ("bar",),
+}
+
+
+def test_random_hypervisor_queries_equal_nova_api(stack, appliance, synced):
+    """The hypervisor list's parameters (index: detail from 2.88 asks a live host for its
+    uptime over RPC), drawn at random (seeded), as the admin and a member (403)."""
+    count = int(os.environ.get("APPLIANCE_DIFF_QUERIES", DEFAULT_QUERIES))
+    seed = int(os.environ.get("APPLIANCE_DIFF_SEED", DEFAULT_SEED))
+    first_id, first_uuid = min(_compute_nodes(stack.deployment).values())
+    found = []
+    for microversion, path in random_queries(
+            {"first_id": first_id, "first_uuid": first_uuid}, count, seed,
+            HYPERVISOR_QUERY_VALUES, ("/v2.1/os-hypervisors",), HYPERVISOR_MICROVERSIONS,
+            repeatable=("limit", "with_servers")):
+        for role in ("admin", "member"):
+            if not compare(stack, appliance, path, role, microversion):
+                continue
+            try:        # compute-3's liveness may turn while both are asked
+                wait_for(lambda: not compare(stack, appliance, path, role, microversion),
+                         10, interval=0.2, what=f"{path} equal")
+            except AssertionError:
+                found += compare(stack, appliance, path, role, microversion)
     assert not found, "\n".join(found)
 
 
