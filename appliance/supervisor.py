@@ -60,6 +60,7 @@ from appliance.settings import Settings, SettingsError, load, unknown_environmen
 from appliance.states import ProcessEvent, ProcessState, transition
 from appliance.worker import BootError, Worker, build_api_app
 from replica.store.connection import open_writer
+from replica.store.schema import ReplicaTooNew
 
 LOOP_TIMEOUT = 0.5              # seconds the loop sleeps when nothing happens
 BUSY_LOOP_TIMEOUT = 0.05        # ... while a child boots or a reload is under way
@@ -271,6 +272,11 @@ class Supervisor:
         except (OSError, apsw.Error) as exc:
             raise StartError(f"replica {path}: cannot open it ({exc}); set replica_path "
                              "or data_dir to a writable place") from None
+        except ReplicaTooNew as exc:
+            # a rollback to an older release: its replica is not this build's to read
+            raise StartError(f"replica {path}: {exc} (a newer release wrote it; run that "
+                             "release, or set data_dir to a new directory: the cells are "
+                             "copied into it again)") from None
 
     # ---------------------------------------------------------------- signals
     def _enqueue(self, signum, frame) -> None:

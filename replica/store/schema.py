@@ -495,6 +495,10 @@ STEPS: tuple[str, ...] = (
 )
 
 
+class ReplicaTooNew(RuntimeError):
+    """The replica's schema is past this build's: a newer release wrote it."""
+
+
 def user_version(conn: apsw.Connection) -> int:
     return conn.execute("PRAGMA user_version").fetchall()[0][0]
 
@@ -503,8 +507,8 @@ def migrate(conn: apsw.Connection) -> int:
     """Apply the steps this database has not seen yet; return the new user_version."""
     current = user_version(conn)
     if current > len(STEPS):
-        raise RuntimeError(f"replica database is at schema {current}, newer than this "
-                           f"build ({len(STEPS)}): use a newer appliance or a new data dir")
+        raise ReplicaTooNew(f"replica database is at schema {current}, newer than this "
+                            f"build ({len(STEPS)}): use a newer appliance or a new data dir")
     for number, ddl in enumerate(STEPS[current:], start=current + 1):
         with conn:
             conn.execute(ddl)

@@ -525,3 +525,21 @@ def test_a_socket_path_too_long_for_unix_stops_the_cell_with_one_line(tmp_path):
     assert lines[-1].startswith("appliance cell: error: --feed ")
     assert "longer than the 107" in lines[-1] and "shorter path" in lines[-1]
 
+
+
+def test_a_replica_from_a_newer_release_is_one_line(tmp_path):
+    """A rollback: the replica's schema is past this build's. serve says so in one line
+    and how to go on, no traceback."""
+    import apsw
+    data = tmp_path / "data"
+    data.mkdir()
+    apsw.Connection(str(data / "replica.db")).execute("PRAGMA user_version = 999")
+    config = tmp_path / "a.toml"
+    config.write_text(f'data_dir = "{data}"\nlisten_port = {free_port()}\n'
+                      f'admin_port = {free_port()}\n' + CELLS)
+    result = appliance("serve", "--config", str(config))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("appliance serve: error: replica "), lines
+    assert "newer than this build" in lines[0] and "data_dir" in lines[0]
