@@ -77,7 +77,7 @@ def hypervisor_query(multi: dict, minor: int, max_limit: int, show: bool) -> Hyp
         return query
     P.check_limit(multi)
     if query.pattern is not None:
-        if "limit" in multi or multi.get("marker"):
+        if "limit" in multi or multi.get("marker", [""])[-1]:     # an empty marker is none
             # Nova gives its reason as webob's detail, not its explanation: what the
             # fault says is webob's default explanation of a 400
             query.refusal = ("The server could not comply with the request since it is "

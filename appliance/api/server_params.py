@@ -61,8 +61,9 @@ EXACT_COLUMNS = {"project_id": "project_id", "tenant_id": "project_id",
                  "user_id": "user_id", "image": "image_ref", "image_ref": "image_ref",
                  "vm_state": "vm_state", "task_state": "task_state", "uuid": "uuid",
                  "host": "host", "flavor": "flavor_id"}
+# (not "description": Nova's schema takes it, but its database filter looks for an
+# Instance attribute of that name, finds none and passes it by: it filters nothing)
 REGEX_COLUMNS = {"name": "display_name", "display_name": "display_name",
-                 "description": "display_description",
                  "display_description": "display_description", "hostname": "hostname",
                  "key_name": "key_name", "node": "node", "reservation_id": "reservation_id",
                  "availability_zone": "availability_zone", "kernel_id": "kernel_id",

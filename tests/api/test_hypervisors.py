@@ -230,3 +230,8 @@ def test_the_hypervisor_policy_comes_before_paging_with_a_pattern(hypervisors_ap
     path = "/v2.1/os-hypervisors?hypervisor_hostname_pattern=compute&limit=1"
     assert hypervisors_api.get(path, token=MEMBER, version="2.53").status == 403
     assert hypervisors_api.get(path, token=ADMIN, version="2.53").status == 400
+
+
+def test_an_empty_marker_pages_nothing_with_a_pattern(hypervisors_api):
+    path = "/v2.1/os-hypervisors?hypervisor_hostname_pattern=compute&marker="
+    assert hypervisors_api.get(path, token=ADMIN, version="2.53").status == 200

@@ -728,6 +728,37 @@ def test_random_flavor_queries_equal_nova_api(stack, appliance, synced):
     assert not found, "\n".join(found)
 
 
+SERVER_PATH_IDS = ("{web}", "{pinned}", "{gone}", "{soft}", "{requested_a}", "{buried}",
+                   "{web_upper}", "{web_bare}", "no-such",
+                   "00000000-0000-0000-0000-000000000000")
+SERVER_PATH_TAILS = ("", "/ips", "/ips/private", "/ips/nope", "/metadata", "/metadata/role",
+                     "/metadata/tier", "/metadata/nope", "/tags", "/tags/blue", "/tags/nope",
+                     "/os-instance-actions", "/os-instance-actions/req-nope")
+SERVER_PATH_MICROVERSIONS = ("2.1", "2.26", "2.47", "2.73", "2.96", "2.101", "2.102", "2.104")
+
+
+def test_random_server_paths_equal_nova_api(stack, appliance, filter_servers):
+    """A server's show and its sub-resources for servers of every kind (own, another
+    project's, deleted, soft-deleted, a build request, cell0's, the uuid in capitals or
+    without hyphens, none), drawn at random (seeded), as members and the admin."""
+    import random
+    count = int(os.environ.get("APPLIANCE_DIFF_QUERIES", DEFAULT_QUERIES))
+    chooser = random.Random(int(os.environ.get("APPLIANCE_DIFF_SEED", DEFAULT_SEED)))
+    ids = {**filter_servers, "web_upper": filter_servers["web"].upper(),
+           "web_bare": filter_servers["web"].replace("-", "")}
+    never_updated = servers_never_updated(stack.deployment)
+    found = []
+    for _ in range(count):
+        server = chooser.choice(SERVER_PATH_IDS).format(**ids)
+        path = (f"/v2.1/servers/{server}{chooser.choice(SERVER_PATH_TAILS)}"
+                f"{chooser.choice(('', '', '?foo=bar'))}")
+        microversion = chooser.choice(SERVER_PATH_MICROVERSIONS)
+        for role in ("member", "other", "admin"):
+            found += compare(stack, appliance, path, role, microversion,
+                             never_updated=never_updated)
+    assert not found, "\n".join(found)
+
+
 # -- servers in every state and with every optional field --------------------------------
 
 VARIED_MICROVERSIONS = ("2.1", "2.3", "2.9", "2.16", "2.19", "2.26", "2.47", "2.63", "2.73",
