@@ -28,6 +28,11 @@ Choices where Nova leaves room or a replica differs, decided once here:
   would hang, on MySQL fail), a statement past the read deadline too (503).
 - A member's ``marker`` must name one of the member's servers: another project's is
   ``marker [X] not found`` (400), so a page cannot tell where a foreign server sorts.
+- Another project's server and its sub-resources are 404 "not found" for a member, as a
+  server that does not exist (nova-api 34 answers 403 from its policy, which tells that
+  the server exists). A server path's uuid is looked up as Nova's database matches it:
+  as stored (lowercase, hyphens), capitals too under ``nova_database_collation =
+  "utf8_general_ci"``; other spellings are not found.
   An admin's marker may be any project's, as Nova looks it up elevated.
 - Bad input past Nova's checks is still the client's error: a ``limit`` past Python's
   int-digit limit is 400 ``limit must be an integer``, a microversion number of more

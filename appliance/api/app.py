@@ -50,8 +50,8 @@ from appliance.api.upstream import Upstream
 from appliance.api.versions import version_document, versions_document
 from replica import render
 from replica.render import FlavorView, InstanceActionView, ServerView
-from replica.store.reader import (Prefixes, ReadResult, ReadTimeout, RegexTooCostly,
-                                  reader_for, server_list)
+from replica.store.reader import (UNKNOWN_SERVER, Prefixes, ReadResult, ReadTimeout,
+                                  RegexTooCostly, reader_for, server_list, stored_server_uuid)
 
 LOG = logging.getLogger(__name__)
 READ_METHODS = ("GET", "HEAD")
@@ -420,15 +420,16 @@ class ComputeApi:
 
     def _show_server(self, read: _Read, server_id: str):
         read.no_query()
-        if not is_uuid_like(server_id):
+        stored = stored_server_uuid(server_id)
+        if stored is None:
             raise not_found(f"Instance {server_id} could not be found.")
         identity = read.identity
         view = self._server_views[(read.minor, identity.admin, True)]
         result = self._reader.show_server(
-            canonical_uuid(server_id), view, read.prefixes,
+            stored, view, read.prefixes,
             None if identity.admin else identity.project_id)
-        if result.body is None:
-            raise _NotFoundWith(f"Instance {server_id} could not be found.", result)
+        if result.body is None:         # (named as stored: Nova names the row it found)
+            raise _NotFoundWith(f"Instance {stored} could not be found.", result)
         return 200, b'{"server":' + result.body + b"}", result
 
     def _show_flavor(self, read: _Read, flavorid: str):
@@ -478,15 +479,23 @@ class ComputeApi:
             # them: tags keep dropping unknown parameters.
         else:
             read.no_query()
-        if not is_uuid_like(server_id):
-            raise not_found(f"Instance {server_id} could not be found.")
+        # Nova finds the tags through the server's cell mapping, which a server it has
+        # never had (or a malformed id) lacks: "not found" in other words.
+        unknown = f"Instance {server_id} has no mapping to a cell."
+        stored = stored_server_uuid(server_id)
+        gone = f"Instance {stored or server_id} could not be found."
+        if kind != "tags":
+            unknown = gone
+        if stored is None:
+            raise not_found(unknown)
         identity = read.identity
         name, missing = _SERVER_SUBRESOURCES[kind][key is not None]
         result = self._reader.subresource(
-            name, canonical_uuid(server_id),
-            None if identity.admin else identity.project_id, key)
+            name, stored, None if identity.admin else identity.project_id, key)
+        if result.count == UNKNOWN_SERVER:
+            raise _NotFoundWith(unknown, result)
         if not result.count:
-            raise _NotFoundWith(f"Instance {server_id} could not be found.", result)
+            raise _NotFoundWith(gone, result)
         if result.body is None:
             raise _NotFoundWith(missing.format(server=server_id, key=key), result)
         return (204 if name == "tag" else 200), result.body, result
@@ -500,24 +509,25 @@ class ComputeApi:
             query = action_query(read.query(), minor, self.config.max_limit)
         else:
             read.no_query()
-        if not is_uuid_like(server_id):
+        stored = stored_server_uuid(server_id)
+        if stored is None:
             raise not_found(f"Instance {server_id} could not be found.")
         project = None if identity.admin else identity.project_id
         deleted = minor >= DELETED_SERVERS_MINOR
         if request_id is not None:
             result = self._reader.show_instance_action(
-                canonical_uuid(server_id), request_id,
+                stored, request_id,
                 InstanceActionView(minor, identity.admin), project, deleted)
             if not result.count:
-                raise _NotFoundWith(f"Instance {server_id} could not be found.", result)
+                raise _NotFoundWith(f"Instance {stored} could not be found.", result)
             if result.body is None:
                 raise _NotFoundWith(f"Action {request_id} not found", result)
             return 200, result.body, result
         found, result = self._reader.list_instance_actions(
-            canonical_uuid(server_id), project, deleted, minor >= PAGING_MINOR, query.marker,
+            stored, project, deleted, minor >= PAGING_MINOR, query.marker,
             query.limit, query.changes_since, query.changes_before)
         if not found:
-            raise _NotFoundWith(f"Instance {server_id} could not be found.", result)
+            raise _NotFoundWith(f"Instance {stored} could not be found.", result)
         if query.marker is not None and not result.marker_found and query.limit != 0:
             # Nova names the marker after its lookup came back empty (a limit of 0
             # answers [] before the lookup)

@@ -345,9 +345,19 @@ _NETWORK_IPS = ("json((SELECT json_group_array(json_object('version', "
                 "FROM json_each(n.value) AS a))")
 
 
-def _sub_sql(table: str, key: str, access: str, body: str) -> str:
-    return (f"SELECT count(*), max(CAST({body} AS BLOB)), {POSITION_SQL} "
+def _sub_sql(table: str, key: str, access: str, body: str, unknown: int | None = None
+             ) -> str:
+    """(count, body, position); ``unknown``: the count when no row has the key at all
+    (else 0, as when the caller may not see it)."""
+    found = "count(*)"
+    if unknown is not None:
+        found = (f"CASE WHEN count(*) > 0 THEN count(*) WHEN EXISTS (SELECT 1 FROM {table} "
+                 f"WHERE {key} = ?1) THEN 0 ELSE {unknown} END")
+    return (f"SELECT {found}, max(CAST({body} AS BLOB)), {POSITION_SQL} "
             f"FROM {table} WHERE {key} = ?1 AND {access}")
+
+
+UNKNOWN_SERVER = -1     # a sub-resource's count: no server of that uuid at all
 
 
 SUBRESOURCE_SQL = {
@@ -365,11 +375,14 @@ SUBRESOURCE_SQL = {
                               "'tenant_id', value)) FROM json_each(flavors.projects)) || '}' "
                               "END"),
     # A build request (in_cell = 0) has no tags resource in nova-api: 404.
+    # nova-api finds tags through the server's cell mapping: a server it has none of
+    # (UNKNOWN_SERVER) is "no mapping", one it may not see or that is deleted "not found".
     "tags": _sub_sql("servers", "uuid", _SERVER_ACCESS + " AND in_cell = 1",
-                     "'{\"tags\":' || tags || '}'"),
+                     "'{\"tags\":' || tags || '}'", UNKNOWN_SERVER),
     # '' when the tag exists (204), NULL when not.
     "tag": _sub_sql("servers", "uuid", _SERVER_ACCESS + " AND in_cell = 1",
-                    "(SELECT '' FROM json_each(servers.tags) WHERE value = ?3 LIMIT 1)"),
+                    "(SELECT '' FROM json_each(servers.tags) WHERE value = ?3 LIMIT 1)",
+                    UNKNOWN_SERVER),
     # nova-api reads a server's metadata from the cell database without targeting the
     # server's cell (compute API get_instance_metadata): a build request, in no cell
     # yet, has none there: {} and no key (its own metadata shows in the server view).
@@ -988,6 +1001,21 @@ def set_nova_collation(name: str) -> None:
     if name not in NOVA_COLLATIONS:
         raise ValueError(f"unknown Nova database collation {name!r}")
     _nova_collation = name
+
+
+def stored_server_uuid(value: str) -> str | None:
+    """The uuid as the replica stores it (lowercase, hyphenated) that ``value`` in a
+    server's path names in Nova's database, or None: Nova looks the server up by the
+    text as given, so another spelling finds nothing, except that under MariaDB's
+    case-insensitive collation capitals find it too."""
+    if _CANONICAL_UUID.match(value):
+        return value
+    if _nova_collation != "binary" and _CANONICAL_UUID.match(value.lower()):
+        return value.lower()
+    return None
+
+
+_CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 @functools.lru_cache(maxsize=65536)

@@ -151,3 +151,18 @@ def test_the_description_filter_filters_nothing(api):
         == every
     assert ids(api.get("/v2.1/servers?all_tenants=1&display_description=no-such",
                        token=ADMIN)) == []
+
+
+def test_a_server_is_found_by_its_uuid_as_nova_s_database_matches_it():
+    from replica.store import reader
+    uuid = sid(0)
+    try:
+        reader.set_nova_collation("binary")             # SQLite: the text as stored
+        assert reader.stored_server_uuid(uuid) == uuid
+        assert [reader.stored_server_uuid(other) for other in (
+            uuid.upper(), uuid.replace("-", ""), "{" + uuid + "}", "no-such")] == [None] * 4
+        reader.set_nova_collation("utf8_general_ci")    # MariaDB: capitals match too
+        assert reader.stored_server_uuid(uuid.upper()) == uuid
+        assert reader.stored_server_uuid(uuid.replace("-", "")) is None
+    finally:
+        reader.set_nova_collation("binary")

@@ -747,13 +747,22 @@ def test_random_server_paths_equal_nova_api(stack, appliance, filter_servers):
     ids = {**filter_servers, "web_upper": filter_servers["web"].upper(),
            "web_bare": filter_servers["web"].replace("-", "")}
     never_updated = servers_never_updated(stack.deployment)
+    # Another project's server: nova-api finds it and its policy refuses (403), the
+    # appliance answers 404 as for a server that does not exist (docs/nova-servers.md,
+    # known differences).
+    owners = {"member": {"web", "requested_a", "web_upper"},
+              "other": {"pinned", "gone", "soft", "buried"}}
     found = []
     for _ in range(count):
-        server = chooser.choice(SERVER_PATH_IDS).format(**ids)
-        path = (f"/v2.1/servers/{server}{chooser.choice(SERVER_PATH_TAILS)}"
+        name = chooser.choice(SERVER_PATH_IDS)
+        tail = chooser.choice(SERVER_PATH_TAILS)
+        path = (f"/v2.1/servers/{name.format(**ids)}{tail}"
                 f"{chooser.choice(('', '', '?foo=bar'))}")
         microversion = chooser.choice(SERVER_PATH_MICROVERSIONS)
         for role in ("member", "other", "admin"):
+            if role in owners and name.strip("{}") in (
+                    set().union(*owners.values()) - owners[role]):
+                continue
             found += compare(stack, appliance, path, role, microversion,
                              never_updated=never_updated)
     assert not found, "\n".join(found)
