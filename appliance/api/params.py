@@ -10,6 +10,7 @@ import uuid
 from urllib.parse import parse_qsl
 
 from appliance.api.faults import ApiError, bad_request
+from replica.store.reader import CANONICAL_UUID
 
 MAX_QUERY_CHARS = 16384          # longer query strings are refused (414)
 TRUE_STRINGS = ("1", "t", "true", "on", "y", "yes")
@@ -56,13 +57,14 @@ def additional_properties(multi: dict, allowed: frozenset, pattern_underscore: b
         raise bad_request(f"Additional properties are not allowed ({names} {verb} unexpected)")
 
 
-def check_limit(multi: dict) -> None:
-    for value in multi.get("limit", ()):
+def check_limit(multi: dict, name: str = "limit") -> None:
+    """Nova's non_negative_integer for each value of ``name`` (limit, offset)."""
+    for value in multi.get(name, ()):
         if not value:
             # jsonschema's minLength message for a minimum of one (Nova 34's jsonschema)
-            raise invalid_query("limit", value, "'' should be non-empty")
+            raise invalid_query(name, value, "'' should be non-empty")
         if not _DIGITS.match(value):
-            raise invalid_query("limit", value, f"'{value}' does not match '^[0-9]*$'")
+            raise invalid_query(name, value, f"'{value}' does not match '^[0-9]*$'")
 
 
 def check_enum(multi: dict, name: str, allowed) -> None:
@@ -141,7 +143,6 @@ def bool_from_string(value: str, strict: bool = False, default: bool = False) ->
     return default
 
 
-CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def is_uuid_like(value: str) -> bool:

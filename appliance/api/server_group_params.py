@@ -6,14 +6,12 @@ show takes nothing from 2.102."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from appliance.api import params as P
 
 INDEX_STRICT_MINOR = 75
 INDEX_SCHEMA = frozenset(("all_projects", "limit", "offset"))
-_NON_NEGATIVE = re.compile(r"^[0-9]*$")
 
 
 @dataclass(slots=True)
@@ -24,12 +22,8 @@ class ServerGroupQuery:
 
 
 def _non_negative(multi: dict, name: str) -> int | None:
+    P.check_limit(multi, name)
     values = multi.get(name, ())
-    for value in values:
-        if not value:
-            raise P.invalid_query(name, value, "'' should be non-empty")
-        if not _NON_NEGATIVE.match(value):
-            raise P.invalid_query(name, value, f"'{value}' does not match '^[0-9]*$'")
     return int(values[-1]) if values else None
 
 

@@ -920,8 +920,8 @@ def build_server_list(query: ServerQuery, view: render.ServerView | None
         marker_scope = f" AND project_id = {p(query.marker_project)}"
     # A detail page with a server never updated shows the time of the request.
     found_as = None
-    if query.refusal is not None:
-        found_as = flavor_found if flavors else "1"
+    if query.refusal is not None:       # (set only with a flavor filter)
+        found_as = flavor_found
         where.append("0")
     has_marker = query.marker is not None and query.refusal is None
     sql = _server_list_sql(doc, where, in_cell_only, sort, has_marker, marker_scope, p.last(),
@@ -1008,14 +1008,15 @@ def stored_server_uuid(value: str) -> str | None:
     server's path names in Nova's database, or None: Nova looks the server up by the
     text as given, so another spelling finds nothing, except that under MariaDB's
     case-insensitive collation capitals find it too."""
-    if _CANONICAL_UUID.match(value):
+    if CANONICAL_UUID.match(value):
         return value
-    if _nova_collation != "binary" and _CANONICAL_UUID.match(value.lower()):
+    if _nova_collation != "binary" and CANONICAL_UUID.match(value.lower()):
         return value.lower()
     return None
 
 
-_CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# A uuid as Nova and the replica store it: lowercase, hyphenated.
+CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 @functools.lru_cache(maxsize=65536)
